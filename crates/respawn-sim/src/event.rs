@@ -1,0 +1,63 @@
+//! Domain events: the zone's record of what happened, with ids that a replay
+//! reproduces exactly (zone, tick, index within the tick).
+
+use crate::command::RejectReason;
+use crate::zone::{EntityId, ItemKind, PlayerId};
+
+/// Deterministic event id: re-simulating a tick yields the same ids, so a
+/// store with a unique key on it absorbs every duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId {
+    pub zone: u32,
+    pub tick: u64,
+    pub index: u32,
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}-{}", self.zone, self.tick, self.index)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainEvent {
+    pub id: EventId,
+    pub kind: EventKind,
+}
+
+/// Who dealt a killing blow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Killer {
+    Player(PlayerId),
+    Npc(EntityId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    PlayerJoined { player: PlayerId, name: String, entity: EntityId },
+    PlayerLeft { player: PlayerId, level: u32, xp: u64, gold: u64 },
+    ItemAcquired { player: PlayerId, item: ItemKind, count: u32 },
+    GoldChanged { player: PlayerId, delta: i64, total: u64 },
+    LevelUp { player: PlayerId, level: u32 },
+    PlayerKilled { victim: PlayerId, killer: Killer },
+    NpcKilled { npc: EntityId, killer: PlayerId },
+    PlayerRespawned { player: PlayerId },
+    CheatRejected { player: PlayerId, reason: RejectReason },
+}
+
+impl EventKind {
+    /// Stable name used in schemas, topics and metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventKind::PlayerJoined { .. } => "player_joined",
+            EventKind::PlayerLeft { .. } => "player_left",
+            EventKind::ItemAcquired { .. } => "item_acquired",
+            EventKind::GoldChanged { .. } => "gold_changed",
+            EventKind::LevelUp { .. } => "level_up",
+            EventKind::PlayerKilled { .. } => "player_killed",
+            EventKind::NpcKilled { .. } => "npc_killed",
+            EventKind::PlayerRespawned { .. } => "player_respawned",
+            EventKind::CheatRejected { .. } => "cheat_rejected",
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Snapshot encoding: a versioned, checksummed, self-contained image of a zone.
+//!
+//! Layout: `b"RSPN"`, format version (u16 LE), reserved (u16), payload length
+//! (u32 LE), CRC-32 of the payload (u32 LE), payload. The payload holds the
+//! zone's config and every piece of mutable state, in a fixed order with maps
+//! in key order, so equal zones encode to equal bytes.
+
+use std::collections::BTreeMap;
+
+use crate::codec::{Reader, Writer};
+use crate::config::ZoneConfig;
+use crate::geom::{Point, Rect};
+use crate::rng::Rng;
+use crate::zone::{ItemKind, Npc, Player, Zone, ZoneItem};
+
+pub const MAGIC: [u8; 4] = *b"RSPN";
+/// The only format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+const HEADER_LEN: usize = 16;
+
+/// Why bytes were refused as a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotError {
+    BadMagic,
+    UnsupportedVersion { found: u16, supported: u16 },
+    LengthMismatch { declared: u64, actual: u64 },
+    ChecksumMismatch { stored: u32, computed: u32 },
+    Truncated(&'static str),
+    Invalid(String),
+}
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotError::BadMagic => write!(f, "not a Respawn zone snapshot (bad magic bytes)"),
+            SnapshotError::UnsupportedVersion { found, supported } => {
+                write!(f, "snapshot format version {found} is not supported (this build reads version {supported})")
+            }
+            SnapshotError::LengthMismatch { declared, actual } => {
+                write!(f, "snapshot payload is {actual} bytes but its header declares {declared}")
+            }
+            SnapshotError::ChecksumMismatch { stored, computed } => {
+                write!(f, "snapshot is corrupt: checksum {computed:08x} does not match stored {stored:08x}")
+            }
+            SnapshotError::Truncated(what) => write!(f, "snapshot is truncated while reading {what}"),
+            SnapshotError::Invalid(why) => write!(f, "snapshot content is invalid: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+/// Header facts readable without decoding the whole zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub version: u16,
+    pub zone_id: u32,
+    pub tick: u64,
+}
+
+impl Zone {
+    /// Encodes the whole zone. Equal zones give equal bytes.
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        write_config(&mut w, &self.config);
+        w.u64(self.tick);
+        w.u64(self.rng.state);
+        w.u32(self.next_entity);
+        w.u32(self.players.len() as u32);
+        for p in self.players.values() {
+            w.u64(p.id);
+            w.u32(p.entity);
+            w.str(&p.name);
+            write_point(&mut w, p.pos);
+            write_point(&mut w, p.velocity);
+            w.i32(p.hp);
+            w.u32(p.level);
+            w.u64(p.xp);
+            w.u64(p.gold);
+            w.u32(p.inventory.len() as u32);
+            for (kind, count) in &p.inventory {
+                w.u8(kind.code());
+                w.u32(*count);
+            }
+            w.u64(p.attack_ready_at);
+            w.opt_u64(p.respawn_at);
+        }
+        w.u32(self.npcs.len() as u32);
+        for n in self.npcs.values() {
+            w.u32(n.entity);
+            write_point(&mut w, n.pos);
+            write_point(&mut w, n.home);
+            write_point(&mut w, n.wander_to);
+            w.i32(n.hp);
+            w.u64(n.attack_ready_at);
+            w.opt_u64(n.respawn_at);
+        }
+        w.u32(self.items.len() as u32);
+        for i in self.items.values() {
+            w.u32(i.entity);
+            w.u8(i.kind.code());
+            w.u32(i.amount);
+            write_point(&mut w, i.pos);
+        }
+        let payload = w.buf;
+        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    /// Decodes a snapshot, refusing anything corrupt, truncated, of another
+    /// version, or describing an impossible zone.
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<Zone, SnapshotError> {
+        let payload = checked_payload(bytes)?;
+        let mut r = Reader::new(payload);
+        let config = read_config(&mut r)?;
+        config.validate().map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        let tick = r.u64("tick")?;
+        let rng = Rng::new(r.u64("rng")?);
+        let next_entity = r.u32("next entity")?;
+        let mut players = BTreeMap::new();
+        let mut player_entities = BTreeMap::new();
+        for _ in 0..r.count(60, "players")? {
+            let id = r.u64("player id")?;
+            let entity = r.u32("player entity")?;
+            let name = r.str("player name")?;
+            let pos = read_point(&mut r, "player position")?;
+            let velocity = read_point(&mut r, "player velocity")?;
+            let hp = r.i32("player hp")?;
+            let level = r.u32("player level")?;
+            let xp = r.u64("player xp")?;
+            let gold = r.u64("player gold")?;
+            let mut inventory = BTreeMap::new();
+            for _ in 0..r.count(5, "inventory")? {
+                let kind = read_item_kind(&mut r)?;
+                inventory.insert(kind, r.u32("inventory count")?);
+            }
+            let attack_ready_at = r.u64("player cooldown")?;
+            let respawn_at = r.opt_u64("player respawn")?;
+            if level == 0 || player_entities.insert(entity, id).is_some() {
+                return Err(SnapshotError::Invalid(format!("player {id}: level 0 or duplicate entity {entity}")));
+            }
+            let player = Player {
+                id,
+                entity,
+                name,
+                pos,
+                velocity,
+                hp,
+                level,
+                xp,
+                gold,
+                inventory,
+                attack_ready_at,
+                respawn_at,
+            };
+            if players.insert(id, player).is_some() {
+                return Err(SnapshotError::Invalid(format!("player {id} appears twice")));
+            }
+        }
+        let mut npcs = BTreeMap::new();
+        for _ in 0..r.count(37, "npcs")? {
+            let entity = r.u32("npc entity")?;
+            let npc = Npc {
+                entity,
+                pos: read_point(&mut r, "npc position")?,
+                home: read_point(&mut r, "npc home")?,
+                wander_to: read_point(&mut r, "npc goal")?,
+                hp: r.i32("npc hp")?,
+                attack_ready_at: r.u64("npc cooldown")?,
+                respawn_at: r.opt_u64("npc respawn")?,
+            };
+            if npcs.insert(entity, npc).is_some() {
+                return Err(SnapshotError::Invalid(format!("npc {entity} appears twice")));
+            }
+        }
+        let mut items = BTreeMap::new();
+        for _ in 0..r.count(17, "items")? {
+            let entity = r.u32("item entity")?;
+            let kind = read_item_kind(&mut r)?;
+            let item = ZoneItem { entity, kind, amount: r.u32("item amount")?, pos: read_point(&mut r, "item position")? };
+            if items.insert(entity, item).is_some() {
+                return Err(SnapshotError::Invalid(format!("item {entity} appears twice")));
+            }
+        }
+        if r.remaining() != 0 {
+            return Err(SnapshotError::Invalid(format!("{} unexpected trailing bytes", r.remaining())));
+        }
+        Ok(Zone { config, tick, rng, next_entity, players, player_entities, npcs, items })
+    }
+}
+
+/// Reads the header and the zone id and tick, without decoding the rest.
+pub fn inspect(bytes: &[u8]) -> Result<SnapshotInfo, SnapshotError> {
+    let payload = checked_payload(bytes)?;
+    let mut r = Reader::new(payload);
+    let config = read_config(&mut r)?;
+    Ok(SnapshotInfo { version: FORMAT_VERSION, zone_id: config.zone_id, tick: r.u64("tick")? })
+}
+
+fn checked_payload(bytes: &[u8]) -> Result<&[u8], SnapshotError> {
+    if bytes.len() < 4 || bytes[..4] != MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    let mut r = Reader::new(&bytes[4..]);
+    let version = u16::from(r.u8("version")?) | (u16::from(r.u8("version")?) << 8);
+    if version != FORMAT_VERSION {
+        return Err(SnapshotError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+    }
+    r.u8("reserved")?;
+    r.u8("reserved")?;
+    let declared = r.u32("payload length")?;
+    let stored = r.u32("checksum")?;
+    let payload = bytes.get(HEADER_LEN..).ok_or(SnapshotError::Truncated("header"))?;
+    if payload.len() as u64 != u64::from(declared) {
+        return Err(SnapshotError::LengthMismatch { declared: u64::from(declared), actual: payload.len() as u64 });
+    }
+    let computed = crc32fast::hash(payload);
+    if computed != stored {
+        return Err(SnapshotError::ChecksumMismatch { stored, computed });
+    }
+    Ok(payload)
+}
+
+fn write_point(w: &mut Writer, p: Point) {
+    w.i32(p.x);
+    w.i32(p.y);
+}
+
+fn read_point(r: &mut Reader<'_>, what: &'static str) -> Result<Point, SnapshotError> {
+    Ok(Point::new(r.i32(what)?, r.i32(what)?))
+}
+
+fn read_item_kind(r: &mut Reader<'_>) -> Result<ItemKind, SnapshotError> {
+    let code = r.u8("item kind")?;
+    ItemKind::from_code(code).ok_or_else(|| SnapshotError::Invalid(format!("unknown item kind {code}")))
+}
+
+fn write_config(w: &mut Writer, c: &ZoneConfig) {
+    w.u32(c.zone_id);
+    w.str(&c.name);
+    w.u64(c.seed);
+    w.i32(c.width);
+    w.i32(c.height);
+    w.u32(c.obstacles.len() as u32);
+    for o in &c.obstacles {
+        for v in [o.x, o.y, o.w, o.h] {
+            w.i32(v);
+        }
+    }
+    for v in [c.body_radius, c.max_speed, c.attack_range] {
+        w.i32(v);
+    }
+    w.u32(c.attack_cooldown_ticks);
+    w.i32(c.pickup_range);
+    w.u32(c.respawn_ticks);
+    w.u32(c.npc_count);
+    w.i32(c.npc_speed);
+    w.i32(c.npc_aggro_range);
+    w.u32(c.item_spawn_interval_ticks);
+    w.u32(c.max_items);
+    w.u32(c.inventory_slots);
+}
+
+fn read_config(r: &mut Reader<'_>) -> Result<ZoneConfig, SnapshotError> {
+    let zone_id = r.u32("zone id")?;
+    let name = r.str("zone name")?;
+    let seed = r.u64("seed")?;
+    let width = r.i32("width")?;
+    let height = r.i32("height")?;
+    let mut obstacles = Vec::new();
+    for _ in 0..r.count(16, "obstacles")? {
+        obstacles.push(Rect::new(r.i32("obstacle")?, r.i32("obstacle")?, r.i32("obstacle")?, r.i32("obstacle")?));
+    }
+    Ok(ZoneConfig {
+        zone_id,
+        name,
+        seed,
+        width,
+        height,
+        obstacles,
+        body_radius: r.i32("body radius")?,
+        max_speed: r.i32("max speed")?,
+        attack_range: r.i32("attack range")?,
+        attack_cooldown_ticks: r.u32("attack cooldown")?,
+        pickup_range: r.i32("pickup range")?,
+        respawn_ticks: r.u32("respawn ticks")?,
+        npc_count: r.u32("npc count")?,
+        npc_speed: r.i32("npc speed")?,
+        npc_aggro_range: r.i32("npc aggro range")?,
+        item_spawn_interval_ticks: r.u32("item spawn interval")?,
+        max_items: r.u32("max items")?,
+        inventory_slots: r.u32("inventory slots")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Command, CommandKind};
+
+    fn played_zone() -> Zone {
+        let mut z = Zone::new(ZoneConfig::standard(3, "test", 9)).expect("zone");
+        let join = |p, n: &str| Command { player: p, seq: 0, kind: CommandKind::Join { name: n.into() } };
+        z.tick(&[join(1, "ann"), join(2, "bob")]);
+        for _ in 0..30 {
+            z.tick(&[Command { player: 1, seq: 1, kind: CommandKind::Move { velocity: Point::new(10, 5) } }]);
+        }
+        z
+    }
+
+    #[test]
+    fn round_trip_is_exact() {
+        let z = played_zone();
+        let bytes = z.encode_snapshot();
+        let back = Zone::decode_snapshot(&bytes).expect("decode");
+        assert_eq!(back, z);
+        assert_eq!(back.encode_snapshot(), bytes);
+        let info = inspect(&bytes).expect("inspect");
+        assert_eq!((info.zone_id, info.tick), (3, 31));
+    }
+
+    #[test]
+    fn corruption_is_refused() {
+        let bytes = played_zone().encode_snapshot();
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x40;
+        assert!(matches!(Zone::decode_snapshot(&flipped), Err(SnapshotError::ChecksumMismatch { .. })));
+
+        let mut future = bytes.clone();
+        future[4] = 9;
+        let err = Zone::decode_snapshot(&future).unwrap_err();
+        assert_eq!(err, SnapshotError::UnsupportedVersion { found: 9, supported: 1 });
+        assert!(err.to_string().contains("version 9"));
+
+        assert_eq!(Zone::decode_snapshot(b"nope"), Err(SnapshotError::BadMagic));
+        assert!(matches!(
+            Zone::decode_snapshot(&bytes[..bytes.len() - 3]),
+            Err(SnapshotError::LengthMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let bytes = played_zone().encode_snapshot();
+        for len in 0..bytes.len() {
+            assert!(Zone::decode_snapshot(&bytes[..len]).is_err(), "len {len} accepted");
+        }
+    }
+}
