@@ -1,14 +1,15 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The zone server: hosts several zones, each on its own fixed-rate tick
+//! thread, behind one WebSocket endpoint with health, readiness, metrics and
+//! a graceful drain.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod config;
+mod conn;
+mod link;
+pub mod metrics;
+mod process;
+pub mod server;
+mod wire;
+pub mod zone_loop;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use config::{ConfigError, ServerConfig};
+pub use server::{DrainReport, DrainTrigger, ServerError, ServerOptions, ZoneServer};

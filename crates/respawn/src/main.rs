@@ -1,3 +1,146 @@
-fn main() {
-    println!("Hello, world!");
+//! `respawn`: one binary, many roles. Parses the command line and wires the
+//! chosen role to its crates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use respawn_token::{Claims, TokenKey};
+use respawn_zone::{ServerConfig, ServerOptions, ZoneServer};
+
+#[derive(Parser, Debug)]
+#[command(name = "respawn", version, about = "A real-time game backend whose failures behave predictably")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a zone server: several zones, each on its own fixed-rate tick thread.
+    Zone(ZoneArgs),
+    /// Mint a signed session token (until the platform server issues them).
+    Token(TokenArgs),
+}
+
+#[derive(Args, Debug)]
+struct ZoneArgs {
+    /// TOML file describing zones and limits; built-in defaults when absent.
+    #[arg(long, env = "RESPAWN_ZONE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address for WebSocket, health and metrics (overrides the file).
+    #[arg(long, env = "RESPAWN_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Simulation rate in Hz (overrides the file).
+    #[arg(long, env = "RESPAWN_TICK_HZ")]
+    tick_hz: Option<u32>,
+    /// Seconds to wait for players to leave during a drain (overrides the file).
+    #[arg(long, env = "RESPAWN_DRAIN_DEADLINE_SECS")]
+    drain_deadline_secs: Option<u64>,
+    /// Secret that session tokens are signed with (at least 16 bytes).
+    #[arg(long, env = "RESPAWN_TOKEN_KEY", hide_env_values = true)]
+    token_key: String,
+    /// Bearer token for the admin API (`POST /admin/drain`); disabled when unset.
+    #[arg(long, env = "RESPAWN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct TokenArgs {
+    /// Secret to sign with; must match the zone server's.
+    #[arg(long, env = "RESPAWN_TOKEN_KEY", hide_env_values = true)]
+    key: String,
+    /// Numeric player id.
+    #[arg(long)]
+    player: u64,
+    /// Display name: 1-24 of A-Z a-z 0-9 _ -.
+    #[arg(long)]
+    name: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Zone(args) => run_zone(args),
+        Cmd::Token(args) => mint_token(args),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn token_key(secret: &str) -> Result<TokenKey> {
+    TokenKey::new(secret.as_bytes()).context("token key")
+}
+
+fn mint_token(args: TokenArgs) -> Result<()> {
+    let claims = Claims { player_id: args.player, name: args.name, expires_at: unix_now().saturating_add(args.ttl) };
+    println!("{}", token_key(&args.key)?.sign(&claims).context("cannot sign these claims")?);
+    Ok(())
+}
+
+fn run_zone(args: ZoneArgs) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => ServerConfig::load(path)?,
+        None => ServerConfig::defaults(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(hz) = args.tick_hz {
+        config.tick_hz = hz;
+    }
+    if let Some(secs) = args.drain_deadline_secs {
+        config.drain_deadline = std::time::Duration::from_secs(secs);
+    }
+    config.validate()?;
+    if args.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+        bail!("--admin-token must be at least 16 characters");
+    }
+    let options = ServerOptions {
+        config,
+        token_key: token_key(&args.token_key)?,
+        admin_token: args.admin_token,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let server = ZoneServer::start(options).await?;
+        let addr = server.local_addr()?;
+        // One machine-readable line on stdout; logs go to stderr.
+        println!("respawn zone listening on http://{addr}");
+        let trigger = server.drain_trigger();
+        tokio::spawn(async move {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+                }
+                trigger.trigger();
+            }
+        });
+        server.run().await?;
+        Ok(())
+    })
 }

@@ -1,0 +1,262 @@
+//! Zone server configuration: a TOML file says what runs; command-line flags
+//! override the runtime knobs. Everything is validated into [`ServerConfig`]
+//! before anything starts.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use respawn_sim::ZoneConfig;
+use serde::Deserialize;
+
+/// The file format. Unknown keys are errors, so a typo never goes unnoticed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub listen: Option<SocketAddr>,
+    pub tick_hz: Option<u32>,
+    pub command_queue_capacity: Option<usize>,
+    pub view_radius: Option<i32>,
+    pub max_visible: Option<usize>,
+    pub max_players_per_zone: Option<usize>,
+    pub drain_deadline_secs: Option<u64>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub zones: Vec<ZoneFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub client_send_buffer: Option<usize>,
+    pub max_dropped_updates: Option<u32>,
+    pub commands_per_second: Option<u32>,
+    pub join_timeout_ms: Option<u64>,
+    pub write_timeout_ms: Option<u64>,
+    pub ping_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneFile {
+    pub id: u32,
+    pub name: String,
+    #[serde(default)]
+    pub seed: u64,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub npc_count: Option<u32>,
+    pub max_items: Option<u32>,
+}
+
+/// Per-connection limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Outbound messages queued per client before updates are dropped.
+    pub client_send_buffer: usize,
+    /// Consecutive dropped updates after which a client is disconnected.
+    pub max_dropped_updates: u32,
+    /// Sustained commands per second per connection (also the burst size).
+    pub commands_per_second: u32,
+    pub join_timeout: Duration,
+    pub write_timeout: Duration,
+    pub ping_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            client_send_buffer: 64,
+            max_dropped_updates: 40,
+            commands_per_second: 60,
+            join_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tick_hz: u32,
+    pub command_queue_capacity: usize,
+    pub view_radius: i32,
+    pub max_visible: usize,
+    pub max_players_per_zone: usize,
+    pub drain_deadline: Duration,
+    pub limits: Limits,
+    pub zones: Vec<ZoneConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7350";
+
+impl ServerConfig {
+    /// Two standard zones on the default port: what runs with no config file.
+    pub fn defaults() -> Self {
+        Self::from_file(default_file()).expect("built-in defaults are valid")
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let file: ConfigFile = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })?;
+        Self::from_file(file)
+    }
+
+    pub fn from_file(file: ConfigFile) -> Result<Self, ConfigError> {
+        let d = Limits::default();
+        let l = file.limits;
+        let ms = Duration::from_millis;
+        let config = ServerConfig {
+            listen: file.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid literal")),
+            tick_hz: file.tick_hz.unwrap_or(20),
+            command_queue_capacity: file.command_queue_capacity.unwrap_or(8_192),
+            view_radius: file.view_radius.unwrap_or(2_000),
+            max_visible: file.max_visible.unwrap_or(128),
+            max_players_per_zone: file.max_players_per_zone.unwrap_or(10_000),
+            drain_deadline: Duration::from_secs(file.drain_deadline_secs.unwrap_or(30)),
+            limits: Limits {
+                client_send_buffer: l.client_send_buffer.unwrap_or(d.client_send_buffer),
+                max_dropped_updates: l.max_dropped_updates.unwrap_or(d.max_dropped_updates),
+                commands_per_second: l.commands_per_second.unwrap_or(d.commands_per_second),
+                join_timeout: l.join_timeout_ms.map_or(d.join_timeout, ms),
+                write_timeout: l.write_timeout_ms.map_or(d.write_timeout, ms),
+                ping_interval: l.ping_interval_ms.map_or(d.ping_interval, ms),
+            },
+            zones: if file.zones.is_empty() { default_file().zones } else { file.zones }
+                .into_iter()
+                .map(ZoneFile::into_zone_config)
+                .collect(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !(1..=1_000).contains(&self.tick_hz) {
+            return bad(format!("tick_hz must be 1..=1000, got {}", self.tick_hz));
+        }
+        if !(1..=1_000_000).contains(&self.command_queue_capacity) {
+            return bad(format!("command_queue_capacity must be 1..=1000000, got {}", self.command_queue_capacity));
+        }
+        if !(100..=100_000).contains(&self.view_radius) {
+            return bad(format!("view_radius must be 100..=100000 cm, got {}", self.view_radius));
+        }
+        if !(1..=10_000).contains(&self.max_visible) || !(1..=1_000_000).contains(&self.max_players_per_zone) {
+            return bad("max_visible must be 1..=10000 and max_players_per_zone 1..=1000000".into());
+        }
+        let l = &self.limits;
+        if l.client_send_buffer == 0 || l.max_dropped_updates == 0 || l.commands_per_second == 0 {
+            return bad("limits.client_send_buffer, max_dropped_updates and commands_per_second must be > 0".into());
+        }
+        if l.ping_interval.is_zero() || l.join_timeout.is_zero() || l.write_timeout.is_zero() {
+            return bad("limits durations must be > 0".into());
+        }
+        if self.zones.is_empty() {
+            return bad("at least one zone is required".into());
+        }
+        for (i, z) in self.zones.iter().enumerate() {
+            z.validate().map_err(|e| ConfigError::Invalid(format!("zone {:?}: {e}", z.name)))?;
+            if self.zones[..i].iter().any(|o| o.zone_id == z.zone_id || o.name == z.name) {
+                return bad(format!("zone id {} / name {:?} is used twice", z.zone_id, z.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tick period.
+    pub fn tick_period(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / f64::from(self.tick_hz))
+    }
+}
+
+impl ZoneFile {
+    fn into_zone_config(self) -> ZoneConfig {
+        let mut c = ZoneConfig::standard(self.id, &self.name, self.seed);
+        c.width = self.width.unwrap_or(c.width);
+        c.height = self.height.unwrap_or(c.height);
+        c.npc_count = self.npc_count.unwrap_or(c.npc_count);
+        c.max_items = self.max_items.unwrap_or(c.max_items);
+        c
+    }
+}
+
+fn default_file() -> ConfigFile {
+    let zone = |id, name: &str, seed| ZoneFile {
+        id,
+        name: name.into(),
+        seed,
+        width: None,
+        height: None,
+        npc_count: None,
+        max_items: None,
+    };
+    ConfigFile {
+        listen: None,
+        tick_hz: None,
+        command_queue_capacity: None,
+        view_radius: None,
+        max_visible: None,
+        max_players_per_zone: None,
+        drain_deadline_secs: None,
+        limits: LimitsFile::default(),
+        zones: vec![zone(1, "meadow", 1), zone(2, "caverns", 2)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        let file: ConfigFile =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: "test".into(), message: e.to_string() })?;
+        ServerConfig::from_file(file)
+    }
+
+    #[test]
+    fn defaults_have_two_zones() {
+        let c = ServerConfig::defaults();
+        assert_eq!(c.zones.len(), 2);
+        assert_eq!(c.tick_hz, 20);
+    }
+
+    #[test]
+    fn file_sets_zones_and_knobs() {
+        let c = parse(
+            "tick_hz = 30\n[limits]\ncommands_per_second = 10\n[[zones]]\nid = 9\nname = \"arena\"\nseed = 4\nnpc_count = 0\n",
+        )
+        .expect("valid");
+        assert_eq!(c.tick_hz, 30);
+        assert_eq!(c.limits.commands_per_second, 10);
+        assert_eq!(c.zones[0].name, "arena");
+        assert_eq!(c.zones[0].npc_count, 0);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_clear_errors() {
+        let e = parse("tick_hzz = 30\n").unwrap_err().to_string();
+        assert!(e.contains("tick_hzz"), "{e}");
+        let e = parse("tick_hz = 0\n").unwrap_err().to_string();
+        assert!(e.contains("tick_hz must be"), "{e}");
+        let e = parse("[[zones]]\nid = 1\nname = \"a\"\n[[zones]]\nid = 1\nname = \"b\"\n").unwrap_err().to_string();
+        assert!(e.contains("used twice"), "{e}");
+        let e = parse("[[zones]]\nid = 1\nname = \"a\"\nwidth = 5\n").unwrap_err().to_string();
+        assert!(e.contains("zone size"), "{e}");
+    }
+}

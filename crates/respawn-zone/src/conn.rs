@@ -1,0 +1,339 @@
+//! One WebSocket connection: the join handshake, then a reader that turns
+//! frames into zone commands and a writer that drains the client's outbound
+//! queue. Everything a peer sends is untrusted: each violation is counted and
+//! answered with a close code, and never affects other connections.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use respawn_proto::{self as proto, client_message::Body, CloseCode, DecodeError, ErrorCode};
+use respawn_sim::{Command, CommandKind, Point};
+use tokio::sync::mpsc;
+
+use crate::link::{ClientLink, ConnState};
+use crate::server::{ServerState, ZoneHandle};
+use crate::zone_loop::Control;
+use crate::wire;
+
+/// What one read from the socket amounted to.
+enum Incoming {
+    Body(Body),
+    /// A pong to one of our pings, carrying its send time.
+    Pong(Bytes),
+    /// Nothing to act on (a ping the library answers itself).
+    Nothing,
+    Closed,
+    Violation(CloseCode, String),
+}
+
+fn classify(read: Option<Result<Message, axum::Error>>, zone: Option<&ZoneHandle>) -> Incoming {
+    let msg = match read {
+        None => return Incoming::Closed,
+        Some(Err(e)) => {
+            let text = e.to_string();
+            if text.contains("too long") || text.contains("Space limit") {
+                return Incoming::Violation(
+                    CloseCode::TooBig,
+                    format!("frame larger than {} bytes", proto::MAX_CLIENT_FRAME_BYTES),
+                );
+            }
+            return Incoming::Closed;
+        }
+        Some(Ok(msg)) => msg,
+    };
+    match msg {
+        Message::Binary(bytes) => {
+            if let Some(z) = zone {
+                z.metrics.packets_in.inc();
+                z.metrics.bytes_in.inc_by(bytes.len() as u64);
+            }
+            match proto::decode_client(&bytes) {
+                Ok(body) => Incoming::Body(body),
+                Err(e @ DecodeError::Malformed(_)) => Incoming::Violation(CloseCode::InvalidPayload, e.to_string()),
+                Err(e @ DecodeError::UnknownMessage) => Incoming::Violation(CloseCode::UnknownMessage, e.to_string()),
+            }
+        }
+        Message::Text(_) => Incoming::Violation(CloseCode::UnsupportedData, "text frames are not accepted; send binary protobuf".into()),
+        Message::Pong(payload) => Incoming::Pong(payload),
+        Message::Ping(_) => Incoming::Nothing,
+        Message::Close(_) => Incoming::Closed,
+    }
+}
+
+/// Close reasons are limited to 123 bytes by RFC 6455.
+fn close_frame(code: CloseCode, reason: &str) -> Message {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame { code: code.code(), reason: reason[..end].into() }))
+}
+
+async fn refuse(state: &ServerState, mut socket: WebSocket, code: CloseCode, reason: String) {
+    state.metrics.client_error(code.as_str());
+    tracing::debug!(code = code.code(), reason = %reason, "connection refused");
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close_frame(code, &reason))).await;
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Serves one upgraded connection until it ends.
+pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
+    state.metrics.connections().inc();
+    let _gauge = ConnGauge(state.clone());
+    let limits = &state.config.limits;
+    let deadline = Instant::now() + limits.join_timeout;
+    let join = loop {
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline.into(), socket.recv()) => r,
+            _ = state.shutdown.cancelled() => return,
+        };
+        let Ok(read) = read else {
+            return refuse(&state, socket, CloseCode::JoinTimeout, "no join message in time".into()).await;
+        };
+        match classify(read, None) {
+            Incoming::Body(Body::Join(join)) => break join,
+            Incoming::Body(_) => {
+                return refuse(&state, socket, CloseCode::JoinRequired, "the first message must be join".into()).await
+            }
+            Incoming::Violation(code, reason) => return refuse(&state, socket, code, reason).await,
+            Incoming::Closed => return,
+            Incoming::Pong(_) | Incoming::Nothing => continue,
+        }
+    };
+    if join.protocol_version != proto::PROTOCOL_VERSION {
+        let reason = format!(
+            "server speaks protocol version {}, client sent {}",
+            proto::PROTOCOL_VERSION,
+            join.protocol_version
+        );
+        return refuse(&state, socket, CloseCode::UnsupportedProtocolVersion, reason).await;
+    }
+    let claims = match state.token_key.verify(&join.token, unix_now()) {
+        Ok(claims) => claims,
+        Err(e) => return refuse(&state, socket, CloseCode::InvalidToken, format!("invalid token: {e}")).await,
+    };
+    let Some(zone) = state.zone(&join.zone) else {
+        let reason = format!("no zone named {:?}; this server hosts {}", join.zone, state.zone_names());
+        return refuse(&state, socket, CloseCode::UnknownZone, reason).await;
+    };
+    if state.draining.load(Ordering::SeqCst) {
+        return refuse(&state, socket, CloseCode::Draining, "server is draining; connect to another server".into())
+            .await;
+    }
+
+    let conn = ConnState::new(state.next_conn_id(), state.shutdown.child_token());
+    let (out_tx, out_rx) = mpsc::channel(limits.client_send_buffer);
+    let link = ClientLink { conn: conn.clone(), out: out_tx.clone() };
+    let player = claims.player_id;
+    if zone.control.send(Control::Attach { player, name: claims.name.clone(), link }).is_err() {
+        return refuse(&state, socket, CloseCode::GoingAway, "zone is stopping".into()).await;
+    }
+    tracing::debug!(player, name = %claims.name, zone = %zone.name, conn = conn.id, "player joined");
+
+    let (sink, stream) = socket.split();
+    let reader = read_loop(stream, &state, zone, &conn, player, out_tx);
+    let writer = write_loop(sink, &state, zone, &conn, out_rx);
+    tokio::join!(reader, writer);
+    let _ = zone.control.send(Control::Detach { player, conn_id: conn.id });
+    tracing::debug!(player, zone = %zone.name, conn = conn.id, reason = ?conn.close_reason(), "player left");
+}
+
+/// Decrements the connection gauge however `serve` ends.
+struct ConnGauge(Arc<ServerState>);
+
+impl Drop for ConnGauge {
+    fn drop(&mut self) {
+        self.0.metrics.connections().dec();
+    }
+}
+
+/// Token bucket per connection: `rate` frames per second, bursts up to `rate`.
+/// More than `rate` refused frames within one second is a flood.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+    window_start: Instant,
+    refused_in_window: u32,
+}
+
+enum Verdict {
+    Allow,
+    Refuse,
+    Flood,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> Self {
+        let now = Instant::now();
+        Self { rate: f64::from(rate), tokens: f64::from(rate), last: now, window_start: now, refused_in_window: 0 }
+    }
+
+    fn check(&mut self, now: Instant) -> Verdict {
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Verdict::Allow;
+        }
+        if now.duration_since(self.window_start) >= Duration::from_secs(1) {
+            self.window_start = now;
+            self.refused_in_window = 0;
+        }
+        self.refused_in_window += 1;
+        if f64::from(self.refused_in_window) > self.rate {
+            Verdict::Flood
+        } else {
+            Verdict::Refuse
+        }
+    }
+}
+
+fn command_of(body: &Body) -> Option<(u32, CommandKind)> {
+    match body {
+        Body::Move(m) => Some((m.seq, CommandKind::Move { velocity: Point::new(m.vx, m.vy) })),
+        Body::Attack(a) => Some((a.seq, CommandKind::Attack { target: a.target })),
+        Body::Pickup(p) => Some((p.seq, CommandKind::Pickup { item: p.item })),
+        _ => None,
+    }
+}
+
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    state: &ServerState,
+    zone: &ZoneHandle,
+    conn: &ConnState,
+    player: u64,
+    out: mpsc::Sender<Bytes>,
+) {
+    let cancel = conn.cancel_token();
+    let mut limit = RateLimit::new(state.config.limits.commands_per_second);
+    let m = &zone.metrics;
+    loop {
+        let read = tokio::select! {
+            r = stream.next() => r,
+            _ = cancel.cancelled() => return,
+        };
+        let body = match classify(read, Some(zone)) {
+            Incoming::Body(body) => body,
+            Incoming::Pong(payload) => {
+                if let Ok(sent) = <[u8; 8]>::try_from(payload.as_ref()) {
+                    let sent = Duration::from_micros(u64::from_le_bytes(sent));
+                    if let Some(rtt) = state.epoch.elapsed().checked_sub(sent) {
+                        m.rtt.observe(rtt.as_secs_f64());
+                    }
+                }
+                continue;
+            }
+            Incoming::Nothing => continue,
+            Incoming::Closed => {
+                conn.close(CloseCode::Normal, "client closed");
+                return;
+            }
+            Incoming::Violation(code, reason) => {
+                state.metrics.client_error(code.as_str());
+                conn.close(code, reason);
+                return;
+            }
+        };
+        match limit.check(Instant::now()) {
+            Verdict::Allow => {}
+            Verdict::Refuse => {
+                m.rejected("rate_limited");
+                if let Some((seq, _)) = command_of(&body) {
+                    let _ = out.try_send(wire::rejected(seq, "rate_limited"));
+                }
+                continue;
+            }
+            Verdict::Flood => {
+                state.metrics.client_error(CloseCode::PolicyViolation.as_str());
+                conn.close(CloseCode::PolicyViolation, "command flood");
+                return;
+            }
+        }
+        match body {
+            Body::Ping(p) => {
+                let _ = out.try_send(wire::pong(p.client_time_ms, zone.status.tick.load(Ordering::Relaxed)));
+            }
+            Body::Join(_) => {
+                let _ = out.try_send(wire::error(ErrorCode::AlreadyJoined, "already joined; join is sent once"));
+            }
+            Body::Leave(_) => {
+                conn.close(CloseCode::Normal, "player left");
+                return;
+            }
+            other => {
+                let Some((seq, kind)) = command_of(&other) else { continue };
+                match zone.commands.try_send(Command { player, seq, kind }) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        m.rejected("queue_full");
+                        let _ = out.try_send(wire::rejected(seq, "queue_full"));
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        conn.close(CloseCode::GoingAway, "zone stopped");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    state: &ServerState,
+    zone: &ZoneHandle,
+    conn: &ConnState,
+    mut out: mpsc::Receiver<Bytes>,
+) {
+    let cancel = conn.cancel_token();
+    let limits = &state.config.limits;
+    let mut ping = tokio::time::interval(limits.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            frame = out.recv() => match frame {
+                Some(frame) => Message::Binary(frame),
+                None => {
+                    conn.close(CloseCode::GoingAway, "zone stopped");
+                    break;
+                }
+            },
+            _ = ping.tick() => {
+                let micros = state.epoch.elapsed().as_micros() as u64;
+                Message::Ping(Bytes::copy_from_slice(&micros.to_le_bytes()))
+            }
+        };
+        match tokio::time::timeout(limits.write_timeout, sink.send(msg)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                conn.close(CloseCode::Normal, "connection lost");
+                break;
+            }
+            Err(_) => {
+                conn.close(CloseCode::TooSlow, "write timed out");
+                zone.metrics.disconnected(CloseCode::TooSlow.as_str());
+                break;
+            }
+        }
+    }
+    let (code, reason) = conn
+        .close_reason()
+        .unwrap_or((CloseCode::GoingAway, "server shutting down".to_owned()));
+    if code == CloseCode::GoingAway {
+        zone.metrics.disconnected(code.as_str());
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close_frame(code, &reason))).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}

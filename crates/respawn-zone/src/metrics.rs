@@ -1,0 +1,224 @@
+//! Prometheus metrics of the zone server. Labels stay low-cardinality: zone
+//! names and small fixed reason sets, never players.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric family the server exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    players: IntGaugeVec,
+    tick_duration: HistogramVec,
+    tick_number: IntGaugeVec,
+    ticks_overrun: IntCounterVec,
+    queue_length: IntGaugeVec,
+    commands_accepted: IntCounterVec,
+    commands_rejected: IntCounterVec,
+    packets_in: IntCounterVec,
+    packets_out: IntCounterVec,
+    bytes_in: IntCounterVec,
+    bytes_out: IntCounterVec,
+    rtt: HistogramVec,
+    updates_dropped: IntCounterVec,
+    disconnects: IntCounterVec,
+    events: IntCounterVec,
+    client_errors: IntCounterVec,
+    connections: IntGauge,
+    ready: IntGauge,
+    cpu_seconds: prometheus::Counter,
+    resident_memory: IntGauge,
+}
+
+/// The handles one zone's tick thread and connections update, resolved once.
+#[derive(Debug, Clone)]
+pub struct ZoneMetrics {
+    pub players: IntGauge,
+    pub tick_duration: Histogram,
+    pub tick_number: IntGauge,
+    pub ticks_overrun: IntCounter,
+    pub queue_length: IntGauge,
+    pub commands_accepted: IntCounter,
+    pub packets_in: IntCounter,
+    pub packets_out: IntCounter,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+    pub rtt: Histogram,
+    pub updates_dropped: IntCounter,
+    rejected: IntCounterVec,
+    disconnects: IntCounterVec,
+    events: IntCounterVec,
+    zone: String,
+}
+
+impl ZoneMetrics {
+    /// `reason` is a [`respawn_sim::RejectReason`] name or a server-side one
+    /// (`rate_limited`, `queue_full`).
+    pub fn rejected(&self, reason: &str) {
+        self.rejected.with_label_values(&[self.zone.as_str(), reason]).inc();
+    }
+
+    pub fn disconnected(&self, reason: &str) {
+        self.disconnects.with_label_values(&[self.zone.as_str(), reason]).inc();
+    }
+
+    pub fn event(&self, kind: &str) {
+        self.events.with_label_values(&[self.zone.as_str(), kind]).inc();
+    }
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn plain_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["zone"]).expect("valid metric");
+    registry.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    pub fn new(version: &str) -> Self {
+        let r = Registry::new();
+        let build = gauge(&r, "respawn_build_info", "Build of the running server (value 1).", &["version"]);
+        build.with_label_values(&[version]).set(1);
+        let ms = |v: &[f64]| v.iter().map(|x| x / 1_000.0).collect::<Vec<_>>();
+        Metrics {
+            players: gauge(&r, "respawn_zone_players", "Players connected to the zone (CCU).", &["zone"]),
+            tick_duration: histogram(
+                &r,
+                "respawn_zone_tick_duration_seconds",
+                "Time to simulate one tick and encode every client's update.",
+                ms(&[0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 70.0, 100.0, 200.0, 500.0]),
+            ),
+            tick_number: gauge(&r, "respawn_zone_tick", "Last simulated tick number.", &["zone"]),
+            ticks_overrun: counter(
+                &r,
+                "respawn_zone_ticks_overrun_total",
+                "Ticks that took longer than the tick period.",
+                &["zone"],
+            ),
+            queue_length: gauge(&r, "respawn_zone_command_queue_length", "Commands waiting for the next tick.", &["zone"]),
+            commands_accepted: counter(
+                &r,
+                "respawn_zone_commands_received_total",
+                "Commands accepted into the zone's queue.",
+                &["zone"],
+            ),
+            commands_rejected: counter(
+                &r,
+                "respawn_zone_commands_rejected_total",
+                "Commands refused, by reason (validation, rate_limited, queue_full).",
+                &["zone", "reason"],
+            ),
+            packets_in: counter(&r, "respawn_zone_packets_received_total", "WebSocket frames received.", &["zone"]),
+            packets_out: counter(&r, "respawn_zone_packets_sent_total", "WebSocket frames queued to clients.", &["zone"]),
+            bytes_in: counter(&r, "respawn_zone_received_bytes_total", "Bytes received in client frames.", &["zone"]),
+            bytes_out: counter(&r, "respawn_zone_sent_bytes_total", "Bytes queued to clients.", &["zone"]),
+            rtt: histogram(
+                &r,
+                "respawn_zone_rtt_seconds",
+                "Round-trip time measured with WebSocket pings.",
+                ms(&[1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0]),
+            ),
+            updates_dropped: counter(
+                &r,
+                "respawn_zone_updates_dropped_total",
+                "Updates not sent because a client's send buffer was full (packet loss).",
+                &["zone"],
+            ),
+            disconnects: counter(
+                &r,
+                "respawn_zone_disconnects_total",
+                "Connections the server closed, by reason.",
+                &["zone", "reason"],
+            ),
+            events: counter(&r, "respawn_zone_events_total", "Domain events produced, by type.", &["zone", "type"]),
+            client_errors: counter(
+                &r,
+                "respawn_client_errors_total",
+                "Bad input from clients, by reason (malformed, oversized, invalid_token, ...).",
+                &["reason"],
+            ),
+            connections: plain_gauge(&r, "respawn_connections", "Open WebSocket connections."),
+            ready: plain_gauge(&r, "respawn_ready", "1 when the server accepts new players, 0 while starting or draining."),
+            cpu_seconds: {
+                let c = prometheus::Counter::new("process_cpu_seconds_total", "User and system CPU time spent.")
+                    .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            resident_memory: plain_gauge(&r, "process_resident_memory_bytes", "Resident memory size in bytes."),
+            registry: r,
+        }
+    }
+
+    pub fn zone(&self, zone: &str) -> ZoneMetrics {
+        let z = &[zone];
+        // Every reason starts at 0, so dashboards see the series before the first rejection.
+        let reasons = respawn_sim::RejectReason::ALL.map(|r| r.as_str());
+        for reason in reasons.iter().chain(&["rate_limited", "queue_full"]) {
+            self.commands_rejected.with_label_values(&[zone, reason]);
+        }
+        ZoneMetrics {
+            players: self.players.with_label_values(z),
+            tick_duration: self.tick_duration.with_label_values(z),
+            tick_number: self.tick_number.with_label_values(z),
+            ticks_overrun: self.ticks_overrun.with_label_values(z),
+            queue_length: self.queue_length.with_label_values(z),
+            commands_accepted: self.commands_accepted.with_label_values(z),
+            packets_in: self.packets_in.with_label_values(z),
+            packets_out: self.packets_out.with_label_values(z),
+            bytes_in: self.bytes_in.with_label_values(z),
+            bytes_out: self.bytes_out.with_label_values(z),
+            rtt: self.rtt.with_label_values(z),
+            updates_dropped: self.updates_dropped.with_label_values(z),
+            rejected: self.commands_rejected.clone(),
+            disconnects: self.disconnects.clone(),
+            events: self.events.clone(),
+            zone: zone.to_owned(),
+        }
+    }
+
+    pub fn client_error(&self, reason: &str) {
+        self.client_errors.with_label_values(&[reason]).inc();
+    }
+
+    pub fn connections(&self) -> &IntGauge {
+        &self.connections
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Prometheus text exposition, with process figures read fresh.
+    pub fn render(&self) -> String {
+        if let Some(usage) = crate::process::read_usage() {
+            let delta = usage.cpu_seconds - self.cpu_seconds.get();
+            if delta > 0.0 {
+                self.cpu_seconds.inc_by(delta);
+            }
+            self.resident_memory.set(usage.resident_bytes as i64);
+        }
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}

@@ -1,0 +1,365 @@
+//! The zone server process: zone threads, the HTTP/WebSocket listener, health,
+//! metrics, and the graceful drain.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use respawn_proto::NoticeKind;
+use respawn_sim::{Command, Zone};
+use respawn_token::TokenKey;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+use crate::metrics::{Metrics, ZoneMetrics};
+use crate::zone_loop::{self, Control, LoopSettings, ZoneRunner, ZoneStatus};
+
+/// A running zone as the rest of the server sees it.
+#[derive(Debug)]
+pub struct ZoneHandle {
+    pub name: String,
+    pub commands: mpsc::Sender<Command>,
+    pub control: mpsc::UnboundedSender<Control>,
+    pub metrics: ZoneMetrics,
+    pub status: Arc<ZoneStatus>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What every request handler and connection shares.
+#[derive(Debug)]
+pub struct ServerState {
+    pub config: ServerConfig,
+    pub token_key: TokenKey,
+    admin_token: Option<String>,
+    pub metrics: Metrics,
+    zones: BTreeMap<String, ZoneHandle>,
+    ready: AtomicBool,
+    pub draining: AtomicBool,
+    /// Cancelled to start a drain (signal or admin call).
+    drain_requested: CancellationToken,
+    /// Cancelled to skip the wait for players (second signal).
+    force: CancellationToken,
+    /// Cancelled when connections must close.
+    pub shutdown: CancellationToken,
+    pub epoch: Instant,
+    next_conn: AtomicU64,
+    connections: TaskTracker,
+}
+
+impl ServerState {
+    pub fn zone(&self, name: &str) -> Option<&ZoneHandle> {
+        self.zones.get(name)
+    }
+
+    pub fn zone_names(&self) -> String {
+        self.zones.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn players(&self) -> usize {
+        self.zones.values().map(|z| z.status.players.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Options beyond the config file: secrets and identity.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub config: ServerConfig,
+    pub token_key: TokenKey,
+    /// Bearer token for `/admin/*`; `None` disables the admin API.
+    pub admin_token: Option<String>,
+    pub version: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("zone {zone}: {message}")]
+    Zone { zone: String, message: String },
+    #[error("cannot start zone thread: {0}")]
+    Thread(std::io::Error),
+    #[error("http server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// How a drain went, for the log and for tests.
+#[derive(Debug, Clone)]
+pub struct DrainReport {
+    pub players_at_start: usize,
+    pub players_left_over: usize,
+    pub waited: Duration,
+}
+
+/// A bound, started zone server; [`ZoneServer::run`] serves until drained.
+#[derive(Debug)]
+pub struct ZoneServer {
+    state: Arc<ServerState>,
+    listener: TcpListener,
+}
+
+/// Starts a drain from outside (signal handlers).
+#[derive(Debug, Clone)]
+pub struct DrainTrigger {
+    drain: CancellationToken,
+    force: CancellationToken,
+}
+
+impl DrainTrigger {
+    /// First call drains; a second call stops waiting for players.
+    pub fn trigger(&self) {
+        if self.drain.is_cancelled() {
+            self.force.cancel();
+        } else {
+            self.drain.cancel();
+        }
+    }
+}
+
+impl ZoneServer {
+    /// Starts every zone thread and binds the listener.
+    pub async fn start(options: ServerOptions) -> Result<Self, ServerError> {
+        let ServerOptions { config, token_key, admin_token, version } = options;
+        let metrics = Metrics::new(&version);
+        let epoch = Instant::now();
+        let mut zones = BTreeMap::new();
+        for zone_config in &config.zones {
+            let name = zone_config.name.clone();
+            let zone = Zone::new(zone_config.clone())
+                .map_err(|e| ServerError::Zone { zone: name.clone(), message: e.to_string() })?;
+            let zone_metrics = metrics.zone(&name);
+            let settings = LoopSettings {
+                period: config.tick_period(),
+                tick_hz: config.tick_hz,
+                view_radius: config.view_radius,
+                max_visible: config.max_visible,
+                max_players: config.max_players_per_zone,
+                max_dropped_updates: config.limits.max_dropped_updates,
+                max_batch: config.command_queue_capacity,
+                server_version: version.clone(),
+            };
+            let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue_capacity);
+            let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+            let status = Arc::new(ZoneStatus::default());
+            let runner = ZoneRunner::new(zone, settings, zone_metrics.clone());
+            let thread_status = status.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("zone-{name}"))
+                .spawn(move || zone_loop::run(runner, cmd_rx, ctl_rx, thread_status, epoch))
+                .map_err(ServerError::Thread)?;
+            tracing::info!(zone = %name, id = zone_config.zone_id, tick_hz = config.tick_hz, "zone started");
+            zones.insert(
+                name.clone(),
+                ZoneHandle {
+                    name,
+                    commands: cmd_tx,
+                    control: ctl_tx,
+                    metrics: zone_metrics,
+                    status,
+                    thread: Mutex::new(Some(thread)),
+                },
+            );
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let state = Arc::new(ServerState {
+            config,
+            token_key,
+            admin_token,
+            metrics,
+            zones,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            drain_requested: CancellationToken::new(),
+            force: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
+            epoch,
+            next_conn: AtomicU64::new(1),
+            connections: TaskTracker::new(),
+        });
+        Ok(Self { state, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn drain_trigger(&self) -> DrainTrigger {
+        DrainTrigger { drain: self.state.drain_requested.clone(), force: self.state.force.clone() }
+    }
+
+    /// Serves until a drain completes, then stops every zone.
+    pub async fn run(self) -> Result<DrainReport, ServerError> {
+        let state = self.state;
+        let app = router(state.clone());
+        let http_shutdown = state.shutdown.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(self.listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned()).await
+        });
+        state.ready.store(true, Ordering::SeqCst);
+        state.metrics.set_ready(true);
+        tracing::info!(zones = %state.zone_names(), "ready");
+
+        state.drain_requested.cancelled().await;
+        let report = drain(&state).await;
+
+        tracing::info!(step = "5/5", "closing remaining connections and stopping zones");
+        state.shutdown.cancel();
+        state.connections.close();
+        if tokio::time::timeout(Duration::from_secs(5), state.connections.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within 5 s");
+        }
+        for zone in state.zones.values() {
+            let _ = zone.control.send(Control::Stop);
+            let thread = zone.thread.lock().ok().and_then(|mut t| t.take());
+            if let Some(thread) = thread {
+                let name = zone.name.clone();
+                let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+                if !matches!(joined, Ok(Ok(()))) {
+                    tracing::error!(zone = %name, "zone thread ended abnormally");
+                }
+            }
+        }
+        match http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServerError::Http(e)),
+            Err(e) => tracing::error!(error = %e, "http task failed"),
+        }
+        tracing::info!(
+            players_at_start = report.players_at_start,
+            left_over = report.players_left_over,
+            waited_ms = report.waited.as_millis() as u64,
+            "stopped cleanly"
+        );
+        Ok(report)
+    }
+}
+
+/// Steps 1-4 of the drain: readiness off, joins refused, players told,
+/// wait for them to leave until the deadline.
+async fn drain(state: &ServerState) -> DrainReport {
+    let deadline = state.config.drain_deadline;
+    state.ready.store(false, Ordering::SeqCst);
+    state.metrics.set_ready(false);
+    tracing::info!(step = "1/5", "drain: readiness off");
+    state.draining.store(true, Ordering::SeqCst);
+    tracing::info!(step = "2/5", "drain: refusing new joins");
+    let players_at_start = state.players();
+    let deadline_ms = deadline.as_millis().min(u128::from(u32::MAX)) as u32;
+    for zone in state.zones.values() {
+        let _ = zone.control.send(Control::Broadcast {
+            kind: NoticeKind::Shutdown,
+            text: "This server is shutting down for maintenance. Please reconnect.".into(),
+            deadline_ms,
+        });
+    }
+    tracing::info!(step = "3/5", players = players_at_start, deadline_ms, "drain: players told of the shutdown");
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    loop {
+        let players = state.players();
+        if players == 0 {
+            break;
+        }
+        if started.elapsed() >= deadline {
+            tracing::warn!(players, "drain: deadline reached with players still connected");
+            break;
+        }
+        if last_log.elapsed() >= Duration::from_secs(1) {
+            tracing::info!(step = "4/5", players, "drain: waiting for players to leave");
+            last_log = Instant::now();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = state.force.cancelled() => {
+                tracing::warn!(players, "drain: forced, not waiting for players");
+                break;
+            }
+        }
+    }
+    let report = DrainReport { players_at_start, players_left_over: state.players(), waited: started.elapsed() };
+    tracing::info!(step = "4/5", left_over = report.players_left_over, "drain: wait over");
+    report
+}
+
+fn router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/ws", get(ws_upgrade))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/admin/drain", post(admin_drain))
+        .with_state(state)
+}
+
+async fn ws_upgrade(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade) -> Response {
+    let max = respawn_proto::MAX_CLIENT_FRAME_BYTES;
+    let tracker = state.connections.clone();
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| tracker.track_future(crate::conn::serve(socket, state)))
+}
+
+/// Liveness: every zone thread has ticked within the last few seconds.
+async fn healthz(State(state): State<Arc<ServerState>>) -> Response {
+    let now_ms = state.epoch.elapsed().as_millis() as u64;
+    let stale: Vec<&str> = state
+        .zones
+        .values()
+        .filter(|z| now_ms.saturating_sub(z.status.last_tick_ms.load(Ordering::Relaxed)) > 5_000)
+        .map(|z| z.name.as_str())
+        .collect();
+    if stale.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("zones not ticking: {}\n", stale.join(", "))).into_response()
+    }
+}
+
+async fn readyz(State(state): State<Arc<ServerState>>) -> Response {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else if state.draining.load(Ordering::SeqCst) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+async fn admin_drain(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    let Some(expected) = state.admin_token.as_deref() else {
+        return (StatusCode::NOT_FOUND, "admin API disabled: start the server with --admin-token\n").into_response();
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong admin bearer token\n").into_response();
+    }
+    tracing::info!("drain requested through the admin API");
+    state.drain_requested.cancel();
+    (StatusCode::ACCEPTED, "draining\n").into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

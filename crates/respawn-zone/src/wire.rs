@@ -1,0 +1,120 @@
+//! Conversions from simulation values to protocol messages, and encoding.
+
+use bytes::Bytes;
+use respawn_proto::{self as proto, server_message::Body};
+use respawn_sim::view::{Delta, EntityKind, EntityState, SelfStats};
+use respawn_sim::zone::xp_for_level;
+use respawn_sim::{ItemKind, Zone};
+
+fn item_code(item: ItemKind) -> i32 {
+    i32::from(item.code())
+}
+
+fn entered(zone: &Zone, e: &EntityState) -> proto::EntityState {
+    let kind = match e.kind {
+        EntityKind::Player => proto::EntityKind::Player,
+        EntityKind::Npc => proto::EntityKind::Npc,
+        EntityKind::Item => proto::EntityKind::Item,
+    };
+    let name = match e.kind {
+        EntityKind::Player => zone.player_by_entity(e.id).map(|p| p.name.clone()).unwrap_or_default(),
+        _ => String::new(),
+    };
+    proto::EntityState {
+        id: e.id,
+        kind: kind as i32,
+        x: e.pos.x,
+        y: e.pos.y,
+        hp: e.hp,
+        max_hp: e.max_hp,
+        level: e.level,
+        name,
+        item: e.item.map_or(0, item_code),
+    }
+}
+
+fn changed(e: &EntityState) -> proto::EntityState {
+    proto::EntityState {
+        id: e.id,
+        x: e.pos.x,
+        y: e.pos.y,
+        hp: e.hp,
+        max_hp: e.max_hp,
+        level: e.level,
+        ..Default::default()
+    }
+}
+
+pub fn stats(s: &SelfStats) -> proto::PlayerStats {
+    proto::PlayerStats {
+        hp: s.hp,
+        max_hp: s.max_hp,
+        level: s.level,
+        xp: s.xp,
+        gold: s.gold,
+        inventory: s
+            .inventory
+            .iter()
+            .map(|(item, count)| proto::InventorySlot { item: item_code(*item), count: *count })
+            .collect(),
+        dead: s.respawn_at.is_some(),
+        respawn_tick: s.respawn_at.unwrap_or(0),
+        next_level_xp: xp_for_level(s.level.saturating_add(1)),
+    }
+}
+
+/// One client's state update for this tick.
+pub fn update(zone: &Zone, delta: &Delta) -> Bytes {
+    proto::encode_server(Body::Update(proto::StateUpdate {
+        tick: zone.tick_number(),
+        entered: delta.entered.iter().map(|e| entered(zone, e)).collect(),
+        changed: delta.changed.iter().map(changed).collect(),
+        left: delta.left.clone(),
+        you: delta.stats.as_ref().map(stats),
+    }))
+}
+
+pub struct WelcomeInfo<'a> {
+    pub entity_id: u32,
+    pub tick_hz: u32,
+    pub view_radius: i32,
+    pub server_version: &'a str,
+}
+
+pub fn welcome(zone: &Zone, info: WelcomeInfo<'_>) -> Bytes {
+    let c = zone.config();
+    proto::encode_server(Body::Welcome(proto::Welcome {
+        protocol_version: proto::PROTOCOL_VERSION,
+        zone: c.name.clone(),
+        entity_id: info.entity_id,
+        tick_rate_hz: info.tick_hz,
+        width: c.width,
+        height: c.height,
+        obstacles: c.obstacles.iter().map(|o| proto::Rect { x: o.x, y: o.y, w: o.w, h: o.h }).collect(),
+        tick: zone.tick_number(),
+        server_version: info.server_version.to_owned(),
+        view_radius: info.view_radius.unsigned_abs(),
+        max_speed: c.max_speed.unsigned_abs(),
+    }))
+}
+
+pub fn rejected(seq: u32, reason: &str) -> Bytes {
+    proto::encode_server(Body::Rejected(proto::CommandRejected { seq, reason: reason.to_owned() }))
+}
+
+pub fn notice(kind: proto::NoticeKind, text: &str, deadline_ms: u32) -> Bytes {
+    proto::encode_server(Body::Notice(proto::Notice {
+        kind: kind as i32,
+        text: text.to_owned(),
+        migrate_to: String::new(),
+        deadline_ms,
+    }))
+}
+
+pub fn error(code: proto::ErrorCode, message: &str) -> Bytes {
+    proto::encode_server(Body::Error(proto::Error { code: code as i32, message: message.to_owned() }))
+}
+
+pub fn pong(client_time_ms: u64, server_tick: u64) -> Bytes {
+    proto::encode_server(Body::Pong(proto::Pong { client_time_ms, server_tick }))
+}

@@ -1,0 +1,280 @@
+//! One zone's tick thread: drains the bounded command queue, runs the pure
+//! simulation, and offers every client its update without ever waiting on a
+//! socket. A slow client loses updates (counted) and is cut off past a limit.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use respawn_proto::{CloseCode, NoticeKind};
+use respawn_sim::view::{ClientView, FieldIndex};
+use respawn_sim::{Command, CommandKind, PlayerId, Zone};
+use tokio::sync::mpsc;
+
+use crate::link::{ClientLink, Offer};
+use crate::metrics::ZoneMetrics;
+use crate::wire;
+
+/// Messages to a zone that are not gameplay commands. Their number is bounded
+/// by connections (one attach and one detach each), so the channel needs no cap.
+#[derive(Debug)]
+pub enum Control {
+    Attach { player: PlayerId, name: String, link: ClientLink },
+    Detach { player: PlayerId, conn_id: u64 },
+    Broadcast { kind: NoticeKind, text: String, deadline_ms: u32 },
+    Stop,
+}
+
+/// Fixed settings of a zone's loop.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    pub period: Duration,
+    pub tick_hz: u32,
+    pub view_radius: i32,
+    pub max_visible: usize,
+    pub max_players: usize,
+    pub max_dropped_updates: u32,
+    pub max_batch: usize,
+    pub server_version: String,
+}
+
+/// Figures the rest of the server reads without talking to the thread.
+#[derive(Debug, Default)]
+pub struct ZoneStatus {
+    pub players: AtomicUsize,
+    pub tick: AtomicU64,
+    /// Milliseconds since the server epoch at the end of the last tick.
+    pub last_tick_ms: AtomicU64,
+}
+
+struct Client {
+    link: ClientLink,
+    view: ClientView,
+    dropped_in_row: u32,
+}
+
+/// The zone plus everything the tick needs besides the queues. Owned by the
+/// tick thread; benchmarks drive it directly.
+pub struct ZoneRunner {
+    zone: Zone,
+    settings: LoopSettings,
+    metrics: ZoneMetrics,
+    clients: BTreeMap<PlayerId, Client>,
+    index: FieldIndex,
+    batch: Vec<Command>,
+    /// Leaves for clients the server cut off, applied at the next tick.
+    carry: Vec<Command>,
+    welcomes: Vec<PlayerId>,
+}
+
+impl std::fmt::Debug for ZoneRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZoneRunner").field("zone", &self.zone.config().name).field("clients", &self.clients.len()).finish()
+    }
+}
+
+impl ZoneRunner {
+    pub fn new(zone: Zone, settings: LoopSettings, metrics: ZoneMetrics) -> Self {
+        Self {
+            zone,
+            settings,
+            metrics,
+            clients: BTreeMap::new(),
+            index: FieldIndex::default(),
+            batch: Vec::new(),
+            carry: Vec::new(),
+            welcomes: Vec::new(),
+        }
+    }
+
+    pub fn zone(&self) -> &Zone {
+        &self.zone
+    }
+
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Handles one control message. Returns `false` on `Stop`.
+    pub fn control(&mut self, control: Control) -> bool {
+        match control {
+            Control::Attach { player, name, link } => {
+                if let Some(old) = self.clients.remove(&player) {
+                    // Same player on a new connection: the character stays, the old link goes.
+                    old.link.conn.close(CloseCode::Replaced, "logged in from another connection");
+                    self.metrics.disconnected(CloseCode::Replaced.as_str());
+                } else if self.clients.len() >= self.settings.max_players {
+                    link.conn.close(CloseCode::ZoneFull, "zone is full");
+                    self.metrics.disconnected(CloseCode::ZoneFull.as_str());
+                    return true;
+                } else {
+                    self.batch.push(Command { player, seq: 0, kind: CommandKind::Join { name } });
+                }
+                self.clients.insert(player, Client { link, view: ClientView::new(self.settings.max_visible), dropped_in_row: 0 });
+                self.welcomes.push(player);
+            }
+            Control::Detach { player, conn_id } => {
+                if self.clients.get(&player).is_some_and(|c| c.link.conn.id == conn_id) {
+                    self.clients.remove(&player);
+                    self.batch.push(Command { player, seq: 0, kind: CommandKind::Leave });
+                }
+            }
+            Control::Broadcast { kind, text, deadline_ms } => {
+                let frame = wire::notice(kind, &text, deadline_ms);
+                for client in self.clients.values() {
+                    self.offer(client, frame.clone());
+                }
+            }
+            Control::Stop => return false,
+        }
+        true
+    }
+
+    /// Adds a player command to this tick's batch.
+    pub fn push_command(&mut self, command: Command) {
+        self.batch.push(command);
+    }
+
+    pub fn batch_len(&self) -> usize {
+        self.batch.len()
+    }
+
+    fn offer(&self, client: &Client, frame: Bytes) -> Offer {
+        let len = frame.len() as u64;
+        let offer = client.link.offer(frame);
+        if offer == Offer::Queued {
+            self.metrics.packets_out.inc();
+            self.metrics.bytes_out.inc_by(len);
+        }
+        offer
+    }
+
+    /// Runs one tick over the batch gathered so far and replicates it.
+    pub fn tick(&mut self) {
+        let mut batch = std::mem::take(&mut self.carry);
+        batch.append(&mut self.batch);
+        let out = self.zone.tick(&batch);
+        self.metrics.commands_accepted.inc_by(batch.len() as u64);
+        for event in &out.events {
+            self.metrics.event(event.kind.as_str());
+        }
+        for r in &out.rejections {
+            self.metrics.rejected(r.reason.as_str());
+            if let Some(client) = self.clients.get(&r.player) {
+                self.offer(client, wire::rejected(r.seq, r.reason.as_str()));
+            }
+        }
+        self.send_welcomes();
+        self.replicate();
+        self.batch = batch;
+        self.batch.clear();
+    }
+
+    fn send_welcomes(&mut self) {
+        for player in std::mem::take(&mut self.welcomes) {
+            let Some(client) = self.clients.get(&player) else { continue };
+            match self.zone.player(player) {
+                Some(p) => {
+                    let info = wire::WelcomeInfo {
+                        entity_id: p.entity,
+                        tick_hz: self.settings.tick_hz,
+                        view_radius: self.settings.view_radius,
+                        server_version: &self.settings.server_version,
+                    };
+                    self.offer(client, wire::welcome(&self.zone, info));
+                }
+                None => {
+                    client.link.conn.close(CloseCode::Kicked, "the zone refused the join");
+                    self.clients.remove(&player);
+                }
+            }
+        }
+    }
+
+    fn replicate(&mut self) {
+        self.index.rebuild(&self.zone, self.settings.view_radius);
+        let mut cut_off = Vec::new();
+        for (&player_id, client) in &mut self.clients {
+            let Some(player) = self.zone.player(player_id) else { continue };
+            let delta = client.view.diff(&self.index, player, self.settings.view_radius);
+            if delta.is_empty() {
+                continue;
+            }
+            let frame = wire::update(&self.zone, delta);
+            let len = frame.len() as u64;
+            match client.link.offer(frame) {
+                Offer::Queued => {
+                    client.view.commit();
+                    client.dropped_in_row = 0;
+                    self.metrics.packets_out.inc();
+                    self.metrics.bytes_out.inc_by(len);
+                }
+                Offer::Full => {
+                    self.metrics.updates_dropped.inc();
+                    client.dropped_in_row += 1;
+                    if client.dropped_in_row >= self.settings.max_dropped_updates {
+                        client.link.conn.close(CloseCode::TooSlow, "client cannot keep up with updates");
+                        self.metrics.disconnected(CloseCode::TooSlow.as_str());
+                        cut_off.push(player_id);
+                    }
+                }
+                Offer::Closed => cut_off.push(player_id),
+            }
+        }
+        for player in cut_off {
+            self.clients.remove(&player);
+            self.carry.push(Command { player, seq: 0, kind: CommandKind::Leave });
+        }
+    }
+}
+
+/// Runs a zone's fixed-rate loop on the current thread until `Stop`.
+pub fn run(
+    mut runner: ZoneRunner,
+    mut commands: mpsc::Receiver<Command>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    status: Arc<ZoneStatus>,
+    epoch: Instant,
+) {
+    let period = runner.settings.period;
+    let mut next = Instant::now();
+    loop {
+        let started = Instant::now();
+        while let Ok(c) = control.try_recv() {
+            if !runner.control(c) {
+                tracing::info!(zone = %runner.zone.config().name, tick = runner.zone.tick_number(), "zone loop stopped");
+                return;
+            }
+        }
+        while runner.batch_len() < runner.settings.max_batch {
+            match commands.try_recv() {
+                Ok(c) => runner.push_command(c),
+                Err(_) => break,
+            }
+        }
+        runner.tick();
+        let m = &runner.metrics;
+        m.queue_length.set(commands.len() as i64);
+        m.players.set(runner.clients.len() as i64);
+        m.tick_number.set(runner.zone.tick_number() as i64);
+        status.players.store(runner.clients.len(), Ordering::Relaxed);
+        status.tick.store(runner.zone.tick_number(), Ordering::Relaxed);
+        let elapsed = started.elapsed();
+        m.tick_duration.observe(elapsed.as_secs_f64());
+        if elapsed > period {
+            m.ticks_overrun.inc();
+        }
+        status.last_tick_ms.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+
+        next += period;
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep(next - now);
+        } else if now - next > period * 4 {
+            // Far behind (machine stalled): skip ahead rather than burst-tick.
+            next = now;
+        }
+    }
+}
