@@ -119,8 +119,13 @@ fn samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         view_radius: 6,
         max_speed: 7,
     };
-    let update =
-        StateUpdate { tick: 1, entered: vec![full_entity()], changed: vec![full_entity()], left: vec![3], you: Some(full_stats()) };
+    let update = StateUpdate {
+        tick: 1,
+        entered: vec![full_entity()],
+        changed: vec![full_entity()],
+        left: vec![3],
+        you: Some(full_stats()),
+    };
     let pong = Pong { client_time_ms: 1, server_tick: 2 };
     let notice = Notice { kind: 3, text: "t".into(), migrate_to: "m".into(), deadline_ms: 4 };
     let rejected = CommandRejected { seq: 1, reason: "r".into() };
@@ -185,7 +190,8 @@ fn every_message_matches_the_schema() {
 #[test]
 fn every_enum_matches_the_schema() {
     let schema = parse_schema();
-    let rust: [(&str, fn(i32) -> bool, usize); 4] = [
+    type IsValid = fn(i32) -> bool;
+    let rust: [(&str, IsValid, usize); 4] = [
         ("EntityKind", |v| EntityKind::try_from(v).is_ok(), 4),
         ("ItemKind", |v| ItemKind::try_from(v).is_ok(), 5),
         ("NoticeKind", |v| NoticeKind::try_from(v).is_ok(), 5),

@@ -15,13 +15,21 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandKind {
     /// Enter the zone under a display name.
-    Join { name: String },
+    Join {
+        name: String,
+    },
     /// Leave the zone; the character is removed.
     Leave,
     /// Set the velocity (centimetres per tick) the player moves at from now on.
-    Move { velocity: Point },
-    Attack { target: EntityId },
-    Pickup { item: EntityId },
+    Move {
+        velocity: Point,
+    },
+    Attack {
+        target: EntityId,
+    },
+    Pickup {
+        item: EntityId,
+    },
 }
 
 impl CommandKind {

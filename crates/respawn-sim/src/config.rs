@@ -52,12 +52,7 @@ impl ZoneConfig {
             seed,
             width: 20_000,
             height: 20_000,
-            obstacles: vec![
-                Rect::new(4_000, 4_000, 2_000, 1_000),
-                Rect::new(14_000, 4_000, 1_000, 3_000),
-                Rect::new(4_000, 14_000, 3_000, 1_000),
-                Rect::new(13_000, 13_000, 2_000, 2_000),
-            ],
+            obstacles: standard_buildings(20_000, 20_000),
             body_radius: 40,
             max_speed: 30,
             attack_range: 250,
@@ -73,16 +68,21 @@ impl ZoneConfig {
         }
     }
 
+    /// Resizes the field, laying the standard buildings out to scale.
+    pub fn resized(mut self, width: i32, height: i32) -> Self {
+        self.width = width;
+        self.height = height;
+        self.obstacles = standard_buildings(width, height);
+        self
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError(m));
         if self.name.is_empty() || self.name.len() > 64 {
             return err(format!("zone name must be 1..=64 bytes, got {:?}", self.name));
         }
         if !(1_000..=1_000_000).contains(&self.width) || !(1_000..=1_000_000).contains(&self.height) {
-            return err(format!(
-                "zone size must be 1000..=1000000 cm per side, got {}x{}",
-                self.width, self.height
-            ));
+            return err(format!("zone size must be 1000..=1000000 cm per side, got {}x{}", self.width, self.height));
         }
         if self.body_radius <= 0 || self.body_radius * 4 > self.width.min(self.height) {
             return err(format!("body_radius {} does not fit the zone", self.body_radius));
@@ -124,6 +124,17 @@ impl ZoneConfig {
             && p.y <= self.height - r
             && !self.obstacles.iter().any(|o| o.hits_circle(p, r))
     }
+}
+
+/// Four buildings at fixed fractions of the field (in twentieths).
+fn standard_buildings(width: i32, height: i32) -> Vec<Rect> {
+    let (w, h) = (width / 20, height / 20);
+    vec![
+        Rect::new(4 * w, 4 * h, 2 * w, h),
+        Rect::new(14 * w, 4 * h, w, 3 * h),
+        Rect::new(4 * w, 14 * h, 3 * w, h),
+        Rect::new(13 * w, 13 * h, 2 * w, 2 * h),
+    ]
 }
 
 #[cfg(test)]

@@ -20,6 +20,4 @@ pub use config::{ConfigError, ZoneConfig};
 pub use event::{DomainEvent, EventId, EventKind, Killer};
 pub use geom::{Point, Rect};
 pub use snapshot::SnapshotError;
-pub use zone::{
-    EntityId, ItemKind, Npc, Player, PlayerId, Rejection, TickOutput, Zone, ZoneItem,
-};
+pub use zone::{EntityId, ItemKind, Npc, Player, PlayerId, Rejection, TickOutput, Zone, ZoneItem};

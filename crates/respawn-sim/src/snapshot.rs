@@ -145,20 +145,8 @@ impl Zone {
             if level == 0 || player_entities.insert(entity, id).is_some() {
                 return Err(SnapshotError::Invalid(format!("player {id}: level 0 or duplicate entity {entity}")));
             }
-            let player = Player {
-                id,
-                entity,
-                name,
-                pos,
-                velocity,
-                hp,
-                level,
-                xp,
-                gold,
-                inventory,
-                attack_ready_at,
-                respawn_at,
-            };
+            let player =
+                Player { id, entity, name, pos, velocity, hp, level, xp, gold, inventory, attack_ready_at, respawn_at };
             if players.insert(id, player).is_some() {
                 return Err(SnapshotError::Invalid(format!("player {id} appears twice")));
             }
@@ -183,7 +171,8 @@ impl Zone {
         for _ in 0..r.count(17, "items")? {
             let entity = r.u32("item entity")?;
             let kind = read_item_kind(&mut r)?;
-            let item = ZoneItem { entity, kind, amount: r.u32("item amount")?, pos: read_point(&mut r, "item position")? };
+            let item =
+                ZoneItem { entity, kind, amount: r.u32("item amount")?, pos: read_point(&mut r, "item position")? };
             if items.insert(entity, item).is_some() {
                 return Err(SnapshotError::Invalid(format!("item {entity} appears twice")));
             }
@@ -340,10 +329,7 @@ mod tests {
         assert!(err.to_string().contains("version 9"));
 
         assert_eq!(Zone::decode_snapshot(b"nope"), Err(SnapshotError::BadMagic));
-        assert!(matches!(
-            Zone::decode_snapshot(&bytes[..bytes.len() - 3]),
-            Err(SnapshotError::LengthMismatch { .. })
-        ));
+        assert!(matches!(Zone::decode_snapshot(&bytes[..bytes.len() - 3]), Err(SnapshotError::LengthMismatch { .. })));
     }
 
     #[test]

@@ -107,7 +107,15 @@ impl FieldIndex {
         self.entities.clear();
         self.entities.resize(
             self.scratch.len(),
-            EntityState { id: 0, kind: EntityKind::Item, pos: Point::default(), hp: 0, max_hp: 0, level: 0, item: None },
+            EntityState {
+                id: 0,
+                kind: EntityKind::Item,
+                pos: Point::default(),
+                hp: 0,
+                max_hp: 0,
+                level: 0,
+                item: None,
+            },
         );
         for (c, s) in &self.scratch {
             let slot = &mut fill[*c as usize];

@@ -245,10 +245,8 @@ impl Zone {
     fn random_free_point(&mut self) -> Point {
         let r = self.config.body_radius;
         for _ in 0..64 {
-            let p = Point::new(
-                self.rng.range_i32(r, self.config.width - r),
-                self.rng.range_i32(r, self.config.height - r),
-            );
+            let p =
+                Point::new(self.rng.range_i32(r, self.config.width - r), self.rng.range_i32(r, self.config.height - r));
             if self.config.is_free(p) {
                 return p;
             }
@@ -718,7 +716,8 @@ mod tests {
         let out = join(&mut z, 1, "ann");
         assert_eq!(out.rejections[0].reason, RejectReason::AlreadyJoined);
         let me = z.player(1).expect("present").entity;
-        let out = z.tick(&[cmd(1, 2, CommandKind::Attack { target: me }), cmd(1, 3, CommandKind::Attack { target: 77_777 })]);
+        let out =
+            z.tick(&[cmd(1, 2, CommandKind::Attack { target: me }), cmd(1, 3, CommandKind::Attack { target: 77_777 })]);
         assert_eq!(out.rejections[0].reason, RejectReason::InvalidTarget);
         assert_eq!(out.rejections[1].reason, RejectReason::NoSuchTarget);
     }

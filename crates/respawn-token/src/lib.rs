@@ -103,14 +103,8 @@ impl TokenKey {
         if parts.next() != Some("v1") {
             return Err(TokenError::Malformed("unknown version"));
         }
-        let player_id = parts
-            .next()
-            .and_then(|p| p.parse::<u64>().ok())
-            .ok_or(TokenError::Malformed("player id"))?;
-        let expires_at = parts
-            .next()
-            .and_then(|p| p.parse::<u64>().ok())
-            .ok_or(TokenError::Malformed("expiry"))?;
+        let player_id = parts.next().and_then(|p| p.parse::<u64>().ok()).ok_or(TokenError::Malformed("player id"))?;
+        let expires_at = parts.next().and_then(|p| p.parse::<u64>().ok()).ok_or(TokenError::Malformed("expiry"))?;
         let name = parts.next().filter(|n| valid_name(n)).ok_or(TokenError::Malformed("name"))?;
         if parts.next().is_some() {
             return Err(TokenError::Malformed("trailing fields"));

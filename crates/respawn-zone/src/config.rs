@@ -187,9 +187,9 @@ impl ServerConfig {
 
 impl ZoneFile {
     fn into_zone_config(self) -> ZoneConfig {
-        let mut c = ZoneConfig::standard(self.id, &self.name, self.seed);
-        c.width = self.width.unwrap_or(c.width);
-        c.height = self.height.unwrap_or(c.height);
+        let c = ZoneConfig::standard(self.id, &self.name, self.seed);
+        let (width, height) = (self.width.unwrap_or(c.width), self.height.unwrap_or(c.height));
+        let mut c = c.resized(width, height);
         c.npc_count = self.npc_count.unwrap_or(c.npc_count);
         c.max_items = self.max_items.unwrap_or(c.max_items);
         c

@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 
 use crate::link::{ClientLink, ConnState};
 use crate::server::{ServerState, ZoneHandle};
-use crate::zone_loop::Control;
 use crate::wire;
+use crate::zone_loop::Control;
 
 /// What one read from the socket amounted to.
 enum Incoming {
@@ -58,7 +58,9 @@ fn classify(read: Option<Result<Message, axum::Error>>, zone: Option<&ZoneHandle
                 Err(e @ DecodeError::UnknownMessage) => Incoming::Violation(CloseCode::UnknownMessage, e.to_string()),
             }
         }
-        Message::Text(_) => Incoming::Violation(CloseCode::UnsupportedData, "text frames are not accepted; send binary protobuf".into()),
+        Message::Text(_) => {
+            Incoming::Violation(CloseCode::UnsupportedData, "text frames are not accepted; send binary protobuf".into())
+        }
         Message::Pong(payload) => Incoming::Pong(payload),
         Message::Ping(_) => Incoming::Nothing,
         Message::Close(_) => Incoming::Closed,
@@ -328,9 +330,7 @@ async fn write_loop(
             }
         }
     }
-    let (code, reason) = conn
-        .close_reason()
-        .unwrap_or((CloseCode::GoingAway, "server shutting down".to_owned()));
+    let (code, reason) = conn.close_reason().unwrap_or((CloseCode::GoingAway, "server shutting down".to_owned()));
     if code == CloseCode::GoingAway {
         zone.metrics.disconnected(code.as_str());
     }

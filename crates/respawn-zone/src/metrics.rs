@@ -114,7 +114,12 @@ impl Metrics {
                 "Ticks that took longer than the tick period.",
                 &["zone"],
             ),
-            queue_length: gauge(&r, "respawn_zone_command_queue_length", "Commands waiting for the next tick.", &["zone"]),
+            queue_length: gauge(
+                &r,
+                "respawn_zone_command_queue_length",
+                "Commands waiting for the next tick.",
+                &["zone"],
+            ),
             commands_accepted: counter(
                 &r,
                 "respawn_zone_commands_received_total",
@@ -128,7 +133,12 @@ impl Metrics {
                 &["zone", "reason"],
             ),
             packets_in: counter(&r, "respawn_zone_packets_received_total", "WebSocket frames received.", &["zone"]),
-            packets_out: counter(&r, "respawn_zone_packets_sent_total", "WebSocket frames queued to clients.", &["zone"]),
+            packets_out: counter(
+                &r,
+                "respawn_zone_packets_sent_total",
+                "WebSocket frames queued to clients.",
+                &["zone"],
+            ),
             bytes_in: counter(&r, "respawn_zone_received_bytes_total", "Bytes received in client frames.", &["zone"]),
             bytes_out: counter(&r, "respawn_zone_sent_bytes_total", "Bytes queued to clients.", &["zone"]),
             rtt: histogram(
@@ -157,7 +167,11 @@ impl Metrics {
                 &["reason"],
             ),
             connections: plain_gauge(&r, "respawn_connections", "Open WebSocket connections."),
-            ready: plain_gauge(&r, "respawn_ready", "1 when the server accepts new players, 0 while starting or draining."),
+            ready: plain_gauge(
+                &r,
+                "respawn_ready",
+                "1 when the server accepts new players, 0 while starting or draining.",
+            ),
             cpu_seconds: {
                 let c = prometheus::Counter::new("process_cpu_seconds_total", "User and system CPU time spent.")
                     .expect("valid metric");

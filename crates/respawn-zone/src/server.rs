@@ -348,10 +348,8 @@ async fn admin_drain(State(state): State<Arc<ServerState>>, headers: HeaderMap) 
     let Some(expected) = state.admin_token.as_deref() else {
         return (StatusCode::NOT_FOUND, "admin API disabled: start the server with --admin-token\n").into_response();
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
         return (StatusCode::UNAUTHORIZED, "missing or wrong admin bearer token\n").into_response();
     }

@@ -71,7 +71,10 @@ pub struct ZoneRunner {
 
 impl std::fmt::Debug for ZoneRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ZoneRunner").field("zone", &self.zone.config().name).field("clients", &self.clients.len()).finish()
+        f.debug_struct("ZoneRunner")
+            .field("zone", &self.zone.config().name)
+            .field("clients", &self.clients.len())
+            .finish()
     }
 }
 
@@ -112,7 +115,10 @@ impl ZoneRunner {
                 } else {
                     self.batch.push(Command { player, seq: 0, kind: CommandKind::Join { name } });
                 }
-                self.clients.insert(player, Client { link, view: ClientView::new(self.settings.max_visible), dropped_in_row: 0 });
+                self.clients.insert(
+                    player,
+                    Client { link, view: ClientView::new(self.settings.max_visible), dropped_in_row: 0 },
+                );
                 self.welcomes.push(player);
             }
             Control::Detach { player, conn_id } => {
@@ -276,5 +282,122 @@ pub fn run(
             // Far behind (machine stalled): skip ahead rather than burst-tick.
             next = now;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::ConnState;
+    use crate::metrics::Metrics;
+    use respawn_proto::server_message::Body;
+    use respawn_sim::ZoneConfig;
+    use tokio_util::sync::CancellationToken;
+
+    fn runner(metrics: &Metrics) -> ZoneRunner {
+        let mut config = ZoneConfig::standard(1, "t", 1);
+        config.width = 3_000;
+        config.height = 3_000;
+        config.obstacles.clear();
+        let settings = LoopSettings {
+            period: Duration::from_millis(50),
+            tick_hz: 20,
+            view_radius: 10_000,
+            max_visible: 256,
+            max_players: 3,
+            max_dropped_updates: 5,
+            max_batch: 100,
+            server_version: "test".into(),
+        };
+        ZoneRunner::new(Zone::new(config).expect("zone"), settings, metrics.zone("t"))
+    }
+
+    fn link(id: u64, capacity: usize) -> (ClientLink, mpsc::Receiver<Bytes>) {
+        let (out, rx) = mpsc::channel(capacity);
+        (ClientLink { conn: ConnState::new(id, CancellationToken::new()), out }, rx)
+    }
+
+    fn attach(r: &mut ZoneRunner, player: u64, link: &ClientLink) {
+        r.control(Control::Attach { player, name: format!("p{player}"), link: link.clone() });
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Body> {
+        let mut out = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            out.push(respawn_proto::decode_server(&frame).expect("server frames decode"));
+        }
+        out
+    }
+
+    #[test]
+    fn join_gets_welcome_then_updates() {
+        let metrics = Metrics::new("test");
+        let mut r = runner(&metrics);
+        let (l, mut rx) = link(1, 16);
+        attach(&mut r, 1, &l);
+        r.tick();
+        let got = drain(&mut rx);
+        assert!(matches!(got[0], Body::Welcome(_)), "{got:?}");
+        assert!(matches!(got[1], Body::Update(ref u) if !u.entered.is_empty() && u.you.is_some()));
+        assert_eq!(r.clients(), 1);
+    }
+
+    #[test]
+    fn slow_client_loses_updates_then_is_cut_off_without_affecting_others() {
+        let metrics = Metrics::new("test");
+        let mut r = runner(&metrics);
+        let (fast, mut fast_rx) = link(1, 4);
+        let (slow, _slow_rx_never_read) = link(2, 2);
+        attach(&mut r, 1, &fast);
+        attach(&mut r, 2, &slow);
+        let mut fast_updates = 0;
+        for _ in 0..40 {
+            r.push_command(Command {
+                player: 1,
+                seq: 1,
+                kind: CommandKind::Move { velocity: respawn_sim::Point::new(5, 5) },
+            });
+            r.tick();
+            fast_updates += drain(&mut fast_rx).iter().filter(|b| matches!(b, Body::Update(_))).count();
+        }
+        assert_eq!(fast_updates, 40, "the fast client got every tick's update");
+        let (code, _) = slow.conn.close_reason().expect("slow client was closed");
+        assert_eq!(code, CloseCode::TooSlow);
+        assert!(slow.conn.cancel_token().is_cancelled());
+        assert!(r.zone().player(2).is_none(), "the cut-off player left the zone");
+        assert_eq!(r.clients(), 1);
+        let dropped = r.metrics.updates_dropped.get();
+        assert!(dropped >= 5, "dropped updates are counted: {dropped}");
+    }
+
+    #[test]
+    fn reattach_replaces_the_old_connection_and_keeps_the_character() {
+        let metrics = Metrics::new("test");
+        let mut r = runner(&metrics);
+        let (first, _rx1) = link(1, 16);
+        attach(&mut r, 7, &first);
+        r.tick();
+        let entity = r.zone().player(7).expect("joined").entity;
+        let (second, mut rx2) = link(2, 16);
+        attach(&mut r, 7, &second);
+        // A late detach of the old connection must not remove the player.
+        r.control(Control::Detach { player: 7, conn_id: 1 });
+        r.tick();
+        assert_eq!(first.conn.close_reason().map(|c| c.0), Some(CloseCode::Replaced));
+        assert_eq!(r.zone().player(7).map(|p| p.entity), Some(entity));
+        assert!(matches!(drain(&mut rx2)[0], Body::Welcome(ref w) if w.entity_id == entity));
+    }
+
+    #[test]
+    fn full_zone_refuses_more_players() {
+        let metrics = Metrics::new("test");
+        let mut r = runner(&metrics);
+        let links: Vec<_> = (1..=4).map(|i| link(i, 16)).collect();
+        for (i, (l, _)) in links.iter().enumerate() {
+            attach(&mut r, i as u64 + 1, l);
+        }
+        r.tick();
+        assert_eq!(r.clients(), 3);
+        assert_eq!(links[3].0.conn.close_reason().map(|c| c.0), Some(CloseCode::ZoneFull));
     }
 }

@@ -1,0 +1,293 @@
+//! Test harness: starts the real `respawn zone` process on a free port and
+//! talks to it over real sockets (WebSocket and plain HTTP).
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use respawn_proto::{client_message, server_message};
+use respawn_token::{Claims, TokenKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const TOKEN_KEY: &str = "integration-test-token-key";
+pub const ADMIN_TOKEN: &str = "integration-admin-token";
+
+/// A small, crowded layout so every player sees every other one.
+pub const TEST_CONFIG: &str = r#"
+tick_hz = 20
+view_radius = 10000
+drain_deadline_secs = 10
+
+[limits]
+join_timeout_ms = 500
+ping_interval_ms = 100
+commands_per_second = 50
+
+[[zones]]
+id = 1
+name = "meadow"
+seed = 1
+width = 3000
+height = 3000
+npc_count = 5
+
+[[zones]]
+id = 2
+name = "caverns"
+seed = 2
+width = 3000
+height = 3000
+npc_count = 5
+"#;
+
+/// A running `respawn zone` process, killed when dropped.
+pub struct ZoneProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    stderr: Option<ChildStderr>,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Result<Self> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+        let path = std::env::temp_dir().join(format!("respawn-test-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl ZoneProcess {
+    pub fn start() -> Result<Self> {
+        Self::start_with(TEST_CONFIG)
+    }
+
+    pub fn start_with(config: &str) -> Result<Self> {
+        let dir = TempDir::new("zone")?;
+        let config_path = dir.0.join("zone.toml");
+        std::fs::write(&config_path, config)?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_respawn"))
+            .args(["zone", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config_path)
+            .env("RESPAWN_TOKEN_KEY", TOKEN_KEY)
+            .env("RESPAWN_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawn respawn zone")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| anyhow!("unexpected first line from respawn zone: {line:?}"))?;
+        let stderr = child.stderr.take();
+        Ok(Self { child, addr, stderr, _dir: dir })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Waits for the process to exit and returns its status and full stderr.
+    pub fn wait_exit(mut self, limit: Duration) -> Result<(std::process::ExitStatus, String)> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let mut log = String::new();
+                if let Some(mut err) = self.stderr.take() {
+                    err.read_to_string(&mut log)?;
+                }
+                return Ok((status, log));
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("respawn zone did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ZoneProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn token(player: u64, name: &str) -> String {
+    token_expiring(player, name, 3600)
+}
+
+pub fn token_expiring(player: u64, name: &str, ttl_secs: i64) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let claims = Claims { player_id: player, name: name.into(), expires_at: (now + ttl_secs).max(0) as u64 };
+    TokenKey::new(TOKEN_KEY.as_bytes()).expect("key").sign(&claims).expect("sign")
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A protocol-level test client.
+pub struct Client {
+    pub ws: Ws,
+}
+
+/// How a connection ended, from the client's side.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Closed {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.context("websocket connect")?;
+        Ok(Self { ws })
+    }
+
+    pub async fn send(&mut self, body: client_message::Body) -> Result<()> {
+        self.send_raw(Message::Binary(respawn_proto::encode_client(body))).await
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) -> Result<()> {
+        self.ws.send(msg).await.context("send")
+    }
+
+    /// Connects and joins; returns the client and its Welcome.
+    pub async fn join(url: &str, player: u64, name: &str, zone: &str) -> Result<(Self, respawn_proto::Welcome)> {
+        let mut c = Self::connect(url).await?;
+        c.send(client_message::Body::Join(respawn_proto::Join {
+            protocol_version: respawn_proto::PROTOCOL_VERSION,
+            token: token(player, name),
+            zone: zone.into(),
+        }))
+        .await?;
+        let welcome = c
+            .next_matching(Duration::from_secs(5), |b| match b {
+                server_message::Body::Welcome(w) => Some(w.clone()),
+                _ => None,
+            })
+            .await?;
+        Ok((c, welcome))
+    }
+
+    /// Next server message, or an error on close or timeout.
+    pub async fn next(&mut self, limit: Duration) -> Result<server_message::Body> {
+        loop {
+            let msg = tokio::time::timeout(limit, self.ws.next())
+                .await
+                .map_err(|_| anyhow!("no message within {limit:?}"))?
+                .ok_or_else(|| anyhow!("connection ended"))??;
+            match msg {
+                Message::Binary(b) => return Ok(respawn_proto::decode_server(&b)?),
+                Message::Close(frame) => bail!("closed by server: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Reads until `pick` returns something, within `limit` overall.
+    pub async fn next_matching<T>(
+        &mut self,
+        limit: Duration,
+        mut pick: impl FnMut(&server_message::Body) -> Option<T>,
+    ) -> Result<T> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let body = self.next(left).await?;
+            if let Some(found) = pick(&body) {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code and reason.
+    pub async fn closed(&mut self, limit: Duration) -> Result<Closed> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let msg = tokio::time::timeout(left, self.ws.next()).await.map_err(|_| anyhow!("not closed in time"))?;
+            match msg {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Ok(Closed { code: u16::from(frame.code), reason: frame.reason.to_string() })
+                }
+                Some(Ok(Message::Close(None))) => {
+                    return Ok(Closed { code: u16::from(WsCloseCode::Status), reason: String::new() })
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("connection failed before a close frame: {e}"),
+                None => bail!("connection ended without a close frame"),
+            }
+        }
+    }
+}
+
+/// A bare HTTP/1.1 request; returns status code and body.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, bearer: Option<&str>) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw)).await??;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status =
+        text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("bad response {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of one sample line (`name{labels} value`) in a Prometheus scrape.
+pub fn metric(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+pub async fn scrape(addr: SocketAddr) -> Result<String> {
+    let (status, body) = http(addr, "GET", "/metrics", None).await?;
+    if status != 200 {
+        bail!("/metrics answered {status}");
+    }
+    Ok(body)
+}
+
+/// Polls `/metrics` until `series` equals `want` (5 s at most).
+pub async fn wait_metric(addr: SocketAddr, series: &str, want: f64) -> Result<()> {
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = metric(&scrape(addr).await?, series);
+        if seen == Some(want) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{series} stayed at {seen:?}, expected {want}")
+}

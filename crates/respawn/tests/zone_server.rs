@@ -1,0 +1,294 @@
+//! Integration tests of `respawn zone`: a real process, real WebSocket clients.
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use respawn_proto::{client_message::Body as C, server_message::Body as S, CloseCode, NoticeKind};
+use support::{metric, scrape, token, token_expiring, Client, ZoneProcess};
+use tokio_tungstenite::tungstenite::Message;
+
+const T: Duration = Duration::from_secs(5);
+
+fn join_msg(token: String, zone: &str) -> C {
+    C::Join(respawn_proto::Join { protocol_version: respawn_proto::PROTOCOL_VERSION, token, zone: zone.into() })
+}
+
+#[tokio::test]
+async fn players_join_move_see_each_other_and_metrics_move() -> Result<()> {
+    let zone = ZoneProcess::start()?;
+    let url = zone.ws_url();
+    let (mut ann, ann_welcome) = Client::join(&url, 1, "ann", "meadow").await?;
+    let (mut bob, bob_welcome) = Client::join(&url, 2, "bob", "meadow").await?;
+    assert_eq!(ann_welcome.zone, "meadow");
+    assert_eq!(ann_welcome.protocol_version, respawn_proto::PROTOCOL_VERSION);
+    assert_ne!(ann_welcome.entity_id, bob_welcome.entity_id);
+
+    // Bob is told about Ann, by name.
+    let ann_id = ann_welcome.entity_id;
+    let ann_start = bob
+        .next_matching(T, |b| match b {
+            S::Update(u) => u.entered.iter().find(|e| e.id == ann_id).map(|e| (e.name.clone(), e.x)),
+            _ => None,
+        })
+        .await?;
+    assert_eq!(ann_start.0, "ann");
+
+    // Ann moves; Bob sees her position change.
+    let vx = if ann_start.1 > 1_500 { -20 } else { 20 };
+    ann.send(C::Move(respawn_proto::MoveInput { seq: 1, vx, vy: 0 })).await?;
+    let moved_to = bob
+        .next_matching(T, |b| match b {
+            S::Update(u) => u.changed.iter().find(|e| e.id == ann_id && e.x != ann_start.1).map(|e| e.x),
+            _ => None,
+        })
+        .await?;
+    assert_eq!((moved_to - ann_start.1).signum(), vx.signum());
+
+    // A player in the other zone sees neither of them.
+    let (mut cat, _) = Client::join(&url, 3, "cat", "caverns").await?;
+    for _ in 0..5 {
+        if let S::Update(u) = cat.next(T).await? {
+            assert!(u.entered.iter().all(|e| e.name != "ann" && e.name != "bob"));
+        }
+    }
+
+    // Ping is answered; a move faster than the limit is rejected with its reason.
+    ann.send(C::Ping(respawn_proto::Ping { client_time_ms: 4242 })).await?;
+    let pong = ann.next_matching(T, |b| if let S::Pong(p) = b { Some(p.clone()) } else { None }).await?;
+    assert_eq!(pong.client_time_ms, 4242);
+    assert!(pong.server_tick > 0);
+    ann.send(C::Move(respawn_proto::MoveInput { seq: 77, vx: 500, vy: 0 })).await?;
+    let rejected = ann.next_matching(T, |b| if let S::Rejected(r) = b { Some(r.clone()) } else { None }).await?;
+    assert_eq!((rejected.seq, rejected.reason.as_str()), (77, "too_fast"));
+
+    // Metrics show the activity (RTT pings go out every 100 ms in the test config).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let m = scrape(zone.addr).await?;
+    assert_eq!(metric(&m, r#"respawn_zone_players{zone="meadow"}"#), Some(2.0));
+    assert_eq!(metric(&m, r#"respawn_zone_players{zone="caverns"}"#), Some(1.0));
+    assert!(metric(&m, r#"respawn_zone_tick_duration_seconds_count{zone="meadow"}"#).unwrap_or(0.0) > 10.0);
+    // Ann sent two moves and a ping after joining.
+    assert!(metric(&m, r#"respawn_zone_packets_received_total{zone="meadow"}"#).unwrap_or(0.0) >= 3.0);
+    assert!(metric(&m, r#"respawn_zone_received_bytes_total{zone="meadow"}"#).unwrap_or(0.0) > 0.0);
+    assert!(metric(&m, r#"respawn_zone_packets_sent_total{zone="meadow"}"#).unwrap_or(0.0) > 10.0);
+    assert!(metric(&m, r#"respawn_zone_sent_bytes_total{zone="meadow"}"#).unwrap_or(0.0) > 100.0);
+    assert!(metric(&m, r#"respawn_zone_rtt_seconds_count{zone="meadow"}"#).unwrap_or(0.0) >= 1.0);
+    assert_eq!(metric(&m, r#"respawn_zone_commands_rejected_total{reason="too_fast",zone="meadow"}"#), Some(1.0));
+    assert!(metric(&m, r#"respawn_zone_command_queue_length{zone="meadow"}"#).is_some());
+    assert!(metric(&m, "process_resident_memory_bytes").unwrap_or(0.0) > 0.0);
+    assert!(metric(&m, "process_cpu_seconds_total").is_some());
+    assert_eq!(metric(&m, r#"respawn_zone_events_total{type="player_joined",zone="meadow"}"#), Some(2.0));
+
+    // Leaving is reflected in CCU.
+    bob.send(C::Leave(respawn_proto::Leave {})).await?;
+    assert_eq!(bob.closed(T).await?.code, CloseCode::Normal.code());
+    support::wait_metric(zone.addr, r#"respawn_zone_players{zone="meadow"}"#, 1.0).await?;
+    Ok(())
+}
+
+/// One bad-input case: frames sent on a fresh connection, and the close code expected.
+struct Case {
+    name: &'static str,
+    join_first: bool,
+    frames: Vec<Message>,
+    expect: CloseCode,
+}
+
+fn bin(body: C) -> Message {
+    Message::Binary(respawn_proto::encode_client(body))
+}
+
+fn cases() -> Vec<Case> {
+    let forged = {
+        let key = respawn_token::TokenKey::new(b"some-other-secret-key").expect("key");
+        let claims = respawn_token::Claims { player_id: 9, name: "mallory".into(), expires_at: u64::MAX / 2 };
+        key.sign(&claims).expect("sign")
+    };
+    let version =
+        |v| C::Join(respawn_proto::Join { protocol_version: v, token: token(9, "eve"), zone: "meadow".into() });
+    let flood: Vec<Message> =
+        (0..400).map(|i| bin(C::Move(respawn_proto::MoveInput { seq: i, vx: 1, vy: 1 }))).collect();
+    vec![
+        Case {
+            name: "malformed frame",
+            join_first: false,
+            frames: vec![Message::Binary(vec![0xff, 0xff, 0xff].into())],
+            expect: CloseCode::InvalidPayload,
+        },
+        Case {
+            name: "unknown message type",
+            join_first: false,
+            frames: vec![Message::Binary(vec![0x78, 0x01].into())],
+            expect: CloseCode::UnknownMessage,
+        },
+        Case {
+            name: "oversized frame",
+            join_first: false,
+            frames: vec![Message::Binary(vec![0u8; 5_000].into())],
+            expect: CloseCode::TooBig,
+        },
+        Case {
+            name: "text frame",
+            join_first: false,
+            frames: vec![Message::Text("hello".into())],
+            expect: CloseCode::UnsupportedData,
+        },
+        Case {
+            name: "wrong protocol version",
+            join_first: false,
+            frames: vec![bin(version(99))],
+            expect: CloseCode::UnsupportedProtocolVersion,
+        },
+        Case {
+            name: "missing token",
+            join_first: false,
+            frames: vec![bin(join_msg(String::new(), "meadow"))],
+            expect: CloseCode::InvalidToken,
+        },
+        Case {
+            name: "forged token",
+            join_first: false,
+            frames: vec![bin(join_msg(forged, "meadow"))],
+            expect: CloseCode::InvalidToken,
+        },
+        Case {
+            name: "expired token",
+            join_first: false,
+            frames: vec![bin(join_msg(token_expiring(9, "eve", -10), "meadow"))],
+            expect: CloseCode::InvalidToken,
+        },
+        Case {
+            name: "unknown zone",
+            join_first: false,
+            frames: vec![bin(join_msg(token(9, "eve"), "atlantis"))],
+            expect: CloseCode::UnknownZone,
+        },
+        Case {
+            name: "command before join",
+            join_first: false,
+            frames: vec![bin(C::Ping(respawn_proto::Ping { client_time_ms: 1 }))],
+            expect: CloseCode::JoinRequired,
+        },
+        Case { name: "silence instead of join", join_first: false, frames: vec![], expect: CloseCode::JoinTimeout },
+        Case {
+            name: "malformed frame after join",
+            join_first: true,
+            frames: vec![Message::Binary(vec![0x0a, 0xff].into())],
+            expect: CloseCode::InvalidPayload,
+        },
+        Case {
+            name: "oversized frame after join",
+            join_first: true,
+            frames: vec![Message::Binary(vec![7u8; 64 * 1024].into())],
+            expect: CloseCode::TooBig,
+        },
+        Case { name: "command flood", join_first: true, frames: flood, expect: CloseCode::PolicyViolation },
+    ]
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_close_code_and_counted_while_others_play() -> Result<()> {
+    let zone = ZoneProcess::start()?;
+    let url = zone.ws_url();
+    let (mut bystander, _) = Client::join(&url, 1, "ann", "meadow").await?;
+    let before = scrape(zone.addr).await?;
+    for (i, case) in cases().into_iter().enumerate() {
+        let mut c = if case.join_first {
+            Client::join(&url, 100 + i as u64, "eve", "meadow").await?.0
+        } else {
+            Client::connect(&url).await?
+        };
+        for frame in case.frames {
+            // The server may close mid-burst; later sends then fail, which is fine.
+            if c.send_raw(frame).await.is_err() {
+                break;
+            }
+        }
+        let closed = c.closed(T).await.map_err(|e| anyhow::anyhow!("{}: {e}", case.name))?;
+        assert_eq!(closed.code, case.expect.code(), "{}: closed with {closed:?}", case.name);
+        assert!(!closed.reason.is_empty(), "{}: the close carries a reason", case.name);
+        let m = scrape(zone.addr).await?;
+        let series = format!(r#"respawn_client_errors_total{{reason="{}"}}"#, case.expect.as_str());
+        let was = metric(&before, &series).unwrap_or(0.0);
+        assert!(metric(&m, &series).unwrap_or(0.0) > was, "{}: {series} counted", case.name);
+
+        // The bystander keeps getting updates and answers.
+        bystander.send(C::Ping(respawn_proto::Ping { client_time_ms: i as u64 })).await?;
+        bystander
+            .next_matching(T, |b| matches!(b, S::Pong(p) if p.client_time_ms == i as u64).then_some(()))
+            .await
+            .map_err(|e| anyhow::anyhow!("bystander after {}: {e}", case.name))?;
+    }
+    // Only the bystander remains.
+    support::wait_metric(zone.addr, r#"respawn_zone_players{zone="meadow"}"#, 1.0).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn admin_drain_tells_players_refuses_joins_and_exits_cleanly() -> Result<()> {
+    let zone = ZoneProcess::start()?;
+    let url = zone.ws_url();
+    let (mut ann, _) = Client::join(&url, 1, "ann", "meadow").await?;
+    let (mut bob, _) = Client::join(&url, 2, "bob", "caverns").await?;
+    assert_eq!(support::http(zone.addr, "GET", "/readyz", None).await?.0, 200);
+    assert_eq!(support::http(zone.addr, "GET", "/healthz", None).await?.0, 200);
+
+    assert_eq!(support::http(zone.addr, "POST", "/admin/drain", None).await?.0, 401);
+    assert_eq!(support::http(zone.addr, "POST", "/admin/drain", Some("wrong-token-wrong-token")).await?.0, 401);
+    assert_eq!(support::http(zone.addr, "GET", "/readyz", None).await?.0, 200, "refused calls change nothing");
+    assert_eq!(support::http(zone.addr, "POST", "/admin/drain", Some(support::ADMIN_TOKEN)).await?.0, 202);
+
+    let (status, body) = support::http(zone.addr, "GET", "/readyz", None).await?;
+    assert_eq!((status, body.trim()), (503, "draining"));
+    for c in [&mut ann, &mut bob] {
+        let notice = c.next_matching(T, |b| if let S::Notice(n) = b { Some(n.clone()) } else { None }).await?;
+        assert_eq!(notice.kind, NoticeKind::Shutdown as i32);
+        assert!(notice.deadline_ms > 0);
+    }
+    let mut late = Client::connect(&url).await?;
+    late.send(join_msg(token(3, "cat"), "meadow")).await?;
+    assert_eq!(late.closed(T).await?.code, CloseCode::Draining.code());
+
+    ann.send(C::Leave(respawn_proto::Leave {})).await?;
+    assert_eq!(ann.closed(T).await?.code, CloseCode::Normal.code());
+    drop(bob);
+
+    let (status, log) = zone.wait_exit(Duration::from_secs(10))?;
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    let steps = [
+        "drain requested through the admin API",
+        "drain: readiness off",
+        "drain: refusing new joins",
+        "drain: players told of the shutdown",
+        "drain: wait over",
+        "closing remaining connections and stopping zones",
+        "stopped cleanly",
+    ];
+    let mut at = 0;
+    for step in steps {
+        let found = log[at..].find(step).unwrap_or_else(|| panic!("{step:?} missing or out of order in:\n{log}"));
+        at += found + step.len();
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_drain_closes_stragglers_at_the_deadline() -> Result<()> {
+    let config = support::TEST_CONFIG.replace("drain_deadline_secs = 10", "drain_deadline_secs = 1");
+    let zone = ZoneProcess::start_with(&config)?;
+    let (mut ann, _) = Client::join(&zone.ws_url(), 1, "ann", "meadow").await?;
+    let pid = zone.pid().to_string();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status()?;
+    assert!(status.success());
+    let notice = ann.next_matching(T, |b| if let S::Notice(n) = b { Some(n.kind) } else { None }).await?;
+    assert_eq!(notice, NoticeKind::Shutdown as i32);
+    // Ann ignores the notice; the server closes her at the deadline.
+    assert_eq!(ann.closed(T).await?.code, CloseCode::GoingAway.code());
+    let (status, log) = zone.wait_exit(Duration::from_secs(10))?;
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(log.contains("deadline reached with players still connected"), "{log}");
+    Ok(())
+}
