@@ -249,6 +249,14 @@ mod tests {
     }
 
     #[test]
+    fn example_file_is_valid_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/zone.example.toml");
+        let example = ServerConfig::load(&path).expect("example config loads");
+        let defaults = ServerConfig::defaults();
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
     fn typos_and_bad_values_are_clear_errors() {
         let e = parse("tick_hzz = 30\n").unwrap_err().to_string();
         assert!(e.contains("tick_hzz"), "{e}");

@@ -330,6 +330,15 @@ async fn write_loop(
             }
         }
     }
+    // Deliver what was already queued (a kick or shutdown notice) before closing.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(frame) = out.try_recv() {
+            if sink.send(Message::Binary(frame)).await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
     let (code, reason) = conn.close_reason().unwrap_or((CloseCode::GoingAway, "server shutting down".to_owned()));
     if code == CloseCode::GoingAway {
         zone.metrics.disconnected(code.as_str());

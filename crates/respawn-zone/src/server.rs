@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -303,6 +303,8 @@ fn router(state: Arc<ServerState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/drain", post(admin_drain))
+        .route("/admin/announce", post(admin_announce))
+        .route("/admin/kick", post(admin_kick))
         .with_state(state)
 }
 
@@ -344,18 +346,90 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
-async fn admin_drain(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+/// Checks the admin bearer token; the error is the response to send.
+fn authorize(state: &ServerState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = state.admin_token.as_deref() else {
-        return (StatusCode::NOT_FOUND, "admin API disabled: start the server with --admin-token\n").into_response();
+        return Err(
+            (StatusCode::NOT_FOUND, "admin API disabled: start the server with --admin-token\n").into_response()
+        );
     };
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-        return (StatusCode::UNAUTHORIZED, "missing or wrong admin bearer token\n").into_response();
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err((StatusCode::UNAUTHORIZED, "missing or wrong admin bearer token\n").into_response())
+    }
+}
+
+async fn admin_drain(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused;
     }
     tracing::info!("drain requested through the admin API");
     state.drain_requested.cancel();
     (StatusCode::ACCEPTED, "draining\n").into_response()
+}
+
+const MAX_NOTICE_LEN: usize = 500;
+
+#[derive(Debug, serde::Deserialize)]
+struct AnnounceParams {
+    text: String,
+    /// One zone; every zone when absent.
+    zone: Option<String>,
+}
+
+async fn admin_announce(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Query(params): Query<AnnounceParams>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused;
+    }
+    if params.text.trim().is_empty() || params.text.len() > MAX_NOTICE_LEN {
+        return (StatusCode::BAD_REQUEST, format!("text must be 1..={MAX_NOTICE_LEN} bytes\n")).into_response();
+    }
+    let zones: Vec<&ZoneHandle> = match &params.zone {
+        Some(name) => match state.zone(name) {
+            Some(z) => vec![z],
+            None => return (StatusCode::NOT_FOUND, format!("no zone named {name:?}\n")).into_response(),
+        },
+        None => state.zones.values().collect(),
+    };
+    for zone in &zones {
+        let notice = Control::Broadcast { kind: NoticeKind::Announcement, text: params.text.clone(), deadline_ms: 0 };
+        let _ = zone.control.send(notice);
+    }
+    tracing::info!(zones = zones.len(), text = %params.text, "announcement sent");
+    (StatusCode::ACCEPTED, "announced\n").into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct KickParams {
+    player: u64,
+    reason: Option<String>,
+}
+
+async fn admin_kick(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Query(params): Query<KickParams>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused;
+    }
+    let reason = params.reason.unwrap_or_else(|| "kicked by an operator".into());
+    if reason.len() > MAX_NOTICE_LEN {
+        return (StatusCode::BAD_REQUEST, format!("reason must be at most {MAX_NOTICE_LEN} bytes\n")).into_response();
+    }
+    // The player is in at most one zone; every zone ignores a player it lacks.
+    for zone in state.zones.values() {
+        let _ = zone.control.send(Control::Kick { player: params.player, reason: reason.clone() });
+    }
+    tracing::info!(player = params.player, reason = %reason, "kick requested");
+    (StatusCode::ACCEPTED, "kick sent\n").into_response()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -21,9 +21,25 @@ use crate::wire;
 /// by connections (one attach and one detach each), so the channel needs no cap.
 #[derive(Debug)]
 pub enum Control {
-    Attach { player: PlayerId, name: String, link: ClientLink },
-    Detach { player: PlayerId, conn_id: u64 },
-    Broadcast { kind: NoticeKind, text: String, deadline_ms: u32 },
+    Attach {
+        player: PlayerId,
+        name: String,
+        link: ClientLink,
+    },
+    Detach {
+        player: PlayerId,
+        conn_id: u64,
+    },
+    Broadcast {
+        kind: NoticeKind,
+        text: String,
+        deadline_ms: u32,
+    },
+    /// Tells the player why, closes its connection and removes its character.
+    Kick {
+        player: PlayerId,
+        reason: String,
+    },
     Stop,
 }
 
@@ -131,6 +147,14 @@ impl ZoneRunner {
                 let frame = wire::notice(kind, &text, deadline_ms);
                 for client in self.clients.values() {
                     self.offer(client, frame.clone());
+                }
+            }
+            Control::Kick { player, reason } => {
+                if let Some(client) = self.clients.remove(&player) {
+                    self.offer(&client, wire::notice(NoticeKind::Kick, &reason, 0));
+                    client.link.conn.close(CloseCode::Kicked, reason);
+                    self.metrics.disconnected(CloseCode::Kicked.as_str());
+                    self.batch.push(Command { player, seq: 0, kind: CommandKind::Leave });
                 }
             }
             Control::Stop => return false,

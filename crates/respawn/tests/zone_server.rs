@@ -292,3 +292,38 @@ async fn sigterm_drain_closes_stragglers_at_the_deadline() -> Result<()> {
     assert!(log.contains("deadline reached with players still connected"), "{log}");
     Ok(())
 }
+
+#[tokio::test]
+async fn admin_announcements_and_kicks_reach_players() -> Result<()> {
+    let zone = ZoneProcess::start()?;
+    let url = zone.ws_url();
+    let (mut ann, _) = Client::join(&url, 1, "ann", "meadow").await?;
+    let (mut bob, _) = Client::join(&url, 2, "bob", "meadow").await?;
+    let (mut cat, _) = Client::join(&url, 3, "cat", "caverns").await?;
+    let admin = Some(support::ADMIN_TOKEN);
+
+    assert_eq!(support::http(zone.addr, "POST", "/admin/announce?text=hi", None).await?.0, 401);
+    assert_eq!(support::http(zone.addr, "POST", "/admin/announce?text=%20", admin).await?.0, 400);
+    assert_eq!(support::http(zone.addr, "POST", "/admin/announce?text=hi&zone=nowhere", admin).await?.0, 404);
+    let (status, _) =
+        support::http(zone.addr, "POST", "/admin/announce?text=double%20xp%20weekend&zone=meadow", admin).await?;
+    assert_eq!(status, 202);
+    for c in [&mut ann, &mut bob] {
+        let n = c.next_matching(T, |b| if let S::Notice(n) = b { Some(n.clone()) } else { None }).await?;
+        assert_eq!((n.kind, n.text.as_str()), (NoticeKind::Announcement as i32, "double xp weekend"));
+    }
+    let cat_saw = cat.next_matching(Duration::from_millis(300), |b| matches!(b, S::Notice(_)).then_some(())).await;
+    assert!(cat_saw.is_err(), "the other zone is not told");
+
+    assert_eq!(support::http(zone.addr, "POST", "/admin/kick?player=2", None).await?.0, 401);
+    assert_eq!(support::http(zone.addr, "POST", "/admin/kick?player=bob", admin).await?.0, 400);
+    assert_eq!(support::http(zone.addr, "POST", "/admin/kick?player=2&reason=cheating", admin).await?.0, 202);
+    let n = bob.next_matching(T, |b| if let S::Notice(n) = b { Some(n.clone()) } else { None }).await?;
+    assert_eq!((n.kind, n.text.as_str()), (NoticeKind::Kick as i32, "cheating"));
+    let closed = bob.closed(T).await?;
+    assert_eq!((closed.code, closed.reason.as_str()), (CloseCode::Kicked.code(), "cheating"));
+    support::wait_metric(zone.addr, r#"respawn_zone_players{zone="meadow"}"#, 1.0).await?;
+    let m = scrape(zone.addr).await?;
+    assert_eq!(metric(&m, r#"respawn_zone_disconnects_total{reason="kicked",zone="meadow"}"#), Some(1.0));
+    Ok(())
+}
