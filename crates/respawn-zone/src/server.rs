@@ -358,13 +358,13 @@ fn authorize(state: &ServerState, headers: &HeaderMap) -> Result<(), Response> {
     if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
         Ok(())
     } else {
-        Err((StatusCode::UNAUTHORIZED, "missing or wrong admin bearer token\n").into_response())
+        Err((StatusCode::UNAUTHORIZED, "missing or wrong admin bearer token\n"))
     }
 }
 
 async fn admin_drain(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
     if let Err(refused) = authorize(&state, &headers) {
-        return refused;
+        return refused.into_response();
     }
     tracing::info!("drain requested through the admin API");
     state.drain_requested.cancel();
@@ -386,7 +386,7 @@ async fn admin_announce(
     Query(params): Query<AnnounceParams>,
 ) -> Response {
     if let Err(refused) = authorize(&state, &headers) {
-        return refused;
+        return refused.into_response();
     }
     if params.text.trim().is_empty() || params.text.len() > MAX_NOTICE_LEN {
         return (StatusCode::BAD_REQUEST, format!("text must be 1..={MAX_NOTICE_LEN} bytes\n")).into_response();
@@ -418,7 +418,7 @@ async fn admin_kick(
     Query(params): Query<KickParams>,
 ) -> Response {
     if let Err(refused) = authorize(&state, &headers) {
-        return refused;
+        return refused.into_response();
     }
     let reason = params.reason.unwrap_or_else(|| "kicked by an operator".into());
     if reason.len() > MAX_NOTICE_LEN {
