@@ -346,12 +346,10 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
-/// Checks the admin bearer token; the error is the response to send.
-fn authorize(state: &ServerState, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks the admin bearer token; the error is the status and text to answer.
+fn authorize(state: &ServerState, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
     let Some(expected) = state.admin_token.as_deref() else {
-        return Err(
-            (StatusCode::NOT_FOUND, "admin API disabled: start the server with --admin-token\n").into_response()
-        );
+        return Err((StatusCode::NOT_FOUND, "admin API disabled: start the server with --admin-token\n"));
     };
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
