@@ -75,7 +75,7 @@ pub struct Pickup {
 #[derive(Clone, PartialEq, Message)]
 pub struct Ping {
     #[prost(uint64, tag = "1")]
-    pub client_time_ms: u64,
+    pub client_time: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -141,6 +141,10 @@ pub struct Welcome {
     pub view_radius: u32,
     #[prost(uint32, tag = "11")]
     pub max_speed: u32,
+    #[prost(uint32, tag = "12")]
+    pub attack_range: u32,
+    #[prost(uint32, tag = "13")]
+    pub pickup_range: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -231,7 +235,7 @@ pub struct StateUpdate {
 #[derive(Clone, PartialEq, Message)]
 pub struct Pong {
     #[prost(uint64, tag = "1")]
-    pub client_time_ms: u64,
+    pub client_time: u64,
     #[prost(uint64, tag = "2")]
     pub server_tick: u64,
 }

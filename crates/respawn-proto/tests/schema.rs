@@ -104,7 +104,7 @@ fn samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let mv = MoveInput { seq: 1, vx: -1, vy: 2 };
     let attack = Attack { seq: 1, target: 2 };
     let pickup = Pickup { seq: 1, item: 2 };
-    let ping = Ping { client_time_ms: 1 };
+    let ping = Ping { client_time: 1 };
     let rect = Rect { x: 1, y: 2, w: 3, h: 4 };
     let welcome = Welcome {
         protocol_version: 1,
@@ -118,6 +118,8 @@ fn samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         server_version: "v".into(),
         view_radius: 6,
         max_speed: 7,
+        attack_range: 8,
+        pickup_range: 9,
     };
     let update = StateUpdate {
         tick: 1,
@@ -126,7 +128,7 @@ fn samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         left: vec![3],
         you: Some(full_stats()),
     };
-    let pong = Pong { client_time_ms: 1, server_tick: 2 };
+    let pong = Pong { client_time: 1, server_tick: 2 };
     let notice = Notice { kind: 3, text: "t".into(), migrate_to: "m".into(), deadline_ms: 4 };
     let rejected = CommandRejected { seq: 1, reason: "r".into() };
     let error = Error { code: 1, message: "m".into() };

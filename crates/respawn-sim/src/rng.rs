@@ -2,16 +2,16 @@
 //! snapshots and replays exactly.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Rng {
+pub struct Rng {
     pub(crate) state: u64,
 }
 
 impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         Self { state: seed }
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -20,13 +20,13 @@ impl Rng {
     }
 
     /// Uniform in `0..bound` (`bound` > 0); the modulo bias is irrelevant for a game.
-    pub(crate) fn below(&mut self, bound: u32) -> u32 {
+    pub fn below(&mut self, bound: u32) -> u32 {
         debug_assert!(bound > 0);
         (self.next_u64() % u64::from(bound.max(1))) as u32
     }
 
     /// Uniform in `lo..=hi`.
-    pub(crate) fn range_i32(&mut self, lo: i32, hi: i32) -> i32 {
+    pub fn range_i32(&mut self, lo: i32, hi: i32) -> i32 {
         let span = (i64::from(hi) - i64::from(lo) + 1).max(1) as u64;
         (i64::from(lo) + (self.next_u64() % span) as i64) as i32
     }

@@ -180,7 +180,17 @@ impl Zone {
         if r.remaining() != 0 {
             return Err(SnapshotError::Invalid(format!("{} unexpected trailing bytes", r.remaining())));
         }
-        Ok(Zone { config, tick, rng, next_entity, players, player_entities, npcs, items })
+        Ok(Zone {
+            config,
+            tick,
+            rng,
+            next_entity,
+            players,
+            player_entities,
+            npcs,
+            items,
+            player_grid: Default::default(),
+        })
     }
 }
 

@@ -8,6 +8,7 @@
 //! is folded into the next one instead of being lost.
 
 use crate::geom::Point;
+use crate::grid::CellGrid;
 use crate::zone::{EntityId, ItemKind, Player, Zone};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,122 +38,57 @@ impl EntityState {
     }
 }
 
-/// Every entity of a zone bucketed into square cells (counting sort).
+/// Every entity of a zone in a grid, rebuilt once per tick.
 #[derive(Debug, Default)]
 pub struct FieldIndex {
-    cell: i32,
-    cols: i32,
-    rows: i32,
-    /// `cell_start[c]..cell_start[c+1]` indexes `entities` for cell `c`.
-    cell_start: Vec<u32>,
-    entities: Vec<EntityState>,
-    scratch: Vec<(u32, EntityState)>,
+    grid: CellGrid<EntityState>,
 }
 
 impl FieldIndex {
     /// Rebuilds the index from `zone`, reusing its allocations.
     pub fn rebuild(&mut self, zone: &Zone, cell: i32) {
+        let players = zone.players().values().map(|p| EntityState {
+            id: p.entity,
+            kind: EntityKind::Player,
+            pos: p.pos,
+            hp: p.hp,
+            max_hp: p.max_hp(),
+            level: p.level,
+            item: None,
+        });
+        let npcs = zone.npcs().values().map(|n| EntityState {
+            id: n.entity,
+            kind: EntityKind::Npc,
+            pos: n.pos,
+            hp: if n.respawn_at.is_some() { 0 } else { n.hp },
+            max_hp: crate::zone::NPC_HP,
+            level: 1,
+            item: None,
+        });
+        let items = zone.items().values().map(|i| EntityState {
+            id: i.entity,
+            kind: EntityKind::Item,
+            pos: i.pos,
+            hp: 0,
+            max_hp: 0,
+            level: 0,
+            item: Some(i.kind),
+        });
         let config = zone.config();
-        self.cell = cell.max(100);
-        self.cols = config.width / self.cell + 1;
-        self.rows = config.height / self.cell + 1;
-        let cells = (self.cols * self.rows) as usize;
-        self.scratch.clear();
-        for p in zone.players().values() {
-            let s = EntityState {
-                id: p.entity,
-                kind: EntityKind::Player,
-                pos: p.pos,
-                hp: p.hp,
-                max_hp: p.max_hp(),
-                level: p.level,
-                item: None,
-            };
-            self.scratch.push((self.cell_of(p.pos), s));
-        }
-        for n in zone.npcs().values() {
-            let hp = if n.respawn_at.is_some() { 0 } else { n.hp };
-            let s = EntityState {
-                id: n.entity,
-                kind: EntityKind::Npc,
-                pos: n.pos,
-                hp,
-                max_hp: crate::zone::NPC_HP,
-                level: 1,
-                item: None,
-            };
-            self.scratch.push((self.cell_of(n.pos), s));
-        }
-        for i in zone.items().values() {
-            let s = EntityState {
-                id: i.entity,
-                kind: EntityKind::Item,
-                pos: i.pos,
-                hp: 0,
-                max_hp: 0,
-                level: 0,
-                item: Some(i.kind),
-            };
-            self.scratch.push((self.cell_of(i.pos), s));
-        }
-        self.cell_start.clear();
-        self.cell_start.resize(cells + 1, 0);
-        for (c, _) in &self.scratch {
-            self.cell_start[*c as usize + 1] += 1;
-        }
-        for c in 0..cells {
-            self.cell_start[c + 1] += self.cell_start[c];
-        }
-        let mut fill = self.cell_start.clone();
-        self.entities.clear();
-        self.entities.resize(
-            self.scratch.len(),
-            EntityState {
-                id: 0,
-                kind: EntityKind::Item,
-                pos: Point::default(),
-                hp: 0,
-                max_hp: 0,
-                level: 0,
-                item: None,
-            },
-        );
-        for (c, s) in &self.scratch {
-            let slot = &mut fill[*c as usize];
-            self.entities[*slot as usize] = *s;
-            *slot += 1;
-        }
-    }
-
-    fn cell_of(&self, p: Point) -> u32 {
-        let cx = (p.x / self.cell).clamp(0, self.cols - 1);
-        let cy = (p.y / self.cell).clamp(0, self.rows - 1);
-        (cy * self.cols + cx) as u32
+        self.grid.rebuild(config.width, config.height, cell, players.chain(npcs).chain(items).map(|e| (e.pos, e)));
     }
 
     /// Appends every entity within `radius` of `center` to `out`.
     pub fn query(&self, center: Point, radius: i32, out: &mut Vec<EntityState>) {
-        if self.cols == 0 {
-            return;
-        }
-        let r2 = i64::from(radius) * i64::from(radius);
-        let x0 = ((center.x - radius) / self.cell).clamp(0, self.cols - 1);
-        let x1 = ((center.x + radius) / self.cell).clamp(0, self.cols - 1);
-        let y0 = ((center.y - radius) / self.cell).clamp(0, self.rows - 1);
-        let y1 = ((center.y + radius) / self.cell).clamp(0, self.rows - 1);
-        for cy in y0..=y1 {
-            let row = (cy * self.cols) as usize;
-            let (start, end) = (self.cell_start[row + x0 as usize], self.cell_start[row + x1 as usize + 1]);
-            out.extend(self.entities[start as usize..end as usize].iter().filter(|e| e.pos.dist2(center) <= r2));
-        }
+        self.grid.for_each_within(center, radius, |_, e| out.push(*e));
     }
 
     pub fn len(&self) -> usize {
-        self.entities.len()
+        self.grid.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entities.is_empty()
+        self.grid.is_empty()
     }
 }
 
@@ -182,11 +118,19 @@ impl SelfStats {
     }
 }
 
+/// A visible entity that changed since the client's last update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changed {
+    pub state: EntityState,
+    /// Whether level or max HP changed too (they rarely do; position and HP often).
+    pub stats: bool,
+}
+
 /// The difference between what a client was last sent and what it sees now.
 #[derive(Debug, Default)]
 pub struct Delta {
     pub entered: Vec<EntityState>,
-    pub changed: Vec<EntityState>,
+    pub changed: Vec<Changed>,
     pub left: Vec<EntityId>,
     pub stats: Option<SelfStats>,
 }
@@ -240,7 +184,7 @@ impl ClientView {
             match (self.known.get(i), self.visible.get(j)) {
                 (Some(k), Some(v)) if k.id == v.id => {
                     if v.differs(k) {
-                        d.changed.push(*v);
+                        d.changed.push(Changed { state: *v, stats: v.level != k.level || v.max_hp != k.max_hp });
                     }
                     i += 1;
                     j += 1;

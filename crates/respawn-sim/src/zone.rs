@@ -6,6 +6,7 @@ use crate::command::{Command, CommandKind, RejectReason};
 use crate::config::ZoneConfig;
 use crate::event::{DomainEvent, EventId, EventKind, Killer};
 use crate::geom::{step_towards, within, Point};
+use crate::grid::CellGrid;
 use crate::rng::Rng;
 
 /// A player's account id (from the session token); stable across zones.
@@ -135,7 +136,22 @@ pub struct Zone {
     pub(crate) player_entities: BTreeMap<EntityId, PlayerId>,
     pub(crate) npcs: BTreeMap<EntityId, Npc>,
     pub(crate) items: BTreeMap<EntityId, ZoneItem>,
+    /// Scratch space for NPC targeting; not state, never encoded or compared.
+    pub(crate) player_grid: Scratch<CellGrid<PlayerId>>,
 }
+
+/// Working memory kept between ticks only to reuse its allocations. It holds
+/// no state, so it takes no part in equality.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scratch<T>(pub(crate) T);
+
+impl<T> PartialEq for Scratch<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Scratch<T> {}
 
 pub fn max_hp_for(level: u32) -> i32 {
     PLAYER_BASE_HP.saturating_add(10i32.saturating_mul(level.saturating_sub(1).min(10_000) as i32))
@@ -170,6 +186,7 @@ impl Zone {
             player_entities: BTreeMap::new(),
             npcs: BTreeMap::new(),
             items: BTreeMap::new(),
+            player_grid: Scratch::default(),
         };
         for _ in 0..zone.config.npc_count {
             let entity = zone.alloc_entity();
@@ -441,6 +458,16 @@ impl Zone {
     }
 
     fn run_npcs(&mut self, out: &mut TickOutput) {
+        // Positions do not change while NPCs act, so one grid serves them all;
+        // life does (an NPC may kill), so it is checked at lookup.
+        let aggro = self.config.npc_aggro_range;
+        let mut grid = std::mem::take(&mut self.player_grid.0);
+        grid.rebuild(
+            self.config.width,
+            self.config.height,
+            aggro,
+            self.players.values().filter(|p| p.is_alive()).map(|p| (p.pos, p.id)),
+        );
         let ids: Vec<EntityId> = self.npcs.keys().copied().collect();
         for id in ids {
             let Some(npc) = self.npcs.get(&id) else { continue };
@@ -448,15 +475,15 @@ impl Zone {
                 continue;
             }
             let (pos, ready) = (npc.pos, npc.attack_ready_at <= self.tick);
-            let aggro2 = i64::from(self.config.npc_aggro_range).pow(2);
             // Nearest living player in aggro range; ties break on the lower id.
-            let target = self
-                .players
-                .values()
-                .filter(|p| p.is_alive())
-                .map(|p| (p.pos.dist2(pos), p.id, p.pos))
-                .filter(|(d2, _, _)| *d2 <= aggro2)
-                .min_by_key(|(d2, id, _)| (*d2, *id));
+            let mut target: Option<(i64, PlayerId, Point)> = None;
+            grid.for_each_within(pos, aggro, |p, &pid| {
+                let candidate = (p.dist2(pos), pid, p);
+                let alive = self.players.get(&pid).is_some_and(Player::is_alive);
+                if alive && target.is_none_or(|t| (candidate.0, candidate.1) < (t.0, t.1)) {
+                    target = Some(candidate);
+                }
+            });
             let attack2 = i64::from(self.config.attack_range).pow(2);
             match target {
                 Some((d2, victim, _)) if d2 <= attack2 => {
@@ -485,6 +512,7 @@ impl Zone {
                 }
             }
         }
+        self.player_grid.0 = grid;
     }
 
     fn walk_npc(&mut self, id: EntityId, goal: Point) {

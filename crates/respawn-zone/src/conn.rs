@@ -263,7 +263,7 @@ async fn read_loop(
         }
         match body {
             Body::Ping(p) => {
-                let _ = out.try_send(wire::pong(p.client_time_ms, zone.status.tick.load(Ordering::Relaxed)));
+                let _ = out.try_send(wire::pong(p.client_time, zone.status.tick.load(Ordering::Relaxed)));
             }
             Body::Join(_) => {
                 let _ = out.try_send(wire::error(ErrorCode::AlreadyJoined, "already joined; join is sent once"));

@@ -4,7 +4,7 @@
 
 pub mod config;
 mod conn;
-mod link;
+pub mod link;
 pub mod metrics;
 mod process;
 pub mod server;

@@ -46,22 +46,53 @@ pub struct ClientLink {
     pub out: mpsc::Sender<Bytes>,
 }
 
-/// Result of offering a frame to a client without waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offer {
-    Queued,
-    /// The client's buffer is full: the frame is dropped.
+/// Result of asking for a slot in a client's outbound queue.
+#[derive(Debug)]
+pub enum Reserve {
+    Ready(mpsc::OwnedPermit<Bytes>),
+    /// The client's buffer is full: nothing can be sent to it this tick.
     Full,
     /// The connection is gone.
     Closed,
 }
 
 impl ClientLink {
-    pub fn offer(&self, frame: Bytes) -> Offer {
-        match self.out.try_send(frame) {
-            Ok(()) => Offer::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => Offer::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+    /// Reserves one slot without waiting (a lock-free semaphore step).
+    pub fn reserve(&self) -> Reserve {
+        match self.out.clone().try_reserve_owned() {
+            Ok(permit) => Reserve::Ready(permit),
+            Err(mpsc::error::TrySendError::Full(_)) => Reserve::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Reserve::Closed,
+        }
+    }
+}
+
+/// Work the tick thread hands to its zone's fan-out task, in order. Sending
+/// through a reserved slot cannot fail; waking the connection tasks happens
+/// on the runtime, not on the tick thread.
+#[derive(Debug)]
+pub enum Delivery {
+    Frame(mpsc::OwnedPermit<Bytes>, Bytes),
+    /// Close after the frames before it were handed over (a kick notice first).
+    Close(Arc<ConnState>, CloseCode, String),
+}
+
+impl Delivery {
+    pub fn deliver(self) {
+        match self {
+            Delivery::Frame(permit, frame) => {
+                permit.send(frame);
+            }
+            Delivery::Close(conn, code, reason) => conn.close(code, reason),
+        }
+    }
+}
+
+/// A zone's fan-out task: delivers each tick's batch.
+pub async fn fan_out(mut batches: mpsc::UnboundedReceiver<Vec<Delivery>>) {
+    while let Some(batch) = batches.recv().await {
+        for delivery in batch {
+            delivery.deliver();
         }
     }
 }

@@ -105,7 +105,10 @@ impl Metrics {
                 &r,
                 "respawn_zone_tick_duration_seconds",
                 "Time to simulate one tick and encode every client's update.",
-                ms(&[0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 70.0, 100.0, 200.0, 500.0]),
+                ms(&[
+                    0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0, 25.0, 30.0, 40.0, 50.0,
+                    70.0, 100.0, 200.0, 500.0,
+                ]),
             ),
             tick_number: gauge(&r, "respawn_zone_tick", "Last simulated tick number.", &["zone"]),
             ticks_overrun: counter(

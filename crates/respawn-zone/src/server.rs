@@ -11,6 +11,7 @@ use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use respawn_proto::NoticeKind;
 use respawn_sim::{Command, Zone};
@@ -153,12 +154,14 @@ impl ZoneServer {
             };
             let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue_capacity);
             let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+            let (fan_tx, fan_rx) = mpsc::unbounded_channel();
+            tokio::spawn(crate::link::fan_out(fan_rx));
             let status = Arc::new(ZoneStatus::default());
             let runner = ZoneRunner::new(zone, settings, zone_metrics.clone());
             let thread_status = status.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("zone-{name}"))
-                .spawn(move || zone_loop::run(runner, cmd_rx, ctl_rx, thread_status, epoch))
+                .spawn(move || zone_loop::run(runner, cmd_rx, ctl_rx, fan_tx, thread_status, epoch))
                 .map_err(ServerError::Thread)?;
             tracing::info!(zone = %name, id = zone_config.zone_id, tick_hz = config.tick_hz, "zone started");
             zones.insert(
@@ -207,8 +210,14 @@ impl ZoneServer {
         let state = self.state;
         let app = router(state.clone());
         let http_shutdown = state.shutdown.clone();
+        // Updates are small frames; Nagle's algorithm would hold them for the peer's delayed ACK.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let http = tokio::spawn(async move {
-            axum::serve(self.listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned()).await
+            axum::serve(listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned()).await
         });
         state.ready.store(true, Ordering::SeqCst);
         state.metrics.set_ready(true);

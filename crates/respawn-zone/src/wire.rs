@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use respawn_proto::{self as proto, server_message::Body};
-use respawn_sim::view::{Delta, EntityKind, EntityState, SelfStats};
+use respawn_sim::view::{Changed, Delta, EntityKind, EntityState, SelfStats};
 use respawn_sim::zone::xp_for_level;
 use respawn_sim::{ItemKind, Zone};
 
@@ -33,16 +33,11 @@ fn entered(zone: &Zone, e: &EntityState) -> proto::EntityState {
     }
 }
 
-fn changed(e: &EntityState) -> proto::EntityState {
-    proto::EntityState {
-        id: e.id,
-        x: e.pos.x,
-        y: e.pos.y,
-        hp: e.hp,
-        max_hp: e.max_hp,
-        level: e.level,
-        ..Default::default()
-    }
+/// Level and max HP only when they changed: 0 means "as before".
+fn changed(c: &Changed) -> proto::EntityState {
+    let e = &c.state;
+    let (max_hp, level) = if c.stats { (e.max_hp, e.level) } else { (0, 0) };
+    proto::EntityState { id: e.id, x: e.pos.x, y: e.pos.y, hp: e.hp, max_hp, level, ..Default::default() }
 }
 
 pub fn stats(s: &SelfStats) -> proto::PlayerStats {
@@ -95,6 +90,8 @@ pub fn welcome(zone: &Zone, info: WelcomeInfo<'_>) -> Bytes {
         server_version: info.server_version.to_owned(),
         view_radius: info.view_radius.unsigned_abs(),
         max_speed: c.max_speed.unsigned_abs(),
+        attack_range: c.attack_range.unsigned_abs(),
+        pickup_range: c.pickup_range.unsigned_abs(),
     }))
 }
 
@@ -115,6 +112,6 @@ pub fn error(code: proto::ErrorCode, message: &str) -> Bytes {
     proto::encode_server(Body::Error(proto::Error { code: code as i32, message: message.to_owned() }))
 }
 
-pub fn pong(client_time_ms: u64, server_tick: u64) -> Bytes {
-    proto::encode_server(Body::Pong(proto::Pong { client_time_ms, server_tick }))
+pub fn pong(client_time: u64, server_tick: u64) -> Bytes {
+    proto::encode_server(Body::Pong(proto::Pong { client_time, server_tick }))
 }

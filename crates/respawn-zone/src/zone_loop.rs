@@ -13,7 +13,7 @@ use respawn_sim::view::{ClientView, FieldIndex};
 use respawn_sim::{Command, CommandKind, PlayerId, Zone};
 use tokio::sync::mpsc;
 
-use crate::link::{ClientLink, Offer};
+use crate::link::{ClientLink, Delivery, Reserve};
 use crate::metrics::ZoneMetrics;
 use crate::wire;
 
@@ -83,6 +83,21 @@ pub struct ZoneRunner {
     /// Leaves for clients the server cut off, applied at the next tick.
     carry: Vec<Command>,
     welcomes: Vec<PlayerId>,
+    /// This tick's frames and closes, handed to the fan-out task after the tick.
+    deliveries: Vec<Delivery>,
+}
+
+/// Queues `frame` for `link` if its buffer has room; returns whether it did.
+fn offer(deliveries: &mut Vec<Delivery>, metrics: &ZoneMetrics, link: &ClientLink, frame: Bytes) -> bool {
+    match link.reserve() {
+        Reserve::Ready(permit) => {
+            metrics.packets_out.inc();
+            metrics.bytes_out.inc_by(frame.len() as u64);
+            deliveries.push(Delivery::Frame(permit, frame));
+            true
+        }
+        Reserve::Full | Reserve::Closed => false,
+    }
 }
 
 impl std::fmt::Debug for ZoneRunner {
@@ -105,7 +120,13 @@ impl ZoneRunner {
             batch: Vec::new(),
             carry: Vec::new(),
             welcomes: Vec::new(),
+            deliveries: Vec::new(),
         }
+    }
+
+    /// The frames and closes produced since the last call, in order.
+    pub fn take_deliveries(&mut self) -> Vec<Delivery> {
+        std::mem::take(&mut self.deliveries)
     }
 
     pub fn zone(&self) -> &Zone {
@@ -146,13 +167,18 @@ impl ZoneRunner {
             Control::Broadcast { kind, text, deadline_ms } => {
                 let frame = wire::notice(kind, &text, deadline_ms);
                 for client in self.clients.values() {
-                    self.offer(client, frame.clone());
+                    offer(&mut self.deliveries, &self.metrics, &client.link, frame.clone());
                 }
             }
             Control::Kick { player, reason } => {
                 if let Some(client) = self.clients.remove(&player) {
-                    self.offer(&client, wire::notice(NoticeKind::Kick, &reason, 0));
-                    client.link.conn.close(CloseCode::Kicked, reason);
+                    offer(
+                        &mut self.deliveries,
+                        &self.metrics,
+                        &client.link,
+                        wire::notice(NoticeKind::Kick, &reason, 0),
+                    );
+                    self.deliveries.push(Delivery::Close(client.link.conn.clone(), CloseCode::Kicked, reason));
                     self.metrics.disconnected(CloseCode::Kicked.as_str());
                     self.batch.push(Command { player, seq: 0, kind: CommandKind::Leave });
                 }
@@ -171,16 +197,6 @@ impl ZoneRunner {
         self.batch.len()
     }
 
-    fn offer(&self, client: &Client, frame: Bytes) -> Offer {
-        let len = frame.len() as u64;
-        let offer = client.link.offer(frame);
-        if offer == Offer::Queued {
-            self.metrics.packets_out.inc();
-            self.metrics.bytes_out.inc_by(len);
-        }
-        offer
-    }
-
     /// Runs one tick over the batch gathered so far and replicates it.
     pub fn tick(&mut self) {
         let mut batch = std::mem::take(&mut self.carry);
@@ -193,7 +209,7 @@ impl ZoneRunner {
         for r in &out.rejections {
             self.metrics.rejected(r.reason.as_str());
             if let Some(client) = self.clients.get(&r.player) {
-                self.offer(client, wire::rejected(r.seq, r.reason.as_str()));
+                offer(&mut self.deliveries, &self.metrics, &client.link, wire::rejected(r.seq, r.reason.as_str()));
             }
         }
         self.send_welcomes();
@@ -213,7 +229,7 @@ impl ZoneRunner {
                         view_radius: self.settings.view_radius,
                         server_version: &self.settings.server_version,
                     };
-                    self.offer(client, wire::welcome(&self.zone, info));
+                    offer(&mut self.deliveries, &self.metrics, &client.link, wire::welcome(&self.zone, info));
                 }
                 None => {
                     client.link.conn.close(CloseCode::Kicked, "the zone refused the join");
@@ -228,20 +244,25 @@ impl ZoneRunner {
         let mut cut_off = Vec::new();
         for (&player_id, client) in &mut self.clients {
             let Some(player) = self.zone.player(player_id) else { continue };
+            let slot = client.link.reserve();
+            if let Reserve::Closed = slot {
+                cut_off.push(player_id);
+                continue;
+            }
             let delta = client.view.diff(&self.index, player, self.settings.view_radius);
             if delta.is_empty() {
                 continue;
             }
-            let frame = wire::update(&self.zone, delta);
-            let len = frame.len() as u64;
-            match client.link.offer(frame) {
-                Offer::Queued => {
+            match slot {
+                Reserve::Ready(permit) => {
+                    let frame = wire::update(&self.zone, delta);
+                    self.metrics.packets_out.inc();
+                    self.metrics.bytes_out.inc_by(frame.len() as u64);
+                    self.deliveries.push(Delivery::Frame(permit, frame));
                     client.view.commit();
                     client.dropped_in_row = 0;
-                    self.metrics.packets_out.inc();
-                    self.metrics.bytes_out.inc_by(len);
                 }
-                Offer::Full => {
+                Reserve::Full => {
                     self.metrics.updates_dropped.inc();
                     client.dropped_in_row += 1;
                     if client.dropped_in_row >= self.settings.max_dropped_updates {
@@ -250,7 +271,7 @@ impl ZoneRunner {
                         cut_off.push(player_id);
                     }
                 }
-                Offer::Closed => cut_off.push(player_id),
+                Reserve::Closed => {}
             }
         }
         for player in cut_off {
@@ -265,6 +286,7 @@ pub fn run(
     mut runner: ZoneRunner,
     mut commands: mpsc::Receiver<Command>,
     mut control: mpsc::UnboundedReceiver<Control>,
+    fan_out: mpsc::UnboundedSender<Vec<Delivery>>,
     status: Arc<ZoneStatus>,
     epoch: Instant,
 ) {
@@ -285,6 +307,11 @@ pub fn run(
             }
         }
         runner.tick();
+        let batch = runner.take_deliveries();
+        if !batch.is_empty() {
+            // One wake-up per tick; the fan-out task wakes the connections.
+            let _ = fan_out.send(batch);
+        }
         let m = &runner.metrics;
         m.queue_length.set(commands.len() as i64);
         m.players.set(runner.clients.len() as i64);
@@ -345,6 +372,14 @@ mod tests {
         r.control(Control::Attach { player, name: format!("p{player}"), link: link.clone() });
     }
 
+    /// Runs a tick and hands its frames over, as the fan-out task would.
+    fn tick(r: &mut ZoneRunner) {
+        r.tick();
+        for d in r.take_deliveries() {
+            d.deliver();
+        }
+    }
+
     fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Body> {
         let mut out = Vec::new();
         while let Ok(frame) = rx.try_recv() {
@@ -359,7 +394,7 @@ mod tests {
         let mut r = runner(&metrics);
         let (l, mut rx) = link(1, 16);
         attach(&mut r, 1, &l);
-        r.tick();
+        tick(&mut r);
         let got = drain(&mut rx);
         assert!(matches!(got[0], Body::Welcome(_)), "{got:?}");
         assert!(matches!(got[1], Body::Update(ref u) if !u.entered.is_empty() && u.you.is_some()));
@@ -381,7 +416,7 @@ mod tests {
                 seq: 1,
                 kind: CommandKind::Move { velocity: respawn_sim::Point::new(5, 5) },
             });
-            r.tick();
+            tick(&mut r);
             fast_updates += drain(&mut fast_rx).iter().filter(|b| matches!(b, Body::Update(_))).count();
         }
         assert_eq!(fast_updates, 40, "the fast client got every tick's update");
@@ -400,13 +435,13 @@ mod tests {
         let mut r = runner(&metrics);
         let (first, _rx1) = link(1, 16);
         attach(&mut r, 7, &first);
-        r.tick();
+        tick(&mut r);
         let entity = r.zone().player(7).expect("joined").entity;
         let (second, mut rx2) = link(2, 16);
         attach(&mut r, 7, &second);
         // A late detach of the old connection must not remove the player.
         r.control(Control::Detach { player: 7, conn_id: 1 });
-        r.tick();
+        tick(&mut r);
         assert_eq!(first.conn.close_reason().map(|c| c.0), Some(CloseCode::Replaced));
         assert_eq!(r.zone().player(7).map(|p| p.entity), Some(entity));
         assert!(matches!(drain(&mut rx2)[0], Body::Welcome(ref w) if w.entity_id == entity));
@@ -420,7 +455,7 @@ mod tests {
         for (i, (l, _)) in links.iter().enumerate() {
             attach(&mut r, i as u64 + 1, l);
         }
-        r.tick();
+        tick(&mut r);
         assert_eq!(r.clients(), 3);
         assert_eq!(links[3].0.conn.close_reason().map(|c| c.0), Some(CloseCode::ZoneFull));
     }

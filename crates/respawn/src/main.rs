@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod bench;
+mod loadgen;
+
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use respawn_token::{Claims, TokenKey};
@@ -23,6 +26,17 @@ enum Cmd {
     Zone(ZoneArgs),
     /// Mint a signed session token (until the platform server issues them).
     Token(TokenArgs),
+    /// Bot clients over real WebSockets against a zone server, with a report.
+    Loadgen(loadgen::LoadgenArgs),
+    /// In-process benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// One zone at full speed: tick time including replication encoding.
+    Tick(bench::TickArgs),
 }
 
 #[derive(Args, Debug)]
@@ -76,7 +90,13 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Zone(args) => run_zone(args),
         Cmd::Token(args) => mint_token(args),
+        Cmd::Bench(BenchCmd::Tick(args)) => bench::run_tick(args),
+        Cmd::Loadgen(args) => runtime()?.block_on(loadgen::run(args)),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn unix_now() -> u64 {
@@ -117,8 +137,7 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
         admin_token: args.admin_token,
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    runtime()?.block_on(async move {
         let server = ZoneServer::start(options).await?;
         let addr = server.local_addr()?;
         // One machine-readable line on stdout; logs go to stderr.

@@ -55,9 +55,9 @@ async fn players_join_move_see_each_other_and_metrics_move() -> Result<()> {
     }
 
     // Ping is answered; a move faster than the limit is rejected with its reason.
-    ann.send(C::Ping(respawn_proto::Ping { client_time_ms: 4242 })).await?;
+    ann.send(C::Ping(respawn_proto::Ping { client_time: 4242 })).await?;
     let pong = ann.next_matching(T, |b| if let S::Pong(p) = b { Some(p.clone()) } else { None }).await?;
-    assert_eq!(pong.client_time_ms, 4242);
+    assert_eq!(pong.client_time, 4242);
     assert!(pong.server_tick > 0);
     ann.send(C::Move(respawn_proto::MoveInput { seq: 77, vx: 500, vy: 0 })).await?;
     let rejected = ann.next_matching(T, |b| if let S::Rejected(r) = b { Some(r.clone()) } else { None }).await?;
@@ -168,7 +168,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "command before join",
             join_first: false,
-            frames: vec![bin(C::Ping(respawn_proto::Ping { client_time_ms: 1 }))],
+            frames: vec![bin(C::Ping(respawn_proto::Ping { client_time: 1 }))],
             expect: CloseCode::JoinRequired,
         },
         Case { name: "silence instead of join", join_first: false, frames: vec![], expect: CloseCode::JoinTimeout },
@@ -215,9 +215,9 @@ async fn bad_input_is_refused_with_a_close_code_and_counted_while_others_play() 
         assert!(metric(&m, &series).unwrap_or(0.0) > was, "{}: {series} counted", case.name);
 
         // The bystander keeps getting updates and answers.
-        bystander.send(C::Ping(respawn_proto::Ping { client_time_ms: i as u64 })).await?;
+        bystander.send(C::Ping(respawn_proto::Ping { client_time: i as u64 })).await?;
         bystander
-            .next_matching(T, |b| matches!(b, S::Pong(p) if p.client_time_ms == i as u64).then_some(()))
+            .next_matching(T, |b| matches!(b, S::Pong(p) if p.client_time == i as u64).then_some(()))
             .await
             .map_err(|e| anyhow::anyhow!("bystander after {}: {e}", case.name))?;
     }

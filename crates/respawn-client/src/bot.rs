@@ -1,0 +1,296 @@
+//! A bot: a real protocol client that wanders, picks up items and fights NPCs,
+//! reconnecting by itself when the server goes away.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use respawn_proto::{client_message::Body as C, server_message::Body as S, EntityKind, NoticeKind};
+use respawn_sim::geom::step_towards;
+use respawn_sim::rng::Rng;
+use respawn_sim::Point;
+use tokio_util::sync::CancellationToken;
+
+use crate::conn::{Connection, Event};
+use crate::world::World;
+
+/// Mints a session token for `(player id, name)`.
+pub type TokenSource = Arc<dyn Fn(u64, &str) -> String + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct BotConfig {
+    /// `ws://host:port/ws`
+    pub url: String,
+    pub zone: String,
+    pub player_id: u64,
+    pub name: String,
+    /// Reconnect after the server closes or vanishes (`up`), or stop (`loadgen`).
+    pub reconnect: bool,
+}
+
+/// Counters shared by many bots.
+#[derive(Debug, Default)]
+pub struct BotStats {
+    pub connects_ok: AtomicU64,
+    pub connects_failed: AtomicU64,
+    pub connected: AtomicU64,
+    pub updates: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub commands_sent: AtomicU64,
+    pub rejections: AtomicU64,
+    rtt_micros: Mutex<Vec<u32>>,
+}
+
+impl BotStats {
+    fn record_rtt(&self, micros: u64) {
+        if let Ok(mut v) = self.rtt_micros.lock() {
+            v.push(micros.min(u64::from(u32::MAX)) as u32);
+        }
+    }
+
+    /// Every RTT sample so far, in microseconds.
+    pub fn rtt_samples(&self) -> Vec<u32> {
+        self.rtt_micros.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// What one bot saw over its life.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BotReport {
+    pub joined: bool,
+    pub updates: u64,
+    pub connected: Duration,
+}
+
+fn micros_now() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// Decides what a bot does next from what it sees.
+#[derive(Debug)]
+struct Brain {
+    rng: Rng,
+    seq: u32,
+    velocity: Point,
+    next_decision_tick: u64,
+    next_attack_tick: u64,
+}
+
+impl Brain {
+    fn new(seed: u64) -> Self {
+        Self { rng: Rng::new(seed), seq: 0, velocity: Point::default(), next_decision_tick: 0, next_attack_tick: 0 }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn decide(&mut self, world: &World, out: &mut Vec<C>) {
+        let (Some(w), Some(me)) = (world.welcome.as_ref(), world.me()) else { return };
+        if world.is_dead() {
+            self.velocity = Point::default();
+            return;
+        }
+        let tick = world.tick;
+        let pos = Point::new(me.x, me.y);
+        let reach = |range: u32| (i64::from(range) - 20).max(0).pow(2);
+        if let Some((item, d2)) = world.nearest(pos, EntityKind::Item, |_| true) {
+            if d2 <= reach(w.pickup_range) {
+                let seq = self.next_seq();
+                out.push(C::Pickup(respawn_proto::Pickup { seq, item: item.id }));
+            }
+        }
+        if tick >= self.next_attack_tick {
+            if let Some((npc, d2)) = world.nearest(pos, EntityKind::Npc, |e| e.hp > 0) {
+                if d2 <= reach(w.attack_range) {
+                    let seq = self.next_seq();
+                    out.push(C::Attack(respawn_proto::Attack { seq, target: npc.id }));
+                    self.next_attack_tick = tick + 10;
+                }
+            }
+        }
+        if tick >= self.next_decision_tick {
+            self.next_decision_tick = tick + 10 + u64::from(self.rng.below(30));
+            let seek = self.rng.below(10) < 6;
+            let target = world
+                .nearest(pos, EntityKind::Item, |_| true)
+                .or_else(|| world.nearest(pos, EntityKind::Npc, |e| e.hp > 0))
+                .map(|(e, _)| Point::new(e.x, e.y));
+            let goal = match target {
+                Some(t) if seek => t,
+                _ => Point::new(self.rng.range_i32(0, w.width), self.rng.range_i32(0, w.height)),
+            };
+            let speed = (w.max_speed * 3 / 4).max(1) as i32;
+            let v = step_towards(pos, goal, speed);
+            if v != self.velocity {
+                self.velocity = v;
+                let seq = self.next_seq();
+                out.push(C::Move(respawn_proto::MoveInput { seq, vx: v.x, vy: v.y }));
+            }
+        }
+    }
+}
+
+enum SessionEnd {
+    Cancelled,
+    Closed { code: u16, reason: String },
+}
+
+/// Plays until cancelled (or, without `reconnect`, until the first session ends).
+pub async fn run_bot(
+    config: BotConfig,
+    tokens: TokenSource,
+    stats: Arc<BotStats>,
+    cancel: CancellationToken,
+) -> BotReport {
+    let mut report = BotReport::default();
+    let mut brain = Brain::new(config.player_id);
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let started = Instant::now();
+        match session(&config, &tokens, &stats, &cancel, &mut brain, &mut report).await {
+            Ok(SessionEnd::Cancelled) => break,
+            Ok(SessionEnd::Closed { code, reason }) => {
+                tracing::debug!(bot = %config.name, code, reason = %reason, "bot disconnected");
+            }
+            Err(e) => {
+                stats.connects_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(bot = %config.name, error = %e, "bot could not play");
+            }
+        }
+        if !config.reconnect {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            backoff = Duration::from_millis(250);
+        }
+        let jitter = Duration::from_millis(u64::from(brain.rng.below(250)));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = cancel.cancelled() => break,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+    report
+}
+
+async fn session(
+    config: &BotConfig,
+    tokens: &TokenSource,
+    stats: &BotStats,
+    cancel: &CancellationToken,
+    brain: &mut Brain,
+    report: &mut BotReport,
+) -> Result<SessionEnd> {
+    let limit = Duration::from_secs(10);
+    let mut conn = tokio::select! {
+        c = tokio::time::timeout(limit, Connection::connect(&config.url)) => c??,
+        _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
+    };
+    let welcome = tokio::select! {
+        w = conn.join(tokens(config.player_id, &config.name), &config.zone, limit) => w?,
+        _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
+    };
+    stats.connects_ok.fetch_add(1, Ordering::Relaxed);
+    stats.connected.fetch_add(1, Ordering::Relaxed);
+    report.joined = true;
+    let joined_at = Instant::now();
+    let mut world = World::default();
+    world.reset(welcome);
+    let mut think = tokio::time::interval(Duration::from_millis(100));
+    let mut ping = tokio::time::interval(Duration::from_secs(1));
+    let mut outbox = Vec::new();
+    let end = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break SessionEnd::Cancelled,
+            event = conn.next() => match event? {
+                Event::Message(S::Update(u)) => {
+                    world.apply(u);
+                    report.updates += 1;
+                    stats.updates.fetch_add(1, Ordering::Relaxed);
+                }
+                Event::Message(S::Pong(p)) => stats.record_rtt(micros_now().saturating_sub(p.client_time)),
+                Event::Message(S::Rejected(_)) => {
+                    stats.rejections.fetch_add(1, Ordering::Relaxed);
+                }
+                Event::Message(S::Notice(n)) if n.kind == NoticeKind::Shutdown as i32 => {
+                    // Leave now rather than at the deadline, as a polite client does.
+                    break SessionEnd::Closed { code: 1001, reason: n.text };
+                }
+                Event::Message(_) => {}
+                Event::Closed { code, reason } => break SessionEnd::Closed { code, reason },
+            },
+            _ = think.tick() => {
+                brain.decide(&world, &mut outbox);
+                for body in outbox.drain(..) {
+                    conn.send(body).await?;
+                    stats.commands_sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ = ping.tick() => conn.send(C::Ping(respawn_proto::Ping { client_time: micros_now() })).await?,
+        }
+    };
+    stats.connected.fetch_sub(1, Ordering::Relaxed);
+    stats.bytes_in.fetch_add(conn.bytes_in, Ordering::Relaxed);
+    report.connected += joined_at.elapsed();
+    if matches!(end, SessionEnd::Cancelled) || matches!(end, SessionEnd::Closed { code: 1001, .. }) {
+        let _ = conn.send(C::Leave(respawn_proto::Leave {})).await;
+        conn.close().await;
+    }
+    Ok(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use respawn_proto::{EntityState, StateUpdate, Welcome};
+
+    fn world_with(npc_at: i32, item_at: i32) -> World {
+        let mut w = World::default();
+        w.reset(Welcome {
+            entity_id: 1,
+            width: 3_000,
+            height: 3_000,
+            max_speed: 30,
+            attack_range: 250,
+            pickup_range: 150,
+            ..Default::default()
+        });
+        let e =
+            |id, kind: EntityKind, x| EntityState { id, kind: kind as i32, x, y: 1_000, hp: 50, ..Default::default() };
+        w.apply(StateUpdate {
+            tick: 1,
+            entered: vec![
+                e(1, EntityKind::Player, 1_000),
+                e(2, EntityKind::Npc, npc_at),
+                e(3, EntityKind::Item, item_at),
+            ],
+            ..Default::default()
+        });
+        w
+    }
+
+    #[test]
+    fn bot_fights_and_picks_up_what_is_in_reach() {
+        let mut brain = Brain::new(1);
+        let mut out = Vec::new();
+        brain.decide(&world_with(1_100, 1_050), &mut out);
+        assert!(out.iter().any(|b| matches!(b, C::Pickup(p) if p.item == 3)), "{out:?}");
+        assert!(out.iter().any(|b| matches!(b, C::Attack(a) if a.target == 2)), "{out:?}");
+        assert!(out.iter().any(|b| matches!(b, C::Move(m) if m.vx * m.vx + m.vy * m.vy <= 30 * 30)), "{out:?}");
+    }
+
+    #[test]
+    fn bot_ignores_what_is_out_of_reach() {
+        let mut brain = Brain::new(1);
+        let mut out = Vec::new();
+        brain.decide(&world_with(2_500, 2_600), &mut out);
+        assert!(out.iter().all(|b| matches!(b, C::Move(_))), "{out:?}");
+    }
+}

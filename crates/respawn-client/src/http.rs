@@ -1,0 +1,41 @@
+//! A minimal HTTP/1.1 client for the project's own endpoints (`/metrics`,
+//! `/readyz`, `/admin/*`): one request per connection, whole body read.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `method path` to `addr` (`host:port`) and returns status and body.
+pub async fn request(addr: &str, method: &str, path: &str, bearer: Option<&str>) -> Result<(u16, String)> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
+        let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let req =
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, anyhow::Error>(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| anyhow!("{method} {addr}{path} timed out"))??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("malformed HTTP response from {addr}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("malformed HTTP status line from {addr}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// `GET /metrics`, failing on any status but 200.
+pub async fn scrape(addr: &str) -> Result<String> {
+    match request(addr, "GET", "/metrics", None).await? {
+        (200, body) => Ok(body),
+        (status, _) => Err(anyhow!("{addr}/metrics answered {status}")),
+    }
+}

@@ -1,0 +1,14 @@
+//! Clients of a zone server: a protocol connection, a world model built from
+//! state updates, the bot that plays by itself (used by `respawn up --bots`
+//! and `respawn loadgen`), and the small HTTP and Prometheus helpers those
+//! tools use to read a server's `/metrics`.
+
+pub mod bot;
+pub mod conn;
+pub mod http;
+pub mod prom;
+pub mod world;
+
+pub use bot::{run_bot, BotConfig, BotReport, BotStats, TokenSource};
+pub use conn::{Connection, Event};
+pub use world::World;
