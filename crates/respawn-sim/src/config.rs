@@ -59,11 +59,11 @@ impl ZoneConfig {
             attack_cooldown_ticks: 10,
             pickup_range: 150,
             respawn_ticks: 100,
-            npc_count: 40,
+            npc_count: 100,
             npc_speed: 15,
             npc_aggro_range: 800,
-            item_spawn_interval_ticks: 10,
-            max_items: 200,
+            item_spawn_interval_ticks: 5,
+            max_items: 300,
             inventory_slots: 8,
         }
     }

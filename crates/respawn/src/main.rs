@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 mod bench;
 mod loadgen;
+mod up;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Run the whole local stack: zone server (supervised), play page, bots.
+    Up(up::UpArgs),
     /// Run a zone server: several zones, each on its own fixed-rate tick thread.
     Zone(ZoneArgs),
     /// Mint a signed session token (until the platform server issues them).
@@ -88,6 +91,7 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Up(args) => runtime()?.block_on(up::run(args)),
         Cmd::Zone(args) => run_zone(args),
         Cmd::Token(args) => mint_token(args),
         Cmd::Bench(BenchCmd::Tick(args)) => bench::run_tick(args),

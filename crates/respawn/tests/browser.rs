@@ -1,0 +1,319 @@
+//! End-to-end: headless Chromium opens the play page served by `respawn up`,
+//! joins, moves with the keyboard, and the server confirms the movement.
+//! Also: `up` restarts a zone server that was killed, and stops cleanly.
+//!
+//! Needs Debian's `chromium` (scripts/test installs it). The screenshot is
+//! saved to `target/e2e/play.png`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use support::TempDir;
+use tokio_tungstenite::tungstenite::Message;
+
+/// `respawn up` on free ports; killed on drop.
+struct Up {
+    child: Child,
+    play: String,
+    zone_addr: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Up {
+    fn start(bots: u32) -> Result<Self> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_respawn"))
+            .args(["up", "--listen", "127.0.0.1:0", "--zone-listen", "127.0.0.1:0", "--bots", &bots.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        let out = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let (mut play, mut zone_addr) = (None, None);
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(url) = line.trim().strip_prefix("play:") {
+                play = Some(url.trim().to_owned());
+            }
+            if let Some(url) = line.trim().strip_prefix("metrics:") {
+                zone_addr =
+                    url.trim().strip_prefix("http://").and_then(|u| u.strip_suffix("/metrics")).map(str::to_owned);
+            }
+            if line.starts_with("Ctrl-C") {
+                break;
+            }
+        }
+        let (Some(play), Some(zone_addr)) = (play, zone_addr) else {
+            bail!(
+                "respawn up did not print its URLs; stderr:\n{}",
+                stderr.lock().map(|s| s.clone()).unwrap_or_default()
+            );
+        };
+        Ok(Self { child, play, zone_addr, stderr })
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    async fn wait_log(&self, needle: &str, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("{needle:?} not logged within {limit:?}; log:\n{}", self.log())
+    }
+
+    /// The zone server child process.
+    fn zone_pid(&self) -> Result<u32> {
+        // Children are listed per spawning thread; look through every thread.
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id()))?;
+        for task in tasks.flatten() {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next().and_then(|p| p.parse().ok()) {
+                return Ok(pid);
+            }
+        }
+        bail!("no child process")
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        signal("TERM", self.child.id())?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("respawn up did not stop; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(name: &str, pid: u32) -> Result<()> {
+    let ok = Command::new("kill").args([format!("-{name}"), pid.to_string()]).status()?.success();
+    if ok {
+        Ok(())
+    } else {
+        bail!("kill -{name} {pid} failed")
+    }
+}
+
+async fn metric(zone_addr: &str, series: &str) -> Result<f64> {
+    let text = respawn_client::http::scrape(zone_addr).await?;
+    Ok(support::metric(&text, series).unwrap_or(0.0))
+}
+
+/// A headless Chromium driven over the DevTools protocol.
+struct Browser {
+    child: Child,
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    next_id: u64,
+    _profile: TempDir,
+}
+
+impl Browser {
+    async fn launch() -> Result<Self> {
+        let profile = TempDir::new("chromium")?;
+        let mut child = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1000,700",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.0.display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start chromium: install Debian's chromium package (scripts/test does)")?;
+        let err = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("DevTools listening on ").nth(1) {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let url = rx.recv_timeout(Duration::from_secs(30)).context("chromium did not open its DevTools port")?;
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+        Ok(Self { child, ws, next_id: 1, _profile: profile })
+    }
+
+    async fn call(&mut self, method: &str, params: Value, session: Option<&str>) -> Result<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut msg = json!({ "id": id, "method": method, "params": params });
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        self.ws.send(Message::Text(msg.to_string().into())).await?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = tokio::time::timeout(left, self.ws.next()).await.map_err(|_| anyhow!("{method}: no answer"))?;
+            let Some(Ok(Message::Text(text))) = frame else { continue };
+            let v: Value = serde_json::from_str(&text)?;
+            if v["id"] == json!(id) {
+                if let Some(err) = v.get("error") {
+                    bail!("{method} failed: {err}");
+                }
+                return Ok(v["result"].clone());
+            }
+        }
+    }
+
+    async fn eval(&mut self, session: &str, expr: &str) -> Result<Value> {
+        let r =
+            self.call("Runtime.evaluate", json!({ "expression": expr, "returnByValue": true }), Some(session)).await?;
+        Ok(r["result"]["value"].clone())
+    }
+
+    async fn key(&mut self, session: &str, kind: &str, key: &str, code: &str, vk: u32) -> Result<()> {
+        let params = json!({ "type": kind, "key": key, "code": code, "windowsVirtualKeyCode": vk });
+        self.call("Input.dispatchKeyEvent", params, Some(session)).await.map(|_| ())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn position(b: &mut Browser, s: &str) -> Result<(f64, f64)> {
+    let v = b.eval(s, "window.respawn.position()").await?;
+    Ok((v["x"].as_f64().unwrap_or(f64::NAN), v["y"].as_f64().unwrap_or(f64::NAN)))
+}
+
+#[tokio::test]
+async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
+    let up = Up::start(2)?;
+    let mut browser = Browser::launch().await?;
+    let target = browser
+        .call("Target.createTarget", json!({ "url": format!("{}?name=e2e&zone=meadow", up.play) }), None)
+        .await?;
+    let target_id = target["targetId"].as_str().ok_or_else(|| anyhow!("no target id"))?.to_owned();
+    let attached =
+        browser.call("Target.attachToTarget", json!({ "targetId": target_id, "flatten": true }), None).await?;
+    let s = attached["sessionId"].as_str().ok_or_else(|| anyhow!("no session id"))?.to_owned();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while browser.eval(&s, "!!(window.respawn && window.respawn.joined())").await? != json!(true) {
+        if Instant::now() > deadline {
+            bail!("the page never joined; up log:\n{}", up.log());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(browser.eval(&s, "window.respawn.zone()").await?, json!("meadow"));
+    let series = r#"respawn_zone_commands_received_total{zone="meadow"}"#;
+    let commands_before = metric(&up.zone_addr, series).await?;
+    let start = position(&mut browser, &s).await?;
+
+    // Hold a direction for a second; try the others if a wall is in the way.
+    let mut moved = None;
+    for (key, code, vk) in [("d", "KeyD", 68), ("s", "KeyS", 83), ("a", "KeyA", 65), ("w", "KeyW", 87)] {
+        let before = position(&mut browser, &s).await?;
+        browser.key(&s, "keyDown", key, code, vk).await?;
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        browser.key(&s, "keyUp", key, code, vk).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = position(&mut browser, &s).await?;
+        if (after.0 - before.0).abs() + (after.1 - before.1).abs() > 200.0 {
+            moved = Some((key, before, after));
+            break;
+        }
+    }
+    let (key, before, after) = moved.ok_or_else(|| anyhow!("no key moved the player from {start:?}"))?;
+    // Positions on the page come only from the server's state updates, so a
+    // changed position is the server's own account of the movement.
+    let max_step = 30.0 * 20.0 * 1.5; // max speed (cm/tick) x ticks in the hold, with slack
+    let dist = ((after.0 - before.0).powi(2) + (after.1 - before.1).powi(2)).sqrt();
+    assert!(dist <= max_step, "moved {dist} cm with {key:?}, faster than the speed limit allows");
+    let commands_after = metric(&up.zone_addr, series).await?;
+    assert!(commands_after > commands_before, "the zone server received the page's move commands");
+
+    let shot = browser.call("Page.captureScreenshot", json!({ "format": "png" }), Some(&s)).await?;
+    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap_or_default())?;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/e2e");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("play.png"), &png)?;
+    assert!(png.starts_with(b"\x89PNG"), "a real PNG screenshot");
+
+    drop(browser);
+    let status = up.terminate()?;
+    assert!(status.success(), "respawn up exits 0 on SIGTERM");
+    Ok(())
+}
+
+#[tokio::test]
+async fn up_restarts_a_killed_zone_server_and_bots_come_back() -> Result<()> {
+    let up = Up::start(4)?;
+    let players = |addr: String| async move {
+        let a = metric(&addr, r#"respawn_zone_players{zone="meadow"}"#).await.unwrap_or(0.0);
+        let b = metric(&addr, r#"respawn_zone_players{zone="caverns"}"#).await.unwrap_or(0.0);
+        a + b
+    };
+    let wait_players = |want: f64| {
+        let addr = up.zone_addr.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if players(addr.clone()).await == want {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!("never reached {want} players");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_players(4.0).await?;
+    let first = up.zone_pid()?;
+    signal("KILL", first)?;
+    up.wait_log("was killed by signal 9", Duration::from_secs(10)).await?;
+    up.wait_log("zone server restarted", Duration::from_secs(20)).await?;
+    assert_ne!(up.zone_pid()?, first, "a new zone server process runs");
+    wait_players(4.0).await.map_err(|e| anyhow!("bots did not reconnect: {e}\n{}", up.log()))?;
+    let status = up.terminate()?;
+    assert!(status.success());
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `respawn bench tick` and `respawn loadgen` run and report their figures
+//! (what they measure is recorded in BENCHMARKS.md, not asserted here).
+
+mod support;
+
+use std::process::Command;
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+use support::{ZoneProcess, TOKEN_KEY};
+
+fn run_json(args: &[&str]) -> Result<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_respawn")).args(args).env("RESPAWN_TOKEN_KEY", TOKEN_KEY).output()?;
+    if !out.status.success() {
+        bail!("respawn {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+#[test]
+fn bench_tick_reports_percentiles_as_json() -> Result<()> {
+    let r = run_json(&["bench", "tick", "--players", "300", "--seconds", "1", "--json"])?;
+    assert_eq!(r["players"], 300);
+    assert!(r["ticks"].as_u64().unwrap_or(0) > 0);
+    let (p50, p99, max) = (r["p50_ms"].as_f64(), r["p99_ms"].as_f64(), r["max_ms"].as_f64());
+    let (Some(p50), Some(p99), Some(max)) = (p50, p99, max) else { bail!("missing percentiles in {r}") };
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{r}");
+    assert!(r["update_bytes_per_client_per_tick"].as_f64().unwrap_or(0.0) > 0.0, "clients got updates: {r}");
+    Ok(())
+}
+
+#[test]
+fn bench_tick_refuses_bad_arguments() -> Result<()> {
+    let out = Command::new(env!("CARGO_BIN_EXE_respawn")).args(["bench", "tick", "--players", "0"]).output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--players must be"));
+    Ok(())
+}
+
+#[test]
+fn loadgen_plays_against_a_real_zone_server_and_reports() -> Result<()> {
+    let zone = ZoneProcess::start()?;
+    let addr = zone.addr.to_string();
+    let r = run_json(&[
+        "loadgen",
+        "--addr",
+        &addr,
+        "--clients",
+        "20",
+        "--ramp-secs",
+        "1",
+        "--hold-secs",
+        "2",
+        "--zone",
+        "meadow",
+        "--zone",
+        "caverns",
+        "--json",
+    ])?;
+    assert_eq!(r["clients"], 20);
+    assert_eq!(r["connected"], 20, "{r}");
+    assert_eq!(r["connect_success_rate"], 1.0);
+    assert!(r["updates_per_client_per_s_mean"].as_f64().unwrap_or(0.0) > 5.0, "{r}");
+    assert!(r["rtt_p99_ms"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    assert!(r["server_ticks"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    assert!(r["server_tick_p99_ms"].as_f64().is_some(), "{r}");
+    assert!(r["commands_sent"].as_u64().unwrap_or(0) > 0, "{r}");
+    Ok(())
+}
+
+#[test]
+fn loadgen_says_clearly_when_no_server_answers() -> Result<()> {
+    let out = Command::new(env!("CARGO_BIN_EXE_respawn"))
+        .args(["loadgen", "--addr", "127.0.0.1:1", "--clients", "1"])
+        .env("RESPAWN_TOKEN_KEY", TOKEN_KEY)
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the zone server's metrics"));
+    Ok(())
+}
