@@ -37,7 +37,12 @@ impl Connection {
     }
 
     pub async fn send(&mut self, body: client_message::Body) -> Result<()> {
-        self.ws.send(Message::Binary(respawn_proto::encode_client(body))).await.context("send")
+        self.send_raw(Message::Binary(respawn_proto::encode_client(body))).await
+    }
+
+    /// Sends any WebSocket frame, well-formed or not (protocol tests use it).
+    pub async fn send_raw(&mut self, frame: Message) -> Result<()> {
+        self.ws.send(frame).await.context("send")
     }
 
     /// Sends `Join` and waits for the `Welcome` (or the refusal).

@@ -10,14 +10,10 @@ use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use futures_util::{SinkExt, StreamExt};
+use respawn_client::{Connection, Event};
 use respawn_proto::{client_message, server_message};
 use respawn_token::{Claims, TokenKey};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const TOKEN_KEY: &str = "integration-test-token-key";
 pub const ADMIN_TOKEN: &str = "integration-admin-token";
@@ -152,11 +148,9 @@ pub fn token_expiring(player: u64, name: &str, ttl_secs: i64) -> String {
     TokenKey::new(TOKEN_KEY.as_bytes()).expect("key").sign(&claims).expect("sign")
 }
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A protocol-level test client.
+/// A protocol-level test client over `respawn_client::Connection`.
 pub struct Client {
-    pub ws: Ws,
+    pub conn: Connection,
 }
 
 /// How a connection ended, from the client's side.
@@ -168,48 +162,32 @@ pub struct Closed {
 
 impl Client {
     pub async fn connect(url: &str) -> Result<Self> {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.context("websocket connect")?;
-        Ok(Self { ws })
+        Ok(Self { conn: Connection::connect(url).await? })
     }
 
     pub async fn send(&mut self, body: client_message::Body) -> Result<()> {
-        self.send_raw(Message::Binary(respawn_proto::encode_client(body))).await
+        self.conn.send(body).await
     }
 
     pub async fn send_raw(&mut self, msg: Message) -> Result<()> {
-        self.ws.send(msg).await.context("send")
+        self.conn.send_raw(msg).await
     }
 
     /// Connects and joins; returns the client and its Welcome.
     pub async fn join(url: &str, player: u64, name: &str, zone: &str) -> Result<(Self, respawn_proto::Welcome)> {
         let mut c = Self::connect(url).await?;
-        c.send(client_message::Body::Join(respawn_proto::Join {
-            protocol_version: respawn_proto::PROTOCOL_VERSION,
-            token: token(player, name),
-            zone: zone.into(),
-        }))
-        .await?;
-        let welcome = c
-            .next_matching(Duration::from_secs(5), |b| match b {
-                server_message::Body::Welcome(w) => Some(w.clone()),
-                _ => None,
-            })
-            .await?;
+        let welcome = c.conn.join(token(player, name), zone, Duration::from_secs(5)).await?;
         Ok((c, welcome))
     }
 
     /// Next server message, or an error on close or timeout.
     pub async fn next(&mut self, limit: Duration) -> Result<server_message::Body> {
-        loop {
-            let msg = tokio::time::timeout(limit, self.ws.next())
-                .await
-                .map_err(|_| anyhow!("no message within {limit:?}"))?
-                .ok_or_else(|| anyhow!("connection ended"))??;
-            match msg {
-                Message::Binary(b) => return Ok(respawn_proto::decode_server(&b)?),
-                Message::Close(frame) => bail!("closed by server: {frame:?}"),
-                _ => continue,
-            }
+        match tokio::time::timeout(limit, self.conn.next())
+            .await
+            .map_err(|_| anyhow!("no message within {limit:?}"))??
+        {
+            Event::Message(body) => Ok(body),
+            Event::Closed { code, reason } => bail!("closed by server: {code} {reason}"),
         }
     }
 
@@ -229,22 +207,15 @@ impl Client {
         }
     }
 
-    /// Reads until the server closes; returns the close code and reason.
+    /// Reads until the server closes; returns the close code (1006 when the
+    /// connection ended without a close frame) and reason.
     pub async fn closed(&mut self, limit: Duration) -> Result<Closed> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let msg = tokio::time::timeout(left, self.ws.next()).await.map_err(|_| anyhow!("not closed in time"))?;
-            match msg {
-                Some(Ok(Message::Close(Some(frame)))) => {
-                    return Ok(Closed { code: u16::from(frame.code), reason: frame.reason.to_string() })
-                }
-                Some(Ok(Message::Close(None))) => {
-                    return Ok(Closed { code: u16::from(WsCloseCode::Status), reason: String::new() })
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => bail!("connection failed before a close frame: {e}"),
-                None => bail!("connection ended without a close frame"),
+            match tokio::time::timeout(left, self.conn.next()).await.map_err(|_| anyhow!("not closed in time"))?? {
+                Event::Message(_) => continue,
+                Event::Closed { code, reason } => return Ok(Closed { code, reason }),
             }
         }
     }
@@ -252,18 +223,7 @@ impl Client {
 
 /// A bare HTTP/1.1 request; returns status code and body.
 pub async fn http(addr: SocketAddr, method: &str, path: &str, bearer: Option<&str>) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw)).await??;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status =
-        text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("bad response {text:?}"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Ok((status, body))
+    respawn_client::http::request(&addr.to_string(), method, path, bearer).await
 }
 
 /// The value of one sample line (`name{labels} value`) in a Prometheus scrape.
@@ -272,11 +232,7 @@ pub fn metric(scrape: &str, series: &str) -> Option<f64> {
 }
 
 pub async fn scrape(addr: SocketAddr) -> Result<String> {
-    let (status, body) = http(addr, "GET", "/metrics", None).await?;
-    if status != 200 {
-        bail!("/metrics answered {status}");
-    }
-    Ok(body)
+    respawn_client::http::scrape(&addr.to_string()).await
 }
 
 /// Polls `/metrics` until `series` equals `want` (5 s at most).
