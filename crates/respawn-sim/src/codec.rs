@@ -1,7 +1,7 @@
 //! Little-endian byte writer and a bounds-checked reader for snapshots.
 //! The reader never panics and never trusts a length it has not checked.
 
-use crate::snapshot::SnapshotError;
+use crate::snapshot::DecodeError;
 
 #[derive(Debug, Default)]
 pub(crate) struct Writer {
@@ -50,53 +50,53 @@ impl<'a> Reader<'a> {
         self.buf.len()
     }
 
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], SnapshotError> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
-            return Err(SnapshotError::Truncated(what));
+            return Err(DecodeError::Truncated(what));
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
         Ok(head)
     }
 
-    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], SnapshotError> {
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, what)?);
         Ok(out)
     }
 
-    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, SnapshotError> {
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.array::<1>(what)?[0])
     }
-    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, SnapshotError> {
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.array(what)?))
     }
-    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, SnapshotError> {
+    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
-    pub(crate) fn i32(&mut self, what: &'static str) -> Result<i32, SnapshotError> {
+    pub(crate) fn i32(&mut self, what: &'static str) -> Result<i32, DecodeError> {
         Ok(i32::from_le_bytes(self.array(what)?))
     }
-    pub(crate) fn opt_u64(&mut self, what: &'static str) -> Result<Option<u64>, SnapshotError> {
+    pub(crate) fn opt_u64(&mut self, what: &'static str) -> Result<Option<u64>, DecodeError> {
         match self.u8(what)? {
             0 => Ok(None),
             1 => Ok(Some(self.u64(what)?)),
-            other => Err(SnapshotError::Invalid(format!("{what}: option tag {other}"))),
+            other => Err(DecodeError::Invalid(format!("{what}: option tag {other}"))),
         }
     }
-    pub(crate) fn str(&mut self, what: &'static str) -> Result<String, SnapshotError> {
+    pub(crate) fn str(&mut self, what: &'static str) -> Result<String, DecodeError> {
         let len = self.u32(what)? as usize;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| SnapshotError::Invalid(format!("{what}: not UTF-8")))
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Invalid(format!("{what}: not UTF-8")))
     }
 
     /// A element count, refused if the remaining bytes cannot hold that many
     /// elements of at least `min_size` bytes (so a forged count cannot make us
     /// allocate gigabytes).
-    pub(crate) fn count(&mut self, min_size: usize, what: &'static str) -> Result<usize, SnapshotError> {
+    pub(crate) fn count(&mut self, min_size: usize, what: &'static str) -> Result<usize, DecodeError> {
         let n = self.u32(what)? as usize;
         if n.saturating_mul(min_size) > self.buf.len() {
-            return Err(SnapshotError::Truncated(what));
+            return Err(DecodeError::Truncated(what));
         }
         Ok(n)
     }

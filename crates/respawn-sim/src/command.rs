@@ -1,6 +1,8 @@
 //! What players ask the zone to do, and why the zone may say no.
 
+use crate::codec::{Reader, Writer};
 use crate::geom::Point;
+use crate::snapshot::DecodeError;
 use crate::zone::{EntityId, PlayerId};
 
 /// One player's request, as accepted into a tick's batch.
@@ -98,5 +100,83 @@ impl RejectReason {
     /// Whether an honest client could not have sent this (a cheat signal).
     pub fn is_cheat(self) -> bool {
         matches!(self, RejectReason::TooFast)
+    }
+}
+
+/// Encodes one tick's command batch for the journal (little-endian, in order).
+pub fn encode_batch(commands: &[Command]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u32(commands.len() as u32);
+    for c in commands {
+        w.u64(c.player);
+        w.u32(c.seq);
+        match &c.kind {
+            CommandKind::Join { name } => {
+                w.u8(1);
+                w.str(name);
+            }
+            CommandKind::Leave => w.u8(2),
+            CommandKind::Move { velocity } => {
+                w.u8(3);
+                w.i32(velocity.x);
+                w.i32(velocity.y);
+            }
+            CommandKind::Attack { target } => {
+                w.u8(4);
+                w.u32(*target);
+            }
+            CommandKind::Pickup { item } => {
+                w.u8(5);
+                w.u32(*item);
+            }
+        }
+    }
+    w.buf
+}
+
+/// Decodes a batch written by [`encode_batch`]; never panics on bad bytes.
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Command>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let n = r.count(13, "batch length")?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let player = r.u64("command player")?;
+        let seq = r.u32("command seq")?;
+        let kind = match r.u8("command kind")? {
+            1 => CommandKind::Join { name: r.str("join name")? },
+            2 => CommandKind::Leave,
+            3 => CommandKind::Move { velocity: Point::new(r.i32("move x")?, r.i32("move y")?) },
+            4 => CommandKind::Attack { target: r.u32("attack target")? },
+            5 => CommandKind::Pickup { item: r.u32("pickup item")? },
+            other => return Err(DecodeError::Invalid(format!("unknown command kind {other}"))),
+        };
+        out.push(Command { player, seq, kind });
+    }
+    if r.remaining() != 0 {
+        return Err(DecodeError::Invalid(format!("{} trailing bytes after the batch", r.remaining())));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_round_trip_and_refuse_garbage() {
+        let batch = vec![
+            Command { player: 1, seq: 0, kind: CommandKind::Join { name: "ann".into() } },
+            Command { player: 1, seq: 7, kind: CommandKind::Move { velocity: Point::new(-3, 30) } },
+            Command { player: 2, seq: 8, kind: CommandKind::Attack { target: 99 } },
+            Command { player: 2, seq: 9, kind: CommandKind::Pickup { item: 5 } },
+            Command { player: 1, seq: 10, kind: CommandKind::Leave },
+        ];
+        let bytes = encode_batch(&batch);
+        assert_eq!(decode_batch(&bytes), Ok(batch));
+        assert_eq!(decode_batch(&encode_batch(&[])), Ok(vec![]));
+        for len in 0..bytes.len() {
+            assert!(decode_batch(&bytes[..len]).is_err(), "truncated at {len}");
+        }
+        assert!(decode_batch(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]).is_err());
     }
 }

@@ -20,5 +20,5 @@ pub use command::{Command, CommandKind, RejectReason};
 pub use config::{ConfigError, ZoneConfig};
 pub use event::{DomainEvent, EventId, EventKind, Killer};
 pub use geom::{Point, Rect};
-pub use snapshot::SnapshotError;
+pub use snapshot::DecodeError;
 pub use zone::{EntityId, ItemKind, Npc, Player, PlayerId, Rejection, TickOutput, Zone, ZoneItem};

@@ -18,9 +18,9 @@ pub const MAGIC: [u8; 4] = *b"RSPN";
 pub const FORMAT_VERSION: u16 = 1;
 const HEADER_LEN: usize = 16;
 
-/// Why bytes were refused as a snapshot.
+/// Why bytes were refused as a snapshot or a journal batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SnapshotError {
+pub enum DecodeError {
     BadMagic,
     UnsupportedVersion { found: u16, supported: u16 },
     LengthMismatch { declared: u64, actual: u64 },
@@ -29,26 +29,26 @@ pub enum SnapshotError {
     Invalid(String),
 }
 
-impl std::fmt::Display for SnapshotError {
+impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SnapshotError::BadMagic => write!(f, "not a Respawn zone snapshot (bad magic bytes)"),
-            SnapshotError::UnsupportedVersion { found, supported } => {
+            DecodeError::BadMagic => write!(f, "not a Respawn zone snapshot (bad magic bytes)"),
+            DecodeError::UnsupportedVersion { found, supported } => {
                 write!(f, "snapshot format version {found} is not supported (this build reads version {supported})")
             }
-            SnapshotError::LengthMismatch { declared, actual } => {
+            DecodeError::LengthMismatch { declared, actual } => {
                 write!(f, "snapshot payload is {actual} bytes but its header declares {declared}")
             }
-            SnapshotError::ChecksumMismatch { stored, computed } => {
+            DecodeError::ChecksumMismatch { stored, computed } => {
                 write!(f, "snapshot is corrupt: checksum {computed:08x} does not match stored {stored:08x}")
             }
-            SnapshotError::Truncated(what) => write!(f, "snapshot is truncated while reading {what}"),
-            SnapshotError::Invalid(why) => write!(f, "snapshot content is invalid: {why}"),
+            DecodeError::Truncated(what) => write!(f, "snapshot is truncated while reading {what}"),
+            DecodeError::Invalid(why) => write!(f, "snapshot content is invalid: {why}"),
         }
     }
 }
 
-impl std::error::Error for SnapshotError {}
+impl std::error::Error for DecodeError {}
 
 /// Header facts readable without decoding the whole zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,11 +115,11 @@ impl Zone {
 
     /// Decodes a snapshot, refusing anything corrupt, truncated, of another
     /// version, or describing an impossible zone.
-    pub fn decode_snapshot(bytes: &[u8]) -> Result<Zone, SnapshotError> {
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<Zone, DecodeError> {
         let payload = checked_payload(bytes)?;
         let mut r = Reader::new(payload);
         let config = read_config(&mut r)?;
-        config.validate().map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        config.validate().map_err(|e| DecodeError::Invalid(e.to_string()))?;
         let tick = r.u64("tick")?;
         let rng = Rng::new(r.u64("rng")?);
         let next_entity = r.u32("next entity")?;
@@ -143,12 +143,12 @@ impl Zone {
             let attack_ready_at = r.u64("player cooldown")?;
             let respawn_at = r.opt_u64("player respawn")?;
             if level == 0 || player_entities.insert(entity, id).is_some() {
-                return Err(SnapshotError::Invalid(format!("player {id}: level 0 or duplicate entity {entity}")));
+                return Err(DecodeError::Invalid(format!("player {id}: level 0 or duplicate entity {entity}")));
             }
             let player =
                 Player { id, entity, name, pos, velocity, hp, level, xp, gold, inventory, attack_ready_at, respawn_at };
             if players.insert(id, player).is_some() {
-                return Err(SnapshotError::Invalid(format!("player {id} appears twice")));
+                return Err(DecodeError::Invalid(format!("player {id} appears twice")));
             }
         }
         let mut npcs = BTreeMap::new();
@@ -164,7 +164,7 @@ impl Zone {
                 respawn_at: r.opt_u64("npc respawn")?,
             };
             if npcs.insert(entity, npc).is_some() {
-                return Err(SnapshotError::Invalid(format!("npc {entity} appears twice")));
+                return Err(DecodeError::Invalid(format!("npc {entity} appears twice")));
             }
         }
         let mut items = BTreeMap::new();
@@ -174,11 +174,11 @@ impl Zone {
             let item =
                 ZoneItem { entity, kind, amount: r.u32("item amount")?, pos: read_point(&mut r, "item position")? };
             if items.insert(entity, item).is_some() {
-                return Err(SnapshotError::Invalid(format!("item {entity} appears twice")));
+                return Err(DecodeError::Invalid(format!("item {entity} appears twice")));
             }
         }
         if r.remaining() != 0 {
-            return Err(SnapshotError::Invalid(format!("{} unexpected trailing bytes", r.remaining())));
+            return Err(DecodeError::Invalid(format!("{} unexpected trailing bytes", r.remaining())));
         }
         Ok(Zone {
             config,
@@ -195,33 +195,33 @@ impl Zone {
 }
 
 /// Reads the header and the zone id and tick, without decoding the rest.
-pub fn inspect(bytes: &[u8]) -> Result<SnapshotInfo, SnapshotError> {
+pub fn inspect(bytes: &[u8]) -> Result<SnapshotInfo, DecodeError> {
     let payload = checked_payload(bytes)?;
     let mut r = Reader::new(payload);
     let config = read_config(&mut r)?;
     Ok(SnapshotInfo { version: FORMAT_VERSION, zone_id: config.zone_id, tick: r.u64("tick")? })
 }
 
-fn checked_payload(bytes: &[u8]) -> Result<&[u8], SnapshotError> {
+fn checked_payload(bytes: &[u8]) -> Result<&[u8], DecodeError> {
     if bytes.len() < 4 || bytes[..4] != MAGIC {
-        return Err(SnapshotError::BadMagic);
+        return Err(DecodeError::BadMagic);
     }
     let mut r = Reader::new(&bytes[4..]);
     let version = u16::from(r.u8("version")?) | (u16::from(r.u8("version")?) << 8);
     if version != FORMAT_VERSION {
-        return Err(SnapshotError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+        return Err(DecodeError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
     }
     r.u8("reserved")?;
     r.u8("reserved")?;
     let declared = r.u32("payload length")?;
     let stored = r.u32("checksum")?;
-    let payload = bytes.get(HEADER_LEN..).ok_or(SnapshotError::Truncated("header"))?;
+    let payload = bytes.get(HEADER_LEN..).ok_or(DecodeError::Truncated("header"))?;
     if payload.len() as u64 != u64::from(declared) {
-        return Err(SnapshotError::LengthMismatch { declared: u64::from(declared), actual: payload.len() as u64 });
+        return Err(DecodeError::LengthMismatch { declared: u64::from(declared), actual: payload.len() as u64 });
     }
     let computed = crc32fast::hash(payload);
     if computed != stored {
-        return Err(SnapshotError::ChecksumMismatch { stored, computed });
+        return Err(DecodeError::ChecksumMismatch { stored, computed });
     }
     Ok(payload)
 }
@@ -231,13 +231,13 @@ fn write_point(w: &mut Writer, p: Point) {
     w.i32(p.y);
 }
 
-fn read_point(r: &mut Reader<'_>, what: &'static str) -> Result<Point, SnapshotError> {
+fn read_point(r: &mut Reader<'_>, what: &'static str) -> Result<Point, DecodeError> {
     Ok(Point::new(r.i32(what)?, r.i32(what)?))
 }
 
-fn read_item_kind(r: &mut Reader<'_>) -> Result<ItemKind, SnapshotError> {
+fn read_item_kind(r: &mut Reader<'_>) -> Result<ItemKind, DecodeError> {
     let code = r.u8("item kind")?;
-    ItemKind::from_code(code).ok_or_else(|| SnapshotError::Invalid(format!("unknown item kind {code}")))
+    ItemKind::from_code(code).ok_or_else(|| DecodeError::Invalid(format!("unknown item kind {code}")))
 }
 
 fn write_config(w: &mut Writer, c: &ZoneConfig) {
@@ -266,7 +266,7 @@ fn write_config(w: &mut Writer, c: &ZoneConfig) {
     w.u32(c.inventory_slots);
 }
 
-fn read_config(r: &mut Reader<'_>) -> Result<ZoneConfig, SnapshotError> {
+fn read_config(r: &mut Reader<'_>) -> Result<ZoneConfig, DecodeError> {
     let zone_id = r.u32("zone id")?;
     let name = r.str("zone name")?;
     let seed = r.u64("seed")?;
@@ -330,16 +330,16 @@ mod tests {
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0x40;
-        assert!(matches!(Zone::decode_snapshot(&flipped), Err(SnapshotError::ChecksumMismatch { .. })));
+        assert!(matches!(Zone::decode_snapshot(&flipped), Err(DecodeError::ChecksumMismatch { .. })));
 
         let mut future = bytes.clone();
         future[4] = 9;
         let err = Zone::decode_snapshot(&future).unwrap_err();
-        assert_eq!(err, SnapshotError::UnsupportedVersion { found: 9, supported: 1 });
+        assert_eq!(err, DecodeError::UnsupportedVersion { found: 9, supported: 1 });
         assert!(err.to_string().contains("version 9"));
 
-        assert_eq!(Zone::decode_snapshot(b"nope"), Err(SnapshotError::BadMagic));
-        assert!(matches!(Zone::decode_snapshot(&bytes[..bytes.len() - 3]), Err(SnapshotError::LengthMismatch { .. })));
+        assert_eq!(Zone::decode_snapshot(b"nope"), Err(DecodeError::BadMagic));
+        assert!(matches!(Zone::decode_snapshot(&bytes[..bytes.len() - 3]), Err(DecodeError::LengthMismatch { .. })));
     }
 
     #[test]

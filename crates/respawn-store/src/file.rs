@@ -1,0 +1,354 @@
+//! Embedded implementations: plain files under a data directory. Writes go
+//! to a temporary file that is synced and renamed, so a crash leaves either
+//! the old file or the new one, never half of one.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+use crate::{
+    valid_resume_token, ColdSnapshots, HotSnapshots, Journal, JournalEntry, ResumeSession, Sessions, SnapshotMeta,
+    StoreError, StoreResult, StoredSnapshot,
+};
+
+const BACKEND: &str = "files";
+
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Backend { backend: BACKEND, message: e.to_string() }
+}
+
+/// Runs blocking file work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StoreResult<T> + Send + 'static) -> StoreResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend { backend: BACKEND, message: format!("file task failed: {e}") })?
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+fn write_atomic(path: &Path, bytes: &[u8]) -> StoreResult<()> {
+    let dir = path.parent().ok_or_else(|| StoreError::Invalid(format!("{} has no parent", path.display())))?;
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+/// Snapshots of one kind, one file per snapshot: `<root>/zone-<id>/<tick>-<ms>.snap`.
+#[derive(Debug, Clone)]
+struct SnapshotDir {
+    root: PathBuf,
+}
+
+impl SnapshotDir {
+    fn zone_dir(&self, zone: u32) -> PathBuf {
+        self.root.join(format!("zone-{zone}"))
+    }
+
+    fn path(&self, meta: &SnapshotMeta) -> PathBuf {
+        self.zone_dir(meta.zone).join(format!("{:020}-{}.snap", meta.tick, meta.taken_at_ms))
+    }
+
+    /// Newest first.
+    fn list(&self, zone: u32) -> StoreResult<Vec<SnapshotMeta>> {
+        let entries = match std::fs::read_dir(self.zone_dir(zone)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(e)),
+        };
+        let mut metas: Vec<SnapshotMeta> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let (tick, ms) = name.strip_suffix(".snap")?.split_once('-')?;
+                Some(SnapshotMeta { zone, tick: tick.parse().ok()?, taken_at_ms: ms.parse().ok()? })
+            })
+            .collect();
+        metas.sort_by(|a, b| b.tick.cmp(&a.tick));
+        Ok(metas)
+    }
+
+    fn read(&self, meta: SnapshotMeta) -> StoreResult<StoredSnapshot> {
+        Ok(StoredSnapshot { meta, bytes: std::fs::read(self.path(&meta)).map_err(io)? })
+    }
+
+    fn write(&self, snapshot: &StoredSnapshot) -> StoreResult<()> {
+        write_atomic(&self.path(&snapshot.meta), &snapshot.bytes)
+    }
+
+    /// Deletes all but the `keep` newest.
+    fn prune(&self, zone: u32, keep: usize) -> StoreResult<usize> {
+        let old = self.list(zone)?.into_iter().skip(keep).collect::<Vec<_>>();
+        for meta in &old {
+            std::fs::remove_file(self.path(meta)).map_err(io)?;
+        }
+        Ok(old.len())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FileHotSnapshots {
+    dir: SnapshotDir,
+}
+
+impl FileHotSnapshots {
+    pub fn new(data_dir: &Path) -> Self {
+        Self { dir: SnapshotDir { root: data_dir.join("hot") } }
+    }
+}
+
+impl HotSnapshots for FileHotSnapshots {
+    fn put(&self, snapshot: StoredSnapshot) -> BoxFuture<'_, StoreResult<()>> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            dir.write(&snapshot)?;
+            dir.prune(snapshot.meta.zone, 2).map(|_| ())
+        })
+        .boxed()
+    }
+
+    fn recent(&self, zone: u32) -> BoxFuture<'_, StoreResult<Vec<StoredSnapshot>>> {
+        let dir = self.dir.clone();
+        blocking(move || dir.list(zone)?.into_iter().take(2).map(|m| dir.read(m)).collect()).boxed()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FileColdSnapshots {
+    dir: SnapshotDir,
+}
+
+impl FileColdSnapshots {
+    pub fn new(data_dir: &Path) -> Self {
+        Self { dir: SnapshotDir { root: data_dir.join("cold") } }
+    }
+}
+
+impl ColdSnapshots for FileColdSnapshots {
+    fn put(&self, snapshot: StoredSnapshot) -> BoxFuture<'_, StoreResult<()>> {
+        let dir = self.dir.clone();
+        blocking(move || dir.write(&snapshot)).boxed()
+    }
+
+    fn list(&self, zone: u32) -> BoxFuture<'_, StoreResult<Vec<SnapshotMeta>>> {
+        let dir = self.dir.clone();
+        blocking(move || dir.list(zone)).boxed()
+    }
+
+    fn get(&self, zone: u32, tick: u64) -> BoxFuture<'_, StoreResult<Option<StoredSnapshot>>> {
+        let dir = self.dir.clone();
+        blocking(move || match dir.list(zone)?.into_iter().find(|m| m.tick == tick) {
+            Some(meta) => dir.read(meta).map(Some),
+            None => Ok(None),
+        })
+        .boxed()
+    }
+
+    fn prune(&self, zone: u32, keep: usize) -> BoxFuture<'_, StoreResult<usize>> {
+        let dir = self.dir.clone();
+        blocking(move || dir.prune(zone, keep)).boxed()
+    }
+}
+
+/// One append-only file per zone of records `tick u64 | len u32 | crc32 u32 | batch`.
+/// A torn record at the end (a crash mid-write) ends the readable journal.
+#[derive(Debug, Clone)]
+pub struct FileJournal {
+    root: PathBuf,
+    /// Last stored tick per zone, loaded on first use; the lock also
+    /// serialises every file operation.
+    last_tick: Arc<std::sync::Mutex<HashMap<u32, u64>>>,
+}
+
+const RECORD_HEADER: usize = 16;
+
+impl FileJournal {
+    pub fn new(data_dir: &Path) -> Self {
+        Self { root: data_dir.join("journal"), last_tick: Arc::default() }
+    }
+
+    fn path(root: &Path, zone: u32) -> PathBuf {
+        root.join(format!("zone-{zone}.log"))
+    }
+
+    fn read_all(root: &Path, zone: u32) -> StoreResult<Vec<JournalEntry>> {
+        let bytes = match std::fs::read(Self::path(root, zone)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(e)),
+        };
+        let mut out = Vec::new();
+        let mut rest = bytes.as_slice();
+        while rest.len() >= RECORD_HEADER {
+            let tick = u64::from_le_bytes(rest[0..8].try_into().unwrap_or_default());
+            let len = u32::from_le_bytes(rest[8..12].try_into().unwrap_or_default()) as usize;
+            let crc = u32::from_le_bytes(rest[12..16].try_into().unwrap_or_default());
+            let Some(batch) = rest.get(RECORD_HEADER..RECORD_HEADER + len) else { break };
+            if crc32fast::hash(batch) != crc {
+                break;
+            }
+            out.push(JournalEntry { tick, batch: batch.to_vec() });
+            rest = &rest[RECORD_HEADER + len..];
+        }
+        if !rest.is_empty() {
+            tracing::warn!(zone, bytes = rest.len(), "journal ends with a torn or corrupt record; ignoring its tail");
+        }
+        Ok(out)
+    }
+
+    fn encode(entries: &[JournalEntry]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for e in entries {
+            buf.extend_from_slice(&e.tick.to_le_bytes());
+            buf.extend_from_slice(&(e.batch.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(&e.batch).to_le_bytes());
+            buf.extend_from_slice(&e.batch);
+        }
+        buf
+    }
+
+    /// Runs `f` with the zone's last stored tick, under the journal lock.
+    async fn with_zone<T: Send + 'static>(
+        &self,
+        zone: u32,
+        f: impl FnOnce(&Path, &mut u64) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (root, cache) = (self.root.clone(), self.last_tick.clone());
+        blocking(move || {
+            let mut cache = cache.lock().map_err(|_| StoreError::Invalid("journal lock poisoned".into()))?;
+            if !cache.contains_key(&zone) {
+                let last = Self::read_all(&root, zone)?.last().map_or(0, |e| e.tick);
+                cache.insert(zone, last);
+            }
+            let last = cache.get_mut(&zone).ok_or_else(|| StoreError::Invalid("journal cache".into()))?;
+            f(&root, last)
+        })
+        .await
+    }
+}
+
+impl Journal for FileJournal {
+    fn append(&self, zone: u32, entries: Vec<JournalEntry>) -> BoxFuture<'_, StoreResult<()>> {
+        self.with_zone(zone, move |root, last| {
+            let mut prev = *last;
+            for e in &entries {
+                if e.tick <= prev {
+                    return Err(StoreError::Invalid(format!("journal tick {} is not above {prev}", e.tick)));
+                }
+                prev = e.tick;
+            }
+            std::fs::create_dir_all(root).map_err(io)?;
+            let mut file =
+                std::fs::OpenOptions::new().create(true).append(true).open(Self::path(root, zone)).map_err(io)?;
+            file.write_all(&Self::encode(&entries)).map_err(io)?;
+            file.sync_data().map_err(io)?;
+            *last = prev;
+            Ok(())
+        })
+        .boxed()
+    }
+
+    fn read_after(&self, zone: u32, after: u64) -> BoxFuture<'_, StoreResult<Vec<JournalEntry>>> {
+        self.with_zone(zone, move |root, _| {
+            Ok(Self::read_all(root, zone)?.into_iter().filter(|e| e.tick > after).collect())
+        })
+        .boxed()
+    }
+
+    fn trim_through(&self, zone: u32, through: u64) -> BoxFuture<'_, StoreResult<()>> {
+        self.with_zone(zone, move |root, _| {
+            let all = Self::read_all(root, zone)?;
+            let keep: Vec<JournalEntry> = all.iter().filter(|e| e.tick > through).cloned().collect();
+            if keep.len() != all.len() {
+                write_atomic(&Self::path(root, zone), &Self::encode(&keep))?;
+            }
+            Ok(())
+        })
+        .boxed()
+    }
+
+    fn reset(&self, zone: u32) -> BoxFuture<'_, StoreResult<()>> {
+        self.with_zone(zone, move |root, last| {
+            match std::fs::remove_file(Self::path(root, zone)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+            *last = 0;
+            Ok(())
+        })
+        .boxed()
+    }
+
+    fn len(&self, zone: u32) -> BoxFuture<'_, StoreResult<u64>> {
+        self.with_zone(zone, move |root, _| Ok(Self::read_all(root, zone)?.len() as u64)).boxed()
+    }
+}
+
+/// One small file per resume token: `player_id`, `zone`, expiry (Unix ms), name.
+#[derive(Debug, Clone)]
+pub struct FileSessions {
+    root: PathBuf,
+}
+
+impl FileSessions {
+    pub fn new(data_dir: &Path) -> Self {
+        Self { root: data_dir.join("sessions") }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Sessions for FileSessions {
+    fn put(&self, token: &str, session: ResumeSession, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        let (root, token) = (self.root.clone(), token.to_owned());
+        async move {
+            if !valid_resume_token(&token) {
+                return Err(StoreError::Invalid("malformed resume token".into()));
+            }
+            let expires = now_ms() + ttl.as_millis() as u64;
+            let text = format!("{}\n{}\n{}\n{}", session.player_id, session.zone, expires, session.name);
+            blocking(move || write_atomic(&root.join(token), text.as_bytes())).await
+        }
+        .boxed()
+    }
+
+    fn get(&self, token: &str) -> BoxFuture<'_, StoreResult<Option<ResumeSession>>> {
+        let (root, token) = (self.root.clone(), token.to_owned());
+        async move {
+            if !valid_resume_token(&token) {
+                return Ok(None);
+            }
+            blocking(move || {
+                let text = match std::fs::read_to_string(root.join(&token)) {
+                    Ok(t) => t,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(io(e)),
+                };
+                let mut lines = text.splitn(4, '\n');
+                let corrupt = || StoreError::Corrupt(format!("session file {token}"));
+                let player_id = lines.next().and_then(|v| v.parse().ok()).ok_or_else(corrupt)?;
+                let zone = lines.next().ok_or_else(corrupt)?.to_owned();
+                let expires: u64 = lines.next().and_then(|v| v.parse().ok()).ok_or_else(corrupt)?;
+                let name = lines.next().ok_or_else(corrupt)?.to_owned();
+                if expires <= now_ms() {
+                    let _ = std::fs::remove_file(root.join(&token));
+                    return Ok(None);
+                }
+                Ok(Some(ResumeSession { player_id, name, zone }))
+            })
+            .await
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,142 @@
+//! Storage roles of a zone server, as small async traits, each with an
+//! embedded implementation (files under a data directory) and a real one:
+//!
+//! | role | embedded | real |
+//! |---|---|---|
+//! | [`HotSnapshots`]: the newest snapshots, written every few seconds | [`file::FileHotSnapshots`] | [`redis_store::RedisHotSnapshots`] |
+//! | [`ColdSnapshots`]: the fallback and the history for point-in-time restore | [`file::FileColdSnapshots`] | [`mongo::MongoColdSnapshots`] |
+//! | [`Journal`]: every tick's accepted command batch since the last snapshot | [`file::FileJournal`] | [`redis_store::RedisJournal`] (a stream per zone) |
+//! | [`Sessions`]: resume tokens | [`file::FileSessions`] | [`redis_store::RedisSessions`] |
+//!
+//! [`contract`] holds one test suite per trait; every implementation runs it.
+//! Every call is bounded in time: a dead backend is an [`StoreError::Unavailable`]
+//! within the store's timeout, never a hang.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+pub mod contract;
+pub mod file;
+pub mod mongo;
+pub mod redis_store;
+
+/// How long one store call may take before it counts as unavailable.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached (down, refused, timed out).
+    #[error("{backend} unavailable: {message}")]
+    Unavailable { backend: &'static str, message: String },
+    /// The backend answered, but not as expected.
+    #[error("{backend} error: {message}")]
+    Backend { backend: &'static str, message: String },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// Short label for metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable { .. } => "unavailable",
+            StoreError::Backend { .. } => "backend",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What is known of a stored snapshot without its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    pub zone: u32,
+    /// The last tick the snapshot includes.
+    pub tick: u64,
+    /// Wall-clock time of the write, Unix milliseconds.
+    pub taken_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    pub meta: SnapshotMeta,
+    pub bytes: Vec<u8>,
+}
+
+/// The newest snapshots of each zone. Keeps the two most recent, so a
+/// corrupt newest one still leaves one to fall back to.
+pub trait HotSnapshots: Send + Sync + Debug {
+    fn put(&self, snapshot: StoredSnapshot) -> BoxFuture<'_, StoreResult<()>>;
+    /// Newest first, at most two.
+    fn recent(&self, zone: u32) -> BoxFuture<'_, StoreResult<Vec<StoredSnapshot>>>;
+}
+
+/// Long-lived snapshots: the fallback when hot ones are missing, and the
+/// history for point-in-time restore. Insert-only; the newest is chosen by
+/// tick in this process, never by the server's sort order.
+pub trait ColdSnapshots: Send + Sync + Debug {
+    fn put(&self, snapshot: StoredSnapshot) -> BoxFuture<'_, StoreResult<()>>;
+    /// Every stored snapshot of the zone, newest (highest tick) first.
+    fn list(&self, zone: u32) -> BoxFuture<'_, StoreResult<Vec<SnapshotMeta>>>;
+    fn get(&self, zone: u32, tick: u64) -> BoxFuture<'_, StoreResult<Option<StoredSnapshot>>>;
+    /// Deletes all but the `keep` newest; returns how many were deleted.
+    fn prune(&self, zone: u32, keep: usize) -> BoxFuture<'_, StoreResult<usize>>;
+}
+
+/// One journal record: the command batch accepted in `tick`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub tick: u64,
+    pub batch: Vec<u8>,
+}
+
+/// Each tick's command batch, in tick order, since the last snapshot.
+pub trait Journal: Send + Sync + Debug {
+    /// Appends entries whose ticks are higher than any stored for the zone.
+    fn append(&self, zone: u32, entries: Vec<JournalEntry>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Entries with a tick above `after`, in tick order.
+    fn read_after(&self, zone: u32, after: u64) -> BoxFuture<'_, StoreResult<Vec<JournalEntry>>>;
+    /// Drops entries with a tick at or below `through`.
+    fn trim_through(&self, zone: u32, through: u64) -> BoxFuture<'_, StoreResult<()>>;
+    /// Drops everything (after a point-in-time restore, ticks start over).
+    fn reset(&self, zone: u32) -> BoxFuture<'_, StoreResult<()>>;
+    fn len(&self, zone: u32) -> BoxFuture<'_, StoreResult<u64>>;
+}
+
+/// Who a resume token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeSession {
+    pub player_id: u64,
+    pub name: String,
+    pub zone: String,
+}
+
+/// Resume tokens: a reconnecting client presents one instead of logging in.
+pub trait Sessions: Send + Sync + Debug {
+    fn put(&self, token: &str, session: ResumeSession, ttl: Duration) -> BoxFuture<'_, StoreResult<()>>;
+    /// `None` for unknown or expired tokens.
+    fn get(&self, token: &str) -> BoxFuture<'_, StoreResult<Option<ResumeSession>>>;
+}
+
+/// Resume tokens are 32 lowercase hex characters; anything else is refused
+/// before it reaches a store (it may become a file name or a key).
+pub fn valid_resume_token(token: &str) -> bool {
+    token.len() == 32 && token.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Runs a backend call under [`CALL_TIMEOUT`].
+pub(crate) async fn bounded<T>(
+    backend: &'static str,
+    call: impl std::future::Future<Output = StoreResult<T>>,
+) -> StoreResult<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Unavailable { backend, message: format!("no answer within {CALL_TIMEOUT:?}") }),
+    }
+}
