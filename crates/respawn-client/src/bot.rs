@@ -40,6 +40,33 @@ pub struct BotStats {
     pub commands_sent: AtomicU64,
     pub rejections: AtomicU64,
     rtt_micros: Mutex<Vec<u32>>,
+    resumes: Mutex<Vec<Resume>>,
+}
+
+/// One reconnection that got the bot's character back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    pub player_id: u64,
+    /// Newest tick the bot saw before it lost the connection.
+    pub last_seen_tick: u64,
+    /// Tick through which the server had confirmed the bot's commands durable.
+    pub durable_tick: u64,
+    /// The tick the zone was at when the bot got its character back.
+    pub resumed_tick: u64,
+    /// From losing the connection to the Welcome of the resumed session.
+    pub gap: Duration,
+}
+
+impl Resume {
+    /// Ticks of the bot's world that the restart lost.
+    pub fn lost_ticks(&self) -> u64 {
+        self.last_seen_tick.saturating_sub(self.resumed_tick)
+    }
+
+    /// Whether commands the server had confirmed durable were lost.
+    pub fn lost_acknowledged(&self) -> bool {
+        self.resumed_tick < self.durable_tick
+    }
 }
 
 impl BotStats {
@@ -47,6 +74,10 @@ impl BotStats {
         if let Ok(mut v) = self.rtt_micros.lock() {
             v.push(micros.min(u64::from(u32::MAX)) as u32);
         }
+    }
+
+    pub fn resumes(&self) -> Vec<Resume> {
+        self.resumes.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// Every RTT sample so far, in microseconds.
@@ -134,6 +165,16 @@ impl Brain {
     }
 }
 
+/// What carries over from one session to the next: how to resume, and what
+/// the last one saw (to measure what a restart lost).
+#[derive(Debug, Default)]
+struct Continuity {
+    resume_token: Option<String>,
+    last_seen_tick: u64,
+    durable_tick: u64,
+    lost_at: Option<Instant>,
+}
+
 enum SessionEnd {
     Cancelled,
     Closed { code: u16, reason: String },
@@ -148,13 +189,14 @@ pub async fn run_bot(
 ) -> BotReport {
     let mut report = BotReport::default();
     let mut brain = Brain::new(config.player_id);
-    let mut backoff = Duration::from_millis(250);
+    let mut link = Continuity::default();
+    let mut backoff = Duration::from_millis(100);
     loop {
         if cancel.is_cancelled() {
             break;
         }
         let started = Instant::now();
-        match session(&config, &tokens, &stats, &cancel, &mut brain, &mut report).await {
+        match session(&config, &tokens, &stats, &cancel, &mut brain, &mut link, &mut report).await {
             Ok(SessionEnd::Cancelled) => break,
             Ok(SessionEnd::Closed { code, reason }) => {
                 tracing::debug!(bot = %config.name, code, reason = %reason, "bot disconnected");
@@ -168,9 +210,9 @@ pub async fn run_bot(
             break;
         }
         if started.elapsed() > Duration::from_secs(5) {
-            backoff = Duration::from_millis(250);
+            backoff = Duration::from_millis(100);
         }
-        let jitter = Duration::from_millis(u64::from(brain.rng.below(250)));
+        let jitter = Duration::from_millis(u64::from(brain.rng.below(100)));
         tokio::select! {
             _ = tokio::time::sleep(backoff + jitter) => {}
             _ = cancel.cancelled() => break,
@@ -186,6 +228,7 @@ async fn session(
     stats: &BotStats,
     cancel: &CancellationToken,
     brain: &mut Brain,
+    link: &mut Continuity,
     report: &mut BotReport,
 ) -> Result<SessionEnd> {
     let limit = Duration::from_secs(10);
@@ -193,10 +236,24 @@ async fn session(
         c = tokio::time::timeout(limit, Connection::connect(&config.url)) => c??,
         _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
     };
+    let token = tokens(config.player_id, &config.name);
     let welcome = tokio::select! {
-        w = conn.join(tokens(config.player_id, &config.name), &config.zone, limit) => w?,
+        w = conn.join(token, link.resume_token.clone(), &config.zone, limit) => w?,
         _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
     };
+    if welcome.resumed {
+        if let (Some(lost_at), Ok(mut resumes)) = (link.lost_at, stats.resumes.lock()) {
+            resumes.push(Resume {
+                player_id: config.player_id,
+                last_seen_tick: link.last_seen_tick,
+                durable_tick: link.durable_tick,
+                resumed_tick: welcome.tick,
+                gap: lost_at.elapsed(),
+            });
+        }
+    }
+    link.resume_token = Some(welcome.resume_token.clone()).filter(|t| !t.is_empty());
+    link.lost_at = None;
     stats.connects_ok.fetch_add(1, Ordering::Relaxed);
     stats.connected.fetch_add(1, Ordering::Relaxed);
     report.joined = true;
@@ -211,6 +268,10 @@ async fn session(
             _ = cancel.cancelled() => break SessionEnd::Cancelled,
             event = conn.next() => match event? {
                 Event::Message(S::Update(u)) => {
+                    link.last_seen_tick = u.tick;
+                    if u.acked_seq != 0 {
+                        link.durable_tick = u.durable_tick;
+                    }
                     world.apply(u);
                     report.updates += 1;
                     stats.updates.fetch_add(1, Ordering::Relaxed);
@@ -238,6 +299,7 @@ async fn session(
     };
     stats.connected.fetch_sub(1, Ordering::Relaxed);
     stats.bytes_in.fetch_add(conn.bytes_in, Ordering::Relaxed);
+    link.lost_at = Some(Instant::now());
     report.connected += joined_at.elapsed();
     if matches!(end, SessionEnd::Cancelled) || matches!(end, SessionEnd::Closed { code: 1001, .. }) {
         let _ = conn.send(C::Leave(respawn_proto::Leave {})).await;

@@ -45,12 +45,20 @@ impl Connection {
         self.ws.send(frame).await.context("send")
     }
 
-    /// Sends `Join` and waits for the `Welcome` (or the refusal).
-    pub async fn join(&mut self, token: String, zone: &str, limit: Duration) -> Result<Welcome> {
+    /// Sends `Join` and waits for the `Welcome` (or the refusal). With a
+    /// resume token the server gives back the character it kept.
+    pub async fn join(
+        &mut self,
+        token: String,
+        resume_token: Option<String>,
+        zone: &str,
+        limit: Duration,
+    ) -> Result<Welcome> {
         self.send(client_message::Body::Join(respawn_proto::Join {
             protocol_version: respawn_proto::PROTOCOL_VERSION,
             token,
             zone: zone.to_owned(),
+            resume_token: resume_token.unwrap_or_default(),
         }))
         .await?;
         let deadline = tokio::time::Instant::now() + limit;

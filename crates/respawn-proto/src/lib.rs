@@ -44,6 +44,8 @@ pub struct Join {
     pub token: String,
     #[prost(string, tag = "3")]
     pub zone: String,
+    #[prost(string, tag = "4")]
+    pub resume_token: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -145,6 +147,10 @@ pub struct Welcome {
     pub attack_range: u32,
     #[prost(uint32, tag = "13")]
     pub pickup_range: u32,
+    #[prost(string, tag = "14")]
+    pub resume_token: String,
+    #[prost(bool, tag = "15")]
+    pub resumed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -230,6 +236,10 @@ pub struct StateUpdate {
     pub left: Vec<u32>,
     #[prost(message, optional, tag = "5")]
     pub you: Option<PlayerStats>,
+    #[prost(uint32, tag = "6")]
+    pub acked_seq: u32,
+    #[prost(uint64, tag = "7")]
+    pub durable_tick: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -429,7 +439,12 @@ mod tests {
 
     #[test]
     fn client_messages_round_trip() {
-        let join = client_message::Body::Join(Join { protocol_version: 1, token: "t".into(), zone: "meadow".into() });
+        let join = client_message::Body::Join(Join {
+            protocol_version: 1,
+            token: "t".into(),
+            zone: "meadow".into(),
+            ..Default::default()
+        });
         let bytes = encode_client(join.clone());
         assert!(decode_client(&bytes).expect("decodes") == join);
     }

@@ -100,7 +100,7 @@ fn full_stats() -> PlayerStats {
 fn samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     use client_message::Body as C;
     use server_message::Body as S;
-    let join = Join { protocol_version: 1, token: "t".into(), zone: "z".into() };
+    let join = Join { protocol_version: 1, token: "t".into(), zone: "z".into(), resume_token: "r".into() };
     let mv = MoveInput { seq: 1, vx: -1, vy: 2 };
     let attack = Attack { seq: 1, target: 2 };
     let pickup = Pickup { seq: 1, item: 2 };
@@ -120,6 +120,8 @@ fn samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         max_speed: 7,
         attack_range: 8,
         pickup_range: 9,
+        resume_token: "r".into(),
+        resumed: true,
     };
     let update = StateUpdate {
         tick: 1,
@@ -127,6 +129,8 @@ fn samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         changed: vec![full_entity()],
         left: vec![3],
         you: Some(full_stats()),
+        acked_seq: 4,
+        durable_tick: 5,
     };
     let pong = Pong { client_time: 1, server_tick: 2 };
     let notice = Notice { kind: 3, text: "t".into(), migrate_to: "m".into(), deadline_ms: 4 };

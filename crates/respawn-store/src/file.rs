@@ -72,7 +72,7 @@ impl SnapshotDir {
                 Some(SnapshotMeta { zone, tick: tick.parse().ok()?, taken_at_ms: ms.parse().ok()? })
             })
             .collect();
-        metas.sort_by(|a, b| b.tick.cmp(&a.tick));
+        metas.sort_by_key(|m| std::cmp::Reverse(m.tick));
         Ok(metas)
     }
 
@@ -224,11 +224,12 @@ impl FileJournal {
         let (root, cache) = (self.root.clone(), self.last_tick.clone());
         blocking(move || {
             let mut cache = cache.lock().map_err(|_| StoreError::Invalid("journal lock poisoned".into()))?;
-            if !cache.contains_key(&zone) {
-                let last = Self::read_all(&root, zone)?.last().map_or(0, |e| e.tick);
-                cache.insert(zone, last);
-            }
-            let last = cache.get_mut(&zone).ok_or_else(|| StoreError::Invalid("journal cache".into()))?;
+            let last = match cache.entry(zone) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(Self::read_all(&root, zone)?.last().map_or(0, |e| e.tick))
+                }
+            };
             f(&root, last)
         })
         .await

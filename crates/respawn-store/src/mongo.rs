@@ -72,7 +72,11 @@ impl MongoColdSnapshots {
             Some(Bson::Int32(v)) => Ok(i64::from(*v)),
             _ => Err(StoreError::Corrupt(format!("cold snapshot document without {k}"))),
         };
-        Ok(SnapshotMeta { zone: int("zone")? as u32, tick: int("tick")? as u64, taken_at_ms: int("taken_at_ms")? as u64 })
+        Ok(SnapshotMeta {
+            zone: int("zone")? as u32,
+            tick: int("tick")? as u64,
+            taken_at_ms: int("taken_at_ms")? as u64,
+        })
     }
 
     async fn all(&self, zone: u32) -> StoreResult<Vec<Document>> {

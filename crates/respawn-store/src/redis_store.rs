@@ -121,8 +121,7 @@ impl HotSnapshots for RedisHotSnapshots {
         async move {
             let key = self.redis.key(&format!("hot:{zone}"));
             let mut c = self.redis.conn().await?;
-            let raw: Vec<Vec<u8>> =
-                bounded(BACKEND, async { c.lrange(&key, 0, 1).await.map_err(err) }).await?;
+            let raw: Vec<Vec<u8>> = bounded(BACKEND, async { c.lrange(&key, 0, 1).await.map_err(err) }).await?;
             raw.into_iter().map(|v| unpack(zone, v)).collect()
         }
         .boxed()

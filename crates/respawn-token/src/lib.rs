@@ -77,6 +77,12 @@ impl TokenKey {
         mac
     }
 
+    /// 32 hex characters derived from the key and `context`: unguessable
+    /// without the key, different for every context (resume tokens).
+    pub fn derive_id(&self, context: &str) -> String {
+        hex(&self.mac(&format!("derive:{context}")).finalize().into_bytes()[..16])
+    }
+
     /// Signs claims into a token string.
     pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
         if !valid_name(&claims.name) {
@@ -158,6 +164,15 @@ mod tests {
         assert!(matches!(key().verify("v1.1.2.x.zz", 0), Err(TokenError::Malformed(_))));
         assert!(matches!(key().verify(&"a".repeat(300), 0), Err(TokenError::Malformed(_))));
         assert!(matches!(key().verify("v1.1.2.x.é", 0), Err(TokenError::Malformed(_))));
+    }
+
+    #[test]
+    fn derived_ids_are_hex_and_differ_by_context() {
+        let a = key().derive_id("a");
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, key().derive_id("b"));
+        assert_eq!(a, key().derive_id("a"));
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::time::Duration;
 use respawn_sim::ZoneConfig;
 use serde::Deserialize;
 
+use crate::persist::PersistSettings;
+
 /// The file format. Unknown keys are errors, so a typo never goes unnoticed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,7 +25,19 @@ pub struct ConfigFile {
     #[serde(default)]
     pub limits: LimitsFile,
     #[serde(default)]
+    pub persistence: PersistenceFile,
+    #[serde(default)]
     pub zones: Vec<ZoneFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistenceFile {
+    pub hot_snapshot_secs: Option<u64>,
+    pub cold_snapshot_secs: Option<u64>,
+    pub keep_cold: Option<usize>,
+    pub resume_grace_secs: Option<u64>,
+    pub resume_token_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -88,6 +102,10 @@ pub struct ServerConfig {
     pub max_players_per_zone: usize,
     pub drain_deadline: Duration,
     pub limits: Limits,
+    pub persist: PersistSettings,
+    /// How long a character without a connection waits for its player.
+    pub resume_grace: Duration,
+    pub resume_token_ttl: Duration,
     pub zones: Vec<ZoneConfig>,
 }
 
@@ -120,6 +138,9 @@ impl ServerConfig {
     pub fn from_file(file: ConfigFile) -> Result<Self, ConfigError> {
         let d = Limits::default();
         let l = file.limits;
+        let p = file.persistence;
+        let pd = PersistSettings::default();
+        let secs = Duration::from_secs;
         let ms = Duration::from_millis;
         let config = ServerConfig {
             listen: file.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid literal")),
@@ -137,6 +158,14 @@ impl ServerConfig {
                 write_timeout: l.write_timeout_ms.map_or(d.write_timeout, ms),
                 ping_interval: l.ping_interval_ms.map_or(d.ping_interval, ms),
             },
+            persist: PersistSettings {
+                hot_every: p.hot_snapshot_secs.map_or(pd.hot_every, secs),
+                cold_every: p.cold_snapshot_secs.map_or(pd.cold_every, secs),
+                keep_cold: p.keep_cold.unwrap_or(pd.keep_cold),
+                max_pending_ticks: pd.max_pending_ticks,
+            },
+            resume_grace: secs(p.resume_grace_secs.unwrap_or(30)),
+            resume_token_ttl: secs(p.resume_token_ttl_secs.unwrap_or(3_600)),
             zones: if file.zones.is_empty() { default_file().zones } else { file.zones }
                 .into_iter()
                 .map(ZoneFile::into_zone_config)
@@ -166,6 +195,13 @@ impl ServerConfig {
         }
         if l.ping_interval.is_zero() || l.join_timeout.is_zero() || l.write_timeout.is_zero() {
             return bad("limits durations must be > 0".into());
+        }
+        let p = &self.persist;
+        if p.hot_every.is_zero() || p.cold_every.is_zero() || p.keep_cold == 0 {
+            return bad("persistence.hot_snapshot_secs, cold_snapshot_secs and keep_cold must be > 0".into());
+        }
+        if self.resume_token_ttl.is_zero() {
+            return bad("persistence.resume_token_ttl_secs must be > 0".into());
         }
         if self.zones.is_empty() {
             return bad("at least one zone is required".into());
@@ -215,6 +251,7 @@ fn default_file() -> ConfigFile {
         max_players_per_zone: None,
         drain_deadline_secs: None,
         limits: LimitsFile::default(),
+        persistence: PersistenceFile::default(),
         zones: vec![zone(1, "meadow", 1), zone(2, "caverns", 2)],
     }
 }

@@ -118,9 +118,9 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
         );
         return refuse(&state, socket, CloseCode::UnsupportedProtocolVersion, reason).await;
     }
-    let claims = match state.token_key.verify(&join.token, unix_now()) {
-        Ok(claims) => claims,
-        Err(e) => return refuse(&state, socket, CloseCode::InvalidToken, format!("invalid token: {e}")).await,
+    let (player, name) = match authenticate(&state, &join).await {
+        Ok(who) => who,
+        Err(reason) => return refuse(&state, socket, CloseCode::InvalidToken, reason).await,
     };
     let Some(zone) = state.zone(&join.zone) else {
         let reason = format!("no zone named {:?}; this server hosts {}", join.zone, state.zone_names());
@@ -134,18 +134,55 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
     let conn = ConnState::new(state.next_conn_id(), state.shutdown.child_token());
     let (out_tx, out_rx) = mpsc::channel(limits.client_send_buffer);
     let link = ClientLink { conn: conn.clone(), out: out_tx.clone() };
-    let player = claims.player_id;
-    if zone.control.send(Control::Attach { player, name: claims.name.clone(), link }).is_err() {
+    let resume_token = issue_resume_token(&state, player, &name, &zone.name, conn.id);
+    if zone.control.send(Control::Attach { player, name: name.clone(), link, resume_token }).is_err() {
         return refuse(&state, socket, CloseCode::GoingAway, "zone is stopping".into()).await;
     }
-    tracing::debug!(player, name = %claims.name, zone = %zone.name, conn = conn.id, "player joined");
+    tracing::debug!(player, name = %name, zone = %zone.name, conn = conn.id, "player joined");
 
     let (sink, stream) = socket.split();
     let reader = read_loop(stream, &state, zone, &conn, player, out_tx);
     let writer = write_loop(sink, &state, zone, &conn, out_rx);
-    tokio::join!(reader, writer);
-    let _ = zone.control.send(Control::Detach { player, conn_id: conn.id });
+    let (left, ()) = tokio::join!(reader, writer);
+    let _ = zone.control.send(Control::Detach { player, conn_id: conn.id, left });
     tracing::debug!(player, zone = %zone.name, conn = conn.id, reason = ?conn.close_reason(), "player left");
+}
+
+/// Who is joining: from a resume token (tried first) or a session token.
+async fn authenticate(state: &ServerState, join: &proto::Join) -> Result<(u64, String), String> {
+    let mut resume_problem = None;
+    if !join.resume_token.is_empty() {
+        match state.stores.sessions.get(&join.resume_token).await {
+            Ok(Some(s)) if s.zone == join.zone => return Ok((s.player_id, s.name)),
+            Ok(Some(_)) => resume_problem = Some("the resume token is for another zone".to_owned()),
+            Ok(None) => resume_problem = Some("unknown or expired resume token".to_owned()),
+            Err(e) => resume_problem = Some(format!("cannot check the resume token now ({})", e.as_str())),
+        }
+    }
+    if join.token.is_empty() {
+        if let Some(problem) = resume_problem {
+            return Err(format!("{problem}; log in again"));
+        }
+    }
+    match state.token_key.verify(&join.token, unix_now()) {
+        Ok(claims) => Ok((claims.player_id, claims.name)),
+        Err(e) => Err(format!("invalid token: {e}")),
+    }
+}
+
+/// A new resume token for this connection, stored in the background: a
+/// failed store only means the client falls back to its session token.
+fn issue_resume_token(state: &ServerState, player: u64, name: &str, zone: &str, conn_id: u64) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let token = state.token_key.derive_id(&format!("resume:{player}:{conn_id}:{nanos}:{}", std::process::id()));
+    let session = respawn_store::ResumeSession { player_id: player, name: name.to_owned(), zone: zone.to_owned() };
+    let (sessions, stored, ttl) = (state.stores.sessions.clone(), token.clone(), state.config.resume_token_ttl);
+    tokio::spawn(async move {
+        if let Err(e) = sessions.put(&stored, session, ttl).await {
+            tracing::debug!(error = %e, "resume token not stored");
+        }
+    });
+    token
 }
 
 /// Decrements the connection gauge however `serve` ends.
@@ -215,14 +252,14 @@ async fn read_loop(
     conn: &ConnState,
     player: u64,
     out: mpsc::Sender<Bytes>,
-) {
+) -> bool {
     let cancel = conn.cancel_token();
     let mut limit = RateLimit::new(state.config.limits.commands_per_second);
     let m = &zone.metrics;
     loop {
         let read = tokio::select! {
             r = stream.next() => r,
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => return false,
         };
         let body = match classify(read, Some(zone)) {
             Incoming::Body(body) => body,
@@ -238,12 +275,12 @@ async fn read_loop(
             Incoming::Nothing => continue,
             Incoming::Closed => {
                 conn.close(CloseCode::Normal, "client closed");
-                return;
+                return false;
             }
             Incoming::Violation(code, reason) => {
                 state.metrics.client_error(code.as_str());
                 conn.close(code, reason);
-                return;
+                return false;
             }
         };
         match limit.check(Instant::now()) {
@@ -258,7 +295,7 @@ async fn read_loop(
             Verdict::Flood => {
                 state.metrics.client_error(CloseCode::PolicyViolation.as_str());
                 conn.close(CloseCode::PolicyViolation, "command flood");
-                return;
+                return false;
             }
         }
         match body {
@@ -270,7 +307,7 @@ async fn read_loop(
             }
             Body::Leave(_) => {
                 conn.close(CloseCode::Normal, "player left");
-                return;
+                return true;
             }
             other => {
                 let Some((seq, kind)) = command_of(&other) else { continue };
@@ -282,7 +319,7 @@ async fn read_loop(
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
                         conn.close(CloseCode::GoingAway, "zone stopped");
-                        return;
+                        return false;
                     }
                 }
             }

@@ -6,6 +6,7 @@ pub mod config;
 mod conn;
 pub mod link;
 pub mod metrics;
+pub mod persist;
 mod process;
 pub mod server;
 mod wire;

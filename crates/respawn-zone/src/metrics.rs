@@ -30,6 +30,52 @@ pub struct Metrics {
     ready: IntGauge,
     cpu_seconds: prometheus::Counter,
     resident_memory: IntGauge,
+    persist: PersistFamilies,
+}
+
+/// Metric families of state persistence (snapshots, journal, restores).
+#[derive(Debug, Clone)]
+struct PersistFamilies {
+    snapshot_bytes: IntGaugeVec,
+    snapshot_duration: HistogramVec,
+    snapshots: IntCounterVec,
+    failures_in_row: IntGaugeVec,
+    journal_length: IntGaugeVec,
+    journal_pending: IntGaugeVec,
+    journal_failures: IntCounterVec,
+    rpo_ticks: IntGaugeVec,
+    restores: IntCounterVec,
+    restore_duration: HistogramVec,
+}
+
+/// One zone's persistence metrics. `store` is `hot` or `cold`.
+#[derive(Debug, Clone)]
+pub struct PersistMetrics {
+    zone: String,
+    families: PersistFamilies,
+    pub snapshot_bytes: IntGauge,
+    pub journal_length: IntGauge,
+    pub journal_pending: IntGauge,
+    pub journal_failures: IntCounter,
+    pub rpo_ticks: IntGauge,
+}
+
+impl PersistMetrics {
+    pub fn snapshot(&self, store: &str, ok: bool, seconds: f64) {
+        let z = self.zone.as_str();
+        self.families.snapshot_duration.with_label_values(&[z, store]).observe(seconds);
+        self.families.snapshots.with_label_values(&[z, store, if ok { "ok" } else { "failed" }]).inc();
+    }
+
+    /// Consecutive failures of one store (the "snapshot failed 3 times in a row" alert reads it).
+    pub fn failures_in_row(&self, store: &str, n: u64) {
+        self.families.failures_in_row.with_label_values(&[self.zone.as_str(), store]).set(n as i64);
+    }
+
+    pub fn restored(&self, source: &str, seconds: f64) {
+        self.families.restores.with_label_values(&[self.zone.as_str(), source]).inc();
+        self.families.restore_duration.with_label_values(&[self.zone.as_str()]).observe(seconds);
+    }
 }
 
 /// The handles one zone's tick thread and connections update, resolved once.
@@ -88,7 +134,11 @@ fn plain_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["zone"]).expect("valid metric");
+    labeled_histogram(registry, name, help, buckets, &["zone"])
+}
+
+fn labeled_histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
     registry.register(Box::new(h.clone())).expect("unique metric");
     h
 }
@@ -182,6 +232,64 @@ impl Metrics {
                 c
             },
             resident_memory: plain_gauge(&r, "process_resident_memory_bytes", "Resident memory size in bytes."),
+            persist: PersistFamilies {
+                snapshot_bytes: gauge(&r, "respawn_zone_snapshot_bytes", "Size of the last snapshot taken.", &["zone"]),
+                snapshot_duration: labeled_histogram(
+                    &r,
+                    "respawn_zone_snapshot_write_seconds",
+                    "Time to write one snapshot, by store (hot or cold).",
+                    ms(&[0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0]),
+                    &["zone", "store"],
+                ),
+                snapshots: counter(
+                    &r,
+                    "respawn_zone_snapshots_total",
+                    "Snapshot writes, by store and result.",
+                    &["zone", "store", "result"],
+                ),
+                failures_in_row: gauge(
+                    &r,
+                    "respawn_zone_snapshot_failures_in_row",
+                    "Consecutive failed snapshot writes, by store (0 after a success).",
+                    &["zone", "store"],
+                ),
+                journal_length: gauge(
+                    &r,
+                    "respawn_zone_journal_length",
+                    "Journal entries stored since the last trim.",
+                    &["zone"],
+                ),
+                journal_pending: gauge(
+                    &r,
+                    "respawn_zone_journal_pending",
+                    "Tick batches waiting to be written to the journal.",
+                    &["zone"],
+                ),
+                journal_failures: counter(
+                    &r,
+                    "respawn_zone_journal_failures_total",
+                    "Failed journal appends.",
+                    &["zone"],
+                ),
+                rpo_ticks: gauge(
+                    &r,
+                    "respawn_zone_rpo_ticks",
+                    "Ticks simulated but not yet durable (journal or snapshot): what a crash now would lose.",
+                    &["zone"],
+                ),
+                restores: counter(
+                    &r,
+                    "respawn_zone_restores_total",
+                    "Zone starts, by where the state came from (hot, cold, fresh).",
+                    &["zone", "source"],
+                ),
+                restore_duration: histogram(
+                    &r,
+                    "respawn_zone_restore_seconds",
+                    "Time to load a snapshot and replay the journal at start.",
+                    ms(&[1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0]),
+                ),
+            },
             registry: r,
         }
     }
@@ -210,6 +318,22 @@ impl Metrics {
             disconnects: self.disconnects.clone(),
             events: self.events.clone(),
             zone: zone.to_owned(),
+        }
+    }
+
+    pub fn persist(&self, zone: &str) -> PersistMetrics {
+        let f = &self.persist;
+        for store in ["hot", "cold"] {
+            f.failures_in_row.with_label_values(&[zone, store]).set(0);
+        }
+        PersistMetrics {
+            zone: zone.to_owned(),
+            snapshot_bytes: f.snapshot_bytes.with_label_values(&[zone]),
+            journal_length: f.journal_length.with_label_values(&[zone]),
+            journal_pending: f.journal_pending.with_label_values(&[zone]),
+            journal_failures: f.journal_failures.with_label_values(&[zone]),
+            rpo_ticks: f.rpo_ticks.with_label_values(&[zone]),
+            families: f.clone(),
         }
     }
 

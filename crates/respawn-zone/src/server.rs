@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use respawn_proto::NoticeKind;
-use respawn_sim::{Command, Zone};
+use respawn_sim::Command;
 use respawn_token::TokenKey;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -23,7 +23,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::metrics::{Metrics, ZoneMetrics};
-use crate::zone_loop::{self, Control, LoopSettings, ZoneRunner, ZoneStatus};
+use crate::persist::{self, PersistState, Stores};
+use crate::zone_loop::{self, Control, LoopSettings, PersistLink, ZoneRunner, ZoneStatus};
 
 /// A running zone as the rest of the server sees it.
 #[derive(Debug)]
@@ -34,6 +35,7 @@ pub struct ZoneHandle {
     pub metrics: ZoneMetrics,
     pub status: Arc<ZoneStatus>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    persister: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// What every request handler and connection shares.
@@ -41,6 +43,7 @@ pub struct ZoneHandle {
 pub struct ServerState {
     pub config: ServerConfig,
     pub token_key: TokenKey,
+    pub stores: Stores,
     admin_token: Option<String>,
     pub metrics: Metrics,
     zones: BTreeMap<String, ZoneHandle>,
@@ -80,6 +83,7 @@ impl ServerState {
 pub struct ServerOptions {
     pub config: ServerConfig,
     pub token_key: TokenKey,
+    pub stores: Stores,
     /// Bearer token for `/admin/*`; `None` disables the admin API.
     pub admin_token: Option<String>,
     pub version: String,
@@ -133,15 +137,45 @@ impl DrainTrigger {
 impl ZoneServer {
     /// Starts every zone thread and binds the listener.
     pub async fn start(options: ServerOptions) -> Result<Self, ServerError> {
-        let ServerOptions { config, token_key, admin_token, version } = options;
+        let ServerOptions { config, token_key, stores, admin_token, version } = options;
         let metrics = Metrics::new(&version);
         let epoch = Instant::now();
         let mut zones = BTreeMap::new();
+        tracing::info!(stores = %stores.description, "state stores");
         for zone_config in &config.zones {
             let name = zone_config.name.clone();
-            let zone = Zone::new(zone_config.clone())
-                .map_err(|e| ServerError::Zone { zone: name.clone(), message: e.to_string() })?;
             let zone_metrics = metrics.zone(&name);
+            let persist_metrics = metrics.persist(&name);
+            let (zone, report) = persist::restore(zone_config, &stores).await;
+            persist_metrics.restored(report.source, report.took.as_secs_f64());
+            for refused in &report.refused {
+                tracing::warn!(zone = %name, "refused at start: {refused}");
+            }
+            tracing::info!(
+                zone = %name,
+                source = report.source,
+                snapshot_tick = report.snapshot_tick,
+                replayed_ticks = report.replayed_ticks,
+                tick = zone.tick_number(),
+                players = zone.players().len(),
+                took_ms = report.took.as_millis() as u64,
+                "zone state restored"
+            );
+            let persist_state = Arc::new(PersistState::default());
+            if report.source != "fresh" {
+                persist::checkpoint_after_restore(&zone, &stores, &persist_state).await;
+            }
+            let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+            let persister = tokio::spawn(persist::run_persister(
+                zone_config.zone_id,
+                name.clone(),
+                stores.clone(),
+                config.persist.clone(),
+                persist_rx,
+                persist_state.clone(),
+                persist_metrics,
+            ));
+            let persist_link = PersistLink::new(persist_tx, persist_state, config.persist.hot_every);
             let settings = LoopSettings {
                 period: config.tick_period(),
                 tick_hz: config.tick_hz,
@@ -151,13 +185,14 @@ impl ZoneServer {
                 max_dropped_updates: config.limits.max_dropped_updates,
                 max_batch: config.command_queue_capacity,
                 server_version: version.clone(),
+                resume_grace: config.resume_grace,
             };
             let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue_capacity);
             let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
             let (fan_tx, fan_rx) = mpsc::unbounded_channel();
             tokio::spawn(crate::link::fan_out(fan_rx));
             let status = Arc::new(ZoneStatus::default());
-            let runner = ZoneRunner::new(zone, settings, zone_metrics.clone());
+            let runner = ZoneRunner::new(zone, settings, zone_metrics.clone(), Some(persist_link));
             let thread_status = status.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("zone-{name}"))
@@ -173,6 +208,7 @@ impl ZoneServer {
                     metrics: zone_metrics,
                     status,
                     thread: Mutex::new(Some(thread)),
+                    persister: Mutex::new(Some(persister)),
                 },
             );
         }
@@ -182,6 +218,7 @@ impl ZoneServer {
         let state = Arc::new(ServerState {
             config,
             token_key,
+            stores,
             admin_token,
             metrics,
             zones,
@@ -240,6 +277,13 @@ impl ZoneServer {
                 let joined = tokio::task::spawn_blocking(move || thread.join()).await;
                 if !matches!(joined, Ok(Ok(()))) {
                     tracing::error!(zone = %name, "zone thread ended abnormally");
+                }
+            }
+            // The stopped thread sent a last snapshot; let the persister store it.
+            let persister = zone.persister.lock().ok().and_then(|mut p| p.take());
+            if let Some(persister) = persister {
+                if tokio::time::timeout(Duration::from_secs(5), persister).await.is_err() {
+                    tracing::warn!(zone = %zone.name, "final snapshot not stored within 5 s");
                 }
             }
         }

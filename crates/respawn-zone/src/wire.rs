@@ -58,19 +58,30 @@ pub fn stats(s: &SelfStats) -> proto::PlayerStats {
     }
 }
 
+/// Commands confirmed durable: the client's highest seq, and the tick it is durable through.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    pub seq: u32,
+    pub durable_tick: u64,
+}
+
 /// One client's state update for this tick.
-pub fn update(zone: &Zone, delta: &Delta) -> Bytes {
+pub fn update(zone: &Zone, delta: &Delta, ack: Option<Ack>) -> Bytes {
     proto::encode_server(Body::Update(proto::StateUpdate {
         tick: zone.tick_number(),
         entered: delta.entered.iter().map(|e| entered(zone, e)).collect(),
         changed: delta.changed.iter().map(changed).collect(),
         left: delta.left.clone(),
         you: delta.stats.as_ref().map(stats),
+        acked_seq: ack.map_or(0, |a| a.seq),
+        durable_tick: ack.map_or(0, |a| a.durable_tick),
     }))
 }
 
 pub struct WelcomeInfo<'a> {
     pub entity_id: u32,
+    pub resume_token: &'a str,
+    pub resumed: bool,
     pub tick_hz: u32,
     pub view_radius: i32,
     pub server_version: &'a str,
@@ -92,6 +103,8 @@ pub fn welcome(zone: &Zone, info: WelcomeInfo<'_>) -> Bytes {
         max_speed: c.max_speed.unsigned_abs(),
         attack_range: c.attack_range.unsigned_abs(),
         pickup_range: c.pickup_range.unsigned_abs(),
+        resume_token: info.resume_token.to_owned(),
+        resumed: info.resumed,
     }))
 }
 

@@ -1,20 +1,24 @@
 //! One zone's tick thread: drains the bounded command queue, runs the pure
 //! simulation, and offers every client its update without ever waiting on a
 //! socket. A slow client loses updates (counted) and is cut off past a limit.
+//! Each tick's batch goes to the persister (journal), a snapshot every few
+//! seconds; commands are acknowledged once the persister made them durable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use respawn_proto::{CloseCode, NoticeKind};
+use respawn_sim::command::encode_batch;
 use respawn_sim::view::{ClientView, FieldIndex};
 use respawn_sim::{Command, CommandKind, PlayerId, Zone};
 use tokio::sync::mpsc;
 
 use crate::link::{ClientLink, Delivery, Reserve};
 use crate::metrics::ZoneMetrics;
+use crate::persist::{PersistMsg, PersistState};
 use crate::wire;
 
 /// Messages to a zone that are not gameplay commands. Their number is bounded
@@ -25,10 +29,15 @@ pub enum Control {
         player: PlayerId,
         name: String,
         link: ClientLink,
+        /// Handed to the client in its Welcome.
+        resume_token: String,
     },
     Detach {
         player: PlayerId,
         conn_id: u64,
+        /// The player asked to leave: the character goes now. Otherwise it
+        /// waits for a resume until the grace period ends.
+        left: bool,
     },
     Broadcast {
         kind: NoticeKind,
@@ -54,6 +63,8 @@ pub struct LoopSettings {
     pub max_dropped_updates: u32,
     pub max_batch: usize,
     pub server_version: String,
+    /// How long a character without a connection waits for a resume.
+    pub resume_grace: Duration,
 }
 
 /// Figures the rest of the server reads without talking to the thread.
@@ -65,10 +76,30 @@ pub struct ZoneStatus {
     pub last_tick_ms: AtomicU64,
 }
 
+/// The tick thread's side of persistence.
+#[derive(Debug)]
+pub struct PersistLink {
+    pub tx: mpsc::UnboundedSender<PersistMsg>,
+    pub state: Arc<PersistState>,
+    pub snapshot_every: Duration,
+    last_snapshot: Instant,
+}
+
+impl PersistLink {
+    pub fn new(tx: mpsc::UnboundedSender<PersistMsg>, state: Arc<PersistState>, snapshot_every: Duration) -> Self {
+        Self { tx, state, snapshot_every, last_snapshot: Instant::now() }
+    }
+}
+
 struct Client {
     link: ClientLink,
     view: ClientView,
     dropped_in_row: u32,
+    resume_token: String,
+    /// `(tick, seq)` of this client's commands not yet durable, oldest first.
+    unacked: VecDeque<(u64, u32)>,
+    /// Highest seq confirmed durable but not yet told to the client.
+    ack_due: Option<u32>,
 }
 
 /// The zone plus everything the tick needs besides the queues. Owned by the
@@ -78,13 +109,16 @@ pub struct ZoneRunner {
     settings: LoopSettings,
     metrics: ZoneMetrics,
     clients: BTreeMap<PlayerId, Client>,
+    /// Characters without a connection, and when they stop waiting for one.
+    detached: BTreeMap<PlayerId, Instant>,
     index: FieldIndex,
     batch: Vec<Command>,
     /// Leaves for clients the server cut off, applied at the next tick.
     carry: Vec<Command>,
-    welcomes: Vec<PlayerId>,
+    welcomes: Vec<(PlayerId, bool)>,
     /// This tick's frames and closes, handed to the fan-out task after the tick.
     deliveries: Vec<Delivery>,
+    persist: Option<PersistLink>,
 }
 
 /// Queues `frame` for `link` if its buffer has room; returns whether it did.
@@ -110,17 +144,23 @@ impl std::fmt::Debug for ZoneRunner {
 }
 
 impl ZoneRunner {
-    pub fn new(zone: Zone, settings: LoopSettings, metrics: ZoneMetrics) -> Self {
+    /// A runner for `zone`; characters already in it (a restored zone) wait
+    /// one grace period for their players to resume.
+    pub fn new(zone: Zone, settings: LoopSettings, metrics: ZoneMetrics, persist: Option<PersistLink>) -> Self {
+        let until = Instant::now() + settings.resume_grace;
+        let detached = zone.players().keys().map(|p| (*p, until)).collect();
         Self {
             zone,
             settings,
             metrics,
             clients: BTreeMap::new(),
+            detached,
             index: FieldIndex::default(),
             batch: Vec::new(),
             carry: Vec::new(),
             welcomes: Vec::new(),
             deliveries: Vec::new(),
+            persist,
         }
     }
 
@@ -137,31 +177,48 @@ impl ZoneRunner {
         self.clients.len()
     }
 
+    fn new_client(&self, link: ClientLink, resume_token: String) -> Client {
+        Client {
+            link,
+            view: ClientView::new(self.settings.max_visible),
+            dropped_in_row: 0,
+            resume_token,
+            unacked: VecDeque::new(),
+            ack_due: None,
+        }
+    }
+
     /// Handles one control message. Returns `false` on `Stop`.
     pub fn control(&mut self, control: Control) -> bool {
         match control {
-            Control::Attach { player, name, link } => {
-                if let Some(old) = self.clients.remove(&player) {
+            Control::Attach { player, name, link, resume_token } => {
+                let resumed = if let Some(old) = self.clients.remove(&player) {
                     // Same player on a new connection: the character stays, the old link goes.
                     old.link.conn.close(CloseCode::Replaced, "logged in from another connection");
                     self.metrics.disconnected(CloseCode::Replaced.as_str());
+                    true
+                } else if self.detached.remove(&player).is_some() {
+                    true
                 } else if self.clients.len() >= self.settings.max_players {
                     link.conn.close(CloseCode::ZoneFull, "zone is full");
                     self.metrics.disconnected(CloseCode::ZoneFull.as_str());
                     return true;
                 } else {
                     self.batch.push(Command { player, seq: 0, kind: CommandKind::Join { name } });
-                }
-                self.clients.insert(
-                    player,
-                    Client { link, view: ClientView::new(self.settings.max_visible), dropped_in_row: 0 },
-                );
-                self.welcomes.push(player);
+                    false
+                };
+                let client = self.new_client(link, resume_token);
+                self.clients.insert(player, client);
+                self.welcomes.push((player, resumed));
             }
-            Control::Detach { player, conn_id } => {
+            Control::Detach { player, conn_id, left } => {
                 if self.clients.get(&player).is_some_and(|c| c.link.conn.id == conn_id) {
                     self.clients.remove(&player);
-                    self.batch.push(Command { player, seq: 0, kind: CommandKind::Leave });
+                    if left {
+                        self.batch.push(Command { player, seq: 0, kind: CommandKind::Leave });
+                    } else {
+                        self.detached.insert(player, Instant::now() + self.settings.resume_grace);
+                    }
                 }
             }
             Control::Broadcast { kind, text, deadline_ms } => {
@@ -183,7 +240,10 @@ impl ZoneRunner {
                     self.batch.push(Command { player, seq: 0, kind: CommandKind::Leave });
                 }
             }
-            Control::Stop => return false,
+            Control::Stop => {
+                self.snapshot_now();
+                return false;
+            }
         }
         true
     }
@@ -197,11 +257,38 @@ impl ZoneRunner {
         self.batch.len()
     }
 
+    /// Hands the whole zone to the persister.
+    fn snapshot_now(&mut self) {
+        if let Some(p) = self.persist.as_mut() {
+            let bytes = self.zone.encode_snapshot();
+            let _ = p.tx.send(PersistMsg::Snapshot { tick: self.zone.tick_number(), bytes });
+            p.last_snapshot = Instant::now();
+        }
+    }
+
     /// Runs one tick over the batch gathered so far and replicates it.
     pub fn tick(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<PlayerId> = self.detached.iter().filter(|(_, t)| **t <= now).map(|(p, _)| *p).collect();
+        for player in expired {
+            self.detached.remove(&player);
+            self.carry.push(Command { player, seq: 0, kind: CommandKind::Leave });
+        }
         let mut batch = std::mem::take(&mut self.carry);
         batch.append(&mut self.batch);
         let out = self.zone.tick(&batch);
+        let tick = out.tick;
+        if let Some(p) = self.persist.as_mut() {
+            let _ = p.tx.send(PersistMsg::Tick { tick, batch: encode_batch(&batch) });
+            if p.last_snapshot.elapsed() >= p.snapshot_every || p.state.snapshot_wanted.swap(false, Ordering::Relaxed) {
+                self.snapshot_now();
+            }
+        }
+        for c in batch.iter().filter(|c| c.seq != 0) {
+            if let Some(client) = self.clients.get_mut(&c.player) {
+                client.unacked.push_back((tick, c.seq));
+            }
+        }
         self.metrics.commands_accepted.inc_by(batch.len() as u64);
         for event in &out.events {
             self.metrics.event(event.kind.as_str());
@@ -218,13 +305,20 @@ impl ZoneRunner {
         self.batch.clear();
     }
 
+    /// Ticks up to which every effect is stored (without persistence: all of them).
+    fn durable_tick(&self) -> u64 {
+        self.persist.as_ref().map_or(self.zone.tick_number(), |p| p.state.durable_tick.load(Ordering::Relaxed))
+    }
+
     fn send_welcomes(&mut self) {
-        for player in std::mem::take(&mut self.welcomes) {
+        for (player, resumed) in std::mem::take(&mut self.welcomes) {
             let Some(client) = self.clients.get(&player) else { continue };
             match self.zone.player(player) {
                 Some(p) => {
                     let info = wire::WelcomeInfo {
                         entity_id: p.entity,
+                        resume_token: &client.resume_token,
+                        resumed,
                         tick_hz: self.settings.tick_hz,
                         view_radius: self.settings.view_radius,
                         server_version: &self.settings.server_version,
@@ -242,21 +336,26 @@ impl ZoneRunner {
     fn replicate(&mut self) {
         // Cells of half the radius: a query scans 5x5 small cells, about 2x the circle, not 3x.
         self.index.rebuild(&self.zone, self.settings.view_radius / 2);
+        let durable = self.durable_tick();
         let mut cut_off = Vec::new();
         for (&player_id, client) in &mut self.clients {
             let Some(player) = self.zone.player(player_id) else { continue };
+            while client.unacked.front().is_some_and(|(t, _)| *t <= durable) {
+                client.ack_due = client.unacked.pop_front().map(|(_, seq)| seq);
+            }
             let slot = client.link.reserve();
             if let Reserve::Closed = slot {
                 cut_off.push(player_id);
                 continue;
             }
             let delta = client.view.diff(&self.index, player, self.settings.view_radius);
-            if delta.is_empty() {
+            if delta.is_empty() && client.ack_due.is_none() {
                 continue;
             }
             match slot {
                 Reserve::Ready(permit) => {
-                    let frame = wire::update(&self.zone, delta);
+                    let ack = client.ack_due.take().map(|seq| wire::Ack { seq, durable_tick: durable });
+                    let frame = wire::update(&self.zone, delta, ack);
                     self.metrics.packets_out.inc();
                     self.metrics.bytes_out.inc_by(frame.len() as u64);
                     self.deliveries.push(Delivery::Frame(permit, frame));
@@ -360,8 +459,9 @@ mod tests {
             max_dropped_updates: 5,
             max_batch: 100,
             server_version: "test".into(),
+            resume_grace: Duration::from_secs(30),
         };
-        ZoneRunner::new(Zone::new(config).expect("zone"), settings, metrics.zone("t"))
+        ZoneRunner::new(Zone::new(config).expect("zone"), settings, metrics.zone("t"), None)
     }
 
     fn link(id: u64, capacity: usize) -> (ClientLink, mpsc::Receiver<Bytes>) {
@@ -370,7 +470,12 @@ mod tests {
     }
 
     fn attach(r: &mut ZoneRunner, player: u64, link: &ClientLink) {
-        r.control(Control::Attach { player, name: format!("p{player}"), link: link.clone() });
+        r.control(Control::Attach {
+            player,
+            name: format!("p{player}"),
+            link: link.clone(),
+            resume_token: String::new(),
+        });
     }
 
     /// Runs a tick and hands its frames over, as the fan-out task would.
@@ -441,7 +546,7 @@ mod tests {
         let (second, mut rx2) = link(2, 16);
         attach(&mut r, 7, &second);
         // A late detach of the old connection must not remove the player.
-        r.control(Control::Detach { player: 7, conn_id: 1 });
+        r.control(Control::Detach { player: 7, conn_id: 1, left: true });
         tick(&mut r);
         assert_eq!(first.conn.close_reason().map(|c| c.0), Some(CloseCode::Replaced));
         assert_eq!(r.zone().player(7).map(|p| p.entity), Some(entity));

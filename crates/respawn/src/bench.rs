@@ -1,6 +1,7 @@
 //! `respawn bench tick`: one zone at full speed in this process, N bot inputs
 //! per tick, timing each tick including every client's replication encoding.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -11,7 +12,8 @@ use respawn_sim::rng::Rng;
 use respawn_sim::{Command, CommandKind, Point, Zone, ZoneConfig};
 use respawn_zone::link::{ClientLink, ConnState};
 use respawn_zone::metrics::Metrics;
-use respawn_zone::zone_loop::{Control, LoopSettings, ZoneRunner};
+use respawn_zone::persist::PersistState;
+use respawn_zone::zone_loop::{Control, LoopSettings, PersistLink, ZoneRunner};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -89,13 +91,19 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
         max_dropped_updates: u32::MAX,
         max_batch: usize::MAX,
         server_version: "bench".into(),
+        resume_grace: Duration::from_secs(30),
     };
-    let mut runner = ZoneRunner::new(zone, settings, metrics.zone("bench"));
+    // The tick thread's share of persistence (batch encoding, a snapshot
+    // every 5 s) is timed; the writes themselves happen elsewhere.
+    let (persist_tx, mut persist_rx) = mpsc::unbounded_channel();
+    let persist = PersistLink::new(persist_tx, Arc::new(PersistState::default()), Duration::from_secs(5));
+    let mut runner = ZoneRunner::new(zone, settings, metrics.zone("bench"), Some(persist));
     let mut receivers: Vec<mpsc::Receiver<Bytes>> = Vec::with_capacity(args.players as usize);
     for i in 0..args.players {
         let (out, rx) = mpsc::channel(8);
         let link = ClientLink { conn: ConnState::new(u64::from(i), CancellationToken::new()), out };
-        runner.control(Control::Attach { player: u64::from(i) + 1, name: format!("bot{i}"), link });
+        let player = u64::from(i) + 1;
+        runner.control(Control::Attach { player, name: format!("bot{i}"), link, resume_token: String::new() });
         receivers.push(rx);
     }
     let mut rng = Rng::new(42);
@@ -132,6 +140,7 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
         for delivery in runner.take_deliveries() {
             delivery.deliver();
         }
+        while persist_rx.try_recv().is_ok() {}
         let mut tick_bytes = 0u64;
         let mut tick_updates = 0u64;
         for rx in &mut receivers {

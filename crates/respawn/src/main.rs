@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod bench;
@@ -11,7 +12,10 @@ mod up;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use respawn_store::mongo::MongoColdSnapshots;
+use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisSessions};
 use respawn_token::{Claims, TokenKey};
+use respawn_zone::persist::Stores;
 use respawn_zone::{ServerConfig, ServerOptions, ZoneServer};
 
 #[derive(Parser, Debug)]
@@ -62,6 +66,60 @@ struct ZoneArgs {
     /// Bearer token for the admin API (`POST /admin/drain`); disabled when unset.
     #[arg(long, env = "RESPAWN_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    #[command(flatten)]
+    stores: StoreArgs,
+}
+
+/// Where zone state lives: files by default; Redis and MongoDB when given.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Directory of the embedded stores (files), for the roles not on Redis or MongoDB.
+    #[arg(long, env = "RESPAWN_DATA_DIR", default_value = "respawn-data")]
+    data_dir: PathBuf,
+    /// Redis for hot snapshots, the command journal and resume tokens.
+    #[arg(long, env = "RESPAWN_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Key prefix in Redis (one per deployment).
+    #[arg(long, env = "RESPAWN_REDIS_PREFIX", default_value = "respawn")]
+    redis_prefix: String,
+    /// MongoDB for cold snapshots, e.g. mongodb://127.0.0.1:27017/?directConnection=true
+    #[arg(long, env = "RESPAWN_MONGO_URI")]
+    mongo_uri: Option<String>,
+    /// MongoDB database name.
+    #[arg(long, env = "RESPAWN_MONGO_DB", default_value = "respawn")]
+    mongo_db: String,
+}
+
+impl StoreArgs {
+    /// The same choice as command-line arguments of `respawn zone`.
+    fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["--data-dir".into(), self.data_dir.clone().into()];
+        if let Some(url) = &self.redis_url {
+            args.extend(["--redis-url".into(), url.into(), "--redis-prefix".into(), (&self.redis_prefix).into()]);
+        }
+        if let Some(uri) = &self.mongo_uri {
+            args.extend(["--mongo-uri".into(), uri.into(), "--mongo-db".into(), (&self.mongo_db).into()]);
+        }
+        args
+    }
+
+    async fn build(&self) -> Result<Stores> {
+        let mut stores = Stores::files(&self.data_dir);
+        let mut described = vec![format!("files in {}", self.data_dir.display())];
+        if let Some(url) = &self.redis_url {
+            let conn = RedisConn::new(url, &self.redis_prefix)?;
+            stores.hot = Arc::new(RedisHotSnapshots::new(conn.clone()));
+            stores.journal = Arc::new(RedisJournal::new(conn.clone()));
+            stores.sessions = Arc::new(RedisSessions::new(conn));
+            described.push("hot snapshots, journal and sessions on Redis".into());
+        }
+        if let Some(uri) = &self.mongo_uri {
+            stores.cold = Arc::new(MongoColdSnapshots::new(uri, &self.mongo_db).await?);
+            described.push("cold snapshots on MongoDB".into());
+        }
+        stores.description = described.join("; ");
+        Ok(stores)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -135,13 +193,14 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
     if args.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
         bail!("--admin-token must be at least 16 characters");
     }
-    let options = ServerOptions {
-        config,
-        token_key: token_key(&args.token_key)?,
-        admin_token: args.admin_token,
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
     runtime()?.block_on(async move {
+        let options = ServerOptions {
+            config,
+            token_key: token_key(&args.token_key)?,
+            stores: args.stores.build().await?,
+            admin_token: args.admin_token,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
         let server = ZoneServer::start(options).await?;
         let addr = server.local_addr()?;
         // One machine-readable line on stdout; logs go to stderr.

@@ -44,6 +44,8 @@ pub struct UpArgs {
     /// Zone server configuration file; two standard zones when absent.
     #[arg(long)]
     zone_config: Option<PathBuf>,
+    #[command(flatten)]
+    stores: crate::StoreArgs,
 }
 
 /// Secrets of one `up` run, never written anywhere.
@@ -206,6 +208,7 @@ struct Supervisor {
 struct ChildSpec {
     exe: PathBuf,
     config: Option<PathBuf>,
+    stores: crate::StoreArgs,
     token_key: String,
     admin_token: String,
     log_path: PathBuf,
@@ -219,6 +222,7 @@ impl ChildSpec {
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
+        cmd.args(self.stores.to_args());
         // Its own process group: Ctrl-C reaches only `up`, which drains the child in order.
         cmd.env("RESPAWN_TOKEN_KEY", &self.token_key)
             .env("RESPAWN_ADMIN_TOKEN", &self.admin_token)
@@ -281,6 +285,7 @@ impl Supervisor {
         let spec = ChildSpec {
             exe: std::env::current_exe().context("cannot find the respawn binary")?,
             config: args.zone_config.clone(),
+            stores: args.stores.clone(),
             token_key: secrets.token_key.clone(),
             admin_token: secrets.admin_token.clone(),
             log_path,

@@ -24,12 +24,16 @@ struct Up {
     play: String,
     zone_addr: String,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    _data: TempDir,
 }
 
 impl Up {
     fn start(bots: u32) -> Result<Self> {
+        let data = TempDir::new("up")?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_respawn"))
             .args(["up", "--listen", "127.0.0.1:0", "--zone-listen", "127.0.0.1:0", "--bots", &bots.to_string()])
+            .arg("--data-dir")
+            .arg(&data.0)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
@@ -64,7 +68,7 @@ impl Up {
                 stderr.lock().map(|s| s.clone()).unwrap_or_default()
             );
         };
-        Ok(Self { child, play, zone_addr, stderr })
+        Ok(Self { child, play, zone_addr, stderr, _data: data })
     }
 
     fn log(&self) -> String {

@@ -12,7 +12,12 @@ use tokio_tungstenite::tungstenite::Message;
 const T: Duration = Duration::from_secs(5);
 
 fn join_msg(token: String, zone: &str) -> C {
-    C::Join(respawn_proto::Join { protocol_version: respawn_proto::PROTOCOL_VERSION, token, zone: zone.into() })
+    C::Join(respawn_proto::Join {
+        protocol_version: respawn_proto::PROTOCOL_VERSION,
+        token,
+        zone: zone.into(),
+        ..Default::default()
+    })
 }
 
 #[tokio::test]
@@ -106,8 +111,14 @@ fn cases() -> Vec<Case> {
         let claims = respawn_token::Claims { player_id: 9, name: "mallory".into(), expires_at: u64::MAX / 2 };
         key.sign(&claims).expect("sign")
     };
-    let version =
-        |v| C::Join(respawn_proto::Join { protocol_version: v, token: token(9, "eve"), zone: "meadow".into() });
+    let version = |v| {
+        C::Join(respawn_proto::Join {
+            protocol_version: v,
+            token: token(9, "eve"),
+            zone: "meadow".into(),
+            ..Default::default()
+        })
+    };
     let flood: Vec<Message> =
         (0..400).map(|i| bin(C::Move(respawn_proto::MoveInput { seq: i, vx: 1, vy: 1 }))).collect();
     vec![

@@ -84,6 +84,8 @@ impl ZoneProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_respawn"))
             .args(["zone", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config_path)
+            .arg("--data-dir")
+            .arg(dir.0.join("data"))
             .env("RESPAWN_TOKEN_KEY", TOKEN_KEY)
             .env("RESPAWN_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "info")
@@ -176,7 +178,7 @@ impl Client {
     /// Connects and joins; returns the client and its Welcome.
     pub async fn join(url: &str, player: u64, name: &str, zone: &str) -> Result<(Self, respawn_proto::Welcome)> {
         let mut c = Self::connect(url).await?;
-        let welcome = c.conn.join(token(player, name), zone, Duration::from_secs(5)).await?;
+        let welcome = c.conn.join(token(player, name), None, zone, Duration::from_secs(5)).await?;
         Ok((c, welcome))
     }
 

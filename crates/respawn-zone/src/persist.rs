@@ -1,0 +1,446 @@
+//! Zone state on storage: the persister task that writes snapshots and the
+//! journal off the tick thread, and the restore that reads them back at start.
+//!
+//! Durability model: a tick is durable once its command batch is in the
+//! journal, or a snapshot at or after it is stored. `durable_tick` tells the
+//! tick thread how far that is, so it acknowledges only durable commands.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use respawn_sim::command::decode_batch;
+use respawn_sim::{Zone, ZoneConfig};
+use respawn_store::{
+    file, ColdSnapshots, HotSnapshots, Journal, JournalEntry, Sessions, SnapshotMeta, StoreError, StoredSnapshot,
+};
+use tokio::sync::mpsc;
+
+use crate::metrics::PersistMetrics;
+
+/// The four storage roles a zone server uses.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    pub hot: Arc<dyn HotSnapshots>,
+    pub cold: Arc<dyn ColdSnapshots>,
+    pub journal: Arc<dyn Journal>,
+    pub sessions: Arc<dyn Sessions>,
+    /// What backs each role, for logs: `hot=redis cold=mongodb ...`.
+    pub description: String,
+}
+
+impl Stores {
+    /// Everything in files under `dir`: the embedded default.
+    pub fn files(dir: &Path) -> Self {
+        Self {
+            hot: Arc::new(file::FileHotSnapshots::new(dir)),
+            cold: Arc::new(file::FileColdSnapshots::new(dir)),
+            journal: Arc::new(file::FileJournal::new(dir)),
+            sessions: Arc::new(file::FileSessions::new(dir)),
+            description: format!("files in {}", dir.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PersistSettings {
+    /// Hot snapshot period.
+    pub hot_every: Duration,
+    /// Cold snapshot period (also written whenever a hot snapshot fails).
+    pub cold_every: Duration,
+    /// Cold snapshots kept per zone.
+    pub keep_cold: usize,
+    /// Journal batches held in memory while the journal store is down; past
+    /// this the backlog is dropped and a snapshot is asked for instead.
+    pub max_pending_ticks: usize,
+}
+
+impl Default for PersistSettings {
+    fn default() -> Self {
+        Self {
+            hot_every: Duration::from_secs(5),
+            cold_every: Duration::from_secs(300),
+            keep_cold: 3,
+            max_pending_ticks: 20 * 600,
+        }
+    }
+}
+
+/// What the tick thread sends to its zone's persister.
+#[derive(Debug)]
+pub enum PersistMsg {
+    /// The command batch accepted in `tick` (sent for every tick).
+    Tick { tick: u64, batch: Vec<u8> },
+    /// The whole zone after `tick`.
+    Snapshot { tick: u64, bytes: Vec<u8> },
+}
+
+/// Shared between a zone's tick thread and its persister.
+#[derive(Debug, Default)]
+pub struct PersistState {
+    /// Highest tick whose effects are stored.
+    pub durable_tick: AtomicU64,
+    /// Set by the persister when it needs a snapshot now (journal backlog dropped).
+    pub snapshot_wanted: AtomicBool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One zone's persister: runs until the tick thread drops its sender, then
+/// writes what is left.
+pub async fn run_persister(
+    zone: u32,
+    name: String,
+    stores: Stores,
+    settings: PersistSettings,
+    mut rx: mpsc::UnboundedReceiver<PersistMsg>,
+    state: Arc<PersistState>,
+    metrics: PersistMetrics,
+) {
+    let mut p = Persister {
+        zone,
+        name,
+        stores,
+        settings,
+        state,
+        metrics,
+        pending: VecDeque::new(),
+        latest: None,
+        snapshot_due: false,
+        last_cold: Instant::now(),
+        hot_failures: 0,
+        cold_failures: 0,
+        journal_down_since: None,
+        journal_retry_at: Instant::now(),
+        dropping_until_snapshot: false,
+        last_tick: 0,
+        journal_length: 0,
+    };
+    let mut open = true;
+    while open {
+        match rx.recv().await {
+            Some(msg) => p.take(msg),
+            None => open = false,
+        }
+        while let Ok(msg) = rx.try_recv() {
+            p.take(msg);
+        }
+        p.write().await;
+    }
+    p.write().await;
+    tracing::info!(zone = %p.name, durable_tick = p.state.durable_tick.load(Ordering::Relaxed), "persister stopped");
+}
+
+struct Persister {
+    zone: u32,
+    name: String,
+    stores: Stores,
+    settings: PersistSettings,
+    state: Arc<PersistState>,
+    metrics: PersistMetrics,
+    pending: VecDeque<JournalEntry>,
+    latest: Option<StoredSnapshot>,
+    snapshot_due: bool,
+    last_cold: Instant,
+    hot_failures: u64,
+    cold_failures: u64,
+    journal_down_since: Option<Instant>,
+    journal_retry_at: Instant,
+    dropping_until_snapshot: bool,
+    last_tick: u64,
+    journal_length: u64,
+}
+
+impl Persister {
+    fn take(&mut self, msg: PersistMsg) {
+        match msg {
+            PersistMsg::Tick { tick, batch } => {
+                self.last_tick = tick;
+                if self.dropping_until_snapshot {
+                    return;
+                }
+                self.pending.push_back(JournalEntry { tick, batch });
+                if self.pending.len() > self.settings.max_pending_ticks {
+                    tracing::error!(
+                        zone = %self.name,
+                        ticks = self.pending.len(),
+                        "journal backlog too long while its store is down; dropping it until the next snapshot"
+                    );
+                    self.pending.clear();
+                    self.dropping_until_snapshot = true;
+                    self.state.snapshot_wanted.store(true, Ordering::Relaxed);
+                }
+            }
+            PersistMsg::Snapshot { tick, bytes } => {
+                self.last_tick = self.last_tick.max(tick);
+                self.metrics.snapshot_bytes.set(bytes.len() as i64);
+                let meta = SnapshotMeta { zone: self.zone, tick, taken_at_ms: now_ms() };
+                self.latest = Some(StoredSnapshot { meta, bytes });
+                self.snapshot_due = true;
+            }
+        }
+    }
+
+    fn durable(&mut self, tick: u64) {
+        self.state.durable_tick.fetch_max(tick, Ordering::Relaxed);
+    }
+
+    /// A snapshot at `tick` is stored: older journal entries are not needed.
+    fn snapshot_stored(&mut self, tick: u64) {
+        self.durable(tick);
+        self.pending.retain(|e| e.tick > tick);
+        self.dropping_until_snapshot = false;
+    }
+
+    async fn write(&mut self) {
+        if self.snapshot_due {
+            self.snapshot_due = false;
+            self.write_snapshot().await;
+        }
+        if self.last_cold.elapsed() >= self.settings.cold_every {
+            if let Some(snapshot) = self.latest.clone() {
+                self.write_cold(snapshot).await;
+            }
+        }
+        if !self.pending.is_empty() && Instant::now() >= self.journal_retry_at {
+            self.append_journal().await;
+        }
+        self.metrics.journal_pending.set(self.pending.len() as i64);
+        let durable = self.state.durable_tick.load(Ordering::Relaxed);
+        self.metrics.rpo_ticks.set(self.last_tick.saturating_sub(durable) as i64);
+    }
+
+    async fn write_snapshot(&mut self) {
+        let Some(snapshot) = self.latest.clone() else { return };
+        let tick = snapshot.meta.tick;
+        let started = Instant::now();
+        match self.stores.hot.put(snapshot.clone()).await {
+            Ok(()) => {
+                self.metrics.snapshot("hot", true, started.elapsed().as_secs_f64());
+                if self.hot_failures > 0 {
+                    tracing::info!(zone = %self.name, tick, "hot snapshots are being written again");
+                }
+                self.hot_failures = 0;
+                self.metrics.failures_in_row("hot", 0);
+                self.snapshot_stored(tick);
+                match self.stores.journal.trim_through(self.zone, tick).await {
+                    Ok(()) => {
+                        self.journal_length = self.pending.len() as u64;
+                        self.metrics.journal_length.set(0);
+                    }
+                    Err(e) => tracing::debug!(zone = %self.name, error = %e, "journal trim failed"),
+                }
+            }
+            Err(e) => {
+                self.metrics.snapshot("hot", false, started.elapsed().as_secs_f64());
+                self.hot_failures += 1;
+                self.metrics.failures_in_row("hot", self.hot_failures);
+                if self.hot_failures == 1 || self.hot_failures % 12 == 0 {
+                    tracing::warn!(
+                        zone = %self.name,
+                        tick,
+                        failures_in_row = self.hot_failures,
+                        error = %e,
+                        "hot snapshot failed; writing a cold snapshot instead"
+                    );
+                }
+                self.write_cold(snapshot).await;
+            }
+        }
+    }
+
+    async fn write_cold(&mut self, snapshot: StoredSnapshot) {
+        let tick = snapshot.meta.tick;
+        let started = Instant::now();
+        self.last_cold = Instant::now();
+        match self.stores.cold.put(snapshot).await {
+            Ok(()) => {
+                self.metrics.snapshot("cold", true, started.elapsed().as_secs_f64());
+                self.cold_failures = 0;
+                self.metrics.failures_in_row("cold", 0);
+                self.snapshot_stored(tick);
+                if let Err(e) = self.stores.cold.prune(self.zone, self.settings.keep_cold).await {
+                    tracing::debug!(zone = %self.name, error = %e, "cold snapshot prune failed");
+                }
+            }
+            Err(e) => {
+                self.metrics.snapshot("cold", false, started.elapsed().as_secs_f64());
+                self.cold_failures += 1;
+                self.metrics.failures_in_row("cold", self.cold_failures);
+                if self.cold_failures == 1 || self.cold_failures % 12 == 0 {
+                    tracing::error!(zone = %self.name, tick, error = %e, "cold snapshot failed too");
+                }
+            }
+        }
+    }
+
+    async fn append_journal(&mut self) {
+        let entries: Vec<JournalEntry> = self.pending.iter().cloned().collect();
+        let (count, last) = (entries.len() as u64, entries.last().map_or(0, |e| e.tick));
+        match self.stores.journal.append(self.zone, entries).await {
+            Ok(()) => {
+                self.pending.clear();
+                self.durable(last);
+                self.journal_length += count;
+                self.metrics.journal_length.set(self.journal_length as i64);
+                if let Some(since) = self.journal_down_since.take() {
+                    tracing::info!(
+                        zone = %self.name,
+                        down_for_ms = since.elapsed().as_millis() as u64,
+                        "journal appends resumed"
+                    );
+                }
+            }
+            Err(StoreError::Invalid(why)) => {
+                // The stored journal is ahead of this zone (it belongs to a
+                // state that was not restored); it cannot be appended to.
+                tracing::warn!(zone = %self.name, why = %why, "journal out of step; resetting it");
+                self.metrics.journal_failures.inc();
+                if self.stores.journal.reset(self.zone).await.is_ok() {
+                    self.journal_length = 0;
+                }
+            }
+            Err(e) => {
+                self.metrics.journal_failures.inc();
+                self.journal_retry_at = Instant::now() + Duration::from_millis(500);
+                if self.journal_down_since.is_none() {
+                    self.journal_down_since = Some(Instant::now());
+                    tracing::warn!(
+                        zone = %self.name,
+                        error = %e,
+                        "journal appends paused; a crash now would lose the ticks since the last snapshot \
+                         (see respawn_zone_rpo_ticks)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Where a restored zone came from.
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    /// `hot`, `cold` or `fresh`.
+    pub source: &'static str,
+    pub snapshot_tick: u64,
+    pub replayed_ticks: u64,
+    /// Snapshots refused on the way, with why.
+    pub refused: Vec<String>,
+    pub took: Duration,
+}
+
+/// Loads the newest valid snapshot (hot or cold, whichever has the higher
+/// tick; hot on a tie), replays the journal after it, and returns the zone
+/// ready for its next tick. Unreachable stores are skipped with a log line; a
+/// zone with nothing stored starts fresh.
+pub async fn restore(config: &ZoneConfig, stores: &Stores) -> (Zone, RestoreReport) {
+    let started = Instant::now();
+    let zone_id = config.zone_id;
+    let mut candidates: Vec<(&'static str, SnapshotMeta, Option<Vec<u8>>)> = Vec::new();
+    match stores.hot.recent(zone_id).await {
+        Ok(snaps) => candidates.extend(snaps.into_iter().map(|s| ("hot", s.meta, Some(s.bytes)))),
+        Err(e) => tracing::warn!(zone = %config.name, error = %e, "hot snapshots unreachable at start"),
+    }
+    match stores.cold.list(zone_id).await {
+        Ok(metas) => candidates.extend(metas.into_iter().map(|m| ("cold", m, None))),
+        Err(e) => tracing::warn!(zone = %config.name, error = %e, "cold snapshots unreachable at start"),
+    }
+    candidates.sort_by(|a, b| b.1.tick.cmp(&a.1.tick).then((a.0 == "cold").cmp(&(b.0 == "cold"))));
+    let mut refused = Vec::new();
+    for (source, meta, bytes) in candidates {
+        let bytes = match bytes {
+            Some(b) => b,
+            None => match stores.cold.get(zone_id, meta.tick).await {
+                Ok(Some(s)) => s.bytes,
+                Ok(None) => continue,
+                Err(e) => {
+                    refused.push(format!("{source} snapshot at tick {}: {e}", meta.tick));
+                    continue;
+                }
+            },
+        };
+        let zone = match Zone::decode_snapshot(&bytes) {
+            Ok(z) if z.config().zone_id == zone_id => z,
+            Ok(z) => {
+                refused.push(format!(
+                    "{source} snapshot at tick {}: belongs to zone {}",
+                    meta.tick,
+                    z.config().zone_id
+                ));
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(zone = %config.name, source, tick = meta.tick, error = %e, "snapshot refused");
+                refused.push(format!("{source} snapshot at tick {}: {e}", meta.tick));
+                continue;
+            }
+        };
+        if zone.config() != config {
+            tracing::warn!(zone = %config.name, "zone config changed since the snapshot; the snapshot's rules are kept");
+        }
+        let snapshot_tick = zone.tick_number();
+        let (zone, replayed) = replay(zone, stores, &config.name).await;
+        let report =
+            RestoreReport { source, snapshot_tick, replayed_ticks: replayed, refused, took: started.elapsed() };
+        return (zone, report);
+    }
+    let zone = Zone::new(config.clone()).expect("validated zone config");
+    (zone, RestoreReport { source: "fresh", snapshot_tick: 0, replayed_ticks: 0, refused, took: started.elapsed() })
+}
+
+/// Applies the journal's contiguous run of ticks after the zone's tick.
+async fn replay(mut zone: Zone, stores: &Stores, name: &str) -> (Zone, u64) {
+    let from = zone.tick_number();
+    let entries = match stores.journal.read_after(zone.config().zone_id, from).await {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(zone = %name, error = %e, "journal unreachable at start; resuming at the snapshot's tick");
+            return (zone, 0);
+        }
+    };
+    let mut replayed = 0;
+    for entry in entries {
+        if entry.tick != zone.tick_number() + 1 {
+            tracing::warn!(zone = %name, expected = zone.tick_number() + 1, found = entry.tick, "journal gap; replay stops");
+            break;
+        }
+        match decode_batch(&entry.batch) {
+            Ok(batch) => {
+                zone.tick(&batch);
+                replayed += 1;
+            }
+            Err(e) => {
+                tracing::error!(zone = %name, tick = entry.tick, error = %e, "corrupt journal entry; replay stops");
+                break;
+            }
+        }
+    }
+    (zone, replayed)
+}
+
+/// Stores the restored state as a fresh snapshot and clears the journal, so
+/// the journal only ever holds ticks after a stored snapshot.
+pub async fn checkpoint_after_restore(zone: &Zone, stores: &Stores, state: &PersistState) {
+    let tick = zone.tick_number();
+    let snapshot = StoredSnapshot {
+        meta: SnapshotMeta { zone: zone.config().zone_id, tick, taken_at_ms: now_ms() },
+        bytes: zone.encode_snapshot(),
+    };
+    let stored = match stores.hot.put(snapshot.clone()).await {
+        Ok(()) => true,
+        Err(_) => stores.cold.put(snapshot).await.is_ok(),
+    };
+    if !stored {
+        // Keep the journal: it is still the only record of the replayed ticks.
+        tracing::warn!(zone = %zone.config().name, tick, "no store took the start-up snapshot");
+        return;
+    }
+    state.durable_tick.fetch_max(tick, Ordering::Relaxed);
+    if let Err(e) = stores.journal.reset(zone.config().zone_id).await {
+        tracing::warn!(zone = %zone.config().name, error = %e, "journal could not be reset at start");
+    }
+}
