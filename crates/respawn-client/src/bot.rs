@@ -1,6 +1,7 @@
 //! A bot: a real protocol client that wanders, picks up items and fights NPCs,
 //! reconnecting by itself when the server goes away.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -55,17 +56,14 @@ pub struct Resume {
     pub resumed_tick: u64,
     /// From losing the connection to the Welcome of the resumed session.
     pub gap: Duration,
+    /// Commands the server had confirmed durable that the resumed zone lacks.
+    pub lost_acknowledged: u32,
 }
 
 impl Resume {
     /// Ticks of the bot's world that the restart lost.
     pub fn lost_ticks(&self) -> u64 {
         self.last_seen_tick.saturating_sub(self.resumed_tick)
-    }
-
-    /// Whether commands the server had confirmed durable were lost.
-    pub fn lost_acknowledged(&self) -> bool {
-        self.resumed_tick < self.durable_tick
     }
 }
 
@@ -173,6 +171,29 @@ struct Continuity {
     last_seen_tick: u64,
     durable_tick: u64,
     lost_at: Option<Instant>,
+    /// Recent acknowledgements: (durable through tick, highest seq), oldest first.
+    acks: VecDeque<(u64, u32)>,
+}
+
+impl Continuity {
+    fn ack(&mut self, durable_tick: u64, seq: u32) {
+        self.durable_tick = durable_tick;
+        self.acks.push_back((durable_tick, seq));
+        if self.acks.len() > 200 {
+            self.acks.pop_front();
+        }
+    }
+
+    /// Acknowledged commands that a zone resumed at `tick` does not contain.
+    fn lost_since(&self, tick: u64) -> u32 {
+        let newest = self.acks.back().map_or(0, |a| a.1);
+        let kept = self.acks.iter().filter(|(durable, _)| *durable <= tick).map(|a| a.1).max().unwrap_or(0);
+        if self.acks.iter().any(|(durable, _)| *durable > tick) {
+            newest.saturating_sub(kept)
+        } else {
+            0
+        }
+    }
 }
 
 enum SessionEnd {
@@ -249,6 +270,7 @@ async fn session(
                 durable_tick: link.durable_tick,
                 resumed_tick: welcome.tick,
                 gap: lost_at.elapsed(),
+                lost_acknowledged: link.lost_since(welcome.tick),
             });
         }
     }
@@ -270,7 +292,7 @@ async fn session(
                 Event::Message(S::Update(u)) => {
                     link.last_seen_tick = u.tick;
                     if u.acked_seq != 0 {
-                        link.durable_tick = u.durable_tick;
+                        link.ack(u.durable_tick, u.acked_seq);
                     }
                     world.apply(u);
                     report.updates += 1;
@@ -346,6 +368,17 @@ mod tests {
         assert!(out.iter().any(|b| matches!(b, C::Pickup(p) if p.item == 3)), "{out:?}");
         assert!(out.iter().any(|b| matches!(b, C::Attack(a) if a.target == 2)), "{out:?}");
         assert!(out.iter().any(|b| matches!(b, C::Move(m) if m.vx * m.vx + m.vy * m.vy <= 30 * 30)), "{out:?}");
+    }
+
+    #[test]
+    fn lost_acknowledged_commands_are_counted_from_acks() {
+        let mut c = Continuity::default();
+        c.ack(10, 3);
+        c.ack(12, 5);
+        c.ack(14, 9);
+        assert_eq!(c.lost_since(14), 0);
+        assert_eq!(c.lost_since(12), 4, "seqs 6..=9 were durable only through tick 14");
+        assert_eq!(c.lost_since(9), 9);
     }
 
     #[test]

@@ -31,8 +31,14 @@ fn err(e: redis::RedisError) -> StoreError {
 pub struct RedisConn {
     client: redis::Client,
     manager: Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
+    /// When connecting last failed: calls fail fast for a moment after, so a
+    /// dead Redis costs one attempt, not one per call.
+    failed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     prefix: String,
 }
+
+/// How long calls fail fast after a failed connection attempt.
+const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 
 impl std::fmt::Debug for RedisConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,7 +50,7 @@ impl RedisConn {
     /// Parses `url` (`redis://host:port/db`); connects on first use.
     pub fn new(url: &str, prefix: &str) -> StoreResult<Self> {
         let client = redis::Client::open(url).map_err(|e| StoreError::Invalid(format!("redis url {url:?}: {e}")))?;
-        Ok(Self { client, manager: Arc::default(), prefix: prefix.to_owned() })
+        Ok(Self { client, manager: Arc::default(), failed_at: Arc::default(), prefix: prefix.to_owned() })
     }
 
     async fn conn(&self) -> StoreResult<ConnectionManager> {
@@ -52,14 +58,23 @@ impl RedisConn {
         if let Some(m) = slot.as_ref() {
             return Ok(m.clone());
         }
+        let recently_failed =
+            self.failed_at.lock().ok().and_then(|f| *f).is_some_and(|t| t.elapsed() < RECONNECT_AFTER);
+        if recently_failed {
+            return Err(StoreError::Unavailable { backend: BACKEND, message: "connection failed moments ago".into() });
+        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(1);
+            .set_number_of_retries(0);
         let manager = bounded(BACKEND, async {
             ConnectionManager::new_with_config(self.client.clone(), config).await.map_err(err)
         })
-        .await?;
+        .await;
+        if let Ok(mut failed) = self.failed_at.lock() {
+            *failed = manager.is_err().then(std::time::Instant::now);
+        }
+        let manager = manager?;
         *slot = Some(manager.clone());
         Ok(manager)
     }

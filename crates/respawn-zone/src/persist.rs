@@ -324,7 +324,7 @@ impl Persister {
 /// Where a restored zone came from.
 #[derive(Debug, Clone)]
 pub struct RestoreReport {
-    /// `hot`, `cold` or `fresh`.
+    /// `hot`, `cold`, `journal` (no snapshot yet, the journal from tick 1) or `fresh`.
     pub source: &'static str,
     pub snapshot_tick: u64,
     pub replayed_ticks: u64,
@@ -388,8 +388,12 @@ pub async fn restore(config: &ZoneConfig, stores: &Stores) -> (Zone, RestoreRepo
             RestoreReport { source, snapshot_tick, replayed_ticks: replayed, refused, took: started.elapsed() };
         return (zone, report);
     }
+    // No usable snapshot: the journal may still hold the zone's whole life
+    // since its first tick (a crash before the first snapshot).
     let zone = Zone::new(config.clone()).expect("validated zone config");
-    (zone, RestoreReport { source: "fresh", snapshot_tick: 0, replayed_ticks: 0, refused, took: started.elapsed() })
+    let (zone, replayed) = replay(zone, stores, &config.name).await;
+    let source = if replayed > 0 { "journal" } else { "fresh" };
+    (zone, RestoreReport { source, snapshot_tick: 0, replayed_ticks: replayed, refused, took: started.elapsed() })
 }
 
 /// Applies the journal's contiguous run of ticks after the zone's tick.
@@ -422,7 +426,7 @@ async fn replay(mut zone: Zone, stores: &Stores, name: &str) -> (Zone, u64) {
     (zone, replayed)
 }
 
-/// Stores the restored state as a fresh snapshot and clears the journal, so
+/// Stores the starting state as a snapshot and clears the journal, so
 /// the journal only ever holds ticks after a stored snapshot.
 pub async fn checkpoint_after_restore(zone: &Zone, stores: &Stores, state: &PersistState) {
     let tick = zone.tick_number();

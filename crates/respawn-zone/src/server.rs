@@ -142,11 +142,21 @@ impl ZoneServer {
         let epoch = Instant::now();
         let mut zones = BTreeMap::new();
         tracing::info!(stores = %stores.description, "state stores");
-        for zone_config in &config.zones {
+        // Zones restore side by side: the restart time is the slowest zone's,
+        // not the sum. Every start then stores its state, so a snapshot always exists.
+        let restored = futures_util::future::join_all(config.zones.iter().map(|z| persist::restore(z, &stores))).await;
+        let states: Vec<Arc<PersistState>> = config.zones.iter().map(|_| Arc::default()).collect();
+        futures_util::future::join_all(
+            restored
+                .iter()
+                .zip(&states)
+                .map(|((zone, _), state)| persist::checkpoint_after_restore(zone, &stores, state)),
+        )
+        .await;
+        for ((zone_config, (zone, report)), persist_state) in config.zones.iter().zip(restored).zip(states) {
             let name = zone_config.name.clone();
             let zone_metrics = metrics.zone(&name);
             let persist_metrics = metrics.persist(&name);
-            let (zone, report) = persist::restore(zone_config, &stores).await;
             persist_metrics.restored(report.source, report.took.as_secs_f64());
             for refused in &report.refused {
                 tracing::warn!(zone = %name, "refused at start: {refused}");
@@ -161,10 +171,6 @@ impl ZoneServer {
                 took_ms = report.took.as_millis() as u64,
                 "zone state restored"
             );
-            let persist_state = Arc::new(PersistState::default());
-            if report.source != "fresh" {
-                persist::checkpoint_after_restore(&zone, &stores, &persist_state).await;
-            }
             let (persist_tx, persist_rx) = mpsc::unbounded_channel();
             let persister = tokio::spawn(persist::run_persister(
                 zone_config.zone_id,

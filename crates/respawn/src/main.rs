@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod bench;
+mod drill;
 mod loadgen;
+mod supervisor;
 mod up;
 
 use anyhow::{bail, Context, Result};
@@ -33,6 +35,8 @@ enum Cmd {
     Zone(ZoneArgs),
     /// Mint a signed session token (until the platform server issues them).
     Token(TokenArgs),
+    /// Disaster-recovery drills with measured RTO and RPO.
+    Drill(drill::DrillArgs),
     /// Bot clients over real WebSockets against a zone server, with a report.
     Loadgen(loadgen::LoadgenArgs),
     /// In-process benchmarks.
@@ -154,6 +158,30 @@ fn main() -> Result<()> {
         Cmd::Token(args) => mint_token(args),
         Cmd::Bench(BenchCmd::Tick(args)) => bench::run_tick(args),
         Cmd::Loadgen(args) => runtime()?.block_on(loadgen::run(args)),
+        Cmd::Drill(args) => runtime()?.block_on(drill::run(args)),
+    }
+}
+
+/// A temporary directory removed on drop.
+#[derive(Debug)]
+pub struct TempDirGuard(PathBuf);
+
+impl TempDirGuard {
+    pub fn new(tag: &str) -> Result<Self> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!("respawn-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

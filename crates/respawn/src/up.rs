@@ -4,13 +4,12 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,9 +20,9 @@ use respawn_client::prom::{self, Histogram};
 use respawn_client::{http, run_bot, BotConfig, BotStats, TokenSource};
 use respawn_token::{Claims, TokenKey};
 use respawn_zone::ServerConfig;
+
+use crate::supervisor::{random_hex, say, ChildSpec, Supervisor, SupervisorStatus};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 const PLAY_PAGE: &str = include_str!("../web/play.html");
@@ -48,48 +47,45 @@ pub struct UpArgs {
     stores: crate::StoreArgs,
 }
 
-/// Secrets of one `up` run, never written anywhere.
-struct Secrets {
-    token_key: String,
-    admin_token: String,
-}
-
-fn random_hex(bytes: usize) -> Result<String> {
-    let mut buf = vec![0u8; bytes];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Prints above the live status line.
-fn say(line: &str) {
-    let mut err = std::io::stderr().lock();
-    if err.is_terminal() {
-        let _ = write!(err, "\r\x1b[K");
-    }
-    let _ = writeln!(err, "{line}");
-}
-
 pub async fn run(args: UpArgs) -> Result<()> {
     let config = match &args.zone_config {
         Some(path) => ServerConfig::load(path)?,
         None => ServerConfig::defaults(),
     };
     let zones: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
-    let secrets = Secrets { token_key: random_hex(32)?, admin_token: random_hex(32)? };
-    let key = TokenKey::new(secrets.token_key.as_bytes())?;
+    let token_key = random_hex(32)?;
+    let key = TokenKey::new(token_key.as_bytes())?;
     let run_dir = std::env::temp_dir().join(format!("respawn-up-{}", std::process::id()));
     tokio::fs::create_dir_all(&run_dir).await?;
     let log_path = run_dir.join("zone.log");
 
-    let supervisor = Supervisor::start(&args, &secrets, log_path.clone()).await?;
+    let spec = ChildSpec {
+        exe: std::env::current_exe().context("cannot find the respawn binary")?,
+        config: args.zone_config.clone(),
+        stores: args.stores.clone(),
+        token_key,
+        admin_token: random_hex(32)?,
+        log_path: log_path.clone(),
+        echo_warnings: true,
+    };
+    let supervisor = Supervisor::start(spec, args.zone_listen).await?;
     let zone_addr = supervisor.addr;
 
     let web = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} for the play page (try --listen)", args.listen))?;
     let web_addr = web.local_addr()?;
-    let state = Arc::new(WebState { key: key.clone(), ws_url: format!("ws://{zone_addr}/ws"), zones: zones.clone() });
-    let app = Router::new().route("/", get(play_page)).route("/api/session", get(session)).with_state(state);
+    let state = Arc::new(WebState {
+        key: key.clone(),
+        ws_url: format!("ws://{zone_addr}/ws"),
+        zones: zones.clone(),
+        supervisor: supervisor.status.clone(),
+    });
+    let app = Router::new()
+        .route("/", get(play_page))
+        .route("/api/session", get(session))
+        .route("/metrics", get(supervisor_metrics))
+        .with_state(state);
     let web_stop = CancellationToken::new();
     let web_task = tokio::spawn({
         let stop = web_stop.clone();
@@ -98,7 +94,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
     println!("Respawn is up.");
     println!("  play:    http://{web_addr}/");
-    println!("  metrics: http://{zone_addr}/metrics");
+    println!("  metrics: http://{zone_addr}/metrics (supervisor: http://{web_addr}/metrics)");
     println!("  zones:   {}", zones.join(", "));
     println!("  logs:    {}", log_path.display());
     println!("Ctrl-C stops everything.");
@@ -127,7 +123,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = every.tick() => status.show(&bot_stats, args.bots, supervisor.restarts()).await,
+            _ = every.tick() => status.show(&bot_stats, args.bots, supervisor.status.restarts()).await,
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             ended = supervisor.ended() => {
@@ -154,6 +150,11 @@ struct WebState {
     key: TokenKey,
     ws_url: String,
     zones: Vec<String>,
+    supervisor: Arc<SupervisorStatus>,
+}
+
+async fn supervisor_metrics(State(state): State<Arc<WebState>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.supervisor.render()).into_response()
 }
 
 async fn play_page() -> Response {
@@ -193,194 +194,6 @@ async fn session(State(state): State<Arc<WebState>>, Query(params): Query<Sessio
     match serde_json::to_string(&reply) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
-/// Runs the zone server as a child process and restarts it when it dies.
-struct Supervisor {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<()>>,
-    restarts: Arc<AtomicU64>,
-    admin_token: String,
-}
-
-struct ChildSpec {
-    exe: PathBuf,
-    config: Option<PathBuf>,
-    stores: crate::StoreArgs,
-    token_key: String,
-    admin_token: String,
-    log_path: PathBuf,
-}
-
-impl ChildSpec {
-    /// Starts `respawn zone` on `listen` and returns it with the address it bound.
-    async fn spawn(&self, listen: SocketAddr) -> Result<(Child, SocketAddr)> {
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("zone").arg("--listen").arg(listen.to_string()).arg("--drain-deadline-secs").arg("3");
-        if let Some(config) = &self.config {
-            cmd.arg("--config").arg(config);
-        }
-        cmd.args(self.stores.to_args());
-        // Its own process group: Ctrl-C reaches only `up`, which drains the child in order.
-        cmd.env("RESPAWN_TOKEN_KEY", &self.token_key)
-            .env("RESPAWN_ADMIN_TOKEN", &self.admin_token)
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().context("cannot start the zone server")?;
-        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
-        tokio::spawn(copy_log(stderr, self.log_path.clone()));
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
-        let addr = match first {
-            Ok(Ok(Some(line))) => line.rsplit("http://").next().and_then(|a| a.trim().parse().ok()),
-            _ => None,
-        };
-        match addr {
-            Some(addr) => Ok((child, addr)),
-            None => {
-                let _ = child.kill().await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                bail!("the zone server did not start; its log ends with:\n{}", log_tail(&self.log_path, 8).await)
-            }
-        }
-    }
-}
-
-async fn log_tail(path: &Path, lines: usize) -> String {
-    let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Appends the child's log to the log file; warnings and errors are also shown.
-async fn copy_log(stderr: tokio::process::ChildStderr, path: PathBuf) {
-    let Ok(mut file) = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await else { return };
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if line.contains(" WARN ") || line.contains(" ERROR ") {
-            say(&format!("zone server: {line}"));
-        }
-        let _ = file.write_all(line.as_bytes()).await;
-        let _ = file.write_all(b"\n").await;
-    }
-}
-
-fn describe(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        _ => "ended".to_owned(),
-    }
-}
-
-impl Supervisor {
-    async fn start(args: &UpArgs, secrets: &Secrets, log_path: PathBuf) -> Result<Self> {
-        let spec = ChildSpec {
-            exe: std::env::current_exe().context("cannot find the respawn binary")?,
-            config: args.zone_config.clone(),
-            stores: args.stores.clone(),
-            token_key: secrets.token_key.clone(),
-            admin_token: secrets.admin_token.clone(),
-            log_path,
-        };
-        let (child, addr) = spec.spawn(args.zone_listen).await?;
-        let stop = CancellationToken::new();
-        let restarts = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(supervise(spec, child, addr, stop.clone(), restarts.clone()));
-        Ok(Self { addr, stop, task, restarts, admin_token: secrets.admin_token.clone() })
-    }
-
-    fn restarts(&self) -> u64 {
-        self.restarts.load(Ordering::Relaxed)
-    }
-
-    /// Resolves only if supervision gave up.
-    async fn ended(&self) -> anyhow::Error {
-        loop {
-            if self.task.is_finished() {
-                return anyhow!("the zone server could not be kept running; see its log");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Drains the zone server and waits for it to exit.
-    async fn stop(self) {
-        self.stop.cancel();
-        let drain = http::request(&self.addr.to_string(), "POST", "/admin/drain", Some(&self.admin_token)).await;
-        if let Err(e) = drain {
-            say(&format!("drain request failed: {e}"));
-        }
-        match tokio::time::timeout(Duration::from_secs(15), self.task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => say(&format!("zone server: {e}")),
-            _ => say("zone server did not stop in time; it was killed"),
-        }
-    }
-}
-
-async fn supervise(
-    spec: ChildSpec,
-    mut child: Child,
-    addr: SocketAddr,
-    stop: CancellationToken,
-    restarts: Arc<AtomicU64>,
-) -> Result<()> {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let started = Instant::now();
-        let status = tokio::select! {
-            status = child.wait() => status?,
-            _ = stop.cancelled() => {
-                // `stop` asked for a drain; give it time, then insist.
-                return match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
-                    Ok(status) => {
-                        say(&format!("zone server {}", describe(status?)));
-                        Ok(())
-                    }
-                    Err(_) => {
-                        child.kill().await?;
-                        Ok(())
-                    }
-                };
-            }
-        };
-        if stop.is_cancelled() {
-            return Ok(());
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            backoff = Duration::from_millis(100);
-        }
-        say(&format!(
-            "zone server {} after {:.1} s; restarting in {} ms",
-            describe(status),
-            started.elapsed().as_secs_f64(),
-            backoff.as_millis()
-        ));
-        tracing::warn!(cause = %describe(status), "zone server died; restarting");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-        let mut attempts = 0;
-        child = loop {
-            match spec.spawn(addr).await {
-                Ok((child, _)) => break child,
-                Err(e) if attempts < 5 => {
-                    attempts += 1;
-                    say(&format!("zone server restart failed ({e}); retrying"));
-                    tokio::time::sleep(backoff).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        restarts.fetch_add(1, Ordering::Relaxed);
-        say(&format!("zone server restarted on {addr}"));
     }
 }
 
@@ -441,12 +254,5 @@ mod tests {
         assert_eq!(player_id_for("ann"), player_id_for("ann"));
         assert_ne!(player_id_for("ann"), player_id_for("bob"));
         assert!(player_id_for("ann") > u64::from(u32::MAX));
-    }
-
-    #[test]
-    fn secrets_are_random() {
-        let a = random_hex(16).expect("urandom");
-        assert_eq!(a.len(), 32);
-        assert_ne!(a, random_hex(16).expect("urandom"));
     }
 }
