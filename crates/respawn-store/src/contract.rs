@@ -39,6 +39,8 @@ pub async fn hot_snapshots(store: &dyn HotSnapshots, zone: u32) -> ContractResul
     let big = snap(zone, 40, 2 * 1024 * 1024);
     store.put(big.clone()).await.map_err(e)?;
     check(store.recent(zone).await.map_err(e)?.first() == Some(&big), "a 2 MiB snapshot round-trips")?;
+    store.clear(zone).await.map_err(e)?;
+    check(store.recent(zone).await.map_err(e)?.is_empty(), "clear() forgets the zone's snapshots")?;
     Ok(())
 }
 
@@ -59,6 +61,9 @@ pub async fn cold_snapshots(store: &dyn ColdSnapshots, zone: u32) -> ContractRes
     let big = snap(zone, 50, 2 * 1024 * 1024);
     store.put(big.clone()).await.map_err(e)?;
     check(store.get(zone, 50).await.map_err(e)? == Some(big), "a 2 MiB snapshot round-trips")?;
+    check(store.delete_after(zone, 10).await.map_err(e)? == 2, "delete_after(10) deletes ticks 30 and 50")?;
+    let ticks: Vec<u64> = store.list(zone).await.map_err(e)?.iter().map(|m| m.tick).collect();
+    check(ticks == vec![10], &format!("only tick 10 is left, got {ticks:?}"))?;
     Ok(())
 }
 

@@ -86,11 +86,14 @@ impl SnapshotDir {
 
     /// Deletes all but the `keep` newest.
     fn prune(&self, zone: u32, keep: usize) -> StoreResult<usize> {
-        let old = self.list(zone)?.into_iter().skip(keep).collect::<Vec<_>>();
-        for meta in &old {
+        self.remove(self.list(zone)?.into_iter().skip(keep).collect())
+    }
+
+    fn remove(&self, metas: Vec<SnapshotMeta>) -> StoreResult<usize> {
+        for meta in &metas {
             std::fs::remove_file(self.path(meta)).map_err(io)?;
         }
-        Ok(old.len())
+        Ok(metas.len())
     }
 }
 
@@ -118,6 +121,11 @@ impl HotSnapshots for FileHotSnapshots {
     fn recent(&self, zone: u32) -> BoxFuture<'_, StoreResult<Vec<StoredSnapshot>>> {
         let dir = self.dir.clone();
         blocking(move || dir.list(zone)?.into_iter().take(2).map(|m| dir.read(m)).collect()).boxed()
+    }
+
+    fn clear(&self, zone: u32) -> BoxFuture<'_, StoreResult<()>> {
+        let dir = self.dir.clone();
+        blocking(move || dir.prune(zone, 0).map(|_| ())).boxed()
     }
 }
 
@@ -155,6 +163,11 @@ impl ColdSnapshots for FileColdSnapshots {
     fn prune(&self, zone: u32, keep: usize) -> BoxFuture<'_, StoreResult<usize>> {
         let dir = self.dir.clone();
         blocking(move || dir.prune(zone, keep)).boxed()
+    }
+
+    fn delete_after(&self, zone: u32, tick: u64) -> BoxFuture<'_, StoreResult<usize>> {
+        let dir = self.dir.clone();
+        blocking(move || dir.remove(dir.list(zone)?.into_iter().filter(|m| m.tick > tick).collect())).boxed()
     }
 }
 

@@ -75,6 +75,8 @@ pub trait HotSnapshots: Send + Sync + Debug {
     fn put(&self, snapshot: StoredSnapshot) -> BoxFuture<'_, StoreResult<()>>;
     /// Newest first, at most two.
     fn recent(&self, zone: u32) -> BoxFuture<'_, StoreResult<Vec<StoredSnapshot>>>;
+    /// Forgets the zone's hot snapshots (point-in-time restore).
+    fn clear(&self, zone: u32) -> BoxFuture<'_, StoreResult<()>>;
 }
 
 /// Long-lived snapshots: the fallback when hot ones are missing, and the
@@ -87,6 +89,9 @@ pub trait ColdSnapshots: Send + Sync + Debug {
     fn get(&self, zone: u32, tick: u64) -> BoxFuture<'_, StoreResult<Option<StoredSnapshot>>>;
     /// Deletes all but the `keep` newest; returns how many were deleted.
     fn prune(&self, zone: u32, keep: usize) -> BoxFuture<'_, StoreResult<usize>>;
+    /// Deletes snapshots with a tick above `tick` (point-in-time restore
+    /// abandons that timeline); returns how many were deleted.
+    fn delete_after(&self, zone: u32, tick: u64) -> BoxFuture<'_, StoreResult<usize>>;
 }
 
 /// One journal record: the command batch accepted in `tick`.

@@ -142,12 +142,21 @@ impl ColdSnapshots for MongoColdSnapshots {
                 Some(oldest_kept) => doc! { "zone": i64::from(zone), "tick": { "$lt": oldest_kept.tick as i64 } },
                 None => doc! { "zone": i64::from(zone) },
             };
-            let deleted = bounded(BACKEND, async {
-                self.collection.delete_many(filter).await.map(|r| r.deleted_count).map_err(err)
-            })
-            .await?;
-            Ok(deleted as usize)
+            self.delete(filter).await
         }
         .boxed()
+    }
+
+    fn delete_after(&self, zone: u32, tick: u64) -> BoxFuture<'_, StoreResult<usize>> {
+        self.delete(doc! { "zone": i64::from(zone), "tick": { "$gt": tick as i64 } }).boxed()
+    }
+}
+
+impl MongoColdSnapshots {
+    async fn delete(&self, filter: Document) -> StoreResult<usize> {
+        let deleted =
+            bounded(BACKEND, async { self.collection.delete_many(filter).await.map(|r| r.deleted_count).map_err(err) })
+                .await?;
+        Ok(deleted as usize)
     }
 }

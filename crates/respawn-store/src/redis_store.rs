@@ -141,6 +141,15 @@ impl HotSnapshots for RedisHotSnapshots {
         }
         .boxed()
     }
+
+    fn clear(&self, zone: u32) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            let key = self.redis.key(&format!("hot:{zone}"));
+            let mut c = self.redis.conn().await?;
+            bounded(BACKEND, async { c.del::<_, ()>(&key).await.map_err(err) }).await
+        }
+        .boxed()
+    }
 }
 
 #[derive(Debug, Clone)]

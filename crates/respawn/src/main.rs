@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod bench;
+mod ctl;
 mod drill;
 mod loadgen;
 mod supervisor;
@@ -35,6 +36,9 @@ enum Cmd {
     Zone(ZoneArgs),
     /// Mint a signed session token (until the platform server issues them).
     Token(TokenArgs),
+    /// Operator commands (point-in-time restore).
+    #[command(subcommand)]
+    Ctl(ctl::CtlCmd),
     /// Disaster-recovery drills with measured RTO and RPO.
     Drill(drill::DrillArgs),
     /// Bot clients over real WebSockets against a zone server, with a report.
@@ -159,6 +163,7 @@ fn main() -> Result<()> {
         Cmd::Bench(BenchCmd::Tick(args)) => bench::run_tick(args),
         Cmd::Loadgen(args) => runtime()?.block_on(loadgen::run(args)),
         Cmd::Drill(args) => runtime()?.block_on(drill::run(args)),
+        Cmd::Ctl(cmd) => runtime()?.block_on(ctl::run(cmd)),
     }
 }
 

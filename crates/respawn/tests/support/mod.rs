@@ -79,13 +79,19 @@ impl ZoneProcess {
 
     pub fn start_with(config: &str) -> Result<Self> {
         let dir = TempDir::new("zone")?;
+        let data = dir.0.join("data");
+        Self::start_in(config, dir, &data)
+    }
+
+    /// Starts with its state in `data` (which outlives the process).
+    pub fn start_in(config: &str, dir: TempDir, data: &std::path::Path) -> Result<Self> {
         let config_path = dir.0.join("zone.toml");
         std::fs::write(&config_path, config)?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_respawn"))
             .args(["zone", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config_path)
             .arg("--data-dir")
-            .arg(dir.0.join("data"))
+            .arg(data)
             .env("RESPAWN_TOKEN_KEY", TOKEN_KEY)
             .env("RESPAWN_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "info")
