@@ -216,10 +216,11 @@ pub async fn run_bot(
         if cancel.is_cancelled() {
             break;
         }
-        let started = Instant::now();
         match session(&config, &tokens, &stats, &cancel, &mut brain, &mut link, &mut report).await {
             Ok(SessionEnd::Cancelled) => break,
             Ok(SessionEnd::Closed { code, reason }) => {
+                // It played: the next attempt starts from the shortest wait.
+                backoff = Duration::from_millis(100);
                 tracing::debug!(bot = %config.name, code, reason = %reason, "bot disconnected");
             }
             Err(e) => {
@@ -229,9 +230,6 @@ pub async fn run_bot(
         }
         if !config.reconnect {
             break;
-        }
-        if started.elapsed() > Duration::from_secs(5) {
-            backoff = Duration::from_millis(100);
         }
         let jitter = Duration::from_millis(u64::from(brain.rng.below(100)));
         tokio::select! {

@@ -70,6 +70,8 @@ pub struct DrillReport {
     pub commands_lost: u64,
     pub players_before: u64,
     pub players_resumed: u64,
+    /// Longest time a player was without its character (disconnect to resumed Welcome).
+    pub players_back_ms: f64,
     pub max_tick_ms: f64,
     pub verdict: &'static str,
     pub problems: Vec<String>,
@@ -452,6 +454,7 @@ async fn zone_crash(d: &mut Deployment, kills: u32) -> Result<DrillReport> {
         commands_lost,
         players_before,
         players_resumed,
+        players_back_ms: worst(|r| r.resume_gap_max_ms),
         max_tick_ms,
         verdict: if problems.is_empty() { "pass" } else { "fail" },
         problems,
@@ -525,6 +528,7 @@ async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
         commands_lost: kill.commands_lost,
         players_before: kill.players_before,
         players_resumed: kill.players_resumed,
+        players_back_ms: kill.resume_gap_max_ms,
         max_tick_ms,
         verdict: if problems.is_empty() { "pass" } else { "fail" },
         problems,
@@ -551,6 +555,7 @@ fn print_report(r: &DrillReport) {
     println!("  RPO                {:>9} ticks            5-10 s         {rpo_target}", r.rpo_ticks);
     println!("  acknowledged commands lost {:>5}                             0", r.commands_lost);
     println!("  players resumed    {:>5} of {:<5}                           all", r.players_resumed, r.players_before);
+    println!("  players back after {:>9.0} ms (longest wait for a character)", r.players_back_ms);
     println!("  max tick           {:>9} ms               -              < 50 ms", r.max_tick_ms);
     if r.kills.len() > 1 {
         println!();
