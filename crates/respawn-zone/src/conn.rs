@@ -140,11 +140,22 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
     }
     tracing::debug!(player, name = %name, zone = %zone.name, conn = conn.id, "player joined");
 
-    let (sink, stream) = socket.split();
-    let reader = read_loop(stream, &state, zone, &conn, player, out_tx);
+    let (sink, mut stream) = socket.split();
+    let reader = read_loop(&mut stream, &state, zone, &conn, player, out_tx);
     let writer = write_loop(sink, &state, zone, &conn, out_rx);
     let (left, ()) = tokio::join!(reader, writer);
     let _ = zone.control.send(Control::Detach { player, conn_id: conn.id, left });
+    // Finish the closing handshake: read until the client's close (or a
+    // second), so dropping the socket cannot reset it before the client has
+    // read our close frame.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
     tracing::debug!(player, zone = %zone.name, conn = conn.id, reason = ?conn.close_reason(), "player left");
 }
 
@@ -246,7 +257,7 @@ fn command_of(body: &Body) -> Option<(u32, CommandKind)> {
 }
 
 async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
+    stream: &mut SplitStream<WebSocket>,
     state: &ServerState,
     zone: &ZoneHandle,
     conn: &ConnState,

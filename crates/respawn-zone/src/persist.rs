@@ -337,17 +337,46 @@ pub struct RestoreReport {
 /// tick; hot on a tie), replays the journal after it, and returns the zone
 /// ready for its next tick. Unreachable stores are skipped with a log line; a
 /// zone with nothing stored starts fresh.
-pub async fn restore(config: &ZoneConfig, stores: &Stores) -> (Zone, RestoreReport) {
+///
+/// A zone never starts fresh while a store it could not reach might hold its
+/// state: then the restore is retried for [`RESTORE_PATIENCE`], and fails
+/// after that (the supervisor restarts the process, which tries again).
+pub async fn restore(config: &ZoneConfig, stores: &Stores) -> Result<(Zone, RestoreReport), String> {
     let started = Instant::now();
+    loop {
+        match restore_once(config, stores, started).await {
+            Ok(restored) => return Ok(restored),
+            Err(why) if started.elapsed() < RESTORE_PATIENCE => {
+                tracing::warn!(zone = %config.name, why = %why, "no state found while stores are unreachable; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(why) => {
+                return Err(format!("refusing to start zone {} fresh: {why} for {RESTORE_PATIENCE:?}", config.name))
+            }
+        }
+    }
+}
+
+/// How long a start waits for unreachable snapshot stores.
+pub const RESTORE_PATIENCE: Duration = Duration::from_secs(10);
+
+async fn restore_once(config: &ZoneConfig, stores: &Stores, started: Instant) -> Result<(Zone, RestoreReport), String> {
     let zone_id = config.zone_id;
+    let mut unreachable = Vec::new();
     let mut candidates: Vec<(&'static str, SnapshotMeta, Option<Vec<u8>>)> = Vec::new();
     match stores.hot.recent(zone_id).await {
         Ok(snaps) => candidates.extend(snaps.into_iter().map(|s| ("hot", s.meta, Some(s.bytes)))),
-        Err(e) => tracing::warn!(zone = %config.name, error = %e, "hot snapshots unreachable at start"),
+        Err(e) => {
+            tracing::warn!(zone = %config.name, error = %e, "hot snapshots unreachable at start");
+            unreachable.push(format!("hot snapshots: {e}"));
+        }
     }
     match stores.cold.list(zone_id).await {
         Ok(metas) => candidates.extend(metas.into_iter().map(|m| ("cold", m, None))),
-        Err(e) => tracing::warn!(zone = %config.name, error = %e, "cold snapshots unreachable at start"),
+        Err(e) => {
+            tracing::warn!(zone = %config.name, error = %e, "cold snapshots unreachable at start");
+            unreachable.push(format!("cold snapshots: {e}"));
+        }
     }
     candidates.sort_by(|a, b| b.1.tick.cmp(&a.1.tick).then((a.0 == "cold").cmp(&(b.0 == "cold"))));
     let mut refused = Vec::new();
@@ -358,6 +387,7 @@ pub async fn restore(config: &ZoneConfig, stores: &Stores) -> (Zone, RestoreRepo
                 Ok(Some(s)) => s.bytes,
                 Ok(None) => continue,
                 Err(e) => {
+                    unreachable.push(format!("cold snapshot at tick {}: {e}", meta.tick));
                     refused.push(format!("{source} snapshot at tick {}: {e}", meta.tick));
                     continue;
                 }
@@ -386,14 +416,17 @@ pub async fn restore(config: &ZoneConfig, stores: &Stores) -> (Zone, RestoreRepo
         let (zone, replayed) = replay(zone, stores, &config.name).await;
         let report =
             RestoreReport { source, snapshot_tick, replayed_ticks: replayed, refused, took: started.elapsed() };
-        return (zone, report);
+        return Ok((zone, report));
+    }
+    if !unreachable.is_empty() {
+        return Err(unreachable.join("; "));
     }
     // No usable snapshot: the journal may still hold the zone's whole life
     // since its first tick (a crash before the first snapshot).
     let zone = Zone::new(config.clone()).expect("validated zone config");
     let (zone, replayed) = replay(zone, stores, &config.name).await;
     let source = if replayed > 0 { "journal" } else { "fresh" };
-    (zone, RestoreReport { source, snapshot_tick: 0, replayed_ticks: replayed, refused, took: started.elapsed() })
+    Ok((zone, RestoreReport { source, snapshot_tick: 0, replayed_ticks: replayed, refused, took: started.elapsed() }))
 }
 
 /// Applies the journal's contiguous run of ticks after the zone's tick.

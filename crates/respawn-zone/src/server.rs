@@ -144,7 +144,12 @@ impl ZoneServer {
         tracing::info!(stores = %stores.description, "state stores");
         // Zones restore side by side: the restart time is the slowest zone's,
         // not the sum. Every start then stores its state, so a snapshot always exists.
-        let restored = futures_util::future::join_all(config.zones.iter().map(|z| persist::restore(z, &stores))).await;
+        let restored = futures_util::future::join_all(config.zones.iter().map(|z| persist::restore(z, &stores)))
+            .await
+            .into_iter()
+            .zip(&config.zones)
+            .map(|(r, z)| r.map_err(|message| ServerError::Zone { zone: z.name.clone(), message }))
+            .collect::<Result<Vec<_>, _>>()?;
         let states: Vec<Arc<PersistState>> = config.zones.iter().map(|_| Arc::default()).collect();
         futures_util::future::join_all(
             restored

@@ -97,7 +97,7 @@ async fn play_and_crash(stores: &Stores, ticks: u64, snapshot_every: u64) -> Zon
 
 async fn restored_equals_lost(stores: Stores) {
     let lost = play_and_crash(&stores, 250, 100).await;
-    let (restored, report) = persist::restore(&config(), &stores).await;
+    let (restored, report) = persist::restore(&config(), &stores).await.expect("restore");
     assert_eq!(report.snapshot_tick, 200, "the newest snapshot");
     assert_eq!(report.replayed_ticks, 50, "the journal after it");
     assert_eq!(restored.tick_number(), lost.tick_number());
@@ -126,7 +126,7 @@ async fn a_corrupt_newest_snapshot_falls_back_to_the_older_one() {
     newest.bytes[last] ^= 0xff;
     newest.meta.tick = 201;
     stores.hot.put(newest).await.expect("put");
-    let (restored, report) = persist::restore(&config(), &stores).await;
+    let (restored, report) = persist::restore(&config(), &stores).await.expect("restore");
     assert!(report.refused.iter().any(|r| r.contains("checksum")), "{:?}", report.refused);
     assert_eq!(report.snapshot_tick, 200, "the next-best snapshot is used");
     assert_eq!(restored.tick_number(), 250);
@@ -140,7 +140,7 @@ async fn an_unknown_version_is_refused_and_a_fresh_zone_starts_when_nothing_is_u
     bytes[4] = 77;
     let meta = SnapshotMeta { zone: 11, tick: 10, taken_at_ms: 1 };
     stores.hot.put(StoredSnapshot { meta, bytes }).await.expect("put");
-    let (zone, report) = persist::restore(&config(), &stores).await;
+    let (zone, report) = persist::restore(&config(), &stores).await.expect("restore");
     assert!(report.refused.iter().any(|r| r.contains("version 77")), "{:?}", report.refused);
     assert_eq!((report.source, zone.tick_number()), ("fresh", 0));
     let _ = std::fs::remove_dir_all(dir);
@@ -154,7 +154,20 @@ async fn with_the_hot_store_empty_the_cold_snapshot_is_used() {
     let snapshot =
         StoredSnapshot { meta: SnapshotMeta { zone: 11, tick: 120, taken_at_ms: 5 }, bytes: lost.encode_snapshot() };
     stores.cold.put(snapshot).await.expect("cold put");
-    let (restored, report) = persist::restore(&config(), &stores).await;
+    let (restored, report) = persist::restore(&config(), &stores).await.expect("restore");
     assert_eq!((report.source, report.snapshot_tick), ("cold", 120));
     assert!(restored.encode_snapshot() == lost.encode_snapshot());
+}
+
+#[tokio::test]
+async fn a_zone_refuses_to_start_fresh_while_its_stores_are_unreachable() {
+    let dead = RedisConn::new("redis://127.0.0.1:1/0", "dead").expect("url");
+    let (files, dir) = file_stores();
+    let stores = Stores { hot: Arc::new(RedisHotSnapshots::new(dead)), ..files };
+    let started = std::time::Instant::now();
+    let result = persist::restore(&config(), &stores).await;
+    let why = result.expect_err("no fresh start");
+    assert!(why.contains("refusing to start zone recovery fresh") && why.contains("hot snapshots"), "{why}");
+    assert!(started.elapsed() >= persist::RESTORE_PATIENCE, "it kept trying first");
+    let _ = std::fs::remove_dir_all(dir);
 }

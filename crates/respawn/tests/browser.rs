@@ -54,9 +54,9 @@ impl Up {
             if let Some(url) = line.trim().strip_prefix("play:") {
                 play = Some(url.trim().to_owned());
             }
-            if let Some(url) = line.trim().strip_prefix("metrics:") {
-                zone_addr =
-                    url.trim().strip_prefix("http://").and_then(|u| u.strip_suffix("/metrics")).map(str::to_owned);
+            if let Some(rest) = line.trim().strip_prefix("metrics:") {
+                let url = rest.split_whitespace().next().unwrap_or_default();
+                zone_addr = url.strip_prefix("http://").and_then(|u| u.strip_suffix("/metrics")).map(str::to_owned);
             }
             if line.starts_with("Ctrl-C") {
                 break;
@@ -317,6 +317,23 @@ async fn up_restarts_a_killed_zone_server_and_bots_come_back() -> Result<()> {
     up.wait_log("zone server restarted", Duration::from_secs(20)).await?;
     assert_ne!(up.zone_pid()?, first, "a new zone server process runs");
     wait_players(4.0).await.map_err(|e| anyhow!("bots did not reconnect: {e}\n{}", up.log()))?;
+    let status = up.terminate()?;
+    assert!(status.success());
+    Ok(())
+}
+
+#[tokio::test]
+async fn up_restarts_an_unresponsive_zone_server() -> Result<()> {
+    let up = Up::start(2)?;
+    let frozen = up.zone_pid()?;
+    // A stopped process keeps its socket but answers nothing: a hang.
+    signal("STOP", frozen)?;
+    up.wait_log("health checks in a row", Duration::from_secs(10)).await?;
+    up.wait_log("zone server restarted", Duration::from_secs(20)).await?;
+    assert_ne!(up.zone_pid()?, frozen);
+    let play = up.play.trim_end_matches('/').trim_start_matches("http://").to_owned();
+    let metrics = respawn_client::http::scrape(&play).await?;
+    assert_eq!(support::metric(&metrics, r#"respawn_supervisor_restarts_total{cause="unresponsive"}"#), Some(1.0));
     let status = up.terminate()?;
     assert!(status.success());
     Ok(())
