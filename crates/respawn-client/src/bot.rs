@@ -19,6 +19,59 @@ use crate::world::World;
 /// Mints a session token for `(player id, name)`.
 pub type TokenSource = Arc<dyn Fn(u64, &str) -> String + Send + Sync>;
 
+/// Tokens signed with `key`, valid for `ttl` from the moment they are minted.
+pub fn signed_tokens(key: respawn_token::TokenKey, ttl: Duration) -> TokenSource {
+    Arc::new(move |player_id, name: &str| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let claims = respawn_token::Claims { player_id, name: name.to_owned(), expires_at: now + ttl.as_secs() };
+        key.sign(&claims).unwrap_or_default()
+    })
+}
+
+/// Reconnecting bots spread evenly over zones, with ids `1..=count`.
+#[derive(Debug)]
+pub struct Fleet {
+    pub stats: Arc<BotStats>,
+    stop: CancellationToken,
+    bots: Vec<tokio::task::JoinHandle<BotReport>>,
+}
+
+impl Fleet {
+    pub fn spawn(url: &str, zones: &[String], count: u32, name_prefix: &str, tokens: TokenSource) -> Self {
+        let stats = Arc::new(BotStats::default());
+        let stop = CancellationToken::new();
+        let bots = (0..count)
+            .map(|i| {
+                let config = BotConfig {
+                    url: url.to_owned(),
+                    zone: zones[i as usize % zones.len().max(1)].clone(),
+                    player_id: u64::from(i) + 1,
+                    name: format!("{name_prefix}{}", i + 1),
+                    reconnect: true,
+                };
+                tokio::spawn(run_bot(config, tokens.clone(), stats.clone(), stop.clone()))
+            })
+            .collect();
+        Self { stats, stop, bots }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bots.is_empty()
+    }
+
+    /// Stops every bot (each leaves politely) and waits a little for them.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for bot in self.bots {
+            let _ = tokio::time::timeout(Duration::from_secs(3), bot).await;
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BotConfig {
     /// `ws://host:port/ws`

@@ -9,6 +9,6 @@ pub mod http;
 pub mod prom;
 pub mod world;
 
-pub use bot::{run_bot, BotConfig, BotReport, BotStats, Resume, TokenSource};
+pub use bot::{run_bot, signed_tokens, BotConfig, BotReport, BotStats, Fleet, Resume, TokenSource};
 pub use conn::{Connection, Event};
 pub use world::World;

@@ -6,16 +6,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use respawn_client::prom::{self, Histogram};
-use respawn_client::{http, run_bot, BotConfig, BotStats, TokenSource};
-use respawn_token::{Claims, TokenKey};
+use respawn_client::{http, signed_tokens, Fleet};
+use respawn_token::TokenKey;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::supervisor::{random_hex, ChildSpec, Supervisor};
 
@@ -152,9 +150,7 @@ struct Deployment {
     supervisor: Supervisor,
     zone_addr: String,
     zones: Vec<String>,
-    bot_stats: Arc<BotStats>,
-    bot_stop: CancellationToken,
-    bots: Vec<tokio::task::JoinHandle<respawn_client::BotReport>>,
+    bots: Fleet,
     started: Instant,
     timeline: Vec<String>,
 }
@@ -220,24 +216,8 @@ impl Deployment {
         let supervisor = Supervisor::start(spec, listen).await?;
         let zone_addr = supervisor.addr.to_string();
         let zones: Vec<String> = respawn_zone::ServerConfig::defaults().zones.iter().map(|z| z.name.clone()).collect();
-        let tokens: TokenSource = Arc::new(move |player_id, name: &str| {
-            let claims = Claims { player_id, name: name.to_owned(), expires_at: crate::unix_now() + 3600 };
-            key.sign(&claims).unwrap_or_default()
-        });
-        let bot_stats = Arc::new(BotStats::default());
-        let bot_stop = CancellationToken::new();
-        let bots = (0..bots)
-            .map(|i| {
-                let config = BotConfig {
-                    url: format!("ws://{zone_addr}/ws"),
-                    zone: zones[i as usize % zones.len()].clone(),
-                    player_id: u64::from(i) + 1,
-                    name: format!("drill{}", i + 1),
-                    reconnect: true,
-                };
-                tokio::spawn(run_bot(config, tokens.clone(), bot_stats.clone(), bot_stop.clone()))
-            })
-            .collect();
+        let tokens = signed_tokens(key, Duration::from_secs(3_600));
+        let bots = Fleet::spawn(&format!("ws://{zone_addr}/ws"), &zones, bots, "drill", tokens);
         let mut d = Self {
             _dir: dir,
             redis,
@@ -245,8 +225,6 @@ impl Deployment {
             supervisor,
             zone_addr,
             zones,
-            bot_stats,
-            bot_stop,
             bots,
             started: Instant::now(),
             timeline: Vec::new(),
@@ -293,7 +271,7 @@ impl Deployment {
     /// Kills the zone server and measures the way back.
     async fn crash_zone(&mut self) -> Result<KillResult> {
         let players_before = self.players().await;
-        let resumes_before = self.bot_stats.resumes().len();
+        let resumes_before = self.bots.stats.resumes().len();
         let restarts_before = self.supervisor.status.restarts();
         let pid = self.supervisor.status.child_pid.load(Ordering::Relaxed);
         let t0 = Instant::now();
@@ -333,7 +311,7 @@ impl Deployment {
             .unwrap_or("unknown")
             .to_owned();
         let back = self.wait_players(players_before, Duration::from_secs(15)).await;
-        let resumes: Vec<_> = self.bot_stats.resumes().into_iter().skip(resumes_before).collect();
+        let resumes: Vec<_> = self.bots.stats.resumes().into_iter().skip(resumes_before).collect();
         self.note(format!(
             "{} of {players_before} players back{} (state restored from {source})",
             resumes.len(),
@@ -351,10 +329,7 @@ impl Deployment {
     }
 
     async fn stop(self) {
-        self.bot_stop.cancel();
-        for bot in self.bots {
-            let _ = tokio::time::timeout(Duration::from_secs(3), bot).await;
-        }
+        self.bots.stop().await;
         self.supervisor.stop().await;
     }
 }

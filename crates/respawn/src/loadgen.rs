@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use respawn_client::prom::{self, Histogram};
-use respawn_client::{http, run_bot, BotConfig, BotReport, BotStats, TokenSource};
-use respawn_token::{Claims, TokenKey};
+use respawn_client::{http, run_bot, signed_tokens, BotConfig, BotReport, BotStats};
+use respawn_token::TokenKey;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -104,10 +104,7 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
     let before = server_figures(&args.addr, &args.zones)
         .await
         .with_context(|| format!("cannot read the zone server's metrics at {}", args.addr))?;
-    let tokens: TokenSource = Arc::new(move |player_id, name: &str| {
-        let expires_at = crate::unix_now() + 24 * 3600;
-        key.sign(&Claims { player_id, name: name.to_owned(), expires_at }).unwrap_or_default()
-    });
+    let tokens = signed_tokens(key, Duration::from_secs(24 * 3600));
     let stats = Arc::new(BotStats::default());
     let cancel = CancellationToken::new();
     let url = format!("ws://{}/ws", args.addr);

@@ -17,7 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use clap::Args;
 use respawn_client::prom::{self, Histogram};
-use respawn_client::{http, run_bot, BotConfig, BotStats, TokenSource};
+use respawn_client::{http, signed_tokens, BotStats, Fleet};
 use respawn_token::{Claims, TokenKey};
 use respawn_zone::ServerConfig;
 
@@ -99,31 +99,15 @@ pub async fn run(args: UpArgs) -> Result<()> {
     println!("  logs:    {}", log_path.display());
     println!("Ctrl-C stops everything.");
 
-    let bot_stop = CancellationToken::new();
-    let bot_stats = Arc::new(BotStats::default());
-    let tokens: TokenSource = Arc::new(move |player_id, name: &str| {
-        let claims = Claims { player_id, name: name.to_owned(), expires_at: crate::unix_now() + SESSION_TTL_SECS };
-        key.sign(&claims).unwrap_or_default()
-    });
-    let bots: Vec<_> = (0..args.bots)
-        .map(|i| {
-            let config = BotConfig {
-                url: format!("ws://{zone_addr}/ws"),
-                zone: zones[i as usize % zones.len()].clone(),
-                player_id: u64::from(i) + 1,
-                name: format!("bot{}", i + 1),
-                reconnect: true,
-            };
-            tokio::spawn(run_bot(config, tokens.clone(), bot_stats.clone(), bot_stop.clone()))
-        })
-        .collect();
+    let tokens = signed_tokens(key.clone(), Duration::from_secs(SESSION_TTL_SECS));
+    let bots = Fleet::spawn(&format!("ws://{zone_addr}/ws"), &zones, args.bots, "bot", tokens);
 
     let mut status = LiveStatus::new(zone_addr.to_string(), zones);
     let mut every = tokio::time::interval(Duration::from_secs(1));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = every.tick() => status.show(&bot_stats, args.bots, supervisor.status.restarts()).await,
+            _ = every.tick() => status.show(&bots.stats, args.bots, supervisor.status.restarts()).await,
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             ended = supervisor.ended() => {
@@ -134,10 +118,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         }
     }
     say("stopping: bots, then the zone server (drain), then the play page");
-    bot_stop.cancel();
-    for bot in bots {
-        let _ = tokio::time::timeout(Duration::from_secs(3), bot).await;
-    }
+    bots.stop().await;
     supervisor.stop().await;
     web_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(3), web_task).await;
