@@ -2,10 +2,13 @@
 //! types, the protocol version, frame limits and WebSocket close codes.
 //!
 //! The structs are written by hand with `prost` derives (no build script, no
-//! `protoc`); `tests/schema.rs` checks them against the `.proto` file.
+//! `protoc`); `tests/schema.rs` checks them against the `.proto` files.
+//! [`events`] holds the domain-event schema (`proto/events.proto`).
 
 use bytes::Bytes;
 use prost::Message;
+
+pub mod events;
 
 /// The protocol version this build speaks; a `Join` with another is refused.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -14,7 +14,10 @@ struct Schema {
 }
 
 fn parse_schema() -> Schema {
-    let text = include_str!("../proto/respawn.proto");
+    parse(include_str!("../proto/respawn.proto"))
+}
+
+fn parse(text: &str) -> Schema {
     let mut schema = Schema { messages: BTreeMap::new(), enums: BTreeMap::new() };
     let mut current: Option<(bool, String)> = None;
     let enum_names: BTreeSet<String> = text
@@ -209,5 +212,57 @@ fn every_enum_matches_the_schema() {
         assert_eq!(values.len(), variants, "{name} variant count");
         assert!(values.iter().all(|v| valid(*v)), "{name} values {values:?}");
         assert!(!valid(values.len() as i32), "{name} has no extra values");
+    }
+}
+
+fn event_samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+    use respawn_proto::events::{self as ev, event::Kind as K};
+    let joined = ev::PlayerJoined { name: "n".into(), entity: 1 };
+    let left = ev::PlayerLeft { level: 1, xp: 2, gold: 3 };
+    let item = ev::ItemAcquired { item: 1, count: 2 };
+    let gold = ev::GoldChanged { delta: -1, total: 2 };
+    let level = ev::LevelUp { level: 2 };
+    let killed = ev::PlayerKilled { killer_player: 1, killer_npc: 2 };
+    let npc = ev::NpcKilled { npc: 1 };
+    let cheat = ev::CheatRejected { reason: "r".into() };
+    let event =
+        |k: K| ev::Event { schema_version: 1, zone: 1, tick: 2, index: 3, player: 4, kind: Some(k) }.encode_to_vec();
+    vec![
+        (
+            "Event",
+            vec![
+                event(K::PlayerJoined(joined.clone())),
+                event(K::PlayerLeft(left.clone())),
+                event(K::ItemAcquired(item.clone())),
+                event(K::GoldChanged(gold.clone())),
+                event(K::LevelUp(level.clone())),
+                event(K::PlayerKilled(killed.clone())),
+                event(K::NpcKilled(npc.clone())),
+                event(K::PlayerRespawned(ev::PlayerRespawned {})),
+                event(K::CheatRejected(cheat.clone())),
+            ],
+        ),
+        ("PlayerJoined", vec![joined.encode_to_vec()]),
+        ("PlayerLeft", vec![left.encode_to_vec()]),
+        ("ItemAcquired", vec![item.encode_to_vec()]),
+        ("GoldChanged", vec![gold.encode_to_vec()]),
+        ("LevelUp", vec![level.encode_to_vec()]),
+        ("PlayerKilled", vec![killed.encode_to_vec()]),
+        ("NpcKilled", vec![npc.encode_to_vec()]),
+        ("PlayerRespawned", vec![ev::PlayerRespawned {}.encode_to_vec()]),
+        ("CheatRejected", vec![cheat.encode_to_vec()]),
+    ]
+}
+
+#[test]
+fn every_event_message_matches_the_schema() {
+    let schema = parse(include_str!("../proto/events.proto"));
+    let samples = event_samples();
+    let covered: BTreeSet<&str> = samples.iter().map(|(n, _)| *n).collect();
+    let declared: BTreeSet<&str> = schema.messages.keys().map(String::as_str).collect();
+    assert_eq!(covered, declared, "every events.proto message has a Rust sample and vice versa");
+    for (name, encodings) in samples {
+        let seen: BTreeSet<(u32, u8)> = encodings.iter().flat_map(|b| fields_of(b)).collect();
+        assert_eq!(&seen, &schema.messages[name], "fields of {name}");
     }
 }
