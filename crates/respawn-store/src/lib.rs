@@ -20,6 +20,7 @@ use futures_util::future::BoxFuture;
 pub mod contract;
 pub mod file;
 pub mod mongo;
+pub mod outbox;
 pub mod redis_store;
 
 /// How long one store call may take before it counts as unavailable.

@@ -27,7 +27,16 @@ pub struct ConfigFile {
     #[serde(default)]
     pub persistence: PersistenceFile,
     #[serde(default)]
+    pub outbox: OutboxFile,
+    #[serde(default)]
     pub zones: Vec<ZoneFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxFile {
+    pub quota_mb: Option<u64>,
+    pub segment_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -106,6 +115,9 @@ pub struct ServerConfig {
     /// How long a character without a connection waits for its player.
     pub resume_grace: Duration,
     pub resume_token_ttl: Duration,
+    /// Events kept on disk per zone while the broker is away; past it the oldest are dropped.
+    pub outbox_quota_bytes: u64,
+    pub outbox_segment_bytes: u64,
     pub zones: Vec<ZoneConfig>,
 }
 
@@ -166,6 +178,8 @@ impl ServerConfig {
             },
             resume_grace: secs(p.resume_grace_secs.unwrap_or(30)),
             resume_token_ttl: secs(p.resume_token_ttl_secs.unwrap_or(3_600)),
+            outbox_quota_bytes: file.outbox.quota_mb.unwrap_or(1_024).saturating_mul(1 << 20),
+            outbox_segment_bytes: file.outbox.segment_mb.unwrap_or(8).saturating_mul(1 << 20),
             zones: if file.zones.is_empty() { default_file().zones } else { file.zones }
                 .into_iter()
                 .map(ZoneFile::into_zone_config)
@@ -199,6 +213,9 @@ impl ServerConfig {
         let p = &self.persist;
         if p.hot_every.is_zero() || p.cold_every.is_zero() || p.keep_cold == 0 {
             return bad("persistence.hot_snapshot_secs, cold_snapshot_secs and keep_cold must be > 0".into());
+        }
+        if self.outbox_segment_bytes == 0 || self.outbox_quota_bytes < self.outbox_segment_bytes {
+            return bad("outbox.segment_mb must be > 0 and outbox.quota_mb at least as large".into());
         }
         if self.resume_token_ttl.is_zero() {
             return bad("persistence.resume_token_ttl_secs must be > 0".into());
@@ -252,6 +269,7 @@ fn default_file() -> ConfigFile {
         drain_deadline_secs: None,
         limits: LimitsFile::default(),
         persistence: PersistenceFile::default(),
+        outbox: OutboxFile::default(),
         zones: vec![zone(1, "meadow", 1), zone(2, "caverns", 2)],
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod config;
 mod conn;
+pub mod events;
 pub mod link;
 pub mod metrics;
 pub mod persist;

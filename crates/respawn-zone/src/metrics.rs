@@ -46,6 +46,10 @@ struct PersistFamilies {
     rpo_ticks: IntGaugeVec,
     restores: IntCounterVec,
     restore_duration: HistogramVec,
+    outbox_bytes: IntGaugeVec,
+    outbox_pending: IntGaugeVec,
+    outbox_oldest_age: prometheus::GaugeVec,
+    outbox_dropped: IntGaugeVec,
 }
 
 /// One zone's persistence metrics. `store` is `hot` or `cold`.
@@ -70,6 +74,15 @@ impl PersistMetrics {
     /// Consecutive failures of one store (the "snapshot failed 3 times in a row" alert reads it).
     pub fn failures_in_row(&self, store: &str, n: u64) {
         self.families.failures_in_row.with_label_values(&[self.zone.as_str(), store]).set(n as i64);
+    }
+
+    pub fn outbox(&self, stats: respawn_store::outbox::OutboxStats) {
+        let z = &[self.zone.as_str()];
+        let f = &self.families;
+        f.outbox_bytes.with_label_values(z).set(stats.bytes as i64);
+        f.outbox_pending.with_label_values(z).set(stats.pending as i64);
+        f.outbox_oldest_age.with_label_values(z).set(stats.oldest_age_ms as f64 / 1_000.0);
+        f.outbox_dropped.with_label_values(z).set(stats.dropped as i64);
     }
 
     pub fn restored(&self, source: &str, seconds: f64) {
@@ -288,6 +301,33 @@ impl Metrics {
                     "respawn_zone_restore_seconds",
                     "Time to load a snapshot and replay the journal at start.",
                     ms(&[1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0]),
+                ),
+                outbox_bytes: gauge(
+                    &r,
+                    "respawn_zone_outbox_bytes",
+                    "Bytes of events in the durable outbox.",
+                    &["zone"],
+                ),
+                outbox_pending: gauge(
+                    &r,
+                    "respawn_zone_outbox_pending_events",
+                    "Events in the outbox not yet acknowledged by the broker.",
+                    &["zone"],
+                ),
+                outbox_oldest_age: {
+                    let g = prometheus::GaugeVec::new(
+                        Opts::new("respawn_zone_outbox_oldest_age_seconds", "Age of the oldest unacknowledged event."),
+                        &["zone"],
+                    )
+                    .expect("valid metric");
+                    r.register(Box::new(g.clone())).expect("unique metric");
+                    g
+                },
+                outbox_dropped: gauge(
+                    &r,
+                    "respawn_zone_outbox_dropped_events",
+                    "Events dropped because the outbox was over its quota since start (each also logged as an error).",
+                    &["zone"],
                 ),
             },
             registry: r,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use respawn_sim::command::decode_batch;
 use respawn_sim::{Zone, ZoneConfig};
+use respawn_store::outbox::Outbox;
 use respawn_store::{
     file, ColdSnapshots, HotSnapshots, Journal, JournalEntry, Sessions, SnapshotMeta, StoreError, StoredSnapshot,
 };
@@ -71,8 +72,9 @@ impl Default for PersistSettings {
 /// What the tick thread sends to its zone's persister.
 #[derive(Debug)]
 pub enum PersistMsg {
-    /// The command batch accepted in `tick` (sent for every tick).
-    Tick { tick: u64, batch: Vec<u8> },
+    /// The command batch accepted in `tick` (sent for every tick) and the
+    /// tick's domain events, encoded for the outbox.
+    Tick { tick: u64, batch: Vec<u8>, events: Vec<Vec<u8>> },
     /// The whole zone after `tick`.
     Snapshot { tick: u64, bytes: Vec<u8> },
 }
@@ -90,21 +92,28 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Everything one zone's persister works with.
+#[derive(Debug)]
+pub struct ZonePersistence {
+    pub zone: u32,
+    pub name: String,
+    pub stores: Stores,
+    pub outbox: Arc<Outbox>,
+    pub settings: PersistSettings,
+    pub state: Arc<PersistState>,
+    pub metrics: PersistMetrics,
+}
+
 /// One zone's persister: runs until the tick thread drops its sender, then
 /// writes what is left.
-pub async fn run_persister(
-    zone: u32,
-    name: String,
-    stores: Stores,
-    settings: PersistSettings,
-    mut rx: mpsc::UnboundedReceiver<PersistMsg>,
-    state: Arc<PersistState>,
-    metrics: PersistMetrics,
-) {
+pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::UnboundedReceiver<PersistMsg>) {
+    let ZonePersistence { zone, name, stores, outbox, settings, state, metrics } = zp;
     let mut p = Persister {
         zone,
         name,
         stores,
+        outbox,
+        events: Vec::new(),
         settings,
         state,
         metrics,
@@ -139,6 +148,9 @@ struct Persister {
     zone: u32,
     name: String,
     stores: Stores,
+    outbox: Arc<Outbox>,
+    /// Events not yet in the outbox.
+    events: Vec<Vec<u8>>,
     settings: PersistSettings,
     state: Arc<PersistState>,
     metrics: PersistMetrics,
@@ -158,8 +170,9 @@ struct Persister {
 impl Persister {
     fn take(&mut self, msg: PersistMsg) {
         match msg {
-            PersistMsg::Tick { tick, batch } => {
+            PersistMsg::Tick { tick, batch, events } => {
                 self.last_tick = tick;
+                self.events.extend(events);
                 if self.dropping_until_snapshot {
                     return;
                 }
@@ -197,6 +210,11 @@ impl Persister {
     }
 
     async fn write(&mut self) {
+        // Events first: nothing becomes durable (journal, snapshot) before
+        // the events of its ticks are safe in the outbox.
+        if !self.write_events().await {
+            return;
+        }
         if self.snapshot_due {
             self.snapshot_due = false;
             self.write_snapshot().await;
@@ -212,6 +230,29 @@ impl Persister {
         self.metrics.journal_pending.set(self.pending.len() as i64);
         let durable = self.state.durable_tick.load(Ordering::Relaxed);
         self.metrics.rpo_ticks.set(self.last_tick.saturating_sub(durable) as i64);
+    }
+
+    /// Appends pending events to the outbox; `false` if the disk refused.
+    async fn write_events(&mut self) -> bool {
+        if !self.events.is_empty() {
+            let (outbox, events) = (self.outbox.clone(), std::mem::take(&mut self.events));
+            let result = tokio::task::spawn_blocking(move || outbox.append(&events).map_err(|e| (e, events))).await;
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, events))) => {
+                    tracing::error!(zone = %self.name, error = %e, "events cannot be written to the outbox; retrying");
+                    self.events = events;
+                    return false;
+                }
+                Err(e) => {
+                    tracing::error!(zone = %self.name, error = %e, "outbox task failed");
+                    return false;
+                }
+            }
+        }
+        let stats = self.outbox.stats();
+        self.metrics.outbox(stats);
+        true
     }
 
     async fn write_snapshot(&mut self) {
@@ -330,6 +371,8 @@ pub struct RestoreReport {
     pub replayed_ticks: u64,
     /// Snapshots refused on the way, with why.
     pub refused: Vec<String>,
+    /// Events of the replayed ticks, to append to the outbox again.
+    pub replayed_events: Vec<Vec<u8>>,
     pub took: Duration,
 }
 
@@ -413,9 +456,16 @@ async fn restore_once(config: &ZoneConfig, stores: &Stores, started: Instant) ->
             tracing::warn!(zone = %config.name, "zone config changed since the snapshot; the snapshot's rules are kept");
         }
         let snapshot_tick = zone.tick_number();
-        let (zone, replayed) = replay(zone, stores, &config.name).await;
-        let report =
-            RestoreReport { source, snapshot_tick, replayed_ticks: replayed, refused, took: started.elapsed() };
+        let mut replayed_events = Vec::new();
+        let (zone, replayed) = replay(zone, stores, &config.name, &mut replayed_events).await;
+        let report = RestoreReport {
+            source,
+            snapshot_tick,
+            replayed_ticks: replayed,
+            refused,
+            replayed_events,
+            took: started.elapsed(),
+        };
         return Ok((zone, report));
     }
     if !unreachable.is_empty() {
@@ -424,13 +474,17 @@ async fn restore_once(config: &ZoneConfig, stores: &Stores, started: Instant) ->
     // No usable snapshot: the journal may still hold the zone's whole life
     // since its first tick (a crash before the first snapshot).
     let zone = Zone::new(config.clone()).expect("validated zone config");
-    let (zone, replayed) = replay(zone, stores, &config.name).await;
+    let mut replayed_events = Vec::new();
+    let (zone, replayed) = replay(zone, stores, &config.name, &mut replayed_events).await;
     let source = if replayed > 0 { "journal" } else { "fresh" };
-    Ok((zone, RestoreReport { source, snapshot_tick: 0, replayed_ticks: replayed, refused, took: started.elapsed() }))
+    let took = started.elapsed();
+    Ok((zone, RestoreReport { source, snapshot_tick: 0, replayed_ticks: replayed, refused, replayed_events, took }))
 }
 
-/// Applies the journal's contiguous run of ticks after the zone's tick.
-async fn replay(mut zone: Zone, stores: &Stores, name: &str) -> (Zone, u64) {
+/// Applies the journal's contiguous run of ticks after the zone's tick, and
+/// collects the events those ticks produce (they may not have reached the
+/// outbox before the crash; ids are deterministic, so resending is safe).
+async fn replay(mut zone: Zone, stores: &Stores, name: &str, events: &mut Vec<Vec<u8>>) -> (Zone, u64) {
     let from = zone.tick_number();
     let entries = match stores.journal.read_after(zone.config().zone_id, from).await {
         Ok(entries) => entries,
@@ -447,7 +501,7 @@ async fn replay(mut zone: Zone, stores: &Stores, name: &str) -> (Zone, u64) {
         }
         match decode_batch(&entry.batch) {
             Ok(batch) => {
-                zone.tick(&batch);
+                events.extend(crate::events::encode_all(&zone.tick(&batch).events));
                 replayed += 1;
             }
             Err(e) => {

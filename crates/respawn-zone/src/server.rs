@@ -25,6 +25,7 @@ use crate::config::ServerConfig;
 use crate::metrics::{Metrics, ZoneMetrics};
 use crate::persist::{self, PersistState, Stores};
 use crate::zone_loop::{self, Control, LoopSettings, PersistLink, ZoneRunner, ZoneStatus};
+use respawn_store::outbox::Outbox;
 
 /// A running zone as the rest of the server sees it.
 #[derive(Debug)]
@@ -84,6 +85,8 @@ pub struct ServerOptions {
     pub config: ServerConfig,
     pub token_key: TokenKey,
     pub stores: Stores,
+    /// Where each zone's event outbox lives (local disk).
+    pub outbox_dir: std::path::PathBuf,
     /// Bearer token for `/admin/*`; `None` disables the admin API.
     pub admin_token: Option<String>,
     pub version: String,
@@ -137,7 +140,7 @@ impl DrainTrigger {
 impl ZoneServer {
     /// Starts every zone thread and binds the listener.
     pub async fn start(options: ServerOptions) -> Result<Self, ServerError> {
-        let ServerOptions { config, token_key, stores, admin_token, version } = options;
+        let ServerOptions { config, token_key, stores, outbox_dir, admin_token, version } = options;
         let metrics = Metrics::new(&version);
         let epoch = Instant::now();
         let mut zones = BTreeMap::new();
@@ -176,15 +179,33 @@ impl ZoneServer {
                 took_ms = report.took.as_millis() as u64,
                 "zone state restored"
             );
+            let outbox = Outbox::open(
+                &outbox_dir.join(format!("zone-{}", zone_config.zone_id)),
+                config.outbox_quota_bytes,
+                config.outbox_segment_bytes,
+            )
+            .map_err(|e| ServerError::Zone {
+                zone: name.clone(),
+                message: format!("cannot open the event outbox: {e}"),
+            })?;
+            // Events of replayed ticks may never have reached the outbox; their ids are
+            // deterministic, so sending them twice is harmless downstream.
+            outbox.append(&report.replayed_events).map_err(|e| ServerError::Zone {
+                zone: name.clone(),
+                message: format!("cannot write replayed events to the outbox: {e}"),
+            })?;
             let (persist_tx, persist_rx) = mpsc::unbounded_channel();
             let persister = tokio::spawn(persist::run_persister(
-                zone_config.zone_id,
-                name.clone(),
-                stores.clone(),
-                config.persist.clone(),
+                persist::ZonePersistence {
+                    zone: zone_config.zone_id,
+                    name: name.clone(),
+                    stores: stores.clone(),
+                    outbox: Arc::new(outbox),
+                    settings: config.persist.clone(),
+                    state: persist_state.clone(),
+                    metrics: persist_metrics,
+                },
                 persist_rx,
-                persist_state.clone(),
-                persist_metrics,
             ));
             let persist_link = PersistLink::new(persist_tx, persist_state, config.persist.hot_every);
             let settings = LoopSettings {

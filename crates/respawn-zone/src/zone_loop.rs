@@ -279,7 +279,8 @@ impl ZoneRunner {
         let out = self.zone.tick(&batch);
         let tick = out.tick;
         if let Some(p) = self.persist.as_mut() {
-            let _ = p.tx.send(PersistMsg::Tick { tick, batch: encode_batch(&batch) });
+            let events = crate::events::encode_all(&out.events);
+            let _ = p.tx.send(PersistMsg::Tick { tick, batch: encode_batch(&batch), events });
             if p.last_snapshot.elapsed() >= p.snapshot_every || p.state.snapshot_wanted.swap(false, Ordering::Relaxed) {
                 self.snapshot_now();
             }

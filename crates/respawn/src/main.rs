@@ -231,6 +231,7 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
             config,
             token_key: token_key(&args.token_key)?,
             stores: args.stores.build().await?,
+            outbox_dir: args.stores.data_dir.join("outbox"),
             admin_token: args.admin_token,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };

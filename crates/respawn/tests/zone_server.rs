@@ -85,6 +85,10 @@ async fn players_join_move_see_each_other_and_metrics_move() -> Result<()> {
     assert!(metric(&m, "process_resident_memory_bytes").unwrap_or(0.0) > 0.0);
     assert!(metric(&m, "process_cpu_seconds_total").is_some());
     assert_eq!(metric(&m, r#"respawn_zone_events_total{type="player_joined",zone="meadow"}"#), Some(2.0));
+    // The events wait in the durable outbox (no publisher drains it yet).
+    assert!(metric(&m, r#"respawn_zone_outbox_pending_events{zone="meadow"}"#).unwrap_or(0.0) >= 2.0);
+    assert!(metric(&m, r#"respawn_zone_outbox_bytes{zone="meadow"}"#).unwrap_or(0.0) > 0.0);
+    assert_eq!(metric(&m, r#"respawn_zone_outbox_dropped_events{zone="meadow"}"#), Some(0.0));
 
     // Leaving is reflected in CCU.
     bob.send(C::Leave(respawn_proto::Leave {})).await?;

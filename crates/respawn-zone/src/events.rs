@@ -1,0 +1,78 @@
+//! Domain events of the simulation in their published form (`events.proto`).
+
+use prost::Message;
+use respawn_proto::events::{self as ev, event::Kind};
+use respawn_sim::{DomainEvent, EventKind, Killer};
+
+/// The player an event is about: its Kafka partition key (0 for none).
+pub fn player_of(kind: &EventKind) -> u64 {
+    match kind {
+        EventKind::PlayerJoined { player, .. }
+        | EventKind::PlayerLeft { player, .. }
+        | EventKind::ItemAcquired { player, .. }
+        | EventKind::GoldChanged { player, .. }
+        | EventKind::LevelUp { player, .. }
+        | EventKind::PlayerRespawned { player }
+        | EventKind::CheatRejected { player, .. } => *player,
+        EventKind::PlayerKilled { victim, .. } => *victim,
+        EventKind::NpcKilled { killer, .. } => *killer,
+    }
+}
+
+pub fn to_proto(e: &DomainEvent) -> ev::Event {
+    let kind = match &e.kind {
+        EventKind::PlayerJoined { name, entity, .. } => {
+            Kind::PlayerJoined(ev::PlayerJoined { name: name.clone(), entity: *entity })
+        }
+        EventKind::PlayerLeft { level, xp, gold, .. } => {
+            Kind::PlayerLeft(ev::PlayerLeft { level: *level, xp: *xp, gold: *gold })
+        }
+        EventKind::ItemAcquired { item, count, .. } => {
+            Kind::ItemAcquired(ev::ItemAcquired { item: u32::from(item.code()), count: *count })
+        }
+        EventKind::GoldChanged { delta, total, .. } => {
+            Kind::GoldChanged(ev::GoldChanged { delta: *delta, total: *total })
+        }
+        EventKind::LevelUp { level, .. } => Kind::LevelUp(ev::LevelUp { level: *level }),
+        EventKind::PlayerKilled { killer, .. } => Kind::PlayerKilled(match killer {
+            Killer::Player(p) => ev::PlayerKilled { killer_player: *p, killer_npc: 0 },
+            Killer::Npc(n) => ev::PlayerKilled { killer_player: 0, killer_npc: *n },
+        }),
+        EventKind::NpcKilled { npc, .. } => Kind::NpcKilled(ev::NpcKilled { npc: *npc }),
+        EventKind::PlayerRespawned { .. } => Kind::PlayerRespawned(ev::PlayerRespawned {}),
+        EventKind::CheatRejected { reason, .. } => {
+            Kind::CheatRejected(ev::CheatRejected { reason: reason.as_str().to_owned() })
+        }
+    };
+    ev::Event {
+        schema_version: ev::EVENT_SCHEMA_VERSION,
+        zone: e.id.zone,
+        tick: e.id.tick,
+        index: e.id.index,
+        player: player_of(&e.kind),
+        kind: Some(kind),
+    }
+}
+
+/// Every event of a tick, encoded for the outbox.
+pub fn encode_all(events: &[DomainEvent]) -> Vec<Vec<u8>> {
+    events.iter().map(|e| to_proto(e).encode_to_vec()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use respawn_sim::{EventId, ItemKind};
+
+    #[test]
+    fn events_keep_their_id_and_player() {
+        let e = DomainEvent {
+            id: EventId { zone: 3, tick: 40, index: 2 },
+            kind: EventKind::ItemAcquired { player: 77, item: ItemKind::Gem, count: 1 },
+        };
+        let bytes = encode_all(std::slice::from_ref(&e));
+        let back = ev::Event::decode_checked(&bytes[0]).expect("decodes");
+        assert_eq!((back.id(), back.player), ("3-40-2".to_owned(), 77));
+        assert_eq!(back.kind, Some(Kind::ItemAcquired(ev::ItemAcquired { item: 3, count: 1 })));
+    }
+}
