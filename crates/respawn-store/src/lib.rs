@@ -19,6 +19,7 @@ use futures_util::future::BoxFuture;
 
 pub mod contract;
 pub mod file;
+pub mod kafka;
 pub mod mongo;
 pub mod outbox;
 pub mod redis_store;

@@ -9,6 +9,7 @@ pub mod link;
 pub mod metrics;
 pub mod persist;
 mod process;
+pub mod publish;
 pub mod server;
 mod wire;
 pub mod zone_loop;

@@ -50,6 +50,8 @@ struct PersistFamilies {
     outbox_pending: IntGaugeVec,
     outbox_oldest_age: prometheus::GaugeVec,
     outbox_dropped: IntGaugeVec,
+    published: IntCounterVec,
+    publish_failures: IntCounterVec,
 }
 
 /// One zone's persistence metrics. `store` is `hot` or `cold`.
@@ -83,6 +85,14 @@ impl PersistMetrics {
         f.outbox_pending.with_label_values(z).set(stats.pending as i64);
         f.outbox_oldest_age.with_label_values(z).set(stats.oldest_age_ms as f64 / 1_000.0);
         f.outbox_dropped.with_label_values(z).set(stats.dropped as i64);
+    }
+
+    pub fn published(&self, events: u64) {
+        self.families.published.with_label_values(&[self.zone.as_str()]).inc_by(events);
+    }
+
+    pub fn publish_failed(&self) {
+        self.families.publish_failures.with_label_values(&[self.zone.as_str()]).inc();
     }
 
     pub fn restored(&self, source: &str, seconds: f64) {
@@ -323,6 +333,18 @@ impl Metrics {
                     r.register(Box::new(g.clone())).expect("unique metric");
                     g
                 },
+                published: counter(
+                    &r,
+                    "respawn_zone_events_published_total",
+                    "Events the broker acknowledged.",
+                    &["zone"],
+                ),
+                publish_failures: counter(
+                    &r,
+                    "respawn_zone_event_publish_failures_total",
+                    "Failed publish attempts (the events stay in the outbox and are sent again).",
+                    &["zone"],
+                ),
                 outbox_dropped: gauge(
                     &r,
                     "respawn_zone_outbox_dropped_events",

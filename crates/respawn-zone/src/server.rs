@@ -25,6 +25,7 @@ use crate::config::ServerConfig;
 use crate::metrics::{Metrics, ZoneMetrics};
 use crate::persist::{self, PersistState, Stores};
 use crate::zone_loop::{self, Control, LoopSettings, PersistLink, ZoneRunner, ZoneStatus};
+use respawn_store::kafka::EventLog;
 use respawn_store::outbox::Outbox;
 
 /// A running zone as the rest of the server sees it.
@@ -56,6 +57,9 @@ pub struct ServerState {
     force: CancellationToken,
     /// Cancelled when connections must close.
     pub shutdown: CancellationToken,
+    /// Cancelled once the zones stopped: publishers flush what they can and end.
+    publishers_stop: CancellationToken,
+    publishers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub epoch: Instant,
     next_conn: AtomicU64,
     connections: TaskTracker,
@@ -87,6 +91,8 @@ pub struct ServerOptions {
     pub stores: Stores,
     /// Where each zone's event outbox lives (local disk).
     pub outbox_dir: std::path::PathBuf,
+    /// Where events are published; without one they wait in the outbox.
+    pub event_log: Option<Arc<dyn EventLog>>,
     /// Bearer token for `/admin/*`; `None` disables the admin API.
     pub admin_token: Option<String>,
     pub version: String,
@@ -140,7 +146,9 @@ impl DrainTrigger {
 impl ZoneServer {
     /// Starts every zone thread and binds the listener.
     pub async fn start(options: ServerOptions) -> Result<Self, ServerError> {
-        let ServerOptions { config, token_key, stores, outbox_dir, admin_token, version } = options;
+        let ServerOptions { config, token_key, stores, outbox_dir, event_log, admin_token, version } = options;
+        let publishers_stop = CancellationToken::new();
+        let mut publishers = Vec::new();
         let metrics = Metrics::new(&version);
         let epoch = Instant::now();
         let mut zones = BTreeMap::new();
@@ -194,13 +202,24 @@ impl ZoneServer {
                 zone: name.clone(),
                 message: format!("cannot write replayed events to the outbox: {e}"),
             })?;
+            let outbox = Arc::new(outbox);
+            if let Some(log) = &event_log {
+                publishers.push(tokio::spawn(crate::publish::run_publisher(
+                    name.clone(),
+                    outbox.clone(),
+                    log.clone(),
+                    persist_metrics.clone(),
+                    publishers_stop.clone(),
+                    Duration::from_secs(3),
+                )));
+            }
             let (persist_tx, persist_rx) = mpsc::unbounded_channel();
             let persister = tokio::spawn(persist::run_persister(
                 persist::ZonePersistence {
                     zone: zone_config.zone_id,
                     name: name.clone(),
                     stores: stores.clone(),
-                    outbox: Arc::new(outbox),
+                    outbox,
                     settings: config.persist.clone(),
                     state: persist_state.clone(),
                     metrics: persist_metrics,
@@ -259,6 +278,8 @@ impl ZoneServer {
             drain_requested: CancellationToken::new(),
             force: CancellationToken::new(),
             shutdown: CancellationToken::new(),
+            publishers_stop,
+            publishers: Mutex::new(publishers),
             epoch,
             next_conn: AtomicU64::new(1),
             connections: TaskTracker::new(),
@@ -318,6 +339,11 @@ impl ZoneServer {
                     tracing::warn!(zone = %zone.name, "final snapshot not stored within 5 s");
                 }
             }
+        }
+        state.publishers_stop.cancel();
+        let publishers = state.publishers.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+        for publisher in publishers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), publisher).await;
         }
         match http.await {
             Ok(Ok(())) => {}

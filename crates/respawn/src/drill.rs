@@ -164,6 +164,7 @@ impl Deployment {
             redis_prefix: "drill".into(),
             mongo_uri: None,
             mongo_db: "respawn_drill".into(),
+            kafka_brokers: None,
         };
         let (mut redis, mut mongo) = (None, None);
         if real {

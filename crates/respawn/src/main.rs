@@ -15,6 +15,7 @@ mod up;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use respawn_store::kafka::KafkaEventLog;
 use respawn_store::mongo::MongoColdSnapshots;
 use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisSessions};
 use respawn_token::{Claims, TokenKey};
@@ -96,6 +97,10 @@ pub struct StoreArgs {
     /// MongoDB database name.
     #[arg(long, env = "RESPAWN_MONGO_DB", default_value = "respawn")]
     mongo_db: String,
+    /// Kafka brokers (host:port,...) to publish events to (topic game.events.player);
+    /// without them events wait in the outbox under the data directory.
+    #[arg(long, env = "RESPAWN_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
 }
 
 impl StoreArgs {
@@ -107,6 +112,9 @@ impl StoreArgs {
         }
         if let Some(uri) = &self.mongo_uri {
             args.extend(["--mongo-uri".into(), uri.into(), "--mongo-db".into(), (&self.mongo_db).into()]);
+        }
+        if let Some(brokers) = &self.kafka_brokers {
+            args.extend(["--kafka-brokers".into(), brokers.into()]);
         }
         args
     }
@@ -232,6 +240,14 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
             token_key: token_key(&args.token_key)?,
             stores: args.stores.build().await?,
             outbox_dir: args.stores.data_dir.join("outbox"),
+            event_log: match &args.stores.kafka_brokers {
+                Some(brokers) => Some(Arc::new(KafkaEventLog::new(
+                    brokers,
+                    respawn_proto::events::TOPIC,
+                    std::time::Duration::from_secs(10),
+                )?) as Arc<dyn respawn_store::kafka::EventLog>),
+                None => None,
+            },
             admin_token: args.admin_token,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };

@@ -85,6 +85,17 @@ impl ZoneProcess {
 
     /// Starts with its state in `data` (which outlives the process).
     pub fn start_in(config: &str, dir: TempDir, data: &std::path::Path) -> Result<Self> {
+        Self::start_full(config, dir, data, &[])
+    }
+
+    /// Starts with extra command-line arguments.
+    pub fn start_with_args(config: &str, extra: &[&str]) -> Result<Self> {
+        let dir = TempDir::new("zone")?;
+        let data = dir.0.join("data");
+        Self::start_full(config, dir, &data, extra)
+    }
+
+    fn start_full(config: &str, dir: TempDir, data: &std::path::Path, extra: &[&str]) -> Result<Self> {
         let config_path = dir.0.join("zone.toml");
         std::fs::write(&config_path, config)?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_respawn"))
@@ -92,6 +103,7 @@ impl ZoneProcess {
             .arg(&config_path)
             .arg("--data-dir")
             .arg(data)
+            .args(extra)
             .env("RESPAWN_TOKEN_KEY", TOKEN_KEY)
             .env("RESPAWN_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "info")
