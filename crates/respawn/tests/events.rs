@@ -62,3 +62,98 @@ async fn a_join_is_published_to_kafka_and_leaves_the_outbox() -> Result<()> {
     }
     Ok(())
 }
+
+/// A Tansu broker this test owns: started late, on a port chosen up front.
+struct Broker {
+    child: std::process::Child,
+    _dir: support::TempDir,
+}
+
+impl Broker {
+    fn start(port: u16) -> Result<Self> {
+        let tansu =
+            std::env::var("RESPAWN_TANSU").expect("RESPAWN_TANSU is not set: run the tests through scripts/test");
+        let dir = support::TempDir::new("broker")?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(&tansu)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://events.db"])
+            .current_dir(&dir.0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let made = std::process::Command::new(&tansu)
+                .args(["topic", "create", TOPIC, "--broker", &url, "--partitions", "3"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()?;
+            if made.success() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the broker did not take the topic");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Self { child, _dir: dir })
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn events_wait_out_a_kafka_outage_and_a_crash_then_arrive() -> Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let brokers = format!("127.0.0.1:{port}");
+    let keep = support::TempDir::new("outage")?;
+    let data = keep.0.join("data");
+    let args = ["--kafka-brokers", brokers.as_str()];
+    let player = 8_000_000 + u64::from(std::process::id());
+
+    // Kafka is down: the game goes on, the events wait in the outbox.
+    let zone = ZoneProcess::start_full_with(TEST_CONFIG, &data, &args)?;
+    let (client, _) = Client::join(&zone.ws_url(), player, "patient", "meadow").await?;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let m = support::scrape(zone.addr).await?;
+    let waiting = support::metric(&m, r#"respawn_zone_outbox_pending_events{zone="meadow"}"#).unwrap_or(0.0);
+    assert!(waiting >= 1.0, "the join waits in the outbox");
+    drop(client);
+
+    // The zone server is killed (SIGKILL) with the events still in its outbox.
+    drop(zone);
+    let _broker = Broker::start(port)?;
+    let zone = ZoneProcess::start_full_with(TEST_CONFIG, &data, &args)?;
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", format!("respawn-outage-test-{player}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[TOPIC])?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut ids = Vec::new();
+    while Instant::now() < deadline {
+        let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await else {
+            if ids.iter().any(|(_, joined)| *joined) {
+                break;
+            }
+            continue;
+        };
+        let event = Event::decode(msg.payload().unwrap_or_default())?;
+        if event.player == player {
+            ids.push((event.id(), matches!(event.kind, Some(Kind::PlayerJoined(_)))));
+        }
+    }
+    assert!(ids.iter().any(|(_, joined)| *joined), "the join made it after the outage and the crash: {ids:?}");
+    let m = support::scrape(zone.addr).await?;
+    assert_eq!(support::metric(&m, r#"respawn_zone_outbox_dropped_events{zone="meadow"}"#), Some(0.0));
+    Ok(())
+}

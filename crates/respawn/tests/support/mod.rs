@@ -88,6 +88,11 @@ impl ZoneProcess {
         Self::start_full(config, dir, data, &[])
     }
 
+    /// Starts with its state in `data` and extra command-line arguments.
+    pub fn start_full_with(config: &str, data: &std::path::Path, extra: &[&str]) -> Result<Self> {
+        Self::start_full(config, TempDir::new("zone")?, data, extra)
+    }
+
     /// Starts with extra command-line arguments.
     pub fn start_with_args(config: &str, extra: &[&str]) -> Result<Self> {
         let dir = TempDir::new("zone")?;
