@@ -20,6 +20,8 @@ pub struct Event {
     pub index: u32,
     #[prost(uint64, tag = "5")]
     pub player: u64,
+    #[prost(uint64, tag = "6")]
+    pub epoch: u64,
     #[prost(oneof = "event::Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18")]
     pub kind: Option<event::Kind>,
 }
@@ -123,9 +125,9 @@ pub enum EventDecodeError {
 }
 
 impl Event {
-    /// `zone-tick-index`, the event's unique id.
+    /// `zone-epoch-tick-index`, the event's unique id.
     pub fn id(&self) -> String {
-        format!("{}-{}-{}", self.zone, self.tick, self.index)
+        format!("{}-{}-{}-{}", self.zone, self.epoch, self.tick, self.index)
     }
 
     pub fn decode_checked(bytes: &[u8]) -> Result<Self, EventDecodeError> {
@@ -152,11 +154,12 @@ mod tests {
             tick: 2,
             index: 3,
             player: 4,
+            epoch: 9,
             kind: Some(event::Kind::GoldChanged(GoldChanged { delta: -5, total: 10 })),
         };
         let bytes = e.encode_to_vec();
         assert_eq!(Event::decode_checked(&bytes).expect("decodes"), e);
-        assert_eq!(e.id(), "1-2-3");
+        assert_eq!(e.id(), "1-9-2-3");
         let future = Event { schema_version: 9, ..e.clone() }.encode_to_vec();
         assert!(matches!(Event::decode_checked(&future), Err(EventDecodeError::UnsupportedVersion(9))));
         let empty = Event { kind: None, ..e }.encode_to_vec();

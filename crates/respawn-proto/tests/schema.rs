@@ -225,8 +225,9 @@ fn event_samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let killed = ev::PlayerKilled { killer_player: 1, killer_npc: 2 };
     let npc = ev::NpcKilled { npc: 1 };
     let cheat = ev::CheatRejected { reason: "r".into() };
-    let event =
-        |k: K| ev::Event { schema_version: 1, zone: 1, tick: 2, index: 3, player: 4, kind: Some(k) }.encode_to_vec();
+    let event = |k: K| {
+        ev::Event { schema_version: 1, zone: 1, tick: 2, index: 3, player: 4, epoch: 5, kind: Some(k) }.encode_to_vec()
+    };
     vec![
         (
             "Event",

@@ -5,17 +5,20 @@ use crate::command::RejectReason;
 use crate::zone::{EntityId, ItemKind, PlayerId};
 
 /// Deterministic event id: re-simulating a tick yields the same ids, so a
-/// store with a unique key on it absorbs every duplicate.
+/// store with a unique key on it absorbs every duplicate. The epoch names the
+/// zone's timeline: a zone started afresh or rolled back to an older point
+/// gets a new one, so its ticks never collide with another timeline's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId {
     pub zone: u32,
+    pub epoch: u64,
     pub tick: u64,
     pub index: u32,
 }
 
 impl std::fmt::Display for EventId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}-{}", self.zone, self.tick, self.index)
+        write!(f, "{}-{}-{}-{}", self.zone, self.epoch, self.tick, self.index)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::zone::{ItemKind, Npc, Player, Zone, ZoneItem};
 
 pub const MAGIC: [u8; 4] = *b"RSPN";
 /// The only format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 const HEADER_LEN: usize = 16;
 
 /// Why bytes were refused as a snapshot or a journal batch.
@@ -63,6 +63,7 @@ impl Zone {
     pub fn encode_snapshot(&self) -> Vec<u8> {
         let mut w = Writer::default();
         write_config(&mut w, &self.config);
+        w.u64(self.epoch);
         w.u64(self.tick);
         w.u64(self.rng.state);
         w.u32(self.next_entity);
@@ -120,6 +121,7 @@ impl Zone {
         let mut r = Reader::new(payload);
         let config = read_config(&mut r)?;
         config.validate().map_err(|e| DecodeError::Invalid(e.to_string()))?;
+        let epoch = r.u64("epoch")?;
         let tick = r.u64("tick")?;
         let rng = Rng::new(r.u64("rng")?);
         let next_entity = r.u32("next entity")?;
@@ -182,6 +184,7 @@ impl Zone {
         }
         Ok(Zone {
             config,
+            epoch,
             tick,
             rng,
             next_entity,
@@ -199,6 +202,7 @@ pub fn inspect(bytes: &[u8]) -> Result<SnapshotInfo, DecodeError> {
     let payload = checked_payload(bytes)?;
     let mut r = Reader::new(payload);
     let config = read_config(&mut r)?;
+    let _epoch = r.u64("epoch")?;
     Ok(SnapshotInfo { version: FORMAT_VERSION, zone_id: config.zone_id, tick: r.u64("tick")? })
 }
 
@@ -335,7 +339,7 @@ mod tests {
         let mut future = bytes.clone();
         future[4] = 9;
         let err = Zone::decode_snapshot(&future).unwrap_err();
-        assert_eq!(err, DecodeError::UnsupportedVersion { found: 9, supported: 1 });
+        assert_eq!(err, DecodeError::UnsupportedVersion { found: 9, supported: FORMAT_VERSION });
         assert!(err.to_string().contains("version 9"));
 
         assert_eq!(Zone::decode_snapshot(b"nope"), Err(DecodeError::BadMagic));

@@ -128,6 +128,8 @@ pub struct TickOutput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zone {
     pub(crate) config: ZoneConfig,
+    /// The timeline this state belongs to (part of every event id).
+    pub(crate) epoch: u64,
     pub(crate) tick: u64,
     pub(crate) rng: Rng,
     pub(crate) next_entity: EntityId,
@@ -180,6 +182,7 @@ impl Zone {
         let mut zone = Zone {
             rng: Rng::new(config.seed),
             config,
+            epoch: 0,
             tick: 0,
             next_entity: 1,
             players: BTreeMap::new(),
@@ -201,6 +204,15 @@ impl Zone {
 
     pub fn config(&self) -> &ZoneConfig {
         &self.config
+    }
+
+    /// Starts a new timeline: a fresh world, or a rollback to an older point.
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The last tick that was simulated (0 before the first).
@@ -250,7 +262,8 @@ impl Zone {
 
     fn emit(&self, out: &mut TickOutput, kind: EventKind) {
         let index = out.events.len() as u32;
-        out.events.push(DomainEvent { id: EventId { zone: self.config.zone_id, tick: self.tick, index }, kind });
+        let id = EventId { zone: self.config.zone_id, epoch: self.epoch, tick: self.tick, index };
+        out.events.push(DomainEvent { id, kind });
     }
 
     fn alloc_entity(&mut self) -> EntityId {
@@ -616,7 +629,7 @@ mod tests {
         let mut z = quiet_zone();
         let out = join(&mut z, 1, "ann");
         assert!(matches!(out.events[0].kind, EventKind::PlayerJoined { player: 1, .. }));
-        assert_eq!(out.events[0].id, EventId { zone: 7, tick: 1, index: 0 });
+        assert_eq!(out.events[0].id, EventId { zone: 7, epoch: 0, tick: 1, index: 0 });
         place(&mut z, 1, Point::new(1_000, 1_000));
         z.tick(&[cmd(1, 1, CommandKind::Move { velocity: Point::new(30, 0) })]);
         z.tick(&[]);

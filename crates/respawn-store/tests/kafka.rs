@@ -80,3 +80,35 @@ async fn a_dead_broker_is_an_error_not_a_hang() {
     assert!(matches!(result, Err(StoreError::Unavailable { .. })), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(20), "bounded by the delivery timeout");
 }
+
+#[tokio::test]
+async fn a_consumer_that_caught_up_gets_new_records() {
+    let brokers = brokers();
+    let topic = format!("respawn-tail-{}", unique());
+    create_topic(&brokers, &topic).await;
+    let log = KafkaEventLog::new(&brokers, &topic, Duration::from_secs(20)).expect("producer");
+    log.publish(vec![KeyedRecord { key: [1; 8], payload: vec![1] }]).await.expect("published");
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", format!("respawn-tail-{}", unique()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    let first = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await;
+    assert!(matches!(first, Ok(Ok(_))), "backlog record");
+    consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync).expect("commit");
+    // New records on every partition, including ones that were empty before.
+    let fresh: Vec<KeyedRecord> = (2u8..12).map(|k| KeyedRecord { key: [k; 8], payload: vec![k] }).collect();
+    log.publish(fresh).await.expect("published");
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        match tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await {
+            Ok(Ok(m)) => got.push(m.payload().map(|p| p[0]).unwrap_or_default()),
+            _ => break,
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, (2u8..12).collect::<Vec<_>>(), "every live record, on every partition");
+}

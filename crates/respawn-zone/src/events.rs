@@ -50,6 +50,7 @@ pub fn to_proto(e: &DomainEvent) -> ev::Event {
         tick: e.id.tick,
         index: e.id.index,
         player: player_of(&e.kind),
+        epoch: e.id.epoch,
         kind: Some(kind),
     }
 }
@@ -67,12 +68,12 @@ mod tests {
     #[test]
     fn events_keep_their_id_and_player() {
         let e = DomainEvent {
-            id: EventId { zone: 3, tick: 40, index: 2 },
+            id: EventId { zone: 3, epoch: 5, tick: 40, index: 2 },
             kind: EventKind::ItemAcquired { player: 77, item: ItemKind::Gem, count: 1 },
         };
         let bytes = encode_all(std::slice::from_ref(&e));
         let back = ev::Event::decode_checked(&bytes[0]).expect("decodes");
-        assert_eq!((back.id(), back.player), ("3-40-2".to_owned(), 77));
+        assert_eq!((back.id(), back.player), ("3-5-40-2".to_owned(), 77));
         assert_eq!(back.kind, Some(Kind::ItemAcquired(ev::ItemAcquired { item: 3, count: 1 })));
     }
 }

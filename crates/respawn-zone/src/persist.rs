@@ -400,6 +400,13 @@ pub async fn restore(config: &ZoneConfig, stores: &Stores) -> Result<(Zone, Rest
     }
 }
 
+/// A timeline id that no earlier start of any zone has used (in practice):
+/// wall-clock nanoseconds mixed with the process id.
+pub fn new_epoch() -> u64 {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 40)
+}
+
 /// How long a start waits for unreachable snapshot stores.
 pub const RESTORE_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -471,9 +478,10 @@ async fn restore_once(config: &ZoneConfig, stores: &Stores, started: Instant) ->
     if !unreachable.is_empty() {
         return Err(unreachable.join("; "));
     }
-    // No usable snapshot: the journal may still hold the zone's whole life
-    // since its first tick (a crash before the first snapshot).
-    let zone = Zone::new(config.clone()).expect("validated zone config");
+    // No usable snapshot: a new timeline. The journal may still hold the
+    // zone's life since its first tick (a crash before the first snapshot).
+    let mut zone = Zone::new(config.clone()).expect("validated zone config");
+    zone.set_epoch(new_epoch());
     let mut replayed_events = Vec::new();
     let (zone, replayed) = replay(zone, stores, &config.name, &mut replayed_events).await;
     let source = if replayed > 0 { "journal" } else { "fresh" };

@@ -105,7 +105,7 @@ pub async fn run(cmd: CtlCmd) -> Result<()> {
         .get(zone.zone_id, target.tick)
         .await?
         .ok_or_else(|| anyhow!("cold snapshot at tick {} vanished", target.tick))?;
-    let decoded = Zone::decode_snapshot(&snapshot.bytes).map_err(|e| anyhow!("that snapshot is unusable: {e}"))?;
+    let mut decoded = Zone::decode_snapshot(&snapshot.bytes).map_err(|e| anyhow!("that snapshot is unusable: {e}"))?;
     let newer = metas.iter().filter(|m| m.tick > target.tick).count();
     println!(
         "zone {} (id {}): cold snapshot at tick {} taken at {} ms, {} players; {} newer cold snapshots would be deleted",
@@ -122,11 +122,11 @@ pub async fn run(cmd: CtlCmd) -> Result<()> {
     }
     let deleted = stores.cold.delete_after(zone.zone_id, target.tick).await?;
     stores.hot.clear(zone.zone_id).await.context("cannot clear hot snapshots")?;
-    stores
-        .hot
-        .put(StoredSnapshot { meta: target, bytes: snapshot.bytes })
-        .await
-        .context("cannot write the hot snapshot")?;
+    // Continuing from an older point forks the zone's history: a new epoch
+    // keeps the new timeline's event ids apart from the abandoned one's.
+    decoded.set_epoch(respawn_zone::persist::new_epoch());
+    let bytes = decoded.encode_snapshot();
+    stores.hot.put(StoredSnapshot { meta: target, bytes }).await.context("cannot write the hot snapshot")?;
     stores.journal.reset(zone.zone_id).await.context("cannot reset the journal")?;
     println!("restored: {deleted} newer cold snapshots deleted, hot snapshot and journal reset; start the zone server");
     Ok(())

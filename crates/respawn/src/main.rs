@@ -35,6 +35,8 @@ enum Cmd {
     Up(up::UpArgs),
     /// Run a zone server: several zones, each on its own fixed-rate tick thread.
     Zone(ZoneArgs),
+    /// Run the platform server's event consumer: Kafka into MySQL, exactly once in effect.
+    Platform(PlatformArgs),
     /// Mint a signed session token (until the platform server issues them).
     Token(TokenArgs),
     /// Operator commands (point-in-time restore).
@@ -139,6 +141,19 @@ impl StoreArgs {
 }
 
 #[derive(Args, Debug)]
+struct PlatformArgs {
+    /// Kafka brokers to consume `game.events.player` from.
+    #[arg(long, env = "RESPAWN_KAFKA_BROKERS")]
+    kafka_brokers: String,
+    /// MySQL or MariaDB, e.g. mysql://user:password@127.0.0.1:3306/respawn
+    #[arg(long, env = "RESPAWN_MYSQL_URL", hide_env_values = true)]
+    mysql_url: String,
+    /// Kafka consumer group.
+    #[arg(long, env = "RESPAWN_CONSUMER_GROUP", default_value = respawn_platform::GROUP)]
+    group: String,
+}
+
+#[derive(Args, Debug)]
 struct TokenArgs {
     /// Secret to sign with; must match the zone server's.
     #[arg(long, env = "RESPAWN_TOKEN_KEY", hide_env_values = true)]
@@ -168,6 +183,7 @@ fn main() -> Result<()> {
         Cmd::Up(args) => runtime()?.block_on(up::run(args)),
         Cmd::Zone(args) => run_zone(args),
         Cmd::Token(args) => mint_token(args),
+        Cmd::Platform(args) => runtime()?.block_on(run_platform(args)),
         Cmd::Bench(BenchCmd::Tick(args)) => bench::run_tick(args),
         Cmd::Loadgen(args) => runtime()?.block_on(loadgen::run(args)),
         Cmd::Drill(args) => runtime()?.block_on(drill::run(args)),
@@ -208,6 +224,36 @@ fn unix_now() -> u64 {
 
 fn token_key(secret: &str) -> Result<TokenKey> {
     TokenKey::new(secret.as_bytes()).context("token key")
+}
+
+async fn run_platform(args: PlatformArgs) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let pool = respawn_platform::connect(&args.mysql_url, std::time::Duration::from_secs(60)).await?;
+    tracing::info!("MySQL schema up to date; consuming events");
+    let config = respawn_platform::ConsumerConfig {
+        brokers: args.kafka_brokers,
+        topic: respawn_proto::events::TOPIC.to_owned(),
+        group: args.group,
+        batch_max: 5_000,
+        batch_wait: std::time::Duration::from_millis(50),
+    };
+    let stats = Arc::new(respawn_platform::ConsumerStats::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let consumer = tokio::spawn(respawn_platform::run_consumer(pool, config, stats.clone(), stop.clone()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    stop.cancel();
+    consumer.await??;
+    tracing::info!(
+        stored = stats.stored.load(Relaxed),
+        duplicates = stats.duplicates.load(Relaxed),
+        malformed = stats.malformed.load(Relaxed),
+        "platform consumer stopped"
+    );
+    Ok(())
 }
 
 fn mint_token(args: TokenArgs) -> Result<()> {

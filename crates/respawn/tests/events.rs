@@ -157,3 +157,59 @@ async fn events_wait_out_a_kafka_outage_and_a_crash_then_arrive() -> Result<()> 
     assert_eq!(support::metric(&m, r#"respawn_zone_outbox_dropped_events{zone="meadow"}"#), Some(0.0));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_join_travels_from_the_zone_through_kafka_into_mysql() -> Result<()> {
+    use sqlx::Connection;
+    let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS").expect("run through scripts/test");
+    let server = std::env::var("RESPAWN_TEST_MYSQL_URL").expect("run through scripts/test");
+    let database = format!("respawn_e2e_{}", std::process::id());
+    let mut db = sqlx::MySqlConnection::connect(&server).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {database}")).execute(&mut db).await?;
+    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut db).await?;
+    let url = format!("{server}/{database}");
+
+    let log_dir = support::TempDir::new("platform")?;
+    let log_path = log_dir.0.join("platform.log");
+    let mut platform = std::process::Command::new(env!("CARGO_BIN_EXE_respawn"))
+        .arg("platform")
+        .env("RESPAWN_KAFKA_BROKERS", &brokers)
+        .env("RESPAWN_MYSQL_URL", &url)
+        .env("RESPAWN_CONSUMER_GROUP", format!("platform-e2e-{}", std::process::id()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()?;
+    let zone = ZoneProcess::start_with_args(TEST_CONFIG, &["--kafka-brokers", &brokers])?;
+    let player = 9_000_000 + u64::from(std::process::id());
+    let (_client, _) = Client::join(&zone.ws_url(), player, "recorded", "meadow").await?;
+
+    let mut db = sqlx::MySqlConnection::connect(&url).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let found = loop {
+        if let Ok(conn) = db.as_mut() {
+            let row: Result<(i64,), _> =
+                sqlx::query_as("SELECT COUNT(*) FROM events WHERE player = ? AND kind = 'player_joined'")
+                    .bind(player)
+                    .fetch_one(&mut *conn)
+                    .await;
+            if let Ok((n,)) = row {
+                if n > 0 {
+                    break n;
+                }
+            }
+        } else {
+            db = sqlx::MySqlConnection::connect(&url).await;
+        }
+        if Instant::now() > deadline {
+            let _ = platform.kill();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("the join never reached MySQL; platform log:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(found, 1, "stored exactly once");
+    std::process::Command::new("kill").args(["-TERM", &platform.id().to_string()]).status()?;
+    let status = platform.wait()?;
+    assert!(status.success(), "the platform consumer stops cleanly on SIGTERM");
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Kafka → MySQL through the real consumer, against a real broker and a real
+//! MariaDB started by `scripts/services`: every event stored once whatever is
+//! redelivered, malformed ones skipped, and offsets committed after storing.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use prost::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use respawn_platform::{connect, run_consumer, ConsumerConfig, ConsumerStats};
+use respawn_proto::events::{event::Kind, Event, LevelUp, EVENT_SCHEMA_VERSION};
+use respawn_store::kafka::{EventLog, KafkaEventLog, KeyedRecord};
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{}_{nanos}", std::process::id())
+}
+
+fn event(zone: u32, tick: u64, player: u64) -> KeyedRecord {
+    let e = Event {
+        schema_version: EVENT_SCHEMA_VERSION,
+        zone,
+        tick,
+        index: 0,
+        player,
+        epoch: 1,
+        kind: Some(Kind::LevelUp(LevelUp { level: 2 })),
+    };
+    KeyedRecord { key: player.to_be_bytes(), payload: e.encode_to_vec() }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn events_are_stored_once_and_offsets_follow_the_commit() -> Result<()> {
+    let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS").expect("run through scripts/test");
+    let server = std::env::var("RESPAWN_TEST_MYSQL_URL").expect("run through scripts/test");
+    let database = format!("respawn_test_{}", unique());
+    let mut admin_db = sqlx::MySqlConnection::connect(&server).await?;
+    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin_db).await?;
+    let pool = connect(&format!("{server}/{database}"), Duration::from_secs(10)).await?;
+
+    let topic = format!("respawn-pipeline-{}", unique());
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+    for r in admin.create_topics(&[NewTopic::new(&topic, 3, TopicReplication::Fixed(1))], &AdminOptions::new()).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("topic {t}: {e}"))?;
+    }
+    let log = KafkaEventLog::new(&brokers, &topic, Duration::from_secs(20))?;
+    let events: Vec<KeyedRecord> = (1..=500u64).map(|t| event((t % 3) as u32 + 1, t, t % 7)).collect();
+    log.publish(events.clone()).await?;
+    // Redelivery (a publisher retry) and one record that is not an event.
+    log.publish(events[..100].to_vec()).await?;
+    log.publish(vec![KeyedRecord { key: [0; 8], payload: vec![0xff, 0xff, 0xff] }]).await?;
+
+    let config = ConsumerConfig {
+        brokers: brokers.clone(),
+        topic: topic.clone(),
+        group: format!("platform-test-{}", unique()),
+        batch_max: 200,
+        batch_wait: Duration::from_millis(50),
+    };
+    let stats = Arc::new(ConsumerStats::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run_consumer(pool.clone(), config.clone(), stats.clone(), stop.clone()));
+    wait_for("500 stored, 100 duplicates, 1 malformed", || {
+        stats.stored.load(Relaxed) == 500 && stats.duplicates.load(Relaxed) == 100 && stats.malformed.load(Relaxed) == 1
+    })
+    .await?;
+    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(&pool).await?;
+    assert_eq!(rows, 500, "each event once");
+    stop.cancel();
+    task.await??;
+
+    // A new consumer in the same group starts after the committed offsets.
+    log.publish(vec![event(1, 10_000, 1)]).await?;
+    let stats = Arc::new(ConsumerStats::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run_consumer(pool.clone(), config, stats.clone(), stop.clone()));
+    wait_for("the new event", || stats.stored.load(Relaxed) == 1).await?;
+    assert_eq!(stats.duplicates.load(Relaxed), 0, "nothing before the commit was delivered again");
+    stop.cancel();
+    task.await??;
+    sqlx::query(&format!("DROP DATABASE {database}")).execute(&mut admin_db).await?;
+    Ok(())
+}
