@@ -34,6 +34,19 @@ async fn create_topic(brokers: &str, topic: &str) {
     }
 }
 
+/// A consumer of `topic` in its own group, from the beginning.
+fn subscribe(brokers: &str, topic: &str, group: String) -> StreamConsumer {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
 #[tokio::test]
 async fn every_record_arrives_once_in_order_per_key() {
     let brokers = brokers();
@@ -47,14 +60,7 @@ async fn every_record_arrives_once_in_order_per_key() {
         log.publish(chunk.to_vec()).await.expect("published");
     }
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", format!("respawn-test-{}", unique()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[&topic]).expect("subscribe");
+    let consumer = subscribe(&brokers, &topic, format!("respawn-test-{}", unique()));
     let mut by_key: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
     let mut count = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -88,14 +94,7 @@ async fn a_consumer_that_caught_up_gets_new_records() {
     create_topic(&brokers, &topic).await;
     let log = KafkaEventLog::new(&brokers, &topic, Duration::from_secs(20)).expect("producer");
     log.publish(vec![KeyedRecord { key: [1; 8], payload: vec![1] }]).await.expect("published");
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", format!("respawn-tail-{}", unique()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[&topic]).expect("subscribe");
+    let consumer = subscribe(&brokers, &topic, format!("respawn-tail-{}", unique()));
     let first = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await;
     assert!(matches!(first, Ok(Ok(_))), "backlog record");
     consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync).expect("commit");

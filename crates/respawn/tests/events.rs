@@ -13,6 +13,18 @@ use rdkafka::Message;
 use respawn_proto::events::{event::Kind, Event, TOPIC};
 use support::{Client, ZoneProcess, TEST_CONFIG};
 
+/// A consumer of the events topic in its own group, from the beginning.
+fn subscribe(brokers: &str, group: String) -> Result<StreamConsumer> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[TOPIC])?;
+    Ok(consumer)
+}
+
 #[tokio::test]
 async fn a_join_is_published_to_kafka_and_leaves_the_outbox() -> Result<()> {
     let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS")
@@ -21,13 +33,7 @@ async fn a_join_is_published_to_kafka_and_leaves_the_outbox() -> Result<()> {
     let player = 7_000_000 + u64::from(std::process::id());
     let (_client, _) = Client::join(&zone.ws_url(), player, "kafkaesque", "meadow").await?;
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", format!("respawn-events-test-{player}"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    consumer.subscribe(&[TOPIC])?;
+    let consumer = subscribe(&brokers, format!("respawn-events-test-{player}"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let joined = loop {
         if Instant::now() > deadline {
@@ -131,13 +137,7 @@ async fn events_wait_out_a_kafka_outage_and_a_crash_then_arrive() -> Result<()> 
     let _broker = Broker::start(port)?;
     let zone = ZoneProcess::start_full_with(TEST_CONFIG, &data, &args)?;
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", format!("respawn-outage-test-{player}"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    consumer.subscribe(&[TOPIC])?;
+    let consumer = subscribe(&brokers, format!("respawn-outage-test-{player}"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut ids = Vec::new();
     while Instant::now() < deadline {
