@@ -50,14 +50,6 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// Header facts readable without decoding the whole zone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SnapshotInfo {
-    pub version: u16,
-    pub zone_id: u32,
-    pub tick: u64,
-}
-
 impl Zone {
     /// Encodes the whole zone. Equal zones give equal bytes.
     pub fn encode_snapshot(&self) -> Vec<u8> {
@@ -197,15 +189,6 @@ impl Zone {
     }
 }
 
-/// Reads the header and the zone id and tick, without decoding the rest.
-pub fn inspect(bytes: &[u8]) -> Result<SnapshotInfo, DecodeError> {
-    let payload = checked_payload(bytes)?;
-    let mut r = Reader::new(payload);
-    let config = read_config(&mut r)?;
-    let _epoch = r.u64("epoch")?;
-    Ok(SnapshotInfo { version: FORMAT_VERSION, zone_id: config.zone_id, tick: r.u64("tick")? })
-}
-
 fn checked_payload(bytes: &[u8]) -> Result<&[u8], DecodeError> {
     if bytes.len() < 4 || bytes[..4] != MAGIC {
         return Err(DecodeError::BadMagic);
@@ -324,8 +307,7 @@ mod tests {
         let back = Zone::decode_snapshot(&bytes).expect("decode");
         assert_eq!(back, z);
         assert_eq!(back.encode_snapshot(), bytes);
-        let info = inspect(&bytes).expect("inspect");
-        assert_eq!((info.zone_id, info.tick), (3, 31));
+        assert_eq!((back.config().zone_id, back.tick_number()), (3, 31));
     }
 
     #[test]

@@ -82,14 +82,6 @@ impl FieldIndex {
     pub fn query(&self, center: Point, radius: i32, out: &mut Vec<EntityState>) {
         self.grid.for_each_within(center, radius, |_, e| out.push(*e));
     }
-
-    pub fn len(&self) -> usize {
-        self.grid.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.grid.is_empty()
-    }
 }
 
 /// A player's own figures, sent whenever they change.
