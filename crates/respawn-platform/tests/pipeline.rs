@@ -2,7 +2,6 @@
 //! MariaDB started by `scripts/services`: every event stored once whatever is
 //! redelivered, malformed ones skipped, and offsets committed after storing.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,8 @@ use prost::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use respawn_platform::{connect, run_consumer, ConsumerConfig, ConsumerStats};
+use respawn_platform::metrics::ErrorKind;
+use respawn_platform::{connect, run_consumer, ConsumerConfig, PlatformMetrics};
 use respawn_proto::events::{event::Kind, Event, LevelUp, EVENT_SCHEMA_VERSION};
 use respawn_store::kafka::{EventLog, KafkaEventLog, KeyedRecord};
 use sqlx::Connection;
@@ -74,25 +74,29 @@ async fn events_are_stored_once_and_offsets_follow_the_commit() -> Result<()> {
         batch_max: 200,
         batch_wait: Duration::from_millis(50),
     };
-    let stats = Arc::new(ConsumerStats::default());
+    let stats = Arc::new(PlatformMetrics::new());
     let stop = CancellationToken::new();
     let task = tokio::spawn(run_consumer(pool.clone(), config.clone(), stats.clone(), stop.clone()));
     wait_for("500 stored, 100 duplicates, 1 malformed", || {
-        stats.stored.load(Relaxed) == 500 && stats.duplicates.load(Relaxed) == 100 && stats.malformed.load(Relaxed) == 1
+        stats.stored.get() == 500 && stats.duplicates.get() == 100 && stats.errors(ErrorKind::Malformed) == 1
     })
     .await?;
     let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(&pool).await?;
     assert_eq!(rows, 500, "each event once");
+    let (about_players,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM events WHERE player <> 0").fetch_one(&pool).await?;
+    let (folded,): (i64,) = sqlx::query_as("SELECT CAST(SUM(events) AS SIGNED) FROM players").fetch_one(&pool).await?;
+    assert_eq!(folded, about_players, "player records folded each stored event once");
     stop.cancel();
     task.await??;
 
     // A new consumer in the same group starts after the committed offsets.
     log.publish(vec![event(1, 10_000, 1)]).await?;
-    let stats = Arc::new(ConsumerStats::default());
+    let stats = Arc::new(PlatformMetrics::new());
     let stop = CancellationToken::new();
     let task = tokio::spawn(run_consumer(pool.clone(), config, stats.clone(), stop.clone()));
-    wait_for("the new event", || stats.stored.load(Relaxed) == 1).await?;
-    assert_eq!(stats.duplicates.load(Relaxed), 0, "nothing before the commit was delivered again");
+    wait_for("the new event", || stats.stored.get() == 1).await?;
+    assert_eq!(stats.duplicates.get(), 0, "nothing before the commit was delivered again");
     stop.cancel();
     task.await??;
     sqlx::query(&format!("DROP DATABASE {database}")).execute(&mut admin_db).await?;
@@ -163,27 +167,79 @@ async fn while_mysql_is_down_nothing_is_committed_and_it_catches_up_after() -> R
         batch_max: 100,
         batch_wait: Duration::from_millis(20),
     };
-    let stats = Arc::new(ConsumerStats::default());
+    let stats = Arc::new(PlatformMetrics::new());
     let stop = CancellationToken::new();
     let task = tokio::spawn(run_consumer(pool.clone(), config, stats.clone(), stop.clone()));
     log.publish((1..=100u64).map(|t| event(1, t, t)).collect()).await?;
-    wait_for("the first 100", || stats.stored.load(Relaxed) == 100).await?;
+    wait_for("the first 100", || stats.stored.get() == 100).await?;
 
     // MySQL goes away; events keep coming; the consumer retries, stores nothing, does not crash.
     let port = proxy.down();
     log.publish((101..=300u64).map(|t| event(1, t, t)).collect()).await?;
-    wait_for("failed store attempts", || stats.store_failures.load(Relaxed) >= 2).await?;
-    assert_eq!(stats.stored.load(Relaxed), 100);
+    wait_for("failed store attempts", || stats.errors(ErrorKind::Store) >= 2).await?;
+    assert_eq!(stats.stored.get(), 100);
     assert!(!task.is_finished(), "no crash");
 
     // MySQL is back on the same address: it catches up by itself, each event once.
     let _proxy = Proxy::start(upstream, port).await?;
-    wait_for("the backlog", || stats.stored.load(Relaxed) == 300).await?;
+    wait_for("the backlog", || stats.stored.get() == 300).await?;
     let direct = connect(&format!("{server}/{database}"), Duration::from_secs(5)).await?;
     let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(&direct).await?;
     assert_eq!(rows, 300);
     stop.cancel();
     task.await??;
+    sqlx::query(&format!("DROP DATABASE {database}")).execute(&mut admin_db).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn player_records_follow_the_stored_events_through_redelivery() -> Result<()> {
+    use respawn_platform::projection::{fold, PlayerRecord};
+    use respawn_proto::events as ev;
+    let server = std::env::var("RESPAWN_TEST_MYSQL_URL").expect("run through scripts/test");
+    let database = format!("respawn_players_{}", unique());
+    let mut admin_db = sqlx::MySqlConnection::connect(&server).await?;
+    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin_db).await?;
+    let pool = connect(&format!("{server}/{database}"), Duration::from_secs(10)).await?;
+
+    let player = 42;
+    let kinds = [
+        Kind::PlayerJoined(ev::PlayerJoined { name: "ada".into(), entity: 1 }),
+        Kind::ItemAcquired(ev::ItemAcquired { item: 3, count: 1 }),
+        Kind::GoldChanged(ev::GoldChanged { delta: 5, total: 5 }),
+        Kind::ItemAcquired(ev::ItemAcquired { item: 3, count: 1 }),
+        Kind::XpGained(ev::XpGained { amount: 120, total: 120 }),
+        Kind::LevelUp(ev::LevelUp { level: 2 }),
+        Kind::ItemAcquired(ev::ItemAcquired { item: 2, count: 1 }),
+        Kind::GoldChanged(ev::GoldChanged { delta: 7, total: 12 }),
+    ];
+    let events: Vec<Event> = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| Event {
+            schema_version: EVENT_SCHEMA_VERSION,
+            zone: 2,
+            tick: 100 + i as u64,
+            index: 0,
+            player,
+            epoch: 1,
+            kind: Some(kind),
+        })
+        .collect();
+    // The first half, then everything again (a redelivery overlapping new events), then the tail again.
+    respawn_platform::store(&pool, &events[..4]).await?;
+    let stored = respawn_platform::store(&pool, &events).await?;
+    assert_eq!((stored.inserted, stored.duplicates), (4, 4));
+    let again = respawn_platform::store(&pool, &events[6..]).await?;
+    assert_eq!((again.inserted, again.duplicates, again.players), (0, 2, 0));
+
+    let mut expected = std::collections::BTreeMap::new();
+    fold(&mut expected, &events.iter().collect::<Vec<_>>());
+    let record = respawn_platform::mysql::player(&pool, player).await?.expect("a record");
+    assert_eq!(record, expected[&player]);
+    assert_eq!(record.inventory_text(), "2:1,3:2");
+    assert_eq!((record.level, record.xp, record.gold, record.events), (2, 120, 12, 8));
+    assert_eq!(respawn_platform::mysql::player(&pool, 43).await?, None::<PlayerRecord>);
     sqlx::query(&format!("DROP DATABASE {database}")).execute(&mut admin_db).await?;
     Ok(())
 }

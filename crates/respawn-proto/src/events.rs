@@ -22,7 +22,7 @@ pub struct Event {
     pub player: u64,
     #[prost(uint64, tag = "6")]
     pub epoch: u64,
-    #[prost(oneof = "event::Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18")]
+    #[prost(oneof = "event::Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19")]
     pub kind: Option<event::Kind>,
 }
 
@@ -47,6 +47,26 @@ pub mod event {
         PlayerRespawned(super::PlayerRespawned),
         #[prost(message, tag = "18")]
         CheatRejected(super::CheatRejected),
+        #[prost(message, tag = "19")]
+        XpGained(super::XpGained),
+    }
+
+    impl Kind {
+        /// Stable name used in the event store and metric labels.
+        pub fn name(&self) -> &'static str {
+            match self {
+                Kind::PlayerJoined(_) => "player_joined",
+                Kind::PlayerLeft(_) => "player_left",
+                Kind::ItemAcquired(_) => "item_acquired",
+                Kind::GoldChanged(_) => "gold_changed",
+                Kind::LevelUp(_) => "level_up",
+                Kind::PlayerKilled(_) => "player_killed",
+                Kind::NpcKilled(_) => "npc_killed",
+                Kind::PlayerRespawned(_) => "player_respawned",
+                Kind::CheatRejected(_) => "cheat_rejected",
+                Kind::XpGained(_) => "xp_gained",
+            }
+        }
     }
 }
 
@@ -111,6 +131,14 @@ pub struct PlayerRespawned {}
 pub struct CheatRejected {
     #[prost(string, tag = "1")]
     pub reason: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct XpGained {
+    #[prost(uint64, tag = "1")]
+    pub amount: u64,
+    #[prost(uint64, tag = "2")]
+    pub total: u64,
 }
 
 /// Why bytes are not an event this build can read.

@@ -229,6 +229,7 @@ fn event_samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let killed = ev::PlayerKilled { killer_player: 1, killer_npc: 2 };
     let npc = ev::NpcKilled { npc: 1 };
     let cheat = ev::CheatRejected { reason: "r".into() };
+    let xp = ev::XpGained { amount: 1, total: 2 };
     let event = |k: K| {
         ev::Event { schema_version: 1, zone: 1, tick: 2, index: 3, player: 4, epoch: 5, kind: Some(k) }.encode_to_vec()
     };
@@ -245,6 +246,7 @@ fn event_samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
                 event(K::NpcKilled(npc.clone())),
                 event(K::PlayerRespawned(ev::PlayerRespawned {})),
                 event(K::CheatRejected(cheat.clone())),
+                event(K::XpGained(xp.clone())),
             ],
         ),
         ("PlayerJoined", vec![joined.encode_to_vec()]),
@@ -256,6 +258,7 @@ fn event_samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("NpcKilled", vec![npc.encode_to_vec()]),
         ("PlayerRespawned", vec![ev::PlayerRespawned {}.encode_to_vec()]),
         ("CheatRejected", vec![cheat.encode_to_vec()]),
+        ("XpGained", vec![xp.encode_to_vec()]),
     ]
 }
 

@@ -46,6 +46,7 @@ pub enum EventKind {
     NpcKilled { npc: EntityId, killer: PlayerId },
     PlayerRespawned { player: PlayerId },
     CheatRejected { player: PlayerId, reason: RejectReason },
+    XpGained { player: PlayerId, amount: u64, total: u64 },
 }
 
 impl EventKind {
@@ -61,6 +62,7 @@ impl EventKind {
             EventKind::NpcKilled { .. } => "npc_killed",
             EventKind::PlayerRespawned { .. } => "player_respawned",
             EventKind::CheatRejected { .. } => "cheat_rejected",
+            EventKind::XpGained { .. } => "xp_gained",
         }
     }
 }

@@ -428,8 +428,12 @@ impl Zone {
         } else {
             None
         };
+        let xp_total = p.xp;
         if let Some(total) = total {
             self.emit(out, EventKind::GoldChanged { player: pid, delta: gold as i64, total });
+        }
+        if xp > 0 {
+            self.emit(out, EventKind::XpGained { player: pid, amount: xp, total: xp_total });
         }
         for level in levels {
             self.emit(out, EventKind::LevelUp { player: pid, level });

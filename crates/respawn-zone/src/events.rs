@@ -13,7 +13,8 @@ pub fn player_of(kind: &EventKind) -> u64 {
         | EventKind::GoldChanged { player, .. }
         | EventKind::LevelUp { player, .. }
         | EventKind::PlayerRespawned { player }
-        | EventKind::CheatRejected { player, .. } => *player,
+        | EventKind::CheatRejected { player, .. }
+        | EventKind::XpGained { player, .. } => *player,
         EventKind::PlayerKilled { victim, .. } => *victim,
         EventKind::NpcKilled { killer, .. } => *killer,
     }
@@ -43,6 +44,7 @@ pub fn to_proto(e: &DomainEvent) -> ev::Event {
         EventKind::CheatRejected { reason, .. } => {
             Kind::CheatRejected(ev::CheatRejected { reason: reason.as_str().to_owned() })
         }
+        EventKind::XpGained { amount, total, .. } => Kind::XpGained(ev::XpGained { amount: *amount, total: *total }),
     };
     ev::Event {
         schema_version: ev::EVENT_SCHEMA_VERSION,

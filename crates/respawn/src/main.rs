@@ -151,6 +151,9 @@ struct PlatformArgs {
     /// Kafka consumer group.
     #[arg(long, env = "RESPAWN_CONSUMER_GROUP", default_value = respawn_platform::GROUP)]
     group: String,
+    /// Address for `/metrics` and `/healthz`.
+    #[arg(long, env = "RESPAWN_PLATFORM_LISTEN", default_value = "127.0.0.1:7360")]
+    listen: SocketAddr,
 }
 
 #[derive(Args, Debug)]
@@ -227,9 +230,11 @@ fn token_key(secret: &str) -> Result<TokenKey> {
 }
 
 async fn run_platform(args: PlatformArgs) -> Result<()> {
-    use std::sync::atomic::Ordering::Relaxed;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (try --listen)", args.listen))?;
     let pool = respawn_platform::connect(&args.mysql_url, std::time::Duration::from_secs(60)).await?;
-    tracing::info!("MySQL schema up to date; consuming events");
+    tracing::info!(metrics = %format!("http://{}/metrics", args.listen), "MySQL schema up to date; consuming events");
     let config = respawn_platform::ConsumerConfig {
         brokers: args.kafka_brokers,
         topic: respawn_proto::events::TOPIC.to_owned(),
@@ -237,9 +242,10 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
         batch_max: 5_000,
         batch_wait: std::time::Duration::from_millis(50),
     };
-    let stats = Arc::new(respawn_platform::ConsumerStats::default());
+    let metrics = Arc::new(respawn_platform::PlatformMetrics::new());
     let stop = tokio_util::sync::CancellationToken::new();
-    let consumer = tokio::spawn(respawn_platform::run_consumer(pool, config, stats.clone(), stop.clone()));
+    let consumer = tokio::spawn(respawn_platform::run_consumer(pool.clone(), config, metrics.clone(), stop.clone()));
+    let http = tokio::spawn(respawn_platform::http::serve(listener, metrics.clone(), pool, stop.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -247,12 +253,8 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
     }
     stop.cancel();
     consumer.await??;
-    tracing::info!(
-        stored = stats.stored.load(Relaxed),
-        duplicates = stats.duplicates.load(Relaxed),
-        malformed = stats.malformed.load(Relaxed),
-        "platform consumer stopped"
-    );
+    http.await??;
+    tracing::info!(stored = metrics.stored.get(), duplicates = metrics.duplicates.get(), "platform consumer stopped");
     Ok(())
 }
 

@@ -171,8 +171,9 @@ async fn a_join_travels_from_the_zone_through_kafka_into_mysql() -> Result<()> {
 
     let log_dir = support::TempDir::new("platform")?;
     let log_path = log_dir.0.join("platform.log");
+    let platform_addr: std::net::SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let mut platform = std::process::Command::new(env!("CARGO_BIN_EXE_respawn"))
-        .arg("platform")
+        .args(["platform", "--listen", &platform_addr.to_string()])
         .env("RESPAWN_KAFKA_BROKERS", &brokers)
         .env("RESPAWN_MYSQL_URL", &url)
         .env("RESPAWN_CONSUMER_GROUP", format!("platform-e2e-{}", std::process::id()))
@@ -208,6 +209,19 @@ async fn a_join_travels_from_the_zone_through_kafka_into_mysql() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(found, 1, "stored exactly once");
+    let (name, online): (String, bool) =
+        sqlx::query_as("SELECT name, online FROM players WHERE player = ?").bind(player).fetch_one(&mut db?).await?;
+    assert_eq!((name.as_str(), online), ("recorded", true), "the player record follows, in the same transaction");
+
+    let m = support::scrape(platform_addr).await?;
+    let stored = support::metric(&m, "respawn_platform_events_stored_total").unwrap_or(0.0);
+    assert!(stored >= 1.0, "events stored counted: {stored}");
+    assert_eq!(support::metric(&m, r#"respawn_platform_db_connections{state="max"}"#), Some(8.0));
+    assert!(m.contains("respawn_platform_batch_duration_seconds_count"), "batch latency exported");
+    for partition in 0..3 {
+        let series = format!(r#"respawn_platform_consumer_lag{{partition="{partition}",topic="{TOPIC}"}}"#);
+        support::wait_metric(platform_addr, &series, 0.0).await?;
+    }
     std::process::Command::new("kill").args(["-TERM", &platform.id().to_string()]).status()?;
     let status = platform.wait()?;
     assert!(status.success(), "the platform consumer stops cleanly on SIGTERM");

@@ -1,0 +1,145 @@
+//! Prometheus metrics of the platform server's event consumer.
+
+use prometheus::{
+    register_histogram_with_registry, register_int_counter_vec_with_registry, register_int_counter_with_registry,
+    register_int_gauge_vec_with_registry, Encoder, Histogram, IntCounter, IntCounterVec, IntGaugeVec, Registry,
+    TextEncoder,
+};
+use sqlx::mysql::MySqlPool;
+
+#[derive(Debug, Clone)]
+pub struct PlatformMetrics {
+    registry: Registry,
+    /// Records taken from Kafka, events or not.
+    pub consumed: IntCounter,
+    /// Events stored for the first time (rate = events/s persisted).
+    pub stored: IntCounter,
+    /// Redelivered events the event id absorbed.
+    pub duplicates: IntCounter,
+    /// Player records written.
+    pub players_updated: IntCounter,
+    /// Store, poll, commit and decode duration of whole batches.
+    pub batch_duration: Histogram,
+    errors: IntCounterVec,
+    lag: IntGaugeVec,
+    db_connections: IntGaugeVec,
+}
+
+/// Why the consumer counted an error (the `kind` label).
+#[derive(Debug, Clone, Copy)]
+pub enum ErrorKind {
+    /// A record that is not an event this build reads; skipped.
+    Malformed,
+    /// Storing a batch failed; it is retried.
+    Store,
+    /// Receiving from Kafka failed.
+    Consume,
+    /// Committing offsets failed; the next commit covers them.
+    Commit,
+}
+
+impl ErrorKind {
+    fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::Store => "store",
+            ErrorKind::Consume => "consume",
+            ErrorKind::Commit => "commit",
+        }
+    }
+}
+
+impl Default for PlatformMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PlatformMetrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let batch_buckets = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+        // The names and help texts are constants; registering them in a new registry cannot fail.
+        #[allow(clippy::expect_used)]
+        Self {
+            consumed: register_int_counter_with_registry!(
+                "respawn_platform_records_consumed_total",
+                "Records received from Kafka.",
+                r
+            )
+            .expect("metric"),
+            stored: register_int_counter_with_registry!(
+                "respawn_platform_events_stored_total",
+                "Events stored in MySQL for the first time.",
+                r
+            )
+            .expect("metric"),
+            duplicates: register_int_counter_with_registry!(
+                "respawn_platform_events_duplicate_total",
+                "Redelivered events ignored because their id was already stored.",
+                r
+            )
+            .expect("metric"),
+            players_updated: register_int_counter_with_registry!(
+                "respawn_platform_player_records_written_total",
+                "Player records written by the projection.",
+                r
+            )
+            .expect("metric"),
+            batch_duration: register_histogram_with_registry!(
+                "respawn_platform_batch_duration_seconds",
+                "Time to store one batch (events and player records, one transaction) and commit its offsets.",
+                batch_buckets,
+                r
+            )
+            .expect("metric"),
+            errors: register_int_counter_vec_with_registry!(
+                "respawn_platform_errors_total",
+                "Errors by kind: malformed (record skipped), store (batch retried), consume, commit.",
+                &["kind"],
+                r
+            )
+            .expect("metric"),
+            lag: register_int_gauge_vec_with_registry!(
+                "respawn_platform_consumer_lag",
+                "Records between the committed offset and the end of each assigned partition.",
+                &["topic", "partition"],
+                r
+            )
+            .expect("metric"),
+            db_connections: register_int_gauge_vec_with_registry!(
+                "respawn_platform_db_connections",
+                "MySQL pool connections: in_use, idle, max.",
+                &["state"],
+                r
+            )
+            .expect("metric"),
+            registry: r,
+        }
+    }
+
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors.with_label_values(&[kind.label()]).inc();
+    }
+
+    pub fn errors(&self, kind: ErrorKind) -> u64 {
+        self.errors.with_label_values(&[kind.label()]).get()
+    }
+
+    pub fn lag(&self, topic: &str, partition: i32, records: i64) {
+        self.lag.with_label_values(&[topic, &partition.to_string()]).set(records);
+    }
+
+    /// The text exposition, with the pool's state read now.
+    pub fn render(&self, pool: &MySqlPool) -> String {
+        let (size, idle) = (pool.size() as i64, pool.num_idle() as i64);
+        self.db_connections.with_label_values(&["in_use"]).set(size - idle);
+        self.db_connections.with_label_values(&["idle"]).set(idle);
+        self.db_connections.with_label_values(&["max"]).set(i64::from(pool.options().get_max_connections()));
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
