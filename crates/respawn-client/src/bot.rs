@@ -64,9 +64,14 @@ impl Fleet {
     }
 
     /// Stops every bot (each leaves politely) and waits a little for them.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    /// [`Self::stop`] for a fleet that stays owned (it is empty afterwards).
+    pub async fn halt(&mut self) {
         self.stop.cancel();
-        for bot in self.bots {
+        for bot in std::mem::take(&mut self.bots) {
             let _ = tokio::time::timeout(Duration::from_secs(3), bot).await;
         }
     }

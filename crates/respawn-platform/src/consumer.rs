@@ -64,6 +64,11 @@ pub async fn run_consumer(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "1000")
+        // Reconnect to a healed broker within a second, not librdkafka's default 10 s.
+        .set("reconnect.backoff.max.ms", "1000")
+        // A killed instance's partitions go to the others (or its restart) after this long.
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
         .create_with_context(LagContext { metrics: metrics.clone() })?;
     consumer.subscribe(&[&config.topic])?;
     while !stop.is_cancelled() {

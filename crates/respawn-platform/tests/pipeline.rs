@@ -10,6 +10,7 @@ use prost::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use respawn_client::gate::Gate;
 use respawn_platform::metrics::ErrorKind;
 use respawn_platform::{connect, run_consumer, ConsumerConfig, PlatformMetrics};
 use respawn_proto::events::{event::Kind, Event, LevelUp, EVENT_SCHEMA_VERSION};
@@ -103,45 +104,6 @@ async fn events_are_stored_once_and_offsets_follow_the_commit() -> Result<()> {
     Ok(())
 }
 
-/// A TCP proxy the test can cut: MySQL "goes down" without touching the
-/// shared server.
-struct Proxy {
-    port: u16,
-    cut: CancellationToken,
-}
-
-impl Proxy {
-    async fn start(upstream: String, port: u16) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        let port = listener.local_addr()?.port();
-        let cut = CancellationToken::new();
-        let stop = cut.clone();
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    a = listener.accept() => a,
-                    _ = stop.cancelled() => return,
-                };
-                let Ok((mut client, _)) = accepted else { continue };
-                let (upstream, stop) = (upstream.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = stop.cancelled() => {}
-                    }
-                });
-            }
-        });
-        Ok(Self { port, cut })
-    }
-
-    fn down(self) -> u16 {
-        self.cut.cancel();
-        self.port
-    }
-}
-
 #[tokio::test]
 async fn while_mysql_is_down_nothing_is_committed_and_it_catches_up_after() -> Result<()> {
     let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS").expect("run through scripts/test");
@@ -149,9 +111,9 @@ async fn while_mysql_is_down_nothing_is_committed_and_it_catches_up_after() -> R
     let database = format!("respawn_down_{}", unique());
     let mut admin_db = sqlx::MySqlConnection::connect(&server).await?;
     sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin_db).await?;
-    let upstream = server.trim_start_matches("mysql://root@").to_owned();
-    let proxy = Proxy::start(upstream.clone(), 0).await?;
-    let via_proxy = format!("mysql://root@127.0.0.1:{}/{database}", proxy.port);
+    let upstream = server.trim_start_matches("mysql://root@").parse()?;
+    let mut gate = Gate::open(0, upstream).await?;
+    let via_proxy = format!("mysql://root@127.0.0.1:{}/{database}", gate.port);
     let pool = connect(&via_proxy, Duration::from_secs(10)).await?;
 
     let topic = format!("respawn-down-{}", unique());
@@ -174,14 +136,14 @@ async fn while_mysql_is_down_nothing_is_committed_and_it_catches_up_after() -> R
     wait_for("the first 100", || stats.stored.get() == 100).await?;
 
     // MySQL goes away; events keep coming; the consumer retries, stores nothing, does not crash.
-    let port = proxy.down();
+    gate.cut();
     log.publish((101..=300u64).map(|t| event(1, t, t)).collect()).await?;
     wait_for("failed store attempts", || stats.errors(ErrorKind::Store) >= 2).await?;
     assert_eq!(stats.stored.get(), 100);
     assert!(!task.is_finished(), "no crash");
 
     // MySQL is back on the same address: it catches up by itself, each event once.
-    let _proxy = Proxy::start(upstream, port).await?;
+    gate.reopen().await?;
     wait_for("the backlog", || stats.stored.get() == 300).await?;
     let direct = connect(&format!("{server}/{database}"), Duration::from_secs(5)).await?;
     let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(&direct).await?;

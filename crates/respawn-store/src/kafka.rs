@@ -51,6 +51,8 @@ impl KafkaEventLog {
             .set("queue.buffering.max.messages", "1000000")
             .set("message.timeout.ms", delivery_timeout.as_millis().to_string())
             .set("socket.connection.setup.timeout.ms", "2000")
+            // librdkafka backs off reconnects up to 10 s by default; a healed broker should see us within 1 s.
+            .set("reconnect.backoff.max.ms", "1000")
             .create()
             .map_err(|e| StoreError::Invalid(format!("kafka producer for {brokers}: {e}")))?;
         Ok(Self { producer, topic: topic.to_owned() })

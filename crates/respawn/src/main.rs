@@ -209,11 +209,18 @@ impl TempDirGuard {
     pub fn path(&self) -> &std::path::Path {
         &self.0
     }
+
+    /// Leaves the directory in place and returns its path.
+    pub fn keep(mut self) -> PathBuf {
+        std::mem::take(&mut self.0)
+    }
 }
 
 impl Drop for TempDirGuard {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -289,10 +296,13 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
             stores: args.stores.build().await?,
             outbox_dir: args.stores.data_dir.join("outbox"),
             event_log: match &args.stores.kafka_brokers {
+                // The idempotent producer keeps retrying in order this long; a
+                // delivery that times out makes librdkafka bump the producer
+                // epoch, which some Kafka-compatible brokers handle badly.
                 Some(brokers) => Some(Arc::new(KafkaEventLog::new(
                     brokers,
                     respawn_proto::events::TOPIC,
-                    std::time::Duration::from_secs(10),
+                    std::time::Duration::from_secs(300),
                 )?) as Arc<dyn respawn_store::kafka::EventLog>),
                 None => None,
             },

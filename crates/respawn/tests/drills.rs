@@ -4,18 +4,11 @@
 //! not asserted here; what is asserted is what must never happen: a player
 //! not getting the character back, or an acknowledged command lost.
 
-use std::process::Command;
+mod support;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::Value;
-
-fn drill(args: &[&str]) -> Result<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_respawn")).arg("drill").args(args).arg("--json").output()?;
-    let report: Value = serde_json::from_slice(&out.stdout).or_else(|e| {
-        bail!("drill {args:?} printed no report ({e}); stderr:\n{}", String::from_utf8_lossy(&out.stderr))
-    })?;
-    Ok(report)
-}
+use support::drill;
 
 fn check_recovery(r: &Value) {
     for field in [

@@ -272,3 +272,10 @@ pub async fn wait_metric(addr: SocketAddr, series: &str, want: f64) -> Result<()
     }
     bail!("{series} stayed at {seen:?}, expected {want}")
 }
+
+/// Runs `respawn drill ARGS --json` and returns its report, pass or fail.
+pub fn drill(args: &[&str]) -> Result<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_respawn")).arg("drill").args(args).arg("--json").output()?;
+    serde_json::from_slice(&out.stdout)
+        .or_else(|e| bail!("drill {args:?} printed no report ({e}); stderr:\n{}", String::from_utf8_lossy(&out.stderr)))
+}

@@ -17,6 +17,8 @@ use serde::Serialize;
 
 use crate::supervisor::{random_hex, ChildSpec, Supervisor};
 
+mod pipeline;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
@@ -24,6 +26,28 @@ pub enum Scenario {
     ZoneCrash,
     /// Redis dies while bots play; the zone server crashes during the outage; Redis returns empty.
     RedisDown,
+    /// The Kafka-compatible broker becomes unreachable under load and comes back after the outage.
+    KafkaDown,
+    /// MariaDB is killed under load and comes back after the outage.
+    MysqlDown,
+    /// The platform server is killed (`kill -9`) mid-batch and restarted after the outage.
+    PlatformDown,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::ZoneCrash => "zone-crash",
+            Scenario::RedisDown => "redis-down",
+            Scenario::KafkaDown => "kafka-down",
+            Scenario::MysqlDown => "mysql-down",
+            Scenario::PlatformDown => "platform-down",
+        }
+    }
+
+    fn is_pipeline(self) -> bool {
+        matches!(self, Scenario::KafkaDown | Scenario::MysqlDown | Scenario::PlatformDown)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -38,9 +62,15 @@ pub struct DrillArgs {
     /// zone-crash: how many kills, one after another, each measured.
     #[arg(long, default_value_t = 1)]
     kills: u32,
+    /// kafka-down, mysql-down, platform-down: how long the fault lasts.
+    #[arg(long, default_value_t = 60)]
+    outage_secs: u64,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
+    /// Keep the deployment's directory (every process's log and data) and print its path.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// Targets: ours, and the guide's for comparison.
@@ -83,6 +113,8 @@ struct Service {
     program: PathBuf,
     args: Vec<String>,
     port: u16,
+    /// Working directory; its output goes to `<name>.log` there.
+    dir: PathBuf,
     child: Option<tokio::process::Child>,
 }
 
@@ -116,11 +148,19 @@ fn dirs_cache() -> PathBuf {
 }
 
 impl Service {
+    fn new(name: &'static str, program: PathBuf, args: &[&str], port: u16, dir: PathBuf) -> Self {
+        Self { name, program, args: args.iter().map(|a| a.to_string()).collect(), port, dir, child: None }
+    }
+
     async fn start(&mut self) -> Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{}.log", self.name)))?;
         let child = tokio::process::Command::new(&self.program)
             .args(&self.args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .current_dir(&self.dir)
+            .stdout(log.try_clone()?)
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {}", self.program.display()))?;
@@ -142,11 +182,23 @@ impl Service {
     }
 }
 
+/// What the deployment under test is made of.
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    /// Redis and a MongoDB-wire-compatible server rather than files.
+    real: bool,
+    bots: u32,
+    /// A Kafka-compatible broker, MariaDB and the platform server too.
+    pipeline: bool,
+}
+
 /// The deployment under test.
 struct Deployment {
-    _dir: crate::TempDirGuard,
+    dir: crate::TempDirGuard,
     redis: Option<Service>,
     _mongo: Option<Service>,
+    /// Kafka-compatible broker, MariaDB and the platform server, for the pipeline drills.
+    pipeline: Option<pipeline::Pipeline>,
     supervisor: Supervisor,
     zone_addr: String,
     zones: Vec<String>,
@@ -156,7 +208,8 @@ struct Deployment {
 }
 
 impl Deployment {
-    async fn start(real: bool, bots: u32) -> Result<Self> {
+    async fn start(options: Options) -> Result<Self> {
+        let Options { real, bots, pipeline: _ } = options;
         let dir = crate::TempDirGuard::new("drill")?;
         let mut stores = crate::StoreArgs {
             data_dir: dir.path().join("data"),
@@ -169,39 +222,36 @@ impl Deployment {
         let (mut redis, mut mongo) = (None, None);
         if real {
             let port = free_port()?;
-            let mut r = Service {
-                name: "redis",
-                program: find_binary("RESPAWN_REDIS_SERVER", "redis-server")?,
-                args: ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-                    .map(String::from)
-                    .to_vec(),
+            let mut r = Service::new(
+                "redis",
+                find_binary("RESPAWN_REDIS_SERVER", "redis-server")?,
+                &["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                 port,
-                child: None,
-            };
+                dir.path().join("redis"),
+            );
             r.start().await?;
             stores.redis_url = Some(format!("redis://127.0.0.1:{port}/0"));
             let port = free_port()?;
-            let path = dir.path().join("polodb");
-            let mut m = Service {
-                name: "polodb",
-                program: find_binary("RESPAWN_POLODB", "polodb-5.3.0/bin/polodb")?,
-                args: vec![
-                    "serve".into(),
-                    "--host".into(),
-                    "127.0.0.1".into(),
-                    "--port".into(),
-                    port.to_string(),
-                    "--path".into(),
-                    path.display().to_string(),
-                ],
+            let path = dir.path().join("polodb/data");
+            let mut m = Service::new(
+                "polodb",
+                find_binary("RESPAWN_POLODB", "polodb-5.3.0/bin/polodb")?,
+                &["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--path", &path.display().to_string()],
                 port,
-                child: None,
-            };
+                dir.path().join("polodb"),
+            );
             m.start().await?;
             stores.mongo_uri = Some(format!("mongodb://127.0.0.1:{port}/?directConnection=true"));
             redis = Some(r);
             mongo = Some(m);
         }
+        let pipeline = if options.pipeline {
+            let p = pipeline::Pipeline::start(dir.path()).await?;
+            stores.kafka_brokers = Some(p.brokers.clone());
+            Some(p)
+        } else {
+            None
+        };
         let token_key = random_hex(32)?;
         let key = TokenKey::new(token_key.as_bytes())?;
         let spec = ChildSpec {
@@ -220,9 +270,10 @@ impl Deployment {
         let tokens = signed_tokens(key, Duration::from_secs(3_600));
         let bots = Fleet::spawn(&format!("ws://{zone_addr}/ws"), &zones, bots, "drill", tokens);
         let mut d = Self {
-            _dir: dir,
+            dir,
             redis,
             _mongo: mongo,
+            pipeline,
             supervisor,
             zone_addr,
             zones,
@@ -329,9 +380,11 @@ impl Deployment {
         })
     }
 
-    async fn stop(self) {
+    /// Stops everything; the directory goes when the returned guard does.
+    async fn stop(self) -> crate::TempDirGuard {
         self.bots.stop().await;
         self.supervisor.stop().await;
+        self.dir
     }
 }
 
@@ -352,28 +405,62 @@ pub async fn run(args: DrillArgs) -> Result<()> {
     if args.scenario == Scenario::RedisDown && !args.real {
         bail!("redis-down needs --real: the embedded deployment has no Redis to stop");
     }
+    if args.scenario.is_pipeline() && !args.real {
+        bail!(
+            "{} needs --real: the embedded event ledger is not built yet, so only the real pipeline \
+             (Kafka-compatible broker, MariaDB, platform server) can be drilled",
+            args.scenario.name()
+        );
+    }
     if args.kills == 0 || args.bots == 0 {
         bail!("--kills and --bots must be at least 1");
     }
-    let mut d = Deployment::start(args.real, args.bots).await?;
+    let options = Options { real: args.real, bots: args.bots, pipeline: args.scenario.is_pipeline() };
+    let mut d = Deployment::start(options).await?;
+    let outage = Duration::from_secs(args.outage_secs);
     let result = match args.scenario {
-        Scenario::ZoneCrash => zone_crash(&mut d, args.kills).await,
-        Scenario::RedisDown => redis_down(&mut d).await,
+        Scenario::ZoneCrash => zone_crash(&mut d, args.kills).await.map(Report::Recovery),
+        Scenario::RedisDown => redis_down(&mut d).await.map(Report::Recovery),
+        Scenario::KafkaDown | Scenario::MysqlDown | Scenario::PlatformDown => {
+            pipeline::run(&mut d, args.scenario, outage).await.map(Report::Pipeline)
+        }
     };
     let timeline = d.timeline.clone();
-    d.stop().await;
-    let mut report = result?;
-    report.timeline = timeline;
-    report.real_services = args.real;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_report(&report);
+    let dir = d.stop().await;
+    if args.keep {
+        eprintln!("deployment kept in {}", dir.keep().display());
     }
-    if report.verdict != "pass" {
+    let report = result?;
+    let verdict = match report {
+        Report::Recovery(mut r) => {
+            r.timeline = timeline;
+            r.real_services = args.real;
+            if args.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print_report(&r);
+            }
+            r.verdict
+        }
+        Report::Pipeline(mut r) => {
+            r.timeline = timeline;
+            if args.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                pipeline::print_report(&r);
+            }
+            r.verdict
+        }
+    };
+    if verdict != "pass" {
         std::process::exit(1);
     }
     Ok(())
+}
+
+enum Report {
+    Recovery(DrillReport),
+    Pipeline(pipeline::PipelineReport),
 }
 
 async fn warm_up(d: &mut Deployment) -> Result<()> {
@@ -442,9 +529,12 @@ async fn zone_crash(d: &mut Deployment, kills: u32) -> Result<DrillReport> {
 async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
     warm_up(d).await?;
     let before = d.tick_histogram().await.ok_or_else(|| anyhow!("no tick histogram"))?;
-    let cold_ok =
-        |s: &[prom::Sample]| prom::sum(s, "respawn_zone_snapshots_total", &[("store", "cold"), ("result", "ok")]);
-    let cold_before = cold_ok(&d.samples().await?);
+    // Cold snapshots written so far, per zone: every zone must write one during the outage.
+    let cold_ok = |s: &[prom::Sample], zone: &str| {
+        prom::sum(s, "respawn_zone_snapshots_total", &[("zone", zone), ("store", "cold"), ("result", "ok")])
+    };
+    let samples = d.samples().await?;
+    let cold_before: Vec<f64> = d.zones.iter().map(|z| cold_ok(&samples, z)).collect();
     if let Some(redis) = d.redis.as_mut() {
         redis.kill().await;
     }
@@ -454,12 +544,12 @@ async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
     let mut problems = Vec::new();
     loop {
         let s = d.samples().await?;
-        if cold_ok(&s) >= cold_before + d.zones.len() as f64 {
-            d.note("hot snapshots failing; cold snapshots written to MongoDB instead".into());
+        if d.zones.iter().zip(&cold_before).all(|(z, before)| cold_ok(&s, z) > *before) {
+            d.note("hot snapshots failing; every zone wrote a cold snapshot to MongoDB instead".into());
             break;
         }
         if Instant::now() > deadline {
-            problems.push("no cold snapshot was written during the Redis outage".to_owned());
+            problems.push("not every zone wrote a cold snapshot during the Redis outage".to_owned());
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -514,10 +604,7 @@ async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
 }
 
 fn print_report(r: &DrillReport) {
-    let scenario = match r.scenario {
-        Scenario::ZoneCrash => "zone-crash",
-        Scenario::RedisDown => "redis-down",
-    };
+    let scenario = r.scenario.name();
     println!("Drill {scenario} ({})", if r.real_services { "Redis + MongoDB-compatible" } else { "embedded stores" });
     println!();
     println!("Timeline");

@@ -1,0 +1,494 @@
+//! The event-pipeline drills: `kafka-down`, `mysql-down`, `platform-down`.
+//! The deployment adds a Kafka-compatible broker (Tansu), MariaDB and the
+//! platform server, each a process of its own on free ports. The check at
+//! the end is the one Kafka's system tests use: every event the zone server
+//! generated is in MySQL exactly once, counts and ids compared (ids against
+//! the ones in the topic).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use respawn_client::gate::Gate;
+use respawn_client::{http, prom};
+use respawn_proto::events::{Event, TOPIC};
+use serde::Serialize;
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+
+use super::{find_binary, free_port, max_bucket_ms, warm_up, Deployment, Scenario, Service, TICK_BUDGET_MS};
+
+/// Partitions of the drill's topic.
+const PARTITIONS: u32 = 3;
+/// How long the pipeline may take to store what was generated before the heal.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(120);
+/// How long the pipeline may take to settle once the bots stopped.
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+
+type EventKey = (u32, u64, u64, u32);
+
+/// The broker, the database and the platform server of a pipeline drill.
+pub(super) struct Pipeline {
+    _broker: Service,
+    /// Clients reach the broker only through this gate (its advertised address):
+    /// kafka-down cuts it. Killing Tansu 0.6 instead is not survivable by Tansu
+    /// itself: after `kill -9` it can lose idempotent-producer state and then
+    /// panics on every produce ("more or less than one row", tansu-storage lite.rs).
+    broker_gate: Gate,
+    mysql: Service,
+    platform: Service,
+    pub brokers: String,
+    mysql_url: String,
+    platform_addr: String,
+}
+
+impl Pipeline {
+    pub async fn start(root: &Path) -> Result<Self> {
+        let tansu = find_binary("RESPAWN_TANSU", "tansu-0.6.0/bin/tansu")?;
+        let port = free_port()?;
+        let gate = Gate::open(0, SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{}", gate.port);
+        let mut broker = Service::new(
+            "tansu",
+            tansu.clone(),
+            &[
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+                "--storage-engine",
+                "sqlite://events.db",
+            ],
+            port,
+            root.join("broker"),
+        );
+        broker.start().await?;
+        create_topic(&tansu, &url).await?;
+
+        let mysql = start_mariadb(&root.join("mariadb")).await?;
+        let server_url = format!("mysql://root@127.0.0.1:{}", mysql.port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match sqlx::query("CREATE DATABASE IF NOT EXISTS respawn").execute(&pool(&server_url).await?).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() > deadline => return Err(anyhow!("MariaDB did not take a database: {e}")),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        let mysql_url = format!("{server_url}/respawn");
+
+        let brokers = format!("127.0.0.1:{}", gate.port);
+        let platform_port = free_port()?;
+        let platform_addr = format!("127.0.0.1:{platform_port}");
+        let mut platform = Service::new(
+            "platform",
+            std::env::current_exe()?,
+            &["platform", "--listen", &platform_addr, "--kafka-brokers", &brokers, "--mysql-url", &mysql_url],
+            platform_port,
+            root.join("platform"),
+        );
+        platform.start().await?;
+        Ok(Self { _broker: broker, broker_gate: gate, mysql, platform, brokers, mysql_url, platform_addr })
+    }
+
+    fn describe(&self) -> String {
+        format!("broker {}, MariaDB :{}, platform server {}", self.brokers, self.mysql.port, self.platform_addr)
+    }
+}
+
+/// A lazily connecting pool: creating it never waits for the server.
+async fn pool(url: &str) -> Result<MySqlPool> {
+    Ok(MySqlPoolOptions::new().max_connections(2).acquire_timeout(Duration::from_secs(2)).connect_lazy(url)?)
+}
+
+async fn create_topic(tansu: &Path, url: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let made = tokio::process::Command::new(tansu)
+            .args(["topic", "create", TOPIC, "--broker", url, "--partitions", &PARTITIONS.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await?;
+        if made.success() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the broker did not create topic {TOPIC}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn start_mariadb(dir: &Path) -> Result<Service> {
+    let data = dir.join("data");
+    std::fs::create_dir_all(dir)?;
+    let user = String::from_utf8(tokio::process::Command::new("id").arg("-un").output().await?.stdout)?;
+    let user = user.trim();
+    let installed = tokio::process::Command::new(find_binary("RESPAWN_MARIADB_INSTALL_DB", "mariadb-install-db")?)
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--user={user}"))
+        .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await?;
+    if !installed.success() {
+        bail!("mariadb-install-db failed in {}", dir.display());
+    }
+    let port = free_port()?;
+    let mut mysql = Service::new(
+        "mariadb",
+        find_binary("RESPAWN_MARIADBD", "mariadbd")?,
+        &[
+            "--no-defaults",
+            &format!("--datadir={}", data.display()),
+            &format!("--user={user}"),
+            &format!("--port={port}"),
+            "--bind-address=127.0.0.1",
+            &format!("--socket={}", dir.join("sock").display()),
+            "--skip-name-resolve",
+            "--innodb-buffer-pool-size=64M",
+        ],
+        port,
+        dir.to_path_buf(),
+    );
+    mysql.start().await?;
+    Ok(mysql)
+}
+
+#[derive(Debug, Serialize)]
+pub struct PipelineReport {
+    pub scenario: Scenario,
+    pub real_services: bool,
+    pub outage_ms: f64,
+    /// From the healed service answering to every event generated before then being in MySQL.
+    pub catch_up_ms: f64,
+    pub events_generated: u64,
+    pub events_persisted: u64,
+    pub events_lost: u64,
+    pub events_duplicated: u64,
+    /// Records the broker holds more than once (publisher retries), absorbed by the event ids.
+    pub redelivered_absorbed: u64,
+    /// Most events generated but not yet in MySQL during the fault.
+    pub backlog_peak: u64,
+    /// `SUM(players.events)` equals the stored events about players.
+    pub records_consistent: bool,
+    pub players_before: u64,
+    pub players_min_during_fault: u64,
+    pub players_after: u64,
+    pub max_tick_ms: f64,
+    pub verdict: &'static str,
+    pub problems: Vec<String>,
+    pub timeline: Vec<String>,
+}
+
+impl Deployment {
+    fn pipeline(&mut self) -> Result<&mut Pipeline> {
+        self.pipeline.as_mut().ok_or_else(|| anyhow!("this deployment has no event pipeline"))
+    }
+
+    async fn generated(&self) -> Result<u64> {
+        Ok(prom::sum(&self.samples().await?, "respawn_zone_events_total", &[]) as u64)
+    }
+
+    async fn outbox_pending(&self) -> Result<u64> {
+        Ok(prom::sum(&self.samples().await?, "respawn_zone_outbox_pending_events", &[]) as u64)
+    }
+}
+
+/// Waits (10 s at most) until the platform server holds a batch it
+/// received but has not stored yet; `false` if none was seen.
+async fn wait_mid_batch(platform: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(text) = http::scrape(platform).await {
+            let s = prom::parse(&text);
+            let consumed = prom::sum(&s, "respawn_platform_records_consumed_total", &[]);
+            let done = prom::sum(&s, "respawn_platform_events_stored_total", &[])
+                + prom::sum(&s, "respawn_platform_events_duplicate_total", &[])
+                + prom::sum(&s, "respawn_platform_errors_total", &[("kind", "malformed")]);
+            if consumed > done {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    false
+}
+
+/// Rows in `events`, or `None` while MySQL does not answer.
+async fn persisted(db: &MySqlPool) -> Option<u64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(db).await.ok()?;
+    u64::try_from(n).ok()
+}
+
+pub(super) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration) -> Result<PipelineReport> {
+    let description = d.pipeline()?.describe();
+    d.note(description);
+    warm_up(d).await?;
+    let db = pool(&d.pipeline()?.mysql_url).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while persisted(&db).await.unwrap_or(0) == 0 {
+        if Instant::now() > deadline {
+            bail!("no event reached MySQL within 30 s of the bots playing");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.note(format!("events flowing: {} in MySQL", persisted(&db).await.unwrap_or(0)));
+
+    let mut problems = Vec::new();
+    let ticks_before = d.tick_histogram().await.ok_or_else(|| anyhow!("no tick histogram"))?;
+    let players_before = d.players().await;
+    let mid_batch =
+        if scenario == Scenario::PlatformDown { wait_mid_batch(&d.pipeline()?.platform_addr).await } else { false };
+    let fault = {
+        let p = d.pipeline()?;
+        match scenario {
+            Scenario::KafkaDown => p.broker_gate.cut(),
+            Scenario::MysqlDown => p.mysql.kill().await,
+            _ => p.platform.kill().await,
+        }
+        match scenario {
+            Scenario::KafkaDown => "broker unreachable (every connection cut, new ones refused)",
+            Scenario::MysqlDown => "MariaDB killed (kill -9)",
+            _ if mid_batch => "platform server killed (kill -9) mid-batch: events received, not yet committed",
+            _ => "platform server killed (kill -9); no batch was caught in flight within 10 s",
+        }
+    };
+    let t_fault = Instant::now();
+    d.note(format!("{fault}; outage of {} s under load", outage.as_secs()));
+
+    let (mut backlog_peak, mut players_min) = (0u64, players_before);
+    while t_fault.elapsed() < outage {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let generated = d.generated().await?;
+        let stored = persisted(&db).await.unwrap_or(0);
+        backlog_peak = backlog_peak.max(generated.saturating_sub(stored));
+        players_min = players_min.min(d.players().await);
+    }
+    let outbox_at_end = d.outbox_pending().await?;
+    d.note(format!(
+        "end of the outage: {backlog_peak} events generated but not stored at most, {outbox_at_end} waiting in outboxes, \
+         {players_min} of {players_before} players online at least"
+    ));
+
+    {
+        let p = d.pipeline()?;
+        match scenario {
+            Scenario::KafkaDown => p.broker_gate.reopen().await?,
+            Scenario::MysqlDown => p.mysql.start().await?,
+            _ => p.platform.start().await?,
+        }
+    }
+    let t_heal = Instant::now();
+    let outage_ms = t_fault.elapsed().as_secs_f64() * 1e3;
+    let generated_at_heal = d.generated().await?;
+    d.note(format!("healed: {} is back; {generated_at_heal} events generated so far", scenario.name()));
+    let catch_up_ms = loop {
+        if persisted(&db).await.unwrap_or(0) >= generated_at_heal {
+            break t_heal.elapsed().as_secs_f64() * 1e3;
+        }
+        if t_heal.elapsed() > CATCH_UP_LIMIT {
+            problems.push(format!("the backlog was not stored within {} s of the heal", CATCH_UP_LIMIT.as_secs()));
+            break f64::NAN;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    d.note(format!("caught up after {catch_up_ms:.0} ms"));
+    let max_tick_ms = d.tick_histogram().await.map_or(0.0, |h| max_bucket_ms(&h.since(&ticks_before)));
+    let players_after = d.players().await;
+
+    // Stop the load, let the pipeline settle (the bots' leave events too), then compare everything.
+    d.bots.halt().await;
+    let settle = Instant::now();
+    let mut last = (u64::MAX, 0, Instant::now());
+    let (generated, stored, check) = loop {
+        let generated = d.generated().await?;
+        let stored = persisted(&db).await.unwrap_or(0);
+        let drained = stored >= generated && d.outbox_pending().await? == 0;
+        if (generated, stored) != (last.0, last.1) {
+            last = (generated, stored, Instant::now());
+        }
+        let quiet = last.2.elapsed() >= Duration::from_secs(1);
+        if (drained && quiet) || settle.elapsed() > SETTLE_LIMIT {
+            let check = compare(&db, &d.pipeline()?.brokers).await?;
+            // Nothing may have happened while comparing, or the comparison is of two different moments.
+            if d.generated().await? == generated || settle.elapsed() > SETTLE_LIMIT {
+                break (generated, stored, check);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    d.note(format!("bots stopped; settled with {stored} of {generated} events stored"));
+    d.note(format!(
+        "compared: {} ids in the topic ({} records), {} rows in MySQL, {} topic ids missing from MySQL",
+        check.topic_ids, check.topic_records, check.rows, check.missing_from_mysql
+    ));
+
+    let events_lost =
+        generated.saturating_sub(stored).max(check.missing_from_mysql).max(generated.saturating_sub(check.topic_ids));
+    let events_duplicated = check.rows - check.distinct_rows;
+    if events_lost > 0 {
+        problems.push(format!("{events_lost} events generated but not in MySQL at the end"));
+    }
+    if events_duplicated > 0 {
+        problems.push(format!("{events_duplicated} events stored twice"));
+    }
+    if check.extra_in_mysql > 0 {
+        problems.push(format!("{} events in MySQL that the topic never held", check.extra_in_mysql));
+    }
+    if !check.records_consistent {
+        problems.push("player records disagree with the events stored".into());
+    }
+    if backlog_peak == 0 {
+        problems.push("the fault held nothing back: the drill did not test anything".into());
+    }
+    if players_min < players_before || players_after < players_before {
+        problems.push(format!(
+            "players dropped during the fault: {players_before} before, {players_min} at least during, {players_after} after"
+        ));
+    }
+    if max_tick_ms > TICK_BUDGET_MS {
+        problems.push(format!("a tick took up to {max_tick_ms:.0} ms (budget {TICK_BUDGET_MS:.0} ms)"));
+    }
+    Ok(PipelineReport {
+        scenario,
+        real_services: true,
+        outage_ms,
+        catch_up_ms,
+        events_generated: generated,
+        events_persisted: stored,
+        events_lost,
+        events_duplicated,
+        redelivered_absorbed: check.topic_records - check.topic_ids,
+        backlog_peak,
+        records_consistent: check.records_consistent,
+        players_before,
+        players_min_during_fault: players_min,
+        players_after,
+        max_tick_ms,
+        verdict: if problems.is_empty() { "pass" } else { "fail" },
+        problems,
+        timeline: Vec::new(),
+    })
+}
+
+struct Comparison {
+    topic_records: u64,
+    topic_ids: u64,
+    rows: u64,
+    distinct_rows: u64,
+    missing_from_mysql: u64,
+    extra_in_mysql: u64,
+    records_consistent: bool,
+}
+
+async fn compare(db: &MySqlPool, brokers: &str) -> Result<Comparison> {
+    let (records, in_topic) = topic_ids(brokers.to_owned()).await?;
+    let rows: Vec<(u32, u64, u64, u32)> =
+        sqlx::query_as("SELECT zone, epoch, tick, idx FROM events").fetch_all(db).await.context("reading event ids")?;
+    let in_mysql: HashSet<EventKey> = rows.iter().copied().collect();
+    let (about_players,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM events WHERE player <> 0").fetch_one(db).await?;
+    let (folded,): (i64,) =
+        sqlx::query_as("SELECT CAST(COALESCE(SUM(events), 0) AS SIGNED) FROM players").fetch_one(db).await?;
+    Ok(Comparison {
+        topic_records: records,
+        topic_ids: in_topic.len() as u64,
+        rows: rows.len() as u64,
+        distinct_rows: in_mysql.len() as u64,
+        missing_from_mysql: in_topic.difference(&in_mysql).count() as u64,
+        extra_in_mysql: in_mysql.difference(&in_topic).count() as u64,
+        records_consistent: about_players == folded,
+    })
+}
+
+/// Every record of the topic, read from the beginning to the end of each partition.
+async fn topic_ids(brokers: String) -> Result<(u64, HashSet<EventKey>)> {
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "respawn-drill-check")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut ends = Vec::new();
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..PARTITIONS as i32 {
+            let (low, high) = consumer.fetch_watermarks(TOPIC, partition, Duration::from_secs(10))?;
+            if high > low {
+                assignment.add_partition_offset(TOPIC, partition, Offset::Beginning)?;
+                ends.push((partition, high));
+            }
+        }
+        consumer.assign(&assignment)?;
+        let (mut records, mut ids) = (0u64, HashSet::new());
+        let mut done: HashSet<i32> = HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while done.len() < ends.len() {
+            if Instant::now() > deadline {
+                bail!("reading the topic back took over 60 s");
+            }
+            let Some(msg) = consumer.poll(Duration::from_millis(500)) else { continue };
+            let msg = msg?;
+            records += 1;
+            if let Ok(e) = Event::decode_checked(msg.payload().unwrap_or_default()) {
+                ids.insert((e.zone, e.epoch, e.tick, e.index));
+            }
+            if ends.iter().any(|&(p, high)| p == msg.partition() && msg.offset() + 1 >= high) {
+                done.insert(msg.partition());
+            }
+        }
+        Ok((records, ids))
+    })
+    .await?
+}
+
+pub(super) fn print_report(r: &PipelineReport) {
+    println!("Drill {} (Tansu broker, MariaDB, platform server; real processes)", r.scenario.name());
+    println!();
+    println!("Timeline");
+    for line in &r.timeline {
+        println!("  {line}");
+    }
+    println!();
+    println!("Figures                                                      target");
+    println!("  outage               {:>9.0} ms", r.outage_ms);
+    println!("  catch-up             {:>9.0} ms (healed service to backlog stored)", r.catch_up_ms);
+    println!("  events generated     {:>9}", r.events_generated);
+    println!("  events persisted     {:>9}                               = generated", r.events_persisted);
+    println!("  events lost          {:>9}                               0", r.events_lost);
+    println!("  events duplicated    {:>9}                               0", r.events_duplicated);
+    println!("  redeliveries absorbed{:>9}", r.redelivered_absorbed);
+    println!("  backlog peak         {:>9} events", r.backlog_peak);
+    println!("  player records       {:>9}                               consistent", consistent(r.records_consistent));
+    println!(
+        "  players              {:>3} before, {:>3} at least during, {:>3} after   unchanged",
+        r.players_before, r.players_min_during_fault, r.players_after
+    );
+    println!("  max tick             {:>9} ms                            < 50 ms", r.max_tick_ms);
+    println!();
+    if r.problems.is_empty() {
+        println!("Verdict: PASS");
+    } else {
+        println!("Verdict: FAIL");
+        for p in &r.problems {
+            println!("  - {p}");
+        }
+    }
+}
+
+fn consistent(ok: bool) -> &'static str {
+    if ok {
+        "consistent"
+    } else {
+        "DIFFER"
+    }
+}
