@@ -1,4 +1,4 @@
-//! Kafka → MySQL: batch, store in one transaction, then commit offsets.
+//! Kafka → the ledger (MySQL): batch, store in one transaction, then commit offsets.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,11 +7,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::{ClientContext, Message, Statistics};
 use respawn_proto::events::Event;
-use sqlx::mysql::MySqlPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::ledger::Ledger;
 use crate::metrics::{ErrorKind, PlatformMetrics};
-use crate::{mysql, PlatformError};
+use crate::PlatformError;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -53,7 +53,7 @@ impl ConsumerContext for LagContext {}
 /// Consumes until `stop`. While MySQL fails the same batch is retried with
 /// backoff and nothing more is consumed or committed.
 pub async fn run_consumer(
-    pool: MySqlPool,
+    ledger: Arc<dyn Ledger>,
     config: ConsumerConfig,
     metrics: Arc<PlatformMetrics>,
     stop: CancellationToken,
@@ -76,7 +76,7 @@ pub async fn run_consumer(
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         loop {
-            match mysql::store(&pool, &events).await {
+            match ledger.store(&events).await {
                 Ok(s) => {
                     metrics.stored.inc_by(s.inserted);
                     metrics.duplicates.inc_by(s.duplicates);

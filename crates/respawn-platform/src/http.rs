@@ -7,31 +7,31 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use sqlx::mysql::MySqlPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::ledger::Ledger;
 use crate::metrics::PlatformMetrics;
 
 #[derive(Clone)]
 struct HttpState {
     metrics: Arc<PlatformMetrics>,
-    pool: MySqlPool,
+    ledger: Arc<dyn Ledger>,
 }
 
 /// Serves until `stop`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<PlatformMetrics>,
-    pool: MySqlPool,
+    ledger: Arc<dyn Ledger>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(HttpState { metrics, pool });
+        .with_state(HttpState { metrics, ledger });
     axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
 }
 
 async fn metrics_text(State(s): State<HttpState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(&s.pool))
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(s.ledger.pool_stats()))
 }

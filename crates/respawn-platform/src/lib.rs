@@ -1,6 +1,7 @@
 //! The platform server's event side: Kafka topic `game.events.player`
 //! (consumer group `platform-server-group`) into MySQL, exactly once in
-//! effect, with player records projected in the same transaction.
+//! effect, with player records projected in the same transaction; and the
+//! embedded ledger (SQLite) a zone server publishes into without Kafka.
 //!
 //! Offsets are committed only after the MySQL transaction that stored the
 //! batch committed; a redelivered event hits the primary key on its
@@ -10,13 +11,17 @@
 
 pub mod consumer;
 pub mod http;
+pub mod ledger;
 pub mod metrics;
 pub mod mysql;
 pub mod projection;
+pub mod sqlite;
 
 pub use consumer::{run_consumer, ConsumerConfig};
+pub use ledger::{Ledger, LedgerEventLog, Stored};
 pub use metrics::PlatformMetrics;
-pub use mysql::{connect, store, Stored};
+pub use mysql::{connect, MySqlLedger};
+pub use sqlite::SqliteLedger;
 
 /// The consumer group every platform server instance joins.
 pub const GROUP: &str = "platform-server-group";

@@ -5,7 +5,8 @@ use prometheus::{
     register_int_gauge_vec_with_registry, Encoder, Histogram, IntCounter, IntCounterVec, IntGaugeVec, Registry,
     TextEncoder,
 };
-use sqlx::mysql::MySqlPool;
+
+use crate::ledger::PoolStats;
 
 #[derive(Debug, Clone)]
 pub struct PlatformMetrics {
@@ -130,12 +131,12 @@ impl PlatformMetrics {
         self.lag.with_label_values(&[topic, &partition.to_string()]).set(records);
     }
 
-    /// The text exposition, with the pool's state read now.
-    pub fn render(&self, pool: &MySqlPool) -> String {
-        let (size, idle) = (pool.size() as i64, pool.num_idle() as i64);
+    /// The text exposition, with the pool's state as given.
+    pub fn render(&self, pool: PoolStats) -> String {
+        let (size, idle) = (i64::from(pool.size), i64::from(pool.idle));
         self.db_connections.with_label_values(&["in_use"]).set(size - idle);
         self.db_connections.with_label_values(&["idle"]).set(idle);
-        self.db_connections.with_label_values(&["max"]).set(i64::from(pool.options().get_max_connections()));
+        self.db_connections.with_label_values(&["max"]).set(i64::from(pool.max));
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "metrics encoding failed");

@@ -1,24 +1,27 @@
 //! The event ledger in MySQL/MariaDB: `events` (one row per event id) and
 //! `players` (records projected from them), written in one transaction.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt as _;
 use prost::Message as _;
 use respawn_proto::events::Event;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{MySql, QueryBuilder, Row, Transaction};
 
+use crate::ledger::{
+    fresh, new_batch_id, players_of, EventKey, Ledger, PoolStats, Stored, PLAYER_COLUMNS, ROWS_PER_STATEMENT,
+};
 use crate::projection::{fold, PlayerRecord};
 use crate::PlatformError;
 
 /// Connections the consumer's pool may open.
 pub const POOL_MAX: u32 = 8;
-/// Rows per multi-row statement.
-const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// Connects to MySQL (waiting for it up to `patience`) and migrates the schema.
-pub async fn connect(url: &str, patience: Duration) -> Result<MySqlPool, PlatformError> {
+pub async fn connect(url: &str, patience: Duration) -> Result<MySqlLedger, PlatformError> {
     let started = Instant::now();
     let pool = loop {
         match MySqlPoolOptions::new()
@@ -36,28 +39,49 @@ pub async fn connect(url: &str, patience: Duration) -> Result<MySqlPool, Platfor
         }
     };
     sqlx::migrate!("./migrations").run(&pool).await?;
-    Ok(pool)
+    Ok(MySqlLedger { pool })
 }
 
-/// What storing one batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stored {
-    pub inserted: u64,
-    pub duplicates: u64,
-    pub players: u64,
+/// The ledger in MySQL/MariaDB.
+#[derive(Debug, Clone)]
+pub struct MySqlLedger {
+    pub pool: MySqlPool,
 }
 
-/// A batch id no other batch will pick: the rows a batch inserted are found by it.
-fn new_batch_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.finish() >> 1 // BIGINT UNSIGNED holds it; keeping it under 2^63 keeps it printable as a signed value too.
+impl Ledger for MySqlLedger {
+    fn store<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<Stored, sqlx::Error>> {
+        store(&self.pool, events).boxed()
+    }
+
+    fn player(&self, id: u64) -> BoxFuture<'_, Result<Option<PlayerRecord>, sqlx::Error>> {
+        async move {
+            let row = sqlx::query(&format!("SELECT {PLAYER_COLUMNS} FROM players WHERE player = ?"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(record_from).transpose()
+        }
+        .boxed()
+    }
+
+    fn event_count(&self) -> BoxFuture<'_, Result<u64, sqlx::Error>> {
+        async move {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?;
+            Ok(n.unsigned_abs())
+        }
+        .boxed()
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: self.pool.num_idle() as u32,
+            max: self.pool.options().get_max_connections(),
+        }
+    }
 }
 
-/// Stores events in one transaction; events already stored are ignored,
-/// and only the newly stored ones are folded into the player records.
-pub async fn store(pool: &MySqlPool, events: &[Event]) -> Result<Stored, sqlx::Error> {
+async fn store(pool: &MySqlPool, events: &[Event]) -> Result<Stored, sqlx::Error> {
     if events.is_empty() {
         return Ok(Stored::default());
     }
@@ -82,16 +106,11 @@ pub async fn store(pool: &MySqlPool, events: &[Event]) -> Result<Stored, sqlx::E
     let fresh: Vec<&Event> = if inserted == events.len() as u64 {
         events.iter().collect()
     } else {
-        let rows = sqlx::query("SELECT zone, epoch, tick, idx FROM events WHERE batch_id = ?")
+        let rows: Vec<EventKey> = sqlx::query_as("SELECT zone, epoch, tick, idx FROM events WHERE batch_id = ?")
             .bind(batch_id)
             .fetch_all(&mut *tx)
             .await?;
-        let mut ids: HashSet<(u32, u64, u64, u32)> = rows
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
-            .collect::<Result<_, sqlx::Error>>()?;
-        // `remove`: a batch can hold an event and its redelivery; the first one stored it.
-        events.iter().filter(|e| ids.remove(&(e.zone, e.epoch, e.tick, e.index))).collect()
+        fresh(events, rows.into_iter().collect())
     };
     let players = project(&mut tx, &fresh).await?;
     tx.commit().await?;
@@ -100,8 +119,7 @@ pub async fn store(pool: &MySqlPool, events: &[Event]) -> Result<Stored, sqlx::E
 
 /// Loads (and locks) the records `events` touch, folds the events in, writes them back.
 async fn project(tx: &mut Transaction<'_, MySql>, events: &[&Event]) -> Result<u64, sqlx::Error> {
-    let ids: Vec<u64> =
-        events.iter().map(|e| e.player).filter(|&p| p != 0).collect::<HashSet<_>>().into_iter().collect();
+    let ids = players_of(events);
     if ids.is_empty() {
         return Ok(0);
     }
@@ -141,18 +159,6 @@ async fn project(tx: &mut Transaction<'_, MySql>, events: &[&Event]) -> Result<u
     }
     Ok(records.len() as u64)
 }
-
-/// A player's record as stored.
-pub async fn player(pool: &MySqlPool, id: u64) -> Result<Option<PlayerRecord>, sqlx::Error> {
-    let row = sqlx::query(&format!("SELECT {PLAYER_COLUMNS} FROM players WHERE player = ?"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    row.as_ref().map(record_from).transpose()
-}
-
-/// The columns of `players` a record is made of, in [`record_from`]'s order.
-const PLAYER_COLUMNS: &str = "player, name, level, xp, gold, inventory, last_zone, online, events";
 
 fn record_from(row: &MySqlRow) -> Result<PlayerRecord, sqlx::Error> {
     Ok(PlayerRecord {

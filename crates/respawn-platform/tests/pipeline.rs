@@ -54,7 +54,8 @@ async fn events_are_stored_once_and_offsets_follow_the_commit() -> Result<()> {
     let database = format!("respawn_test_{}", unique());
     let mut admin_db = sqlx::MySqlConnection::connect(&server).await?;
     sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin_db).await?;
-    let pool = connect(&format!("{server}/{database}"), Duration::from_secs(10)).await?;
+    let ledger = connect(&format!("{server}/{database}"), Duration::from_secs(10)).await?;
+    let pool = ledger.pool.clone();
 
     let topic = format!("respawn-pipeline-{}", unique());
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
@@ -77,7 +78,7 @@ async fn events_are_stored_once_and_offsets_follow_the_commit() -> Result<()> {
     };
     let stats = Arc::new(PlatformMetrics::new());
     let stop = CancellationToken::new();
-    let task = tokio::spawn(run_consumer(pool.clone(), config.clone(), stats.clone(), stop.clone()));
+    let task = tokio::spawn(run_consumer(Arc::new(ledger.clone()), config.clone(), stats.clone(), stop.clone()));
     wait_for("500 stored, 100 duplicates, 1 malformed", || {
         stats.stored.get() == 500 && stats.duplicates.get() == 100 && stats.errors(ErrorKind::Malformed) == 1
     })
@@ -95,7 +96,7 @@ async fn events_are_stored_once_and_offsets_follow_the_commit() -> Result<()> {
     log.publish(vec![event(1, 10_000, 1)]).await?;
     let stats = Arc::new(PlatformMetrics::new());
     let stop = CancellationToken::new();
-    let task = tokio::spawn(run_consumer(pool.clone(), config, stats.clone(), stop.clone()));
+    let task = tokio::spawn(run_consumer(Arc::new(ledger.clone()), config, stats.clone(), stop.clone()));
     wait_for("the new event", || stats.stored.get() == 1).await?;
     assert_eq!(stats.duplicates.get(), 0, "nothing before the commit was delivered again");
     stop.cancel();
@@ -114,7 +115,7 @@ async fn while_mysql_is_down_nothing_is_committed_and_it_catches_up_after() -> R
     let upstream = server.trim_start_matches("mysql://root@").parse()?;
     let mut gate = Gate::open(0, upstream).await?;
     let via_proxy = format!("mysql://root@127.0.0.1:{}/{database}", gate.port);
-    let pool = connect(&via_proxy, Duration::from_secs(10)).await?;
+    let ledger = connect(&via_proxy, Duration::from_secs(10)).await?;
 
     let topic = format!("respawn-down-{}", unique());
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
@@ -131,7 +132,7 @@ async fn while_mysql_is_down_nothing_is_committed_and_it_catches_up_after() -> R
     };
     let stats = Arc::new(PlatformMetrics::new());
     let stop = CancellationToken::new();
-    let task = tokio::spawn(run_consumer(pool.clone(), config, stats.clone(), stop.clone()));
+    let task = tokio::spawn(run_consumer(Arc::new(ledger.clone()), config, stats.clone(), stop.clone()));
     log.publish((1..=100u64).map(|t| event(1, t, t)).collect()).await?;
     wait_for("the first 100", || stats.stored.get() == 100).await?;
 
@@ -146,62 +147,10 @@ async fn while_mysql_is_down_nothing_is_committed_and_it_catches_up_after() -> R
     gate.reopen().await?;
     wait_for("the backlog", || stats.stored.get() == 300).await?;
     let direct = connect(&format!("{server}/{database}"), Duration::from_secs(5)).await?;
-    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(&direct).await?;
+    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(&direct.pool).await?;
     assert_eq!(rows, 300);
     stop.cancel();
     task.await??;
-    sqlx::query(&format!("DROP DATABASE {database}")).execute(&mut admin_db).await?;
-    Ok(())
-}
-
-#[tokio::test]
-async fn player_records_follow_the_stored_events_through_redelivery() -> Result<()> {
-    use respawn_platform::projection::{fold, PlayerRecord};
-    use respawn_proto::events as ev;
-    let server = std::env::var("RESPAWN_TEST_MYSQL_URL").expect("run through scripts/test");
-    let database = format!("respawn_players_{}", unique());
-    let mut admin_db = sqlx::MySqlConnection::connect(&server).await?;
-    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin_db).await?;
-    let pool = connect(&format!("{server}/{database}"), Duration::from_secs(10)).await?;
-
-    let player = 42;
-    let kinds = [
-        Kind::PlayerJoined(ev::PlayerJoined { name: "ada".into(), entity: 1 }),
-        Kind::ItemAcquired(ev::ItemAcquired { item: 3, count: 1 }),
-        Kind::GoldChanged(ev::GoldChanged { delta: 5, total: 5 }),
-        Kind::ItemAcquired(ev::ItemAcquired { item: 3, count: 1 }),
-        Kind::XpGained(ev::XpGained { amount: 120, total: 120 }),
-        Kind::LevelUp(ev::LevelUp { level: 2 }),
-        Kind::ItemAcquired(ev::ItemAcquired { item: 2, count: 1 }),
-        Kind::GoldChanged(ev::GoldChanged { delta: 7, total: 12 }),
-    ];
-    let events: Vec<Event> = kinds
-        .into_iter()
-        .enumerate()
-        .map(|(i, kind)| Event {
-            schema_version: EVENT_SCHEMA_VERSION,
-            zone: 2,
-            tick: 100 + i as u64,
-            index: 0,
-            player,
-            epoch: 1,
-            kind: Some(kind),
-        })
-        .collect();
-    // The first half, then everything again (a redelivery overlapping new events), then the tail again.
-    respawn_platform::store(&pool, &events[..4]).await?;
-    let stored = respawn_platform::store(&pool, &events).await?;
-    assert_eq!((stored.inserted, stored.duplicates), (4, 4));
-    let again = respawn_platform::store(&pool, &events[6..]).await?;
-    assert_eq!((again.inserted, again.duplicates, again.players), (0, 2, 0));
-
-    let mut expected = std::collections::BTreeMap::new();
-    fold(&mut expected, &events.iter().collect::<Vec<_>>());
-    let record = respawn_platform::mysql::player(&pool, player).await?.expect("a record");
-    assert_eq!(record, expected[&player]);
-    assert_eq!(record.inventory_text(), "2:1,3:2");
-    assert_eq!((record.level, record.xp, record.gold, record.events), (2, 120, 12, 8));
-    assert_eq!(respawn_platform::mysql::player(&pool, 43).await?, None::<PlayerRecord>);
     sqlx::query(&format!("DROP DATABASE {database}")).execute(&mut admin_db).await?;
     Ok(())
 }

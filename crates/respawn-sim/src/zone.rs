@@ -747,7 +747,15 @@ mod tests {
         let mut out = TickOutput::default();
         z.grant(1, 310, 0, &mut out);
         assert_eq!(z.player(1).expect("present").level, 3);
-        assert_eq!(out.events.len(), 2);
+        let kinds: Vec<&EventKind> = out.events.iter().map(|e| &e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &EventKind::XpGained { player: 1, amount: 310, total: 310 },
+                &EventKind::LevelUp { player: 1, level: 2 },
+                &EventKind::LevelUp { player: 1, level: 3 },
+            ]
+        );
     }
 
     #[test]

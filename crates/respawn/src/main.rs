@@ -10,6 +10,7 @@ mod bench;
 mod ctl;
 mod drill;
 mod loadgen;
+mod services;
 mod supervisor;
 mod up;
 
@@ -46,7 +47,7 @@ enum Cmd {
     Drill(drill::DrillArgs),
     /// Bot clients over real WebSockets against a zone server, with a report.
     Loadgen(loadgen::LoadgenArgs),
-    /// In-process benchmarks.
+    /// Benchmarks: the tick in this process, the event pipeline against real servers.
     #[command(subcommand)]
     Bench(BenchCmd),
 }
@@ -55,6 +56,8 @@ enum Cmd {
 enum BenchCmd {
     /// One zone at full speed: tick time including replication encoding.
     Tick(bench::TickArgs),
+    /// Events/s from the outbox to the broker and from the broker into MariaDB.
+    Pipeline(bench::pipeline::PipelineArgs),
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +84,9 @@ struct ZoneArgs {
     stores: StoreArgs,
 }
 
+/// The embedded event ledger's file, in the data directory.
+pub const EVENTS_DB: &str = "events.sqlite";
+
 /// Where zone state lives: files by default; Redis and MongoDB when given.
 #[derive(Args, Debug, Clone)]
 pub struct StoreArgs {
@@ -100,12 +106,36 @@ pub struct StoreArgs {
     #[arg(long, env = "RESPAWN_MONGO_DB", default_value = "respawn")]
     mongo_db: String,
     /// Kafka brokers (host:port,...) to publish events to (topic game.events.player);
-    /// without them events wait in the outbox under the data directory.
+    /// without them events go to the embedded ledger, events.sqlite in the data directory.
     #[arg(long, env = "RESPAWN_KAFKA_BROKERS")]
     kafka_brokers: Option<String>,
 }
 
 impl StoreArgs {
+    /// Where the zones' outboxes publish: Kafka with `--kafka-brokers`, else
+    /// the embedded ledger (SQLite) in the data directory.
+    async fn event_log(&self) -> Result<Arc<dyn respawn_store::kafka::EventLog>> {
+        Ok(match &self.kafka_brokers {
+            // The idempotent producer keeps retrying in order this long; a
+            // delivery that times out makes librdkafka bump the producer
+            // epoch, which some Kafka-compatible brokers handle badly.
+            Some(brokers) => Arc::new(KafkaEventLog::new(
+                brokers,
+                respawn_proto::events::TOPIC,
+                std::time::Duration::from_secs(300),
+            )?),
+            None => {
+                let path = self.data_dir.join(EVENTS_DB);
+                std::fs::create_dir_all(&self.data_dir)
+                    .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
+                let ledger = respawn_platform::SqliteLedger::open(&path)
+                    .await
+                    .with_context(|| format!("cannot open the event ledger {}", path.display()))?;
+                Arc::new(respawn_platform::LedgerEventLog::new(ledger))
+            }
+        })
+    }
+
     /// The same choice as command-line arguments of `respawn zone`.
     fn to_args(&self) -> Vec<std::ffi::OsString> {
         let mut args: Vec<std::ffi::OsString> = vec!["--data-dir".into(), self.data_dir.clone().into()];
@@ -188,6 +218,7 @@ fn main() -> Result<()> {
         Cmd::Token(args) => mint_token(args),
         Cmd::Platform(args) => runtime()?.block_on(run_platform(args)),
         Cmd::Bench(BenchCmd::Tick(args)) => bench::run_tick(args),
+        Cmd::Bench(BenchCmd::Pipeline(args)) => bench::pipeline::run(args),
         Cmd::Loadgen(args) => runtime()?.block_on(loadgen::run(args)),
         Cmd::Drill(args) => runtime()?.block_on(drill::run(args)),
         Cmd::Ctl(cmd) => runtime()?.block_on(ctl::run(cmd)),
@@ -240,7 +271,8 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (try --listen)", args.listen))?;
-    let pool = respawn_platform::connect(&args.mysql_url, std::time::Duration::from_secs(60)).await?;
+    let ledger: Arc<dyn respawn_platform::Ledger> =
+        Arc::new(respawn_platform::connect(&args.mysql_url, std::time::Duration::from_secs(60)).await?);
     tracing::info!(metrics = %format!("http://{}/metrics", args.listen), "MySQL schema up to date; consuming events");
     let config = respawn_platform::ConsumerConfig {
         brokers: args.kafka_brokers,
@@ -251,8 +283,8 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
     };
     let metrics = Arc::new(respawn_platform::PlatformMetrics::new());
     let stop = tokio_util::sync::CancellationToken::new();
-    let consumer = tokio::spawn(respawn_platform::run_consumer(pool.clone(), config, metrics.clone(), stop.clone()));
-    let http = tokio::spawn(respawn_platform::http::serve(listener, metrics.clone(), pool, stop.clone()));
+    let consumer = tokio::spawn(respawn_platform::run_consumer(ledger.clone(), config, metrics.clone(), stop.clone()));
+    let http = tokio::spawn(respawn_platform::http::serve(listener, metrics.clone(), ledger, stop.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -295,17 +327,7 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
             token_key: token_key(&args.token_key)?,
             stores: args.stores.build().await?,
             outbox_dir: args.stores.data_dir.join("outbox"),
-            event_log: match &args.stores.kafka_brokers {
-                // The idempotent producer keeps retrying in order this long; a
-                // delivery that times out makes librdkafka bump the producer
-                // epoch, which some Kafka-compatible brokers handle badly.
-                Some(brokers) => Some(Arc::new(KafkaEventLog::new(
-                    brokers,
-                    respawn_proto::events::TOPIC,
-                    std::time::Duration::from_secs(300),
-                )?) as Arc<dyn respawn_store::kafka::EventLog>),
-                None => None,
-            },
+            event_log: Some(args.stores.event_log().await?),
             admin_token: args.admin_token,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };

@@ -97,6 +97,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
     println!("  metrics: http://{zone_addr}/metrics (supervisor: http://{web_addr}/metrics)");
     println!("  zones:   {}", zones.join(", "));
     println!("  logs:    {}", log_path.display());
+    match &args.stores.kafka_brokers {
+        Some(brokers) => println!("  events:  Kafka {brokers} (topic {})", respawn_proto::events::TOPIC),
+        None => {
+            println!("  events:  {} (embedded ledger, SQLite)", args.stores.data_dir.join(crate::EVENTS_DB).display())
+        }
+    }
     println!("Ctrl-C stops everything.");
 
     let tokens = signed_tokens(key.clone(), Duration::from_secs(SESSION_TTL_SECS));

@@ -283,3 +283,38 @@ async fn a_join_travels_from_the_zone_through_kafka_into_mysql() -> Result<()> {
     assert!(status.success(), "the platform consumer stops cleanly on SIGTERM");
     Ok(())
 }
+
+#[tokio::test]
+async fn without_kafka_a_join_lands_once_in_the_embedded_ledger() -> Result<()> {
+    let keep = support::TempDir::new("ledger")?;
+    let data = keep.0.join("data");
+    let zone = ZoneProcess::start_full_with(TEST_CONFIG, &data, &[])?;
+    let player = 10_000_000 + u64::from(std::process::id());
+    let (_client, _) = Client::join(&zone.ws_url(), player, "embedded", "meadow").await?;
+
+    // The zone server writes the ledger; this test reads it as a second process would.
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(data.join("events.sqlite")).read_only(true);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().connect_lazy_with(options);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let joins = loop {
+        let row: Result<(i64,), _> =
+            sqlx::query_as("SELECT COUNT(*) FROM events WHERE player = ? AND kind = 'player_joined'")
+                .bind(player as i64)
+                .fetch_one(&pool)
+                .await;
+        match row {
+            Ok((n,)) if n > 0 => break n,
+            _ if Instant::now() > deadline => bail!("the join never reached the embedded ledger: {row:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(joins, 1);
+    let (name, online): (String, bool) = sqlx::query_as("SELECT name, online FROM players WHERE player = ?")
+        .bind(player as i64)
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!((name.as_str(), online), ("embedded", true), "the record follows in the same transaction");
+    let m = support::scrape(zone.addr).await?;
+    assert!(support::metric(&m, r#"respawn_zone_events_published_total{zone="meadow"}"#).unwrap_or(0.0) >= 1.0);
+    Ok(())
+}

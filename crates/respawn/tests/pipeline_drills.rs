@@ -1,9 +1,11 @@
 //! The event-pipeline drills, run for real against a Tansu broker, MariaDB and
 //! the platform server, each a process the drill starts, with bots playing:
 //! (b) the broker unreachable for 60 s, (c) MariaDB killed for 60 s, (d) the
-//! platform server killed with `kill -9` mid-batch. In each, every event the
-//! zone server generated must be in MySQL exactly once, counts and ids
-//! compared (ids against the topic), with the player records in agreement.
+//! platform server killed with `kill -9` mid-batch; and on the embedded
+//! ledger, which refuses writes for a while. In each, every event the zone
+//! server generated must be stored exactly once, counts and ids compared
+//! (ids against the topic where there is one), with the player records in
+//! agreement.
 
 mod support;
 
@@ -54,5 +56,25 @@ fn platform_killed_mid_batch_loses_and_duplicates_nothing() -> Result<()> {
     let r = drill_alone(&["platform-down", "--real", "--bots", "24", "--outage-secs", "15"])?;
     check_exactly_once(&r);
     assert!(r["timeline"].to_string().contains("mid-batch"), "killed while holding a batch: {r}");
+    Ok(())
+}
+
+#[test]
+fn the_embedded_ledger_refusing_writes_loses_and_duplicates_nothing() -> Result<()> {
+    for scenario in ["kafka-down", "mysql-down"] {
+        let r = drill_alone(&[scenario, "--bots", "12", "--outage-secs", "20"])?;
+        check_exactly_once(&r);
+        assert_eq!(r["real_services"], false, "{r}");
+        assert!(r["timeline"].to_string().contains("write lock"), "{r}");
+    }
+    Ok(())
+}
+
+#[test]
+fn platform_down_without_real_services_is_refused_with_a_reason() -> Result<()> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_respawn")).args(["drill", "platform-down"]).output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("platform-down needs --real"), "{stderr}");
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! `respawn bench tick` and `respawn loadgen` run and report their figures
-//! (what they measure is recorded in BENCHMARKS.md, not asserted here).
+//! `respawn bench tick`, `respawn bench pipeline` and `respawn loadgen` run
+//! and report their figures (what they measure is recorded in BENCHMARKS.md,
+//! not asserted here).
 
 mod support;
 
@@ -26,6 +27,31 @@ fn bench_tick_reports_percentiles_as_json() -> Result<()> {
     let (Some(p50), Some(p99), Some(max)) = (p50, p99, max) else { bail!("missing percentiles in {r}") };
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{r}");
     assert!(r["update_bytes_per_client_per_tick"].as_f64().unwrap_or(0.0) > 0.0, "clients got updates: {r}");
+    Ok(())
+}
+
+#[test]
+fn bench_pipeline_pushes_events_through_a_real_broker_and_mariadb() -> Result<()> {
+    // Against the servers scripts/services started; their topic may hold other tests' events
+    // too, so only the shape of the report is checked here.
+    let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS").expect("run through scripts/test");
+    let mysql = std::env::var("RESPAWN_TEST_MYSQL_URL").expect("run through scripts/test");
+    let r = run_json(&[
+        "bench",
+        "pipeline",
+        "--events",
+        "3000",
+        "--kafka-brokers",
+        &brokers,
+        "--mysql-url",
+        &mysql,
+        "--json",
+    ])?;
+    assert_eq!(r["events"], 3000);
+    for field in ["produced_per_s", "persisted_per_s", "batch_p50_ms"] {
+        assert!(r[field].as_f64().is_some_and(|v| v > 0.0), "{field} in {r}");
+    }
+    assert!(r["batches"].as_u64().is_some_and(|n| n >= 1), "{r}");
     Ok(())
 }
 

@@ -4,17 +4,17 @@
 //! playing, injects the fault, measures, and prints a verdict.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 use respawn_client::prom::{self, Histogram};
 use respawn_client::{http, signed_tokens, Fleet};
 use respawn_token::TokenKey;
 use serde::Serialize;
 
+use crate::services::{find_binary, free_port, Service};
 use crate::supervisor::{random_hex, ChildSpec, Supervisor};
 
 mod pipeline;
@@ -107,88 +107,13 @@ pub struct DrillReport {
     pub timeline: Vec<String>,
 }
 
-/// A backing server the drill started and may kill and restart.
-struct Service {
-    name: &'static str,
-    program: PathBuf,
-    args: Vec<String>,
-    port: u16,
-    /// Working directory; its output goes to `<name>.log` there.
-    dir: PathBuf,
-    child: Option<tokio::process::Child>,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A server binary: from the environment variable `scripts/services` exports, else from PATH.
-fn find_binary(env: &str, fallback: &str) -> Result<PathBuf> {
-    if let Ok(path) = std::env::var(env) {
-        return Ok(PathBuf::from(path));
-    }
-    let cached = dirs_cache().join(fallback);
-    if cached.exists() {
-        return Ok(cached);
-    }
-    let name = Path::new(fallback).file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(&name)).find(|p| p.exists()))
-        .ok_or_else(|| {
-            anyhow!("{fallback} not found: run the drill through scripts/services (it installs it) or set {env}")
-        })
-}
-
-fn dirs_cache() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("respawn/tools")
-}
-
-impl Service {
-    fn new(name: &'static str, program: PathBuf, args: &[&str], port: u16, dir: PathBuf) -> Self {
-        Self { name, program, args: args.iter().map(|a| a.to_string()).collect(), port, dir, child: None }
-    }
-
-    async fn start(&mut self) -> Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{}.log", self.name)))?;
-        let child = tokio::process::Command::new(&self.program)
-            .args(&self.args)
-            .current_dir(&self.dir)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", self.program.display()))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            if Instant::now() > deadline {
-                bail!("{} did not answer on port {}", self.name, self.port);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
-    }
-}
-
 /// What the deployment under test is made of.
 #[derive(Debug, Clone, Copy)]
 struct Options {
     /// Redis and a MongoDB-wire-compatible server rather than files.
     real: bool,
     bots: u32,
-    /// A Kafka-compatible broker, MariaDB and the platform server too.
+    /// With `real`: a Kafka-compatible broker, MariaDB and the platform server too.
     pipeline: bool,
 }
 
@@ -245,7 +170,8 @@ impl Deployment {
             redis = Some(r);
             mongo = Some(m);
         }
-        let pipeline = if options.pipeline {
+        // Embedded, the zone server's own ledger is the pipeline: nothing more to start.
+        let pipeline = if options.pipeline && real {
             let p = pipeline::Pipeline::start(dir.path()).await?;
             stores.kafka_brokers = Some(p.brokers.clone());
             Some(p)
@@ -405,11 +331,10 @@ pub async fn run(args: DrillArgs) -> Result<()> {
     if args.scenario == Scenario::RedisDown && !args.real {
         bail!("redis-down needs --real: the embedded deployment has no Redis to stop");
     }
-    if args.scenario.is_pipeline() && !args.real {
+    if args.scenario == Scenario::PlatformDown && !args.real {
         bail!(
-            "{} needs --real: the embedded event ledger is not built yet, so only the real pipeline \
-             (Kafka-compatible broker, MariaDB, platform server) can be drilled",
-            args.scenario.name()
+            "platform-down needs --real: the embedded deployment has no platform server (its zone server \
+             publishes into the ledger itself, and `respawn drill zone-crash` kills that)"
         );
     }
     if args.kills == 0 || args.bots == 0 {

@@ -1,13 +1,16 @@
 //! The event-pipeline drills: `kafka-down`, `mysql-down`, `platform-down`.
-//! The deployment adds a Kafka-compatible broker (Tansu), MariaDB and the
-//! platform server, each a process of its own on free ports. The check at
-//! the end is the one Kafka's system tests use: every event the zone server
-//! generated is in MySQL exactly once, counts and ids compared (ids against
-//! the ones in the topic).
+//! With `--real` the deployment adds a Kafka-compatible broker (Tansu),
+//! MariaDB and the platform server, each a process of its own on free ports.
+//! Embedded, the zone server publishes into its SQLite ledger, and the fault
+//! is that ledger refusing writes (another process holds its write lock):
+//! the event log and the database are one there. The check at the end is the
+//! one Kafka's system tests use: every event the zone server generated is
+//! stored exactly once, counts and ids compared (ids against the ones in the
+//! topic, where there is one).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -18,12 +21,13 @@ use respawn_client::gate::Gate;
 use respawn_client::{http, prom};
 use respawn_proto::events::{Event, TOPIC};
 use serde::Serialize;
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::MySqlPool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions};
+use sqlx::{ConnectOptions, Connection};
 
-use super::{find_binary, free_port, max_bucket_ms, warm_up, Deployment, Scenario, Service, TICK_BUDGET_MS};
+use super::{max_bucket_ms, warm_up, Deployment, Scenario, TICK_BUDGET_MS};
+use crate::services::{create_database, free_port, pool, start_mariadb, start_tansu, Service, PARTITIONS};
 
-/// Partitions of the drill's topic.
-const PARTITIONS: u32 = 3;
 /// How long the pipeline may take to store what was generated before the heal.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(120);
 /// How long the pipeline may take to settle once the bots stopped.
@@ -48,40 +52,11 @@ pub(super) struct Pipeline {
 
 impl Pipeline {
     pub async fn start(root: &Path) -> Result<Self> {
-        let tansu = find_binary("RESPAWN_TANSU", "tansu-0.6.0/bin/tansu")?;
         let port = free_port()?;
         let gate = Gate::open(0, SocketAddr::from(([127, 0, 0, 1], port))).await?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let advertised = format!("tcp://127.0.0.1:{}", gate.port);
-        let mut broker = Service::new(
-            "tansu",
-            tansu.clone(),
-            &[
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &advertised,
-                "--storage-engine",
-                "sqlite://events.db",
-            ],
-            port,
-            root.join("broker"),
-        );
-        broker.start().await?;
-        create_topic(&tansu, &url).await?;
-
+        let broker = start_tansu(&root.join("broker"), port, gate.port).await?;
         let mysql = start_mariadb(&root.join("mariadb")).await?;
-        let server_url = format!("mysql://root@127.0.0.1:{}", mysql.port);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match sqlx::query("CREATE DATABASE IF NOT EXISTS respawn").execute(&pool(&server_url).await?).await {
-                Ok(_) => break,
-                Err(e) if Instant::now() > deadline => return Err(anyhow!("MariaDB did not take a database: {e}")),
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-        let mysql_url = format!("{server_url}/respawn");
+        let mysql_url = create_database(&format!("mysql://root@127.0.0.1:{}", mysql.port), "respawn").await?;
 
         let brokers = format!("127.0.0.1:{}", gate.port);
         let platform_port = free_port()?;
@@ -100,68 +75,6 @@ impl Pipeline {
     fn describe(&self) -> String {
         format!("broker {}, MariaDB :{}, platform server {}", self.brokers, self.mysql.port, self.platform_addr)
     }
-}
-
-/// A lazily connecting pool: creating it never waits for the server.
-async fn pool(url: &str) -> Result<MySqlPool> {
-    Ok(MySqlPoolOptions::new().max_connections(2).acquire_timeout(Duration::from_secs(2)).connect_lazy(url)?)
-}
-
-async fn create_topic(tansu: &Path, url: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let made = tokio::process::Command::new(tansu)
-            .args(["topic", "create", TOPIC, "--broker", url, "--partitions", &PARTITIONS.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .await?;
-        if made.success() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the broker did not create topic {TOPIC}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn start_mariadb(dir: &Path) -> Result<Service> {
-    let data = dir.join("data");
-    std::fs::create_dir_all(dir)?;
-    let user = String::from_utf8(tokio::process::Command::new("id").arg("-un").output().await?.stdout)?;
-    let user = user.trim();
-    let installed = tokio::process::Command::new(find_binary("RESPAWN_MARIADB_INSTALL_DB", "mariadb-install-db")?)
-        .arg("--no-defaults")
-        .arg(format!("--datadir={}", data.display()))
-        .arg(format!("--user={user}"))
-        .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .await?;
-    if !installed.success() {
-        bail!("mariadb-install-db failed in {}", dir.display());
-    }
-    let port = free_port()?;
-    let mut mysql = Service::new(
-        "mariadb",
-        find_binary("RESPAWN_MARIADBD", "mariadbd")?,
-        &[
-            "--no-defaults",
-            &format!("--datadir={}", data.display()),
-            &format!("--user={user}"),
-            &format!("--port={port}"),
-            "--bind-address=127.0.0.1",
-            &format!("--socket={}", dir.join("sock").display()),
-            "--skip-name-resolve",
-            "--innodb-buffer-pool-size=64M",
-        ],
-        port,
-        dir.to_path_buf(),
-    );
-    mysql.start().await?;
-    Ok(mysql)
 }
 
 #[derive(Debug, Serialize)]
@@ -191,10 +104,6 @@ pub struct PipelineReport {
 }
 
 impl Deployment {
-    fn pipeline(&mut self) -> Result<&mut Pipeline> {
-        self.pipeline.as_mut().ok_or_else(|| anyhow!("this deployment has no event pipeline"))
-    }
-
     async fn generated(&self) -> Result<u64> {
         Ok(prom::sum(&self.samples().await?, "respawn_zone_events_total", &[]) as u64)
     }
@@ -224,43 +133,55 @@ async fn wait_mid_batch(platform: &str) -> bool {
     false
 }
 
-/// Rows in `events`, or `None` while MySQL does not answer.
-async fn persisted(db: &MySqlPool) -> Option<u64> {
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(db).await.ok()?;
-    u64::try_from(n).ok()
-}
-
 pub(super) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration) -> Result<PipelineReport> {
-    let description = d.pipeline()?.describe();
+    let real = d.pipeline.is_some();
+    let (db, description) = match &d.pipeline {
+        Some(p) => (LedgerView::MySql(pool(&p.mysql_url)?), p.describe()),
+        None => {
+            let path = d.dir.path().join("data").join(crate::EVENTS_DB);
+            let description = format!("embedded ledger {}", path.display());
+            (LedgerView::Sqlite(path), description)
+        }
+    };
     d.note(description);
     warm_up(d).await?;
-    let db = pool(&d.pipeline()?.mysql_url).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while persisted(&db).await.unwrap_or(0) == 0 {
+    while db.count().await.unwrap_or(0) == 0 {
         if Instant::now() > deadline {
-            bail!("no event reached MySQL within 30 s of the bots playing");
+            bail!("no event reached the ledger within 30 s of the bots playing");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    d.note(format!("events flowing: {} in MySQL", persisted(&db).await.unwrap_or(0)));
+    d.note(format!("events flowing: {} stored", db.count().await.unwrap_or(0)));
 
     let mut problems = Vec::new();
     let ticks_before = d.tick_histogram().await.ok_or_else(|| anyhow!("no tick histogram"))?;
     let players_before = d.players().await;
-    let mid_batch =
-        if scenario == Scenario::PlatformDown { wait_mid_batch(&d.pipeline()?.platform_addr).await } else { false };
-    let fault = {
-        let p = d.pipeline()?;
-        match scenario {
-            Scenario::KafkaDown => p.broker_gate.cut(),
-            Scenario::MysqlDown => p.mysql.kill().await,
-            _ => p.platform.kill().await,
+    let mid_batch = match &d.pipeline {
+        Some(p) if scenario == Scenario::PlatformDown => wait_mid_batch(&p.platform_addr).await,
+        _ => false,
+    };
+    let mut lock = None;
+    let fault = match (scenario, d.pipeline.as_mut()) {
+        (Scenario::KafkaDown, Some(p)) => {
+            p.broker_gate.cut();
+            "broker unreachable (every connection cut, new ones refused)"
         }
-        match scenario {
-            Scenario::KafkaDown => "broker unreachable (every connection cut, new ones refused)",
-            Scenario::MysqlDown => "MariaDB killed (kill -9)",
-            _ if mid_batch => "platform server killed (kill -9) mid-batch: events received, not yet committed",
-            _ => "platform server killed (kill -9); no batch was caught in flight within 10 s",
+        (Scenario::MysqlDown, Some(p)) => {
+            p.mysql.kill().await;
+            "MariaDB killed (kill -9)"
+        }
+        (_, Some(p)) => {
+            p.platform.kill().await;
+            if mid_batch {
+                "platform server killed (kill -9) mid-batch: events received, not yet committed"
+            } else {
+                "platform server killed (kill -9); no batch was caught in flight within 10 s"
+            }
+        }
+        (_, None) => {
+            lock = Some(db.lock().await?);
+            "embedded ledger unwritable (another process holds its write lock; every write waits, then fails)"
         }
     };
     let t_fault = Instant::now();
@@ -270,7 +191,7 @@ pub(super) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
     while t_fault.elapsed() < outage {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let generated = d.generated().await?;
-        let stored = persisted(&db).await.unwrap_or(0);
+        let stored = db.count().await.unwrap_or(0);
         backlog_peak = backlog_peak.max(generated.saturating_sub(stored));
         players_min = players_min.min(d.players().await);
     }
@@ -280,20 +201,28 @@ pub(super) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
          {players_min} of {players_before} players online at least"
     ));
 
-    {
-        let p = d.pipeline()?;
-        match scenario {
-            Scenario::KafkaDown => p.broker_gate.reopen().await?,
-            Scenario::MysqlDown => p.mysql.start().await?,
-            _ => p.platform.start().await?,
+    match (scenario, d.pipeline.as_mut()) {
+        (Scenario::KafkaDown, Some(p)) => p.broker_gate.reopen().await?,
+        (Scenario::MysqlDown, Some(p)) => p.mysql.start().await?,
+        (_, Some(p)) => p.platform.start().await?,
+        (_, None) => {
+            if let Some(lock) = lock.take() {
+                lock.close().await?;
+            }
         }
     }
     let t_heal = Instant::now();
     let outage_ms = t_fault.elapsed().as_secs_f64() * 1e3;
     let generated_at_heal = d.generated().await?;
-    d.note(format!("healed: {} is back; {generated_at_heal} events generated so far", scenario.name()));
+    let healed = match (real, scenario) {
+        (false, _) => "the ledger's write lock released",
+        (true, Scenario::KafkaDown) => "the broker reachable again",
+        (true, Scenario::MysqlDown) => "MariaDB restarted",
+        (true, _) => "the platform server restarted",
+    };
+    d.note(format!("healed: {healed}; {generated_at_heal} events generated so far"));
     let catch_up_ms = loop {
-        if persisted(&db).await.unwrap_or(0) >= generated_at_heal {
+        if db.count().await.unwrap_or(0) >= generated_at_heal {
             break t_heal.elapsed().as_secs_f64() * 1e3;
         }
         if t_heal.elapsed() > CATCH_UP_LIMIT {
@@ -312,14 +241,14 @@ pub(super) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
     let mut last = (u64::MAX, 0, Instant::now());
     let (generated, stored, check) = loop {
         let generated = d.generated().await?;
-        let stored = persisted(&db).await.unwrap_or(0);
+        let stored = db.count().await.unwrap_or(0);
         let drained = stored >= generated && d.outbox_pending().await? == 0;
         if (generated, stored) != (last.0, last.1) {
             last = (generated, stored, Instant::now());
         }
         let quiet = last.2.elapsed() >= Duration::from_secs(1);
         if (drained && quiet) || settle.elapsed() > SETTLE_LIMIT {
-            let check = compare(&db, &d.pipeline()?.brokers).await?;
+            let check = compare(&db, d.pipeline.as_ref().map(|p| p.brokers.as_str())).await?;
             // Nothing may have happened while comparing, or the comparison is of two different moments.
             if d.generated().await? == generated || settle.elapsed() > SETTLE_LIMIT {
                 break (generated, stored, check);
@@ -328,22 +257,27 @@ pub(super) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     d.note(format!("bots stopped; settled with {stored} of {generated} events stored"));
-    d.note(format!(
-        "compared: {} ids in the topic ({} records), {} rows in MySQL, {} topic ids missing from MySQL",
-        check.topic_ids, check.topic_records, check.rows, check.missing_from_mysql
-    ));
+    d.note(match &check.topic {
+        Some(t) => format!(
+            "compared: {} ids in the topic ({} records), {} rows stored, {} topic ids missing from the ledger",
+            t.ids, t.records, check.rows, t.missing_from_ledger
+        ),
+        None => format!("compared: {} rows stored, {} distinct ids", check.rows, check.distinct_rows),
+    });
 
-    let events_lost =
-        generated.saturating_sub(stored).max(check.missing_from_mysql).max(generated.saturating_sub(check.topic_ids));
+    let mut events_lost = generated.saturating_sub(stored);
+    if let Some(t) = &check.topic {
+        events_lost = events_lost.max(t.missing_from_ledger).max(generated.saturating_sub(t.ids));
+        if t.extra_in_ledger > 0 {
+            problems.push(format!("{} events stored that the topic never held", t.extra_in_ledger));
+        }
+    }
     let events_duplicated = check.rows - check.distinct_rows;
     if events_lost > 0 {
-        problems.push(format!("{events_lost} events generated but not in MySQL at the end"));
+        problems.push(format!("{events_lost} events generated but not stored at the end"));
     }
     if events_duplicated > 0 {
         problems.push(format!("{events_duplicated} events stored twice"));
-    }
-    if check.extra_in_mysql > 0 {
-        problems.push(format!("{} events in MySQL that the topic never held", check.extra_in_mysql));
     }
     if !check.records_consistent {
         problems.push("player records disagree with the events stored".into());
@@ -361,14 +295,14 @@ pub(super) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
     }
     Ok(PipelineReport {
         scenario,
-        real_services: true,
+        real_services: real,
         outage_ms,
         catch_up_ms,
         events_generated: generated,
         events_persisted: stored,
         events_lost,
         events_duplicated,
-        redelivered_absorbed: check.topic_records - check.topic_ids,
+        redelivered_absorbed: check.topic.as_ref().map_or(0, |t| t.records - t.ids),
         backlog_peak,
         records_consistent: check.records_consistent,
         players_before,
@@ -381,33 +315,104 @@ pub(super) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
     })
 }
 
-struct Comparison {
-    topic_records: u64,
-    topic_ids: u64,
-    rows: u64,
-    distinct_rows: u64,
-    missing_from_mysql: u64,
-    extra_in_mysql: u64,
-    records_consistent: bool,
+/// The ledger as the drill reads it, from outside the process that writes it.
+enum LedgerView {
+    MySql(MySqlPool),
+    Sqlite(PathBuf),
 }
 
-async fn compare(db: &MySqlPool, brokers: &str) -> Result<Comparison> {
-    let (records, in_topic) = topic_ids(brokers.to_owned()).await?;
-    let rows: Vec<(u32, u64, u64, u32)> =
-        sqlx::query_as("SELECT zone, epoch, tick, idx FROM events").fetch_all(db).await.context("reading event ids")?;
-    let in_mysql: HashSet<EventKey> = rows.iter().copied().collect();
-    let (about_players,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM events WHERE player <> 0").fetch_one(db).await?;
-    let (folded,): (i64,) =
-        sqlx::query_as("SELECT CAST(COALESCE(SUM(events), 0) AS SIGNED) FROM players").fetch_one(db).await?;
+impl LedgerView {
+    fn sqlite(path: &Path, read_only: bool) -> SqlitePool {
+        let options = SqliteConnectOptions::new().filename(path).read_only(read_only);
+        SqlitePoolOptions::new().max_connections(1).connect_lazy_with(options)
+    }
+
+    /// Rows in `events`, or `None` while the ledger does not answer.
+    async fn count(&self) -> Option<u64> {
+        let (n,): (i64,) = match self {
+            LedgerView::MySql(db) => sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(db).await.ok()?,
+            LedgerView::Sqlite(path) => {
+                let db = Self::sqlite(path, true);
+                let n = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(&db).await.ok()?;
+                db.close().await;
+                n
+            }
+        };
+        u64::try_from(n).ok()
+    }
+
+    /// Every stored id, and whether the player records fold each stored event about a player once.
+    async fn ids_and_records(&self) -> Result<(Vec<EventKey>, bool)> {
+        const ABOUT_PLAYERS: &str = "SELECT COUNT(*) FROM events WHERE player <> 0";
+        Ok(match self {
+            LedgerView::MySql(db) => {
+                let rows: Vec<EventKey> = sqlx::query_as("SELECT zone, epoch, tick, idx FROM events")
+                    .fetch_all(db)
+                    .await
+                    .context("reading event ids")?;
+                let (about,): (i64,) = sqlx::query_as(ABOUT_PLAYERS).fetch_one(db).await?;
+                let (folded,): (i64,) = sqlx::query_as("SELECT CAST(COALESCE(SUM(events), 0) AS SIGNED) FROM players")
+                    .fetch_one(db)
+                    .await?;
+                (rows, about == folded)
+            }
+            LedgerView::Sqlite(path) => {
+                let db = Self::sqlite(path, true);
+                let rows: Vec<(u32, i64, i64, u32)> = sqlx::query_as("SELECT zone, epoch, tick, idx FROM events")
+                    .fetch_all(&db)
+                    .await
+                    .context("reading event ids")?;
+                let (about,): (i64,) = sqlx::query_as(ABOUT_PLAYERS).fetch_one(&db).await?;
+                let (folded,): (i64,) =
+                    sqlx::query_as("SELECT COALESCE(SUM(events), 0) FROM players").fetch_one(&db).await?;
+                db.close().await;
+                let rows = rows.into_iter().map(|(z, e, t, i)| (z, e as u64, t as u64, i)).collect();
+                (rows, about == folded)
+            }
+        })
+    }
+
+    /// Takes the embedded ledger's write lock and holds it until the
+    /// connection is closed: every write of the zone server waits, then fails.
+    async fn lock(&self) -> Result<SqliteConnection> {
+        let LedgerView::Sqlite(path) = self else { bail!("only the embedded ledger can be locked") };
+        let mut conn = SqliteConnectOptions::new().filename(path).connect().await?;
+        sqlx::query("BEGIN EXCLUSIVE").execute(&mut conn).await.context("taking the ledger's write lock")?;
+        Ok(conn)
+    }
+}
+
+struct Comparison {
+    rows: u64,
+    distinct_rows: u64,
+    records_consistent: bool,
+    topic: Option<TopicComparison>,
+}
+
+struct TopicComparison {
+    records: u64,
+    ids: u64,
+    missing_from_ledger: u64,
+    extra_in_ledger: u64,
+}
+
+async fn compare(db: &LedgerView, brokers: Option<&str>) -> Result<Comparison> {
+    let in_topic = match brokers {
+        Some(b) => Some(topic_ids(b.to_owned()).await?),
+        None => None,
+    };
+    let (rows, records_consistent) = db.ids_and_records().await?;
+    let stored: HashSet<EventKey> = rows.iter().copied().collect();
     Ok(Comparison {
-        topic_records: records,
-        topic_ids: in_topic.len() as u64,
         rows: rows.len() as u64,
-        distinct_rows: in_mysql.len() as u64,
-        missing_from_mysql: in_topic.difference(&in_mysql).count() as u64,
-        extra_in_mysql: in_mysql.difference(&in_topic).count() as u64,
-        records_consistent: about_players == folded,
+        distinct_rows: stored.len() as u64,
+        records_consistent,
+        topic: in_topic.map(|(records, ids)| TopicComparison {
+            records,
+            ids: ids.len() as u64,
+            missing_from_ledger: ids.difference(&stored).count() as u64,
+            extra_in_ledger: stored.difference(&ids).count() as u64,
+        }),
     })
 }
 
@@ -452,7 +457,12 @@ async fn topic_ids(brokers: String) -> Result<(u64, HashSet<EventKey>)> {
 }
 
 pub(super) fn print_report(r: &PipelineReport) {
-    println!("Drill {} (Tansu broker, MariaDB, platform server; real processes)", r.scenario.name());
+    let deployment = if r.real_services {
+        "Tansu broker, MariaDB, platform server; real processes"
+    } else {
+        "embedded ledger (SQLite) in the zone server"
+    };
+    println!("Drill {} ({deployment})", r.scenario.name());
     println!();
     println!("Timeline");
     for line in &r.timeline {

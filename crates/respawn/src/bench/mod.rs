@@ -1,5 +1,8 @@
 //! `respawn bench tick`: one zone at full speed in this process, N bot inputs
 //! per tick, timing each tick including every client's replication encoding.
+//! `respawn bench pipeline` is in [`pipeline`].
+
+pub mod pipeline;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,0 +1,140 @@
+//! The event ledger: where events are stored once each, with the player
+//! records they imply, in one transaction per batch. MySQL/MariaDB behind
+//! the platform server in production ([`crate::mysql`]), SQLite inside the
+//! zone server for the embedded default ([`crate::sqlite`]).
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt as _;
+use respawn_proto::events::Event;
+use respawn_store::kafka::{EventLog, KeyedRecord};
+use respawn_store::{StoreError, StoreResult};
+
+use crate::projection::PlayerRecord;
+
+/// What storing one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub inserted: u64,
+    pub duplicates: u64,
+    pub players: u64,
+}
+
+/// A connection pool's state, for the DB-pool metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+pub trait Ledger: Send + Sync + Debug {
+    /// Stores `events` in one transaction: those already stored are ignored,
+    /// the others are folded into the player records in the same transaction.
+    fn store<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<Stored, sqlx::Error>>;
+
+    /// A player's record.
+    fn player(&self, id: u64) -> BoxFuture<'_, Result<Option<PlayerRecord>, sqlx::Error>>;
+
+    /// Events stored.
+    fn event_count(&self) -> BoxFuture<'_, Result<u64, sqlx::Error>>;
+
+    fn pool_stats(&self) -> PoolStats;
+}
+
+/// The event id as the ledgers key it.
+pub type EventKey = (u32, u64, u64, u32);
+
+pub fn key(e: &Event) -> EventKey {
+    (e.zone, e.epoch, e.tick, e.index)
+}
+
+/// A batch id no other batch will pick: the rows a batch inserted are found by it.
+pub(crate) fn new_batch_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish() >> 1 // under 2^63: it fits a signed 64-bit column too
+}
+
+/// The events of a batch its transaction inserted, given the ids it
+/// inserted; a batch can hold an event and its redelivery, and only the
+/// first of them counts.
+pub(crate) fn fresh(events: &[Event], mut inserted: HashSet<EventKey>) -> Vec<&Event> {
+    events.iter().filter(|e| inserted.remove(&key(e))).collect()
+}
+
+/// The players `events` are about, each once (0, no player, left out).
+pub(crate) fn players_of(events: &[&Event]) -> Vec<u64> {
+    let ids: HashSet<u64> = events.iter().map(|e| e.player).filter(|&p| p != 0).collect();
+    ids.into_iter().collect()
+}
+
+/// The columns of `players` a record is made of, in this order.
+pub(crate) const PLAYER_COLUMNS: &str = "player, name, level, xp, gold, inventory, last_zone, online, events";
+
+/// Rows per multi-row statement.
+pub(crate) const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// The embedded pipeline: a zone's outbox publishes straight into a ledger,
+/// through the same [`EventLog`] role the Kafka producer plays.
+#[derive(Debug)]
+pub struct LedgerEventLog<L> {
+    ledger: L,
+}
+
+impl<L: Ledger> LedgerEventLog<L> {
+    pub fn new(ledger: L) -> Self {
+        Self { ledger }
+    }
+}
+
+impl<L: Ledger> EventLog for LedgerEventLog<L> {
+    fn publish(&self, records: Vec<KeyedRecord>) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            let mut events = Vec::with_capacity(records.len());
+            for r in &records {
+                match Event::decode_checked(&r.payload) {
+                    Ok(e) => events.push(e),
+                    // The outbox holds what this build wrote; anything else is logged and left out.
+                    Err(e) => tracing::error!(error = %e, "malformed event in the outbox skipped"),
+                }
+            }
+            self.ledger
+                .store(&events)
+                .await
+                .map(|_| ())
+                .map_err(|e| StoreError::Unavailable { backend: "ledger", message: e.to_string() })
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use respawn_proto::events::{event::Kind, LevelUp, EVENT_SCHEMA_VERSION};
+
+    fn event(tick: u64, player: u64) -> Event {
+        Event {
+            schema_version: EVENT_SCHEMA_VERSION,
+            zone: 1,
+            epoch: 1,
+            tick,
+            index: 0,
+            player,
+            kind: Some(Kind::LevelUp(LevelUp { level: 2 })),
+        }
+    }
+
+    #[test]
+    fn only_the_first_copy_of_an_inserted_event_is_fresh() {
+        let events = [event(1, 7), event(2, 7), event(1, 7), event(3, 0)];
+        let inserted = HashSet::from([key(&events[0]), key(&events[3])]);
+        let fresh = fresh(&events, inserted);
+        assert_eq!(fresh.iter().map(|e| e.tick).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(players_of(&fresh), [7]);
+    }
+}

@@ -1,0 +1,179 @@
+//! The embedded ledger in SQLite: the same tables and the same one
+//! transaction per batch as [`crate::mysql`], for `respawn up` and any zone
+//! server run without Kafka. One writer connection (SQLite has one writer
+//! anyway), WAL journal, `synchronous = FULL`: a batch the outbox lets go of
+//! is on disk.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt as _;
+use prost::Message as _;
+use respawn_proto::events::Event;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+
+use crate::ledger::{
+    fresh, new_batch_id, players_of, EventKey, Ledger, PoolStats, Stored, PLAYER_COLUMNS, ROWS_PER_STATEMENT,
+};
+use crate::projection::{fold, PlayerRecord};
+use crate::PlatformError;
+
+#[derive(Debug, Clone)]
+pub struct SqliteLedger {
+    pool: SqlitePool,
+}
+
+impl SqliteLedger {
+    /// Opens (creating it if needed) the ledger file and migrates its schema.
+    pub async fn open(path: &Path) -> Result<Self, PlatformError> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        sqlx::migrate!("./migrations-sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+/// SQLite integers are signed: 64-bit unsigned values keep their bits.
+fn signed(v: u64) -> i64 {
+    v as i64
+}
+
+fn unsigned(v: i64) -> u64 {
+    v as u64
+}
+
+impl Ledger for SqliteLedger {
+    fn store<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<Stored, sqlx::Error>> {
+        async move {
+            if events.is_empty() {
+                return Ok(Stored::default());
+            }
+            let batch_id = signed(new_batch_id());
+            let mut tx = self.pool.begin().await?;
+            let mut inserted = 0;
+            for chunk in events.chunks(ROWS_PER_STATEMENT) {
+                let mut query = QueryBuilder::new(
+                    "INSERT OR IGNORE INTO events (zone, epoch, tick, idx, player, kind, payload, batch_id) ",
+                );
+                query.push_values(chunk, |mut row, e| {
+                    row.push_bind(e.zone)
+                        .push_bind(signed(e.epoch))
+                        .push_bind(signed(e.tick))
+                        .push_bind(e.index)
+                        .push_bind(signed(e.player))
+                        .push_bind(e.kind.as_ref().map_or("unknown", |k| k.name()))
+                        .push_bind(e.encode_to_vec())
+                        .push_bind(batch_id);
+                });
+                inserted += query.build().execute(&mut *tx).await?.rows_affected();
+            }
+            let fresh: Vec<&Event> = if inserted == events.len() as u64 {
+                events.iter().collect()
+            } else {
+                let rows: Vec<(u32, i64, i64, u32)> =
+                    sqlx::query_as("SELECT zone, epoch, tick, idx FROM events WHERE batch_id = ?")
+                        .bind(batch_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let ids = rows.into_iter().map(|(z, e, t, i)| -> EventKey { (z, unsigned(e), unsigned(t), i) });
+                fresh(events, ids.collect())
+            };
+            let players = project(&mut tx, &fresh).await?;
+            tx.commit().await?;
+            Ok(Stored { inserted, duplicates: events.len() as u64 - inserted, players })
+        }
+        .boxed()
+    }
+
+    fn player(&self, id: u64) -> BoxFuture<'_, Result<Option<PlayerRecord>, sqlx::Error>> {
+        async move {
+            let row = sqlx::query(&format!("SELECT {PLAYER_COLUMNS} FROM players WHERE player = ?"))
+                .bind(signed(id))
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(record_from).transpose()
+        }
+        .boxed()
+    }
+
+    fn event_count(&self) -> BoxFuture<'_, Result<u64, sqlx::Error>> {
+        async move {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?;
+            Ok(n.unsigned_abs())
+        }
+        .boxed()
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats { size: self.pool.size(), idle: self.pool.num_idle() as u32, max: 1 }
+    }
+}
+
+/// Loads the records `events` touch, folds the events in, writes them back
+/// (the transaction holds SQLite's write lock).
+async fn project(tx: &mut Transaction<'_, Sqlite>, events: &[&Event]) -> Result<u64, sqlx::Error> {
+    let ids = players_of(events);
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut records = BTreeMap::new();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::new(format!("SELECT {PLAYER_COLUMNS} FROM players WHERE player IN "));
+        query.push_tuples(chunk, |mut t, id| {
+            t.push_bind(signed(*id));
+        });
+        for row in query.build().fetch_all(&mut **tx).await? {
+            let record = record_from(&row)?;
+            records.insert(record.player, record);
+        }
+    }
+    fold(&mut records, events);
+    let records: Vec<PlayerRecord> = records.into_values().collect();
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::new(format!("INSERT INTO players ({PLAYER_COLUMNS}) "));
+        query.push_values(chunk, |mut row, r| {
+            row.push_bind(signed(r.player))
+                .push_bind(r.name.clone())
+                .push_bind(r.level)
+                .push_bind(signed(r.xp))
+                .push_bind(signed(r.gold))
+                .push_bind(r.inventory_text())
+                .push_bind(r.last_zone)
+                .push_bind(r.online)
+                .push_bind(signed(r.events));
+        });
+        query.push(
+            " ON CONFLICT (player) DO UPDATE SET name = excluded.name, level = excluded.level, xp = excluded.xp, \
+             gold = excluded.gold, inventory = excluded.inventory, last_zone = excluded.last_zone, \
+             online = excluded.online, events = excluded.events, \
+             last_seen = strftime('%Y-%m-%d %H:%M:%f', 'now')",
+        );
+        query.build().execute(&mut **tx).await?;
+    }
+    Ok(records.len() as u64)
+}
+
+fn record_from(row: &SqliteRow) -> Result<PlayerRecord, sqlx::Error> {
+    Ok(PlayerRecord {
+        player: unsigned(row.try_get(0)?),
+        name: row.try_get(1)?,
+        level: row.try_get(2)?,
+        xp: unsigned(row.try_get(3)?),
+        gold: unsigned(row.try_get(4)?),
+        inventory: PlayerRecord::parse_inventory(row.try_get(5)?),
+        last_zone: row.try_get(6)?,
+        online: row.try_get(7)?,
+        events: unsigned(row.try_get(8)?),
+    })
+}

@@ -1,0 +1,97 @@
+//! One contract for every event ledger, run against real MariaDB (started by
+//! `scripts/services`) and a real SQLite file: events stored once whatever
+//! is redelivered, and player records that fold each stored event once, in
+//! the same transaction.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use respawn_platform::projection::fold;
+use respawn_platform::{connect, Ledger, SqliteLedger};
+use respawn_proto::events::{self as ev, event::Kind, Event, EVENT_SCHEMA_VERSION};
+use sqlx::Connection;
+
+fn session(player: u64, zone: u32, first_tick: u64) -> Vec<Event> {
+    let kinds = [
+        Kind::PlayerJoined(ev::PlayerJoined { name: "ada".into(), entity: 1 }),
+        Kind::ItemAcquired(ev::ItemAcquired { item: 3, count: 1 }),
+        Kind::GoldChanged(ev::GoldChanged { delta: 5, total: 5 }),
+        Kind::ItemAcquired(ev::ItemAcquired { item: 3, count: 1 }),
+        Kind::XpGained(ev::XpGained { amount: 120, total: 120 }),
+        Kind::LevelUp(ev::LevelUp { level: 2 }),
+        Kind::ItemAcquired(ev::ItemAcquired { item: 2, count: 1 }),
+        Kind::GoldChanged(ev::GoldChanged { delta: 7, total: 12 }),
+    ];
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| Event {
+            schema_version: EVENT_SCHEMA_VERSION,
+            zone,
+            tick: first_tick + i as u64,
+            index: 0,
+            player,
+            // A real epoch is a nanosecond timestamp: past 2^32, within 2^63.
+            epoch: 1_795_000_000_000_000_000,
+            kind: Some(kind),
+        })
+        .collect()
+}
+
+async fn contract(ledger: &dyn Ledger) -> Result<()> {
+    // A player id with the top bit set survives a signed 64-bit column.
+    let player = u64::MAX - 41;
+    let events = session(player, 2, 100);
+    // The first half, then everything again (a redelivery overlapping new
+    // events), then the tail again; one batch holds an event twice.
+    let first = ledger.store(&events[..4]).await?;
+    assert_eq!((first.inserted, first.duplicates, first.players), (4, 0, 1));
+    let stored = ledger.store(&events).await?;
+    assert_eq!((stored.inserted, stored.duplicates), (4, 4));
+    let again = ledger.store(&events[6..]).await?;
+    assert_eq!((again.inserted, again.duplicates, again.players), (0, 2, 0));
+    let twice = session(7, 1, 500);
+    let in_one_batch = [twice[0].clone(), twice[1].clone(), twice[0].clone()];
+    let s = ledger.store(&in_one_batch).await?;
+    assert_eq!((s.inserted, s.duplicates), (2, 1));
+    assert_eq!(ledger.event_count().await?, 10);
+
+    let mut expected = BTreeMap::new();
+    fold(&mut expected, &events.iter().collect::<Vec<_>>());
+    fold(&mut expected, &twice[..2].iter().collect::<Vec<_>>());
+    let record = ledger.player(player).await?.expect("a record");
+    assert_eq!(record, expected[&player]);
+    assert_eq!(record.inventory_text(), "2:1,3:2");
+    assert_eq!((record.level, record.xp, record.gold, record.events), (2, 120, 12, 8));
+    assert_eq!(ledger.player(7).await?.expect("a record").events, 2, "the event stored twice in a batch folds once");
+    assert_eq!(ledger.player(43).await?, None);
+    assert!(ledger.pool_stats().max >= 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_mysql_ledger_keeps_the_contract() -> Result<()> {
+    let server = std::env::var("RESPAWN_TEST_MYSQL_URL").expect("run through scripts/test");
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    let database = format!("respawn_ledger_{}_{nanos}", std::process::id());
+    let mut admin = sqlx::MySqlConnection::connect(&server).await?;
+    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await?;
+    let ledger = connect(&format!("{server}/{database}"), Duration::from_secs(10)).await?;
+    contract(&ledger).await?;
+    sqlx::query(&format!("DROP DATABASE {database}")).execute(&mut admin).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_sqlite_ledger_keeps_the_contract_and_its_data_across_reopening() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("respawn-ledger-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("events.sqlite");
+    let _ = std::fs::remove_file(&path);
+    contract(&SqliteLedger::open(&path).await?).await?;
+    let reopened = SqliteLedger::open(&path).await?;
+    assert_eq!(reopened.event_count().await?, 10, "the migration runs again harmlessly and the data stays");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
