@@ -69,7 +69,15 @@ impl PlayerRecord {
             Some(Kind::GoldChanged(g)) => self.gold = g.total,
             Some(Kind::XpGained(x)) => self.xp = x.total,
             Some(Kind::LevelUp(l)) => self.level = l.level,
-            Some(Kind::PlayerKilled(_) | Kind::NpcKilled(_) | Kind::PlayerRespawned(_) | Kind::CheatRejected(_))
+            Some(Kind::SessionResumed(_)) => self.online = true,
+            Some(
+                Kind::PlayerKilled(_)
+                | Kind::NpcKilled(_)
+                | Kind::PlayerRespawned(_)
+                | Kind::CheatRejected(_)
+                | Kind::ZoneStarted(_)
+                | Kind::ZoneStopped(_),
+            )
             | None => {}
         }
     }
@@ -133,11 +141,17 @@ mod tests {
         fold(&mut records, &[&left]);
         assert_eq!((records[&7].xp, records[&7].gold, records[&7].online), (45, 9, false));
 
+        let back = event(7, 2, Kind::SessionResumed(ev::SessionResumed {}));
+        let zone = event(0, 2, Kind::ZoneStarted(ev::ZoneStarted {}));
+        fold(&mut records, &[&back, &zone]);
+        assert!(records[&7].online, "a resumed session is online");
+        assert_eq!(records.len(), 2, "zone events concern no player");
+
         // A new session: a new character under the same name and id.
         let again = event(7, 1, Kind::PlayerJoined(ev::PlayerJoined { name: String::new(), entity: 9 }));
         fold(&mut records, &[&again]);
         let ada = &records[&7];
-        assert_eq!((ada.name.as_str(), ada.level, ada.gold, ada.inventory.len(), ada.events), ("ada", 1, 0, 0, 9));
+        assert_eq!((ada.name.as_str(), ada.level, ada.gold, ada.inventory.len(), ada.events), ("ada", 1, 0, 0, 10));
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub struct Event {
     pub player: u64,
     #[prost(uint64, tag = "6")]
     pub epoch: u64,
-    #[prost(oneof = "event::Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19")]
+    #[prost(oneof = "event::Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22")]
     pub kind: Option<event::Kind>,
 }
 
@@ -49,6 +49,12 @@ pub mod event {
         CheatRejected(super::CheatRejected),
         #[prost(message, tag = "19")]
         XpGained(super::XpGained),
+        #[prost(message, tag = "20")]
+        SessionResumed(super::SessionResumed),
+        #[prost(message, tag = "21")]
+        ZoneStarted(super::ZoneStarted),
+        #[prost(message, tag = "22")]
+        ZoneStopped(super::ZoneStopped),
     }
 
     impl Kind {
@@ -65,6 +71,9 @@ pub mod event {
                 Kind::PlayerRespawned(_) => "player_respawned",
                 Kind::CheatRejected(_) => "cheat_rejected",
                 Kind::XpGained(_) => "xp_gained",
+                Kind::SessionResumed(_) => "session_resumed",
+                Kind::ZoneStarted(_) => "zone_started",
+                Kind::ZoneStopped(_) => "zone_stopped",
             }
         }
     }
@@ -140,6 +149,15 @@ pub struct XpGained {
     #[prost(uint64, tag = "2")]
     pub total: u64,
 }
+
+#[derive(Clone, PartialEq, Message)]
+pub struct SessionResumed {}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ZoneStarted {}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ZoneStopped {}
 
 /// Why bytes are not an event this build can read.
 #[derive(Debug, thiserror::Error)]

@@ -247,6 +247,9 @@ fn event_samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
                 event(K::PlayerRespawned(ev::PlayerRespawned {})),
                 event(K::CheatRejected(cheat.clone())),
                 event(K::XpGained(xp.clone())),
+                event(K::SessionResumed(ev::SessionResumed {})),
+                event(K::ZoneStarted(ev::ZoneStarted {})),
+                event(K::ZoneStopped(ev::ZoneStopped {})),
             ],
         ),
         ("PlayerJoined", vec![joined.encode_to_vec()]),
@@ -259,6 +262,9 @@ fn event_samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("PlayerRespawned", vec![ev::PlayerRespawned {}.encode_to_vec()]),
         ("CheatRejected", vec![cheat.encode_to_vec()]),
         ("XpGained", vec![xp.encode_to_vec()]),
+        ("SessionResumed", vec![ev::SessionResumed {}.encode_to_vec()]),
+        ("ZoneStarted", vec![ev::ZoneStarted {}.encode_to_vec()]),
+        ("ZoneStopped", vec![ev::ZoneStopped {}.encode_to_vec()]),
     ]
 }
 

@@ -32,6 +32,14 @@ pub enum CommandKind {
     Pickup {
         item: EntityId,
     },
+    /// The player took its character back on a new connection. Server-made,
+    /// like the two below: recorded in the tick so that replaying it
+    /// reproduces the event.
+    Resume,
+    /// The zone began ticking in a new process (player 0).
+    ZoneStarted,
+    /// The zone is about to stop (player 0).
+    ZoneStopped,
 }
 
 impl CommandKind {
@@ -42,6 +50,9 @@ impl CommandKind {
             CommandKind::Move { .. } => "move",
             CommandKind::Attack { .. } => "attack",
             CommandKind::Pickup { .. } => "pickup",
+            CommandKind::Resume => "resume",
+            CommandKind::ZoneStarted => "zone_started",
+            CommandKind::ZoneStopped => "zone_stopped",
         }
     }
 }
@@ -129,6 +140,9 @@ pub fn encode_batch(commands: &[Command]) -> Vec<u8> {
                 w.u8(5);
                 w.u32(*item);
             }
+            CommandKind::Resume => w.u8(6),
+            CommandKind::ZoneStarted => w.u8(7),
+            CommandKind::ZoneStopped => w.u8(8),
         }
     }
     w.buf
@@ -148,6 +162,9 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Command>, DecodeError> {
             3 => CommandKind::Move { velocity: Point::new(r.i32("move x")?, r.i32("move y")?) },
             4 => CommandKind::Attack { target: r.u32("attack target")? },
             5 => CommandKind::Pickup { item: r.u32("pickup item")? },
+            6 => CommandKind::Resume,
+            7 => CommandKind::ZoneStarted,
+            8 => CommandKind::ZoneStopped,
             other => return Err(DecodeError::Invalid(format!("unknown command kind {other}"))),
         };
         out.push(Command { player, seq, kind });
@@ -170,6 +187,9 @@ mod tests {
             Command { player: 2, seq: 8, kind: CommandKind::Attack { target: 99 } },
             Command { player: 2, seq: 9, kind: CommandKind::Pickup { item: 5 } },
             Command { player: 1, seq: 10, kind: CommandKind::Leave },
+            Command { player: 1, seq: 0, kind: CommandKind::Resume },
+            Command { player: 0, seq: 0, kind: CommandKind::ZoneStarted },
+            Command { player: 0, seq: 0, kind: CommandKind::ZoneStopped },
         ];
         let bytes = encode_batch(&batch);
         assert_eq!(decode_batch(&bytes), Ok(batch));

@@ -47,6 +47,9 @@ pub enum EventKind {
     PlayerRespawned { player: PlayerId },
     CheatRejected { player: PlayerId, reason: RejectReason },
     XpGained { player: PlayerId, amount: u64, total: u64 },
+    SessionResumed { player: PlayerId },
+    ZoneStarted,
+    ZoneStopped,
 }
 
 impl EventKind {
@@ -63,6 +66,9 @@ impl EventKind {
             EventKind::PlayerRespawned { .. } => "player_respawned",
             EventKind::CheatRejected { .. } => "cheat_rejected",
             EventKind::XpGained { .. } => "xp_gained",
+            EventKind::SessionResumed { .. } => "session_resumed",
+            EventKind::ZoneStarted => "zone_started",
+            EventKind::ZoneStopped => "zone_stopped",
         }
     }
 }

@@ -332,6 +332,14 @@ impl Zone {
                 }
                 p.velocity = *velocity;
             }
+            CommandKind::Resume => {
+                if !self.players.contains_key(&pid) {
+                    return Err(RejectReason::NotInZone);
+                }
+                self.emit(out, EventKind::SessionResumed { player: pid });
+            }
+            CommandKind::ZoneStarted => self.emit(out, EventKind::ZoneStarted),
+            CommandKind::ZoneStopped => self.emit(out, EventKind::ZoneStopped),
             CommandKind::Attack { target } => self.attack(pid, *target, out)?,
             CommandKind::Pickup { item } => self.pickup(pid, *item, out)?,
         }
@@ -735,6 +743,22 @@ mod tests {
         let out = z.tick(&[cmd(1, 4, CommandKind::Pickup { item: 901 })]);
         assert!(matches!(out.events[0].kind, EventKind::ItemAcquired { player: 1, item: ItemKind::Gem, count: 1 }));
         assert_eq!(z.player(1).expect("present").inventory.get(&ItemKind::Gem), Some(&1));
+    }
+
+    #[test]
+    fn resumes_and_the_zone_lifecycle_are_recorded() {
+        let mut z = quiet_zone();
+        join(&mut z, 1, "ann");
+        let out = z.tick(&[
+            cmd(0, 0, CommandKind::ZoneStarted),
+            cmd(1, 0, CommandKind::Resume),
+            cmd(2, 0, CommandKind::Resume),
+            cmd(0, 0, CommandKind::ZoneStopped),
+        ]);
+        let kinds: Vec<&EventKind> = out.events.iter().map(|e| &e.kind).collect();
+        assert_eq!(kinds, [&EventKind::ZoneStarted, &EventKind::SessionResumed { player: 1 }, &EventKind::ZoneStopped]);
+        assert_eq!(out.rejections.len(), 1, "no character to resume for player 2");
+        assert_eq!(out.rejections[0].reason, RejectReason::NotInZone);
     }
 
     #[test]

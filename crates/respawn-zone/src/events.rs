@@ -14,7 +14,9 @@ pub fn player_of(kind: &EventKind) -> u64 {
         | EventKind::LevelUp { player, .. }
         | EventKind::PlayerRespawned { player }
         | EventKind::CheatRejected { player, .. }
-        | EventKind::XpGained { player, .. } => *player,
+        | EventKind::XpGained { player, .. }
+        | EventKind::SessionResumed { player } => *player,
+        EventKind::ZoneStarted | EventKind::ZoneStopped => 0,
         EventKind::PlayerKilled { victim, .. } => *victim,
         EventKind::NpcKilled { killer, .. } => *killer,
     }
@@ -45,6 +47,9 @@ pub fn to_proto(e: &DomainEvent) -> ev::Event {
             Kind::CheatRejected(ev::CheatRejected { reason: reason.as_str().to_owned() })
         }
         EventKind::XpGained { amount, total, .. } => Kind::XpGained(ev::XpGained { amount: *amount, total: *total }),
+        EventKind::SessionResumed { .. } => Kind::SessionResumed(ev::SessionResumed {}),
+        EventKind::ZoneStarted => Kind::ZoneStarted(ev::ZoneStarted {}),
+        EventKind::ZoneStopped => Kind::ZoneStopped(ev::ZoneStopped {}),
     };
     ev::Event {
         schema_version: ev::EVENT_SCHEMA_VERSION,

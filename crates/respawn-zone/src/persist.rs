@@ -106,7 +106,18 @@ pub struct ZonePersistence {
 
 /// One zone's persister: runs until the tick thread drops its sender, then
 /// writes what is left.
-pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::UnboundedReceiver<PersistMsg>) {
+/// Messages the tick thread may have queued for the persister: a minute of
+/// ticks at 20 Hz. When the queue is full (the disk or the stores stalled
+/// that long) the zone stops ticking until it drains: the world waits rather
+/// than memory growing or anything being dropped.
+pub const QUEUE_CAPACITY: usize = 1_200;
+
+/// The bounded queue from a tick thread to its persister.
+pub fn queue() -> (mpsc::Sender<PersistMsg>, mpsc::Receiver<PersistMsg>) {
+    mpsc::channel(QUEUE_CAPACITY)
+}
+
+pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::Receiver<PersistMsg>) {
     let ZonePersistence { zone, name, stores, outbox, settings, state, metrics } = zp;
     let mut p = Persister {
         zone,

@@ -213,7 +213,7 @@ impl ZoneServer {
                     Duration::from_secs(3),
                 )));
             }
-            let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+            let (persist_tx, persist_rx) = persist::queue();
             let persister = tokio::spawn(persist::run_persister(
                 persist::ZonePersistence {
                     zone: zone_config.zone_id,

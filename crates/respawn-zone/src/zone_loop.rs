@@ -79,14 +79,14 @@ pub struct ZoneStatus {
 /// The tick thread's side of persistence.
 #[derive(Debug)]
 pub struct PersistLink {
-    pub tx: mpsc::UnboundedSender<PersistMsg>,
+    pub tx: mpsc::Sender<PersistMsg>,
     pub state: Arc<PersistState>,
     pub snapshot_every: Duration,
     last_snapshot: Instant,
 }
 
 impl PersistLink {
-    pub fn new(tx: mpsc::UnboundedSender<PersistMsg>, state: Arc<PersistState>, snapshot_every: Duration) -> Self {
+    pub fn new(tx: mpsc::Sender<PersistMsg>, state: Arc<PersistState>, snapshot_every: Duration) -> Self {
         Self { tx, state, snapshot_every, last_snapshot: Instant::now() }
     }
 }
@@ -157,7 +157,8 @@ impl ZoneRunner {
             detached,
             index: FieldIndex::default(),
             batch: Vec::new(),
-            carry: Vec::new(),
+            // The first tick in this process records that the zone started.
+            carry: vec![Command { player: 0, seq: 0, kind: CommandKind::ZoneStarted }],
             welcomes: Vec::new(),
             deliveries: Vec::new(),
             persist,
@@ -207,6 +208,9 @@ impl ZoneRunner {
                     self.batch.push(Command { player, seq: 0, kind: CommandKind::Join { name } });
                     false
                 };
+                if resumed {
+                    self.batch.push(Command { player, seq: 0, kind: CommandKind::Resume });
+                }
                 let client = self.new_client(link, resume_token);
                 self.clients.insert(player, client);
                 self.welcomes.push((player, resumed));
@@ -241,6 +245,14 @@ impl ZoneRunner {
                 }
             }
             Control::Stop => {
+                // A last tick records the stop; the snapshot then holds it.
+                // Stopping may wait (5 s at most) for room in the persister's queue.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while self.persist_queue_full() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                self.batch.push(Command { player: 0, seq: 0, kind: CommandKind::ZoneStopped });
+                self.tick();
                 self.snapshot_now();
                 return false;
             }
@@ -257,17 +269,30 @@ impl ZoneRunner {
         self.batch.len()
     }
 
-    /// Hands the whole zone to the persister.
+    /// Hands the whole zone to the persister (skipped while its queue is full;
+    /// the journal holds every tick meanwhile).
     fn snapshot_now(&mut self) {
         if let Some(p) = self.persist.as_mut() {
             let bytes = self.zone.encode_snapshot();
-            let _ = p.tx.send(PersistMsg::Snapshot { tick: self.zone.tick_number(), bytes });
-            p.last_snapshot = Instant::now();
+            if p.tx.try_send(PersistMsg::Snapshot { tick: self.zone.tick_number(), bytes }).is_ok() {
+                p.last_snapshot = Instant::now();
+            }
         }
     }
 
-    /// Runs one tick over the batch gathered so far and replicates it.
+    /// Whether the persister's queue lacks room for a tick and a snapshot.
+    fn persist_queue_full(&self) -> bool {
+        self.persist.as_ref().is_some_and(|p| !p.tx.is_closed() && p.tx.capacity() < 2)
+    }
+
+    /// Runs one tick over the batch gathered so far and replicates it; or,
+    /// while the persister is a full queue behind, runs none (counted) and
+    /// keeps the batch for later.
     pub fn tick(&mut self) {
+        if self.persist_queue_full() {
+            self.metrics.ticks_paused.inc();
+            return;
+        }
         let now = Instant::now();
         let expired: Vec<PlayerId> = self.detached.iter().filter(|(_, t)| **t <= now).map(|(p, _)| *p).collect();
         for player in expired {
@@ -280,7 +305,8 @@ impl ZoneRunner {
         let tick = out.tick;
         if let Some(p) = self.persist.as_mut() {
             let events = crate::events::encode_all(&out.events);
-            let _ = p.tx.send(PersistMsg::Tick { tick, batch: encode_batch(&batch), events });
+            // Room was checked above, and this thread is the only sender.
+            let _ = p.tx.try_send(PersistMsg::Tick { tick, batch: encode_batch(&batch), events });
             if p.last_snapshot.elapsed() >= p.snapshot_every || p.state.snapshot_wanted.swap(false, Ordering::Relaxed) {
                 self.snapshot_now();
             }
@@ -493,6 +519,27 @@ mod tests {
             out.push(respawn_proto::decode_server(&frame).expect("server frames decode"));
         }
         out
+    }
+
+    #[test]
+    fn a_stalled_persister_pauses_the_world_without_losing_a_tick() {
+        let metrics = Metrics::new("test");
+        let mut r = runner(&metrics);
+        let (tx, mut rx) = crate::persist::queue();
+        r.persist = Some(PersistLink::new(tx, Arc::new(PersistState::default()), Duration::from_secs(3_600)));
+        let ran = crate::persist::QUEUE_CAPACITY as u64 - 1;
+        for _ in 0..ran + 100 {
+            r.tick();
+        }
+        assert_eq!(r.zone().tick_number(), ran, "ticks stop while the queue has no room for one more");
+        assert_eq!(metrics.zone("t").ticks_paused.get(), 100);
+        let mut queued = Vec::new();
+        while let Ok(PersistMsg::Tick { tick, .. }) = rx.try_recv() {
+            queued.push(tick);
+        }
+        assert_eq!(queued, (1..=ran).collect::<Vec<_>>(), "every tick that ran is queued, in order");
+        r.tick();
+        assert_eq!(r.zone().tick_number(), ran + 1, "the world moves on once the persister catches up");
     }
 
     #[test]

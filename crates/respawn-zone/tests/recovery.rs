@@ -15,7 +15,6 @@ use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, Red
 use respawn_store::{SnapshotMeta, StoredSnapshot};
 use respawn_zone::metrics::Metrics;
 use respawn_zone::persist::{self, PersistMsg, PersistSettings, PersistState, Stores, ZonePersistence};
-use tokio::sync::mpsc;
 
 fn config() -> ZoneConfig {
     let mut c = ZoneConfig::standard(11, "recovery", 5).resized(4_000, 4_000);
@@ -66,7 +65,7 @@ async fn play_and_crash(stores: &Stores, ticks: u64, snapshot_every: u64) -> Zon
 async fn play(stores: &Stores, ticks: u64, snapshot_every: u64) -> Played {
     let metrics = Metrics::new("test");
     let state = Arc::new(PersistState::default());
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = persist::queue();
     let outbox_dir = std::env::temp_dir().join(format!("respawn-recovery-outbox-{}", unique()));
     let outbox = Arc::new(Outbox::open(&outbox_dir, 1 << 30, 1 << 20).expect("outbox"));
     let mut events = Vec::new();
@@ -104,9 +103,9 @@ async fn play(stores: &Stores, ticks: u64, snapshot_every: u64) -> Played {
         events.extend(out.events.iter().map(|e| (tick, e.id.to_string())));
         let encoded = respawn_zone::events::encode_all(&out.events);
         let msg = PersistMsg::Tick { tick, batch: respawn_sim::command::encode_batch(&batch), events: encoded };
-        tx.send(msg).expect("persister");
+        tx.send(msg).await.expect("persister");
         if tick % snapshot_every == 0 {
-            tx.send(PersistMsg::Snapshot { tick, bytes: zone.encode_snapshot() }).expect("persister");
+            tx.send(PersistMsg::Snapshot { tick, bytes: zone.encode_snapshot() }).await.expect("persister");
         }
         if tick % 7 == 0 {
             tokio::task::yield_now().await;

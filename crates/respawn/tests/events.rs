@@ -314,6 +314,27 @@ async fn without_kafka_a_join_lands_once_in_the_embedded_ledger() -> Result<()> 
         .fetch_one(&pool)
         .await?;
     assert_eq!((name.as_str(), online), ("embedded", true), "the record follows in the same transaction");
+    let (started,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM events WHERE zone = 1 AND kind = 'zone_started'").fetch_one(&pool).await?;
+    assert_eq!(started, 1, "the zone's start in this process is recorded once");
+
+    // The same player on a second connection takes the character over: a resumed session.
+    let (_second, welcome) = Client::join(&zone.ws_url(), player, "embedded", "meadow").await?;
+    assert!(welcome.resumed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events WHERE player = ? AND kind = 'session_resumed'")
+            .bind(player as i64)
+            .fetch_one(&pool)
+            .await?;
+        if n == 1 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("no session_resumed event in the ledger ({n})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let m = support::scrape(zone.addr).await?;
     assert!(support::metric(&m, r#"respawn_zone_events_published_total{zone="meadow"}"#).unwrap_or(0.0) >= 1.0);
     Ok(())

@@ -98,7 +98,7 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
     };
     // The tick thread's share of persistence (batch encoding, a snapshot
     // every 5 s) is timed; the writes themselves happen elsewhere.
-    let (persist_tx, mut persist_rx) = mpsc::unbounded_channel();
+    let (persist_tx, mut persist_rx) = respawn_zone::persist::queue();
     let persist = PersistLink::new(persist_tx, Arc::new(PersistState::default()), Duration::from_secs(5));
     let mut runner = ZoneRunner::new(zone, settings, metrics.zone("bench"), Some(persist));
     let mut receivers: Vec<mpsc::Receiver<Bytes>> = Vec::with_capacity(args.players as usize);
