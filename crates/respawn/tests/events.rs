@@ -236,13 +236,21 @@ async fn events_in_the_outbox_of_a_killed_zone_server_reach_mysql_once() -> Resu
     Ok(())
 }
 
+/// Events a zone generated in this process, by the zone server's count.
+async fn zone_events(addr: std::net::SocketAddr, zone: &str) -> Result<f64> {
+    let samples = respawn_client::prom::parse(&support::scrape(addr).await?);
+    Ok(respawn_client::prom::sum(&samples, "respawn_zone_events_total", &[("zone", zone)]))
+}
+
 #[tokio::test]
-async fn a_join_travels_from_the_zone_through_kafka_into_mysql() -> Result<()> {
+async fn a_session_travels_from_the_zone_through_kafka_into_mysql_every_event_once() -> Result<()> {
     let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS").expect("run through scripts/test");
     let db = Database::create("e2e").await?;
     let mut platform = Platform::start(&brokers, &db.url(), &format!("platform-e2e-{}", std::process::id()))?;
     let platform_addr = platform.addr;
-    let zone = ZoneProcess::start_with_args(TEST_CONFIG, &["--kafka-brokers", &brokers])?;
+    // No NPCs in meadow: nothing happens there unless the test does it, so counts hold still.
+    let quiet = TEST_CONFIG.replacen("npc_count = 5", "npc_count = 0", 1);
+    let zone = ZoneProcess::start_with_args(&quiet, &["--kafka-brokers", &brokers])?;
     let player = 9_000_000 + u64::from(std::process::id());
     let (_client, _) = Client::join(&zone.ws_url(), player, "recorded", "meadow").await?;
 
@@ -268,6 +276,36 @@ async fn a_join_travels_from_the_zone_through_kafka_into_mysql() -> Result<()> {
     let (name, online): (String, bool) =
         sqlx::query_as("SELECT name, online FROM players WHERE player = ?").bind(player).fetch_one(&pool).await?;
     assert_eq!((name.as_str(), online), ("recorded", true), "the player record follows, in the same transaction");
+
+    // Every event of the zone in this process (its epoch), counted by the zone server,
+    // is in MySQL once, and the ids are those the topic holds.
+    let (epoch,): (u64,) = sqlx::query_as("SELECT epoch FROM events WHERE player = ? AND kind = 'player_joined'")
+        .bind(player)
+        .fetch_one(&pool)
+        .await?;
+    let generated = zone_events(zone.addr, "meadow").await?;
+    assert!(generated >= 2.0, "at least the zone's start and the join: {generated}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stored_ids = loop {
+        let rows: Vec<(u64, u32)> = sqlx::query_as("SELECT tick, idx FROM events WHERE zone = 1 AND epoch = ?")
+            .bind(epoch)
+            .fetch_all(&pool)
+            .await?;
+        if rows.len() as f64 >= generated || Instant::now() > deadline {
+            break rows.into_iter().collect::<std::collections::BTreeSet<_>>();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stored_ids.len() as f64, generated, "as many events stored as the zone generated");
+    let consumer = subscribe(&brokers, format!("respawn-e2e-ids-{player}"))?;
+    let mut in_topic = std::collections::BTreeSet::new();
+    while let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await {
+        let e = Event::decode(msg.payload().unwrap_or_default())?;
+        if e.zone == 1 && e.epoch == epoch {
+            in_topic.insert((e.tick, e.index));
+        }
+    }
+    assert_eq!(in_topic, stored_ids, "the ids in MySQL are the ids in the topic");
 
     let m = support::scrape(platform_addr).await?;
     let stored = support::metric(&m, "respawn_platform_events_stored_total").unwrap_or(0.0);
