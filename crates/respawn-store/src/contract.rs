@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::{
-    ColdSnapshots, HotSnapshots, Journal, JournalEntry, ResumeSession, Sessions, SnapshotMeta, StoreError,
-    StoredSnapshot,
+    ColdSnapshots, HotSnapshots, Journal, JournalEntry, Registry, ResumeSession, ServerEntry, ServerState, Sessions,
+    SnapshotMeta, StoreError, StoredSnapshot,
 };
 
 pub type ContractResult = Result<(), String>;
@@ -102,5 +102,42 @@ pub async fn sessions(store: &dyn Sessions, seed: u32) -> ContractResult {
     store.put(&short, session, Duration::from_millis(200)).await.map_err(e)?;
     tokio::time::sleep(Duration::from_millis(400)).await;
     check(store.get(&short).await.map_err(e)?.is_none(), "expired tokens are gone")?;
+    Ok(())
+}
+
+pub async fn registry(store: &dyn Registry, seed: u32) -> ContractResult {
+    let entry = |id: &str, state| ServerEntry {
+        id: format!("{id}-{seed}"),
+        address: format!("ws://127.0.0.1:{}/ws", 7_000 + seed),
+        zones: vec!["meadow".into(), "caverns".into()],
+        state,
+        version: "0.1.0".into(),
+    };
+    let long = Duration::from_secs(60);
+    check(store.servers().await.map_err(e)?.is_empty(), "no servers at first")?;
+    store.heartbeat(entry("a", ServerState::Ready), long).await.map_err(e)?;
+    store.heartbeat(entry("b", ServerState::Ready), Duration::from_millis(200)).await.map_err(e)?;
+    let both = store.servers().await.map_err(e)?;
+    check(both == vec![entry("a", ServerState::Ready), entry("b", ServerState::Ready)], "both, by id, as sent")?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    check(store.servers().await.map_err(e)? == vec![entry("a", ServerState::Ready)], "a missed heartbeat is gone")?;
+    store.heartbeat(entry("a", ServerState::Draining), long).await.map_err(e)?;
+    check(store.servers().await.map_err(e)? == vec![entry("a", ServerState::Draining)], "a heartbeat renews")?;
+    let no_zones = ServerEntry { zones: Vec::new(), ..entry("c", ServerState::Ready) };
+    store.heartbeat(no_zones.clone(), long).await.map_err(e)?;
+    check(store.servers().await.map_err(e)?.contains(&no_zones), "a server with no zones yet")?;
+    store.remove(&no_zones.id).await.map_err(e)?;
+    store.remove(&entry("a", ServerState::Ready).id).await.map_err(e)?;
+    check(store.servers().await.map_err(e)?.is_empty(), "removed at once")?;
+    for (bad, what) in [
+        (ServerEntry { id: "../x".into(), ..entry("d", ServerState::Ready) }, "a path-like id"),
+        (ServerEntry { id: String::new(), ..entry("d", ServerState::Ready) }, "an empty id"),
+        (ServerEntry { address: "ws://a\nb".into(), ..entry("d", ServerState::Ready) }, "a newline"),
+        (ServerEntry { zones: vec!["a,b".into()], ..entry("d", ServerState::Ready) }, "a comma in a zone"),
+        (ServerEntry { version: "v".repeat(300), ..entry("d", ServerState::Ready) }, "an oversized version"),
+    ] {
+        check(matches!(store.heartbeat(bad, long).await, Err(StoreError::Invalid(_))), what)?;
+    }
+    check(store.servers().await.map_err(e)?.is_empty(), "nothing invalid was stored")?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! | [`ColdSnapshots`]: the fallback and the history for point-in-time restore | [`file::FileColdSnapshots`] | [`mongo::MongoColdSnapshots`] |
 //! | [`Journal`]: every tick's accepted command batch since the last snapshot | [`file::FileJournal`] | [`redis_store::RedisJournal`] (a stream per zone) |
 //! | [`Sessions`]: resume tokens | [`file::FileSessions`] | [`redis_store::RedisSessions`] |
+//! | [`Registry`]: the game servers alive, from their heartbeats | [`memory::MemoryRegistry`] | [`redis_store::RedisRegistry`] |
 //!
 //! [`contract`] holds one test suite per trait; every implementation runs it.
 //! Every call is bounded in time: a dead backend is an [`StoreError::Unavailable`]
@@ -20,6 +21,7 @@ use futures_util::future::BoxFuture;
 pub mod contract;
 pub mod file;
 pub mod kafka;
+pub mod memory;
 pub mod mongo;
 pub mod outbox;
 pub mod redis_store;
@@ -135,6 +137,77 @@ pub trait Sessions: Send + Sync + Debug {
 /// before it reaches a store (it may become a file name or a key).
 pub fn valid_resume_token(token: &str) -> bool {
     token.len() == 32 && token.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether a game server takes new players.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    Ready,
+    /// Shutting down or handing over: no new players.
+    Draining,
+}
+
+impl ServerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Ready => "ready",
+            ServerState::Draining => "draining",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ready" => Some(ServerState::Ready),
+            "draining" => Some(ServerState::Draining),
+            _ => None,
+        }
+    }
+}
+
+/// A game server as its last heartbeat described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEntry {
+    /// Unique per server process: 1 to 64 of `a-z`, `0-9`, `-`, `_`, `.`.
+    pub id: String,
+    /// Where clients connect, e.g. `ws://10.0.0.5:7350/ws`.
+    pub address: String,
+    /// The zones it hosts.
+    pub zones: Vec<String>,
+    pub state: ServerState,
+    pub version: String,
+}
+
+/// Longest address, version or zone name an entry may hold.
+const ENTRY_FIELD_MAX: usize = 256;
+
+impl ServerEntry {
+    /// Refuses what could not be stored faithfully or used as a key: heartbeats come from the network.
+    pub fn validate(&self) -> StoreResult<()> {
+        let id_ok = (1..=64).contains(&self.id.len())
+            && self.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        if !id_ok {
+            return Err(StoreError::Invalid(format!("server id {:?}: 1-64 of a-z 0-9 - _ .", self.id)));
+        }
+        let field_ok = |f: &str| !f.is_empty() && f.len() <= ENTRY_FIELD_MAX && !f.chars().any(char::is_control);
+        if !field_ok(&self.address) || !field_ok(&self.version) {
+            return Err(StoreError::Invalid("server address and version: 1-256 printable characters".into()));
+        }
+        if self.zones.len() > 64 || !self.zones.iter().all(|z| field_ok(z) && !z.contains(',')) {
+            return Err(StoreError::Invalid("zones: at most 64 names, printable, without commas".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The server registry: game servers heartbeat; an entry not renewed within
+/// its time to live is gone.
+pub trait Registry: Send + Sync + Debug {
+    /// Adds or renews `entry` for `ttl`.
+    fn heartbeat(&self, entry: ServerEntry, ttl: Duration) -> BoxFuture<'_, StoreResult<()>>;
+    /// The live servers, by id.
+    fn servers(&self) -> BoxFuture<'_, StoreResult<Vec<ServerEntry>>>;
+    /// Forgets a server at once (it stopped cleanly).
+    fn remove(&self, id: &str) -> BoxFuture<'_, StoreResult<()>>;
 }
 
 /// Runs a backend call under [`CALL_TIMEOUT`].

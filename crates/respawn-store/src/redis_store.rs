@@ -12,8 +12,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
 use crate::{
-    bounded, valid_resume_token, HotSnapshots, Journal, JournalEntry, ResumeSession, Sessions, SnapshotMeta,
-    StoreError, StoreResult, StoredSnapshot, CALL_TIMEOUT,
+    bounded, valid_resume_token, HotSnapshots, Journal, JournalEntry, Registry, ResumeSession, ServerEntry,
+    ServerState, Sessions, SnapshotMeta, StoreError, StoreResult, StoredSnapshot, CALL_TIMEOUT,
 };
 
 const BACKEND: &str = "redis";
@@ -302,6 +302,100 @@ impl Sessions for RedisSessions {
             let zone = parts.next().ok_or_else(corrupt)?.to_owned();
             let name = parts.next().ok_or_else(corrupt)?.to_owned();
             Ok(Some(ResumeSession { player_id, name, zone }))
+        }
+        .boxed()
+    }
+}
+
+/// The server registry in Redis: a key per server (`server:<id>`, expiring
+/// with the heartbeat's time to live) and a set of the ids ever seen, pruned
+/// of expired ones as they are listed.
+#[derive(Debug, Clone)]
+pub struct RedisRegistry {
+    redis: RedisConn,
+}
+
+impl RedisRegistry {
+    pub fn new(redis: RedisConn) -> Self {
+        Self { redis }
+    }
+}
+
+/// `address`, `state`, `version`, `zones` (comma-separated), one a line; validation keeps newlines out.
+fn encode_entry(e: &ServerEntry) -> String {
+    format!("{}\n{}\n{}\n{}", e.address, e.state.as_str(), e.version, e.zones.join(","))
+}
+
+fn decode_entry(id: &str, value: &str) -> StoreResult<ServerEntry> {
+    let corrupt = || StoreError::Corrupt(format!("registry entry {id}"));
+    let mut lines = value.splitn(4, '\n');
+    let address = lines.next().ok_or_else(corrupt)?.to_owned();
+    let state = lines.next().and_then(ServerState::parse).ok_or_else(corrupt)?;
+    let version = lines.next().ok_or_else(corrupt)?.to_owned();
+    let zones = lines.next().ok_or_else(corrupt)?;
+    let zones = if zones.is_empty() { Vec::new() } else { zones.split(',').map(str::to_owned).collect() };
+    Ok(ServerEntry { id: id.to_owned(), address, zones, state, version })
+}
+
+impl Registry for RedisRegistry {
+    fn heartbeat(&self, entry: ServerEntry, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            entry.validate()?;
+            let key = self.redis.key(&format!("server:{}", entry.id));
+            let ids = self.redis.key("servers");
+            let mut c = self.redis.conn().await?;
+            let ms = ttl.as_millis().max(1) as u64;
+            bounded(BACKEND, async {
+                redis::pipe()
+                    .atomic()
+                    .pset_ex(&key, encode_entry(&entry), ms)
+                    .sadd(&ids, &entry.id)
+                    .query_async::<()>(&mut c)
+                    .await
+                    .map_err(err)
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn servers(&self) -> BoxFuture<'_, StoreResult<Vec<ServerEntry>>> {
+        async move {
+            let ids_key = self.redis.key("servers");
+            let mut c = self.redis.conn().await?;
+            let mut ids: Vec<String> = bounded(BACKEND, async { c.smembers(&ids_key).await.map_err(err) }).await?;
+            ids.sort();
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let keys: Vec<String> = ids.iter().map(|id| self.redis.key(&format!("server:{id}"))).collect();
+            let values: Vec<Option<String>> = bounded(BACKEND, async { c.mget(&keys).await.map_err(err) }).await?;
+            let mut live = Vec::new();
+            let mut expired = Vec::new();
+            for (id, value) in ids.iter().zip(values) {
+                match value {
+                    Some(v) => live.push(decode_entry(id, &v)?),
+                    None => expired.push(id.clone()),
+                }
+            }
+            if !expired.is_empty() {
+                bounded(BACKEND, async { c.srem::<_, _, ()>(&ids_key, &expired).await.map_err(err) }).await?;
+            }
+            Ok(live)
+        }
+        .boxed()
+    }
+
+    fn remove(&self, id: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let id = id.to_owned();
+        async move {
+            let key = self.redis.key(&format!("server:{id}"));
+            let ids = self.redis.key("servers");
+            let mut c = self.redis.conn().await?;
+            bounded(BACKEND, async {
+                redis::pipe().atomic().del(&key).srem(&ids, &id).query_async::<()>(&mut c).await.map_err(err)
+            })
+            .await
         }
         .boxed()
     }

@@ -1,4 +1,4 @@
-//! The contract suites against the embedded (file) implementations.
+//! The contract suites against the embedded implementations (files, memory).
 
 use std::path::PathBuf;
 
@@ -18,6 +18,7 @@ async fn files_honour_every_contract() {
     contract::cold_snapshots(&file::FileColdSnapshots::new(&dir), 1).await.expect("cold snapshots");
     contract::journal(&file::FileJournal::new(&dir), 1).await.expect("journal");
     contract::sessions(&file::FileSessions::new(&dir), 1).await.expect("sessions");
+    contract::registry(&respawn_store::memory::MemoryRegistry::new(), 1).await.expect("registry");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -1,7 +1,7 @@
 //! The contract suites against a real Redis started by `scripts/services`
 //! (which exports RESPAWN_TEST_REDIS_URL).
 
-use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisSessions};
+use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisRegistry, RedisSessions};
 use respawn_store::{contract, HotSnapshots, StoreError};
 
 fn redis_url() -> String {
@@ -19,7 +19,8 @@ async fn redis_honours_every_contract() {
     let conn = RedisConn::new(&redis_url(), &unique_prefix()).expect("url");
     contract::hot_snapshots(&RedisHotSnapshots::new(conn.clone()), 1).await.expect("hot snapshots");
     contract::journal(&RedisJournal::new(conn.clone()), 1).await.expect("journal");
-    contract::sessions(&RedisSessions::new(conn), 1).await.expect("sessions");
+    contract::sessions(&RedisSessions::new(conn.clone()), 1).await.expect("sessions");
+    contract::registry(&RedisRegistry::new(conn), 1).await.expect("registry");
 }
 
 #[tokio::test]
