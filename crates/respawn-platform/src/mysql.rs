@@ -10,6 +10,7 @@ use prost::Message as _;
 use respawn_proto::events::Event;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{MySql, QueryBuilder, Row, Transaction};
+use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{
     fresh, new_batch_id, players_of, EventKey, Ledger, PoolStats, Stored, PLAYER_COLUMNS, ROWS_PER_STATEMENT,
@@ -40,6 +41,24 @@ pub async fn connect(url: &str, patience: Duration) -> Result<MySqlLedger, Platf
     };
     sqlx::migrate!("./migrations").run(&pool).await?;
     Ok(MySqlLedger { pool })
+}
+
+/// [`connect`], retried with backoff (0.5 s doubling to 5 s) until it
+/// succeeds or `stop` is cancelled (`None`): the platform server starts and
+/// serves without MySQL and begins consuming once it answers.
+pub async fn connect_until_stopped(url: &str, stop: &CancellationToken) -> Option<MySqlLedger> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match connect(url, Duration::ZERO).await {
+            Ok(ledger) => return Some(ledger),
+            Err(e) => tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MySQL not ready; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return None,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// The ledger in MySQL/MariaDB.

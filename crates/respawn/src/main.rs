@@ -271,9 +271,6 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (try --listen)", args.listen))?;
-    let ledger: Arc<dyn respawn_platform::Ledger> =
-        Arc::new(respawn_platform::connect(&args.mysql_url, std::time::Duration::from_secs(60)).await?);
-    tracing::info!(metrics = %format!("http://{}/metrics", args.listen), "MySQL schema up to date; consuming events");
     let config = respawn_platform::ConsumerConfig {
         brokers: args.kafka_brokers,
         topic: respawn_proto::events::TOPIC.to_owned(),
@@ -283,8 +280,22 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
     };
     let metrics = Arc::new(respawn_platform::PlatformMetrics::new());
     let stop = tokio_util::sync::CancellationToken::new();
-    let consumer = tokio::spawn(respawn_platform::run_consumer(ledger.clone(), config, metrics.clone(), stop.clone()));
-    let http = tokio::spawn(respawn_platform::http::serve(listener, metrics.clone(), ledger, stop.clone()));
+    let ledger = respawn_platform::http::LedgerSlot::default();
+    let http = tokio::spawn(respawn_platform::http::serve(listener, metrics.clone(), ledger.clone(), stop.clone()));
+    tracing::info!(metrics = %format!("http://{}/metrics", args.listen), "platform server listening");
+    // Start-up does not wait for MySQL or Kafka: the consumer begins once MySQL answers.
+    let consumer = {
+        let (metrics, stop) = (metrics.clone(), stop.clone());
+        tokio::spawn(async move {
+            let Some(connected) = respawn_platform::mysql::connect_until_stopped(&args.mysql_url, &stop).await else {
+                return Ok(());
+            };
+            let connected: Arc<dyn respawn_platform::Ledger> = Arc::new(connected);
+            let _ = ledger.set(connected.clone());
+            tracing::info!("MySQL schema up to date; consuming events");
+            respawn_platform::run_consumer(connected, config, metrics, stop).await
+        })
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -377,3 +377,51 @@ async fn without_kafka_a_join_lands_once_in_the_embedded_ledger() -> Result<()> 
     assert!(support::metric(&m, r#"respawn_zone_events_published_total{zone="meadow"}"#).unwrap_or(0.0) >= 1.0);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_platform_server_serves_without_mysql_and_consumes_once_it_answers() -> Result<()> {
+    use respawn_client::{gate::Gate, http};
+    let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS").expect("run through scripts/test");
+    let db = Database::create("late").await?;
+    // MySQL unreachable at start: a gate in front of it, closed.
+    let mut gate = Gate::open(0, db.server.trim_start_matches("mysql://root@").parse()?).await?;
+    gate.cut();
+    let via_gate = format!("mysql://root@127.0.0.1:{}/{}", gate.port, db.name);
+    let platform = Platform::start(&brokers, &via_gate, &format!("platform-late-{}", std::process::id()))?;
+    let addr = platform.addr.to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http::request(&addr, "GET", "/healthz", None).await.map(|(code, _)| code).unwrap_or(0) != 200 {
+        if Instant::now() > deadline {
+            bail!("the platform server did not start without MySQL; log:\n{}", platform.log());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, body) = http::request(&addr, "GET", "/readyz", None).await?;
+    assert_eq!(code, 503, "not ready while MySQL is away: {body}");
+    assert!(body.contains("waiting for MySQL"), "{body}");
+    assert!(http::scrape(&addr).await?.contains("respawn_platform_events_stored_total 0"));
+
+    // A player joins meanwhile; then MySQL becomes reachable.
+    let zone = ZoneProcess::start_with_args(TEST_CONFIG, &["--kafka-brokers", &brokers])?;
+    let player = 11_000_000 + u64::from(std::process::id());
+    let (_client, _) = Client::join(&zone.ws_url(), player, "patient", "meadow").await?;
+    gate.reopen().await?;
+    let pool = sqlx::mysql::MySqlPoolOptions::new().connect_lazy(&db.url())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = http::request(&addr, "GET", "/readyz", None).await.map(|(code, _)| code).unwrap_or(0) == 200;
+        let stored: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events WHERE player = ? AND kind = 'player_joined'")
+            .bind(player)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or((0,));
+        if ready && stored.0 == 1 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("ready {ready}, join stored {}; platform log:\n{}", stored.0, platform.log());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
