@@ -9,12 +9,38 @@ use tokio::net::TcpStream;
 
 /// Sends `method path` to `addr` (`host:port`) and returns status and body.
 pub async fn request(addr: &str, method: &str, path: &str, bearer: Option<&str>) -> Result<(u16, String)> {
+    send(addr, method, path, bearer, None).await
+}
+
+/// [`request`] with a JSON body.
+pub async fn request_json(
+    addr: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    json: &str,
+) -> Result<(u16, String)> {
+    send(addr, method, path, bearer, Some(("application/json", json.as_bytes()))).await
+}
+
+async fn send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<(&str, &[u8])>,
+) -> Result<(u16, String)> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
         let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-        let req =
-            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
-        stream.write_all(req.as_bytes()).await?;
+        let (content_type, bytes) = body.unwrap_or(("", &[]));
+        let content_type = if body.is_some() { format!("Content-Type: {content_type}\r\n") } else { String::new() };
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            bytes.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(bytes).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;
         Ok::<_, anyhow::Error>(raw)

@@ -133,6 +133,11 @@ pub struct DrainTrigger {
 }
 
 impl DrainTrigger {
+    /// Whether a drain was asked for (by a signal or the admin API).
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_cancelled()
+    }
+
     /// First call drains; a second call stops waiting for players.
     pub fn trigger(&self) {
         if self.drain.is_cancelled() {
@@ -464,7 +469,7 @@ fn authorize(state: &ServerState, headers: &HeaderMap) -> Result<(), (StatusCode
     };
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+    if given.is_some_and(|g| respawn_token::constant_time_eq(g.as_bytes(), expected.as_bytes())) {
         Ok(())
     } else {
         Err((StatusCode::UNAUTHORIZED, "missing or wrong admin bearer token\n"))
@@ -539,8 +544,4 @@ async fn admin_kick(
     }
     tracing::info!(player = params.player, reason = %reason, "kick requested");
     (StatusCode::ACCEPTED, "kick sent\n").into_response()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

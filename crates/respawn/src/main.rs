@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod bench;
 mod ctl;
 mod drill;
+mod heartbeat;
 mod loadgen;
 mod services;
 mod supervisor;
@@ -80,6 +81,15 @@ struct ZoneArgs {
     /// Bearer token for the admin API (`POST /admin/drain`); disabled when unset.
     #[arg(long, env = "RESPAWN_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Platform server (`host:port`) whose registry this server heartbeats into.
+    #[arg(long, env = "RESPAWN_PLATFORM_ADDR", requires = "server_token")]
+    platform: Option<String>,
+    /// Secret shared with the platform server for heartbeats.
+    #[arg(long, env = "RESPAWN_SERVER_TOKEN", hide_env_values = true)]
+    server_token: Option<String>,
+    /// Where the platform sends clients (default: ws://<listen address>/ws).
+    #[arg(long, env = "RESPAWN_ADVERTISE")]
+    advertise: Option<String>,
     #[command(flatten)]
     stores: StoreArgs,
 }
@@ -181,9 +191,18 @@ struct PlatformArgs {
     /// Kafka consumer group.
     #[arg(long, env = "RESPAWN_CONSUMER_GROUP", default_value = respawn_platform::GROUP)]
     group: String,
-    /// Address for `/metrics` and `/healthz`.
+    /// Address for the HTTP API, `/metrics` and `/healthz`.
     #[arg(long, env = "RESPAWN_PLATFORM_LISTEN", default_value = "127.0.0.1:7360")]
     listen: SocketAddr,
+    /// Secret game servers present to heartbeat into the registry; the registry API is closed without it.
+    #[arg(long, env = "RESPAWN_SERVER_TOKEN", hide_env_values = true)]
+    server_token: Option<String>,
+    /// Redis for the server registry (kept in memory without it).
+    #[arg(long, env = "RESPAWN_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Key prefix in Redis.
+    #[arg(long, env = "RESPAWN_REDIS_PREFIX", default_value = "respawn")]
+    redis_prefix: String,
 }
 
 #[derive(Args, Debug)]
@@ -281,7 +300,19 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
     let metrics = Arc::new(respawn_platform::PlatformMetrics::new());
     let stop = tokio_util::sync::CancellationToken::new();
     let ledger = respawn_platform::http::LedgerSlot::default();
-    let http = tokio::spawn(respawn_platform::http::serve(listener, metrics.clone(), ledger.clone(), stop.clone()));
+    let registry: Arc<dyn respawn_store::Registry> = match &args.redis_url {
+        Some(url) => Arc::new(respawn_store::redis_store::RedisRegistry::new(
+            respawn_store::redis_store::RedisConn::new(url, &args.redis_prefix)?,
+        )),
+        None => Arc::new(respawn_store::memory::MemoryRegistry::new()),
+    };
+    let context = respawn_platform::http::HttpContext {
+        metrics: metrics.clone(),
+        ledger: ledger.clone(),
+        registry,
+        server_token: args.server_token.map(Arc::from),
+    };
+    let http = tokio::spawn(respawn_platform::http::serve(listener, context, stop.clone()));
     tracing::info!(metrics = %format!("http://{}/metrics", args.listen), "platform server listening");
     // Start-up does not wait for MySQL or Kafka: the consumer begins once MySQL answers.
     let consumer = {
@@ -332,6 +363,7 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
     if args.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
         bail!("--admin-token must be at least 16 characters");
     }
+    let zone_names: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
     runtime()?.block_on(async move {
         let options = ServerOptions {
             config,
@@ -346,6 +378,21 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
         let addr = server.local_addr()?;
         // One machine-readable line on stdout; logs go to stderr.
         println!("respawn zone listening on http://{addr}");
+        let heartbeat_stop = tokio_util::sync::CancellationToken::new();
+        let heartbeat = match (args.platform, args.server_token) {
+            (Some(platform), Some(token)) => Some(tokio::spawn(
+                heartbeat::Heartbeat {
+                    platform,
+                    token,
+                    id: format!("zone-{}", supervisor::random_hex(8)?),
+                    address: args.advertise.unwrap_or_else(|| format!("ws://{addr}/ws")),
+                    zones: zone_names,
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                }
+                .run(server.drain_trigger(), heartbeat_stop.clone()),
+            )),
+            _ => None,
+        };
         let trigger = server.drain_trigger();
         tokio::spawn(async move {
             let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -364,6 +411,10 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
             }
         });
         server.run().await?;
+        heartbeat_stop.cancel();
+        if let Some(heartbeat) = heartbeat {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), heartbeat).await;
+        }
         Ok(())
     })
 }

@@ -13,7 +13,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use respawn_proto::events::{event::Kind, Event, TOPIC};
-use support::{Client, ZoneProcess, TEST_CONFIG};
+use support::{Client, Platform, ZoneProcess, TEST_CONFIG};
 
 /// A consumer of the events topic in its own group, from the beginning.
 fn subscribe(brokers: &str, group: String) -> Result<StreamConsumer> {
@@ -135,42 +135,6 @@ impl Database {
 
     fn url(&self) -> String {
         format!("{}/{}", self.server, self.name)
-    }
-}
-
-/// `respawn platform` as a process, logging to a file; killed when dropped.
-struct Platform {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    log: std::path::PathBuf,
-    _dir: support::TempDir,
-}
-
-impl Platform {
-    fn start(brokers: &str, mysql_url: &str, group: &str) -> Result<Self> {
-        let dir = support::TempDir::new("platform")?;
-        let log = dir.0.join("platform.log");
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_respawn"))
-            .args(["platform", "--listen", &addr.to_string()])
-            .env("RESPAWN_KAFKA_BROKERS", brokers)
-            .env("RESPAWN_MYSQL_URL", mysql_url)
-            .env("RESPAWN_CONSUMER_GROUP", group)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
-        Ok(Self { child, addr, log, _dir: dir })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Platform {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -279,3 +279,45 @@ pub fn drill(args: &[&str]) -> Result<serde_json::Value> {
     serde_json::from_slice(&out.stdout)
         .or_else(|e| bail!("drill {args:?} printed no report ({e}); stderr:\n{}", String::from_utf8_lossy(&out.stderr)))
 }
+
+/// `respawn platform` as a process, logging to a file; killed when dropped.
+pub struct Platform {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    log: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl Platform {
+    pub fn start(brokers: &str, mysql_url: &str, group: &str) -> Result<Self> {
+        Self::start_with(brokers, mysql_url, group, &[])
+    }
+
+    /// With extra command-line arguments.
+    pub fn start_with(brokers: &str, mysql_url: &str, group: &str, extra: &[&str]) -> Result<Self> {
+        let dir = TempDir::new("platform")?;
+        let log = dir.0.join("platform.log");
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_respawn"))
+            .args(["platform", "--listen", &addr.to_string()])
+            .args(extra)
+            .env("RESPAWN_KAFKA_BROKERS", brokers)
+            .env("RESPAWN_MYSQL_URL", mysql_url)
+            .env("RESPAWN_CONSUMER_GROUP", group)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        Ok(Self { child, addr, log, _dir: dir })
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
