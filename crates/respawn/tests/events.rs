@@ -353,13 +353,7 @@ async fn the_platform_server_serves_without_mysql_and_consumes_once_it_answers()
     let via_gate = format!("mysql://root@127.0.0.1:{}/{}", gate.port, db.name);
     let platform = Platform::start(&brokers, &via_gate, &format!("platform-late-{}", std::process::id()))?;
     let addr = platform.addr.to_string();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while http::request(&addr, "GET", "/healthz", None).await.map(|(code, _)| code).unwrap_or(0) != 200 {
-        if Instant::now() > deadline {
-            bail!("the platform server did not start without MySQL; log:\n{}", platform.log());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    platform.wait_healthy().await?;
     let (code, body) = http::request(&addr, "GET", "/readyz", None).await?;
     assert_eq!(code, 503, "not ready while MySQL is away: {body}");
     assert!(body.contains("waiting for MySQL"), "{body}");

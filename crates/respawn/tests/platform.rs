@@ -47,13 +47,7 @@ async fn zone_servers_heartbeat_into_the_registry_and_leave_it_when_they_die() -
         &["--server-token", SERVER_TOKEN],
     )?;
     let addr = platform.addr.to_string();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while http::request(&addr, "GET", "/healthz", None).await.map(|(c, _)| c).unwrap_or(0) != 200 {
-        if Instant::now() > deadline {
-            bail!("platform server did not start; log:\n{}", platform.log());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    platform.wait_healthy().await?;
     // The registry is closed to anyone without the server token.
     assert_eq!(http::request(&addr, "GET", "/v1/servers", None).await?.0, 401);
     assert_eq!(http::request(&addr, "GET", "/v1/servers", Some("wrong")).await?.0, 401);

@@ -313,6 +313,19 @@ impl Platform {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits (10 s at most) until `/healthz` answers 200.
+    pub async fn wait_healthy(&self) -> Result<()> {
+        let addr = self.addr.to_string();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while respawn_client::http::request(&addr, "GET", "/healthz", None).await.map_or(0, |(code, _)| code) != 200 {
+            if std::time::Instant::now() > deadline {
+                bail!("the platform server did not start; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Platform {
