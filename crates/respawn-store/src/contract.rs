@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::ops::{AuditRecord, Ban, Login, OperatorToken, OpsStore, Role};
+use crate::ratelimit::{Decision, Quota, RateLimiter};
 use crate::{
     ColdSnapshots, HotSnapshots, Journal, JournalEntry, Registry, ResumeSession, ServerEntry, ServerState, Sessions,
     SnapshotMeta, StoreError, StoredSnapshot,
@@ -139,5 +141,95 @@ pub async fn registry(store: &dyn Registry, seed: u32) -> ContractResult {
         check(matches!(store.heartbeat(bad, long).await, Err(StoreError::Invalid(_))), what)?;
     }
     check(store.servers().await.map_err(e)?.is_empty(), "nothing invalid was stored")?;
+    Ok(())
+}
+
+/// `seed` keeps player ids and names apart from other runs on a shared server.
+pub async fn ops(store: &dyn OpsStore, seed: u64) -> ContractResult {
+    let p = |n: u64| seed * 1_000 + n;
+    let (v0, bans) = store.bans().await.map_err(e)?;
+    check(bans.is_empty(), "no bans at first")?;
+    let ban = |player, reason: &str| Ban { player, reason: reason.into(), by: "alice".into(), at_ms: 7 };
+    store.ban(ban(p(1), "botting")).await.map_err(e)?;
+    store.ban(ban(p(2), "it's; DROP TABLE players; --")).await.map_err(e)?;
+    let (v1, bans) = store.bans().await.map_err(e)?;
+    check(v1 > v0 && store.bans_version().await.map_err(e)? == v1, "every ban bumps the version")?;
+    check(bans == vec![ban(p(1), "botting"), ban(p(2), "it's; DROP TABLE players; --")], "bans by player, as given")?;
+    check(store.is_banned(p(1)).await.map_err(e)? && !store.is_banned(p(3)).await.map_err(e)?, "is_banned")?;
+    check(store.unban(p(1)).await.map_err(e)?, "unban says it lifted a ban")?;
+    check(!store.unban(p(1)).await.map_err(e)?, "a second unban finds none")?;
+    let (v2, bans) = store.bans().await.map_err(e)?;
+    check(v2 > v1 && bans.len() == 1 && !store.is_banned(p(1)).await.map_err(e)?, "unban bumps, lifts")?;
+    let bad_ban = Ban { reason: "a\nb".into(), ..ban(p(4), "") };
+    check(matches!(store.ban(bad_ban).await, Err(StoreError::Invalid(_))), "control characters refused")?;
+
+    let token = |name: &str, role, fill: char| OperatorToken {
+        name: format!("{name}-{seed}"),
+        role,
+        hash: fill.to_string().repeat(64),
+        created_ms: 9,
+    };
+    store.put_operator(token("ann", Role::Viewer, 'a')).await.map_err(e)?;
+    store.put_operator(token("bob", Role::Admin, 'b')).await.map_err(e)?;
+    let found = store.operator_by_hash(&"b".repeat(64)).await.map_err(e)?;
+    check(found == Some(token("bob", Role::Admin, 'b')), "found by hash")?;
+    check(store.operator_by_hash(&"c".repeat(64)).await.map_err(e)?.is_none(), "unknown hash")?;
+    store.put_operator(token("ann", Role::Operator, 'd')).await.map_err(e)?;
+    check(store.operator_by_hash(&"a".repeat(64)).await.map_err(e)?.is_none(), "a replaced token's old hash is dead")?;
+    let ours: Vec<OperatorToken> =
+        store.operators().await.map_err(e)?.into_iter().filter(|t| t.name.ends_with(&format!("-{seed}"))).collect();
+    check(ours == vec![token("ann", Role::Operator, 'd'), token("bob", Role::Admin, 'b')], "listed by name")?;
+    check(store.revoke_operator(&format!("bob-{seed}")).await.map_err(e)?, "revoked")?;
+    check(store.operator_by_hash(&"b".repeat(64)).await.map_err(e)?.is_none(), "a revoked token is dead")?;
+    check(!store.revoke_operator(&format!("bob-{seed}")).await.map_err(e)?, "revoked once")?;
+    for bad in [
+        OperatorToken { name: "Bad Name".into(), ..token("x", Role::Viewer, 'e') },
+        OperatorToken { hash: "zz".into(), ..token("x", Role::Viewer, 'e') },
+    ] {
+        check(matches!(store.put_operator(bad).await, Err(StoreError::Invalid(_))), "bad operator token refused")?;
+    }
+
+    let record = |n: u64| AuditRecord {
+        at_ms: n,
+        actor: "alice".into(),
+        action: "kick".into(),
+        target: format!("player {}", p(n)),
+        result: "ok".into(),
+    };
+    for n in 1..=5 {
+        store.audit(record(n)).await.map_err(e)?;
+    }
+    check(store.audit_log(0, 2).await.map_err(e)? == vec![record(5), record(4)], "newest first")?;
+    check(store.audit_log(2, 2).await.map_err(e)? == vec![record(3), record(2)], "paged")?;
+    check(store.audit_log(0, 0).await.map_err(e)?.is_empty(), "limit 0")?;
+
+    let login = Login { player: p(5), name: "ann".into(), zone: "meadow".into(), server: "s1".into(), at_ms: 11 };
+    store.put_login(login.clone(), Duration::from_secs(60)).await.map_err(e)?;
+    store.put_login(Login { player: p(6), ..login.clone() }, Duration::from_millis(100)).await.map_err(e)?;
+    check(store.login(p(5)).await.map_err(e)? == Some(login), "login kept")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    check(store.login(p(6)).await.map_err(e)?.is_none(), "an expired login is gone")?;
+    check(store.login(p(7)).await.map_err(e)?.is_none(), "no login")?;
+    Ok(())
+}
+
+/// `key` must be new to the limiter.
+pub async fn rate_limiter(limiter: &dyn RateLimiter, key: &str) -> ContractResult {
+    let quota = Quota { burst: 3, period: Duration::from_millis(600) };
+    for n in 1..=3 {
+        check(limiter.check(key, quota).await.map_err(e)? == Decision::Allowed, &format!("burst request {n}"))?;
+    }
+    let Decision::Limited { retry_after } = limiter.check(key, quota).await.map_err(e)? else {
+        return Err("the request after the burst is limited".into());
+    };
+    check(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(200), "retry after one interval")?;
+    check(
+        limiter.check(&format!("{key}-other"), quota).await.map_err(e)? == Decision::Allowed,
+        "other keys are separate",
+    )?;
+    tokio::time::sleep(retry_after + Duration::from_millis(20)).await;
+    check(limiter.check(key, quota).await.map_err(e)? == Decision::Allowed, "allowed again after retry_after")?;
+    check(matches!(limiter.check("", quota).await, Err(StoreError::Invalid(_))), "an empty key is refused")?;
+    check(matches!(limiter.check(&"k".repeat(300), quota).await, Err(StoreError::Invalid(_))), "a long key too")?;
     Ok(())
 }

@@ -8,6 +8,8 @@
 //! | [`Journal`]: every tick's accepted command batch since the last snapshot | [`file::FileJournal`] | [`redis_store::RedisJournal`] (a stream per zone) |
 //! | [`Sessions`]: resume tokens | [`file::FileSessions`] | [`redis_store::RedisSessions`] |
 //! | [`Registry`]: the game servers alive, from their heartbeats | [`memory::MemoryRegistry`] | [`redis_store::RedisRegistry`] |
+//! | [`ops::OpsStore`]: bans, operator tokens, audit log, logins | [`memory::MemoryOps`] | [`redis_store::RedisOps`] |
+//! | [`ratelimit::RateLimiter`]: GCRA limits shared by all instances | [`ratelimit::MemoryRateLimiter`] | [`redis_store::RedisRateLimiter`] |
 //!
 //! [`contract`] holds one test suite per trait; every implementation runs it.
 //! Every call is bounded in time: a dead backend is an [`StoreError::Unavailable`]
@@ -23,7 +25,9 @@ pub mod file;
 pub mod kafka;
 pub mod memory;
 pub mod mongo;
+pub mod ops;
 pub mod outbox;
+pub mod ratelimit;
 pub mod redis_store;
 
 /// How long one store call may take before it counts as unavailable.
@@ -178,7 +182,7 @@ pub struct ServerEntry {
 }
 
 /// Longest address, version or zone name an entry may hold.
-const ENTRY_FIELD_MAX: usize = 256;
+pub(crate) const ENTRY_FIELD_MAX: usize = 256;
 
 impl ServerEntry {
     /// Refuses what could not be stored faithfully or used as a key: heartbeats come from the network.

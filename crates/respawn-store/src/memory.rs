@@ -1,14 +1,16 @@
 //! Embedded implementations that live in the process's memory, for roles
-//! whose data need not survive it (the server registry: servers heartbeat
-//! again within seconds).
+//! whose data need not survive it: the server registry (servers heartbeat
+//! again within seconds) and the embedded platform server's operations
+//! state (one process; `respawn up` is a development stack).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
+use crate::ops::{AuditRecord, Ban, Login, OperatorToken, OpsStore, AUDIT_KEEP};
 use crate::{Registry, ServerEntry, StoreError, StoreResult};
 
 #[derive(Debug, Default)]
@@ -53,6 +55,129 @@ impl Registry for MemoryRegistry {
             self.with(|s| {
                 s.remove(&id);
             })
+        }
+        .boxed()
+    }
+}
+
+#[derive(Debug, Default)]
+struct OpsState {
+    bans: BTreeMap<u64, Ban>,
+    bans_version: u64,
+    operators: BTreeMap<String, OperatorToken>,
+    audit: VecDeque<AuditRecord>,
+    logins: HashMap<u64, (Login, Instant)>,
+}
+
+/// Operations state for one embedded platform server.
+#[derive(Debug, Default)]
+pub struct MemoryOps {
+    state: Mutex<OpsState>,
+}
+
+impl MemoryOps {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut OpsState) -> T) -> StoreResult<T> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| StoreError::Backend { backend: "memory", message: "operations state lock poisoned".into() })?;
+        Ok(f(&mut state))
+    }
+}
+
+impl OpsStore for MemoryOps {
+    fn ban(&self, ban: Ban) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            ban.validate()?;
+            self.with(|s| {
+                s.bans.insert(ban.player, ban);
+                s.bans_version += 1;
+            })
+        }
+        .boxed()
+    }
+
+    fn unban(&self, player: u64) -> BoxFuture<'_, StoreResult<bool>> {
+        async move {
+            self.with(|s| {
+                let was = s.bans.remove(&player).is_some();
+                if was {
+                    s.bans_version += 1;
+                }
+                was
+            })
+        }
+        .boxed()
+    }
+
+    fn bans(&self) -> BoxFuture<'_, StoreResult<(u64, Vec<Ban>)>> {
+        async move { self.with(|s| (s.bans_version, s.bans.values().cloned().collect())) }.boxed()
+    }
+
+    fn bans_version(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        async move { self.with(|s| s.bans_version) }.boxed()
+    }
+
+    fn is_banned(&self, player: u64) -> BoxFuture<'_, StoreResult<bool>> {
+        async move { self.with(|s| s.bans.contains_key(&player)) }.boxed()
+    }
+
+    fn put_operator(&self, token: OperatorToken) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            token.validate()?;
+            self.with(|s| {
+                s.operators.insert(token.name.clone(), token);
+            })
+        }
+        .boxed()
+    }
+
+    fn operator_by_hash<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, StoreResult<Option<OperatorToken>>> {
+        async move { self.with(|s| s.operators.values().find(|t| t.hash == hash).cloned()) }.boxed()
+    }
+
+    fn operators(&self) -> BoxFuture<'_, StoreResult<Vec<OperatorToken>>> {
+        async move { self.with(|s| s.operators.values().cloned().collect()) }.boxed()
+    }
+
+    fn revoke_operator<'a>(&'a self, name: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+        async move { self.with(|s| s.operators.remove(name).is_some()) }.boxed()
+    }
+
+    fn audit(&self, record: AuditRecord) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            record.validate()?;
+            self.with(|s| {
+                s.audit.push_front(record);
+                s.audit.truncate(AUDIT_KEEP);
+            })
+        }
+        .boxed()
+    }
+
+    fn audit_log(&self, skip: usize, limit: usize) -> BoxFuture<'_, StoreResult<Vec<AuditRecord>>> {
+        async move { self.with(|s| s.audit.iter().skip(skip).take(limit).cloned().collect()) }.boxed()
+    }
+
+    fn put_login(&self, login: Login, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            login.validate()?;
+            self.with(|s| {
+                let now = Instant::now();
+                s.logins.retain(|_, (_, until)| *until > now);
+                s.logins.insert(login.player, (login, now + ttl));
+            })
+        }
+        .boxed()
+    }
+
+    fn login(&self, player: u64) -> BoxFuture<'_, StoreResult<Option<Login>>> {
+        async move {
+            self.with(|s| s.logins.get(&player).filter(|(_, until)| *until > Instant::now()).map(|(l, _)| l.clone()))
         }
         .boxed()
     }

@@ -11,6 +11,8 @@ use futures_util::FutureExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
+use crate::ops::{AuditRecord, Ban, Login, OperatorToken, OpsStore, Role, AUDIT_KEEP};
+use crate::ratelimit::{Decision, Quota, RateLimiter};
 use crate::{
     bounded, valid_resume_token, HotSnapshots, Journal, JournalEntry, Registry, ResumeSession, ServerEntry,
     ServerState, Sessions, SnapshotMeta, StoreError, StoreResult, StoredSnapshot, CALL_TIMEOUT,
@@ -396,6 +398,243 @@ impl Registry for RedisRegistry {
                 redis::pipe().atomic().del(&key).srem(&ids, &id).query_async::<()>(&mut c).await.map_err(err)
             })
             .await
+        }
+        .boxed()
+    }
+}
+
+/// Operations state under `<prefix>:bans` (hash player → ban) with
+/// `<prefix>:bans:version`, `<prefix>:operators` (hash name → token),
+/// `<prefix>:audit` (a capped list, newest first) and `<prefix>:login:<player>`.
+/// Fields are joined by newlines; validation keeps control characters out.
+#[derive(Debug, Clone)]
+pub struct RedisOps {
+    redis: RedisConn,
+}
+
+impl RedisOps {
+    pub fn new(redis: RedisConn) -> Self {
+        Self { redis }
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> StoreResult<T> {
+        let mut c = self.redis.conn().await?;
+        bounded(BACKEND, async { pipe.query_async::<T>(&mut c).await.map_err(err) }).await
+    }
+}
+
+fn fields<const N: usize>(what: &str, value: &str) -> StoreResult<[String; N]> {
+    let parts: Vec<String> = value.splitn(N, '\n').map(str::to_owned).collect();
+    parts.try_into().map_err(|_| StoreError::Corrupt(format!("{what}: {value:?}")))
+}
+
+fn number(what: &str, s: &str) -> StoreResult<u64> {
+    s.parse().map_err(|_| StoreError::Corrupt(format!("{what}: {s:?} is not a number")))
+}
+
+fn decode_ban(player: &str, value: &str) -> StoreResult<Ban> {
+    let [at_ms, by, reason] = fields("ban", value)?;
+    Ok(Ban { player: number("ban player", player)?, reason, by, at_ms: number("ban time", &at_ms)? })
+}
+
+fn decode_operator(name: &str, value: &str) -> StoreResult<OperatorToken> {
+    let [role, hash, created_ms] = fields("operator token", value)?;
+    let role = Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("operator {name}: role {role:?}")))?;
+    Ok(OperatorToken { name: name.to_owned(), role, hash, created_ms: number("operator created", &created_ms)? })
+}
+
+fn decode_audit(value: &str) -> StoreResult<AuditRecord> {
+    let [at_ms, actor, action, target, result] = fields("audit record", value)?;
+    Ok(AuditRecord { at_ms: number("audit time", &at_ms)?, actor, action, target, result })
+}
+
+impl OpsStore for RedisOps {
+    fn ban(&self, ban: Ban) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            ban.validate()?;
+            let value = format!("{}\n{}\n{}", ban.at_ms, ban.by, ban.reason);
+            let pipe = redis::pipe()
+                .atomic()
+                .hset(self.redis.key("bans"), ban.player, value)
+                .ignore()
+                .incr(self.redis.key("bans:version"), 1)
+                .ignore()
+                .clone();
+            self.run::<()>(&pipe).await
+        }
+        .boxed()
+    }
+
+    fn unban(&self, player: u64) -> BoxFuture<'_, StoreResult<bool>> {
+        async move {
+            let pipe = redis::pipe()
+                .atomic()
+                .hdel(self.redis.key("bans"), player)
+                .incr(self.redis.key("bans:version"), 1)
+                .ignore()
+                .clone();
+            let (removed,): (u64,) = self.run(&pipe).await?;
+            Ok(removed > 0)
+        }
+        .boxed()
+    }
+
+    fn bans(&self) -> BoxFuture<'_, StoreResult<(u64, Vec<Ban>)>> {
+        async move {
+            let pipe =
+                redis::pipe().atomic().get(self.redis.key("bans:version")).hgetall(self.redis.key("bans")).clone();
+            let (version, all): (Option<u64>, Vec<(String, String)>) = self.run(&pipe).await?;
+            let mut bans = all.iter().map(|(p, v)| decode_ban(p, v)).collect::<StoreResult<Vec<_>>>()?;
+            bans.sort_by_key(|b| b.player);
+            Ok((version.unwrap_or(0), bans))
+        }
+        .boxed()
+    }
+
+    fn bans_version(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        async move {
+            let (version,): (Option<u64>,) = self.run(redis::pipe().get(self.redis.key("bans:version"))).await?;
+            Ok(version.unwrap_or(0))
+        }
+        .boxed()
+    }
+
+    fn is_banned(&self, player: u64) -> BoxFuture<'_, StoreResult<bool>> {
+        async move {
+            let (banned,): (bool,) = self.run(redis::pipe().hexists(self.redis.key("bans"), player)).await?;
+            Ok(banned)
+        }
+        .boxed()
+    }
+
+    fn put_operator(&self, token: OperatorToken) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            token.validate()?;
+            let value = format!("{}\n{}\n{}", token.role.as_str(), token.hash, token.created_ms);
+            self.run::<()>(redis::pipe().hset(self.redis.key("operators"), &token.name, value).ignore()).await
+        }
+        .boxed()
+    }
+
+    fn operator_by_hash<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, StoreResult<Option<OperatorToken>>> {
+        // A handful of tokens: a scan of the hash beats keeping a second index in step.
+        async move { Ok(self.operators().await?.into_iter().find(|t| t.hash == hash)) }.boxed()
+    }
+
+    fn operators(&self) -> BoxFuture<'_, StoreResult<Vec<OperatorToken>>> {
+        async move {
+            let (all,): (Vec<(String, String)>,) = self.run(redis::pipe().hgetall(self.redis.key("operators"))).await?;
+            let mut tokens = all.iter().map(|(n, v)| decode_operator(n, v)).collect::<StoreResult<Vec<_>>>()?;
+            tokens.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(tokens)
+        }
+        .boxed()
+    }
+
+    fn revoke_operator<'a>(&'a self, name: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let (removed,): (u64,) = self.run(redis::pipe().hdel(self.redis.key("operators"), name)).await?;
+            Ok(removed > 0)
+        }
+        .boxed()
+    }
+
+    fn audit(&self, record: AuditRecord) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            record.validate()?;
+            let value =
+                format!("{}\n{}\n{}\n{}\n{}", record.at_ms, record.actor, record.action, record.target, record.result);
+            let key = self.redis.key("audit");
+            let pipe = redis::pipe()
+                .atomic()
+                .lpush(&key, value)
+                .ignore()
+                .ltrim(&key, 0, AUDIT_KEEP as isize - 1)
+                .ignore()
+                .clone();
+            self.run::<()>(&pipe).await
+        }
+        .boxed()
+    }
+
+    fn audit_log(&self, skip: usize, limit: usize) -> BoxFuture<'_, StoreResult<Vec<AuditRecord>>> {
+        async move {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let (start, stop) = (skip as isize, (skip + limit) as isize - 1);
+            let (all,): (Vec<String>,) = self.run(redis::pipe().lrange(self.redis.key("audit"), start, stop)).await?;
+            all.iter().map(|v| decode_audit(v)).collect()
+        }
+        .boxed()
+    }
+
+    fn put_login(&self, login: Login, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            login.validate()?;
+            let value = format!("{}\n{}\n{}\n{}", login.at_ms, login.server, login.zone, login.name);
+            let key = self.redis.key(&format!("login:{}", login.player));
+            let ms = ttl.as_millis().max(1) as u64;
+            self.run::<()>(redis::pipe().pset_ex(key, value, ms).ignore()).await
+        }
+        .boxed()
+    }
+
+    fn login(&self, player: u64) -> BoxFuture<'_, StoreResult<Option<Login>>> {
+        async move {
+            let key = self.redis.key(&format!("login:{player}"));
+            let (value,): (Option<String>,) = self.run(redis::pipe().get(key)).await?;
+            let Some(value) = value else { return Ok(None) };
+            let [at_ms, server, zone, name] = fields("login", &value)?;
+            Ok(Some(Login { player, name, zone, server, at_ms: number("login time", &at_ms)? }))
+        }
+        .boxed()
+    }
+}
+
+/// GCRA in Lua, the twin of [`crate::ratelimit::gcra`], on Redis's clock.
+/// KEYS[1] the key; ARGV interval (µs) and burst. Returns 0 when allowed,
+/// else the microseconds until the request would be.
+const GCRA_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - interval * burst
+if now < allow_at then return allow_at - now end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return 0
+";
+
+/// Rate limits under `<prefix>:rl:<key>`, shared by every instance.
+#[derive(Debug, Clone)]
+pub struct RedisRateLimiter {
+    redis: RedisConn,
+    script: Arc<redis::Script>,
+}
+
+impl RedisRateLimiter {
+    pub fn new(redis: RedisConn) -> Self {
+        Self { redis, script: Arc::new(redis::Script::new(GCRA_LUA)) }
+    }
+}
+
+impl RateLimiter for RedisRateLimiter {
+    fn check<'a>(&'a self, key: &'a str, quota: Quota) -> BoxFuture<'a, StoreResult<Decision>> {
+        async move {
+            crate::ratelimit::validate_key(key)?;
+            let mut c = self.redis.conn().await?;
+            let mut invocation = self.script.key(self.redis.key(&format!("rl:{key}")));
+            invocation.arg(quota.interval_us()).arg(quota.burst.max(1));
+            let wait_us: u64 = bounded(BACKEND, async { invocation.invoke_async(&mut c).await.map_err(err) }).await?;
+            Ok(if wait_us == 0 {
+                Decision::Allowed
+            } else {
+                Decision::Limited { retry_after: Duration::from_micros(wait_us) }
+            })
         }
         .boxed()
     }

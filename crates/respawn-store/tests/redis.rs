@@ -1,7 +1,9 @@
 //! The contract suites against a real Redis started by `scripts/services`
 //! (which exports RESPAWN_TEST_REDIS_URL).
 
-use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisRegistry, RedisSessions};
+use respawn_store::redis_store::{
+    RedisConn, RedisHotSnapshots, RedisJournal, RedisOps, RedisRateLimiter, RedisRegistry, RedisSessions,
+};
 use respawn_store::{contract, HotSnapshots, StoreError};
 
 fn redis_url() -> String {
@@ -20,7 +22,9 @@ async fn redis_honours_every_contract() {
     contract::hot_snapshots(&RedisHotSnapshots::new(conn.clone()), 1).await.expect("hot snapshots");
     contract::journal(&RedisJournal::new(conn.clone()), 1).await.expect("journal");
     contract::sessions(&RedisSessions::new(conn.clone()), 1).await.expect("sessions");
-    contract::registry(&RedisRegistry::new(conn), 1).await.expect("registry");
+    contract::registry(&RedisRegistry::new(conn.clone()), 1).await.expect("registry");
+    contract::ops(&RedisOps::new(conn.clone()), 1).await.expect("operations state");
+    contract::rate_limiter(&RedisRateLimiter::new(conn), "ip:127.0.0.1").await.expect("rate limiter");
 }
 
 #[tokio::test]
