@@ -28,6 +28,45 @@ pub fn signed_tokens(key: respawn_token::TokenKey, ttl: Duration) -> TokenSource
     })
 }
 
+/// How a bot gets in.
+#[derive(Clone)]
+pub enum Access {
+    /// Straight to a zone server (`ws://host:port/ws`) with tokens minted here.
+    Direct { url: String, tokens: TokenSource },
+    /// Through the platform server's login (`host:port`), which picks the server.
+    Login { platform: String },
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Direct { url, .. } => f.debug_struct("Direct").field("url", url).finish_non_exhaustive(),
+            Access::Login { platform } => f.debug_struct("Login").field("platform", platform).finish(),
+        }
+    }
+}
+
+/// What the platform server's login grants (the fields a client needs).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct LoginGrant {
+    pub token: String,
+    pub player_id: u64,
+    /// The game server's WebSocket address.
+    pub address: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+/// `POST /v1/sessions` at the platform server.
+pub async fn login(platform: &str, name: &str, zone: &str) -> Result<LoginGrant> {
+    let body = serde_json::json!({ "name": name, "zone": zone }).to_string();
+    let (status, answer) = crate::http::request_json(platform, "POST", "/v1/sessions", None, &body).await?;
+    if status != 200 {
+        anyhow::bail!("login refused ({status}): {}", answer.trim());
+    }
+    Ok(serde_json::from_str(&answer)?)
+}
+
 /// Reconnecting bots spread evenly over zones, with ids `1..=count`.
 #[derive(Debug)]
 pub struct Fleet {
@@ -37,19 +76,19 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn spawn(url: &str, zones: &[String], count: u32, name_prefix: &str, tokens: TokenSource) -> Self {
+    pub fn spawn(access: Access, zones: &[String], count: u32, name_prefix: &str) -> Self {
         let stats = Arc::new(BotStats::default());
         let stop = CancellationToken::new();
         let bots = (0..count)
             .map(|i| {
                 let config = BotConfig {
-                    url: url.to_owned(),
+                    access: access.clone(),
                     zone: zones[i as usize % zones.len().max(1)].clone(),
                     player_id: u64::from(i) + 1,
                     name: format!("{name_prefix}{}", i + 1),
                     reconnect: true,
                 };
-                tokio::spawn(run_bot(config, tokens.clone(), stats.clone(), stop.clone()))
+                tokio::spawn(run_bot(config, stats.clone(), stop.clone()))
             })
             .collect();
         Self { stats, stop, bots }
@@ -79,9 +118,9 @@ impl Fleet {
 
 #[derive(Debug, Clone)]
 pub struct BotConfig {
-    /// `ws://host:port/ws`
-    pub url: String,
+    pub access: Access,
     pub zone: String,
+    /// The bot's player id with [`Access::Direct`]; the login assigns one otherwise.
     pub player_id: u64,
     pub name: String,
     /// Reconnect after the server closes or vanishes (`up`), or stop (`loadgen`).
@@ -226,6 +265,8 @@ impl Brain {
 #[derive(Debug, Default)]
 struct Continuity {
     resume_token: Option<String>,
+    /// The login in use ([`Access::Login`]) and how many sessions in a row failed with it.
+    login: Option<(LoginGrant, u32)>,
     last_seen_tick: u64,
     durable_tick: u64,
     lost_at: Option<Instant>,
@@ -233,7 +274,31 @@ struct Continuity {
     acks: VecDeque<(u64, u32)>,
 }
 
+/// Sessions in a row that may fail on one login before the bot logs in again
+/// (the server may be restarting at the same address).
+const FAILURES_BEFORE_RELOGIN: u32 = 3;
+
 impl Continuity {
+    fn count_login_failure(&mut self) {
+        if let Some((_, failures)) = &mut self.login {
+            *failures += 1;
+            if *failures >= FAILURES_BEFORE_RELOGIN {
+                self.login = None;
+            }
+        }
+    }
+
+    /// Closes that say another server (or a fresh token) is needed drop the login.
+    fn forget_login_after_close(&mut self, code: u16) {
+        use respawn_proto::CloseCode;
+        let relogin = [CloseCode::Draining, CloseCode::UnknownZone, CloseCode::InvalidToken, CloseCode::GoingAway];
+        if relogin.iter().any(|c| c.code() == code) {
+            self.login = None;
+        } else if let Some((_, failures)) = &mut self.login {
+            *failures = 0;
+        }
+    }
+
     fn ack(&mut self, durable_tick: u64, seq: u32) {
         self.durable_tick = durable_tick;
         self.acks.push_back((durable_tick, seq));
@@ -260,12 +325,7 @@ enum SessionEnd {
 }
 
 /// Plays until cancelled (or, without `reconnect`, until the first session ends).
-pub async fn run_bot(
-    config: BotConfig,
-    tokens: TokenSource,
-    stats: Arc<BotStats>,
-    cancel: CancellationToken,
-) -> BotReport {
+pub async fn run_bot(config: BotConfig, stats: Arc<BotStats>, cancel: CancellationToken) -> BotReport {
     let mut report = BotReport::default();
     let mut brain = Brain::new(config.player_id);
     let mut link = Continuity::default();
@@ -274,14 +334,16 @@ pub async fn run_bot(
         if cancel.is_cancelled() {
             break;
         }
-        match session(&config, &tokens, &stats, &cancel, &mut brain, &mut link, &mut report).await {
+        match session(&config, &stats, &cancel, &mut brain, &mut link, &mut report).await {
             Ok(SessionEnd::Cancelled) => break,
             Ok(SessionEnd::Closed { code, reason }) => {
+                link.forget_login_after_close(code);
                 // It played: the next attempt starts from the shortest wait.
                 backoff = Duration::from_millis(100);
                 tracing::debug!(bot = %config.name, code, reason = %reason, "bot disconnected");
             }
             Err(e) => {
+                link.count_login_failure();
                 stats.connects_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(bot = %config.name, error = %e, "bot could not play");
             }
@@ -299,9 +361,24 @@ pub async fn run_bot(
     report
 }
 
+/// Where to connect and the session token to present.
+async fn credentials(config: &BotConfig, link: &mut Continuity) -> Result<(String, String)> {
+    match &config.access {
+        Access::Direct { url, tokens } => Ok((url.clone(), tokens(config.player_id, &config.name))),
+        Access::Login { platform } => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let fresh = link.login.as_ref().is_some_and(|(grant, _)| grant.expires_at > now + 60);
+            if !fresh {
+                link.login = Some((login(platform, &config.name, &config.zone).await?, 0));
+            }
+            let (grant, _) = link.login.as_ref().ok_or_else(|| anyhow::anyhow!("no login"))?;
+            Ok((grant.address.clone(), grant.token.clone()))
+        }
+    }
+}
+
 async fn session(
     config: &BotConfig,
-    tokens: &TokenSource,
     stats: &BotStats,
     cancel: &CancellationToken,
     brain: &mut Brain,
@@ -309,11 +386,14 @@ async fn session(
     report: &mut BotReport,
 ) -> Result<SessionEnd> {
     let limit = Duration::from_secs(10);
-    let mut conn = tokio::select! {
-        c = tokio::time::timeout(limit, Connection::connect(&config.url)) => c??,
+    let (url, token) = tokio::select! {
+        c = credentials(config, link) => c?,
         _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
     };
-    let token = tokens(config.player_id, &config.name);
+    let mut conn = tokio::select! {
+        c = tokio::time::timeout(limit, Connection::connect(&url)) => c??,
+        _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
+    };
     let welcome = tokio::select! {
         w = conn.join(token, link.resume_token.clone(), &config.zone, limit) => w?,
         _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),

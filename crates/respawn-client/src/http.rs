@@ -7,9 +7,35 @@ use anyhow::{anyhow, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A whole response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Header names in lowercase, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
 /// Sends `method path` to `addr` (`host:port`) and returns status and body.
 pub async fn request(addr: &str, method: &str, path: &str, bearer: Option<&str>) -> Result<(u16, String)> {
-    send(addr, method, path, bearer, None).await
+    send(addr, method, path, bearer, None).await.map(|r| (r.status, r.body))
+}
+
+/// Like [`request_json`] (or [`request`] without `json`), keeping the headers.
+pub async fn exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    json: Option<&str>,
+) -> Result<Response> {
+    send(addr, method, path, bearer, json.map(|j| ("application/json", j.as_bytes()))).await
 }
 
 /// [`request`] with a JSON body.
@@ -20,7 +46,7 @@ pub async fn request_json(
     bearer: Option<&str>,
     json: &str,
 ) -> Result<(u16, String)> {
-    send(addr, method, path, bearer, Some(("application/json", json.as_bytes()))).await
+    send(addr, method, path, bearer, Some(("application/json", json.as_bytes()))).await.map(|r| (r.status, r.body))
 }
 
 async fn send(
@@ -29,7 +55,7 @@ async fn send(
     path: &str,
     bearer: Option<&str>,
     body: Option<(&str, &[u8])>,
-) -> Result<(u16, String)> {
+) -> Result<Response> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
         let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
@@ -50,12 +76,17 @@ async fn send(
         .map_err(|_| anyhow!("{method} {addr}{path} timed out"))??;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("malformed HTTP response from {addr}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow!("malformed HTTP status line from {addr}"))?;
-    Ok((status, body.to_owned()))
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(Response { status, headers, body: body.to_owned() })
 }
 
 /// `GET /metrics`, failing on any status but 200.

@@ -11,6 +11,8 @@ pub mod http;
 pub mod prom;
 pub mod world;
 
-pub use bot::{run_bot, signed_tokens, BotConfig, BotReport, BotStats, Fleet, Resume, TokenSource};
+pub use bot::{
+    login, run_bot, signed_tokens, Access, BotConfig, BotReport, BotStats, Fleet, LoginGrant, Resume, TokenSource,
+};
 pub use conn::{Connection, Event};
 pub use world::World;

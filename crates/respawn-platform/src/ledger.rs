@@ -41,7 +41,67 @@ pub trait Ledger: Send + Sync + Debug {
     /// Events stored.
     fn event_count(&self) -> BoxFuture<'_, Result<u64, sqlx::Error>>;
 
+    /// Stored events matching `query`, newest stored first.
+    fn search<'a>(&'a self, query: &'a EventQuery) -> BoxFuture<'a, Result<Vec<EventRow>, sqlx::Error>>;
+
     fn pool_stats(&self) -> PoolStats;
+}
+
+/// An event search: every filter optional, pages of `limit` rows, each page
+/// continuing after the last row of the one before (`after`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    pub player: Option<u64>,
+    /// An event kind's name, e.g. `gold_changed`.
+    pub kind: Option<String>,
+    /// Stored at or after, Unix milliseconds.
+    pub since_ms: Option<u64>,
+    /// Stored before, Unix milliseconds.
+    pub until_ms: Option<u64>,
+    pub limit: u32,
+    pub after: Option<EventCursor>,
+}
+
+/// Where a page ended: rows are ordered by (stored time, event id), descending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventCursor {
+    pub stored_at_ms: u64,
+    pub key: EventKey,
+}
+
+impl EventCursor {
+    /// `ms.zone.epoch.tick.index`: opaque to callers, checked when read back.
+    pub fn encode(&self) -> String {
+        let (z, e, t, i) = self.key;
+        format!("{}.{z}.{e}.{t}.{i}", self.stored_at_ms)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let mut parts = s.split('.');
+        let mut next = || parts.next()?.parse::<u64>().ok();
+        let (ms, z, e, t, i) = (next()?, next()?, next()?, next()?, next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Self { stored_at_ms: ms, key: (u32::try_from(z).ok()?, e, t, u32::try_from(i).ok()?) })
+    }
+}
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub key: EventKey,
+    pub player: u64,
+    pub kind: String,
+    pub stored_at_ms: u64,
+    /// The event as published (protobuf).
+    pub payload: Vec<u8>,
+}
+
+impl EventRow {
+    pub fn cursor(&self) -> EventCursor {
+        EventCursor { stored_at_ms: self.stored_at_ms, key: self.key }
+    }
 }
 
 /// The event id as the ledgers key it.

@@ -10,6 +10,7 @@
 //! retries the same batch with backoff.
 
 pub mod consumer;
+pub mod fleet;
 pub mod http;
 pub mod ledger;
 pub mod metrics;

@@ -1,4 +1,4 @@
-//! Prometheus metrics of the platform server's event consumer.
+//! Prometheus metrics of the platform server: its event consumer and its API.
 
 use prometheus::{
     register_histogram_with_registry, register_int_counter_vec_with_registry, register_int_counter_with_registry,
@@ -24,6 +24,9 @@ pub struct PlatformMetrics {
     errors: IntCounterVec,
     lag: IntGaugeVec,
     db_connections: IntGaugeVec,
+    /// Session tokens issued.
+    pub logins: IntCounter,
+    rate_limited: IntCounterVec,
 }
 
 /// Why the consumer counted an error (the `kind` label).
@@ -115,6 +118,19 @@ impl PlatformMetrics {
                 r
             )
             .expect("metric"),
+            logins: register_int_counter_with_registry!(
+                "respawn_platform_logins_total",
+                "Session tokens issued by POST /v1/sessions.",
+                r
+            )
+            .expect("metric"),
+            rate_limited: register_int_counter_vec_with_registry!(
+                "respawn_platform_rate_limited_total",
+                "Requests refused with 429 by a rate limit: login (per IP), api (per operator token).",
+                &["limit"],
+                r
+            )
+            .expect("metric"),
             registry: r,
         }
     }
@@ -125,6 +141,10 @@ impl PlatformMetrics {
 
     pub fn errors(&self, kind: ErrorKind) -> u64 {
         self.errors.with_label_values(&[kind.label()]).get()
+    }
+
+    pub fn rate_limited(&self, limit: &str) {
+        self.rate_limited.with_label_values(&[limit]).inc();
     }
 
     pub fn lag(&self, topic: &str, partition: i32, records: i64) {

@@ -13,7 +13,8 @@ use sqlx::{MySql, QueryBuilder, Row, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{
-    fresh, new_batch_id, players_of, EventKey, Ledger, PoolStats, Stored, PLAYER_COLUMNS, ROWS_PER_STATEMENT,
+    fresh, new_batch_id, players_of, EventKey, EventQuery, EventRow, Ledger, PoolStats, Stored, PLAYER_COLUMNS,
+    ROWS_PER_STATEMENT,
 };
 use crate::projection::{fold, PlayerRecord};
 use crate::PlatformError;
@@ -87,6 +88,50 @@ impl Ledger for MySqlLedger {
         async move {
             let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?;
             Ok(n.unsigned_abs())
+        }
+        .boxed()
+    }
+
+    fn search<'a>(&'a self, q: &'a EventQuery) -> BoxFuture<'a, Result<Vec<EventRow>, sqlx::Error>> {
+        async move {
+            const MS: &str = "CAST(ROUND(UNIX_TIMESTAMP(stored_at) * 1000) AS UNSIGNED)";
+            let mut query = QueryBuilder::<MySql>::new(format!(
+                "SELECT zone, epoch, tick, idx, player, kind, payload, {MS} AS ms FROM events WHERE TRUE"
+            ));
+            if let Some(player) = q.player {
+                query.push(" AND player = ").push_bind(player);
+            }
+            if let Some(kind) = &q.kind {
+                query.push(" AND kind = ").push_bind(kind.clone());
+            }
+            if let Some(since) = q.since_ms {
+                query.push(format!(" AND {MS} >= ")).push_bind(since);
+            }
+            if let Some(until) = q.until_ms {
+                query.push(format!(" AND {MS} < ")).push_bind(until);
+            }
+            if let Some(c) = q.after {
+                let (zone, epoch, tick, idx) = c.key;
+                query.push(format!(" AND ({MS}, zone, epoch, tick, idx) < ("));
+                let mut row = query.separated(", ");
+                row.push_bind(c.stored_at_ms).push_bind(zone).push_bind(epoch).push_bind(tick).push_bind(idx);
+                query.push(")");
+            }
+            query
+                .push(" ORDER BY stored_at DESC, zone DESC, epoch DESC, tick DESC, idx DESC LIMIT ")
+                .push_bind(q.limit);
+            let rows = query.build().fetch_all(&self.pool).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(EventRow {
+                        key: (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?),
+                        player: r.try_get(4)?,
+                        kind: r.try_get(5)?,
+                        payload: r.try_get(6)?,
+                        stored_at_ms: r.try_get(7)?,
+                    })
+                })
+                .collect()
         }
         .boxed()
     }

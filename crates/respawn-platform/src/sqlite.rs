@@ -19,7 +19,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::ledger::{
-    fresh, new_batch_id, players_of, EventKey, Ledger, PoolStats, Stored, PLAYER_COLUMNS, ROWS_PER_STATEMENT,
+    fresh, new_batch_id, players_of, EventKey, EventQuery, EventRow, Ledger, PoolStats, Stored, PLAYER_COLUMNS,
+    ROWS_PER_STATEMENT,
 };
 use crate::projection::{fold, PlayerRecord};
 use crate::PlatformError;
@@ -103,6 +104,56 @@ impl Ledger for SqliteLedger {
                 .fetch_optional(&self.pool)
                 .await?;
             row.as_ref().map(record_from).transpose()
+        }
+        .boxed()
+    }
+
+    fn search<'a>(&'a self, q: &'a EventQuery) -> BoxFuture<'a, Result<Vec<EventRow>, sqlx::Error>> {
+        async move {
+            // stored_at is 'YYYY-MM-DD HH:MM:SS.SSS' (UTC): seconds from strftime, milliseconds from the text.
+            const MS: &str =
+                "(CAST(strftime('%s', stored_at) AS INTEGER) * 1000 + CAST(substr(stored_at, 21, 3) AS INTEGER))";
+            let mut query = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT zone, epoch, tick, idx, player, kind, payload, {MS} AS ms FROM events WHERE 1"
+            ));
+            if let Some(player) = q.player {
+                query.push(" AND player = ").push_bind(signed(player));
+            }
+            if let Some(kind) = &q.kind {
+                query.push(" AND kind = ").push_bind(kind.clone());
+            }
+            if let Some(since) = q.since_ms {
+                query.push(format!(" AND {MS} >= ")).push_bind(signed(since));
+            }
+            if let Some(until) = q.until_ms {
+                query.push(format!(" AND {MS} < ")).push_bind(signed(until));
+            }
+            if let Some(c) = q.after {
+                let (zone, epoch, tick, idx) = c.key;
+                query.push(format!(" AND ({MS}, zone, epoch, tick, idx) < ("));
+                let mut row = query.separated(", ");
+                row.push_bind(signed(c.stored_at_ms))
+                    .push_bind(zone)
+                    .push_bind(signed(epoch))
+                    .push_bind(signed(tick))
+                    .push_bind(idx);
+                query.push(")");
+            }
+            query
+                .push(" ORDER BY stored_at DESC, zone DESC, epoch DESC, tick DESC, idx DESC LIMIT ")
+                .push_bind(q.limit);
+            let rows = query.build().fetch_all(&self.pool).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(EventRow {
+                        key: (r.try_get(0)?, unsigned(r.try_get(1)?), unsigned(r.try_get(2)?), r.try_get(3)?),
+                        player: unsigned(r.try_get(4)?),
+                        kind: r.try_get(5)?,
+                        payload: r.try_get(6)?,
+                        stored_at_ms: unsigned(r.try_get(7)?),
+                    })
+                })
+                .collect()
         }
         .boxed()
     }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
+use respawn_platform::ledger::{EventCursor, EventQuery};
 use respawn_platform::projection::fold;
 use respawn_platform::{connect, Ledger, SqliteLedger};
 use respawn_proto::events::{self as ev, event::Kind, Event, EVENT_SCHEMA_VERSION};
@@ -67,6 +68,43 @@ async fn contract(ledger: &dyn Ledger) -> Result<()> {
     assert_eq!(ledger.player(7).await?.expect("a record").events, 2, "the event stored twice in a batch folds once");
     assert_eq!(ledger.player(43).await?, None);
     assert!(ledger.pool_stats().max >= 1);
+    search(ledger, player).await
+}
+
+/// Event search: filters, newest first, pages that neither skip nor repeat.
+async fn search(ledger: &dyn Ledger, player: u64) -> Result<()> {
+    let all = ledger.search(&EventQuery { limit: 100, ..EventQuery::default() }).await?;
+    assert_eq!(all.len(), 10);
+    assert!(all.windows(2).all(|w| (w[0].stored_at_ms, w[0].key) > (w[1].stored_at_ms, w[1].key)), "newest first");
+    let theirs = ledger.search(&EventQuery { player: Some(player), limit: 100, ..EventQuery::default() }).await?;
+    assert_eq!(theirs.len(), 8);
+    assert!(theirs.iter().all(|r| r.player == player));
+    let gold =
+        EventQuery { player: Some(player), kind: Some("gold_changed".into()), limit: 100, ..EventQuery::default() };
+    let gold = ledger.search(&gold).await?;
+    assert_eq!(gold.iter().map(|r| r.key.2).collect::<Vec<_>>(), vec![107, 102], "gold changes, newest first");
+    let event = <Event as prost::Message>::decode(gold[0].payload.as_slice())?;
+    assert!(matches!(event.kind, Some(Kind::GoldChanged(ev::GoldChanged { total: 12, .. }))));
+    let injection = EventQuery { kind: Some("x' OR '1'='1".into()), limit: 100, ..EventQuery::default() };
+    assert!(ledger.search(&injection).await?.is_empty(), "filters are bound, not spliced");
+
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ledger.search(&EventQuery { limit: 3, after, ..EventQuery::default() }).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(EventCursor::decode(&last.cursor().encode()).expect("a cursor reads back"));
+        pages.extend(page);
+    }
+    assert_eq!(pages, all, "pages of 3 add up to the whole, in order");
+
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let recent = EventQuery { since_ms: Some(now_ms - 600_000), limit: 100, ..EventQuery::default() };
+    assert_eq!(ledger.search(&recent).await?.len(), 10, "stored in the last ten minutes");
+    let future = EventQuery { since_ms: Some(now_ms + 600_000), limit: 100, ..EventQuery::default() };
+    assert!(ledger.search(&future).await?.is_empty());
+    let past = EventQuery { until_ms: Some(now_ms - 600_000), limit: 100, ..EventQuery::default() };
+    assert!(ledger.search(&past).await?.is_empty());
     Ok(())
 }
 

@@ -364,10 +364,12 @@ pub enum CloseCode {
     ZoneFull,
     UnknownMessage,
     JoinRequired,
+    /// The player is banned.
+    Banned,
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 17] = [
+    pub const ALL: [CloseCode; 18] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::UnsupportedData,
@@ -385,6 +387,7 @@ impl CloseCode {
         CloseCode::ZoneFull,
         CloseCode::UnknownMessage,
         CloseCode::JoinRequired,
+        CloseCode::Banned,
     ];
 
     pub fn code(self) -> u16 {
@@ -406,6 +409,7 @@ impl CloseCode {
             CloseCode::ZoneFull => 4009,
             CloseCode::UnknownMessage => 4010,
             CloseCode::JoinRequired => 4011,
+            CloseCode::Banned => 4012,
         }
     }
 
@@ -432,6 +436,7 @@ impl CloseCode {
             CloseCode::ZoneFull => "zone_full",
             CloseCode::UnknownMessage => "unknown_message",
             CloseCode::JoinRequired => "join_required",
+            CloseCode::Banned => "banned",
         }
     }
 }

@@ -133,6 +133,26 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
 }
 
+/// The player id of a name, stable everywhere (FNV-1a), kept above the small
+/// ids test bots use. Names are the identity of the guest login.
+pub fn player_id_for_name(name: &str) -> u64 {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    hash | (1 << 62)
+}
+
+/// `bytes` random bytes from the kernel, as hex: secrets, ids.
+pub fn random_hex(bytes: usize) -> std::io::Result<String> {
+    let mut buf = vec![0u8; bytes];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut buf)?;
+    Ok(hex(&buf))
+}
+
+/// What is stored of a secret (operator tokens): hex SHA-256.
+pub fn hash_secret(secret: &str) -> String {
+    use sha2::Digest;
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
 /// Compares two secrets in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -178,6 +198,24 @@ mod tests {
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(a, key().derive_id("b"));
         assert_eq!(a, key().derive_id("a"));
+    }
+
+    #[test]
+    fn player_ids_are_stable_and_above_bot_ids() {
+        assert_eq!(player_id_for_name("ann"), player_id_for_name("ann"));
+        assert_ne!(player_id_for_name("ann"), player_id_for_name("bob"));
+        assert!(player_id_for_name("ann") > u64::from(u32::MAX));
+    }
+
+    #[test]
+    fn secrets_hash_to_64_hex_and_random_ones_differ() {
+        let h = hash_secret("s3cret");
+        assert_eq!(h.len(), 64);
+        assert_eq!(h, hash_secret("s3cret"));
+        assert_ne!(h, hash_secret("s3cret "));
+        let (a, b) = (random_hex(16).expect("urandom"), random_hex(16).expect("urandom"));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
     }
 
     #[test]

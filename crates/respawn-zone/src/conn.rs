@@ -122,6 +122,9 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
         Ok(who) => who,
         Err(reason) => return refuse(&state, socket, CloseCode::InvalidToken, reason).await,
     };
+    if state.bans.contains(player) {
+        return refuse(&state, socket, CloseCode::Banned, "this player is banned".into()).await;
+    }
     let Some(zone) = state.zone(&join.zone) else {
         let reason = format!("no zone named {:?}; this server hosts {}", join.zone, state.zone_names());
         return refuse(&state, socket, CloseCode::UnknownZone, reason).await;

@@ -2,6 +2,7 @@
 //! thread, behind one WebSocket endpoint with health, readiness, metrics and
 //! a graceful drain.
 
+pub mod bans;
 pub mod config;
 mod conn;
 pub mod events;
@@ -14,5 +15,6 @@ pub mod server;
 mod wire;
 pub mod zone_loop;
 
+pub use bans::BanEnforcer;
 pub use config::{ConfigError, ServerConfig};
 pub use server::{DrainReport, DrainTrigger, ServerError, ServerOptions, ZoneServer};

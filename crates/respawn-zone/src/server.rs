@@ -48,6 +48,8 @@ pub struct ServerState {
     pub stores: Stores,
     admin_token: Option<String>,
     pub metrics: Metrics,
+    /// Players refused at join and kicked if connected.
+    pub bans: crate::bans::BanList,
     zones: BTreeMap<String, ZoneHandle>,
     ready: AtomicBool,
     pub draining: AtomicBool,
@@ -68,6 +70,10 @@ pub struct ServerState {
 impl ServerState {
     pub fn zone(&self, name: &str) -> Option<&ZoneHandle> {
         self.zones.get(name)
+    }
+
+    pub fn zone_handles(&self) -> impl Iterator<Item = &ZoneHandle> {
+        self.zones.values()
     }
 
     pub fn zone_names(&self) -> String {
@@ -277,6 +283,7 @@ impl ZoneServer {
             stores,
             admin_token,
             metrics,
+            bans: crate::bans::BanList::default(),
             zones,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -294,6 +301,11 @@ impl ZoneServer {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where the platform server's ban lists are applied.
+    pub fn ban_enforcer(&self) -> crate::bans::BanEnforcer {
+        crate::bans::BanEnforcer { state: self.state.clone() }
     }
 
     pub fn drain_trigger(&self) -> DrainTrigger {

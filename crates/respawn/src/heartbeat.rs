@@ -1,11 +1,14 @@
 //! A zone server's heartbeat into the platform server's registry: every
 //! second it says where clients connect, which zones it hosts and whether it
-//! is ready or draining; on a clean stop it leaves the registry at once.
+//! is ready or draining; the reply carries the ban list when it changed. On
+//! a clean stop the server leaves the registry at once.
 
 use std::time::Duration;
 
 use respawn_client::http;
+use respawn_platform::http::registry::HeartbeatReply;
 use respawn_zone::server::DrainTrigger;
+use respawn_zone::BanEnforcer;
 use tokio_util::sync::CancellationToken;
 
 /// How often a zone server renews its registry entry (the entry lives 3 s).
@@ -23,30 +26,37 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn body(&self, draining: bool) -> String {
+    fn body(&self, draining: bool, bans_version: u64) -> String {
         serde_json::json!({
             "address": self.address,
             "zones": self.zones,
             "state": if draining { "draining" } else { "ready" },
             "version": self.version,
+            "bans_version": bans_version,
         })
         .to_string()
     }
 
     /// Heartbeats until `stop`, then removes the entry.
-    pub async fn run(self, drain: DrainTrigger, stop: CancellationToken) {
+    pub async fn run(self, drain: DrainTrigger, bans: BanEnforcer, stop: CancellationToken) {
         let path = format!("/v1/servers/{}", self.id);
         let mut failing = false;
         loop {
-            let sent =
-                http::request_json(&self.platform, "PUT", &path, Some(&self.token), &self.body(drain.is_draining()))
-                    .await;
+            let body = self.body(drain.is_draining(), bans.version());
+            let sent = http::request_json(&self.platform, "PUT", &path, Some(&self.token), &body).await;
+            if let Ok((200, reply)) = &sent {
+                match serde_json::from_str::<HeartbeatReply>(reply) {
+                    Ok(HeartbeatReply { bans: Some(list) }) => bans.apply(list.version, list.players),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "heartbeat reply unreadable"),
+                }
+            }
             match sent {
-                Ok((204, _)) if failing => {
+                Ok((200, _)) if failing => {
                     tracing::info!(platform = %self.platform, "registered with the platform server again");
                     failing = false;
                 }
-                Ok((204, _)) => {}
+                Ok((200, _)) => {}
                 Ok((status, body)) if !failing => {
                     tracing::warn!(platform = %self.platform, status, answer = body.trim(), "heartbeat refused");
                     failing = true;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use respawn_client::prom::{self, Histogram};
-use respawn_client::{http, run_bot, signed_tokens, BotConfig, BotReport, BotStats};
+use respawn_client::{http, run_bot, signed_tokens, Access, BotConfig, BotReport, BotStats};
 use respawn_token::TokenKey;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -123,13 +123,13 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
                 break;
             }
             let config = BotConfig {
-                url: url.clone(),
+                access: Access::Direct { url: url.clone(), tokens: tokens.clone() },
                 zone: args.zones[spawned as usize % args.zones.len()].clone(),
                 player_id: args.player_id_base + u64::from(spawned),
                 name: format!("load{spawned}"),
                 reconnect: false,
             };
-            bots.push(tokio::spawn(run_bot(config, tokens.clone(), stats.clone(), cancel.clone())));
+            bots.push(tokio::spawn(run_bot(config, stats.clone(), cancel.clone())));
             spawned += 1;
         }
         if started.elapsed() >= total {

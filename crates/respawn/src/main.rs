@@ -197,12 +197,23 @@ struct PlatformArgs {
     /// Secret game servers present to heartbeat into the registry; the registry API is closed without it.
     #[arg(long, env = "RESPAWN_SERVER_TOKEN", hide_env_values = true)]
     server_token: Option<String>,
-    /// Redis for the server registry (kept in memory without it).
+    /// Redis for the server registry, bans, operator tokens, audit log and
+    /// rate limits (kept in this process's memory without it).
     #[arg(long, env = "RESPAWN_REDIS_URL")]
     redis_url: Option<String>,
     /// Key prefix in Redis.
     #[arg(long, env = "RESPAWN_REDIS_PREFIX", default_value = "respawn")]
     redis_prefix: String,
+    /// Secret session tokens are signed with, the zone servers' --token-key;
+    /// players cannot log in without it.
+    #[arg(long, env = "RESPAWN_TOKEN_KEY", hide_env_values = true)]
+    token_key: Option<String>,
+    /// Lifetime of the session tokens issued at login.
+    #[arg(long, env = "RESPAWN_SESSION_TTL_SECS", default_value_t = 3600)]
+    session_ttl_secs: u64,
+    /// Logins allowed per client IP address per minute (also the burst).
+    #[arg(long, env = "RESPAWN_LOGIN_PER_MINUTE", default_value_t = 20)]
+    login_per_minute: u32,
 }
 
 #[derive(Args, Debug)]
@@ -300,17 +311,24 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
     let metrics = Arc::new(respawn_platform::PlatformMetrics::new());
     let stop = tokio_util::sync::CancellationToken::new();
     let ledger = respawn_platform::http::LedgerSlot::default();
-    let registry: Arc<dyn respawn_store::Registry> = match &args.redis_url {
-        Some(url) => Arc::new(respawn_store::redis_store::RedisRegistry::new(
-            respawn_store::redis_store::RedisConn::new(url, &args.redis_prefix)?,
-        )),
-        None => Arc::new(respawn_store::memory::MemoryRegistry::new()),
-    };
     let context = respawn_platform::http::HttpContext {
         metrics: metrics.clone(),
         ledger: ledger.clone(),
-        registry,
         server_token: args.server_token.map(Arc::from),
+        sessions: match &args.token_key {
+            Some(key) => Some(respawn_platform::http::SessionSigner {
+                key: token_key(key)?,
+                ttl: std::time::Duration::from_secs(args.session_ttl_secs.max(1)),
+            }),
+            None => None,
+        },
+        limits: respawn_platform::http::Limits {
+            login_per_ip: respawn_store::ratelimit::Quota {
+                burst: args.login_per_minute.max(1),
+                period: std::time::Duration::from_secs(60),
+            },
+        },
+        ..platform_stores(args.redis_url.as_deref(), &args.redis_prefix)?
     };
     let http = tokio::spawn(respawn_platform::http::serve(listener, context, stop.clone()));
     tracing::info!(metrics = %format!("http://{}/metrics", args.listen), "platform server listening");
@@ -337,6 +355,41 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
     http.await??;
     tracing::info!(stored = metrics.stored.get(), duplicates = metrics.duplicates.get(), "platform consumer stopped");
     Ok(())
+}
+
+/// The platform server's shared state: on Redis when given, else in memory.
+/// The rest of the context is the defaults, for the caller to fill in.
+pub fn platform_stores(redis_url: Option<&str>, prefix: &str) -> Result<respawn_platform::http::HttpContext> {
+    use respawn_store::{memory, ratelimit, redis_store};
+    let (registry, ops, limiter): (
+        Arc<dyn respawn_store::Registry>,
+        Arc<dyn respawn_store::ops::OpsStore>,
+        Arc<dyn ratelimit::RateLimiter>,
+    ) = match redis_url {
+        Some(url) => {
+            let conn = redis_store::RedisConn::new(url, prefix)?;
+            (
+                Arc::new(redis_store::RedisRegistry::new(conn.clone())),
+                Arc::new(redis_store::RedisOps::new(conn.clone())),
+                Arc::new(redis_store::RedisRateLimiter::new(conn)),
+            )
+        }
+        None => (
+            Arc::new(memory::MemoryRegistry::new()),
+            Arc::new(memory::MemoryOps::new()),
+            Arc::new(ratelimit::MemoryRateLimiter::default()),
+        ),
+    };
+    Ok(respawn_platform::http::HttpContext {
+        metrics: Arc::new(respawn_platform::PlatformMetrics::new()),
+        ledger: respawn_platform::http::LedgerSlot::default(),
+        registry,
+        ops,
+        limiter,
+        server_token: None,
+        sessions: None,
+        limits: respawn_platform::http::Limits::default(),
+    })
 }
 
 fn mint_token(args: TokenArgs) -> Result<()> {
@@ -384,12 +437,12 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
                 heartbeat::Heartbeat {
                     platform,
                     token,
-                    id: format!("zone-{}", supervisor::random_hex(8)?),
+                    id: format!("zone-{}", respawn_token::random_hex(8)?),
                     address: args.advertise.unwrap_or_else(|| format!("ws://{addr}/ws")),
                     zones: zone_names,
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                 }
-                .run(server.drain_trigger(), heartbeat_stop.clone()),
+                .run(server.drain_trigger(), server.ban_enforcer(), heartbeat_stop.clone()),
             )),
             _ => None,
         };

@@ -20,13 +20,6 @@ use tokio_util::sync::CancellationToken;
 const HEALTH_EVERY: Duration = Duration::from_millis(200);
 const HEALTH_FAILURES: u32 = 5;
 
-/// Random hex from the kernel's generator (secrets of a local deployment).
-pub fn random_hex(bytes: usize) -> Result<String> {
-    let mut buf = vec![0u8; bytes];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Prints a line to stderr, above `up`'s live status line.
 pub fn say(line: &str) {
     let mut err = std::io::stderr().lock();
@@ -285,13 +278,6 @@ async fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_are_random() {
-        let a = random_hex(16).expect("urandom");
-        assert_eq!(a.len(), 32);
-        assert_ne!(a, random_hex(16).expect("urandom"));
-    }
 
     #[test]
     fn restart_metric_counts_by_cause() {

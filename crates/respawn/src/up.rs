@@ -17,11 +17,11 @@ use axum::routing::get;
 use axum::Router;
 use clap::Args;
 use respawn_client::prom::{self, Histogram};
-use respawn_client::{http, signed_tokens, BotStats, Fleet};
+use respawn_client::{http, signed_tokens, Access, BotStats, Fleet};
 use respawn_token::{Claims, TokenKey};
 use respawn_zone::ServerConfig;
 
-use crate::supervisor::{random_hex, say, ChildSpec, Supervisor, SupervisorStatus};
+use crate::supervisor::{say, ChildSpec, Supervisor, SupervisorStatus};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +53,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         None => ServerConfig::defaults(),
     };
     let zones: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
-    let token_key = random_hex(32)?;
+    let token_key = respawn_token::random_hex(32)?;
     let key = TokenKey::new(token_key.as_bytes())?;
     let run_dir = std::env::temp_dir().join(format!("respawn-up-{}", std::process::id()));
     tokio::fs::create_dir_all(&run_dir).await?;
@@ -64,7 +64,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         config: args.zone_config.clone(),
         stores: args.stores.clone(),
         token_key,
-        admin_token: random_hex(32)?,
+        admin_token: respawn_token::random_hex(32)?,
         log_path: log_path.clone(),
         echo_warnings: true,
     };
@@ -106,7 +106,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     println!("Ctrl-C stops everything.");
 
     let tokens = signed_tokens(key.clone(), Duration::from_secs(SESSION_TTL_SECS));
-    let bots = Fleet::spawn(&format!("ws://{zone_addr}/ws"), &zones, args.bots, "bot", tokens);
+    let bots = Fleet::spawn(Access::Direct { url: format!("ws://{zone_addr}/ws"), tokens }, &zones, args.bots, "bot");
 
     let mut status = LiveStatus::new(zone_addr.to_string(), zones);
     let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -161,18 +161,12 @@ struct SessionReply<'a> {
     zones: &'a [String],
 }
 
-/// Stable player id for a name (FNV-1a), kept above the bots' small ids.
-fn player_id_for(name: &str) -> u64 {
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    hash | (1 << 62)
-}
-
 /// The dev login: any valid name gets a signed session token.
 async fn session(State(state): State<Arc<WebState>>, Query(params): Query<SessionParams>) -> Response {
     if !respawn_sim::zone::valid_name(&params.name) {
         return (StatusCode::BAD_REQUEST, "name must be 1-24 of A-Z a-z 0-9 _ -\n").into_response();
     }
-    let player_id = player_id_for(&params.name);
+    let player_id = respawn_token::player_id_for_name(&params.name);
     let claims = Claims { player_id, name: params.name, expires_at: crate::unix_now() + SESSION_TTL_SECS };
     let Ok(token) = state.key.sign(&claims) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign a token\n").into_response();
@@ -229,17 +223,5 @@ impl LiveStatus {
         } else if self.shown % 10 == 1 {
             let _ = writeln!(err, "{line}");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn player_ids_are_stable_and_above_bot_ids() {
-        assert_eq!(player_id_for("ann"), player_id_for("ann"));
-        assert_ne!(player_id_for("ann"), player_id_for("bob"));
-        assert!(player_id_for("ann") > u64::from(u32::MAX));
     }
 }

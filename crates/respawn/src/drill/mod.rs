@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 use respawn_client::prom::{self, Histogram};
-use respawn_client::{http, signed_tokens, Fleet};
+use respawn_client::{http, signed_tokens, Access, Fleet};
 use respawn_token::TokenKey;
 use serde::Serialize;
 
 use crate::services::{find_binary, free_port, Service};
-use crate::supervisor::{random_hex, ChildSpec, Supervisor};
+use crate::supervisor::{ChildSpec, Supervisor};
 
 mod pipeline;
 
@@ -178,14 +178,14 @@ impl Deployment {
         } else {
             None
         };
-        let token_key = random_hex(32)?;
+        let token_key = respawn_token::random_hex(32)?;
         let key = TokenKey::new(token_key.as_bytes())?;
         let spec = ChildSpec {
             exe: std::env::current_exe()?,
             config: None,
             stores,
             token_key,
-            admin_token: random_hex(32)?,
+            admin_token: respawn_token::random_hex(32)?,
             log_path: dir.path().join("zone.log"),
             echo_warnings: false,
         };
@@ -194,7 +194,7 @@ impl Deployment {
         let zone_addr = supervisor.addr.to_string();
         let zones: Vec<String> = respawn_zone::ServerConfig::defaults().zones.iter().map(|z| z.name.clone()).collect();
         let tokens = signed_tokens(key, Duration::from_secs(3_600));
-        let bots = Fleet::spawn(&format!("ws://{zone_addr}/ws"), &zones, bots, "drill", tokens);
+        let bots = Fleet::spawn(Access::Direct { url: format!("ws://{zone_addr}/ws"), tokens }, &zones, bots, "drill");
         let mut d = Self {
             dir,
             redis,

@@ -1,0 +1,150 @@
+//! The platform server's HTTP side: `/metrics`, `/healthz` (the process
+//! answers), `/readyz` (the ledger is connected and events are consumed),
+//! the server registry game servers heartbeat into ([`registry`]) and the
+//! players' login ([`sessions`]).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use respawn_store::ops::OpsStore;
+use respawn_store::ratelimit::{Decision, Quota, RateLimiter};
+use respawn_store::{Registry, StoreError};
+use respawn_token::TokenKey;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::ledger::Ledger;
+use crate::metrics::PlatformMetrics;
+
+pub mod registry;
+pub mod sessions;
+
+/// Largest request body the API reads.
+const BODY_LIMIT: usize = 16 * 1024;
+
+/// What the HTTP side serves from.
+#[derive(Clone)]
+pub struct HttpContext {
+    pub metrics: Arc<PlatformMetrics>,
+    pub ledger: LedgerSlot,
+    pub registry: Arc<dyn Registry>,
+    pub ops: Arc<dyn OpsStore>,
+    pub limiter: Arc<dyn RateLimiter>,
+    /// The secret game servers present; without it the registry API is closed.
+    pub server_token: Option<Arc<str>>,
+    /// Signs session tokens; without it there is no login.
+    pub sessions: Option<SessionSigner>,
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for HttpContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpContext").field("registry", &self.registry).finish_non_exhaustive()
+    }
+}
+
+/// The key zone servers check session tokens with, and the tokens' lifetime.
+#[derive(Debug, Clone)]
+pub struct SessionSigner {
+    pub key: TokenKey,
+    pub ttl: Duration,
+}
+
+/// Rate limits, each enforced through the shared [`RateLimiter`].
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Logins per client IP address.
+    pub login_per_ip: Quota,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { login_per_ip: Quota { burst: 20, period: Duration::from_secs(60) } }
+    }
+}
+
+/// The ledger once connected; empty while the platform server waits for MySQL.
+pub type LedgerSlot = Arc<OnceLock<Arc<dyn Ledger>>>;
+
+/// Serves until `stop`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    context: HttpContext,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/v1/servers", get(registry::list))
+        .route("/v1/servers/{id}", put(registry::heartbeat).delete(registry::remove))
+        .route("/v1/sessions", post(sessions::login))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(context);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+}
+
+async fn metrics_text(State(s): State<HttpContext>) -> impl IntoResponse {
+    let pool = s.ledger.get().map(|l| l.pool_stats()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(pool))
+}
+
+async fn ready(State(s): State<HttpContext>) -> (StatusCode, &'static str) {
+    match s.ledger.get() {
+        Some(_) => (StatusCode::OK, "ready\n"),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "waiting for MySQL: events wait in Kafka meanwhile\n"),
+    }
+}
+
+/// The bearer token of a request, if it carries one.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// A plain-text answer, one line.
+pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, format!("{}\n", message.into())).into_response()
+}
+
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_string(body) {
+        Ok(json) => (status, [(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// A store's failure as an answer: bad input is the caller's, the rest 503.
+pub(crate) fn store_failure(what: &str, e: StoreError) -> Response {
+    match e {
+        StoreError::Invalid(message) => text(StatusCode::BAD_REQUEST, message),
+        other => text(StatusCode::SERVICE_UNAVAILABLE, format!("{what} unavailable: {other}")),
+    }
+}
+
+/// Counts one request under `key`; the error is the answer (429 with `Retry-After`).
+pub(crate) async fn rate_limit(ctx: &HttpContext, key: &str, quota: Quota, what: &str) -> Result<(), Response> {
+    match ctx.limiter.check(key, quota).await {
+        Ok(Decision::Allowed) => Ok(()),
+        Ok(Decision::Limited { retry_after }) => {
+            ctx.metrics.rate_limited(what);
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            let mut answer = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many {what} requests: retry in {secs} s (limit {} per {:?})", quota.burst, quota.period),
+            );
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                answer.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            Err(answer)
+        }
+        Err(e) => Err(store_failure("rate limiter", e)),
+    }
+}

@@ -1,0 +1,127 @@
+//! The server registry (`/v1/servers`): game servers heartbeat their entry
+//! with the shared server token and get the ban list back whenever its
+//! version changed.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use respawn_store::{ServerEntry, ServerState};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use super::{json, store_failure, text, HttpContext};
+
+/// A server missing this long after its last heartbeat leaves the registry.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
+
+/// A heartbeat's body, and a listed server.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerBody {
+    #[serde(default, skip_deserializing)]
+    pub id: String,
+    pub address: String,
+    pub zones: Vec<String>,
+    /// `ready` or `draining`.
+    pub state: String,
+    pub version: String,
+    /// The ban-list version the server enforces; a heartbeat reply carries
+    /// the list when the platform's differs.
+    #[serde(default, skip_serializing)]
+    pub bans_version: u64,
+}
+
+/// A heartbeat's reply.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bans: Option<BanList>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BanList {
+    pub version: u64,
+    pub players: Vec<u64>,
+}
+
+/// Checks the server token; the error is the answer.
+fn authorize(ctx: &HttpContext, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+    let Some(expected) = ctx.server_token.as_deref() else {
+        return Err((StatusCode::NOT_FOUND, "registry API disabled: start the platform server with --server-token\n"));
+    };
+    if super::bearer(headers).is_some_and(|g| respawn_token::constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err((StatusCode::UNAUTHORIZED, "missing or wrong server token\n"))
+    }
+}
+
+pub(super) async fn heartbeat(
+    State(ctx): State<HttpContext>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(refused) = authorize(&ctx, &headers) {
+        return refused.into_response();
+    }
+    let body: ServerBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("heartbeat body: {e}")),
+    };
+    let Some(state) = ServerState::parse(&body.state) else {
+        return text(StatusCode::BAD_REQUEST, "state must be ready or draining");
+    };
+    let entry = ServerEntry { id, address: body.address, zones: body.zones, state, version: body.version };
+    if let Err(e) = ctx.registry.heartbeat(entry, HEARTBEAT_TTL).await {
+        return store_failure("registry", e);
+    }
+    // The heartbeat counts even when the ban list cannot be read now; the next one retries.
+    let bans = match ctx.ops.bans_version().await {
+        Ok(version) if version != body.bans_version => match ctx.ops.bans().await {
+            Ok((version, bans)) => Some(BanList { version, players: bans.iter().map(|b| b.player).collect() }),
+            Err(e) => {
+                tracing::warn!(error = %e, "ban list unreadable for a heartbeat reply");
+                None
+            }
+        },
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "ban-list version unreadable for a heartbeat reply");
+            None
+        }
+    };
+    json(StatusCode::OK, &HeartbeatReply { bans })
+}
+
+pub(super) async fn remove(State(ctx): State<HttpContext>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&ctx, &headers) {
+        return refused.into_response();
+    }
+    match ctx.registry.remove(&id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => store_failure("registry", e),
+    }
+}
+
+pub(super) async fn list(State(ctx): State<HttpContext>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&ctx, &headers) {
+        return refused.into_response();
+    }
+    match ctx.registry.servers().await {
+        Ok(servers) => json(StatusCode::OK, &servers.into_iter().map(server_body).collect::<Vec<_>>()),
+        Err(e) => store_failure("registry", e),
+    }
+}
+
+pub(crate) fn server_body(s: ServerEntry) -> ServerBody {
+    ServerBody {
+        id: s.id,
+        address: s.address,
+        zones: s.zones,
+        state: s.state.as_str().to_owned(),
+        version: s.version,
+        bans_version: 0,
+    }
+}
