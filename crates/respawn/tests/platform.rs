@@ -183,6 +183,8 @@ async fn players_log_in_through_the_platform_land_on_ready_servers_and_bans_keep
     assert_eq!(login_status(&addr, ann).await?, 403);
 
     // A login flood from one address: refused with 429 and Retry-After, nothing issued.
+    // (The bot stops first: its own logins would count.)
+    bots.stop().await;
     let issued_before =
         support::metric(&http::request(&addr, "GET", "/metrics", None).await?.1, "respawn_platform_logins_total");
     let (mut ok, mut limited) = (0, 0);
@@ -204,7 +206,6 @@ async fn players_log_in_through_the_platform_land_on_ready_servers_and_bans_keep
     let issued_after =
         support::metric(&http::request(&addr, "GET", "/metrics", None).await?.1, "respawn_platform_logins_total");
     assert_eq!(issued_after.unwrap_or(0.0) - issued_before.unwrap_or(0.0), f64::from(ok), "429s issued nothing");
-    bots.stop().await;
     Ok(())
 }
 
