@@ -27,6 +27,8 @@ pub struct PlatformMetrics {
     /// Session tokens issued.
     pub logins: IntCounter,
     rate_limited: IntCounterVec,
+    /// (when, records consumed then, rate since the look before) for [`Self::consumed_per_second`].
+    consumed_rate: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, u64, f64)>>>,
 }
 
 /// Why the consumer counted an error (the `kind` label).
@@ -131,6 +133,7 @@ impl PlatformMetrics {
                 r
             )
             .expect("metric"),
+            consumed_rate: std::sync::Arc::default(),
             registry: r,
         }
     }
@@ -145,6 +148,31 @@ impl PlatformMetrics {
 
     pub fn rate_limited(&self, limit: &str) {
         self.rate_limited.with_label_values(&[limit]).inc();
+    }
+
+    /// Records consumed per second, over at least the last second.
+    pub fn consumed_per_second(&self) -> f64 {
+        let now = std::time::Instant::now();
+        let count = self.consumed.get();
+        let Ok(mut last) = self.consumed_rate.lock() else { return 0.0 };
+        match *last {
+            Some((at, _, rate)) if now.duration_since(at).as_secs_f64() < 1.0 => rate,
+            Some((at, then, _)) => {
+                let rate = count.saturating_sub(then) as f64 / now.duration_since(at).as_secs_f64();
+                *last = Some((now, count, rate));
+                rate
+            }
+            None => {
+                *last = Some((now, count, 0.0));
+                0.0
+            }
+        }
+    }
+
+    /// Consumer lag summed over the assigned partitions.
+    pub fn lag_total(&self) -> i64 {
+        use prometheus::core::Collector;
+        self.lag.collect().iter().flat_map(|f| f.get_metric()).map(|m| m.get_gauge().get_value() as i64).sum()
     }
 
     pub fn lag(&self, topic: &str, partition: i32, records: i64) {

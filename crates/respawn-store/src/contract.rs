@@ -168,6 +168,7 @@ pub async fn ops(store: &dyn OpsStore, seed: u64) -> ContractResult {
         role,
         hash: fill.to_string().repeat(64),
         created_ms: 9,
+        expires_ms: (role == Role::Admin).then_some(1_000),
     };
     store.put_operator(token("ann", Role::Viewer, 'a')).await.map_err(e)?;
     store.put_operator(token("bob", Role::Admin, 'b')).await.map_err(e)?;

@@ -56,6 +56,8 @@ pub struct OperatorToken {
     /// Hex SHA-256 of the secret.
     pub hash: String,
     pub created_ms: u64,
+    /// Refused from then on (Unix ms); `None` never expires.
+    pub expires_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -438,9 +438,19 @@ fn decode_ban(player: &str, value: &str) -> StoreResult<Ban> {
 }
 
 fn decode_operator(name: &str, value: &str) -> StoreResult<OperatorToken> {
-    let [role, hash, created_ms] = fields("operator token", value)?;
+    let [role, hash, created_ms, expires_ms] = fields("operator token", value)?;
     let role = Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("operator {name}: role {role:?}")))?;
-    Ok(OperatorToken { name: name.to_owned(), role, hash, created_ms: number("operator created", &created_ms)? })
+    let expires_ms = match expires_ms.as_str() {
+        "-" => None,
+        ms => Some(number("operator expiry", ms)?),
+    };
+    Ok(OperatorToken {
+        name: name.to_owned(),
+        role,
+        hash,
+        created_ms: number("operator created", &created_ms)?,
+        expires_ms,
+    })
 }
 
 fn decode_audit(value: &str) -> StoreResult<AuditRecord> {
@@ -510,7 +520,8 @@ impl OpsStore for RedisOps {
     fn put_operator(&self, token: OperatorToken) -> BoxFuture<'_, StoreResult<()>> {
         async move {
             token.validate()?;
-            let value = format!("{}\n{}\n{}", token.role.as_str(), token.hash, token.created_ms);
+            let expires = token.expires_ms.map_or_else(|| "-".to_owned(), |ms| ms.to_string());
+            let value = format!("{}\n{}\n{}\n{expires}", token.role.as_str(), token.hash, token.created_ms);
             self.run::<()>(redis::pipe().hset(self.redis.key("operators"), &token.name, value).ignore()).await
         }
         .boxed()

@@ -214,6 +214,16 @@ struct PlatformArgs {
     /// Logins allowed per client IP address per minute (also the burst).
     #[arg(long, env = "RESPAWN_LOGIN_PER_MINUTE", default_value_t = 20)]
     login_per_minute: u32,
+    /// Operations API calls allowed per operator token per second (bursts of ten times this).
+    #[arg(long, env = "RESPAWN_API_PER_SECOND", default_value_t = 10)]
+    api_per_second: u32,
+    /// An admin operator token to install at start-up (stored hashed, as
+    /// `bootstrap-admin`); create the others through the API.
+    #[arg(long, env = "RESPAWN_PLATFORM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// The zone servers' --admin-token: kicks, announcements and drains go through it.
+    #[arg(long, env = "RESPAWN_ZONE_ADMIN_TOKEN", hide_env_values = true)]
+    zone_admin_token: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -322,14 +332,28 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
             }),
             None => None,
         },
+        zone_admin_token: args.zone_admin_token.map(Arc::from),
         limits: respawn_platform::http::Limits {
             login_per_ip: respawn_store::ratelimit::Quota {
                 burst: args.login_per_minute.max(1),
                 period: std::time::Duration::from_secs(60),
             },
+            api_per_token: respawn_store::ratelimit::Quota {
+                burst: args.api_per_second.max(1).saturating_mul(10),
+                period: std::time::Duration::from_secs(10),
+            },
         },
         ..platform_stores(args.redis_url.as_deref(), &args.redis_prefix)?
     };
+    if let Some(secret) = &args.admin_token {
+        if secret.len() < 16 {
+            bail!("--admin-token must be at least 16 characters");
+        }
+        respawn_platform::http::ops::install_bootstrap_admin(&context, secret)
+            .await
+            .context("cannot store the bootstrap admin token")?;
+    }
+    tokio::spawn(respawn_platform::fleet::watch(context.fleet.clone(), context.registry.clone(), stop.clone()));
     let http = tokio::spawn(respawn_platform::http::serve(listener, context, stop.clone()));
     tracing::info!(metrics = %format!("http://{}/metrics", args.listen), "platform server listening");
     // Start-up does not wait for MySQL or Kafka: the consumer begins once MySQL answers.
@@ -386,7 +410,9 @@ pub fn platform_stores(redis_url: Option<&str>, prefix: &str) -> Result<respawn_
         registry,
         ops,
         limiter,
+        fleet: Arc::default(),
         server_token: None,
+        zone_admin_token: None,
         sessions: None,
         limits: respawn_platform::http::Limits::default(),
     })

@@ -1,7 +1,8 @@
 //! The platform server's HTTP side: `/metrics`, `/healthz` (the process
 //! answers), `/readyz` (the ledger is connected and events are consumed),
-//! the server registry game servers heartbeat into ([`registry`]) and the
-//! players' login ([`sessions`]).
+//! the server registry game servers heartbeat into ([`registry`]), the
+//! players' login ([`sessions`]), the operations API ([`ops`]) and the admin
+//! dashboard. Every route is listed once, in [`api::OPERATIONS`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -10,7 +11,6 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use axum::Router;
 use respawn_store::ops::OpsStore;
 use respawn_store::ratelimit::{Decision, Quota, RateLimiter};
@@ -19,11 +19,16 @@ use respawn_token::TokenKey;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::fleet::Fleet;
 use crate::ledger::Ledger;
 use crate::metrics::PlatformMetrics;
 
+pub mod api;
+pub mod ops;
 pub mod registry;
 pub mod sessions;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Largest request body the API reads.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -36,8 +41,11 @@ pub struct HttpContext {
     pub registry: Arc<dyn Registry>,
     pub ops: Arc<dyn OpsStore>,
     pub limiter: Arc<dyn RateLimiter>,
+    pub fleet: Arc<Fleet>,
     /// The secret game servers present; without it the registry API is closed.
     pub server_token: Option<Arc<str>>,
+    /// The zone servers' admin token, for kicks, announcements and drains.
+    pub zone_admin_token: Option<Arc<str>>,
     /// Signs session tokens; without it there is no login.
     pub sessions: Option<SessionSigner>,
     pub limits: Limits,
@@ -61,11 +69,16 @@ pub struct SessionSigner {
 pub struct Limits {
     /// Logins per client IP address.
     pub login_per_ip: Quota,
+    /// Operations API calls per operator token.
+    pub api_per_token: Quota,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { login_per_ip: Quota { burst: 20, period: Duration::from_secs(60) } }
+        Self {
+            login_per_ip: Quota { burst: 20, period: Duration::from_secs(60) },
+            api_per_token: Quota { burst: 100, period: Duration::from_secs(10) },
+        }
     }
 }
 
@@ -78,18 +91,26 @@ pub async fn serve(
     context: HttpContext,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .route("/v1/servers", get(registry::list))
-        .route("/v1/servers/{id}", put(registry::heartbeat).delete(registry::remove))
-        .route("/v1/sessions", post(sessions::login))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(context);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+    axum::serve(listener, router(context).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
+}
+
+/// Every route of [`api::OPERATIONS`], for [`serve`] or to merge into another router.
+pub fn router(context: HttpContext) -> Router {
+    api::OPERATIONS
+        .iter()
+        .fold(Router::new(), |router, op| router.route(op.path, (op.route)()))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(context)
+}
+
+async fn openapi() -> Response {
+    json(StatusCode::OK, &api::openapi())
+}
+
+async fn dashboard() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], DASHBOARD).into_response()
 }
 
 async fn metrics_text(State(s): State<HttpContext>) -> impl IntoResponse {

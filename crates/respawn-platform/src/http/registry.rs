@@ -105,23 +105,45 @@ pub(super) async fn remove(State(ctx): State<HttpContext>, Path(id): Path<String
     }
 }
 
-pub(super) async fn list(State(ctx): State<HttpContext>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&ctx, &headers) {
-        return refused.into_response();
-    }
-    match ctx.registry.servers().await {
-        Ok(servers) => json(StatusCode::OK, &servers.into_iter().map(server_body).collect::<Vec<_>>()),
-        Err(e) => store_failure("registry", e),
-    }
+/// A listed server: its registry entry, and what the fleet view saw of it.
+#[derive(Debug, Serialize)]
+struct ListedServer {
+    #[serde(flatten)]
+    entry: ServerBody,
+    /// Whether its metrics answered at the last look (null before the first).
+    reachable: Option<bool>,
+    players: u64,
 }
 
-pub(crate) fn server_body(s: ServerEntry) -> ServerBody {
-    ServerBody {
-        id: s.id,
-        address: s.address,
-        zones: s.zones,
-        state: s.state.as_str().to_owned(),
-        version: s.version,
-        bans_version: 0,
+/// For game servers (server token) and operators (any role).
+pub(super) async fn list(State(ctx): State<HttpContext>, headers: HeaderMap) -> Response {
+    if authorize(&ctx, &headers).is_err() {
+        if let Err(refused) = super::ops::authenticate(&ctx, &headers).await {
+            return refused;
+        }
     }
+    let servers = match ctx.registry.servers().await {
+        Ok(servers) => servers,
+        Err(e) => return store_failure("registry", e),
+    };
+    let view = ctx.fleet.view();
+    let listed: Vec<ListedServer> = servers
+        .into_iter()
+        .map(|s| {
+            let seen = view.servers.iter().find(|v| v.id == s.id);
+            ListedServer {
+                reachable: seen.map(|v| v.reachable),
+                players: seen.map_or(0, |v| v.players),
+                entry: ServerBody {
+                    id: s.id,
+                    address: s.address,
+                    zones: s.zones,
+                    state: s.state.as_str().to_owned(),
+                    version: s.version,
+                    bans_version: 0,
+                },
+            }
+        })
+        .collect();
+    json(StatusCode::OK, &listed)
 }

@@ -116,3 +116,24 @@ pub(super) async fn login(
         },
     )
 }
+
+/// The zones players can log in to now (hosted by a ready server), with
+/// their players: what a game client shows before login.
+pub(super) async fn lobby(State(ctx): State<HttpContext>) -> Response {
+    let servers = match ctx.registry.servers().await {
+        Ok(s) => s,
+        Err(e) => return store_failure("registry", e),
+    };
+    let view = ctx.fleet.view();
+    let mut zones: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for server in servers.iter().filter(|s| s.state == ServerState::Ready) {
+        for zone in &server.zones {
+            let players =
+                view.zones.iter().filter(|z| z.server == server.id && &z.name == zone).map(|z| z.players).sum::<u64>();
+            *zones.entry(zone.clone()).or_default() += players;
+        }
+    }
+    let zones: Vec<_> =
+        zones.into_iter().map(|(name, players)| serde_json::json!({"name": name, "players": players})).collect();
+    json(StatusCode::OK, &serde_json::json!({ "zones": zones }))
+}

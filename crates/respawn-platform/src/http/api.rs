@@ -1,0 +1,393 @@
+//! Every route of the platform server, in one table: the router is built
+//! from it and `/openapi.json` is generated from it, so the document cannot
+//! drift from the code.
+
+use axum::routing::{delete, get, post, put, MethodRouter};
+use respawn_store::ops::Role;
+use serde_json::{json, Map, Value};
+
+use super::{ops, registry, sessions, HttpContext};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    Public,
+    /// The secret game servers share (`--server-token`).
+    Server,
+    /// The server token or any operator token.
+    ServerOrViewer,
+    /// An operator token of this role or above.
+    Operator(Role),
+}
+
+#[derive(Debug)]
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub auth: Auth,
+    /// Query parameters: name, description.
+    pub query: &'static [(&'static str, &'static str)],
+    /// The JSON body's schema, when the route takes one.
+    pub body: Option<fn() -> Value>,
+    pub route: fn() -> MethodRouter<HttpContext>,
+}
+
+const VIEWER: Auth = Auth::Operator(Role::Viewer);
+const OPERATOR: Auth = Auth::Operator(Role::Operator);
+const ADMIN: Auth = Auth::Operator(Role::Admin);
+
+fn object(required: &[&str], properties: Value) -> Value {
+    json!({ "type": "object", "additionalProperties": false, "required": required, "properties": properties })
+}
+
+fn reason_body() -> Value {
+    object(&[], json!({ "reason": { "type": "string", "maxLength": 500 } }))
+}
+
+pub const OPERATIONS: &[Operation] = &[
+    Operation {
+        method: "get",
+        path: "/healthz",
+        summary: "Liveness: the process answers.",
+        auth: Auth::Public,
+        query: &[],
+        body: None,
+        route: || get(|| async { "ok\n" }),
+    },
+    Operation {
+        method: "get",
+        path: "/readyz",
+        summary: "Readiness: MySQL is connected and events are consumed.",
+        auth: Auth::Public,
+        query: &[],
+        body: None,
+        route: || get(super::ready),
+    },
+    Operation {
+        method: "get",
+        path: "/metrics",
+        summary: "Prometheus metrics of the platform server.",
+        auth: Auth::Public,
+        query: &[],
+        body: None,
+        route: || get(super::metrics_text),
+    },
+    Operation {
+        method: "get",
+        path: "/openapi.json",
+        summary: "This document.",
+        auth: Auth::Public,
+        query: &[],
+        body: None,
+        route: || get(super::openapi),
+    },
+    Operation {
+        method: "get",
+        path: "/dashboard",
+        summary: "The admin dashboard (a web page; it asks for an operator token).",
+        auth: Auth::Public,
+        query: &[],
+        body: None,
+        route: || get(super::dashboard),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/sessions",
+        summary: "Log in: a signed session token and the address of a ready game server hosting the zone.",
+        auth: Auth::Public,
+        query: &[],
+        body: Some(|| {
+            object(
+                &["name", "zone"],
+                json!({
+                    "name": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,24}$" },
+                    "zone": { "type": "string", "maxLength": 64 },
+                }),
+            )
+        }),
+        route: || post(sessions::login),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/lobby",
+        summary: "The zones players can log in to now, with their player counts.",
+        auth: Auth::Public,
+        query: &[],
+        body: None,
+        route: || get(sessions::lobby),
+    },
+    Operation {
+        method: "put",
+        path: "/v1/servers/{id}",
+        summary:
+            "Game server heartbeat (every second; the entry lives 3 s). The reply carries the ban list when it changed.",
+        auth: Auth::Server,
+        query: &[],
+        body: Some(|| {
+            object(
+                &["address", "zones", "state", "version"],
+                json!({
+                    "address": { "type": "string" },
+                    "zones": { "type": "array", "items": { "type": "string" } },
+                    "state": { "enum": ["ready", "draining"] },
+                    "version": { "type": "string" },
+                    "bans_version": { "type": "integer" },
+                }),
+            )
+        }),
+        route: || put(registry::heartbeat),
+    },
+    Operation {
+        method: "delete",
+        path: "/v1/servers/{id}",
+        summary: "A game server leaves the registry (clean stop).",
+        auth: Auth::Server,
+        query: &[],
+        body: None,
+        route: || delete(registry::remove),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/servers",
+        summary: "Live game servers: address, zones, ready or draining, version, reachability, players.",
+        auth: Auth::ServerOrViewer,
+        query: &[],
+        body: None,
+        route: || get(registry::list),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/servers/{id}/drain",
+        summary: "Drain a game server: no new players, players told, it stops once empty or at its deadline.",
+        auth: OPERATOR,
+        query: &[],
+        body: None,
+        route: || post(ops::drain),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/status",
+        summary: "Overview: servers, zones, players, MySQL, event consumption and lag, DB pool.",
+        auth: VIEWER,
+        query: &[],
+        body: None,
+        route: || get(ops::status),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/zones",
+        summary: "Every zone: CCU, tick p50/p99 over the last second, status, hosting server, version.",
+        auth: VIEWER,
+        query: &[],
+        body: None,
+        route: || get(ops::zones),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/players/{player}",
+        summary: "A player's profile from MySQL (id or name), ban and last login. 503 while MySQL is down.",
+        auth: VIEWER,
+        query: &[],
+        body: None,
+        route: || get(ops::player),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/players/{player}/kick",
+        summary: "Disconnect a player wherever they play.",
+        auth: OPERATOR,
+        query: &[],
+        body: Some(reason_body),
+        route: || post(ops::kick),
+    },
+    Operation {
+        method: "put",
+        path: "/v1/players/{player}/ban",
+        summary: "Ban a player: refused at login and at join, kicked if playing. A reason is required.",
+        auth: ADMIN,
+        query: &[],
+        body: Some(reason_body),
+        route: || put(ops::ban),
+    },
+    Operation {
+        method: "delete",
+        path: "/v1/players/{player}/ban",
+        summary: "Lift a ban.",
+        auth: ADMIN,
+        query: &[],
+        body: None,
+        route: || delete(ops::unban),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/bans",
+        summary: "The ban list with reasons.",
+        auth: VIEWER,
+        query: &[],
+        body: None,
+        route: || get(ops::bans),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/events",
+        summary: "Stored events, newest first, filtered and paginated. 503 while MySQL is down.",
+        auth: VIEWER,
+        query: &[
+            ("player", "a player id or name"),
+            ("kind", "an event kind, e.g. gold_changed"),
+            ("since_ms", "stored at or after (Unix ms)"),
+            ("until_ms", "stored before (Unix ms)"),
+            ("limit", "rows per page, 1-500 (50)"),
+            ("cursor", "the next_cursor of the previous page"),
+        ],
+        body: None,
+        route: || get(ops::events),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/announcements",
+        summary: "Show a notice to every player in game, in all zones or one.",
+        auth: OPERATOR,
+        query: &[],
+        body: Some(|| {
+            object(&["text"], json!({ "text": { "type": "string", "maxLength": 500 }, "zone": { "type": "string" } }))
+        }),
+        route: || post(ops::announce),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/audit",
+        summary: "The audit log, newest first: who did what, when, with what result.",
+        auth: VIEWER,
+        query: &[("skip", "records to skip (0)"), ("limit", "records, 1-500 (50)")],
+        body: None,
+        route: || get(ops::audit_log),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/tokens",
+        summary: "Operator tokens: names, roles, creation times (never the secrets).",
+        auth: ADMIN,
+        query: &[],
+        body: None,
+        route: || get(ops::tokens),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/tokens",
+        summary: "Create an operator token; the secret is in this answer only (the platform keeps its hash).",
+        auth: ADMIN,
+        query: &[],
+        body: Some(|| {
+            object(
+                &["name", "role"],
+                json!({
+                    "name": { "type": "string", "pattern": "^[a-z0-9._-]{1,64}$" },
+                    "role": { "enum": ["viewer", "operator", "admin"] },
+                    "expires_in_secs": { "type": "integer", "minimum": 1 },
+                }),
+            )
+        }),
+        route: || post(ops::create_token),
+    },
+    Operation {
+        method: "delete",
+        path: "/v1/tokens/{name}",
+        summary: "Revoke an operator token.",
+        auth: ADMIN,
+        query: &[],
+        body: None,
+        route: || delete(ops::revoke_token),
+    },
+];
+
+/// The OpenAPI 3.1 document of [`OPERATIONS`].
+pub fn openapi() -> Value {
+    let mut paths = Map::new();
+    for op in OPERATIONS {
+        let mut operation = Map::new();
+        operation.insert("summary".into(), op.summary.into());
+        let mut parameters: Vec<Value> = op
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        parameters.extend(op.query.iter().map(|(name, description)| {
+            json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } })
+        }));
+        if !parameters.is_empty() {
+            operation.insert("parameters".into(), parameters.into());
+        }
+        if let Some(schema) = op.body {
+            operation.insert(
+                "requestBody".into(),
+                json!({ "required": true, "content": { "application/json": { "schema": schema() } } }),
+            );
+        }
+        let mut responses =
+            json!({ "200": { "description": "done" }, "400": { "description": "bad input, explained" } });
+        match op.auth {
+            Auth::Public => {}
+            Auth::Server => {
+                operation.insert("security".into(), json!([{ "serverToken": [] }]));
+                responses["401"] = json!({ "description": "missing or wrong server token" });
+            }
+            Auth::ServerOrViewer => {
+                operation.insert("security".into(), json!([{ "serverToken": [] }, { "operatorToken": [] }]));
+                responses["401"] = json!({ "description": "missing or unknown token" });
+            }
+            Auth::Operator(role) => {
+                operation.insert("security".into(), json!([{ "operatorToken": [] }]));
+                operation.insert("x-role".into(), role.as_str().into());
+                responses["401"] = json!({ "description": "missing or unknown operator token" });
+                responses["403"] = json!({ "description": format!("the token's role is below {}", role.as_str()) });
+                responses["429"] = json!({ "description": "over the per-token rate limit; see Retry-After" });
+            }
+        }
+        if op.path == "/v1/sessions" {
+            responses["403"] = json!({ "description": "the player is banned" });
+            responses["429"] = json!({ "description": "over the per-IP login rate limit; see Retry-After" });
+        }
+        responses["503"] = json!({ "description": "a backing store is unavailable, explained" });
+        operation.insert("responses".into(), responses);
+        let entry = paths.entry(op.path.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(methods) = entry {
+            methods.insert(op.method.to_owned(), Value::Object(operation));
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Respawn platform server",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Login and routing, the server registry, and the operations API. Operator roles: viewer reads; operator kicks, announces and drains; admin bans and manages tokens. Every mutating operator call is audited.",
+        },
+        "components": { "securitySchemes": {
+            "operatorToken": { "type": "http", "scheme": "bearer", "description": "an operator token (viewer, operator or admin)" },
+            "serverToken": { "type": "http", "scheme": "bearer", "description": "the secret game servers share" },
+        } },
+        "paths": paths,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_lists_every_route_once() {
+        let doc = openapi();
+        let mut seen = std::collections::HashSet::new();
+        for op in OPERATIONS {
+            assert!(seen.insert((op.method, op.path)), "{} {} twice", op.method, op.path);
+            assert!(doc["paths"][op.path][op.method]["summary"].is_string(), "{} {}", op.method, op.path);
+        }
+        let documented: usize =
+            doc["paths"].as_object().map_or(0, |p| p.values().filter_map(Value::as_object).map(|m| m.len()).sum());
+        assert_eq!(documented, OPERATIONS.len());
+        assert_eq!(doc["paths"]["/v1/players/{player}/ban"]["put"]["x-role"], "admin");
+        assert_eq!(doc["paths"]["/v1/players/{player}/ban"]["put"]["parameters"][0]["name"], "player");
+    }
+}

@@ -1,0 +1,640 @@
+//! The operations API: operator tokens with roles (viewer reads; operator
+//! kicks, announces and drains; admin bans and manages tokens), a rate limit
+//! per token, and an audit record for every mutating call, refused or not.
+//! Reads that need no MySQL (status, zones, servers, bans, audit) keep
+//! working while it is down; player profiles and event search answer 503.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use respawn_store::ops::{valid_operator_name, AuditRecord, Ban, OperatorToken, Role, TEXT_MAX};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{json, rate_limit, store_failure, text, HttpContext};
+use crate::fleet::http_address;
+use crate::ledger::{EventCursor, EventQuery, Ledger};
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub(crate) struct Operator {
+    pub name: String,
+    pub role: Role,
+}
+
+pub(crate) fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The operator behind the request's bearer token, within its rate limit.
+pub(crate) async fn authenticate(ctx: &HttpContext, headers: &HeaderMap) -> Result<Operator, Response> {
+    let Some(secret) = super::bearer(headers) else {
+        return Err(text(StatusCode::UNAUTHORIZED, "missing operator token (Authorization: Bearer <token>)"));
+    };
+    let token = match ctx.ops.operator_by_hash(&respawn_token::hash_secret(secret)).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return Err(text(StatusCode::UNAUTHORIZED, "unknown operator token")),
+        Err(e) => return Err(store_failure("operator tokens", e)),
+    };
+    if token.expires_ms.is_some_and(|at| at <= unix_now_ms()) {
+        return Err(text(StatusCode::UNAUTHORIZED, format!("operator token {:?} expired", token.name)));
+    }
+    rate_limit(ctx, &format!("api:token:{}", token.name), ctx.limits.api_per_token, "api").await?;
+    Ok(Operator { name: token.name, role: token.role })
+}
+
+/// [`authenticate`], then the role check; a refused mutating call is audited.
+async fn authorize(ctx: &HttpContext, headers: &HeaderMap, need: Role, action: &str) -> Result<Operator, Response> {
+    let operator = authenticate(ctx, headers).await?;
+    if operator.role >= need {
+        return Ok(operator);
+    }
+    let why = format!("refused: role {} cannot {action}; it needs {}", operator.role.as_str(), need.as_str());
+    if need > Role::Viewer {
+        audit(ctx, &operator, action, "-", &why).await;
+    }
+    Err(text(StatusCode::FORBIDDEN, why))
+}
+
+/// Writes an audit record; a failure to is logged loudly, and the caller's
+/// answer says the action was done but not audited.
+async fn audit(ctx: &HttpContext, operator: &Operator, action: &str, target: &str, result: &str) -> bool {
+    let record = AuditRecord {
+        at_ms: unix_now_ms(),
+        actor: operator.name.clone(),
+        action: action.to_owned(),
+        target: clip(target),
+        result: clip(result),
+    };
+    tracing::info!(actor = %record.actor, action, target = %record.target, result = %record.result, "operator action");
+    match ctx.ops.audit(record).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, action, "operator action NOT audited");
+            false
+        }
+    }
+}
+
+/// What of caller-given text an audit record keeps: printable, at most [`TEXT_MAX`] bytes.
+fn clip(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars().map(|c| if c.is_control() { '?' } else { c }) {
+        if out.len() + c.len_utf8() > TEXT_MAX {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Audits `result` and answers with it.
+async fn audited(
+    ctx: &HttpContext,
+    operator: &Operator,
+    action: &str,
+    target: &str,
+    result: Result<serde_json::Value, Response>,
+) -> Response {
+    match result {
+        Ok(mut body) => {
+            let recorded = audit(ctx, operator, action, target, "ok").await;
+            if let Some(map) = body.as_object_mut() {
+                map.insert("audited".into(), recorded.into());
+            }
+            json(StatusCode::OK, &body)
+        }
+        Err(answer) => {
+            audit(ctx, operator, action, target, &format!("failed: {}", answer.status())).await;
+            answer
+        }
+    }
+}
+
+/// A refusal made where a whole response would be a large error value.
+#[derive(Debug)]
+struct Refusal(StatusCode, String);
+
+impl From<Refusal> for Response {
+    fn from(r: Refusal) -> Self {
+        text(r.0, r.1)
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> Refusal {
+    Refusal(StatusCode::BAD_REQUEST, message.into())
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes, what: &str) -> Result<T, Refusal> {
+    let body: &[u8] = if body.is_empty() { b"{}" } else { body };
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("{what} body: {e}")))
+}
+
+/// A player named by id or by name.
+fn player_id(given: &str) -> Result<u64, Refusal> {
+    if let Ok(id) = given.parse::<u64>() {
+        return Ok(id);
+    }
+    if respawn_sim::zone::valid_name(given) {
+        return Ok(respawn_token::player_id_for_name(given));
+    }
+    Err(bad_request("player: a numeric id or a name of 1-24 of A-Z a-z 0-9 _ -"))
+}
+
+fn ledger(ctx: &HttpContext) -> Result<std::sync::Arc<dyn Ledger>, Refusal> {
+    ctx.ledger.get().cloned().ok_or_else(|| {
+        Refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "MySQL unavailable: player profiles and events are read from it; retry later".into(),
+        )
+    })
+}
+
+fn free_text(value: &str, what: &str) -> Result<(), Refusal> {
+    if value.trim().is_empty() || value.len() > TEXT_MAX || value.chars().any(char::is_control) {
+        return Err(bad_request(format!("{what}: 1-{TEXT_MAX} bytes of printable text")));
+    }
+    Ok(())
+}
+
+/// `application/x-www-form-urlencoded` value encoding, for the zone admin API's query strings.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Calls the zone admin API of every listed server (those hosting `zone`
+/// when given); returns how many accepted and the failures.
+async fn each_server(ctx: &HttpContext, zone: Option<&str>, path: &str) -> Result<serde_json::Value, Response> {
+    let Some(token) = ctx.zone_admin_token.as_deref() else {
+        return Err(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the zone servers' admin token is not configured: start the platform server with --zone-admin-token",
+        ));
+    };
+    let servers = ctx.registry.servers().await.map_err(|e| store_failure("registry", e))?;
+    let targets: Vec<_> = servers.into_iter().filter(|s| zone.is_none_or(|z| s.zones.iter().any(|h| h == z))).collect();
+    if targets.is_empty() {
+        return Err(text(StatusCode::NOT_FOUND, "no live server matches"));
+    }
+    let calls = targets.iter().map(|s| async move {
+        let Some(addr) = http_address(&s.address) else { return (s.id.clone(), Err("no HTTP address".to_owned())) };
+        match respawn_client::http::request(addr, "POST", path, Some(token)).await {
+            Ok((202, _)) => (s.id.clone(), Ok(())),
+            Ok((status, body)) => (s.id.clone(), Err(format!("{status} {}", body.trim()))),
+            Err(e) => (s.id.clone(), Err(e.to_string())),
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let reached = results.iter().filter(|(_, r)| r.is_ok()).count();
+    let failed: BTreeMap<String, String> = results.into_iter().filter_map(|(id, r)| r.err().map(|e| (id, e))).collect();
+    if reached == 0 {
+        return Err(text(StatusCode::BAD_GATEWAY, format!("no server accepted: {failed:?}")));
+    }
+    Ok(json!({ "servers_reached": reached, "failed": failed }))
+}
+
+pub(super) async fn status(State(ctx): State<HttpContext>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&ctx, &headers, Role::Viewer, "read").await {
+        return refused;
+    }
+    let view = ctx.fleet.view();
+    let pool = ctx.ledger.get().map(|l| l.pool_stats()).unwrap_or_default();
+    json(
+        StatusCode::OK,
+        &json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "servers": view.servers.len(),
+            "zones": view.zones.len(),
+            "players": view.zones.iter().map(|z| z.players).sum::<u64>(),
+            "registry_error": view.registry_error,
+            "mysql": if ctx.ledger.get().is_some() { "connected" } else { "unavailable" },
+            "events": {
+                "consumed_per_second": ctx.metrics.consumed_per_second(),
+                "stored_total": ctx.metrics.stored.get(),
+                "consumer_lag": ctx.metrics.lag_total(),
+            },
+            "db_pool": { "in_use": pool.size.saturating_sub(pool.idle), "idle": pool.idle, "max": pool.max },
+        }),
+    )
+}
+
+pub(super) async fn zones(State(ctx): State<HttpContext>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&ctx, &headers, Role::Viewer, "read").await {
+        return refused;
+    }
+    json(StatusCode::OK, &ctx.fleet.view().zones)
+}
+
+pub(super) async fn drain(State(ctx): State<HttpContext>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let operator = match authorize(&ctx, &headers, Role::Operator, "drain").await {
+        Ok(o) => o,
+        Err(refused) => return refused,
+    };
+    let result = async {
+        let Some(token) = ctx.zone_admin_token.as_deref() else {
+            return Err(text(StatusCode::SERVICE_UNAVAILABLE, "start the platform server with --zone-admin-token"));
+        };
+        let servers = ctx.registry.servers().await.map_err(|e| store_failure("registry", e))?;
+        let server = servers
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| text(StatusCode::NOT_FOUND, format!("no live server {id:?}")))?;
+        let addr = http_address(&server.address)
+            .ok_or_else(|| text(StatusCode::BAD_GATEWAY, "the server's address has no HTTP host"))?;
+        match respawn_client::http::request(addr, "POST", "/admin/drain", Some(token)).await {
+            Ok((202, _)) => Ok(json!({ "server": id, "state": "draining" })),
+            Ok((status, body)) => {
+                Err(text(StatusCode::BAD_GATEWAY, format!("the server answered {status}: {}", body.trim())))
+            }
+            Err(e) => Err(text(StatusCode::BAD_GATEWAY, format!("the server did not answer: {e}"))),
+        }
+    }
+    .await;
+    audited(&ctx, &operator, "drain", &format!("server {id}"), result).await
+}
+
+#[derive(Debug, Serialize)]
+struct Profile {
+    player_id: u64,
+    /// From MySQL: null for a player no stored event describes.
+    record: Option<serde_json::Value>,
+    banned: Option<serde_json::Value>,
+    last_login: Option<serde_json::Value>,
+}
+
+pub(super) async fn player(State(ctx): State<HttpContext>, Path(given): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&ctx, &headers, Role::Viewer, "read").await {
+        return refused;
+    }
+    let id = match player_id(&given) {
+        Ok(id) => id,
+        Err(refusal) => return refusal.into(),
+    };
+    let ledger = match ledger(&ctx) {
+        Ok(l) => l,
+        Err(refusal) => return refusal.into(),
+    };
+    let record = match ledger.player(id).await {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("MySQL unavailable: {e}")),
+    };
+    let bans = ctx.ops.bans().await.map(|(_, b)| b).unwrap_or_default();
+    let login = ctx.ops.login(id).await.ok().flatten();
+    json(
+        StatusCode::OK,
+        &Profile {
+            player_id: id,
+            record: record.map(|r| {
+                json!({
+                    "name": r.name, "level": r.level, "xp": r.xp, "gold": r.gold,
+                    "inventory": r.inventory, "online": r.online, "last_zone_id": r.last_zone, "events": r.events,
+                })
+            }),
+            banned: bans
+                .into_iter()
+                .find(|b| b.player == id)
+                .map(|b| json!({"reason": b.reason, "by": b.by, "at_ms": b.at_ms})),
+            last_login: login.map(|l| json!({"zone": l.zone, "server": l.server, "at_ms": l.at_ms})),
+        },
+    )
+}
+
+/// Most events one page returns.
+const PAGE_MAX: u32 = 500;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventSearch {
+    player: Option<String>,
+    kind: Option<String>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub(super) async fn events(
+    State(ctx): State<HttpContext>,
+    headers: HeaderMap,
+    search: Result<Query<EventSearch>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(refused) = authorize(&ctx, &headers, Role::Viewer, "read").await {
+        return refused;
+    }
+    let Query(search) = match search {
+        Ok(q) => q,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("query: {}", e.body_text())),
+    };
+    let player = match search.player.as_deref().map(player_id).transpose() {
+        Ok(p) => p,
+        Err(refusal) => return refusal.into(),
+    };
+    if let Some(kind) = &search.kind {
+        if kind.is_empty() || kind.len() > 32 || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return text(StatusCode::BAD_REQUEST, "kind: an event kind such as gold_changed");
+        }
+    }
+    let after = match search.cursor.as_deref().map(|c| EventCursor::decode(c).ok_or(())).transpose() {
+        Ok(a) => a,
+        Err(()) => return text(StatusCode::BAD_REQUEST, "cursor: pass back the next_cursor of a page"),
+    };
+    let limit = search.limit.unwrap_or(50).clamp(1, PAGE_MAX);
+    let ledger = match ledger(&ctx) {
+        Ok(l) => l,
+        Err(refusal) => return refusal.into(),
+    };
+    let query =
+        EventQuery { player, kind: search.kind, since_ms: search.since_ms, until_ms: search.until_ms, limit, after };
+    let rows = match ledger.search(&query).await {
+        Ok(rows) => rows,
+        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("MySQL unavailable: {e}")),
+    };
+    let next_cursor = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.cursor().encode())).flatten();
+    let events: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let detail = <respawn_proto::events::Event as prost::Message>::decode(r.payload.as_slice())
+                .ok()
+                .and_then(|e| e.kind)
+                .map_or_else(|| "undecodable".to_owned(), |k| format!("{k:?}"));
+            let (zone, epoch, tick, index) = r.key;
+            json!({
+                "id": format!("{zone}.{epoch}.{tick}.{index}"),
+                "zone": zone, "tick": tick, "player": r.player, "kind": r.kind,
+                "stored_at_ms": r.stored_at_ms, "detail": detail,
+            })
+        })
+        .collect();
+    json(StatusCode::OK, &json!({ "events": events, "next_cursor": next_cursor }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+pub(super) async fn kick(
+    State(ctx): State<HttpContext>,
+    Path(given): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let operator = match authorize(&ctx, &headers, Role::Operator, "kick").await {
+        Ok(o) => o,
+        Err(refused) => return refused,
+    };
+    let result = async {
+        let id = player_id(&given)?;
+        let body: ReasonBody = parse_body(&body, "kick")?;
+        let reason = body.reason.unwrap_or_else(|| "kicked by an operator".into());
+        free_text(&reason, "reason")?;
+        let mut answer =
+            each_server(&ctx, None, &format!("/admin/kick?player={id}&reason={}", encode(&reason))).await?;
+        answer["player_id"] = id.into();
+        Ok(answer)
+    }
+    .await;
+    audited(&ctx, &operator, "kick", &format!("player {given}"), result).await
+}
+
+pub(super) async fn ban(
+    State(ctx): State<HttpContext>,
+    Path(given): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let operator = match authorize(&ctx, &headers, Role::Admin, "ban").await {
+        Ok(o) => o,
+        Err(refused) => return refused,
+    };
+    let result = async {
+        let id = player_id(&given)?;
+        let body: ReasonBody = parse_body(&body, "ban")?;
+        let reason = body.reason.ok_or_else(|| text(StatusCode::BAD_REQUEST, "a ban needs a reason"))?;
+        free_text(&reason, "reason")?;
+        let ban = Ban { player: id, reason: reason.clone(), by: operator.name.clone(), at_ms: unix_now_ms() };
+        ctx.ops.ban(ban).await.map_err(|e| store_failure("ban list", e))?;
+        // Servers also learn the list with their next heartbeat; the kick is at once.
+        let kicked = each_server(&ctx, None, &format!("/admin/kick?player={id}&reason={}", encode("banned"))).await;
+        Ok(json!({ "player_id": id, "banned": true, "kicked_now": kicked.is_ok() }))
+    }
+    .await;
+    audited(&ctx, &operator, "ban", &format!("player {given}"), result).await
+}
+
+pub(super) async fn unban(State(ctx): State<HttpContext>, Path(given): Path<String>, headers: HeaderMap) -> Response {
+    let operator = match authorize(&ctx, &headers, Role::Admin, "unban").await {
+        Ok(o) => o,
+        Err(refused) => return refused,
+    };
+    let result = async {
+        let id = player_id(&given)?;
+        let lifted = ctx.ops.unban(id).await.map_err(|e| store_failure("ban list", e))?;
+        if !lifted {
+            return Err(text(StatusCode::NOT_FOUND, "the player was not banned"));
+        }
+        Ok(json!({ "player_id": id, "banned": false }))
+    }
+    .await;
+    audited(&ctx, &operator, "unban", &format!("player {given}"), result).await
+}
+
+pub(super) async fn bans(State(ctx): State<HttpContext>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&ctx, &headers, Role::Viewer, "read").await {
+        return refused;
+    }
+    match ctx.ops.bans().await {
+        Ok((version, bans)) => {
+            let bans: Vec<_> = bans
+                .into_iter()
+                .map(|b| json!({"player_id": b.player, "reason": b.reason, "by": b.by, "at_ms": b.at_ms}))
+                .collect();
+            json(StatusCode::OK, &json!({ "version": version, "bans": bans }))
+        }
+        Err(e) => store_failure("ban list", e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnnouncementBody {
+    text: String,
+    zone: Option<String>,
+}
+
+pub(super) async fn announce(State(ctx): State<HttpContext>, headers: HeaderMap, body: Bytes) -> Response {
+    let operator = match authorize(&ctx, &headers, Role::Operator, "announce").await {
+        Ok(o) => o,
+        Err(refused) => return refused,
+    };
+    let mut target = "all zones".to_owned();
+    let result = async {
+        let body: AnnouncementBody = parse_body(&body, "announcement")?;
+        free_text(&body.text, "text")?;
+        if let Some(zone) = &body.zone {
+            free_text(zone, "zone")?;
+            target = format!("zone {zone}");
+        }
+        let zone_param = body.zone.as_deref().map(|z| format!("&zone={}", encode(z))).unwrap_or_default();
+        let mut answer = each_server(
+            &ctx,
+            body.zone.as_deref(),
+            &format!("/admin/announce?text={}{zone_param}", encode(&body.text)),
+        )
+        .await?;
+        answer["text"] = body.text.into();
+        Ok(answer)
+    }
+    .await;
+    audited(&ctx, &operator, "announce", &target, result).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Page {
+    skip: Option<usize>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn audit_log(
+    State(ctx): State<HttpContext>,
+    headers: HeaderMap,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(refused) = authorize(&ctx, &headers, Role::Viewer, "read").await {
+        return refused;
+    }
+    let Ok(Query(page)) = page else { return text(StatusCode::BAD_REQUEST, "query: skip and limit, numbers") };
+    let limit = page.limit.unwrap_or(50).clamp(1, PAGE_MAX as usize);
+    match ctx.ops.audit_log(page.skip.unwrap_or(0), limit).await {
+        Ok(records) => {
+            let records: Vec<_> = records
+                .into_iter()
+                .map(|r| json!({"at_ms": r.at_ms, "actor": r.actor, "action": r.action, "target": r.target, "result": r.result}))
+                .collect();
+            json(StatusCode::OK, &records)
+        }
+        Err(e) => store_failure("audit log", e),
+    }
+}
+
+pub(super) async fn tokens(State(ctx): State<HttpContext>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&ctx, &headers, Role::Admin, "list tokens").await {
+        return refused;
+    }
+    match ctx.ops.operators().await {
+        Ok(tokens) => {
+            let tokens: Vec<_> = tokens
+                .into_iter()
+                .map(|t| json!({"name": t.name, "role": t.role.as_str(), "created_ms": t.created_ms, "expires_ms": t.expires_ms}))
+                .collect();
+            json(StatusCode::OK, &tokens)
+        }
+        Err(e) => store_failure("operator tokens", e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: String,
+    /// Lifetime; the token never expires without one.
+    expires_in_secs: Option<u64>,
+}
+
+pub(super) async fn create_token(State(ctx): State<HttpContext>, headers: HeaderMap, body: Bytes) -> Response {
+    let operator = match authorize(&ctx, &headers, Role::Admin, "create tokens").await {
+        Ok(o) => o,
+        Err(refused) => return refused,
+    };
+    let mut target = "token ?".to_owned();
+    let result = async {
+        let body: NewToken = parse_body(&body, "token")?;
+        if !valid_operator_name(&body.name) {
+            return Err(text(StatusCode::BAD_REQUEST, "name: 1-64 of a-z 0-9 - _ ."));
+        }
+        target = format!("token {}", body.name);
+        let role =
+            Role::parse(&body.role).ok_or_else(|| text(StatusCode::BAD_REQUEST, "role: viewer, operator or admin"))?;
+        let secret =
+            respawn_token::random_hex(24).map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let token = OperatorToken {
+            name: body.name.clone(),
+            role,
+            hash: respawn_token::hash_secret(&secret),
+            created_ms: unix_now_ms(),
+            expires_ms: body.expires_in_secs.map(|s| unix_now_ms().saturating_add(s.saturating_mul(1_000))),
+        };
+        ctx.ops.put_operator(token).await.map_err(|e| store_failure("operator tokens", e))?;
+        // The only time the secret is shown: only its hash is stored.
+        Ok(json!({ "name": body.name, "role": role.as_str(), "token": secret, "expires_in_secs": body.expires_in_secs }))
+    }
+    .await;
+    audited(&ctx, &operator, "create_token", &target, result).await
+}
+
+pub(super) async fn revoke_token(
+    State(ctx): State<HttpContext>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let operator = match authorize(&ctx, &headers, Role::Admin, "revoke tokens").await {
+        Ok(o) => o,
+        Err(refused) => return refused,
+    };
+    let result = async {
+        if !valid_operator_name(&name) {
+            return Err(text(StatusCode::BAD_REQUEST, "name: 1-64 of a-z 0-9 - _ ."));
+        }
+        match ctx.ops.revoke_operator(&name).await {
+            Ok(true) => Ok(json!({ "name": name, "revoked": true })),
+            Ok(false) => Err(text(StatusCode::NOT_FOUND, format!("no token named {name:?}"))),
+            Err(e) => Err(store_failure("operator tokens", e)),
+        }
+    }
+    .await;
+    audited(&ctx, &operator, "revoke_token", &format!("token {name}"), result).await
+}
+
+/// Stores the bootstrap admin token given at start-up (only its hash).
+pub async fn install_bootstrap_admin(ctx: &HttpContext, secret: &str) -> respawn_store::StoreResult<()> {
+    let token = OperatorToken {
+        name: "bootstrap-admin".into(),
+        role: Role::Admin,
+        hash: respawn_token::hash_secret(secret),
+        created_ms: unix_now_ms(),
+        expires_ms: None,
+    };
+    ctx.ops.put_operator(token).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_text_is_clipped_and_printable() {
+        assert_eq!(clip("a\nb"), "a?b");
+        let long = "é".repeat(400);
+        let clipped = clip(&long);
+        assert!(clipped.len() <= TEXT_MAX && clipped.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn values_are_form_encoded() {
+        assert_eq!(encode("Server restart in 5 min & more?"), "Server%20restart%20in%205%20min%20%26%20more%3F");
+        assert_eq!(encode("ok-_.~"), "ok-_.~");
+        assert_eq!(encode("é"), "%C3%A9");
+    }
+}

@@ -1,0 +1,254 @@
+//! The operations API against real processes: a platform server keeping its
+//! operations state and rate limits in the real Redis of `scripts/services`,
+//! a zone server heartbeating into it, and no MySQL at all (port 1), which
+//! is also the resilience case: reads that need MySQL answer 503, the others
+//! keep working. Every refused call is checked to change nothing.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use respawn_client::http;
+use respawn_proto::{server_message::Body as S, CloseCode, NoticeKind};
+use serde_json::{json, Value};
+use support::{Client, Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG};
+
+const SERVER_TOKEN: &str = "ops-test-server-token";
+const BOOTSTRAP: &str = "ops-test-bootstrap-admin-secret";
+
+struct Api {
+    addr: String,
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Result<(u16, Value)> {
+        let body = body.map(|b| b.to_string());
+        let answer = http::exchange(&self.addr, method, path, token, body.as_deref()).await?;
+        let value = serde_json::from_str(&answer.body).unwrap_or(Value::String(answer.body.trim().to_owned()));
+        Ok((answer.status, value))
+    }
+
+    async fn ok(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Result<Value> {
+        let (status, value) = self.call(method, path, Some(token), body).await?;
+        if status != 200 {
+            bail!("{method} {path} answered {status}: {value}");
+        }
+        Ok(value)
+    }
+
+    async fn token(&self, name: &str, role: &str, extra: Value) -> Result<String> {
+        let mut body = json!({ "name": name, "role": role });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let created = self.ok("POST", "/v1/tokens", BOOTSTRAP, Some(body)).await?;
+        Ok(created["token"].as_str().context("a secret")?.to_owned())
+    }
+
+    async fn audit_len(&self) -> Result<usize> {
+        Ok(self.ok("GET", "/v1/audit?limit=500", BOOTSTRAP, None).await?.as_array().map_or(0, Vec::len))
+    }
+
+    async fn bans_version(&self) -> Result<u64> {
+        Ok(self.ok("GET", "/v1/bans", BOOTSTRAP, None).await?["version"].as_u64().unwrap_or(0))
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await? {
+        if Instant::now() > deadline {
+            bail!("never: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_nothing() -> Result<()> {
+    let redis = std::env::var("RESPAWN_TEST_REDIS_URL").context("run through scripts/test")?;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    let prefix = format!("ops-{}-{nanos}", std::process::id());
+    let platform = Platform::start_with(
+        "127.0.0.1:1",
+        "mysql://root@127.0.0.1:1/none",
+        "ops-test",
+        &[
+            "--server-token",
+            SERVER_TOKEN,
+            "--admin-token",
+            BOOTSTRAP,
+            "--zone-admin-token",
+            ADMIN_TOKEN,
+            "--redis-url",
+            &redis,
+            "--redis-prefix",
+            &prefix,
+            "--api-per-second",
+            "8",
+        ],
+    )?;
+    platform.wait_healthy().await?;
+    let api = Api { addr: platform.addr.to_string() };
+    let zone = ZoneProcess::start_with_args(TEST_CONFIG, &["--platform", &api.addr, "--server-token", SERVER_TOKEN])?;
+
+    // Every documented operator route exists with its method and refuses
+    // callers without a token or with a forged one.
+    let (status, doc) = api.call("GET", "/openapi.json", None, None).await?;
+    assert_eq!(status, 200);
+    let mut checked = 0;
+    for (path, methods) in doc["paths"].as_object().context("paths")? {
+        for (method, operation) in methods.as_object().context("methods")? {
+            if operation["x-role"].is_null() {
+                continue;
+            }
+            let concrete = path.replace("{player}", "ann").replace("{id}", "s1").replace("{name}", "t1");
+            for token in [None, Some("forged-token-0123456789")] {
+                let (status, _) = api.call(&method.to_uppercase(), &concrete, token, None).await?;
+                assert_eq!(status, 401, "{method} {path} with {token:?}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 14, "{checked} operator routes checked");
+
+    let viewer = api.token("vera", "viewer", json!({})).await?;
+    let operator = api.token("otto", "operator", json!({})).await?;
+    let short_lived = api.token("brief", "viewer", json!({ "expires_in_secs": 1 })).await?;
+    let listed = api.ok("GET", "/v1/tokens", BOOTSTRAP, None).await?.to_string();
+    for secret in [&viewer, &operator, &short_lived] {
+        assert!(!listed.contains(secret.as_str()), "secrets are never listed");
+    }
+
+    // Zones and servers, live, for a viewer.
+    let (mut ann, _) = Client::join(&zone.ws_url(), 101, "ann", "meadow").await?;
+    let (bob, _) = Client::join(&zone.ws_url(), 102, "bob", "caverns").await?;
+    wait_until("the viewer sees ann in meadow", || async {
+        let zones = api.ok("GET", "/v1/zones", &viewer, None).await?;
+        Ok(zones
+            .as_array()
+            .is_some_and(|z| z.iter().any(|z| z["name"] == "meadow" && z["players"] == 1 && z["status"] == "running")))
+    })
+    .await?;
+    let zones = api.ok("GET", "/v1/zones", &viewer, None).await?;
+    let meadow = zones.as_array().and_then(|z| z.iter().find(|z| z["name"] == "meadow")).context("meadow")?;
+    assert!(meadow["tick_p99_ms"].as_f64().is_some(), "{meadow}");
+    assert_eq!(meadow["address"], zone.ws_url().as_str());
+    let servers = api.ok("GET", "/v1/servers", &viewer, None).await?;
+    let server_id = servers[0]["id"].as_str().context("a server id")?.to_owned();
+    let status = api.ok("GET", "/v1/status", &viewer, None).await?;
+    assert_eq!(status["mysql"], "unavailable");
+
+    // Without MySQL, profiles and event search say so; the rest works.
+    for path in ["/v1/players/ann", "/v1/events?player=ann"] {
+        let (status, body) = api.call("GET", path, Some(&viewer), None).await?;
+        assert_eq!(status, 503, "{path}");
+        assert!(body.as_str().is_some_and(|b| b.contains("MySQL unavailable")), "{body}");
+    }
+
+    // Roles: each refusal changes nothing and is itself audited.
+    let (bans_before, audit_before) = (api.bans_version().await?, api.audit_len().await?);
+    let refused = [
+        ("POST", "/v1/players/ann/kick".to_owned(), &viewer, json!({})),
+        ("POST", "/v1/announcements".to_owned(), &viewer, json!({ "text": "hi" })),
+        ("POST", format!("/v1/servers/{server_id}/drain"), &viewer, json!({})),
+        ("PUT", "/v1/players/ann/ban".to_owned(), &operator, json!({ "reason": "x" })),
+        ("POST", "/v1/tokens".to_owned(), &operator, json!({ "name": "sneaky", "role": "admin" })),
+    ];
+    for (method, path, token, body) in &refused {
+        let (status, answer) = api.call(method, path, Some(token), Some(body.clone())).await?;
+        assert_eq!(status, 403, "{method} {path}: {answer}");
+    }
+    assert_eq!(api.ok("GET", "/v1/tokens", BOOTSTRAP, None).await?.as_array().map(Vec::len), Some(4));
+    assert_eq!(api.bans_version().await?, bans_before);
+    assert_eq!(api.audit_len().await?, audit_before + refused.len(), "refusals audited");
+    let ready = api.ok("GET", "/v1/servers", &viewer, None).await?;
+    assert_eq!(ready[0]["state"], "ready", "the refused drain did not drain");
+
+    // Bad input: SQL-shaped, oversized, malformed. All 400 or 413, nothing changed.
+    let bad: [(&str, &str, Option<Value>, u16); 8] = [
+        ("GET", "/v1/players/x'%20OR%20'1'='1", None, 400),
+        ("GET", "/v1/events?kind=x'%20OR%201=1", None, 400),
+        ("GET", "/v1/events?limit=lots", None, 400),
+        ("GET", "/v1/events?cursor=1.2.3", None, 400),
+        ("PUT", "/v1/players/ann;DROP%20TABLE%20players/ban", Some(json!({ "reason": "x" })), 400),
+        ("PUT", "/v1/players/ann/ban", Some(json!({ "reason": "r".repeat(600) })), 400),
+        ("PUT", "/v1/players/ann/ban", Some(json!({ "reason": "x", "until": "forever" })), 400),
+        ("POST", "/v1/announcements", Some(json!({ "text": "t".repeat(20_000) })), 413),
+    ];
+    for (method, path, body, want) in bad {
+        let (status, answer) = api.call(method, path, Some(BOOTSTRAP), body).await?;
+        assert_eq!(status, want, "{method} {path}: {answer}");
+    }
+    assert_eq!(api.bans_version().await?, bans_before, "no bad call banned anyone");
+
+    // Operators announce (a player sees it) and kick (the player is closed).
+    let sent =
+        api.ok("POST", "/v1/announcements", &operator, Some(json!({ "text": "Maintenance at 10:00 & soon" }))).await?;
+    assert_eq!(sent["servers_reached"], 1);
+    let notice = ann
+        .next_matching(Duration::from_secs(5), |b| match b {
+            S::Notice(n) if n.kind == NoticeKind::Announcement as i32 => Some(n.text.clone()),
+            _ => None,
+        })
+        .await?;
+    assert_eq!(notice, "Maintenance at 10:00 & soon");
+    api.ok("POST", "/v1/players/101/kick", &operator, Some(json!({ "reason": "afk" }))).await?;
+    assert_eq!(ann.closed(Duration::from_secs(5)).await?.code, CloseCode::Kicked.code());
+
+    // Admins ban (the player is kicked and kept out) and unban.
+    let player = respawn_token::player_id_for_name("bob");
+    drop(bob);
+    let (mut bob_again, _) = Client::join(&zone.ws_url(), player, "bob", "caverns").await?;
+    api.ok("PUT", "/v1/players/bob/ban", BOOTSTRAP, Some(json!({ "reason": "botting" }))).await?;
+    assert_eq!(bob_again.closed(Duration::from_secs(5)).await?.code, CloseCode::Kicked.code());
+    let bans = api.ok("GET", "/v1/bans", &viewer, None).await?;
+    assert_eq!(bans["bans"][0]["player_id"], player);
+    assert_eq!(bans["bans"][0]["by"], "bootstrap-admin");
+    api.ok("DELETE", "/v1/players/bob/ban", BOOTSTRAP, None).await?;
+    assert_eq!(api.call("DELETE", "/v1/players/bob/ban", Some(BOOTSTRAP), None).await?.0, 404);
+
+    // The audit log, newest first: who, what, when, result.
+    let audit = api.ok("GET", "/v1/audit?limit=5", &viewer, None).await?;
+    let actions: Vec<&str> = audit.as_array().context("audit")?.iter().filter_map(|a| a["action"].as_str()).collect();
+    assert_eq!(actions[..4], ["unban", "unban", "ban", "kick"], "{audit}");
+    assert_eq!(audit[0]["result"], "failed: 404 Not Found");
+    assert_eq!(audit[3]["actor"], "otto");
+    assert!(audit[0]["at_ms"].as_u64().unwrap_or(0) > 1_700_000_000_000);
+
+    // Expired and revoked tokens stop working.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (status, body) = api.call("GET", "/v1/status", Some(&short_lived), None).await?;
+    assert_eq!(status, 401);
+    assert!(body.as_str().is_some_and(|b| b.contains("expired")), "{body}");
+    api.ok("DELETE", "/v1/tokens/otto", BOOTSTRAP, None).await?;
+    assert_eq!(api.call("GET", "/v1/status", Some(&operator), None).await?.0, 401);
+
+    // A flood from one token: 429 with Retry-After once its burst is spent.
+    let flooder = api.token("flood", "viewer", json!({})).await?;
+    let mut limited = 0;
+    for _ in 0..150 {
+        let answer = http::exchange(&api.addr, "GET", "/v1/zones", Some(&flooder), None).await?;
+        if answer.status == 429 {
+            limited += 1;
+            assert!(answer.header("retry-after").and_then(|v| v.parse::<u64>().ok()).is_some_and(|s| s >= 1));
+        }
+    }
+    assert!(limited >= 40, "{limited} of 150 limited");
+    assert_eq!(api.ok("GET", "/v1/zones", &viewer, None).await?.as_array().map(Vec::len), Some(2), "others unaffected");
+
+    // Drain through the API (a player keeps it draining): the registry shows it.
+    let (_holder, _) = Client::join(&zone.ws_url(), 103, "holder", "meadow").await?;
+    api.ok("POST", &format!("/v1/servers/{server_id}/drain"), BOOTSTRAP, None).await?;
+    wait_until("the server draining", || async {
+        Ok(api.ok("GET", "/v1/servers", &viewer, None).await?[0]["state"] == "draining")
+    })
+    .await?;
+    Ok(())
+}
