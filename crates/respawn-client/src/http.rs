@@ -7,6 +7,18 @@ use anyhow::{anyhow, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Percent-encodes everything but unreserved characters: a path segment or
+/// a query value.
+pub fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A whole response.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -94,5 +106,20 @@ pub async fn scrape(addr: &str) -> Result<String> {
     match request(addr, "GET", "/metrics", None).await? {
         (200, body) => Ok(body),
         (status, _) => Err(anyhow!("{addr}/metrics answered {status}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_percent_encoded() {
+        assert_eq!(
+            percent_encode("Server restart in 5 min & more?"),
+            "Server%20restart%20in%205%20min%20%26%20more%3F"
+        );
+        assert_eq!(percent_encode("ok-_.~"), "ok-_.~");
+        assert_eq!(percent_encode("é/"), "%C3%A9%2F");
     }
 }

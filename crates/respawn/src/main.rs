@@ -41,9 +41,9 @@ enum Cmd {
     Platform(PlatformArgs),
     /// Mint a signed session token (until the platform server issues them).
     Token(TokenArgs),
-    /// Operator commands (point-in-time restore).
-    #[command(subcommand)]
-    Ctl(ctl::CtlCmd),
+    /// Operator commands over the platform server's API (status, zones, kick,
+    /// ban, announce, drain, ...) and point-in-time restore.
+    Ctl(ctl::CtlArgs),
     /// Disaster-recovery drills with measured RTO and RPO.
     Drill(drill::DrillArgs),
     /// Bot clients over real WebSockets against a zone server, with a report.
@@ -261,7 +261,7 @@ fn main() -> Result<()> {
         Cmd::Bench(BenchCmd::Pipeline(args)) => bench::pipeline::run(args),
         Cmd::Loadgen(args) => runtime()?.block_on(loadgen::run(args)),
         Cmd::Drill(args) => runtime()?.block_on(drill::run(args)),
-        Cmd::Ctl(cmd) => runtime()?.block_on(ctl::run(cmd)),
+        Cmd::Ctl(args) => runtime()?.block_on(ctl::run(args)),
     }
 }
 

@@ -13,7 +13,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use respawn_proto::events::{event::Kind, Event, TOPIC};
-use support::{Client, Platform, ZoneProcess, TEST_CONFIG};
+use support::{Client, Database, Platform, ZoneProcess, TEST_CONFIG};
 
 /// A consumer of the events topic in its own group, from the beginning.
 fn subscribe(brokers: &str, group: String) -> Result<StreamConsumer> {
@@ -113,28 +113,6 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A fresh MariaDB database for one test.
-struct Database {
-    server: String,
-    name: String,
-}
-
-impl Database {
-    async fn create(tag: &str) -> Result<Self> {
-        use sqlx::Connection;
-        let server = std::env::var("RESPAWN_TEST_MYSQL_URL").expect("run through scripts/test");
-        let name = format!("respawn_{tag}_{}", std::process::id());
-        let mut db = sqlx::MySqlConnection::connect(&server).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut db).await?;
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut db).await?;
-        Ok(Self { server, name })
-    }
-
-    fn url(&self) -> String {
-        format!("{}/{}", self.server, self.name)
     }
 }
 

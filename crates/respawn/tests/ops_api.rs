@@ -252,3 +252,118 @@ async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_noth
     .await?;
     Ok(())
 }
+
+/// `respawn ctl` with its endpoint and token; returns (success, stdout, stderr).
+fn ctl(endpoint: &str, token: Option<&str>, args: &[&str]) -> Result<(bool, String, String)> {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_respawn"));
+    cmd.arg("ctl").args(args).env("RESPAWN_PLATFORM_URL", endpoint).env_remove("RESPAWN_OPERATOR_TOKEN");
+    if let Some(token) = token {
+        cmd.env("RESPAWN_OPERATOR_TOKEN", token);
+    }
+    let out = cmd.output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn ctl_ok(endpoint: &str, args: &[&str]) -> Result<String> {
+    let (ok, stdout, stderr) = ctl(endpoint, Some(BOOTSTRAP), args)?;
+    if !ok {
+        bail!("respawn ctl {args:?} failed: {stderr}");
+    }
+    Ok(stdout)
+}
+
+#[tokio::test]
+async fn ctl_runs_a_real_deployment_with_kafka_and_mysql() -> Result<()> {
+    let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS").context("run through scripts/test")?;
+    let db = support::Database::create("ctl").await?;
+    let platform = Platform::start_with(
+        &brokers,
+        &db.url(),
+        &format!("platform-ctl-{}", std::process::id()),
+        &["--server-token", SERVER_TOKEN, "--admin-token", BOOTSTRAP, "--zone-admin-token", ADMIN_TOKEN],
+    )?;
+    platform.wait_healthy().await?;
+    let endpoint = format!("http://{}", platform.addr);
+    let zone = ZoneProcess::start_with_args(
+        TEST_CONFIG,
+        &["--kafka-brokers", &brokers, "--platform", &platform.addr.to_string(), "--server-token", SERVER_TOKEN],
+    )?;
+    let carol = respawn_token::player_id_for_name("carol");
+    let (mut client, _) = Client::join(&zone.ws_url(), carol, "carol", "meadow").await?;
+
+    // Refused without a token or with a wrong one, with a reason.
+    let (ok, _, stderr) = ctl(&endpoint, None, &["zones"])?;
+    assert!(!ok && stderr.contains("no operator token"), "{stderr}");
+    let (ok, _, stderr) = ctl(&endpoint, Some("wrong-token-0123456789"), &["zones"])?;
+    assert!(!ok && stderr.contains("401"), "{stderr}");
+
+    wait_until("ctl zones shows carol in meadow", || async {
+        let json: Value = serde_json::from_str(&ctl_ok(&endpoint, &["zones", "--json"])?)?;
+        Ok(json.as_array().is_some_and(|z| z.iter().any(|z| z["name"] == "meadow" && z["players"] == 1)))
+    })
+    .await?;
+    let table = ctl_ok(&endpoint, &["zones"])?;
+    assert!(table.starts_with("ZONE") && table.contains("meadow") && table.contains("running"), "{table}");
+    let status: Value = serde_json::from_str(&ctl_ok(&endpoint, &["status", "--json"])?)?;
+    assert_eq!(status["mysql"], "connected");
+    assert_eq!(status["db_pool"]["max"], 8);
+
+    // The profile and the events come from MySQL once the pipeline stored them.
+    wait_until("carol's record in MySQL", || async {
+        let json: Value = serde_json::from_str(&ctl_ok(&endpoint, &["player", "show", "carol", "--json"])?)?;
+        Ok(json["record"]["name"] == "carol" && json["record"]["online"] == true)
+    })
+    .await?;
+    let profile = ctl_ok(&endpoint, &["player", "show", "carol"])?;
+    assert!(profile.contains("level") && profile.contains("banned") && profile.contains("no"), "{profile}");
+    let events = ctl_ok(&endpoint, &["events", "--player", "carol", "--kind", "player_joined"])?;
+    assert_eq!(events.lines().filter(|l| l.contains("player_joined")).count(), 1, "{events}");
+    let page: Value = serde_json::from_str(&ctl_ok(
+        &endpoint,
+        &["events", "--since", "2020-01-01T00:00:00Z", "--limit", "1", "--json"],
+    )?)?;
+    let cursor = page["next_cursor"].as_str().context("a next page")?;
+    let next: Value =
+        serde_json::from_str(&ctl_ok(&endpoint, &["events", "--limit", "1", "--cursor", cursor, "--json"])?)?;
+    assert_ne!(next["events"][0]["id"], page["events"][0]["id"], "the next page moves on");
+
+    // Announce, kick, ban; the audit log has each.
+    ctl_ok(&endpoint, &["announce", "Double XP weekend", "--zone", "meadow"])?;
+    let text = client
+        .next_matching(Duration::from_secs(5), |b| match b {
+            S::Notice(n) if n.kind == NoticeKind::Announcement as i32 => Some(n.text.clone()),
+            _ => None,
+        })
+        .await?;
+    assert_eq!(text, "Double XP weekend");
+    ctl_ok(&endpoint, &["kick", "carol", "--reason", "test"])?;
+    assert_eq!(client.closed(Duration::from_secs(5)).await?.code, CloseCode::Kicked.code());
+    ctl_ok(&endpoint, &["ban", "carol", "--reason", "testing bans"])?;
+    let bans = ctl_ok(&endpoint, &["bans"])?;
+    assert!(bans.contains(&carol.to_string()) && bans.contains("testing bans"), "{bans}");
+    let audit = ctl_ok(&endpoint, &["audit"])?;
+    for action in ["announce", "kick", "ban"] {
+        assert!(audit.lines().any(|l| l.contains(action) && l.contains("bootstrap-admin")), "{action}: {audit}");
+    }
+    let (ok, _, stderr) = ctl(&endpoint, Some(BOOTSTRAP), &["ban", "carol"])?;
+    assert!(!ok && stderr.contains("--reason"), "clap asks for the reason: {stderr}");
+
+    // Tokens and drain.
+    let created = ctl_ok(&endpoint, &["token", "create", "ci-viewer", "--role", "viewer"])?;
+    let secret = created.lines().find_map(|l| l.strip_prefix("token: ")).context("the secret")?.to_owned();
+    let (ok, _, stderr) = ctl(&endpoint, Some(&secret), &["kick", "carol"])?;
+    assert!(!ok && stderr.contains("403"), "a viewer cannot kick: {stderr}");
+    let servers: Value = serde_json::from_str(&ctl_ok(&endpoint, &["servers", "--json"])?)?;
+    let id = servers[0]["id"].as_str().context("server id")?.to_owned();
+    let (_holder, _) = Client::join(&zone.ws_url(), 5, "holder", "meadow").await?;
+    ctl_ok(&endpoint, &["drain", &id])?;
+    wait_until("the server draining", || async {
+        Ok(ctl_ok(&endpoint, &["servers"])?.lines().any(|l| l.contains(&id) && l.contains("draining")))
+    })
+    .await?;
+    Ok(())
+}

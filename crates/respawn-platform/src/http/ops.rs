@@ -17,6 +17,7 @@ use serde_json::json;
 use super::{json, rate_limit, store_failure, text, HttpContext};
 use crate::fleet::http_address;
 use crate::ledger::{EventCursor, EventQuery, Ledger};
+use respawn_client::http::percent_encode as encode;
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -158,17 +159,6 @@ fn free_text(value: &str, what: &str) -> Result<(), Refusal> {
         return Err(bad_request(format!("{what}: 1-{TEXT_MAX} bytes of printable text")));
     }
     Ok(())
-}
-
-/// `application/x-www-form-urlencoded` value encoding, for the zone admin API's query strings.
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Calls the zone admin API of every listed server (those hosting `zone`
@@ -629,12 +619,5 @@ mod tests {
         let long = "é".repeat(400);
         let clipped = clip(&long);
         assert!(clipped.len() <= TEXT_MAX && clipped.chars().all(|c| c == 'é'));
-    }
-
-    #[test]
-    fn values_are_form_encoded() {
-        assert_eq!(encode("Server restart in 5 min & more?"), "Server%20restart%20in%205%20min%20%26%20more%3F");
-        assert_eq!(encode("ok-_.~"), "ok-_.~");
-        assert_eq!(encode("é"), "%C3%A9");
     }
 }

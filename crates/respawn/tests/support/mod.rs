@@ -280,6 +280,28 @@ pub fn drill(args: &[&str]) -> Result<serde_json::Value> {
         .or_else(|e| bail!("drill {args:?} printed no report ({e}); stderr:\n{}", String::from_utf8_lossy(&out.stderr)))
 }
 
+/// A fresh MariaDB database for one test, on the server of `scripts/services`.
+pub struct Database {
+    pub server: String,
+    pub name: String,
+}
+
+impl Database {
+    pub async fn create(tag: &str) -> Result<Self> {
+        use sqlx::Connection;
+        let server = std::env::var("RESPAWN_TEST_MYSQL_URL").expect("run through scripts/test");
+        let name = format!("respawn_{tag}_{}", std::process::id());
+        let mut db = sqlx::MySqlConnection::connect(&server).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut db).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut db).await?;
+        Ok(Self { server, name })
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+}
+
 /// `respawn platform` as a process, logging to a file; killed when dropped.
 pub struct Platform {
     pub child: std::process::Child,

@@ -1,20 +1,13 @@
-//! `respawn ctl`: operator commands. `restore` rolls a zone back to a cold
-//! snapshot (point-in-time restore).
+//! `respawn ctl restore`: rolls a zone back to a cold snapshot
+//! (point-in-time restore), working on the stores directly.
 
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
-use clap::{Args, Subcommand};
+use clap::Args;
 use respawn_sim::Zone;
 use respawn_store::{SnapshotMeta, StoredSnapshot};
 use respawn_zone::ServerConfig;
-
-#[derive(Subcommand, Debug)]
-pub enum CtlCmd {
-    /// Roll a zone back to its newest cold snapshot at or before a tick or a
-    /// time. Stop the zone server first; it resumes from there when started.
-    Restore(RestoreArgs),
-}
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
@@ -52,7 +45,7 @@ fn parse_point(at: &str) -> Result<Point> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` to Unix milliseconds.
-fn parse_utc(s: &str) -> Option<u64> {
+pub(crate) fn parse_utc(s: &str) -> Option<u64> {
     let s = s.strip_suffix('Z')?;
     let (date, time) = s.split_once('T')?;
     let d: Vec<i64> = date.split('-').map(|p| p.parse().ok()).collect::<Option<_>>()?;
@@ -83,8 +76,7 @@ fn pick(metas: &[SnapshotMeta], at: Point) -> Option<SnapshotMeta> {
         .copied()
 }
 
-pub async fn run(cmd: CtlCmd) -> Result<()> {
-    let CtlCmd::Restore(args) = cmd;
+pub async fn run(args: RestoreArgs) -> Result<()> {
     let config = match &args.config {
         Some(path) => ServerConfig::load(path)?,
         None => ServerConfig::defaults(),

@@ -1,0 +1,157 @@
+//! `respawn ctl`: operator commands. Everything but `restore` goes through
+//! the platform server's operations API (the same one the dashboard uses),
+//! with the endpoint and operator token from flags or the environment;
+//! tables for people, `--json` for scripts.
+
+mod api;
+mod restore;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+pub use restore::RestoreArgs;
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    #[command(flatten)]
+    api: api::ApiArgs,
+    #[command(subcommand)]
+    command: CtlCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCmd {
+    /// Overview: servers, zones, players, MySQL, event consumption.
+    Status,
+    /// Every zone: CCU, tick p50/p99, status, server, version.
+    Zones,
+    /// Live game servers.
+    Servers,
+    /// Drain a game server: no new players; it stops once empty.
+    Drain {
+        /// The server's id (see `servers`).
+        server: String,
+    },
+    /// Players.
+    #[command(subcommand)]
+    Player(PlayerCmd),
+    /// Stored events, newest first.
+    Events(api::EventsArgs),
+    /// Disconnect a player.
+    Kick {
+        /// Player id or name.
+        player: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Ban a player: refused at login and join, kicked if playing.
+    Ban {
+        /// Player id or name.
+        player: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a ban.
+    Unban {
+        /// Player id or name.
+        player: String,
+    },
+    /// The ban list.
+    Bans,
+    /// Show a notice to players in game.
+    Announce {
+        text: String,
+        /// One zone; all zones when absent.
+        #[arg(long)]
+        zone: Option<String>,
+    },
+    /// The audit log, newest first.
+    Audit {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Operator tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Roll a zone back to its newest cold snapshot at or before a tick or a
+    /// time. Stop the zone server first; it resumes from there when started.
+    /// Works on the stores directly, not through the API.
+    Restore(RestoreArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum PlayerCmd {
+    /// Profile (from MySQL), ban and last login.
+    Show {
+        /// Player id or name.
+        player: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    List,
+    /// Create a token; its secret is printed once.
+    Create {
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        expires_in_secs: Option<u64>,
+    },
+    Revoke {
+        name: String,
+    },
+}
+
+pub async fn run(args: CtlArgs) -> Result<()> {
+    use api::Call;
+    let c = api::Client::new(args.api)?;
+    let path_of = |p: &str| api::encode(p);
+    match args.command {
+        CtlCmd::Restore(restore) => restore::run(restore).await,
+        CtlCmd::Status => c.show(Call::get("/v1/status"), api::print_status).await,
+        CtlCmd::Zones => c.show(Call::get("/v1/zones"), api::print_zones).await,
+        CtlCmd::Servers => c.show(Call::get("/v1/servers"), api::print_servers).await,
+        CtlCmd::Drain { server } => {
+            c.show(Call::post(&format!("/v1/servers/{}/drain", path_of(&server)), None), api::print_done).await
+        }
+        CtlCmd::Player(PlayerCmd::Show { player }) => {
+            c.show(Call::get(&format!("/v1/players/{}", path_of(&player))), api::print_player).await
+        }
+        CtlCmd::Events(events) => c.show(Call::get(&events.path()?), api::print_events).await,
+        CtlCmd::Kick { player, reason } => {
+            let body = reason.map(|r| serde_json::json!({ "reason": r })).unwrap_or_else(|| serde_json::json!({}));
+            c.show(Call::post(&format!("/v1/players/{}/kick", path_of(&player)), Some(body)), api::print_done).await
+        }
+        CtlCmd::Ban { player, reason } => {
+            let call =
+                Call::put(&format!("/v1/players/{}/ban", path_of(&player)), serde_json::json!({ "reason": reason }));
+            c.show(call, api::print_done).await
+        }
+        CtlCmd::Unban { player } => {
+            c.show(Call::delete(&format!("/v1/players/{}/ban", path_of(&player))), api::print_done).await
+        }
+        CtlCmd::Bans => c.show(Call::get("/v1/bans"), api::print_bans).await,
+        CtlCmd::Announce { text, zone } => {
+            let mut body = serde_json::json!({ "text": text });
+            if let Some(zone) = zone {
+                body["zone"] = zone.into();
+            }
+            c.show(Call::post("/v1/announcements", Some(body)), api::print_done).await
+        }
+        CtlCmd::Audit { limit } => c.show(Call::get(&format!("/v1/audit?limit={limit}")), api::print_audit).await,
+        CtlCmd::Token(TokenCmd::List) => c.show(Call::get("/v1/tokens"), api::print_tokens).await,
+        CtlCmd::Token(TokenCmd::Create { name, role, expires_in_secs }) => {
+            let mut body = serde_json::json!({ "name": name, "role": role });
+            if let Some(secs) = expires_in_secs {
+                body["expires_in_secs"] = secs.into();
+            }
+            c.show(Call::post("/v1/tokens", Some(body)), api::print_done).await
+        }
+        CtlCmd::Token(TokenCmd::Revoke { name }) => {
+            c.show(Call::delete(&format!("/v1/tokens/{}", path_of(&name))), api::print_done).await
+        }
+    }
+}
