@@ -45,6 +45,9 @@ pub trait Ledger: Send + Sync + Debug {
     fn search<'a>(&'a self, query: &'a EventQuery) -> BoxFuture<'a, Result<Vec<EventRow>, sqlx::Error>>;
 
     fn pool_stats(&self) -> PoolStats;
+
+    /// `mysql` or `sqlite`.
+    fn kind(&self) -> &'static str;
 }
 
 /// An event search: every filter optional, pages of `limit` rows, each page

@@ -136,6 +136,10 @@ impl Ledger for MySqlLedger {
         .boxed()
     }
 
+    fn kind(&self) -> &'static str {
+        "mysql"
+    }
+
     fn pool_stats(&self) -> PoolStats {
         PoolStats {
             size: self.pool.size(),

@@ -166,6 +166,10 @@ impl Ledger for SqliteLedger {
         .boxed()
     }
 
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
     fn pool_stats(&self) -> PoolStats {
         PoolStats { size: self.pool.size(), idle: self.pool.num_idle() as u32, max: 1 }
     }

@@ -415,6 +415,7 @@ pub fn platform_stores(redis_url: Option<&str>, prefix: &str) -> Result<respawn_
         zone_admin_token: None,
         sessions: None,
         limits: respawn_platform::http::Limits::default(),
+        extra_metrics: None,
     })
 }
 

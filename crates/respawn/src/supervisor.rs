@@ -37,6 +37,8 @@ pub struct ChildSpec {
     pub stores: crate::StoreArgs,
     pub token_key: String,
     pub admin_token: String,
+    /// The platform server to heartbeat into, and the server token.
+    pub platform: Option<(String, String)>,
     pub log_path: PathBuf,
     /// Echo the child's warnings and errors to stderr.
     pub echo_warnings: bool,
@@ -52,6 +54,9 @@ impl ChildSpec {
             cmd.arg("--config").arg(config);
         }
         cmd.args(self.stores.to_args());
+        if let Some((platform, server_token)) = &self.platform {
+            cmd.arg("--platform").arg(platform).env("RESPAWN_SERVER_TOKEN", server_token);
+        }
         // Its own process group: Ctrl-C reaches only the supervisor, which drains the child in order.
         cmd.env("RESPAWN_TOKEN_KEY", &self.token_key)
             .env("RESPAWN_ADMIN_TOKEN", &self.admin_token)
@@ -149,9 +154,9 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub async fn start(spec: ChildSpec, listen: SocketAddr) -> Result<Self> {
+    /// Starts the child; `status` is shared with whoever reports on it.
+    pub async fn start(spec: ChildSpec, listen: SocketAddr, status: Arc<SupervisorStatus>) -> Result<Self> {
         let (child, addr) = spec.spawn(listen).await?;
-        let status = Arc::new(SupervisorStatus::default());
         status.child_pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
         let stop = CancellationToken::new();
         let admin_token = spec.admin_token.clone();

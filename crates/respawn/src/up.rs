@@ -1,6 +1,8 @@
 //! `respawn up`: the whole local stack in one command. A supervised zone
-//! server child process (restarted if it dies), the browser client and a dev
-//! login, optional bots, and a live one-line status until Ctrl-C.
+//! server child process (restarted if it dies), the platform server in this
+//! process (login, registry, operations API, dashboard; state in memory,
+//! player profiles from the embedded ledger), the browser client, bots that
+//! log in like players, and a live one-line status until Ctrl-C.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -10,28 +12,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use clap::Args;
 use respawn_client::prom::{self, Histogram};
-use respawn_client::{http, signed_tokens, Access, BotStats, Fleet};
-use respawn_token::{Claims, TokenKey};
+use respawn_client::{http, Access, BotStats, Fleet};
+use respawn_platform::http::SessionSigner;
+use respawn_store::ratelimit::Quota;
+use respawn_token::TokenKey;
 use respawn_zone::ServerConfig;
 
 use crate::supervisor::{say, ChildSpec, Supervisor, SupervisorStatus};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 const PLAY_PAGE: &str = include_str!("../web/play.html");
-/// Session tokens minted by the dev login live this long.
+/// Session tokens issued at login live this long.
 const SESSION_TTL_SECS: u64 = 12 * 3600;
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
-    /// Address of the play page and its dev login.
+    /// Address of the play page, the login, the operations API and the dashboard.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Address of the zone server (WebSocket, metrics).
@@ -55,58 +57,83 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let zones: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
     let token_key = respawn_token::random_hex(32)?;
     let key = TokenKey::new(token_key.as_bytes())?;
+    let (server_token, zone_admin_token) = (respawn_token::random_hex(32)?, respawn_token::random_hex(32)?);
+    let operator_token = respawn_token::random_hex(24)?;
     let run_dir = std::env::temp_dir().join(format!("respawn-up-{}", std::process::id()));
     tokio::fs::create_dir_all(&run_dir).await?;
     let log_path = run_dir.join("zone.log");
+
+    // The platform server first (in this process, state in memory): the zone
+    // server heartbeats into it from its first second.
+    let web = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the play page (try --listen)", args.listen))?;
+    let web_addr = web.local_addr()?;
+    let supervisor_status = Arc::new(SupervisorStatus::default());
+    let mut platform = crate::platform_stores(None, "respawn")?;
+    platform.server_token = Some(server_token.as_str().into());
+    platform.zone_admin_token = Some(zone_admin_token.as_str().into());
+    platform.sessions = Some(SessionSigner { key: key.clone(), ttl: Duration::from_secs(SESSION_TTL_SECS) });
+    // Every bot and browser tab logs in from this machine's address.
+    platform.limits.login_per_ip = Quota { burst: args.bots.saturating_mul(2) + 60, period: Duration::from_secs(60) };
+    let status_for_metrics = supervisor_status.clone();
+    platform.extra_metrics = Some(Arc::new(move || status_for_metrics.render()));
+    respawn_platform::http::ops::install_bootstrap_admin(&platform, &operator_token).await?;
+    let web_stop = CancellationToken::new();
+    tokio::spawn(respawn_platform::fleet::watch(platform.fleet.clone(), platform.registry.clone(), web_stop.clone()));
+    let ledger_slot = platform.ledger.clone();
+    let app = Router::new().route("/", get(play_page)).merge(respawn_platform::http::router(platform));
+    let web_task = tokio::spawn({
+        let stop = web_stop.clone();
+        async move {
+            axum::serve(web, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    });
 
     let spec = ChildSpec {
         exe: std::env::current_exe().context("cannot find the respawn binary")?,
         config: args.zone_config.clone(),
         stores: args.stores.clone(),
         token_key,
-        admin_token: respawn_token::random_hex(32)?,
+        admin_token: zone_admin_token,
+        platform: Some((web_addr.to_string(), server_token)),
         log_path: log_path.clone(),
         echo_warnings: true,
     };
-    let supervisor = Supervisor::start(spec, args.zone_listen).await?;
+    let supervisor = Supervisor::start(spec, args.zone_listen, supervisor_status).await?;
     let zone_addr = supervisor.addr;
-
-    let web = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} for the play page (try --listen)", args.listen))?;
-    let web_addr = web.local_addr()?;
-    let state = Arc::new(WebState {
-        key: key.clone(),
-        ws_url: format!("ws://{zone_addr}/ws"),
-        zones: zones.clone(),
-        supervisor: supervisor.status.clone(),
-    });
-    let app = Router::new()
-        .route("/", get(play_page))
-        .route("/api/session", get(session))
-        .route("/metrics", get(supervisor_metrics))
-        .with_state(state);
-    let web_stop = CancellationToken::new();
-    let web_task = tokio::spawn({
-        let stop = web_stop.clone();
-        async move { axum::serve(web, app).with_graceful_shutdown(stop.cancelled_owned()).await }
-    });
+    // The zone server created the embedded ledger before it listened; the
+    // platform side reads player profiles and events from it.
+    if args.stores.kafka_brokers.is_none() {
+        let path = args.stores.data_dir.join(crate::EVENTS_DB);
+        match respawn_platform::SqliteLedger::open(&path).await {
+            Ok(ledger) => {
+                let _ = ledger_slot.set(Arc::new(ledger));
+            }
+            Err(e) => say(&format!("player profiles unavailable: cannot open {}: {e}", path.display())),
+        }
+    }
 
     println!("Respawn is up.");
-    println!("  play:    http://{web_addr}/");
-    println!("  metrics: http://{zone_addr}/metrics (supervisor: http://{web_addr}/metrics)");
-    println!("  zones:   {}", zones.join(", "));
-    println!("  logs:    {}", log_path.display());
+    println!("  play:      http://{web_addr}/");
+    println!("  dashboard: http://{web_addr}/dashboard (operator token: {operator_token})");
+    println!(
+        "  api:       http://{web_addr}/openapi.json (respawn ctl --endpoint {web_addr} --token <operator token>)"
+    );
+    println!("  metrics:   http://{zone_addr}/metrics (platform and supervisor: http://{web_addr}/metrics)");
+    println!("  zones:     {}", zones.join(", "));
+    println!("  logs:      {}", log_path.display());
     match &args.stores.kafka_brokers {
-        Some(brokers) => println!("  events:  Kafka {brokers} (topic {})", respawn_proto::events::TOPIC),
+        Some(brokers) => println!("  events:    Kafka {brokers} (topic {})", respawn_proto::events::TOPIC),
         None => {
-            println!("  events:  {} (embedded ledger, SQLite)", args.stores.data_dir.join(crate::EVENTS_DB).display())
+            println!("  events:    {} (embedded ledger, SQLite)", args.stores.data_dir.join(crate::EVENTS_DB).display())
         }
     }
     println!("Ctrl-C stops everything.");
 
-    let tokens = signed_tokens(key.clone(), Duration::from_secs(SESSION_TTL_SECS));
-    let bots = Fleet::spawn(Access::Direct { url: format!("ws://{zone_addr}/ws"), tokens }, &zones, args.bots, "bot");
+    let bots = Fleet::spawn(Access::Login { platform: web_addr.to_string() }, &zones, args.bots, "bot");
 
     let mut status = LiveStatus::new(zone_addr.to_string(), zones);
     let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -123,7 +150,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             }
         }
     }
-    say("stopping: bots, then the zone server (drain), then the play page");
+    say("stopping: bots, then the zone server (drain), then the platform server");
     bots.stop().await;
     supervisor.stop().await;
     web_stop.cancel();
@@ -133,49 +160,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
     Ok(())
 }
 
-struct WebState {
-    key: TokenKey,
-    ws_url: String,
-    zones: Vec<String>,
-    supervisor: Arc<SupervisorStatus>,
-}
-
-async fn supervisor_metrics(State(state): State<Arc<WebState>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.supervisor.render()).into_response()
-}
-
 async fn play_page() -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PLAY_PAGE).into_response()
-}
-
-#[derive(Deserialize)]
-struct SessionParams {
-    name: String,
-}
-
-#[derive(Serialize)]
-struct SessionReply<'a> {
-    token: String,
-    player_id: u64,
-    ws_url: &'a str,
-    zones: &'a [String],
-}
-
-/// The dev login: any valid name gets a signed session token.
-async fn session(State(state): State<Arc<WebState>>, Query(params): Query<SessionParams>) -> Response {
-    if !respawn_sim::zone::valid_name(&params.name) {
-        return (StatusCode::BAD_REQUEST, "name must be 1-24 of A-Z a-z 0-9 _ -\n").into_response();
-    }
-    let player_id = respawn_token::player_id_for_name(&params.name);
-    let claims = Claims { player_id, name: params.name, expires_at: crate::unix_now() + SESSION_TTL_SECS };
-    let Ok(token) = state.key.sign(&claims) else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign a token\n").into_response();
-    };
-    let reply = SessionReply { token, player_id, ws_url: &state.ws_url, zones: &state.zones };
-    match serde_json::to_string(&reply) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
 }
 
 /// The one-line live status: CCU and tick p99 per zone.

@@ -23,6 +23,8 @@ struct Up {
     child: Child,
     play: String,
     zone_addr: String,
+    /// The dashboard's URL and the operator token `up` printed.
+    dashboard: (String, String),
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
     _data: TempDir,
 }
@@ -49,10 +51,16 @@ impl Up {
             }
         });
         let out = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let (mut play, mut zone_addr) = (None, None);
+        let (mut play, mut zone_addr, mut dashboard) = (None, None, None);
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             if let Some(url) = line.trim().strip_prefix("play:") {
                 play = Some(url.trim().to_owned());
+            }
+            if let Some(rest) = line.trim().strip_prefix("dashboard:") {
+                let mut words = rest.split_whitespace();
+                let url = words.next().unwrap_or_default().to_owned();
+                let token = words.last().unwrap_or_default().trim_end_matches(')').to_owned();
+                dashboard = Some((url, token));
             }
             if let Some(rest) = line.trim().strip_prefix("metrics:") {
                 let url = rest.split_whitespace().next().unwrap_or_default();
@@ -62,13 +70,13 @@ impl Up {
                 break;
             }
         }
-        let (Some(play), Some(zone_addr)) = (play, zone_addr) else {
+        let (Some(play), Some(zone_addr), Some(dashboard)) = (play, zone_addr, dashboard) else {
             bail!(
                 "respawn up did not print its URLs; stderr:\n{}",
                 stderr.lock().map(|s| s.clone()).unwrap_or_default()
             );
         };
-        Ok(Self { child, play, zone_addr, stderr, _data: data })
+        Ok(Self { child, play, zone_addr, dashboard, stderr, _data: data })
     }
 
     fn log(&self) -> String {
@@ -203,6 +211,37 @@ impl Browser {
         }
     }
 
+    /// Opens `url` in a new tab; returns the tab's session.
+    async fn open(&mut self, url: &str) -> Result<String> {
+        let target = self.call("Target.createTarget", json!({ "url": url }), None).await?;
+        let target_id = target["targetId"].as_str().ok_or_else(|| anyhow!("no target id"))?.to_owned();
+        let attached =
+            self.call("Target.attachToTarget", json!({ "targetId": target_id, "flatten": true }), None).await?;
+        Ok(attached["sessionId"].as_str().ok_or_else(|| anyhow!("no session id"))?.to_owned())
+    }
+
+    /// Polls `expr` until it is true (`limit` at most).
+    async fn wait_for(&mut self, session: &str, expr: &str, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        while self.eval(session, expr).await? != json!(true) {
+            if Instant::now() > deadline {
+                bail!("never true in the page: {expr}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    async fn screenshot(&mut self, session: &str, name: &str) -> Result<()> {
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }), Some(session)).await?;
+        let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap_or_default())?;
+        assert!(png.starts_with(b"\x89PNG"), "a real PNG screenshot");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/e2e");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(name), &png)?;
+        Ok(())
+    }
+
     async fn eval(&mut self, session: &str, expr: &str) -> Result<Value> {
         let r =
             self.call("Runtime.evaluate", json!({ "expression": expr, "returnByValue": true }), Some(session)).await?;
@@ -231,13 +270,7 @@ async fn position(b: &mut Browser, s: &str) -> Result<(f64, f64)> {
 async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
     let up = Up::start(2)?;
     let mut browser = Browser::launch().await?;
-    let target = browser
-        .call("Target.createTarget", json!({ "url": format!("{}?name=e2e&zone=meadow", up.play) }), None)
-        .await?;
-    let target_id = target["targetId"].as_str().ok_or_else(|| anyhow!("no target id"))?.to_owned();
-    let attached =
-        browser.call("Target.attachToTarget", json!({ "targetId": target_id, "flatten": true }), None).await?;
-    let s = attached["sessionId"].as_str().ok_or_else(|| anyhow!("no session id"))?.to_owned();
+    let s = browser.open(&format!("{}?name=e2e&zone=meadow", up.play)).await?;
 
     let deadline = Instant::now() + Duration::from_secs(20);
     while browser.eval(&s, "!!(window.respawn && window.respawn.joined())").await? != json!(true) {
@@ -274,13 +307,86 @@ async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
     let commands_after = metric(&up.zone_addr, series).await?;
     assert!(commands_after > commands_before, "the zone server received the page's move commands");
 
-    let shot = browser.call("Page.captureScreenshot", json!({ "format": "png" }), Some(&s)).await?;
-    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap_or_default())?;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/e2e");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("play.png"), &png)?;
-    assert!(png.starts_with(b"\x89PNG"), "a real PNG screenshot");
+    browser.screenshot(&s, "play.png").await?;
 
+    drop(browser);
+    let status = up.terminate()?;
+    assert!(status.success(), "respawn up exits 0 on SIGTERM");
+    Ok(())
+}
+
+/// The page's CCU cell for `zone`, or -1 while the row is missing.
+fn ccu_expr(zone: &str) -> String {
+    format!(
+        r#"Number((document.querySelector('#zones tr[data-zone="{zone}"] .ccu') || {{textContent: "-1"}}).textContent)"#
+    )
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_ccu_live_and_its_announcement_reaches_a_player() -> Result<()> {
+    let up = Up::start(0)?;
+    let platform = up.play.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let (url, token) = up.dashboard.clone();
+    let mut browser = Browser::launch().await?;
+    let s = browser.open(&url).await?;
+    browser.wait_for(&s, "!!document.getElementById('token')", Duration::from_secs(10)).await?;
+    // A wrong token is refused on the page.
+    browser
+        .eval(&s, "document.getElementById('token').value = 'not-a-token'; document.getElementById('login').click(); 0")
+        .await?;
+    browser
+        .wait_for(&s, "document.getElementById('signin-error').textContent.includes('401')", Duration::from_secs(5))
+        .await?;
+    let sign_in = format!(
+        "document.getElementById('token').value = {}; document.getElementById('login').click(); 0",
+        json!(token)
+    );
+    browser.eval(&s, &sign_in).await?;
+    browser.wait_for(&s, &format!("{} === 0", ccu_expr("meadow")), Duration::from_secs(10)).await?;
+
+    // Players log in through the platform; the page follows without a reload.
+    let grant = respawn_client::login(&platform, "watcher", "meadow").await?;
+    let mut watcher = respawn_client::Connection::connect(&grant.address).await?;
+    watcher.join(grant.token, None, "meadow", Duration::from_secs(5)).await?;
+    let mut bots = respawn_client::Fleet::spawn(
+        respawn_client::Access::Login { platform: platform.clone() },
+        &["meadow".to_owned()],
+        3,
+        "dashbot",
+    );
+    browser.wait_for(&s, &format!("{} === 4", ccu_expr("meadow")), Duration::from_secs(15)).await?;
+    let ticking =
+        r#"document.querySelector('#zones tr[data-zone="meadow"] td:nth-child(3)').textContent === 'running'"#;
+    browser.wait_for(&s, ticking, Duration::from_secs(5)).await?;
+
+    // Announce from the page: nothing is sent before the confirmation.
+    browser
+        .eval(&s, "document.getElementById('announce-text').value = 'Dashboard says hi'; document.getElementById('announce').click(); 0")
+        .await?;
+    browser.wait_for(&s, "document.getElementById('confirm').style.display === 'flex'", Duration::from_secs(5)).await?;
+    browser.screenshot(&s, "dashboard.png").await?;
+    browser.eval(&s, "document.getElementById('confirm-yes').click(); 0").await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, watcher.next()).await.map_err(|_| anyhow!("no announcement"))??;
+        match event {
+            respawn_client::Event::Message(respawn_proto::server_message::Body::Notice(n))
+                if n.kind == respawn_proto::NoticeKind::Announcement as i32 =>
+            {
+                break n.text;
+            }
+            respawn_client::Event::Closed { code, reason } => bail!("closed: {code} {reason}"),
+            _ => {}
+        }
+    };
+    assert_eq!(text, "Dashboard says hi");
+    // The page shows the audited action.
+    browser
+        .wait_for(&s, "document.querySelector('#audit tbody').textContent.includes('announce')", Duration::from_secs(5))
+        .await?;
+
+    bots.halt().await;
     drop(browser);
     let status = up.terminate()?;
     assert!(status.success(), "respawn up exits 0 on SIGTERM");

@@ -143,7 +143,7 @@ async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_noth
     let servers = api.ok("GET", "/v1/servers", &viewer, None).await?;
     let server_id = servers[0]["id"].as_str().context("a server id")?.to_owned();
     let status = api.ok("GET", "/v1/status", &viewer, None).await?;
-    assert_eq!(status["mysql"], "unavailable");
+    assert_eq!(status["ledger"], "unavailable");
 
     // Without MySQL, profiles and event search say so; the rest works.
     for path in ["/v1/players/ann", "/v1/events?player=ann"] {
@@ -309,7 +309,7 @@ async fn ctl_runs_a_real_deployment_with_kafka_and_mysql() -> Result<()> {
     let table = ctl_ok(&endpoint, &["zones"])?;
     assert!(table.starts_with("ZONE") && table.contains("meadow") && table.contains("running"), "{table}");
     let status: Value = serde_json::from_str(&ctl_ok(&endpoint, &["status", "--json"])?)?;
-    assert_eq!(status["mysql"], "connected");
+    assert_eq!(status["ledger"], "mysql");
     assert_eq!(status["db_pool"]["max"], 8);
 
     // The profile and the events come from MySQL once the pipeline stored them.

@@ -49,6 +49,8 @@ pub struct HttpContext {
     /// Signs session tokens; without it there is no login.
     pub sessions: Option<SessionSigner>,
     pub limits: Limits,
+    /// More metrics text appended to `/metrics` (what a host process adds).
+    pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 impl std::fmt::Debug for HttpContext {
@@ -115,7 +117,11 @@ async fn dashboard() -> Response {
 
 async fn metrics_text(State(s): State<HttpContext>) -> impl IntoResponse {
     let pool = s.ledger.get().map(|l| l.pool_stats()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(pool))
+    let mut text = s.metrics.render(pool);
+    if let Some(extra) = &s.extra_metrics {
+        text.push_str(&extra());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn ready(State(s): State<HttpContext>) -> (StatusCode, &'static str) {

@@ -206,7 +206,8 @@ pub(super) async fn status(State(ctx): State<HttpContext>, headers: HeaderMap) -
             "zones": view.zones.len(),
             "players": view.zones.iter().map(|z| z.players).sum::<u64>(),
             "registry_error": view.registry_error,
-            "mysql": if ctx.ledger.get().is_some() { "connected" } else { "unavailable" },
+            // The event ledger: MySQL in production, SQLite in the embedded default.
+            "ledger": ctx.ledger.get().map_or("unavailable", |l| l.kind()),
             "events": {
                 "consumed_per_second": ctx.metrics.consumed_per_second(),
                 "stored_total": ctx.metrics.stored.get(),

@@ -195,7 +195,7 @@ pub fn print_status(v: &Value) -> String {
         vec!["servers".into(), cell(&v["servers"])],
         vec!["zones".into(), cell(&v["zones"])],
         vec!["players".into(), cell(&v["players"])],
-        vec!["mysql".into(), cell(&v["mysql"])],
+        vec!["event ledger".into(), cell(&v["ledger"])],
         vec!["events consumed/s".into(), cell(&v["events"]["consumed_per_second"])],
         vec!["consumer lag".into(), cell(&v["events"]["consumer_lag"])],
         vec![

@@ -186,11 +186,12 @@ impl Deployment {
             stores,
             token_key,
             admin_token: respawn_token::random_hex(32)?,
+            platform: None,
             log_path: dir.path().join("zone.log"),
             echo_warnings: false,
         };
         let listen: SocketAddr = "127.0.0.1:0".parse()?;
-        let supervisor = Supervisor::start(spec, listen).await?;
+        let supervisor = Supervisor::start(spec, listen, Default::default()).await?;
         let zone_addr = supervisor.addr.to_string();
         let zones: Vec<String> = respawn_zone::ServerConfig::defaults().zones.iter().map(|z| z.name.clone()).collect();
         let tokens = signed_tokens(key, Duration::from_secs(3_600));
