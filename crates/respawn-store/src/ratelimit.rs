@@ -72,10 +72,18 @@ impl LocalGcra {
     }
 
     pub fn check(&mut self, now: Instant) -> Decision {
-        let now_us = now.saturating_duration_since(self.origin).as_micros() as u64;
-        let (decision, tat) = gcra(self.tat_us, now_us, self.quota);
+        let (decision, tat) = gcra(self.tat_us, self.micros(now), self.quota);
         self.tat_us = tat;
         decision
+    }
+
+    /// Whether the whole burst is available again at `now` (the state can be forgotten).
+    pub fn idle(&self, now: Instant) -> bool {
+        self.tat_us.is_none_or(|tat| tat <= self.micros(now))
+    }
+
+    fn micros(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.origin).as_micros() as u64
     }
 }
 

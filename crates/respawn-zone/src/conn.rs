@@ -3,6 +3,7 @@
 //! queue. Everything a peer sends is untrusted: each violation is counted and
 //! answered with a close code, and never affects other connections.
 
+use respawn_store::ratelimit::{Decision, LocalGcra, Quota};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -208,12 +209,16 @@ impl Drop for ConnGauge {
     }
 }
 
-/// Token bucket per connection: `rate` frames per second, bursts up to `rate`.
+/// The player's command limit (GCRA, the algorithm the platform server runs
+/// in Redis): `rate` frames per second, bursts up to `rate`. It is kept per
+/// player across reconnections in the server state; every command of a player
+/// arrives at the one server it plays on, so no Redis round trip is needed.
 /// More than `rate` refused frames within one second is a flood.
-struct RateLimit {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
+struct RateLimit<'a> {
+    state: &'a ServerState,
+    player: u64,
+    gcra: LocalGcra,
+    rate: u32,
     window_start: Instant,
     refused_in_window: u32,
 }
@@ -224,17 +229,17 @@ enum Verdict {
     Flood,
 }
 
-impl RateLimit {
-    fn new(rate: u32) -> Self {
-        let now = Instant::now();
-        Self { rate: f64::from(rate), tokens: f64::from(rate), last: now, window_start: now, refused_in_window: 0 }
+impl<'a> RateLimit<'a> {
+    /// The player's limit as the last connection left it, or a fresh one.
+    fn take(state: &'a ServerState, player: u64) -> Self {
+        let rate = state.config.limits.commands_per_second;
+        let kept = state.command_limits.lock().ok().and_then(|mut l| l.remove(&player));
+        let gcra = kept.unwrap_or_else(|| LocalGcra::new(Quota::per_second(rate)));
+        Self { state, player, gcra, rate, window_start: Instant::now(), refused_in_window: 0 }
     }
 
     fn check(&mut self, now: Instant) -> Verdict {
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.gcra.check(now) == Decision::Allowed {
             return Verdict::Allow;
         }
         if now.duration_since(self.window_start) >= Duration::from_secs(1) {
@@ -242,10 +247,28 @@ impl RateLimit {
             self.refused_in_window = 0;
         }
         self.refused_in_window += 1;
-        if f64::from(self.refused_in_window) > self.rate {
+        if self.refused_in_window > self.rate {
             Verdict::Flood
         } else {
             Verdict::Refuse
+        }
+    }
+}
+
+/// Limits kept for players who left; past this many, those idle are dropped.
+const KEPT_LIMITS_BEFORE_SWEEP: usize = 10_000;
+
+impl Drop for RateLimit<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        if self.gcra.idle(now) {
+            return;
+        }
+        if let Ok(mut kept) = self.state.command_limits.lock() {
+            if kept.len() >= KEPT_LIMITS_BEFORE_SWEEP {
+                kept.retain(|_, g| !g.idle(now));
+            }
+            kept.insert(self.player, self.gcra.clone());
         }
     }
 }
@@ -268,7 +291,7 @@ async fn read_loop(
     out: mpsc::Sender<Bytes>,
 ) -> bool {
     let cancel = conn.cancel_token();
-    let mut limit = RateLimit::new(state.config.limits.commands_per_second);
+    let mut limit = RateLimit::take(state, player);
     let m = &zone.metrics;
     loop {
         let read = tokio::select! {

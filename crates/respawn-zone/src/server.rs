@@ -50,6 +50,8 @@ pub struct ServerState {
     pub metrics: Metrics,
     /// Players refused at join and kicked if connected.
     pub bans: crate::bans::BanList,
+    /// Command limits of players who left recently, so reconnecting does not refill them.
+    pub command_limits: Mutex<std::collections::HashMap<u64, respawn_store::ratelimit::LocalGcra>>,
     zones: BTreeMap<String, ZoneHandle>,
     ready: AtomicBool,
     pub draining: AtomicBool,
@@ -284,6 +286,7 @@ impl ZoneServer {
             admin_token,
             metrics,
             bans: crate::bans::BanList::default(),
+            command_limits: Mutex::default(),
             zones,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),

@@ -344,3 +344,37 @@ async fn admin_announcements_and_kicks_reach_players() -> Result<()> {
     assert_eq!(metric(&m, r#"respawn_zone_disconnects_total{reason="kicked",zone="meadow"}"#), Some(1.0));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_players_command_limit_survives_reconnecting() -> Result<()> {
+    let server = ZoneProcess::start()?;
+    let url = server.ws_url();
+    // The test server allows 50 commands per second, bursts of 50: spend the burst.
+    let (mut first, _) = Client::join(&url, 61, "quick", "meadow").await?;
+    for seq in 1..=50 {
+        first.send(C::Move(respawn_proto::MoveInput { seq, vx: 1, vy: 0 })).await?;
+    }
+    // (Even a leave would be refused now: the client just closes.)
+    first.conn.close().await;
+    support::wait_metric(server.addr, "respawn_connections", 0.0).await?;
+    // Straight back in: the spent burst was kept for the player, not refilled
+    // (a fresh burst would take all 20; the spent one refills one per 20 ms).
+    let (mut again, _) = Client::join(&url, 61, "quick", "meadow").await?;
+    for seq in 51..=70 {
+        again.send(C::Move(respawn_proto::MoveInput { seq, vx: 0, vy: 1 })).await?;
+    }
+    let rejected = again.next_matching(T, |b| if let S::Rejected(r) = b { Some(r.clone()) } else { None }).await?;
+    assert_eq!(rejected.reason, "rate_limited", "{rejected:?}");
+    // Another player is not affected.
+    let (mut other, _) = Client::join(&url, 62, "calm", "meadow").await?;
+    other.send(C::Move(respawn_proto::MoveInput { seq: 1, vx: 1, vy: 0 })).await?;
+    let update = other
+        .next_matching(T, |b| match b {
+            S::Rejected(r) => Some(Err(r.reason.clone())),
+            S::Update(u) if u.acked_seq == 1 => Some(Ok(())),
+            _ => None,
+        })
+        .await?;
+    assert_eq!(update, Ok(()), "the other player's command was accepted");
+    Ok(())
+}
