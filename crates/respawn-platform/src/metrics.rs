@@ -27,6 +27,8 @@ pub struct PlatformMetrics {
     /// Session tokens issued.
     pub logins: IntCounter,
     rate_limited: IntCounterVec,
+    http_duration: prometheus::HistogramVec,
+    http_responses: IntCounterVec,
     /// (when, records consumed then, rate since the look before) for [`Self::consumed_per_second`].
     consumed_rate: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, u64, f64)>>>,
 }
@@ -133,9 +135,36 @@ impl PlatformMetrics {
                 r
             )
             .expect("metric"),
+            http_duration: prometheus::register_histogram_vec_with_registry!(
+                "respawn_platform_http_request_duration_seconds",
+                "API response time, by route template.",
+                &["route"],
+                vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                r
+            )
+            .expect("metric"),
+            http_responses: register_int_counter_vec_with_registry!(
+                "respawn_platform_http_responses_total",
+                "API responses by route template and status class (2xx, 3xx, 4xx, 5xx): the error rate's source.",
+                &["route", "class"],
+                r
+            )
+            .expect("metric"),
             consumed_rate: std::sync::Arc::default(),
             registry: r,
         }
+        .initialise()
+    }
+
+    /// Every labelled series that has a fixed label set, at 0, so it exists before its first event.
+    fn initialise(self) -> Self {
+        for kind in [ErrorKind::Malformed, ErrorKind::Store, ErrorKind::Consume, ErrorKind::Commit] {
+            self.errors.with_label_values(&[kind.label()]);
+        }
+        for limit in ["login", "api"] {
+            self.rate_limited.with_label_values(&[limit]);
+        }
+        self
     }
 
     pub fn error(&self, kind: ErrorKind) {
@@ -144,6 +173,18 @@ impl PlatformMetrics {
 
     pub fn errors(&self, kind: ErrorKind) -> u64 {
         self.errors.with_label_values(&[kind.label()]).get()
+    }
+
+    /// One API response.
+    pub fn http(&self, route: &str, status: u16, seconds: f64) {
+        let class = match status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.http_duration.with_label_values(&[route]).observe(seconds);
+        self.http_responses.with_label_values(&[route, class]).inc();
     }
 
     pub fn rate_limited(&self, limit: &str) {

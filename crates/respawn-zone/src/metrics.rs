@@ -174,7 +174,7 @@ impl Metrics {
         let build = gauge(&r, "respawn_build_info", "Build of the running server (value 1).", &["version"]);
         build.with_label_values(&[version]).set(1);
         let ms = |v: &[f64]| v.iter().map(|x| x / 1_000.0).collect::<Vec<_>>();
-        Metrics {
+        let metrics = Metrics {
             players: gauge(&r, "respawn_zone_players", "Players connected to the zone (CCU).", &["zone"]),
             tick_duration: histogram(
                 &r,
@@ -361,7 +361,12 @@ impl Metrics {
                 ),
             },
             registry: r,
+        };
+        // Every close reason starts at 0, so the series exist before the first refusal.
+        for code in respawn_proto::CloseCode::ALL {
+            metrics.client_errors.with_label_values(&[code.as_str()]);
         }
+        metrics
     }
 
     pub fn zone(&self, zone: &str) -> ZoneMetrics {
@@ -370,6 +375,9 @@ impl Metrics {
         let reasons = respawn_sim::RejectReason::ALL.map(|r| r.as_str());
         for reason in reasons.iter().chain(&["rate_limited", "queue_full"]) {
             self.commands_rejected.with_label_values(&[zone, reason]);
+        }
+        for code in respawn_proto::CloseCode::ALL {
+            self.disconnects.with_label_values(&[zone, code.as_str()]);
         }
         ZoneMetrics {
             players: self.players.with_label_values(z),
@@ -397,6 +405,7 @@ impl Metrics {
         for store in ["hot", "cold"] {
             f.failures_in_row.with_label_values(&[zone, store]).set(0);
         }
+        f.publish_failures.with_label_values(&[zone]);
         PersistMetrics {
             zone: zone.to_owned(),
             snapshot_bytes: f.snapshot_bytes.with_label_values(&[zone]),

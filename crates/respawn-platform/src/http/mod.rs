@@ -100,11 +100,29 @@ pub async fn serve(
 
 /// Every route of [`api::OPERATIONS`], for [`serve`] or to merge into another router.
 pub fn router(context: HttpContext) -> Router {
+    let metrics = context.metrics.clone();
     api::OPERATIONS
         .iter()
         .fold(Router::new(), |router, op| router.route(op.path, (op.route)()))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .route_layer(axum::middleware::from_fn_with_state(metrics, measure))
         .with_state(context)
+}
+
+/// Response time and status class of every routed request, by route template.
+async fn measure(
+    State(metrics): State<Arc<PlatformMetrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics.http(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
 }
 
 async fn openapi() -> Response {
