@@ -75,3 +75,37 @@ async fn every_documented_metric_is_exported() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// GitHub's anchor of a markdown heading.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn every_alert_has_a_severity_and_a_runbook_section_that_exists() -> Result<()> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../");
+    let rules = std::fs::read_to_string(format!("{root}deploy/prometheus/alerts.yml"))?;
+    let runbook = std::fs::read_to_string(format!("{root}docs/runbook.md"))?;
+    let anchors: Vec<String> = runbook
+        .lines()
+        .filter_map(|l| l.trim_start_matches('#').strip_prefix(' ').filter(|_| l.starts_with('#')))
+        .map(anchor)
+        .collect();
+    let alerts: Vec<&str> = rules.split("- alert: ").skip(1).collect();
+    assert_eq!(alerts.len(), 14, "the guide's 5 critical, 5 warning and 4 info conditions");
+    for alert in alerts {
+        let name = alert.lines().next().unwrap_or_default();
+        let severity = alert.lines().find_map(|l| l.trim().strip_prefix("severity: ")).context("a severity")?;
+        assert!(["critical", "warning", "info"].contains(&severity), "{name}: {severity}");
+        let target =
+            alert.lines().find_map(|l| l.trim().strip_prefix("runbook: docs/runbook.md#")).context("a runbook")?;
+        assert!(anchors.iter().any(|a| a == target), "{name} points at #{target}, which docs/runbook.md lacks");
+    }
+    Ok(())
+}
