@@ -109,3 +109,64 @@ fn every_alert_has_a_severity_and_a_runbook_section_that_exists() -> Result<()> 
     }
     Ok(())
 }
+
+/// Metric names a PromQL expression reads (`respawn_*`, `process_*`, `up`),
+/// histogram series folded into their family.
+fn metrics_read(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("respawn_") || w.starts_with("process_"))
+        .map(|w| w.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count").to_owned())
+        .collect()
+}
+
+#[test]
+fn the_grafana_dashboard_reads_documented_metrics_with_valid_queries() -> Result<()> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}deploy/grafana/respawn.json"))?)?;
+    let docs = std::fs::read_to_string(format!("{root}docs/metrics.md"))?;
+    let panels = dashboard["panels"].as_array().context("panels")?;
+    let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for wanted in [
+        "CCU per zone",
+        "Tick p50 / p99 per zone",
+        "Zone status",
+        "Kafka messages/s",
+        "Consumer lag",
+        "API latency",
+        "API error rate",
+        "DB pool usage",
+    ] {
+        assert!(titles.contains(&wanted), "the guide's panel {wanted:?} is missing");
+    }
+    let exprs: Vec<&str> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    assert!(exprs.len() >= 15);
+    for expr in &exprs {
+        for metric in metrics_read(expr) {
+            assert!(docs.contains(&format!("`{metric}`")), "{metric} (in {expr}) is not in docs/metrics.md");
+        }
+    }
+    // Every query parses: promtool checks them as recording rules.
+    let dir = support::TempDir::new("grafana")?;
+    let rules: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            format!("      - record: panel_{i}\n        expr: {}\n", serde_json::to_string(e).unwrap_or_default())
+        })
+        .collect();
+    let path = dir.0.join("panels.yml");
+    std::fs::write(&path, format!("groups:\n  - name: panels\n    rules:\n{rules}"))?;
+    let out = std::process::Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(&path)
+        .output()
+        .context("promtool (scripts/test installs Debian's prometheus)")?;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
