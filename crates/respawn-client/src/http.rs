@@ -1,9 +1,10 @@
 //! A minimal HTTP/1.1 client for the project's own endpoints (`/metrics`,
-//! `/readyz`, `/admin/*`): one request per connection, whole body read.
+//! `/readyz`, `/admin/*`) and for webhooks (http or https, with the Mozilla
+//! roots of `webpki-roots`): one request per connection, whole body read.
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -68,24 +69,107 @@ async fn send(
     bearer: Option<&str>,
     body: Option<(&str, &[u8])>,
 ) -> Result<Response> {
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
-        let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-        let (content_type, bytes) = body.unwrap_or(("", &[]));
-        let content_type = if body.is_some() { format!("Content-Type: {content_type}\r\n") } else { String::new() };
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n",
-            bytes.len()
-        );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(bytes).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, anyhow::Error>(raw)
+        let stream = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
+        over(stream, addr, method, path, &auth, body).await
     };
-    let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
+    tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
-        .map_err(|_| anyhow!("{method} {addr}{path} timed out"))??;
+        .map_err(|_| anyhow!("{method} {addr}{path} timed out"))?
+}
+
+/// An `http://` or `https://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, from the first `/`.
+    pub path: String,
+}
+
+impl Url {
+    pub fn parse(url: &str) -> Result<Self> {
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            _ => bail!("{url:?}: only http:// and https:// URLs"),
+        };
+        let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| anyhow!("{url:?}: port {p:?}"))?),
+            None => (authority, if tls { 443 } else { 80 }),
+        };
+        if host.is_empty() || host.contains(['@', ' ']) || path.chars().any(char::is_control) {
+            bail!("{url:?}: not a usable URL");
+        }
+        Ok(Self { tls, host: host.to_owned(), port, path: path.to_owned() })
+    }
+}
+
+/// POSTs `json` to `url` (TLS for https, with extra `headers`), within 10 s.
+pub async fn post_json(url: &Url, json: &str, headers: &[(&str, &str)]) -> Result<Response> {
+    let extra: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+    let addr = format!("{}:{}", url.host, url.port);
+    let body = Some(("application/json", json.as_bytes()));
+    let exchange = async {
+        let tcp = TcpStream::connect(&addr).await.with_context(|| format!("connect to {addr}"))?;
+        if !url.tls {
+            return over(tcp, &url.host, "POST", &url.path, &extra, body).await;
+        }
+        let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(trust_roots())
+            .with_no_client_auth();
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(url.host.clone())?;
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await?;
+        over(tls, &url.host, "POST", &url.path, &extra, body).await
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| anyhow!("POST {addr}{} timed out", url.path))?
+}
+
+/// The Mozilla roots, plus the system's bundle (`SSL_CERT_FILE`, else
+/// Debian's path) where there is one: a site's own or proxy CA lives there.
+fn trust_roots() -> tokio_rustls::rustls::RootCertStore {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = tokio_rustls::rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let bundle = std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
+    if let Ok(pem) = std::fs::read(&bundle) {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
+        roots.add_parsable_certificates(certs);
+    }
+    roots
+}
+
+/// One request and its whole response over `stream`; `headers` are whole lines.
+async fn over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: Option<(&str, &[u8])>,
+) -> Result<Response> {
+    let (content_type, bytes) = body.unwrap_or(("", &[]));
+    let content_type = if body.is_some() { format!("Content-Type: {content_type}\r\n") } else { String::new() };
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        bytes.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(bytes).await?;
+    let mut raw = Vec::new();
+    // A TLS peer may close without close_notify once it has answered: what was read counts.
+    if let Err(e) = stream.read_to_end(&mut raw).await {
+        if raw.is_empty() {
+            return Err(e.into());
+        }
+    }
+    let addr = host;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("malformed HTTP response from {addr}"))?;
     let mut lines = head.lines();
@@ -112,6 +196,20 @@ pub async fn scrape(addr: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_parse_with_default_ports_and_paths() {
+        let u = Url::parse("https://hooks.slack.com/services/T0/B0/xyz").expect("url");
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "hooks.slack.com", 443, "/services/T0/B0/xyz")
+        );
+        let u = Url::parse("http://127.0.0.1:9000").expect("url");
+        assert_eq!((u.tls, u.port, u.path.as_str()), (false, 9000, "/"));
+        assert!(Url::parse("ftp://x/").is_err());
+        assert!(Url::parse("http://:80/").is_err());
+        assert!(Url::parse("http://x:port/").is_err());
+    }
 
     #[test]
     fn values_are_percent_encoded() {

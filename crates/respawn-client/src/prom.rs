@@ -10,7 +10,8 @@ pub struct Sample {
 }
 
 impl Sample {
-    fn has(&self, want: &[(&str, &str)]) -> bool {
+    /// Whether the sample carries every one of `want`.
+    pub fn has(&self, want: &[(&str, &str)]) -> bool {
         want.iter().all(|(k, v)| self.labels.iter().any(|(lk, lv)| lk == k && lv == v))
     }
 

@@ -88,8 +88,13 @@ struct Seen {
     histogram: Option<Histogram>,
 }
 
-/// Refreshes `fleet` every [`PERIOD`] until `stop`.
-pub async fn watch(fleet: Arc<Fleet>, registry: Arc<dyn Registry>, stop: CancellationToken) {
+/// Refreshes `fleet` every [`PERIOD`] until `stop`, and hands each look to `alerts`.
+pub async fn watch(
+    fleet: Arc<Fleet>,
+    registry: Arc<dyn Registry>,
+    alerts: Arc<crate::alerts::Alerts>,
+    stop: CancellationToken,
+) {
     let mut seen: HashMap<(String, String), Seen> = HashMap::new();
     let mut every = tokio::time::interval(PERIOD);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -99,14 +104,22 @@ pub async fn watch(fleet: Arc<Fleet>, registry: Arc<dyn Registry>, stop: Cancell
             _ = stop.cancelled() => return,
         }
         let view = match registry.servers().await {
-            Ok(servers) => look(servers, &mut seen).await,
+            Ok(servers) => {
+                let (view, looks) = look(servers, &mut seen).await;
+                alerts.observe(looks);
+                view
+            }
+            // Without the registry nothing is known of the servers: no look for the alerts either.
             Err(e) => FleetView { registry_error: Some(e.to_string()), ..fleet.view() },
         };
         fleet.set(view);
     }
 }
 
-async fn look(servers: Vec<ServerEntry>, seen: &mut HashMap<(String, String), Seen>) -> FleetView {
+async fn look(
+    servers: Vec<ServerEntry>,
+    seen: &mut HashMap<(String, String), Seen>,
+) -> (FleetView, Vec<crate::alerts::ServerLook>) {
     let scrapes = futures_util::future::join_all(servers.iter().map(|s| async move {
         let addr = http_address(&s.address)?;
         let scrape = tokio::time::timeout(PERIOD, respawn_client::http::scrape(addr)).await.ok()?.ok()?;
@@ -115,7 +128,9 @@ async fn look(servers: Vec<ServerEntry>, seen: &mut HashMap<(String, String), Se
     .await;
     let mut view = FleetView::default();
     let mut still_seen = HashMap::new();
+    let mut looks = Vec::with_capacity(servers.len());
     for (server, samples) in servers.into_iter().zip(scrapes) {
+        looks.push(crate::alerts::ServerLook::new(&server, samples.as_deref()));
         let draining = server.state == ServerState::Draining;
         let mut players = 0;
         for zone in &server.zones {
@@ -168,7 +183,7 @@ async fn look(servers: Vec<ServerEntry>, seen: &mut HashMap<(String, String), Se
         });
     }
     *seen = still_seen;
-    view
+    (view, looks)
 }
 
 #[cfg(test)]

@@ -9,12 +9,14 @@
 //! player records. While MySQL is down the consumer stops consuming and
 //! retries the same batch with backoff.
 
+pub mod alerts;
 pub mod consumer;
 pub mod fleet;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
 pub mod mysql;
+pub mod notify;
 pub mod projection;
 pub mod sqlite;
 

@@ -29,6 +29,7 @@ pub struct PlatformMetrics {
     rate_limited: IntCounterVec,
     http_duration: prometheus::HistogramVec,
     http_responses: IntCounterVec,
+    notifications: IntCounterVec,
     /// (when, records consumed then, rate since the look before) for [`Self::consumed_per_second`].
     consumed_rate: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, u64, f64)>>>,
 }
@@ -150,6 +151,13 @@ impl PlatformMetrics {
                 r
             )
             .expect("metric"),
+            notifications: register_int_counter_vec_with_registry!(
+                "respawn_platform_alert_notifications_total",
+                "Alert notifications to the webhook, by result: sent, retried (an attempt failed), failed (gave up).",
+                &["result"],
+                r
+            )
+            .expect("metric"),
             consumed_rate: std::sync::Arc::default(),
             registry: r,
         }
@@ -163,6 +171,9 @@ impl PlatformMetrics {
         }
         for limit in ["login", "api"] {
             self.rate_limited.with_label_values(&[limit]);
+        }
+        for result in ["sent", "retried", "failed"] {
+            self.notifications.with_label_values(&[result]);
         }
         self
     }
@@ -187,6 +198,10 @@ impl PlatformMetrics {
         self.http_responses.with_label_values(&[route, class]).inc();
     }
 
+    pub fn notification(&self, result: &str) {
+        self.notifications.with_label_values(&[result]).inc();
+    }
+
     pub fn rate_limited(&self, limit: &str) {
         self.rate_limited.with_label_values(&[limit]).inc();
     }
@@ -208,6 +223,20 @@ impl PlatformMetrics {
                 0.0
             }
         }
+    }
+
+    /// API responses so far: (all, 5xx).
+    pub fn http_totals(&self) -> (f64, f64) {
+        use prometheus::core::Collector;
+        let mut totals = (0.0, 0.0);
+        for m in self.http_responses.collect().iter().flat_map(|f| f.get_metric()) {
+            let value = m.get_counter().get_value();
+            totals.0 += value;
+            if m.get_label().iter().any(|l| l.name() == "class" && l.value() == "5xx") {
+                totals.1 += value;
+            }
+        }
+        totals
     }
 
     /// Consumer lag summed over the assigned partitions.

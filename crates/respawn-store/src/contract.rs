@@ -211,6 +211,13 @@ pub async fn ops(store: &dyn OpsStore, seed: u64) -> ContractResult {
     tokio::time::sleep(Duration::from_millis(300)).await;
     check(store.login(p(6)).await.map_err(e)?.is_none(), "an expired login is gone")?;
     check(store.login(p(7)).await.map_err(e)?.is_none(), "no login")?;
+
+    let claim = format!("alert-{seed}");
+    check(store.claim(&claim, Duration::from_millis(200)).await.map_err(e)?, "the first claim wins")?;
+    check(!store.claim(&claim, Duration::from_millis(200)).await.map_err(e)?, "a second claim loses")?;
+    check(store.claim(&format!("{claim}-b"), Duration::from_secs(5)).await.map_err(e)?, "other keys are separate")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    check(store.claim(&claim, Duration::from_millis(200)).await.map_err(e)?, "claimable again after its ttl")?;
     Ok(())
 }
 

@@ -67,6 +67,7 @@ struct OpsState {
     operators: BTreeMap<String, OperatorToken>,
     audit: VecDeque<AuditRecord>,
     logins: HashMap<u64, (Login, Instant)>,
+    claims: HashMap<String, Instant>,
 }
 
 /// Operations state for one embedded platform server.
@@ -170,6 +171,22 @@ impl OpsStore for MemoryOps {
                 let now = Instant::now();
                 s.logins.retain(|_, (_, until)| *until > now);
                 s.logins.insert(login.player, (login, now + ttl));
+            })
+        }
+        .boxed()
+    }
+
+    fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            self.with(|s| {
+                let now = Instant::now();
+                s.claims.retain(|_, until| *until > now);
+                if s.claims.contains_key(key) {
+                    false
+                } else {
+                    s.claims.insert(key.to_owned(), now + ttl);
+                    true
+                }
             })
         }
         .boxed()

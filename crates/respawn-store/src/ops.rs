@@ -119,6 +119,10 @@ pub trait OpsStore: Send + Sync + std::fmt::Debug {
     fn put_login(&self, login: Login, ttl: Duration) -> BoxFuture<'_, StoreResult<()>>;
     /// The player's newest login still within its lifetime.
     fn login(&self, player: u64) -> BoxFuture<'_, StoreResult<Option<Login>>>;
+
+    /// `true` for the first caller of `key` within `ttl`, `false` for every
+    /// other (instances agree on who sends a notification).
+    fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, StoreResult<bool>>;
 }
 
 fn printable(s: &str, max: usize) -> bool {

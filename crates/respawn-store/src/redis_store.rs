@@ -591,6 +591,21 @@ impl OpsStore for RedisOps {
         .boxed()
     }
 
+    fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            crate::ratelimit::validate_key(key)?;
+            let mut set = redis::cmd("SET");
+            set.arg(self.redis.key(&format!("claim:{key}")))
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64);
+            let (claimed,): (Option<String>,) = self.run(redis::pipe().add_command(set)).await?;
+            Ok(claimed.is_some())
+        }
+        .boxed()
+    }
+
     fn login(&self, player: u64) -> BoxFuture<'_, StoreResult<Option<Login>>> {
         async move {
             let key = self.redis.key(&format!("login:{player}"));

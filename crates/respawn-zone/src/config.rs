@@ -29,7 +29,17 @@ pub struct ConfigFile {
     #[serde(default)]
     pub outbox: OutboxFile,
     #[serde(default)]
+    pub testing: TestingFile,
+    #[serde(default)]
     pub zones: Vec<ZoneFile>,
+}
+
+/// Settings that exist for tests and drills only.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestingFile {
+    /// Milliseconds added to every tick (busy time, counted in the tick duration): a slow zone on purpose.
+    pub extra_tick_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -118,6 +128,8 @@ pub struct ServerConfig {
     /// Events kept on disk per zone while the broker is away; past it the oldest are dropped.
     pub outbox_quota_bytes: u64,
     pub outbox_segment_bytes: u64,
+    /// Test-only: added to every tick ([`TestingFile::extra_tick_ms`]).
+    pub extra_tick: Duration,
     pub zones: Vec<ZoneConfig>,
 }
 
@@ -180,6 +192,7 @@ impl ServerConfig {
             resume_token_ttl: secs(p.resume_token_ttl_secs.unwrap_or(3_600)),
             outbox_quota_bytes: file.outbox.quota_mb.unwrap_or(1_024).saturating_mul(1 << 20),
             outbox_segment_bytes: file.outbox.segment_mb.unwrap_or(8).saturating_mul(1 << 20),
+            extra_tick: ms(file.testing.extra_tick_ms.unwrap_or(0)),
             zones: if file.zones.is_empty() { default_file().zones } else { file.zones }
                 .into_iter()
                 .map(ZoneFile::into_zone_config)
@@ -191,6 +204,9 @@ impl ServerConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.extra_tick > Duration::from_secs(10) {
+            return bad(format!("testing.extra_tick_ms must be at most 10000, got {}", self.extra_tick.as_millis()));
+        }
         if !(1..=1_000).contains(&self.tick_hz) {
             return bad(format!("tick_hz must be 1..=1000, got {}", self.tick_hz));
         }
@@ -270,6 +286,7 @@ fn default_file() -> ConfigFile {
         limits: LimitsFile::default(),
         persistence: PersistenceFile::default(),
         outbox: OutboxFile::default(),
+        testing: TestingFile::default(),
         zones: vec![zone(1, "meadow", 1), zone(2, "caverns", 2)],
     }
 }

@@ -250,6 +250,7 @@ impl ZoneServer {
                 max_batch: config.command_queue_capacity,
                 server_version: version.clone(),
                 resume_grace: config.resume_grace,
+                extra_tick: config.extra_tick,
             };
             let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue_capacity);
             let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();

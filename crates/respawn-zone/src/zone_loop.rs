@@ -65,6 +65,8 @@ pub struct LoopSettings {
     pub server_version: String,
     /// How long a character without a connection waits for a resume.
     pub resume_grace: Duration,
+    /// Test-only busy time added to every tick (a slow zone on purpose).
+    pub extra_tick: Duration,
 }
 
 /// Figures the rest of the server reads without talking to the thread.
@@ -434,6 +436,9 @@ pub fn run(
             }
         }
         runner.tick();
+        if !runner.settings.extra_tick.is_zero() {
+            std::thread::sleep(runner.settings.extra_tick);
+        }
         let batch = runner.take_deliveries();
         if !batch.is_empty() {
             // One wake-up per tick; the fan-out task wakes the connections.
@@ -487,6 +492,7 @@ mod tests {
             max_batch: 100,
             server_version: "test".into(),
             resume_grace: Duration::from_secs(30),
+            extra_tick: Duration::ZERO,
         };
         ZoneRunner::new(Zone::new(config).expect("zone"), settings, metrics.zone("t"), None)
     }

@@ -224,6 +224,32 @@ struct PlatformArgs {
     /// The zone servers' --admin-token: kicks, announcements and drains go through it.
     #[arg(long, env = "RESPAWN_ZONE_ADMIN_TOKEN", hide_env_values = true)]
     zone_admin_token: Option<String>,
+    #[command(flatten)]
+    alerting: AlertingArgs,
+}
+
+/// Built-in alerting's outputs.
+#[derive(Args, Debug, Clone)]
+pub struct AlertingArgs {
+    /// Webhook (http or https) that firing and resolved alerts are posted to, Slack-compatible.
+    #[arg(long, env = "RESPAWN_ALERT_WEBHOOK")]
+    alert_webhook: Option<String>,
+}
+
+impl AlertingArgs {
+    /// Starts the notifier when a webhook is configured.
+    pub fn start(
+        &self,
+        context: &respawn_platform::http::HttpContext,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<()> {
+        let Some(url) = &self.alert_webhook else { return Ok(()) };
+        let url = respawn_client::http::Url::parse(url).context("--alert-webhook")?;
+        let (tx, rx) = tokio::sync::mpsc::channel(respawn_platform::notify::QUEUE);
+        context.alerts.notify_to(tx);
+        tokio::spawn(respawn_platform::notify::run(url, rx, context.ops.clone(), context.metrics.clone(), stop));
+        Ok(())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -318,12 +344,10 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
         batch_max: 5_000,
         batch_wait: std::time::Duration::from_millis(50),
     };
-    let metrics = Arc::new(respawn_platform::PlatformMetrics::new());
     let stop = tokio_util::sync::CancellationToken::new();
-    let ledger = respawn_platform::http::LedgerSlot::default();
+    let stores = platform_stores(args.redis_url.as_deref(), &args.redis_prefix)?;
+    let (metrics, ledger) = (stores.metrics.clone(), stores.ledger.clone());
     let context = respawn_platform::http::HttpContext {
-        metrics: metrics.clone(),
-        ledger: ledger.clone(),
         server_token: args.server_token.map(Arc::from),
         sessions: match &args.token_key {
             Some(key) => Some(respawn_platform::http::SessionSigner {
@@ -343,7 +367,7 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
                 period: std::time::Duration::from_secs(10),
             },
         },
-        ..platform_stores(args.redis_url.as_deref(), &args.redis_prefix)?
+        ..stores
     };
     if let Some(secret) = &args.admin_token {
         if secret.len() < 16 {
@@ -353,7 +377,13 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
             .await
             .context("cannot store the bootstrap admin token")?;
     }
-    tokio::spawn(respawn_platform::fleet::watch(context.fleet.clone(), context.registry.clone(), stop.clone()));
+    args.alerting.start(&context, stop.clone())?;
+    tokio::spawn(respawn_platform::fleet::watch(
+        context.fleet.clone(),
+        context.registry.clone(),
+        context.alerts.clone(),
+        stop.clone(),
+    ));
     let http = tokio::spawn(respawn_platform::http::serve(listener, context, stop.clone()));
     tracing::info!(metrics = %format!("http://{}/metrics", args.listen), "platform server listening");
     // Start-up does not wait for MySQL or Kafka: the consumer begins once MySQL answers.
@@ -404,9 +434,12 @@ pub fn platform_stores(redis_url: Option<&str>, prefix: &str) -> Result<respawn_
             Arc::new(ratelimit::MemoryRateLimiter::default()),
         ),
     };
+    let metrics = Arc::new(respawn_platform::PlatformMetrics::new());
+    let ledger = respawn_platform::http::LedgerSlot::default();
     Ok(respawn_platform::http::HttpContext {
-        metrics: Arc::new(respawn_platform::PlatformMetrics::new()),
-        ledger: respawn_platform::http::LedgerSlot::default(),
+        alerts: Arc::new(respawn_platform::alerts::Alerts::new(metrics.clone(), ledger.clone())),
+        metrics,
+        ledger,
         registry,
         ops,
         limiter,

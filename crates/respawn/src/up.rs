@@ -47,6 +47,8 @@ pub struct UpArgs {
     zone_config: Option<PathBuf>,
     #[command(flatten)]
     stores: crate::StoreArgs,
+    #[command(flatten)]
+    alerting: crate::AlertingArgs,
 }
 
 pub async fn run(args: UpArgs) -> Result<()> {
@@ -80,7 +82,13 @@ pub async fn run(args: UpArgs) -> Result<()> {
     platform.extra_metrics = Some(Arc::new(move || status_for_metrics.render()));
     respawn_platform::http::ops::install_bootstrap_admin(&platform, &operator_token).await?;
     let web_stop = CancellationToken::new();
-    tokio::spawn(respawn_platform::fleet::watch(platform.fleet.clone(), platform.registry.clone(), web_stop.clone()));
+    args.alerting.start(&platform, web_stop.clone())?;
+    tokio::spawn(respawn_platform::fleet::watch(
+        platform.fleet.clone(),
+        platform.registry.clone(),
+        platform.alerts.clone(),
+        web_stop.clone(),
+    ));
     let ledger_slot = platform.ledger.clone();
     let app = Router::new().route("/", get(play_page)).merge(respawn_platform::http::router(platform));
     let web_task = tokio::spawn({

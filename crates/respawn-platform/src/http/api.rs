@@ -185,6 +185,16 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/v1/alerts",
+        summary:
+            "Built-in alerting: firing and pending alerts, and the feed of recent transitions (info events included).",
+        auth: VIEWER,
+        query: &[],
+        body: None,
+        route: || get(ops::alerts),
+    },
+    Operation {
+        method: "get",
         path: "/v1/players/{player}",
         summary: "A player's profile from MySQL (id or name), ban and last login. 503 while MySQL is down.",
         auth: VIEWER,

@@ -42,6 +42,7 @@ pub struct HttpContext {
     pub ops: Arc<dyn OpsStore>,
     pub limiter: Arc<dyn RateLimiter>,
     pub fleet: Arc<Fleet>,
+    pub alerts: Arc<crate::alerts::Alerts>,
     /// The secret game servers present; without it the registry API is closed.
     pub server_token: Option<Arc<str>>,
     /// The zone servers' admin token, for kicks, announcements and drains.

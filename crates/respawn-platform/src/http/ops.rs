@@ -218,6 +218,13 @@ pub(super) async fn status(State(ctx): State<HttpContext>, headers: HeaderMap) -
     )
 }
 
+pub(super) async fn alerts(State(ctx): State<HttpContext>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&ctx, &headers, Role::Viewer, "read").await {
+        return refused;
+    }
+    json(StatusCode::OK, &ctx.alerts.view())
+}
+
 pub(super) async fn zones(State(ctx): State<HttpContext>, headers: HeaderMap) -> Response {
     if let Err(refused) = authorize(&ctx, &headers, Role::Viewer, "read").await {
         return refused;

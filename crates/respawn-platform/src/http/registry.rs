@@ -99,6 +99,10 @@ pub(super) async fn remove(State(ctx): State<HttpContext>, Path(id): Path<String
     if let Err(refused) = authorize(&ctx, &headers) {
         return refused.into_response();
     }
+    // A server leaving on purpose is not "down": the alerts are told its address.
+    if let Some(entry) = ctx.registry.servers().await.ok().and_then(|s| s.into_iter().find(|s| s.id == id)) {
+        ctx.alerts.left(&entry.address);
+    }
     match ctx.registry.remove(&id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => store_failure("registry", e),

@@ -95,6 +95,7 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
         max_batch: usize::MAX,
         server_version: "bench".into(),
         resume_grace: Duration::from_secs(30),
+        extra_tick: Duration::ZERO,
     };
     // The tick thread's share of persistence (batch encoding, a snapshot
     // every 5 s) is timed; the writes themselves happen elsewhere.

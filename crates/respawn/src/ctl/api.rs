@@ -182,6 +182,23 @@ pub fn print_zones(v: &Value) -> String {
     )
 }
 
+pub fn print_alerts(v: &Value) -> String {
+    let keys = ["severity", "name", "state", "summary", "runbook"];
+    let mut now = rows(&v["firing"], &keys);
+    now.extend(rows(&v["pending"], &keys));
+    let mut out = if now.is_empty() {
+        "no alert firing or pending\n".to_owned()
+    } else {
+        table(&["severity", "alert", "state", "summary", "runbook"], now)
+    };
+    let feed = rows(&v["feed"], &["at_ms", "state", "severity", "name", "summary"]);
+    if !feed.is_empty() {
+        out.push_str("\nrecent:\n");
+        out.push_str(&table(&["at ms", "state", "severity", "alert", "summary"], feed.into_iter().take(10).collect()));
+    }
+    out
+}
+
 pub fn print_servers(v: &Value) -> String {
     table(
         &["server", "state", "players", "reachable", "address", "version", "zones"],

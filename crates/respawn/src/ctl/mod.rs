@@ -25,6 +25,8 @@ enum CtlCmd {
     Status,
     /// Every zone: CCU, tick p50/p99, status, server, version.
     Zones,
+    /// Firing and pending alerts, then the newest transitions.
+    Alerts,
     /// Live game servers.
     Servers,
     /// Drain a game server: no new players; it stops once empty.
@@ -113,6 +115,7 @@ pub async fn run(args: CtlArgs) -> Result<()> {
         CtlCmd::Restore(restore) => restore::run(restore).await,
         CtlCmd::Status => c.show(Call::get("/v1/status"), api::print_status).await,
         CtlCmd::Zones => c.show(Call::get("/v1/zones"), api::print_zones).await,
+        CtlCmd::Alerts => c.show(Call::get("/v1/alerts"), api::print_alerts).await,
         CtlCmd::Servers => c.show(Call::get("/v1/servers"), api::print_servers).await,
         CtlCmd::Drain { server } => {
             c.show(Call::post(&format!("/v1/servers/{}/drain", path_of(&server)), None), api::print_done).await

@@ -100,11 +100,28 @@ impl ZoneProcess {
         Self::start_full(config, dir, &data, extra)
     }
 
+    /// Starts listening on `listen` (to come back at the same address), with extra arguments.
+    pub fn start_at(config: &str, listen: SocketAddr, extra: &[&str]) -> Result<Self> {
+        let dir = TempDir::new("zone")?;
+        let data = dir.0.join("data");
+        Self::start_listening(config, dir, &data, listen, extra)
+    }
+
     fn start_full(config: &str, dir: TempDir, data: &std::path::Path, extra: &[&str]) -> Result<Self> {
+        Self::start_listening(config, dir, data, "127.0.0.1:0".parse()?, extra)
+    }
+
+    fn start_listening(
+        config: &str,
+        dir: TempDir,
+        data: &std::path::Path,
+        listen: SocketAddr,
+        extra: &[&str],
+    ) -> Result<Self> {
         let config_path = dir.0.join("zone.toml");
         std::fs::write(&config_path, config)?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_respawn"))
-            .args(["zone", "--listen", "127.0.0.1:0", "--config"])
+            .args(["zone", "--listen", &listen.to_string(), "--config"])
             .arg(&config_path)
             .arg("--data-dir")
             .arg(data)
