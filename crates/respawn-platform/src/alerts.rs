@@ -724,6 +724,32 @@ mod tests {
     }
 
     #[test]
+    fn info_events_maintenance_snapshots_and_scale_out() {
+        let e = engine();
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let names = |alerts: Vec<Alert>| alerts.into_iter().map(|a| (a.name, a.state)).collect::<Vec<_>>();
+        e.evaluate(look(at(0), vec![server("a", 1.0, true)]), 0);
+        let mut draining = server("a", 1.0, true);
+        draining.draining = true;
+        assert_eq!(names(e.evaluate(look(at(1), vec![draining]), 1)), vec![("Maintenance", "firing")]);
+        assert_eq!(names(e.evaluate(look(at(2), vec![server("a", 1.0, true)]), 2)), vec![("Maintenance", "resolved")]);
+        let mut saved = server("a", 1.0, true);
+        saved.zones[0].cold_saved = 1.0;
+        assert_eq!(names(e.evaluate(look(at(3), vec![saved.clone()]), 3)), vec![("SnapshotSaved", "firing")]);
+        let mut crowded = saved.clone();
+        crowded.zones[0].players = SCALE_OUT_PLAYERS;
+        assert_eq!(names(e.evaluate(look(at(4), vec![crowded]), 4)), vec![("CcuScaleOutThreshold", "firing")]);
+        let mut upgraded = saved;
+        upgraded.version = "0.2.0".into();
+        let fired = names(e.evaluate(look(at(5), vec![upgraded]), 5));
+        assert!(
+            fired.contains(&("NewVersionDeployed", "firing")) && fired.contains(&("CcuScaleOutThreshold", "resolved")),
+            "{fired:?}"
+        );
+    }
+
+    #[test]
     fn slow_ticks_fire_from_the_histogram_window() {
         let e = engine();
         let t0 = Instant::now();

@@ -170,3 +170,37 @@ fn the_grafana_dashboard_reads_documented_metrics_with_valid_queries() -> Result
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     Ok(())
 }
+
+/// `30s`, `1m`, `2m` as in alerts.yml.
+fn duration(text: &str) -> Option<Duration> {
+    let (n, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = n.parse().ok()?;
+    match unit {
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n * 60)),
+        _ => None,
+    }
+}
+
+#[test]
+fn built_in_alerting_has_the_rules_of_alerts_yml() -> Result<()> {
+    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus/alerts.yml"))?;
+    let blocks: Vec<&str> = rules.split("- alert: ").skip(1).collect();
+    assert_eq!(blocks.len(), respawn_platform::alerts::RULES.len());
+    for block in blocks {
+        let name = block.lines().next().unwrap_or_default().trim();
+        let rule = respawn_platform::alerts::RULES
+            .iter()
+            .find(|r| r.name == name)
+            .with_context(|| format!("no built-in {name}"))?;
+        let hold = block.lines().find_map(|l| l.trim().strip_prefix("for: ")).map_or(Some(Duration::ZERO), duration);
+        assert_eq!(hold, Some(rule.hold), "{name}: same duration");
+        let severity = block.lines().find_map(|l| l.trim().strip_prefix("severity: ")).unwrap_or_default();
+        assert_eq!(serde_json::to_value(rule.severity)?, severity, "{name}: same severity");
+        assert!(
+            block.contains(&format!("runbook: docs/runbook.md#{}\n", rule.runbook)),
+            "{name}: same runbook section"
+        );
+    }
+    Ok(())
+}
