@@ -237,17 +237,22 @@ pub struct AlertingArgs {
 }
 
 impl AlertingArgs {
-    /// Starts the notifier when a webhook is configured.
+    /// Starts the platform server's watching: the fleet watcher, whose looks
+    /// feed the alerts, and the notifier when a webhook is configured.
     pub fn start(
         &self,
         context: &respawn_platform::http::HttpContext,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<()> {
-        let Some(url) = &self.alert_webhook else { return Ok(()) };
-        let url = respawn_client::http::Url::parse(url).context("--alert-webhook")?;
-        let (tx, rx) = tokio::sync::mpsc::channel(respawn_platform::notify::QUEUE);
-        context.alerts.notify_to(tx);
-        tokio::spawn(respawn_platform::notify::run(url, rx, context.ops.clone(), context.metrics.clone(), stop));
+        if let Some(url) = &self.alert_webhook {
+            let url = respawn_client::http::Url::parse(url).context("--alert-webhook")?;
+            let (tx, rx) = tokio::sync::mpsc::channel(respawn_platform::notify::QUEUE);
+            context.alerts.notify_to(tx);
+            let (ops, metrics) = (context.ops.clone(), context.metrics.clone());
+            tokio::spawn(respawn_platform::notify::run(url, rx, ops, metrics, stop.clone()));
+        }
+        let (fleet, registry, alerts) = (context.fleet.clone(), context.registry.clone(), context.alerts.clone());
+        tokio::spawn(respawn_platform::fleet::watch(fleet, registry, alerts, stop));
         Ok(())
     }
 }
@@ -378,12 +383,6 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
             .context("cannot store the bootstrap admin token")?;
     }
     args.alerting.start(&context, stop.clone())?;
-    tokio::spawn(respawn_platform::fleet::watch(
-        context.fleet.clone(),
-        context.registry.clone(),
-        context.alerts.clone(),
-        stop.clone(),
-    ));
     let http = tokio::spawn(respawn_platform::http::serve(listener, context, stop.clone()));
     tracing::info!(metrics = %format!("http://{}/metrics", args.listen), "platform server listening");
     // Start-up does not wait for MySQL or Kafka: the consumer begins once MySQL answers.

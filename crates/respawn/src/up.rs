@@ -83,12 +83,6 @@ pub async fn run(args: UpArgs) -> Result<()> {
     respawn_platform::http::ops::install_bootstrap_admin(&platform, &operator_token).await?;
     let web_stop = CancellationToken::new();
     args.alerting.start(&platform, web_stop.clone())?;
-    tokio::spawn(respawn_platform::fleet::watch(
-        platform.fleet.clone(),
-        platform.registry.clone(),
-        platform.alerts.clone(),
-        web_stop.clone(),
-    ));
     let ledger_slot = platform.ledger.clone();
     let app = Router::new().route("/", get(play_page)).merge(respawn_platform::http::router(platform));
     let web_task = tokio::spawn({

@@ -140,7 +140,7 @@ async fn a_slow_zone_and_a_dead_server_fire_notify_once_and_resolve() -> Result<
     })
     .await?;
     assert!(
-        started.elapsed() >= Duration::from_secs(25),
+        started.elapsed() >= Duration::from_secs(20),
         "held for its 30 s first ({:?} after pending)",
         started.elapsed()
     );

@@ -233,6 +233,7 @@ async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_noth
     // A flood from one token: 429 with Retry-After once its burst is spent.
     let flooder = api.token("flood", "viewer", json!({})).await?;
     let mut limited = 0;
+    let flood_started = Instant::now();
     for _ in 0..150 {
         let answer = http::exchange(&api.addr, "GET", "/v1/zones", Some(&flooder), None).await?;
         if answer.status == 429 {
@@ -240,7 +241,9 @@ async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_noth
             assert!(answer.header("retry-after").and_then(|v| v.parse::<u64>().ok()).is_some_and(|s| s >= 1));
         }
     }
-    assert!(limited >= 40, "{limited} of 150 limited");
+    // At most the burst (80) plus what refilled meanwhile (8 a second) got through.
+    let most = 80.0 + 8.0 * flood_started.elapsed().as_secs_f64() + 1.0;
+    assert!(limited >= 1 && f64::from(150 - limited) <= most, "{limited} of 150 limited (at most {most:.0} allowed)");
     assert_eq!(api.ok("GET", "/v1/zones", &viewer, None).await?.as_array().map(Vec::len), Some(2), "others unaffected");
 
     // Drain through the API (a player keeps it draining): the registry shows it.

@@ -96,6 +96,7 @@ async fn login_status(platform: &str, body: &str) -> Result<u16> {
 
 #[tokio::test]
 async fn players_log_in_through_the_platform_land_on_ready_servers_and_bans_keep_them_out() -> Result<()> {
+    let platform_started = Instant::now();
     let (redis, prefix) = (redis_url(), unique_prefix("login"));
     let platform = Platform::start_with(
         "127.0.0.1:1",
@@ -202,7 +203,9 @@ async fn players_log_in_through_the_platform_land_on_ready_servers_and_bans_keep
             other => bail!("flood login answered {other}: {}", answer.body),
         }
     }
-    assert!(limited >= 10, "{limited} of 40 refused");
+    // At most the burst (30) plus what refilled since the platform started (one per 2 s) got through.
+    let most = 30.0 + platform_started.elapsed().as_secs_f64() / 2.0 + 1.0;
+    assert!(limited >= 1 && f64::from(ok) <= most, "{limited} of 40 refused, {ok} allowed (at most {most:.0})");
     let issued_after =
         support::metric(&http::request(&addr, "GET", "/metrics", None).await?.1, "respawn_platform_logins_total");
     assert_eq!(issued_after.unwrap_or(0.0) - issued_before.unwrap_or(0.0), f64::from(ok), "429s issued nothing");
