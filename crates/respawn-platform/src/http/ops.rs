@@ -161,6 +161,9 @@ fn free_text(value: &str, what: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// How long one zone server's admin API may take to answer an operator call.
+const ZONE_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Calls the zone admin API of every listed server (those hosting `zone`
 /// when given); returns how many accepted and the failures.
 async fn each_server(ctx: &HttpContext, zone: Option<&str>, path: &str) -> Result<serde_json::Value, Response> {
@@ -177,10 +180,13 @@ async fn each_server(ctx: &HttpContext, zone: Option<&str>, path: &str) -> Resul
     }
     let calls = targets.iter().map(|s| async move {
         let Some(addr) = http_address(&s.address) else { return (s.id.clone(), Err("no HTTP address".to_owned())) };
-        match respawn_client::http::request(addr, "POST", path, Some(token)).await {
-            Ok((202, _)) => (s.id.clone(), Ok(())),
-            Ok((status, body)) => (s.id.clone(), Err(format!("{status} {}", body.trim()))),
-            Err(e) => (s.id.clone(), Err(e.to_string())),
+        // One stuck server must not hold the operator's call (or the others) for long.
+        let call = respawn_client::http::request(addr, "POST", path, Some(token));
+        match tokio::time::timeout(ZONE_CALL_TIMEOUT, call).await {
+            Ok(Ok((202, _))) => (s.id.clone(), Ok(())),
+            Ok(Ok((status, body))) => (s.id.clone(), Err(format!("{status} {}", body.trim()))),
+            Ok(Err(e)) => (s.id.clone(), Err(e.to_string())),
+            Err(_) => (s.id.clone(), Err(format!("no answer within {ZONE_CALL_TIMEOUT:?}"))),
         }
     });
     let results = futures_util::future::join_all(calls).await;
@@ -248,12 +254,16 @@ pub(super) async fn drain(State(ctx): State<HttpContext>, Path(id): Path<String>
             .ok_or_else(|| text(StatusCode::NOT_FOUND, format!("no live server {id:?}")))?;
         let addr = http_address(&server.address)
             .ok_or_else(|| text(StatusCode::BAD_GATEWAY, "the server's address has no HTTP host"))?;
-        match respawn_client::http::request(addr, "POST", "/admin/drain", Some(token)).await {
-            Ok((202, _)) => Ok(json!({ "server": id, "state": "draining" })),
-            Ok((status, body)) => {
+        let call = respawn_client::http::request(addr, "POST", "/admin/drain", Some(token));
+        match tokio::time::timeout(ZONE_CALL_TIMEOUT, call).await {
+            Ok(Ok((202, _))) => Ok(json!({ "server": id, "state": "draining" })),
+            Ok(Ok((status, body))) => {
                 Err(text(StatusCode::BAD_GATEWAY, format!("the server answered {status}: {}", body.trim())))
             }
-            Err(e) => Err(text(StatusCode::BAD_GATEWAY, format!("the server did not answer: {e}"))),
+            Ok(Err(e)) => Err(text(StatusCode::BAD_GATEWAY, format!("the server did not answer: {e}"))),
+            Err(_) => {
+                Err(text(StatusCode::BAD_GATEWAY, format!("the server did not answer within {ZONE_CALL_TIMEOUT:?}")))
+            }
         }
     }
     .await;

@@ -3,10 +3,10 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -50,7 +50,8 @@ npc_count = 5
 pub struct ZoneProcess {
     child: Child,
     pub addr: SocketAddr,
-    stderr: Option<ChildStderr>,
+    /// The server's stderr, in a file: a pipe nobody reads would block its logging.
+    log: PathBuf,
     _dir: TempDir,
 }
 
@@ -120,6 +121,7 @@ impl ZoneProcess {
     ) -> Result<Self> {
         let config_path = dir.0.join("zone.toml");
         std::fs::write(&config_path, config)?;
+        let log = dir.0.join("zone.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_respawn"))
             .args(["zone", "--listen", &listen.to_string(), "--config"])
             .arg(&config_path)
@@ -130,7 +132,7 @@ impl ZoneProcess {
             .env("RESPAWN_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("spawn respawn zone")?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
@@ -142,8 +144,7 @@ impl ZoneProcess {
             .next()
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| anyhow!("unexpected first line from respawn zone: {line:?}"))?;
-        let stderr = child.stderr.take();
-        Ok(Self { child, addr, stderr, _dir: dir })
+        Ok(Self { child, addr, log, _dir: dir })
     }
 
     pub fn pid(&self) -> u32 {
@@ -159,11 +160,7 @@ impl ZoneProcess {
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                let mut log = String::new();
-                if let Some(mut err) = self.stderr.take() {
-                    err.read_to_string(&mut log)?;
-                }
-                return Ok((status, log));
+                return Ok((status, std::fs::read_to_string(&self.log)?));
             }
             if std::time::Instant::now() > deadline {
                 bail!("respawn zone did not exit within {limit:?}");
