@@ -148,6 +148,7 @@ fn cell(v: &Value) -> String {
         Value::Number(n) => {
             n.as_f64().filter(|f| f.fract() != 0.0).map_or_else(|| n.to_string(), |f| format!("{f:.2}"))
         }
+        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(", "),
         other => other.to_string(),
     }
 }
@@ -296,6 +297,8 @@ mod tests {
             lines[1].contains("meadow  running  12") && lines[1].contains("1.25") && lines[1].contains(" - "),
             "{text}"
         );
+        let servers = print_servers(&json!([{ "id": "s1", "zones": ["meadow", "caverns"] }]));
+        assert!(servers.lines().nth(1).is_some_and(|l| l.ends_with("meadow, caverns")), "{servers}");
     }
 
     #[test]
