@@ -137,6 +137,14 @@ pub struct BotStats {
     pub bytes_in: AtomicU64,
     pub commands_sent: AtomicU64,
     pub rejections: AtomicU64,
+    /// Commands refused because their zone was being handed to another server.
+    pub refused_moving: AtomicU64,
+    /// Zone moves followed (a migrate notice, then a resume at the new address).
+    pub migrations: AtomicU64,
+    /// Reconnections that found a new character instead of the bot's own.
+    pub characters_lost: AtomicU64,
+    /// Resumes after which the character had less gold, XP or inventory than before.
+    pub inventories_lost: AtomicU64,
     rtt_micros: Mutex<Vec<u32>>,
     resumes: Mutex<Vec<Resume>>,
 }
@@ -153,6 +161,9 @@ pub struct Resume {
     pub resumed_tick: u64,
     /// From losing the connection to the Welcome of the resumed session.
     pub gap: Duration,
+    /// What the player saw frozen: from the last update before the loss to
+    /// the Welcome of the resumed session.
+    pub frozen: Duration,
     /// Commands the server had confirmed durable that the resumed zone lacks.
     pub lost_acknowledged: u32,
 }
@@ -270,6 +281,13 @@ struct Continuity {
     last_seen_tick: u64,
     durable_tick: u64,
     lost_at: Option<Instant>,
+    last_update_at: Option<Instant>,
+    /// The character's stats as last seen: a resume must give them back.
+    last_stats: Option<respawn_proto::PlayerStats>,
+    /// Where the zone moved (a migrate notice): the next session goes there.
+    redirect: Option<String>,
+    /// With [`Access::Direct`], the address the zone moved to last.
+    direct_url: Option<String>,
     /// Recent acknowledgements: (durable through tick, highest seq), oldest first.
     acks: VecDeque<(u64, u32)>,
 }
@@ -319,6 +337,18 @@ impl Continuity {
     }
 }
 
+/// Whether `after` has at least the gold, XP, level and items of `before`
+/// (the simulation only ever adds to them).
+fn kept(before: &respawn_proto::PlayerStats, after: &respawn_proto::PlayerStats) -> bool {
+    let count = |s: &respawn_proto::PlayerStats, item: i32| {
+        s.inventory.iter().filter(|slot| slot.item == item).map(|slot| u64::from(slot.count)).sum::<u64>()
+    };
+    after.gold >= before.gold
+        && after.xp >= before.xp
+        && after.level >= before.level
+        && before.inventory.iter().all(|slot| count(after, slot.item) >= count(before, slot.item))
+}
+
 enum SessionEnd {
     Cancelled,
     Closed { code: u16, reason: String },
@@ -351,6 +381,10 @@ pub async fn run_bot(config: BotConfig, stats: Arc<BotStats>, cancel: Cancellati
         if !config.reconnect {
             break;
         }
+        if link.redirect.is_some() {
+            // The zone is already running at its new address: no reason to wait.
+            continue;
+        }
         let jitter = Duration::from_millis(u64::from(brain.rng.below(100)));
         tokio::select! {
             _ = tokio::time::sleep(backoff + jitter) => {}
@@ -363,8 +397,21 @@ pub async fn run_bot(config: BotConfig, stats: Arc<BotStats>, cancel: Cancellati
 
 /// Where to connect and the session token to present.
 async fn credentials(config: &BotConfig, link: &mut Continuity) -> Result<(String, String)> {
+    if let Some(address) = link.redirect.take() {
+        match &config.access {
+            Access::Direct { .. } => link.direct_url = Some(address),
+            Access::Login { .. } => {
+                if let Some((grant, _)) = link.login.as_mut() {
+                    grant.address = address;
+                }
+            }
+        }
+    }
     match &config.access {
-        Access::Direct { url, tokens } => Ok((url.clone(), tokens(config.player_id, &config.name))),
+        Access::Direct { url, tokens } => {
+            let url = link.direct_url.clone().unwrap_or_else(|| url.clone());
+            Ok((url, tokens(config.player_id, &config.name)))
+        }
         Access::Login { platform } => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let fresh = link.login.as_ref().is_some_and(|(grant, _)| grant.expires_at > now + 60);
@@ -406,10 +453,18 @@ async fn session(
                 durable_tick: link.durable_tick,
                 resumed_tick: welcome.tick,
                 gap: lost_at.elapsed(),
+                frozen: link.last_update_at.unwrap_or(lost_at).elapsed(),
                 lost_acknowledged: link.lost_since(welcome.tick),
             });
         }
     }
+    let had_character = link.resume_token.is_some();
+    if had_character && !welcome.resumed {
+        stats.characters_lost.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(bot = %config.name, "reconnected to a new character: the old one was lost");
+    }
+    // The stats the resumed character must at least have (gold, XP and items only grow).
+    let mut must_match = if welcome.resumed { link.last_stats.take() } else { None };
     link.resume_token = Some(welcome.resume_token.clone()).filter(|t| !t.is_empty());
     link.lost_at = None;
     stats.connects_ok.fetch_add(1, Ordering::Relaxed);
@@ -427,20 +482,41 @@ async fn session(
             event = conn.next() => match event? {
                 Event::Message(S::Update(u)) => {
                     link.last_seen_tick = u.tick;
+                    link.last_update_at = Some(Instant::now());
                     if u.acked_seq != 0 {
                         link.ack(u.durable_tick, u.acked_seq);
+                    }
+                    if let Some(you) = &u.you {
+                        if let Some(before) = must_match.take() {
+                            if !kept(&before, you) {
+                                stats.inventories_lost.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(bot = %config.name, ?before, after = ?you, "resumed with less than before");
+                            }
+                        }
+                        link.last_stats = Some(you.clone());
                     }
                     world.apply(u);
                     report.updates += 1;
                     stats.updates.fetch_add(1, Ordering::Relaxed);
                 }
                 Event::Message(S::Pong(p)) => stats.record_rtt(micros_now().saturating_sub(p.client_time)),
-                Event::Message(S::Rejected(_)) => {
+                Event::Message(S::Rejected(r)) => {
                     stats.rejections.fetch_add(1, Ordering::Relaxed);
+                    if r.reason == "zone_moving" {
+                        stats.refused_moving.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Event::Message(S::Notice(n)) if n.kind == NoticeKind::Shutdown as i32 => {
-                    // Leave now rather than at the deadline, as a polite client does.
+                    // The server is being replaced: reconnect now rather than at the
+                    // deadline, through a new login; the character waits for the resume.
+                    link.login = None;
                     break SessionEnd::Closed { code: 1001, reason: n.text };
+                }
+                Event::Message(S::Notice(n)) if n.kind == NoticeKind::Migrate as i32 && !n.migrate_to.is_empty() => {
+                    // The zone runs at its new address already; the old server closes next.
+                    stats.migrations.fetch_add(1, Ordering::Relaxed);
+                    link.redirect = Some(n.migrate_to);
+                    break SessionEnd::Closed { code: respawn_proto::CloseCode::Migrated.code(), reason: n.text };
                 }
                 Event::Message(_) => {}
                 Event::Closed { code, reason } => break SessionEnd::Closed { code, reason },
@@ -459,9 +535,17 @@ async fn session(
     stats.bytes_in.fetch_add(conn.bytes_in, Ordering::Relaxed);
     link.lost_at = Some(Instant::now());
     report.connected += joined_at.elapsed();
-    if matches!(end, SessionEnd::Cancelled) || matches!(end, SessionEnd::Closed { code: 1001, .. }) {
-        let _ = conn.send(C::Leave(respawn_proto::Leave {})).await;
-        conn.close().await;
+    match end {
+        // Stopped: leave politely (the character goes).
+        SessionEnd::Cancelled => {
+            let _ = conn.send(C::Leave(respawn_proto::Leave {})).await;
+            conn.close().await;
+        }
+        // Told to go elsewhere: close without leaving, so the character waits for the resume.
+        SessionEnd::Closed { code, .. } if code == 1001 || code == respawn_proto::CloseCode::Migrated.code() => {
+            conn.close().await;
+        }
+        SessionEnd::Closed { .. } => {}
     }
     Ok(end)
 }

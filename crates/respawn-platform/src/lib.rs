@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod mysql;
 pub mod notify;
 pub mod projection;
+pub mod rollout;
 pub mod sqlite;
 
 pub use consumer::{run_consumer, ConsumerConfig};

@@ -366,10 +366,13 @@ pub enum CloseCode {
     JoinRequired,
     /// The player is banned.
     Banned,
+    /// The zone moved to another server: reconnect there (the notice before
+    /// the close names it) with the resume token.
+    Migrated,
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 18] = [
+    pub const ALL: [CloseCode; 19] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::UnsupportedData,
@@ -388,6 +391,7 @@ impl CloseCode {
         CloseCode::UnknownMessage,
         CloseCode::JoinRequired,
         CloseCode::Banned,
+        CloseCode::Migrated,
     ];
 
     pub fn code(self) -> u16 {
@@ -410,6 +414,7 @@ impl CloseCode {
             CloseCode::UnknownMessage => 4010,
             CloseCode::JoinRequired => 4011,
             CloseCode::Banned => 4012,
+            CloseCode::Migrated => 4013,
         }
     }
 
@@ -437,6 +442,7 @@ impl CloseCode {
             CloseCode::UnknownMessage => "unknown_message",
             CloseCode::JoinRequired => "join_required",
             CloseCode::Banned => "banned",
+            CloseCode::Migrated => "migrated",
         }
     }
 }

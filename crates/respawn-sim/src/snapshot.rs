@@ -189,6 +189,14 @@ impl Zone {
     }
 }
 
+/// The format version a snapshot declares, if it has the header at all.
+pub fn format_of(bytes: &[u8]) -> Option<u16> {
+    match bytes {
+        [m0, m1, m2, m3, lo, hi, ..] if [*m0, *m1, *m2, *m3] == MAGIC => Some(u16::from(*lo) | (u16::from(*hi) << 8)),
+        _ => None,
+    }
+}
+
 fn checked_payload(bytes: &[u8]) -> Result<&[u8], DecodeError> {
     if bytes.len() < 4 || bytes[..4] != MAGIC {
         return Err(DecodeError::BadMagic);
@@ -318,8 +326,11 @@ mod tests {
         flipped[last] ^= 0x40;
         assert!(matches!(Zone::decode_snapshot(&flipped), Err(DecodeError::ChecksumMismatch { .. })));
 
+        assert_eq!(format_of(&bytes), Some(FORMAT_VERSION));
         let mut future = bytes.clone();
         future[4] = 9;
+        assert_eq!(format_of(&future), Some(9));
+        assert_eq!(format_of(b"RSPN"), None);
         let err = Zone::decode_snapshot(&future).unwrap_err();
         assert_eq!(err, DecodeError::UnsupportedVersion { found: 9, supported: FORMAT_VERSION });
         assert!(err.to_string().contains("version 9"));

@@ -40,6 +40,28 @@ pub struct ConfigFile {
 pub struct TestingFile {
     /// Milliseconds added to every tick (busy time, counted in the tick duration): a slow zone on purpose.
     pub extra_tick_ms: Option<u64>,
+    /// Act as a build whose clients speak this protocol version (rollout compatibility tests).
+    pub protocol_version: Option<u32>,
+    /// Act as a build that reads only snapshots of this format (rollout compatibility tests).
+    pub snapshot_format: Option<u16>,
+}
+
+/// What a server can serve and read; a zone moves to a server only if both match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Compat {
+    /// The client protocol version it accepts.
+    pub protocol_version: u32,
+    /// The snapshot format it reads (and writes).
+    pub snapshot_format: u16,
+}
+
+impl Default for Compat {
+    fn default() -> Self {
+        Self {
+            protocol_version: respawn_proto::PROTOCOL_VERSION,
+            snapshot_format: respawn_sim::snapshot::FORMAT_VERSION,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -130,6 +152,9 @@ pub struct ServerConfig {
     pub outbox_segment_bytes: u64,
     /// Test-only: added to every tick ([`TestingFile::extra_tick_ms`]).
     pub extra_tick: Duration,
+    /// This build's protocol and snapshot format (test settings may pretend otherwise).
+    pub compat: Compat,
+    /// The zones this server may host; it starts hosting all of them unless it stands by.
     pub zones: Vec<ZoneConfig>,
 }
 
@@ -193,6 +218,10 @@ impl ServerConfig {
             outbox_quota_bytes: file.outbox.quota_mb.unwrap_or(1_024).saturating_mul(1 << 20),
             outbox_segment_bytes: file.outbox.segment_mb.unwrap_or(8).saturating_mul(1 << 20),
             extra_tick: ms(file.testing.extra_tick_ms.unwrap_or(0)),
+            compat: Compat {
+                protocol_version: file.testing.protocol_version.unwrap_or(Compat::default().protocol_version),
+                snapshot_format: file.testing.snapshot_format.unwrap_or(Compat::default().snapshot_format),
+            },
             zones: if file.zones.is_empty() { default_file().zones } else { file.zones }
                 .into_iter()
                 .map(ZoneFile::into_zone_config)

@@ -134,6 +134,10 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
         return refuse(&state, socket, CloseCode::Draining, "server is draining; connect to another server".into())
             .await;
     }
+    if zone.status.parked.load(Ordering::SeqCst) {
+        let reason = format!("zone {} is moving to another server; log in again", zone.name);
+        return refuse(&state, socket, CloseCode::Draining, reason).await;
+    }
 
     let conn = ConnState::new(state.next_conn_id(), state.shutdown.child_token());
     let (out_tx, out_rx) = mpsc::channel(limits.client_send_buffer);
@@ -145,8 +149,8 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
     tracing::debug!(player, name = %name, zone = %zone.name, conn = conn.id, "player joined");
 
     let (sink, mut stream) = socket.split();
-    let reader = read_loop(&mut stream, &state, zone, &conn, player, out_tx);
-    let writer = write_loop(sink, &state, zone, &conn, out_rx);
+    let reader = read_loop(&mut stream, &state, &zone, &conn, player, out_tx);
+    let writer = write_loop(sink, &state, &zone, &conn, out_rx);
     let (left, ()) = tokio::join!(reader, writer);
     let _ = zone.control.send(Control::Detach { player, conn_id: conn.id, left });
     // Finish the closing handshake: read until the client's close (or a
@@ -348,6 +352,12 @@ async fn read_loop(
             }
             other => {
                 let Some((seq, kind)) = command_of(&other) else { continue };
+                if zone.status.parked.load(Ordering::Relaxed) {
+                    // Handed over at a tick boundary: a command now would be lost, so it is refused.
+                    m.rejected("zone_moving");
+                    let _ = out.try_send(wire::rejected(seq, "zone_moving"));
+                    continue;
+                }
                 match zone.commands.try_send(Command { player, seq, kind }) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {

@@ -77,6 +77,8 @@ pub enum PersistMsg {
     Tick { tick: u64, batch: Vec<u8>, events: Vec<Vec<u8>> },
     /// The whole zone after `tick`.
     Snapshot { tick: u64, bytes: Vec<u8> },
+    /// Answered with the durable tick once everything sent before it was written (or tried).
+    Flush(tokio::sync::oneshot::Sender<u64>),
 }
 
 /// Shared between a zone's tick thread and its persister.
@@ -141,15 +143,23 @@ pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::Receiver<PersistMs
         journal_length: 0,
     };
     let mut open = true;
+    let mut flushes = Vec::new();
     while open {
         match rx.recv().await {
+            Some(PersistMsg::Flush(reply)) => flushes.push(reply),
             Some(msg) => p.take(msg),
             None => open = false,
         }
         while let Ok(msg) = rx.try_recv() {
-            p.take(msg);
+            match msg {
+                PersistMsg::Flush(reply) => flushes.push(reply),
+                msg => p.take(msg),
+            }
         }
         p.write().await;
+        for reply in flushes.drain(..) {
+            let _ = reply.send(p.state.durable_tick.load(Ordering::Relaxed));
+        }
     }
     p.write().await;
     tracing::info!(zone = %p.name, durable_tick = p.state.durable_tick.load(Ordering::Relaxed), "persister stopped");
@@ -199,6 +209,7 @@ impl Persister {
                     self.state.snapshot_wanted.store(true, Ordering::Relaxed);
                 }
             }
+            PersistMsg::Flush(_) => {}
             PersistMsg::Snapshot { tick, bytes } => {
                 self.last_tick = self.last_tick.max(tick);
                 self.metrics.snapshot_bytes.set(bytes.len() as i64);
@@ -396,15 +407,26 @@ pub struct RestoreReport {
 /// state: then the restore is retried for [`RESTORE_PATIENCE`], and fails
 /// after that (the supervisor restarts the process, which tries again).
 pub async fn restore(config: &ZoneConfig, stores: &Stores) -> Result<(Zone, RestoreReport), String> {
+    restore_reading(config, stores, respawn_sim::snapshot::FORMAT_VERSION).await
+}
+
+/// [`restore`] by a server that reads only snapshots of `format` (the
+/// `[testing] snapshot_format` setting stands in for another build).
+pub async fn restore_reading(
+    config: &ZoneConfig,
+    stores: &Stores,
+    format: u16,
+) -> Result<(Zone, RestoreReport), String> {
     let started = Instant::now();
     loop {
-        match restore_once(config, stores, started).await {
+        match restore_once(config, stores, started, format).await {
             Ok(restored) => return Ok(restored),
-            Err(why) if started.elapsed() < RESTORE_PATIENCE => {
+            Err(RestoreFailure::Unreadable(why)) => return Err(why),
+            Err(RestoreFailure::Unreachable(why)) if started.elapsed() < RESTORE_PATIENCE => {
                 tracing::warn!(zone = %config.name, why = %why, "no state found while stores are unreachable; retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(why) => {
+            Err(RestoreFailure::Unreachable(why)) => {
                 return Err(format!("refusing to start zone {} fresh: {why} for {RESTORE_PATIENCE:?}", config.name))
             }
         }
@@ -421,7 +443,20 @@ pub fn new_epoch() -> u64 {
 /// How long a start waits for unreachable snapshot stores.
 pub const RESTORE_PATIENCE: Duration = Duration::from_secs(10);
 
-async fn restore_once(config: &ZoneConfig, stores: &Stores, started: Instant) -> Result<(Zone, RestoreReport), String> {
+/// Why a restore found no state to start from.
+enum RestoreFailure {
+    /// A store could not be reached: it may hold the state, so wait for it.
+    Unreachable(String),
+    /// The state exists in a format this server cannot read: starting fresh would discard it.
+    Unreadable(String),
+}
+
+async fn restore_once(
+    config: &ZoneConfig,
+    stores: &Stores,
+    started: Instant,
+    format: u16,
+) -> Result<(Zone, RestoreReport), RestoreFailure> {
     let zone_id = config.zone_id;
     let mut unreachable = Vec::new();
     let mut candidates: Vec<(&'static str, SnapshotMeta, Option<Vec<u8>>)> = Vec::new();
@@ -441,6 +476,7 @@ async fn restore_once(config: &ZoneConfig, stores: &Stores, started: Instant) ->
     }
     candidates.sort_by(|a, b| b.1.tick.cmp(&a.1.tick).then((a.0 == "cold").cmp(&(b.0 == "cold"))));
     let mut refused = Vec::new();
+    let mut unreadable_format = None;
     for (source, meta, bytes) in candidates {
         let bytes = match bytes {
             Some(b) => b,
@@ -454,6 +490,17 @@ async fn restore_once(config: &ZoneConfig, stores: &Stores, started: Instant) ->
                 }
             },
         };
+        let found = respawn_sim::snapshot::format_of(&bytes);
+        if found.is_some_and(|f| f != format) {
+            let found = found.unwrap_or_default();
+            unreadable_format = unreadable_format.or(Some(found));
+            tracing::error!(zone = %config.name, source, tick = meta.tick, found, format, "snapshot format not readable");
+            refused.push(format!(
+                "{source} snapshot at tick {}: format {found}, this server reads format {format}",
+                meta.tick
+            ));
+            continue;
+        }
         let zone = match Zone::decode_snapshot(&bytes) {
             Ok(z) if z.config().zone_id == zone_id => z,
             Ok(z) => {
@@ -486,8 +533,16 @@ async fn restore_once(config: &ZoneConfig, stores: &Stores, started: Instant) ->
         };
         return Ok((zone, report));
     }
+    if let Some(found) = unreadable_format {
+        return Err(RestoreFailure::Unreadable(format!(
+            "refusing to start zone {} fresh: its stored state is in snapshot format {found} and this server \
+             reads format {format} ({})",
+            config.name,
+            refused.join("; ")
+        )));
+    }
     if !unreachable.is_empty() {
-        return Err(unreachable.join("; "));
+        return Err(RestoreFailure::Unreachable(unreachable.join("; ")));
     }
     // No usable snapshot: a new timeline. The journal may still hold the
     // zone's life since its first tick (a crash before the first snapshot).

@@ -4,17 +4,17 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use respawn_proto::NoticeKind;
-use respawn_sim::Command;
+use respawn_sim::{Command, Zone, ZoneConfig};
 use respawn_token::TokenKey;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
-use crate::metrics::{Metrics, ZoneMetrics};
+use crate::metrics::{Metrics, PersistMetrics, ZoneMetrics};
 use crate::persist::{self, PersistState, Stores};
 use crate::zone_loop::{self, Control, LoopSettings, PersistLink, ZoneRunner, ZoneStatus};
 use respawn_store::kafka::EventLog;
@@ -40,6 +40,25 @@ pub struct ZoneHandle {
     persister: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+impl ZoneHandle {
+    /// Waits for the zone's thread to end, then for its persister to store what it was sent.
+    async fn wait_stopped(&self) {
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!(zone = %self.name, "zone thread ended abnormally");
+            }
+        }
+        let persister = self.persister.lock().ok().and_then(|mut p| p.take());
+        if let Some(persister) = persister {
+            if tokio::time::timeout(Duration::from_secs(5), persister).await.is_err() {
+                tracing::warn!(zone = %self.name, "final snapshot not stored within 5 s");
+            }
+        }
+    }
+}
+
 /// What every request handler and connection shares.
 #[derive(Debug)]
 pub struct ServerState {
@@ -52,8 +71,19 @@ pub struct ServerState {
     pub bans: crate::bans::BanList,
     /// Command limits of players who left recently, so reconnecting does not refill them.
     pub command_limits: Mutex<std::collections::HashMap<u64, respawn_store::ratelimit::LocalGcra>>,
-    zones: BTreeMap<String, ZoneHandle>,
+    /// The zones hosted now: they change when zones are handed over.
+    zones: RwLock<BTreeMap<String, Arc<ZoneHandle>>>,
+    /// One hand-over at a time on this server.
+    handover: tokio::sync::Mutex<()>,
+    /// Each zone's event outbox, opened once per process (a zone handed away
+    /// and back reuses it while its publisher is still emptying it).
+    outboxes: Mutex<BTreeMap<u32, Arc<Outbox>>>,
+    outbox_dir: std::path::PathBuf,
+    event_log: Option<Arc<dyn EventLog>>,
+    version: String,
+    before_drain: Option<DrainHook>,
     ready: AtomicBool,
+    /// No new players: set by a drain or a cordon.
     pub draining: AtomicBool,
     /// Cancelled to start a drain (signal or admin call).
     drain_requested: CancellationToken,
@@ -70,16 +100,27 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    pub fn zone(&self, name: &str) -> Option<&ZoneHandle> {
-        self.zones.get(name)
+    pub fn zone(&self, name: &str) -> Option<Arc<ZoneHandle>> {
+        self.zones.read().ok()?.get(name).cloned()
     }
 
-    pub fn zone_handles(&self) -> impl Iterator<Item = &ZoneHandle> {
-        self.zones.values()
+    pub fn zone_handles(&self) -> Vec<Arc<ZoneHandle>> {
+        self.zones.read().map(|z| z.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The names of the zones hosted now, in the configuration's order.
+    pub fn hosted(&self) -> Vec<String> {
+        let Ok(zones) = self.zones.read() else { return Vec::new() };
+        self.config.zones.iter().filter(|z| zones.contains_key(&z.name)).map(|z| z.name.clone()).collect()
     }
 
     pub fn zone_names(&self) -> String {
-        self.zones.keys().cloned().collect::<Vec<_>>().join(", ")
+        let hosted = self.hosted();
+        if hosted.is_empty() {
+            "no zone".to_owned()
+        } else {
+            hosted.join(", ")
+        }
     }
 
     pub fn next_conn_id(&self) -> u64 {
@@ -87,8 +128,261 @@ impl ServerState {
     }
 
     fn players(&self) -> usize {
-        self.zones.values().map(|z| z.status.players.load(Ordering::Relaxed)).sum()
+        self.zone_handles().iter().map(|z| z.status.players.load(Ordering::Relaxed)).sum()
     }
+
+    fn insert_zone(&self, handle: Arc<ZoneHandle>) {
+        if let Ok(mut zones) = self.zones.write() {
+            zones.insert(handle.name.clone(), handle);
+        }
+    }
+
+    fn remove_zone(&self, name: &str) -> Option<Arc<ZoneHandle>> {
+        self.zones.write().ok()?.remove(name)
+    }
+
+    /// The zone's outbox: the one this process already has, or opened now
+    /// (with its publisher started).
+    fn outbox(&self, zone: &ZoneConfig, metrics: &PersistMetrics) -> Result<Arc<Outbox>, String> {
+        let mut outboxes = self.outboxes.lock().map_err(|_| "outbox registry poisoned".to_owned())?;
+        if let Some(outbox) = outboxes.get(&zone.zone_id) {
+            return Ok(outbox.clone());
+        }
+        let dir = self.outbox_dir.join(format!("zone-{}", zone.zone_id));
+        let outbox = Outbox::open(&dir, self.config.outbox_quota_bytes, self.config.outbox_segment_bytes)
+            .map_err(|e| format!("cannot open the event outbox: {e}"))?;
+        let outbox = Arc::new(outbox);
+        if let Some(log) = &self.event_log {
+            let publisher = tokio::spawn(crate::publish::run_publisher(
+                zone.name.clone(),
+                outbox.clone(),
+                log.clone(),
+                metrics.clone(),
+                self.publishers_stop.clone(),
+                Duration::from_secs(3),
+            ));
+            if let Ok(mut publishers) = self.publishers.lock() {
+                publishers.push(publisher);
+            }
+        }
+        outboxes.insert(zone.zone_id, outbox.clone());
+        Ok(outbox)
+    }
+
+    /// Starts ticking a restored zone: its outbox, persister and thread.
+    fn start_zone(
+        &self,
+        zone_config: &ZoneConfig,
+        zone: Zone,
+        report: persist::RestoreReport,
+        persist_state: Arc<PersistState>,
+    ) -> Result<Arc<ZoneHandle>, String> {
+        let config = &self.config;
+        let name = zone_config.name.clone();
+        let zone_metrics = self.metrics.zone(&name);
+        let persist_metrics = self.metrics.persist(&name);
+        persist_metrics.restored(report.source, report.took.as_secs_f64());
+        for refused in &report.refused {
+            tracing::warn!(zone = %name, "refused at start: {refused}");
+        }
+        tracing::info!(
+            zone = %name,
+            source = report.source,
+            snapshot_tick = report.snapshot_tick,
+            replayed_ticks = report.replayed_ticks,
+            tick = zone.tick_number(),
+            players = zone.players().len(),
+            took_ms = report.took.as_millis() as u64,
+            "zone state restored"
+        );
+        let outbox = self.outbox(zone_config, &persist_metrics)?;
+        // Events of replayed ticks may never have reached the outbox; their ids are
+        // deterministic, so sending them twice is harmless downstream.
+        outbox
+            .append(&report.replayed_events)
+            .map_err(|e| format!("cannot write replayed events to the outbox: {e}"))?;
+        let (persist_tx, persist_rx) = persist::queue();
+        let persister = tokio::spawn(persist::run_persister(
+            persist::ZonePersistence {
+                zone: zone_config.zone_id,
+                name: name.clone(),
+                stores: self.stores.clone(),
+                outbox,
+                settings: config.persist.clone(),
+                state: persist_state.clone(),
+                metrics: persist_metrics,
+            },
+            persist_rx,
+        ));
+        let persist_link = PersistLink::new(persist_tx, persist_state, config.persist.hot_every);
+        let settings = LoopSettings {
+            period: config.tick_period(),
+            tick_hz: config.tick_hz,
+            view_radius: config.view_radius,
+            max_visible: config.max_visible,
+            max_players: config.max_players_per_zone,
+            max_dropped_updates: config.limits.max_dropped_updates,
+            max_batch: config.command_queue_capacity,
+            server_version: self.version.clone(),
+            resume_grace: config.resume_grace,
+            extra_tick: config.extra_tick,
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue_capacity);
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        let (fan_tx, fan_rx) = mpsc::unbounded_channel();
+        tokio::spawn(crate::link::fan_out(fan_rx));
+        let status = Arc::new(ZoneStatus::default());
+        status.last_tick_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let runner = ZoneRunner::new(zone, settings, zone_metrics.clone(), Some(persist_link));
+        let (thread_status, epoch) = (status.clone(), self.epoch);
+        let thread = std::thread::Builder::new()
+            .name(format!("zone-{name}"))
+            .spawn(move || zone_loop::run(runner, cmd_rx, ctl_rx, fan_tx, thread_status, epoch))
+            .map_err(|e| format!("cannot start the zone thread: {e}"))?;
+        tracing::info!(zone = %name, id = zone_config.zone_id, tick_hz = config.tick_hz, "zone started");
+        Ok(Arc::new(ZoneHandle {
+            name,
+            commands: cmd_tx,
+            control: ctl_tx,
+            metrics: zone_metrics,
+            status,
+            thread: Mutex::new(Some(thread)),
+            persister: Mutex::new(Some(persister)),
+        }))
+    }
+
+    /// Restores the zone from the stores and starts it here. With
+    /// `after_tick`, a zone handed over at that tick: anything older (the
+    /// newest snapshot unreadable, say) is refused rather than run.
+    async fn adopt(&self, name: &str, after_tick: Option<u64>) -> Result<serde_json::Value, Refusal> {
+        let _one_at_a_time = self.handover.lock().await;
+        if self.zone(name).is_some() {
+            return Err(Refusal(StatusCode::CONFLICT, format!("zone {name:?} is already hosted here")));
+        }
+        let Some(zone_config) = self.config.zones.iter().find(|z| z.name == name) else {
+            return Err(Refusal(StatusCode::NOT_FOUND, format!("zone {name:?} is not in this server's configuration")));
+        };
+        let started = Instant::now();
+        let format = self.config.compat.snapshot_format;
+        let (zone, report) = persist::restore_reading(zone_config, &self.stores, format)
+            .await
+            .map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
+        if let Some(expected) = after_tick.filter(|t| zone.tick_number() < *t) {
+            let refused = if report.refused.is_empty() { "none".to_owned() } else { report.refused.join("; ") };
+            return Err(Refusal(
+                StatusCode::CONFLICT,
+                format!(
+                    "cannot resume zone {name:?} at tick {expected}: the newest state this server can read is tick {} \
+                     (refused: {refused})",
+                    zone.tick_number()
+                ),
+            ));
+        }
+        let persist_state = Arc::new(PersistState::default());
+        persist::checkpoint_after_restore(&zone, &self.stores, &persist_state).await;
+        let (tick, players, source) = (zone.tick_number(), zone.players().len(), report.source);
+        let handle = self
+            .start_zone(zone_config, zone, report, persist_state)
+            .map_err(|why| Refusal(StatusCode::INTERNAL_SERVER_ERROR, why))?;
+        self.insert_zone(handle);
+        let took_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(zone = %name, tick, players, took_ms, "zone adopted");
+        Ok(serde_json::json!({ "zone": name, "tick": tick, "players": players, "source": source, "took_ms": took_ms }))
+    }
+
+    /// Hand-off, first half: the zone's last tick is stored and it stops
+    /// ticking here. Abandoned (the zone ticks on) if its state cannot be stored.
+    async fn release(&self, name: &str) -> Result<serde_json::Value, Refusal> {
+        let _one_at_a_time = self.handover.lock().await;
+        let zone = self.zone(name).ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no zone {name:?} here")))?;
+        let started = Instant::now();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        zone.control.send(Control::Release { reply }).map_err(|_| gone(name))?;
+        let tick = match tokio::time::timeout(Duration::from_secs(10), answer).await {
+            Ok(Ok(Ok(tick))) => tick,
+            Ok(Ok(Err(why))) => return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, why)),
+            Ok(Err(_)) | Err(_) => return Err(gone(name)),
+        };
+        // The new owner reads the stores: everything through `tick` must be there first.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            zone.control.send(Control::Flush { reply }).map_err(|_| gone(name))?;
+            let durable = tokio::time::timeout(Duration::from_secs(5), answer).await.ok().and_then(Result::ok);
+            if durable.is_some_and(|d| d >= tick) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = zone.control.send(Control::Unpark);
+                return Err(Refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("zone {name:?}: its state through tick {tick} could not be stored; it ticks here again"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let players = zone.status.players.load(Ordering::Relaxed);
+        let took_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(zone = %name, tick, players, took_ms, "zone released");
+        Ok(serde_json::json!({ "zone": name, "tick": tick, "players": players, "took_ms": took_ms }))
+    }
+
+    /// Hand-off, second half: clients go to the zone's new owner and the zone leaves this server.
+    async fn redirect(&self, name: &str, address: &str) -> Result<serde_json::Value, Refusal> {
+        let _one_at_a_time = self.handover.lock().await;
+        let zone = self.zone(name).ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no zone {name:?} here")))?;
+        if !zone.status.parked.load(Ordering::SeqCst) {
+            return Err(Refusal(StatusCode::CONFLICT, format!("zone {name:?} is not released; release it first")));
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        zone.control.send(Control::Redirect { address: address.to_owned(), reply }).map_err(|_| gone(name))?;
+        let told = tokio::time::timeout(Duration::from_secs(5), answer).await.ok().and_then(Result::ok).unwrap_or(0);
+        self.remove_zone(name);
+        zone.wait_stopped().await;
+        zone.metrics.players.set(0);
+        Ok(serde_json::json!({ "zone": name, "redirected_players": told, "to": address }))
+    }
+
+    /// Abandons a hand-off: the released zone ticks here again.
+    async fn unpark(&self, name: &str) -> Result<serde_json::Value, Refusal> {
+        let zone = self.zone(name).ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no zone {name:?} here")))?;
+        zone.control.send(Control::Unpark).map_err(|_| gone(name))?;
+        Ok(serde_json::json!({ "zone": name, "state": "running" }))
+    }
+
+    /// Stops or resumes taking new players (a rollout's first step on the old
+    /// server); with `notify`, connected players are asked to reconnect.
+    fn cordon(&self, on: bool, notify: bool) {
+        let taking = !on && !self.drain_requested.is_cancelled();
+        self.draining.store(!taking, Ordering::SeqCst);
+        self.ready.store(taking, Ordering::SeqCst);
+        self.metrics.set_ready(taking);
+        if on && notify {
+            let deadline_ms = self.config.drain_deadline.as_millis().min(u128::from(u32::MAX)) as u32;
+            for zone in self.zone_handles() {
+                let _ = zone.control.send(Control::Broadcast {
+                    kind: NoticeKind::Shutdown,
+                    text: "This server is being updated. Reconnecting keeps your character.".into(),
+                    deadline_ms,
+                });
+            }
+        }
+        tracing::info!(cordoned = on, notify, "new players {}", if taking { "welcome" } else { "refused" });
+    }
+}
+
+/// An admin call refused: the status and why.
+#[derive(Debug)]
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
+}
+
+fn gone(zone: &str) -> Refusal {
+    Refusal(StatusCode::GONE, format!("zone {zone:?} stopped"))
 }
 
 /// Options beyond the config file: secrets and identity.
@@ -104,6 +398,22 @@ pub struct ServerOptions {
     /// Bearer token for `/admin/*`; `None` disables the admin API.
     pub admin_token: Option<String>,
     pub version: String,
+    /// Zones of the configuration not to host at start (every one for a
+    /// standby server); they arrive by hand-over (`/admin/zones/{zone}/adopt`).
+    pub not_hosted: Vec<String>,
+    /// Run when a drain starts, while the server still hosts zones: hands
+    /// them to another server (the platform's evacuation) before players are told.
+    pub before_drain: Option<DrainHook>,
+}
+
+/// What a drain does first; see [`ServerOptions::before_drain`].
+#[derive(Clone)]
+pub struct DrainHook(pub Arc<dyn Fn(ServerView) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>);
+
+impl std::fmt::Debug for DrainHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DrainHook")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,8 +422,6 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("zone {zone}: {message}")]
     Zone { zone: String, message: String },
-    #[error("cannot start zone thread: {0}")]
-    Thread(std::io::Error),
     #[error("http server failed: {0}")]
     Http(std::io::Error),
 }
@@ -141,11 +449,6 @@ pub struct DrainTrigger {
 }
 
 impl DrainTrigger {
-    /// Whether a drain was asked for (by a signal or the admin API).
-    pub fn is_draining(&self) -> bool {
-        self.drain.is_cancelled()
-    }
-
     /// First call drains; a second call stops waiting for players.
     pub fn trigger(&self) {
         if self.drain.is_cancelled() {
@@ -156,150 +459,100 @@ impl DrainTrigger {
     }
 }
 
+/// What the server's heartbeat reports, read live.
+#[derive(Debug, Clone)]
+pub struct ServerView {
+    state: Arc<ServerState>,
+}
+
+impl ServerView {
+    /// The zones hosted now.
+    pub fn zones(&self) -> Vec<String> {
+        self.state.hosted()
+    }
+
+    /// Draining or cordoned: no new players.
+    pub fn is_draining(&self) -> bool {
+        self.state.draining.load(Ordering::SeqCst) || self.state.drain_requested.is_cancelled()
+    }
+}
+
 impl ZoneServer {
-    /// Starts every zone thread and binds the listener.
+    /// Binds the listener and starts every zone thread (none when standing by).
     pub async fn start(options: ServerOptions) -> Result<Self, ServerError> {
-        let ServerOptions { config, token_key, stores, outbox_dir, event_log, admin_token, version } = options;
-        let publishers_stop = CancellationToken::new();
-        let mut publishers = Vec::new();
-        let metrics = Metrics::new(&version);
-        let epoch = Instant::now();
-        let mut zones = BTreeMap::new();
+        let ServerOptions {
+            config,
+            token_key,
+            stores,
+            outbox_dir,
+            event_log,
+            admin_token,
+            version,
+            not_hosted,
+            before_drain,
+        } = options;
         tracing::info!(stores = %stores.description, "state stores");
-        // Zones restore side by side: the restart time is the slowest zone's,
-        // not the sum. Every start then stores its state, so a snapshot always exists.
-        let restored = futures_util::future::join_all(config.zones.iter().map(|z| persist::restore(z, &stores)))
-            .await
-            .into_iter()
-            .zip(&config.zones)
-            .map(|(r, z)| r.map_err(|message| ServerError::Zone { zone: z.name.clone(), message }))
-            .collect::<Result<Vec<_>, _>>()?;
-        let states: Vec<Arc<PersistState>> = config.zones.iter().map(|_| Arc::default()).collect();
-        futures_util::future::join_all(
-            restored
-                .iter()
-                .zip(&states)
-                .map(|((zone, _), state)| persist::checkpoint_after_restore(zone, &stores, state)),
-        )
-        .await;
-        for ((zone_config, (zone, report)), persist_state) in config.zones.iter().zip(restored).zip(states) {
-            let name = zone_config.name.clone();
-            let zone_metrics = metrics.zone(&name);
-            let persist_metrics = metrics.persist(&name);
-            persist_metrics.restored(report.source, report.took.as_secs_f64());
-            for refused in &report.refused {
-                tracing::warn!(zone = %name, "refused at start: {refused}");
-            }
-            tracing::info!(
-                zone = %name,
-                source = report.source,
-                snapshot_tick = report.snapshot_tick,
-                replayed_ticks = report.replayed_ticks,
-                tick = zone.tick_number(),
-                players = zone.players().len(),
-                took_ms = report.took.as_millis() as u64,
-                "zone state restored"
-            );
-            let outbox = Outbox::open(
-                &outbox_dir.join(format!("zone-{}", zone_config.zone_id)),
-                config.outbox_quota_bytes,
-                config.outbox_segment_bytes,
-            )
-            .map_err(|e| ServerError::Zone {
-                zone: name.clone(),
-                message: format!("cannot open the event outbox: {e}"),
-            })?;
-            // Events of replayed ticks may never have reached the outbox; their ids are
-            // deterministic, so sending them twice is harmless downstream.
-            outbox.append(&report.replayed_events).map_err(|e| ServerError::Zone {
-                zone: name.clone(),
-                message: format!("cannot write replayed events to the outbox: {e}"),
-            })?;
-            let outbox = Arc::new(outbox);
-            if let Some(log) = &event_log {
-                publishers.push(tokio::spawn(crate::publish::run_publisher(
-                    name.clone(),
-                    outbox.clone(),
-                    log.clone(),
-                    persist_metrics.clone(),
-                    publishers_stop.clone(),
-                    Duration::from_secs(3),
-                )));
-            }
-            let (persist_tx, persist_rx) = persist::queue();
-            let persister = tokio::spawn(persist::run_persister(
-                persist::ZonePersistence {
-                    zone: zone_config.zone_id,
-                    name: name.clone(),
-                    stores: stores.clone(),
-                    outbox,
-                    settings: config.persist.clone(),
-                    state: persist_state.clone(),
-                    metrics: persist_metrics,
-                },
-                persist_rx,
-            ));
-            let persist_link = PersistLink::new(persist_tx, persist_state, config.persist.hot_every);
-            let settings = LoopSettings {
-                period: config.tick_period(),
-                tick_hz: config.tick_hz,
-                view_radius: config.view_radius,
-                max_visible: config.max_visible,
-                max_players: config.max_players_per_zone,
-                max_dropped_updates: config.limits.max_dropped_updates,
-                max_batch: config.command_queue_capacity,
-                server_version: version.clone(),
-                resume_grace: config.resume_grace,
-                extra_tick: config.extra_tick,
-            };
-            let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue_capacity);
-            let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-            let (fan_tx, fan_rx) = mpsc::unbounded_channel();
-            tokio::spawn(crate::link::fan_out(fan_rx));
-            let status = Arc::new(ZoneStatus::default());
-            let runner = ZoneRunner::new(zone, settings, zone_metrics.clone(), Some(persist_link));
-            let thread_status = status.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("zone-{name}"))
-                .spawn(move || zone_loop::run(runner, cmd_rx, ctl_rx, fan_tx, thread_status, epoch))
-                .map_err(ServerError::Thread)?;
-            tracing::info!(zone = %name, id = zone_config.zone_id, tick_hz = config.tick_hz, "zone started");
-            zones.insert(
-                name.clone(),
-                ZoneHandle {
-                    name,
-                    commands: cmd_tx,
-                    control: ctl_tx,
-                    metrics: zone_metrics,
-                    status,
-                    thread: Mutex::new(Some(thread)),
-                    persister: Mutex::new(Some(persister)),
-                },
-            );
-        }
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
         let state = Arc::new(ServerState {
+            metrics: Metrics::new(&version),
             config,
             token_key,
             stores,
             admin_token,
-            metrics,
             bans: crate::bans::BanList::default(),
             command_limits: Mutex::default(),
-            zones,
+            zones: RwLock::default(),
+            handover: tokio::sync::Mutex::new(()),
+            outboxes: Mutex::default(),
+            outbox_dir,
+            event_log,
+            version,
+            before_drain,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             drain_requested: CancellationToken::new(),
             force: CancellationToken::new(),
             shutdown: CancellationToken::new(),
-            publishers_stop,
-            publishers: Mutex::new(publishers),
-            epoch,
+            publishers_stop: CancellationToken::new(),
+            publishers: Mutex::default(),
+            epoch: Instant::now(),
             next_conn: AtomicU64::new(1),
             connections: TaskTracker::new(),
         });
+        let configs: Vec<ZoneConfig> =
+            state.config.zones.iter().filter(|z| !not_hosted.contains(&z.name)).cloned().collect();
+        if configs.len() < state.config.zones.len() {
+            tracing::info!(
+                standing_by_for = %not_hosted.join(", "),
+                "standing by: these zones are hosted only once handed over"
+            );
+        }
+        let format = state.config.compat.snapshot_format;
+        // Zones restore side by side: the restart time is the slowest zone's,
+        // not the sum. Every start then stores its state, so a snapshot always exists.
+        let restored =
+            futures_util::future::join_all(configs.iter().map(|z| persist::restore_reading(z, &state.stores, format)))
+                .await
+                .into_iter()
+                .zip(&configs)
+                .map(|(r, z)| r.map_err(|message| ServerError::Zone { zone: z.name.clone(), message }))
+                .collect::<Result<Vec<_>, _>>()?;
+        let states: Vec<Arc<PersistState>> = configs.iter().map(|_| Arc::default()).collect();
+        futures_util::future::join_all(
+            restored
+                .iter()
+                .zip(&states)
+                .map(|((zone, _), ps)| persist::checkpoint_after_restore(zone, &state.stores, ps)),
+        )
+        .await;
+        for ((zone_config, (zone, report)), persist_state) in configs.iter().zip(restored).zip(states) {
+            let handle = state
+                .start_zone(zone_config, zone, report, persist_state)
+                .map_err(|message| ServerError::Zone { zone: zone_config.name.clone(), message })?;
+            state.insert_zone(handle);
+        }
         Ok(Self { state, listener })
     }
 
@@ -310,6 +563,11 @@ impl ZoneServer {
     /// Where the platform server's ban lists are applied.
     pub fn ban_enforcer(&self) -> crate::bans::BanEnforcer {
         crate::bans::BanEnforcer { state: self.state.clone() }
+    }
+
+    /// What the heartbeat reports: hosted zones and whether new players are taken.
+    pub fn view(&self) -> ServerView {
+        ServerView { state: self.state.clone() }
     }
 
     pub fn drain_trigger(&self) -> DrainTrigger {
@@ -343,23 +601,10 @@ impl ZoneServer {
         if tokio::time::timeout(Duration::from_secs(5), state.connections.wait()).await.is_err() {
             tracing::warn!("some connections did not close within 5 s");
         }
-        for zone in state.zones.values() {
+        for zone in state.zone_handles() {
+            // A stopped thread sends a last snapshot; its persister stores it.
             let _ = zone.control.send(Control::Stop);
-            let thread = zone.thread.lock().ok().and_then(|mut t| t.take());
-            if let Some(thread) = thread {
-                let name = zone.name.clone();
-                let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-                if !matches!(joined, Ok(Ok(()))) {
-                    tracing::error!(zone = %name, "zone thread ended abnormally");
-                }
-            }
-            // The stopped thread sent a last snapshot; let the persister store it.
-            let persister = zone.persister.lock().ok().and_then(|mut p| p.take());
-            if let Some(persister) = persister {
-                if tokio::time::timeout(Duration::from_secs(5), persister).await.is_err() {
-                    tracing::warn!(zone = %zone.name, "final snapshot not stored within 5 s");
-                }
-            }
+            zone.wait_stopped().await;
         }
         state.publishers_stop.cancel();
         let publishers = state.publishers.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
@@ -383,8 +628,19 @@ impl ZoneServer {
 
 /// Steps 1-4 of the drain: readiness off, joins refused, players told,
 /// wait for them to leave until the deadline.
-async fn drain(state: &ServerState) -> DrainReport {
+async fn drain(state: &Arc<ServerState>) -> DrainReport {
     let deadline = state.config.drain_deadline;
+    if let Some(hook) = state.before_drain.as_ref().filter(|_| !state.hosted().is_empty()) {
+        tracing::info!(step = "0/5", "drain: handing the zones to another server first");
+        let view = ServerView { state: state.clone() };
+        if tokio::time::timeout(deadline, (hook.0)(view)).await.is_err() {
+            tracing::warn!("drain: the hand-over did not finish within the drain deadline");
+        }
+        match state.zone_names().as_str() {
+            "no zone" => tracing::info!("drain: every zone runs elsewhere now"),
+            left => tracing::warn!(zones = left, "drain: still hosting these; their players are told to reconnect"),
+        }
+    }
     state.ready.store(false, Ordering::SeqCst);
     state.metrics.set_ready(false);
     tracing::info!(step = "1/5", "drain: readiness off");
@@ -392,7 +648,7 @@ async fn drain(state: &ServerState) -> DrainReport {
     tracing::info!(step = "2/5", "drain: refusing new joins");
     let players_at_start = state.players();
     let deadline_ms = deadline.as_millis().min(u128::from(u32::MAX)) as u32;
-    for zone in state.zones.values() {
+    for zone in state.zone_handles() {
         let _ = zone.control.send(Control::Broadcast {
             kind: NoticeKind::Shutdown,
             text: "This server is shutting down for maintenance. Please reconnect.".into(),
@@ -437,6 +693,13 @@ fn router(state: Arc<ServerState>) -> Router {
         .route("/admin/drain", post(admin_drain))
         .route("/admin/announce", post(admin_announce))
         .route("/admin/kick", post(admin_kick))
+        .route("/admin/info", get(admin_info))
+        .route("/admin/cordon", post(admin_cordon))
+        .route("/admin/uncordon", post(admin_uncordon))
+        .route("/admin/zones/{zone}/release", post(admin_release))
+        .route("/admin/zones/{zone}/adopt", post(admin_adopt))
+        .route("/admin/zones/{zone}/redirect", post(admin_redirect))
+        .route("/admin/zones/{zone}/resume", post(admin_resume))
         .with_state(state)
 }
 
@@ -448,14 +711,16 @@ async fn ws_upgrade(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade)
         .on_upgrade(move |socket| tracker.track_future(crate::conn::serve(socket, state)))
 }
 
-/// Liveness: every zone thread has ticked within the last few seconds.
+/// Liveness: every zone thread has ticked within the last few seconds (a
+/// zone parked for a hand-off does not tick on purpose).
 async fn healthz(State(state): State<Arc<ServerState>>) -> Response {
     let now_ms = state.epoch.elapsed().as_millis() as u64;
-    let stale: Vec<&str> = state
-        .zones
-        .values()
+    let stale: Vec<String> = state
+        .zone_handles()
+        .iter()
+        .filter(|z| !z.status.parked.load(Ordering::Relaxed))
         .filter(|z| now_ms.saturating_sub(z.status.last_tick_ms.load(Ordering::Relaxed)) > 5_000)
-        .map(|z| z.name.as_str())
+        .map(|z| z.name.clone())
         .collect();
     if stale.is_empty() {
         (StatusCode::OK, "ok\n").into_response()
@@ -521,12 +786,12 @@ async fn admin_announce(
     if params.text.trim().is_empty() || params.text.len() > MAX_NOTICE_LEN {
         return (StatusCode::BAD_REQUEST, format!("text must be 1..={MAX_NOTICE_LEN} bytes\n")).into_response();
     }
-    let zones: Vec<&ZoneHandle> = match &params.zone {
+    let zones: Vec<Arc<ZoneHandle>> = match &params.zone {
         Some(name) => match state.zone(name) {
             Some(z) => vec![z],
             None => return (StatusCode::NOT_FOUND, format!("no zone named {name:?}\n")).into_response(),
         },
-        None => state.zones.values().collect(),
+        None => state.zone_handles(),
     };
     for zone in &zones {
         let notice = Control::Broadcast { kind: NoticeKind::Announcement, text: params.text.clone(), deadline_ms: 0 };
@@ -555,9 +820,142 @@ async fn admin_kick(
         return (StatusCode::BAD_REQUEST, format!("reason must be at most {MAX_NOTICE_LEN} bytes\n")).into_response();
     }
     // The player is in at most one zone; every zone ignores a player it lacks.
-    for zone in state.zones.values() {
+    for zone in state.zone_handles() {
         let _ = zone.control.send(Control::Kick { player: params.player, reason: reason.clone() });
     }
     tracing::info!(player = params.player, reason = %reason, "kick requested");
     (StatusCode::ACCEPTED, "kick sent\n").into_response()
+}
+
+/// What this server is and can take: a rollout checks it before moving zones here.
+async fn admin_info(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    let zones: Vec<serde_json::Value> = state
+        .zone_handles()
+        .iter()
+        .map(|z| {
+            serde_json::json!({
+                "name": z.name,
+                "players": z.status.players.load(Ordering::Relaxed),
+                "tick": z.status.tick.load(Ordering::Relaxed),
+                "parked": z.status.parked.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "version": state.version,
+        "compat": state.config.compat,
+        "zones": zones,
+        "configured_zones": state.config.zones.iter().map(|z| z.name.clone()).collect::<Vec<_>>(),
+        "draining": state.draining.load(Ordering::SeqCst),
+        "players": state.players(),
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct CordonParams {
+    /// Ask connected players to reconnect (they keep their characters).
+    #[serde(default)]
+    notify: bool,
+}
+
+async fn admin_cordon(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Query(params): Query<CordonParams>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    state.cordon(true, params.notify);
+    (StatusCode::ACCEPTED, "cordoned: no new players\n").into_response()
+}
+
+async fn admin_uncordon(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    if state.drain_requested.is_cancelled() {
+        return (StatusCode::CONFLICT, "the server is draining to stop; it cannot take players again\n")
+            .into_response();
+    }
+    state.cordon(false, false);
+    (StatusCode::ACCEPTED, "taking new players\n").into_response()
+}
+
+fn answer(result: Result<serde_json::Value, Refusal>) -> Response {
+    match result {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response(),
+        Err(refusal) => {
+            tracing::warn!(status = refusal.0.as_u16(), why = %refusal.1, "hand-over call refused");
+            refusal.into_response()
+        }
+    }
+}
+
+async fn admin_release(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Path(zone): Path<String>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    answer(state.release(&zone).await)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct AdoptParams {
+    /// The tick the zone was released at: an older state is refused.
+    after_tick: Option<u64>,
+}
+
+async fn admin_adopt(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Path(zone): Path<String>,
+    Query(params): Query<AdoptParams>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    if state.drain_requested.is_cancelled() {
+        return (StatusCode::CONFLICT, "the server is draining to stop; it takes no zone\n").into_response();
+    }
+    answer(state.adopt(&zone, params.after_tick).await)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RedirectParams {
+    /// The zone's new WebSocket address.
+    to: String,
+}
+
+async fn admin_redirect(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Path(zone): Path<String>,
+    Query(params): Query<RedirectParams>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    let valid = (params.to.starts_with("ws://") || params.to.starts_with("wss://"))
+        && params.to.len() <= 256
+        && !params.to.chars().any(char::is_control);
+    if !valid {
+        return (StatusCode::BAD_REQUEST, "to must be a ws:// or wss:// address of at most 256 characters\n")
+            .into_response();
+    }
+    answer(state.redirect(&zone, &params.to).await)
+}
+
+async fn admin_resume(State(state): State<Arc<ServerState>>, headers: HeaderMap, Path(zone): Path<String>) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    answer(state.unpark(&zone).await)
 }

@@ -121,6 +121,16 @@ pub fn notice(kind: proto::NoticeKind, text: &str, deadline_ms: u32) -> Bytes {
     }))
 }
 
+/// The zone now runs at `address`: reconnect there with the resume token.
+pub fn migrate(address: &str) -> Bytes {
+    proto::encode_server(Body::Notice(proto::Notice {
+        kind: proto::NoticeKind::Migrate as i32,
+        text: "This zone moved to another server; reconnecting.".to_owned(),
+        migrate_to: address.to_owned(),
+        deadline_ms: 0,
+    }))
+}
+
 pub fn error(code: proto::ErrorCode, message: &str) -> Bytes {
     proto::encode_server(Body::Error(proto::Error { code: code as i32, message: message.to_owned() }))
 }

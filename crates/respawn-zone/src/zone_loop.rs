@@ -5,7 +5,7 @@
 //! seconds; commands are acknowledged once the persister made them durable.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use respawn_proto::{CloseCode, NoticeKind};
 use respawn_sim::command::encode_batch;
 use respawn_sim::view::{ClientView, FieldIndex};
 use respawn_sim::{Command, CommandKind, PlayerId, Zone};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::link::{ClientLink, Delivery, Reserve};
 use crate::metrics::ZoneMetrics;
@@ -50,6 +50,23 @@ pub enum Control {
         reason: String,
     },
     Stop,
+    /// Hand-off, first half: tick what is queued, snapshot, and stop ticking
+    /// (the zone is parked). Answered with the last tick, or why not.
+    Release {
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// Answered with the durable tick once the persister wrote what it was sent.
+    Flush {
+        reply: oneshot::Sender<u64>,
+    },
+    /// While parked: tick here again (the hand-off was abandoned).
+    Unpark,
+    /// While parked: the zone now runs at `address`. Every client is told to
+    /// go there and its connection closed; the zone's thread ends.
+    Redirect {
+        address: String,
+        reply: oneshot::Sender<usize>,
+    },
 }
 
 /// Fixed settings of a zone's loop.
@@ -76,6 +93,8 @@ pub struct ZoneStatus {
     pub tick: AtomicU64,
     /// Milliseconds since the server epoch at the end of the last tick.
     pub last_tick_ms: AtomicU64,
+    /// Released for a hand-off: not ticking, commands and joins refused.
+    pub parked: AtomicBool,
 }
 
 /// The tick thread's side of persistence.
@@ -248,18 +267,82 @@ impl ZoneRunner {
             }
             Control::Stop => {
                 // A last tick records the stop; the snapshot then holds it.
-                // Stopping may wait (5 s at most) for room in the persister's queue.
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while self.persist_queue_full() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                self.wait_for_persister_room();
                 self.batch.push(Command { player: 0, seq: 0, kind: CommandKind::ZoneStopped });
                 self.tick();
                 self.snapshot_now();
                 return false;
             }
+            Control::Release { reply } => {
+                let _ = reply.send(self.release());
+            }
+            Control::Flush { reply } => self.flush(reply),
+            // Only meaningful while parked, where `run` handles them.
+            Control::Unpark => {}
+            Control::Redirect { reply, .. } => {
+                let _ = reply.send(0);
+            }
         }
         true
+    }
+
+    /// Waits (5 s at most) for room in the persister's queue: stopping and
+    /// releasing must not lose the last tick.
+    fn wait_for_persister_room(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.persist_queue_full() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Runs a last tick over what is queued and hands the whole zone to the
+    /// persister; returns that tick. Refused while the persister is too far behind.
+    fn release(&mut self) -> Result<u64, String> {
+        self.wait_for_persister_room();
+        if self.persist_queue_full() {
+            return Err("the zone's state store is a minute behind; it cannot be handed over now".into());
+        }
+        self.tick();
+        self.snapshot_now();
+        Ok(self.zone.tick_number())
+    }
+
+    fn flush(&self, reply: oneshot::Sender<u64>) {
+        match &self.persist {
+            Some(p) => {
+                if let Err(mpsc::error::TrySendError::Full(PersistMsg::Flush(reply))) =
+                    p.tx.try_send(PersistMsg::Flush(reply))
+                {
+                    let _ = reply.send(p.state.durable_tick.load(Ordering::Relaxed));
+                }
+            }
+            None => {
+                let _ = reply.send(self.zone.tick_number());
+            }
+        }
+    }
+
+    /// Tells every client the zone now runs at `address` and closes its
+    /// connection; returns how many were told. Their characters stay in the
+    /// released snapshot, waiting for them to resume at the new address.
+    fn redirect(&mut self, address: &str) -> usize {
+        let frame = wire::migrate(address);
+        let clients = std::mem::take(&mut self.clients);
+        for client in clients.values() {
+            offer(&mut self.deliveries, &self.metrics, &client.link, frame.clone());
+            let reason = format!("zone moved to {address}");
+            self.deliveries.push(Delivery::Close(client.link.conn.clone(), CloseCode::Migrated, reason));
+            self.metrics.disconnected(CloseCode::Migrated.as_str());
+        }
+        clients.len()
+    }
+
+    /// Answers a command that arrived while the zone was being handed over.
+    fn refuse_moving(&mut self, command: &Command) {
+        self.metrics.rejected("zone_moving");
+        if let Some(client) = self.clients.get(&command.player) {
+            offer(&mut self.deliveries, &self.metrics, &client.link, wire::rejected(command.seq, "zone_moving"));
+        }
     }
 
     /// Adds a player command to this tick's batch.
@@ -424,10 +507,32 @@ pub fn run(
     loop {
         let started = Instant::now();
         while let Ok(c) = control.try_recv() {
-            if !runner.control(c) {
-                tracing::info!(zone = %runner.zone.config().name, tick = runner.zone.tick_number(), "zone loop stopped");
+            let reply = match c {
+                Control::Release { reply } => reply,
+                c => {
+                    if !runner.control(c) {
+                        let (zone, tick) = (&runner.zone.config().name, runner.zone.tick_number());
+                        tracing::info!(zone = %zone, tick, "zone loop stopped");
+                        return;
+                    }
+                    continue;
+                }
+            };
+            // Joins and commands are refused from here on; what is queued was
+            // accepted before the release and goes into the last tick.
+            status.parked.store(true, Ordering::SeqCst);
+            while let Ok(c) = commands.try_recv() {
+                runner.push_command(c);
+            }
+            let released = runner.release();
+            let parked = released.is_ok();
+            publish(&mut runner, &fan_out, &status);
+            let _ = reply.send(released);
+            if parked && matches!(park(&mut runner, &mut commands, &mut control, &fan_out, &status), AfterPark::Ended) {
                 return;
             }
+            status.parked.store(false, Ordering::SeqCst);
+            next = Instant::now();
         }
         while runner.batch_len() < runner.settings.max_batch {
             match commands.try_recv() {
@@ -439,17 +544,9 @@ pub fn run(
         if !runner.settings.extra_tick.is_zero() {
             std::thread::sleep(runner.settings.extra_tick);
         }
-        let batch = runner.take_deliveries();
-        if !batch.is_empty() {
-            // One wake-up per tick; the fan-out task wakes the connections.
-            let _ = fan_out.send(batch);
-        }
+        publish(&mut runner, &fan_out, &status);
         let m = &runner.metrics;
         m.queue_length.set(commands.len() as i64);
-        m.players.set(runner.clients.len() as i64);
-        m.tick_number.set(runner.zone.tick_number() as i64);
-        status.players.store(runner.clients.len(), Ordering::Relaxed);
-        status.tick.store(runner.zone.tick_number(), Ordering::Relaxed);
         let elapsed = started.elapsed();
         m.tick_duration.observe(elapsed.as_secs_f64());
         if elapsed > period {
@@ -464,6 +561,76 @@ pub fn run(
         } else if now - next > period * 4 {
             // Far behind (machine stalled): skip ahead rather than burst-tick.
             next = now;
+        }
+    }
+}
+
+/// Hands the frames produced so far to the fan-out task (one wake-up per
+/// tick) and publishes the figures the rest of the server reads.
+fn publish(runner: &mut ZoneRunner, fan_out: &mpsc::UnboundedSender<Vec<Delivery>>, status: &ZoneStatus) {
+    let batch = runner.take_deliveries();
+    if !batch.is_empty() {
+        let _ = fan_out.send(batch);
+    }
+    runner.metrics.players.set(runner.clients.len() as i64);
+    runner.metrics.tick_number.set(runner.zone.tick_number() as i64);
+    status.players.store(runner.clients.len(), Ordering::Relaxed);
+    status.tick.store(runner.zone.tick_number(), Ordering::Relaxed);
+}
+
+enum AfterPark {
+    Unparked,
+    /// Redirected or stopped: the zone's thread ends.
+    Ended,
+}
+
+/// A released zone waits, without ticking, to be redirected (the new owner
+/// runs it) or unparked (the hand-off was abandoned).
+fn park(
+    runner: &mut ZoneRunner,
+    commands: &mut mpsc::Receiver<Command>,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    fan_out: &mpsc::UnboundedSender<Vec<Delivery>>,
+    status: &ZoneStatus,
+) -> AfterPark {
+    let (name, tick) = (runner.zone.config().name.clone(), runner.zone.tick_number());
+    tracing::info!(zone = %name, tick, "zone released; parked until redirected or resumed");
+    loop {
+        let Some(c) = control.blocking_recv() else { return AfterPark::Ended };
+        let ended = match c {
+            Control::Unpark => {
+                tracing::info!(zone = %name, tick, "hand-off abandoned; the zone ticks here again");
+                return AfterPark::Unparked;
+            }
+            Control::Redirect { address, reply } => {
+                // Commands that slipped in after the release were never ticked, so never acknowledged.
+                while let Ok(c) = commands.try_recv() {
+                    runner.refuse_moving(&c);
+                }
+                let told = runner.redirect(&address);
+                tracing::info!(zone = %name, tick, players = told, to = %address, "zone redirected");
+                let _ = reply.send(told);
+                true
+            }
+            Control::Stop => true,
+            Control::Attach { link, .. } => {
+                link.conn.close(CloseCode::Draining, "the zone is moving to another server; log in again");
+                runner.metrics.disconnected(CloseCode::Draining.as_str());
+                false
+            }
+            Control::Release { reply } => {
+                let _ = reply.send(Ok(tick));
+                false
+            }
+            other => {
+                // Detach, broadcast and kick work as usual; none of them ends a parked zone.
+                runner.control(other);
+                false
+            }
+        };
+        publish(runner, fan_out, status);
+        if ended {
+            return AfterPark::Ended;
         }
     }
 }

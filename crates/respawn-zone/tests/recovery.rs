@@ -160,14 +160,29 @@ async fn a_corrupt_newest_snapshot_falls_back_to_the_older_one() {
 }
 
 #[tokio::test]
-async fn an_unknown_version_is_refused_and_a_fresh_zone_starts_when_nothing_is_usable() {
+async fn a_zone_never_starts_fresh_over_a_snapshot_format_it_cannot_read() {
     let (stores, dir) = file_stores();
     let mut bytes = Zone::new(config()).expect("zone").encode_snapshot();
     bytes[4] = 77;
     let meta = SnapshotMeta { zone: 11, tick: 10, taken_at_ms: 1 };
     stores.hot.put(StoredSnapshot { meta, bytes }).await.expect("put");
+    let started = std::time::Instant::now();
+    let why = persist::restore(&config(), &stores).await.expect_err("a newer build's state is not discarded");
+    assert!(why.contains("refusing to start zone recovery fresh") && why.contains("snapshot format 77"), "{why}");
+    assert!(started.elapsed() < persist::RESTORE_PATIENCE, "refused at once, not retried like an outage");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_fresh_zone_starts_when_every_snapshot_is_corrupt() {
+    let (stores, dir) = file_stores();
+    let mut bytes = Zone::new(config()).expect("zone").encode_snapshot();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    let meta = SnapshotMeta { zone: 11, tick: 10, taken_at_ms: 1 };
+    stores.hot.put(StoredSnapshot { meta, bytes }).await.expect("put");
     let (zone, report) = persist::restore(&config(), &stores).await.expect("restore");
-    assert!(report.refused.iter().any(|r| r.contains("version 77")), "{:?}", report.refused);
+    assert!(report.refused.iter().any(|r| r.contains("checksum")), "{:?}", report.refused);
     assert_eq!((report.source, zone.tick_number()), ("fresh", 0));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,13 +1,15 @@
 //! A zone server's heartbeat into the platform server's registry: every
-//! second it says where clients connect, which zones it hosts and whether it
-//! is ready or draining; the reply carries the ban list when it changed. On
+//! second it says where clients connect, which zones it hosts now (they
+//! change during a rollout) and whether it takes new players; the reply carries the ban list when it changed. On
 //! a clean stop the server leaves the registry at once.
 
 use std::time::Duration;
 
 use respawn_client::http;
 use respawn_platform::http::registry::HeartbeatReply;
-use respawn_zone::server::DrainTrigger;
+use std::sync::Arc;
+
+use respawn_zone::server::{DrainHook, ServerView};
 use respawn_zone::BanEnforcer;
 use tokio_util::sync::CancellationToken;
 
@@ -21,15 +23,14 @@ pub struct Heartbeat {
     pub token: String,
     pub id: String,
     pub address: String,
-    pub zones: Vec<String>,
     pub version: String,
 }
 
 impl Heartbeat {
-    fn body(&self, draining: bool, bans_version: u64) -> String {
+    fn body(&self, zones: &[String], draining: bool, bans_version: u64) -> String {
         serde_json::json!({
             "address": self.address,
-            "zones": self.zones,
+            "zones": zones,
             "state": if draining { "draining" } else { "ready" },
             "version": self.version,
             "bans_version": bans_version,
@@ -38,11 +39,11 @@ impl Heartbeat {
     }
 
     /// Heartbeats until `stop`, then removes the entry.
-    pub async fn run(self, drain: DrainTrigger, bans: BanEnforcer, stop: CancellationToken) {
+    pub async fn run(self, server: ServerView, bans: BanEnforcer, stop: CancellationToken) {
         let path = format!("/v1/servers/{}", self.id);
         let mut failing = false;
         loop {
-            let body = self.body(drain.is_draining(), bans.version());
+            let body = self.body(&server.zones(), server.is_draining(), bans.version());
             let sent = http::request_json(&self.platform, "PUT", &path, Some(&self.token), &body).await;
             if let Ok((200, reply)) = &sent {
                 match serde_json::from_str::<HeartbeatReply>(reply) {
@@ -76,4 +77,49 @@ impl Heartbeat {
             tracing::warn!(error = %e, "could not leave the registry; the entry expires by itself");
         }
     }
+}
+
+/// Which of `zones` this server (`me`) may host (`--claim`): asked of the
+/// platform for up to 5 s; `None` if it does not answer.
+pub async fn claim(platform: &str, token: &str, me: &str, zones: &[String]) -> Option<Vec<String>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (path, body) = (format!("/v1/servers/{me}/claim"), serde_json::json!({ "zones": zones }).to_string());
+    loop {
+        match http::request_json(platform, "POST", &path, Some(token), &body).await {
+            Ok((200, answer)) => {
+                let answer: serde_json::Value = serde_json::from_str(&answer).ok()?;
+                let granted = answer["granted"].as_array()?;
+                return Some(granted.iter().filter_map(|z| z.as_str().map(str::to_owned)).collect());
+            }
+            Ok((status, answer)) => tracing::warn!(status, answer = answer.trim(), "zone claim refused"),
+            Err(e) => tracing::warn!(error = %e, "platform server unreachable"),
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What a draining server does first with `--handoff-on-drain`: asks the
+/// platform to move its zones live to a standby server, and waits until
+/// they are gone (the drain bounds the wait). A refusal (no standby, another
+/// rollout running) leaves the guide's drain to do its work.
+pub fn evacuation(platform: String, token: String, id: String) -> DrainHook {
+    DrainHook(Arc::new(move |server: ServerView| {
+        let (platform, token, id) = (platform.clone(), token.clone(), id.clone());
+        Box::pin(async move {
+            let path = format!("/v1/servers/{id}/evacuate");
+            match http::request(&platform, "POST", &path, Some(&token)).await {
+                Ok((202, _)) => {
+                    tracing::info!("the platform is moving this server's zones to a standby server");
+                    while !server.zones().is_empty() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                Ok((status, body)) => tracing::warn!(status, answer = body.trim(), "no hand-over; draining as usual"),
+                Err(e) => tracing::warn!(error = %e, "platform unreachable; draining as usual"),
+            }
+        })
+    }))
 }

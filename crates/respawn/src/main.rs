@@ -37,6 +37,9 @@ enum Cmd {
     Up(up::UpArgs),
     /// Run a zone server: several zones, each on its own fixed-rate tick thread.
     Zone(ZoneArgs),
+    /// Drain a zone server on this machine through its admin API and wait
+    /// until it has stopped (a Kubernetes preStop hook).
+    ZoneStop(ZoneStopArgs),
     /// Run the platform server's event consumer: Kafka into MySQL, exactly once in effect.
     Platform(PlatformArgs),
     /// Mint a signed session token (until the platform server issues them).
@@ -51,6 +54,18 @@ enum Cmd {
     /// Benchmarks: the tick in this process, the event pipeline against real servers.
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(Args, Debug)]
+struct ZoneStopArgs {
+    /// The zone server's listen address (0.0.0.0 means this machine).
+    #[arg(long, env = "RESPAWN_LISTEN", default_value = "127.0.0.1:7350")]
+    listen: SocketAddr,
+    #[arg(long, env = "RESPAWN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+    /// How long to wait for the server to stop.
+    #[arg(long, default_value_t = 120)]
+    wait_secs: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,9 +105,37 @@ struct ZoneArgs {
     /// Where the platform sends clients (default: ws://<listen address>/ws).
     #[arg(long, env = "RESPAWN_ADVERTISE")]
     advertise: Option<String>,
+    /// Host no zone at start: zones arrive by hand-over during a rollout.
+    #[arg(long, env = "RESPAWN_STANDBY", conflicts_with = "claim")]
+    standby: bool,
+    /// Host only the configured zones no other live server hosts (asked of
+    /// the platform server); stand by for the others. For replicas that start
+    /// before the old ones stop (Kubernetes).
+    #[arg(long, env = "RESPAWN_CLAIM", requires = "platform")]
+    claim: bool,
+    /// When draining, first have the platform server move the zones live to a
+    /// standby server; the players follow them.
+    #[arg(long, env = "RESPAWN_HANDOFF_ON_DRAIN", requires = "platform")]
+    handoff_on_drain: bool,
+    /// This server's id in the registry, stable across restarts of the same
+    /// instance (Kubernetes: the pod name); random by default.
+    #[arg(long, env = "RESPAWN_SERVER_ID")]
+    server_id: Option<String>,
+    /// Directory of the zones' event outboxes (default: `outbox` in the data
+    /// directory). Two servers sharing a data directory need one each.
+    #[arg(long, env = "RESPAWN_OUTBOX_DIR")]
+    outbox_dir: Option<PathBuf>,
     #[command(flatten)]
     stores: StoreArgs,
 }
+
+/// This build's version: the crate's, unless the build was labelled
+/// otherwise (`RESPAWN_BUILD_VERSION=... cargo build`; the rollout test
+/// makes its second build so).
+pub const VERSION: &str = match option_env!("RESPAWN_BUILD_VERSION") {
+    Some(label) => label,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 /// The embedded event ledger's file, in the data directory.
 pub const EVENTS_DB: &str = "events.sqlite";
@@ -286,6 +329,7 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Up(args) => runtime()?.block_on(up::run(args)),
         Cmd::Zone(args) => run_zone(args),
+        Cmd::ZoneStop(args) => runtime()?.block_on(stop_zone(args)),
         Cmd::Token(args) => mint_token(args),
         Cmd::Platform(args) => runtime()?.block_on(run_platform(args)),
         Cmd::Bench(BenchCmd::Tick(args)) => bench::run_tick(args),
@@ -294,6 +338,33 @@ fn main() -> Result<()> {
         Cmd::Drill(args) => runtime()?.block_on(drill::run(args)),
         Cmd::Ctl(args) => runtime()?.block_on(ctl::run(args)),
     }
+}
+
+/// Asks the zone server to drain (with `--handoff-on-drain` its zones move to
+/// a standby server first), then waits until it no longer answers.
+async fn stop_zone(args: ZoneStopArgs) -> Result<()> {
+    let mut addr = args.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let addr = addr.to_string();
+    match respawn_client::http::request(&addr, "POST", "/admin/drain", Some(&args.admin_token)).await {
+        Ok((202, _)) => eprintln!("zone server at {addr} draining"),
+        Ok((status, body)) => bail!("the zone server refused the drain ({status}): {}", body.trim()),
+        Err(e) => {
+            eprintln!("zone server at {addr} not answering ({e}): nothing to drain");
+            return Ok(());
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait_secs);
+    while respawn_client::http::request(&addr, "GET", "/healthz", None).await.is_ok() {
+        if std::time::Instant::now() > deadline {
+            bail!("the zone server at {addr} still answers after {} s", args.wait_secs);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    eprintln!("zone server at {addr} stopped");
+    Ok(())
 }
 
 /// A temporary directory removed on drop.
@@ -437,6 +508,7 @@ pub fn platform_stores(redis_url: Option<&str>, prefix: &str) -> Result<respawn_
     let ledger = respawn_platform::http::LedgerSlot::default();
     Ok(respawn_platform::http::HttpContext {
         alerts: Arc::new(respawn_platform::alerts::Alerts::new(metrics.clone(), ledger.clone())),
+        rollouts: Arc::default(),
         metrics,
         ledger,
         registry,
@@ -475,33 +547,65 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
     if args.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
         bail!("--admin-token must be at least 16 characters");
     }
-    let zone_names: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
+    let server_id = match args.server_id.clone() {
+        Some(id) => {
+            let valid = (1..=64).contains(&id.len())
+                && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+            if !valid {
+                bail!("--server-id {id:?}: 1-64 of a-z 0-9 - _ .");
+            }
+            id
+        }
+        None => format!("zone-{}", respawn_token::random_hex(8)?),
+    };
     runtime()?.block_on(async move {
+        let platform = args.platform.clone().zip(args.server_token.clone());
+        let not_hosted: Vec<String> = match &platform {
+            _ if args.standby => config.zones.iter().map(|z| z.name.clone()).collect(),
+            Some((addr, token)) if args.claim => {
+                let configured: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
+                match heartbeat::claim(addr, token, &server_id, &configured).await {
+                    Some(granted) => configured.into_iter().filter(|z| !granted.contains(z)).collect(),
+                    None => {
+                        tracing::warn!("--claim: the platform server did not answer within 5 s; hosting every zone");
+                        Vec::new()
+                    }
+                }
+            }
+            _ => Vec::new(),
+        };
+        let before_drain = match &platform {
+            Some((addr, token)) if args.handoff_on_drain => {
+                Some(heartbeat::evacuation(addr.clone(), token.clone(), server_id.clone()))
+            }
+            _ => None,
+        };
         let options = ServerOptions {
             config,
             token_key: token_key(&args.token_key)?,
             stores: args.stores.build().await?,
-            outbox_dir: args.stores.data_dir.join("outbox"),
+            outbox_dir: args.outbox_dir.unwrap_or_else(|| args.stores.data_dir.join("outbox")),
             event_log: Some(args.stores.event_log().await?),
             admin_token: args.admin_token,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
+            version: VERSION.to_owned(),
+            not_hosted,
+            before_drain,
         };
         let server = ZoneServer::start(options).await?;
         let addr = server.local_addr()?;
         // One machine-readable line on stdout; logs go to stderr.
         println!("respawn zone listening on http://{addr}");
         let heartbeat_stop = tokio_util::sync::CancellationToken::new();
-        let heartbeat = match (args.platform, args.server_token) {
-            (Some(platform), Some(token)) => Some(tokio::spawn(
+        let heartbeat = match platform {
+            Some((platform, token)) => Some(tokio::spawn(
                 heartbeat::Heartbeat {
                     platform,
                     token,
-                    id: format!("zone-{}", respawn_token::random_hex(8)?),
+                    id: server_id,
                     address: args.advertise.unwrap_or_else(|| format!("ws://{addr}/ws")),
-                    zones: zone_names,
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    version: VERSION.to_owned(),
                 }
-                .run(server.drain_trigger(), server.ban_enforcer(), heartbeat_stop.clone()),
+                .run(server.view(), server.ban_enforcer(), heartbeat_stop.clone()),
             )),
             _ => None,
         };

@@ -82,6 +82,16 @@ impl Service {
         Ok(())
     }
 
+    /// Waits for the process to end by itself.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        let Some(child) = self.child.as_mut() else { bail!("{} is not running", self.name) };
+        let status = tokio::time::timeout(limit, child.wait())
+            .await
+            .map_err(|_| anyhow!("{} still running after {limit:?}", self.name))??;
+        self.child = None;
+        Ok(status)
+    }
+
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;

@@ -43,6 +43,7 @@ pub struct HttpContext {
     pub limiter: Arc<dyn RateLimiter>,
     pub fleet: Arc<Fleet>,
     pub alerts: Arc<crate::alerts::Alerts>,
+    pub rollouts: Arc<crate::rollout::Rollouts>,
     /// The secret game servers present; without it the registry API is closed.
     pub server_token: Option<Arc<str>>,
     /// The zone servers' admin token, for kicks, announcements and drains.

@@ -616,6 +616,87 @@ pub(super) async fn revoke_token(
 }
 
 /// Stores the bootstrap admin token given at start-up (only its hash).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloutBody {
+    /// A server id, its WebSocket address, or a version.
+    to: String,
+    #[serde(default)]
+    handoff: bool,
+    wait_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    wait_secs: Option<u64>,
+}
+
+/// Guide mode's default wait for the old version's players to go.
+const ROLLOUT_WAIT_SECS: u64 = 300;
+
+fn rollout_wait(given: Option<u64>) -> Result<std::time::Duration, Refusal> {
+    match given.unwrap_or(ROLLOUT_WAIT_SECS) {
+        secs @ 0..=86_400 => Ok(std::time::Duration::from_secs(secs)),
+        _ => Err(bad_request("wait_secs: at most 86400")),
+    }
+}
+
+pub(super) async fn start_rollout(State(ctx): State<HttpContext>, headers: HeaderMap, body: Bytes) -> Response {
+    let operator = match authorize(&ctx, &headers, Role::Admin, "roll out").await {
+        Ok(o) => o,
+        Err(refused) => return refused,
+    };
+    let mut target = "-".to_owned();
+    let result = async {
+        let body: RolloutBody = parse_body(&body, "rollout")?;
+        free_text(&body.to, "to")?;
+        target = format!("to {}{}", body.to, if body.handoff { " (hand-off)" } else { "" });
+        let mode = if body.handoff { crate::rollout::Mode::Handoff } else { crate::rollout::Mode::Guide };
+        let plan = crate::rollout::Plan {
+            to: body.to,
+            from: None,
+            mode,
+            wait: rollout_wait(body.wait_secs)?,
+            rollback: false,
+        };
+        let started = ctx.rollouts.start(ctx.clone(), plan).map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
+        Ok::<_, Refusal>(json!(started))
+    }
+    .await;
+    audited(&ctx, &operator, "rollout", &target, result.map_err(Response::from)).await
+}
+
+pub(super) async fn rollback(State(ctx): State<HttpContext>, headers: HeaderMap, body: Bytes) -> Response {
+    let operator = match authorize(&ctx, &headers, Role::Admin, "roll back").await {
+        Ok(o) => o,
+        Err(refused) => return refused,
+    };
+    let mut target = "-".to_owned();
+    let result = async {
+        let body: RollbackBody = parse_body(&body, "rollback")?;
+        let plan = ctx
+            .rollouts
+            .rollback_plan(rollout_wait(body.wait_secs)?)
+            .map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
+        target = format!("back to {}", plan.to);
+        let started = ctx.rollouts.start(ctx.clone(), plan).map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
+        Ok::<_, Refusal>(json!(started))
+    }
+    .await;
+    audited(&ctx, &operator, "rollback", &target, result.map_err(Response::from)).await
+}
+
+pub(super) async fn current_rollout(State(ctx): State<HttpContext>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&ctx, &headers, Role::Viewer, "read").await {
+        return refused;
+    }
+    match ctx.rollouts.current() {
+        Some(rollout) => json(StatusCode::OK, &rollout),
+        None => text(StatusCode::NOT_FOUND, "no rollout has run on this platform server"),
+    }
+}
+
 pub async fn install_bootstrap_admin(ctx: &HttpContext, secret: &str) -> respawn_store::StoreResult<()> {
     let token = OperatorToken {
         name: "bootstrap-admin".into(),

@@ -109,6 +109,85 @@ pub(super) async fn remove(State(ctx): State<HttpContext>, Path(id): Path<String
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    /// The zones the server is configured for.
+    pub zones: Vec<String>,
+}
+
+/// How long a granted claim keeps the zone from being granted to another
+/// server: time enough for the claimer's heartbeat to list it.
+const CLAIM_TTL: Duration = Duration::from_secs(10);
+
+/// A starting game server (`--claim`) asks which of its zones it may host:
+/// those no other live server hosts, each granted to one claimer only (a
+/// claim in the operations store, shared by every platform instance). Its
+/// own registry entry (a restart under the same id) does not count against it.
+pub(super) async fn claim(
+    State(ctx): State<HttpContext>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(refused) = authorize(&ctx, &headers) {
+        return refused.into_response();
+    }
+    let body: ClaimBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("claim body: {e}")),
+    };
+    // The same rule as a heartbeat's zones (the names become store keys).
+    let valid_name =
+        |z: &String| !z.is_empty() && z.len() <= 256 && !z.contains(',') && !z.chars().any(char::is_control);
+    if body.zones.len() > 64 || !body.zones.iter().all(valid_name) {
+        return text(StatusCode::BAD_REQUEST, "zones: at most 64 names, printable, without commas");
+    }
+    let servers = match ctx.registry.servers().await {
+        Ok(s) => s,
+        Err(e) => return store_failure("registry", e),
+    };
+    let mut granted = Vec::new();
+    let mut hosted_elsewhere = Vec::new();
+    for zone in body.zones {
+        let own = servers.iter().any(|s| s.id == id && s.zones.contains(&zone));
+        if !own && servers.iter().any(|s| s.id != id && s.zones.contains(&zone)) {
+            hosted_elsewhere.push(zone);
+            continue;
+        }
+        match ctx.ops.claim(&format!("zone-claim:{zone}"), CLAIM_TTL).await {
+            Ok(true) => granted.push(zone),
+            Ok(false) if own => granted.push(zone),
+            Ok(false) => hosted_elsewhere.push(zone),
+            Err(e) => return store_failure("zone claims", e),
+        }
+    }
+    tracing::info!(server = %id, granted = %granted.join(","), elsewhere = %hosted_elsewhere.join(","), "zones claimed");
+    json(StatusCode::OK, &serde_json::json!({ "granted": granted, "hosted_elsewhere": hosted_elsewhere }))
+}
+
+/// A draining game server asks for its zones to move, live, to a standby
+/// server that can take them (a hand-off rollout of that one server).
+pub(super) async fn evacuate(State(ctx): State<HttpContext>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&ctx, &headers) {
+        return refused.into_response();
+    }
+    let plan = crate::rollout::Plan {
+        to: String::new(),
+        from: Some(id.clone()),
+        mode: crate::rollout::Mode::Handoff,
+        wait: Duration::ZERO,
+        rollback: false,
+    };
+    match ctx.rollouts.start(ctx.clone(), plan) {
+        Ok(rollout) => {
+            tracing::info!(server = %id, rollout = rollout.id, "evacuation started");
+            json(StatusCode::ACCEPTED, &rollout)
+        }
+        Err(why) => text(StatusCode::CONFLICT, why),
+    }
+}
+
 /// A listed server: its registry entry, and what the fleet view saw of it.
 #[derive(Debug, Serialize)]
 struct ListedServer {

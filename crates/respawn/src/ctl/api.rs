@@ -140,6 +140,45 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Starts a rollout (or rollback) and follows it to its end: each step
+    /// and log line as it happens, then the zones moved. Fails unless it succeeded.
+    pub async fn follow_rollout(&self, start: Call) -> Result<()> {
+        let started = self.call(start).await?;
+        let id = started["id"].as_u64().unwrap_or(0);
+        let mut printed = 0;
+        let last = loop {
+            let now = self.call(Call::get("/v1/rollouts/current")).await?;
+            if now["id"].as_u64() != Some(id) {
+                bail!("another rollout replaced this one; see GET /v1/rollouts/current");
+            }
+            let log = now["log"].as_array().cloned().unwrap_or_default();
+            if !self.json {
+                for line in log.iter().skip(printed) {
+                    let step = line["step"].as_u64().unwrap_or(0);
+                    let at = line["at_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
+                    println!("[{step}/7 {at:>6.1}s] {}", cell(&line["message"]));
+                }
+            }
+            printed = log.len();
+            if now["state"] != "running" {
+                break now;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        };
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&last)?);
+        } else {
+            print!("{}", print_rollout(&last));
+            println!("took {} ms", cell(&last["took_ms"]));
+        }
+        match last["state"].as_str() {
+            Some("succeeded") => Ok(()),
+            _ => bail!("rollout {}: {}", cell(&last["state"]), cell(&last["error"])),
+        }
+    }
+}
+
 /// A value as a table cell.
 fn cell(v: &Value) -> String {
     match v {
@@ -174,6 +213,27 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 
 fn rows(v: &Value, keys: &[&str]) -> Vec<Vec<String>> {
     v.as_array().into_iter().flatten().map(|item| keys.iter().map(|k| cell(&item[*k])).collect()).collect()
+}
+
+pub fn print_rollout(v: &Value) -> String {
+    let mut out = format!(
+        "rollout {} ({}{}) to {}: {}, step {}/7 {}\n",
+        cell(&v["id"]),
+        cell(&v["mode"]),
+        if v["rollback"] == true { ", rollback" } else { "" },
+        cell(&v["requested"]),
+        cell(&v["state"]),
+        cell(&v["step"]),
+        cell(&v["step_name"]),
+    );
+    if !v["error"].is_null() {
+        out.push_str(&format!("error: {}\n", cell(&v["error"])));
+    }
+    let moved = rows(&v["zones"], &["zone", "from", "to", "tick", "players", "pause_ms", "state"]);
+    if !moved.is_empty() {
+        out.push_str(&table(&["zone", "from", "to", "tick", "players", "pause ms", "state"], moved));
+    }
+    out
 }
 
 pub fn print_zones(v: &Value) -> String {

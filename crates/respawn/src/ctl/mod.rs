@@ -34,6 +34,27 @@ enum CtlCmd {
         /// The server's id (see `servers`).
         server: String,
     },
+    /// Rolling update to a new version, following its seven steps to the end.
+    /// Start the new version first (`respawn zone --standby ...`).
+    Rollout {
+        /// The new server: its id, its WebSocket address, or its version.
+        #[arg(long)]
+        to: String,
+        /// Move zones live with their players instead of waiting for them to leave.
+        #[arg(long)]
+        handoff: bool,
+        /// Without --handoff: seconds to wait for the old version's players to
+        /// go before moving the zones of those still there live.
+        #[arg(long)]
+        wait_secs: Option<u64>,
+    },
+    /// Return to the version the last rollout left, the same way.
+    Rollback {
+        #[arg(long)]
+        wait_secs: Option<u64>,
+    },
+    /// The running or last rollout.
+    RolloutStatus,
     /// Players.
     #[command(subcommand)]
     Player(PlayerCmd),
@@ -120,6 +141,18 @@ pub async fn run(args: CtlArgs) -> Result<()> {
         CtlCmd::Drain { server } => {
             c.show(Call::post(&format!("/v1/servers/{}/drain", path_of(&server)), None), api::print_done).await
         }
+        CtlCmd::Rollout { to, handoff, wait_secs } => {
+            let mut body = serde_json::json!({ "to": to, "handoff": handoff });
+            if let Some(secs) = wait_secs {
+                body["wait_secs"] = secs.into();
+            }
+            c.follow_rollout(Call::post("/v1/rollouts", Some(body))).await
+        }
+        CtlCmd::Rollback { wait_secs } => {
+            let body = wait_secs.map_or_else(|| serde_json::json!({}), |s| serde_json::json!({ "wait_secs": s }));
+            c.follow_rollout(Call::post("/v1/rollouts/rollback", Some(body))).await
+        }
+        CtlCmd::RolloutStatus => c.show(Call::get("/v1/rollouts/current"), api::print_rollout).await,
         CtlCmd::Player(PlayerCmd::Show { player }) => {
             c.show(Call::get(&format!("/v1/players/{}", path_of(&player))), api::print_player).await
         }

@@ -18,6 +18,7 @@ use crate::services::{find_binary, free_port, Service};
 use crate::supervisor::{ChildSpec, Supervisor};
 
 mod pipeline;
+mod rollout;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -32,6 +33,8 @@ pub enum Scenario {
     MysqlDown,
     /// The platform server is killed (`kill -9`) mid-batch and restarted after the outage.
     PlatformDown,
+    /// A rolling update to a second build under load: the guide's steps, or live hand-off with --handoff.
+    Rollout,
 }
 
 impl Scenario {
@@ -42,6 +45,7 @@ impl Scenario {
             Scenario::KafkaDown => "kafka-down",
             Scenario::MysqlDown => "mysql-down",
             Scenario::PlatformDown => "platform-down",
+            Scenario::Rollout => "rollout",
         }
     }
 
@@ -71,6 +75,12 @@ pub struct DrillArgs {
     /// Keep the deployment's directory (every process's log and data) and print its path.
     #[arg(long)]
     keep: bool,
+    /// rollout: move zones live with their players instead of the guide's wait.
+    #[arg(long)]
+    handoff: bool,
+    /// rollout: the second build (reporting another version); default $RESPAWN_NEXT_BIN.
+    #[arg(long)]
+    next_build: Option<std::path::PathBuf>,
 }
 
 /// Targets: ours, and the guide's for comparison.
@@ -136,37 +146,10 @@ impl Deployment {
     async fn start(options: Options) -> Result<Self> {
         let Options { real, bots, pipeline: _ } = options;
         let dir = crate::TempDirGuard::new("drill")?;
-        let mut stores = crate::StoreArgs {
-            data_dir: dir.path().join("data"),
-            redis_url: None,
-            redis_prefix: "drill".into(),
-            mongo_uri: None,
-            mongo_db: "respawn_drill".into(),
-            kafka_brokers: None,
-        };
+        let mut stores = drill_stores(dir.path());
         let (mut redis, mut mongo) = (None, None);
         if real {
-            let port = free_port()?;
-            let mut r = Service::new(
-                "redis",
-                find_binary("RESPAWN_REDIS_SERVER", "redis-server")?,
-                &["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                port,
-                dir.path().join("redis"),
-            );
-            r.start().await?;
-            stores.redis_url = Some(format!("redis://127.0.0.1:{port}/0"));
-            let port = free_port()?;
-            let path = dir.path().join("polodb/data");
-            let mut m = Service::new(
-                "polodb",
-                find_binary("RESPAWN_POLODB", "polodb-5.3.0/bin/polodb")?,
-                &["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--path", &path.display().to_string()],
-                port,
-                dir.path().join("polodb"),
-            );
-            m.start().await?;
-            stores.mongo_uri = Some(format!("mongodb://127.0.0.1:{port}/?directConnection=true"));
+            let (r, m) = start_real_stores(dir.path(), &mut stores).await?;
             redis = Some(r);
             mongo = Some(m);
         }
@@ -315,6 +298,44 @@ impl Deployment {
     }
 }
 
+/// A drill deployment's stores: files under `dir` until real services are added.
+fn drill_stores(dir: &std::path::Path) -> crate::StoreArgs {
+    crate::StoreArgs {
+        data_dir: dir.join("data"),
+        redis_url: None,
+        redis_prefix: "drill".into(),
+        mongo_uri: None,
+        mongo_db: "respawn_drill".into(),
+        kafka_brokers: None,
+    }
+}
+
+/// Redis and PoloDB (MongoDB-compatible) under `dir`, and `stores` pointed at them.
+async fn start_real_stores(dir: &std::path::Path, stores: &mut crate::StoreArgs) -> Result<(Service, Service)> {
+    let port = free_port()?;
+    let mut redis = Service::new(
+        "redis",
+        find_binary("RESPAWN_REDIS_SERVER", "redis-server")?,
+        &["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        port,
+        dir.join("redis"),
+    );
+    redis.start().await?;
+    stores.redis_url = Some(format!("redis://127.0.0.1:{port}/0"));
+    let port = free_port()?;
+    let path = dir.join("polodb/data");
+    let mut mongo = Service::new(
+        "polodb",
+        find_binary("RESPAWN_POLODB", "polodb-5.3.0/bin/polodb")?,
+        &["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--path", &path.display().to_string()],
+        port,
+        dir.join("polodb"),
+    );
+    mongo.start().await?;
+    stores.mongo_uri = Some(format!("mongodb://127.0.0.1:{port}/?directConnection=true"));
+    Ok((redis, mongo))
+}
+
 /// The upper bound of the highest histogram bucket that holds an observation.
 fn max_bucket_ms(h: &Histogram) -> f64 {
     let mut prev = 0.0;
@@ -341,15 +362,17 @@ pub async fn run(args: DrillArgs) -> Result<()> {
     if args.kills == 0 || args.bots == 0 {
         bail!("--kills and --bots must be at least 1");
     }
+    if args.scenario == Scenario::Rollout {
+        // Two zone servers and a platform of its own, not the supervised deployment below.
+        return run_rollout(args).await;
+    }
     let options = Options { real: args.real, bots: args.bots, pipeline: args.scenario.is_pipeline() };
     let mut d = Deployment::start(options).await?;
     let outage = Duration::from_secs(args.outage_secs);
     let result = match args.scenario {
         Scenario::ZoneCrash => zone_crash(&mut d, args.kills).await.map(Report::Recovery),
         Scenario::RedisDown => redis_down(&mut d).await.map(Report::Recovery),
-        Scenario::KafkaDown | Scenario::MysqlDown | Scenario::PlatformDown => {
-            pipeline::run(&mut d, args.scenario, outage).await.map(Report::Pipeline)
-        }
+        pipeline_scenario => pipeline::run(&mut d, pipeline_scenario, outage).await.map(Report::Pipeline),
     };
     let timeline = d.timeline.clone();
     let dir = d.stop().await;
@@ -379,6 +402,28 @@ pub async fn run(args: DrillArgs) -> Result<()> {
         }
     };
     if verdict != "pass" {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn run_rollout(args: DrillArgs) -> Result<()> {
+    let next = rollout::next_build(args.next_build.clone())?;
+    let dir = crate::TempDirGuard::new("drill")?;
+    let mut stores = drill_stores(dir.path());
+    let real_stores = if args.real { Some(start_real_stores(dir.path(), &mut stores).await?) } else { None };
+    let result = rollout::run(dir.path(), stores, next, args.handoff, args.bots, args.real).await;
+    drop(real_stores);
+    if args.keep {
+        eprintln!("deployment kept in {}", dir.keep().display());
+    }
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        rollout::print_report(&report);
+    }
+    if report.verdict != "pass" {
         std::process::exit(1);
     }
     Ok(())

@@ -112,7 +112,23 @@ impl ZoneProcess {
         Self::start_listening(config, dir, data, "127.0.0.1:0".parse()?, extra)
     }
 
+    /// Starts another build of the binary (`bin`) with its state in `data`.
+    pub fn start_build(bin: &str, config: &str, data: &std::path::Path, extra: &[&str]) -> Result<Self> {
+        Self::spawn(bin, config, TempDir::new("zone")?, data, "127.0.0.1:0".parse()?, extra)
+    }
+
     fn start_listening(
+        config: &str,
+        dir: TempDir,
+        data: &std::path::Path,
+        listen: SocketAddr,
+        extra: &[&str],
+    ) -> Result<Self> {
+        Self::spawn(env!("CARGO_BIN_EXE_respawn"), config, dir, data, listen, extra)
+    }
+
+    fn spawn(
+        bin: &str,
         config: &str,
         dir: TempDir,
         data: &std::path::Path,
@@ -122,7 +138,7 @@ impl ZoneProcess {
         let config_path = dir.0.join("zone.toml");
         std::fs::write(&config_path, config)?;
         let log = dir.0.join("zone.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_respawn"))
+        let mut child = Command::new(bin)
             .args(["zone", "--listen", &listen.to_string(), "--config"])
             .arg(&config_path)
             .arg("--data-dir")
@@ -149,6 +165,11 @@ impl ZoneProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn ws_url(&self) -> String {

@@ -1,0 +1,350 @@
+//! `respawn drill rollout [--handoff]`: a rolling update under load between
+//! two builds of the binary that report different versions (this one and
+//! `--next-build`). A platform server runs in this process (login, registry,
+//! the rollout itself); the first build hosts every zone, the second stands
+//! by; bots log in and play throughout. The drill measures what players
+//! saw: how long their zone froze, commands refused or lost, characters and
+//! inventories kept, everyone back.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use respawn_client::prom::{self, Histogram};
+use respawn_client::{http, Access, Fleet};
+use respawn_platform::http::{HttpContext, SessionSigner};
+use respawn_platform::rollout::{Mode, Plan, State};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{max_bucket_ms, Scenario, TICK_BUDGET_MS};
+use crate::services::{free_port, Service};
+
+/// Our target for the longest player-visible pause of a hand-off.
+const PAUSE_TARGET_MS: f64 = 1_000.0;
+
+#[derive(Debug, Serialize)]
+pub struct RolloutReport {
+    pub scenario: Scenario,
+    pub real_services: bool,
+    pub mode: Mode,
+    pub from_version: String,
+    pub to_version: String,
+    /// Longest time a player's world stood still: its last update before the
+    /// move to its resumed session on the new server.
+    pub pause_ms: f64,
+    pub pause_median_ms: f64,
+    /// Longest time a zone did not tick (release to redirect, server side).
+    pub zone_pause_ms: u64,
+    /// Acknowledged commands the new server's state lacks.
+    pub commands_lost: u64,
+    /// Commands refused because their zone was moving (the client was told).
+    pub commands_refused: u64,
+    pub players_before: u64,
+    pub players_after: u64,
+    pub players_resumed: u64,
+    pub characters_lost: u64,
+    pub inventories_lost: u64,
+    /// The whole rollout, its seven steps.
+    pub rollout_ms: u64,
+    pub max_tick_ms: f64,
+    pub verdict: &'static str,
+    pub problems: Vec<String>,
+    pub timeline: Vec<String>,
+}
+
+/// One `respawn zone` process of the drill.
+struct ZoneServer {
+    service: Service,
+    addr: String,
+}
+
+struct Setup<'a> {
+    dir: &'a Path,
+    stores: &'a crate::StoreArgs,
+    token_key: &'a str,
+    admin_token: &'a str,
+    server_token: &'a str,
+    platform: &'a str,
+}
+
+impl Setup<'_> {
+    async fn zone(&self, exe: &Path, name: &'static str, standby: bool) -> Result<ZoneServer> {
+        let port = free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let outbox = self.dir.join(name).join("outbox").display().to_string();
+        let mut args: Vec<String> = vec![
+            "zone".into(),
+            "--listen".into(),
+            addr.clone(),
+            "--token-key".into(),
+            self.token_key.into(),
+            "--admin-token".into(),
+            self.admin_token.into(),
+            "--platform".into(),
+            self.platform.into(),
+            "--server-token".into(),
+            self.server_token.into(),
+            "--outbox-dir".into(),
+            outbox,
+        ];
+        if standby {
+            args.push("--standby".into());
+        }
+        args.extend(self.stores.to_args().into_iter().map(|a| a.to_string_lossy().into_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut service = Service::new(name, exe.to_path_buf(), &args, port, self.dir.join(name));
+        service.start().await.with_context(|| format!("{name} ({})", exe.display()))?;
+        Ok(ZoneServer { service, addr })
+    }
+}
+
+/// The platform server in this process: registry, login and the rollout.
+async fn platform(
+    server_token: &str,
+    admin_token: &str,
+    token_key: &str,
+    stop: CancellationToken,
+) -> Result<(HttpContext, SocketAddr)> {
+    let mut ctx = crate::platform_stores(None, "drill")?;
+    ctx.server_token = Some(server_token.into());
+    ctx.zone_admin_token = Some(admin_token.into());
+    let key = respawn_token::TokenKey::new(token_key.as_bytes())?;
+    ctx.sessions = Some(SessionSigner { key, ttl: Duration::from_secs(3_600) });
+    ctx.limits.login_per_ip = respawn_store::ratelimit::Quota { burst: 100_000, period: Duration::from_secs(60) };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(respawn_platform::http::serve(listener, ctx.clone(), stop));
+    Ok((ctx, addr))
+}
+
+async fn tick_max_ms(addr: &str) -> f64 {
+    let Ok(text) = http::scrape(addr).await else { return 0.0 };
+    Histogram::read(&prom::parse(&text), "respawn_zone_tick_duration_seconds", &[]).map_or(0.0, |h| max_bucket_ms(&h))
+}
+
+/// Runs the drill; the directory is `dir`, the second build `next`.
+pub async fn run(
+    dir: &Path,
+    stores: crate::StoreArgs,
+    next: PathBuf,
+    handoff: bool,
+    bots: u32,
+    real: bool,
+) -> Result<RolloutReport> {
+    let started = Instant::now();
+    let mut timeline = Vec::new();
+    let note = |timeline: &mut Vec<String>, what: String| {
+        timeline.push(format!("{:>7.3} s  {what}", started.elapsed().as_secs_f64()));
+    };
+    let (token_key, admin_token, server_token) =
+        (respawn_token::random_hex(32)?, respawn_token::random_hex(32)?, respawn_token::random_hex(32)?);
+    let stop = CancellationToken::new();
+    let (ctx, platform_addr) = platform(&server_token, &admin_token, &token_key, stop.clone()).await?;
+    let platform_addr = platform_addr.to_string();
+    let setup = Setup {
+        dir,
+        stores: &stores,
+        token_key: &token_key,
+        admin_token: &admin_token,
+        server_token: &server_token,
+        platform: &platform_addr,
+    };
+    let current = std::env::current_exe()?;
+    let mut old = setup.zone(&current, "old", false).await?;
+    let new = setup.zone(&next, "new", true).await?;
+    // Both in the registry, with their versions.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let servers = loop {
+        let servers = ctx.registry.servers().await.unwrap_or_default();
+        if servers.len() == 2 {
+            break servers;
+        }
+        if Instant::now() > deadline {
+            bail!("the two zone servers did not both register within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let version_of =
+        |addr: &str| servers.iter().find(|s| s.address.contains(addr)).map(|s| s.version.clone()).unwrap_or_default();
+    let (from_version, to_version) = (version_of(&old.addr), version_of(&new.addr));
+    if from_version == to_version {
+        bail!("both builds report version {from_version}: build the second one with RESPAWN_BUILD_VERSION set");
+    }
+    note(&mut timeline, format!(
+        "deployment up: platform {platform_addr}; {from_version} at {} hosting every zone, {to_version} at {} standing by ({})",
+        old.addr,
+        new.addr,
+        if real { "Redis + MongoDB-compatible" } else { "embedded files" }
+    ));
+
+    let zones: Vec<String> = respawn_zone::ServerConfig::defaults().zones.iter().map(|z| z.name.clone()).collect();
+    let fleet = Fleet::spawn(Access::Login { platform: platform_addr.clone() }, &zones, bots, "drill");
+    let stats = fleet.stats.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats.connected.load(Relaxed) < u64::from(bots) {
+        if Instant::now() > deadline {
+            bail!("only {} of {bots} bots connected", stats.connected.load(Relaxed));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Play long enough for acknowledged commands, pickups and a snapshot to exist.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let players_before = stats.connected.load(Relaxed);
+    note(&mut timeline, format!("{players_before} bots playing"));
+    let mut max_tick_ms = tick_max_ms(&old.addr).await;
+
+    let resumes_before = stats.resumes().len();
+    let (refused_before, characters_before, inventories_before) =
+        (stats.refused_moving.load(Relaxed), stats.characters_lost.load(Relaxed), stats.inventories_lost.load(Relaxed));
+    let mode = if handoff { Mode::Handoff } else { Mode::Guide };
+    let plan = Plan { to: to_version.clone(), from: None, mode, wait: Duration::from_secs(60), rollback: false };
+    let rollout_started = started.elapsed();
+    ctx.rollouts.start(ctx.clone(), plan).map_err(anyhow::Error::msg)?;
+    note(
+        &mut timeline,
+        format!("rollout to {to_version} started ({})", if handoff { "hand-off" } else { "guide's steps" }),
+    );
+    let rollout = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match ctx.rollouts.current() {
+            Some(r) if r.state != State::Running => break r,
+            Some(_) => {}
+            None => bail!("the rollout vanished"),
+        }
+    };
+    for line in &rollout.log {
+        let at = rollout_started + Duration::from_millis(line.at_ms);
+        timeline.push(format!("{:>7.3} s    [{}/7] {}", at.as_secs_f64(), line.step, line.message));
+    }
+    let mut problems = Vec::new();
+    if rollout.state != State::Succeeded {
+        problems.push(format!("the rollout ended {:?}: {}", rollout.state, rollout.error.clone().unwrap_or_default()));
+    }
+    match old.service.wait_exit(Duration::from_secs(30)).await {
+        Ok(status) if status.success() => note(&mut timeline, "the old server stopped cleanly".into()),
+        Ok(status) => problems.push(format!("the old server ended with {status}")),
+        Err(e) => problems.push(format!("the old server did not stop: {e}")),
+    }
+
+    // Everyone back and playing on the new server.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats.connected.load(Relaxed) < players_before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let players_after = stats.connected.load(Relaxed);
+    note(&mut timeline, format!("{players_after} of {players_before} players playing on {to_version}"));
+    max_tick_ms = max_tick_ms.max(tick_max_ms(&new.addr).await);
+    fleet.stop().await;
+    stop.cancel();
+
+    let resumes: Vec<_> = stats.resumes().into_iter().skip(resumes_before).collect();
+    let mut pauses: Vec<f64> = resumes.iter().map(|r| r.frozen.as_secs_f64() * 1e3).collect();
+    pauses.sort_by(f64::total_cmp);
+    let pause_ms = pauses.last().copied().unwrap_or(0.0);
+    let pause_median_ms = pauses.get(pauses.len() / 2).copied().unwrap_or(0.0);
+    if let (Some(first), Some(last)) = (pauses.first(), pauses.last()) {
+        note(&mut timeline, format!("{} players resumed after pauses of {first:.0} to {last:.0} ms", pauses.len()));
+    }
+    let commands_lost: u64 = resumes.iter().map(|r| u64::from(r.lost_acknowledged)).sum();
+    let characters_lost = stats.characters_lost.load(Relaxed) - characters_before;
+    let inventories_lost = stats.inventories_lost.load(Relaxed) - inventories_before;
+    if commands_lost > 0 {
+        problems.push(format!("{commands_lost} acknowledged commands lost"));
+    }
+    if characters_lost > 0 {
+        problems.push(format!("{characters_lost} players came back to a new character"));
+    }
+    if inventories_lost > 0 {
+        problems.push(format!("{inventories_lost} characters came back with less gold, XP or items"));
+    }
+    if players_after < players_before {
+        problems.push(format!("only {players_after} of {players_before} players back"));
+    }
+    if (resumes.len() as u64) < players_before {
+        problems.push(format!("only {} of {players_before} players resumed their characters", resumes.len()));
+    }
+    if handoff && pause_ms > PAUSE_TARGET_MS {
+        problems.push(format!("a player's world froze for {pause_ms:.0} ms (target < {PAUSE_TARGET_MS:.0} ms)"));
+    }
+    if max_tick_ms > TICK_BUDGET_MS {
+        problems.push(format!("a tick took up to {max_tick_ms:.0} ms (budget {TICK_BUDGET_MS:.0} ms)"));
+    }
+    drop(new);
+    Ok(RolloutReport {
+        scenario: Scenario::Rollout,
+        real_services: real,
+        mode,
+        from_version,
+        to_version,
+        pause_ms,
+        pause_median_ms,
+        zone_pause_ms: rollout.zones.iter().map(|z| z.pause_ms).max().unwrap_or(0),
+        commands_lost,
+        commands_refused: stats.refused_moving.load(Relaxed) - refused_before,
+        players_before,
+        players_after,
+        players_resumed: resumes.len() as u64,
+        characters_lost,
+        inventories_lost,
+        rollout_ms: rollout.took_ms,
+        max_tick_ms,
+        verdict: if problems.is_empty() { "pass" } else { "fail" },
+        problems,
+        timeline,
+    })
+}
+
+pub fn print_report(r: &RolloutReport) {
+    let how = if r.mode == Mode::Handoff { "live hand-off" } else { "the guide's steps" };
+    let stores = if r.real_services { "Redis + MongoDB-compatible" } else { "embedded stores" };
+    println!("Drill rollout {} -> {} ({how}, {stores})", r.from_version, r.to_version);
+    println!();
+    println!("Timeline");
+    for line in &r.timeline {
+        println!("  {line}");
+    }
+    println!();
+    println!("Figures                                        guide                 target");
+    let pause_target = if r.mode == Mode::Handoff { "< 1 s" } else { "-" };
+    println!(
+        "  player-visible pause {:>7.0} ms (median {:>4.0})  until players leave   {pause_target}",
+        r.pause_ms, r.pause_median_ms
+    );
+    println!("  zone not ticking     {:>7} ms", r.zone_pause_ms);
+    println!("  acknowledged commands lost {:>4}                                     0", r.commands_lost);
+    println!("  commands refused while moving {:>4} (told to the client)", r.commands_refused);
+    println!(
+        "  players              {:>4} before, {:>4} after                          all",
+        r.players_before, r.players_after
+    );
+    println!(
+        "  characters resumed   {:>4}; lost {}, inventories lost {}                0",
+        r.players_resumed, r.characters_lost, r.inventories_lost
+    );
+    println!("  rollout took         {:>7} ms (7 steps)", r.rollout_ms);
+    println!("  max tick             {:>7} ms                                    < 50 ms", r.max_tick_ms);
+    println!();
+    if r.problems.is_empty() {
+        println!("Verdict: PASS");
+    } else {
+        println!("Verdict: FAIL");
+        for p in &r.problems {
+            println!("  - {p}");
+        }
+    }
+}
+
+/// The second build: `--next-build`, else `RESPAWN_NEXT_BIN` (what `scripts/test` exports).
+pub fn next_build(given: Option<PathBuf>) -> Result<PathBuf> {
+    let path = given.or_else(|| std::env::var_os("RESPAWN_NEXT_BIN").map(PathBuf::from)).context(
+        "the rollout drill needs a second build reporting another version: \
+         RESPAWN_BUILD_VERSION=0.1.0-next cargo build, copy target/debug/respawn aside, \
+         and pass it with --next-build (scripts/test does this and exports RESPAWN_NEXT_BIN)",
+    )?;
+    // Absolute: each server runs in a directory of its own.
+    std::fs::canonicalize(&path).with_context(|| format!("--next-build {}", path.display()))
+}

@@ -1,0 +1,331 @@
+//! Rolling updates against a live deployment: a platform server, zone
+//! servers of two builds that report different versions (the second one is
+//! built by `scripts/test` with `RESPAWN_BUILD_VERSION`), sharing their zone
+//! state, and bots logged in through the platform playing throughout.
+//!
+//! In order: a guide-faithful rollout to the new build, a hand-off rollout
+//! back to the first build, two rollouts the compatibility gate stops (a
+//! build that cannot read the snapshots, one that cannot serve the clients),
+//! and a rollback. After each, every bot is playing with its character, its
+//! inventory and every acknowledged command.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use respawn_client::bot::{Access, BotStats, Fleet};
+use respawn_client::http;
+use serde_json::Value;
+use support::{Platform, TempDir, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
+
+const SERVER_TOKEN: &str = "rollout-test-server-token";
+const OPERATOR: &str = "rollout-test-operator-token";
+const BOTS: u64 = 6;
+
+/// The second build: the same code labelled with another version.
+fn next_build() -> String {
+    std::env::var("RESPAWN_NEXT_BIN").expect("run through scripts/test: it builds the second version")
+}
+
+struct Deployment {
+    platform: Platform,
+    data: TempDir,
+    outboxes: u32,
+}
+
+impl Deployment {
+    /// A platform server (no Kafka or MySQL behind it: rollouts need neither) and a shared state directory.
+    async fn start() -> Result<Self> {
+        let platform = Platform::start_with(
+            "127.0.0.1:1",
+            "mysql://root@127.0.0.1:1/none",
+            "rollout-test",
+            &[
+                "--server-token",
+                SERVER_TOKEN,
+                "--token-key",
+                TOKEN_KEY,
+                "--zone-admin-token",
+                ADMIN_TOKEN,
+                "--admin-token",
+                OPERATOR,
+            ],
+        )?;
+        platform.wait_healthy().await?;
+        Ok(Self { platform, data: TempDir::new("rollout")?, outboxes: 0 })
+    }
+
+    fn addr(&self) -> String {
+        self.platform.addr.to_string()
+    }
+
+    /// A zone server of `bin` on the shared state, heartbeating into the platform.
+    fn zone(&mut self, bin: &str, config: &str, extra: &[&str]) -> Result<ZoneProcess> {
+        self.outboxes += 1;
+        let outbox = self.data.0.join(format!("outbox-{}", self.outboxes));
+        let (platform, outbox) = (self.addr(), outbox.to_string_lossy().into_owned());
+        let mut args = vec!["--platform", &platform, "--server-token", SERVER_TOKEN, "--outbox-dir", &outbox];
+        args.extend_from_slice(extra);
+        ZoneProcess::start_build(bin, config, &self.data.0.join("state"), &args)
+    }
+
+    async fn servers(&self) -> Result<Vec<Value>> {
+        let (code, body) = http::request(&self.addr(), "GET", "/v1/servers", Some(OPERATOR)).await?;
+        if code != 200 {
+            bail!("GET /v1/servers answered {code}: {body}");
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Waits (20 s at most) until the registry satisfies `want`.
+    async fn wait_servers(&self, what: &str, want: impl Fn(&[Value]) -> bool) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let list = self.servers().await?;
+            if want(&list) {
+                return Ok(list);
+            }
+            if Instant::now() > deadline {
+                bail!("the registry never showed {what}: {list:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `respawn ctl ARGS` against the platform: exit success and its output.
+    /// The bots keep playing meanwhile (the call does not hold their runtime).
+    async fn ctl(&self, args: &[&str]) -> Result<(bool, String)> {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_respawn"))
+            .arg("ctl")
+            .args(args)
+            .env("RESPAWN_PLATFORM_URL", self.addr())
+            .env("RESPAWN_OPERATOR_TOKEN", OPERATOR)
+            .output()
+            .await?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        println!("$ respawn ctl {}\n{text}", args.join(" "));
+        Ok((out.status.success(), text))
+    }
+}
+
+fn hosts_all(server: &Value) -> bool {
+    server["zones"] == serde_json::json!(["meadow", "caverns"])
+}
+
+/// Waits (60 s at most) until every bot is connected again and has played a little.
+async fn all_playing(stats: &BotStats) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stats.connected.load(Relaxed) < BOTS {
+        if Instant::now() > deadline {
+            bail!("only {} of {BOTS} bots are playing", stats.connected.load(Relaxed));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let updates = stats.updates.load(Relaxed);
+    while stats.updates.load(Relaxed) < updates + BOTS * 20 {
+        if Instant::now() > deadline {
+            bail!("the bots are connected but get no updates");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Nothing any bot had was lost: characters, inventories, acknowledged commands.
+fn nothing_lost(stats: &BotStats, when: &str) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let resumes = stats.resumes();
+    let lost_acks: u32 = resumes.iter().map(|r| r.lost_acknowledged).sum();
+    let mut frozen: Vec<Duration> = resumes.iter().map(|r| r.frozen).collect();
+    frozen.sort();
+    println!(
+        "{when}: {} resumes so far, freezes {frozen:?}, {} refused while moving, {} migrations",
+        resumes.len(),
+        stats.refused_moving.load(Relaxed),
+        stats.migrations.load(Relaxed)
+    );
+    if stats.characters_lost.load(Relaxed) != 0 {
+        bail!("{when}: {} characters lost", stats.characters_lost.load(Relaxed));
+    }
+    if stats.inventories_lost.load(Relaxed) != 0 {
+        bail!("{when}: {} characters came back with less than they had", stats.inventories_lost.load(Relaxed));
+    }
+    if lost_acks != 0 {
+        bail!("{when}: {lost_acks} acknowledged commands lost");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guide_rollout_then_handoff_then_refused_builds_then_rollback() -> Result<()> {
+    let next = next_build();
+    let current = env!("CARGO_BIN_EXE_respawn").to_owned();
+    let mut d = Deployment::start().await?;
+
+    let first = d.zone(&current, TEST_CONFIG, &[])?;
+    let second = d.zone(&next, TEST_CONFIG, &["--standby"])?;
+    let list = d.wait_servers("both builds", |l| l.len() == 2).await?;
+    let versions: Vec<&str> = list.iter().filter_map(|s| s["version"].as_str()).collect();
+    let (v1, v2) = (env!("CARGO_PKG_VERSION"), versions.iter().find(|v| **v != env!("CARGO_PKG_VERSION")));
+    let v2 = v2.context("the second build reports the same version")?.to_string();
+    println!("versions: {v1} and {v2}");
+
+    let zones = vec!["meadow".to_owned(), "caverns".to_owned()];
+    let fleet = Fleet::spawn(Access::Login { platform: d.addr() }, &zones, BOTS as u32, "roller");
+    let stats = fleet.stats.clone();
+    all_playing(&stats).await?;
+
+    // 1. Guide-faithful: players asked to reconnect, zones move once the old server is empty.
+    let (ok, out) = d.ctl(&["rollout", "--to", &v2, "--wait-secs", "30"]).await?;
+    assert!(ok, "guide rollout failed:\n{out}");
+    for step in 1..=7 {
+        assert!(out.contains(&format!("[{step}/7")), "step {step} not shown:\n{out}");
+    }
+    let (status, log) = first.wait_exit(Duration::from_secs(30))?;
+    assert!(status.success(), "the old server stopped cleanly: {status}\n{log}");
+    let list = d.wait_servers("the new build hosting every zone", |l| l.len() == 1 && hosts_all(&l[0])).await?;
+    assert_eq!(list[0]["version"], v2.as_str());
+    all_playing(&stats).await?;
+    nothing_lost(&stats, "after the guide rollout")?;
+
+    // 2. Hand-off back to the first build: zones move live, players follow.
+    let third = d.zone(&current, TEST_CONFIG, &["--standby"])?;
+    d.wait_servers("the standby first build", |l| l.len() == 2).await?;
+    let migrations_before = stats.migrations.load(std::sync::atomic::Ordering::Relaxed);
+    let (ok, out) = d.ctl(&["rollout", "--to", v1, "--handoff"]).await?;
+    assert!(ok, "hand-off rollout failed:\n{out}");
+    let (status, log) = second.wait_exit(Duration::from_secs(30))?;
+    assert!(status.success(), "the old server stopped cleanly: {status}\n{log}");
+    let list = d.wait_servers("the first build hosting every zone", |l| l.len() == 1 && hosts_all(&l[0])).await?;
+    assert_eq!(list[0]["version"], v1);
+    all_playing(&stats).await?;
+    nothing_lost(&stats, "after the hand-off")?;
+    let migrations = stats.migrations.load(std::sync::atomic::Ordering::Relaxed) - migrations_before;
+    assert_eq!(migrations, BOTS, "every bot followed its zone");
+
+    // 3. A build that cannot read the snapshots: the adoption is refused, the zone resumes where it was.
+    let refusing = d.zone(&next, &with_testing("snapshot_format = 99"), &["--standby"])?;
+    d.wait_servers("the refusing build", |l| l.len() == 2).await?;
+    let (ok, out) = d.ctl(&["rollout", "--to", &refusing.ws_url(), "--handoff"]).await?;
+    assert!(!ok, "a build that cannot read the snapshots took the zones:\n{out}");
+    assert!(out.contains("rolled_back") && out.contains("format 2"), "{out}");
+    drop(refusing);
+    let list =
+        d.wait_servers("the first build alone, hosting every zone", |l| l.len() == 1 && hosts_all(&l[0])).await?;
+    assert_eq!(list[0]["state"], "ready", "the old server takes players again");
+    all_playing(&stats).await?;
+    nothing_lost(&stats, "after the refused snapshot format")?;
+
+    // 4. A build that cannot serve the connected clients: stopped before anything changes.
+    let refusing = d.zone(&next, &with_testing("protocol_version = 99"), &["--standby"])?;
+    d.wait_servers("the incompatible build", |l| l.len() == 2).await?;
+    let (ok, out) = d.ctl(&["rollout", "--to", &refusing.ws_url(), "--handoff"]).await?;
+    assert!(!ok, "a build that cannot serve the clients took the zones:\n{out}");
+    assert!(out.contains("protocol") && out.contains("nothing was changed"), "{out}");
+    drop(refusing);
+    d.wait_servers("the first build alone", |l| l.len() == 1 && hosts_all(&l[0]) && l[0]["state"] == "ready").await?;
+
+    // 5. Rollback: back to the version the last successful rollout left, the same way (hand-off).
+    let fourth = d.zone(&next, TEST_CONFIG, &["--standby"])?;
+    d.wait_servers("the standby second build", |l| l.len() == 2).await?;
+    let (ok, out) = d.ctl(&["rollback"]).await?;
+    assert!(ok, "rollback failed:\n{out}");
+    assert!(out.contains("handoff, rollback"), "{out}");
+    let (status, log) = third.wait_exit(Duration::from_secs(30))?;
+    assert!(status.success(), "the old server stopped cleanly: {status}\n{log}");
+    let list = d.wait_servers("the second build hosting every zone", |l| l.len() == 1 && hosts_all(&l[0])).await?;
+    assert_eq!(list[0]["version"], v2.as_str());
+    all_playing(&stats).await?;
+    nothing_lost(&stats, "after the rollback")?;
+
+    fleet.stop().await;
+    drop(fourth);
+    Ok(())
+}
+
+/// The test layout with one `[testing]` setting (before the zones: a TOML table ends at the next header).
+fn with_testing(setting: &str) -> String {
+    TEST_CONFIG.replacen("[[zones]]", &format!("[testing]\n{setting}\n\n[[zones]]"), 1)
+}
+
+/// What Kubernetes does with `deploy/k8s/zone.yaml`: pods of a Deployment
+/// start with `--claim --handoff-on-drain`, two at once (each zone is granted
+/// to one of them), a new version's pod starts next to them and stands by,
+/// and a terminated pod's preStop hook (`respawn zone-stop`) drains it: its
+/// zones move live to the new version first, players following.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_pods_claim_zones_once_and_hand_them_off_when_stopped() -> Result<()> {
+    let (next, current) = (next_build(), env!("CARGO_BIN_EXE_respawn").to_owned());
+    let mut d = Deployment::start().await?;
+    let pod = ["--claim", "--handoff-on-drain", "--server-id"];
+    let a = d.zone(&current, TEST_CONFIG, &[&pod[..], &["pod-a"]].concat())?;
+    let b = d.zone(&current, TEST_CONFIG, &[&pod[..], &["pod-b"]].concat())?;
+    let list = d.wait_servers("both pods", |l| l.len() == 2).await?;
+    let mut hosted: Vec<&str> =
+        list.iter().flat_map(|s| s["zones"].as_array().into_iter().flatten()).filter_map(Value::as_str).collect();
+    hosted.sort_unstable();
+    assert_eq!(hosted, ["caverns", "meadow"], "each zone granted to exactly one pod: {list:#?}");
+
+    let zones = vec!["meadow".to_owned(), "caverns".to_owned()];
+    let fleet = Fleet::spawn(Access::Login { platform: d.addr() }, &zones, BOTS as u32, "pod");
+    let stats = fleet.stats.clone();
+    all_playing(&stats).await?;
+
+    // The new version's pod: every zone is taken, so it stands by.
+    let c = d.zone(&next, TEST_CONFIG, &[&pod[..], &["pod-c"]].concat())?;
+    let list = d.wait_servers("the new pod", |l| l.len() == 3).await?;
+    let new_pod = list.iter().find(|s| s["id"] == "pod-c").context("pod-c registered")?;
+    assert_eq!(new_pod["zones"], serde_json::json!([]), "the new pod stands by");
+
+    // Kubernetes replaces the old pods one at a time; each preStop hook drains its pod.
+    for (old, id) in [(a, "pod-a"), (b, "pod-b")] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_respawn"))
+            .args(["zone-stop", "--listen", &old.addr.to_string(), "--admin-token", ADMIN_TOKEN])
+            .output()
+            .await?;
+        assert!(out.status.success(), "zone-stop {id}: {}", String::from_utf8_lossy(&out.stderr));
+        let (status, log) = old.wait_exit(Duration::from_secs(30))?;
+        assert!(status.success(), "{id} stopped cleanly: {status}\n{log}");
+        d.wait_servers(&format!("{id} gone"), |l| l.iter().all(|s| s["id"] != id)).await?;
+    }
+    let list = d.wait_servers("the new pod hosting every zone", |l| l.len() == 1 && hosts_all(&l[0])).await?;
+    assert_eq!(list[0]["id"], "pod-c");
+    all_playing(&stats).await?;
+    nothing_lost(&stats, "after the pods were replaced")?;
+    assert_eq!(stats.migrations.load(std::sync::atomic::Ordering::Relaxed), BOTS, "every bot followed its zone once");
+    fleet.stop().await;
+    drop(c);
+    Ok(())
+}
+
+/// `respawn drill rollout`: the report's figures, and a pass.
+fn check_rollout_drill(r: &Value, mode: &str) -> Result<()> {
+    println!("drill rollout ({mode}): {r}");
+    assert_eq!(r["scenario"], "rollout");
+    assert_eq!(r["mode"], mode);
+    assert_ne!(r["from_version"], r["to_version"], "two builds, two versions");
+    assert_eq!(r["commands_lost"], 0, "{r}");
+    assert_eq!(r["characters_lost"], 0, "{r}");
+    assert_eq!(r["inventories_lost"], 0, "{r}");
+    assert_eq!(r["players_after"], r["players_before"], "{r}");
+    assert!(r["players_before"].as_u64() > Some(0), "{r}");
+    assert!(r["pause_ms"].as_f64().is_some() && r["commands_refused"].as_u64().is_some(), "{r}");
+    assert_eq!(r["verdict"], "pass", "{r}");
+    Ok(())
+}
+
+#[test]
+fn the_rollout_drill_hands_zones_off_live_on_real_services() -> Result<()> {
+    let r = support::drill(&["rollout", "--handoff", "--real", "--bots", "12", "--next-build", &next_build()])?;
+    check_rollout_drill(&r, "handoff")?;
+    assert!(r["pause_ms"].as_f64() < Some(1_000.0), "player-visible pause under 1 s: {r}");
+    Ok(())
+}
+
+#[test]
+fn the_rollout_drill_follows_the_guides_steps_on_embedded_stores() -> Result<()> {
+    let r = support::drill(&["rollout", "--bots", "8", "--next-build", &next_build()])?;
+    check_rollout_drill(&r, "guide")
+}
