@@ -407,19 +407,23 @@ pub struct RestoreReport {
 /// state: then the restore is retried for [`RESTORE_PATIENCE`], and fails
 /// after that (the supervisor restarts the process, which tries again).
 pub async fn restore(config: &ZoneConfig, stores: &Stores) -> Result<(Zone, RestoreReport), String> {
-    restore_reading(config, stores, respawn_sim::snapshot::FORMAT_VERSION).await
+    restore_reading(config, stores, respawn_sim::snapshot::FORMAT_VERSION, None).await
 }
 
 /// [`restore`] by a server that reads only snapshots of `format` (the
-/// `[testing] snapshot_format` setting stands in for another build).
+/// `[testing] snapshot_format` setting stands in for another build). With
+/// `released_at`, the zone was handed over at that tick: a hot snapshot at
+/// or after it is the newest state there is, and the cold store (slower, and
+/// only ever older) is not listed.
 pub async fn restore_reading(
     config: &ZoneConfig,
     stores: &Stores,
     format: u16,
+    released_at: Option<u64>,
 ) -> Result<(Zone, RestoreReport), String> {
     let started = Instant::now();
     loop {
-        match restore_once(config, stores, started, format).await {
+        match restore_once(config, stores, started, format, released_at).await {
             Ok(restored) => return Ok(restored),
             Err(RestoreFailure::Unreadable(why)) => return Err(why),
             Err(RestoreFailure::Unreachable(why)) if started.elapsed() < RESTORE_PATIENCE => {
@@ -456,6 +460,7 @@ async fn restore_once(
     stores: &Stores,
     started: Instant,
     format: u16,
+    released_at: Option<u64>,
 ) -> Result<(Zone, RestoreReport), RestoreFailure> {
     let zone_id = config.zone_id;
     let mut unreachable = Vec::new();
@@ -467,11 +472,14 @@ async fn restore_once(
             unreachable.push(format!("hot snapshots: {e}"));
         }
     }
-    match stores.cold.list(zone_id).await {
-        Ok(metas) => candidates.extend(metas.into_iter().map(|m| ("cold", m, None))),
-        Err(e) => {
-            tracing::warn!(zone = %config.name, error = %e, "cold snapshots unreachable at start");
-            unreachable.push(format!("cold snapshots: {e}"));
+    let hot_is_newest = released_at.is_some_and(|t| candidates.iter().any(|c| c.1.tick >= t));
+    if !hot_is_newest {
+        match stores.cold.list(zone_id).await {
+            Ok(metas) => candidates.extend(metas.into_iter().map(|m| ("cold", m, None))),
+            Err(e) => {
+                tracing::warn!(zone = %config.name, error = %e, "cold snapshots unreachable at start");
+                unreachable.push(format!("cold snapshots: {e}"));
+            }
         }
     }
     candidates.sort_by(|a, b| b.1.tick.cmp(&a.1.tick).then((a.0 == "cold").cmp(&(b.0 == "cold"))));

@@ -264,7 +264,7 @@ impl ServerState {
         };
         let started = Instant::now();
         let format = self.config.compat.snapshot_format;
-        let (zone, report) = persist::restore_reading(zone_config, &self.stores, format)
+        let (zone, report) = persist::restore_reading(zone_config, &self.stores, format, after_tick)
             .await
             .map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
         if let Some(expected) = after_tick.filter(|t| zone.tick_number() < *t) {
@@ -532,13 +532,14 @@ impl ZoneServer {
         let format = state.config.compat.snapshot_format;
         // Zones restore side by side: the restart time is the slowest zone's,
         // not the sum. Every start then stores its state, so a snapshot always exists.
-        let restored =
-            futures_util::future::join_all(configs.iter().map(|z| persist::restore_reading(z, &state.stores, format)))
-                .await
-                .into_iter()
-                .zip(&configs)
-                .map(|(r, z)| r.map_err(|message| ServerError::Zone { zone: z.name.clone(), message }))
-                .collect::<Result<Vec<_>, _>>()?;
+        let restored = futures_util::future::join_all(
+            configs.iter().map(|z| persist::restore_reading(z, &state.stores, format, None)),
+        )
+        .await
+        .into_iter()
+        .zip(&configs)
+        .map(|(r, z)| r.map_err(|message| ServerError::Zone { zone: z.name.clone(), message }))
+        .collect::<Result<Vec<_>, _>>()?;
         let states: Vec<Arc<PersistState>> = configs.iter().map(|_| Arc::default()).collect();
         futures_util::future::join_all(
             restored

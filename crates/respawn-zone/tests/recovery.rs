@@ -6,13 +6,14 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use respawn_proto::events::Event;
 use respawn_sim::rng::Rng;
 use respawn_sim::{Command, CommandKind, Point, Zone, ZoneConfig};
 use respawn_store::mongo::MongoColdSnapshots;
 use respawn_store::outbox::Outbox;
 use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisSessions};
-use respawn_store::{SnapshotMeta, StoredSnapshot};
+use respawn_store::{SnapshotMeta, StoreResult, StoredSnapshot};
 use respawn_zone::metrics::Metrics;
 use respawn_zone::persist::{self, PersistMsg, PersistSettings, PersistState, Stores, ZonePersistence};
 
@@ -230,5 +231,52 @@ async fn every_event_reaches_the_outbox_and_a_restore_resends_the_replayed_ones(
         played.events.iter().filter(|(tick, _)| *tick > report.snapshot_tick).map(|e| e.1.clone()).collect();
     assert!(!after_snapshot.is_empty());
     assert_eq!(ids(&report.replayed_events), after_snapshot);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Cold snapshots that count how often they were listed.
+#[derive(Debug)]
+struct CountingCold {
+    inner: Arc<dyn respawn_store::ColdSnapshots>,
+    lists: std::sync::atomic::AtomicUsize,
+}
+
+impl respawn_store::ColdSnapshots for CountingCold {
+    fn put(&self, snapshot: StoredSnapshot) -> BoxFuture<'_, StoreResult<()>> {
+        self.inner.put(snapshot)
+    }
+    fn list(&self, zone: u32) -> BoxFuture<'_, StoreResult<Vec<SnapshotMeta>>> {
+        self.lists.fetch_add(1, Ordering::Relaxed);
+        self.inner.list(zone)
+    }
+    fn get(&self, zone: u32, tick: u64) -> BoxFuture<'_, StoreResult<Option<StoredSnapshot>>> {
+        self.inner.get(zone, tick)
+    }
+    fn prune(&self, zone: u32, keep: usize) -> BoxFuture<'_, StoreResult<usize>> {
+        self.inner.prune(zone, keep)
+    }
+    fn delete_after(&self, zone: u32, tick: u64) -> BoxFuture<'_, StoreResult<usize>> {
+        self.inner.delete_after(zone, tick)
+    }
+}
+
+#[tokio::test]
+async fn a_handed_over_zone_restores_from_the_hot_store_without_listing_cold_snapshots() {
+    let (files, dir) = file_stores();
+    let cold = Arc::new(CountingCold { inner: files.cold.clone(), lists: Default::default() });
+    let stores = Stores { cold: cold.clone(), ..files };
+    let mut zone = Zone::new(config()).expect("zone");
+    for _ in 0..30 {
+        zone.tick(&[]);
+    }
+    let meta = SnapshotMeta { zone: 11, tick: 30, taken_at_ms: 1 };
+    stores.hot.put(StoredSnapshot { meta, bytes: zone.encode_snapshot() }).await.expect("put");
+
+    let format = respawn_sim::snapshot::FORMAT_VERSION;
+    let (restored, report) = persist::restore_reading(&config(), &stores, format, Some(30)).await.expect("restore");
+    assert_eq!((report.source, restored.tick_number()), ("hot", 30));
+    assert_eq!(cold.lists.load(Ordering::Relaxed), 0, "the hot snapshot at the released tick is the newest state");
+    persist::restore(&config(), &stores).await.expect("restore");
+    assert_eq!(cold.lists.load(Ordering::Relaxed), 1, "an ordinary start consults the cold store too");
     let _ = std::fs::remove_dir_all(dir);
 }

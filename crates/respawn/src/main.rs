@@ -14,6 +14,7 @@ mod loadgen;
 mod services;
 mod supervisor;
 mod up;
+mod web;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -25,7 +26,7 @@ use respawn_zone::persist::Stores;
 use respawn_zone::{ServerConfig, ServerOptions, ZoneServer};
 
 #[derive(Parser, Debug)]
-#[command(name = "respawn", version, about = "A real-time game backend whose failures behave predictably")]
+#[command(name = "respawn", version = VERSION, about = "A real-time game backend whose failures behave predictably")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -454,7 +455,15 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
             .context("cannot store the bootstrap admin token")?;
     }
     args.alerting.start(&context, stop.clone())?;
-    let http = tokio::spawn(respawn_platform::http::serve(listener, context, stop.clone()));
+    let app = web::play_routes().merge(respawn_platform::http::router(context));
+    let http = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    });
     tracing::info!(metrics = %format!("http://{}/metrics", args.listen), "platform server listening");
     // Start-up does not wait for MySQL or Kafka: the consumer begins once MySQL answers.
     let consumer = {

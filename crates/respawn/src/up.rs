@@ -12,10 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use clap::Args;
 use respawn_client::prom::{self, Histogram};
 use respawn_client::{http, Access, BotStats, Fleet};
@@ -27,7 +23,6 @@ use respawn_zone::ServerConfig;
 use crate::supervisor::{say, ChildSpec, Supervisor, SupervisorStatus};
 use tokio_util::sync::CancellationToken;
 
-const PLAY_PAGE: &str = include_str!("../web/play.html");
 /// Session tokens issued at login live this long.
 const SESSION_TTL_SECS: u64 = 12 * 3600;
 
@@ -84,7 +79,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let web_stop = CancellationToken::new();
     args.alerting.start(&platform, web_stop.clone())?;
     let ledger_slot = platform.ledger.clone();
-    let app = Router::new().route("/", get(play_page)).merge(respawn_platform::http::router(platform));
+    let app = crate::web::play_routes().merge(respawn_platform::http::router(platform));
     let web_task = tokio::spawn({
         let stop = web_stop.clone();
         async move {
@@ -160,10 +155,6 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let _ = tokio::fs::remove_dir_all(&run_dir).await;
     say("stopped");
     Ok(())
-}
-
-async fn play_page() -> Response {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PLAY_PAGE).into_response()
 }
 
 /// The one-line live status: CCU and tick p99 per zone.

@@ -444,3 +444,85 @@ async fn up_restarts_an_unresponsive_zone_server() -> Result<()> {
     assert!(status.success());
     Ok(())
 }
+
+/// The play page follows its zone across a live hand-off: a rollout moves
+/// the zone to a standby server of the second build, the page gets the
+/// migrate notice, joins the new server with its resume token and keeps its
+/// character. The page is served by `respawn platform` (at `/`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_play_page_follows_its_zone_to_another_server() -> Result<()> {
+    use support::{Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
+    const SERVER_TOKEN: &str = "browser-test-server-token";
+    const OPERATOR: &str = "browser-test-operator-token";
+    let next = std::env::var("RESPAWN_NEXT_BIN").expect("run through scripts/test: it builds the second version");
+    let platform = Platform::start_with(
+        "127.0.0.1:1",
+        "mysql://root@127.0.0.1:1/none",
+        "browser-handoff",
+        &[
+            "--server-token",
+            SERVER_TOKEN,
+            "--token-key",
+            TOKEN_KEY,
+            "--zone-admin-token",
+            ADMIN_TOKEN,
+            "--admin-token",
+            OPERATOR,
+        ],
+    )?;
+    platform.wait_healthy().await?;
+    let data = TempDir::new("browser-handoff")?;
+    let zone = |bin: &str, outbox: &str, standby: bool| {
+        let (addr, outbox) = (platform.addr.to_string(), data.0.join(outbox).display().to_string());
+        let mut args = vec!["--platform", &addr, "--server-token", SERVER_TOKEN, "--outbox-dir", &outbox];
+        if standby {
+            args.push("--standby");
+        }
+        ZoneProcess::start_build(bin, TEST_CONFIG, &data.0.join("state"), &args)
+    };
+    let old = zone(env!("CARGO_BIN_EXE_respawn"), "outbox-old", false)?;
+    let new = zone(&next, "outbox-new", true)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while respawn_client::http::request(&platform.addr.to_string(), "GET", "/v1/lobby", None)
+        .await?
+        .1
+        .matches("\"name\"")
+        .count()
+        < 2
+    {
+        if Instant::now() > deadline {
+            bail!("the zones never opened for login");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut browser = Browser::launch().await?;
+    let s = browser.open(&format!("http://{}/?name=mover&zone=meadow", platform.addr)).await?;
+    browser.wait_for(&s, "!!(window.respawn && window.respawn.joined())", Duration::from_secs(20)).await?;
+    assert_eq!(browser.eval(&s, "window.respawn.server()").await?, json!(old.ws_url()));
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_respawn"))
+        .args(["ctl", "rollout", "--handoff", "--to", &new.ws_url()])
+        .env("RESPAWN_PLATFORM_URL", platform.addr.to_string())
+        .env("RESPAWN_OPERATOR_TOKEN", OPERATOR)
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "rollout: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let followed = format!(
+        "window.respawn.migrations() === 1 && window.respawn.joined() && window.respawn.resumed() && window.respawn.server() === {}",
+        json!(new.ws_url())
+    );
+    browser.wait_for(&s, &followed, Duration::from_secs(10)).await?;
+    assert_eq!(browser.eval(&s, "window.respawn.zone()").await?, json!("meadow"));
+    // Still playing: updates keep arriving from the new server.
+    let updates = browser.eval(&s, "window.respawn.updates()").await?.as_f64().unwrap_or(0.0);
+    browser.wait_for(&s, &format!("window.respawn.updates() > {}", updates + 20.0), Duration::from_secs(5)).await?;
+    browser.screenshot(&s, "handoff.png").await?;
+    Ok(())
+}

@@ -57,6 +57,11 @@ fn authorize(ctx: &HttpContext, headers: &HeaderMap) -> Result<(), (StatusCode, 
     }
 }
 
+/// A JSON body, or why not (for a 400).
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes, what: &str) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("{what} body: {e}"))
+}
+
 pub(super) async fn heartbeat(
     State(ctx): State<HttpContext>,
     Path(id): Path<String>,
@@ -66,9 +71,9 @@ pub(super) async fn heartbeat(
     if let Err(refused) = authorize(&ctx, &headers) {
         return refused.into_response();
     }
-    let body: ServerBody = match serde_json::from_slice(&body) {
+    let body: ServerBody = match parse(&body, "heartbeat") {
         Ok(b) => b,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("heartbeat body: {e}")),
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
     let Some(state) = ServerState::parse(&body.state) else {
         return text(StatusCode::BAD_REQUEST, "state must be ready or draining");
@@ -133,9 +138,9 @@ pub(super) async fn claim(
     if let Err(refused) = authorize(&ctx, &headers) {
         return refused.into_response();
     }
-    let body: ClaimBody = match serde_json::from_slice(&body) {
+    let body: ClaimBody = match parse(&body, "claim") {
         Ok(b) => b,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("claim body: {e}")),
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
     // The same rule as a heartbeat's zones (the names become store keys).
     let valid_name =

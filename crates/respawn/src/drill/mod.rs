@@ -111,10 +111,49 @@ pub struct DrillReport {
     /// Longest time a player was without its character (disconnect to resumed Welcome).
     pub players_back_ms: f64,
     pub max_tick_ms: f64,
+    pub kills: Vec<KillResult>,
+    #[serde(flatten)]
+    pub findings: Findings,
+}
+
+/// How every drill report ends: the verdict, what missed its target, and the
+/// timeline of the drill (in the JSON, three fields at the top level).
+#[derive(Debug, Default, Serialize)]
+pub struct Findings {
     pub verdict: &'static str,
     pub problems: Vec<String>,
-    pub kills: Vec<KillResult>,
     pub timeline: Vec<String>,
+}
+
+impl Findings {
+    /// A pass when nothing missed its target; the timeline is added at the end.
+    pub fn judge(problems: Vec<String>) -> Self {
+        Self { verdict: if problems.is_empty() { "pass" } else { "fail" }, problems, timeline: Vec::new() }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.verdict == "pass"
+    }
+
+    fn print_timeline(&self) {
+        println!("Timeline");
+        for line in &self.timeline {
+            println!("  {line}");
+        }
+        println!();
+    }
+
+    fn print_verdict(&self) {
+        println!();
+        if self.problems.is_empty() {
+            println!("Verdict: PASS");
+        } else {
+            println!("Verdict: FAIL");
+            for p in &self.problems {
+                println!("  - {p}");
+            }
+        }
+    }
 }
 
 /// What the deployment under test is made of.
@@ -380,28 +419,28 @@ pub async fn run(args: DrillArgs) -> Result<()> {
         eprintln!("deployment kept in {}", dir.keep().display());
     }
     let report = result?;
-    let verdict = match report {
+    let passed = match report {
         Report::Recovery(mut r) => {
-            r.timeline = timeline;
+            r.findings.timeline = timeline;
             r.real_services = args.real;
             if args.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 print_report(&r);
             }
-            r.verdict
+            r.findings.passed()
         }
         Report::Pipeline(mut r) => {
-            r.timeline = timeline;
+            r.findings.timeline = timeline;
             if args.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 pipeline::print_report(&r);
             }
-            r.verdict
+            r.findings.passed()
         }
     };
-    if verdict != "pass" {
+    if !passed {
         std::process::exit(1);
     }
     Ok(())
@@ -423,7 +462,7 @@ async fn run_rollout(args: DrillArgs) -> Result<()> {
     } else {
         rollout::print_report(&report);
     }
-    if report.verdict != "pass" {
+    if !report.findings.passed() {
         std::process::exit(1);
     }
     Ok(())
@@ -490,10 +529,8 @@ async fn zone_crash(d: &mut Deployment, kills: u32) -> Result<DrillReport> {
         players_resumed,
         players_back_ms: worst(|r| r.resume_gap_max_ms),
         max_tick_ms,
-        verdict: if problems.is_empty() { "pass" } else { "fail" },
-        problems,
         kills: results,
-        timeline: Vec::new(),
+        findings: Findings::judge(problems),
     })
 }
 
@@ -567,10 +604,8 @@ async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
         players_resumed: kill.players_resumed,
         players_back_ms: kill.resume_gap_max_ms,
         max_tick_ms,
-        verdict: if problems.is_empty() { "pass" } else { "fail" },
-        problems,
         kills: vec![kill],
-        timeline: Vec::new(),
+        findings: Findings::judge(problems),
     })
 }
 
@@ -578,11 +613,7 @@ fn print_report(r: &DrillReport) {
     let scenario = r.scenario.name();
     println!("Drill {scenario} ({})", if r.real_services { "Redis + MongoDB-compatible" } else { "embedded stores" });
     println!();
-    println!("Timeline");
-    for line in &r.timeline {
-        println!("  {line}");
-    }
-    println!();
+    r.findings.print_timeline();
     println!("Figures (worst over {} kill(s))                 guide          target", r.kills.len());
     println!("  RTO                {:>9.0} ms               10 s           <= 1 s", r.rto_ms);
     let rpo_target = if r.scenario == Scenario::RedisDown { "last cold snapshot" } else { "<= 2 ticks" };
@@ -607,13 +638,5 @@ fn print_report(r: &DrillReport) {
             );
         }
     }
-    println!();
-    if r.problems.is_empty() {
-        println!("Verdict: PASS");
-    } else {
-        println!("Verdict: FAIL");
-        for p in &r.problems {
-            println!("  - {p}");
-        }
-    }
+    r.findings.print_verdict();
 }

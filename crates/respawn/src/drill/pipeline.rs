@@ -25,7 +25,7 @@ use sqlx::mysql::MySqlPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
-use super::{max_bucket_ms, warm_up, Deployment, Scenario, TICK_BUDGET_MS};
+use super::{max_bucket_ms, warm_up, Deployment, Findings, Scenario, TICK_BUDGET_MS};
 use crate::services::{create_database, free_port, pool, start_mariadb, start_tansu, Service, PARTITIONS};
 
 /// How long the pipeline may take to store what was generated before the heal.
@@ -98,9 +98,8 @@ pub struct PipelineReport {
     pub players_min_during_fault: u64,
     pub players_after: u64,
     pub max_tick_ms: f64,
-    pub verdict: &'static str,
-    pub problems: Vec<String>,
-    pub timeline: Vec<String>,
+    #[serde(flatten)]
+    pub findings: Findings,
 }
 
 impl Deployment {
@@ -309,9 +308,7 @@ pub(super) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
         players_min_during_fault: players_min,
         players_after,
         max_tick_ms,
-        verdict: if problems.is_empty() { "pass" } else { "fail" },
-        problems,
-        timeline: Vec::new(),
+        findings: Findings::judge(problems),
     })
 }
 
@@ -464,11 +461,7 @@ pub(super) fn print_report(r: &PipelineReport) {
     };
     println!("Drill {} ({deployment})", r.scenario.name());
     println!();
-    println!("Timeline");
-    for line in &r.timeline {
-        println!("  {line}");
-    }
-    println!();
+    r.findings.print_timeline();
     println!("Figures                                                      target");
     println!("  outage               {:>9.0} ms", r.outage_ms);
     println!("  catch-up             {:>9.0} ms (healed service to backlog stored)", r.catch_up_ms);
@@ -484,15 +477,7 @@ pub(super) fn print_report(r: &PipelineReport) {
         r.players_before, r.players_min_during_fault, r.players_after
     );
     println!("  max tick             {:>9} ms                            < 50 ms", r.max_tick_ms);
-    println!();
-    if r.problems.is_empty() {
-        println!("Verdict: PASS");
-    } else {
-        println!("Verdict: FAIL");
-        for p in &r.problems {
-            println!("  - {p}");
-        }
-    }
+    r.findings.print_verdict();
 }
 
 fn consistent(ok: bool) -> &'static str {

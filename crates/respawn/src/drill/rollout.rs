@@ -19,7 +19,7 @@ use respawn_platform::rollout::{Mode, Plan, State};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{max_bucket_ms, Scenario, TICK_BUDGET_MS};
+use super::{max_bucket_ms, Findings, Scenario, TICK_BUDGET_MS};
 use crate::services::{free_port, Service};
 
 /// Our target for the longest player-visible pause of a hand-off.
@@ -50,9 +50,8 @@ pub struct RolloutReport {
     /// The whole rollout, its seven steps.
     pub rollout_ms: u64,
     pub max_tick_ms: f64,
-    pub verdict: &'static str,
-    pub problems: Vec<String>,
-    pub timeline: Vec<String>,
+    #[serde(flatten)]
+    pub findings: Findings,
 }
 
 /// One `respawn zone` process of the drill.
@@ -292,9 +291,7 @@ pub async fn run(
         inventories_lost,
         rollout_ms: rollout.took_ms,
         max_tick_ms,
-        verdict: if problems.is_empty() { "pass" } else { "fail" },
-        problems,
-        timeline,
+        findings: Findings { timeline, ..Findings::judge(problems) },
     })
 }
 
@@ -303,11 +300,7 @@ pub fn print_report(r: &RolloutReport) {
     let stores = if r.real_services { "Redis + MongoDB-compatible" } else { "embedded stores" };
     println!("Drill rollout {} -> {} ({how}, {stores})", r.from_version, r.to_version);
     println!();
-    println!("Timeline");
-    for line in &r.timeline {
-        println!("  {line}");
-    }
-    println!();
+    r.findings.print_timeline();
     println!("Figures                                        guide                 target");
     let pause_target = if r.mode == Mode::Handoff { "< 1 s" } else { "-" };
     println!(
@@ -327,15 +320,7 @@ pub fn print_report(r: &RolloutReport) {
     );
     println!("  rollout took         {:>7} ms (7 steps)", r.rollout_ms);
     println!("  max tick             {:>7} ms                                    < 50 ms", r.max_tick_ms);
-    println!();
-    if r.problems.is_empty() {
-        println!("Verdict: PASS");
-    } else {
-        println!("Verdict: FAIL");
-        for p in &r.problems {
-            println!("  - {p}");
-        }
-    }
+    r.findings.print_verdict();
 }
 
 /// The second build: `--next-build`, else `RESPAWN_NEXT_BIN` (what `scripts/test` exports).

@@ -1,0 +1,25 @@
+# Respawn in one small image: every role is the same binary (zone, platform,
+# ctl, drill, up). Build from the repository root:
+#   docker build -t respawn:0.1.0 .
+# The build stage needs only what the rust image has (gcc, make, perl and
+# python for the bundled librdkafka); the runtime stage is Debian slim with
+# CA certificates (alert webhooks over https) and an unprivileged user.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin respawn \
+ && strip target/release/respawn
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --home-dir /var/lib/respawn --create-home respawn
+COPY --from=build /src/target/release/respawn /usr/local/bin/respawn
+USER 10001:10001
+WORKDIR /var/lib/respawn
+# Zone server (WebSocket, health, metrics, admin) and platform server (API, dashboard, metrics).
+EXPOSE 7350 7360
+ENTRYPOINT ["respawn"]
+CMD ["--help"]
