@@ -111,12 +111,9 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
             Incoming::Pong(_) | Incoming::Nothing => continue,
         }
     };
-    if join.protocol_version != proto::PROTOCOL_VERSION {
-        let reason = format!(
-            "server speaks protocol version {}, client sent {}",
-            proto::PROTOCOL_VERSION,
-            join.protocol_version
-        );
+    let speaks = state.config.compat.protocol_version;
+    if join.protocol_version != speaks {
+        let reason = format!("server speaks protocol version {speaks}, client sent {}", join.protocol_version);
         return refuse(&state, socket, CloseCode::UnsupportedProtocolVersion, reason).await;
     }
     let (player, name) = match authenticate(&state, &join).await {

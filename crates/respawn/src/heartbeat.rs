@@ -79,23 +79,27 @@ impl Heartbeat {
     }
 }
 
-/// Which of `zones` this server (`me`) may host (`--claim`): asked of the
-/// platform for up to 5 s; `None` if it does not answer.
-pub async fn claim(platform: &str, token: &str, me: &str, zones: &[String]) -> Option<Vec<String>> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+/// Which of `zones` this server (`me`) may host (`--claim`), asked of the
+/// platform until it answers: hosting them without its word could give a
+/// zone two owners, so a server that cannot ask does not start them.
+pub async fn claim(platform: &str, token: &str, me: &str, zones: &[String]) -> Vec<String> {
     let (path, body) = (format!("/v1/servers/{me}/claim"), serde_json::json!({ "zones": zones }).to_string());
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
-        match http::request_json(platform, "POST", &path, Some(token), &body).await {
-            Ok((200, answer)) => {
-                let answer: serde_json::Value = serde_json::from_str(&answer).ok()?;
-                let granted = answer["granted"].as_array()?;
-                return Some(granted.iter().filter_map(|z| z.as_str().map(str::to_owned)).collect());
-            }
-            Ok((status, answer)) => tracing::warn!(status, answer = answer.trim(), "zone claim refused"),
-            Err(e) => tracing::warn!(error = %e, "platform server unreachable"),
-        }
-        if std::time::Instant::now() >= deadline {
-            return None;
+        let problem = match http::request_json(platform, "POST", &path, Some(token), &body).await {
+            Ok((200, answer)) => match serde_json::from_str::<serde_json::Value>(&answer) {
+                Ok(answer) => {
+                    let granted = answer["granted"].as_array().into_iter().flatten();
+                    return granted.filter_map(|z| z.as_str().map(str::to_owned)).collect();
+                }
+                Err(e) => format!("unreadable answer: {e}"),
+            },
+            Ok((status, answer)) => format!("refused ({status}): {}", answer.trim()),
+            Err(e) => format!("platform server unreachable: {e}"),
+        };
+        if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+            tracing::warn!(problem = %problem, "zone claim: no answer yet; no zone starts until the platform answers");
+            last_warning = Some(std::time::Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -110,8 +110,8 @@ struct ZoneArgs {
     #[arg(long, env = "RESPAWN_STANDBY", conflicts_with = "claim")]
     standby: bool,
     /// Host only the configured zones no other live server hosts (asked of
-    /// the platform server); stand by for the others. For replicas that start
-    /// before the old ones stop (Kubernetes).
+    /// the platform server; no zone starts until it answers); stand by for
+    /// the others. For replicas that start before the old ones stop (Kubernetes).
     #[arg(long, env = "RESPAWN_CLAIM", requires = "platform")]
     claim: bool,
     /// When draining, first have the platform server move the zones live to a
@@ -573,13 +573,8 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
             _ if args.standby => config.zones.iter().map(|z| z.name.clone()).collect(),
             Some((addr, token)) if args.claim => {
                 let configured: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
-                match heartbeat::claim(addr, token, &server_id, &configured).await {
-                    Some(granted) => configured.into_iter().filter(|z| !granted.contains(z)).collect(),
-                    None => {
-                        tracing::warn!("--claim: the platform server did not answer within 5 s; hosting every zone");
-                        Vec::new()
-                    }
-                }
+                let granted = heartbeat::claim(addr, token, &server_id, &configured).await;
+                configured.into_iter().filter(|z| !granted.contains(z)).collect()
             }
             _ => Vec::new(),
         };

@@ -221,6 +221,19 @@ async fn guide_rollout_then_handoff_then_refused_builds_then_rollback() -> Resul
     // 4. A build that cannot serve the connected clients: stopped before anything changes.
     let refusing = d.zone(&next, &with_testing("protocol_version = 99"), &["--standby"])?;
     d.wait_servers("the incompatible build", |l| l.len() == 2).await?;
+    // It refuses today's clients itself, with a reason.
+    let mut client = support::Client::connect(&refusing.ws_url()).await?;
+    client
+        .send(respawn_proto::client_message::Body::Join(respawn_proto::Join {
+            protocol_version: respawn_proto::PROTOCOL_VERSION,
+            token: support::token(1, "old-client"),
+            zone: "meadow".into(),
+            resume_token: String::new(),
+        }))
+        .await?;
+    let refused = client.closed(Duration::from_secs(5)).await?;
+    assert_eq!(refused.code, respawn_proto::CloseCode::UnsupportedProtocolVersion.code(), "{refused:?}");
+    assert!(refused.reason.contains("server speaks protocol version 99, client sent 1"), "{refused:?}");
     let (ok, out) = d.ctl(&["rollout", "--to", &refusing.ws_url(), "--handoff"]).await?;
     assert!(!ok, "a build that cannot serve the clients took the zones:\n{out}");
     assert!(out.contains("protocol") && out.contains("nothing was changed"), "{out}");
