@@ -1,6 +1,6 @@
 //! The recovery drills, run for real: `kill -9` of the zone server with bots
-//! playing (embedded stores and real Redis + MongoDB-compatible server), and
-//! Redis dying mid-play. Timing verdicts (RTO) are recorded in RELIABILITY.md,
+//! playing (embedded stores and real Redis + MongoDB-compatible server),
+//! Redis dying mid-play, and MongoDB dying mid-play. Timing verdicts (RTO) are recorded in RELIABILITY.md,
 //! not asserted here; what is asserted is what must never happen: a player
 //! not getting the character back, or an acknowledged command lost.
 
@@ -56,6 +56,17 @@ fn drills_lose_nothing_acknowledged_and_recover() -> Result<()> {
             .iter()
             .any(|p| p.as_str().is_some_and(|p| p.contains("cold snapshot") || p.contains("did not resume"))),
         "cold snapshots were written during the outage and hot ones resumed after it: {r}"
+    );
+
+    let r = drill(&["mongo-down", "--real", "--bots", "8"])?;
+    check_recovery(&r);
+    assert_eq!(r["scenario"], "mongo-down");
+    assert_eq!(r["kills"][0]["restore_source"], "hot", "Redis holds the state while MongoDB is down: {r}");
+    assert!(r["max_tick_ms"].as_f64().is_some_and(|ms| ms <= 50.0), "no tick over budget during the outage: {r}");
+    let problems = r["problems"].as_array().expect("problems");
+    assert!(
+        !problems.iter().any(|p| p.as_str().is_some_and(|p| p.contains("snapshot") || p.contains("players fell"))),
+        "cold snapshots failed and resumed, hot ones went on, nobody was dropped: {r}"
     );
     Ok(())
 }
