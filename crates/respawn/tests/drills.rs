@@ -34,12 +34,21 @@ fn check_recovery(r: &Value) {
 /// The drills run one after another: each is a whole deployment with bots.
 #[test]
 fn drills_lose_nothing_acknowledged_and_recover() -> Result<()> {
-    let r = drill(&["zone-crash", "--kills", "2", "--bots", "8"])?;
+    let dir = support::TempDir::new("drill-report")?;
+    let report = dir.0.join("zone-crash.md");
+    let r = drill(&["zone-crash", "--kills", "2", "--bots", "8", "--report", &report.to_string_lossy()])?;
     check_recovery(&r);
     assert_eq!(r["scenario"], "zone-crash");
     for kill in r["kills"].as_array().expect("kills") {
         assert_eq!(kill["restore_source"], "hot", "{kill}");
     }
+    // --report: the markdown report, with the chart of tick and CCU beside it.
+    let md = std::fs::read_to_string(&report)?;
+    assert!(md.contains("# Drill zone-crash") && md.contains("**Verdict: PASS**"), "{md}");
+    assert!(md.contains("| rto_ms |") && md.contains("## Timeline") && md.contains("](zone-crash.svg)"), "{md}");
+    let svg = std::fs::read_to_string(dir.0.join("zone-crash.svg"))?;
+    assert!(svg.starts_with("<svg") && svg.contains("CCU (max 8)"), "the chart saw every bot: {svg}");
+    assert!(svg.matches("<polyline").count() >= 2, "both series are drawn: {svg}");
 
     let r = drill(&["zone-crash", "--real", "--kills", "2", "--bots", "8"])?;
     check_recovery(&r);

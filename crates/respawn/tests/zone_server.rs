@@ -391,3 +391,89 @@ async fn a_players_command_limit_survives_reconnecting() -> Result<()> {
     }
     anyhow::bail!("three reconnections got a full burst back: the player's limit was not kept")
 }
+
+/// A malicious client cannot become another player, read another player's
+/// private state (gold, XP, inventory travel only in the owner's own `you`),
+/// or act on another player's session: every attempt is refused with a close
+/// code, and the other player keeps playing untouched.
+#[tokio::test]
+async fn a_client_cannot_act_as_another_player_or_read_their_private_state() -> Result<()> {
+    let zone = ZoneProcess::start()?;
+    let url = zone.ws_url();
+    let (mut ann, ann_welcome) = Client::join(&url, 101, "ann", "meadow").await?;
+    let ann_resume = ann_welcome.resume_token.clone();
+    assert!(!ann_resume.is_empty());
+
+    // Tokens are the identity: a token of Mallory's with Ann's id swapped in, or
+    // one signed with another key, is refused.
+    let mallory = token(666, "mallory");
+    let mut parts: Vec<&str> = mallory.split('.').collect();
+    parts[1] = "101";
+    let forged = parts.join(".");
+    let other_key = respawn_token::TokenKey::new(b"not-the-server-key-at-all").expect("key");
+    let claims = respawn_token::Claims { player_id: 101, name: "ann".into(), expires_at: u64::MAX / 2 };
+    let foreign = other_key.sign(&claims).expect("sign");
+    for bad in [forged, foreign] {
+        let mut c = Client::connect(&url).await?;
+        c.send(join_msg(bad, "meadow")).await?;
+        let closed = c.closed(T).await?;
+        assert_eq!(closed.code, CloseCode::InvalidToken.code(), "{closed:?}");
+    }
+    // A guessed resume token without a session token gets nothing.
+    let mut c = Client::connect(&url).await?;
+    c.send(C::Join(respawn_proto::Join {
+        protocol_version: respawn_proto::PROTOCOL_VERSION,
+        resume_token: "0123456789abcdef0123456789abcdef".into(),
+        zone: "meadow".into(),
+        ..Default::default()
+    }))
+    .await?;
+    let closed = c.closed(T).await?;
+    assert_eq!(closed.code, CloseCode::InvalidToken.code(), "{closed:?}");
+    assert!(closed.reason.contains("unknown or expired resume token"), "{closed:?}");
+
+    // Mallory plays in the same zone: she sees Ann's public state only.
+    let (mut mal, mal_welcome) = Client::join(&url, 666, "mallory", "meadow").await?;
+    let ann_id = ann_welcome.entity_id;
+    let seen = mal
+        .next_matching(T, |b| match b {
+            S::Update(u) => u.entered.iter().find(|e| e.id == ann_id).cloned(),
+            _ => None,
+        })
+        .await?;
+    assert_eq!(seen.name, "ann");
+    let public = respawn_proto::EntityState {
+        id: seen.id,
+        kind: seen.kind,
+        x: seen.x,
+        y: seen.y,
+        hp: seen.hp,
+        max_hp: seen.max_hp,
+        level: seen.level,
+        name: seen.name.clone(),
+        ..Default::default()
+    };
+    // Gold, XP and inventory exist only in `you`, which each connection gets for its own player.
+    assert_eq!(seen, public, "another player's entity carries position, health, level and name only");
+
+    // Joining again on her connection cannot switch her to Ann.
+    mal.send(join_msg(token(101, "ann"), "meadow")).await?;
+    let error = mal.next_matching(T, |b| matches!(b, S::Error(_)).then_some(())).await;
+    assert!(error.is_ok(), "a second join on one connection is answered with an error, not obeyed");
+
+    // Her leaving removes her character, not Ann's; Ann keeps getting updates.
+    mal.send(C::Leave(respawn_proto::Leave {})).await?;
+    let mal_id = mal_welcome.entity_id;
+    let left = ann.next_matching(T, |b| match b {
+        S::Update(u) => u.left.contains(&mal_id).then_some(()),
+        _ => None,
+    });
+    left.await?;
+    let still = ann.next_matching(T, |b| matches!(b, S::Update(_)).then_some(())).await;
+    assert!(still.is_ok(), "Ann still plays");
+
+    // The admin API is not reachable with a player's token.
+    let (status, _) = support::http(zone.addr, "POST", "/admin/kick?player=101", Some(&token(666, "mallory"))).await?;
+    assert_eq!(status, 401);
+    Ok(())
+}

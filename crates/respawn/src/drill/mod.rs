@@ -18,6 +18,7 @@ use crate::services::{find_binary, free_port, Service};
 use crate::supervisor::{ChildSpec, Supervisor};
 
 mod pipeline;
+mod report;
 mod rollout;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -84,6 +85,10 @@ pub struct DrillArgs {
     /// rollout: the second build (reporting another version); default $RESPAWN_NEXT_BIN.
     #[arg(long)]
     next_build: Option<std::path::PathBuf>,
+    /// Also write the report as markdown to this file, with a chart of the
+    /// tick duration and CCU over the drill beside it (same name, .svg).
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
 }
 
 /// Targets: ours, and the guide's for comparison.
@@ -129,12 +134,20 @@ pub struct Findings {
     pub verdict: &'static str,
     pub problems: Vec<String>,
     pub timeline: Vec<String>,
+    /// Tick duration and CCU over the drill, for `--report`.
+    #[serde(skip)]
+    pub chart: Vec<report::ChartPoint>,
 }
 
 impl Findings {
     /// A pass when nothing missed its target; the timeline is added at the end.
     pub fn judge(problems: Vec<String>) -> Self {
-        Self { verdict: if problems.is_empty() { "pass" } else { "fail" }, problems, timeline: Vec::new() }
+        Self {
+            verdict: if problems.is_empty() { "pass" } else { "fail" },
+            problems,
+            timeline: Vec::new(),
+            chart: Vec::new(),
+        }
     }
 
     pub fn passed(&self) -> bool {
@@ -431,6 +444,7 @@ pub async fn run(args: DrillArgs) -> Result<()> {
         cold_every_secs: (args.scenario == Scenario::MongoDown).then_some(MONGO_DRILL_COLD_SECS),
     };
     let mut d = Deployment::start(options).await?;
+    let sampler = args.report.is_some().then(|| report::Sampler::start(vec![d.zone_addr.clone()], d.started));
     let outage = Duration::from_secs(args.outage_secs);
     let result = match args.scenario {
         Scenario::ZoneCrash => zone_crash(&mut d, args.kills).await.map(Report::Recovery),
@@ -439,6 +453,10 @@ pub async fn run(args: DrillArgs) -> Result<()> {
         pipeline_scenario => pipeline::run(&mut d, pipeline_scenario, outage).await.map(Report::Pipeline),
     };
     let timeline = d.timeline.clone();
+    let chart = match sampler {
+        Some(sampler) => sampler.finish().await,
+        None => Vec::new(),
+    };
     let dir = d.stop().await;
     if args.keep {
         eprintln!("deployment kept in {}", dir.keep().display());
@@ -446,23 +464,12 @@ pub async fn run(args: DrillArgs) -> Result<()> {
     let report = result?;
     let passed = match report {
         Report::Recovery(mut r) => {
-            r.findings.timeline = timeline;
-            r.real_services = args.real;
-            if args.json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                print_report(&r);
-            }
-            r.findings.passed()
+            (r.findings.timeline, r.findings.chart, r.real_services) = (timeline, chart, args.real);
+            publish(&args, &r, &r.findings, || print_report(&r))?
         }
         Report::Pipeline(mut r) => {
-            r.findings.timeline = timeline;
-            if args.json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                pipeline::print_report(&r);
-            }
-            r.findings.passed()
+            (r.findings.timeline, r.findings.chart) = (timeline, chart);
+            publish(&args, &r, &r.findings, || pipeline::print_report(&r))?
         }
     };
     if !passed {
@@ -471,23 +478,40 @@ pub async fn run(args: DrillArgs) -> Result<()> {
     Ok(())
 }
 
+/// Prints the report (JSON with `--json`, else `print`) and writes `--report`; whether it passed.
+fn publish<R: Serialize>(args: &DrillArgs, report: &R, findings: &Findings, print: impl FnOnce()) -> Result<bool> {
+    if args.json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print();
+    }
+    if let Some(path) = &args.report {
+        let title = format!("Drill {}{}", args.scenario.name(), if args.real { " (real services)" } else { "" });
+        report::write(path, &title, &serde_json::to_value(report)?, findings, &findings.chart)?;
+        eprintln!("report written to {} (chart: {})", path.display(), path.with_extension("svg").display());
+    }
+    Ok(findings.passed())
+}
+
 async fn run_rollout(args: DrillArgs) -> Result<()> {
     let next = rollout::next_build(args.next_build.clone())?;
     let dir = crate::TempDirGuard::new("drill")?;
     let mut stores = drill_stores(dir.path());
     let real_stores = if args.real { Some(start_real_stores(dir.path(), &mut stores).await?) } else { None };
-    let result = rollout::run(dir.path(), stores, next, args.handoff, args.bots, args.real).await;
+    let options = rollout::Options {
+        next,
+        handoff: args.handoff,
+        bots: args.bots,
+        real: args.real,
+        chart: args.report.is_some(),
+    };
+    let result = rollout::run(dir.path(), stores, options).await;
     drop(real_stores);
     if args.keep {
         eprintln!("deployment kept in {}", dir.keep().display());
     }
     let report = result?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        rollout::print_report(&report);
-    }
-    if !report.findings.passed() {
+    if !publish(&args, &report, &report.findings, || rollout::print_report(&report))? {
         std::process::exit(1);
     }
     Ok(())

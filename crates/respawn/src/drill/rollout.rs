@@ -124,15 +124,22 @@ async fn tick_max_ms(addr: &str) -> f64 {
     Histogram::read(&prom::parse(&text), "respawn_zone_tick_duration_seconds", &[]).map_or(0.0, |h| max_bucket_ms(&h))
 }
 
-/// Runs the drill; the directory is `dir`, the second build `next`.
-pub async fn run(
-    dir: &Path,
-    stores: crate::StoreArgs,
-    next: PathBuf,
-    handoff: bool,
-    bots: u32,
-    real: bool,
-) -> Result<RolloutReport> {
+/// What the rollout drill runs.
+#[derive(Debug)]
+pub struct Options {
+    /// The second build.
+    pub next: PathBuf,
+    pub handoff: bool,
+    pub bots: u32,
+    /// Real Redis and MongoDB-compatible stores (already in `stores`).
+    pub real: bool,
+    /// Sample tick duration and CCU for `--report`.
+    pub chart: bool,
+}
+
+/// Runs the drill in `dir`.
+pub async fn run(dir: &Path, stores: crate::StoreArgs, options: Options) -> Result<RolloutReport> {
+    let Options { next, handoff, bots, real, chart } = options;
     let started = Instant::now();
     let mut timeline = Vec::new();
     let note = |timeline: &mut Vec<String>, what: String| {
@@ -154,6 +161,7 @@ pub async fn run(
     let current = std::env::current_exe()?;
     let mut old = setup.zone(&current, "old", false).await?;
     let new = setup.zone(&next, "new", true).await?;
+    let sampler = chart.then(|| super::report::Sampler::start(vec![old.addr.clone(), new.addr.clone()], started));
     // Both in the registry, with their versions.
     let deadline = Instant::now() + Duration::from_secs(20);
     let servers = loop {
@@ -239,6 +247,10 @@ pub async fn run(
     max_tick_ms = max_tick_ms.max(tick_max_ms(&new.addr).await);
     fleet.stop().await;
     stop.cancel();
+    let chart = match sampler {
+        Some(sampler) => sampler.finish().await,
+        None => Vec::new(),
+    };
 
     let resumes: Vec<_> = stats.resumes().into_iter().skip(resumes_before).collect();
     let mut pauses: Vec<f64> = resumes.iter().map(|r| r.frozen.as_secs_f64() * 1e3).collect();
@@ -291,7 +303,7 @@ pub async fn run(
         inventories_lost,
         rollout_ms: rollout.took_ms,
         max_tick_ms,
-        findings: Findings { timeline, ..Findings::judge(problems) },
+        findings: Findings { timeline, chart, ..Findings::judge(problems) },
     })
 }
 
