@@ -451,26 +451,11 @@ async fn up_restarts_an_unresponsive_zone_server() -> Result<()> {
 /// character. The page is served by `respawn platform` (at `/`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_play_page_follows_its_zone_to_another_server() -> Result<()> {
-    use support::{Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
+    use support::{Platform, ZoneProcess, TEST_CONFIG};
     const SERVER_TOKEN: &str = "browser-test-server-token";
     const OPERATOR: &str = "browser-test-operator-token";
-    let next = std::env::var("RESPAWN_NEXT_BIN").expect("run through scripts/test: it builds the second version");
-    let platform = Platform::start_with(
-        "127.0.0.1:1",
-        "mysql://root@127.0.0.1:1/none",
-        "browser-handoff",
-        &[
-            "--server-token",
-            SERVER_TOKEN,
-            "--token-key",
-            TOKEN_KEY,
-            "--zone-admin-token",
-            ADMIN_TOKEN,
-            "--admin-token",
-            OPERATOR,
-        ],
-    )?;
-    platform.wait_healthy().await?;
+    let next = support::next_build();
+    let platform = Platform::for_rollouts(SERVER_TOKEN, OPERATOR).await?;
     let data = TempDir::new("browser-handoff")?;
     let zone = |bin: &str, outbox: &str, standby: bool| {
         let (addr, outbox) = (platform.addr.to_string(), data.0.join(outbox).display().to_string());

@@ -17,16 +17,11 @@ use anyhow::{bail, Context, Result};
 use respawn_client::bot::{Access, BotStats, Fleet};
 use respawn_client::http;
 use serde_json::Value;
-use support::{Platform, TempDir, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
+use support::{next_build, Platform, TempDir, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG};
 
 const SERVER_TOKEN: &str = "rollout-test-server-token";
 const OPERATOR: &str = "rollout-test-operator-token";
 const BOTS: u64 = 6;
-
-/// The second build: the same code labelled with another version.
-fn next_build() -> String {
-    std::env::var("RESPAWN_NEXT_BIN").expect("run through scripts/test: it builds the second version")
-}
 
 struct Deployment {
     platform: Platform,
@@ -37,22 +32,7 @@ struct Deployment {
 impl Deployment {
     /// A platform server (no Kafka or MySQL behind it: rollouts need neither) and a shared state directory.
     async fn start() -> Result<Self> {
-        let platform = Platform::start_with(
-            "127.0.0.1:1",
-            "mysql://root@127.0.0.1:1/none",
-            "rollout-test",
-            &[
-                "--server-token",
-                SERVER_TOKEN,
-                "--token-key",
-                TOKEN_KEY,
-                "--zone-admin-token",
-                ADMIN_TOKEN,
-                "--admin-token",
-                OPERATOR,
-            ],
-        )?;
-        platform.wait_healthy().await?;
+        let platform = Platform::for_rollouts(SERVER_TOKEN, OPERATOR).await?;
         Ok(Self { platform, data: TempDir::new("rollout")?, outboxes: 0 })
     }
 

@@ -127,6 +127,25 @@ pub struct DrillReport {
     pub findings: Findings,
 }
 
+impl DrillReport {
+    /// The report of a drill on real services with one zone-server kill in it.
+    fn one_kill(scenario: Scenario, kill: KillResult, max_tick_ms: f64, problems: Vec<String>) -> Self {
+        Self {
+            scenario,
+            real_services: true,
+            rto_ms: kill.rto_ms,
+            rpo_ticks: kill.rpo_ticks,
+            commands_lost: kill.commands_lost,
+            players_before: kill.players_before,
+            players_resumed: kill.players_resumed,
+            players_back_ms: kill.resume_gap_max_ms,
+            max_tick_ms,
+            kills: vec![kill],
+            findings: Findings::judge(problems),
+        }
+    }
+}
+
 /// How every drill report ends: the verdict, what missed its target, and the
 /// timeline of the drill (in the JSON, three fields at the top level).
 #[derive(Debug, Default, Serialize)]
@@ -641,19 +660,7 @@ async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(DrillReport {
-        scenario: Scenario::RedisDown,
-        real_services: true,
-        rto_ms: kill.rto_ms,
-        rpo_ticks: kill.rpo_ticks,
-        commands_lost: kill.commands_lost,
-        players_before: kill.players_before,
-        players_resumed: kill.players_resumed,
-        players_back_ms: kill.resume_gap_max_ms,
-        max_tick_ms,
-        kills: vec![kill],
-        findings: Findings::judge(problems),
-    })
+    Ok(DrillReport::one_kill(Scenario::RedisDown, kill, max_tick_ms, problems))
 }
 
 /// The mongo-down drill's cold snapshot period: several attempts fit in its outage.
@@ -742,19 +749,7 @@ async fn mongo_down(d: &mut Deployment) -> Result<DrillReport> {
     if kill.commands_lost > 0 {
         problems.push(format!("{} acknowledged commands lost", kill.commands_lost));
     }
-    Ok(DrillReport {
-        scenario: Scenario::MongoDown,
-        real_services: true,
-        rto_ms: kill.rto_ms,
-        rpo_ticks: kill.rpo_ticks,
-        commands_lost: kill.commands_lost,
-        players_before: kill.players_before,
-        players_resumed: kill.players_resumed,
-        players_back_ms: kill.resume_gap_max_ms,
-        max_tick_ms,
-        kills: vec![kill],
-        findings: Findings::judge(problems),
-    })
+    Ok(DrillReport::one_kill(Scenario::MongoDown, kill, max_tick_ms, problems))
 }
 
 fn print_report(r: &DrillReport) {

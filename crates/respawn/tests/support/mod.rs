@@ -308,6 +308,11 @@ pub async fn wait_metric(addr: SocketAddr, series: &str, want: f64) -> Result<()
     bail!("{series} stayed at {seen:?}, expected {want}")
 }
 
+/// The second build of the binary, labelled with another version.
+pub fn next_build() -> String {
+    std::env::var("RESPAWN_NEXT_BIN").expect("run through scripts/test: it builds the second version")
+}
+
 /// Runs `respawn drill ARGS --json` and returns its report, pass or fail.
 pub fn drill(args: &[&str]) -> Result<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_respawn")).arg("drill").args(args).arg("--json").output()?;
@@ -369,6 +374,28 @@ impl Platform {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A platform server with login, the registry and rollouts (which need no
+    /// Kafka or MySQL: nothing listens on port 1), answering once healthy.
+    pub async fn for_rollouts(server_token: &str, operator_token: &str) -> Result<Self> {
+        let platform = Self::start_with(
+            "127.0.0.1:1",
+            "mysql://root@127.0.0.1:1/none",
+            "rollouts",
+            &[
+                "--server-token",
+                server_token,
+                "--token-key",
+                TOKEN_KEY,
+                "--zone-admin-token",
+                ADMIN_TOKEN,
+                "--admin-token",
+                operator_token,
+            ],
+        )?;
+        platform.wait_healthy().await?;
+        Ok(platform)
     }
 
     /// Waits (10 s at most) until `/healthz` answers 200.
