@@ -157,7 +157,8 @@ pub struct Resume {
     pub last_seen_tick: u64,
     /// Tick through which the server had confirmed the bot's commands durable.
     pub durable_tick: u64,
-    /// The tick the zone was at when the bot got its character back.
+    /// The tick the zone's state resumed from: where its new timeline began
+    /// when it was restored from stored state, else the tick at the Welcome.
     pub resumed_tick: u64,
     /// From losing the connection to the Welcome of the resumed session.
     pub gap: Duration,
@@ -279,6 +280,8 @@ struct Continuity {
     /// The login in use ([`Access::Login`]) and how many sessions in a row failed with it.
     login: Option<(LoginGrant, u32)>,
     last_seen_tick: u64,
+    /// The zone's timeline in the last session (it changes when the zone is restored).
+    timeline: Option<u64>,
     durable_tick: u64,
     lost_at: Option<Instant>,
     last_update_at: Option<Instant>,
@@ -446,18 +449,25 @@ async fn session(
         _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
     };
     if welcome.resumed {
+        // A zone restored since the last session went back to where its new
+        // timeline starts; what the bot saw after that was lost.
+        let resumed_tick = match link.timeline {
+            Some(seen) if seen != welcome.timeline => welcome.timeline_start_tick.min(welcome.tick),
+            _ => welcome.tick,
+        };
         if let (Some(lost_at), Ok(mut resumes)) = (link.lost_at, stats.resumes.lock()) {
             resumes.push(Resume {
                 player_id: config.player_id,
                 last_seen_tick: link.last_seen_tick,
                 durable_tick: link.durable_tick,
-                resumed_tick: welcome.tick,
+                resumed_tick,
                 gap: lost_at.elapsed(),
                 frozen: link.last_update_at.unwrap_or(lost_at).elapsed(),
-                lost_acknowledged: link.lost_since(welcome.tick),
+                lost_acknowledged: link.lost_since(resumed_tick),
             });
         }
     }
+    link.timeline = Some(welcome.timeline);
     let had_character = link.resume_token.is_some();
     if had_character && !welcome.resumed {
         stats.characters_lost.fetch_add(1, Ordering::Relaxed);

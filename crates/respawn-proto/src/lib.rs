@@ -154,6 +154,10 @@ pub struct Welcome {
     pub resume_token: String,
     #[prost(bool, tag = "15")]
     pub resumed: bool,
+    #[prost(uint64, tag = "16")]
+    pub timeline: u64,
+    #[prost(uint64, tag = "17")]
+    pub timeline_start_tick: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]

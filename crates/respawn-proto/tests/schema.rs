@@ -125,6 +125,8 @@ fn samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         pickup_range: 9,
         resume_token: "r".into(),
         resumed: true,
+        timeline: 10,
+        timeline_start_tick: 11,
     };
     let update = StateUpdate {
         tick: 1,

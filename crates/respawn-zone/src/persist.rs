@@ -592,6 +592,10 @@ async fn replay(mut zone: Zone, stores: &Stores, name: &str, events: &mut Vec<Ve
             }
         }
     }
+    // The lost process may have published events of ticks after the last one
+    // replayed: what this zone does next gets ids of a timeline of its own,
+    // or the ledger would take its events for duplicates and drop them.
+    zone.set_epoch(new_epoch());
     (zone, replayed)
 }
 

@@ -82,6 +82,8 @@ pub struct WelcomeInfo<'a> {
     pub entity_id: u32,
     pub resume_token: &'a str,
     pub resumed: bool,
+    /// The tick this process's timeline of the zone started from.
+    pub timeline_start_tick: u64,
     pub tick_hz: u32,
     pub view_radius: i32,
     pub server_version: &'a str,
@@ -105,6 +107,8 @@ pub fn welcome(zone: &Zone, info: WelcomeInfo<'_>) -> Bytes {
         pickup_range: c.pickup_range.unsigned_abs(),
         resume_token: info.resume_token.to_owned(),
         resumed: info.resumed,
+        timeline: zone.epoch(),
+        timeline_start_tick: info.timeline_start_tick,
     }))
 }
 

@@ -127,6 +127,8 @@ struct Client {
 /// tick thread; benchmarks drive it directly.
 pub struct ZoneRunner {
     zone: Zone,
+    /// The tick the zone was restored at (its timeline, the epoch, starts there).
+    timeline_start_tick: u64,
     settings: LoopSettings,
     metrics: ZoneMetrics,
     clients: BTreeMap<PlayerId, Client>,
@@ -171,6 +173,7 @@ impl ZoneRunner {
         let until = Instant::now() + settings.resume_grace;
         let detached = zone.players().keys().map(|p| (*p, until)).collect();
         Self {
+            timeline_start_tick: zone.tick_number(),
             zone,
             settings,
             metrics,
@@ -431,6 +434,7 @@ impl ZoneRunner {
                         entity_id: p.entity,
                         resume_token: &client.resume_token,
                         resumed,
+                        timeline_start_tick: self.timeline_start_tick,
                         tick_hz: self.settings.tick_hz,
                         view_radius: self.settings.view_radius,
                         server_version: &self.settings.server_version,

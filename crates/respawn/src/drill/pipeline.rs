@@ -37,7 +37,7 @@ type EventKey = (u32, u64, u64, u32);
 
 /// The broker, the database and the platform server of a pipeline drill.
 pub(super) struct Pipeline {
-    _broker: Service,
+    broker: Service,
     /// Clients reach the broker only through this gate (its advertised address):
     /// kafka-down cuts it. Killing Tansu 0.6 instead is not survivable by Tansu
     /// itself: after `kill -9` it can lose idempotent-producer state and then
@@ -69,7 +69,29 @@ impl Pipeline {
             root.join("platform"),
         );
         platform.start().await?;
-        Ok(Self { _broker: broker, broker_gate: gate, mysql, platform, brokers, mysql_url, platform_addr })
+        Ok(Self { broker, broker_gate: gate, mysql, platform, brokers, mysql_url, platform_addr })
+    }
+
+    /// The site-loss drill's fault: every process killed (`kill -9`) and the
+    /// broker's storage gone with the site; MariaDB's data stays.
+    pub async fn lose(&mut self, root: &Path) -> Result<()> {
+        self.platform.kill().await;
+        self.broker.kill().await;
+        self.mysql.kill().await;
+        let broker_dir = root.join("broker");
+        std::fs::remove_dir_all(&broker_dir).with_context(|| format!("wiping {}", broker_dir.display()))
+    }
+
+    /// After [`Pipeline::lose`]: MariaDB on its data, a new empty broker at
+    /// the same address (the topic created anew), the platform server.
+    pub async fn rebuild(&mut self, root: &Path) -> Result<()> {
+        self.mysql.start().await?;
+        self.broker = start_tansu(&root.join("broker"), self.broker.port, self.broker_gate.port).await?;
+        self.platform.start().await
+    }
+
+    pub fn ledger(&self) -> Result<LedgerView> {
+        Ok(LedgerView::MySql(pool(&self.mysql_url)?))
     }
 
     fn describe(&self) -> String {
@@ -102,13 +124,53 @@ pub struct PipelineReport {
     pub findings: Findings,
 }
 
-impl Deployment {
+/// The zone servers' event counts, for [`settle`].
+pub(super) trait EventCounts {
+    /// Events generated so far.
+    async fn generated(&self) -> Result<u64>;
+    /// Events in the outboxes, not yet in the event log.
+    async fn outbox_pending(&self) -> Result<u64>;
+}
+
+impl EventCounts for Deployment {
     async fn generated(&self) -> Result<u64> {
-        Ok(prom::sum(&self.samples().await?, "respawn_zone_events_total", &[]) as u64)
+        Ok(self.generated_before + prom::sum(&self.samples().await?, "respawn_zone_events_total", &[]) as u64)
     }
 
     async fn outbox_pending(&self) -> Result<u64> {
         Ok(prom::sum(&self.samples().await?, "respawn_zone_outbox_pending_events", &[]) as u64)
+    }
+}
+
+/// Once the load has stopped: waits until every event generated is stored,
+/// the outboxes are empty and nothing changed for a second ([`SETTLE_LIMIT`]
+/// at most), then compares the ledger (and the topic at `brokers`).
+/// `gone`: events known never to arrive (lost with a site), not waited for.
+/// Returns (generated, stored, comparison).
+pub(super) async fn settle(
+    zones: &impl EventCounts,
+    db: &LedgerView,
+    brokers: Option<&str>,
+    gone: u64,
+) -> Result<(u64, u64, Comparison)> {
+    let settle = Instant::now();
+    let mut last = (u64::MAX, 0, Instant::now());
+    loop {
+        let generated = zones.generated().await?;
+        let stored = db.count().await.unwrap_or(0);
+        let drained = stored + gone >= generated && zones.outbox_pending().await? == 0;
+        if (generated, stored) != (last.0, last.1) {
+            last = (generated, stored, Instant::now());
+        }
+        let quiet = last.2.elapsed() >= Duration::from_secs(1);
+        if (drained && quiet) || settle.elapsed() > SETTLE_LIMIT {
+            let check = compare(db, brokers).await?;
+            // Nothing may have happened while comparing, or the comparison is of two different moments.
+            if zones.generated().await? == generated || settle.elapsed() > SETTLE_LIMIT {
+                return Ok((generated, stored, check));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -135,7 +197,7 @@ async fn wait_mid_batch(platform: &str) -> bool {
 pub(super) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration) -> Result<PipelineReport> {
     let real = d.pipeline.is_some();
     let (db, description) = match &d.pipeline {
-        Some(p) => (LedgerView::MySql(pool(&p.mysql_url)?), p.describe()),
+        Some(p) => (p.ledger()?, p.describe()),
         None => {
             let path = d.dir.path().join("data").join(crate::EVENTS_DB);
             let description = format!("embedded ledger {}", path.display());
@@ -236,25 +298,7 @@ pub(super) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
 
     // Stop the load, let the pipeline settle (the bots' leave events too), then compare everything.
     d.bots.halt().await;
-    let settle = Instant::now();
-    let mut last = (u64::MAX, 0, Instant::now());
-    let (generated, stored, check) = loop {
-        let generated = d.generated().await?;
-        let stored = db.count().await.unwrap_or(0);
-        let drained = stored >= generated && d.outbox_pending().await? == 0;
-        if (generated, stored) != (last.0, last.1) {
-            last = (generated, stored, Instant::now());
-        }
-        let quiet = last.2.elapsed() >= Duration::from_secs(1);
-        if (drained && quiet) || settle.elapsed() > SETTLE_LIMIT {
-            let check = compare(&db, d.pipeline.as_ref().map(|p| p.brokers.as_str())).await?;
-            // Nothing may have happened while comparing, or the comparison is of two different moments.
-            if d.generated().await? == generated || settle.elapsed() > SETTLE_LIMIT {
-                break (generated, stored, check);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (generated, stored, check) = settle(d, &db, d.pipeline.as_ref().map(|p| p.brokers.as_str()), 0).await?;
     d.note(format!("bots stopped; settled with {stored} of {generated} events stored"));
     d.note(match &check.topic {
         Some(t) => format!(
@@ -313,7 +357,7 @@ pub(super) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
 }
 
 /// The ledger as the drill reads it, from outside the process that writes it.
-enum LedgerView {
+pub(super) enum LedgerView {
     MySql(MySqlPool),
     Sqlite(PathBuf),
 }
@@ -325,7 +369,7 @@ impl LedgerView {
     }
 
     /// Rows in `events`, or `None` while the ledger does not answer.
-    async fn count(&self) -> Option<u64> {
+    pub(super) async fn count(&self) -> Option<u64> {
         let (n,): (i64,) = match self {
             LedgerView::MySql(db) => sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(db).await.ok()?,
             LedgerView::Sqlite(path) => {
@@ -379,9 +423,9 @@ impl LedgerView {
     }
 }
 
-struct Comparison {
-    rows: u64,
-    distinct_rows: u64,
+pub(super) struct Comparison {
+    pub rows: u64,
+    pub distinct_rows: u64,
     records_consistent: bool,
     topic: Option<TopicComparison>,
 }
