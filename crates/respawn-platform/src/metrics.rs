@@ -28,6 +28,8 @@ pub struct PlatformMetrics {
     pub logins: IntCounter,
     rate_limited: IntCounterVec,
     http_duration: prometheus::HistogramVec,
+    /// The listener guard's counters (per-IP cap, slow and idle connections).
+    pub guard: respawn_net::GuardMetrics,
     http_responses: IntCounterVec,
     notifications: IntCounterVec,
     /// (when, records consumed then, rate since the look before) for [`Self::consumed_per_second`].
@@ -159,6 +161,7 @@ impl PlatformMetrics {
             )
             .expect("metric"),
             consumed_rate: std::sync::Arc::default(),
+            guard: respawn_net::GuardMetrics::register(&r, "respawn_platform").expect("metric"),
             registry: r,
         }
         .initialise()

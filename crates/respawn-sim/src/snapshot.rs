@@ -50,6 +50,19 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// A snapshot payload behind its header (magic, this format's version,
+/// length, CRC-32). The fuzz target uses it to reach the payload parser.
+pub fn framed(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
 impl Zone {
     /// Encodes the whole zone. Equal zones give equal bytes.
     pub fn encode_snapshot(&self) -> Vec<u8> {
@@ -95,15 +108,7 @@ impl Zone {
             w.u32(i.amount);
             write_point(&mut w, i.pos);
         }
-        let payload = w.buf;
-        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
-        out
+        framed(&w.buf)
     }
 
     /// Decodes a snapshot, refusing anything corrupt, truncated, of another

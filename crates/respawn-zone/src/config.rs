@@ -90,6 +90,7 @@ pub struct LimitsFile {
     pub join_timeout_ms: Option<u64>,
     pub write_timeout_ms: Option<u64>,
     pub ping_interval_ms: Option<u64>,
+    pub connections_per_ip: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +118,9 @@ pub struct Limits {
     pub join_timeout: Duration,
     pub write_timeout: Duration,
     pub ping_interval: Duration,
+    /// Connections (WebSocket and HTTP) one IP address may hold open; 0: no cap
+    /// (behind a proxy every player has the proxy's address: cap there).
+    pub connections_per_ip: u32,
 }
 
 impl Default for Limits {
@@ -128,6 +132,7 @@ impl Default for Limits {
             join_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(1),
+            connections_per_ip: 128,
         }
     }
 }
@@ -206,6 +211,7 @@ impl ServerConfig {
                 join_timeout: l.join_timeout_ms.map_or(d.join_timeout, ms),
                 write_timeout: l.write_timeout_ms.map_or(d.write_timeout, ms),
                 ping_interval: l.ping_interval_ms.map_or(d.ping_interval, ms),
+                connections_per_ip: l.connections_per_ip.unwrap_or(d.connections_per_ip),
             },
             persist: PersistSettings {
                 hot_every: p.hot_snapshot_secs.map_or(pd.hot_every, secs),

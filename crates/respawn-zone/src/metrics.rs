@@ -28,6 +28,8 @@ pub struct Metrics {
     events: IntCounterVec,
     client_errors: IntCounterVec,
     connections: IntGauge,
+    /// The listener guard's counters (per-IP cap, slow and idle connections).
+    guard: respawn_net::GuardMetrics,
     ready: IntGauge,
     cpu_seconds: prometheus::Counter,
     resident_memory: IntGauge,
@@ -251,6 +253,7 @@ impl Metrics {
                 &["reason"],
             ),
             connections: plain_gauge(&r, "respawn_connections", "Open WebSocket connections."),
+            guard: respawn_net::GuardMetrics::register(&r, "respawn_zone").expect("unique metrics"),
             ready: plain_gauge(
                 &r,
                 "respawn_ready",
@@ -423,6 +426,10 @@ impl Metrics {
 
     pub fn connections(&self) -> &IntGauge {
         &self.connections
+    }
+
+    pub fn guard(&self) -> &respawn_net::GuardMetrics {
+        &self.guard
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -11,7 +11,6 @@ use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use respawn_proto::NoticeKind;
 use respawn_sim::{Command, Zone, ZoneConfig};
@@ -580,12 +579,8 @@ impl ZoneServer {
         let state = self.state;
         let app = router(state.clone());
         let http_shutdown = state.shutdown.clone();
-        // Updates are small frames; Nagle's algorithm would hold them for the peer's delayed ACK.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
+        let per_ip = state.config.limits.connections_per_ip;
+        let listener = respawn_net::GuardedListener::new(self.listener, per_ip, state.metrics.guard().clone());
         let http = tokio::spawn(async move {
             axum::serve(listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned()).await
         });

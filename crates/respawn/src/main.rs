@@ -91,6 +91,10 @@ struct ZoneArgs {
     /// Seconds to wait for players to leave during a drain (overrides the file).
     #[arg(long, env = "RESPAWN_DRAIN_DEADLINE_SECS")]
     drain_deadline_secs: Option<u64>,
+    /// Connections one client IP address may hold open, 0 for no cap
+    /// (overrides the file's `[limits] connections_per_ip`, default 128).
+    #[arg(long, env = "RESPAWN_CONNECTIONS_PER_IP")]
+    connections_per_ip: Option<u32>,
     /// Secret that session tokens are signed with (at least 16 bytes).
     #[arg(long, env = "RESPAWN_TOKEN_KEY", hide_env_values = true)]
     token_key: String,
@@ -261,6 +265,10 @@ struct PlatformArgs {
     /// Operations API calls allowed per operator token per second (bursts of ten times this).
     #[arg(long, env = "RESPAWN_API_PER_SECOND", default_value_t = 10)]
     api_per_second: u32,
+    /// Connections one client IP address may hold open (0: no cap; behind a
+    /// proxy every client has the proxy's address, so cap there instead).
+    #[arg(long, env = "RESPAWN_CONNECTIONS_PER_IP", default_value_t = 64)]
+    connections_per_ip: u32,
     /// An admin operator token to install at start-up (stored hashed, as
     /// `bootstrap-admin`); create the others through the API.
     #[arg(long, env = "RESPAWN_PLATFORM_ADMIN_TOKEN", hide_env_values = true)]
@@ -321,7 +329,7 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -443,6 +451,7 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
                 burst: args.api_per_second.max(1).saturating_mul(10),
                 period: std::time::Duration::from_secs(10),
             },
+            connections_per_ip: args.connections_per_ip,
         },
         ..stores
     };
@@ -455,15 +464,7 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
             .context("cannot store the bootstrap admin token")?;
     }
     args.alerting.start(&context, stop.clone())?;
-    let app = web::play_routes().merge(respawn_platform::http::router(context));
-    let http = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }
-    });
+    let http = tokio::spawn(respawn_platform::http::serve(listener, context, web::play_routes(), stop.clone()));
     tracing::info!(metrics = %format!("http://{}/metrics", args.listen), "platform server listening");
     // Start-up does not wait for MySQL or Kafka: the consumer begins once MySQL answers.
     let consumer = {
@@ -548,6 +549,9 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
     }
     if let Some(hz) = args.tick_hz {
         config.tick_hz = hz;
+    }
+    if let Some(per_ip) = args.connections_per_ip {
+        config.limits.connections_per_ip = per_ip;
     }
     if let Some(secs) = args.drain_deadline_secs {
         config.drain_deadline = std::time::Duration::from_secs(secs);

@@ -79,15 +79,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let web_stop = CancellationToken::new();
     args.alerting.start(&platform, web_stop.clone())?;
     let ledger_slot = platform.ledger.clone();
-    let app = crate::web::play_routes().merge(respawn_platform::http::router(platform));
-    let web_task = tokio::spawn({
-        let stop = web_stop.clone();
-        async move {
-            axum::serve(web, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }
-    });
+    let web_task =
+        tokio::spawn(respawn_platform::http::serve(web, platform, crate::web::play_routes(), web_stop.clone()));
 
     let spec = ChildSpec {
         exe: std::env::current_exe().context("cannot find the respawn binary")?,

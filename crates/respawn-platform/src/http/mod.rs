@@ -75,6 +75,8 @@ pub struct Limits {
     pub login_per_ip: Quota,
     /// Operations API calls per operator token.
     pub api_per_token: Quota,
+    /// Connections one IP address may hold open; 0: no cap (behind a proxy, cap there).
+    pub connections_per_ip: u32,
 }
 
 impl Default for Limits {
@@ -82,6 +84,7 @@ impl Default for Limits {
         Self {
             login_per_ip: Quota { burst: 20, period: Duration::from_secs(60) },
             api_per_token: Quota { burst: 100, period: Duration::from_secs(10) },
+            connections_per_ip: 64,
         }
     }
 }
@@ -89,13 +92,21 @@ impl Default for Limits {
 /// The ledger once connected; empty while the platform server waits for MySQL.
 pub type LedgerSlot = Arc<OnceLock<Arc<dyn Ledger>>>;
 
-/// Serves until `stop`.
+/// Serves every route of the platform, and `also` (other routes of the
+/// process, e.g. the play page), until `stop`; behind the connection guard
+/// (at most `limits.connections_per_ip` per address, deadlines on slow clients).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     context: HttpContext,
+    also: Router,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(context).into_make_service_with_connect_info::<SocketAddr>())
+    let guarded =
+        respawn_net::GuardedListener::new(listener, context.limits.connections_per_ip, context.metrics.guard.clone());
+    let app = also.merge(router(context));
+    // axum provides the peer address (ConnectInfo) for a tapped listener of any kind.
+    let guarded = axum::serve::ListenerExt::tap_io(guarded, |_| {});
+    axum::serve(guarded, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
 }

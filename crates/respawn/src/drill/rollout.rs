@@ -115,7 +115,7 @@ async fn platform(
     ctx.limits.login_per_ip = respawn_store::ratelimit::Quota { burst: 100_000, period: Duration::from_secs(60) };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(respawn_platform::http::serve(listener, ctx.clone(), stop));
+    tokio::spawn(respawn_platform::http::serve(listener, ctx.clone(), axum::Router::new(), stop));
     Ok((ctx, addr))
 }
 

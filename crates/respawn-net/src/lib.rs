@@ -1,0 +1,270 @@
+//! The guard in front of the zone server's and the platform server's
+//! listeners: a cap on the connections one IP address holds open (a flood
+//! from one host cannot take every socket), a deadline for a new
+//! connection's first request head (slowloris: a client trickling its
+//! headers holds nothing for long), and an idle timeout for connections that
+//! stop sending altogether (WebSocket clients answer the zone server's pings,
+//! so a live player is never idle this long).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+
+/// Time a new connection has to send its first complete request head.
+pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a connection may go without sending a byte once its first request is in.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a refused connection is told before it is closed.
+const REFUSAL: &[u8] =
+    b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\n\r\n";
+
+/// Counters of the guard, registered under a server's metric prefix.
+#[derive(Debug, Clone)]
+pub struct GuardMetrics {
+    refused: IntCounter,
+    timed_out: IntCounterVec,
+    open: IntGauge,
+}
+
+impl GuardMetrics {
+    /// Registers `{prefix}_connections_refused_total`,
+    /// `{prefix}_connections_timed_out_total{phase}` (`request_head`, `idle`)
+    /// and `{prefix}_tcp_connections` in `registry`.
+    pub fn register(registry: &Registry, prefix: &str) -> prometheus::Result<Self> {
+        let refused = IntCounter::new(
+            format!("{prefix}_connections_refused_total"),
+            "Connections refused because their IP address held the most allowed.",
+        )?;
+        let timed_out = IntCounterVec::new(
+            Opts::new(
+                format!("{prefix}_connections_timed_out_total"),
+                "Connections closed for sending too slowly: no complete first request head in time, or idle.",
+            ),
+            &["phase"],
+        )?;
+        let open = IntGauge::new(format!("{prefix}_tcp_connections"), "TCP connections open (HTTP and WebSocket).")?;
+        registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(timed_out.clone()))?;
+        registry.register(Box::new(open.clone()))?;
+        for phase in ["request_head", "idle"] {
+            timed_out.with_label_values(&[phase]);
+        }
+        Ok(Self { refused, timed_out, open })
+    }
+}
+
+/// A listener that admits at most `per_ip` open connections per IP address
+/// (0: no cap) and puts deadlines on the ones it admits. Serve it with
+/// `axum::serve` like a `TcpListener`.
+#[derive(Debug)]
+pub struct GuardedListener {
+    inner: TcpListener,
+    per_ip: u32,
+    open: Arc<Mutex<HashMap<IpAddr, u32>>>,
+    metrics: GuardMetrics,
+}
+
+impl GuardedListener {
+    pub fn new(inner: TcpListener, per_ip: u32, metrics: GuardMetrics) -> Self {
+        Self { inner, per_ip, open: Arc::default(), metrics }
+    }
+
+    /// A place for one more connection from `ip`, if it has one left.
+    fn admit(&self, ip: IpAddr) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let held = open.entry(ip).or_insert(0);
+        if self.per_ip != 0 && *held >= self.per_ip {
+            return None;
+        }
+        *held += 1;
+        self.metrics.open.inc();
+        Some(Slot { ip, open: self.open.clone(), gauge: self.metrics.open.clone() })
+    }
+}
+
+impl axum::serve::Listener for GuardedListener {
+    type Io = GuardedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, peer) = match self.inner.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors or a connection reset before accept: wait, then go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Some(slot) = self.admit(peer.ip()) else {
+                self.metrics.refused.inc();
+                tracing::debug!(%peer, "connection refused: too many from this address");
+                // Best effort and never waiting: the socket's buffer takes these few bytes.
+                let _ = stream.try_write(REFUSAL);
+                continue;
+            };
+            // Updates are small frames; Nagle's algorithm would hold them for the peer's delayed ACK.
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            return (GuardedStream::new(stream, slot, self.metrics.timed_out.clone()), peer);
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// One admitted connection's place; given back when the connection closes.
+#[derive(Debug)]
+struct Slot {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, u32>>>,
+    gauge: IntGauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = open.get_mut(&self.ip) {
+            *held -= 1;
+            if *held == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// An admitted connection: reads fail with `TimedOut` once a deadline passes
+/// without what it waits for (the end of the first request head, then any
+/// byte), and the server closes it.
+#[derive(Debug)]
+pub struct GuardedStream {
+    inner: TcpStream,
+    _slot: Slot,
+    /// The first request head is complete (its blank line was read).
+    head_done: bool,
+    /// The last bytes read while looking for the head's end: `\r\n\r\n` may span reads.
+    tail: [u8; 3],
+    deadline: Pin<Box<Sleep>>,
+    timed_out: IntCounterVec,
+}
+
+impl GuardedStream {
+    fn new(inner: TcpStream, slot: Slot, timed_out: IntCounterVec) -> Self {
+        let deadline = Box::pin(tokio::time::sleep(REQUEST_HEAD_TIMEOUT));
+        Self { inner, _slot: slot, head_done: false, tail: [0; 3], deadline, timed_out }
+    }
+
+    /// Looks for the end of the first request head in bytes just read.
+    fn scan_head(&mut self, read: &[u8]) {
+        let mut window: Vec<u8> = self.tail.to_vec();
+        window.extend_from_slice(read);
+        if window.windows(4).any(|w| w == b"\r\n\r\n") {
+            self.head_done = true;
+        }
+        let keep = window.len().min(3);
+        self.tail = [0; 3];
+        self.tail[3 - keep..].copy_from_slice(&window[window.len() - keep..]);
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = &buf.filled()[before..];
+                if !read.is_empty() {
+                    if !self.head_done {
+                        let read = read.to_vec();
+                        self.scan_head(&read);
+                    }
+                    // Until the head is complete its deadline stands, however slowly bytes come.
+                    if self.head_done {
+                        self.deadline.as_mut().reset(Instant::now() + IDLE_TIMEOUT);
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    let phase = if self.head_done { "idle" } else { "request_head" };
+                    self.timed_out.with_label_values(&[phase]).inc();
+                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, format!("{phase} timeout"))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_a_head_is_found_across_reads() {
+        let registry = Registry::new();
+        let metrics = GuardMetrics::register(&registry, "t").expect("metrics");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let client = TcpStream::connect(addr);
+            let (server, _) = tokio::join!(listener.accept(), client);
+            let guarded = GuardedListener::new(listener, 1, metrics.clone());
+            let slot = guarded.admit(addr.ip()).expect("a first place");
+            assert!(guarded.admit(addr.ip()).is_none(), "one per address");
+            let mut s = GuardedStream::new(server.expect("accepted").0, slot, metrics.timed_out.clone());
+            for part in [&b"GET / HTTP/1.1\r\nhost: x\r"[..], b"\n", b"\r", b"\n"] {
+                assert!(!s.head_done);
+                s.scan_head(part);
+            }
+            assert!(s.head_done);
+            drop(s);
+            assert!(guarded.admit(addr.ip()).is_some(), "a closed connection gives its place back");
+        });
+    }
+}
