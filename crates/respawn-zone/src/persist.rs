@@ -15,7 +15,8 @@ use respawn_sim::command::decode_batch;
 use respawn_sim::{Zone, ZoneConfig};
 use respawn_store::outbox::Outbox;
 use respawn_store::{
-    file, ColdSnapshots, HotSnapshots, Journal, JournalEntry, Sessions, SnapshotMeta, StoreError, StoredSnapshot,
+    file, ColdSnapshots, HotSnapshots, Journal, JournalEntry, Sessions, SnapshotMeta, StoreError, StoreResult,
+    StoredSnapshot,
 };
 use tokio::sync::mpsc;
 
@@ -134,6 +135,7 @@ pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::Receiver<PersistMs
         latest: None,
         snapshot_due: false,
         last_cold: Instant::now(),
+        cold_in_flight: None,
         hot_failures: 0,
         cold_failures: 0,
         journal_down_since: None,
@@ -162,7 +164,15 @@ pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::Receiver<PersistMs
         }
     }
     p.write().await;
+    p.finish_cold(true).await;
     tracing::info!(zone = %p.name, durable_tick = p.state.durable_tick.load(Ordering::Relaxed), "persister stopped");
+}
+
+/// A cold snapshot being stored in its own task.
+struct ColdPut {
+    tick: u64,
+    started: Instant,
+    task: tokio::task::JoinHandle<StoreResult<()>>,
 }
 
 struct Persister {
@@ -179,6 +189,10 @@ struct Persister {
     latest: Option<StoredSnapshot>,
     snapshot_due: bool,
     last_cold: Instant,
+    /// The cold snapshot being stored, off this loop: an unreachable MongoDB
+    /// takes a whole call timeout to fail, and the journal must not wait
+    /// behind it (that would hold acknowledgements back and widen the RPO).
+    cold_in_flight: Option<ColdPut>,
     hot_failures: u64,
     cold_failures: u64,
     journal_down_since: Option<Instant>,
@@ -237,13 +251,14 @@ impl Persister {
         if !self.write_events().await {
             return;
         }
+        self.finish_cold(false).await;
         if self.snapshot_due {
             self.snapshot_due = false;
             self.write_snapshot().await;
         }
         if self.last_cold.elapsed() >= self.settings.cold_every {
             if let Some(snapshot) = self.latest.clone() {
-                self.write_cold(snapshot).await;
+                self.start_cold(snapshot);
             }
         }
         if !self.pending.is_empty() && Instant::now() >= self.journal_retry_at {
@@ -311,24 +326,46 @@ impl Persister {
                         "hot snapshot failed; writing a cold snapshot instead"
                     );
                 }
-                self.write_cold(snapshot).await;
+                self.start_cold(snapshot);
             }
         }
     }
 
-    async fn write_cold(&mut self, snapshot: StoredSnapshot) {
-        let tick = snapshot.meta.tick;
-        let started = Instant::now();
+    /// Starts storing `snapshot` in the cold store unless one is on its way already.
+    fn start_cold(&mut self, snapshot: StoredSnapshot) {
+        if self.cold_in_flight.is_some() {
+            return;
+        }
         self.last_cold = Instant::now();
-        match self.stores.cold.put(snapshot).await {
+        let (cold, zone, keep, name) =
+            (self.stores.cold.clone(), self.zone, self.settings.keep_cold, self.name.clone());
+        let tick = snapshot.meta.tick;
+        let task = tokio::spawn(async move {
+            cold.put(snapshot).await?;
+            if let Err(e) = cold.prune(zone, keep).await {
+                tracing::debug!(zone = %name, error = %e, "cold snapshot prune failed");
+            }
+            Ok(())
+        });
+        self.cold_in_flight = Some(ColdPut { tick, started: Instant::now(), task });
+    }
+
+    /// Takes the result of the cold snapshot on its way, once it has one
+    /// (with `wait`, waits for it: the persister is stopping).
+    async fn finish_cold(&mut self, wait: bool) {
+        if !self.cold_in_flight.as_ref().is_some_and(|c| wait || c.task.is_finished()) {
+            return;
+        }
+        let Some(ColdPut { tick, started, task }) = self.cold_in_flight.take() else { return };
+        let result = task
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Backend { backend: "cold snapshots", message: e.to_string() }));
+        match result {
             Ok(()) => {
                 self.metrics.snapshot("cold", true, started.elapsed().as_secs_f64());
                 self.cold_failures = 0;
                 self.metrics.failures_in_row("cold", 0);
                 self.snapshot_stored(tick);
-                if let Err(e) = self.stores.cold.prune(self.zone, self.settings.keep_cold).await {
-                    tracing::debug!(zone = %self.name, error = %e, "cold snapshot prune failed");
-                }
             }
             Err(e) => {
                 self.metrics.snapshot("cold", false, started.elapsed().as_secs_f64());

@@ -1,7 +1,10 @@
 //! `respawn loadgen`: N bots over real WebSockets against a zone server,
 //! ramped up with a progress line, then a report of what clients saw and what
-//! the server's own `/metrics` say about its ticks.
+//! the server's own `/metrics` say about its ticks. With `--soak DURATION`
+//! the load is held that long with players coming and going, and the server
+//! is read every tenth of it: memory growth and the tick p99's trend.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,6 +46,30 @@ pub struct LoadgenArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Hold the load this long instead of --hold-secs (e.g. 90s, 10m, 2h),
+    /// replacing the longest-playing client with a new player every
+    /// --churn-secs, and report the server's memory growth and tick p99 trend.
+    #[arg(long, value_parser = parse_duration)]
+    soak: Option<Duration>,
+    /// Soak: one client leaves and a new player joins this often.
+    #[arg(long, default_value_t = 1.0)]
+    churn_secs: f64,
+}
+
+/// `90s`, `10m`, `2h` or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit()).map_or((text, ""), |i| text.split_at(i));
+    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 90s, 10m or 2h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3_600,
+        _ => return Err(format!("`{text}`: the unit must be s, m or h")),
+    };
+    if secs == 0 {
+        return Err("a soak lasts at least a second".into());
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +91,8 @@ struct LoadReport {
     server_ticks: f64,
     server_updates_dropped: f64,
     server_ticks_overrun: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    soak: Option<SoakReport>,
 }
 
 /// The zones' tick histogram and the counters loadgen reports on.
@@ -100,6 +129,9 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
     if args.clients == 0 || args.zones.is_empty() {
         bail!("--clients must be at least 1 and at least one --zone given");
     }
+    if !(args.churn_secs > 0.0 && args.churn_secs.is_finite()) {
+        bail!("--churn-secs must be a positive number of seconds");
+    }
     let key = TokenKey::new(args.token_key.as_bytes()).context("token key")?;
     let before = server_figures(&args.addr, &args.zones)
         .await
@@ -108,29 +140,45 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
     let stats = Arc::new(BotStats::default());
     let cancel = CancellationToken::new();
     let url = format!("ws://{}/ws", args.addr);
-    let mut bots = Vec::with_capacity(args.clients as usize);
+    // Playing clients, longest-playing first; the ones a soak replaced wait in `left`.
+    let mut bots: VecDeque<(tokio::task::JoinHandle<BotReport>, CancellationToken)> = VecDeque::new();
+    let mut left = Vec::new();
+    let mut made = 0u32;
+    let spawn = |made: &mut u32| {
+        let config = BotConfig {
+            access: Access::Direct { url: url.clone(), tokens: tokens.clone() },
+            zone: args.zones[*made as usize % args.zones.len()].clone(),
+            player_id: args.player_id_base + u64::from(*made),
+            name: format!("load{made}"),
+            reconnect: false,
+        };
+        *made += 1;
+        let token = cancel.child_token();
+        (tokio::spawn(run_bot(config, stats.clone(), token.clone())), token)
+    };
     let started = Instant::now();
     let ramp = Duration::from_secs(args.ramp_secs);
-    let total = ramp + Duration::from_secs(args.hold_secs);
+    let hold = args.soak.unwrap_or(Duration::from_secs(args.hold_secs));
+    let total = ramp + hold;
+    let mut soak = args.soak.map(|_| Soak::new(started + ramp, hold, args.churn_secs));
     let mut progress = tokio::time::interval(Duration::from_secs(1));
     let mut last_updates = 0;
-    let mut spawned = 0u32;
     loop {
         // Spawn every bot whose start time has come (evenly spread over the ramp).
-        while spawned < args.clients {
-            let due = ramp.mul_f64(f64::from(spawned) / f64::from(args.clients));
-            if started.elapsed() < due {
-                break;
+        while made < args.clients && started.elapsed() >= ramp.mul_f64(f64::from(made) / f64::from(args.clients)) {
+            bots.push_back(spawn(&mut made));
+        }
+        if let Some(soak) = soak.as_mut() {
+            if soak.churn_due() {
+                if let Some((bot, token)) = bots.pop_front() {
+                    token.cancel();
+                    left.push(bot);
+                }
+                bots.push_back(spawn(&mut made));
             }
-            let config = BotConfig {
-                access: Access::Direct { url: url.clone(), tokens: tokens.clone() },
-                zone: args.zones[spawned as usize % args.zones.len()].clone(),
-                player_id: args.player_id_base + u64::from(spawned),
-                name: format!("load{spawned}"),
-                reconnect: false,
-            };
-            bots.push(tokio::spawn(run_bot(config, stats.clone(), cancel.clone())));
-            spawned += 1;
+            if soak.window_due() {
+                soak.look(&args.addr, &args.zones).await;
+            }
         }
         if started.elapsed() >= total {
             break;
@@ -160,18 +208,173 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
     let after = server_figures(&args.addr, &args.zones).await?;
     cancel.cancel();
     let mut reports: Vec<BotReport> = Vec::with_capacity(bots.len());
-    for bot in bots {
+    for bot in bots.into_iter().map(|(bot, _)| bot).chain(left) {
         if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(5), bot).await {
             reports.push(r);
         }
     }
-    let report = summarize(&args, &stats, &reports, &before, &after);
+    let mut report = summarize(&args, &stats, &reports, &before, &after);
+    report.soak = soak.map(|s| s.report(made.saturating_sub(args.clients)));
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_report(&report);
     }
+    if report.soak.as_ref().is_some_and(|s| !s.problems.is_empty()) {
+        std::process::exit(1);
+    }
     Ok(())
+}
+
+/// Memory may grow this much over a soak (from the first look to the last).
+const SOAK_MEMORY_GROWTH_PCT: f64 = 10.0;
+/// The tick p99's fitted line may rise this much over a soak.
+const SOAK_P99_RISE_MS: f64 = 5.0;
+/// The tick budget: no look's p99 may exceed it.
+const TICK_BUDGET_MS: f64 = 50.0;
+
+/// A soak's schedule and what it saw.
+struct Soak {
+    start: Instant,
+    window: Duration,
+    churn: Duration,
+    next_window: Instant,
+    next_churn: Instant,
+    last_tick: Option<Histogram>,
+    windows: Vec<SoakWindow>,
+}
+
+#[derive(Debug, Serialize)]
+struct SoakWindow {
+    at_s: f64,
+    players: f64,
+    resident_mb: f64,
+    tick_p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct SoakReport {
+    duration_s: f64,
+    /// Players replaced by new ones during the soak.
+    churned: u32,
+    windows: Vec<SoakWindow>,
+    memory_first_mb: f64,
+    memory_last_mb: f64,
+    memory_growth_pct: f64,
+    /// Least-squares slope of the looks' tick p99.
+    tick_p99_trend_ms_per_min: f64,
+    tick_p99_worst_ms: f64,
+    verdict: &'static str,
+    problems: Vec<String>,
+}
+
+impl Soak {
+    /// Ten looks over `hold` from `start` (at least a second apart).
+    fn new(start: Instant, hold: Duration, churn_secs: f64) -> Self {
+        let window = (hold / 10).max(Duration::from_secs(1));
+        let churn = Duration::from_secs_f64(churn_secs);
+        Self {
+            start,
+            window,
+            churn,
+            next_window: start,
+            next_churn: start + churn,
+            last_tick: None,
+            windows: Vec::new(),
+        }
+    }
+
+    fn churn_due(&mut self) -> bool {
+        let due = Instant::now() >= self.next_churn;
+        if due {
+            self.next_churn += self.churn;
+        }
+        due
+    }
+
+    fn window_due(&mut self) -> bool {
+        let due = Instant::now() >= self.next_window;
+        if due {
+            self.next_window += self.window;
+        }
+        due
+    }
+
+    /// Reads the server: players, resident memory, the tick p99 since the last look.
+    async fn look(&mut self, addr: &str, zones: &[String]) {
+        let Ok(text) = http::scrape(addr).await else { return };
+        let samples = prom::parse(&text);
+        let tick = server_figures(addr, zones).await.ok().and_then(|f| f.tick);
+        let since = match (&tick, &self.last_tick) {
+            (Some(now), Some(then)) => Some(now.since(then)),
+            _ => None,
+        };
+        if tick.is_some() {
+            self.last_tick = tick;
+        }
+        // The first look is the baseline the others are measured from.
+        if since.is_none() {
+            return;
+        }
+        self.windows.push(SoakWindow {
+            at_s: self.start.elapsed().as_secs_f64(),
+            players: prom::sum(&samples, "respawn_zone_players", &[]),
+            resident_mb: prom::sum(&samples, "process_resident_memory_bytes", &[]) / 1e6,
+            tick_p99_ms: since.and_then(|h| h.quantile(0.99)).map(|s| s * 1e3),
+        });
+    }
+
+    fn report(self, churned: u32) -> SoakReport {
+        let first = self.windows.first().map_or(0.0, |w| w.resident_mb);
+        let last = self.windows.last().map_or(0.0, |w| w.resident_mb);
+        let growth = if first > 0.0 { (last - first) / first * 100.0 } else { 0.0 };
+        let points: Vec<(f64, f64)> =
+            self.windows.iter().filter_map(|w| w.tick_p99_ms.map(|p| (w.at_s / 60.0, p))).collect();
+        let trend = slope(&points);
+        let worst = points.iter().map(|p| p.1).fold(0.0, f64::max);
+        let minutes = self.start.elapsed().as_secs_f64() / 60.0;
+        let mut problems = Vec::new();
+        if self.windows.len() < 3 {
+            problems.push(format!("only {} looks at the server: too few to see a trend", self.windows.len()));
+        }
+        if growth > SOAK_MEMORY_GROWTH_PCT {
+            problems.push(format!("memory grew {growth:.1}% ({first:.1} -> {last:.1} MB)"));
+        }
+        if trend * minutes > SOAK_P99_RISE_MS {
+            problems.push(format!("tick p99 rose {trend:.2} ms per minute, {:.1} ms over the soak", trend * minutes));
+        }
+        if worst > TICK_BUDGET_MS {
+            problems.push(format!("a tick p99 of {worst:.1} ms is over the {TICK_BUDGET_MS} ms budget"));
+        }
+        SoakReport {
+            duration_s: self.start.elapsed().as_secs_f64(),
+            churned,
+            windows: self.windows,
+            memory_first_mb: first,
+            memory_last_mb: last,
+            memory_growth_pct: growth,
+            tick_p99_trend_ms_per_min: trend,
+            tick_p99_worst_ms: worst,
+            verdict: if problems.is_empty() { "steady" } else { "unsteady" },
+            problems,
+        }
+    }
+}
+
+/// Least-squares slope of y over x; 0 with fewer than two points.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return 0.0;
+    }
+    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    if sxx == 0.0 {
+        0.0
+    } else {
+        sxy / sxx
+    }
 }
 
 fn summarize(
@@ -217,6 +420,7 @@ fn summarize(
         server_ticks: tick.as_ref().map_or(0.0, Histogram::count),
         server_updates_dropped: after.dropped - before.dropped,
         server_ticks_overrun: after.overrun - before.overrun,
+        soak: None,
     }
 }
 
@@ -246,4 +450,25 @@ fn print_report(r: &LoadReport) {
         r.server_ticks_overrun
     );
     println!("server dropped     {} updates", r.server_updates_dropped);
+    if let Some(s) = &r.soak {
+        println!();
+        println!("soak               {:.0} s, {} players replaced by new ones", s.duration_s, s.churned);
+        println!("  {:>8}  {:>7}  {:>12}  {:>12}", "at", "players", "resident MB", "tick p99 ms");
+        for w in &s.windows {
+            let p99 = w.tick_p99_ms.map_or("n/a".to_owned(), |p| format!("{p:.2}"));
+            println!("  {:>7.0}s  {:>7.0}  {:>12.1}  {:>12}", w.at_s, w.players, w.resident_mb, p99);
+        }
+        println!(
+            "memory             {:.1} -> {:.1} MB ({:+.1}%, limit {SOAK_MEMORY_GROWTH_PCT}%)",
+            s.memory_first_mb, s.memory_last_mb, s.memory_growth_pct
+        );
+        println!(
+            "tick p99 trend     {:+.3} ms per minute (worst look {:.2} ms; rise limit {SOAK_P99_RISE_MS} ms over the soak)",
+            s.tick_p99_trend_ms_per_min, s.tick_p99_worst_ms
+        );
+        println!("verdict            {}", s.verdict);
+        for p in &s.problems {
+            println!("  - {p}");
+        }
+    }
 }

@@ -91,6 +91,40 @@ fn loadgen_plays_against_a_real_zone_server_and_reports() -> Result<()> {
     assert!(r["server_ticks"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
     assert!(r["server_tick_p99_ms"].as_f64().is_some(), "{r}");
     assert!(r["commands_sent"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert!(r.get("soak").is_none(), "no soak without --soak: {r}");
+    Ok(())
+}
+
+/// A short soak: players replaced as it goes, the server looked at ten times.
+/// Its verdict (memory growth, tick p99 trend) belongs to a real soak's
+/// length; here what matters is that it measures, so the exit status is not asserted.
+#[test]
+fn loadgen_soak_reports_memory_and_the_tick_p99_trend() -> Result<()> {
+    let zone = ZoneProcess::start()?;
+    let addr = zone.addr.to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_respawn"))
+        .args(["loadgen", "--addr", &addr, "--clients", "10", "--ramp-secs", "1", "--soak", "10s"])
+        .args(["--churn-secs", "0.5", "--json"])
+        .env("RESPAWN_TOKEN_KEY", TOKEN_KEY)
+        .output()?;
+    let r: Value = serde_json::from_slice(&out.stdout)?;
+    let soak = &r["soak"];
+    let windows = soak["windows"].as_array().expect("windows");
+    assert_eq!(windows.len(), 10, "a look every tenth of the soak: {soak}");
+    assert!(windows.iter().all(|w| w["resident_mb"].as_f64().is_some_and(|mb| mb > 1.0)), "{soak}");
+    assert!(windows.iter().all(|w| w["players"].as_f64().is_some_and(|p| p >= 8.0)), "{soak}");
+    assert!(windows.iter().filter(|w| w["tick_p99_ms"].is_number()).count() >= 9, "{soak}");
+    assert!(soak["churned"].as_u64().is_some_and(|n| n >= 15), "a player replaced every 0.5 s: {soak}");
+    assert!(soak["tick_p99_trend_ms_per_min"].is_number(), "{soak}");
+    let steady = soak["verdict"] == "steady";
+    assert_eq!(out.status.success(), steady, "the exit status follows the verdict: {soak}");
+    assert_eq!(steady, soak["problems"].as_array().is_some_and(|p| p.is_empty()), "{soak}");
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_respawn"))
+        .args(["loadgen", "--addr", &addr, "--soak", "10x"])
+        .env("RESPAWN_TOKEN_KEY", TOKEN_KEY)
+        .output()?;
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("the unit must be s, m or h"));
     Ok(())
 }
 

@@ -113,6 +113,16 @@ impl Client {
     }
 
     async fn call(&self, call: Call) -> Result<Value> {
+        // Without `absent_ok` a 404 is an error, so there is always a value.
+        self.call_inner(call, false).await?.ok_or_else(|| anyhow!("the platform server answered nothing"))
+    }
+
+    /// Like [`Client::call`], with 404 (nothing there) as `None`.
+    async fn call_found(&self, call: Call) -> Result<Option<Value>> {
+        self.call_inner(call, true).await
+    }
+
+    async fn call_inner(&self, call: Call, absent_ok: bool) -> Result<Option<Value>> {
         if self.token.is_empty() {
             bail!("no operator token: pass --token or set RESPAWN_OPERATOR_TOKEN");
         }
@@ -121,11 +131,28 @@ impl Client {
             respawn_client::http::exchange(&self.addr, call.method, &call.path, Some(&self.token), body.as_deref())
                 .await
                 .map_err(|e| anyhow!("cannot reach the platform server at {}: {e}", self.addr))?;
+        if absent_ok && answer.status == 404 {
+            return Ok(None);
+        }
         if !(200..300).contains(&answer.status) {
             let retry = answer.header("retry-after").map(|s| format!(" (retry after {s} s)")).unwrap_or_default();
             bail!("{} {} refused ({}): {}{retry}", call.method, call.path, answer.status, answer.body.trim());
         }
-        serde_json::from_str(&answer.body).map_err(|e| anyhow!("unreadable answer from the platform server: {e}"))
+        serde_json::from_str(&answer.body)
+            .map(Some)
+            .map_err(|e| anyhow!("unreadable answer from the platform server: {e}"))
+    }
+
+    /// Calls, then prints the answer as JSON or with `table`; a 404 prints
+    /// `absent` (JSON `null`) instead.
+    pub async fn show_found(&self, call: Call, table: fn(&Value) -> String, absent: &str) -> Result<()> {
+        match self.call_found(call).await? {
+            Some(value) if self.json => println!("{}", serde_json::to_string_pretty(&value)?),
+            Some(value) => print!("{}", table(&value)),
+            None if self.json => println!("null"),
+            None => println!("{absent}"),
+        }
+        Ok(())
     }
 
     /// Calls, then prints the answer as JSON or with `table`.

@@ -152,7 +152,10 @@ pub async fn run(args: CtlArgs) -> Result<()> {
             let body = wait_secs.map_or_else(|| serde_json::json!({}), |s| serde_json::json!({ "wait_secs": s }));
             c.follow_rollout(Call::post("/v1/rollouts/rollback", Some(body))).await
         }
-        CtlCmd::RolloutStatus => c.show(Call::get("/v1/rollouts/current"), api::print_rollout).await,
+        CtlCmd::RolloutStatus => {
+            let none = "no rollout has run on this platform server";
+            c.show_found(Call::get("/v1/rollouts/current"), api::print_rollout, none).await
+        }
         CtlCmd::Player(PlayerCmd::Show { player }) => {
             c.show(Call::get(&format!("/v1/players/{}", path_of(&player))), api::print_player).await
         }

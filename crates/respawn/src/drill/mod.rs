@@ -1052,6 +1052,9 @@ async fn mongo_down(d: &mut Deployment) -> Result<DrillReport> {
     if kill.rto_ms > RTO_TARGET_MONGO_DOWN_MS {
         problems.push(format!("RTO {:.0} ms over the {RTO_TARGET_MONGO_DOWN_MS:.0} ms target", kill.rto_ms));
     }
+    if kill.rpo_ticks > RPO_TARGET_TICKS {
+        problems.push(format!("RPO {} ticks over the {RPO_TARGET_TICKS}-tick target", kill.rpo_ticks));
+    }
     if kill.commands_lost > 0 {
         problems.push(format!("{} acknowledged commands lost", kill.commands_lost));
     }
