@@ -46,6 +46,7 @@ struct PersistFamilies {
     journal_length: IntGaugeVec,
     journal_pending: IntGaugeVec,
     journal_failures: IntCounterVec,
+    events_recorded: IntCounterVec,
     rpo_ticks: IntGaugeVec,
     restores: IntCounterVec,
     restore_duration: HistogramVec,
@@ -66,6 +67,8 @@ pub struct PersistMetrics {
     pub journal_length: IntGauge,
     pub journal_pending: IntGauge,
     pub journal_failures: IntCounter,
+    /// Events of this process's ticks appended to the durable outbox.
+    pub events_recorded: IntCounter,
     pub rpo_ticks: IntGauge,
 }
 
@@ -299,6 +302,12 @@ impl Metrics {
                     "Tick batches waiting to be written to the journal.",
                     &["zone"],
                 ),
+                events_recorded: counter(
+                    &r,
+                    "respawn_zone_events_recorded_total",
+                    "Events of this process's ticks written to the durable outbox (what a crash can no longer lose).",
+                    &["zone"],
+                ),
                 journal_failures: counter(
                     &r,
                     "respawn_zone_journal_failures_total",
@@ -415,6 +424,7 @@ impl Metrics {
             journal_length: f.journal_length.with_label_values(&[zone]),
             journal_pending: f.journal_pending.with_label_values(&[zone]),
             journal_failures: f.journal_failures.with_label_values(&[zone]),
+            events_recorded: f.events_recorded.with_label_values(&[zone]),
             rpo_ticks: f.rpo_ticks.with_label_values(&[zone]),
             families: f.clone(),
         }

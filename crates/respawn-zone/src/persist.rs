@@ -273,9 +273,10 @@ impl Persister {
     async fn write_events(&mut self) -> bool {
         if !self.events.is_empty() {
             let (outbox, events) = (self.outbox.clone(), std::mem::take(&mut self.events));
+            let count = events.len() as u64;
             let result = tokio::task::spawn_blocking(move || outbox.append(&events).map_err(|e| (e, events))).await;
             match result {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => self.metrics.events_recorded.inc_by(count),
                 Ok(Err((e, events))) => {
                     tracing::error!(zone = %self.name, error = %e, "events cannot be written to the outbox; retrying");
                     self.events = events;
@@ -605,13 +606,23 @@ async fn restore_once(
 /// outbox before the crash; ids are deterministic, so resending is safe).
 async fn replay(mut zone: Zone, stores: &Stores, name: &str, events: &mut Vec<Vec<u8>>) -> (Zone, u64) {
     let from = zone.tick_number();
-    let entries = match stores.journal.read_after(zone.config().zone_id, from).await {
-        Ok(entries) => entries,
+    let replayed = match stores.journal.read_after(zone.config().zone_id, from).await {
+        Ok(entries) => apply_journal(&mut zone, entries, name, events),
         Err(e) => {
             tracing::warn!(zone = %name, error = %e, "journal unreachable at start; resuming at the snapshot's tick");
-            return (zone, 0);
+            0
         }
     };
+    // The lost process may have published events of ticks after the last one
+    // replayed (always, when the journal is out of reach): what this zone
+    // does next gets ids of a timeline of its own, or the ledger would take
+    // its events for duplicates and drop them.
+    zone.set_epoch(new_epoch());
+    (zone, replayed)
+}
+
+/// Ticks `zone` through the contiguous run of `entries` after its tick; how many.
+fn apply_journal(zone: &mut Zone, entries: Vec<JournalEntry>, name: &str, events: &mut Vec<Vec<u8>>) -> u64 {
     let mut replayed = 0;
     for entry in entries {
         if entry.tick != zone.tick_number() + 1 {
@@ -629,11 +640,7 @@ async fn replay(mut zone: Zone, stores: &Stores, name: &str, events: &mut Vec<Ve
             }
         }
     }
-    // The lost process may have published events of ticks after the last one
-    // replayed: what this zone does next gets ids of a timeline of its own,
-    // or the ledger would take its events for duplicates and drop them.
-    zone.set_epoch(new_epoch());
-    (zone, replayed)
+    replayed
 }
 
 /// Stores the starting state as a snapshot and clears the journal, so

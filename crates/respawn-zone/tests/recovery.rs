@@ -210,6 +210,18 @@ async fn with_the_hot_store_empty_the_cold_snapshot_is_used() {
 }
 
 #[tokio::test]
+async fn with_the_journal_out_of_reach_a_restore_still_starts_a_new_timeline() {
+    let (files, dir) = file_stores();
+    let lost = play_and_crash(&files, 120, 100).await;
+    let dead = RedisConn::new("redis://127.0.0.1:1/0", "dead").expect("url");
+    let stores = Stores { journal: Arc::new(RedisJournal::new(dead)), ..files };
+    let (restored, report) = persist::restore(&config(), &stores).await.expect("restore");
+    assert_eq!((report.snapshot_tick, report.replayed_ticks), (100, 0), "the snapshot, no journal");
+    assert_ne!(restored.epoch(), lost.epoch(), "ticks 101-120 were published under the old epoch");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn a_zone_refuses_to_start_fresh_while_its_stores_are_unreachable() {
     let dead = RedisConn::new("redis://127.0.0.1:1/0", "dead").expect("url");
     let (files, dir) = file_stores();

@@ -134,7 +134,7 @@ pub(super) trait EventCounts {
 
 impl EventCounts for Deployment {
     async fn generated(&self) -> Result<u64> {
-        Ok(self.generated_before + prom::sum(&self.samples().await?, "respawn_zone_events_total", &[]) as u64)
+        Ok(self.killed.generated + prom::sum(&self.samples().await?, "respawn_zone_events_total", &[]) as u64)
     }
 
     async fn outbox_pending(&self) -> Result<u64> {

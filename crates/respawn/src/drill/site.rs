@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use super::pipeline::{settle, EventCounts, LedgerView, Pipeline};
 use super::{
-    cold_snapshots, drill_stores, max_bucket_ms, start_real_stores, EventTally, Findings, Scenario, RPO_TARGET_TICKS,
-    TICK_BUDGET_MS,
+    cold_snapshots, drill_stores, max_bucket_ms, start_real_stores, EventTally, Findings, Killed, Scenario,
+    RPO_TARGET_TICKS, TICK_BUDGET_MS,
 };
 use crate::services::{free_port, Service};
 
@@ -84,8 +84,8 @@ pub(super) struct Site {
     pipeline: Option<Pipeline>,
     servers: Vec<ZoneServer>,
     fleets: Vec<Fleet>,
-    /// Events the killed processes had generated (their counters died with them).
-    generated_before: u64,
+    /// Events of the zone-server processes killed so far.
+    killed: Killed,
     started: Instant,
     timeline: Vec<String>,
 }
@@ -168,7 +168,7 @@ impl Site {
             pipeline,
             servers,
             fleets,
-            generated_before: 0,
+            killed: Killed::default(),
             started: Instant::now(),
             timeline: Vec::new(),
         };
@@ -284,7 +284,7 @@ impl Site {
 
 impl EventCounts for Site {
     async fn generated(&self) -> Result<u64> {
-        Ok(self.generated_before + self.sum("respawn_zone_events_total", &[]).await as u64)
+        Ok(self.killed.generated + self.sum("respawn_zone_events_total", &[]).await as u64)
     }
 
     async fn outbox_pending(&self) -> Result<u64> {
@@ -325,10 +325,11 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
     let characters_before = site.characters_lost();
     let played_s = site.started.elapsed().as_secs_f64();
     // The last look before the fault: the killed processes' counters die with them.
-    let generated = site.generated().await?;
+    let last_look: Vec<prom::Sample> = site.scrape().await.into_iter().flatten().flatten().collect();
     let t0 = Instant::now();
     site.kill_zone_servers().await;
-    site.generated_before = generated;
+    site.killed.add(&last_look);
+    let generated = site.killed.generated;
     match scenario {
         Scenario::SiteLoss => {
             let Some(p) = site.pipeline.as_mut() else { bail!("site-loss runs with the event pipeline") };
@@ -402,12 +403,14 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
     for fleet in &mut site.fleets {
         fleet.halt().await;
     }
-    // What was not in MySQL at the loss is gone with the broker and the disks.
-    let gone = site.generated_before.saturating_sub(stored_at_loss);
+    // Besides the events rolled back with the lost play, what was recorded
+    // but not in MySQL at the loss is gone with the broker and the disks.
+    let Killed { generated: killed_generated, rolled_back } = site.killed;
+    let gone = killed_generated.saturating_sub(stored_at_loss);
     let (generated, stored, check) = settle(site, &db, None, gone).await?;
-    let events = EventTally::of(generated, &check);
+    let events = EventTally::of(generated, rolled_back, &check);
     let events_lost = events.events_lost;
-    let rate = site.generated_before as f64 / played_s;
+    let rate = killed_generated as f64 / played_s;
     let events_lost_ms = if rate > 0.0 { events_lost as f64 / rate * 1e3 } else { 0.0 };
     site.note(format!(
         "bots stopped; {stored} of {generated} events stored ({} of them before the loss)",
