@@ -75,6 +75,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Serialize)]
 struct LoadReport {
     clients: u32,
+    /// Clients run in all (a soak replaces them as it goes).
+    sessions: u32,
     connected: u32,
     failed_connects: u64,
     connect_success_rate: f64,
@@ -385,6 +387,7 @@ fn summarize(
     after: &ServerFigures,
 ) -> LoadReport {
     let connected = reports.iter().filter(|r| r.joined).count() as u32;
+    let sessions = (reports.len() as u32).max(1);
     let mut rtts: Vec<f64> = stats.rtt_samples().into_iter().map(|us| f64::from(us) / 1_000.0).collect();
     rtts.sort_by(f64::total_cmp);
     let rates: Vec<f64> = reports
@@ -400,9 +403,10 @@ fn summarize(
     let ms = |v: Option<f64>| v.map(|s| s * 1_000.0);
     LoadReport {
         clients: args.clients,
+        sessions,
         connected,
         failed_connects: stats.connects_failed.load(Ordering::Relaxed),
-        connect_success_rate: f64::from(connected) / f64::from(args.clients),
+        connect_success_rate: f64::from(connected) / f64::from(sessions),
         rtt_p50_ms: percentile(&rtts, 0.50),
         rtt_p90_ms: percentile(&rtts, 0.90),
         rtt_p99_ms: percentile(&rtts, 0.99),
@@ -427,8 +431,9 @@ fn summarize(
 fn print_report(r: &LoadReport) {
     let opt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2} ms"));
     println!(
-        "clients            {} ({} connected, {} failed connects, success rate {:.1}%)",
+        "clients            {} at a time, {} in all ({} connected, {} failed connects, success rate {:.1}%)",
         r.clients,
+        r.sessions,
         r.connected,
         r.failed_connects,
         r.connect_success_rate * 100.0
