@@ -884,6 +884,7 @@ async fn warm_up(d: &mut Deployment) -> Result<()> {
 
 async fn zone_crash(d: &mut Deployment, kills: u32) -> Result<DrillReport> {
     warm_up(d).await?;
+    d.note("decision: no operator action; the supervisor restarts the zone server at once and its zones restore from the newest snapshot and the journal".into());
     let mut results = Vec::new();
     let mut max_tick_ms: f64 = 0.0;
     for i in 0..kills {
@@ -948,6 +949,7 @@ async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
         redis.kill().await;
     }
     d.note("Redis killed".into());
+    d.note("decision: keep Redis down and crash the zone server during the outage, to prove the restore from MongoDB; bring Redis back empty".into());
     // Past one hot-snapshot period: hot snapshots fail, cold ones take over.
     let deadline = Instant::now() + Duration::from_secs(12);
     let mut problems = Vec::new();
@@ -1039,6 +1041,10 @@ async fn mongo_down(d: &mut Deployment) -> Result<DrillReport> {
         mongo.kill().await;
     }
     d.note("MongoDB killed".into());
+    d.note(
+        "decision: keep MongoDB down and crash the zone server during the outage; bring MongoDB back on its data"
+            .into(),
+    );
     if wait_metrics(d, wait, |s| cold_snapshots(s, "failed") > failed_before).await? {
         d.note("cold snapshots failing (counted); play goes on".into());
     } else {

@@ -247,6 +247,9 @@ pub(super) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
     };
     let t_fault = Instant::now();
     d.note(format!("{fault}; outage of {} s under load", outage.as_secs()));
+    d.note(
+        "decision: no operator action during the outage; heal it at the end and let the backlog drain by itself".into(),
+    );
 
     let (mut backlog_peak, mut players_min) = (0u64, players_before);
     while t_fault.elapsed() < outage {

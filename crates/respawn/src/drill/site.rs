@@ -375,6 +375,12 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
     }
     let stored_at_loss = db.count().await.unwrap_or(0);
     site.start_zone_servers().await?;
+    if scenario == Scenario::AllZonesDown {
+        site.note(
+            "decision: start new zone servers at once on the same stores, as an orchestrator recreating the deployment"
+                .into(),
+        );
+    }
     site.note("new zone servers started".into());
     if !site.wait(Duration::from_secs(60), async || site.all_ticking().await).await {
         bail!("the zones did not tick again within 60 s");
