@@ -902,16 +902,7 @@ async fn zone_crash(d: &mut Deployment, kills: u32) -> Result<DrillReport> {
     let commands_lost = results.iter().map(|r| r.commands_lost).sum();
     let players_before = results.iter().map(|r| r.players_before).min().unwrap_or(0);
     let players_resumed = results.iter().map(|r| r.players_resumed).min().unwrap_or(0);
-    let mut problems = Vec::new();
-    if rto_ms > RTO_TARGET_MS {
-        problems.push(format!("RTO {rto_ms:.0} ms over the {RTO_TARGET_MS:.0} ms target"));
-    }
-    if rpo_ticks > RPO_TARGET_TICKS {
-        problems.push(format!("RPO {rpo_ticks} ticks over the {RPO_TARGET_TICKS}-tick target"));
-    }
-    if commands_lost > 0 {
-        problems.push(format!("{commands_lost} acknowledged commands lost"));
-    }
+    let mut problems = crash_problems(rto_ms, RTO_TARGET_MS, rpo_ticks, commands_lost);
     if let Some(r) = results.iter().find(|r| r.players_resumed < r.players_before) {
         problems.push(format!("only {} of {} players resumed after a kill", r.players_resumed, r.players_before));
     }
@@ -999,6 +990,22 @@ async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
     Ok(DrillReport::one_kill(Scenario::RedisDown, kill, max_tick_ms, events, problems))
 }
 
+/// What misses the targets of a zone-server crash: the RTO over `rto_target_ms`,
+/// more than [`RPO_TARGET_TICKS`] lost, any acknowledged command lost.
+fn crash_problems(rto_ms: f64, rto_target_ms: f64, rpo_ticks: u64, commands_lost: u64) -> Vec<String> {
+    let mut problems = Vec::new();
+    if rto_ms > rto_target_ms {
+        problems.push(format!("RTO {rto_ms:.0} ms over the {rto_target_ms:.0} ms target"));
+    }
+    if rpo_ticks > RPO_TARGET_TICKS {
+        problems.push(format!("RPO {rpo_ticks} ticks over the {RPO_TARGET_TICKS}-tick target"));
+    }
+    if commands_lost > 0 {
+        problems.push(format!("{commands_lost} acknowledged commands lost"));
+    }
+    problems
+}
+
 /// The mongo-down drill's cold snapshot period: several attempts fit in its outage.
 const MONGO_DRILL_COLD_SECS: u64 = 2;
 
@@ -1083,15 +1090,7 @@ async fn mongo_down(d: &mut Deployment) -> Result<DrillReport> {
     } else {
         problems.push("cold snapshots did not resume within 15 s of MongoDB returning".into());
     }
-    if kill.rto_ms > RTO_TARGET_MONGO_DOWN_MS {
-        problems.push(format!("RTO {:.0} ms over the {RTO_TARGET_MONGO_DOWN_MS:.0} ms target", kill.rto_ms));
-    }
-    if kill.rpo_ticks > RPO_TARGET_TICKS {
-        problems.push(format!("RPO {} ticks over the {RPO_TARGET_TICKS}-tick target", kill.rpo_ticks));
-    }
-    if kill.commands_lost > 0 {
-        problems.push(format!("{} acknowledged commands lost", kill.commands_lost));
-    }
+    problems.extend(crash_problems(kill.rto_ms, RTO_TARGET_MONGO_DOWN_MS, kill.rpo_ticks, kill.commands_lost));
     let events = d.tally_events().await?;
     Ok(DrillReport::one_kill(Scenario::MongoDown, kill, max_tick_ms, events, problems))
 }

@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use super::pipeline::{settle, EventCounts, LedgerView, Pipeline};
 use super::{
-    cold_snapshots, drill_stores, max_bucket_ms, start_real_stores, EventTally, Findings, Killed, Scenario,
-    RPO_TARGET_TICKS, TICK_BUDGET_MS,
+    cold_snapshots, crash_problems, drill_stores, max_bucket_ms, start_real_stores, EventTally, Findings, Killed,
+    Scenario, TICK_BUDGET_MS,
 };
 use crate::services::{free_port, Service};
 
@@ -440,9 +440,6 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
     if characters_lost > 0 {
         problems.push(format!("{characters_lost} players came back to a new character"));
     }
-    if events.events_duplicated > 0 {
-        problems.push(format!("{} events stored twice", events.events_duplicated));
-    }
     if max_tick_ms > TICK_BUDGET_MS {
         problems.push(format!("a tick took up to {max_tick_ms:.0} ms (budget {TICK_BUDGET_MS:.0} ms)"));
     }
@@ -461,17 +458,13 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
         if restored_from.iter().any(|r| !r.ends_with(": cold")) {
             problems.push(format!("not every zone restored from its cold snapshot: {}", restored_from.join(", ")));
         }
+        // A site loss may lose recent events (judged above), never store one twice.
+        if events.events_duplicated > 0 {
+            problems.push(format!("{} events stored twice", events.events_duplicated));
+        }
     } else {
-        if rto_ms > RTO_ALL_ZONES_TARGET_MS {
-            problems.push(format!("RTO {rto_ms:.0} ms over the {RTO_ALL_ZONES_TARGET_MS:.0} ms target"));
-        }
-        if rpo_ticks > RPO_TARGET_TICKS {
-            problems.push(format!("RPO {rpo_ticks} ticks over the {RPO_TARGET_TICKS}-tick target"));
-        }
-        if commands_lost > 0 {
-            problems.push(format!("{commands_lost} acknowledged commands lost"));
-        }
-        problems.extend(events.problems().into_iter().filter(|p| !p.contains("twice")));
+        problems.extend(crash_problems(rto_ms, RTO_ALL_ZONES_TARGET_MS, rpo_ticks, commands_lost));
+        problems.extend(events.problems());
     }
     Ok(SiteReport {
         scenario,
