@@ -2,13 +2,13 @@
 //! documents; the newest is chosen by tick in this process (never by the
 //! server's sort, which some wire-compatible servers silently ignore); old
 //! ones are deleted by filter. Targets MongoDB 6.0 and later; tested against
-//! PoloDB, a MongoDB-wire-compatible server (see docs/storage.md).
+//! SecantusDB, a MongoDB-wire-compatible server (see docs/storage.md).
 
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, TryStreamExt};
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{doc, Binary, Bson, Document};
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::{ClientOptions, CollectionOptions, IndexOptions, WriteConcern};
 use mongodb::{Collection, IndexModel};
 use tokio::sync::OnceCell;
 
@@ -42,7 +42,12 @@ impl MongoColdSnapshots {
         options.connect_timeout = Some(CALL_TIMEOUT);
         options.app_name = Some("respawn".into());
         let client = mongodb::Client::with_options(options).map_err(err)?;
-        let collection = client.database(database).collection::<Document>("cold_snapshots");
+        // A stored snapshot must survive the server's crash: acknowledged
+        // only once it is in the journal (a standalone server's default
+        // acknowledges from memory, and a kill within ~100 ms loses it).
+        let journaled =
+            CollectionOptions::builder().write_concern(WriteConcern::builder().journal(true).build()).build();
+        let collection = client.database(database).collection_with_options::<Document>("cold_snapshots", journaled);
         Ok(Self { collection, index: Default::default() })
     }
 

@@ -1,6 +1,7 @@
 //! Backing servers that drills and benchmarks start for themselves, each a
 //! process on a free loopback port with its own directory and log: Tansu
-//! (Kafka-compatible) and MariaDB here, Redis and PoloDB in the drills.
+//! (Kafka-compatible) and MariaDB here, Redis and SecantusDB (MongoDB-compatible)
+//! in the drills.
 //! Binaries come from the variables `scripts/services` exports, else from
 //! its cache or PATH.
 
@@ -29,21 +30,27 @@ pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A server binary: from the environment variable `scripts/services` exports, else from PATH.
-pub fn find_binary(env: &str, fallback: &str) -> Result<PathBuf> {
+/// Tansu as `scripts/services` caches it: built with the crate's release
+/// profile for benchmarks, else with the cheaper one for tests.
+pub const TANSU_CACHED: &[&str] = &["tansu-0.6.0-release/bin/tansu", "tansu-0.6.0-test/bin/tansu"];
+/// SecantusDB's server as `scripts/services` caches it (a Python virtual environment).
+pub const MONGOD_CACHED: &[&str] = &["secantusdb-0.7.0b3/bin/secantusd-py"];
+
+/// A server binary: from the environment variable `scripts/services`
+/// exports, else the first of `cached` (paths in its tools cache) that
+/// exists, else the name of the last one on PATH.
+pub fn find_binary(env: &str, cached: &[&str]) -> Result<PathBuf> {
     if let Ok(path) = std::env::var(env) {
         return Ok(PathBuf::from(path));
     }
-    let cached = dirs_cache().join(fallback);
-    if cached.exists() {
-        return Ok(cached);
+    if let Some(found) = cached.iter().map(|c| dirs_cache().join(c)).find(|p| p.exists()) {
+        return Ok(found);
     }
-    let name = Path::new(fallback).file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let last = cached.last().copied().unwrap_or_default();
+    let name = Path::new(last).file_name().map(|n| n.to_os_string()).unwrap_or_default();
     std::env::var_os("PATH")
         .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(&name)).find(|p| p.exists()))
-        .ok_or_else(|| {
-            anyhow!("{fallback} not found: run the drill through scripts/services (it installs it) or set {env}")
-        })
+        .ok_or_else(|| anyhow!("{last} not found: run it through scripts/services (which installs it) or set {env}"))
 }
 
 fn dirs_cache() -> PathBuf {
@@ -102,7 +109,7 @@ impl Service {
 /// Tansu listening on `port`, advertising `advertised` (a gate in front of it,
 /// or the same port), with the events topic created.
 pub async fn start_tansu(dir: &Path, port: u16, advertised: u16) -> Result<Service> {
-    let tansu = find_binary("RESPAWN_TANSU", "tansu-0.6.0/bin/tansu")?;
+    let tansu = find_binary("RESPAWN_TANSU", TANSU_CACHED)?;
     let url = format!("tcp://127.0.0.1:{port}");
     let advertised = format!("tcp://127.0.0.1:{advertised}");
     let mut broker = Service::new(
@@ -166,7 +173,7 @@ pub async fn start_mariadb(dir: &Path) -> Result<Service> {
     std::fs::create_dir_all(dir)?;
     let user = String::from_utf8(tokio::process::Command::new("id").arg("-un").output().await?.stdout)?;
     let user = user.trim();
-    let installed = tokio::process::Command::new(find_binary("RESPAWN_MARIADB_INSTALL_DB", "mariadb-install-db")?)
+    let installed = tokio::process::Command::new(find_binary("RESPAWN_MARIADB_INSTALL_DB", &["mariadb-install-db"])?)
         .arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
         .arg(format!("--user={user}"))
@@ -181,7 +188,7 @@ pub async fn start_mariadb(dir: &Path) -> Result<Service> {
     let port = free_port()?;
     let mut mysql = Service::new(
         "mariadb",
-        find_binary("RESPAWN_MARIADBD", "mariadbd")?,
+        find_binary("RESPAWN_MARIADBD", &["mariadbd"])?,
         &[
             "--no-defaults",
             &format!("--datadir={}", data.display()),

@@ -14,7 +14,7 @@ use respawn_client::{http, signed_tokens, Access, Fleet};
 use respawn_token::TokenKey;
 use serde::Serialize;
 
-use crate::services::{find_binary, free_port, Service};
+use crate::services::{find_binary, free_port, Service, MONGOD_CACHED};
 use crate::supervisor::{ChildSpec, Supervisor};
 
 mod pipeline;
@@ -538,12 +538,12 @@ fn drill_stores(dir: &std::path::Path) -> crate::StoreArgs {
     }
 }
 
-/// Redis and PoloDB (MongoDB-compatible) under `dir`, and `stores` pointed at them.
+/// Redis and SecantusDB (MongoDB-compatible) under `dir`, and `stores` pointed at them.
 async fn start_real_stores(dir: &std::path::Path, stores: &mut crate::StoreArgs) -> Result<(Service, Service)> {
     let port = free_port()?;
     let mut redis = Service::new(
         "redis",
-        find_binary("RESPAWN_REDIS_SERVER", "redis-server")?,
+        find_binary("RESPAWN_REDIS_SERVER", &["redis-server"])?,
         &["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         port,
         dir.join("redis"),
@@ -551,13 +551,13 @@ async fn start_real_stores(dir: &std::path::Path, stores: &mut crate::StoreArgs)
     redis.start().await?;
     stores.redis_url = Some(format!("redis://127.0.0.1:{port}/0"));
     let port = free_port()?;
-    let path = dir.join("polodb/data");
+    let path = dir.join("mongo/data");
     let mut mongo = Service::new(
-        "polodb",
-        find_binary("RESPAWN_POLODB", "polodb-5.3.0/bin/polodb")?,
-        &["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--path", &path.display().to_string()],
+        "mongo",
+        find_binary("RESPAWN_MONGOD", MONGOD_CACHED)?,
+        &["--host", "127.0.0.1", "--port", &port.to_string(), "--storage-path", &path.display().to_string()],
         port,
-        dir.join("polodb"),
+        dir.join("mongo"),
     );
     mongo.start().await?;
     stores.mongo_uri = Some(format!("mongodb://127.0.0.1:{port}/?directConnection=true"));
