@@ -60,7 +60,7 @@ pub struct LoginGrant {
 /// `POST /v1/sessions` at the platform server.
 pub async fn login(platform: &str, name: &str, zone: &str) -> Result<LoginGrant> {
     let body = serde_json::json!({ "name": name, "zone": zone }).to_string();
-    let (status, answer) = crate::http::request_json(platform, "POST", "/v1/sessions", None, &body).await?;
+    let (status, answer) = respawn_api::http::request_json(platform, "POST", "/v1/sessions", None, &body).await?;
     if status != 200 {
         anyhow::bail!("login refused ({status}): {}", answer.trim());
     }

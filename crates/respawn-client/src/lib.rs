@@ -1,14 +1,11 @@
 //! Clients of a zone server: a protocol connection, a world model built from
 //! state updates, the bot that plays by itself (used by `respawn up --bots`
-//! and `respawn loadgen`), the small HTTP and Prometheus helpers those
-//! tools use to read a server's `/metrics`, and the TCP gate the drills cut
-//! to make a server unreachable.
+//! and `respawn loadgen`), and the TCP gate the drills cut to make a server
+//! unreachable.
 
 pub mod bot;
 pub mod conn;
 pub mod gate;
-pub mod http;
-pub mod prom;
 pub mod world;
 
 pub use bot::{

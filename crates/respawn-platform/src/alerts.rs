@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use respawn_client::prom::{self, Histogram, Sample};
+use respawn_api::prom::{self, Histogram, Sample};
 use serde::Serialize;
 
 use crate::http::LedgerSlot;

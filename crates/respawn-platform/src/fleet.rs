@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use respawn_client::prom::{self, Histogram};
+use respawn_api::prom::{self, Histogram};
 use respawn_store::{Registry, ServerEntry, ServerState};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -122,7 +122,7 @@ async fn look(
 ) -> (FleetView, Vec<crate::alerts::ServerLook>) {
     let scrapes = futures_util::future::join_all(servers.iter().map(|s| async move {
         let addr = http_address(&s.address)?;
-        let scrape = tokio::time::timeout(PERIOD, respawn_client::http::scrape(addr)).await.ok()?.ok()?;
+        let scrape = tokio::time::timeout(PERIOD, respawn_api::http::scrape(addr)).await.ok()?.ok()?;
         Some(prom::parse(&scrape))
     }))
     .await;

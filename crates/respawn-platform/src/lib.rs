@@ -1,7 +1,10 @@
-//! The platform server's event side: Kafka topic `game.events.player`
-//! (consumer group `platform-server-group`) into MySQL, exactly once in
+//! The platform server: the event side (Kafka topic `game.events.player`,
+//! consumer group `platform-server-group`, into MySQL, exactly once in
 //! effect, with player records projected in the same transaction; and the
-//! embedded ledger (SQLite) a zone server publishes into without Kafka.
+//! embedded ledger, SQLite, a zone server publishes into without Kafka), the
+//! server registry and login, the fleet view and built-in alerting, the
+//! operations API and dashboard, and rolling updates. [`PlatformServer`]
+//! assembles them.
 //!
 //! Offsets are committed only after the MySQL transaction that stored the
 //! batch committed; a redelivered event hits the primary key on its
@@ -19,12 +22,14 @@ pub mod mysql;
 pub mod notify;
 pub mod projection;
 pub mod rollout;
+pub mod server;
 pub mod sqlite;
 
 pub use consumer::{run_consumer, ConsumerConfig};
 pub use ledger::{Ledger, LedgerEventLog, Stored};
 pub use metrics::PlatformMetrics;
 pub use mysql::{connect, MySqlLedger};
+pub use server::{MySqlConsumer, PlatformServer, RunningPlatform, Service};
 pub use sqlite::SqliteLedger;
 
 /// The consumer group every platform server instance joins.

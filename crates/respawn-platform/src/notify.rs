@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use respawn_client::http::{post_json, Url};
+use respawn_api::http::{post_json, Url};
 use respawn_store::ops::OpsStore;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

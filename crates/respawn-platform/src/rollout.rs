@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use respawn_api::admin::{ServerInfo, ZoneAdmin};
+use respawn_api::http::CallError;
 use respawn_store::ServerEntry;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::fleet::http_address;
 use crate::http::HttpContext;
@@ -77,8 +78,17 @@ pub struct ZoneMove {
     pub players: u64,
     /// From the release call to the clients being redirected: how long the zone did not tick.
     pub pause_ms: u64,
-    /// `moved`, or `returned` when the rollout was rolled back.
-    pub state: &'static str,
+    pub state: MoveState,
+}
+
+/// Where a moved zone ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MoveState {
+    /// On the new server.
+    Moved,
+    /// Back where it was: the rollout was rolled back.
+    Returned,
 }
 
 /// A rollout as the API shows it.
@@ -241,50 +251,30 @@ enum Outcome {
     Failed(String),
 }
 
-/// Calls to the zone servers' admin API.
-struct ZoneAdmin<'a> {
-    token: &'a str,
-}
+/// The zone servers' admin API as a rollout uses it: each call names a
+/// registered server, and a failure is a sentence that names it.
+struct Admin<'a>(&'a ZoneAdmin);
 
-impl ZoneAdmin<'_> {
-    /// The JSON (or text) of a 2xx answer; otherwise what went wrong, naming the server.
-    async fn call(&self, server: &ServerEntry, method: &str, path: &str, limit: Duration) -> Result<Value, String> {
+impl Admin<'_> {
+    async fn at<T, F: std::future::Future<Output = Result<T, CallError>>>(
+        &self,
+        server: &ServerEntry,
+        call: impl FnOnce(String) -> F,
+    ) -> Result<T, String> {
         let addr = http_address(&server.address).ok_or_else(|| format!("{}: address has no HTTP host", server.id))?;
-        let call = respawn_client::http::request(addr, method, path, Some(self.token));
-        match tokio::time::timeout(limit, call).await {
-            Ok(Ok((status, body))) if (200..300).contains(&status) => {
-                Ok(serde_json::from_str(&body).unwrap_or_else(|_| Value::String(body.trim().to_owned())))
-            }
-            Ok(Ok((status, body))) => Err(format!("{} answered {status}: {}", server.id, body.trim())),
-            Ok(Err(e)) => Err(format!("{} did not answer: {e}", server.id)),
-            Err(_) => Err(format!("{} did not answer within {limit:?}", server.id)),
-        }
+        call(addr.to_owned()).await.map_err(|e| format!("{} {e}", server.id))
     }
 
-    async fn info(&self, server: &ServerEntry) -> Result<Value, String> {
-        self.call(server, "GET", "/admin/info", Duration::from_secs(3)).await
+    async fn info(&self, server: &ServerEntry) -> Result<ServerInfo, String> {
+        self.at(server, |addr| async move { self.0.info(&addr).await }).await
     }
-}
-
-/// Admin calls that load or store a zone may take a restore's time.
-const MOVE_CALL_LIMIT: Duration = Duration::from_secs(30);
-
-fn players_of(info: &Value) -> u64 {
-    info["players"].as_u64().unwrap_or(0)
-}
-
-fn hosted_zones(info: &Value) -> Vec<String> {
-    info["zones"]
-        .as_array()
-        .map(|zones| zones.iter().filter_map(|z| z["name"].as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
 }
 
 /// A ready server other than `from`, configured for every zone `from`
 /// hosts and speaking its clients' protocol: another version first (during a
 /// rolling update the old version's spares are about to go too), then the
 /// one hosting the fewest zones.
-async fn standby_for(admin: &ZoneAdmin<'_>, servers: &[ServerEntry], from: &str) -> Option<ServerEntry> {
+async fn standby_for(admin: &Admin<'_>, servers: &[ServerEntry], from: &str) -> Option<ServerEntry> {
     let source = servers.iter().find(|s| s.id == from)?;
     let source_info = admin.info(source).await.ok()?;
     let mut candidates: Vec<&ServerEntry> =
@@ -292,12 +282,7 @@ async fn standby_for(admin: &ZoneAdmin<'_>, servers: &[ServerEntry], from: &str)
     candidates.sort_by_key(|s| (s.version == source.version, s.zones.len()));
     for candidate in candidates {
         let Ok(info) = admin.info(candidate).await else { continue };
-        let configured: Vec<&str> = info["configured_zones"]
-            .as_array()
-            .map(|z| z.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let fits = source.zones.iter().all(|z| configured.contains(&z.as_str()));
-        if fits && info["compat"]["protocol_version"] == source_info["compat"]["protocol_version"] {
+        if info.can_host(&source.zones) && info.compat.protocol_version == source_info.compat.protocol_version {
             return Some(candidate.clone());
         }
     }
@@ -316,12 +301,12 @@ fn pick_target<'a>(servers: &'a [ServerEntry], to: &str) -> Option<&'a ServerEnt
 }
 
 async fn execute(ctx: &HttpContext, plan: &Plan, p: &Progress) -> Outcome {
-    let Some(token) = ctx.zone_admin_token.as_deref() else {
+    let Some(zone_admin) = &ctx.zone_admin else {
         return Outcome::RolledBack(
             "the zone servers' admin token is not configured: start the platform server with --zone-admin-token".into(),
         );
     };
-    let admin = ZoneAdmin { token };
+    let admin = Admin(zone_admin);
 
     p.step(1);
     let servers = match ctx.registry.servers().await {
@@ -371,7 +356,7 @@ async fn execute(ctx: &HttpContext, plan: &Plan, p: &Progress) -> Outcome {
     let addr = http_address(&target.address).unwrap_or_default().to_owned();
     let healthy = async {
         for _ in 0..20 {
-            if let Ok((200, _)) = respawn_client::http::request(&addr, "GET", "/readyz", None).await {
+            if let Ok((200, _)) = respawn_api::http::request(&addr, "GET", "/readyz", None).await {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -385,25 +370,21 @@ async fn execute(ctx: &HttpContext, plan: &Plan, p: &Progress) -> Outcome {
         Ok(info) => info,
         Err(why) => return Outcome::RolledBack(why),
     };
-    let configured: Vec<&str> = target_info["configured_zones"]
-        .as_array()
-        .map(|z| z.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let mut players_before = players_of(&target_info);
+    let mut players_before = target_info.players;
     for s in &old {
         let info = match admin.info(s).await {
             Ok(info) => info,
             Err(why) => return Outcome::RolledBack(why),
         };
-        players_before += players_of(&info);
-        let (theirs, ours) = (&info["compat"]["protocol_version"], &target_info["compat"]["protocol_version"]);
+        players_before += info.players;
+        let (theirs, ours) = (info.compat.protocol_version, target_info.compat.protocol_version);
         if theirs != ours {
             return Outcome::RolledBack(format!(
                 "compatibility: {} speaks client protocol {ours}, the players of {} speak {theirs}; nothing was changed",
                 target.id, s.id
             ));
         }
-        if let Some(missing) = s.zones.iter().find(|z| !configured.contains(&z.as_str())) {
+        if let Some(missing) = s.zones.iter().find(|z| !target_info.configured_zones.contains(z)) {
             return Outcome::RolledBack(format!(
                 "{} cannot host zone {missing:?} (not in its configuration); nothing was changed",
                 target.id
@@ -412,7 +393,7 @@ async fn execute(ctx: &HttpContext, plan: &Plan, p: &Progress) -> Outcome {
     }
     p.log(format!(
         "ready; client protocol {}, snapshot format {}",
-        target_info["compat"]["protocol_version"], target_info["compat"]["snapshot_format"]
+        target_info.compat.protocol_version, target_info.compat.snapshot_format
     ));
     p.update(|r| r.players_before = players_before);
 
@@ -422,8 +403,7 @@ async fn execute(ctx: &HttpContext, plan: &Plan, p: &Progress) -> Outcome {
     p.step(4);
     let notify = plan.mode == Mode::Guide;
     for s in &old {
-        if let Err(why) = admin.call(s, "POST", &format!("/admin/cordon?notify={notify}"), Duration::from_secs(3)).await
-        {
+        if let Err(why) = admin.at(s, |addr| async move { zone_admin.cordon(&addr, notify).await }).await {
             uncordon(&admin, &old, p).await;
             return Outcome::RolledBack(why);
         }
@@ -441,7 +421,7 @@ async fn execute(ctx: &HttpContext, plan: &Plan, p: &Progress) -> Outcome {
         loop {
             let mut left = 0;
             for s in &old {
-                left += admin.info(s).await.map(|i| players_of(&i)).unwrap_or(0);
+                left += admin.info(s).await.map(|i| i.players).unwrap_or(0);
             }
             if left == 0 {
                 p.log("the old servers have 0 players".into());
@@ -465,7 +445,7 @@ async fn execute(ctx: &HttpContext, plan: &Plan, p: &Progress) -> Outcome {
     let mut moved: Vec<(ServerEntry, String)> = Vec::new();
     for s in &old {
         let zones = match admin.info(s).await {
-            Ok(info) => hosted_zones(&info),
+            Ok(info) => info.hosted(),
             Err(_) => s.zones.clone(),
         };
         for zone in zones {
@@ -489,7 +469,7 @@ async fn execute(ctx: &HttpContext, plan: &Plan, p: &Progress) -> Outcome {
 
     p.step(7);
     for s in &old {
-        match admin.call(s, "POST", "/admin/drain", Duration::from_secs(3)).await {
+        match admin.at(s, |addr| async move { zone_admin.drain(&addr).await }).await {
             Ok(_) => p.log(format!("{} is shutting down", s.id)),
             Err(why) => p.log(format!("{} could not be told to shut down: {why}", s.id)),
         }
@@ -516,19 +496,17 @@ async fn execute(ctx: &HttpContext, plan: &Plan, p: &Progress) -> Outcome {
 /// Moves one zone from `from` to `to`: release, adopt, redirect. A refused
 /// adoption resumes the zone on `from`.
 async fn move_zone(
-    admin: &ZoneAdmin<'_>,
+    admin: &Admin<'_>,
     zone: &str,
     from: &ServerEntry,
     to: &ServerEntry,
     p: &Progress,
 ) -> Result<ZoneMove, String> {
     let started = Instant::now();
-    let released = admin.call(from, "POST", &format!("/admin/zones/{zone}/release"), MOVE_CALL_LIMIT).await?;
-    let tick = released["tick"].as_u64().unwrap_or(0);
-    let players = released["players"].as_u64().unwrap_or(0);
-    let adopt = format!("/admin/zones/{zone}/adopt?after_tick={tick}");
-    if let Err(why) = admin.call(to, "POST", &adopt, MOVE_CALL_LIMIT).await {
-        let resumed = admin.call(from, "POST", &format!("/admin/zones/{zone}/resume"), Duration::from_secs(3)).await;
+    let released = admin.at(from, |addr| async move { admin.0.release(&addr, zone).await }).await?;
+    let (tick, players) = (released.tick, released.players);
+    if let Err(why) = admin.at(to, |addr| async move { admin.0.adopt(&addr, zone, Some(tick)).await }).await {
+        let resumed = admin.at(from, |addr| async move { admin.0.resume(&addr, zone).await }).await;
         let where_now = match resumed {
             Ok(_) => format!("it ticks on {} again", from.id),
             Err(e) => format!("and it could not be resumed on {}: {e}", from.id),
@@ -545,27 +523,27 @@ async fn move_zone(
         tick,
         players,
         pause_ms,
-        state: "moved",
+        state: MoveState::Moved,
     })
 }
 
 /// Sends the released zone's clients to its new owner. If the old server
 /// does not answer, its clients time out and log in again.
-async fn redirect(admin: &ZoneAdmin<'_>, zone: &str, from: &ServerEntry, to: &ServerEntry) {
-    let path = format!("/admin/zones/{zone}/redirect?to={}", respawn_client::http::percent_encode(&to.address));
-    if let Err(why) = admin.call(from, "POST", &path, Duration::from_secs(10)).await {
+async fn redirect(admin: &Admin<'_>, zone: &str, from: &ServerEntry, to: &ServerEntry) {
+    let to = to.address.as_str();
+    if let Err(why) = admin.at(from, |addr| async move { admin.0.redirect(&addr, zone, to).await }).await {
         tracing::warn!(zone, why = %why, "redirect failed; the zone's clients will log in again");
     }
 }
 
 /// Returns every moved zone to where it came from, newest first; whether all went back.
-async fn move_back(admin: &ZoneAdmin<'_>, moved: &[(ServerEntry, String)], target: &ServerEntry, p: &Progress) -> bool {
+async fn move_back(admin: &Admin<'_>, moved: &[(ServerEntry, String)], target: &ServerEntry, p: &Progress) -> bool {
     let mut all = true;
     for (from, zone) in moved.iter().rev() {
         match move_zone(admin, zone, target, from, p).await {
             Ok(_) => p.update(|r| {
                 if let Some(m) = r.zones.iter_mut().find(|m| &m.zone == zone) {
-                    m.state = "returned";
+                    m.state = MoveState::Returned;
                 }
             }),
             Err(why) => {
@@ -577,9 +555,9 @@ async fn move_back(admin: &ZoneAdmin<'_>, moved: &[(ServerEntry, String)], targe
     all
 }
 
-async fn uncordon(admin: &ZoneAdmin<'_>, old: &[ServerEntry], p: &Progress) {
+async fn uncordon(admin: &Admin<'_>, old: &[ServerEntry], p: &Progress) {
     for s in old {
-        match admin.call(s, "POST", "/admin/uncordon", Duration::from_secs(3)).await {
+        match admin.at(s, |addr| async move { admin.0.uncordon(&addr).await }).await {
             Ok(_) => p.log(format!("{} takes new players again", s.id)),
             Err(why) => p.log(format!("{} could not be reopened: {why}", s.id)),
         }

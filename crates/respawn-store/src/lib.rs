@@ -143,30 +143,7 @@ pub fn valid_resume_token(token: &str) -> bool {
     token.len() == 32 && token.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Whether a game server takes new players.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerState {
-    Ready,
-    /// Shutting down or handing over: no new players.
-    Draining,
-}
-
-impl ServerState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServerState::Ready => "ready",
-            ServerState::Draining => "draining",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "ready" => Some(ServerState::Ready),
-            "draining" => Some(ServerState::Draining),
-            _ => None,
-        }
-    }
-}
+pub use respawn_api::registry::ServerState;
 
 /// A game server as its last heartbeat described it.
 #[derive(Debug, Clone, PartialEq, Eq)]

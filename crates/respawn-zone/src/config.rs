@@ -46,23 +46,7 @@ pub struct TestingFile {
     pub snapshot_format: Option<u16>,
 }
 
-/// What a server can serve and read; a zone moves to a server only if both match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Compat {
-    /// The client protocol version it accepts.
-    pub protocol_version: u32,
-    /// The snapshot format it reads (and writes).
-    pub snapshot_format: u16,
-}
-
-impl Default for Compat {
-    fn default() -> Self {
-        Self {
-            protocol_version: respawn_proto::PROTOCOL_VERSION,
-            snapshot_format: respawn_sim::snapshot::FORMAT_VERSION,
-        }
-    }
-}
+pub use respawn_api::admin::Compat;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -225,8 +209,8 @@ impl ServerConfig {
             outbox_segment_bytes: file.outbox.segment_mb.unwrap_or(8).saturating_mul(1 << 20),
             extra_tick: ms(file.testing.extra_tick_ms.unwrap_or(0)),
             compat: Compat {
-                protocol_version: file.testing.protocol_version.unwrap_or(Compat::default().protocol_version),
-                snapshot_format: file.testing.snapshot_format.unwrap_or(Compat::default().snapshot_format),
+                protocol_version: file.testing.protocol_version.unwrap_or(respawn_proto::PROTOCOL_VERSION),
+                snapshot_format: file.testing.snapshot_format.unwrap_or(respawn_sim::snapshot::FORMAT_VERSION),
             },
             zones: if file.zones.is_empty() { default_file().zones } else { file.zones }
                 .into_iter()

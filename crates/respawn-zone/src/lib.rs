@@ -6,6 +6,7 @@ pub mod bans;
 pub mod config;
 mod conn;
 pub mod events;
+pub mod heartbeat;
 pub mod link;
 pub mod metrics;
 pub mod persist;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use respawn_api::admin::RestoreSource;
 use respawn_sim::command::decode_batch;
 use respawn_sim::{Zone, ZoneConfig};
 use respawn_store::outbox::Outbox;
@@ -425,8 +426,7 @@ impl Persister {
 /// Where a restored zone came from.
 #[derive(Debug, Clone)]
 pub struct RestoreReport {
-    /// `hot`, `cold`, `journal` (no snapshot yet, the journal from tick 1) or `fresh`.
-    pub source: &'static str,
+    pub source: RestoreSource,
     pub snapshot_tick: u64,
     pub replayed_ticks: u64,
     /// Snapshots refused on the way, with why.
@@ -502,9 +502,9 @@ async fn restore_once(
 ) -> Result<(Zone, RestoreReport), RestoreFailure> {
     let zone_id = config.zone_id;
     let mut unreachable = Vec::new();
-    let mut candidates: Vec<(&'static str, SnapshotMeta, Option<Vec<u8>>)> = Vec::new();
+    let mut candidates: Vec<(RestoreSource, SnapshotMeta, Option<Vec<u8>>)> = Vec::new();
     match stores.hot.recent(zone_id).await {
-        Ok(snaps) => candidates.extend(snaps.into_iter().map(|s| ("hot", s.meta, Some(s.bytes)))),
+        Ok(snaps) => candidates.extend(snaps.into_iter().map(|s| (RestoreSource::Hot, s.meta, Some(s.bytes)))),
         Err(e) => {
             tracing::warn!(zone = %config.name, error = %e, "hot snapshots unreachable at start");
             unreachable.push(format!("hot snapshots: {e}"));
@@ -513,14 +513,15 @@ async fn restore_once(
     let hot_is_newest = released_at.is_some_and(|t| candidates.iter().any(|c| c.1.tick >= t));
     if !hot_is_newest {
         match stores.cold.list(zone_id).await {
-            Ok(metas) => candidates.extend(metas.into_iter().map(|m| ("cold", m, None))),
+            Ok(metas) => candidates.extend(metas.into_iter().map(|m| (RestoreSource::Cold, m, None))),
             Err(e) => {
                 tracing::warn!(zone = %config.name, error = %e, "cold snapshots unreachable at start");
                 unreachable.push(format!("cold snapshots: {e}"));
             }
         }
     }
-    candidates.sort_by(|a, b| b.1.tick.cmp(&a.1.tick).then((a.0 == "cold").cmp(&(b.0 == "cold"))));
+    candidates
+        .sort_by(|a, b| b.1.tick.cmp(&a.1.tick).then((a.0 == RestoreSource::Cold).cmp(&(b.0 == RestoreSource::Cold))));
     let mut refused = Vec::new();
     let mut unreadable_format = None;
     for (source, meta, bytes) in candidates {
@@ -540,7 +541,7 @@ async fn restore_once(
         if found.is_some_and(|f| f != format) {
             let found = found.unwrap_or_default();
             unreadable_format = unreadable_format.or(Some(found));
-            tracing::error!(zone = %config.name, source, tick = meta.tick, found, format, "snapshot format not readable");
+            tracing::error!(zone = %config.name, %source, tick = meta.tick, found, format, "snapshot format not readable");
             refused.push(format!(
                 "{source} snapshot at tick {}: format {found}, this server reads format {format}",
                 meta.tick
@@ -558,7 +559,7 @@ async fn restore_once(
                 continue;
             }
             Err(e) => {
-                tracing::error!(zone = %config.name, source, tick = meta.tick, error = %e, "snapshot refused");
+                tracing::error!(zone = %config.name, %source, tick = meta.tick, error = %e, "snapshot refused");
                 refused.push(format!("{source} snapshot at tick {}: {e}", meta.tick));
                 continue;
             }
@@ -596,7 +597,7 @@ async fn restore_once(
     zone.set_epoch(new_epoch());
     let mut replayed_events = Vec::new();
     let (zone, replayed) = replay(zone, stores, &config.name, &mut replayed_events).await;
-    let source = if replayed > 0 { "journal" } else { "fresh" };
+    let source = if replayed > 0 { RestoreSource::Journal } else { RestoreSource::Fresh };
     let took = started.elapsed();
     Ok((zone, RestoreReport { source, snapshot_tick: 0, replayed_ticks: replayed, refused, replayed_events, took }))
 }

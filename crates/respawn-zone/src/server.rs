@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use respawn_api::admin::{Adopted, HostedZone, Redirected, Released, Resumed, ServerInfo};
 use respawn_proto::NoticeKind;
 use respawn_sim::{Command, Zone, ZoneConfig};
 use respawn_token::TokenKey;
@@ -180,13 +181,13 @@ impl ServerState {
         let name = zone_config.name.clone();
         let zone_metrics = self.metrics.zone(&name);
         let persist_metrics = self.metrics.persist(&name);
-        persist_metrics.restored(report.source, report.took.as_secs_f64());
+        persist_metrics.restored(report.source.as_str(), report.took.as_secs_f64());
         for refused in &report.refused {
             tracing::warn!(zone = %name, "refused at start: {refused}");
         }
         tracing::info!(
             zone = %name,
-            source = report.source,
+            source = %report.source,
             snapshot_tick = report.snapshot_tick,
             replayed_ticks = report.replayed_ticks,
             tick = zone.tick_number(),
@@ -253,53 +254,44 @@ impl ServerState {
     /// Restores the zone from the stores and starts it here. With
     /// `after_tick`, a zone handed over at that tick: anything older (the
     /// newest snapshot unreadable, say) is refused rather than run.
-    async fn adopt(&self, name: &str, after_tick: Option<u64>) -> Result<serde_json::Value, Refusal> {
+    async fn adopt(&self, name: &str, after_tick: Option<u64>) -> Result<Adopted, HandoverError> {
         let _one_at_a_time = self.handover.lock().await;
         if self.zone(name).is_some() {
-            return Err(Refusal(StatusCode::CONFLICT, format!("zone {name:?} is already hosted here")));
+            return Err(HandoverError::AlreadyHosted(name.to_owned()));
         }
         let Some(zone_config) = self.config.zones.iter().find(|z| z.name == name) else {
-            return Err(Refusal(StatusCode::NOT_FOUND, format!("zone {name:?} is not in this server's configuration")));
+            return Err(HandoverError::NotConfigured(name.to_owned()));
         };
         let started = Instant::now();
         let format = self.config.compat.snapshot_format;
         let (zone, report) = persist::restore_reading(zone_config, &self.stores, format, after_tick)
             .await
-            .map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
+            .map_err(HandoverError::Unrestorable)?;
         if let Some(expected) = after_tick.filter(|t| zone.tick_number() < *t) {
             let refused = if report.refused.is_empty() { "none".to_owned() } else { report.refused.join("; ") };
-            return Err(Refusal(
-                StatusCode::CONFLICT,
-                format!(
-                    "cannot resume zone {name:?} at tick {expected}: the newest state this server can read is tick {} \
-                     (refused: {refused})",
-                    zone.tick_number()
-                ),
-            ));
+            return Err(HandoverError::Stale { zone: name.to_owned(), expected, found: zone.tick_number(), refused });
         }
         let persist_state = Arc::new(PersistState::default());
         persist::checkpoint_after_restore(&zone, &self.stores, &persist_state).await;
         let (tick, players, source) = (zone.tick_number(), zone.players().len(), report.source);
-        let handle = self
-            .start_zone(zone_config, zone, report, persist_state)
-            .map_err(|why| Refusal(StatusCode::INTERNAL_SERVER_ERROR, why))?;
+        let handle = self.start_zone(zone_config, zone, report, persist_state).map_err(HandoverError::StartFailed)?;
         self.insert_zone(handle);
         let took_ms = started.elapsed().as_millis() as u64;
         tracing::info!(zone = %name, tick, players, took_ms, "zone adopted");
-        Ok(serde_json::json!({ "zone": name, "tick": tick, "players": players, "source": source, "took_ms": took_ms }))
+        Ok(Adopted { zone: name.to_owned(), tick, players: players as u64, source, took_ms })
     }
 
     /// Hand-off, first half: the zone's last tick is stored and it stops
     /// ticking here. Abandoned (the zone ticks on) if its state cannot be stored.
-    async fn release(&self, name: &str) -> Result<serde_json::Value, Refusal> {
+    async fn release(&self, name: &str) -> Result<Released, HandoverError> {
         let _one_at_a_time = self.handover.lock().await;
-        let zone = self.zone(name).ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no zone {name:?} here")))?;
+        let zone = self.zone(name).ok_or_else(|| HandoverError::NotHere(name.to_owned()))?;
         let started = Instant::now();
         let (reply, answer) = tokio::sync::oneshot::channel();
         zone.control.send(Control::Release { reply }).map_err(|_| gone(name))?;
         let tick = match tokio::time::timeout(Duration::from_secs(10), answer).await {
             Ok(Ok(Ok(tick))) => tick,
-            Ok(Ok(Err(why))) => return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, why)),
+            Ok(Ok(Err(why))) => return Err(HandoverError::NotStored(why)),
             Ok(Err(_)) | Err(_) => return Err(gone(name)),
         };
         // The new owner reads the stores: everything through `tick` must be there first.
@@ -313,25 +305,24 @@ impl ServerState {
             }
             if Instant::now() >= deadline {
                 let _ = zone.control.send(Control::Unpark);
-                return Err(Refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("zone {name:?}: its state through tick {tick} could not be stored; it ticks here again"),
-                ));
+                return Err(HandoverError::NotStored(format!(
+                    "zone {name:?}: its state through tick {tick} could not be stored; it ticks here again"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let players = zone.status.players.load(Ordering::Relaxed);
         let took_ms = started.elapsed().as_millis() as u64;
         tracing::info!(zone = %name, tick, players, took_ms, "zone released");
-        Ok(serde_json::json!({ "zone": name, "tick": tick, "players": players, "took_ms": took_ms }))
+        Ok(Released { zone: name.to_owned(), tick, players: players as u64, took_ms })
     }
 
     /// Hand-off, second half: clients go to the zone's new owner and the zone leaves this server.
-    async fn redirect(&self, name: &str, address: &str) -> Result<serde_json::Value, Refusal> {
+    async fn redirect(&self, name: &str, address: &str) -> Result<Redirected, HandoverError> {
         let _one_at_a_time = self.handover.lock().await;
-        let zone = self.zone(name).ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no zone {name:?} here")))?;
+        let zone = self.zone(name).ok_or_else(|| HandoverError::NotHere(name.to_owned()))?;
         if !zone.status.parked.load(Ordering::SeqCst) {
-            return Err(Refusal(StatusCode::CONFLICT, format!("zone {name:?} is not released; release it first")));
+            return Err(HandoverError::NotReleased(name.to_owned()));
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
         zone.control.send(Control::Redirect { address: address.to_owned(), reply }).map_err(|_| gone(name))?;
@@ -339,14 +330,14 @@ impl ServerState {
         self.remove_zone(name);
         zone.wait_stopped().await;
         zone.metrics.players.set(0);
-        Ok(serde_json::json!({ "zone": name, "redirected_players": told, "to": address }))
+        Ok(Redirected { zone: name.to_owned(), redirected_players: told as u64, to: address.to_owned() })
     }
 
     /// Abandons a hand-off: the released zone ticks here again.
-    async fn unpark(&self, name: &str) -> Result<serde_json::Value, Refusal> {
-        let zone = self.zone(name).ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no zone {name:?} here")))?;
+    async fn unpark(&self, name: &str) -> Result<Resumed, HandoverError> {
+        let zone = self.zone(name).ok_or_else(|| HandoverError::NotHere(name.to_owned()))?;
         zone.control.send(Control::Unpark).map_err(|_| gone(name))?;
-        Ok(serde_json::json!({ "zone": name, "state": "running" }))
+        Ok(Resumed { zone: name.to_owned() })
     }
 
     /// Stops or resumes taking new players (a rollout's first step on the old
@@ -370,18 +361,36 @@ impl ServerState {
     }
 }
 
-/// An admin call refused: the status and why.
-#[derive(Debug)]
-struct Refusal(StatusCode, String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (self.0, format!("{}\n", self.1)).into_response()
-    }
+/// Why a hand-over call (adopt, release, redirect, resume) was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoverError {
+    #[error("zone {0:?} is already hosted here")]
+    AlreadyHosted(String),
+    #[error("zone {0:?} is not in this server's configuration")]
+    NotConfigured(String),
+    #[error("no zone {0:?} here")]
+    NotHere(String),
+    /// No stored state of the zone this server can use.
+    #[error("{0}")]
+    Unrestorable(String),
+    #[error(
+        "cannot resume zone {zone:?} at tick {expected}: the newest state this server can read is tick {found} \
+         (refused: {refused})"
+    )]
+    Stale { zone: String, expected: u64, found: u64, refused: String },
+    #[error("{0}")]
+    StartFailed(String),
+    /// The zone's last tick could not be made durable; it ticks on.
+    #[error("{0}")]
+    NotStored(String),
+    #[error("zone {0:?} is not released; release it first")]
+    NotReleased(String),
+    #[error("zone {0:?} stopped")]
+    Gone(String),
 }
 
-fn gone(zone: &str) -> Refusal {
-    Refusal(StatusCode::GONE, format!("zone {zone:?} stopped"))
+fn gone(zone: &str) -> HandoverError {
+    HandoverError::Gone(zone.to_owned())
 }
 
 /// Options beyond the config file: secrets and identity.
@@ -828,27 +837,32 @@ async fn admin_info(State(state): State<Arc<ServerState>>, headers: HeaderMap) -
     if let Err(refused) = authorize(&state, &headers) {
         return refused.into_response();
     }
-    let zones: Vec<serde_json::Value> = state
+    let zones = state
         .zone_handles()
         .iter()
-        .map(|z| {
-            serde_json::json!({
-                "name": z.name,
-                "players": z.status.players.load(Ordering::Relaxed),
-                "tick": z.status.tick.load(Ordering::Relaxed),
-                "parked": z.status.parked.load(Ordering::Relaxed),
-            })
+        .map(|z| HostedZone {
+            name: z.name.clone(),
+            players: z.status.players.load(Ordering::Relaxed) as u64,
+            tick: z.status.tick.load(Ordering::Relaxed),
+            parked: z.status.parked.load(Ordering::Relaxed),
         })
         .collect();
-    let body = serde_json::json!({
-        "version": state.version,
-        "compat": state.config.compat,
-        "zones": zones,
-        "configured_zones": state.config.zones.iter().map(|z| z.name.clone()).collect::<Vec<_>>(),
-        "draining": state.draining.load(Ordering::SeqCst),
-        "players": state.players(),
-    });
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    json(&ServerInfo {
+        version: state.version.clone(),
+        compat: state.config.compat,
+        zones,
+        configured_zones: state.config.zones.iter().map(|z| z.name.clone()).collect(),
+        draining: state.draining.load(Ordering::SeqCst),
+        players: state.players() as u64,
+    })
+}
+
+/// A contract type as a JSON answer.
+fn json(body: &impl serde::Serialize) -> Response {
+    match serde_json::to_string(body) {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("answer not serializable: {e}\n")).into_response(),
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -882,12 +896,27 @@ async fn admin_uncordon(State(state): State<Arc<ServerState>>, headers: HeaderMa
     (StatusCode::ACCEPTED, "taking new players\n").into_response()
 }
 
-fn answer(result: Result<serde_json::Value, Refusal>) -> Response {
+/// The status a refused hand-over call answers with.
+fn handover_status(error: &HandoverError) -> StatusCode {
+    match error {
+        HandoverError::NotConfigured(_) | HandoverError::NotHere(_) => StatusCode::NOT_FOUND,
+        HandoverError::AlreadyHosted(_)
+        | HandoverError::Unrestorable(_)
+        | HandoverError::Stale { .. }
+        | HandoverError::NotReleased(_) => StatusCode::CONFLICT,
+        HandoverError::StartFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        HandoverError::NotStored(_) => StatusCode::SERVICE_UNAVAILABLE,
+        HandoverError::Gone(_) => StatusCode::GONE,
+    }
+}
+
+fn answer<T: serde::Serialize>(result: Result<T, HandoverError>) -> Response {
     match result {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response(),
-        Err(refusal) => {
-            tracing::warn!(status = refusal.0.as_u16(), why = %refusal.1, "hand-over call refused");
-            refusal.into_response()
+        Ok(body) => json(&body),
+        Err(error) => {
+            let status = handover_status(&error);
+            tracing::warn!(status = status.as_u16(), why = %error, "hand-over call refused");
+            (status, format!("{error}\n")).into_response()
         }
     }
 }

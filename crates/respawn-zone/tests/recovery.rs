@@ -15,7 +15,7 @@ use respawn_store::outbox::Outbox;
 use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisSessions};
 use respawn_store::{SnapshotMeta, StoreResult, StoredSnapshot};
 use respawn_zone::metrics::Metrics;
-use respawn_zone::persist::{self, PersistMsg, PersistSettings, PersistState, Stores, ZonePersistence};
+use respawn_zone::persist::{self, PersistMsg, PersistSettings, PersistState, RestoreSource, Stores, ZonePersistence};
 
 fn config() -> ZoneConfig {
     let mut c = ZoneConfig::standard(11, "recovery", 5).resized(4_000, 4_000);
@@ -192,7 +192,7 @@ async fn a_fresh_zone_starts_when_every_snapshot_is_corrupt() {
     stores.hot.put(StoredSnapshot { meta, bytes }).await.expect("put");
     let (zone, report) = persist::restore(&config(), &stores).await.expect("restore");
     assert!(report.refused.iter().any(|r| r.contains("checksum")), "{:?}", report.refused);
-    assert_eq!((report.source, zone.tick_number()), ("fresh", 0));
+    assert_eq!((report.source, zone.tick_number()), (RestoreSource::Fresh, 0));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -205,7 +205,7 @@ async fn with_the_hot_store_empty_the_cold_snapshot_is_used() {
         StoredSnapshot { meta: SnapshotMeta { zone: 11, tick: 120, taken_at_ms: 5 }, bytes: lost.encode_snapshot() };
     stores.cold.put(snapshot).await.expect("cold put");
     let (restored, report) = persist::restore(&config(), &stores).await.expect("restore");
-    assert_eq!((report.source, report.snapshot_tick), ("cold", 120));
+    assert_eq!((report.source, report.snapshot_tick), (RestoreSource::Cold, 120));
     assert_same_state(restored, &lost);
 }
 
@@ -294,7 +294,7 @@ async fn a_handed_over_zone_restores_from_the_hot_store_without_listing_cold_sna
 
     let format = respawn_sim::snapshot::FORMAT_VERSION;
     let (restored, report) = persist::restore_reading(&config(), &stores, format, Some(30)).await.expect("restore");
-    assert_eq!((report.source, restored.tick_number()), ("hot", 30));
+    assert_eq!((report.source, restored.tick_number()), (RestoreSource::Hot, 30));
     assert_eq!(cold.lists.load(Ordering::Relaxed), 0, "the hot snapshot at the released tick is the newest state");
     persist::restore(&config(), &stores).await.expect("restore");
     assert_eq!(cold.lists.load(Ordering::Relaxed), 1, "an ordinary start consults the cold store too");

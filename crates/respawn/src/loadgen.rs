@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use respawn_client::prom::{self, Histogram};
-use respawn_client::{http, run_bot, signed_tokens, Access, BotConfig, BotReport, BotStats};
+use respawn_api::http;
+use respawn_api::prom::{self, Histogram};
+use respawn_client::{run_bot, signed_tokens, Access, BotConfig, BotReport, BotStats};
 use respawn_token::TokenKey;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;

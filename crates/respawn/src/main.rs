@@ -9,7 +9,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod bench;
 mod ctl;
 mod drill;
-mod heartbeat;
 mod loadgen;
 mod services;
 mod supervisor;
@@ -18,12 +17,15 @@ mod web;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use respawn_api::admin::ZoneAdmin;
+use respawn_api::http::CallError;
+use respawn_api::registry::RegistryClient;
 use respawn_store::kafka::KafkaEventLog;
 use respawn_store::mongo::MongoColdSnapshots;
 use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisSessions};
 use respawn_token::{Claims, TokenKey};
 use respawn_zone::persist::Stores;
-use respawn_zone::{ServerConfig, ServerOptions, ZoneServer};
+use respawn_zone::{heartbeat, ServerConfig, ServerOptions, ZoneServer};
 
 #[derive(Parser, Debug)]
 #[command(name = "respawn", version = VERSION, about = "A real-time game backend whose failures behave predictably")]
@@ -43,7 +45,7 @@ enum Cmd {
     ZoneStop(ZoneStopArgs),
     /// Run the platform server's event consumer: Kafka into MySQL, exactly once in effect.
     Platform(PlatformArgs),
-    /// Mint a signed session token (until the platform server issues them).
+    /// Mint a signed session token without the platform server (tests, tools, a zone server alone).
     Token(TokenArgs),
     /// Operator commands over the platform server's API (status, zones, kick,
     /// ban, announce, drain, ...) and point-in-time restore.
@@ -289,23 +291,12 @@ pub struct AlertingArgs {
 }
 
 impl AlertingArgs {
-    /// Starts the platform server's watching: the fleet watcher, whose looks
-    /// feed the alerts, and the notifier when a webhook is configured.
-    pub fn start(
-        &self,
-        context: &respawn_platform::http::HttpContext,
-        stop: tokio_util::sync::CancellationToken,
-    ) -> Result<()> {
-        if let Some(url) = &self.alert_webhook {
-            let url = respawn_client::http::Url::parse(url).context("--alert-webhook")?;
-            let (tx, rx) = tokio::sync::mpsc::channel(respawn_platform::notify::QUEUE);
-            context.alerts.notify_to(tx);
-            let (ops, metrics) = (context.ops.clone(), context.metrics.clone());
-            tokio::spawn(respawn_platform::notify::run(url, rx, ops, metrics, stop.clone()));
-        }
-        let (fleet, registry, alerts) = (context.fleet.clone(), context.registry.clone(), context.alerts.clone());
-        tokio::spawn(respawn_platform::fleet::watch(fleet, registry, alerts, stop));
-        Ok(())
+    /// The webhook, checked.
+    pub fn webhook(&self) -> Result<Option<respawn_api::http::Url>> {
+        self.alert_webhook
+            .as_deref()
+            .map(|url| respawn_api::http::parse_url(url).map_err(|why| anyhow::anyhow!("--alert-webhook {why}")))
+            .transpose()
     }
 }
 
@@ -357,16 +348,16 @@ async fn stop_zone(args: ZoneStopArgs) -> Result<()> {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let addr = addr.to_string();
-    match respawn_client::http::request(&addr, "POST", "/admin/drain", Some(&args.admin_token)).await {
-        Ok((202, _)) => eprintln!("zone server at {addr} draining"),
-        Ok((status, body)) => bail!("the zone server refused the drain ({status}): {}", body.trim()),
+    match ZoneAdmin::new(args.admin_token.as_str()).drain(&addr).await {
+        Ok(()) => eprintln!("zone server at {addr} draining"),
+        Err(refused @ CallError::Refused { .. }) => bail!("the zone server {refused}"),
         Err(e) => {
             eprintln!("zone server at {addr} not answering ({e}): nothing to drain");
             return Ok(());
         }
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait_secs);
-    while respawn_client::http::request(&addr, "GET", "/healthz", None).await.is_ok() {
+    while respawn_api::http::request(&addr, "GET", "/healthz", None).await.is_ok() {
         if std::time::Instant::now() > deadline {
             bail!("the zone server at {addr} still answers after {} s", args.wait_secs);
         }
@@ -429,9 +420,7 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
         batch_max: 5_000,
         batch_wait: std::time::Duration::from_millis(50),
     };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let stores = platform_stores(args.redis_url.as_deref(), &args.redis_prefix)?;
-    let (metrics, ledger) = (stores.metrics.clone(), stores.ledger.clone());
+    let stores = respawn_platform::http::HttpContext::with_stores(args.redis_url.as_deref(), &args.redis_prefix)?;
     let context = respawn_platform::http::HttpContext {
         server_token: args.server_token.map(Arc::from),
         sessions: match &args.token_key {
@@ -441,7 +430,7 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
             }),
             None => None,
         },
-        zone_admin_token: args.zone_admin_token.map(Arc::from),
+        zone_admin: args.zone_admin_token.map(respawn_api::admin::ZoneAdmin::new),
         limits: respawn_platform::http::Limits {
             login_per_ip: respawn_store::ratelimit::Quota {
                 burst: args.login_per_minute.max(1),
@@ -463,74 +452,21 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
             .await
             .context("cannot store the bootstrap admin token")?;
     }
-    args.alerting.start(&context, stop.clone())?;
-    let http = tokio::spawn(respawn_platform::http::serve(listener, context, web::play_routes(), stop.clone()));
+    let metrics = context.metrics.clone();
+    let platform = respawn_platform::PlatformServer::new(context)
+        .routes(web::play_routes())
+        .notify(args.alerting.webhook()?)
+        .consume(respawn_platform::MySqlConsumer { mysql_url: args.mysql_url, config })
+        .start(listener)?;
     tracing::info!(metrics = %format!("http://{}/metrics", args.listen), "platform server listening");
-    // Start-up does not wait for MySQL or Kafka: the consumer begins once MySQL answers.
-    let consumer = {
-        let (metrics, stop) = (metrics.clone(), stop.clone());
-        tokio::spawn(async move {
-            let Some(connected) = respawn_platform::mysql::connect_until_stopped(&args.mysql_url, &stop).await else {
-                return Ok(());
-            };
-            let connected: Arc<dyn respawn_platform::Ledger> = Arc::new(connected);
-            let _ = ledger.set(connected.clone());
-            tracing::info!("MySQL schema up to date; consuming events");
-            respawn_platform::run_consumer(connected, config, metrics, stop).await
-        })
-    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    stop.cancel();
-    consumer.await??;
-    http.await??;
+    platform.shutdown().await.map_err(anyhow::Error::msg)?;
     tracing::info!(stored = metrics.stored.get(), duplicates = metrics.duplicates.get(), "platform consumer stopped");
     Ok(())
-}
-
-/// The platform server's shared state: on Redis when given, else in memory.
-/// The rest of the context is the defaults, for the caller to fill in.
-pub fn platform_stores(redis_url: Option<&str>, prefix: &str) -> Result<respawn_platform::http::HttpContext> {
-    use respawn_store::{memory, ratelimit, redis_store};
-    let (registry, ops, limiter): (
-        Arc<dyn respawn_store::Registry>,
-        Arc<dyn respawn_store::ops::OpsStore>,
-        Arc<dyn ratelimit::RateLimiter>,
-    ) = match redis_url {
-        Some(url) => {
-            let conn = redis_store::RedisConn::new(url, prefix)?;
-            (
-                Arc::new(redis_store::RedisRegistry::new(conn.clone())),
-                Arc::new(redis_store::RedisOps::new(conn.clone())),
-                Arc::new(redis_store::RedisRateLimiter::new(conn)),
-            )
-        }
-        None => (
-            Arc::new(memory::MemoryRegistry::new()),
-            Arc::new(memory::MemoryOps::new()),
-            Arc::new(ratelimit::MemoryRateLimiter::default()),
-        ),
-    };
-    let metrics = Arc::new(respawn_platform::PlatformMetrics::new());
-    let ledger = respawn_platform::http::LedgerSlot::default();
-    Ok(respawn_platform::http::HttpContext {
-        alerts: Arc::new(respawn_platform::alerts::Alerts::new(metrics.clone(), ledger.clone())),
-        rollouts: Arc::default(),
-        metrics,
-        ledger,
-        registry,
-        ops,
-        limiter,
-        fleet: Arc::default(),
-        server_token: None,
-        zone_admin_token: None,
-        sessions: None,
-        limits: respawn_platform::http::Limits::default(),
-        extra_metrics: None,
-    })
 }
 
 fn mint_token(args: TokenArgs) -> Result<()> {
@@ -572,20 +508,18 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
         None => format!("zone-{}", respawn_token::random_hex(8)?),
     };
     runtime()?.block_on(async move {
-        let platform = args.platform.clone().zip(args.server_token.clone());
-        let not_hosted: Vec<String> = match &platform {
+        let registry = args.platform.clone().zip(args.server_token.clone()).map(|(p, t)| RegistryClient::new(p, t));
+        let not_hosted: Vec<String> = match &registry {
             _ if args.standby => config.zones.iter().map(|z| z.name.clone()).collect(),
-            Some((addr, token)) if args.claim => {
+            Some(registry) if args.claim => {
                 let configured: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
-                let granted = heartbeat::claim(addr, token, &server_id, &configured).await;
+                let granted = heartbeat::claim(registry, &server_id, &configured).await;
                 configured.into_iter().filter(|z| !granted.contains(z)).collect()
             }
             _ => Vec::new(),
         };
-        let before_drain = match &platform {
-            Some((addr, token)) if args.handoff_on_drain => {
-                Some(heartbeat::evacuation(addr.clone(), token.clone(), server_id.clone()))
-            }
+        let before_drain = match &registry {
+            Some(registry) if args.handoff_on_drain => Some(heartbeat::evacuation(registry.clone(), server_id.clone())),
             _ => None,
         };
         let options = ServerOptions {
@@ -604,11 +538,10 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
         // One machine-readable line on stdout; logs go to stderr.
         println!("respawn zone listening on http://{addr}");
         let heartbeat_stop = tokio_util::sync::CancellationToken::new();
-        let heartbeat = match platform {
-            Some((platform, token)) => Some(tokio::spawn(
-                heartbeat::Heartbeat {
-                    platform,
-                    token,
+        let heartbeat = match registry {
+            Some(registry) => Some(tokio::spawn(
+                heartbeat::Registration {
+                    registry,
                     id: server_id,
                     address: args.advertise.unwrap_or_else(|| format!("ws://{addr}/ws")),
                     version: VERSION.to_owned(),

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use respawn_client::http;
+use respawn_api::http;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -177,7 +177,7 @@ impl Supervisor {
     /// Drains the zone server and waits for it to exit.
     pub async fn stop(self) {
         self.stop.cancel();
-        let drain = http::request(&self.addr.to_string(), "POST", "/admin/drain", Some(&self.admin_token)).await;
+        let drain = respawn_api::admin::ZoneAdmin::new(self.admin_token.as_str()).drain(&self.addr.to_string()).await;
         if let Err(e) = drain {
             say(&format!("drain request failed: {e}"));
         }

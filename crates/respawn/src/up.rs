@@ -13,15 +13,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use respawn_client::prom::{self, Histogram};
-use respawn_client::{http, Access, BotStats, Fleet};
+use respawn_api::http;
+use respawn_api::prom::{self, Histogram};
+use respawn_client::{Access, BotStats, Fleet};
 use respawn_platform::http::SessionSigner;
 use respawn_store::ratelimit::Quota;
 use respawn_token::TokenKey;
 use respawn_zone::ServerConfig;
 
 use crate::supervisor::{say, ChildSpec, Supervisor, SupervisorStatus};
-use tokio_util::sync::CancellationToken;
 
 /// Session tokens issued at login live this long.
 const SESSION_TTL_SECS: u64 = 12 * 3600;
@@ -67,20 +67,20 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {} for the play page (try --listen)", args.listen))?;
     let web_addr = web.local_addr()?;
     let supervisor_status = Arc::new(SupervisorStatus::default());
-    let mut platform = crate::platform_stores(None, "respawn")?;
+    let mut platform = respawn_platform::http::HttpContext::with_stores(None, "respawn")?;
     platform.server_token = Some(server_token.as_str().into());
-    platform.zone_admin_token = Some(zone_admin_token.as_str().into());
+    platform.zone_admin = Some(respawn_api::admin::ZoneAdmin::new(zone_admin_token.as_str()));
     platform.sessions = Some(SessionSigner { key: key.clone(), ttl: Duration::from_secs(SESSION_TTL_SECS) });
     // Every bot and browser tab logs in from this machine's address.
     platform.limits.login_per_ip = Quota { burst: args.bots.saturating_mul(2) + 60, period: Duration::from_secs(60) };
     let status_for_metrics = supervisor_status.clone();
     platform.extra_metrics = Some(Arc::new(move || status_for_metrics.render()));
     respawn_platform::http::ops::install_bootstrap_admin(&platform, &operator_token).await?;
-    let web_stop = CancellationToken::new();
-    args.alerting.start(&platform, web_stop.clone())?;
     let ledger_slot = platform.ledger.clone();
-    let web_task =
-        tokio::spawn(respawn_platform::http::serve(web, platform, crate::web::play_routes(), web_stop.clone()));
+    let platform = respawn_platform::PlatformServer::new(platform)
+        .routes(crate::web::play_routes())
+        .notify(args.alerting.webhook()?)
+        .start(web)?;
 
     let spec = ChildSpec {
         exe: std::env::current_exe().context("cannot find the respawn binary")?,
@@ -143,8 +143,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
     say("stopping: bots, then the zone server (drain), then the platform server");
     bots.stop().await;
     supervisor.stop().await;
-    web_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(3), web_task).await;
+    if let Ok(Err(why)) = tokio::time::timeout(Duration::from_secs(3), platform.shutdown()).await {
+        say(&format!("platform server: {why}"));
+    }
     let _ = tokio::fs::remove_dir_all(&run_dir).await;
     say("stopped");
     Ok(())

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use respawn_client::http;
+use respawn_api::http;
 use serde_json::Value;
 use support::{Platform, ZoneProcess, TEST_CONFIG};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,10 +56,12 @@ async fn receiver() -> Result<(std::net::SocketAddr, Deliveries)> {
                         }
                     }
                 };
+                // Header names are case-insensitive (the client sends them in lowercase).
                 let id = head
                     .lines()
-                    .find_map(|l| l.strip_prefix("X-Respawn-Notification-Id: "))
-                    .unwrap_or("none")
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(name, _)| name.eq_ignore_ascii_case("x-respawn-notification-id"))
+                    .map_or("none", |(_, value)| value.trim())
                     .to_owned();
                 let status = {
                     let Ok(mut d) = seen.lock() else { return };

@@ -140,7 +140,7 @@ fn signal(name: &str, pid: u32) -> Result<()> {
 }
 
 async fn metric(zone_addr: &str, series: &str) -> Result<f64> {
-    let text = respawn_client::http::scrape(zone_addr).await?;
+    let text = respawn_api::http::scrape(zone_addr).await?;
     Ok(support::metric(&text, series).unwrap_or(0.0))
 }
 
@@ -438,7 +438,7 @@ async fn up_restarts_an_unresponsive_zone_server() -> Result<()> {
     up.wait_log("zone server restarted", Duration::from_secs(20)).await?;
     assert_ne!(up.zone_pid()?, frozen);
     let play = up.play.trim_end_matches('/').trim_start_matches("http://").to_owned();
-    let metrics = respawn_client::http::scrape(&play).await?;
+    let metrics = respawn_api::http::scrape(&play).await?;
     assert_eq!(support::metric(&metrics, r#"respawn_supervisor_restarts_total{cause="unresponsive"}"#), Some(1.0));
     let status = up.terminate()?;
     assert!(status.success());
@@ -468,7 +468,7 @@ async fn the_play_page_follows_its_zone_to_another_server() -> Result<()> {
     let old = zone(env!("CARGO_BIN_EXE_respawn"), "outbox-old", false)?;
     let new = zone(&next, "outbox-new", true)?;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while respawn_client::http::request(&platform.addr.to_string(), "GET", "/v1/lobby", None)
+    while respawn_api::http::request(&platform.addr.to_string(), "GET", "/v1/lobby", None)
         .await?
         .1
         .matches("\"name\"")

@@ -180,8 +180,8 @@ async fn events_in_the_outbox_of_a_killed_zone_server_reach_mysql_once() -> Resu
 
 /// Events a zone generated in this process, by the zone server's count.
 async fn zone_events(addr: std::net::SocketAddr, zone: &str) -> Result<f64> {
-    let samples = respawn_client::prom::parse(&support::scrape(addr).await?);
-    Ok(respawn_client::prom::sum(&samples, "respawn_zone_events_total", &[("zone", zone)]))
+    let samples = respawn_api::prom::parse(&support::scrape(addr).await?);
+    Ok(respawn_api::prom::sum(&samples, "respawn_zone_events_total", &[("zone", zone)]))
 }
 
 #[tokio::test]
@@ -322,7 +322,8 @@ async fn without_kafka_a_join_lands_once_in_the_embedded_ledger() -> Result<()> 
 
 #[tokio::test]
 async fn the_platform_server_serves_without_mysql_and_consumes_once_it_answers() -> Result<()> {
-    use respawn_client::{gate::Gate, http};
+    use respawn_api::http;
+    use respawn_client::gate::Gate;
     let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS").expect("run through scripts/test");
     let db = Database::create("late").await?;
     // MySQL unreachable at start: a gate in front of it, closed.

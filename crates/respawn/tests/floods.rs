@@ -102,11 +102,11 @@ async fn the_platform_api_gives_one_address_its_share_and_closes_slow_heads() ->
     let (admitted, refused) = flood(platform.addr, 100).await?;
     assert_eq!((admitted.len(), refused), (6, 94));
     let addr = platform.addr.to_string();
-    let full = respawn_client::http::request(&addr, "GET", "/healthz", None).await;
+    let full = respawn_api::http::request(&addr, "GET", "/healthz", None).await;
     assert!(!matches!(full, Ok((200, _))), "no room for another connection: {full:?}");
 
     slowloris(admitted, Duration::from_secs(15)).await?;
-    let (code, _) = respawn_client::http::request(&addr, "GET", "/healthz", None).await?;
+    let (code, _) = respawn_api::http::request(&addr, "GET", "/healthz", None).await?;
     assert_eq!(code, 200, "served again once the slow connections were closed");
     let text = scrape(platform.addr).await?;
     assert!(metric(&text, "respawn_platform_connections_refused_total").is_some_and(|n| n >= 95.0), "{text}");

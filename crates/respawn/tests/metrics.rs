@@ -59,7 +59,7 @@ async fn every_documented_metric_is_exported() -> Result<()> {
     let (mut client, _) = Client::join(&zone.ws_url(), 4242, "counted", "meadow").await?;
     client.send(respawn_proto::client_message::Body::Move(respawn_proto::MoveInput { seq: 1, vx: 5, vy: 0 })).await?;
     // A routed API call, so the API's series exist.
-    respawn_client::http::request(&platform.addr.to_string(), "GET", "/v1/lobby", None).await?;
+    respawn_api::http::request(&platform.addr.to_string(), "GET", "/v1/lobby", None).await?;
 
     let (zone_rows, platform_rows) = (documented("Zone server")?, documented("Platform server")?);
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use respawn_client::http;
+use respawn_api::http;
 use respawn_proto::{server_message::Body as S, CloseCode, NoticeKind};
 use serde_json::{json, Value};
 use support::{Client, Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG};

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use respawn_client::http;
+use respawn_api::http;
 use serde_json::Value;
 use support::{Client, Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
 

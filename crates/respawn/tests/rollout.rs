@@ -14,8 +14,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use respawn_api::http;
 use respawn_client::bot::{Access, BotStats, Fleet};
-use respawn_client::http;
 use serde_json::Value;
 use support::{next_build, Platform, TempDir, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG};
 

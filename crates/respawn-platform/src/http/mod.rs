@@ -46,8 +46,9 @@ pub struct HttpContext {
     pub rollouts: Arc<crate::rollout::Rollouts>,
     /// The secret game servers present; without it the registry API is closed.
     pub server_token: Option<Arc<str>>,
-    /// The zone servers' admin token, for kicks, announcements and drains.
-    pub zone_admin_token: Option<Arc<str>>,
+    /// The zone servers' admin API (with their admin token), for kicks,
+    /// announcements, drains and rollouts.
+    pub zone_admin: Option<respawn_api::admin::ZoneAdmin>,
     /// Signs session tokens; without it there is no login.
     pub sessions: Option<SessionSigner>,
     pub limits: Limits,
@@ -58,6 +59,47 @@ pub struct HttpContext {
 impl std::fmt::Debug for HttpContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpContext").field("registry", &self.registry).finish_non_exhaustive()
+    }
+}
+
+impl HttpContext {
+    /// The platform server's shared state on Redis when given (keys under
+    /// `prefix`), else in memory; the rest of the context is the defaults,
+    /// for the caller to fill in.
+    pub fn with_stores(redis_url: Option<&str>, prefix: &str) -> Result<Self, StoreError> {
+        use respawn_store::{memory, ratelimit, redis_store};
+        let (registry, ops, limiter): (Arc<dyn Registry>, Arc<dyn OpsStore>, Arc<dyn RateLimiter>) = match redis_url {
+            Some(url) => {
+                let conn = redis_store::RedisConn::new(url, prefix)?;
+                (
+                    Arc::new(redis_store::RedisRegistry::new(conn.clone())),
+                    Arc::new(redis_store::RedisOps::new(conn.clone())),
+                    Arc::new(redis_store::RedisRateLimiter::new(conn)),
+                )
+            }
+            None => (
+                Arc::new(memory::MemoryRegistry::new()),
+                Arc::new(memory::MemoryOps::new()),
+                Arc::new(ratelimit::MemoryRateLimiter::default()),
+            ),
+        };
+        let metrics = Arc::new(PlatformMetrics::new());
+        let ledger = LedgerSlot::default();
+        Ok(Self {
+            alerts: Arc::new(crate::alerts::Alerts::new(metrics.clone(), ledger.clone())),
+            rollouts: Arc::default(),
+            metrics,
+            ledger,
+            registry,
+            ops,
+            limiter,
+            fleet: Arc::default(),
+            server_token: None,
+            zone_admin: None,
+            sessions: None,
+            limits: Limits::default(),
+            extra_metrics: None,
+        })
     }
 }
 
@@ -116,10 +158,47 @@ pub fn router(context: HttpContext) -> Router {
     let metrics = context.metrics.clone();
     api::OPERATIONS
         .iter()
-        .fold(Router::new(), |router, op| router.route(op.path, (op.route)()))
+        .fold(Router::new(), |router, op| {
+            let enforced = axum::middleware::from_fn_with_state((context.clone(), op.auth), enforce);
+            router.route(op.path, (op.route)().route_layer(enforced))
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .route_layer(axum::middleware::from_fn_with_state(metrics, measure))
         .with_state(context)
+}
+
+/// Lets through only the callers an operation's [`api::Auth`] admits, before
+/// anything of the request is read: the table is the one place a route's
+/// role is written. Handlers of operator routes find the caller as an
+/// `Extension<ops::Operator>`.
+async fn enforce(
+    State((ctx, auth)): State<(HttpContext, api::Auth)>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let admitted = match auth {
+        api::Auth::Public => Ok(None),
+        api::Auth::Server => {
+            registry::authorize(&ctx, request.headers()).map(|()| None).map_err(IntoResponse::into_response)
+        }
+        api::Auth::ServerOrViewer => match registry::authorize(&ctx, request.headers()) {
+            Ok(()) => Ok(None),
+            Err(_) => ops::authenticate(&ctx, request.headers()).await.map(Some),
+        },
+        api::Auth::Operator(role) => {
+            let action = format!("{} {}", request.method(), request.uri().path());
+            ops::authorize(&ctx, request.headers(), role, &action).await.map(Some)
+        }
+    };
+    match admitted {
+        Ok(operator) => {
+            if let Some(operator) = operator {
+                request.extensions_mut().insert(operator);
+            }
+            next.run(request).await
+        }
+        Err(refused) => refused,
+    }
 }
 
 /// Response time and status class of every routed request, by route template.

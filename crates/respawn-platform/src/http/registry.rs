@@ -6,8 +6,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use respawn_store::{ServerEntry, ServerState};
-use serde::{Deserialize, Serialize};
+use respawn_api::registry::{BanList, Claim, ClaimReply, Heartbeat, HeartbeatReply, ListedServer};
+use respawn_store::ServerEntry;
+use serde::Deserialize;
 use std::time::Duration;
 
 use super::{json, store_failure, text, HttpContext};
@@ -15,38 +16,8 @@ use super::{json, store_failure, text, HttpContext};
 /// A server missing this long after its last heartbeat leaves the registry.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
 
-/// A heartbeat's body, and a listed server.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerBody {
-    #[serde(default, skip_deserializing)]
-    pub id: String,
-    pub address: String,
-    pub zones: Vec<String>,
-    /// `ready` or `draining`.
-    pub state: String,
-    pub version: String,
-    /// The ban-list version the server enforces; a heartbeat reply carries
-    /// the list when the platform's differs.
-    #[serde(default, skip_serializing)]
-    pub bans_version: u64,
-}
-
-/// A heartbeat's reply.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct HeartbeatReply {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bans: Option<BanList>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct BanList {
-    pub version: u64,
-    pub players: Vec<u64>,
-}
-
 /// Checks the server token; the error is the answer.
-fn authorize(ctx: &HttpContext, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+pub(super) fn authorize(ctx: &HttpContext, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
     let Some(expected) = ctx.server_token.as_deref() else {
         return Err((StatusCode::NOT_FOUND, "registry API disabled: start the platform server with --server-token\n"));
     };
@@ -62,23 +33,12 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes, what: &str) -> Result<T, St
     serde_json::from_slice(body).map_err(|e| format!("{what} body: {e}"))
 }
 
-pub(super) async fn heartbeat(
-    State(ctx): State<HttpContext>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(refused) = authorize(&ctx, &headers) {
-        return refused.into_response();
-    }
-    let body: ServerBody = match parse(&body, "heartbeat") {
+pub(super) async fn heartbeat(State(ctx): State<HttpContext>, Path(id): Path<String>, body: Bytes) -> Response {
+    let body: Heartbeat = match parse(&body, "heartbeat") {
         Ok(b) => b,
         Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
-    let Some(state) = ServerState::parse(&body.state) else {
-        return text(StatusCode::BAD_REQUEST, "state must be ready or draining");
-    };
-    let entry = ServerEntry { id, address: body.address, zones: body.zones, state, version: body.version };
+    let entry = ServerEntry { id, address: body.address, zones: body.zones, state: body.state, version: body.version };
     if let Err(e) = ctx.registry.heartbeat(entry, HEARTBEAT_TTL).await {
         return store_failure("registry", e);
     }
@@ -100,10 +60,7 @@ pub(super) async fn heartbeat(
     json(StatusCode::OK, &HeartbeatReply { bans })
 }
 
-pub(super) async fn remove(State(ctx): State<HttpContext>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&ctx, &headers) {
-        return refused.into_response();
-    }
+pub(super) async fn remove(State(ctx): State<HttpContext>, Path(id): Path<String>) -> Response {
     // A server leaving on purpose is not "down": the alerts are told its address.
     if let Some(entry) = ctx.registry.servers().await.ok().and_then(|s| s.into_iter().find(|s| s.id == id)) {
         ctx.alerts.left(&entry.address);
@@ -114,13 +71,6 @@ pub(super) async fn remove(State(ctx): State<HttpContext>, Path(id): Path<String
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimBody {
-    /// The zones the server is configured for.
-    pub zones: Vec<String>,
-}
-
 /// How long a granted claim keeps the zone from being granted to another
 /// server: time enough for the claimer's heartbeat to list it.
 const CLAIM_TTL: Duration = Duration::from_secs(10);
@@ -129,16 +79,8 @@ const CLAIM_TTL: Duration = Duration::from_secs(10);
 /// those no other live server hosts, each granted to one claimer only (a
 /// claim in the operations store, shared by every platform instance). Its
 /// own registry entry (a restart under the same id) does not count against it.
-pub(super) async fn claim(
-    State(ctx): State<HttpContext>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(refused) = authorize(&ctx, &headers) {
-        return refused.into_response();
-    }
-    let body: ClaimBody = match parse(&body, "claim") {
+pub(super) async fn claim(State(ctx): State<HttpContext>, Path(id): Path<String>, body: Bytes) -> Response {
+    let body: Claim = match parse(&body, "claim") {
         Ok(b) => b,
         Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
@@ -168,15 +110,12 @@ pub(super) async fn claim(
         }
     }
     tracing::info!(server = %id, granted = %granted.join(","), elsewhere = %hosted_elsewhere.join(","), "zones claimed");
-    json(StatusCode::OK, &serde_json::json!({ "granted": granted, "hosted_elsewhere": hosted_elsewhere }))
+    json(StatusCode::OK, &ClaimReply { granted, hosted_elsewhere })
 }
 
 /// A draining game server asks for its zones to move, live, to a standby
 /// server that can take them (a hand-off rollout of that one server).
-pub(super) async fn evacuate(State(ctx): State<HttpContext>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&ctx, &headers) {
-        return refused.into_response();
-    }
+pub(super) async fn evacuate(State(ctx): State<HttpContext>, Path(id): Path<String>) -> Response {
     let plan = crate::rollout::Plan {
         to: String::new(),
         from: Some(id.clone()),
@@ -193,23 +132,8 @@ pub(super) async fn evacuate(State(ctx): State<HttpContext>, Path(id): Path<Stri
     }
 }
 
-/// A listed server: its registry entry, and what the fleet view saw of it.
-#[derive(Debug, Serialize)]
-struct ListedServer {
-    #[serde(flatten)]
-    entry: ServerBody,
-    /// Whether its metrics answered at the last look (null before the first).
-    reachable: Option<bool>,
-    players: u64,
-}
-
 /// For game servers (server token) and operators (any role).
-pub(super) async fn list(State(ctx): State<HttpContext>, headers: HeaderMap) -> Response {
-    if authorize(&ctx, &headers).is_err() {
-        if let Err(refused) = super::ops::authenticate(&ctx, &headers).await {
-            return refused;
-        }
-    }
+pub(super) async fn list(State(ctx): State<HttpContext>) -> Response {
     let servers = match ctx.registry.servers().await {
         Ok(servers) => servers,
         Err(e) => return store_failure("registry", e),
@@ -222,14 +146,11 @@ pub(super) async fn list(State(ctx): State<HttpContext>, headers: HeaderMap) -> 
             ListedServer {
                 reachable: seen.map(|v| v.reachable),
                 players: seen.map_or(0, |v| v.players),
-                entry: ServerBody {
-                    id: s.id,
-                    address: s.address,
-                    zones: s.zones,
-                    state: s.state.as_str().to_owned(),
-                    version: s.version,
-                    bans_version: 0,
-                },
+                id: s.id,
+                address: s.address,
+                zones: s.zones,
+                state: s.state,
+                version: s.version,
             }
         })
         .collect();

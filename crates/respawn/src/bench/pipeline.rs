@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use prost::Message as _;
-use respawn_client::prom;
+use respawn_api::prom;
 use respawn_platform::{run_consumer, ConsumerConfig, Ledger, PlatformMetrics};
 use respawn_proto::events::{self as ev, event::Kind, Event, EVENT_SCHEMA_VERSION, TOPIC};
 use respawn_store::kafka::{EventLog, KafkaEventLog};

@@ -4,7 +4,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use serde_json::Value;
 
-pub use respawn_client::http::percent_encode as encode;
+pub use respawn_api::http::percent_encode as encode;
 
 #[derive(Args, Debug)]
 pub struct ApiArgs {
@@ -128,7 +128,7 @@ impl Client {
         }
         let body = call.body.map(|b| b.to_string());
         let answer =
-            respawn_client::http::exchange(&self.addr, call.method, &call.path, Some(&self.token), body.as_deref())
+            respawn_api::http::exchange(&self.addr, call.method, &call.path, Some(&self.token), body.as_deref())
                 .await
                 .map_err(|e| anyhow!("cannot reach the platform server at {}: {e}", self.addr))?;
         if absent_ok && answer.status == 404 {

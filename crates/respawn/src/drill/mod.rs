@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
-use respawn_client::prom::{self, Histogram};
-use respawn_client::{http, signed_tokens, Access, Fleet};
+use respawn_api::http;
+use respawn_api::prom::{self, Histogram};
+use respawn_client::{signed_tokens, Access, Fleet};
 use respawn_token::TokenKey;
 use serde::Serialize;
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use respawn_client::http;
-use respawn_client::prom::{self, Histogram};
+use respawn_api::http;
+use respawn_api::prom::{self, Histogram};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 

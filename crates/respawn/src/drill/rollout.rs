@@ -6,18 +6,18 @@
 //! saw: how long their zone froze, commands refused or lost, characters and
 //! inventories kept, everyone back.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use respawn_client::prom::{self, Histogram};
-use respawn_client::{http, Access, Fleet};
-use respawn_platform::http::{HttpContext, SessionSigner};
+use respawn_api::http;
+use respawn_api::prom::{self, Histogram};
+use respawn_client::{Access, Fleet};
+use respawn_platform::http::SessionSigner;
 use respawn_platform::rollout::{Mode, Plan, State};
+use respawn_platform::{PlatformServer, RunningPlatform};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use super::{max_bucket_ms, Findings, Scenario, TICK_BUDGET_MS};
 use crate::services::{free_port, Service};
@@ -101,22 +101,15 @@ impl Setup<'_> {
 }
 
 /// The platform server in this process: registry, login and the rollout.
-async fn platform(
-    server_token: &str,
-    admin_token: &str,
-    token_key: &str,
-    stop: CancellationToken,
-) -> Result<(HttpContext, SocketAddr)> {
-    let mut ctx = crate::platform_stores(None, "drill")?;
+async fn platform(server_token: &str, admin_token: &str, token_key: &str) -> Result<RunningPlatform> {
+    let mut ctx = respawn_platform::http::HttpContext::with_stores(None, "drill")?;
     ctx.server_token = Some(server_token.into());
-    ctx.zone_admin_token = Some(admin_token.into());
+    ctx.zone_admin = Some(respawn_api::admin::ZoneAdmin::new(admin_token));
     let key = respawn_token::TokenKey::new(token_key.as_bytes())?;
     ctx.sessions = Some(SessionSigner { key, ttl: Duration::from_secs(3_600) });
     ctx.limits.login_per_ip = respawn_store::ratelimit::Quota { burst: 100_000, period: Duration::from_secs(60) };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(respawn_platform::http::serve(listener, ctx.clone(), axum::Router::new(), stop));
-    Ok((ctx, addr))
+    Ok(PlatformServer::new(ctx).without_fleet_watcher().start(listener)?)
 }
 
 async fn tick_max_ms(addr: &str) -> f64 {
@@ -147,9 +140,8 @@ pub async fn run(dir: &Path, stores: crate::StoreArgs, options: Options) -> Resu
     };
     let (token_key, admin_token, server_token) =
         (respawn_token::random_hex(32)?, respawn_token::random_hex(32)?, respawn_token::random_hex(32)?);
-    let stop = CancellationToken::new();
-    let (ctx, platform_addr) = platform(&server_token, &admin_token, &token_key, stop.clone()).await?;
-    let platform_addr = platform_addr.to_string();
+    let running_platform = platform(&server_token, &admin_token, &token_key).await?;
+    let (ctx, platform_addr) = (running_platform.context().clone(), running_platform.addr().to_string());
     let setup = Setup {
         dir,
         stores: &stores,
@@ -246,7 +238,9 @@ pub async fn run(dir: &Path, stores: crate::StoreArgs, options: Options) -> Resu
     note(&mut timeline, format!("{players_after} of {players_before} players playing on {to_version}"));
     max_tick_ms = max_tick_ms.max(tick_max_ms(&new.addr).await);
     fleet.stop().await;
-    stop.cancel();
+    if let Ok(Err(why)) = tokio::time::timeout(Duration::from_secs(3), running_platform.shutdown()).await {
+        problems.push(format!("the platform server did not stop cleanly: {why}"));
+    }
     let chart = match sampler {
         Some(sampler) => sampler.finish().await,
         None => Vec::new(),

@@ -283,7 +283,7 @@ impl Client {
 
 /// A bare HTTP/1.1 request; returns status code and body.
 pub async fn http(addr: SocketAddr, method: &str, path: &str, bearer: Option<&str>) -> Result<(u16, String)> {
-    respawn_client::http::request(&addr.to_string(), method, path, bearer).await
+    Ok(respawn_api::http::request(&addr.to_string(), method, path, bearer).await?)
 }
 
 /// The value of one sample line (`name{labels} value`) in a Prometheus scrape.
@@ -292,7 +292,7 @@ pub fn metric(scrape: &str, series: &str) -> Option<f64> {
 }
 
 pub async fn scrape(addr: SocketAddr) -> Result<String> {
-    respawn_client::http::scrape(&addr.to_string()).await
+    Ok(respawn_api::http::scrape(&addr.to_string()).await?)
 }
 
 /// Polls `/metrics` until `series` equals `want` (5 s at most).
@@ -402,7 +402,7 @@ impl Platform {
     pub async fn wait_healthy(&self) -> Result<()> {
         let addr = self.addr.to_string();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while respawn_client::http::request(&addr, "GET", "/healthz", None).await.map_or(0, |(code, _)| code) != 200 {
+        while respawn_api::http::request(&addr, "GET", "/healthz", None).await.map_or(0, |(code, _)| code) != 200 {
             if std::time::Instant::now() > deadline {
                 bail!("the platform server did not start; log:\n{}", self.log());
             }

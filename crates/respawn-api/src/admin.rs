@@ -1,0 +1,239 @@
+//! The zone server's admin API (`/admin/*`, behind the admin bearer token):
+//! what each call answers, and [`ZoneAdmin`], the one client of it (the
+//! platform's operations API and rollouts, `respawn zone stop`).
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+
+use crate::http::{percent_encode, Call, CallError};
+
+/// What a server can serve and read; a zone moves to a server only if both match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compat {
+    /// The client protocol version it accepts.
+    pub protocol_version: u32,
+    /// The snapshot format it reads (and writes).
+    pub snapshot_format: u16,
+}
+
+/// A zone a server hosts now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostedZone {
+    pub name: String,
+    pub players: u64,
+    pub tick: u64,
+    /// Released for a hand-off: stored, not ticking.
+    pub parked: bool,
+}
+
+/// `GET /admin/info`: what a server is and can take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub version: String,
+    pub compat: Compat,
+    pub zones: Vec<HostedZone>,
+    /// Every zone its configuration has (it can adopt any of them).
+    pub configured_zones: Vec<String>,
+    pub draining: bool,
+    pub players: u64,
+}
+
+impl ServerInfo {
+    /// The names of the zones hosted now.
+    pub fn hosted(&self) -> Vec<String> {
+        self.zones.iter().map(|z| z.name.clone()).collect()
+    }
+
+    /// Whether its configuration has every one of `zones`.
+    pub fn can_host(&self, zones: &[String]) -> bool {
+        zones.iter().all(|z| self.configured_zones.contains(z))
+    }
+}
+
+/// Where a restored zone's state came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreSource {
+    /// A hot snapshot (Redis or files), then the journal after it.
+    Hot,
+    /// A cold snapshot (MongoDB or files), then the journal after it.
+    Cold,
+    /// No snapshot yet: the journal from tick 1.
+    Journal,
+    /// Nothing stored: a new zone.
+    Fresh,
+}
+
+impl RestoreSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreSource::Hot => "hot",
+            RestoreSource::Cold => "cold",
+            RestoreSource::Journal => "journal",
+            RestoreSource::Fresh => "fresh",
+        }
+    }
+}
+
+impl fmt::Display for RestoreSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /admin/zones/{zone}/release`: the zone's last tick is stored and it no longer ticks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Released {
+    pub zone: String,
+    pub tick: u64,
+    pub players: u64,
+    pub took_ms: u64,
+}
+
+/// `POST /admin/zones/{zone}/adopt`: the zone restored from the stores and started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adopted {
+    pub zone: String,
+    pub tick: u64,
+    pub players: u64,
+    pub source: RestoreSource,
+    pub took_ms: u64,
+}
+
+/// `POST /admin/zones/{zone}/redirect`: its clients told the new address; the zone left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redirected {
+    pub zone: String,
+    pub redirected_players: u64,
+    pub to: String,
+}
+
+/// `POST /admin/zones/{zone}/resume`: a released zone ticks again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumed {
+    pub zone: String,
+}
+
+/// How long a quick admin call (info, cordon, drain, notices) may take.
+pub const QUICK_CALL: Duration = Duration::from_secs(3);
+/// Calls that load or store a zone may take a restore's time.
+pub const MOVE_CALL: Duration = Duration::from_secs(30);
+/// A redirect waits for the zone thread to tell its clients.
+pub const REDIRECT_CALL: Duration = Duration::from_secs(10);
+
+/// The client of the zone servers' admin API, with the fleet's admin token.
+/// Each call takes the server's HTTP address (`host:port`).
+#[derive(Clone)]
+pub struct ZoneAdmin {
+    token: String,
+}
+
+impl fmt::Debug for ZoneAdmin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZoneAdmin").finish_non_exhaustive()
+    }
+}
+
+impl ZoneAdmin {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self { token: token.into() }
+    }
+
+    fn call<'a>(&'a self, method: Method, addr: &'a str, path: &'a str, limit: Duration) -> Call<'a> {
+        Call::new(method, addr, path).bearer(Some(&self.token)).limit(limit)
+    }
+
+    pub async fn info(&self, addr: &str) -> Result<ServerInfo, CallError> {
+        self.call(Method::GET, addr, "/admin/info", QUICK_CALL).read().await
+    }
+
+    /// Stops taking new players; with `notify`, connected players are asked to reconnect.
+    pub async fn cordon(&self, addr: &str, notify: bool) -> Result<(), CallError> {
+        let path = format!("/admin/cordon?notify={notify}");
+        self.call(Method::POST, addr, &path, QUICK_CALL).text().await.map(drop)
+    }
+
+    pub async fn uncordon(&self, addr: &str) -> Result<(), CallError> {
+        self.call(Method::POST, addr, "/admin/uncordon", QUICK_CALL).text().await.map(drop)
+    }
+
+    /// The server drains and stops (the guide's drain).
+    pub async fn drain(&self, addr: &str) -> Result<(), CallError> {
+        self.call(Method::POST, addr, "/admin/drain", QUICK_CALL).text().await.map(drop)
+    }
+
+    /// A notice to every player of `zone` (every zone when `None`).
+    pub async fn announce(&self, addr: &str, text: &str, zone: Option<&str>) -> Result<(), CallError> {
+        let mut path = format!("/admin/announce?text={}", percent_encode(text));
+        if let Some(zone) = zone {
+            path.push_str(&format!("&zone={}", percent_encode(zone)));
+        }
+        self.call(Method::POST, addr, &path, QUICK_CALL).text().await.map(drop)
+    }
+
+    pub async fn kick(&self, addr: &str, player: u64, reason: Option<&str>) -> Result<(), CallError> {
+        let mut path = format!("/admin/kick?player={player}");
+        if let Some(reason) = reason {
+            path.push_str(&format!("&reason={}", percent_encode(reason)));
+        }
+        self.call(Method::POST, addr, &path, QUICK_CALL).text().await.map(drop)
+    }
+
+    pub async fn release(&self, addr: &str, zone: &str) -> Result<Released, CallError> {
+        let path = format!("/admin/zones/{}/release", percent_encode(zone));
+        self.call(Method::POST, addr, &path, MOVE_CALL).read().await
+    }
+
+    /// Restores `zone` and starts it; with `after_tick`, anything older is refused.
+    pub async fn adopt(&self, addr: &str, zone: &str, after_tick: Option<u64>) -> Result<Adopted, CallError> {
+        let mut path = format!("/admin/zones/{}/adopt", percent_encode(zone));
+        if let Some(tick) = after_tick {
+            path.push_str(&format!("?after_tick={tick}"));
+        }
+        self.call(Method::POST, addr, &path, MOVE_CALL).read().await
+    }
+
+    /// Sends a released zone's clients to `to` (a WebSocket address).
+    pub async fn redirect(&self, addr: &str, zone: &str, to: &str) -> Result<Redirected, CallError> {
+        let path = format!("/admin/zones/{}/redirect?to={}", percent_encode(zone), percent_encode(to));
+        self.call(Method::POST, addr, &path, REDIRECT_CALL).read().await
+    }
+
+    /// A released zone ticks again where it was.
+    pub async fn resume(&self, addr: &str, zone: &str) -> Result<Resumed, CallError> {
+        let path = format!("/admin/zones/{}/resume", percent_encode(zone));
+        self.call(Method::POST, addr, &path, QUICK_CALL).read().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_sources_read_and_write_as_lowercase_words() {
+        for source in [RestoreSource::Hot, RestoreSource::Cold, RestoreSource::Journal, RestoreSource::Fresh] {
+            let json = serde_json::to_string(&source).expect("serialize");
+            assert_eq!(json, format!("\"{source}\""));
+            assert_eq!(serde_json::from_str::<RestoreSource>(&json).expect("parse"), source);
+        }
+    }
+
+    #[test]
+    fn a_server_can_host_only_configured_zones() {
+        let info = ServerInfo {
+            version: "1".into(),
+            compat: Compat { protocol_version: 1, snapshot_format: 1 },
+            zones: vec![HostedZone { name: "meadow".into(), players: 2, tick: 9, parked: false }],
+            configured_zones: vec!["meadow".into(), "caverns".into()],
+            draining: false,
+            players: 2,
+        };
+        assert_eq!(info.hosted(), ["meadow"]);
+        assert!(info.can_host(&["caverns".into()]));
+        assert!(!info.can_host(&["caverns".into(), "desert".into()]));
+    }
+}

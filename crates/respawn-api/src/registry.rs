@@ -1,0 +1,157 @@
+//! The platform server's registry of game servers (`/v1/servers`, behind the
+//! shared server token): what a zone server sends and gets back, and
+//! [`RegistryClient`], the zone server's client of it.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+
+use crate::http::{Call, CallError};
+
+/// Whether a game server takes new players.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerState {
+    Ready,
+    /// Shutting down or handing over: no new players.
+    Draining,
+}
+
+impl ServerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Ready => "ready",
+            ServerState::Draining => "draining",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ready" => Some(ServerState::Ready),
+            "draining" => Some(ServerState::Draining),
+            _ => None,
+        }
+    }
+}
+
+/// `PUT /v1/servers/{id}`: a zone server's heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Where clients connect, e.g. `ws://10.0.0.5:7350/ws`.
+    pub address: String,
+    /// The zones it hosts now.
+    pub zones: Vec<String>,
+    pub state: ServerState,
+    pub version: String,
+    /// The ban-list version the server enforces; the reply carries the list
+    /// when the platform's differs.
+    #[serde(default)]
+    pub bans_version: u64,
+}
+
+/// A heartbeat's reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bans: Option<BanList>,
+}
+
+/// The players banned now, at a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanList {
+    pub version: u64,
+    pub players: Vec<u64>,
+}
+
+/// `POST /v1/servers/{id}/claim`: which of its zones a starting server may host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claim {
+    /// The zones the server is configured for.
+    pub zones: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimReply {
+    pub granted: Vec<String>,
+    pub hosted_elsewhere: Vec<String>,
+}
+
+/// `GET /v1/servers`: a listed server, as its last heartbeat described it and
+/// the fleet view last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedServer {
+    pub id: String,
+    pub address: String,
+    pub zones: Vec<String>,
+    pub state: ServerState,
+    pub version: String,
+    /// Whether its metrics answered at the last look (null before the first).
+    pub reachable: Option<bool>,
+    pub players: u64,
+}
+
+/// A zone server's client of the registry, with the shared server token.
+#[derive(Clone)]
+pub struct RegistryClient {
+    /// The platform server, `host:port`.
+    platform: String,
+    token: String,
+}
+
+impl fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryClient").field("platform", &self.platform).finish_non_exhaustive()
+    }
+}
+
+impl RegistryClient {
+    pub fn new(platform: impl Into<String>, token: impl Into<String>) -> Self {
+        Self { platform: platform.into(), token: token.into() }
+    }
+
+    pub fn platform(&self) -> &str {
+        &self.platform
+    }
+
+    fn call<'a>(&'a self, method: Method, path: &'a str) -> Call<'a> {
+        Call::new(method, &self.platform, path).bearer(Some(&self.token))
+    }
+
+    pub async fn heartbeat(&self, id: &str, beat: &Heartbeat) -> Result<HeartbeatReply, CallError> {
+        self.call(Method::PUT, &format!("/v1/servers/{id}")).json(beat).read().await
+    }
+
+    /// Leaves the registry at once (a clean stop).
+    pub async fn leave(&self, id: &str) -> Result<(), CallError> {
+        self.call(Method::DELETE, &format!("/v1/servers/{id}")).text().await.map(drop)
+    }
+
+    pub async fn claim(&self, id: &str, zones: &[String]) -> Result<ClaimReply, CallError> {
+        let claim = Claim { zones: zones.to_vec() };
+        self.call(Method::POST, &format!("/v1/servers/{id}/claim")).json(&claim).read().await
+    }
+
+    /// Asks the platform to move this server's zones live to a standby server.
+    pub async fn evacuate(&self, id: &str) -> Result<(), CallError> {
+        let path = format!("/v1/servers/{id}/evacuate");
+        self.call(Method::POST, &path).limit(Duration::from_secs(10)).text().await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_with_an_unknown_state_or_field_is_refused() {
+        let good = r#"{"address":"ws://h:1/ws","zones":["meadow"],"state":"draining","version":"1"}"#;
+        let beat: Heartbeat = serde_json::from_str(good).expect("a heartbeat");
+        assert_eq!((beat.state, beat.bans_version), (ServerState::Draining, 0));
+        assert!(serde_json::from_str::<Heartbeat>(&good.replace("draining", "asleep")).is_err());
+        assert!(serde_json::from_str::<Heartbeat>(&good.replace("\"version\"", "\"extra\":1,\"version\"")).is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! A zone server's part in the platform server's registry: every second it
+//! says where clients connect, which zones it hosts now (they change during
+//! a rollout) and whether it takes new players; the reply carries the ban
+//! list when it changed. On a clean stop the server leaves the registry at
+//! once. Before starting, a server may ask which zones it may host
+//! (`--claim`); a draining one may ask for its zones to be moved
+//! (`--handoff-on-drain`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use respawn_api::registry::{Heartbeat, HeartbeatReply, RegistryClient, ServerState};
+use tokio_util::sync::CancellationToken;
+
+use crate::server::{DrainHook, ServerView};
+use crate::BanEnforcer;
+
+/// How often a zone server renews its registry entry (the entry lives 3 s).
+const PERIOD: Duration = Duration::from_secs(1);
+
+/// This server as the registry lists it.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub registry: RegistryClient,
+    pub id: String,
+    /// Where clients connect.
+    pub address: String,
+    pub version: String,
+}
+
+impl Registration {
+    /// Heartbeats until `stop`, then removes the entry.
+    pub async fn run(self, server: ServerView, bans: BanEnforcer, stop: CancellationToken) {
+        let platform = self.registry.platform().to_owned();
+        let mut failing = false;
+        loop {
+            let beat = Heartbeat {
+                address: self.address.clone(),
+                zones: server.zones(),
+                state: if server.is_draining() { ServerState::Draining } else { ServerState::Ready },
+                version: self.version.clone(),
+                bans_version: bans.version(),
+            };
+            match self.registry.heartbeat(&self.id, &beat).await {
+                Ok(reply) => {
+                    if let HeartbeatReply { bans: Some(list) } = reply {
+                        bans.apply(list.version, list.players);
+                    }
+                    if failing {
+                        tracing::info!(platform = %platform, "registered with the platform server again");
+                        failing = false;
+                    }
+                }
+                Err(e) if !failing => {
+                    tracing::warn!(platform = %platform, error = %e, "heartbeat failed; heartbeats continue");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PERIOD) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+        if let Err(e) = self.registry.leave(&self.id).await {
+            tracing::warn!(error = %e, "could not leave the registry; the entry expires by itself");
+        }
+    }
+}
+
+/// Which of `zones` this server (`me`) may host (`--claim`), asked of the
+/// platform until it answers: hosting them without its word could give a
+/// zone two owners, so a server that cannot ask does not start them.
+pub async fn claim(registry: &RegistryClient, me: &str, zones: &[String]) -> Vec<String> {
+    let mut last_warning: Option<std::time::Instant> = None;
+    loop {
+        match registry.claim(me, zones).await {
+            Ok(reply) => return reply.granted,
+            Err(problem) => {
+                if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+                    tracing::warn!(problem = %problem, "zone claim: no answer yet; no zone starts until the platform answers");
+                    last_warning = Some(std::time::Instant::now());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What a draining server does first with `--handoff-on-drain`: asks the
+/// platform to move its zones live to a standby server, and waits until
+/// they are gone (the drain bounds the wait). A refusal (no standby, another
+/// rollout running) leaves the guide's drain to do its work.
+pub fn evacuation(registry: RegistryClient, id: String) -> DrainHook {
+    DrainHook(Arc::new(move |server: ServerView| {
+        let (registry, id) = (registry.clone(), id.clone());
+        Box::pin(async move {
+            match registry.evacuate(&id).await {
+                Ok(()) => {
+                    tracing::info!("the platform is moving this server's zones to a standby server");
+                    while !server.zones().is_empty() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "no hand-over; draining as usual"),
+            }
+        })
+    }))
+}
