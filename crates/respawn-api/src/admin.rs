@@ -146,6 +146,11 @@ impl ZoneAdmin {
         Call::new(method, addr, path).bearer(Some(&self.token)).limit(limit)
     }
 
+    /// Whether the server takes players now (`GET /readyz`, no token needed).
+    pub async fn ready(&self, addr: &str) -> bool {
+        Call::new(Method::GET, addr, "/readyz").limit(QUICK_CALL).text().await.is_ok()
+    }
+
     pub async fn info(&self, addr: &str) -> Result<ServerInfo, CallError> {
         self.call(Method::GET, addr, "/admin/info", QUICK_CALL).read().await
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use respawn_api::prom::{self, Histogram, Sample};
 use serde::Serialize;
 
-use crate::http::LedgerSlot;
+use crate::ledger::LedgerSlot;
 use crate::metrics::PlatformMetrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Debug;
+use std::sync::{Arc, OnceLock};
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt as _;
@@ -29,6 +30,9 @@ pub struct PoolStats {
     pub idle: u32,
     pub max: u32,
 }
+
+/// The ledger once connected; empty while the platform server waits for MySQL.
+pub type LedgerSlot = Arc<OnceLock<Arc<dyn Ledger>>>;
 
 pub trait Ledger: Send + Sync + Debug {
     /// Stores `events` in one transaction: those already stored are ignored,

@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use respawn_api::admin::{ServerInfo, ZoneAdmin};
+use std::future::Future;
+
+use respawn_api::admin::{Adopted, Redirected, Released, Resumed, ServerInfo, ZoneAdmin};
 use respawn_api::http::CallError;
-use respawn_store::ServerEntry;
+use respawn_store::{Registry, ServerEntry};
 use serde::Serialize;
 
 use crate::fleet::http_address;
-use crate::http::HttpContext;
 
 /// How players move to the new version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -146,8 +147,14 @@ impl Rollouts {
         Ok(Plan { to: version, from: None, mode, wait, rollback: true })
     }
 
-    /// Starts `plan` in the background; refused while another one runs.
-    pub fn start(self: &Arc<Self>, ctx: HttpContext, plan: Plan) -> Result<Rollout, String> {
+    /// Starts `plan` in the background, moving zones through `admin` (none:
+    /// refused, the admin token is not configured); refused while another one runs.
+    pub fn start<A: ZoneServers>(
+        self: &Arc<Self>,
+        registry: Arc<dyn Registry>,
+        admin: Option<A>,
+        plan: Plan,
+    ) -> Result<Rollout, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let rollout = Rollout {
             id,
@@ -178,7 +185,13 @@ impl Rollouts {
         let this = self.clone();
         tokio::spawn(async move {
             let progress = Progress { rollouts: this.clone(), started: Instant::now() };
-            let outcome = execute(&ctx, &plan, &progress).await;
+            let outcome = match &admin {
+                Some(admin) => Run { plan: &plan, registry: registry.as_ref(), admin, p: &progress }.execute().await,
+                None => Outcome::RolledBack(
+                    "the zone servers' admin token is not configured: start the platform server with --zone-admin-token"
+                        .into(),
+                ),
+            };
             progress.finish(outcome);
         });
         Ok(rollout)
@@ -251,37 +264,79 @@ enum Outcome {
     Failed(String),
 }
 
-/// The zone servers' admin API as a rollout uses it: each call names a
-/// registered server, and a failure is a sentence that names it.
-struct Admin<'a>(&'a ZoneAdmin);
+/// The zone servers' admin API as a rollout needs it. [`ZoneAdmin`] is the
+/// real one; the unit tests below drive every step against an in-process fake.
+pub trait ZoneServers: Send + Sync + 'static {
+    fn ready(&self, addr: &str) -> impl Future<Output = bool> + Send;
+    fn info(&self, addr: &str) -> impl Future<Output = Result<ServerInfo, CallError>> + Send;
+    fn cordon(&self, addr: &str, notify: bool) -> impl Future<Output = Result<(), CallError>> + Send;
+    fn uncordon(&self, addr: &str) -> impl Future<Output = Result<(), CallError>> + Send;
+    fn drain(&self, addr: &str) -> impl Future<Output = Result<(), CallError>> + Send;
+    fn release(&self, addr: &str, zone: &str) -> impl Future<Output = Result<Released, CallError>> + Send;
+    fn adopt(&self, addr: &str, zone: &str, after_tick: u64)
+        -> impl Future<Output = Result<Adopted, CallError>> + Send;
+    fn redirect(&self, addr: &str, zone: &str, to: &str) -> impl Future<Output = Result<Redirected, CallError>> + Send;
+    fn resume(&self, addr: &str, zone: &str) -> impl Future<Output = Result<Resumed, CallError>> + Send;
+}
 
-impl Admin<'_> {
-    async fn at<T, F: std::future::Future<Output = Result<T, CallError>>>(
+impl ZoneServers for ZoneAdmin {
+    fn ready(&self, addr: &str) -> impl Future<Output = bool> + Send {
+        ZoneAdmin::ready(self, addr)
+    }
+    fn info(&self, addr: &str) -> impl Future<Output = Result<ServerInfo, CallError>> + Send {
+        ZoneAdmin::info(self, addr)
+    }
+    fn cordon(&self, addr: &str, notify: bool) -> impl Future<Output = Result<(), CallError>> + Send {
+        ZoneAdmin::cordon(self, addr, notify)
+    }
+    fn uncordon(&self, addr: &str) -> impl Future<Output = Result<(), CallError>> + Send {
+        ZoneAdmin::uncordon(self, addr)
+    }
+    fn drain(&self, addr: &str) -> impl Future<Output = Result<(), CallError>> + Send {
+        ZoneAdmin::drain(self, addr)
+    }
+    fn release(&self, addr: &str, zone: &str) -> impl Future<Output = Result<Released, CallError>> + Send {
+        ZoneAdmin::release(self, addr, zone)
+    }
+    fn adopt(
         &self,
-        server: &ServerEntry,
-        call: impl FnOnce(String) -> F,
-    ) -> Result<T, String> {
-        let addr = http_address(&server.address).ok_or_else(|| format!("{}: address has no HTTP host", server.id))?;
-        call(addr.to_owned()).await.map_err(|e| format!("{} {e}", server.id))
+        addr: &str,
+        zone: &str,
+        after_tick: u64,
+    ) -> impl Future<Output = Result<Adopted, CallError>> + Send {
+        ZoneAdmin::adopt(self, addr, zone, Some(after_tick))
     }
+    fn redirect(&self, addr: &str, zone: &str, to: &str) -> impl Future<Output = Result<Redirected, CallError>> + Send {
+        ZoneAdmin::redirect(self, addr, zone, to)
+    }
+    fn resume(&self, addr: &str, zone: &str) -> impl Future<Output = Result<Resumed, CallError>> + Send {
+        ZoneAdmin::resume(self, addr, zone)
+    }
+}
 
-    async fn info(&self, server: &ServerEntry) -> Result<ServerInfo, String> {
-        self.at(server, |addr| async move { self.0.info(&addr).await }).await
-    }
+/// The HTTP address of a registered server, or why it has none.
+fn addr_of(server: &ServerEntry) -> Result<&str, String> {
+    http_address(&server.address).ok_or_else(|| format!("{}: address has no HTTP host", server.id))
+}
+
+/// A call's failure as a log sentence that names the server.
+fn failed(server: &ServerEntry) -> impl Fn(CallError) -> String + '_ {
+    move |e| format!("{} {e}", server.id)
 }
 
 /// A ready server other than `from`, configured for every zone `from`
 /// hosts and speaking its clients' protocol: another version first (during a
 /// rolling update the old version's spares are about to go too), then the
 /// one hosting the fewest zones.
-async fn standby_for(admin: &Admin<'_>, servers: &[ServerEntry], from: &str) -> Option<ServerEntry> {
+async fn standby_for(admin: &impl ZoneServers, servers: &[ServerEntry], from: &str) -> Option<ServerEntry> {
     let source = servers.iter().find(|s| s.id == from)?;
-    let source_info = admin.info(source).await.ok()?;
+    let source_info = admin.info(addr_of(source).ok()?).await.ok()?;
     let mut candidates: Vec<&ServerEntry> =
         servers.iter().filter(|s| s.id != from && s.state == respawn_store::ServerState::Ready).collect();
     candidates.sort_by_key(|s| (s.version == source.version, s.zones.len()));
     for candidate in candidates {
-        let Ok(info) = admin.info(candidate).await else { continue };
+        let Ok(addr) = addr_of(candidate) else { continue };
+        let Ok(info) = admin.info(addr).await else { continue };
         if info.can_host(&source.zones) && info.compat.protocol_version == source_info.compat.protocol_version {
             return Some(candidate.clone());
         }
@@ -300,136 +355,192 @@ fn pick_target<'a>(servers: &'a [ServerEntry], to: &str) -> Option<&'a ServerEnt
     })
 }
 
-async fn execute(ctx: &HttpContext, plan: &Plan, p: &Progress) -> Outcome {
-    let Some(zone_admin) = &ctx.zone_admin else {
-        return Outcome::RolledBack(
-            "the zone servers' admin token is not configured: start the platform server with --zone-admin-token".into(),
-        );
-    };
-    let admin = Admin(zone_admin);
+/// One rollout's run: the plan, what it reads and calls, where it reports.
+struct Run<'a, A> {
+    plan: &'a Plan,
+    registry: &'a dyn Registry,
+    admin: &'a A,
+    p: &'a Progress,
+}
 
-    p.step(1);
-    let servers = match ctx.registry.servers().await {
-        Ok(s) => s,
-        Err(e) => return Outcome::RolledBack(format!("the server registry is unavailable: {e}")),
-    };
-    let target = match &plan.from {
-        Some(from) if plan.to.is_empty() => standby_for(&admin, &servers, from).await,
-        _ => pick_target(&servers, &plan.to).cloned(),
-    };
-    let Some(target) = target else {
-        return Outcome::RolledBack(match &plan.from {
-            Some(from) if plan.to.is_empty() => format!("no other ready server can take the zones of {from}"),
-            _ => format!(
-                "no registered game server is {:?}: start the new version first (respawn zone --standby ...)",
-                plan.to
-            ),
-        });
-    };
-    let old: Vec<ServerEntry> = servers
-        .iter()
-        .filter(|s| s.id != target.id && !s.zones.is_empty())
-        .filter(|s| match &plan.from {
-            Some(from) => &s.id == from,
-            None => s.version != target.version,
-        })
-        .cloned()
-        .collect();
-    p.log(format!("new version {} is {} at {}", target.version, target.id, target.address));
-    p.update(|r| {
-        r.target = Some(target.id.clone());
-        r.to_version = Some(target.version.clone());
-        r.from_versions =
-            old.iter().map(|s| s.version.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-    });
-    if old.is_empty() {
-        return Outcome::RolledBack(match &plan.from {
-            Some(from) => format!("nothing to move: {from} hosts no zone"),
-            None => format!("nothing to roll out: no server of another version than {} hosts a zone", target.version),
-        });
-    }
-    for s in &old {
-        p.log(format!("old: {} version {} hosting {}", s.id, s.version, s.zones.join(", ")));
+impl<A: ZoneServers> Run<'_, A> {
+    /// The guide's seven steps, one method each; a step that stops the rollout says how.
+    async fn execute(&self) -> Outcome {
+        let (target, old) = match self.find_servers().await {
+            Ok(found) => found,
+            Err(outcome) => return outcome,
+        };
+        if let Err(outcome) = self.check(&target, &old).await {
+            return outcome;
+        }
+        self.registered(&target);
+        if let Err(outcome) = self.cordon(&old).await {
+            return outcome;
+        }
+        self.wait_for_players(&old).await;
+        if let Err(outcome) = self.move_zones(&old, &target).await {
+            return outcome;
+        }
+        self.shut_down(&old).await;
+        Outcome::Succeeded
     }
 
-    p.step(2);
-    let addr = http_address(&target.address).unwrap_or_default().to_owned();
-    let healthy = async {
+    /// Step 1: the target server (the new version, or a standby for an
+    /// evacuation) and the old servers whose zones move.
+    async fn find_servers(&self) -> Result<(ServerEntry, Vec<ServerEntry>), Outcome> {
+        let (plan, p) = (self.plan, self.p);
+        p.step(1);
+        let servers = self
+            .registry
+            .servers()
+            .await
+            .map_err(|e| Outcome::RolledBack(format!("the server registry is unavailable: {e}")))?;
+        let target = match &plan.from {
+            Some(from) if plan.to.is_empty() => standby_for(self.admin, &servers, from).await,
+            _ => pick_target(&servers, &plan.to).cloned(),
+        };
+        let Some(target) = target else {
+            return Err(Outcome::RolledBack(match &plan.from {
+                Some(from) if plan.to.is_empty() => format!("no other ready server can take the zones of {from}"),
+                _ => format!(
+                    "no registered game server is {:?}: start the new version first (respawn zone --standby ...)",
+                    plan.to
+                ),
+            }));
+        };
+        let old: Vec<ServerEntry> = servers
+            .iter()
+            .filter(|s| s.id != target.id && !s.zones.is_empty())
+            .filter(|s| match &plan.from {
+                Some(from) => &s.id == from,
+                None => s.version != target.version,
+            })
+            .cloned()
+            .collect();
+        p.log(format!("new version {} is {} at {}", target.version, target.id, target.address));
+        p.update(|r| {
+            r.target = Some(target.id.clone());
+            r.to_version = Some(target.version.clone());
+            r.from_versions =
+                old.iter().map(|s| s.version.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        });
+        if old.is_empty() {
+            return Err(Outcome::RolledBack(match &plan.from {
+                Some(from) => format!("nothing to move: {from} hosts no zone"),
+                None => {
+                    format!("nothing to roll out: no server of another version than {} hosts a zone", target.version)
+                }
+            }));
+        }
+        for s in &old {
+            p.log(format!("old: {} version {} hosting {}", s.id, s.version, s.zones.join(", ")));
+        }
+        Ok((target, old))
+    }
+
+    /// Step 2: the target is ready, speaks the old servers' client protocol
+    /// and is configured for every zone they host. Nothing changes before this passes.
+    async fn check(&self, target: &ServerEntry, old: &[ServerEntry]) -> Result<(), Outcome> {
+        let p = self.p;
+        p.step(2);
+        let addr = addr_of(target).map_err(Outcome::RolledBack)?;
+        let mut ready = false;
         for _ in 0..20 {
-            if let Ok((200, _)) = respawn_api::http::request(&addr, "GET", "/readyz", None).await {
-                return true;
+            if self.admin.ready(addr).await {
+                ready = true;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        false
-    };
-    if !healthy.await {
-        return Outcome::RolledBack(format!("{} is not ready (GET /readyz) within 10 s", target.id));
-    }
-    let target_info = match admin.info(&target).await {
-        Ok(info) => info,
-        Err(why) => return Outcome::RolledBack(why),
-    };
-    let mut players_before = target_info.players;
-    for s in &old {
-        let info = match admin.info(s).await {
-            Ok(info) => info,
-            Err(why) => return Outcome::RolledBack(why),
-        };
-        players_before += info.players;
-        let (theirs, ours) = (info.compat.protocol_version, target_info.compat.protocol_version);
-        if theirs != ours {
-            return Outcome::RolledBack(format!(
-                "compatibility: {} speaks client protocol {ours}, the players of {} speak {theirs}; nothing was changed",
-                target.id, s.id
-            ));
+        if !ready {
+            return Err(Outcome::RolledBack(format!("{} is not ready (GET /readyz) within 10 s", target.id)));
         }
-        if let Some(missing) = s.zones.iter().find(|z| !target_info.configured_zones.contains(z)) {
-            return Outcome::RolledBack(format!(
-                "{} cannot host zone {missing:?} (not in its configuration); nothing was changed",
-                target.id
-            ));
-        }
-    }
-    p.log(format!(
-        "ready; client protocol {}, snapshot format {}",
-        target_info.compat.protocol_version, target_info.compat.snapshot_format
-    ));
-    p.update(|r| r.players_before = players_before);
-
-    p.step(3);
-    p.log(format!("{} is in the registry as {}: logins can reach it", target.id, target.state.as_str()));
-
-    p.step(4);
-    let notify = plan.mode == Mode::Guide;
-    for s in &old {
-        if let Err(why) = admin.at(s, |addr| async move { zone_admin.cordon(&addr, notify).await }).await {
-            uncordon(&admin, &old, p).await;
-            return Outcome::RolledBack(why);
+        let target_info = self.admin.info(addr).await.map_err(failed(target)).map_err(Outcome::RolledBack)?;
+        let mut players_before = target_info.players;
+        for s in old {
+            let info = self
+                .admin
+                .info(addr_of(s).map_err(Outcome::RolledBack)?)
+                .await
+                .map_err(failed(s))
+                .map_err(Outcome::RolledBack)?;
+            players_before += info.players;
+            let (theirs, ours) = (info.compat.protocol_version, target_info.compat.protocol_version);
+            if theirs != ours {
+                return Err(Outcome::RolledBack(format!(
+                    "compatibility: {} speaks client protocol {ours}, the players of {} speak {theirs}; nothing was changed",
+                    target.id, s.id
+                )));
+            }
+            if let Some(missing) = s.zones.iter().find(|z| !target_info.configured_zones.contains(z)) {
+                return Err(Outcome::RolledBack(format!(
+                    "{} cannot host zone {missing:?} (not in its configuration); nothing was changed",
+                    target.id
+                )));
+            }
         }
         p.log(format!(
-            "{} takes no new players{}",
-            s.id,
-            if notify { "; its players are asked to reconnect" } else { "" }
+            "ready; client protocol {}, snapshot format {}",
+            target_info.compat.protocol_version, target_info.compat.snapshot_format
         ));
+        p.update(|r| r.players_before = players_before);
+        Ok(())
     }
 
-    p.step(5);
-    if plan.mode == Mode::Guide {
+    /// Step 3: logins reach the target through the registry (its heartbeat put it there).
+    fn registered(&self, target: &ServerEntry) {
+        self.p.step(3);
+        self.p.log(format!("{} is in the registry as {}: logins can reach it", target.id, target.state.as_str()));
+    }
+
+    /// Step 4: the old servers take no new players; in guide mode their players are asked to reconnect.
+    async fn cordon(&self, old: &[ServerEntry]) -> Result<(), Outcome> {
+        let p = self.p;
+        p.step(4);
+        let notify = self.plan.mode == Mode::Guide;
+        for s in old {
+            let cordoned = match addr_of(s) {
+                Ok(addr) => self.admin.cordon(addr, notify).await.map_err(failed(s)),
+                Err(why) => Err(why),
+            };
+            if let Err(why) = cordoned {
+                self.uncordon(old).await;
+                return Err(Outcome::RolledBack(why));
+            }
+            p.log(format!(
+                "{} takes no new players{}",
+                s.id,
+                if notify { "; its players are asked to reconnect" } else { "" }
+            ));
+        }
+        Ok(())
+    }
+
+    /// Step 5: guide mode waits (up to the plan's wait) for the old servers'
+    /// players to leave; a hand-off does not wait.
+    async fn wait_for_players(&self, old: &[ServerEntry]) {
+        let (plan, p) = (self.plan, self.p);
+        p.step(5);
+        if plan.mode != Mode::Guide {
+            p.log("hand-off: no waiting; zones move with their players".into());
+            return;
+        }
         let deadline = Instant::now() + plan.wait;
         let mut last_log = Instant::now();
         loop {
             let mut left = 0;
-            for s in &old {
-                left += admin.info(s).await.map(|i| i.players).unwrap_or(0);
+            for s in old {
+                if let Ok(addr) = addr_of(s) {
+                    left += self.admin.info(addr).await.map(|i| i.players).unwrap_or(0);
+                }
             }
             if left == 0 {
                 p.log("the old servers have 0 players".into());
-                break;
+                return;
             }
             if Instant::now() >= deadline {
                 p.log(format!("{left} players still connected after {:?}: their zones move live", plan.wait));
-                break;
+                return;
             }
             if last_log.elapsed() >= Duration::from_secs(2) {
                 p.log(format!("{left} players still on the old version"));
@@ -437,129 +548,132 @@ async fn execute(ctx: &HttpContext, plan: &Plan, p: &Progress) -> Outcome {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-    } else {
-        p.log("hand-off: no waiting; zones move with their players".into());
     }
 
-    p.step(6);
-    let mut moved: Vec<(ServerEntry, String)> = Vec::new();
-    for s in &old {
-        let zones = match admin.info(s).await {
-            Ok(info) => info.hosted(),
-            Err(_) => s.zones.clone(),
-        };
-        for zone in zones {
-            match move_zone(&admin, &zone, s, &target, p).await {
-                Ok(record) => {
-                    p.update(|r| r.zones.push(record));
-                    moved.push((s.clone(), zone));
+    /// Step 6: every zone of the old servers moves to the target; a refused
+    /// move returns every zone moved so far and reopens the old servers.
+    async fn move_zones(&self, old: &[ServerEntry], target: &ServerEntry) -> Result<(), Outcome> {
+        let p = self.p;
+        p.step(6);
+        let mut moved: Vec<(ServerEntry, String)> = Vec::new();
+        for s in old {
+            let zones = match addr_of(s) {
+                Ok(addr) => self.admin.info(addr).await.map(|i| i.hosted()).unwrap_or_else(|_| s.zones.clone()),
+                Err(_) => s.zones.clone(),
+            };
+            for zone in zones {
+                match self.move_zone(&zone, s, target).await {
+                    Ok(record) => {
+                        p.update(|r| r.zones.push(record));
+                        moved.push((s.clone(), zone));
+                    }
+                    Err(why) => {
+                        let returned = self.move_back(&moved, target).await;
+                        self.uncordon(old).await;
+                        return Err(if returned {
+                            Outcome::RolledBack(why)
+                        } else {
+                            Outcome::Failed(format!("{why}; and not every moved zone could be returned (see the log)"))
+                        });
+                    }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 7: the old servers drain and leave the registry (waited for up to 30 s).
+    async fn shut_down(&self, old: &[ServerEntry]) {
+        let p = self.p;
+        p.step(7);
+        for s in old {
+            let drained = match addr_of(s) {
+                Ok(addr) => self.admin.drain(addr).await.map_err(failed(s)),
+                Err(why) => Err(why),
+            };
+            match drained {
+                Ok(()) => p.log(format!("{} is shutting down", s.id)),
+                Err(why) => p.log(format!("{} could not be told to shut down: {why}", s.id)),
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let alive: Vec<String> = match self.registry.servers().await {
+                Ok(servers) => servers.into_iter().filter(|s| old.iter().any(|o| o.id == s.id)).map(|s| s.id).collect(),
+                Err(_) => Vec::new(),
+            };
+            if alive.is_empty() {
+                p.log("the old servers have left the registry".into());
+                return;
+            }
+            if Instant::now() >= deadline {
+                p.log(format!("still registered after 30 s: {}", alive.join(", ")));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Moves one zone from `from` to `to`: release, adopt, redirect. A refused
+    /// adoption resumes the zone on `from`.
+    async fn move_zone(&self, zone: &str, from: &ServerEntry, to: &ServerEntry) -> Result<ZoneMove, String> {
+        let started = Instant::now();
+        let (from_addr, to_addr) = (addr_of(from)?, addr_of(to)?);
+        let released = self.admin.release(from_addr, zone).await.map_err(failed(from))?;
+        let (tick, players) = (released.tick, released.players);
+        if let Err(why) = self.admin.adopt(to_addr, zone, tick).await.map_err(failed(to)) {
+            let where_now = match self.admin.resume(from_addr, zone).await {
+                Ok(_) => format!("it ticks on {} again", from.id),
+                Err(e) => format!("and it could not be resumed on {}: {} {e}", from.id, from.id),
+            };
+            return Err(format!("zone {zone} refused by the new server: {why}; {where_now}"));
+        }
+        // If the old server does not answer, its clients time out and log in again.
+        if let Err(why) = self.admin.redirect(from_addr, zone, &to.address).await {
+            tracing::warn!(zone, why = %why, "redirect failed; the zone's clients will log in again");
+        }
+        let pause_ms = started.elapsed().as_millis() as u64;
+        self.p.log(format!("zone {zone} moved at tick {tick} with {players} players: {pause_ms} ms without ticks"));
+        Ok(ZoneMove {
+            zone: zone.to_owned(),
+            from: from.id.clone(),
+            to: to.id.clone(),
+            tick,
+            players,
+            pause_ms,
+            state: MoveState::Moved,
+        })
+    }
+
+    /// Returns every moved zone to where it came from, newest first; whether all went back.
+    async fn move_back(&self, moved: &[(ServerEntry, String)], target: &ServerEntry) -> bool {
+        let mut all = true;
+        for (from, zone) in moved.iter().rev() {
+            match self.move_zone(zone, target, from).await {
+                Ok(_) => self.p.update(|r| {
+                    if let Some(m) = r.zones.iter_mut().find(|m| &m.zone == zone) {
+                        m.state = MoveState::Returned;
+                    }
+                }),
                 Err(why) => {
-                    let returned = move_back(&admin, &moved, &target, p).await;
-                    uncordon(&admin, &old, p).await;
-                    return if returned {
-                        Outcome::RolledBack(why)
-                    } else {
-                        Outcome::Failed(format!("{why}; and not every moved zone could be returned (see the log)"))
-                    };
+                    self.p.log(format!("zone {zone} could not be returned: {why}"));
+                    all = false;
                 }
             }
         }
+        all
     }
 
-    p.step(7);
-    for s in &old {
-        match admin.at(s, |addr| async move { zone_admin.drain(&addr).await }).await {
-            Ok(_) => p.log(format!("{} is shutting down", s.id)),
-            Err(why) => p.log(format!("{} could not be told to shut down: {why}", s.id)),
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let alive: Vec<String> = match ctx.registry.servers().await {
-            Ok(servers) => servers.into_iter().filter(|s| old.iter().any(|o| o.id == s.id)).map(|s| s.id).collect(),
-            Err(_) => Vec::new(),
-        };
-        if alive.is_empty() {
-            p.log("the old servers have left the registry".into());
-            break;
-        }
-        if Instant::now() >= deadline {
-            p.log(format!("still registered after 30 s: {}", alive.join(", ")));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Outcome::Succeeded
-}
-
-/// Moves one zone from `from` to `to`: release, adopt, redirect. A refused
-/// adoption resumes the zone on `from`.
-async fn move_zone(
-    admin: &Admin<'_>,
-    zone: &str,
-    from: &ServerEntry,
-    to: &ServerEntry,
-    p: &Progress,
-) -> Result<ZoneMove, String> {
-    let started = Instant::now();
-    let released = admin.at(from, |addr| async move { admin.0.release(&addr, zone).await }).await?;
-    let (tick, players) = (released.tick, released.players);
-    if let Err(why) = admin.at(to, |addr| async move { admin.0.adopt(&addr, zone, Some(tick)).await }).await {
-        let resumed = admin.at(from, |addr| async move { admin.0.resume(&addr, zone).await }).await;
-        let where_now = match resumed {
-            Ok(_) => format!("it ticks on {} again", from.id),
-            Err(e) => format!("and it could not be resumed on {}: {e}", from.id),
-        };
-        return Err(format!("zone {zone} refused by the new server: {why}; {where_now}"));
-    }
-    redirect(admin, zone, from, to).await;
-    let pause_ms = started.elapsed().as_millis() as u64;
-    p.log(format!("zone {zone} moved at tick {tick} with {players} players: {pause_ms} ms without ticks"));
-    Ok(ZoneMove {
-        zone: zone.to_owned(),
-        from: from.id.clone(),
-        to: to.id.clone(),
-        tick,
-        players,
-        pause_ms,
-        state: MoveState::Moved,
-    })
-}
-
-/// Sends the released zone's clients to its new owner. If the old server
-/// does not answer, its clients time out and log in again.
-async fn redirect(admin: &Admin<'_>, zone: &str, from: &ServerEntry, to: &ServerEntry) {
-    let to = to.address.as_str();
-    if let Err(why) = admin.at(from, |addr| async move { admin.0.redirect(&addr, zone, to).await }).await {
-        tracing::warn!(zone, why = %why, "redirect failed; the zone's clients will log in again");
-    }
-}
-
-/// Returns every moved zone to where it came from, newest first; whether all went back.
-async fn move_back(admin: &Admin<'_>, moved: &[(ServerEntry, String)], target: &ServerEntry, p: &Progress) -> bool {
-    let mut all = true;
-    for (from, zone) in moved.iter().rev() {
-        match move_zone(admin, zone, target, from, p).await {
-            Ok(_) => p.update(|r| {
-                if let Some(m) = r.zones.iter_mut().find(|m| &m.zone == zone) {
-                    m.state = MoveState::Returned;
-                }
-            }),
-            Err(why) => {
-                p.log(format!("zone {zone} could not be returned: {why}"));
-                all = false;
+    async fn uncordon(&self, old: &[ServerEntry]) {
+        for s in old {
+            let reopened = match addr_of(s) {
+                Ok(addr) => self.admin.uncordon(addr).await.map_err(failed(s)),
+                Err(why) => Err(why),
+            };
+            match reopened {
+                Ok(()) => self.p.log(format!("{} takes new players again", s.id)),
+                Err(why) => self.p.log(format!("{} could not be reopened: {why}", s.id)),
             }
-        }
-    }
-    all
-}
-
-async fn uncordon(admin: &Admin<'_>, old: &[ServerEntry], p: &Progress) {
-    for s in old {
-        match admin.at(s, |addr| async move { admin.0.uncordon(&addr).await }).await {
-            Ok(_) => p.log(format!("{} takes new players again", s.id)),
-            Err(why) => p.log(format!("{} could not be reopened: {why}", s.id)),
         }
     }
 }
@@ -592,5 +706,296 @@ mod tests {
         assert_eq!(pick_target(&servers, "2.0").map(|s| s.id.as_str()), Some("c"), "the standby one first");
         assert!(pick_target(&servers, "3.0").is_none(), "a draining server is no target");
         assert!(pick_target(&servers, "9.9").is_none());
+    }
+
+    use std::collections::BTreeMap;
+
+    use respawn_api::admin::{Compat, HostedZone, RestoreSource};
+    use respawn_store::memory::MemoryRegistry;
+    use respawn_store::ServerState::Ready;
+
+    /// One zone server as the fake admin API keeps it.
+    #[derive(Debug, Clone)]
+    struct FakeServer {
+        id: String,
+        version: String,
+        protocol: u32,
+        configured: Vec<String>,
+        zones: Vec<HostedZone>,
+        cordoned: bool,
+        draining: bool,
+        /// A zone whose adoption this server refuses (a snapshot it cannot read).
+        refuses: Option<String>,
+    }
+
+    /// An in-process fleet of zone servers behind the [`ZoneServers`] calls,
+    /// with the registry their heartbeats would keep, and a log of every call.
+    #[derive(Debug, Clone)]
+    struct FakeFleet {
+        servers: Arc<Mutex<BTreeMap<String, FakeServer>>>,
+        registry: Arc<MemoryRegistry>,
+        calls: Arc<Mutex<Vec<String>>>,
+    }
+
+    fn unreachable() -> CallError {
+        CallError::Unreachable("no such server".into())
+    }
+
+    impl FakeFleet {
+        async fn new(servers: Vec<FakeServer>) -> Self {
+            let registry = Arc::new(MemoryRegistry::new());
+            for s in &servers {
+                let hosted = s.zones.iter().map(|z| z.name.as_str()).collect::<Vec<_>>();
+                registry
+                    .heartbeat(entry(&s.id, &s.version, &hosted, Ready), Duration::from_secs(3_600))
+                    .await
+                    .expect("registry");
+            }
+            let servers = servers.into_iter().map(|s| (format!("{}:1", s.id), s)).collect();
+            Self { servers: Arc::new(Mutex::new(servers)), registry, calls: Arc::default() }
+        }
+
+        /// Runs `f` on the server at `addr`, logging `call` under its id.
+        fn with<T>(
+            &self,
+            addr: &str,
+            call: &str,
+            f: impl FnOnce(&mut FakeServer) -> Result<T, CallError>,
+        ) -> Result<T, CallError> {
+            let mut servers = self.servers.lock().expect("fake fleet");
+            let server = servers.get_mut(addr).ok_or_else(unreachable)?;
+            self.calls.lock().expect("calls").push(format!("{call} {}", server.id));
+            f(server)
+        }
+
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().expect("calls").clone()
+        }
+
+        fn hosted(&self, id: &str) -> Vec<String> {
+            let servers = self.servers.lock().expect("fake fleet");
+            servers
+                .values()
+                .find(|s| s.id == id)
+                .map(|s| s.zones.iter().map(|z| z.name.clone()).collect())
+                .unwrap_or_default()
+        }
+
+        fn server(&self, id: &str) -> FakeServer {
+            let servers = self.servers.lock().expect("fake fleet");
+            servers.values().find(|s| s.id == id).cloned().expect("a fake server")
+        }
+    }
+
+    impl ZoneServers for FakeFleet {
+        async fn ready(&self, addr: &str) -> bool {
+            self.with(addr, "ready", |s| Ok(!s.draining)).unwrap_or(false)
+        }
+
+        async fn info(&self, addr: &str) -> Result<ServerInfo, CallError> {
+            self.with(addr, "info", |s| {
+                Ok(ServerInfo {
+                    version: s.version.clone(),
+                    compat: Compat { protocol_version: s.protocol, snapshot_format: 1 },
+                    zones: s.zones.clone(),
+                    configured_zones: s.configured.clone(),
+                    draining: s.draining,
+                    players: s.zones.iter().map(|z| z.players).sum(),
+                })
+            })
+        }
+
+        async fn cordon(&self, addr: &str, notify: bool) -> Result<(), CallError> {
+            self.with(addr, &format!("cordon(notify={notify})"), |s| {
+                s.cordoned = true;
+                Ok(())
+            })
+        }
+
+        async fn uncordon(&self, addr: &str) -> Result<(), CallError> {
+            self.with(addr, "uncordon", |s| {
+                s.cordoned = false;
+                Ok(())
+            })
+        }
+
+        async fn drain(&self, addr: &str) -> Result<(), CallError> {
+            let id = self.with(addr, "drain", |s| {
+                s.draining = true;
+                Ok(s.id.clone())
+            })?;
+            // A drained server stops heartbeating and leaves the registry.
+            self.registry.remove(&id).await.map_err(|e| CallError::Unreachable(e.to_string()))
+        }
+
+        async fn release(&self, addr: &str, zone: &str) -> Result<Released, CallError> {
+            self.with(addr, &format!("release {zone} on"), |s| {
+                let z = s
+                    .zones
+                    .iter_mut()
+                    .find(|z| z.name == zone)
+                    .ok_or(CallError::Refused { status: 404, answer: format!("no zone {zone:?} here") })?;
+                z.parked = true;
+                Ok(Released { zone: zone.to_owned(), tick: z.tick, players: z.players, took_ms: 1 })
+            })
+        }
+
+        async fn adopt(&self, addr: &str, zone: &str, after_tick: u64) -> Result<Adopted, CallError> {
+            self.with(addr, &format!("adopt {zone}@{after_tick} on"), |s| {
+                if s.refuses.as_deref() == Some(zone) {
+                    return Err(CallError::Refused {
+                        status: 409,
+                        answer: "snapshot format 9, this server reads 1".into(),
+                    });
+                }
+                s.zones.push(HostedZone { name: zone.to_owned(), players: 0, tick: after_tick, parked: false });
+                Ok(Adopted {
+                    zone: zone.to_owned(),
+                    tick: after_tick,
+                    players: 0,
+                    source: RestoreSource::Hot,
+                    took_ms: 1,
+                })
+            })
+        }
+
+        async fn redirect(&self, addr: &str, zone: &str, to: &str) -> Result<Redirected, CallError> {
+            self.with(addr, &format!("redirect {zone} from"), |s| {
+                s.zones.retain(|z| z.name != zone);
+                Ok(Redirected { zone: zone.to_owned(), redirected_players: 0, to: to.to_owned() })
+            })
+        }
+
+        async fn resume(&self, addr: &str, zone: &str) -> Result<Resumed, CallError> {
+            self.with(addr, &format!("resume {zone} on"), |s| {
+                s.zones.iter_mut().filter(|z| z.name == zone).for_each(|z| z.parked = false);
+                Ok(Resumed { zone: zone.to_owned() })
+            })
+        }
+    }
+
+    fn server(id: &str, version: &str, hosting: &[&str], configured: &[&str]) -> FakeServer {
+        FakeServer {
+            id: id.into(),
+            version: version.into(),
+            protocol: 1,
+            configured: configured.iter().map(|z| (*z).to_owned()).collect(),
+            zones: hosting
+                .iter()
+                .map(|z| HostedZone { name: (*z).to_owned(), players: 3, tick: 100, parked: false })
+                .collect(),
+            cordoned: false,
+            draining: false,
+            refuses: None,
+        }
+    }
+
+    const BOTH: &[&str] = &["meadow", "caverns"];
+
+    /// Runs `plan` to its end on `fleet`.
+    async fn roll_out(fleet: &FakeFleet, plan: Plan) -> Rollout {
+        let rollouts = Arc::new(Rollouts::default());
+        rollouts.start(fleet.registry.clone(), Some(fleet.clone()), plan).expect("started");
+        loop {
+            let current = rollouts.current().expect("a rollout");
+            if current.state != State::Running {
+                return current;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn plan(to: &str, mode: Mode) -> Plan {
+        Plan { to: to.into(), from: None, mode, wait: Duration::ZERO, rollback: false }
+    }
+
+    #[tokio::test]
+    async fn a_hand_off_moves_every_zone_of_the_old_version_then_drains_it() {
+        let fleet = FakeFleet::new(vec![server("old", "1", BOTH, BOTH), server("new", "2", &[], BOTH)]).await;
+        let rollout = roll_out(&fleet, plan("2", Mode::Handoff)).await;
+        assert_eq!(rollout.state, State::Succeeded, "{:?}", rollout.error);
+        assert_eq!((rollout.step, rollout.players_before), (7, 6));
+        assert_eq!(fleet.hosted("new"), ["meadow", "caverns"]);
+        assert!(fleet.hosted("old").is_empty());
+        assert!(rollout.zones.iter().all(|m| m.state == MoveState::Moved && m.tick == 100 && m.players == 3));
+        let moves: Vec<String> =
+            fleet.calls().into_iter().filter(|c| !c.starts_with("info") && !c.starts_with("ready")).collect();
+        assert_eq!(
+            moves,
+            [
+                "cordon(notify=false) old",
+                "release meadow on old",
+                "adopt meadow@100 on new",
+                "redirect meadow from old",
+                "release caverns on old",
+                "adopt caverns@100 on new",
+                "redirect caverns from old",
+                "drain old",
+            ]
+        );
+        let left = fleet.registry.servers().await.expect("registry");
+        assert_eq!(left.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["new"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_adoption_returns_every_moved_zone_and_reopens_the_old_server() {
+        let mut new = server("new", "2", &[], BOTH);
+        new.refuses = Some("caverns".into());
+        let fleet = FakeFleet::new(vec![server("old", "1", BOTH, BOTH), new]).await;
+        let rollout = roll_out(&fleet, plan("2", Mode::Guide)).await;
+        assert_eq!(rollout.state, State::RolledBack);
+        let error = rollout.error.unwrap_or_default();
+        assert!(
+            error.contains("zone caverns refused by the new server: new answered 409")
+                && error.contains("ticks on old again"),
+            "{error}"
+        );
+        assert_eq!(rollout.zones.len(), 1);
+        assert_eq!((rollout.zones[0].zone.as_str(), rollout.zones[0].state), ("meadow", MoveState::Returned));
+        let old = fleet.server("old");
+        let mut hosted: Vec<(String, bool)> = old.zones.iter().map(|z| (z.name.clone(), z.parked)).collect();
+        hosted.sort();
+        assert_eq!(hosted, [("caverns".into(), false), ("meadow".into(), false)], "both zones tick on the old server");
+        assert!(!old.cordoned && !old.draining, "the old server takes players again and keeps running");
+        assert!(fleet.hosted("new").is_empty());
+        assert!(fleet.calls().contains(&"cordon(notify=true) old".to_owned()), "guide mode asks players to reconnect");
+    }
+
+    #[tokio::test]
+    async fn a_target_speaking_another_client_protocol_changes_nothing() {
+        let mut new = server("new", "2", &[], BOTH);
+        new.protocol = 2;
+        let fleet = FakeFleet::new(vec![server("old", "1", BOTH, BOTH), new]).await;
+        let rollout = roll_out(&fleet, plan("2", Mode::Handoff)).await;
+        assert_eq!(rollout.state, State::RolledBack);
+        assert!(rollout.error.unwrap_or_default().contains("speaks client protocol 2"));
+        let calls = fleet.calls();
+        assert!(calls.iter().all(|c| c.starts_with("info") || c.starts_with("ready")), "only looked: {calls:?}");
+        assert_eq!(fleet.hosted("old"), ["meadow", "caverns"]);
+    }
+
+    #[tokio::test]
+    async fn an_evacuation_moves_the_zones_to_a_standby_configured_for_them() {
+        let fleet = FakeFleet::new(vec![
+            server("old", "1", BOTH, BOTH),
+            server("small", "1", &[], &["meadow"]),
+            server("spare", "1", &[], BOTH),
+        ])
+        .await;
+        let evacuation = Plan { to: String::new(), from: Some("old".into()), ..plan("", Mode::Handoff) };
+        let rollout = roll_out(&fleet, evacuation).await;
+        assert_eq!(rollout.state, State::Succeeded, "{:?}", rollout.error);
+        assert_eq!(rollout.target.as_deref(), Some("spare"));
+        assert_eq!(fleet.hosted("spare"), ["meadow", "caverns"]);
+        assert!(fleet.hosted("small").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_version_no_server_runs_is_refused_before_anything_changes() {
+        let fleet = FakeFleet::new(vec![server("old", "1", BOTH, BOTH)]).await;
+        let rollout = roll_out(&fleet, plan("9.9", Mode::Handoff)).await;
+        assert_eq!(rollout.state, State::RolledBack);
+        assert!(rollout.error.unwrap_or_default().contains("no registered game server is \"9.9\""));
+        assert!(fleet.calls().is_empty());
     }
 }

@@ -1,7 +1,37 @@
 //! Little-endian byte writer and a bounds-checked reader for snapshots.
 //! The reader never panics and never trusts a length it has not checked.
 
-use crate::snapshot::DecodeError;
+/// Why bytes were refused as a snapshot or a journal batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    BadMagic,
+    UnsupportedVersion { found: u16, supported: u16 },
+    LengthMismatch { declared: u64, actual: u64 },
+    ChecksumMismatch { stored: u32, computed: u32 },
+    Truncated(&'static str),
+    Invalid(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::BadMagic => write!(f, "not a Respawn zone snapshot (bad magic bytes)"),
+            DecodeError::UnsupportedVersion { found, supported } => {
+                write!(f, "snapshot format version {found} is not supported (this build reads version {supported})")
+            }
+            DecodeError::LengthMismatch { declared, actual } => {
+                write!(f, "snapshot payload is {actual} bytes but its header declares {declared}")
+            }
+            DecodeError::ChecksumMismatch { stored, computed } => {
+                write!(f, "snapshot is corrupt: checksum {computed:08x} does not match stored {stored:08x}")
+            }
+            DecodeError::Truncated(what) => write!(f, "snapshot is truncated while reading {what}"),
+            DecodeError::Invalid(why) => write!(f, "snapshot content is invalid: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
 
 #[derive(Debug, Default)]
 pub(crate) struct Writer {

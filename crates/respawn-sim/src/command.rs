@@ -1,9 +1,9 @@
 //! What players ask the zone to do, and why the zone may say no.
 
+use crate::codec::DecodeError;
 use crate::codec::{Reader, Writer};
 use crate::geom::Point;
-use crate::snapshot::DecodeError;
-use crate::zone::{EntityId, PlayerId};
+use crate::ids::{EntityId, PlayerId};
 
 /// One player's request, as accepted into a tick's batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! reproduces exactly (zone, tick, index within the tick).
 
 use crate::command::RejectReason;
-use crate::zone::{EntityId, ItemKind, PlayerId};
+use crate::ids::{EntityId, ItemKind, PlayerId};
 
 /// Deterministic event id: re-simulating a tick yields the same ids, so a
 /// store with a unique key on it absorbs every duplicate. The epoch names the

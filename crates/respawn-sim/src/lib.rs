@@ -11,14 +11,16 @@ pub mod config;
 pub mod event;
 pub mod geom;
 pub mod grid;
+pub mod ids;
 pub mod rng;
 pub mod snapshot;
 pub mod view;
 pub mod zone;
 
+pub use codec::DecodeError;
 pub use command::{Command, CommandKind, RejectReason};
 pub use config::{ConfigError, ZoneConfig};
 pub use event::{DomainEvent, EventId, EventKind, Killer};
 pub use geom::{Point, Rect};
-pub use snapshot::DecodeError;
-pub use zone::{EntityId, ItemKind, Npc, Player, PlayerId, Rejection, TickOutput, Zone, ZoneItem};
+pub use ids::{EntityId, ItemKind, PlayerId};
+pub use zone::{Npc, Player, Rejection, TickOutput, Zone, ZoneItem};

@@ -7,48 +7,17 @@
 
 use std::collections::BTreeMap;
 
-use crate::codec::{Reader, Writer};
+use crate::codec::{DecodeError, Reader, Writer};
 use crate::config::ZoneConfig;
 use crate::geom::{Point, Rect};
+use crate::ids::ItemKind;
 use crate::rng::Rng;
-use crate::zone::{ItemKind, Npc, Player, Zone, ZoneItem};
+use crate::zone::{Npc, Player, Zone, ZoneItem};
 
 pub const MAGIC: [u8; 4] = *b"RSPN";
 /// The only format version this build writes and reads.
 pub const FORMAT_VERSION: u16 = 2;
 const HEADER_LEN: usize = 16;
-
-/// Why bytes were refused as a snapshot or a journal batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecodeError {
-    BadMagic,
-    UnsupportedVersion { found: u16, supported: u16 },
-    LengthMismatch { declared: u64, actual: u64 },
-    ChecksumMismatch { stored: u32, computed: u32 },
-    Truncated(&'static str),
-    Invalid(String),
-}
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DecodeError::BadMagic => write!(f, "not a Respawn zone snapshot (bad magic bytes)"),
-            DecodeError::UnsupportedVersion { found, supported } => {
-                write!(f, "snapshot format version {found} is not supported (this build reads version {supported})")
-            }
-            DecodeError::LengthMismatch { declared, actual } => {
-                write!(f, "snapshot payload is {actual} bytes but its header declares {declared}")
-            }
-            DecodeError::ChecksumMismatch { stored, computed } => {
-                write!(f, "snapshot is corrupt: checksum {computed:08x} does not match stored {stored:08x}")
-            }
-            DecodeError::Truncated(what) => write!(f, "snapshot is truncated while reading {what}"),
-            DecodeError::Invalid(why) => write!(f, "snapshot content is invalid: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 /// A snapshot payload behind its header (magic, this format's version,
 /// length, CRC-32). The fuzz target uses it to reach the payload parser.

@@ -9,7 +9,8 @@
 
 use crate::geom::Point;
 use crate::grid::CellGrid;
-use crate::zone::{EntityId, ItemKind, Player, Zone};
+use crate::ids::{EntityId, ItemKind};
+use crate::zone::{Player, Zone};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntityKind {

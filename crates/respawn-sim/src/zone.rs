@@ -7,12 +7,8 @@ use crate::config::ZoneConfig;
 use crate::event::{DomainEvent, EventId, EventKind, Killer};
 use crate::geom::{step_towards, within, Point};
 use crate::grid::CellGrid;
+use crate::ids::{EntityId, ItemKind, PlayerId};
 use crate::rng::Rng;
-
-/// A player's account id (from the session token); stable across zones.
-pub type PlayerId = u64;
-/// An id of something on the field, unique within a zone's lifetime.
-pub type EntityId = u32;
 
 pub const PLAYER_BASE_HP: i32 = 100;
 pub const NPC_HP: i32 = 60;
@@ -22,41 +18,6 @@ const NPC_GOLD: u64 = 5;
 const PLAYER_KILL_XP: u64 = 50;
 const NPC_WANDER_RADIUS: i32 = 1_500;
 const NAME_MAX_LEN: usize = 24;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ItemKind {
-    Gold,
-    Potion,
-    Gem,
-    Scroll,
-}
-
-impl ItemKind {
-    pub const ALL: [ItemKind; 4] = [ItemKind::Gold, ItemKind::Potion, ItemKind::Gem, ItemKind::Scroll];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ItemKind::Gold => "gold",
-            ItemKind::Potion => "potion",
-            ItemKind::Gem => "gem",
-            ItemKind::Scroll => "scroll",
-        }
-    }
-
-    /// Stable numeric code used by snapshots and the wire protocol.
-    pub fn code(self) -> u8 {
-        match self {
-            ItemKind::Gold => 1,
-            ItemKind::Potion => 2,
-            ItemKind::Gem => 3,
-            ItemKind::Scroll => 4,
-        }
-    }
-
-    pub fn from_code(code: u8) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.code() == code)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Player {

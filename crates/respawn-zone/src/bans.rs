@@ -1,12 +1,10 @@
 //! The ban list a zone server enforces: the platform server owns it and
 //! hands it over with heartbeat replies whenever its version changes. A
-//! banned player's join is refused; one already playing is kicked.
+//! banned player's join is refused; one already playing is kicked
+//! (`server::BanEnforcer`).
 
 use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
-
-use crate::server::ServerState;
-use crate::zone_loop::Control;
+use std::sync::RwLock;
 
 #[derive(Debug, Default)]
 pub struct BanList {
@@ -24,34 +22,11 @@ impl BanList {
     }
 
     /// Replaces the list; returns the players newly banned.
-    fn replace(&self, version: u64, players: HashSet<u64>) -> Vec<u64> {
+    pub(crate) fn replace(&self, version: u64, players: HashSet<u64>) -> Vec<u64> {
         let Ok(mut inner) = self.inner.write() else { return Vec::new() };
         let added = players.difference(&inner.1).copied().collect();
         *inner = (version, players);
         added
-    }
-}
-
-/// Applies ban lists to a running server.
-#[derive(Debug, Clone)]
-pub struct BanEnforcer {
-    pub(crate) state: Arc<ServerState>,
-}
-
-impl BanEnforcer {
-    pub fn version(&self) -> u64 {
-        self.state.bans.version()
-    }
-
-    /// Installs the list and kicks every newly banned player still connected.
-    pub fn apply(&self, version: u64, players: impl IntoIterator<Item = u64>) {
-        let added = self.state.bans.replace(version, players.into_iter().collect());
-        for player in &added {
-            for zone in self.state.zone_handles() {
-                let _ = zone.control.send(Control::Kick { player: *player, reason: "banned".into() });
-            }
-        }
-        tracing::info!(version, newly_banned = added.len(), "ban list applied");
     }
 }
 

@@ -17,7 +17,7 @@ use respawn_sim::{Command, CommandKind, Point};
 use tokio::sync::mpsc;
 
 use crate::link::{ClientLink, ConnState};
-use crate::server::{ServerState, ZoneHandle};
+use crate::server::state::{ServerState, ZoneHandle};
 use crate::wire;
 use crate::zone_loop::Control;
 

@@ -12,8 +12,7 @@ use std::time::Duration;
 use respawn_api::registry::{Heartbeat, HeartbeatReply, RegistryClient, ServerState};
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{DrainHook, ServerView};
-use crate::BanEnforcer;
+use crate::server::{BanEnforcer, DrainHook, ServerView};
 
 /// How often a zone server renews its registry entry (the entry lives 3 s).
 const PERIOD: Duration = Duration::from_secs(1);

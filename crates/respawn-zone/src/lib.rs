@@ -16,6 +16,5 @@ pub mod server;
 mod wire;
 pub mod zone_loop;
 
-pub use bans::BanEnforcer;
 pub use config::{ConfigError, ServerConfig};
-pub use server::{DrainReport, DrainTrigger, ServerError, ServerOptions, ZoneServer};
+pub use server::{BanEnforcer, DrainReport, DrainTrigger, ServerError, ServerOptions, ZoneServer};

@@ -5,7 +5,7 @@
 //! dashboard. Every route is listed once, in [`api::OPERATIONS`].
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::Fleet;
-use crate::ledger::Ledger;
+use crate::ledger::LedgerSlot;
 use crate::metrics::PlatformMetrics;
 
 pub mod api;
@@ -103,6 +103,13 @@ impl HttpContext {
     }
 }
 
+impl HttpContext {
+    /// Starts a rollout over this platform's registry and zone admin API.
+    pub fn start_rollout(&self, plan: crate::rollout::Plan) -> Result<crate::rollout::Rollout, String> {
+        self.rollouts.start(self.registry.clone(), self.zone_admin.clone(), plan)
+    }
+}
+
 /// The key zone servers check session tokens with, and the tokens' lifetime.
 #[derive(Debug, Clone)]
 pub struct SessionSigner {
@@ -130,9 +137,6 @@ impl Default for Limits {
         }
     }
 }
-
-/// The ledger once connected; empty while the platform server waits for MySQL.
-pub type LedgerSlot = Arc<OnceLock<Arc<dyn Ledger>>>;
 
 /// Serves every route of the platform, and `also` (other routes of the
 /// process, e.g. the play page), until `stop`; behind the connection guard

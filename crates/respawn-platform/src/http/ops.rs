@@ -623,7 +623,7 @@ pub(super) async fn start_rollout(
             wait: rollout_wait(body.wait_secs)?,
             rollback: false,
         };
-        let started = ctx.rollouts.start(ctx.clone(), plan).map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
+        let started = ctx.start_rollout(plan).map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
         Ok::<_, Refusal>(json!(started))
     }
     .await;
@@ -643,7 +643,7 @@ pub(super) async fn rollback(
             .rollback_plan(rollout_wait(body.wait_secs)?)
             .map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
         target = format!("back to {}", plan.to);
-        let started = ctx.rollouts.start(ctx.clone(), plan).map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
+        let started = ctx.start_rollout(plan).map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
         Ok::<_, Refusal>(json!(started))
     }
     .await;

@@ -201,7 +201,7 @@ pub async fn run(dir: &Path, stores: crate::StoreArgs, options: Options) -> Resu
     let mode = if handoff { Mode::Handoff } else { Mode::Guide };
     let plan = Plan { to: to_version.clone(), from: None, mode, wait: Duration::from_secs(60), rollback: false };
     let rollout_started = started.elapsed();
-    ctx.rollouts.start(ctx.clone(), plan).map_err(anyhow::Error::msg)?;
+    ctx.start_rollout(plan).map_err(anyhow::Error::msg)?;
     note(
         &mut timeline,
         format!("rollout to {to_version} started ({})", if handoff { "hand-off" } else { "guide's steps" }),

@@ -1,0 +1,270 @@
+//! The zone server's admin API (`/admin/*`, behind the admin bearer token):
+//! drain, notices, kicks, cordon, the server's info, and the hand-over calls.
+//! Answers are the `respawn_api::admin` types.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use respawn_api::admin::{HostedZone, ServerInfo};
+use respawn_proto::NoticeKind;
+
+use super::handover::HandoverError;
+use super::state::{ServerState, ZoneHandle};
+use crate::zone_loop::Control;
+
+/// The admin routes, for the server's router.
+pub(super) fn routes() -> Router<Arc<ServerState>> {
+    Router::new()
+        .route("/admin/drain", post(admin_drain))
+        .route("/admin/announce", post(admin_announce))
+        .route("/admin/kick", post(admin_kick))
+        .route("/admin/info", get(admin_info))
+        .route("/admin/cordon", post(admin_cordon))
+        .route("/admin/uncordon", post(admin_uncordon))
+        .route("/admin/zones/{zone}/release", post(admin_release))
+        .route("/admin/zones/{zone}/adopt", post(admin_adopt))
+        .route("/admin/zones/{zone}/redirect", post(admin_redirect))
+        .route("/admin/zones/{zone}/resume", post(admin_resume))
+}
+
+/// Checks the admin bearer token; the error is the status and text to answer.
+fn authorize(state: &ServerState, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+    let Some(expected) = state.admin_token.as_deref() else {
+        return Err((StatusCode::NOT_FOUND, "admin API disabled: start the server with --admin-token\n"));
+    };
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| respawn_token::constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err((StatusCode::UNAUTHORIZED, "missing or wrong admin bearer token\n"))
+    }
+}
+
+async fn admin_drain(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    tracing::info!("drain requested through the admin API");
+    state.drain_requested.cancel();
+    (StatusCode::ACCEPTED, "draining\n").into_response()
+}
+
+const MAX_NOTICE_LEN: usize = 500;
+
+#[derive(Debug, serde::Deserialize)]
+struct AnnounceParams {
+    text: String,
+    /// One zone; every zone when absent.
+    zone: Option<String>,
+}
+
+async fn admin_announce(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Query(params): Query<AnnounceParams>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    if params.text.trim().is_empty() || params.text.len() > MAX_NOTICE_LEN {
+        return (StatusCode::BAD_REQUEST, format!("text must be 1..={MAX_NOTICE_LEN} bytes\n")).into_response();
+    }
+    let zones: Vec<Arc<ZoneHandle>> = match &params.zone {
+        Some(name) => match state.zone(name) {
+            Some(z) => vec![z],
+            None => return (StatusCode::NOT_FOUND, format!("no zone named {name:?}\n")).into_response(),
+        },
+        None => state.zone_handles(),
+    };
+    for zone in &zones {
+        let notice = Control::Broadcast { kind: NoticeKind::Announcement, text: params.text.clone(), deadline_ms: 0 };
+        let _ = zone.control.send(notice);
+    }
+    tracing::info!(zones = zones.len(), text = %params.text, "announcement sent");
+    (StatusCode::ACCEPTED, "announced\n").into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct KickParams {
+    player: u64,
+    reason: Option<String>,
+}
+
+async fn admin_kick(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Query(params): Query<KickParams>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    let reason = params.reason.unwrap_or_else(|| "kicked by an operator".into());
+    if reason.len() > MAX_NOTICE_LEN {
+        return (StatusCode::BAD_REQUEST, format!("reason must be at most {MAX_NOTICE_LEN} bytes\n")).into_response();
+    }
+    // The player is in at most one zone; every zone ignores a player it lacks.
+    for zone in state.zone_handles() {
+        let _ = zone.control.send(Control::Kick { player: params.player, reason: reason.clone() });
+    }
+    tracing::info!(player = params.player, reason = %reason, "kick requested");
+    (StatusCode::ACCEPTED, "kick sent\n").into_response()
+}
+
+/// What this server is and can take: a rollout checks it before moving zones here.
+async fn admin_info(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    let zones = state
+        .zone_handles()
+        .iter()
+        .map(|z| HostedZone {
+            name: z.name.clone(),
+            players: z.status.players.load(Ordering::Relaxed) as u64,
+            tick: z.status.tick.load(Ordering::Relaxed),
+            parked: z.status.parked.load(Ordering::Relaxed),
+        })
+        .collect();
+    json(&ServerInfo {
+        version: state.version.clone(),
+        compat: state.config.compat,
+        zones,
+        configured_zones: state.config.zones.iter().map(|z| z.name.clone()).collect(),
+        draining: state.draining.load(Ordering::SeqCst),
+        players: state.players() as u64,
+    })
+}
+
+/// A contract type as a JSON answer.
+fn json(body: &impl serde::Serialize) -> Response {
+    match serde_json::to_string(body) {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("answer not serializable: {e}\n")).into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct CordonParams {
+    /// Ask connected players to reconnect (they keep their characters).
+    #[serde(default)]
+    notify: bool,
+}
+
+async fn admin_cordon(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Query(params): Query<CordonParams>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    state.cordon(true, params.notify);
+    (StatusCode::ACCEPTED, "cordoned: no new players\n").into_response()
+}
+
+async fn admin_uncordon(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    if state.drain_requested.is_cancelled() {
+        return (StatusCode::CONFLICT, "the server is draining to stop; it cannot take players again\n")
+            .into_response();
+    }
+    state.cordon(false, false);
+    (StatusCode::ACCEPTED, "taking new players\n").into_response()
+}
+
+/// The status a refused hand-over call answers with.
+fn handover_status(error: &HandoverError) -> StatusCode {
+    match error {
+        HandoverError::NotConfigured(_) | HandoverError::NotHere(_) => StatusCode::NOT_FOUND,
+        HandoverError::AlreadyHosted(_)
+        | HandoverError::Unrestorable(_)
+        | HandoverError::Stale { .. }
+        | HandoverError::NotReleased(_) => StatusCode::CONFLICT,
+        HandoverError::StartFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        HandoverError::NotStored(_) => StatusCode::SERVICE_UNAVAILABLE,
+        HandoverError::Gone(_) => StatusCode::GONE,
+    }
+}
+
+fn answer<T: serde::Serialize>(result: Result<T, HandoverError>) -> Response {
+    match result {
+        Ok(body) => json(&body),
+        Err(error) => {
+            let status = handover_status(&error);
+            tracing::warn!(status = status.as_u16(), why = %error, "hand-over call refused");
+            (status, format!("{error}\n")).into_response()
+        }
+    }
+}
+
+async fn admin_release(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Path(zone): Path<String>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    answer(state.release(&zone).await)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct AdoptParams {
+    /// The tick the zone was released at: an older state is refused.
+    after_tick: Option<u64>,
+}
+
+async fn admin_adopt(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Path(zone): Path<String>,
+    Query(params): Query<AdoptParams>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    if state.drain_requested.is_cancelled() {
+        return (StatusCode::CONFLICT, "the server is draining to stop; it takes no zone\n").into_response();
+    }
+    answer(state.adopt(&zone, params.after_tick).await)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RedirectParams {
+    /// The zone's new WebSocket address.
+    to: String,
+}
+
+async fn admin_redirect(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    Path(zone): Path<String>,
+    Query(params): Query<RedirectParams>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    let valid = (params.to.starts_with("ws://") || params.to.starts_with("wss://"))
+        && params.to.len() <= 256
+        && !params.to.chars().any(char::is_control);
+    if !valid {
+        return (StatusCode::BAD_REQUEST, "to must be a ws:// or wss:// address of at most 256 characters\n")
+            .into_response();
+    }
+    answer(state.redirect(&zone, &params.to).await)
+}
+
+async fn admin_resume(State(state): State<Arc<ServerState>>, headers: HeaderMap, Path(zone): Path<String>) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    answer(state.unpark(&zone).await)
+}

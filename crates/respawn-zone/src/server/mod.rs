@@ -1,0 +1,345 @@
+//! The zone server process: zone threads, the HTTP/WebSocket listener, health,
+//! metrics, and the graceful drain. By job: [`state`] (what handlers and
+//! connections share, the hosted zones), `handover` (release, adopt,
+//! redirect, resume), `admin` (the admin API's handlers) and `drain`.
+
+mod admin;
+mod drain;
+mod handover;
+pub mod state;
+
+pub use handover::HandoverError;
+pub use state::{ServerState, ZoneHandle};
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use respawn_sim::ZoneConfig;
+use respawn_store::kafka::EventLog;
+use respawn_token::TokenKey;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::persist::{self, PersistState, Stores};
+use crate::zone_loop::Control;
+
+/// Applies ban lists to a running server.
+#[derive(Debug, Clone)]
+pub struct BanEnforcer {
+    state: Arc<ServerState>,
+}
+
+impl BanEnforcer {
+    pub fn version(&self) -> u64 {
+        self.state.bans.version()
+    }
+
+    /// Installs the list and kicks every newly banned player still connected.
+    pub fn apply(&self, version: u64, players: impl IntoIterator<Item = u64>) {
+        let added = self.state.bans.replace(version, players.into_iter().collect());
+        for player in &added {
+            for zone in self.state.zone_handles() {
+                let _ = zone.control.send(Control::Kick { player: *player, reason: "banned".into() });
+            }
+        }
+        tracing::info!(version, newly_banned = added.len(), "ban list applied");
+    }
+}
+
+/// Options beyond the config file: secrets and identity.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub config: ServerConfig,
+    pub token_key: TokenKey,
+    pub stores: Stores,
+    /// Where each zone's event outbox lives (local disk).
+    pub outbox_dir: std::path::PathBuf,
+    /// Where events are published; without one they wait in the outbox.
+    pub event_log: Option<Arc<dyn EventLog>>,
+    /// Bearer token for `/admin/*`; `None` disables the admin API.
+    pub admin_token: Option<String>,
+    pub version: String,
+    /// Zones of the configuration not to host at start (every one for a
+    /// standby server); they arrive by hand-over (`/admin/zones/{zone}/adopt`).
+    pub not_hosted: Vec<String>,
+    /// Run when a drain starts, while the server still hosts zones: hands
+    /// them to another server (the platform's evacuation) before players are told.
+    pub before_drain: Option<DrainHook>,
+}
+
+/// What a drain does first; see [`ServerOptions::before_drain`].
+#[derive(Clone)]
+pub struct DrainHook(pub Arc<dyn Fn(ServerView) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>);
+
+impl std::fmt::Debug for DrainHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DrainHook")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("zone {zone}: {message}")]
+    Zone { zone: String, message: String },
+    #[error("http server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// How a drain went, for the log and for tests.
+#[derive(Debug, Clone)]
+pub struct DrainReport {
+    pub players_at_start: usize,
+    pub players_left_over: usize,
+    pub waited: Duration,
+}
+
+/// A bound, started zone server; [`ZoneServer::run`] serves until drained.
+#[derive(Debug)]
+pub struct ZoneServer {
+    state: Arc<ServerState>,
+    listener: TcpListener,
+}
+
+/// Starts a drain from outside (signal handlers).
+#[derive(Debug, Clone)]
+pub struct DrainTrigger {
+    drain: CancellationToken,
+    force: CancellationToken,
+}
+
+impl DrainTrigger {
+    /// First call drains; a second call stops waiting for players.
+    pub fn trigger(&self) {
+        if self.drain.is_cancelled() {
+            self.force.cancel();
+        } else {
+            self.drain.cancel();
+        }
+    }
+}
+
+/// What the server's heartbeat reports, read live.
+#[derive(Debug, Clone)]
+pub struct ServerView {
+    state: Arc<ServerState>,
+}
+
+impl ServerView {
+    /// The zones hosted now.
+    pub fn zones(&self) -> Vec<String> {
+        self.state.hosted()
+    }
+
+    /// Draining or cordoned: no new players.
+    pub fn is_draining(&self) -> bool {
+        self.state.draining.load(Ordering::SeqCst) || self.state.drain_requested.is_cancelled()
+    }
+}
+
+impl ZoneServer {
+    /// Binds the listener and starts every zone thread (none when standing by).
+    pub async fn start(options: ServerOptions) -> Result<Self, ServerError> {
+        let ServerOptions {
+            config,
+            token_key,
+            stores,
+            outbox_dir,
+            event_log,
+            admin_token,
+            version,
+            not_hosted,
+            before_drain,
+        } = options;
+        tracing::info!(stores = %stores.description, "state stores");
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let state = Arc::new(ServerState {
+            metrics: Metrics::new(&version),
+            config,
+            token_key,
+            stores,
+            admin_token,
+            bans: crate::bans::BanList::default(),
+            command_limits: Mutex::default(),
+            zones: RwLock::default(),
+            handover: tokio::sync::Mutex::new(()),
+            outboxes: Mutex::default(),
+            outbox_dir,
+            event_log,
+            version,
+            before_drain,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            drain_requested: CancellationToken::new(),
+            force: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
+            publishers_stop: CancellationToken::new(),
+            publishers: Mutex::default(),
+            epoch: Instant::now(),
+            next_conn: AtomicU64::new(1),
+            connections: TaskTracker::new(),
+        });
+        let configs: Vec<ZoneConfig> =
+            state.config.zones.iter().filter(|z| !not_hosted.contains(&z.name)).cloned().collect();
+        if configs.len() < state.config.zones.len() {
+            tracing::info!(
+                standing_by_for = %not_hosted.join(", "),
+                "standing by: these zones are hosted only once handed over"
+            );
+        }
+        let format = state.config.compat.snapshot_format;
+        // Zones restore side by side: the restart time is the slowest zone's,
+        // not the sum. Every start then stores its state, so a snapshot always exists.
+        let restored = futures_util::future::join_all(
+            configs.iter().map(|z| persist::restore_reading(z, &state.stores, format, None)),
+        )
+        .await
+        .into_iter()
+        .zip(&configs)
+        .map(|(r, z)| r.map_err(|message| ServerError::Zone { zone: z.name.clone(), message }))
+        .collect::<Result<Vec<_>, _>>()?;
+        let states: Vec<Arc<PersistState>> = configs.iter().map(|_| Arc::default()).collect();
+        futures_util::future::join_all(
+            restored
+                .iter()
+                .zip(&states)
+                .map(|((zone, _), ps)| persist::checkpoint_after_restore(zone, &state.stores, ps)),
+        )
+        .await;
+        for ((zone_config, (zone, report)), persist_state) in configs.iter().zip(restored).zip(states) {
+            let handle = state
+                .start_zone(zone_config, zone, report, persist_state)
+                .map_err(|message| ServerError::Zone { zone: zone_config.name.clone(), message })?;
+            state.insert_zone(handle);
+        }
+        Ok(Self { state, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Where the platform server's ban lists are applied.
+    pub fn ban_enforcer(&self) -> BanEnforcer {
+        BanEnforcer { state: self.state.clone() }
+    }
+
+    /// What the heartbeat reports: hosted zones and whether new players are taken.
+    pub fn view(&self) -> ServerView {
+        ServerView { state: self.state.clone() }
+    }
+
+    pub fn drain_trigger(&self) -> DrainTrigger {
+        DrainTrigger { drain: self.state.drain_requested.clone(), force: self.state.force.clone() }
+    }
+
+    /// Serves until a drain completes, then stops every zone.
+    pub async fn run(self) -> Result<DrainReport, ServerError> {
+        let state = self.state;
+        let app = router(state.clone());
+        let http_shutdown = state.shutdown.clone();
+        let per_ip = state.config.limits.connections_per_ip;
+        let listener = respawn_net::GuardedListener::new(self.listener, per_ip, state.metrics.guard().clone());
+        let http = tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned()).await
+        });
+        state.ready.store(true, Ordering::SeqCst);
+        state.metrics.set_ready(true);
+        tracing::info!(zones = %state.zone_names(), "ready");
+
+        state.drain_requested.cancelled().await;
+        let report = drain::drain(&state).await;
+
+        tracing::info!(step = "5/5", "closing remaining connections and stopping zones");
+        state.shutdown.cancel();
+        state.connections.close();
+        if tokio::time::timeout(Duration::from_secs(5), state.connections.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within 5 s");
+        }
+        for zone in state.zone_handles() {
+            // A stopped thread sends a last snapshot; its persister stores it.
+            let _ = zone.control.send(Control::Stop);
+            zone.wait_stopped().await;
+        }
+        state.publishers_stop.cancel();
+        let publishers = state.publishers.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+        for publisher in publishers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), publisher).await;
+        }
+        match http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServerError::Http(e)),
+            Err(e) => tracing::error!(error = %e, "http task failed"),
+        }
+        tracing::info!(
+            players_at_start = report.players_at_start,
+            left_over = report.players_left_over,
+            waited_ms = report.waited.as_millis() as u64,
+            "stopped cleanly"
+        );
+        Ok(report)
+    }
+}
+
+fn router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/ws", get(ws_upgrade))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(admin::routes())
+        .with_state(state)
+}
+
+async fn ws_upgrade(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade) -> Response {
+    let max = respawn_proto::MAX_CLIENT_FRAME_BYTES;
+    let tracker = state.connections.clone();
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| tracker.track_future(crate::conn::serve(socket, state)))
+}
+
+/// Liveness: every zone thread has ticked within the last few seconds (a
+/// zone parked for a hand-off does not tick on purpose).
+async fn healthz(State(state): State<Arc<ServerState>>) -> Response {
+    let now_ms = state.epoch.elapsed().as_millis() as u64;
+    let stale: Vec<String> = state
+        .zone_handles()
+        .iter()
+        .filter(|z| !z.status.parked.load(Ordering::Relaxed))
+        .filter(|z| now_ms.saturating_sub(z.status.last_tick_ms.load(Ordering::Relaxed)) > 5_000)
+        .map(|z| z.name.clone())
+        .collect();
+    if stale.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("zones not ticking: {}\n", stale.join(", "))).into_response()
+    }
+}
+
+async fn readyz(State(state): State<Arc<ServerState>>) -> Response {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else if state.draining.load(Ordering::SeqCst) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
