@@ -1,11 +1,9 @@
 //! Clients of a zone server: a protocol connection, a world model built from
 //! state updates, the bot that plays by itself (used by `respawn up --bots`
-//! and `respawn loadgen`), and the TCP gate the drills cut to make a server
-//! unreachable.
+//! and `respawn loadgen`).
 
 pub mod bot;
 pub mod conn;
-pub mod gate;
 pub mod world;
 
 pub use bot::{

@@ -123,13 +123,10 @@ async fn the_mysql_ledger_keeps_the_contract() -> Result<()> {
 
 #[tokio::test]
 async fn the_sqlite_ledger_keeps_the_contract_and_its_data_across_reopening() -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("respawn-ledger-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("events.sqlite");
-    let _ = std::fs::remove_file(&path);
+    let dir = respawn_harness::TempDir::new("ledger-test")?;
+    let path = dir.path().join("events.sqlite");
     contract(&SqliteLedger::open(&path).await?).await?;
     let reopened = SqliteLedger::open(&path).await?;
     assert_eq!(reopened.event_count().await?, 10, "the migration runs again harmlessly and the data stays");
-    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

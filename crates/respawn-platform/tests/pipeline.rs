@@ -10,7 +10,7 @@ use prost::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use respawn_client::gate::Gate;
+use respawn_harness::gate::Gate;
 use respawn_platform::metrics::ErrorKind;
 use respawn_platform::{connect, run_consumer, ConsumerConfig, PlatformMetrics};
 use respawn_proto::events::{event::Kind, Event, LevelUp, EVENT_SCHEMA_VERSION};

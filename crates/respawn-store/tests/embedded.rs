@@ -1,35 +1,28 @@
 //! The contract suites against the embedded implementations (files, memory).
 
-use std::path::PathBuf;
-
+use respawn_harness::TempDir;
 use respawn_store::{contract, file};
-
-fn data_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!("respawn-store-{tag}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 #[tokio::test]
 async fn files_honour_every_contract() {
-    let dir = data_dir("contract");
-    contract::hot_snapshots(&file::FileHotSnapshots::new(&dir), 1).await.expect("hot snapshots");
-    contract::cold_snapshots(&file::FileColdSnapshots::new(&dir), 1).await.expect("cold snapshots");
-    contract::journal(&file::FileJournal::new(&dir), 1).await.expect("journal");
-    contract::sessions(&file::FileSessions::new(&dir), 1).await.expect("sessions");
+    let temp = TempDir::new("store-contract").expect("temp dir");
+    let dir = temp.path();
+    contract::hot_snapshots(&file::FileHotSnapshots::new(dir), 1).await.expect("hot snapshots");
+    contract::cold_snapshots(&file::FileColdSnapshots::new(dir), 1).await.expect("cold snapshots");
+    contract::journal(&file::FileJournal::new(dir), 1).await.expect("journal");
+    contract::sessions(&file::FileSessions::new(dir), 1).await.expect("sessions");
     contract::registry(&respawn_store::memory::MemoryRegistry::new(), 1).await.expect("registry");
     contract::ops(&respawn_store::memory::MemoryOps::new(), 1).await.expect("operations state");
     let limiter = respawn_store::ratelimit::MemoryRateLimiter::default();
     contract::rate_limiter(&limiter, "ip:127.0.0.1").await.expect("rate limiter");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn a_torn_journal_tail_is_ignored_and_appends_continue() {
     use respawn_store::{Journal, JournalEntry};
-    let dir = data_dir("torn");
-    let journal = file::FileJournal::new(&dir);
+    let temp = TempDir::new("store-torn").expect("temp dir");
+    let dir = temp.path();
+    let journal = file::FileJournal::new(dir);
     let entry = |tick| JournalEntry { tick, batch: vec![1, 2, 3] };
     journal.append(7, vec![entry(1), entry(2)]).await.expect("append");
     // A crash mid-write leaves half a record behind.
@@ -37,7 +30,6 @@ async fn a_torn_journal_tail_is_ignored_and_appends_continue() {
     let mut bytes = std::fs::read(&path).expect("journal file");
     bytes.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0, 99]);
     std::fs::write(&path, bytes).expect("write");
-    let reopened = file::FileJournal::new(&dir);
+    let reopened = file::FileJournal::new(dir);
     assert_eq!(reopened.read_after(7, 0).await.expect("read"), vec![entry(1), entry(2)]);
-    let _ = std::fs::remove_dir_all(dir);
 }

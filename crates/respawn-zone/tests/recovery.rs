@@ -28,9 +28,9 @@ fn unique() -> String {
     format!("{}-{nanos}", std::process::id())
 }
 
-fn file_stores() -> (Stores, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("respawn-recovery-{}", unique()));
-    (Stores::files(&dir), dir)
+fn file_stores() -> (Stores, respawn_harness::TempDir) {
+    let dir = respawn_harness::TempDir::new("recovery").expect("temp dir");
+    (Stores::files(dir.path()), dir)
 }
 
 async fn real_stores() -> Stores {
@@ -141,9 +141,8 @@ fn assert_same_state(mut restored: Zone, lost: &Zone) {
 
 #[tokio::test]
 async fn files_restore_the_exact_lost_state() {
-    let (stores, dir) = file_stores();
+    let (stores, _dir) = file_stores();
     restored_equals_lost(stores).await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -153,7 +152,7 @@ async fn redis_and_mongodb_restore_the_exact_lost_state() {
 
 #[tokio::test]
 async fn a_corrupt_newest_snapshot_falls_back_to_the_older_one() {
-    let (stores, dir) = file_stores();
+    let (stores, _dir) = file_stores();
     play_and_crash(&stores, 250, 100).await;
     // Tamper with the newest hot snapshot (tick 200): flip a payload byte.
     let mut newest = stores.hot.recent(11).await.expect("hot")[0].clone();
@@ -165,12 +164,11 @@ async fn a_corrupt_newest_snapshot_falls_back_to_the_older_one() {
     assert!(report.refused.iter().any(|r| r.contains("checksum")), "{:?}", report.refused);
     assert_eq!(report.snapshot_tick, 200, "the next-best snapshot is used");
     assert_eq!(restored.tick_number(), 250);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn a_zone_never_starts_fresh_over_a_snapshot_format_it_cannot_read() {
-    let (stores, dir) = file_stores();
+    let (stores, _dir) = file_stores();
     let mut bytes = Zone::new(config()).expect("zone").encode_snapshot();
     bytes[4] = 77;
     let meta = SnapshotMeta { zone: 11, tick: 10, taken_at_ms: 1 };
@@ -179,12 +177,11 @@ async fn a_zone_never_starts_fresh_over_a_snapshot_format_it_cannot_read() {
     let why = persist::restore(&config(), &stores).await.expect_err("a newer build's state is not discarded");
     assert!(why.contains("refusing to start zone recovery fresh") && why.contains("snapshot format 77"), "{why}");
     assert!(started.elapsed() < persist::RESTORE_PATIENCE, "refused at once, not retried like an outage");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn a_fresh_zone_starts_when_every_snapshot_is_corrupt() {
-    let (stores, dir) = file_stores();
+    let (stores, _dir) = file_stores();
     let mut bytes = Zone::new(config()).expect("zone").encode_snapshot();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
@@ -193,7 +190,6 @@ async fn a_fresh_zone_starts_when_every_snapshot_is_corrupt() {
     let (zone, report) = persist::restore(&config(), &stores).await.expect("restore");
     assert!(report.refused.iter().any(|r| r.contains("checksum")), "{:?}", report.refused);
     assert_eq!((report.source, zone.tick_number()), (RestoreSource::Fresh, 0));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -211,32 +207,30 @@ async fn with_the_hot_store_empty_the_cold_snapshot_is_used() {
 
 #[tokio::test]
 async fn with_the_journal_out_of_reach_a_restore_still_starts_a_new_timeline() {
-    let (files, dir) = file_stores();
+    let (files, _dir) = file_stores();
     let lost = play_and_crash(&files, 120, 100).await;
     let dead = RedisConn::new("redis://127.0.0.1:1/0", "dead").expect("url");
     let stores = Stores { journal: Arc::new(RedisJournal::new(dead)), ..files };
     let (restored, report) = persist::restore(&config(), &stores).await.expect("restore");
     assert_eq!((report.snapshot_tick, report.replayed_ticks), (100, 0), "the snapshot, no journal");
     assert_ne!(restored.epoch(), lost.epoch(), "ticks 101-120 were published under the old epoch");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn a_zone_refuses_to_start_fresh_while_its_stores_are_unreachable() {
     let dead = RedisConn::new("redis://127.0.0.1:1/0", "dead").expect("url");
-    let (files, dir) = file_stores();
+    let (files, _dir) = file_stores();
     let stores = Stores { hot: Arc::new(RedisHotSnapshots::new(dead)), ..files };
     let started = std::time::Instant::now();
     let result = persist::restore(&config(), &stores).await;
     let why = result.expect_err("no fresh start");
     assert!(why.contains("refusing to start zone recovery fresh") && why.contains("hot snapshots"), "{why}");
     assert!(started.elapsed() >= persist::RESTORE_PATIENCE, "it kept trying first");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn every_event_reaches_the_outbox_and_a_restore_resends_the_replayed_ones() {
-    let (stores, dir) = file_stores();
+    let (stores, _dir) = file_stores();
     let played = play(&stores, 250, 100).await;
     assert!(played.events.len() > 10, "the game produced events");
     let in_outbox: Vec<(u64, Vec<u8>)> = played.outbox.read(0, usize::MAX).expect("outbox");
@@ -251,7 +245,6 @@ async fn every_event_reaches_the_outbox_and_a_restore_resends_the_replayed_ones(
         played.events.iter().filter(|(tick, _)| *tick > report.snapshot_tick).map(|e| e.1.clone()).collect();
     assert!(!after_snapshot.is_empty());
     assert_eq!(ids(&report.replayed_events), after_snapshot);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Cold snapshots that count how often they were listed.
@@ -282,7 +275,7 @@ impl respawn_store::ColdSnapshots for CountingCold {
 
 #[tokio::test]
 async fn a_handed_over_zone_restores_from_the_hot_store_without_listing_cold_snapshots() {
-    let (files, dir) = file_stores();
+    let (files, _dir) = file_stores();
     let cold = Arc::new(CountingCold { inner: files.cold.clone(), lists: Default::default() });
     let stores = Stores { cold: cold.clone(), ..files };
     let mut zone = Zone::new(config()).expect("zone");
@@ -298,5 +291,4 @@ async fn a_handed_over_zone_restores_from_the_hot_store_without_listing_cold_sna
     assert_eq!(cold.lists.load(Ordering::Relaxed), 0, "the hot snapshot at the released tick is the newest state");
     persist::restore(&config(), &stores).await.expect("restore");
     assert_eq!(cold.lists.load(Ordering::Relaxed), 1, "an ordinary start consults the cold store too");
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -11,7 +11,6 @@ mod ctl;
 mod drill;
 mod loadgen;
 mod services;
-mod supervisor;
 mod up;
 mod web;
 
@@ -20,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use respawn_api::admin::ZoneAdmin;
 use respawn_api::http::CallError;
 use respawn_api::registry::RegistryClient;
+use respawn_harness::zone::StoreFlags;
 use respawn_store::kafka::KafkaEventLog;
 use respawn_store::mongo::MongoColdSnapshots;
 use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisSessions};
@@ -133,7 +133,7 @@ struct ZoneArgs {
     #[arg(long, env = "RESPAWN_OUTBOX_DIR")]
     outbox_dir: Option<PathBuf>,
     #[command(flatten)]
-    stores: StoreArgs,
+    stores: StoreFlags,
 }
 
 /// This build's version: the crate's, unless the build was labelled
@@ -144,90 +144,45 @@ pub const VERSION: &str = match option_env!("RESPAWN_BUILD_VERSION") {
     None => env!("CARGO_PKG_VERSION"),
 };
 
-/// The embedded event ledger's file, in the data directory.
-pub const EVENTS_DB: &str = "events.sqlite";
-
-/// Where zone state lives: files by default; Redis and MongoDB when given.
-#[derive(Args, Debug, Clone)]
-pub struct StoreArgs {
-    /// Directory of the embedded stores (files), for the roles not on Redis or MongoDB.
-    #[arg(long, env = "RESPAWN_DATA_DIR", default_value = "respawn-data")]
-    data_dir: PathBuf,
-    /// Redis for hot snapshots, the command journal and resume tokens.
-    #[arg(long, env = "RESPAWN_REDIS_URL")]
-    redis_url: Option<String>,
-    /// Key prefix in Redis (one per deployment).
-    #[arg(long, env = "RESPAWN_REDIS_PREFIX", default_value = "respawn")]
-    redis_prefix: String,
-    /// MongoDB for cold snapshots, e.g. mongodb://127.0.0.1:27017/?directConnection=true
-    #[arg(long, env = "RESPAWN_MONGO_URI")]
-    mongo_uri: Option<String>,
-    /// MongoDB database name.
-    #[arg(long, env = "RESPAWN_MONGO_DB", default_value = "respawn")]
-    mongo_db: String,
-    /// Kafka brokers (host:port,...) to publish events to (topic game.events.player);
-    /// without them events go to the embedded ledger, events.sqlite in the data directory.
-    #[arg(long, env = "RESPAWN_KAFKA_BROKERS")]
-    kafka_brokers: Option<String>,
+/// Where the zones' outboxes publish: Kafka with `--kafka-brokers`, else
+/// the embedded ledger (SQLite) in the data directory.
+async fn event_log(stores: &StoreFlags) -> Result<Arc<dyn respawn_store::kafka::EventLog>> {
+    Ok(match &stores.kafka_brokers {
+        // The idempotent producer keeps retrying in order this long; a
+        // delivery that times out makes librdkafka bump the producer
+        // epoch, which some Kafka-compatible brokers handle badly.
+        Some(brokers) => {
+            Arc::new(KafkaEventLog::new(brokers, respawn_proto::events::TOPIC, std::time::Duration::from_secs(300))?)
+        }
+        None => {
+            let path = stores.events_db();
+            std::fs::create_dir_all(&stores.data_dir)
+                .with_context(|| format!("cannot create {}", stores.data_dir.display()))?;
+            let ledger = respawn_platform::SqliteLedger::open(&path)
+                .await
+                .with_context(|| format!("cannot open the event ledger {}", path.display()))?;
+            Arc::new(respawn_platform::LedgerEventLog::new(ledger))
+        }
+    })
 }
 
-impl StoreArgs {
-    /// Where the zones' outboxes publish: Kafka with `--kafka-brokers`, else
-    /// the embedded ledger (SQLite) in the data directory.
-    async fn event_log(&self) -> Result<Arc<dyn respawn_store::kafka::EventLog>> {
-        Ok(match &self.kafka_brokers {
-            // The idempotent producer keeps retrying in order this long; a
-            // delivery that times out makes librdkafka bump the producer
-            // epoch, which some Kafka-compatible brokers handle badly.
-            Some(brokers) => Arc::new(KafkaEventLog::new(
-                brokers,
-                respawn_proto::events::TOPIC,
-                std::time::Duration::from_secs(300),
-            )?),
-            None => {
-                let path = self.data_dir.join(EVENTS_DB);
-                std::fs::create_dir_all(&self.data_dir)
-                    .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
-                let ledger = respawn_platform::SqliteLedger::open(&path)
-                    .await
-                    .with_context(|| format!("cannot open the event ledger {}", path.display()))?;
-                Arc::new(respawn_platform::LedgerEventLog::new(ledger))
-            }
-        })
+/// The zone stores the flags name: files, with Redis and MongoDB for their roles when given.
+pub async fn build_stores(flags: &StoreFlags) -> Result<Stores> {
+    let mut stores = Stores::files(&flags.data_dir);
+    let mut described = vec![format!("files in {}", flags.data_dir.display())];
+    if let Some(url) = &flags.redis_url {
+        let conn = RedisConn::new(url, &flags.redis_prefix)?;
+        stores.hot = Arc::new(RedisHotSnapshots::new(conn.clone()));
+        stores.journal = Arc::new(RedisJournal::new(conn.clone()));
+        stores.sessions = Arc::new(RedisSessions::new(conn));
+        described.push("hot snapshots, journal and sessions on Redis".into());
     }
-
-    /// The same choice as command-line arguments of `respawn zone`.
-    fn to_args(&self) -> Vec<std::ffi::OsString> {
-        let mut args: Vec<std::ffi::OsString> = vec!["--data-dir".into(), self.data_dir.clone().into()];
-        if let Some(url) = &self.redis_url {
-            args.extend(["--redis-url".into(), url.into(), "--redis-prefix".into(), (&self.redis_prefix).into()]);
-        }
-        if let Some(uri) = &self.mongo_uri {
-            args.extend(["--mongo-uri".into(), uri.into(), "--mongo-db".into(), (&self.mongo_db).into()]);
-        }
-        if let Some(brokers) = &self.kafka_brokers {
-            args.extend(["--kafka-brokers".into(), brokers.into()]);
-        }
-        args
+    if let Some(uri) = &flags.mongo_uri {
+        stores.cold = Arc::new(MongoColdSnapshots::new(uri, &flags.mongo_db).await?);
+        described.push("cold snapshots on MongoDB".into());
     }
-
-    async fn build(&self) -> Result<Stores> {
-        let mut stores = Stores::files(&self.data_dir);
-        let mut described = vec![format!("files in {}", self.data_dir.display())];
-        if let Some(url) = &self.redis_url {
-            let conn = RedisConn::new(url, &self.redis_prefix)?;
-            stores.hot = Arc::new(RedisHotSnapshots::new(conn.clone()));
-            stores.journal = Arc::new(RedisJournal::new(conn.clone()));
-            stores.sessions = Arc::new(RedisSessions::new(conn));
-            described.push("hot snapshots, journal and sessions on Redis".into());
-        }
-        if let Some(uri) = &self.mongo_uri {
-            stores.cold = Arc::new(MongoColdSnapshots::new(uri, &self.mongo_db).await?);
-            described.push("cold snapshots on MongoDB".into());
-        }
-        stores.description = described.join("; ");
-        Ok(stores)
-    }
+    stores.description = described.join("; ");
+    Ok(stores)
 }
 
 #[derive(Args, Debug)]
@@ -367,36 +322,6 @@ async fn stop_zone(args: ZoneStopArgs) -> Result<()> {
     Ok(())
 }
 
-/// A temporary directory removed on drop.
-#[derive(Debug)]
-pub struct TempDirGuard(PathBuf);
-
-impl TempDirGuard {
-    pub fn new(tag: &str) -> Result<Self> {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!("respawn-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
-        Ok(Self(path))
-    }
-
-    pub fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-
-    /// Leaves the directory in place and returns its path.
-    pub fn keep(mut self) -> PathBuf {
-        std::mem::take(&mut self.0)
-    }
-}
-
-impl Drop for TempDirGuard {
-    fn drop(&mut self) {
-        if !self.0.as_os_str().is_empty() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
@@ -525,9 +450,9 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
         let options = ServerOptions {
             config,
             token_key: token_key(&args.token_key)?,
-            stores: args.stores.build().await?,
+            stores: build_stores(&args.stores).await?,
             outbox_dir: args.outbox_dir.unwrap_or_else(|| args.stores.data_dir.join("outbox")),
-            event_log: Some(args.stores.event_log().await?),
+            event_log: Some(event_log(&args.stores).await?),
             admin_token: args.admin_token,
             version: VERSION.to_owned(),
             not_hosted,

@@ -21,7 +21,8 @@ use respawn_store::ratelimit::Quota;
 use respawn_token::TokenKey;
 use respawn_zone::ServerConfig;
 
-use crate::supervisor::{say, ChildSpec, Supervisor, SupervisorStatus};
+use respawn_harness::supervisor::{say, ChildSpec, Supervisor, SupervisorStatus};
+use respawn_harness::zone::StoreFlags;
 
 /// Session tokens issued at login live this long.
 const SESSION_TTL_SECS: u64 = 12 * 3600;
@@ -41,7 +42,7 @@ pub struct UpArgs {
     #[arg(long)]
     zone_config: Option<PathBuf>,
     #[command(flatten)]
-    stores: crate::StoreArgs,
+    stores: StoreFlags,
     #[command(flatten)]
     alerting: crate::AlertingArgs,
 }
@@ -97,7 +98,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     // The zone server created the embedded ledger before it listened; the
     // platform side reads player profiles and events from it.
     if args.stores.kafka_brokers.is_none() {
-        let path = args.stores.data_dir.join(crate::EVENTS_DB);
+        let path = args.stores.data_dir.join(respawn_harness::zone::EVENTS_DB);
         match respawn_platform::SqliteLedger::open(&path).await {
             Ok(ledger) => {
                 let _ = ledger_slot.set(Arc::new(ledger));
@@ -118,7 +119,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
     match &args.stores.kafka_brokers {
         Some(brokers) => println!("  events:    Kafka {brokers} (topic {})", respawn_proto::events::TOPIC),
         None => {
-            println!("  events:    {} (embedded ledger, SQLite)", args.stores.data_dir.join(crate::EVENTS_DB).display())
+            println!(
+                "  events:    {} (embedded ledger, SQLite)",
+                args.stores.data_dir.join(respawn_harness::zone::EVENTS_DB).display()
+            )
         }
     }
     println!("Ctrl-C stops everything.");

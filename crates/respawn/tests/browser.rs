@@ -35,7 +35,7 @@ impl Up {
         let mut child = Command::new(env!("CARGO_BIN_EXE_respawn"))
             .args(["up", "--listen", "127.0.0.1:0", "--zone-listen", "127.0.0.1:0", "--bots", &bots.to_string()])
             .arg("--data-dir")
-            .arg(&data.0)
+            .arg(data.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
@@ -168,7 +168,7 @@ impl Browser {
                 "--window-size=1000,700",
                 "--remote-debugging-port=0",
             ])
-            .arg(format!("--user-data-dir={}", profile.0.display()))
+            .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -458,12 +458,12 @@ async fn the_play_page_follows_its_zone_to_another_server() -> Result<()> {
     let platform = Platform::for_rollouts(SERVER_TOKEN, OPERATOR).await?;
     let data = TempDir::new("browser-handoff")?;
     let zone = |bin: &str, outbox: &str, standby: bool| {
-        let (addr, outbox) = (platform.addr.to_string(), data.0.join(outbox).display().to_string());
+        let (addr, outbox) = (platform.addr.to_string(), data.path().join(outbox).display().to_string());
         let mut args = vec!["--platform", &addr, "--server-token", SERVER_TOKEN, "--outbox-dir", &outbox];
         if standby {
             args.push("--standby");
         }
-        ZoneProcess::start_build(bin, TEST_CONFIG, &data.0.join("state"), &args)
+        ZoneProcess::start_build(bin, TEST_CONFIG, &data.path().join("state"), &args)
     };
     let old = zone(env!("CARGO_BIN_EXE_respawn"), "outbox-old", false)?;
     let new = zone(&next, "outbox-new", true)?;

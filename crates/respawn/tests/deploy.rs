@@ -75,8 +75,8 @@ fn configmap_zone_toml(text: &str) -> String {
 
 #[test]
 fn the_zone_configurations_they_carry_load() {
-    let dir = std::env::temp_dir().join(format!("respawn-deploy-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let temp = respawn_harness::TempDir::new("deploy-test").expect("temp dir");
+    let dir = temp.path();
     let from_k8s = dir.join("zone.toml");
     std::fs::write(&from_k8s, configmap_zone_toml(&read("deploy/k8s/config.yaml"))).expect("write");
     for path in [from_k8s, repo().join("deploy/compose/zone.toml")] {
@@ -87,5 +87,4 @@ fn the_zone_configurations_they_carry_load() {
         // The pods' grace period covers the drain deadline with room for the flushes.
         assert!(config.drain_deadline.as_secs() + 20 <= 120, "{}", path.display());
     }
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -71,7 +71,7 @@ fn all_zones_down_and_site_loss_bring_every_player_back() -> Result<()> {
 #[test]
 fn drills_lose_nothing_acknowledged_and_recover() -> Result<()> {
     let dir = support::TempDir::new("drill-report")?;
-    let report = dir.0.join("zone-crash.md");
+    let report = dir.path().join("zone-crash.md");
     let r = drill(&["zone-crash", "--kills", "2", "--bots", "8", "--report", &report.to_string_lossy()])?;
     check_recovery(&r);
     assert_eq!(r["scenario"], "zone-crash");
@@ -82,7 +82,7 @@ fn drills_lose_nothing_acknowledged_and_recover() -> Result<()> {
     let md = std::fs::read_to_string(&report)?;
     assert!(md.contains("# Drill zone-crash") && md.contains("**Verdict: PASS**"), "{md}");
     assert!(md.contains("| rto_ms |") && md.contains("## Timeline") && md.contains("](zone-crash.svg)"), "{md}");
-    let svg = std::fs::read_to_string(dir.0.join("zone-crash.svg"))?;
+    let svg = std::fs::read_to_string(dir.path().join("zone-crash.svg"))?;
     assert!(svg.starts_with("<svg") && svg.contains("CCU (max 8)"), "the chart saw every bot: {svg}");
     assert!(svg.matches("<polyline").count() >= 2, "both series are drawn: {svg}");
 

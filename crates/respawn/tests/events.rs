@@ -86,7 +86,7 @@ impl Broker {
         let child = std::process::Command::new(&tansu)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "sqlite://events.db"])
-            .current_dir(&dir.0)
+            .current_dir(dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()?;
@@ -128,7 +128,7 @@ async fn events_in_the_outbox_of_a_killed_zone_server_reach_mysql_once() -> Resu
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let brokers = format!("127.0.0.1:{port}");
     let keep = support::TempDir::new("outage")?;
-    let data = keep.0.join("data");
+    let data = keep.path().join("data");
     let args = ["--kafka-brokers", brokers.as_str()];
     let player = 8_000_000 + u64::from(std::process::id());
 
@@ -267,7 +267,7 @@ async fn a_session_travels_from_the_zone_through_kafka_into_mysql_every_event_on
 #[tokio::test]
 async fn without_kafka_a_join_lands_once_in_the_embedded_ledger() -> Result<()> {
     let keep = support::TempDir::new("ledger")?;
-    let data = keep.0.join("data");
+    let data = keep.path().join("data");
     let zone = ZoneProcess::start_full_with(TEST_CONFIG, &data, &[])?;
     let player = 10_000_000 + u64::from(std::process::id());
     let (_client, _) = Client::join(&zone.ws_url(), player, "embedded", "meadow").await?;
@@ -323,7 +323,7 @@ async fn without_kafka_a_join_lands_once_in_the_embedded_ledger() -> Result<()> 
 #[tokio::test]
 async fn the_platform_server_serves_without_mysql_and_consumes_once_it_answers() -> Result<()> {
     use respawn_api::http;
-    use respawn_client::gate::Gate;
+    use respawn_harness::gate::Gate;
     let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS").expect("run through scripts/test");
     let db = Database::create("late").await?;
     // MySQL unreachable at start: a gate in front of it, closed.

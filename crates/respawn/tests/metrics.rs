@@ -159,7 +159,7 @@ fn the_grafana_dashboard_reads_documented_metrics_with_valid_queries() -> Result
             format!("      - record: panel_{i}\n        expr: {}\n", serde_json::to_string(e).unwrap_or_default())
         })
         .collect();
-    let path = dir.0.join("panels.yml");
+    let path = dir.path().join("panels.yml");
     std::fs::write(&path, format!("groups:\n  - name: panels\n    rules:\n{rules}"))?;
     let out = std::process::Command::new("promtool")
         .arg("check")

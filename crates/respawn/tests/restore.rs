@@ -36,7 +36,7 @@ async fn ctl_restore_rolls_a_zone_back_to_an_older_cold_snapshot() -> Result<()>
     let config =
         TEST_CONFIG.replace("[limits]", "[persistence]\ncold_snapshot_secs = 1\nhot_snapshot_secs = 1\n\n[limits]");
     let keep = TempDir::new("restore")?;
-    let data = keep.0.join("data");
+    let data = keep.path().join("data");
     let zone = ZoneProcess::start_in(&config, TempDir::new("zone")?, &data)?;
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     support::http(zone.addr, "POST", "/admin/drain", Some(ADMIN_TOKEN)).await?;

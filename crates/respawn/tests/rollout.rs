@@ -43,11 +43,11 @@ impl Deployment {
     /// A zone server of `bin` on the shared state, heartbeating into the platform.
     fn zone(&mut self, bin: &str, config: &str, extra: &[&str]) -> Result<ZoneProcess> {
         self.outboxes += 1;
-        let outbox = self.data.0.join(format!("outbox-{}", self.outboxes));
+        let outbox = self.data.path().join(format!("outbox-{}", self.outboxes));
         let (platform, outbox) = (self.addr(), outbox.to_string_lossy().into_owned());
         let mut args = vec!["--platform", &platform, "--server-token", SERVER_TOKEN, "--outbox-dir", &outbox];
         args.extend_from_slice(extra);
-        ZoneProcess::start_build(bin, config, &self.data.0.join("state"), &args)
+        ZoneProcess::start_build(bin, config, &self.data.path().join("state"), &args)
     }
 
     async fn servers(&self) -> Result<Vec<Value>> {

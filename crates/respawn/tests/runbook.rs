@@ -78,10 +78,10 @@ async fn every_runbook_command_works_against_a_live_deployment() -> Result<()> {
     )?;
     platform.wait_healthy().await?;
     let dir = support::TempDir::new("runbook")?;
-    let data = dir.0.join("data");
+    let data = dir.path().join("data");
     // Cold snapshots every second: the restore below has one to go back to.
     let config = format!("{TEST_CONFIG}\n[persistence]\ncold_snapshot_secs = 1\n");
-    let config_path = dir.0.join("zone.toml");
+    let config_path = dir.path().join("zone.toml");
     std::fs::write(&config_path, &config)?;
     let zone = ZoneProcess::start_full_with(
         &config,

@@ -20,7 +20,9 @@ use respawn_zone::ServerConfig;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::services::{create_database, free_port, start_mariadb, start_tansu};
+use crate::services::{create_database, start_mariadb, start_tansu};
+use respawn_harness::process::free_port;
+use respawn_harness::TempDir;
 
 #[derive(Args, Debug)]
 pub struct PipelineArgs {
@@ -114,7 +116,7 @@ fn progress(json: bool, what: &str, done: u64, total: u64) {
 }
 
 async fn measure(args: &PipelineArgs) -> Result<PipelineReport> {
-    let dir = crate::TempDirGuard::new("bench-pipeline")?;
+    let dir = TempDir::new("bench-pipeline")?;
     let (_broker, brokers, broker) = match &args.kafka_brokers {
         Some(b) => (None, b.clone(), format!("external ({b})")),
         None => {

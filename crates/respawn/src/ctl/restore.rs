@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
+use respawn_harness::zone::StoreFlags;
 use respawn_sim::Zone;
 use respawn_store::{SnapshotMeta, StoredSnapshot};
 use respawn_zone::ServerConfig;
@@ -24,7 +25,7 @@ pub struct RestoreArgs {
     #[arg(long, env = "RESPAWN_ZONE_CONFIG")]
     config: Option<PathBuf>,
     #[command(flatten)]
-    stores: crate::StoreArgs,
+    stores: StoreFlags,
 }
 
 /// Where to roll back to.
@@ -87,7 +88,7 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
         .find(|z| z.name == args.zone || z.zone_id.to_string() == args.zone)
         .ok_or_else(|| anyhow!("no zone {:?} in the configuration", args.zone))?;
     let at = parse_point(&args.at)?;
-    let stores = args.stores.build().await?;
+    let stores = crate::build_stores(&args.stores).await?;
     let metas = stores.cold.list(zone.zone_id).await.context("cannot list cold snapshots")?;
     let target = pick(&metas, at).ok_or_else(|| {
         anyhow!("no cold snapshot of {} at or before {}; there are {} in all", zone.name, args.at, metas.len())

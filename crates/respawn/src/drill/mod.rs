@@ -9,14 +9,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
+use respawn_api::admin::RestoreSource;
 use respawn_api::http;
 use respawn_api::prom::{self, Histogram};
 use respawn_client::{signed_tokens, Access, Fleet};
 use respawn_token::TokenKey;
 use serde::Serialize;
 
-use crate::services::{find_binary, free_port, Service, MONGOD_CACHED};
-use crate::supervisor::{ChildSpec, Supervisor};
+use respawn_harness::process::{find_binary, free_port, Service, MONGOD_CACHED};
+use respawn_harness::supervisor::{ChildSpec, Supervisor};
+use respawn_harness::zone::StoreFlags;
+use respawn_harness::TempDir;
 
 mod pipeline;
 mod report;
@@ -153,7 +156,8 @@ pub struct KillResult {
     pub commands_lost: u64,
     pub players_before: u64,
     pub players_resumed: u64,
-    pub restore_source: String,
+    /// Where the restored state came from (null if the metrics did not say).
+    pub restore_source: Option<RestoreSource>,
     pub resume_gap_max_ms: f64,
 }
 
@@ -269,11 +273,37 @@ impl EventTally {
     }
 }
 
+/// Whether a drill met every target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    #[default]
+    Pass,
+    Fail,
+}
+
+impl Verdict {
+    pub fn of(passed: bool) -> Self {
+        if passed {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+        }
+    }
+}
+
 /// How every drill report ends: the verdict, what missed its target, and the
 /// timeline of the drill (in the JSON, three fields at the top level).
 #[derive(Debug, Default, Serialize)]
 pub struct Findings {
-    pub verdict: &'static str,
+    pub verdict: Verdict,
     pub problems: Vec<String>,
     pub timeline: Vec<String>,
     /// Tick duration and CCU over the drill, for `--report`.
@@ -284,16 +314,11 @@ pub struct Findings {
 impl Findings {
     /// A pass when nothing missed its target; the timeline is added at the end.
     pub fn judge(problems: Vec<String>) -> Self {
-        Self {
-            verdict: if problems.is_empty() { "pass" } else { "fail" },
-            problems,
-            timeline: Vec::new(),
-            chart: Vec::new(),
-        }
+        Self { verdict: Verdict::of(problems.is_empty()), problems, timeline: Vec::new(), chart: Vec::new() }
     }
 
     pub fn passed(&self) -> bool {
-        self.verdict == "pass"
+        self.verdict == Verdict::Pass
     }
 
     fn print_timeline(&self) {
@@ -331,7 +356,7 @@ struct Options {
 
 /// The deployment under test.
 struct Deployment {
-    dir: crate::TempDirGuard,
+    dir: TempDir,
     redis: Option<Service>,
     mongo: Option<Service>,
     /// Kafka-compatible broker, MariaDB and the platform server, for the pipeline drills.
@@ -349,7 +374,7 @@ struct Deployment {
 impl Deployment {
     async fn start(options: Options) -> Result<Self> {
         let Options { real, bots, pipeline: _, cold_every_secs } = options;
-        let dir = crate::TempDirGuard::new("drill")?;
+        let dir = TempDir::new("drill")?;
         let mut stores = drill_stores(dir.path());
         let (mut redis, mut mongo) = (None, None);
         if real {
@@ -476,23 +501,18 @@ impl Deployment {
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         self.note(format!("zones ticking again after {:.0} ms", rto.as_secs_f64() * 1e3));
-        let source = self
-            .samples()
-            .await
-            .ok()
-            .and_then(|s| {
-                ["hot", "cold", "journal", "fresh"]
-                    .into_iter()
-                    .find(|src| prom::sum(&s, "respawn_zone_restores_total", &[("source", src)]) > 0.0)
-            })
-            .unwrap_or("unknown")
-            .to_owned();
+        let source = self.samples().await.ok().and_then(|s| {
+            [RestoreSource::Hot, RestoreSource::Cold, RestoreSource::Journal, RestoreSource::Fresh]
+                .into_iter()
+                .find(|src| prom::sum(&s, "respawn_zone_restores_total", &[("source", src.as_str())]) > 0.0)
+        });
         let back = self.wait_players(players_before, Duration::from_secs(15)).await;
         let resumes: Vec<_> = self.bots.stats.resumes().into_iter().skip(resumes_before).collect();
         self.note(format!(
-            "{} of {players_before} players back{} (state restored from {source})",
+            "{} of {players_before} players back{} (state restored from {})",
             resumes.len(),
-            if back { "" } else { " before the 15 s limit ran out" }
+            if back { "" } else { " before the 15 s limit ran out" },
+            source_name(source)
         ));
         Ok(KillResult {
             rto_ms: rto.as_secs_f64() * 1e3,
@@ -509,7 +529,7 @@ impl Deployment {
     /// (the recovery drills' event log), and counts them.
     async fn tally_events(&mut self) -> Result<EventTally> {
         self.bots.halt().await;
-        let ledger = pipeline::LedgerView::Sqlite(self.dir.path().join("data").join(crate::EVENTS_DB));
+        let ledger = pipeline::LedgerView::Sqlite(self.dir.path().join("data").join(respawn_harness::zone::EVENTS_DB));
         let rolled_back = self.killed.rolled_back;
         let (generated, _, stored) = pipeline::settle(self, &ledger, None, rolled_back).await?;
         self.note(format!(
@@ -520,7 +540,7 @@ impl Deployment {
     }
 
     /// Stops everything; the directory goes when the returned guard does.
-    async fn stop(self) -> crate::TempDirGuard {
+    async fn stop(self) -> TempDir {
         self.bots.stop().await;
         self.supervisor.stop().await;
         self.dir
@@ -528,24 +548,17 @@ impl Deployment {
 }
 
 /// A drill deployment's stores: files under `dir` until real services are added.
-fn drill_stores(dir: &std::path::Path) -> crate::StoreArgs {
-    crate::StoreArgs {
-        data_dir: dir.join("data"),
-        redis_url: None,
-        redis_prefix: "drill".into(),
-        mongo_uri: None,
-        mongo_db: "respawn_drill".into(),
-        kafka_brokers: None,
-    }
+fn drill_stores(dir: &std::path::Path) -> StoreFlags {
+    StoreFlags::files(&dir.join("data"), "drill")
 }
 
 /// Redis and SecantusDB (MongoDB-compatible) under `dir`, and `stores` pointed at them.
-async fn start_real_stores(dir: &std::path::Path, stores: &mut crate::StoreArgs) -> Result<(Service, Service)> {
+async fn start_real_stores(dir: &std::path::Path, stores: &mut StoreFlags) -> Result<(Service, Service)> {
     let port = free_port()?;
     let mut redis = Service::new(
         "redis",
         find_binary("RESPAWN_REDIS_SERVER", &["redis-server"])?,
-        &["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         port,
         dir.join("redis"),
     );
@@ -556,13 +569,18 @@ async fn start_real_stores(dir: &std::path::Path, stores: &mut crate::StoreArgs)
     let mut mongo = Service::new(
         "mongo",
         find_binary("RESPAWN_MONGOD", MONGOD_CACHED)?,
-        &["--host", "127.0.0.1", "--port", &port.to_string(), "--storage-path", &path.display().to_string()],
+        ["--host", "127.0.0.1", "--port", &port.to_string(), "--storage-path", &path.display().to_string()],
         port,
         dir.join("mongo"),
     );
     mongo.start().await?;
     stores.mongo_uri = Some(format!("mongodb://127.0.0.1:{port}/?directConnection=true"));
     Ok((redis, mongo))
+}
+
+/// A restore's source as a report says it.
+fn source_name(source: Option<RestoreSource>) -> &'static str {
+    source.map_or("unknown", RestoreSource::as_str)
 }
 
 /// The upper bound of the highest histogram bucket that holds an observation.
@@ -636,7 +654,9 @@ pub async fn run(args: DrillArgs) -> Result<()> {
                     eprintln!("drill {} could not finish: {e:#}", scenario.name());
                     figures.push(Figures::failed(scenario));
                     let problems = vec![format!("the drill could not finish: {e:#}")];
-                    reports.push(serde_json::json!({ "scenario": scenario, "verdict": "fail", "problems": problems }));
+                    reports.push(
+                        serde_json::json!({ "scenario": scenario, "verdict": Verdict::Fail, "problems": problems }),
+                    );
                 }
                 Err(e) => return Err(e),
             }
@@ -646,8 +666,7 @@ pub async fn run(args: DrillArgs) -> Result<()> {
     if several {
         let summary = summarize(&figures);
         if args.json {
-            let verdict = if passed { "pass" } else { "fail" };
-            println!("{}", serde_json::json!({ "verdict": verdict, "summary": summary, "runs": reports }));
+            println!("{}", serde_json::json!({ "verdict": Verdict::of(passed), "summary": summary, "runs": reports }));
         } else {
             print_summary(&summary);
         }
@@ -750,7 +769,7 @@ fn publish<R: Serialize>(
 
 async fn run_rollout(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json::Value)> {
     let next = rollout::next_build(args.next_build.clone())?;
-    let dir = crate::TempDirGuard::new("drill")?;
+    let dir = TempDir::new("drill")?;
     let mut stores = drill_stores(dir.path());
     let real_stores = if args.real { Some(start_real_stores(dir.path(), &mut stores).await?) } else { None };
     let options =
@@ -773,7 +792,7 @@ async fn run_rollout(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_j
 }
 
 async fn run_site(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json::Value)> {
-    let dir = crate::TempDirGuard::new("drill")?;
+    let dir = TempDir::new("drill")?;
     let mut site = site::Site::start(dir.path(), out.scenario, args.real, args.bots).await?;
     let sampler = out.report.is_some().then(|| report::Sampler::start(site.addrs(), site.started()));
     let result = site::run(&mut site, out.scenario).await;
@@ -964,8 +983,8 @@ async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
         problems.push(format!("a tick took up to {max_tick_ms:.0} ms during the outage"));
     }
     let kill = d.crash_zone().await?;
-    if kill.restore_source != "cold" {
-        problems.push(format!("restored from {} instead of the cold snapshot", kill.restore_source));
+    if kill.restore_source != Some(RestoreSource::Cold) {
+        problems.push(format!("restored from {} instead of the cold snapshot", source_name(kill.restore_source)));
     }
     if kill.players_resumed < kill.players_before {
         problems.push(format!("only {} of {} players resumed", kill.players_resumed, kill.players_before));
@@ -1075,8 +1094,8 @@ async fn mongo_down(d: &mut Deployment) -> Result<DrillReport> {
         problems.push(format!("a tick took up to {max_tick_ms:.0} ms during the outage"));
     }
     let kill = d.crash_zone().await?;
-    if kill.restore_source != "hot" {
-        problems.push(format!("restored from {} instead of the Redis hot snapshot", kill.restore_source));
+    if kill.restore_source != Some(RestoreSource::Hot) {
+        problems.push(format!("restored from {} instead of the Redis hot snapshot", source_name(kill.restore_source)));
     }
     if kill.players_resumed < kill.players_before {
         problems.push(format!("only {} of {} players resumed", kill.players_resumed, kill.players_before));
@@ -1123,7 +1142,7 @@ fn print_report(r: &DrillReport) {
                 k.commands_lost,
                 k.players_resumed,
                 k.players_before,
-                k.restore_source
+                source_name(k.restore_source)
             );
         }
     }

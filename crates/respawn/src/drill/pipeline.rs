@@ -18,7 +18,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use respawn_api::{http, prom};
-use respawn_client::gate::Gate;
+use respawn_harness::gate::Gate;
 use respawn_proto::events::{Event, TOPIC};
 use serde::Serialize;
 use sqlx::mysql::MySqlPool;
@@ -26,7 +26,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoo
 use sqlx::{ConnectOptions, Connection};
 
 use super::{max_bucket_ms, warm_up, Deployment, Findings, Scenario, TICK_BUDGET_MS};
-use crate::services::{create_database, free_port, pool, start_mariadb, start_tansu, Service, PARTITIONS};
+use crate::services::{create_database, pool, start_mariadb, start_tansu, PARTITIONS};
+use respawn_harness::process::{free_port, Service};
 
 /// How long the pipeline may take to store what was generated before the heal.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(120);
@@ -64,7 +65,7 @@ impl Pipeline {
         let mut platform = Service::new(
             "platform",
             std::env::current_exe()?,
-            &["platform", "--listen", &platform_addr, "--kafka-brokers", &brokers, "--mysql-url", &mysql_url],
+            ["platform", "--listen", &platform_addr, "--kafka-brokers", &brokers, "--mysql-url", &mysql_url],
             platform_port,
             root.join("platform"),
         );
@@ -199,7 +200,7 @@ pub(super) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
     let (db, description) = match &d.pipeline {
         Some(p) => (p.ledger()?, p.describe()),
         None => {
-            let path = d.dir.path().join("data").join(crate::EVENTS_DB);
+            let path = d.dir.path().join("data").join(respawn_harness::zone::EVENTS_DB);
             let description = format!("embedded ledger {}", path.display());
             (LedgerView::Sqlite(path), description)
         }

@@ -93,7 +93,7 @@ pub fn write(path: &Path, title: &str, report: &Value, findings: &Findings, char
     let svg_path = path.with_extension("svg");
     let svg_name = svg_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     std::fs::write(&svg_path, svg(chart)).with_context(|| format!("cannot write {}", svg_path.display()))?;
-    let mut md = format!("# {title}\n\n**Verdict: {}**\n\n", findings.verdict.to_uppercase());
+    let mut md = format!("# {title}\n\n**Verdict: {}**\n\n", findings.verdict.as_str().to_uppercase());
     md.push_str(&format!("![Tick duration and CCU over the drill]({svg_name})\n\n"));
     md.push_str("## Figures\n\n| figure | value |\n|---|---|\n");
     if let Value::Object(fields) = report {

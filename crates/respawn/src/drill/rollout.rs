@@ -20,7 +20,8 @@ use respawn_platform::{PlatformServer, RunningPlatform};
 use serde::Serialize;
 
 use super::{max_bucket_ms, Findings, Scenario, TICK_BUDGET_MS};
-use crate::services::{free_port, Service};
+use respawn_harness::process::{free_port, Service};
+use respawn_harness::zone::{StoreFlags, ZoneCommand};
 
 /// Our target for the longest player-visible pause of a hand-off.
 const PAUSE_TARGET_MS: f64 = 1_000.0;
@@ -62,7 +63,7 @@ struct ZoneServer {
 
 struct Setup<'a> {
     dir: &'a Path,
-    stores: &'a crate::StoreArgs,
+    stores: &'a StoreFlags,
     token_key: &'a str,
     admin_token: &'a str,
     server_token: &'a str,
@@ -73,28 +74,16 @@ impl Setup<'_> {
     async fn zone(&self, exe: &Path, name: &'static str, standby: bool) -> Result<ZoneServer> {
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
-        let outbox = self.dir.join(name).join("outbox").display().to_string();
-        let mut args: Vec<String> = vec![
-            "zone".into(),
-            "--listen".into(),
-            addr.clone(),
-            "--token-key".into(),
-            self.token_key.into(),
-            "--admin-token".into(),
-            self.admin_token.into(),
-            "--platform".into(),
-            self.platform.into(),
-            "--server-token".into(),
-            self.server_token.into(),
-            "--outbox-dir".into(),
-            outbox,
-        ];
+        let mut command = ZoneCommand::new(exe, &addr)
+            .token_key(self.token_key)
+            .admin_token(self.admin_token)
+            .platform(self.platform, self.server_token)
+            .outbox_dir(&self.dir.join(name).join("outbox"))
+            .stores(self.stores);
         if standby {
-            args.push("--standby".into());
+            command = command.standby();
         }
-        args.extend(self.stores.to_args().into_iter().map(|a| a.to_string_lossy().into_owned()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut service = Service::new(name, exe.to_path_buf(), &args, port, self.dir.join(name));
+        let mut service = Service::zone(name, &command, port, self.dir.join(name));
         service.start().await.with_context(|| format!("{name} ({})", exe.display()))?;
         Ok(ZoneServer { service, addr })
     }
@@ -131,7 +120,7 @@ pub struct Options {
 }
 
 /// Runs the drill in `dir`.
-pub async fn run(dir: &Path, stores: crate::StoreArgs, options: Options) -> Result<RolloutReport> {
+pub async fn run(dir: &Path, stores: StoreFlags, options: Options) -> Result<RolloutReport> {
     let Options { next, handoff, bots, real, chart } = options;
     let started = Instant::now();
     let mut timeline = Vec::new();

@@ -20,7 +20,8 @@ use super::{
     cold_snapshots, crash_problems, drill_stores, max_bucket_ms, start_real_stores, EventTally, Findings, Killed,
     Scenario, TICK_BUDGET_MS,
 };
-use crate::services::{free_port, Service};
+use respawn_harness::process::{free_port, Service};
+use respawn_harness::zone::{StoreFlags, ZoneCommand};
 
 /// Our target for every zone back after all zone servers died: they restart
 /// side by side, each within the one-server target.
@@ -78,7 +79,7 @@ struct ZoneServer {
 pub(super) struct Site {
     root: PathBuf,
     real: bool,
-    stores: crate::StoreArgs,
+    stores: StoreFlags,
     redis: Option<Service>,
     mongo: Option<Service>,
     /// site-loss: broker, MariaDB and the platform server (the event pipeline).
@@ -127,24 +128,13 @@ impl Site {
             let port = free_port()?;
             let addr = format!("127.0.0.1:{port}");
             let outbox = dir.join("outbox");
-            let mut args: Vec<String> = [
-                "zone",
-                "--listen",
-                &addr,
-                "--config",
-                &config.display().to_string(),
-                "--token-key",
-                &token_key,
-                "--admin-token",
-                &admin_token,
-                "--outbox-dir",
-                &outbox.display().to_string(),
-            ]
-            .map(String::from)
-            .into();
-            args.extend(stores.to_args().into_iter().map(|a| a.to_string_lossy().into_owned()));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut service = Service::new("zone", std::env::current_exe()?, &args, port, dir);
+            let command = ZoneCommand::new(std::env::current_exe()?, &addr)
+                .config(&config)
+                .token_key(&token_key)
+                .admin_token(&admin_token)
+                .outbox_dir(&outbox)
+                .stores(&stores);
+            let mut service = Service::zone("zone", &command, port, dir);
             service.start().await?;
             servers.push(ZoneServer { zone: zone.name.clone(), addr, service, outbox });
         }
@@ -257,7 +247,7 @@ impl Site {
     fn ledger(&self) -> Result<LedgerView> {
         match &self.pipeline {
             Some(p) => p.ledger(),
-            None => Ok(LedgerView::Sqlite(self.stores.data_dir.join(crate::EVENTS_DB))),
+            None => Ok(LedgerView::Sqlite(self.stores.data_dir.join(respawn_harness::zone::EVENTS_DB))),
         }
     }
 

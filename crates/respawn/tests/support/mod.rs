@@ -11,6 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use respawn_client::{Connection, Event};
+use respawn_harness::zone::ZoneCommand;
+pub use respawn_harness::TempDir;
 use respawn_proto::{client_message, server_message};
 use respawn_token::{Claims, TokenKey};
 use tokio_tungstenite::tungstenite::Message;
@@ -55,24 +57,6 @@ pub struct ZoneProcess {
     _dir: TempDir,
 }
 
-/// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Result<Self> {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-        let path = std::env::temp_dir().join(format!("respawn-test-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 impl ZoneProcess {
     pub fn start() -> Result<Self> {
         Self::start_with(TEST_CONFIG)
@@ -80,7 +64,7 @@ impl ZoneProcess {
 
     pub fn start_with(config: &str) -> Result<Self> {
         let dir = TempDir::new("zone")?;
-        let data = dir.0.join("data");
+        let data = dir.path().join("data");
         Self::start_in(config, dir, &data)
     }
 
@@ -97,14 +81,14 @@ impl ZoneProcess {
     /// Starts with extra command-line arguments.
     pub fn start_with_args(config: &str, extra: &[&str]) -> Result<Self> {
         let dir = TempDir::new("zone")?;
-        let data = dir.0.join("data");
+        let data = dir.path().join("data");
         Self::start_full(config, dir, &data, extra)
     }
 
     /// Starts listening on `listen` (to come back at the same address), with extra arguments.
     pub fn start_at(config: &str, listen: SocketAddr, extra: &[&str]) -> Result<Self> {
         let dir = TempDir::new("zone")?;
-        let data = dir.0.join("data");
+        let data = dir.path().join("data");
         Self::start_listening(config, dir, &data, listen, extra)
     }
 
@@ -135,17 +119,20 @@ impl ZoneProcess {
         listen: SocketAddr,
         extra: &[&str],
     ) -> Result<Self> {
-        let config_path = dir.0.join("zone.toml");
+        let config_path = dir.path().join("zone.toml");
         std::fs::write(&config_path, config)?;
-        let log = dir.0.join("zone.log");
-        let mut child = Command::new(bin)
-            .args(["zone", "--listen", &listen.to_string(), "--config"])
-            .arg(&config_path)
+        let log = dir.path().join("zone.log");
+        let mut command = ZoneCommand::new(bin, &listen.to_string())
+            .config(&config_path)
             .arg("--data-dir")
             .arg(data)
-            .args(extra)
-            .env("RESPAWN_TOKEN_KEY", TOKEN_KEY)
-            .env("RESPAWN_ADMIN_TOKEN", ADMIN_TOKEN)
+            .token_key(TOKEN_KEY)
+            .admin_token(ADMIN_TOKEN);
+        for arg in extra {
+            command = command.arg(arg);
+        }
+        let mut child = command
+            .std_command()
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
@@ -358,7 +345,7 @@ impl Platform {
     /// With extra command-line arguments.
     pub fn start_with(brokers: &str, mysql_url: &str, group: &str, extra: &[&str]) -> Result<Self> {
         let dir = TempDir::new("platform")?;
-        let log = dir.0.join("platform.log");
+        let log = dir.path().join("platform.log");
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_respawn"))
             .args(["platform", "--listen", &addr.to_string()])

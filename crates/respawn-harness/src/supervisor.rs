@@ -16,6 +16,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use crate::zone::{StoreFlags, ZoneCommand};
+
 /// Health checks this often; this many failures in a row mean "unresponsive".
 const HEALTH_EVERY: Duration = Duration::from_millis(200);
 const HEALTH_FAILURES: u32 = 5;
@@ -34,7 +36,7 @@ pub fn say(line: &str) {
 pub struct ChildSpec {
     pub exe: PathBuf,
     pub config: Option<PathBuf>,
-    pub stores: crate::StoreArgs,
+    pub stores: StoreFlags,
     pub token_key: String,
     pub admin_token: String,
     /// The platform server to heartbeat into, and the server token.
@@ -48,23 +50,20 @@ impl ChildSpec {
     /// Starts `respawn zone` on `listen`; returns it once it has restored its
     /// zones and listens, with the address it bound.
     async fn spawn(&self, listen: SocketAddr) -> Result<(Child, SocketAddr)> {
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("zone").arg("--listen").arg(listen.to_string()).arg("--drain-deadline-secs").arg("3");
+        let mut zone = ZoneCommand::new(&self.exe, &listen.to_string())
+            .drain_deadline_secs(3)
+            .stores(&self.stores)
+            .token_key(&self.token_key)
+            .admin_token(&self.admin_token);
         if let Some(config) = &self.config {
-            cmd.arg("--config").arg(config);
+            zone = zone.config(config);
         }
-        cmd.args(self.stores.to_args());
         if let Some((platform, server_token)) = &self.platform {
-            cmd.arg("--platform").arg(platform).env("RESPAWN_SERVER_TOKEN", server_token);
+            zone = zone.platform(platform, server_token);
         }
+        let mut cmd = Command::from(zone.std_command());
         // Its own process group: Ctrl-C reaches only the supervisor, which drains the child in order.
-        cmd.env("RESPAWN_TOKEN_KEY", &self.token_key)
-            .env("RESPAWN_ADMIN_TOKEN", &self.admin_token)
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        cmd.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = cmd.spawn().context("cannot start the zone server")?;
         let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
         tokio::spawn(copy_log(stderr, self.log_path.clone(), self.echo_warnings));

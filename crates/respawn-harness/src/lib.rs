@@ -1,0 +1,67 @@
+//! How Respawn's processes are started and waited for, in one place for the
+//! binary (`respawn up`'s supervisor), the drills, the benchmarks and the
+//! tests: [`zone::ZoneCommand`], the one `respawn zone` command line (with
+//! [`zone::StoreFlags`], the store flags the binary also parses);
+//! [`process::Service`], a server process on a loopback port with its own
+//! directory and log; [`supervisor::Supervisor`], which keeps a zone server
+//! running; [`gate::Gate`], a TCP proxy drills and tests cut to make a
+//! server unreachable; [`TempDir`]; and [`wait_until`].
+
+pub mod gate;
+pub mod process;
+pub mod supervisor;
+pub mod zone;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+
+/// A directory of its own under the system's temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `respawn-<tag>-<pid>-<nanos>`: unique per call.
+    pub fn new(tag: &str) -> Result<Self> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!("respawn-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Leaves the directory in place and returns its path.
+    pub fn keep(mut self) -> PathBuf {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it is true; an error names `what` after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) if Instant::now() > deadline => bail!("timed out after {limit:?} waiting for {what}"),
+            Err(e) if Instant::now() > deadline => bail!("timed out after {limit:?} waiting for {what}: {e:#}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
