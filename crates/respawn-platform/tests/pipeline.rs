@@ -3,9 +3,9 @@
 //! redelivered, malformed ones skipped, and offsets committed after storing.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use prost::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -37,14 +37,7 @@ fn event(zone: u32, tick: u64, player: u64) -> KeyedRecord {
 }
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    respawn_harness::wait_until(what, Duration::from_secs(30), || std::future::ready(Ok(done()))).await
 }
 
 #[tokio::test]

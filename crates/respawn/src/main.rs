@@ -6,11 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-mod bench;
 mod ctl;
-mod drill;
-mod loadgen;
-mod services;
 mod up;
 mod web;
 
@@ -51,9 +47,9 @@ enum Cmd {
     /// ban, announce, drain, ...) and point-in-time restore.
     Ctl(ctl::CtlArgs),
     /// Disaster-recovery drills with measured RTO and RPO.
-    Drill(drill::DrillArgs),
+    Drill(respawn_drill::DrillArgs),
     /// Bot clients over real WebSockets against a zone server, with a report.
-    Loadgen(loadgen::LoadgenArgs),
+    Loadgen(respawn_drill::loadgen::LoadgenArgs),
     /// Benchmarks: the tick in this process, the event pipeline against real servers.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -74,9 +70,9 @@ struct ZoneStopArgs {
 #[derive(Subcommand, Debug)]
 enum BenchCmd {
     /// One zone at full speed: tick time including replication encoding.
-    Tick(bench::TickArgs),
+    Tick(respawn_drill::bench::TickArgs),
     /// Events/s from the outbox to the broker and from the broker into MariaDB.
-    Pipeline(bench::pipeline::PipelineArgs),
+    Pipeline(respawn_drill::bench::pipeline::PipelineArgs),
 }
 
 #[derive(Args, Debug)]
@@ -287,10 +283,10 @@ fn main() -> Result<()> {
         Cmd::ZoneStop(args) => runtime()?.block_on(stop_zone(args)),
         Cmd::Token(args) => mint_token(args),
         Cmd::Platform(args) => runtime()?.block_on(run_platform(args)),
-        Cmd::Bench(BenchCmd::Tick(args)) => bench::run_tick(args),
-        Cmd::Bench(BenchCmd::Pipeline(args)) => bench::pipeline::run(args),
-        Cmd::Loadgen(args) => runtime()?.block_on(loadgen::run(args)),
-        Cmd::Drill(args) => runtime()?.block_on(drill::run(args)),
+        Cmd::Bench(BenchCmd::Tick(args)) => respawn_drill::bench::run_tick(args),
+        Cmd::Bench(BenchCmd::Pipeline(args)) => respawn_drill::bench::pipeline::run(args),
+        Cmd::Loadgen(args) => runtime()?.block_on(respawn_drill::loadgen::run(args)),
+        Cmd::Drill(args) => runtime()?.block_on(respawn_drill::run(args)),
         Cmd::Ctl(args) => runtime()?.block_on(ctl::run(args)),
     }
 }

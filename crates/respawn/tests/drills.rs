@@ -8,58 +8,48 @@
 mod support;
 
 use anyhow::Result;
-use serde_json::Value;
+use respawn_api::admin::RestoreSource;
+use respawn_drill::{DrillReport, EventTally, ProblemKind, Scenario, SiteReport, Verdict};
 use support::drill;
 
-fn check_recovery(r: &Value) {
-    for field in [
-        "scenario",
-        "rto_ms",
-        "rpo_ticks",
-        "commands_lost",
-        "players_before",
-        "players_resumed",
-        "max_tick_ms",
-        "verdict",
-    ] {
-        assert!(r.get(field).is_some(), "report has {field}: {r}");
-    }
-    assert_eq!(r["commands_lost"], 0, "no acknowledged command is lost: {r}");
-    assert!(r["players_before"].as_u64().unwrap_or(0) > 0, "{r}");
-    check_events(r);
-    for kill in r["kills"].as_array().expect("kills") {
-        assert_eq!(kill["players_resumed"], kill["players_before"], "every player got the character back: {kill}");
-        assert!(kill["rto_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{kill}");
+fn check_recovery(r: &DrillReport) {
+    assert_eq!(r.commands_lost, 0, "no acknowledged command is lost: {r:?}");
+    assert!(r.players_before > 0, "{r:?}");
+    check_events(&r.events);
+    assert!(!r.kills.is_empty(), "{r:?}");
+    for kill in &r.kills {
+        assert_eq!(kill.players_resumed, kill.players_before, "every player got the character back: {kill:?}");
+        assert!(kill.rto_ms > 0.0, "{kill:?}");
     }
 }
 
 /// Every event generated is in the ledger once.
-fn check_events(r: &Value) {
-    assert!(r["events_generated"].as_u64().is_some_and(|n| n > 0), "the bots' play made events: {r}");
-    assert_eq!(r["events_persisted"], r["events_generated"], "{r}");
-    assert_eq!((&r["events_lost"], &r["events_duplicated"]), (&Value::from(0), &Value::from(0)), "{r}");
+fn check_events(events: &EventTally) {
+    assert!(events.events_generated > 0, "the bots' play made events: {events:?}");
+    assert_eq!(events.events_persisted, events.events_generated, "{events:?}");
+    assert_eq!((events.events_lost, events.events_duplicated), (0, 0), "{events:?}");
 }
 
 /// All zone servers killed at once, then the whole site lost: each server
 /// restores its zone, every player gets the character back, the events add up.
 #[test]
 fn all_zones_down_and_site_loss_bring_every_player_back() -> Result<()> {
-    let r = drill(&["all-zones-down", "--bots", "6"])?;
-    assert_eq!((&r["scenario"], &r["verdict"]), (&Value::from("all-zones-down"), &Value::from("pass")), "{r}");
-    assert_eq!(r["zone_servers"], 2);
-    assert_eq!(r["players_resumed"], r["players_before"], "{r}");
-    assert_eq!((&r["commands_lost"], &r["characters_lost"]), (&Value::from(0), &Value::from(0)), "{r}");
-    check_events(&r);
+    let r: SiteReport = drill(&["all-zones-down", "--bots", "6"])?;
+    assert_eq!((r.scenario, r.findings.verdict), (Scenario::AllZonesDown, Verdict::Pass), "{r:?}");
+    assert_eq!(r.zone_servers, 2);
+    assert_eq!(r.players_resumed, r.players_before, "{r:?}");
+    assert_eq!((r.commands_lost, r.characters_lost), (0, 0), "{r:?}");
+    check_events(&r.events);
 
-    let r = drill(&["site-loss", "--real", "--bots", "6"])?;
-    assert_eq!(r["scenario"], "site-loss");
-    assert_eq!(r["restored_from"], serde_json::json!(["meadow: cold", "caverns: cold"]), "{r}");
-    assert_eq!(r["players_resumed"], r["players_before"], "everyone was in the cold snapshots: {r}");
-    assert_eq!(r["characters_lost"], 0, "{r}");
-    assert_eq!(r["events_duplicated"], 0, "{r}");
+    let r: SiteReport = drill(&["site-loss", "--real", "--bots", "6"])?;
+    assert_eq!(r.scenario, Scenario::SiteLoss);
+    assert_eq!(r.restored_from, ["meadow: cold", "caverns: cold"], "{r:?}");
+    assert_eq!(r.players_resumed, r.players_before, "everyone was in the cold snapshots: {r:?}");
+    assert_eq!(r.characters_lost, 0, "{r:?}");
+    assert_eq!(r.events.events_duplicated, 0, "{r:?}");
     // What a site loss may lose (play since the last cold snapshot, events not
     // yet in MySQL) is bounded by the verdict, which is the drill's own.
-    assert_eq!(r["verdict"], "pass", "{r}");
+    assert_eq!(r.findings.verdict, Verdict::Pass, "{r:?}");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_respawn")).args(["drill", "site-loss"]).output()?;
     let err = String::from_utf8_lossy(&out.stderr);
@@ -72,11 +62,11 @@ fn all_zones_down_and_site_loss_bring_every_player_back() -> Result<()> {
 fn drills_lose_nothing_acknowledged_and_recover() -> Result<()> {
     let dir = support::TempDir::new("drill-report")?;
     let report = dir.path().join("zone-crash.md");
-    let r = drill(&["zone-crash", "--kills", "2", "--bots", "8", "--report", &report.to_string_lossy()])?;
+    let r: DrillReport = drill(&["zone-crash", "--kills", "2", "--bots", "8", "--report", &report.to_string_lossy()])?;
     check_recovery(&r);
-    assert_eq!(r["scenario"], "zone-crash");
-    for kill in r["kills"].as_array().expect("kills") {
-        assert_eq!(kill["restore_source"], "hot", "{kill}");
+    assert_eq!(r.scenario, Scenario::ZoneCrash);
+    for kill in &r.kills {
+        assert_eq!(kill.restore_source, Some(RestoreSource::Hot), "{kill:?}");
     }
     // --report: the markdown report, with the chart of tick and CCU beside it.
     let md = std::fs::read_to_string(&report)?;
@@ -86,32 +76,35 @@ fn drills_lose_nothing_acknowledged_and_recover() -> Result<()> {
     assert!(svg.starts_with("<svg") && svg.contains("CCU (max 8)"), "the chart saw every bot: {svg}");
     assert!(svg.matches("<polyline").count() >= 2, "both series are drawn: {svg}");
 
-    let r = drill(&["zone-crash", "--real", "--kills", "2", "--bots", "8"])?;
+    let r: DrillReport = drill(&["zone-crash", "--real", "--kills", "2", "--bots", "8"])?;
     check_recovery(&r);
-    assert_eq!(r["real_services"], true);
+    assert!(r.real_services);
 
-    let r = drill(&["redis-down", "--real", "--bots", "8"])?;
+    let r: DrillReport = drill(&["redis-down", "--real", "--bots", "8"])?;
     check_recovery(&r);
-    assert_eq!(r["kills"][0]["restore_source"], "cold", "{r}");
+    assert_eq!(r.kills[0].restore_source, Some(RestoreSource::Cold), "{r:?}");
     // A blocked tick would last seconds (storage timeouts); the budget is a whole tick period.
-    assert!(r["max_tick_ms"].as_f64().is_some_and(|ms| ms <= 50.0), "no tick over budget during the outage: {r}");
-    let problems = r["problems"].as_array().expect("problems");
+    assert!(r.max_tick_ms <= 50.0, "no tick over budget during the outage: {r:?}");
     assert!(
-        !problems
-            .iter()
-            .any(|p| p.as_str().is_some_and(|p| p.contains("cold snapshot") || p.contains("did not resume"))),
-        "cold snapshots were written during the outage and hot ones resumed after it: {r}"
+        !r.findings.problems.iter().any(|p| p.kind == ProblemKind::Snapshots),
+        "cold snapshots were written during the outage and hot ones resumed after it: {r:?}"
     );
 
-    let r = drill(&["mongo-down", "--real", "--bots", "8"])?;
+    let r: DrillReport = drill(&["mongo-down", "--real", "--bots", "8"])?;
     check_recovery(&r);
-    assert_eq!(r["scenario"], "mongo-down");
-    assert_eq!(r["kills"][0]["restore_source"], "hot", "Redis holds the state while MongoDB is down: {r}");
-    assert!(r["max_tick_ms"].as_f64().is_some_and(|ms| ms <= 50.0), "no tick over budget during the outage: {r}");
-    let problems = r["problems"].as_array().expect("problems");
+    assert_eq!(r.scenario, Scenario::MongoDown);
+    assert_eq!(
+        r.kills[0].restore_source,
+        Some(RestoreSource::Hot),
+        "Redis holds the state while MongoDB is down: {r:?}"
+    );
+    assert!(r.max_tick_ms <= 50.0, "no tick over budget during the outage: {r:?}");
     assert!(
-        !problems.iter().any(|p| p.as_str().is_some_and(|p| p.contains("snapshot") || p.contains("players fell"))),
-        "cold snapshots failed and resumed, hot ones went on, nobody was dropped: {r}"
+        !r.findings.problems.iter().any(|p| matches!(
+            p.kind,
+            ProblemKind::Snapshots | ProblemKind::RestoreSource | ProblemKind::PlayersNotBack
+        )),
+        "cold snapshots failed and resumed, hot ones went on, nobody was dropped: {r:?}"
     );
     Ok(())
 }

@@ -60,27 +60,13 @@ impl Api {
 /// timing the first's calls against that load would measure the machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Polls `check` for up to 10 s.
 async fn wait_until<F, Fut>(what: &str, check: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
 {
-    wait_up_to(Duration::from_secs(10), what, check).await
-}
-
-async fn wait_up_to<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await? {
-        if Instant::now() > deadline {
-            bail!("never: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
+    respawn_harness::wait_until(what, Duration::from_secs(10), check).await
 }
 
 #[tokio::test]
@@ -335,7 +321,7 @@ async fn ctl_runs_a_real_deployment_with_kafka_and_mysql() -> Result<()> {
 
     // The profile and the events come from MySQL once the pipeline stored them.
     // A new consumer group reads the topic from the start: everything the suite published before.
-    wait_up_to(Duration::from_secs(120), "carol's record in MySQL", || async {
+    respawn_harness::wait_until("carol's record in MySQL", Duration::from_secs(120), || async {
         let json: Value = serde_json::from_str(&ctl_ok(&endpoint, &["player", "show", name, "--json"])?)?;
         Ok(json["record"]["name"] == name && json["record"]["online"] == true)
     })

@@ -10,37 +10,38 @@
 mod support;
 
 use anyhow::Result;
-use serde_json::Value;
+use respawn_drill::{PipelineReport, Verdict};
 use support::drill;
 
 /// One drill at a time: each is a whole deployment, and the tick budget is checked.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn drill_alone(args: &[&str]) -> Result<Value> {
+fn drill_alone(args: &[&str]) -> Result<PipelineReport> {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     drill(args)
 }
 
-fn check_exactly_once(r: &Value) {
-    for field in ["scenario", "catch_up_ms", "events_generated", "events_persisted", "events_lost", "events_duplicated"]
-    {
-        assert!(r.get(field).is_some(), "report has {field}: {r}");
-    }
-    assert_eq!(r["verdict"], "pass", "{r}");
-    assert!(r["events_generated"].as_u64().is_some_and(|n| n > 0), "{r}");
-    assert_eq!(r["events_persisted"], r["events_generated"], "every event stored: {r}");
-    assert_eq!((&r["events_lost"], &r["events_duplicated"]), (&Value::from(0), &Value::from(0)), "{r}");
-    assert_eq!(r["records_consistent"], true, "{r}");
-    assert!(r["backlog_peak"].as_u64().is_some_and(|n| n > 0), "the fault held events back: {r}");
-    assert!(r["catch_up_ms"].as_f64().is_some(), "caught up: {r}");
-    assert_eq!(r["players_min_during_fault"], r["players_before"], "gameplay unaffected: {r}");
+fn check_exactly_once(r: &PipelineReport) {
+    assert_eq!(r.findings.verdict, Verdict::Pass, "{r:?}");
+    assert!(r.events_generated > 0, "{r:?}");
+    assert_eq!(r.events_persisted, r.events_generated, "every event stored: {r:?}");
+    assert_eq!((r.events_lost, r.events_duplicated), (0, 0), "{r:?}");
+    assert!(r.records_consistent, "{r:?}");
+    assert!(r.backlog_peak > 0, "the fault held events back: {r:?}");
+    assert!(r.catch_up_ms >= 0.0, "caught up: {r:?}");
+    assert_eq!(r.players_min_during_fault, r.players_before, "gameplay unaffected: {r:?}");
+}
+
+/// Whether a line of the drill's timeline mentions `what`.
+fn timeline_says(r: &PipelineReport, what: &str) -> bool {
+    r.findings.timeline.iter().any(|line| line.contains(what))
 }
 
 #[test]
 fn kafka_down_for_60_s_loses_and_duplicates_nothing() -> Result<()> {
     let r = drill_alone(&["kafka-down", "--real", "--bots", "24", "--outage-secs", "60"])?;
     check_exactly_once(&r);
-    assert!(r["timeline"].to_string().contains("waiting in outboxes"), "{r}");
+    assert!(timeline_says(&r, "waiting in outboxes"), "{r:?}");
     Ok(())
 }
 
@@ -55,7 +56,7 @@ fn mysql_down_for_60_s_loses_and_duplicates_nothing() -> Result<()> {
 fn platform_killed_mid_batch_loses_and_duplicates_nothing() -> Result<()> {
     let r = drill_alone(&["platform-down", "--real", "--bots", "24", "--outage-secs", "15"])?;
     check_exactly_once(&r);
-    assert!(r["timeline"].to_string().contains("mid-batch"), "killed while holding a batch: {r}");
+    assert!(timeline_says(&r, "mid-batch"), "killed while holding a batch: {r:?}");
     Ok(())
 }
 
@@ -64,8 +65,8 @@ fn the_embedded_ledger_refusing_writes_loses_and_duplicates_nothing() -> Result<
     for scenario in ["kafka-down", "mysql-down"] {
         let r = drill_alone(&[scenario, "--bots", "12", "--outage-secs", "20"])?;
         check_exactly_once(&r);
-        assert_eq!(r["real_services"], false, "{r}");
-        assert!(r["timeline"].to_string().contains("write lock"), "{r}");
+        assert!(!r.real_services, "{r:?}");
+        assert!(timeline_says(&r, "write lock"), "{r:?}");
     }
     Ok(())
 }

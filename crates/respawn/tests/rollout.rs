@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use respawn_api::http;
 use respawn_client::bot::{Access, BotStats, Fleet};
+use respawn_drill::{RolloutReport, Scenario, Verdict};
+use respawn_platform::rollout::Mode;
 use serde_json::Value;
 use support::{next_build, Platform, TempDir, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG};
 
@@ -294,31 +296,28 @@ async fn kubernetes_pods_claim_zones_once_and_hand_them_off_when_stopped() -> Re
 }
 
 /// `respawn drill rollout`: the report's figures, and a pass.
-fn check_rollout_drill(r: &Value, mode: &str) -> Result<()> {
-    println!("drill rollout ({mode}): {r}");
-    assert_eq!(r["scenario"], "rollout");
-    assert_eq!(r["mode"], mode);
-    assert_ne!(r["from_version"], r["to_version"], "two builds, two versions");
-    assert_eq!(r["commands_lost"], 0, "{r}");
-    assert_eq!(r["characters_lost"], 0, "{r}");
-    assert_eq!(r["inventories_lost"], 0, "{r}");
-    assert_eq!(r["players_after"], r["players_before"], "{r}");
-    assert!(r["players_before"].as_u64() > Some(0), "{r}");
-    assert!(r["pause_ms"].as_f64().is_some() && r["commands_refused"].as_u64().is_some(), "{r}");
-    assert_eq!(r["verdict"], "pass", "{r}");
-    Ok(())
+fn check_rollout_drill(r: &RolloutReport, mode: Mode) {
+    println!("drill rollout ({mode:?}): {r:?}");
+    assert_eq!((r.scenario, r.mode), (Scenario::Rollout, mode));
+    assert_ne!(r.from_version, r.to_version, "two builds, two versions");
+    assert_eq!((r.commands_lost, r.characters_lost, r.inventories_lost), (0, 0, 0), "{r:?}");
+    assert_eq!(r.players_after, r.players_before, "{r:?}");
+    assert!(r.players_before > 0, "{r:?}");
+    assert_eq!(r.findings.verdict, Verdict::Pass, "{r:?}");
 }
 
 #[test]
 fn the_rollout_drill_hands_zones_off_live_on_real_services() -> Result<()> {
-    let r = support::drill(&["rollout", "--handoff", "--real", "--bots", "12", "--next-build", &next_build()])?;
-    check_rollout_drill(&r, "handoff")?;
-    assert!(r["pause_ms"].as_f64() < Some(1_000.0), "player-visible pause under 1 s: {r}");
+    let r: RolloutReport =
+        support::drill(&["rollout", "--handoff", "--real", "--bots", "12", "--next-build", &next_build()])?;
+    check_rollout_drill(&r, Mode::Handoff);
+    assert!(r.pause_ms < 1_000.0, "player-visible pause under 1 s: {r:?}");
     Ok(())
 }
 
 #[test]
 fn the_rollout_drill_follows_the_guides_steps_on_embedded_stores() -> Result<()> {
-    let r = support::drill(&["rollout", "--bots", "8", "--next-build", &next_build()])?;
-    check_rollout_drill(&r, "guide")
+    let r: RolloutReport = support::drill(&["rollout", "--bots", "8", "--next-build", &next_build()])?;
+    check_rollout_drill(&r, Mode::Guide);
+    Ok(())
 }

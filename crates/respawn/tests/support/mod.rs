@@ -300,8 +300,9 @@ pub fn next_build() -> String {
     std::env::var("RESPAWN_NEXT_BIN").expect("run through scripts/test: it builds the second version")
 }
 
-/// Runs `respawn drill ARGS --json` and returns its report, pass or fail.
-pub fn drill(args: &[&str]) -> Result<serde_json::Value> {
+/// Runs `respawn drill ARGS --json` and reads its report as `R` (a
+/// `respawn_drill` report type), pass or fail.
+pub fn drill<R: serde::de::DeserializeOwned>(args: &[&str]) -> Result<R> {
     let out = Command::new(env!("CARGO_BIN_EXE_respawn")).arg("drill").args(args).arg("--json").output()?;
     serde_json::from_slice(&out.stdout)
         .or_else(|e| bail!("drill {args:?} printed no report ({e}); stderr:\n{}", String::from_utf8_lossy(&out.stderr)))

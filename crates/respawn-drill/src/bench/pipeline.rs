@@ -67,7 +67,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     if args.events == 0 || args.events > 10_000_000 {
         bail!("--events must be 1..=10000000");
     }
-    let report = crate::runtime()?.block_on(measure(&args))?;
+    let report = tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(measure(&args))?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -13,13 +13,14 @@ use respawn_api::http;
 use respawn_api::prom::{self, Histogram};
 use respawn_client::{signed_tokens, Access, Fleet};
 use respawn_token::TokenKey;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::pipeline::{settle, EventCounts, LedgerView, Pipeline};
-use super::{
-    cold_snapshots, crash_problems, drill_stores, max_bucket_ms, start_real_stores, EventTally, Findings, Killed,
-    Scenario, TICK_BUDGET_MS,
-};
+use crate::deployment::{cold_snapshots, drill_stores, max_bucket_ms, start_real_stores};
+use crate::findings::{EventTally, Findings, Killed, Problem, ProblemKind};
+use crate::ledger::{settle, EventCounts, LedgerView};
+use crate::recovery::crash_problems;
+use crate::services::Pipeline;
+use crate::{Scenario, TICK_BUDGET_MS};
 use respawn_harness::process::{free_port, Service};
 use respawn_harness::zone::{StoreFlags, ZoneCommand};
 
@@ -37,7 +38,7 @@ const SITE_RPO_TARGET_MS: f64 = (SITE_COLD_SECS * 1_000 + 1_000) as f64;
 /// (in the broker or the outboxes, not yet in MySQL).
 const SITE_EVENTS_WINDOW: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SiteReport {
     pub scenario: Scenario,
     pub real_services: bool,
@@ -182,7 +183,7 @@ impl Site {
         self.started
     }
 
-    fn note(&mut self, what: String) {
+    fn note(&mut self, what: impl std::fmt::Display) {
         self.timeline.push(format!("{:>7.3} s  {what}", self.started.elapsed().as_secs_f64()));
     }
 
@@ -246,7 +247,7 @@ impl Site {
 
     fn ledger(&self) -> Result<LedgerView> {
         match &self.pipeline {
-            Some(p) => p.ledger(),
+            Some(p) => LedgerView::of(p),
             None => Ok(LedgerView::Sqlite(self.stores.data_dir.join(respawn_harness::zone::EVENTS_DB))),
         }
     }
@@ -306,7 +307,8 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
         let every_zone = site.servers.len() as f64;
         let limit = Duration::from_secs(SITE_COLD_SECS * 3);
         if !site.wait(limit, async || cold_snapshots_all(site).await >= cold_before + every_zone).await {
-            problems.push("not every zone stored a cold snapshot before the loss".into());
+            problems
+                .push(Problem::new(ProblemKind::Snapshots, "not every zone stored a cold snapshot before the loss"));
         }
         // A site is lost at any moment of the cold snapshot period, not just after a snapshot.
         let into_period = u64::from_str_radix(&respawn_token::random_hex(8)?, 16)? % (SITE_COLD_SECS * 1_000);
@@ -346,8 +348,7 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
                  wiped; {generated} events generated so far"
             ));
             site.note("decision: restore MongoDB and MariaDB on their data first, then Redis and the broker empty, \
-                       the platform, the zone servers from MongoDB's cold snapshots"
-                .into());
+                       the platform, the zone servers from MongoDB's cold snapshots");
             let p = site.pipeline.as_mut().ok_or_else(|| anyhow!("no pipeline"))?;
             p.rebuild(&site.root).await?;
             if let Some(m) = site.mongo.as_mut() {
@@ -368,11 +369,10 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
     site.start_zone_servers().await?;
     if scenario == Scenario::AllZonesDown {
         site.note(
-            "decision: start new zone servers at once on the same stores, as an orchestrator recreating the deployment"
-                .into(),
+            "decision: start new zone servers at once on the same stores, as an orchestrator recreating the deployment",
         );
     }
-    site.note("new zone servers started".into());
+    site.note("new zone servers started");
     if !site.wait(Duration::from_secs(60), async || site.all_ticking().await).await {
         bail!("the zones did not tick again within 60 s");
     }
@@ -426,32 +426,53 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
     let rto_ms = rto.as_secs_f64() * 1e3;
     let players_resumed = resumes.len() as u64;
     if players_resumed < players_before {
-        problems.push(format!("only {players_resumed} of {players_before} players resumed their characters"));
+        problems.push(Problem::new(
+            ProblemKind::PlayersNotBack,
+            format!("only {players_resumed} of {players_before} players resumed their characters"),
+        ));
     }
     if characters_lost > 0 {
-        problems.push(format!("{characters_lost} players came back to a new character"));
+        problems.push(Problem::new(
+            ProblemKind::CharactersLost,
+            format!("{characters_lost} players came back to a new character"),
+        ));
     }
     if max_tick_ms > TICK_BUDGET_MS {
-        problems.push(format!("a tick took up to {max_tick_ms:.0} ms (budget {TICK_BUDGET_MS:.0} ms)"));
+        problems.push(Problem::new(
+            ProblemKind::TickOverBudget,
+            format!("a tick took up to {max_tick_ms:.0} ms (budget {TICK_BUDGET_MS:.0} ms)"),
+        ));
     }
     if scenario == Scenario::SiteLoss {
         if rto_ms > RTO_SITE_TARGET_MS {
-            problems.push(format!("RTO {rto_ms:.0} ms over the {RTO_SITE_TARGET_MS:.0} ms target"));
-        }
-        if rpo_ms > SITE_RPO_TARGET_MS {
-            problems.push(format!("RPO {rpo_ms:.0} ms of play over the {SITE_RPO_TARGET_MS:.0} ms target"));
-        }
-        if events_lost > events_last_second {
-            problems.push(format!(
-                "{events_lost} events lost, more than the {events_last_second} generated in the last second before the loss"
+            problems.push(Problem::new(
+                ProblemKind::Rto,
+                format!("RTO {rto_ms:.0} ms over the {RTO_SITE_TARGET_MS:.0} ms target"),
             ));
         }
+        if rpo_ms > SITE_RPO_TARGET_MS {
+            problems.push(Problem::new(
+                ProblemKind::Rpo,
+                format!("RPO {rpo_ms:.0} ms of play over the {SITE_RPO_TARGET_MS:.0} ms target"),
+            ));
+        }
+        if events_lost > events_last_second {
+            problems.push(Problem::new(ProblemKind::EventsLost, format!(
+                "{events_lost} events lost, more than the {events_last_second} generated in the last second before the loss"
+            )));
+        }
         if restored_from.iter().any(|r| !r.ends_with(": cold")) {
-            problems.push(format!("not every zone restored from its cold snapshot: {}", restored_from.join(", ")));
+            problems.push(Problem::new(
+                ProblemKind::RestoreSource,
+                format!("not every zone restored from its cold snapshot: {}", restored_from.join(", ")),
+            ));
         }
         // A site loss may lose recent events (judged above), never store one twice.
         if events.events_duplicated > 0 {
-            problems.push(format!("{} events stored twice", events.events_duplicated));
+            problems.push(Problem::new(
+                ProblemKind::EventsDuplicated,
+                format!("{} events stored twice", events.events_duplicated),
+            ));
         }
     } else {
         problems.extend(crash_problems(rto_ms, RTO_ALL_ZONES_TARGET_MS, rpo_ticks, commands_lost));

@@ -5,8 +5,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use std::net::SocketAddr;
+
+use respawn_harness::gate::Gate;
 use respawn_harness::process::{find_binary, free_port, Service, TANSU_CACHED};
+
 use respawn_proto::events::TOPIC;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 
@@ -111,4 +115,64 @@ pub async fn start_mariadb(dir: &Path) -> Result<Service> {
     );
     mysql.start().await?;
     Ok(mysql)
+}
+
+/// The broker, the database and the platform server of a pipeline drill.
+pub(crate) struct Pipeline {
+    pub(crate) broker: Service,
+    /// Clients reach the broker only through this gate (its advertised address):
+    /// kafka-down cuts it. Killing Tansu 0.6 instead is not survivable by Tansu
+    /// itself: after `kill -9` it can lose idempotent-producer state and then
+    /// panics on every produce ("more or less than one row", tansu-storage lite.rs).
+    pub(crate) broker_gate: Gate,
+    pub(crate) mysql: Service,
+    pub(crate) platform: Service,
+    pub brokers: String,
+    pub(crate) mysql_url: String,
+    pub(crate) platform_addr: String,
+}
+
+impl Pipeline {
+    pub async fn start(root: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let gate = Gate::open(0, SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        let broker = start_tansu(&root.join("broker"), port, gate.port).await?;
+        let mysql = start_mariadb(&root.join("mariadb")).await?;
+        let mysql_url = create_database(&format!("mysql://root@127.0.0.1:{}", mysql.port), "respawn").await?;
+
+        let brokers = format!("127.0.0.1:{}", gate.port);
+        let platform_port = free_port()?;
+        let platform_addr = format!("127.0.0.1:{platform_port}");
+        let mut platform = Service::new(
+            "platform",
+            std::env::current_exe()?,
+            ["platform", "--listen", &platform_addr, "--kafka-brokers", &brokers, "--mysql-url", &mysql_url],
+            platform_port,
+            root.join("platform"),
+        );
+        platform.start().await?;
+        Ok(Self { broker, broker_gate: gate, mysql, platform, brokers, mysql_url, platform_addr })
+    }
+
+    /// The site-loss drill's fault: every process killed (`kill -9`) and the
+    /// broker's storage gone with the site; MariaDB's data stays.
+    pub async fn lose(&mut self, root: &Path) -> Result<()> {
+        self.platform.kill().await;
+        self.broker.kill().await;
+        self.mysql.kill().await;
+        let broker_dir = root.join("broker");
+        std::fs::remove_dir_all(&broker_dir).with_context(|| format!("wiping {}", broker_dir.display()))
+    }
+
+    /// After [`Pipeline::lose`]: MariaDB on its data, a new empty broker at
+    /// the same address (the topic created anew), the platform server.
+    pub async fn rebuild(&mut self, root: &Path) -> Result<()> {
+        self.mysql.start().await?;
+        self.broker = start_tansu(&root.join("broker"), self.broker.port, self.broker_gate.port).await?;
+        self.platform.start().await
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        format!("broker {}, MariaDB :{}, platform server {}", self.brokers, self.mysql.port, self.platform_addr)
+    }
 }

@@ -17,16 +17,18 @@ use respawn_client::{Access, Fleet};
 use respawn_platform::http::SessionSigner;
 use respawn_platform::rollout::{Mode, Plan, State};
 use respawn_platform::{PlatformServer, RunningPlatform};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{max_bucket_ms, Findings, Scenario, TICK_BUDGET_MS};
+use crate::deployment::max_bucket_ms;
+use crate::findings::{Findings, Problem, ProblemKind};
+use crate::{Scenario, TICK_BUDGET_MS};
 use respawn_harness::process::{free_port, Service};
 use respawn_harness::zone::{StoreFlags, ZoneCommand};
 
 /// Our target for the longest player-visible pause of a hand-off.
 const PAUSE_TARGET_MS: f64 = 1_000.0;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RolloutReport {
     pub scenario: Scenario,
     pub real_services: bool,
@@ -209,12 +211,17 @@ pub async fn run(dir: &Path, stores: StoreFlags, options: Options) -> Result<Rol
     }
     let mut problems = Vec::new();
     if rollout.state != State::Succeeded {
-        problems.push(format!("the rollout ended {:?}: {}", rollout.state, rollout.error.clone().unwrap_or_default()));
+        problems.push(Problem::new(
+            ProblemKind::Rollout,
+            format!("the rollout ended {:?}: {}", rollout.state, rollout.error.clone().unwrap_or_default()),
+        ));
     }
     match old.service.wait_exit(Duration::from_secs(30)).await {
         Ok(status) if status.success() => note(&mut timeline, "the old server stopped cleanly".into()),
-        Ok(status) => problems.push(format!("the old server ended with {status}")),
-        Err(e) => problems.push(format!("the old server did not stop: {e}")),
+        Ok(status) => {
+            problems.push(Problem::new(ProblemKind::ProcessStop, format!("the old server ended with {status}")))
+        }
+        Err(e) => problems.push(Problem::new(ProblemKind::ProcessStop, format!("the old server did not stop: {e}"))),
     }
 
     // Everyone back and playing on the new server.
@@ -228,7 +235,8 @@ pub async fn run(dir: &Path, stores: StoreFlags, options: Options) -> Result<Rol
     max_tick_ms = max_tick_ms.max(tick_max_ms(&new.addr).await);
     fleet.stop().await;
     if let Ok(Err(why)) = tokio::time::timeout(Duration::from_secs(3), running_platform.shutdown()).await {
-        problems.push(format!("the platform server did not stop cleanly: {why}"));
+        problems
+            .push(Problem::new(ProblemKind::ProcessStop, format!("the platform server did not stop cleanly: {why}")));
     }
     let chart = match sampler {
         Some(sampler) => sampler.finish().await,
@@ -247,25 +255,43 @@ pub async fn run(dir: &Path, stores: StoreFlags, options: Options) -> Result<Rol
     let characters_lost = stats.characters_lost.load(Relaxed) - characters_before;
     let inventories_lost = stats.inventories_lost.load(Relaxed) - inventories_before;
     if commands_lost > 0 {
-        problems.push(format!("{commands_lost} acknowledged commands lost"));
+        problems.push(Problem::new(ProblemKind::CommandsLost, format!("{commands_lost} acknowledged commands lost")));
     }
     if characters_lost > 0 {
-        problems.push(format!("{characters_lost} players came back to a new character"));
+        problems.push(Problem::new(
+            ProblemKind::CharactersLost,
+            format!("{characters_lost} players came back to a new character"),
+        ));
     }
     if inventories_lost > 0 {
-        problems.push(format!("{inventories_lost} characters came back with less gold, XP or items"));
+        problems.push(Problem::new(
+            ProblemKind::InventoriesLost,
+            format!("{inventories_lost} characters came back with less gold, XP or items"),
+        ));
     }
     if players_after < players_before {
-        problems.push(format!("only {players_after} of {players_before} players back"));
+        problems.push(Problem::new(
+            ProblemKind::PlayersNotBack,
+            format!("only {players_after} of {players_before} players back"),
+        ));
     }
     if (resumes.len() as u64) < players_before {
-        problems.push(format!("only {} of {players_before} players resumed their characters", resumes.len()));
+        problems.push(Problem::new(
+            ProblemKind::PlayersNotBack,
+            format!("only {} of {players_before} players resumed their characters", resumes.len()),
+        ));
     }
     if handoff && pause_ms > PAUSE_TARGET_MS {
-        problems.push(format!("a player's world froze for {pause_ms:.0} ms (target < {PAUSE_TARGET_MS:.0} ms)"));
+        problems.push(Problem::new(
+            ProblemKind::Pause,
+            format!("a player's world froze for {pause_ms:.0} ms (target < {PAUSE_TARGET_MS:.0} ms)"),
+        ));
     }
     if max_tick_ms > TICK_BUDGET_MS {
-        problems.push(format!("a tick took up to {max_tick_ms:.0} ms (budget {TICK_BUDGET_MS:.0} ms)"));
+        problems.push(Problem::new(
+            ProblemKind::TickOverBudget,
+            format!("a tick took up to {max_tick_ms:.0} ms (budget {TICK_BUDGET_MS:.0} ms)"),
+        ));
     }
     drop(new);
     Ok(RolloutReport {

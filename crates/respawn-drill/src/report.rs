@@ -13,19 +13,9 @@ use respawn_api::prom::{self, Histogram};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{max_bucket_ms, Findings, TICK_BUDGET_MS};
-
-/// One look at the deployment.
-#[derive(Debug, Clone, Copy)]
-pub struct ChartPoint {
-    /// Seconds since the drill started.
-    pub at_s: f64,
-    /// Players connected over every zone server that answered.
-    pub ccu: f64,
-    /// The slowest tick since the previous look (upper bound of its histogram
-    /// bucket); `None` when no server answered.
-    pub tick_ms: Option<f64>,
-}
+use crate::deployment::max_bucket_ms;
+use crate::findings::{ChartPoint, Findings};
+use crate::TICK_BUDGET_MS;
 
 /// Reads the zone servers' metrics every 250 ms until finished.
 #[derive(Debug)]

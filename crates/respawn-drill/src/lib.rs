@@ -1,0 +1,375 @@
+//! What exercises a deployment and reports figures: the drills, the
+//! benchmarks ([`bench`]: the tick in process, the event pipeline against
+//! real servers) and the load generator ([`loadgen`]).
+//!
+//! `respawn drill <scenario>`: disaster-recovery drills that run for real.
+//! The drills start `respawn zone` and `respawn platform` children from the
+//! running executable: this library runs inside the `respawn` binary.
+//! Each starts its own local deployment on free ports (real Redis and a
+//! MongoDB-wire-compatible server with `--real`, files otherwise), keeps bots
+//! playing, injects the fault, measures, and prints a verdict.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use respawn_harness::TempDir;
+use serde::{Deserialize, Serialize};
+
+use crate::deployment::{drill_stores, start_real_stores, Deployment, Options};
+use crate::findings::{print_summary, summarize};
+use crate::recovery::print_report;
+
+pub mod bench;
+mod deployment;
+mod findings;
+mod ledger;
+pub mod loadgen;
+mod mongo_down;
+mod pipeline;
+mod recovery;
+mod redis_down;
+mod report;
+mod rollout;
+pub mod services;
+mod site;
+mod zone_crash;
+
+pub use deployment::KillResult;
+pub use findings::{EventTally, Figures, Findings, Killed, Problem, ProblemKind, Summary, Verdict};
+pub use pipeline::PipelineReport;
+pub use recovery::DrillReport;
+pub use rollout::RolloutReport;
+pub use site::SiteReport;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// `kill -9` of the zone server while bots play.
+    ZoneCrash,
+    /// Redis dies while bots play; the zone server crashes during the outage; Redis returns empty.
+    RedisDown,
+    /// MongoDB dies while bots play (cold snapshots fail, play goes on); the zone server crashes during the outage.
+    MongoDown,
+    /// The Kafka-compatible broker becomes unreachable under load and comes back after the outage.
+    KafkaDown,
+    /// MariaDB is killed under load and comes back after the outage.
+    MysqlDown,
+    /// The platform server is killed (`kill -9`) mid-batch and restarted after the outage.
+    PlatformDown,
+    /// Every zone server is killed (`kill -9`) at once and new ones start from the snapshots.
+    AllZonesDown,
+    /// Every process is killed, Redis, the broker and the zone servers' disks are wiped; everything
+    /// comes back from MongoDB's cold snapshots and MySQL's data.
+    SiteLoss,
+    /// A rolling update to a second build under load: the guide's steps, or live hand-off with --handoff.
+    Rollout,
+    /// Every failure scenario above, one after another (not the rollout).
+    All,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::ZoneCrash => "zone-crash",
+            Scenario::RedisDown => "redis-down",
+            Scenario::MongoDown => "mongo-down",
+            Scenario::KafkaDown => "kafka-down",
+            Scenario::MysqlDown => "mysql-down",
+            Scenario::PlatformDown => "platform-down",
+            Scenario::AllZonesDown => "all-zones-down",
+            Scenario::SiteLoss => "site-loss",
+            Scenario::Rollout => "rollout",
+            Scenario::All => "all",
+        }
+    }
+
+    /// The scenarios that need `--real`: their fault is in a real service.
+    fn needs_real(self) -> Option<&'static str> {
+        match self {
+            Scenario::RedisDown => Some("the embedded deployment has no Redis to stop"),
+            Scenario::MongoDown => Some("the embedded deployment has no MongoDB to stop"),
+            Scenario::PlatformDown => Some(
+                "the embedded deployment has no platform server (its zone server publishes into the ledger \
+                 itself, and `respawn drill zone-crash` kills that)",
+            ),
+            Scenario::SiteLoss => Some("a site of embedded files has nothing off-site to restore from"),
+            _ => None,
+        }
+    }
+
+    /// What `all` runs: every failure scenario this deployment can have.
+    fn all(real: bool) -> Vec<Scenario> {
+        [
+            Scenario::ZoneCrash,
+            Scenario::RedisDown,
+            Scenario::MongoDown,
+            Scenario::KafkaDown,
+            Scenario::MysqlDown,
+            Scenario::PlatformDown,
+            Scenario::AllZonesDown,
+            Scenario::SiteLoss,
+        ]
+        .into_iter()
+        .filter(|s| real || s.needs_real().is_none())
+        .collect()
+    }
+
+    fn is_pipeline(self) -> bool {
+        matches!(self, Scenario::KafkaDown | Scenario::MysqlDown | Scenario::PlatformDown)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DrillArgs {
+    scenario: Scenario,
+    /// Use real Redis and a MongoDB-wire-compatible server (started by the drill).
+    #[arg(long)]
+    real: bool,
+    /// Bots playing throughout.
+    #[arg(long, default_value_t = 12)]
+    bots: u32,
+    /// zone-crash: how many kills, one after another, each measured.
+    #[arg(long, default_value_t = 1)]
+    kills: u32,
+    /// kafka-down, mysql-down, platform-down: how long the fault lasts.
+    #[arg(long, default_value_t = 60)]
+    outage_secs: u64,
+    /// Print one JSON object instead of the report.
+    #[arg(long)]
+    json: bool,
+    /// Keep the deployment's directory (every process's log and data) and print its path.
+    #[arg(long)]
+    keep: bool,
+    /// rollout: move zones live with their players instead of the guide's wait.
+    #[arg(long)]
+    handoff: bool,
+    /// rollout: the second build (reporting another version); default $RESPAWN_NEXT_BIN.
+    #[arg(long)]
+    next_build: Option<std::path::PathBuf>,
+    /// Also write the report as markdown to this file, with a chart of the
+    /// tick duration and CCU over the drill beside it (same name, .svg).
+    /// With several drills, one file each: FILE-<scenario>[-<run>].md.
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
+    /// Run the drill (or `all`) this many times, then print median and worst figures.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+}
+
+/// Targets: ours, and the guide's for comparison.
+pub(crate) const RTO_TARGET_MS: f64 = 1_000.0;
+/// A restart while MongoDB is down first waits for it (one store call), since
+/// it may hold a newer cold snapshot than Redis; then restores from Redis.
+pub(crate) const RTO_TARGET_MONGO_DOWN_MS: f64 = RTO_TARGET_MS + respawn_store::CALL_TIMEOUT.as_millis() as f64;
+pub(crate) const RPO_TARGET_TICKS: u64 = 2;
+pub(crate) const TICK_BUDGET_MS: f64 = 50.0;
+
+/// Where one drill's report goes.
+struct Output {
+    scenario: Scenario,
+    real: bool,
+    json: bool,
+    /// Several drills: their JSON is printed together at the end.
+    quiet: bool,
+    report: Option<std::path::PathBuf>,
+}
+
+pub async fn run(args: DrillArgs) -> Result<()> {
+    if let Some(why) = args.scenario.needs_real().filter(|_| !args.real) {
+        bail!("{} needs --real: {why}", args.scenario.name());
+    }
+    if args.kills == 0 || args.bots == 0 || args.repeat == 0 {
+        bail!("--kills, --bots and --repeat must be at least 1");
+    }
+    let scenarios = if args.scenario == Scenario::All { Scenario::all(args.real) } else { vec![args.scenario] };
+    let several = scenarios.len() > 1 || args.repeat > 1;
+    let (mut figures, mut reports) = (Vec::new(), Vec::new());
+    for round in 1..=args.repeat {
+        for &scenario in &scenarios {
+            if several {
+                eprintln!("== drill {} (run {round} of {})", scenario.name(), args.repeat);
+            }
+            let report = args.report.as_ref().map(|path| match several {
+                false => path.clone(),
+                true => numbered(path, scenario, round, args.repeat),
+            });
+            let out = Output { scenario, real: args.real, json: args.json, quiet: args.json && several, report };
+            match run_one(&args, &out).await {
+                Ok((f, json)) => {
+                    figures.push(f);
+                    reports.push(json);
+                }
+                // One drill that could not finish is a failed drill; the others still run.
+                Err(e) if several => {
+                    eprintln!("drill {} could not finish: {e:#}", scenario.name());
+                    figures.push(Figures::failed(scenario));
+                    let problems =
+                        vec![Problem::new(ProblemKind::Incomplete, format!("the drill could not finish: {e:#}"))];
+                    reports.push(
+                        serde_json::json!({ "scenario": scenario, "verdict": Verdict::Fail, "problems": problems }),
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let passed = figures.iter().all(|f| f.passed);
+    if several {
+        let summary = summarize(&figures);
+        if args.json {
+            println!("{}", serde_json::json!({ "verdict": Verdict::of(passed), "summary": summary, "runs": reports }));
+        } else {
+            print_summary(&summary);
+        }
+    }
+    if !passed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `FILE.md` of several drills: `FILE-<scenario>[-<run>].md`.
+fn numbered(path: &std::path::Path, scenario: Scenario, round: u32, rounds: u32) -> std::path::PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "drill".into());
+    let run = if rounds > 1 { format!("-{round}") } else { String::new() };
+    path.with_file_name(format!("{stem}-{}{run}.md", scenario.name()))
+}
+
+/// Runs one drill and publishes its report; its figures and its JSON.
+async fn run_one(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json::Value)> {
+    match out.scenario {
+        Scenario::Rollout => return run_rollout(args, out).await,
+        Scenario::AllZonesDown | Scenario::SiteLoss => return run_site(args, out).await,
+        _ => {}
+    }
+    let options = Options {
+        real: args.real,
+        bots: args.bots,
+        pipeline: out.scenario.is_pipeline(),
+        cold_every_secs: (out.scenario == Scenario::MongoDown).then_some(mongo_down::MONGO_DRILL_COLD_SECS),
+    };
+    let mut d = Deployment::start(options).await?;
+    let sampler = out.report.is_some().then(|| report::Sampler::start(vec![d.zone_addr.clone()], d.started));
+    let outage = Duration::from_secs(args.outage_secs);
+    let result = match out.scenario {
+        Scenario::ZoneCrash => zone_crash::zone_crash(&mut d, args.kills).await.map(Report::Recovery),
+        Scenario::RedisDown => redis_down::redis_down(&mut d).await.map(Report::Recovery),
+        Scenario::MongoDown => mongo_down::mongo_down(&mut d).await.map(Report::Recovery),
+        pipeline_scenario => pipeline::run(&mut d, pipeline_scenario, outage).await.map(Report::Pipeline),
+    };
+    let timeline = d.timeline.clone();
+    let chart = match sampler {
+        Some(sampler) => sampler.finish().await,
+        None => Vec::new(),
+    };
+    let dir = d.stop().await;
+    if args.keep {
+        eprintln!("deployment kept in {}", dir.keep().display());
+    }
+    match result? {
+        Report::Recovery(mut r) => {
+            (r.findings.timeline, r.findings.chart, r.real_services) = (timeline, chart, args.real);
+            let figures = Figures {
+                scenario: r.scenario,
+                passed: r.findings.passed(),
+                rto_ms: Some(r.rto_ms),
+                rpo_ticks: Some(r.rpo_ticks),
+                events_lost: Some(r.events.events_lost),
+                commands_lost: Some(r.commands_lost),
+            };
+            Ok((figures, publish(out, &r, &r.findings, || print_report(&r))?))
+        }
+        Report::Pipeline(mut r) => {
+            (r.findings.timeline, r.findings.chart) = (timeline, chart);
+            let figures = Figures {
+                scenario: r.scenario,
+                passed: r.findings.passed(),
+                rto_ms: Some(r.catch_up_ms),
+                rpo_ticks: None,
+                events_lost: Some(r.events_lost),
+                commands_lost: None,
+            };
+            Ok((figures, publish(out, &r, &r.findings, || pipeline::print_report(&r))?))
+        }
+    }
+}
+
+/// Prints the report (JSON with `--json`, else `print`; nothing when quiet)
+/// and writes `--report`; the report as JSON.
+fn publish<R: Serialize>(
+    out: &Output,
+    report: &R,
+    findings: &Findings,
+    print: impl FnOnce(),
+) -> Result<serde_json::Value> {
+    let value = serde_json::to_value(report)?;
+    if !out.quiet {
+        if out.json {
+            println!("{value}");
+        } else {
+            print();
+        }
+    }
+    if let Some(path) = &out.report {
+        let title = format!("Drill {}{}", out.scenario.name(), if out.real { " (real services)" } else { "" });
+        report::write(path, &title, &value, findings, &findings.chart)?;
+        eprintln!("report written to {} (chart: {})", path.display(), path.with_extension("svg").display());
+    }
+    Ok(value)
+}
+
+async fn run_rollout(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json::Value)> {
+    let next = rollout::next_build(args.next_build.clone())?;
+    let dir = TempDir::new("drill")?;
+    let mut stores = drill_stores(dir.path());
+    let real_stores = if args.real { Some(start_real_stores(dir.path(), &mut stores).await?) } else { None };
+    let options =
+        rollout::Options { next, handoff: args.handoff, bots: args.bots, real: args.real, chart: out.report.is_some() };
+    let result = rollout::run(dir.path(), stores, options).await;
+    drop(real_stores);
+    if args.keep {
+        eprintln!("deployment kept in {}", dir.keep().display());
+    }
+    let r = result?;
+    let figures = Figures {
+        scenario: Scenario::Rollout,
+        passed: r.findings.passed(),
+        rto_ms: Some(r.pause_ms),
+        rpo_ticks: None,
+        events_lost: None,
+        commands_lost: Some(r.commands_lost),
+    };
+    Ok((figures, publish(out, &r, &r.findings, || rollout::print_report(&r))?))
+}
+
+async fn run_site(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json::Value)> {
+    let dir = TempDir::new("drill")?;
+    let mut site = site::Site::start(dir.path(), out.scenario, args.real, args.bots).await?;
+    let sampler = out.report.is_some().then(|| report::Sampler::start(site.addrs(), site.started()));
+    let result = site::run(&mut site, out.scenario).await;
+    let chart = match sampler {
+        Some(sampler) => sampler.finish().await,
+        None => Vec::new(),
+    };
+    site.stop().await;
+    if args.keep {
+        eprintln!("deployment kept in {}", dir.keep().display());
+    }
+    let mut r = result?;
+    r.findings.chart = chart;
+    let figures = Figures {
+        scenario: r.scenario,
+        passed: r.findings.passed(),
+        rto_ms: Some(r.rto_ms),
+        rpo_ticks: Some(r.rpo_ticks),
+        events_lost: Some(r.events.events_lost),
+        commands_lost: Some(r.commands_lost),
+    };
+    Ok((figures, publish(out, &r, &r.findings, || site::print_report(&r))?))
+}
+
+enum Report {
+    Recovery(DrillReport),
+    Pipeline(pipeline::PipelineReport),
+}
