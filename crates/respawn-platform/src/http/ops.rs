@@ -183,13 +183,14 @@ where
     }
     // Every server at once: one stuck server holds the operator's call for one admin timeout at most.
     let calls = targets.iter().map(|s| {
-        let result = match http_address(&s.address) {
-            Some(addr) => futures_util::future::Either::Left(call(admin.clone(), addr.to_owned())),
-            None => futures_util::future::Either::Right(std::future::ready(Err(CallError::Invalid(
-                "no HTTP address".to_owned(),
-            )))),
-        };
-        async move { (s.id.clone(), result.await.map_err(|e| e.to_string())) }
+        let pending = http_address(&s.address).map(|addr| call(admin.clone(), addr.to_owned()));
+        async move {
+            let result = match pending {
+                Some(pending) => pending.await.map_err(|e| e.to_string()),
+                None => Err("no HTTP address".to_owned()),
+            };
+            (s.id.clone(), result)
+        }
     });
     let results = futures_util::future::join_all(calls).await;
     let reached = results.iter().filter(|(_, r)| r.is_ok()).count();
