@@ -37,10 +37,8 @@ pub(crate) struct Options {
 /// The deployment under test.
 pub(crate) struct Deployment {
     pub(crate) dir: TempDir,
-    pub(crate) redis: Option<Service>,
-    pub(crate) mongo: Option<Service>,
-    /// Kafka-compatible broker, MariaDB and the platform server, for the pipeline drills.
-    pub(crate) pipeline: Option<Pipeline>,
+    /// Its stores; for the pipeline drills, the event pipeline's servers.
+    pub(crate) backing: Backing,
     pub(crate) supervisor: Supervisor,
     pub(crate) zone_addr: String,
     pub(crate) zones: Vec<String>,
@@ -55,21 +53,8 @@ impl Deployment {
     pub(crate) async fn start(options: Options) -> Result<Self> {
         let Options { real, bots, pipeline: _, cold_every_secs } = options;
         let dir = TempDir::new("drill")?;
-        let mut stores = drill_stores(dir.path());
-        let (mut redis, mut mongo) = (None, None);
-        if real {
-            let (r, m) = start_real_stores(dir.path(), &mut stores).await?;
-            redis = Some(r);
-            mongo = Some(m);
-        }
         // Embedded, the zone server's own ledger is the pipeline: nothing more to start.
-        let pipeline = if options.pipeline && real {
-            let p = Pipeline::start(dir.path()).await?;
-            stores.kafka_brokers = Some(p.brokers.clone());
-            Some(p)
-        } else {
-            None
-        };
+        let backing = Backing::start(dir.path(), real, options.pipeline && real).await?;
         let token_key = respawn_token::random_hex(32)?;
         let key = TokenKey::new(token_key.as_bytes())?;
         let config = match cold_every_secs {
@@ -83,7 +68,7 @@ impl Deployment {
         let spec = ChildSpec {
             exe: std::env::current_exe()?,
             config,
-            stores,
+            stores: backing.stores.clone(),
             token_key,
             admin_token: respawn_token::random_hex(32)?,
             platform: None,
@@ -98,9 +83,7 @@ impl Deployment {
         let bots = Fleet::spawn(Access::Direct { url: format!("ws://{zone_addr}/ws"), tokens }, &zones, bots, "drill");
         let mut d = Self {
             dir,
-            redis,
-            mongo,
-            pipeline,
+            backing,
             supervisor,
             zone_addr,
             zones,
@@ -227,13 +210,44 @@ impl Deployment {
     }
 }
 
+/// What a drill deployment's zone servers stand on: their stores (files,
+/// or real Redis and a MongoDB-compatible server), and with the event
+/// pipeline its servers (broker, MariaDB, platform server). Both kinds of
+/// deployment (one supervised zone server, or one per zone) start it the same way.
+pub(crate) struct Backing {
+    pub(crate) stores: StoreFlags,
+    pub(crate) redis: Option<Service>,
+    pub(crate) mongo: Option<Service>,
+    pub(crate) pipeline: Option<Pipeline>,
+}
+
+impl Backing {
+    /// Under `root`; `real`: Redis and a MongoDB-compatible server; `pipeline`: the event pipeline too.
+    pub(crate) async fn start(root: &std::path::Path, real: bool, pipeline: bool) -> Result<Self> {
+        let mut stores = drill_stores(root);
+        let (mut redis, mut mongo) = (None, None);
+        if real {
+            let (r, m) = start_real_stores(root, &mut stores).await?;
+            (redis, mongo) = (Some(r), Some(m));
+        }
+        let pipeline = if pipeline {
+            let p = Pipeline::start(root).await?;
+            stores.kafka_brokers = Some(p.brokers.clone());
+            Some(p)
+        } else {
+            None
+        };
+        Ok(Self { stores, redis, mongo, pipeline })
+    }
+}
+
 /// A drill deployment's stores: files under `dir` until real services are added.
-pub(crate) fn drill_stores(dir: &std::path::Path) -> StoreFlags {
+fn drill_stores(dir: &std::path::Path) -> StoreFlags {
     StoreFlags::files(&dir.join("data"), "drill")
 }
 
 /// Redis and SecantusDB (MongoDB-compatible) under `dir`, and `stores` pointed at them.
-pub(crate) async fn start_real_stores(dir: &std::path::Path, stores: &mut StoreFlags) -> Result<(Service, Service)> {
+async fn start_real_stores(dir: &std::path::Path, stores: &mut StoreFlags) -> Result<(Service, Service)> {
     let port = free_port()?;
     let mut redis = Service::new(
         "redis",

@@ -16,7 +16,7 @@ use clap::{Args, ValueEnum};
 use respawn_harness::TempDir;
 use serde::{Deserialize, Serialize};
 
-use crate::deployment::{drill_stores, start_real_stores, Deployment, Options};
+use crate::deployment::{Backing, Deployment, Options};
 use crate::findings::{print_summary, summarize};
 use crate::recovery::print_report;
 
@@ -322,12 +322,11 @@ fn publish<R: Serialize>(
 async fn run_rollout(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json::Value)> {
     let next = rollout::next_build(args.next_build.clone())?;
     let dir = TempDir::new("drill")?;
-    let mut stores = drill_stores(dir.path());
-    let real_stores = if args.real { Some(start_real_stores(dir.path(), &mut stores).await?) } else { None };
+    let backing = Backing::start(dir.path(), args.real, false).await?;
     let options =
         rollout::Options { next, handoff: args.handoff, bots: args.bots, real: args.real, chart: out.report.is_some() };
-    let result = rollout::run(dir.path(), stores, options).await;
-    drop(real_stores);
+    let result = rollout::run(dir.path(), backing.stores.clone(), options).await;
+    drop(backing);
     if args.keep {
         eprintln!("deployment kept in {}", dir.keep().display());
     }

@@ -27,7 +27,7 @@ pub(crate) async fn mongo_down(d: &mut Deployment) -> Result<DrillReport> {
     let hot_before = hot_snapshots(&samples);
     let players_before = d.players().await;
     let ticks_before = d.tick_histogram().await.ok_or_else(|| anyhow!("no tick histogram"))?;
-    if let Some(mongo) = d.mongo.as_mut() {
+    if let Some(mongo) = d.backing.mongo.as_mut() {
         mongo.kill().await;
     }
     d.note("MongoDB killed");
@@ -73,7 +73,7 @@ pub(crate) async fn mongo_down(d: &mut Deployment) -> Result<DrillReport> {
         ));
     }
     let stored_before = cold_snapshots(&d.samples().await?, "ok");
-    if let Some(mongo) = d.mongo.as_mut() {
+    if let Some(mongo) = d.backing.mongo.as_mut() {
         mongo.start().await?;
     }
     d.note("MongoDB back");

@@ -69,8 +69,8 @@ async fn wait_mid_batch(platform: &str) -> bool {
 }
 
 pub(crate) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration) -> Result<PipelineReport> {
-    let real = d.pipeline.is_some();
-    let (db, description) = match &d.pipeline {
+    let real = d.backing.pipeline.is_some();
+    let (db, description) = match &d.backing.pipeline {
         Some(p) => (LedgerView::of(p)?, p.describe()),
         None => {
             let path = d.dir.path().join("data").join(respawn_harness::zone::EVENTS_DB);
@@ -92,12 +92,12 @@ pub(crate) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
     let mut problems = Vec::new();
     let ticks_before = d.tick_histogram().await.ok_or_else(|| anyhow!("no tick histogram"))?;
     let players_before = d.players().await;
-    let mid_batch = match &d.pipeline {
+    let mid_batch = match &d.backing.pipeline {
         Some(p) if scenario == Scenario::PlatformDown => wait_mid_batch(&p.platform_addr).await,
         _ => false,
     };
     let mut lock = None;
-    let fault = match (scenario, d.pipeline.as_mut()) {
+    let fault = match (scenario, d.backing.pipeline.as_mut()) {
         (Scenario::KafkaDown, Some(p)) => {
             p.broker_gate.cut();
             "broker unreachable (every connection cut, new ones refused)"
@@ -137,7 +137,7 @@ pub(crate) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
          {players_min} of {players_before} players online at least"
     ));
 
-    match (scenario, d.pipeline.as_mut()) {
+    match (scenario, d.backing.pipeline.as_mut()) {
         (Scenario::KafkaDown, Some(p)) => p.broker_gate.reopen().await?,
         (Scenario::MysqlDown, Some(p)) => p.mysql.start().await?,
         (_, Some(p)) => p.platform.start().await?,
@@ -176,7 +176,7 @@ pub(crate) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
 
     // Stop the load, let the pipeline settle (the bots' leave events too), then compare everything.
     d.bots.halt().await;
-    let (generated, stored, check) = settle(d, &db, d.pipeline.as_ref().map(|p| p.brokers.as_str()), 0).await?;
+    let (generated, stored, check) = settle(d, &db, d.backing.pipeline.as_ref().map(|p| p.brokers.as_str()), 0).await?;
     d.note(format!("bots stopped; settled with {stored} of {generated} events stored"));
     d.note(match &check.topic {
         Some(t) => format!(

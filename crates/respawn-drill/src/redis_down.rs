@@ -21,7 +21,7 @@ pub(crate) async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
     };
     let samples = d.samples().await?;
     let cold_before: Vec<f64> = d.zones.iter().map(|z| cold_ok(&samples, z)).collect();
-    if let Some(redis) = d.redis.as_mut() {
+    if let Some(redis) = d.backing.redis.as_mut() {
         redis.kill().await;
     }
     d.note("Redis killed");
@@ -67,7 +67,7 @@ pub(crate) async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
         ));
     }
     let hot_before = hot_snapshots(&d.samples().await?);
-    if let Some(redis) = d.redis.as_mut() {
+    if let Some(redis) = d.backing.redis.as_mut() {
         redis.start().await?;
     }
     d.note("Redis back (empty: no persistence)");

@@ -15,14 +15,13 @@ use respawn_client::{signed_tokens, Access, Fleet};
 use respawn_token::TokenKey;
 use serde::{Deserialize, Serialize};
 
-use crate::deployment::{cold_snapshots, drill_stores, max_bucket_ms, start_real_stores};
+use crate::deployment::{cold_snapshots, max_bucket_ms, Backing};
 use crate::findings::{EventTally, Findings, Killed, Problem, ProblemKind};
 use crate::ledger::{settle, EventCounts, LedgerView};
 use crate::recovery::crash_problems;
-use crate::services::Pipeline;
 use crate::{Scenario, TICK_BUDGET_MS};
 use respawn_harness::process::{free_port, Service};
-use respawn_harness::zone::{StoreFlags, ZoneCommand};
+use respawn_harness::zone::ZoneCommand;
 
 /// Our target for every zone back after all zone servers died: they restart
 /// side by side, each within the one-server target.
@@ -80,11 +79,7 @@ struct ZoneServer {
 pub(super) struct Site {
     root: PathBuf,
     real: bool,
-    stores: StoreFlags,
-    redis: Option<Service>,
-    mongo: Option<Service>,
-    /// site-loss: broker, MariaDB and the platform server (the event pipeline).
-    pipeline: Option<Pipeline>,
+    backing: Backing,
     servers: Vec<ZoneServer>,
     fleets: Vec<Fleet>,
     /// Events of the zone-server processes killed so far.
@@ -96,19 +91,7 @@ pub(super) struct Site {
 impl Site {
     pub async fn start(root: &Path, scenario: Scenario, real: bool, bots: u32) -> Result<Self> {
         let site_loss = scenario == Scenario::SiteLoss;
-        let mut stores = drill_stores(root);
-        let (mut redis, mut mongo) = (None, None);
-        if real {
-            let (r, m) = start_real_stores(root, &mut stores).await?;
-            (redis, mongo) = (Some(r), Some(m));
-        }
-        let pipeline = if site_loss {
-            let p = Pipeline::start(root).await?;
-            stores.kafka_brokers = Some(p.brokers.clone());
-            Some(p)
-        } else {
-            None
-        };
+        let backing = Backing::start(root, real, site_loss).await?;
         let token_key = respawn_token::random_hex(32)?;
         let admin_token = respawn_token::random_hex(32)?;
         let zones = respawn_zone::ServerConfig::defaults().zones;
@@ -134,7 +117,7 @@ impl Site {
                 .token_key(&token_key)
                 .admin_token(&admin_token)
                 .outbox_dir(&outbox)
-                .stores(&stores);
+                .stores(&backing.stores);
             let mut service = Service::zone("zone", &command, port, dir);
             service.start().await?;
             servers.push(ZoneServer { zone: zone.name.clone(), addr, service, outbox });
@@ -154,10 +137,7 @@ impl Site {
         let mut site = Self {
             root: root.to_path_buf(),
             real,
-            stores,
-            redis,
-            mongo,
-            pipeline,
+            backing,
             servers,
             fleets,
             killed: Killed::default(),
@@ -246,9 +226,9 @@ impl Site {
     }
 
     fn ledger(&self) -> Result<LedgerView> {
-        match &self.pipeline {
+        match &self.backing.pipeline {
             Some(p) => LedgerView::of(p),
-            None => Ok(LedgerView::Sqlite(self.stores.data_dir.join(respawn_harness::zone::EVENTS_DB))),
+            None => Ok(LedgerView::Sqlite(self.backing.stores.data_dir.join(respawn_harness::zone::EVENTS_DB))),
         }
     }
 
@@ -332,16 +312,16 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
     let events_last_second = generated.saturating_sub(before_window.map_or(0, |(_, n)| *n));
     match scenario {
         Scenario::SiteLoss => {
-            let Some(p) = site.pipeline.as_mut() else { bail!("site-loss runs with the event pipeline") };
+            let Some(p) = site.backing.pipeline.as_mut() else { bail!("site-loss runs with the event pipeline") };
             p.lose(&site.root).await?;
-            for service in [site.redis.as_mut(), site.mongo.as_mut()].into_iter().flatten() {
+            for service in [site.backing.redis.as_mut(), site.backing.mongo.as_mut()].into_iter().flatten() {
                 service.kill().await;
             }
             // The zone servers' disks and Redis's memory are gone with the site.
             for s in &site.servers {
                 let _ = std::fs::remove_dir_all(&s.outbox);
             }
-            let _ = std::fs::remove_dir_all(&site.stores.data_dir);
+            let _ = std::fs::remove_dir_all(&site.backing.stores.data_dir);
             site.note(format!(
                 "site lost with {players_before} players: every process killed (kill -9): zone servers, platform, \
                  broker, Redis, MongoDB, MariaDB; Redis's data, the broker's storage and the zone servers' disks \
@@ -349,12 +329,12 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
             ));
             site.note("decision: restore MongoDB and MariaDB on their data first, then Redis and the broker empty, \
                        the platform, the zone servers from MongoDB's cold snapshots");
-            let p = site.pipeline.as_mut().ok_or_else(|| anyhow!("no pipeline"))?;
+            let p = site.backing.pipeline.as_mut().ok_or_else(|| anyhow!("no pipeline"))?;
             p.rebuild(&site.root).await?;
-            if let Some(m) = site.mongo.as_mut() {
+            if let Some(m) = site.backing.mongo.as_mut() {
                 m.start().await?;
             }
-            if let Some(r) = site.redis.as_mut() {
+            if let Some(r) = site.backing.redis.as_mut() {
                 r.start().await?;
             }
             let t = t0.elapsed().as_secs_f64();
