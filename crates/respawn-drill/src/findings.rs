@@ -221,6 +221,25 @@ impl Figures {
     pub(crate) fn failed(scenario: Scenario) -> Self {
         Self { scenario, passed: false, rto_ms: None, rpo_ticks: None, events_lost: None, commands_lost: None }
     }
+
+    /// A drill that killed zone servers: every figure was measured.
+    pub(crate) fn of_crash(
+        scenario: Scenario,
+        findings: &Findings,
+        rto_ms: f64,
+        rpo_ticks: u64,
+        events: &EventTally,
+        commands_lost: u64,
+    ) -> Self {
+        Self {
+            scenario,
+            passed: findings.passed(),
+            rto_ms: Some(rto_ms),
+            rpo_ticks: Some(rpo_ticks),
+            events_lost: Some(events.events_lost),
+            commands_lost: Some(commands_lost),
+        }
+    }
 }
 
 /// Several runs of one scenario, summed up.

@@ -270,14 +270,7 @@ async fn run_one(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json:
     match result? {
         Report::Recovery(mut r) => {
             (r.findings.timeline, r.findings.chart, r.real_services) = (timeline, chart, args.real);
-            let figures = Figures {
-                scenario: r.scenario,
-                passed: r.findings.passed(),
-                rto_ms: Some(r.rto_ms),
-                rpo_ticks: Some(r.rpo_ticks),
-                events_lost: Some(r.events.events_lost),
-                commands_lost: Some(r.commands_lost),
-            };
+            let figures = Figures::of_crash(r.scenario, &r.findings, r.rto_ms, r.rpo_ticks, &r.events, r.commands_lost);
             Ok((figures, publish(out, &r, &r.findings, || print_report(&r))?))
         }
         Report::Pipeline(mut r) => {
@@ -357,14 +350,7 @@ async fn run_site(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json
     }
     let mut r = result?;
     r.findings.chart = chart;
-    let figures = Figures {
-        scenario: r.scenario,
-        passed: r.findings.passed(),
-        rto_ms: Some(r.rto_ms),
-        rpo_ticks: Some(r.rpo_ticks),
-        events_lost: Some(r.events.events_lost),
-        commands_lost: Some(r.commands_lost),
-    };
+    let figures = Figures::of_crash(r.scenario, &r.findings, r.rto_ms, r.rpo_ticks, &r.events, r.commands_lost);
     Ok((figures, publish(out, &r, &r.findings, || site::print_report(&r))?))
 }
 
