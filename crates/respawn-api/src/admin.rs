@@ -68,6 +68,9 @@ pub enum RestoreSource {
 }
 
 impl RestoreSource {
+    pub const ALL: [RestoreSource; 4] =
+        [RestoreSource::Hot, RestoreSource::Cold, RestoreSource::Journal, RestoreSource::Fresh];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RestoreSource::Hot => "hot",
@@ -220,7 +223,7 @@ mod tests {
 
     #[test]
     fn restore_sources_read_and_write_as_lowercase_words() {
-        for source in [RestoreSource::Hot, RestoreSource::Cold, RestoreSource::Journal, RestoreSource::Fresh] {
+        for source in RestoreSource::ALL {
             let json = serde_json::to_string(&source).expect("serialize");
             assert_eq!(json, format!("\"{source}\""));
             assert_eq!(serde_json::from_str::<RestoreSource>(&json).expect("parse"), source);

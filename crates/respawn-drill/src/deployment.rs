@@ -1,8 +1,10 @@
-//! The deployment a recovery or pipeline drill runs on: one zone server
-//! kept running by the local supervisor, bots playing, embedded or real
-//! stores (and the event pipeline's servers for the pipeline drills).
+//! The one deployment every drill but the rollout runs on: zone servers
+//! (one supervised server hosting every zone, or one server per zone), bots
+//! playing on each, embedded or real stores, and for the pipeline drills the
+//! event pipeline's servers.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -10,10 +12,11 @@ use anyhow::{bail, Result};
 use respawn_api::admin::RestoreSource;
 use respawn_api::http;
 use respawn_api::prom::{self, Histogram};
+use respawn_client::bot::Resume;
 use respawn_client::{signed_tokens, Access, Fleet};
 use respawn_harness::process::{find_binary, free_port, Service, MONGOD_CACHED};
 use respawn_harness::supervisor::{ChildSpec, Supervisor};
-use respawn_harness::zone::StoreFlags;
+use respawn_harness::zone::{StoreFlags, ZoneCommand};
 use respawn_harness::TempDir;
 use respawn_token::TokenKey;
 use serde::{Deserialize, Serialize};
@@ -22,11 +25,24 @@ use crate::findings::{EventTally, Killed};
 use crate::ledger::{settle, EventCounts, LedgerView};
 use crate::services::Pipeline;
 
+/// How a deployment's zone servers are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// One zone server hosting every zone, kept running by the local
+    /// supervisor: a killed one is restarted at once (the one-server drills).
+    Supervised,
+    /// One zone server per zone, each with its own disk and bots; only the
+    /// drill kills and starts them (the drills that lose every server).
+    ServerPerZone,
+}
+
 /// What the deployment under test is made of.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Options {
+    pub(crate) layout: Layout,
     /// Redis and a MongoDB-wire-compatible server rather than files.
     pub(crate) real: bool,
+    /// Over every zone server.
     pub(crate) bots: u32,
     /// With `real`: a Kafka-compatible broker, MariaDB and the platform server too.
     pub(crate) pipeline: bool,
@@ -34,15 +50,28 @@ pub(crate) struct Options {
     pub(crate) cold_every_secs: Option<u64>,
 }
 
+/// One zone server of a deployment, and the bots playing on it.
+pub(crate) struct ZoneServer {
+    pub(crate) zones: Vec<String>,
+    pub(crate) addr: String,
+    process: ZoneProcess,
+    /// Its own disk: the event outbox.
+    outbox: PathBuf,
+    pub(crate) bots: Fleet,
+}
+
+enum ZoneProcess {
+    Supervised(Supervisor),
+    Plain(Box<Service>),
+}
+
 /// The deployment under test.
 pub(crate) struct Deployment {
     pub(crate) dir: TempDir,
+    pub(crate) real: bool,
     /// Its stores; for the pipeline drills, the event pipeline's servers.
     pub(crate) backing: Backing,
-    pub(crate) supervisor: Supervisor,
-    pub(crate) zone_addr: String,
-    pub(crate) zones: Vec<String>,
-    pub(crate) bots: Fleet,
+    pub(crate) servers: Vec<ZoneServer>,
     /// Events of the zone-server processes killed so far.
     pub(crate) killed: Killed,
     pub(crate) started: Instant,
@@ -51,52 +80,104 @@ pub(crate) struct Deployment {
 
 impl Deployment {
     pub(crate) async fn start(options: Options) -> Result<Self> {
-        let Options { real, bots, pipeline: _, cold_every_secs } = options;
+        let Options { layout, real, bots, pipeline, cold_every_secs } = options;
         let dir = TempDir::new("drill")?;
         // Embedded, the zone server's own ledger is the pipeline: nothing more to start.
-        let backing = Backing::start(dir.path(), real, options.pipeline && real).await?;
+        let backing = Backing::start(dir.path(), real, pipeline && real).await?;
         let token_key = respawn_token::random_hex(32)?;
-        let key = TokenKey::new(token_key.as_bytes())?;
-        let config = match cold_every_secs {
-            Some(secs) => {
-                let path = dir.path().join("zone.toml");
-                std::fs::write(&path, format!("[persistence]\ncold_snapshot_secs = {secs}\n"))?;
-                Some(path)
+        let admin_token = respawn_token::random_hex(32)?;
+        let all_zones = respawn_zone::ServerConfig::defaults().zones;
+        let hosted: Vec<Vec<&respawn_sim::ZoneConfig>> = match layout {
+            Layout::Supervised => vec![all_zones.iter().collect()],
+            Layout::ServerPerZone => all_zones.iter().map(|z| vec![z]).collect(),
+        };
+        let cold = cold_every_secs.map(|secs| format!("[persistence]\ncold_snapshot_secs = {secs}\n"));
+        let mut servers = Vec::new();
+        for (i, zones) in hosted.iter().enumerate() {
+            let server_dir = match layout {
+                Layout::Supervised => dir.path().to_path_buf(),
+                Layout::ServerPerZone => dir.path().join("zones").join(&zones[0].name),
+            };
+            std::fs::create_dir_all(&server_dir)?;
+            // The zones, when not every default one, and the cold snapshot period go in a file of its own.
+            let mut config_text = cold.clone().unwrap_or_default();
+            if layout == Layout::ServerPerZone {
+                for z in zones {
+                    config_text +=
+                        &format!("[[zones]]\nid = {}\nname = \"{}\"\nseed = {}\n", z.zone_id, z.name, z.seed);
+                }
             }
-            None => None,
-        };
-        let spec = ChildSpec {
-            exe: std::env::current_exe()?,
-            config,
-            stores: backing.stores.clone(),
-            token_key,
-            admin_token: respawn_token::random_hex(32)?,
-            platform: None,
-            log_path: dir.path().join("zone.log"),
-            echo_warnings: false,
-        };
-        let listen: SocketAddr = "127.0.0.1:0".parse()?;
-        let supervisor = Supervisor::start(spec, listen, Default::default()).await?;
-        let zone_addr = supervisor.addr.to_string();
-        let zones: Vec<String> = respawn_zone::ServerConfig::defaults().zones.iter().map(|z| z.name.clone()).collect();
-        let tokens = signed_tokens(key, Duration::from_secs(3_600));
-        let bots = Fleet::spawn(Access::Direct { url: format!("ws://{zone_addr}/ws"), tokens }, &zones, bots, "drill");
+            let config = (!config_text.is_empty())
+                .then(|| -> Result<PathBuf> {
+                    let path = server_dir.join("zone.toml");
+                    std::fs::write(&path, config_text)?;
+                    Ok(path)
+                })
+                .transpose()?;
+            let (process, addr, outbox) = match layout {
+                Layout::Supervised => {
+                    let spec = ChildSpec {
+                        exe: std::env::current_exe()?,
+                        config,
+                        stores: backing.stores.clone(),
+                        token_key: token_key.clone(),
+                        admin_token: admin_token.clone(),
+                        platform: None,
+                        log_path: server_dir.join("zone.log"),
+                        echo_warnings: false,
+                    };
+                    let listen: SocketAddr = "127.0.0.1:0".parse()?;
+                    let supervisor = Supervisor::start(spec, listen, Default::default()).await?;
+                    let addr = supervisor.addr.to_string();
+                    (ZoneProcess::Supervised(supervisor), addr, backing.stores.data_dir.join("outbox"))
+                }
+                Layout::ServerPerZone => {
+                    let port = free_port()?;
+                    let addr = format!("127.0.0.1:{port}");
+                    let outbox = server_dir.join("outbox");
+                    let mut command = ZoneCommand::new(std::env::current_exe()?, &addr)
+                        .token_key(&token_key)
+                        .admin_token(&admin_token)
+                        .outbox_dir(&outbox)
+                        .stores(&backing.stores);
+                    if let Some(config) = &config {
+                        command = command.config(config);
+                    }
+                    let mut service = Service::zone("zone", &command, port, server_dir);
+                    service.start().await?;
+                    (ZoneProcess::Plain(Box::new(service)), addr, outbox)
+                }
+            };
+            let names: Vec<String> = zones.iter().map(|z| z.name.clone()).collect();
+            // The bots split evenly over the servers; the first ones take what is left over.
+            let share = bots / hosted.len() as u32 + u32::from((i as u32) < bots % hosted.len() as u32);
+            let tokens = signed_tokens(TokenKey::new(token_key.as_bytes())?, Duration::from_secs(3_600));
+            let access = Access::Direct { url: format!("ws://{addr}/ws"), tokens };
+            let prefix = match layout {
+                Layout::Supervised => "drill".to_owned(),
+                Layout::ServerPerZone => format!("drill-{}", names[0]),
+            };
+            let bots = Fleet::spawn(access, &names, share, &prefix);
+            servers.push(ZoneServer { zones: names, addr, process, outbox, bots });
+        }
         let mut d = Self {
             dir,
+            real,
             backing,
-            supervisor,
-            zone_addr,
-            zones,
-            bots,
+            servers,
             killed: Killed::default(),
             started: Instant::now(),
             timeline: Vec::new(),
         };
+        let layout: Vec<String> = d.servers.iter().map(|s| format!("{} at {}", s.zones.join(", "), s.addr)).collect();
         d.note(format!(
-            "deployment up: zone server {} ({}), {} bots",
-            d.zone_addr,
+            "deployment up: {} zone server{} ({}), {}{}; {} bots",
+            d.servers.len(),
+            if d.servers.len() == 1 { "" } else { "s" },
+            layout.join("; "),
             if real { "Redis + MongoDB-compatible" } else { "embedded files" },
-            d.bots.len()
+            if d.backing.pipeline.is_some() { ", Tansu broker, MariaDB, platform server" } else { "" },
+            d.bot_count()
         ));
         Ok(d)
     }
@@ -105,21 +186,47 @@ impl Deployment {
         self.timeline.push(format!("{:>7.3} s  {what}", self.started.elapsed().as_secs_f64()));
     }
 
+    pub(crate) fn addrs(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.addr.clone()).collect()
+    }
+
+    /// Every zone of the deployment.
+    pub(crate) fn zones(&self) -> Vec<String> {
+        self.servers.iter().flat_map(|s| s.zones.iter().cloned()).collect()
+    }
+
+    /// Every server's metrics; `None` where one does not answer.
+    pub(crate) async fn scrape(&self) -> Vec<Option<Vec<prom::Sample>>> {
+        let mut all = Vec::new();
+        for s in &self.servers {
+            all.push(http::scrape(&s.addr).await.ok().map(|t| prom::parse(&t)));
+        }
+        all
+    }
+
+    /// The metrics of every server together; an error if one does not answer.
     pub(crate) async fn samples(&self) -> Result<Vec<prom::Sample>> {
-        Ok(prom::parse(&http::scrape(&self.zone_addr).await?))
+        let mut all = Vec::new();
+        for s in &self.servers {
+            all.extend(prom::parse(&http::scrape(&s.addr).await?));
+        }
+        Ok(all)
+    }
+
+    /// A metric summed over every server that answers.
+    pub(crate) async fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.scrape().await.iter().flatten().map(|s| prom::sum(s, name, labels)).sum()
     }
 
     pub(crate) async fn players(&self) -> u64 {
-        match self.samples().await {
-            Ok(s) => prom::sum(&s, "respawn_zone_players", &[]) as u64,
-            Err(_) => 0,
-        }
+        self.sum("respawn_zone_players", &[]).await as u64
     }
 
-    pub(crate) async fn wait_players(&self, want: u64, limit: Duration) -> bool {
+    /// Polls `done` until it holds (`limit` at most); whether it did.
+    pub(crate) async fn wait(&self, limit: Duration, done: impl AsyncFn() -> bool) -> bool {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if self.players().await >= want {
+            if done().await {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -127,16 +234,77 @@ impl Deployment {
         false
     }
 
+    pub(crate) async fn wait_players(&self, want: u64, limit: Duration) -> bool {
+        self.wait(limit, async || self.players().await >= want).await
+    }
+
+    /// Whether every server answers and each of its zones has ticked.
+    pub(crate) async fn all_ticking(&self) -> bool {
+        let scraped = self.scrape().await;
+        self.servers.iter().zip(&scraped).all(|(server, s)| {
+            s.as_ref().is_some_and(|s| {
+                server.zones.iter().all(|z| {
+                    prom::value(s, "respawn_zone_tick_duration_seconds_count", &[("zone", z)]).unwrap_or(0.0) > 0.0
+                })
+            })
+        })
+    }
+
+    /// The tick durations of every zone together.
     pub(crate) async fn tick_histogram(&self) -> Option<Histogram> {
         Histogram::read(&self.samples().await.ok()?, "respawn_zone_tick_duration_seconds", &[])
     }
 
-    /// Kills the zone server and measures the way back.
+    /// The longest tick any zone took, as the histograms say.
+    pub(crate) async fn max_tick_ms(&self) -> f64 {
+        self.scrape()
+            .await
+            .iter()
+            .flatten()
+            .filter_map(|s| Histogram::read(s, "respawn_zone_tick_duration_seconds", &[]))
+            .map(|h| max_bucket_ms(&h))
+            .fold(0.0, f64::max)
+    }
+
+    pub(crate) fn bot_count(&self) -> usize {
+        self.servers.iter().map(|s| s.bots.len()).sum()
+    }
+
+    /// Every reconnection of a bot to its character so far.
+    pub(crate) fn resumes(&self) -> Vec<Resume> {
+        self.servers.iter().flat_map(|s| s.bots.stats.resumes()).collect()
+    }
+
+    /// Bots that came back to a new character.
+    pub(crate) fn characters_lost(&self) -> u64 {
+        self.servers.iter().map(|s| s.bots.stats.characters_lost.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Stops every bot (each leaves its zone first).
+    pub(crate) async fn halt_bots(&mut self) {
+        for s in &mut self.servers {
+            s.bots.halt().await;
+        }
+    }
+
+    /// Where the drill counts stored events: MySQL with the pipeline, else the embedded ledger.
+    pub(crate) fn ledger(&self) -> Result<LedgerView> {
+        match &self.backing.pipeline {
+            Some(p) => LedgerView::of(p),
+            None => Ok(LedgerView::Sqlite(self.backing.stores.events_db())),
+        }
+    }
+
+    /// Kills the supervised zone server and measures the way back.
     pub(crate) async fn crash_zone(&mut self) -> Result<KillResult> {
+        let [ZoneServer { process: ZoneProcess::Supervised(supervisor), .. }] = self.servers.as_slice() else {
+            bail!("a zone crash is drilled on one supervised zone server");
+        };
+        let status = supervisor.status.clone();
         let players_before = self.players().await;
-        let resumes_before = self.bots.stats.resumes().len();
-        let restarts_before = self.supervisor.status.restarts();
-        let pid = self.supervisor.status.child_pid.load(Ordering::Relaxed);
+        let resumes_before = self.resumes().len();
+        let restarts_before = status.restarts();
+        let pid = status.child_pid.load(Ordering::Relaxed);
         let last_look = self.samples().await?;
         let t0 = Instant::now();
         let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status()?;
@@ -151,26 +319,15 @@ impl Deployment {
             if Instant::now() > deadline {
                 bail!("the zone server did not come back within 20 s");
             }
-            if self.supervisor.status.restarts() > restarts_before {
-                if let Ok(s) = self.samples().await {
-                    let ticking = self.zones.iter().all(|z| {
-                        prom::value(&s, "respawn_zone_tick_duration_seconds_count", &[("zone", z)]).unwrap_or(0.0) > 0.0
-                    });
-                    if ticking {
-                        break t0.elapsed();
-                    }
-                }
+            if status.restarts() > restarts_before && self.all_ticking().await {
+                break t0.elapsed();
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         self.note(format!("zones ticking again after {:.0} ms", rto.as_secs_f64() * 1e3));
-        let source = self.samples().await.ok().and_then(|s| {
-            [RestoreSource::Hot, RestoreSource::Cold, RestoreSource::Journal, RestoreSource::Fresh]
-                .into_iter()
-                .find(|src| prom::sum(&s, "respawn_zone_restores_total", &[("source", src.as_str())]) > 0.0)
-        });
+        let source = self.samples().await.ok().and_then(|s| restored_from(&s, &[]));
         let back = self.wait_players(players_before, Duration::from_secs(15)).await;
-        let resumes: Vec<_> = self.bots.stats.resumes().into_iter().skip(resumes_before).collect();
+        let resumes: Vec<_> = self.resumes().into_iter().skip(resumes_before).collect();
         self.note(format!(
             "{} of {players_before} players back{} (state restored from {})",
             resumes.len(),
@@ -188,11 +345,40 @@ impl Deployment {
         })
     }
 
-    /// Stops the bots, waits for the events to settle in the embedded ledger
-    /// (the recovery drills' event log), and counts them.
+    /// Kills every zone server (`kill -9`), all at once; a supervised one comes back by itself.
+    pub(crate) async fn kill_zone_servers(&mut self) -> Result<()> {
+        for s in &mut self.servers {
+            match &mut s.process {
+                ZoneProcess::Plain(service) => service.kill().await,
+                ZoneProcess::Supervised(_) => bail!("every zone server is killed in the one-server-per-zone layout"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts every killed zone server again, side by side; each answers once its zones are restored.
+    pub(crate) async fn start_zone_servers(&mut self) -> Result<()> {
+        let starts = self.servers.iter_mut().filter_map(|s| match &mut s.process {
+            ZoneProcess::Plain(service) => Some(service.start()),
+            ZoneProcess::Supervised(_) => None,
+        });
+        futures_util::future::try_join_all(starts).await?;
+        Ok(())
+    }
+
+    /// Wipes what the zone servers keep on their own disks and in the
+    /// embedded stores: the outboxes and the data directory.
+    pub(crate) fn wipe_zone_disks(&self) {
+        for s in &self.servers {
+            let _ = std::fs::remove_dir_all(&s.outbox);
+        }
+        let _ = std::fs::remove_dir_all(&self.backing.stores.data_dir);
+    }
+
+    /// Stops the bots, waits for the events to settle in the ledger, and counts them.
     pub(crate) async fn tally_events(&mut self) -> Result<EventTally> {
-        self.bots.halt().await;
-        let ledger = LedgerView::Sqlite(self.dir.path().join("data").join(respawn_harness::zone::EVENTS_DB));
+        self.halt_bots().await;
+        let ledger = self.ledger()?;
         let rolled_back = self.killed.rolled_back;
         let (generated, _, stored) = settle(self, &ledger, None, rolled_back).await?;
         self.note(format!(
@@ -204,8 +390,13 @@ impl Deployment {
 
     /// Stops everything; the directory goes when the returned guard does.
     pub(crate) async fn stop(self) -> TempDir {
-        self.bots.stop().await;
-        self.supervisor.stop().await;
+        for server in self.servers {
+            server.bots.stop().await;
+            match server.process {
+                ZoneProcess::Supervised(supervisor) => supervisor.stop().await,
+                ZoneProcess::Plain(mut service) => service.kill().await,
+            }
+        }
         self.dir
     }
 }
@@ -272,6 +463,15 @@ async fn start_real_stores(dir: &std::path::Path, stores: &mut StoreFlags) -> Re
     Ok((redis, mongo))
 }
 
+/// Where the zones of these metrics (those `labels` select) were restored
+/// from, as their restore counter says.
+pub(crate) fn restored_from(samples: &[prom::Sample], labels: &[(&str, &str)]) -> Option<RestoreSource> {
+    RestoreSource::ALL.into_iter().find(|source| {
+        let labels: Vec<(&str, &str)> = labels.iter().copied().chain([("source", source.as_str())]).collect();
+        prom::sum(samples, "respawn_zone_restores_total", &labels) > 0.0
+    })
+}
+
 /// A restore's source as a report says it.
 pub(crate) fn source_name(source: Option<RestoreSource>) -> &'static str {
     source.map_or("unknown", RestoreSource::as_str)
@@ -291,7 +491,7 @@ pub(crate) fn max_bucket_ms(h: &Histogram) -> f64 {
 }
 
 pub(crate) async fn warm_up(d: &mut Deployment) -> Result<()> {
-    let want = d.bots.len() as u64;
+    let want = d.bot_count() as u64;
     if !d.wait_players(want, Duration::from_secs(20)).await {
         bail!("only {} of {want} bots connected", d.players().await);
     }

@@ -16,7 +16,7 @@ use clap::{Args, ValueEnum};
 use respawn_harness::TempDir;
 use serde::{Deserialize, Serialize};
 
-use crate::deployment::{Backing, Deployment, Options};
+use crate::deployment::{Backing, Deployment, Layout, Options};
 use crate::findings::{print_summary, summarize};
 use crate::recovery::print_report;
 
@@ -40,7 +40,7 @@ pub use findings::{EventTally, Figures, Findings, Killed, Problem, ProblemKind, 
 pub use pipeline::PipelineReport;
 pub use recovery::DrillReport;
 pub use rollout::RolloutReport;
-pub use site::SiteReport;
+pub use site::{SiteReport, ZoneRestored};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -244,13 +244,14 @@ async fn run_one(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json:
         _ => {}
     }
     let options = Options {
+        layout: Layout::Supervised,
         real: args.real,
         bots: args.bots,
         pipeline: out.scenario.is_pipeline(),
         cold_every_secs: (out.scenario == Scenario::MongoDown).then_some(mongo_down::MONGO_DRILL_COLD_SECS),
     };
     let mut d = Deployment::start(options).await?;
-    let sampler = out.report.is_some().then(|| report::Sampler::start(vec![d.zone_addr.clone()], d.started));
+    let sampler = out.report.is_some().then(|| report::Sampler::start(d.addrs(), d.started));
     let outage = Duration::from_secs(args.outage_secs);
     let result = match out.scenario {
         Scenario::ZoneCrash => zone_crash::zone_crash(&mut d, args.kills).await.map(Report::Recovery),
@@ -336,15 +337,21 @@ async fn run_rollout(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_j
 }
 
 async fn run_site(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json::Value)> {
-    let dir = TempDir::new("drill")?;
-    let mut site = site::Site::start(dir.path(), out.scenario, args.real, args.bots).await?;
-    let sampler = out.report.is_some().then(|| report::Sampler::start(site.addrs(), site.started()));
-    let result = site::run(&mut site, out.scenario).await;
+    let options = Options {
+        layout: Layout::ServerPerZone,
+        real: args.real,
+        bots: args.bots,
+        pipeline: out.scenario == Scenario::SiteLoss,
+        cold_every_secs: (out.scenario == Scenario::SiteLoss).then_some(site::SITE_COLD_SECS),
+    };
+    let mut d = Deployment::start(options).await?;
+    let sampler = out.report.is_some().then(|| report::Sampler::start(d.addrs(), d.started));
+    let result = site::run(&mut d, out.scenario).await;
     let chart = match sampler {
         Some(sampler) => sampler.finish().await,
         None => Vec::new(),
     };
-    site.stop().await;
+    let dir = d.stop().await;
     if args.keep {
         eprintln!("deployment kept in {}", dir.keep().display());
     }

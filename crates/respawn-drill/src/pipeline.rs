@@ -17,7 +17,7 @@ use sqlx::Connection;
 
 use crate::deployment::{max_bucket_ms, warm_up, Deployment};
 use crate::findings::{Findings, Problem, ProblemKind};
-use crate::ledger::{settle, EventCounts, LedgerView};
+use crate::ledger::{settle, EventCounts};
 use crate::{Scenario, TICK_BUDGET_MS};
 
 /// How long the pipeline may take to store what was generated before the heal.
@@ -70,15 +70,11 @@ async fn wait_mid_batch(platform: &str) -> bool {
 
 pub(crate) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration) -> Result<PipelineReport> {
     let real = d.backing.pipeline.is_some();
-    let (db, description) = match &d.backing.pipeline {
-        Some(p) => (LedgerView::of(p)?, p.describe()),
-        None => {
-            let path = d.dir.path().join("data").join(respawn_harness::zone::EVENTS_DB);
-            let description = format!("embedded ledger {}", path.display());
-            (LedgerView::Sqlite(path), description)
-        }
-    };
-    d.note(description);
+    let db = d.ledger()?;
+    d.note(match &d.backing.pipeline {
+        Some(p) => p.describe(),
+        None => format!("embedded ledger {}", d.backing.stores.events_db().display()),
+    });
     warm_up(d).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while db.count().await.unwrap_or(0) == 0 {
@@ -175,7 +171,7 @@ pub(crate) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
     let players_after = d.players().await;
 
     // Stop the load, let the pipeline settle (the bots' leave events too), then compare everything.
-    d.bots.halt().await;
+    d.halt_bots().await;
     let (generated, stored, check) = settle(d, &db, d.backing.pipeline.as_ref().map(|p| p.brokers.as_str()), 0).await?;
     d.note(format!("bots stopped; settled with {stored} of {generated} events stored"));
     d.note(match &check.topic {

@@ -20,7 +20,7 @@ pub(crate) async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
         prom::sum(s, "respawn_zone_snapshots_total", &[("zone", zone), ("store", "cold"), ("result", "ok")])
     };
     let samples = d.samples().await?;
-    let cold_before: Vec<f64> = d.zones.iter().map(|z| cold_ok(&samples, z)).collect();
+    let cold_before: Vec<f64> = d.zones().iter().map(|z| cold_ok(&samples, z)).collect();
     if let Some(redis) = d.backing.redis.as_mut() {
         redis.kill().await;
     }
@@ -31,7 +31,7 @@ pub(crate) async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
     let mut problems = Vec::new();
     loop {
         let s = d.samples().await?;
-        if d.zones.iter().zip(&cold_before).all(|(z, before)| cold_ok(&s, z) > *before) {
+        if d.zones().iter().zip(&cold_before).all(|(z, before)| cold_ok(&s, z) > *before) {
             d.note("hot snapshots failing; every zone wrote a cold snapshot to MongoDB instead");
             break;
         }

@@ -2,26 +2,21 @@
 //! server killed, then started anew: the guide's "delete the game-server
 //! deployment") and `site-loss` (every process killed, Redis and the broker
 //! wiped with the zone servers' disks; MongoDB's cold snapshots and MySQL's
-//! data are all that is left). The deployment has one zone server per zone,
-//! each with its own bots, so "every zone server" means more than one.
+//! data are all that is left). They run on the deployment's one-server-per-zone
+//! layout, each server with its own bots, so "every zone server" means more than one.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use respawn_api::http;
-use respawn_api::prom::{self, Histogram};
-use respawn_client::{signed_tokens, Access, Fleet};
-use respawn_token::TokenKey;
+use respawn_api::admin::RestoreSource;
+use respawn_api::{http, prom};
 use serde::{Deserialize, Serialize};
 
-use crate::deployment::{cold_snapshots, max_bucket_ms, Backing};
+use crate::deployment::{cold_snapshots, restored_from, source_name, warm_up, Deployment};
 use crate::findings::{EventTally, Findings, Killed, Problem, ProblemKind};
-use crate::ledger::{settle, EventCounts, LedgerView};
+use crate::ledger::settle;
 use crate::recovery::crash_problems;
 use crate::{Scenario, TICK_BUDGET_MS};
-use respawn_harness::process::{free_port, Service};
-use respawn_harness::zone::ZoneCommand;
 
 /// Our target for every zone back after all zone servers died: they restart
 /// side by side, each within the one-server target.
@@ -30,7 +25,7 @@ const RTO_ALL_ZONES_TARGET_MS: f64 = super::RTO_TARGET_MS;
 /// restore of every service, in order (the guide expects 30-60 minutes).
 const RTO_SITE_TARGET_MS: f64 = 60_000.0;
 /// Cold snapshot period in the site-loss drill (production: 5 minutes).
-const SITE_COLD_SECS: u64 = 2;
+pub(crate) const SITE_COLD_SECS: u64 = 2;
 /// Play a site loss may lose: one cold snapshot period and the time to store it.
 const SITE_RPO_TARGET_MS: f64 = (SITE_COLD_SECS * 1_000 + 1_000) as f64;
 /// Events a site loss may lose: those generated in this window before it
@@ -56,7 +51,7 @@ pub struct SiteReport {
     /// Longest time a player was without its character.
     pub players_back_ms: f64,
     /// Where each zone's state came from (hot, cold, journal, fresh).
-    pub restored_from: Vec<String>,
+    pub restored_from: Vec<ZoneRestored>,
     #[serde(flatten)]
     pub events: EventTally,
     /// Events generated in the last second before a site loss: at most these may be lost.
@@ -66,213 +61,23 @@ pub struct SiteReport {
     pub findings: Findings,
 }
 
-/// One zone server of the site, hosting one zone.
-struct ZoneServer {
-    zone: String,
-    addr: String,
-    service: Service,
-    /// Its own disk: the outbox.
-    outbox: PathBuf,
+/// Where one zone's state came from after the loss.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneRestored {
+    pub zone: String,
+    /// `None` if the zone's metrics did not say.
+    pub source: Option<RestoreSource>,
 }
 
-/// The deployment of these drills.
-pub(super) struct Site {
-    root: PathBuf,
-    real: bool,
-    backing: Backing,
-    servers: Vec<ZoneServer>,
-    fleets: Vec<Fleet>,
-    /// Events of the zone-server processes killed so far.
-    killed: Killed,
-    started: Instant,
-    timeline: Vec<String>,
-}
-
-impl Site {
-    pub async fn start(root: &Path, scenario: Scenario, real: bool, bots: u32) -> Result<Self> {
-        let site_loss = scenario == Scenario::SiteLoss;
-        let backing = Backing::start(root, real, site_loss).await?;
-        let token_key = respawn_token::random_hex(32)?;
-        let admin_token = respawn_token::random_hex(32)?;
-        let zones = respawn_zone::ServerConfig::defaults().zones;
-        let mut servers = Vec::new();
-        for zone in &zones {
-            let dir = root.join("zones").join(&zone.name);
-            std::fs::create_dir_all(&dir)?;
-            let config = dir.join("zone.toml");
-            let cold = if site_loss {
-                format!("[persistence]\ncold_snapshot_secs = {SITE_COLD_SECS}\n")
-            } else {
-                String::new()
-            };
-            std::fs::write(
-                &config,
-                format!("{cold}[[zones]]\nid = {}\nname = \"{}\"\nseed = {}\n", zone.zone_id, zone.name, zone.seed),
-            )?;
-            let port = free_port()?;
-            let addr = format!("127.0.0.1:{port}");
-            let outbox = dir.join("outbox");
-            let command = ZoneCommand::new(std::env::current_exe()?, &addr)
-                .config(&config)
-                .token_key(&token_key)
-                .admin_token(&admin_token)
-                .outbox_dir(&outbox)
-                .stores(&backing.stores);
-            let mut service = Service::zone("zone", &command, port, dir);
-            service.start().await?;
-            servers.push(ZoneServer { zone: zone.name.clone(), addr, service, outbox });
-        }
-        let mut fleets = Vec::new();
-        for (i, server) in servers.iter().enumerate() {
-            let share = bots / servers.len() as u32 + u32::from((i as u32) < bots % servers.len() as u32);
-            let tokens = signed_tokens(TokenKey::new(token_key.as_bytes())?, Duration::from_secs(3_600));
-            let access = Access::Direct { url: format!("ws://{}/ws", server.addr), tokens };
-            fleets.push(Fleet::spawn(
-                access,
-                std::slice::from_ref(&server.zone),
-                share,
-                &format!("drill-{}", server.zone),
-            ));
-        }
-        let mut site = Self {
-            root: root.to_path_buf(),
-            real,
-            backing,
-            servers,
-            fleets,
-            killed: Killed::default(),
-            started: Instant::now(),
-            timeline: Vec::new(),
-        };
-        let layout: Vec<String> = site.servers.iter().map(|s| format!("{} at {}", s.zone, s.addr)).collect();
-        site.note(format!(
-            "deployment up: {} zone servers ({}), {}{}; {bots} bots",
-            site.servers.len(),
-            layout.join(", "),
-            if real { "Redis + MongoDB-compatible" } else { "embedded files" },
-            if site_loss { ", Tansu broker, MariaDB, platform server" } else { "" }
-        ));
-        Ok(site)
-    }
-
-    pub fn addrs(&self) -> Vec<String> {
-        self.servers.iter().map(|s| s.addr.clone()).collect()
-    }
-
-    pub fn started(&self) -> Instant {
-        self.started
-    }
-
-    fn note(&mut self, what: impl std::fmt::Display) {
-        self.timeline.push(format!("{:>7.3} s  {what}", self.started.elapsed().as_secs_f64()));
-    }
-
-    /// Every server's metrics; `None` where one does not answer.
-    async fn scrape(&self) -> Vec<Option<Vec<prom::Sample>>> {
-        let mut all = Vec::new();
-        for s in &self.servers {
-            all.push(http::scrape(&s.addr).await.ok().map(|t| prom::parse(&t)));
-        }
-        all
-    }
-
-    /// A metric summed over every server that answers.
-    async fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.scrape().await.iter().flatten().map(|s| prom::sum(s, name, labels)).sum()
-    }
-
-    async fn players(&self) -> u64 {
-        self.sum("respawn_zone_players", &[]).await as u64
-    }
-
-    async fn wait(&self, limit: Duration, done: impl AsyncFn() -> bool) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if done().await {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        false
-    }
-
-    /// Whether every server answers and its zone has ticked.
-    async fn all_ticking(&self) -> bool {
-        let scraped = self.scrape().await;
-        self.servers.iter().zip(&scraped).all(|(server, s)| {
-            s.as_ref().is_some_and(|s| {
-                prom::value(s, "respawn_zone_tick_duration_seconds_count", &[("zone", &server.zone)]).unwrap_or(0.0)
-                    > 0.0
-            })
-        })
-    }
-
-    async fn max_tick_ms(&self) -> f64 {
-        self.scrape()
-            .await
-            .iter()
-            .flatten()
-            .filter_map(|s| Histogram::read(s, "respawn_zone_tick_duration_seconds", &[]))
-            .map(|h| max_bucket_ms(&h))
-            .fold(0.0, f64::max)
-    }
-
-    fn resumes(&self) -> Vec<respawn_client::bot::Resume> {
-        self.fleets.iter().flat_map(|f| f.stats.resumes()).collect()
-    }
-
-    fn characters_lost(&self) -> u64 {
-        self.fleets.iter().map(|f| f.stats.characters_lost.load(std::sync::atomic::Ordering::Relaxed)).sum()
-    }
-
-    fn ledger(&self) -> Result<LedgerView> {
-        match &self.backing.pipeline {
-            Some(p) => LedgerView::of(p),
-            None => Ok(LedgerView::Sqlite(self.backing.stores.data_dir.join(respawn_harness::zone::EVENTS_DB))),
-        }
-    }
-
-    /// Kills every zone server (`kill -9`), all at once.
-    async fn kill_zone_servers(&mut self) {
-        for s in &mut self.servers {
-            s.service.kill().await;
-        }
-    }
-
-    /// Starts every zone server again, side by side; each answers once its zone is restored.
-    async fn start_zone_servers(&mut self) -> Result<()> {
-        let starts = self.servers.iter_mut().map(|s| s.service.start());
-        futures_util::future::try_join_all(starts).await?;
-        Ok(())
-    }
-
-    pub async fn stop(mut self) {
-        for fleet in std::mem::take(&mut self.fleets) {
-            fleet.stop().await;
-        }
-        self.kill_zone_servers().await;
-    }
-}
-
-impl EventCounts for Site {
-    async fn generated(&self) -> Result<u64> {
-        Ok(self.killed.generated + self.sum("respawn_zone_events_total", &[]).await as u64)
-    }
-
-    async fn outbox_pending(&self) -> Result<u64> {
-        Ok(self.sum("respawn_zone_outbox_pending_events", &[]).await as u64)
+impl std::fmt::Display for ZoneRestored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.zone, source_name(self.source))
     }
 }
 
 /// Runs `all-zones-down` or `site-loss` on `site`.
-pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteReport> {
-    let want = site.fleets.iter().map(|f| f.len() as u64).sum::<u64>();
-    if !site.wait(Duration::from_secs(20), async || site.players().await >= want).await {
-        bail!("only {} of {want} bots connected", site.players().await);
-    }
-    // Play long enough for snapshots, a journal and events to exist.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    site.note(format!("{want} bots playing"));
+pub(super) async fn run(site: &mut Deployment, scenario: Scenario) -> Result<SiteReport> {
+    warm_up(site).await?;
     let db = site.ledger()?;
     if !site.wait(Duration::from_secs(30), async || db.count().await.unwrap_or(0) > 0).await {
         bail!("no event reached the ledger within 30 s of the bots playing");
@@ -302,7 +107,7 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
     // The last look before the fault: the killed processes' counters die with them.
     let last_look: Vec<prom::Sample> = site.scrape().await.into_iter().flatten().flatten().collect();
     let t0 = Instant::now();
-    site.kill_zone_servers().await;
+    site.kill_zone_servers().await?;
     site.killed.add(&last_look);
     let generated = site.killed.generated;
     stop_watching.cancel();
@@ -313,15 +118,12 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
     match scenario {
         Scenario::SiteLoss => {
             let Some(p) = site.backing.pipeline.as_mut() else { bail!("site-loss runs with the event pipeline") };
-            p.lose(&site.root).await?;
+            p.lose(site.dir.path()).await?;
             for service in [site.backing.redis.as_mut(), site.backing.mongo.as_mut()].into_iter().flatten() {
                 service.kill().await;
             }
             // The zone servers' disks and Redis's memory are gone with the site.
-            for s in &site.servers {
-                let _ = std::fs::remove_dir_all(&s.outbox);
-            }
-            let _ = std::fs::remove_dir_all(&site.backing.stores.data_dir);
+            site.wipe_zone_disks();
             site.note(format!(
                 "site lost with {players_before} players: every process killed (kill -9): zone servers, platform, \
                  broker, Redis, MongoDB, MariaDB; Redis's data, the broker's storage and the zone servers' disks \
@@ -330,7 +132,7 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
             site.note("decision: restore MongoDB and MariaDB on their data first, then Redis and the broker empty, \
                        the platform, the zone servers from MongoDB's cold snapshots");
             let p = site.backing.pipeline.as_mut().ok_or_else(|| anyhow!("no pipeline"))?;
-            p.rebuild(&site.root).await?;
+            p.rebuild(site.dir.path()).await?;
             if let Some(m) = site.backing.mongo.as_mut() {
                 m.start().await?;
             }
@@ -359,19 +161,18 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
     let rto = t0.elapsed();
     site.note(format!("every zone ticking again after {:.0} ms", rto.as_secs_f64() * 1e3));
     let scraped = site.scrape().await;
-    let restored_from: Vec<String> = site
+    let restored_from: Vec<ZoneRestored> = site
         .servers
         .iter()
         .zip(&scraped)
-        .map(|(server, s)| {
-            let source = s.as_ref().and_then(|s| {
-                ["hot", "cold", "journal", "fresh"].into_iter().find(|src| {
-                    prom::sum(s, "respawn_zone_restores_total", &[("zone", &server.zone), ("source", src)]) > 0.0
-                })
-            });
-            format!("{}: {}", server.zone, source.unwrap_or("unknown"))
+        .flat_map(|(server, s)| {
+            server.zones.iter().map(move |zone| ZoneRestored {
+                zone: zone.clone(),
+                source: s.as_ref().and_then(|s| restored_from(s, &[("zone", zone)])),
+            })
         })
         .collect();
+    let restored_list = restored_from.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     let back = site.wait(Duration::from_secs(30), async || site.players().await >= players_before).await;
     let resumes: Vec<_> = site.resumes().into_iter().skip(resumes_before).collect();
     let characters_lost = site.characters_lost() - characters_before;
@@ -379,14 +180,12 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
         "{} of {players_before} players back with their characters{} (restored from {})",
         resumes.len(),
         if back { "" } else { " when the 30 s limit ran out" },
-        restored_from.join(", ")
+        restored_list
     ));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let max_tick_ms = site.max_tick_ms().await;
 
-    for fleet in &mut site.fleets {
-        fleet.halt().await;
-    }
+    site.halt_bots().await;
     // Besides the events rolled back with the lost play, what was recorded
     // but not in MySQL at the loss is gone with the broker and the disks.
     let Killed { generated: killed_generated, rolled_back } = site.killed;
@@ -441,10 +240,10 @@ pub(super) async fn run(site: &mut Site, scenario: Scenario) -> Result<SiteRepor
                 "{events_lost} events lost, more than the {events_last_second} generated in the last second before the loss"
             )));
         }
-        if restored_from.iter().any(|r| !r.ends_with(": cold")) {
+        if restored_from.iter().any(|r| r.source != Some(RestoreSource::Cold)) {
             problems.push(Problem::new(
                 ProblemKind::RestoreSource,
-                format!("not every zone restored from its cold snapshot: {}", restored_from.join(", ")),
+                format!("not every zone restored from its cold snapshot: {restored_list}"),
             ));
         }
         // A site loss may lose recent events (judged above), never store one twice.
@@ -494,7 +293,7 @@ async fn watch_generated(addrs: Vec<String>, stop: tokio_util::sync::Cancellatio
     looks
 }
 
-async fn cold_snapshots_all(site: &Site) -> f64 {
+async fn cold_snapshots_all(site: &Deployment) -> f64 {
     site.scrape().await.iter().flatten().map(|s| cold_snapshots(s, "ok")).sum()
 }
 
@@ -520,7 +319,8 @@ pub(super) fn print_report(r: &SiteReport) {
     );
     println!("  characters lost     {:>5}                                            0", r.characters_lost);
     println!("  players back after  {:>9.0} ms (longest wait for a character)", r.players_back_ms);
-    println!("  restored from       {}", r.restored_from.join(", "));
+    let restored: Vec<String> = r.restored_from.iter().map(ToString::to_string).collect();
+    println!("  restored from       {}", restored.join(", "));
     r.events.print();
     if site_loss {
         println!(

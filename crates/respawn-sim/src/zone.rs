@@ -9,6 +9,7 @@ use crate::geom::{step_towards, within, Point};
 use crate::grid::CellGrid;
 use crate::ids::{EntityId, ItemKind, PlayerId};
 use crate::rng::Rng;
+use respawn_names::valid_name;
 
 pub const PLAYER_BASE_HP: i32 = 100;
 pub const NPC_HP: i32 = 60;
@@ -17,7 +18,6 @@ const NPC_XP: u64 = 25;
 const NPC_GOLD: u64 = 5;
 const PLAYER_KILL_XP: u64 = 50;
 const NPC_WANDER_RADIUS: i32 = 1_500;
-const NAME_MAX_LEN: usize = 24;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Player {
@@ -554,13 +554,6 @@ impl Zone {
         let entity = self.alloc_entity();
         self.items.insert(entity, ZoneItem { entity, kind, amount, pos });
     }
-}
-
-/// Player names: 1..=24 ASCII letters, digits, `_` or `-`.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= NAME_MAX_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Moves `pos` by `v`, sliding along an axis when the full step is blocked.

@@ -7,7 +7,7 @@
 //! needs escaping.
 
 use hmac::{Hmac, Mac};
-use respawn_sim::zone::valid_name;
+use respawn_names::valid_name;
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;

@@ -43,7 +43,9 @@ fn all_zones_down_and_site_loss_bring_every_player_back() -> Result<()> {
 
     let r: SiteReport = drill(&["site-loss", "--real", "--bots", "6"])?;
     assert_eq!(r.scenario, Scenario::SiteLoss);
-    assert_eq!(r.restored_from, ["meadow: cold", "caverns: cold"], "{r:?}");
+    let restored: Vec<(&str, Option<RestoreSource>)> =
+        r.restored_from.iter().map(|z| (z.zone.as_str(), z.source)).collect();
+    assert_eq!(restored, [("meadow", Some(RestoreSource::Cold)), ("caverns", Some(RestoreSource::Cold))], "{r:?}");
     assert_eq!(r.players_resumed, r.players_before, "everyone was in the cold snapshots: {r:?}");
     assert_eq!(r.characters_lost, 0, "{r:?}");
     assert_eq!(r.events.events_duplicated, 0, "{r:?}");

@@ -146,7 +146,7 @@ fn player_id(given: &str) -> Result<u64, Refusal> {
     if let Ok(id) = given.parse::<u64>() {
         return Ok(id);
     }
-    if respawn_sim::zone::valid_name(given) {
+    if respawn_names::valid_name(given) {
         return Ok(respawn_token::player_id_for_name(given));
     }
     Err(bad_request("player: a numeric id or a name of 1-24 of A-Z a-z 0-9 _ -"))

@@ -60,7 +60,7 @@ pub(super) async fn login(
         Ok(r) => r,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("login body: {e}")),
     };
-    if !respawn_sim::zone::valid_name(&request.name) {
+    if !respawn_names::valid_name(&request.name) {
         return text(StatusCode::BAD_REQUEST, "name must be 1-24 of A-Z a-z 0-9 _ -");
     }
     if request.zone.is_empty() || request.zone.len() > 64 || request.zone.chars().any(char::is_control) {
