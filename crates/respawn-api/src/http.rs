@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
-use reqwest::Method;
+pub use reqwest::Method;
 use serde::de::DeserializeOwned;
 
 /// The longest a whole exchange may take unless the call sets its own limit.

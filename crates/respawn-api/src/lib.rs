@@ -1,10 +1,11 @@
 //! Typed contracts between Respawn's processes, and their clients: the zone
 //! servers' admin API ([`admin`]), the platform's server registry
-//! ([`registry`]), reading a server's `/metrics` ([`prom`]), and the HTTP
+//! ([`registry`]), the players' accounts and sign-in ([`players`]), reading a server's `/metrics` ([`prom`]), and the HTTP
 //! client every caller shares ([`http`], over `reqwest`). Both sides of each
 //! contract use these types, so a reply cannot drift from what its callers read.
 
 pub mod admin;
 pub mod http;
+pub mod players;
 pub mod prom;
 pub mod registry;

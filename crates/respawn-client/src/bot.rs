@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use respawn_api::players::{GuestSignUp, PlayGrant, PlayerApi, SignIn, SignedIn};
 use respawn_proto::{client_message::Body as C, server_message::Body as S, EntityKind, NoticeKind};
 use respawn_sim::geom::step_towards;
 use respawn_sim::rng::Rng;
@@ -33,7 +34,8 @@ pub fn signed_tokens(key: respawn_token::TokenKey, ttl: Duration) -> TokenSource
 pub enum Access {
     /// Straight to a zone server (`ws://host:port/ws`) with tokens minted here.
     Direct { url: String, tokens: TokenSource },
-    /// Through the platform server's login (`host:port`), which picks the server.
+    /// Through the platform server (`host:port`): each bot makes a guest
+    /// account, signs in with it and asks the platform where to play.
     Login { platform: String },
 }
 
@@ -46,25 +48,57 @@ impl std::fmt::Debug for Access {
     }
 }
 
-/// What the platform server's login grants (the fields a client needs).
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct LoginGrant {
-    pub token: String,
-    pub player_id: u64,
-    /// The game server's WebSocket address.
-    pub address: String,
-    /// Unix seconds.
-    pub expires_at: u64,
+fn unix_now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// `POST /v1/sessions` at the platform server.
-pub async fn login(platform: &str, name: &str, zone: &str) -> Result<LoginGrant> {
-    let body = serde_json::json!({ "name": name, "zone": zone }).to_string();
-    let (status, answer) = respawn_api::http::request_json(platform, "POST", "/v1/sessions", None, &body).await?;
-    if status != 200 {
-        anyhow::bail!("login refused ({status}): {}", answer.trim());
+/// A guest account's sign-in, kept fresh: made on first use, refreshed
+/// before its session token runs out, and signed in to again with the
+/// device secret if a refresh is refused.
+#[derive(Debug, Clone)]
+pub struct GuestSession {
+    api: PlayerApi,
+    device_secret: String,
+    signed_in: SignedIn,
+}
+
+impl GuestSession {
+    /// A new guest account at the platform server (`host:port`).
+    pub async fn sign_up(platform: &str) -> Result<Self> {
+        let api = PlayerApi::new(platform);
+        let signed_in = api.guest(&GuestSignUp::default()).await?;
+        let device_secret = signed_in
+            .device_secret
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("the guest sign-up gave no device secret"))?;
+        Ok(Self { api, device_secret, signed_in })
     }
-    Ok(serde_json::from_str(&answer)?)
+
+    pub fn account_id(&self) -> u64 {
+        self.signed_in.account_id
+    }
+
+    /// A session token valid for at least another minute.
+    pub async fn token(&mut self) -> Result<String> {
+        if self.signed_in.expires_at <= unix_now_secs() + 60 {
+            self.signed_in = match self.api.refresh(&self.signed_in.refresh_token).await {
+                Ok(next) => next,
+                Err(_) => self.api.sign_in(&SignIn::device(&self.device_secret)).await?,
+            };
+        }
+        Ok(self.signed_in.session_token.clone())
+    }
+
+    /// Where to play `zone` now.
+    pub async fn play(&mut self, zone: &str) -> Result<PlayGrant> {
+        let token = self.token().await?;
+        Ok(self.api.play(&token, zone).await?)
+    }
+
+    /// The session token was refused somewhere: the next [`Self::token`] gets a new one.
+    fn stale(&mut self) {
+        self.signed_in.expires_at = 0;
+    }
 }
 
 /// Reconnecting bots spread evenly over zones, with ids `1..=count`.
@@ -277,8 +311,10 @@ impl Brain {
 #[derive(Debug, Default)]
 struct Continuity {
     resume_token: Option<String>,
-    /// The login in use ([`Access::Login`]) and how many sessions in a row failed with it.
-    login: Option<(LoginGrant, u32)>,
+    /// The bot's account ([`Access::Login`]).
+    account: Option<GuestSession>,
+    /// The join in use ([`Access::Login`]) and how many sessions in a row failed with it.
+    grant: Option<(PlayGrant, u32)>,
     last_seen_tick: u64,
     /// The zone's timeline in the last session (it changes when the zone is restored).
     timeline: Option<u64>,
@@ -295,27 +331,32 @@ struct Continuity {
     acks: VecDeque<(u64, u32)>,
 }
 
-/// Sessions in a row that may fail on one login before the bot logs in again
+/// Sessions in a row that may fail on one join before the bot asks the platform again
 /// (the server may be restarting at the same address).
 const FAILURES_BEFORE_RELOGIN: u32 = 3;
 
 impl Continuity {
     fn count_login_failure(&mut self) {
-        if let Some((_, failures)) = &mut self.login {
+        if let Some((_, failures)) = &mut self.grant {
             *failures += 1;
             if *failures >= FAILURES_BEFORE_RELOGIN {
-                self.login = None;
+                self.grant = None;
             }
         }
     }
 
-    /// Closes that say another server (or a fresh token) is needed drop the login.
+    /// Closes that say another server (or a fresh token) is needed drop the join.
     fn forget_login_after_close(&mut self, code: u16) {
         use respawn_proto::CloseCode;
+        if code == CloseCode::InvalidToken.code() {
+            if let Some(account) = &mut self.account {
+                account.stale();
+            }
+        }
         let relogin = [CloseCode::Draining, CloseCode::UnknownZone, CloseCode::InvalidToken, CloseCode::GoingAway];
         if relogin.iter().any(|c| c.code() == code) {
-            self.login = None;
-        } else if let Some((_, failures)) = &mut self.login {
+            self.grant = None;
+        } else if let Some((_, failures)) = &mut self.grant {
             *failures = 0;
         }
     }
@@ -404,7 +445,7 @@ async fn credentials(config: &BotConfig, link: &mut Continuity) -> Result<(Strin
         match &config.access {
             Access::Direct { .. } => link.direct_url = Some(address),
             Access::Login { .. } => {
-                if let Some((grant, _)) = link.login.as_mut() {
+                if let Some((grant, _)) = link.grant.as_mut() {
                     grant.address = address;
                 }
             }
@@ -416,12 +457,15 @@ async fn credentials(config: &BotConfig, link: &mut Continuity) -> Result<(Strin
             Ok((url, tokens(config.player_id, &config.name)))
         }
         Access::Login { platform } => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            let fresh = link.login.as_ref().is_some_and(|(grant, _)| grant.expires_at > now + 60);
+            let fresh = link.grant.as_ref().is_some_and(|(grant, _)| grant.expires_at > unix_now_secs() + 60);
             if !fresh {
-                link.login = Some((login(platform, &config.name, &config.zone).await?, 0));
+                let account = match &mut link.account {
+                    Some(account) => account,
+                    None => link.account.insert(GuestSession::sign_up(platform).await?),
+                };
+                link.grant = Some((account.play(&config.zone).await?, 0));
             }
-            let (grant, _) = link.login.as_ref().ok_or_else(|| anyhow::anyhow!("no login"))?;
+            let (grant, _) = link.grant.as_ref().ok_or_else(|| anyhow::anyhow!("no join"))?;
             Ok((grant.address.clone(), grant.token.clone()))
         }
     }
@@ -518,8 +562,8 @@ async fn session(
                 }
                 Event::Message(S::Notice(n)) if n.kind == NoticeKind::Shutdown as i32 => {
                     // The server is being replaced: reconnect now rather than at the
-                    // deadline, through a new login; the character waits for the resume.
-                    link.login = None;
+                    // deadline, through a new join; the character waits for the resume.
+                    link.grant = None;
                     break SessionEnd::Closed { code: 1001, reason: n.text };
                 }
                 Event::Message(S::Notice(n)) if n.kind == NoticeKind::Migrate as i32 && !n.migrate_to.is_empty() => {

@@ -7,7 +7,7 @@ pub mod conn;
 pub mod world;
 
 pub use bot::{
-    login, run_bot, signed_tokens, Access, BotConfig, BotReport, BotStats, Fleet, LoginGrant, Resume, TokenSource,
+    run_bot, signed_tokens, Access, BotConfig, BotReport, BotStats, Fleet, GuestSession, Resume, TokenSource,
 };
 pub use conn::{Connection, Event};
 pub use world::World;

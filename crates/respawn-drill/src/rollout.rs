@@ -91,13 +91,16 @@ impl Setup<'_> {
     }
 }
 
-/// The platform server in this process: registry, login and the rollout.
-async fn platform(server_token: &str, admin_token: &str, token_key: &str) -> Result<RunningPlatform> {
+/// The platform server in this process: registry, accounts (in a SQLite
+/// file under `dir`), sign-in and the rollout.
+async fn platform(dir: &Path, server_token: &str, admin_token: &str, token_key: &str) -> Result<RunningPlatform> {
     let mut ctx = respawn_platform::http::HttpContext::with_stores(None, "drill")?;
     ctx.server_token = Some(server_token.into());
     ctx.zone_admin = Some(respawn_api::admin::ZoneAdmin::new(admin_token));
     let key = respawn_token::TokenKey::new(token_key.as_bytes())?;
-    ctx.sessions = Some(SessionSigner { key, ttl: Duration::from_secs(3_600) });
+    ctx.sessions = Some(SessionSigner::new(key));
+    let accounts = respawn_platform::SqliteLedger::open(&dir.join("platform.sqlite")).await?;
+    let _ = ctx.accounts.set(std::sync::Arc::new(accounts.accounts()));
     ctx.limits.login_per_ip = respawn_store::ratelimit::Quota { burst: 100_000, period: Duration::from_secs(60) };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     Ok(PlatformServer::new(ctx).without_fleet_watcher().start(listener)?)
@@ -131,7 +134,7 @@ pub async fn run(dir: &Path, stores: StoreFlags, options: Options) -> Result<Rol
     };
     let (token_key, admin_token, server_token) =
         (respawn_token::random_hex(32)?, respawn_token::random_hex(32)?, respawn_token::random_hex(32)?);
-    let running_platform = platform(&server_token, &admin_token, &token_key).await?;
+    let running_platform = platform(dir, &server_token, &admin_token, &token_key).await?;
     let (ctx, platform_addr) = (running_platform.context().clone(), running_platform.addr().to_string());
     let setup = Setup {
         dir,

@@ -1,7 +1,8 @@
-//! The player-name rule. A name travels through every process (a join
-//! command in the simulation, a session token's claims, the platform's
-//! sign-in and operations routes), so each checks it here and none needs
-//! escaping: the token format uses `.` as its separator.
+//! The name rules. A player's (character's) name travels through every
+//! process (a join command in the simulation, a session token's claims, the
+//! platform's sign-in and operations routes), so each checks it here and
+//! none needs escaping: the token format uses `.` as its separator. An
+//! account's username is the platform's alone.
 
 /// Longest player name, in bytes (all ASCII).
 pub const NAME_MAX_LEN: usize = 24;
@@ -11,6 +12,23 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= NAME_MAX_LEN
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Shortest and longest username.
+pub const USERNAME_LEN: std::ops::RangeInclusive<usize> = 3..=32;
+
+/// An account's username as stored and compared: lowercase, so `Ann` and
+/// `ann` are one account whatever the database's collation; `None` unless
+/// it is 3..=32 ASCII letters, digits, `_`, `-` or `.`.
+pub fn username_key(username: &str) -> Option<String> {
+    let ok = USERNAME_LEN.contains(&username.len())
+        && username.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    ok.then(|| username.to_ascii_lowercase())
+}
+
+/// A character name's key for uniqueness: `Ann` and `ann` are one name.
+pub fn name_key(name: &str) -> String {
+    name.to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -31,5 +49,14 @@ mod tests {
         for bad in ["a.b", "a b", "é", "a,b", "a\n", "<img>"] {
             assert!(!valid_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn usernames_fold_to_lowercase_and_keep_to_their_alphabet() {
+        assert_eq!(username_key("Ann.Lee_1").as_deref(), Some("ann.lee_1"));
+        for bad in ["ab", &"a".repeat(33), "ann lee", "ann@x", "änn", ""] {
+            assert_eq!(username_key(bad), None, "{bad:?}");
+        }
+        assert_eq!(name_key("Ann-1"), "ann-1");
     }
 }

@@ -12,6 +12,7 @@
 //! player records. While MySQL is down the consumer stops consuming and
 //! retries the same batch with backoff.
 
+pub mod accounts;
 pub mod alerts;
 pub mod consumer;
 pub mod fleet;

@@ -24,8 +24,11 @@ pub struct PlatformMetrics {
     errors: IntCounterVec,
     lag: IntGaugeVec,
     db_connections: IntGaugeVec,
-    /// Session tokens issued.
-    pub logins: IntCounter,
+    /// Zone joins granted (`POST /v1/play`).
+    pub joins: IntCounter,
+    /// Accounts made, with a password or as guests.
+    pub sign_ups: IntCounter,
+    sign_ins: IntCounterVec,
     rate_limited: IntCounterVec,
     http_duration: prometheus::HistogramVec,
     /// The listener guard's counters (per-IP cap, slow and idle connections).
@@ -125,15 +128,28 @@ impl PlatformMetrics {
                 r
             )
             .expect("metric"),
-            logins: register_int_counter_with_registry!(
-                "respawn_platform_logins_total",
-                "Session tokens issued by POST /v1/sessions.",
+            joins: register_int_counter_with_registry!(
+                "respawn_platform_joins_total",
+                "Zone joins granted by POST /v1/play: a ready server hosting the zone.",
+                r
+            )
+            .expect("metric"),
+            sign_ups: register_int_counter_with_registry!(
+                "respawn_platform_sign_ups_total",
+                "Accounts made by POST /v1/accounts and /v1/accounts/guest.",
+                r
+            )
+            .expect("metric"),
+            sign_ins: register_int_counter_vec_with_registry!(
+                "respawn_platform_sign_ins_total",
+                "Sign-ins by POST /v1/sessions, by result: ok, failed (wrong password, unknown user or device).",
+                &["result"],
                 r
             )
             .expect("metric"),
             rate_limited: register_int_counter_vec_with_registry!(
                 "respawn_platform_rate_limited_total",
-                "Requests refused with 429 by a rate limit: login (per IP), api (per operator token).",
+                "Requests refused with 429 by a rate limit: sign-up, sign-in, refresh, join (per IP), failed sign-in (per account and IP), api (per operator token).",
                 &["limit"],
                 r
             )
@@ -172,8 +188,11 @@ impl PlatformMetrics {
         for kind in [ErrorKind::Malformed, ErrorKind::Store, ErrorKind::Consume, ErrorKind::Commit] {
             self.errors.with_label_values(&[kind.label()]);
         }
-        for limit in ["login", "api"] {
+        for limit in ["sign-up", "sign-in", "refresh", "join", "failed sign-in", "api"] {
             self.rate_limited.with_label_values(&[limit]);
+        }
+        for result in ["ok", "failed"] {
+            self.sign_ins.with_label_values(&[result]);
         }
         for result in ["sent", "retried", "failed"] {
             self.notifications.with_label_values(&[result]);
@@ -203,6 +222,10 @@ impl PlatformMetrics {
 
     pub fn notification(&self, result: &str) {
         self.notifications.with_label_values(&[result]).inc();
+    }
+
+    pub fn sign_in(&self, ok: bool) {
+        self.sign_ins.with_label_values(&[if ok { "ok" } else { "failed" }]).inc();
     }
 
     pub fn rate_limited(&self, limit: &str) {

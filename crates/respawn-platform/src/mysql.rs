@@ -68,6 +68,13 @@ pub struct MySqlLedger {
     pub pool: MySqlPool,
 }
 
+impl MySqlLedger {
+    /// The players' accounts in the same database.
+    pub fn accounts(&self) -> crate::accounts::MySqlAccounts {
+        crate::accounts::MySqlAccounts::new(self.pool.clone())
+    }
+}
+
 impl Ledger for MySqlLedger {
     fn store<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<Stored, sqlx::Error>> {
         store(&self.pool, events).boxed()

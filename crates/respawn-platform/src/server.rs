@@ -127,11 +127,13 @@ impl PlatformServer {
         }
         if let Some(MySqlConsumer { mysql_url, config }) = self.consumer {
             let (ledger, metrics, stop) = (context.ledger.clone(), context.metrics.clone(), stop.clone());
+            let accounts = context.accounts.clone();
             // Start-up does not wait for MySQL or Kafka: the consumer begins once MySQL answers.
             let consumer = async move {
                 let Some(connected) = crate::mysql::connect_until_stopped(&mysql_url, &stop).await else {
                     return Ok(());
                 };
+                let _ = accounts.set(Arc::new(connected.accounts()));
                 let connected: Arc<dyn crate::Ledger> = Arc::new(connected);
                 let _ = ledger.set(connected.clone());
                 tracing::info!("MySQL schema up to date; consuming events");

@@ -43,6 +43,11 @@ impl SqliteLedger {
         sqlx::migrate!("./migrations-sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
+
+    /// The players' accounts in the same file.
+    pub fn accounts(&self) -> crate::accounts::SqliteAccounts {
+        crate::accounts::SqliteAccounts::new(self.pool.clone())
+    }
 }
 
 /// SQLite integers are signed: 64-bit unsigned values keep their bits.

@@ -5,17 +5,20 @@
 use anyhow::{ensure, Result};
 use respawn_api::http;
 use respawn_platform::http::api::{Auth, OPERATIONS};
-use respawn_platform::http::HttpContext;
+use respawn_platform::http::{HttpContext, SessionSigner};
 use respawn_platform::PlatformServer;
 use respawn_store::ops::{OperatorToken, Role};
+use respawn_token::{Claims, TokenKey};
 
 const SERVER_TOKEN: &str = "server-token-for-the-registry";
+const SESSION_KEY: &str = "session-token-key-of-this-test";
 
-/// Who calls: no token, the game servers' token, or an operator of a role.
+/// Who calls: no token, the game servers' token, a signed-in player, or an operator of a role.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Caller {
     Anonymous,
     GameServer,
+    Player,
     Operator(Role),
 }
 
@@ -24,6 +27,10 @@ impl Caller {
         match self {
             Caller::Anonymous => None,
             Caller::GameServer => Some(SERVER_TOKEN.to_owned()),
+            Caller::Player => {
+                let claims = Claims { player_id: 7, name: "ann".into(), expires_at: u64::MAX / 2 };
+                TokenKey::new(SESSION_KEY.as_bytes()).ok()?.sign(&claims).ok()
+            }
             Caller::Operator(role) => Some(format!("{}-secret-of-this-test", role.as_str())),
         }
     }
@@ -33,9 +40,10 @@ impl Caller {
         match (auth, self) {
             (Auth::Public, _) => true,
             (Auth::Server, caller) => caller == Caller::GameServer,
-            (Auth::ServerOrViewer, caller) => caller != Caller::Anonymous,
+            (Auth::ServerOrViewer, caller) => matches!(caller, Caller::GameServer | Caller::Operator(_)),
             (Auth::Operator(need), Caller::Operator(role)) => role >= need,
             (Auth::Operator(_), _) => false,
+            (Auth::Player, caller) => caller == Caller::Player,
         }
     }
 }
@@ -44,6 +52,7 @@ impl Caller {
 async fn every_route_refuses_the_callers_below_the_one_it_documents() -> Result<()> {
     let mut context = HttpContext::with_stores(None, "authorization-test")?;
     context.server_token = Some(SERVER_TOKEN.into());
+    context.sessions = Some(SessionSigner::new(TokenKey::new(SESSION_KEY.as_bytes())?));
     let roles = [Role::Viewer, Role::Operator, Role::Admin];
     for role in roles {
         let secret = Caller::Operator(role).token().unwrap_or_default();
@@ -60,11 +69,17 @@ async fn every_route_refuses_the_callers_below_the_one_it_documents() -> Result<
     let platform = PlatformServer::new(context).without_fleet_watcher().start(listener)?;
     let addr = platform.addr().to_string();
 
-    let callers = [Caller::Anonymous, Caller::GameServer].into_iter().chain(roles.map(Caller::Operator));
+    let callers =
+        [Caller::Anonymous, Caller::GameServer, Caller::Player].into_iter().chain(roles.map(Caller::Operator));
     let callers: Vec<Caller> = callers.collect();
     let mut checked = 0;
     for op in OPERATIONS {
-        let path = op.path.replace("{id}", "zone-1").replace("{player}", "ann").replace("{name}", "nobody");
+        let path = op
+            .path
+            .replace("{id}", "zone-1")
+            .replace("{player}", "ann")
+            .replace("{name}", "nobody")
+            .replace("{account}", "ann");
         let method = op.method.to_uppercase();
         for &caller in &callers {
             let token = caller.token();

@@ -224,6 +224,9 @@ pub async fn ops(store: &dyn OpsStore, seed: u64) -> ContractResult {
 /// `key` must be new to the limiter.
 pub async fn rate_limiter(limiter: &dyn RateLimiter, key: &str) -> ContractResult {
     let quota = Quota { burst: 3, period: Duration::from_millis(600) };
+    for n in 1..=5 {
+        check(limiter.peek(key, quota).await.map_err(e)? == Decision::Allowed, &format!("peek {n} counts nothing"))?;
+    }
     for n in 1..=3 {
         check(limiter.check(key, quota).await.map_err(e)? == Decision::Allowed, &format!("burst request {n}"))?;
     }
@@ -231,6 +234,7 @@ pub async fn rate_limiter(limiter: &dyn RateLimiter, key: &str) -> ContractResul
         return Err("the request after the burst is limited".into());
     };
     check(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(200), "retry after one interval")?;
+    check(matches!(limiter.peek(key, quota).await.map_err(e)?, Decision::Limited { .. }), "a peek sees the limit")?;
     check(
         limiter.check(&format!("{key}-other"), quota).await.map_err(e)? == Decision::Allowed,
         "other keys are separate",

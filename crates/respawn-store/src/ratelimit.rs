@@ -90,7 +90,24 @@ impl LocalGcra {
 /// A limiter shared by everything that checks the same keys.
 pub trait RateLimiter: Send + Sync + std::fmt::Debug {
     /// Counts one request under `key` against `quota`.
-    fn check<'a>(&'a self, key: &'a str, quota: Quota) -> BoxFuture<'a, StoreResult<Decision>>;
+    fn check<'a>(&'a self, key: &'a str, quota: Quota) -> BoxFuture<'a, StoreResult<Decision>> {
+        self.count(key, quota, Counting::Spend)
+    }
+
+    /// What [`Self::check`] would say now, counting nothing: a limit on
+    /// failures is looked at before an attempt and spent only when it fails.
+    fn peek<'a>(&'a self, key: &'a str, quota: Quota) -> BoxFuture<'a, StoreResult<Decision>> {
+        self.count(key, quota, Counting::Peek)
+    }
+
+    fn count<'a>(&'a self, key: &'a str, quota: Quota, counting: Counting) -> BoxFuture<'a, StoreResult<Decision>>;
+}
+
+/// Whether a limiter's look counts the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counting {
+    Spend,
+    Peek,
 }
 
 /// Keys longer than this are refused before they reach a store.
@@ -120,7 +137,7 @@ impl Default for MemoryRateLimiter {
 const MEMORY_KEYS_BEFORE_SWEEP: usize = 100_000;
 
 impl RateLimiter for MemoryRateLimiter {
-    fn check<'a>(&'a self, key: &'a str, quota: Quota) -> BoxFuture<'a, StoreResult<Decision>> {
+    fn count<'a>(&'a self, key: &'a str, quota: Quota, counting: Counting) -> BoxFuture<'a, StoreResult<Decision>> {
         async move {
             validate_key(key)?;
             let now_us = self.origin.elapsed().as_micros() as u64;
@@ -132,7 +149,7 @@ impl RateLimiter for MemoryRateLimiter {
                 tats.retain(|_, tat| *tat > now_us);
             }
             let (decision, tat) = gcra(tats.get(key).copied(), now_us, quota);
-            if let Some(tat) = tat {
+            if let (Some(tat), Counting::Spend) = (tat, counting) {
                 tats.insert(key.to_owned(), tat);
             }
             Ok(decision)

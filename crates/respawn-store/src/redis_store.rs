@@ -12,7 +12,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
 use crate::ops::{AuditRecord, Ban, Login, OperatorToken, OpsStore, Role, AUDIT_KEEP};
-use crate::ratelimit::{Decision, Quota, RateLimiter};
+use crate::ratelimit::{Counting, Decision, Quota, RateLimiter};
 use crate::{
     bounded, valid_resume_token, HotSnapshots, Journal, JournalEntry, Registry, ResumeSession, ServerEntry,
     ServerState, Sessions, SnapshotMeta, StoreError, StoreResult, StoredSnapshot, CALL_TIMEOUT,
@@ -619,8 +619,8 @@ impl OpsStore for RedisOps {
 }
 
 /// GCRA in Lua, the twin of [`crate::ratelimit::gcra`], on Redis's clock.
-/// KEYS[1] the key; ARGV interval (µs) and burst. Returns 0 when allowed,
-/// else the microseconds until the request would be.
+/// KEYS[1] the key; ARGV interval (µs), burst, and `spend` or `peek` (count
+/// nothing). Returns 0 when allowed, else the microseconds until the request would be.
 const GCRA_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -631,6 +631,7 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - interval * burst
 if now < allow_at then return allow_at - now end
+if ARGV[3] == 'peek' then return 0 end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
 return 0
 ";
@@ -649,12 +650,16 @@ impl RedisRateLimiter {
 }
 
 impl RateLimiter for RedisRateLimiter {
-    fn check<'a>(&'a self, key: &'a str, quota: Quota) -> BoxFuture<'a, StoreResult<Decision>> {
+    fn count<'a>(&'a self, key: &'a str, quota: Quota, counting: Counting) -> BoxFuture<'a, StoreResult<Decision>> {
         async move {
             crate::ratelimit::validate_key(key)?;
             let mut c = self.redis.conn().await?;
             let mut invocation = self.script.key(self.redis.key(&format!("rl:{key}")));
-            invocation.arg(quota.interval_us()).arg(quota.burst.max(1));
+            let mode = match counting {
+                Counting::Spend => "spend",
+                Counting::Peek => "peek",
+            };
+            invocation.arg(quota.interval_us()).arg(quota.burst.max(1)).arg(mode);
             let wait_us: u64 = bounded(BACKEND, async { invocation.invoke_async(&mut c).await.map_err(err) }).await?;
             Ok(if wait_us == 0 {
                 Decision::Allowed

@@ -133,18 +133,16 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
 }
 
-/// The player id of a name, stable everywhere (FNV-1a), kept above the small
-/// ids test bots use. Names are the identity of the guest login.
-pub fn player_id_for_name(name: &str) -> u64 {
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    hash | (1 << 62)
-}
-
 /// `bytes` random bytes from the kernel, as hex: secrets, ids.
 pub fn random_hex(bytes: usize) -> std::io::Result<String> {
+    Ok(hex(&random_bytes(bytes)?))
+}
+
+/// `bytes` bytes from the kernel's random source.
+pub fn random_bytes(bytes: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; bytes];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut buf)?;
-    Ok(hex(&buf))
+    Ok(buf)
 }
 
 /// What is stored of a secret (operator tokens): hex SHA-256.
@@ -198,13 +196,6 @@ mod tests {
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(a, key().derive_id("b"));
         assert_eq!(a, key().derive_id("a"));
-    }
-
-    #[test]
-    fn player_ids_are_stable_and_above_bot_ids() {
-        assert_eq!(player_id_for_name("ann"), player_id_for_name("ann"));
-        assert_ne!(player_id_for_name("ann"), player_id_for_name("bob"));
-        assert!(player_id_for_name("ann") > u64::from(u32::MAX));
     }
 
     #[test]

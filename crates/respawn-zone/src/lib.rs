@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod persist;
 mod process;
 pub mod publish;
+pub mod rollback;
 pub mod server;
 mod wire;
 pub mod zone_loop;

@@ -209,10 +209,13 @@ struct PlatformArgs {
     /// players cannot log in without it.
     #[arg(long, env = "RESPAWN_TOKEN_KEY", hide_env_values = true)]
     token_key: Option<String>,
-    /// Lifetime of the session tokens issued at login.
-    #[arg(long, env = "RESPAWN_SESSION_TTL_SECS", default_value_t = 3600)]
+    /// Lifetime of the session tokens issued at sign-in (a refresh gives the next).
+    #[arg(long, env = "RESPAWN_SESSION_TTL_SECS", default_value_t = 900)]
     session_ttl_secs: u64,
-    /// Logins allowed per client IP address per minute (also the burst).
+    /// Lifetime of a sign-in's refresh tokens.
+    #[arg(long, env = "RESPAWN_REFRESH_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    refresh_ttl_secs: u64,
+    /// Sign-ups, sign-ins, refreshes and joins allowed per client IP address per minute, each (also the burst).
     #[arg(long, env = "RESPAWN_LOGIN_PER_MINUTE", default_value_t = 20)]
     login_per_minute: u32,
     /// Operations API calls allowed per operator token per second (bursts of ten times this).
@@ -348,6 +351,7 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
             Some(key) => Some(respawn_platform::http::SessionSigner {
                 key: token_key(key)?,
                 ttl: std::time::Duration::from_secs(args.session_ttl_secs.max(1)),
+                refresh_ttl: std::time::Duration::from_secs(args.refresh_ttl_secs.max(1)),
             }),
             None => None,
         },
@@ -362,6 +366,7 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
                 period: std::time::Duration::from_secs(10),
             },
             connections_per_ip: args.connections_per_ip,
+            ..respawn_platform::http::Limits::default()
         },
         ..stores
     };

@@ -24,8 +24,8 @@ use respawn_zone::ServerConfig;
 use respawn_harness::supervisor::{say, ChildSpec, Supervisor, SupervisorStatus};
 use respawn_harness::zone::StoreFlags;
 
-/// Session tokens issued at login live this long.
-const SESSION_TTL_SECS: u64 = 12 * 3600;
+/// The players' accounts when events go to Kafka rather than the embedded ledger.
+const ACCOUNTS_DB: &str = "accounts.sqlite";
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -71,13 +71,13 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let mut platform = respawn_platform::http::HttpContext::with_stores(None, "respawn")?;
     platform.server_token = Some(server_token.as_str().into());
     platform.zone_admin = Some(respawn_api::admin::ZoneAdmin::new(zone_admin_token.as_str()));
-    platform.sessions = Some(SessionSigner { key: key.clone(), ttl: Duration::from_secs(SESSION_TTL_SECS) });
+    platform.sessions = Some(SessionSigner::new(key.clone()));
     // Every bot and browser tab logs in from this machine's address.
     platform.limits.login_per_ip = Quota { burst: args.bots.saturating_mul(2) + 60, period: Duration::from_secs(60) };
     let status_for_metrics = supervisor_status.clone();
     platform.extra_metrics = Some(Arc::new(move || status_for_metrics.render()));
     respawn_platform::http::ops::install_bootstrap_admin(&platform, &operator_token).await?;
-    let ledger_slot = platform.ledger.clone();
+    let (ledger_slot, accounts_slot) = (platform.ledger.clone(), platform.accounts.clone());
     let platform = respawn_platform::PlatformServer::new(platform)
         .routes(crate::web::play_routes())
         .notify(args.alerting.webhook()?)
@@ -96,15 +96,18 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let supervisor = Supervisor::start(spec, args.zone_listen, supervisor_status).await?;
     let zone_addr = supervisor.addr;
     // The zone server created the embedded ledger before it listened; the
-    // platform side reads player profiles and events from it.
-    if args.stores.kafka_brokers.is_none() {
-        let path = args.stores.data_dir.join(respawn_harness::zone::EVENTS_DB);
-        match respawn_platform::SqliteLedger::open(&path).await {
-            Ok(ledger) => {
+    // platform side reads player profiles and events from it and keeps the
+    // players' accounts in it. With Kafka the accounts get a file of their own.
+    let embedded = args.stores.kafka_brokers.is_none();
+    let db_path = args.stores.data_dir.join(if embedded { respawn_harness::zone::EVENTS_DB } else { ACCOUNTS_DB });
+    match respawn_platform::SqliteLedger::open(&db_path).await {
+        Ok(ledger) => {
+            let _ = accounts_slot.set(Arc::new(ledger.accounts()));
+            if embedded {
                 let _ = ledger_slot.set(Arc::new(ledger));
             }
-            Err(e) => say(&format!("player profiles unavailable: cannot open {}: {e}", path.display())),
         }
+        Err(e) => say(&format!("accounts and player profiles unavailable: cannot open {}: {e}", db_path.display())),
     }
 
     println!("Respawn is up.");

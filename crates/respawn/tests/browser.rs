@@ -270,7 +270,7 @@ async fn position(b: &mut Browser, s: &str) -> Result<(f64, f64)> {
 async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
     let up = Up::start(2)?;
     let mut browser = Browser::launch().await?;
-    let s = browser.open(&format!("{}?name=e2e&zone=meadow", up.play)).await?;
+    let s = browser.open(&format!("{}?zone=meadow", up.play)).await?;
 
     let deadline = Instant::now() + Duration::from_secs(20);
     while browser.eval(&s, "!!(window.respawn && window.respawn.joined())").await? != json!(true) {
@@ -309,6 +309,24 @@ async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
 
     browser.screenshot(&s, "play.png").await?;
 
+    // The page made a guest account: a reload signs in to the same character,
+    // which can then be kept with a username and password and signed in to.
+    let character = browser.eval(&s, "window.respawn.character()").await?;
+    assert!(character.as_str().is_some_and(|c| c.starts_with("guest-")), "{character}");
+    browser.eval(&s, "window.beforeReload = true; location.reload(); 0").await?;
+    let reloaded = "!window.beforeReload && !!(window.respawn && window.respawn.joined())";
+    browser.wait_for(&s, reloaded, Duration::from_secs(20)).await?;
+    assert_eq!(browser.eval(&s, "window.respawn.character()").await?, character, "the same character after a reload");
+    let keep = "document.querySelector('#account a').click();                 document.getElementById('su-user').value = 'e2e.player';                 document.getElementById('su-pass').value = 'browser password';                 document.getElementById('signup').requestSubmit(); 0";
+    browser.eval(&s, keep).await?;
+    let kept = "JSON.parse(localStorage.getItem('respawn.account')).username === 'e2e.player'";
+    browser.wait_for(&s, kept, Duration::from_secs(10)).await?;
+    let platform = up.play.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let signed_in = respawn_api::players::PlayerApi::new(platform)
+        .sign_in(&respawn_api::players::SignIn::password("E2E.player", "browser password"))
+        .await?;
+    assert_eq!(json!(signed_in.character), character, "the password signs in to the page's character");
+
     drop(browser);
     let status = up.terminate()?;
     assert!(status.success(), "respawn up exits 0 on SIGTERM");
@@ -345,7 +363,7 @@ async fn the_dashboard_shows_ccu_live_and_its_announcement_reaches_a_player() ->
     browser.wait_for(&s, &format!("{} === 0", ccu_expr("meadow")), Duration::from_secs(10)).await?;
 
     // Players log in through the platform; the page follows without a reload.
-    let grant = respawn_client::login(&platform, "watcher", "meadow").await?;
+    let grant = respawn_client::GuestSession::sign_up(&platform).await?.play("meadow").await?;
     let mut watcher = respawn_client::Connection::connect(&grant.address).await?;
     watcher.join(grant.token, None, "meadow", Duration::from_secs(5)).await?;
     let mut bots = respawn_client::Fleet::spawn(
@@ -482,7 +500,7 @@ async fn the_play_page_follows_its_zone_to_another_server() -> Result<()> {
     }
 
     let mut browser = Browser::launch().await?;
-    let s = browser.open(&format!("http://{}/?name=mover&zone=meadow", platform.addr)).await?;
+    let s = browser.open(&format!("http://{}/?zone=meadow", platform.addr)).await?;
     browser.wait_for(&s, "!!(window.respawn && window.respawn.joined())", Duration::from_secs(20)).await?;
     assert_eq!(browser.eval(&s, "window.respawn.server()").await?, json!(old.ws_url()));
 

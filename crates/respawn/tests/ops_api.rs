@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use respawn_api::http;
+use respawn_api::players::{PlayerApi, SignIn, SignUp};
 use respawn_proto::{server_message::Body as S, CloseCode, NoticeKind};
 use serde_json::{json, Value};
-use support::{Client, Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG};
+use support::{Client, Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
 
 const SERVER_TOKEN: &str = "ops-test-server-token";
 const BOOTSTRAP: &str = "ops-test-bootstrap-admin-secret";
@@ -146,10 +147,16 @@ async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_noth
     assert_eq!(status["ledger"], "unavailable");
 
     // Without MySQL, profiles and event search say so; the rest works.
-    for path in ["/v1/players/ann", "/v1/events?player=ann"] {
+    for path in ["/v1/players/101", "/v1/events?player=101"] {
         let (status, body) = api.call("GET", path, Some(&viewer), None).await?;
         assert_eq!(status, 503, "{path}");
         assert!(body.as_str().is_some_and(|b| b.contains("MySQL unavailable")), "{body}");
+    }
+    // Names are looked up in the accounts, which live in MySQL too.
+    for path in ["/v1/players/ann", "/v1/events?player=ann", "/v1/accounts/ann"] {
+        let (status, body) = api.call("GET", path, Some(&viewer), None).await?;
+        assert_eq!(status, 503, "{path}");
+        assert!(body.as_str().is_some_and(|b| b.contains("accounts unavailable")), "{body}");
     }
 
     // Roles: each refusal changes nothing and is itself audited.
@@ -203,16 +210,16 @@ async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_noth
     assert_eq!(ann.closed(Duration::from_secs(5)).await?.code, CloseCode::Kicked.code());
 
     // Admins ban (the player is kicked and kept out) and unban.
-    let player = respawn_token::player_id_for_name("bob");
-    drop(bob);
-    let (mut bob_again, _) = Client::join(&zone.ws_url(), player, "bob", "caverns").await?;
-    api.ok("PUT", "/v1/players/bob/ban", BOOTSTRAP, Some(json!({ "reason": "botting" }))).await?;
+    // (By id: without MySQL there are no accounts to find a name in; see below.)
+    let player = 102;
+    let mut bob_again = bob;
+    api.ok("PUT", "/v1/players/102/ban", BOOTSTRAP, Some(json!({ "reason": "botting" }))).await?;
     assert_eq!(bob_again.closed(Duration::from_secs(5)).await?.code, CloseCode::Kicked.code());
     let bans = api.ok("GET", "/v1/bans", &viewer, None).await?;
     assert_eq!(bans["bans"][0]["player_id"], player);
     assert_eq!(bans["bans"][0]["by"], "bootstrap-admin");
-    api.ok("DELETE", "/v1/players/bob/ban", BOOTSTRAP, None).await?;
-    assert_eq!(api.call("DELETE", "/v1/players/bob/ban", Some(BOOTSTRAP), None).await?.0, 404);
+    api.ok("DELETE", "/v1/players/102/ban", BOOTSTRAP, None).await?;
+    assert_eq!(api.call("DELETE", "/v1/players/102/ban", Some(BOOTSTRAP), None).await?.0, 404);
 
     // The audit log, newest first: who, what, when, result.
     let audit = api.ok("GET", "/v1/audit?limit=5", &viewer, None).await?;
@@ -221,6 +228,8 @@ async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_noth
     assert_eq!(audit[0]["result"], "failed: 404 Not Found");
     assert_eq!(audit[3]["actor"], "otto");
     assert!(audit[0]["at_ms"].as_u64().unwrap_or(0) > 1_700_000_000_000);
+    let (status, _) = api.call("PUT", "/v1/players/bob/ban", Some(BOOTSTRAP), Some(json!({ "reason": "x" }))).await?;
+    assert_eq!(status, 503, "a name is looked up in the accounts, which live in MySQL");
 
     // Expired and revoked tokens stop working.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
@@ -288,10 +297,20 @@ async fn ctl_runs_a_real_deployment_with_kafka_and_mysql() -> Result<()> {
         &brokers,
         &db.url(),
         &format!("platform-ctl-{}", std::process::id()),
-        &["--server-token", SERVER_TOKEN, "--admin-token", BOOTSTRAP, "--zone-admin-token", ADMIN_TOKEN],
+        &[
+            "--server-token",
+            SERVER_TOKEN,
+            "--admin-token",
+            BOOTSTRAP,
+            "--zone-admin-token",
+            ADMIN_TOKEN,
+            "--token-key",
+            TOKEN_KEY,
+        ],
     )?;
     platform.wait_healthy().await?;
     let endpoint = format!("http://{}", platform.addr);
+    platform.wait_ready().await?;
     let zone = ZoneProcess::start_with_args(
         TEST_CONFIG,
         &["--kafka-brokers", &brokers, "--platform", &platform.addr.to_string(), "--server-token", SERVER_TOKEN],
@@ -299,7 +318,10 @@ async fn ctl_runs_a_real_deployment_with_kafka_and_mysql() -> Result<()> {
     // A name of this run: the topic holds every earlier run's events too.
     let name = format!("carol{}", std::process::id());
     let name = name.as_str();
-    let carol = respawn_token::player_id_for_name(name);
+    let signed_up = PlayerApi::new(platform.addr.to_string())
+        .sign_up(&SignUp { username: name.into(), password: "carol's password".into(), character: None })
+        .await?;
+    let carol = signed_up.account_id;
     let (mut client, _) = Client::join(&zone.ws_url(), carol, name, "meadow").await?;
 
     // Refused without a token or with a wrong one, with a reason.
@@ -359,6 +381,29 @@ async fn ctl_runs_a_real_deployment_with_kafka_and_mysql() -> Result<()> {
     }
     let (ok, _, stderr) = ctl(&endpoint, Some(BOOTSTRAP), &["ban", name])?;
     assert!(!ok && stderr.contains("--reason"), "clap asks for the reason: {stderr}");
+
+    // Accounts: show, disable (sign-in refused), enable, a password reset read from standard input.
+    let players = PlayerApi::new(platform.addr.to_string());
+    let shown: Value = serde_json::from_str(&ctl_ok(&endpoint, &["account", "show", name, "--json"])?)?;
+    assert_eq!((shown["id"].as_u64(), shown["guest"].as_bool()), (Some(carol), Some(false)), "{shown}");
+    ctl_ok(&endpoint, &["account", "disable", name, "--reason", "chargeback"])?;
+    let refused = players.sign_in(&SignIn::password(name, "carol's password")).await;
+    assert_eq!(refused.err().and_then(|e| e.status()), Some(403));
+    ctl_ok(&endpoint, &["account", "enable", name])?;
+    let mut reset = std::process::Command::new(env!("CARGO_BIN_EXE_respawn"))
+        .args(["ctl", "account", "reset-password", name])
+        .env("RESPAWN_PLATFORM_URL", &endpoint)
+        .env("RESPAWN_OPERATOR_TOKEN", BOOTSTRAP)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(&mut reset.stdin.take().context("stdin")?, b"a new password\n")?;
+    assert!(reset.wait_with_output()?.status.success());
+    assert_eq!(players.sign_in(&SignIn::password(name, "a new password")).await?.account_id, carol);
+    let audit = ctl_ok(&endpoint, &["audit"])?;
+    for action in ["disable account", "enable account", "reset password"] {
+        assert!(audit.contains(action), "{action}: {audit}");
+    }
 
     // Tokens and drain.
     let created = ctl_ok(&endpoint, &["token", "create", "ci-viewer", "--role", "viewer"])?;

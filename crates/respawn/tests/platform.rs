@@ -1,18 +1,20 @@
 //! The platform server's registry: a zone server started with `--platform`
 //! heartbeats into it (ready, then draining), and leaves it within the
-//! entry's time to live when killed. Real processes, real sockets; the
-//! platform server runs without MySQL here (it does not need it to start).
+//! entry's time to live when killed; players sign in to accounts kept in
+//! MySQL and join zones through it. Real processes, real sockets.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use respawn_api::http;
+use respawn_api::http::{self, CallError};
+use respawn_api::players::{GuestSignUp, PlayerApi, SetCredentials, SignIn, SignUp};
 use serde_json::Value;
-use support::{Client, Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
+use support::{Client, Database, Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
 
 const SERVER_TOKEN: &str = "integration-server-token";
+const OPERATOR: &str = "operator-admin-token-of-the-login-test";
 
 async fn servers(platform: &str) -> Result<Vec<Value>> {
     let (code, body) = http::request(platform, "GET", "/v1/servers", Some(SERVER_TOKEN)).await?;
@@ -90,17 +92,37 @@ fn unique_prefix(tag: &str) -> String {
     format!("{tag}-{}-{nanos}", std::process::id())
 }
 
-async fn login_status(platform: &str, body: &str) -> Result<u16> {
-    Ok(http::exchange(platform, "POST", "/v1/sessions", None, Some(body)).await?.status)
+async fn post_status(platform: &str, path: &str, body: &str) -> Result<(u16, String)> {
+    let answer = http::exchange(platform, "POST", path, None, Some(body)).await?;
+    Ok((answer.status, answer.body))
+}
+
+/// The status of a refused call (0 if it was not refused).
+fn refused<T>(result: Result<T, CallError>) -> u16 {
+    result.err().and_then(|e| e.status()).unwrap_or(0)
+}
+
+fn refusal<T: std::fmt::Debug>(result: Result<T, CallError>) -> String {
+    match result {
+        Err(CallError::Refused { answer, .. }) => answer,
+        other => format!("not refused: {other:?}"),
+    }
+}
+
+async fn sign_ins_ok(platform: &str) -> Result<f64> {
+    let samples = respawn_api::prom::parse(&http::scrape(platform).await?);
+    Ok(respawn_api::prom::sum(&samples, "respawn_platform_sign_ins_total", &[("result", "ok")]))
 }
 
 #[tokio::test]
-async fn players_log_in_through_the_platform_land_on_ready_servers_and_bans_keep_them_out() -> Result<()> {
+async fn players_sign_in_to_accounts_land_on_ready_servers_and_bans_and_disabling_keep_them_out() -> Result<()> {
     let platform_started = Instant::now();
     let (redis, prefix) = (redis_url(), unique_prefix("login"));
+    let db = Database::create("accounts").await?;
+    // MySQL holds the accounts; no Kafka behind this platform server (nothing listens on port 1).
     let platform = Platform::start_with(
         "127.0.0.1:1",
-        "mysql://root@127.0.0.1:1/none",
+        &db.url(),
         "login-test",
         &[
             "--server-token",
@@ -113,37 +135,92 @@ async fn players_log_in_through_the_platform_land_on_ready_servers_and_bans_keep
             &prefix,
             "--login-per-minute",
             "30",
+            "--admin-token",
+            OPERATOR,
         ],
     )?;
     let addr = platform.addr.to_string();
     platform.wait_healthy().await?;
-    let ann = r#"{"name":"ann","zone":"meadow"}"#;
-    assert_eq!(login_status(&addr, ann).await?, 503, "no server yet");
-    for bad in [
-        "not json",
-        r#"{"name":"a b","zone":"meadow"}"#,
-        r#"{"name":"x' OR 1=1; --","zone":"meadow"}"#,
-        r#"{"name":"ann","zone":"meadow","admin":true}"#,
-        r#"{"name":"ann"}"#,
-    ] {
-        assert_eq!(login_status(&addr, bad).await?, 400, "{bad}");
-    }
-    let huge = format!(r#"{{"name":"ann","zone":"{}"}}"#, "m".repeat(20_000));
-    assert_eq!(login_status(&addr, &huge).await?, 413, "bodies over 16 KiB are refused unread");
+    platform.wait_ready().await?;
+    let api = PlayerApi::new(addr.clone());
 
+    // A name alone signs in no one, and bad input is refused with a reason.
+    let (status, body) = post_status(&addr, "/v1/sessions", r#"{"name":"ann","zone":"meadow"}"#).await?;
+    assert_eq!(status, 400);
+    assert!(body.contains("a name alone no longer signs in"), "{body}");
+    for (path, bad) in [
+        ("/v1/sessions", "not json"),
+        ("/v1/sessions", r#"{"username":"ann"}"#),
+        ("/v1/sessions", r#"{"username":"ann","password":"x","device_secret":"y"}"#),
+        ("/v1/accounts", r#"{"username":"a b","password":"long enough"}"#),
+        ("/v1/accounts", r#"{"username":"x' OR 1=1; --","password":"long enough"}"#),
+        ("/v1/accounts", r#"{"username":"guest","password":"long enough"}"#),
+        ("/v1/accounts", r#"{"username":"ann","password":"short"}"#),
+        ("/v1/accounts", r#"{"username":"ann","password":"long enough","character":"<img>"}"#),
+        ("/v1/accounts", r#"{"username":"ann","password":"long enough","admin":true}"#),
+        ("/v1/accounts/guest", r#"{"character":"a.b"}"#),
+    ] {
+        assert_eq!(post_status(&addr, path, bad).await?.0, 400, "{path} {bad}");
+    }
+    let huge = format!(r#"{{"username":"ann","password":"{}"}}"#, "p".repeat(20_000));
+    assert_eq!(post_status(&addr, "/v1/accounts", &huge).await?.0, 413, "bodies over 16 KiB are refused unread");
+
+    // Sign up; names are one account whatever their case.
+    let sign_up = |username: &str, character: &str| SignUp {
+        username: username.into(),
+        password: "correct horse".into(),
+        character: Some(character.into()),
+    };
+    let ann = api.sign_up(&sign_up("Ann", "ann")).await?;
+    assert_eq!((ann.username.as_deref(), ann.character.as_str()), (Some("ann"), "ann"));
+    assert!(ann.account_id > 0 && ann.account_id < 1 << 53, "a browser's number holds {}", ann.account_id);
+    assert_eq!(refused(api.sign_up(&sign_up("ANN", "other")).await), 409, "the username is taken");
+    assert_eq!(refused(api.sign_up(&sign_up("bea", "ANN")).await), 409, "the character name is taken");
+    // A wrong password and an unknown user get the same answer.
+    let wrong = refusal(api.sign_in(&SignIn::password("ann", "wrong horse")).await);
+    let unknown = refusal(api.sign_in(&SignIn::password("nobody", "correct horse")).await);
+    assert_eq!((wrong.as_str(), unknown.as_str()), ("wrong username or password", "wrong username or password"));
+    let again = api.sign_in(&SignIn::password("ANN", "correct horse")).await?;
+    assert_eq!(again.account_id, ann.account_id);
+    let me = api.me(&again.session_token).await?;
+    assert_eq!((me.id, me.guest), (ann.account_id, false));
+    assert_eq!(refused(api.me("forged").await), 401);
+
+    assert_eq!(refused(api.play(&ann.session_token, "meadow").await), 503, "no server yet");
     let args = ["--platform", addr.as_str(), "--server-token", SERVER_TOKEN];
     let (a, b) = (ZoneProcess::start_with_args(TEST_CONFIG, &args)?, ZoneProcess::start_with_args(TEST_CONFIG, &args)?);
     wait_for(&addr, "both zone servers", |l| l.len() == 2).await?;
 
-    let grant = respawn_client::login(&addr, "ann", "meadow").await?;
+    let grant = api.play(&ann.session_token, "meadow").await?;
     assert!([a.ws_url(), b.ws_url()].contains(&grant.address), "{} is one of the servers", grant.address);
-    assert_eq!(grant.player_id, respawn_token::player_id_for_name("ann"));
+    assert_eq!(grant.player_id, ann.account_id, "the character's player id is the account's");
     let claims = respawn_token::TokenKey::new(TOKEN_KEY.as_bytes())?.verify(&grant.token, 0)?;
-    assert_eq!((claims.player_id, claims.name.as_str()), (grant.player_id, "ann"));
+    assert_eq!((claims.player_id, claims.name.as_str()), (ann.account_id, "ann"));
     let mut ann_client = Client::connect(&grant.address).await?;
     ann_client.conn.join(grant.token.clone(), None, "meadow", Duration::from_secs(5)).await?;
 
-    // A bot that knows only the platform server gets in by itself.
+    // A refresh token works once; its reuse ends the whole sign-in.
+    let next = api.refresh(&again.refresh_token).await?;
+    assert_eq!(next.account_id, ann.account_id);
+    assert!(refusal(api.refresh(&again.refresh_token).await).contains("already used"));
+    assert_eq!(refused(api.refresh(&next.refresh_token).await), 401, "the family is revoked");
+    let session = api.sign_in(&SignIn::password("ann", "correct horse")).await?;
+    api.logout(&session.refresh_token).await?;
+    assert_eq!(refused(api.refresh(&session.refresh_token).await), 401, "logged out");
+
+    // A guest signs in again with its device secret, then takes a username and password.
+    let guest = api.guest(&GuestSignUp::default()).await?;
+    let secret = guest.device_secret.clone().unwrap_or_default();
+    assert!(guest.character.starts_with("guest-") && guest.username.is_none(), "{guest:?}");
+    assert_eq!(api.sign_in(&SignIn::device(&secret)).await?.account_id, guest.account_id);
+    assert_eq!(refused(api.sign_in(&SignIn::device("not-a-secret")).await), 401);
+    let credentials = SetCredentials { username: "gus".into(), password: "guest no more".into() };
+    api.set_credentials(&guest.session_token, &credentials).await?;
+    assert_eq!(refused(api.set_credentials(&guest.session_token, &credentials).await), 409, "once only");
+    assert_eq!(api.sign_in(&SignIn::password("gus", "guest no more")).await?.account_id, guest.account_id);
+    assert_eq!(api.sign_in(&SignIn::device(&secret)).await?.account_id, guest.account_id, "the device still works");
+
+    // A bot that knows only the platform server gets in by itself (as a guest).
     let bots = respawn_client::Fleet::spawn(
         respawn_client::Access::Login { platform: addr.clone() },
         &["caverns".to_owned()],
@@ -152,7 +229,7 @@ async fn players_log_in_through_the_platform_land_on_ready_servers_and_bans_keep
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while bots.stats.connected.load(std::sync::atomic::Ordering::Relaxed) < 1 {
-        assert!(Instant::now() < deadline, "the bot never got in through the login");
+        assert!(Instant::now() < deadline, "the bot never got in through the platform");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -164,51 +241,86 @@ async fn players_log_in_through_the_platform_land_on_ready_servers_and_bans_keep
         l.iter().any(|s| s["address"] == a.ws_url().as_str() && s["state"] == "draining")
     })
     .await?;
-    for n in 0..8 {
-        let grant = respawn_client::login(&addr, &format!("newcomer{n}"), "meadow").await?;
-        assert_eq!(grant.address, b.ws_url(), "newcomer{n} sent to the ready server");
+    for n in 0..4 {
+        let newcomer = api.guest(&GuestSignUp::default()).await?;
+        let grant = api.play(&newcomer.session_token, "meadow").await?;
+        assert_eq!(grant.address, b.ws_url(), "newcomer {n} sent to the ready server");
     }
 
     // A ban (written where the operations API writes it) reaches the zone
     // servers with their next heartbeat: the player is kicked, refused at
-    // join with a still valid token, and refused at login.
+    // join with a still valid token, and refused a join at the platform.
     let ops = respawn_store::redis_store::RedisOps::new(respawn_store::redis_store::RedisConn::new(&redis, &prefix)?);
-    let ban = respawn_store::ops::Ban { player: grant.player_id, reason: "test".into(), by: "test".into(), at_ms: 1 };
+    let ban = respawn_store::ops::Ban { player: ann.account_id, reason: "test".into(), by: "test".into(), at_ms: 1 };
     respawn_store::ops::OpsStore::ban(&ops, ban).await?;
     let kicked = ann_client.closed(Duration::from_secs(5)).await?;
     assert_eq!(kicked.code, respawn_proto::CloseCode::Kicked.code(), "{kicked:?}");
-    let mut again = Client::connect(&grant.address).await?;
-    again.conn.send(join_body(&grant.token)).await?;
-    let refused = again.closed(Duration::from_secs(5)).await?;
-    assert_eq!(refused.code, respawn_proto::CloseCode::Banned.code(), "{refused:?}");
-    assert_eq!(login_status(&addr, ann).await?, 403);
+    let mut again_client = Client::connect(&grant.address).await?;
+    again_client.conn.send(join_body(&grant.token)).await?;
+    let refused_join = again_client.closed(Duration::from_secs(5)).await?;
+    assert_eq!(refused_join.code, respawn_proto::CloseCode::Banned.code(), "{refused_join:?}");
+    assert_eq!(refused(api.play(&ann.session_token, "meadow").await), 403);
 
-    // A login flood from one address: refused with 429 and Retry-After, nothing issued.
-    // (The bot stops first: its own logins would count.)
+    // An operator disables an account: no sign-in, refresh or join; enabled, it signs in again.
+    let gus = api.sign_in(&SignIn::password("gus", "guest no more")).await?;
+    let ops_call = |method: &'static str, path: String, body: &'static str| {
+        let addr = addr.clone();
+        async move { http::request_json(&addr, method, &path, Some(OPERATOR), body).await }
+    };
+    let (code, body) = ops_call("POST", "/v1/accounts/gus/disable".into(), r#"{"reason":"cheating"}"#).await?;
+    assert_eq!(code, 200, "{body}");
+    assert!(refusal(api.sign_in(&SignIn::password("gus", "guest no more")).await).contains("disabled: cheating"));
+    assert_eq!(refused(api.refresh(&gus.refresh_token).await), 401, "its sign-ins were revoked");
+    assert_eq!(refused(api.play(&gus.session_token, "meadow").await), 403);
+    let (code, body) = ops_call("GET", format!("/v1/accounts/{}", guest.account_id), "").await?;
+    assert!(code == 200 && body.contains("cheating"), "{code} {body}");
+    assert_eq!(ops_call("POST", "/v1/accounts/gus/enable".into(), "").await?.0, 200);
+    let (code, body) = ops_call("PUT", "/v1/accounts/gus/password".into(), r#"{"password":"reset by ops"}"#).await?;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(refused(api.sign_in(&SignIn::password("gus", "guest no more")).await), 401, "the old password");
+    assert_eq!(api.sign_in(&SignIn::password("gus", "reset by ops")).await?.account_id, guest.account_id);
+    let audit = ops_call("GET", "/v1/audit".into(), "").await?.1;
+    for action in ["disable account", "enable account", "reset password"] {
+        assert!(audit.contains(action), "{action} audited: {audit}");
+    }
+
+    // Failed sign-ins are limited per account: then even the right password waits.
     bots.stop().await;
-    let issued_before =
-        support::metric(&http::request(&addr, "GET", "/metrics", None).await?.1, "respawn_platform_logins_total");
+    let cara = api.sign_up(&sign_up("cara", "cara")).await?;
+    for _ in 0..5 {
+        assert_eq!(refused(api.sign_in(&SignIn::password("cara", "not her password")).await), 401);
+    }
+    let locked = api.sign_in(&SignIn::password("cara", "correct horse")).await;
+    assert!(refusal(locked).contains("too many failed sign-in requests"));
+    assert_eq!(
+        api.sign_in(&SignIn::password("ann", "correct horse")).await?.account_id,
+        ann.account_id,
+        "others sign in"
+    );
+    assert!(cara.account_id != ann.account_id);
+
+    // A sign-in flood from one address: refused with 429 and Retry-After, nothing issued.
+    let issued_before = sign_ins_ok(&addr).await?;
     let (mut ok, mut limited) = (0, 0);
-    for n in 0..40 {
-        let body = format!(r#"{{"name":"flood{n}","zone":"meadow"}}"#);
-        let answer = http::exchange(&addr, "POST", "/v1/sessions", None, Some(&body)).await?;
+    for _ in 0..40 {
+        let answer =
+            http::Call::new(http::Method::POST, &addr, "/v1/sessions").json(&SignIn::password("ann", "correct horse"));
+        let answer = answer.send().await?;
         match answer.status {
             200 => ok += 1,
             429 => {
                 limited += 1;
                 let retry: u64 = answer.header("retry-after").and_then(|v| v.parse().ok()).unwrap_or(0);
                 assert!(retry >= 1, "Retry-After is a whole number of seconds: {:?}", answer.headers);
-                assert!(answer.body.contains("too many login requests"), "{}", answer.body);
+                assert!(answer.body.contains("too many sign-in requests"), "{}", answer.body);
             }
-            other => bail!("flood login answered {other}: {}", answer.body),
+            other => bail!("flood sign-in answered {other}: {}", answer.body),
         }
     }
     // At most the burst (30) plus what refilled since the platform started (one per 2 s) got through.
     let most = 30.0 + platform_started.elapsed().as_secs_f64() / 2.0 + 1.0;
     assert!(limited >= 1 && f64::from(ok) <= most, "{limited} of 40 refused, {ok} allowed (at most {most:.0})");
-    let issued_after =
-        support::metric(&http::request(&addr, "GET", "/metrics", None).await?.1, "respawn_platform_logins_total");
-    assert_eq!(issued_after.unwrap_or(0.0) - issued_before.unwrap_or(0.0), f64::from(ok), "429s issued nothing");
+    assert_eq!(sign_ins_ok(&addr).await? - issued_before, f64::from(ok), "429s issued nothing");
     Ok(())
 }
 

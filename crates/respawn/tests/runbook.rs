@@ -192,9 +192,22 @@ async fn exercise(
             let (ok, out, err) = shell(&filled, env)?;
             assert!(ok && !out.trim().is_empty(), "`{filled}`: {out}{err}");
         }
-        ["curl", ..] => {
+        ["curl", ..] if filled.contains("/v1/accounts/guest") => {
             let (ok, out, err) = shell(&format!("{filled} --silent --show-error --fail"), env)?;
-            assert!(ok && out.contains("\"address\""), "`{filled}` logs in: {out}{err}");
+            assert!(ok && out.contains("\"session_token\""), "`{filled}` signs a guest in: {out}{err}");
+        }
+        ["curl", ..] => {
+            // Where the runbook says <session_token>: a new guest's.
+            let filled = if filled.contains("<session_token>") {
+                let guest = "curl -XPOST $PLATFORM/v1/accounts/guest -d '{}' --silent --show-error --fail";
+                let (_, out, err) = shell(guest, env)?;
+                let signed_in: Value = serde_json::from_str(&out).with_context(|| format!("a guest: {err}"))?;
+                filled.replace("<session_token>", signed_in["session_token"].as_str().unwrap_or_default())
+            } else {
+                filled
+            };
+            let (ok, out, err) = shell(&format!("{filled} --silent --show-error --fail"), env)?;
+            assert!(ok && out.contains("\"address\""), "`{filled}` joins: {out}{err}");
         }
         ["redis-cli", ..] => {
             let (ok, out, err) = shell(&filled, env)?;

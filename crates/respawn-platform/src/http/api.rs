@@ -6,7 +6,7 @@ use axum::routing::{delete, get, post, put, MethodRouter};
 use respawn_store::ops::Role;
 use serde_json::{json, Map, Value};
 
-use super::{ops, registry, sessions, HttpContext};
+use super::{accounts, ops, registry, sessions, HttpContext};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub enum Auth {
     ServerOrViewer,
     /// An operator token of this role or above.
     Operator(Role),
+    /// A player's session token (from signing in).
+    Player,
 }
 
 #[derive(Debug)]
@@ -39,6 +41,13 @@ const ADMIN: Auth = Auth::Operator(Role::Admin);
 
 fn object(required: &[&str], properties: Value) -> Value {
     json!({ "type": "object", "additionalProperties": false, "required": required, "properties": properties })
+}
+
+/// A character's name (`respawn_names::valid_name`).
+const NAME_PATTERN: &str = "^[A-Za-z0-9_-]{1,24}$";
+
+fn refresh_body() -> Value {
+    object(&["refresh_token"], json!({ "refresh_token": { "type": "string" } }))
 }
 
 fn reason_body() -> Value {
@@ -93,20 +102,146 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "post",
-        path: "/v1/sessions",
-        summary: "Log in: a signed session token and the address of a ready game server hosting the zone.",
+        path: "/v1/accounts",
+        summary: "Sign up with a username and password (and a character name): signed in at once.",
         auth: Auth::Public,
         query: &[],
         body: Some(|| {
             object(
-                &["name", "zone"],
+                &["username", "password"],
                 json!({
-                    "name": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,24}$" },
-                    "zone": { "type": "string", "maxLength": 64 },
+                    "username": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{3,32}$" },
+                    "password": { "type": "string", "minLength": 8, "maxLength": 128 },
+                    "character": { "type": "string", "pattern": NAME_PATTERN },
                 }),
             )
         }),
-        route: || post(sessions::login),
+        route: || post(accounts::sign_up),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/accounts/guest",
+        summary: "A guest account: signed in at once, with a device secret to sign in with again (shown once).",
+        auth: Auth::Public,
+        query: &[],
+        body: Some(|| object(&[], json!({ "character": { "type": "string", "pattern": NAME_PATTERN } }))),
+        route: || post(accounts::guest),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/sessions",
+        summary: "Sign in with a username and password or a device secret: a session token (minutes) and a refresh token.",
+        auth: Auth::Public,
+        query: &[],
+        body: Some(|| {
+            object(
+                &[],
+                json!({
+                    "username": { "type": "string" },
+                    "password": { "type": "string" },
+                    "device_secret": { "type": "string" },
+                }),
+            )
+        }),
+        route: || post(accounts::sign_in),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/sessions/refresh",
+        summary: "The next session and refresh token; a refresh token works once, and its reuse revokes the sign-in.",
+        auth: Auth::Public,
+        query: &[],
+        body: Some(refresh_body),
+        route: || post(accounts::refresh),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/sessions/logout",
+        summary: "End the sign-in the refresh token belongs to.",
+        auth: Auth::Public,
+        query: &[],
+        body: Some(refresh_body),
+        route: || post(accounts::logout),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/accounts/me",
+        summary: "The signed-in account: id, username, character, guest or not.",
+        auth: Auth::Player,
+        query: &[],
+        body: None,
+        route: || get(accounts::me),
+    },
+    Operation {
+        method: "put",
+        path: "/v1/accounts/me/credentials",
+        summary: "A guest account takes a username and password (its device secret keeps working).",
+        auth: Auth::Player,
+        query: &[],
+        body: Some(|| {
+            object(
+                &["username", "password"],
+                json!({
+                    "username": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{3,32}$" },
+                    "password": { "type": "string", "minLength": 8, "maxLength": 128 },
+                }),
+            )
+        }),
+        route: || put(accounts::set_credentials),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/play",
+        summary: "Join a zone: the address of a ready game server hosting it, and the token it admits.",
+        auth: Auth::Player,
+        query: &[],
+        body: Some(|| object(&["zone"], json!({ "zone": { "type": "string", "maxLength": 64 } }))),
+        route: || post(sessions::play),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/accounts/{account}",
+        summary: "An account by id, username or character name: character, guest or not, disabled or not.",
+        auth: VIEWER,
+        query: &[],
+        body: None,
+        route: || get(ops::account),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/accounts/{account}/disable",
+        summary: "Disable an account (with a reason): its sign-ins are revoked and its player kicked.",
+        auth: ADMIN,
+        query: &[],
+        body: Some(reason_body),
+        route: || post(ops::disable_account),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/accounts/{account}/enable",
+        summary: "Enable a disabled account again.",
+        auth: ADMIN,
+        query: &[],
+        body: None,
+        route: || post(ops::enable_account),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/accounts/{account}/revoke",
+        summary: "End every sign-in of an account (its refresh tokens; session tokens run out within minutes).",
+        auth: ADMIN,
+        query: &[],
+        body: None,
+        route: || post(ops::revoke_account),
+    },
+    Operation {
+        method: "put",
+        path: "/v1/accounts/{account}/password",
+        summary: "Reset an account's password; its sign-ins are revoked.",
+        auth: ADMIN,
+        query: &[],
+        body: Some(|| object(&["password"], json!({ "password": { "type": "string", "minLength": 8, "maxLength": 128 } }))),
+        route: || put(ops::reset_password),
     },
     Operation {
         method: "get",
@@ -409,10 +544,19 @@ pub fn openapi() -> Value {
                 responses["403"] = json!({ "description": format!("the token's role is below {}", role.as_str()) });
                 responses["429"] = json!({ "description": "over the per-token rate limit; see Retry-After" });
             }
+            Auth::Player => {
+                operation.insert("security".into(), json!([{ "sessionToken": [] }]));
+                responses["401"] = json!({ "description": "missing, malformed or expired session token" });
+                responses["403"] = json!({ "description": "the account is disabled or banned" });
+            }
         }
         if op.path == "/v1/sessions" {
-            responses["403"] = json!({ "description": "the player is banned" });
-            responses["429"] = json!({ "description": "over the per-IP login rate limit; see Retry-After" });
+            responses["401"] = json!({ "description": "wrong username or password, or unknown device secret" });
+            responses["403"] = json!({ "description": "the account is disabled" });
+        }
+        if op.path.starts_with("/v1/sessions") || op.path.starts_with("/v1/accounts") || op.path == "/v1/play" {
+            responses["429"] =
+                json!({ "description": "over a per-IP limit, or too many failed sign-ins; see Retry-After" });
         }
         responses["503"] = json!({ "description": "a backing store is unavailable, explained" });
         operation.insert("responses".into(), responses);
@@ -426,11 +570,12 @@ pub fn openapi() -> Value {
         "info": {
             "title": "Respawn platform server",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Login and routing, the server registry, and the operations API. Operator roles: viewer reads; operator kicks, announces and drains; admin bans and manages tokens. Every mutating operator call is audited.",
+            "description": "Accounts, sign-in and joining a zone, the server registry, and the operations API. Operator roles: viewer reads; operator kicks, announces and drains; admin bans and manages tokens. Every mutating operator call is audited.",
         },
         "components": { "securitySchemes": {
             "operatorToken": { "type": "http", "scheme": "bearer", "description": "an operator token (viewer, operator or admin)" },
             "serverToken": { "type": "http", "scheme": "bearer", "description": "the secret game servers share" },
+            "sessionToken": { "type": "http", "scheme": "bearer", "description": "a player's session token, from POST /v1/sessions" },
         } },
         "paths": paths,
     })

@@ -1,7 +1,7 @@
 //! The platform server's HTTP side: `/metrics`, `/healthz` (the process
 //! answers), `/readyz` (the ledger is connected and events are consumed),
 //! the server registry game servers heartbeat into ([`registry`]), the
-//! players' login ([`sessions`]), the operations API ([`ops`]) and the admin
+//! players' accounts and sign-in ([`accounts`]) and joins ([`sessions`]), the operations API ([`ops`]) and the admin
 //! dashboard. Every route is listed once, in [`api::OPERATIONS`].
 
 use std::net::SocketAddr;
@@ -19,10 +19,12 @@ use respawn_token::TokenKey;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::{AccountsSlot, Passwords};
 use crate::fleet::Fleet;
 use crate::ledger::LedgerSlot;
 use crate::metrics::PlatformMetrics;
 
+pub mod accounts;
 pub mod api;
 pub mod ops;
 pub mod registry;
@@ -38,6 +40,9 @@ const BODY_LIMIT: usize = 16 * 1024;
 pub struct HttpContext {
     pub metrics: Arc<PlatformMetrics>,
     pub ledger: LedgerSlot,
+    /// The players' accounts, in the ledger's database once it is connected.
+    pub accounts: AccountsSlot,
+    pub passwords: Passwords,
     pub registry: Arc<dyn Registry>,
     pub ops: Arc<dyn OpsStore>,
     pub limiter: Arc<dyn RateLimiter>,
@@ -90,6 +95,8 @@ impl HttpContext {
             rollouts: Arc::default(),
             metrics,
             ledger,
+            accounts: AccountsSlot::default(),
+            passwords: Passwords::new().map_err(StoreError::Invalid)?,
             registry,
             ops,
             limiter,
@@ -110,18 +117,30 @@ impl HttpContext {
     }
 }
 
-/// The key zone servers check session tokens with, and the tokens' lifetime.
+/// The key zone servers check session tokens with, and the lifetimes of
+/// session and refresh tokens.
 #[derive(Debug, Clone)]
 pub struct SessionSigner {
     pub key: TokenKey,
     pub ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+impl SessionSigner {
+    /// Short-lived session tokens (15 minutes) and refresh tokens for 30 days.
+    pub fn new(key: TokenKey) -> Self {
+        Self { key, ttl: Duration::from_secs(15 * 60), refresh_ttl: Duration::from_secs(30 * 24 * 3600) }
+    }
 }
 
 /// Rate limits, each enforced through the shared [`RateLimiter`].
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Logins per client IP address.
+    /// Sign-ups, sign-ins, refreshes and joins per client IP address, each route on its own.
     pub login_per_ip: Quota,
+    /// Failed sign-ins per account (username) and per client IP address.
+    pub failed_sign_ins_per_account: Quota,
+    pub failed_sign_ins_per_ip: Quota,
     /// Operations API calls per operator token.
     pub api_per_token: Quota,
     /// Connections one IP address may hold open; 0: no cap (behind a proxy, cap there).
@@ -132,6 +151,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             login_per_ip: Quota { burst: 20, period: Duration::from_secs(60) },
+            failed_sign_ins_per_account: Quota { burst: 5, period: Duration::from_secs(300) },
+            failed_sign_ins_per_ip: Quota { burst: 20, period: Duration::from_secs(300) },
             api_per_token: Quota { burst: 100, period: Duration::from_secs(10) },
             connections_per_ip: 64,
         }
@@ -193,6 +214,13 @@ async fn enforce(
             let action = format!("{} {}", request.method(), request.uri().path());
             ops::authorize(&ctx, request.headers(), role, &action).await.map(Some)
         }
+        api::Auth::Player => match player(&ctx, request.headers()) {
+            Ok(claims) => {
+                request.extensions_mut().insert(claims);
+                Ok(None)
+            }
+            Err(refused) => Err(refused.into()),
+        },
     };
     match admitted {
         Ok(operator) => {
@@ -203,6 +231,18 @@ async fn enforce(
         }
         Err(refused) => refused,
     }
+}
+
+/// The claims of a request's session token, checked with the signing key.
+fn player(ctx: &HttpContext, headers: &HeaderMap) -> Result<respawn_token::Claims, Refusal> {
+    let Some(signer) = &ctx.sessions else {
+        return Err(Refusal(StatusCode::NOT_FOUND, accounts::SIGN_IN_DISABLED.into()));
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    signer
+        .key
+        .verify(bearer(headers).unwrap_or_default(), now)
+        .map_err(|e| Refusal(StatusCode::UNAUTHORIZED, format!("session token refused: {e}; sign in or refresh")))
 }
 
 /// Response time and status class of every routed request, by route template.
@@ -245,9 +285,23 @@ async fn ready(State(s): State<HttpContext>) -> (StatusCode, &'static str) {
     }
 }
 
+pub(crate) fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The bearer token of a request, if it carries one.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// A refusal made where a whole response would be a large error value.
+#[derive(Debug)]
+pub(crate) struct Refusal(pub StatusCode, pub String);
+
+impl From<Refusal> for Response {
+    fn from(r: Refusal) -> Self {
+        text(r.0, r.1)
+    }
 }
 
 /// A plain-text answer, one line.

@@ -15,21 +15,20 @@ use respawn_store::ops::{valid_operator_name, AuditRecord, Ban, OperatorToken, R
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{json, rate_limit, store_failure, text, HttpContext};
+use super::accounts::account_failure;
+use super::{json, rate_limit, store_failure, text, unix_now_ms, HttpContext, Refusal};
+use crate::accounts::{Account, AccountStore};
 use crate::fleet::http_address;
 use crate::ledger::{EventCursor, EventQuery, Ledger};
 use respawn_api::admin::ZoneAdmin;
 use respawn_api::http::CallError;
+use std::sync::Arc;
 
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub(crate) struct Operator {
     pub name: String,
     pub role: Role,
-}
-
-pub(crate) fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The operator behind the request's bearer token, within its rate limit.
@@ -122,16 +121,6 @@ async fn audited(
     }
 }
 
-/// A refusal made where a whole response would be a large error value.
-#[derive(Debug)]
-struct Refusal(StatusCode, String);
-
-impl From<Refusal> for Response {
-    fn from(r: Refusal) -> Self {
-        text(r.0, r.1)
-    }
-}
-
 fn bad_request(message: impl Into<String>) -> Refusal {
     Refusal(StatusCode::BAD_REQUEST, message.into())
 }
@@ -141,15 +130,34 @@ fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes, what: &str) -> Result<
     serde_json::from_slice(body).map_err(|e| bad_request(format!("{what} body: {e}")))
 }
 
-/// A player named by id or by name.
-fn player_id(given: &str) -> Result<u64, Refusal> {
+/// A player named by id or by character name (looked up in the accounts).
+async fn player_id(ctx: &HttpContext, given: &str) -> Result<u64, Response> {
     if let Ok(id) = given.parse::<u64>() {
         return Ok(id);
     }
-    if respawn_names::valid_name(given) {
-        return Ok(respawn_token::player_id_for_name(given));
+    if !respawn_names::valid_name(given) {
+        return Err(bad_request("player: a numeric id or a name of 1-24 of A-Z a-z 0-9 _ -").into());
     }
-    Err(bad_request("player: a numeric id or a name of 1-24 of A-Z a-z 0-9 _ -"))
+    Ok(account_named(ctx, given).await?.1.id)
+}
+
+/// An account by id, username or character name, and the store it is in.
+async fn account_named(ctx: &HttpContext, given: &str) -> Result<(Arc<dyn AccountStore>, Account), Response> {
+    let store = super::accounts::store(ctx)?;
+    let found = match given.parse::<u64>() {
+        Ok(id) => store.by_id(id).await,
+        Err(_) => match store.by_character(given).await {
+            Ok(None) => match respawn_names::username_key(given) {
+                Some(key) => store.by_username(&key).await,
+                None => Ok(None),
+            },
+            other => other,
+        },
+    };
+    let account = found
+        .map_err(account_failure)?
+        .ok_or_else(|| text(StatusCode::NOT_FOUND, format!("no account or character {given:?}")))?;
+    Ok((store, account))
 }
 
 fn ledger(ctx: &HttpContext) -> Result<std::sync::Arc<dyn Ledger>, Refusal> {
@@ -273,9 +281,9 @@ struct Profile {
 }
 
 pub(super) async fn player(State(ctx): State<HttpContext>, Path(given): Path<String>) -> Response {
-    let id = match player_id(&given) {
+    let id = match player_id(&ctx, &given).await {
         Ok(id) => id,
-        Err(refusal) => return refusal.into(),
+        Err(refused) => return refused,
     };
     let ledger = match ledger(&ctx) {
         Ok(l) => l,
@@ -328,9 +336,12 @@ pub(super) async fn events(
         Ok(q) => q,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("query: {}", e.body_text())),
     };
-    let player = match search.player.as_deref().map(player_id).transpose() {
-        Ok(p) => p,
-        Err(refusal) => return refusal.into(),
+    let player = match &search.player {
+        Some(given) => match player_id(&ctx, given).await {
+            Ok(id) => Some(id),
+            Err(refused) => return refused,
+        },
+        None => None,
     };
     if let Some(kind) = &search.kind {
         if kind.is_empty() || kind.len() > 32 || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
@@ -384,10 +395,10 @@ pub(super) async fn kick(
     body: Bytes,
 ) -> Response {
     let result = async {
-        let id = player_id(&given)?;
         let body: ReasonBody = parse_body(&body, "kick")?;
         let reason = body.reason.unwrap_or_else(|| "kicked by an operator".into());
         free_text(&reason, "reason")?;
+        let id = player_id(&ctx, &given).await?;
         let mut answer = each_server(&ctx, None, |admin, addr| {
             let reason = reason.clone();
             async move { admin.kick(&addr, id, Some(&reason)).await }
@@ -407,10 +418,11 @@ pub(super) async fn ban(
     body: Bytes,
 ) -> Response {
     let result = async {
-        let id = player_id(&given)?;
+        // The input is checked before anything is looked up.
         let body: ReasonBody = parse_body(&body, "ban")?;
         let reason = body.reason.ok_or_else(|| text(StatusCode::BAD_REQUEST, "a ban needs a reason"))?;
         free_text(&reason, "reason")?;
+        let id = player_id(&ctx, &given).await?;
         let ban = Ban { player: id, reason: reason.clone(), by: operator.name.clone(), at_ms: unix_now_ms() };
         ctx.ops.ban(ban).await.map_err(|e| store_failure("ban list", e))?;
         // Servers also learn the list with their next heartbeat; the kick is at once.
@@ -428,7 +440,7 @@ pub(super) async fn unban(
     Extension(operator): Extension<Operator>,
 ) -> Response {
     let result = async {
-        let id = player_id(&given)?;
+        let id = player_id(&ctx, &given).await?;
         let lifted = ctx.ops.unban(id).await.map_err(|e| store_failure("ban list", e))?;
         if !lifted {
             return Err(text(StatusCode::NOT_FOUND, "the player was not banned"));
@@ -667,6 +679,99 @@ pub async fn install_bootstrap_admin(ctx: &HttpContext, secret: &str) -> respawn
         expires_ms: None,
     };
     ctx.ops.put_operator(token).await
+}
+
+/// `GET /v1/accounts/{account}`: by id, username or character name.
+pub(super) async fn account(State(ctx): State<HttpContext>, Path(given): Path<String>) -> Response {
+    match account_named(&ctx, &given).await {
+        Ok((_, account)) => json(StatusCode::OK, &super::accounts::account_view(&account)),
+        Err(refused) => refused,
+    }
+}
+
+/// `POST /v1/accounts/{account}/disable`: no more sign-ins, joins or
+/// refreshes; its sign-ins are revoked and its player kicked.
+pub(super) async fn disable_account(
+    State(ctx): State<HttpContext>,
+    Path(given): Path<String>,
+    Extension(operator): Extension<Operator>,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let body: ReasonBody = parse_body(&body, "disable")?;
+        let reason = body.reason.ok_or_else(|| text(StatusCode::BAD_REQUEST, "disabling needs a reason"))?;
+        free_text(&reason, "reason")?;
+        let (store, account) = account_named(&ctx, &given).await?;
+        store.set_disabled(account.id, Some(&reason)).await.map_err(account_failure)?;
+        let revoked = store.revoke_account(account.id).await.map_err(account_failure)?;
+        let id = account.id;
+        let kicked =
+            each_server(&ctx, None, |admin, addr| async move { admin.kick(&addr, id, Some("account disabled")).await })
+                .await;
+        Ok(json!({ "account_id": id, "disabled": true, "sign_ins_revoked": revoked, "kicked_now": kicked.is_ok() }))
+    }
+    .await;
+    audited(&ctx, &operator, "disable account", &format!("account {given}"), result).await
+}
+
+/// `POST /v1/accounts/{account}/enable`.
+pub(super) async fn enable_account(
+    State(ctx): State<HttpContext>,
+    Path(given): Path<String>,
+    Extension(operator): Extension<Operator>,
+) -> Response {
+    let result = async {
+        let (store, account) = account_named(&ctx, &given).await?;
+        store.set_disabled(account.id, None).await.map_err(account_failure)?;
+        Ok(json!({ "account_id": account.id, "disabled": false }))
+    }
+    .await;
+    audited(&ctx, &operator, "enable account", &format!("account {given}"), result).await
+}
+
+/// `POST /v1/accounts/{account}/revoke`: every sign-in of the account ends
+/// (its refresh tokens); session tokens already out run out within minutes.
+pub(super) async fn revoke_account(
+    State(ctx): State<HttpContext>,
+    Path(given): Path<String>,
+    Extension(operator): Extension<Operator>,
+) -> Response {
+    let result = async {
+        let (store, account) = account_named(&ctx, &given).await?;
+        let revoked = store.revoke_account(account.id).await.map_err(account_failure)?;
+        Ok(json!({ "account_id": account.id, "sign_ins_revoked": revoked }))
+    }
+    .await;
+    audited(&ctx, &operator, "revoke sign-ins", &format!("account {given}"), result).await
+}
+
+/// `PUT /v1/accounts/{account}/password`: an operator's reset; the account's
+/// sign-ins are revoked.
+pub(super) async fn reset_password(
+    State(ctx): State<HttpContext>,
+    Path(given): Path<String>,
+    Extension(operator): Extension<Operator>,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let body: respawn_api::players::ResetPassword = parse_body(&body, "password")?;
+        if !crate::accounts::PASSWORD_LEN.contains(&body.password.len()) {
+            return Err(bad_request("password: 8-128 bytes").into());
+        }
+        let (store, account) = account_named(&ctx, &given).await?;
+        let hash = ctx
+            .passwords
+            .hash(body.password)
+            .await
+            .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot hash the password: {e}")))?;
+        if !store.set_password(account.id, &hash).await.map_err(account_failure)? {
+            return Err(text(StatusCode::CONFLICT, "a guest account has no password: it signs in with its device"));
+        }
+        let revoked = store.revoke_account(account.id).await.map_err(account_failure)?;
+        Ok(json!({ "account_id": account.id, "password_reset": true, "sign_ins_revoked": revoked }))
+    }
+    .await;
+    audited(&ctx, &operator, "reset password", &format!("account {given}"), result).await
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ fn time_ms(given: &str, flag: &str) -> Result<u64> {
     given
         .parse::<u64>()
         .ok()
-        .or_else(|| super::restore::parse_utc(given))
+        .or_else(|| respawn_zone::rollback::parse_utc(given))
         .ok_or_else(|| anyhow!("--{flag} {given:?}: a UTC time like 2026-11-26T10:00:00Z or Unix milliseconds"))
 }
 

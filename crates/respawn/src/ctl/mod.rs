@@ -58,6 +58,9 @@ enum CtlCmd {
     /// Players.
     #[command(subcommand)]
     Player(PlayerCmd),
+    /// Player accounts (changes need an admin token).
+    #[command(subcommand)]
+    Account(AccountCmd),
     /// Stored events, newest first.
     Events(api::EventsArgs),
     /// Disconnect a player.
@@ -112,6 +115,31 @@ enum PlayerCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum AccountCmd {
+    /// An account by id, username or character name.
+    Show {
+        account: String,
+    },
+    /// No sign-in, refresh or join; its sign-ins are revoked and its player kicked.
+    Disable {
+        account: String,
+        #[arg(long)]
+        reason: String,
+    },
+    Enable {
+        account: String,
+    },
+    /// End every sign-in of the account.
+    Revoke {
+        account: String,
+    },
+    /// Set a new password, read from standard input (never an argument); its sign-ins are revoked.
+    ResetPassword {
+        account: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum TokenCmd {
     List,
     /// Create a token; its secret is printed once.
@@ -158,6 +186,30 @@ pub async fn run(args: CtlArgs) -> Result<()> {
         }
         CtlCmd::Player(PlayerCmd::Show { player }) => {
             c.show(Call::get(&format!("/v1/players/{}", path_of(&player))), api::print_player).await
+        }
+        CtlCmd::Account(command) => {
+            let (account, action) = match &command {
+                AccountCmd::Show { account } => (account, None),
+                AccountCmd::Disable { account, .. } => (account, Some("disable")),
+                AccountCmd::Enable { account } => (account, Some("enable")),
+                AccountCmd::Revoke { account } => (account, Some("revoke")),
+                AccountCmd::ResetPassword { account } => (account, Some("password")),
+            };
+            let path = format!("/v1/accounts/{}", path_of(account));
+            let call = match (command, action) {
+                (AccountCmd::Disable { reason, .. }, Some(action)) => {
+                    Call::post(&format!("{path}/{action}"), Some(serde_json::json!({ "reason": reason })))
+                }
+                (AccountCmd::ResetPassword { .. }, Some(action)) => {
+                    let mut password = String::new();
+                    std::io::stdin().read_line(&mut password)?;
+                    let password = password.trim_end_matches(['\r', '\n']);
+                    Call::put(&format!("{path}/{action}"), serde_json::json!({ "password": password }))
+                }
+                (_, Some(action)) => Call::post(&format!("{path}/{action}"), None),
+                (_, None) => Call::get(&path),
+            };
+            c.show(call, api::print_done).await
         }
         CtlCmd::Events(events) => c.show(Call::get(&events.path()?), api::print_events).await,
         CtlCmd::Kick { player, reason } => {

@@ -318,7 +318,9 @@ impl Database {
     pub async fn create(tag: &str) -> Result<Self> {
         use sqlx::Connection;
         let server = std::env::var("RESPAWN_TEST_MYSQL_URL").expect("run through scripts/test");
-        let name = format!("respawn_{tag}_{}", std::process::id());
+        // Unique per call: tests of one binary run side by side.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+        let name = format!("respawn_{tag}_{}_{nanos}", std::process::id());
         let mut db = sqlx::MySqlConnection::connect(&server).await?;
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut db).await?;
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut db).await?;
@@ -366,10 +368,13 @@ impl Platform {
 
     /// A platform server with login, the registry and rollouts (which need no
     /// Kafka or MySQL: nothing listens on port 1), answering once healthy.
+    /// With accounts (in a database of its own) for players to sign in to,
+    /// and no Kafka.
     pub async fn for_rollouts(server_token: &str, operator_token: &str) -> Result<Self> {
+        let db = Database::create("rollouts").await?;
         let platform = Self::start_with(
             "127.0.0.1:1",
-            "mysql://root@127.0.0.1:1/none",
+            &db.url(),
             "rollouts",
             &[
                 "--server-token",
@@ -383,7 +388,17 @@ impl Platform {
             ],
         )?;
         platform.wait_healthy().await?;
+        platform.wait_ready().await?;
         Ok(platform)
+    }
+
+    /// Waits (20 s at most) until `/readyz` answers 200: MySQL is connected, accounts can be reached.
+    pub async fn wait_ready(&self) -> Result<()> {
+        let addr = self.addr.to_string();
+        respawn_harness::wait_until("the platform server's MySQL", Duration::from_secs(20), || async {
+            Ok(respawn_api::http::request(&addr, "GET", "/readyz", None).await?.0 == 200)
+        })
+        .await
     }
 
     /// Waits (10 s at most) until `/healthz` answers 200.
