@@ -220,16 +220,19 @@ impl Browser {
         Ok(attached["sessionId"].as_str().ok_or_else(|| anyhow!("no session id"))?.to_owned())
     }
 
-    /// Polls `expr` until it is true (`limit` at most).
+    /// Polls `expr` until it is true (`limit` at most). A page being
+    /// navigated (a reload) cannot evaluate for a moment: that is retried too.
     async fn wait_for(&mut self, session: &str, expr: &str, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
-        while self.eval(session, expr).await? != json!(true) {
-            if Instant::now() > deadline {
-                bail!("never true in the page: {expr}");
+        loop {
+            let seen = self.eval(session, expr).await;
+            match seen {
+                Ok(Value::Bool(true)) => return Ok(()),
+                Ok(_) if Instant::now() > deadline => bail!("never true in the page: {expr}"),
+                Err(e) if Instant::now() > deadline => bail!("never true in the page: {expr}: {e}"),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(())
     }
 
     async fn screenshot(&mut self, session: &str, name: &str) -> Result<()> {
@@ -363,7 +366,8 @@ async fn the_dashboard_shows_ccu_live_and_its_announcement_reaches_a_player() ->
     browser.wait_for(&s, &format!("{} === 0", ccu_expr("meadow")), Duration::from_secs(10)).await?;
 
     // Players log in through the platform; the page follows without a reload.
-    let grant = respawn_client::GuestSession::sign_up(&platform).await?.play("meadow").await?;
+    let mut watcher_account = respawn_client::GuestSession::sign_up(&platform).await?;
+    let grant = watcher_account.play("meadow").await?;
     let mut watcher = respawn_client::Connection::connect(&grant.address).await?;
     watcher.join(grant.token, None, "meadow", Duration::from_secs(5)).await?;
     let mut bots = respawn_client::Fleet::spawn(
@@ -403,6 +407,33 @@ async fn the_dashboard_shows_ccu_live_and_its_announcement_reaches_a_player() ->
     browser
         .wait_for(&s, "document.querySelector('#audit tbody').textContent.includes('announce')", Duration::from_secs(5))
         .await?;
+
+    // The watcher's account, found by id and disabled from the page (it asks first): the player is kicked.
+    let find = format!(
+        "document.getElementById('account-name').value = '{}'; document.getElementById('account-find').click(); 0",
+        watcher_account.account_id()
+    );
+    browser.eval(&s, &find).await?;
+    browser
+        .wait_for(&s, "document.getElementById('account').textContent.includes('active')", Duration::from_secs(5))
+        .await?;
+    let disable = "document.getElementById('account-reason').value = 'dashboard test'; \
+                   document.getElementById('account-disable').click(); 0";
+    browser.eval(&s, disable).await?;
+    browser.wait_for(&s, "document.getElementById('confirm').style.display === 'flex'", Duration::from_secs(5)).await?;
+    browser.eval(&s, "document.getElementById('confirm-yes').click(); 0").await?;
+    let shown = "document.getElementById('account').textContent.includes('disabled: dashboard test')";
+    browser.wait_for(&s, shown, Duration::from_secs(5)).await?;
+    browser.screenshot(&s, "dashboard-account.png").await?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let code = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, watcher.next()).await.map_err(|_| anyhow!("the watcher was not kicked"))?? {
+            respawn_client::Event::Closed { code, .. } => break code,
+            _ => continue,
+        }
+    };
+    assert_eq!(code, respawn_proto::CloseCode::Kicked.code());
 
     bots.halt().await;
     drop(browser);
