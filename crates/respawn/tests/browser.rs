@@ -329,6 +329,21 @@ async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
         .sign_in(&respawn_api::players::SignIn::password("E2E.player", "browser password"))
         .await?;
     assert_eq!(json!(signed_in.character), character, "the password signs in to the page's character");
+    // Signed out, the page forgets the account; its sign-in form brings the character back.
+    browser
+        .eval(
+            &s,
+            "Array.from(document.querySelectorAll('#account a')).find((a) => a.textContent === 'sign out').click(); 0",
+        )
+        .await?;
+    let signed_out = "localStorage.getItem('respawn.account') === null && !window.respawn.joined()";
+    browser.wait_for(&s, signed_out, Duration::from_secs(5)).await?;
+    let sign_in = "document.getElementById('si-user').value = 'e2e.player'; \
+                   document.getElementById('si-pass').value = 'browser password'; \
+                   document.getElementById('signin').requestSubmit(); 0";
+    browser.eval(&s, sign_in).await?;
+    let back = format!("window.respawn.joined() && window.respawn.character() === {character}");
+    browser.wait_for(&s, &back, Duration::from_secs(10)).await?;
 
     drop(browser);
     let status = up.terminate()?;
