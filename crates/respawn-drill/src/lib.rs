@@ -238,17 +238,20 @@ fn numbered(path: &std::path::Path, scenario: Scenario, round: u32, rounds: u32)
 
 /// Runs one drill and publishes its report; its figures and its JSON.
 async fn run_one(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json::Value)> {
-    match out.scenario {
-        Scenario::Rollout => return run_rollout(args, out).await,
-        Scenario::AllZonesDown | Scenario::SiteLoss => return run_site(args, out).await,
-        _ => {}
+    if out.scenario == Scenario::Rollout {
+        return run_rollout(args, out).await;
     }
+    let loses_every_server = matches!(out.scenario, Scenario::AllZonesDown | Scenario::SiteLoss);
     let options = Options {
-        layout: Layout::Supervised,
+        layout: if loses_every_server { Layout::ServerPerZone } else { Layout::Supervised },
         real: args.real,
         bots: args.bots,
-        pipeline: out.scenario.is_pipeline(),
-        cold_every_secs: (out.scenario == Scenario::MongoDown).then_some(mongo_down::MONGO_DRILL_COLD_SECS),
+        pipeline: out.scenario.is_pipeline() || out.scenario == Scenario::SiteLoss,
+        cold_every_secs: match out.scenario {
+            Scenario::MongoDown => Some(mongo_down::MONGO_DRILL_COLD_SECS),
+            Scenario::SiteLoss => Some(site::SITE_COLD_SECS),
+            _ => None,
+        },
     };
     let mut d = Deployment::start(options).await?;
     let sampler = out.report.is_some().then(|| report::Sampler::start(d.addrs(), d.started));
@@ -257,6 +260,7 @@ async fn run_one(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json:
         Scenario::ZoneCrash => zone_crash::zone_crash(&mut d, args.kills).await.map(Report::Recovery),
         Scenario::RedisDown => redis_down::redis_down(&mut d).await.map(Report::Recovery),
         Scenario::MongoDown => mongo_down::mongo_down(&mut d).await.map(Report::Recovery),
+        Scenario::AllZonesDown | Scenario::SiteLoss => site::run(&mut d, out.scenario).await.map(Report::Site),
         pipeline_scenario => pipeline::run(&mut d, pipeline_scenario, outage).await.map(Report::Pipeline),
     };
     let timeline = d.timeline.clone();
@@ -285,6 +289,12 @@ async fn run_one(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json:
                 commands_lost: None,
             };
             Ok((figures, publish(out, &r, &r.findings, || pipeline::print_report(&r))?))
+        }
+        Report::Site(mut r) => {
+            // Its timeline is in the report already.
+            r.findings.chart = chart;
+            let figures = Figures::of_crash(r.scenario, &r.findings, r.rto_ms, r.rpo_ticks, &r.events, r.commands_lost);
+            Ok((figures, publish(out, &r, &r.findings, || site::print_report(&r))?))
         }
     }
 }
@@ -336,32 +346,8 @@ async fn run_rollout(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_j
     Ok((figures, publish(out, &r, &r.findings, || rollout::print_report(&r))?))
 }
 
-async fn run_site(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json::Value)> {
-    let options = Options {
-        layout: Layout::ServerPerZone,
-        real: args.real,
-        bots: args.bots,
-        pipeline: out.scenario == Scenario::SiteLoss,
-        cold_every_secs: (out.scenario == Scenario::SiteLoss).then_some(site::SITE_COLD_SECS),
-    };
-    let mut d = Deployment::start(options).await?;
-    let sampler = out.report.is_some().then(|| report::Sampler::start(d.addrs(), d.started));
-    let result = site::run(&mut d, out.scenario).await;
-    let chart = match sampler {
-        Some(sampler) => sampler.finish().await,
-        None => Vec::new(),
-    };
-    let dir = d.stop().await;
-    if args.keep {
-        eprintln!("deployment kept in {}", dir.keep().display());
-    }
-    let mut r = result?;
-    r.findings.chart = chart;
-    let figures = Figures::of_crash(r.scenario, &r.findings, r.rto_ms, r.rpo_ticks, &r.events, r.commands_lost);
-    Ok((figures, publish(out, &r, &r.findings, || site::print_report(&r))?))
-}
-
 enum Report {
     Recovery(DrillReport),
     Pipeline(pipeline::PipelineReport),
+    Site(SiteReport),
 }

@@ -64,15 +64,16 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes, what: &str) -> Result<T, Re
     serde_json::from_slice(body).map_err(|e| refusal(StatusCode::BAD_REQUEST, format!("{what} body: {e}")))
 }
 
-fn check_password(password: &str) -> Result<(), Refusal> {
-    if PASSWORD_LEN.contains(&password.len()) {
-        Ok(())
-    } else {
-        Err(refusal(
-            StatusCode::BAD_REQUEST,
-            format!("password must be {}-{} bytes", PASSWORD_LEN.start(), PASSWORD_LEN.end()),
-        ))
+/// A new password's argon2id hash, once its length is checked.
+pub(super) async fn hash_password(ctx: &HttpContext, password: String) -> Result<String, Response> {
+    if !PASSWORD_LEN.contains(&password.len()) {
+        let why = format!("password must be {}-{} bytes", PASSWORD_LEN.start(), PASSWORD_LEN.end());
+        return Err(text(StatusCode::BAD_REQUEST, why));
     }
+    ctx.passwords
+        .hash(password)
+        .await
+        .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot hash the password: {e}")))
 }
 
 fn username_key(username: &str) -> Result<String, Refusal> {
@@ -98,9 +99,7 @@ fn random_hex(bytes: usize) -> Result<String, Refusal> {
 }
 
 fn random_id() -> Result<u64, Refusal> {
-    let bytes = respawn_token::random_bytes(8)
-        .map_err(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("no random source: {e}")))?;
-    let id = u64::from_le_bytes(bytes.try_into().unwrap_or_default()) >> (64 - ID_BITS);
+    let id = u64::from_str_radix(&random_hex(8)?, 16).unwrap_or_default() >> (64 - ID_BITS);
     Ok(id.max(1))
 }
 
@@ -184,13 +183,8 @@ pub(super) async fn sign_up(
         let (store, signer) = accounts(&ctx)?;
         let request: SignUp = parse(&body, "sign-up")?;
         let username = username_key(&request.username)?;
-        check_password(&request.password)?;
         let character = character_name(request.character.as_deref().unwrap_or(&request.username))?;
-        let password_hash = ctx
-            .passwords
-            .hash(request.password)
-            .await
-            .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot hash the password: {e}")))?;
+        let password_hash = hash_password(&ctx, request.password).await?;
         let account = Account {
             id: 0,
             username: Some(username),
@@ -404,7 +398,6 @@ pub(super) async fn set_credentials(
         let store = store(&ctx)?;
         let request: SetCredentials = parse(&body, "credentials")?;
         let username = username_key(&request.username)?;
-        check_password(&request.password)?;
         let Some(account) = store.by_id(claims.player_id).await.map_err(account_failure)? else {
             return Err(text(StatusCode::NOT_FOUND, "no such account"));
         };
@@ -414,11 +407,7 @@ pub(super) async fn set_credentials(
         if account.username.is_some() {
             return Err(text(StatusCode::CONFLICT, "this account already has a username and password"));
         }
-        let hash = ctx
-            .passwords
-            .hash(request.password)
-            .await
-            .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot hash the password: {e}")))?;
+        let hash = hash_password(&ctx, request.password).await?;
         if !store.set_credentials(account.id, &username, &hash).await.map_err(account_failure)? {
             return Err(text(StatusCode::CONFLICT, "this account already has a username and password"));
         }

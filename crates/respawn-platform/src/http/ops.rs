@@ -755,15 +755,9 @@ pub(super) async fn reset_password(
 ) -> Response {
     let result = async {
         let body: respawn_api::players::ResetPassword = parse_body(&body, "password")?;
-        if !crate::accounts::PASSWORD_LEN.contains(&body.password.len()) {
-            return Err(bad_request("password: 8-128 bytes").into());
-        }
+        // The input is checked before anything is looked up.
+        let hash = super::accounts::hash_password(&ctx, body.password).await?;
         let (store, account) = account_named(&ctx, &given).await?;
-        let hash = ctx
-            .passwords
-            .hash(body.password)
-            .await
-            .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot hash the password: {e}")))?;
         if !store.set_password(account.id, &hash).await.map_err(account_failure)? {
             return Err(text(StatusCode::CONFLICT, "a guest account has no password: it signs in with its device"));
         }
