@@ -9,7 +9,10 @@
 //! asks to play in a zone ([`Play`] → [`PlayGrant`]: the zone server's
 //! address) and is what the zone server admits.
 
+use std::collections::BTreeMap;
+
 use reqwest::Method;
+use respawn_token::TokenKey;
 use serde::{Deserialize, Serialize};
 
 use crate::http::{Call, CallError};
@@ -132,6 +135,86 @@ pub struct PlayGrant {
     pub address: String,
     /// Unix seconds.
     pub expires_at: u64,
+    /// What the zone server lets the character in with (sent in the join
+    /// message): good for [`CHARACTER_TICKET_TTL_SECS`], for this zone.
+    pub character_ticket: String,
+}
+
+/// What a character ticket is sealed for ([`respawn_token::TokenKey::seal`]).
+pub const CHARACTER_TICKET_PURPOSE: &str = "character";
+/// How long a character ticket is good for.
+pub const CHARACTER_TICKET_TTL_SECS: u64 = 60;
+
+/// The platform's word to a zone server that a character may enter it, in
+/// the state the platform kept: signed with the session-token key, so the
+/// player who carries it cannot change it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CharacterTicket {
+    pub player_id: u64,
+    pub name: String,
+    pub zone: String,
+    /// This stay's incarnation: higher than any before it.
+    pub incarnation: u64,
+    pub level: u32,
+    pub xp: u64,
+    pub gold: u64,
+    /// Item code → count.
+    pub inventory: BTreeMap<u32, u32>,
+    /// Where it last stood.
+    pub place: Option<Place>,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+/// A zone (by id) and a position in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Place {
+    pub zone_id: u32,
+    pub x: i32,
+    pub y: i32,
+}
+
+/// Why a character ticket is not good.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    #[error("no character ticket: join through the platform's POST /v1/play")]
+    Missing,
+    #[error("the character ticket is not valid ({0})")]
+    Invalid(String),
+    #[error("the character ticket expired; ask POST /v1/play again")]
+    Expired,
+    #[error("the character ticket is for {found}, not this player")]
+    OtherPlayer { found: u64 },
+    #[error("the character ticket is for zone {found:?}")]
+    OtherZone { found: String },
+}
+
+impl CharacterTicket {
+    pub fn seal(&self, key: &TokenKey) -> String {
+        key.seal(CHARACTER_TICKET_PURPOSE, &serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// The ticket `sealed` holds, if it is signed with `key`, unexpired at
+    /// `now` (Unix seconds), and for `player` in `zone`.
+    pub fn open(key: &TokenKey, sealed: &str, now: u64, player: u64, zone: &str) -> Result<Self, TicketError> {
+        if sealed.is_empty() {
+            return Err(TicketError::Missing);
+        }
+        let bytes = key.open(CHARACTER_TICKET_PURPOSE, sealed).map_err(|e| TicketError::Invalid(e.to_string()))?;
+        let ticket: Self = serde_json::from_slice(&bytes).map_err(|e| TicketError::Invalid(e.to_string()))?;
+        if now >= ticket.expires_at {
+            return Err(TicketError::Expired);
+        }
+        if ticket.player_id != player {
+            return Err(TicketError::OtherPlayer { found: ticket.player_id });
+        }
+        if ticket.zone != zone {
+            return Err(TicketError::OtherZone { found: ticket.zone });
+        }
+        Ok(ticket)
+    }
 }
 
 /// An account as its owner and operators see it (never a secret or hash).
@@ -219,6 +302,36 @@ mod tests {
         let both = SignIn { device_secret: Some("d".into()), ..by_password };
         assert!(both.credentials().is_err());
         assert!(SignIn { password: None, ..SignIn::password("ann", "x") }.credentials().is_err());
+    }
+
+    fn ticket() -> CharacterTicket {
+        CharacterTicket {
+            player_id: 7,
+            name: "ann".into(),
+            zone: "meadow".into(),
+            incarnation: 3,
+            level: 2,
+            xp: 120,
+            gold: 9,
+            inventory: BTreeMap::from([(3, 2)]),
+            place: Some(Place { zone_id: 1, x: 10, y: -4 }),
+            expires_at: 1_000,
+        }
+    }
+
+    #[test]
+    fn a_character_ticket_opens_only_for_its_player_and_zone_before_it_expires() {
+        let key = TokenKey::new(b"0123456789abcdef-test").expect("key");
+        let sealed = ticket().seal(&key);
+        assert_eq!(CharacterTicket::open(&key, &sealed, 999, 7, "meadow"), Ok(ticket()));
+        assert_eq!(CharacterTicket::open(&key, &sealed, 1_000, 7, "meadow"), Err(TicketError::Expired));
+        assert_eq!(CharacterTicket::open(&key, &sealed, 0, 8, "meadow"), Err(TicketError::OtherPlayer { found: 7 }));
+        assert!(matches!(CharacterTicket::open(&key, &sealed, 0, 7, "forest"), Err(TicketError::OtherZone { .. })));
+        assert_eq!(CharacterTicket::open(&key, "", 0, 7, "meadow"), Err(TicketError::Missing));
+        let other = TokenKey::new(b"another-key-of-16+").expect("key");
+        assert!(matches!(CharacterTicket::open(&other, &sealed, 0, 7, "meadow"), Err(TicketError::Invalid(_))));
+        let not_json = key.seal(CHARACTER_TICKET_PURPOSE, b"{\"gold\": -1}");
+        assert!(matches!(CharacterTicket::open(&key, &not_json, 0, 7, "meadow"), Err(TicketError::Invalid(_))));
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub enum Access {
     /// Through the platform server (`host:port`): each bot makes a guest
     /// account, signs in with it and asks the platform where to play.
     Login { platform: String },
+    /// Through the platform server with guest accounts made before: bot
+    /// `i` signs in with device secret `i` (modulo their number), so its
+    /// character is the one those accounts kept.
+    Guests { platform: String, device_secrets: Arc<[String]> },
 }
 
 impl std::fmt::Debug for Access {
@@ -44,6 +48,11 @@ impl std::fmt::Debug for Access {
         match self {
             Access::Direct { url, .. } => f.debug_struct("Direct").field("url", url).finish_non_exhaustive(),
             Access::Login { platform } => f.debug_struct("Login").field("platform", platform).finish(),
+            Access::Guests { platform, device_secrets } => f
+                .debug_struct("Guests")
+                .field("platform", platform)
+                .field("accounts", &device_secrets.len())
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -72,6 +81,18 @@ impl GuestSession {
             .clone()
             .ok_or_else(|| anyhow::anyhow!("the guest sign-up gave no device secret"))?;
         Ok(Self { api, device_secret, signed_in })
+    }
+
+    /// A guest account made before, signed in to with its device secret.
+    pub async fn sign_in(platform: &str, device_secret: &str) -> Result<Self> {
+        let api = PlayerApi::new(platform);
+        let signed_in = api.sign_in(&SignIn::device(device_secret)).await?;
+        Ok(Self { api, device_secret: device_secret.to_owned(), signed_in })
+    }
+
+    /// The secret to sign in with again.
+    pub fn device_secret(&self) -> &str {
+        &self.device_secret
     }
 
     pub fn account_id(&self) -> u64 {
@@ -315,6 +336,8 @@ struct Continuity {
     account: Option<GuestSession>,
     /// The join in use ([`Access::Login`]) and how many sessions in a row failed with it.
     grant: Option<(PlayGrant, u32)>,
+    /// When the platform gave it: its character ticket is good for a minute.
+    granted_at: Option<Instant>,
     last_seen_tick: u64,
     /// The zone's timeline in the last session (it changes when the zone is restored).
     timeline: Option<u64>,
@@ -353,7 +376,13 @@ impl Continuity {
                 account.stale();
             }
         }
-        let relogin = [CloseCode::Draining, CloseCode::UnknownZone, CloseCode::InvalidToken, CloseCode::GoingAway];
+        let relogin = [
+            CloseCode::Draining,
+            CloseCode::UnknownZone,
+            CloseCode::InvalidToken,
+            CloseCode::GoingAway,
+            CloseCode::CharacterUnavailable,
+        ];
         if relogin.iter().any(|c| c.code() == code) {
             self.grant = None;
         } else if let Some((_, failures)) = &mut self.grant {
@@ -439,12 +468,15 @@ pub async fn run_bot(config: BotConfig, stats: Arc<BotStats>, cancel: Cancellati
     report
 }
 
-/// Where to connect and the session token to present.
-async fn credentials(config: &BotConfig, link: &mut Continuity) -> Result<(String, String)> {
+/// How long a play grant is used for new joins: its character ticket lives a minute.
+const GRANT_REUSE: Duration = Duration::from_secs(45);
+
+/// Where to connect, and the session token and character ticket to present.
+async fn credentials(config: &BotConfig, link: &mut Continuity) -> Result<(String, String, String)> {
     if let Some(address) = link.redirect.take() {
         match &config.access {
             Access::Direct { .. } => link.direct_url = Some(address),
-            Access::Login { .. } => {
+            Access::Login { .. } | Access::Guests { .. } => {
                 if let Some((grant, _)) = link.grant.as_mut() {
                     grant.address = address;
                 }
@@ -454,19 +486,31 @@ async fn credentials(config: &BotConfig, link: &mut Continuity) -> Result<(Strin
     match &config.access {
         Access::Direct { url, tokens } => {
             let url = link.direct_url.clone().unwrap_or_else(|| url.clone());
-            Ok((url, tokens(config.player_id, &config.name)))
+            Ok((url, tokens(config.player_id, &config.name), String::new()))
         }
-        Access::Login { platform } => {
-            let fresh = link.grant.as_ref().is_some_and(|(grant, _)| grant.expires_at > unix_now_secs() + 60);
+        Access::Login { platform } | Access::Guests { platform, .. } => {
+            let fresh = link.grant.as_ref().is_some_and(|(grant, _)| grant.expires_at > unix_now_secs() + 60)
+                && link.granted_at.is_some_and(|at| at.elapsed() < GRANT_REUSE);
             if !fresh {
                 let account = match &mut link.account {
                     Some(account) => account,
-                    None => link.account.insert(GuestSession::sign_up(platform).await?),
+                    None => {
+                        let session = match &config.access {
+                            Access::Guests { device_secrets, .. } if !device_secrets.is_empty() => {
+                                let secret = &device_secrets
+                                    [(config.player_id as usize).saturating_sub(1) % device_secrets.len()];
+                                GuestSession::sign_in(platform, secret).await?
+                            }
+                            _ => GuestSession::sign_up(platform).await?,
+                        };
+                        link.account.insert(session)
+                    }
                 };
                 link.grant = Some((account.play(&config.zone).await?, 0));
+                link.granted_at = Some(Instant::now());
             }
             let (grant, _) = link.grant.as_ref().ok_or_else(|| anyhow::anyhow!("no join"))?;
-            Ok((grant.address.clone(), grant.token.clone()))
+            Ok((grant.address.clone(), grant.token.clone(), grant.character_ticket.clone()))
         }
     }
 }
@@ -480,7 +524,7 @@ async fn session(
     report: &mut BotReport,
 ) -> Result<SessionEnd> {
     let limit = Duration::from_secs(10);
-    let (url, token) = tokio::select! {
+    let (url, token, ticket) = tokio::select! {
         c = credentials(config, link) => c?,
         _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
     };
@@ -489,7 +533,7 @@ async fn session(
         _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
     };
     let welcome = tokio::select! {
-        w = conn.join(token, link.resume_token.clone(), &config.zone, limit) => w?,
+        w = conn.join(token, link.resume_token.clone(), &ticket, &config.zone, limit) => w?,
         _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
     };
     if welcome.resumed {
@@ -513,12 +557,15 @@ async fn session(
     }
     link.timeline = Some(welcome.timeline);
     let had_character = link.resume_token.is_some();
-    if had_character && !welcome.resumed {
+    // Through the platform a character that left the zone comes back from
+    // where the platform kept it: not a new one.
+    let kept_by_platform = matches!(config.access, Access::Login { .. } | Access::Guests { .. });
+    if had_character && !welcome.resumed && !kept_by_platform {
         stats.characters_lost.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(bot = %config.name, "reconnected to a new character: the old one was lost");
     }
-    // The stats the resumed character must at least have (gold, XP and items only grow).
-    let mut must_match = if welcome.resumed { link.last_stats.take() } else { None };
+    // The stats the character taken back must at least have (gold, XP and items only grow).
+    let mut must_match = if welcome.resumed || kept_by_platform { link.last_stats.take() } else { None };
     link.resume_token = Some(welcome.resume_token.clone()).filter(|t| !t.is_empty());
     link.lost_at = None;
     stats.connects_ok.fetch_add(1, Ordering::Relaxed);

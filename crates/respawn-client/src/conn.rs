@@ -46,11 +46,14 @@ impl Connection {
     }
 
     /// Sends `Join` and waits for the `Welcome` (or the refusal). With a
-    /// resume token the server gives back the character it kept.
+    /// resume token the server gives back the character it kept; a zone
+    /// server whose characters the platform keeps wants the play grant's
+    /// character ticket for any other join.
     pub async fn join(
         &mut self,
         token: String,
         resume_token: Option<String>,
+        character_ticket: &str,
         zone: &str,
         limit: Duration,
     ) -> Result<Welcome> {
@@ -59,6 +62,7 @@ impl Connection {
             token,
             zone: zone.to_owned(),
             resume_token: resume_token.unwrap_or_default(),
+            character_ticket: character_ticket.to_owned(),
         }))
         .await?;
         let deadline = tokio::time::Instant::now() + limit;

@@ -101,6 +101,9 @@ async fn platform(dir: &Path, server_token: &str, admin_token: &str, token_key: 
     ctx.sessions = Some(SessionSigner::new(key));
     let accounts = respawn_platform::SqliteLedger::open(&dir.join("platform.sqlite")).await?;
     let _ = ctx.accounts.set(std::sync::Arc::new(accounts.accounts()));
+    // Characters are claimed there too; this drill's events go elsewhere, so
+    // each stays claimed for the zone its bot plays in.
+    let _ = ctx.ledger.set(std::sync::Arc::new(accounts));
     ctx.limits.login_per_ip = respawn_store::ratelimit::Quota { burst: 100_000, period: Duration::from_secs(60) };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     Ok(PlatformServer::new(ctx).without_fleet_watcher().start(listener)?)

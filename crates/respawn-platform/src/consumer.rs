@@ -80,6 +80,7 @@ pub async fn run_consumer(
                 Ok(s) => {
                     metrics.stored.inc_by(s.inserted);
                     metrics.duplicates.inc_by(s.duplicates);
+                    metrics.stale_character_events.inc_by(s.stale);
                     metrics.players_updated.inc_by(s.players);
                     break;
                 }

@@ -13,7 +13,7 @@ use respawn_proto::events::Event;
 use respawn_store::kafka::{EventLog, KeyedRecord};
 use respawn_store::{StoreError, StoreResult};
 
-use crate::projection::PlayerRecord;
+use crate::projection::{Claim, PlayerRecord};
 
 /// What storing one batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -21,6 +21,9 @@ pub struct Stored {
     pub inserted: u64,
     pub duplicates: u64,
     pub players: u64,
+    /// Events of a character's stay that is not its current one (a stale
+    /// writer's): stored in the ledger, left out of the record.
+    pub stale: u64,
 }
 
 /// A connection pool's state, for the DB-pool metrics.
@@ -41,6 +44,17 @@ pub trait Ledger: Send + Sync + Debug {
 
     /// A player's record.
     fn player(&self, id: u64) -> BoxFuture<'_, Result<Option<PlayerRecord>, sqlx::Error>>;
+
+    /// Claims `player`'s character (named `name` if it is new) for `zone`
+    /// at `now_ms` ([`PlayerRecord::claim`]), in one transaction holding
+    /// its row; answers the claim and the record after it.
+    fn claim<'a>(
+        &'a self,
+        player: u64,
+        name: &'a str,
+        zone: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<(Claim, PlayerRecord), sqlx::Error>>;
 
     /// Events stored.
     fn event_count(&self) -> BoxFuture<'_, Result<u64, sqlx::Error>>;
@@ -140,7 +154,28 @@ pub(crate) fn players_of(events: &[&Event]) -> Vec<u64> {
 }
 
 /// The columns of `players` a record is made of, in this order.
-pub(crate) const PLAYER_COLUMNS: &str = "player, name, level, xp, gold, inventory, last_zone, online, events";
+pub(crate) const PLAYER_COLUMNS: &str = "player, name, level, xp, gold, inventory, last_zone, online, events, \
+     place_zone, place_x, place_y, incarnation, hold, hold_zone, hold_at_ms";
+
+/// The columns a projection or a claim rewrites (all but the key), for the
+/// upserts' update lists.
+pub(crate) const PLAYER_UPDATED: [&str; 15] = [
+    "name",
+    "level",
+    "xp",
+    "gold",
+    "inventory",
+    "last_zone",
+    "online",
+    "events",
+    "place_zone",
+    "place_x",
+    "place_y",
+    "incarnation",
+    "hold",
+    "hold_zone",
+    "hold_at_ms",
+];
 
 /// Rows per multi-row statement.
 pub(crate) const ROWS_PER_STATEMENT: usize = 1_000;
@@ -172,7 +207,11 @@ impl<L: Ledger> EventLog for LedgerEventLog<L> {
             self.ledger
                 .store(&events)
                 .await
-                .map(|_| ())
+                .map(|stored| {
+                    if stored.stale > 0 {
+                        tracing::info!(events = stored.stale, "events of an ended stay left out of their characters");
+                    }
+                })
                 .map_err(|e| StoreError::Unavailable { backend: "ledger", message: e.to_string() })
         }
         .boxed()
@@ -189,6 +228,7 @@ mod tests {
             schema_version: EVENT_SCHEMA_VERSION,
             zone: 1,
             epoch: 1,
+            incarnation: 0,
             tick,
             index: 0,
             player,

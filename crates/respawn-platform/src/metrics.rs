@@ -17,6 +17,7 @@ pub struct PlatformMetrics {
     pub stored: IntCounter,
     /// Redelivered events the event id absorbed.
     pub duplicates: IntCounter,
+    pub stale_character_events: IntCounter,
     /// Player records written.
     pub players_updated: IntCounter,
     /// Store, poll, commit and decode duration of whole batches.
@@ -91,6 +92,12 @@ impl PlatformMetrics {
             duplicates: register_int_counter_with_registry!(
                 "respawn_platform_events_duplicate_total",
                 "Redelivered events ignored because their id was already stored.",
+                r
+            )
+            .expect("metric"),
+            stale_character_events: register_int_counter_with_registry!(
+                "respawn_platform_stale_character_events_total",
+                "Stored events of a character's stay that is not its current one (a stale writer's), left out of its record.",
                 r
             )
             .expect("metric"),

@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{
     fresh, new_batch_id, players_of, EventKey, EventQuery, EventRow, Ledger, PoolStats, Stored, PLAYER_COLUMNS,
-    ROWS_PER_STATEMENT,
+    PLAYER_UPDATED, ROWS_PER_STATEMENT,
 };
-use crate::projection::{fold, PlayerRecord};
+use crate::projection::{claim_stored, fold, Claim, Hold, PlayerRecord};
 use crate::PlatformError;
 
 /// Connections the consumer's pool may open.
@@ -89,6 +89,16 @@ impl Ledger for MySqlLedger {
             row.as_ref().map(record_from).transpose()
         }
         .boxed()
+    }
+
+    fn claim<'a>(
+        &'a self,
+        player: u64,
+        name: &'a str,
+        zone: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<(Claim, PlayerRecord), sqlx::Error>> {
+        claim(&self.pool, player, name, zone, now_ms).boxed()
     }
 
     fn event_count(&self) -> BoxFuture<'_, Result<u64, sqlx::Error>> {
@@ -187,16 +197,17 @@ async fn store(pool: &MySqlPool, events: &[Event]) -> Result<Stored, sqlx::Error
             .await?;
         fresh(events, rows.into_iter().collect())
     };
-    let players = project(&mut tx, &fresh).await?;
+    let (players, stale) = project(&mut tx, &fresh).await?;
     tx.commit().await?;
-    Ok(Stored { inserted, duplicates: events.len() as u64 - inserted, players })
+    Ok(Stored { inserted, duplicates: events.len() as u64 - inserted, players, stale })
 }
 
-/// Loads (and locks) the records `events` touch, folds the events in, writes them back.
-async fn project(tx: &mut Transaction<'_, MySql>, events: &[&Event]) -> Result<u64, sqlx::Error> {
+/// Loads (and locks) the records `events` touch, folds the events in,
+/// writes them back; answers the records written and the events not taken.
+async fn project(tx: &mut Transaction<'_, MySql>, events: &[&Event]) -> Result<(u64, u64), sqlx::Error> {
     let ids = players_of(events);
     if ids.is_empty() {
-        return Ok(0);
+        return Ok((0, 0));
     }
     let mut records = BTreeMap::new();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
@@ -210,11 +221,19 @@ async fn project(tx: &mut Transaction<'_, MySql>, events: &[&Event]) -> Result<u
             records.insert(record.player, record);
         }
     }
-    fold(&mut records, events);
+    let stale = fold(&mut records, events);
     let records: Vec<PlayerRecord> = records.into_values().collect();
+    write_records(tx, &records).await?;
+    Ok((records.len() as u64, stale))
+}
+
+async fn write_records(tx: &mut Transaction<'_, MySql>, records: &[PlayerRecord]) -> Result<(), sqlx::Error> {
+    let updates: Vec<String> = PLAYER_UPDATED.iter().map(|c| format!("{c} = VALUES({c})")).collect();
     for chunk in records.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::new(format!("INSERT INTO players ({PLAYER_COLUMNS}) "));
         query.push_values(chunk, |mut row, r| {
+            let (place_zone, place_x, place_y) = r.place.unwrap_or((0, 0, 0));
+            let (hold, hold_zone, hold_at_ms) = r.hold.to_columns();
             row.push_bind(r.player)
                 .push_bind(r.name.clone())
                 .push_bind(r.level)
@@ -223,19 +242,41 @@ async fn project(tx: &mut Transaction<'_, MySql>, events: &[&Event]) -> Result<u
                 .push_bind(r.inventory_text())
                 .push_bind(r.last_zone)
                 .push_bind(r.online)
-                .push_bind(r.events);
+                .push_bind(r.events)
+                .push_bind(place_zone)
+                .push_bind(place_x)
+                .push_bind(place_y)
+                .push_bind(r.incarnation)
+                .push_bind(hold)
+                .push_bind(hold_zone.to_owned())
+                .push_bind(hold_at_ms);
         });
-        query.push(
-            " ON DUPLICATE KEY UPDATE name = VALUES(name), level = VALUES(level), xp = VALUES(xp), \
-             gold = VALUES(gold), inventory = VALUES(inventory), last_zone = VALUES(last_zone), \
-             online = VALUES(online), events = VALUES(events), last_seen = CURRENT_TIMESTAMP(3)",
-        );
+        query.push(format!(" ON DUPLICATE KEY UPDATE {}, last_seen = CURRENT_TIMESTAMP(3)", updates.join(", ")));
         query.build().execute(&mut **tx).await?;
     }
-    Ok(records.len() as u64)
+    Ok(())
+}
+
+async fn claim(
+    pool: &MySqlPool,
+    player: u64,
+    name: &str,
+    zone: &str,
+    now_ms: u64,
+) -> Result<(Claim, PlayerRecord), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(&format!("SELECT {PLAYER_COLUMNS} FROM players WHERE player = ? FOR UPDATE"))
+        .bind(player)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (claim, record) = claim_stored(row.as_ref().map(record_from).transpose()?, player, name, zone, now_ms);
+    write_records(&mut tx, std::slice::from_ref(&record)).await?;
+    tx.commit().await?;
+    Ok((claim, record))
 }
 
 fn record_from(row: &MySqlRow) -> Result<PlayerRecord, sqlx::Error> {
+    let place_zone: u32 = row.try_get(9)?;
     Ok(PlayerRecord {
         player: row.try_get(0)?,
         name: row.try_get(1)?,
@@ -246,5 +287,8 @@ fn record_from(row: &MySqlRow) -> Result<PlayerRecord, sqlx::Error> {
         last_zone: row.try_get(6)?,
         online: row.try_get(7)?,
         events: row.try_get(8)?,
+        place: (place_zone != 0).then_some((place_zone, row.try_get(10)?, row.try_get(11)?)),
+        incarnation: row.try_get(12)?,
+        hold: Hold::from_columns(row.try_get(13)?, row.try_get(14)?, row.try_get(15)?),
     })
 }

@@ -20,9 +20,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::ledger::{
     fresh, new_batch_id, players_of, EventKey, EventQuery, EventRow, Ledger, PoolStats, Stored, PLAYER_COLUMNS,
-    ROWS_PER_STATEMENT,
+    PLAYER_UPDATED, ROWS_PER_STATEMENT,
 };
-use crate::projection::{fold, PlayerRecord};
+use crate::projection::{claim_stored, fold, Claim, Hold, PlayerRecord};
 use crate::PlatformError;
 
 #[derive(Debug, Clone)]
@@ -95,9 +95,9 @@ impl Ledger for SqliteLedger {
                 let ids = rows.into_iter().map(|(z, e, t, i)| -> EventKey { (z, unsigned(e), unsigned(t), i) });
                 fresh(events, ids.collect())
             };
-            let players = project(&mut tx, &fresh).await?;
+            let (players, stale) = project(&mut tx, &fresh).await?;
             tx.commit().await?;
-            Ok(Stored { inserted, duplicates: events.len() as u64 - inserted, players })
+            Ok(Stored { inserted, duplicates: events.len() as u64 - inserted, players, stale })
         }
         .boxed()
     }
@@ -163,6 +163,28 @@ impl Ledger for SqliteLedger {
         .boxed()
     }
 
+    fn claim<'a>(
+        &'a self,
+        player: u64,
+        name: &'a str,
+        zone: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<(Claim, PlayerRecord), sqlx::Error>> {
+        async move {
+            // IMMEDIATE: the write lock first, so the row read is the row written over.
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let row = sqlx::query(&format!("SELECT {PLAYER_COLUMNS} FROM players WHERE player = ?"))
+                .bind(signed(player))
+                .fetch_optional(&mut *tx)
+                .await?;
+            let (claim, record) = claim_stored(row.as_ref().map(record_from).transpose()?, player, name, zone, now_ms);
+            write_records(&mut tx, std::slice::from_ref(&record)).await?;
+            tx.commit().await?;
+            Ok((claim, record))
+        }
+        .boxed()
+    }
+
     fn event_count(&self) -> BoxFuture<'_, Result<u64, sqlx::Error>> {
         async move {
             let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?;
@@ -181,11 +203,12 @@ impl Ledger for SqliteLedger {
 }
 
 /// Loads the records `events` touch, folds the events in, writes them back
-/// (the transaction holds SQLite's write lock).
-async fn project(tx: &mut Transaction<'_, Sqlite>, events: &[&Event]) -> Result<u64, sqlx::Error> {
+/// (the transaction holds SQLite's write lock); answers the records written
+/// and the events not taken.
+async fn project(tx: &mut Transaction<'_, Sqlite>, events: &[&Event]) -> Result<(u64, u64), sqlx::Error> {
     let ids = players_of(events);
     if ids.is_empty() {
-        return Ok(0);
+        return Ok((0, 0));
     }
     let mut records = BTreeMap::new();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
@@ -198,11 +221,19 @@ async fn project(tx: &mut Transaction<'_, Sqlite>, events: &[&Event]) -> Result<
             records.insert(record.player, record);
         }
     }
-    fold(&mut records, events);
+    let stale = fold(&mut records, events);
     let records: Vec<PlayerRecord> = records.into_values().collect();
-    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+    write_records(tx, &records).await?;
+    Ok((records.len() as u64, stale))
+}
+
+async fn write_records(tx: &mut Transaction<'_, Sqlite>, records: &[PlayerRecord]) -> Result<(), sqlx::Error> {
+    let updates: Vec<String> = PLAYER_UPDATED.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+    for chunk in records.chunks(ROWS_PER_STATEMENT / 2) {
         let mut query = QueryBuilder::new(format!("INSERT INTO players ({PLAYER_COLUMNS}) "));
         query.push_values(chunk, |mut row, r| {
+            let (place_zone, place_x, place_y) = r.place.unwrap_or((0, 0, 0));
+            let (hold, hold_zone, hold_at_ms) = r.hold.to_columns();
             row.push_bind(signed(r.player))
                 .push_bind(r.name.clone())
                 .push_bind(r.level)
@@ -211,20 +242,26 @@ async fn project(tx: &mut Transaction<'_, Sqlite>, events: &[&Event]) -> Result<
                 .push_bind(r.inventory_text())
                 .push_bind(r.last_zone)
                 .push_bind(r.online)
-                .push_bind(signed(r.events));
+                .push_bind(signed(r.events))
+                .push_bind(place_zone)
+                .push_bind(place_x)
+                .push_bind(place_y)
+                .push_bind(signed(r.incarnation))
+                .push_bind(hold)
+                .push_bind(hold_zone.to_owned())
+                .push_bind(signed(hold_at_ms));
         });
-        query.push(
-            " ON CONFLICT (player) DO UPDATE SET name = excluded.name, level = excluded.level, xp = excluded.xp, \
-             gold = excluded.gold, inventory = excluded.inventory, last_zone = excluded.last_zone, \
-             online = excluded.online, events = excluded.events, \
-             last_seen = strftime('%Y-%m-%d %H:%M:%f', 'now')",
-        );
+        query.push(format!(
+            " ON CONFLICT (player) DO UPDATE SET {}, last_seen = strftime('%Y-%m-%d %H:%M:%f', 'now')",
+            updates.join(", ")
+        ));
         query.build().execute(&mut **tx).await?;
     }
-    Ok(records.len() as u64)
+    Ok(())
 }
 
 fn record_from(row: &SqliteRow) -> Result<PlayerRecord, sqlx::Error> {
+    let place_zone: u32 = row.try_get(9)?;
     Ok(PlayerRecord {
         player: unsigned(row.try_get(0)?),
         name: row.try_get(1)?,
@@ -235,5 +272,8 @@ fn record_from(row: &SqliteRow) -> Result<PlayerRecord, sqlx::Error> {
         last_zone: row.try_get(6)?,
         online: row.try_get(7)?,
         events: unsigned(row.try_get(8)?),
+        place: (place_zone != 0).then_some((place_zone, row.try_get(10)?, row.try_get(11)?)),
+        incarnation: unsigned(row.try_get(12)?),
+        hold: Hold::from_columns(row.try_get(13)?, row.try_get(14)?, unsigned(row.try_get(15)?)),
     })
 }

@@ -15,7 +15,7 @@ use sqlx::Connection;
 
 fn session(player: u64, zone: u32, first_tick: u64) -> Vec<Event> {
     let kinds = [
-        Kind::PlayerJoined(ev::PlayerJoined { name: "ada".into(), entity: 1 }),
+        Kind::PlayerJoined(ev::PlayerJoined { name: "ada".into(), entity: 1, character: None }),
         Kind::ItemAcquired(ev::ItemAcquired { item: 3, count: 1 }),
         Kind::GoldChanged(ev::GoldChanged { delta: 5, total: 5 }),
         Kind::ItemAcquired(ev::ItemAcquired { item: 3, count: 1 }),
@@ -35,9 +35,73 @@ fn session(player: u64, zone: u32, first_tick: u64) -> Vec<Event> {
             player,
             // A real epoch is a nanosecond timestamp: past 2^32, within 2^63.
             epoch: 1_795_000_000_000_000_000,
+            incarnation: 0,
             kind: Some(kind),
         })
         .collect()
+}
+
+/// One stay of a kept character in `zone`: it comes in with `gold`, picks
+/// up 5 more and a gem, and leaves.
+fn stay(player: u64, zone: u32, epoch: u64, incarnation: u64, gold: u64) -> Vec<Event> {
+    let character = |gold: u64, gems: u32| ev::Character {
+        incarnation,
+        level: 3,
+        xp: 400,
+        gold,
+        inventory: vec![ev::ItemStack { item: 3, count: gems }],
+        zone,
+        x: 1_000,
+        y: -20,
+    };
+    let left = character(gold + 5, 2);
+    let kinds = [
+        Kind::PlayerJoined(ev::PlayerJoined { name: "bea".into(), entity: 4, character: Some(character(gold, 1)) }),
+        Kind::GoldChanged(ev::GoldChanged { delta: 5, total: gold + 5 }),
+        Kind::ItemAcquired(ev::ItemAcquired { item: 3, count: 1 }),
+        Kind::PlayerLeft(ev::PlayerLeft { level: 3, xp: 400, gold: left.gold, character: Some(left) }),
+    ];
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| Event {
+            schema_version: EVENT_SCHEMA_VERSION,
+            zone,
+            tick: 10 + i as u64,
+            index: 0,
+            player,
+            epoch,
+            incarnation,
+            kind: Some(kind),
+        })
+        .collect()
+}
+
+/// Kept characters: claims at the store, and a stale writer's events kept
+/// in the ledger but out of the record.
+async fn characters(ledger: &dyn Ledger) -> Result<()> {
+    use respawn_platform::projection::{Claim, Hold};
+    let bea = u64::MAX - 7;
+    let (claim, record) = ledger.claim(bea, "bea", "meadow", 1_000).await?;
+    assert_eq!((claim, record.name.as_str(), record.level), (Claim::Granted { incarnation: 1 }, "bea", 1));
+    let (claim, _) = ledger.claim(bea, "bea", "forest", 1_001).await?;
+    assert_eq!(claim, Claim::Elsewhere { zone: "meadow".into() }, "claimed for meadow");
+
+    let first = ledger.store(&stay(bea, 1, 50, 1, 20)).await?;
+    assert_eq!((first.inserted, first.stale), (4, 0));
+    let at_rest = ledger.player(bea).await?.expect("a record");
+    assert_eq!((at_rest.hold.clone(), at_rest.incarnation, at_rest.gold), (Hold::AtRest, 1, 25));
+    assert_eq!((at_rest.place, at_rest.inventory_text().as_str()), (Some((1, 1_000, -20)), "3:2"));
+
+    let (claim, record) = ledger.claim(bea, "ignored", "forest", 2_000).await?;
+    assert_eq!((claim, record.gold, record.name.as_str()), (Claim::Granted { incarnation: 2 }, 25, "bea"));
+    // The first stay again from a zone that went back in time (a new epoch): stored, not taken.
+    let replayed = ledger.store(&stay(bea, 1, 51, 1, 20)).await?;
+    assert_eq!((replayed.inserted, replayed.stale), (4, 4));
+    let record = ledger.player(bea).await?.expect("a record");
+    assert_eq!((record.gold, record.incarnation), (25, 2));
+    assert_eq!(record.hold, Hold::Claimed { zone: "forest".into(), at_ms: 2_000 });
+    Ok(())
 }
 
 async fn contract(ledger: &dyn Ledger) -> Result<()> {
@@ -68,7 +132,8 @@ async fn contract(ledger: &dyn Ledger) -> Result<()> {
     assert_eq!(ledger.player(7).await?.expect("a record").events, 2, "the event stored twice in a batch folds once");
     assert_eq!(ledger.player(43).await?, None);
     assert!(ledger.pool_stats().max >= 1);
-    search(ledger, player).await
+    search(ledger, player).await?;
+    characters(ledger).await
 }
 
 /// Event search: filters, newest first, pages that neither skip nor repeat.
@@ -127,6 +192,6 @@ async fn the_sqlite_ledger_keeps_the_contract_and_its_data_across_reopening() ->
     let path = dir.path().join("events.sqlite");
     contract(&SqliteLedger::open(&path).await?).await?;
     let reopened = SqliteLedger::open(&path).await?;
-    assert_eq!(reopened.event_count().await?, 10, "the migration runs again harmlessly and the data stays");
+    assert_eq!(reopened.event_count().await?, 18, "the migration runs again harmlessly and the data stays");
     Ok(())
 }

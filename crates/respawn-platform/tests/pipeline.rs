@@ -31,6 +31,7 @@ fn event(zone: u32, tick: u64, player: u64) -> KeyedRecord {
         index: 0,
         player,
         epoch: 1,
+        incarnation: 0,
         kind: Some(Kind::LevelUp(LevelUp { level: 2 })),
     };
     KeyedRecord { key: player.to_be_bytes(), payload: e.encode_to_vec() }

@@ -22,6 +22,8 @@ pub struct Event {
     pub player: u64,
     #[prost(uint64, tag = "6")]
     pub epoch: u64,
+    #[prost(uint64, tag = "7")]
+    pub incarnation: u64,
     #[prost(oneof = "event::Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22")]
     pub kind: Option<event::Kind>,
 }
@@ -85,6 +87,8 @@ pub struct PlayerJoined {
     pub name: String,
     #[prost(uint32, tag = "2")]
     pub entity: u32,
+    #[prost(message, optional, tag = "3")]
+    pub character: Option<Character>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -95,6 +99,38 @@ pub struct PlayerLeft {
     pub xp: u64,
     #[prost(uint64, tag = "3")]
     pub gold: u64,
+    #[prost(message, optional, tag = "4")]
+    pub character: Option<Character>,
+}
+
+/// A character's durable part.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct Character {
+    #[prost(uint64, tag = "1")]
+    pub incarnation: u64,
+    #[prost(uint32, tag = "2")]
+    pub level: u32,
+    #[prost(uint64, tag = "3")]
+    pub xp: u64,
+    #[prost(uint64, tag = "4")]
+    pub gold: u64,
+    #[prost(message, repeated, tag = "5")]
+    pub inventory: Vec<ItemStack>,
+    /// The zone's id (0: nowhere).
+    #[prost(uint32, tag = "6")]
+    pub zone: u32,
+    #[prost(sint32, tag = "7")]
+    pub x: i32,
+    #[prost(sint32, tag = "8")]
+    pub y: i32,
+}
+
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct ItemStack {
+    #[prost(uint32, tag = "1")]
+    pub item: u32,
+    #[prost(uint32, tag = "2")]
+    pub count: u32,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -201,6 +237,7 @@ mod tests {
             index: 3,
             player: 4,
             epoch: 9,
+            incarnation: 2,
             kind: Some(event::Kind::GoldChanged(GoldChanged { delta: -5, total: 10 })),
         };
         let bytes = e.encode_to_vec();

@@ -49,6 +49,10 @@ pub struct Join {
     pub zone: String,
     #[prost(string, tag = "4")]
     pub resume_token: String,
+    /// The character ticket of the platform's play grant: what a zone
+    /// server with a platform requires to let a character in.
+    #[prost(string, tag = "5")]
+    pub character_ticket: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -373,10 +377,13 @@ pub enum CloseCode {
     /// The zone moved to another server: reconnect there (the notice before
     /// the close names it) with the resume token.
     Migrated,
+    /// The character's last stay in this zone is still being saved, or
+    /// its ticket is not good: ask the platform to play again.
+    CharacterUnavailable,
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 19] = [
+    pub const ALL: [CloseCode; 20] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::UnsupportedData,
@@ -396,6 +403,7 @@ impl CloseCode {
         CloseCode::JoinRequired,
         CloseCode::Banned,
         CloseCode::Migrated,
+        CloseCode::CharacterUnavailable,
     ];
 
     pub fn code(self) -> u16 {
@@ -419,6 +427,7 @@ impl CloseCode {
             CloseCode::JoinRequired => 4011,
             CloseCode::Banned => 4012,
             CloseCode::Migrated => 4013,
+            CloseCode::CharacterUnavailable => 4014,
         }
     }
 
@@ -447,6 +456,7 @@ impl CloseCode {
             CloseCode::JoinRequired => "join_required",
             CloseCode::Banned => "banned",
             CloseCode::Migrated => "migrated",
+            CloseCode::CharacterUnavailable => "character_unavailable",
         }
     }
 }

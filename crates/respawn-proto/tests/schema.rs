@@ -103,7 +103,13 @@ fn full_stats() -> PlayerStats {
 fn samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     use client_message::Body as C;
     use server_message::Body as S;
-    let join = Join { protocol_version: 1, token: "t".into(), zone: "z".into(), resume_token: "r".into() };
+    let join = Join {
+        protocol_version: 1,
+        token: "t".into(),
+        zone: "z".into(),
+        resume_token: "r".into(),
+        character_ticket: "c".into(),
+    };
     let mv = MoveInput { seq: 1, vx: -1, vy: 2 };
     let attack = Attack { seq: 1, target: 2 };
     let pickup = Pickup { seq: 1, item: 2 };
@@ -223,8 +229,19 @@ fn every_enum_matches_the_schema() {
 
 fn event_samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     use respawn_proto::events::{self as ev, event::Kind as K};
-    let joined = ev::PlayerJoined { name: "n".into(), entity: 1 };
-    let left = ev::PlayerLeft { level: 1, xp: 2, gold: 3 };
+    let stack = ev::ItemStack { item: 2, count: 3 };
+    let character = ev::Character {
+        incarnation: 1,
+        level: 2,
+        xp: 3,
+        gold: 4,
+        inventory: vec![stack.clone(), stack.clone()],
+        zone: 5,
+        x: -6,
+        y: 7,
+    };
+    let joined = ev::PlayerJoined { name: "n".into(), entity: 1, character: Some(character.clone()) };
+    let left = ev::PlayerLeft { level: 1, xp: 2, gold: 3, character: Some(character.clone()) };
     let item = ev::ItemAcquired { item: 1, count: 2 };
     let gold = ev::GoldChanged { delta: -1, total: 2 };
     let level = ev::LevelUp { level: 2 };
@@ -233,7 +250,8 @@ fn event_samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let cheat = ev::CheatRejected { reason: "r".into() };
     let xp = ev::XpGained { amount: 1, total: 2 };
     let event = |k: K| {
-        ev::Event { schema_version: 1, zone: 1, tick: 2, index: 3, player: 4, epoch: 5, kind: Some(k) }.encode_to_vec()
+        ev::Event { schema_version: 1, zone: 1, tick: 2, index: 3, player: 4, epoch: 5, incarnation: 6, kind: Some(k) }
+            .encode_to_vec()
     };
     vec![
         (
@@ -256,6 +274,8 @@ fn event_samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ),
         ("PlayerJoined", vec![joined.encode_to_vec()]),
         ("PlayerLeft", vec![left.encode_to_vec()]),
+        ("Character", vec![character.encode_to_vec()]),
+        ("ItemStack", vec![stack.encode_to_vec()]),
         ("ItemAcquired", vec![item.encode_to_vec()]),
         ("GoldChanged", vec![gold.encode_to_vec()]),
         ("LevelUp", vec![level.encode_to_vec()]),

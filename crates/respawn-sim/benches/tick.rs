@@ -13,7 +13,7 @@ fn populated_zone(players: u64) -> Zone {
     config.max_items = (players / 10) as u32;
     let mut zone = Zone::new(config).expect("valid config");
     let joins: Vec<Command> = (1..=players)
-        .map(|p| Command { player: p, seq: 0, kind: CommandKind::Join { name: format!("bot{p}") } })
+        .map(|p| Command { player: p, seq: 0, kind: CommandKind::join_fresh(format!("bot{p}")) })
         .collect();
     zone.tick(&joins);
     zone

@@ -1,9 +1,12 @@
 //! What players ask the zone to do, and why the zone may say no.
 
+use std::collections::BTreeMap;
+
+use crate::character::Character;
 use crate::codec::DecodeError;
 use crate::codec::{Reader, Writer};
 use crate::geom::Point;
-use crate::ids::{EntityId, PlayerId};
+use crate::ids::{EntityId, ItemKind, PlayerId};
 
 /// One player's request, as accepted into a tick's batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,9 +19,11 @@ pub struct Command {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandKind {
-    /// Enter the zone under a display name.
+    /// Enter the zone under a display name, with the character the
+    /// platform kept (or a fresh one).
     Join {
         name: String,
+        character: Character,
     },
     /// Leave the zone; the character is removed.
     Leave,
@@ -43,6 +48,11 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
+    /// A join with a fresh character no platform keeps.
+    pub fn join_fresh(name: impl Into<String>) -> Self {
+        CommandKind::Join { name: name.into(), character: Character::default() }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             CommandKind::Join { .. } => "join",
@@ -63,6 +73,9 @@ pub enum RejectReason {
     NotInZone,
     AlreadyJoined,
     InvalidName,
+    /// A join with a character whose stay in this zone already ended (an
+    /// old ticket played again): the platform has, or soon will have, newer.
+    StaleCharacter,
     /// Faster than the zone's speed limit: treated as a cheat attempt.
     TooFast,
     Dead,
@@ -76,10 +89,11 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::NotInZone,
         RejectReason::AlreadyJoined,
         RejectReason::InvalidName,
+        RejectReason::StaleCharacter,
         RejectReason::TooFast,
         RejectReason::Dead,
         RejectReason::Cooldown,
@@ -96,6 +110,7 @@ impl RejectReason {
             RejectReason::NotInZone => "not_in_zone",
             RejectReason::AlreadyJoined => "already_joined",
             RejectReason::InvalidName => "invalid_name",
+            RejectReason::StaleCharacter => "stale_character",
             RejectReason::TooFast => "too_fast",
             RejectReason::Dead => "dead",
             RejectReason::Cooldown => "cooldown",
@@ -122,9 +137,10 @@ pub fn encode_batch(commands: &[Command]) -> Vec<u8> {
         w.u64(c.player);
         w.u32(c.seq);
         match &c.kind {
-            CommandKind::Join { name } => {
-                w.u8(1);
+            CommandKind::Join { name, character } => {
+                w.u8(9);
                 w.str(name);
+                write_character(&mut w, character);
             }
             CommandKind::Leave => w.u8(2),
             CommandKind::Move { velocity } => {
@@ -148,6 +164,47 @@ pub fn encode_batch(commands: &[Command]) -> Vec<u8> {
     w.buf
 }
 
+fn write_character(w: &mut Writer, c: &Character) {
+    w.u64(c.incarnation);
+    w.u32(c.level);
+    w.u64(c.xp);
+    w.u64(c.gold);
+    w.u32(c.inventory.len() as u32);
+    for (kind, count) in &c.inventory {
+        w.u8(kind.code());
+        w.u32(*count);
+    }
+    match c.place {
+        None => w.u8(0),
+        Some((zone, pos)) => {
+            w.u8(1);
+            w.u32(zone);
+            w.i32(pos.x);
+            w.i32(pos.y);
+        }
+    }
+}
+
+fn read_character(r: &mut Reader<'_>) -> Result<Character, DecodeError> {
+    let incarnation = r.u64("character incarnation")?;
+    let level = r.u32("character level")?;
+    let xp = r.u64("character xp")?;
+    let gold = r.u64("character gold")?;
+    let mut inventory = BTreeMap::new();
+    for _ in 0..r.count(5, "character inventory")? {
+        let code = r.u8("item kind")?;
+        let kind =
+            ItemKind::from_code(code).ok_or_else(|| DecodeError::Invalid(format!("unknown item kind {code}")))?;
+        inventory.insert(kind, r.u32("item count")?);
+    }
+    let place = match r.u8("character place")? {
+        0 => None,
+        1 => Some((r.u32("place zone")?, Point::new(r.i32("place x")?, r.i32("place y")?))),
+        other => return Err(DecodeError::Invalid(format!("character place tag {other}"))),
+    };
+    Ok(Character { incarnation, level, xp, gold, inventory, place })
+}
+
 /// Decodes a batch written by [`encode_batch`]; never panics on bad bytes.
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Command>, DecodeError> {
     let mut r = Reader::new(bytes);
@@ -157,7 +214,9 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Command>, DecodeError> {
         let player = r.u64("command player")?;
         let seq = r.u32("command seq")?;
         let kind = match r.u8("command kind")? {
-            1 => CommandKind::Join { name: r.str("join name")? },
+            // Written by builds before characters were kept.
+            1 => CommandKind::Join { name: r.str("join name")?, character: Character::default() },
+            9 => CommandKind::Join { name: r.str("join name")?, character: read_character(&mut r)? },
             2 => CommandKind::Leave,
             3 => CommandKind::Move { velocity: Point::new(r.i32("move x")?, r.i32("move y")?) },
             4 => CommandKind::Attack { target: r.u32("attack target")? },
@@ -182,7 +241,26 @@ mod tests {
     #[test]
     fn batches_round_trip_and_refuse_garbage() {
         let batch = vec![
-            Command { player: 1, seq: 0, kind: CommandKind::Join { name: "ann".into() } },
+            Command {
+                player: 1,
+                seq: 0,
+                kind: CommandKind::Join { name: "ann".into(), character: Character::default() },
+            },
+            Command {
+                player: 3,
+                seq: 0,
+                kind: CommandKind::Join {
+                    name: "bo".into(),
+                    character: Character {
+                        incarnation: 4,
+                        level: 3,
+                        xp: 310,
+                        gold: 12,
+                        inventory: BTreeMap::from([(ItemKind::Gem, 2), (ItemKind::Potion, 1)]),
+                        place: Some((2, Point::new(100, -5))),
+                    },
+                },
+            },
             Command { player: 1, seq: 7, kind: CommandKind::Move { velocity: Point::new(-3, 30) } },
             Command { player: 2, seq: 8, kind: CommandKind::Attack { target: 99 } },
             Command { player: 2, seq: 9, kind: CommandKind::Pickup { item: 5 } },

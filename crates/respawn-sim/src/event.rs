@@ -1,6 +1,7 @@
 //! Domain events: the zone's record of what happened, with ids that a replay
 //! reproduces exactly (zone, tick, index within the tick).
 
+use crate::character::Character;
 use crate::command::RejectReason;
 use crate::ids::{EntityId, ItemKind, PlayerId};
 
@@ -25,6 +26,10 @@ impl std::fmt::Display for EventId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainEvent {
     pub id: EventId,
+    /// The incarnation of the character the event is about (0 for none, or
+    /// a character no platform keeps): what tells a stale writer's events
+    /// from the current stay's.
+    pub incarnation: u64,
     pub kind: EventKind,
 }
 
@@ -37,22 +42,79 @@ pub enum Killer {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
-    PlayerJoined { player: PlayerId, name: String, entity: EntityId },
-    PlayerLeft { player: PlayerId, level: u32, xp: u64, gold: u64 },
-    ItemAcquired { player: PlayerId, item: ItemKind, count: u32 },
-    GoldChanged { player: PlayerId, delta: i64, total: u64 },
-    LevelUp { player: PlayerId, level: u32 },
-    PlayerKilled { victim: PlayerId, killer: Killer },
-    NpcKilled { npc: EntityId, killer: PlayerId },
-    PlayerRespawned { player: PlayerId },
-    CheatRejected { player: PlayerId, reason: RejectReason },
-    XpGained { player: PlayerId, amount: u64, total: u64 },
-    SessionResumed { player: PlayerId },
+    /// With the character as it came in.
+    PlayerJoined {
+        player: PlayerId,
+        name: String,
+        entity: EntityId,
+        character: Character,
+    },
+    /// With the character as it leaves: what the platform keeps.
+    PlayerLeft {
+        player: PlayerId,
+        character: Character,
+    },
+    ItemAcquired {
+        player: PlayerId,
+        item: ItemKind,
+        count: u32,
+    },
+    GoldChanged {
+        player: PlayerId,
+        delta: i64,
+        total: u64,
+    },
+    LevelUp {
+        player: PlayerId,
+        level: u32,
+    },
+    PlayerKilled {
+        victim: PlayerId,
+        killer: Killer,
+    },
+    NpcKilled {
+        npc: EntityId,
+        killer: PlayerId,
+    },
+    PlayerRespawned {
+        player: PlayerId,
+    },
+    CheatRejected {
+        player: PlayerId,
+        reason: RejectReason,
+    },
+    XpGained {
+        player: PlayerId,
+        amount: u64,
+        total: u64,
+    },
+    SessionResumed {
+        player: PlayerId,
+    },
     ZoneStarted,
     ZoneStopped,
 }
 
 impl EventKind {
+    /// The player the event is about, if any (for a kill, the victim; for
+    /// an NPC's death, its killer).
+    pub fn player(&self) -> Option<PlayerId> {
+        match self {
+            EventKind::PlayerJoined { player, .. }
+            | EventKind::PlayerLeft { player, .. }
+            | EventKind::ItemAcquired { player, .. }
+            | EventKind::GoldChanged { player, .. }
+            | EventKind::LevelUp { player, .. }
+            | EventKind::PlayerRespawned { player }
+            | EventKind::CheatRejected { player, .. }
+            | EventKind::XpGained { player, .. }
+            | EventKind::SessionResumed { player } => Some(*player),
+            EventKind::PlayerKilled { victim, .. } => Some(*victim),
+            EventKind::NpcKilled { killer, .. } => Some(*killer),
+            EventKind::ZoneStarted | EventKind::ZoneStopped => None,
+        }
+    }
+
     /// Stable name used in schemas, topics and metric labels.
     pub fn as_str(&self) -> &'static str {
         match self {

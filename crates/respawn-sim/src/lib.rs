@@ -5,6 +5,7 @@
 //! same events, which is what lets recovery replay a journal instead of losing
 //! seconds of play.
 
+pub mod character;
 mod codec;
 pub mod command;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod snapshot;
 pub mod view;
 pub mod zone;
 
+pub use character::Character;
 pub use codec::DecodeError;
 pub use command::{Command, CommandKind, RejectReason};
 pub use config::{ConfigError, ZoneConfig};

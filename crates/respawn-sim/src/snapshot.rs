@@ -12,19 +12,26 @@ use crate::config::ZoneConfig;
 use crate::geom::{Point, Rect};
 use crate::ids::ItemKind;
 use crate::rng::Rng;
-use crate::zone::{Npc, Player, Zone, ZoneItem};
+use crate::zone::{Departure, Npc, Player, Zone, ZoneItem};
 
 pub const MAGIC: [u8; 4] = *b"RSPN";
-/// The only format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 2;
+/// The format version this build writes. It also reads
+/// [`PREVIOUS_FORMAT_VERSION`], so a zone written by the build before
+/// characters were kept can be adopted (its players get incarnation 0).
+pub const FORMAT_VERSION: u16 = 3;
+pub const PREVIOUS_FORMAT_VERSION: u16 = 2;
 const HEADER_LEN: usize = 16;
 
 /// A snapshot payload behind its header (magic, this format's version,
 /// length, CRC-32). The fuzz target uses it to reach the payload parser.
 pub fn framed(payload: &[u8]) -> Vec<u8> {
+    framed_as(FORMAT_VERSION, payload)
+}
+
+fn framed_as(version: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
@@ -35,6 +42,12 @@ pub fn framed(payload: &[u8]) -> Vec<u8> {
 impl Zone {
     /// Encodes the whole zone. Equal zones give equal bytes.
     pub fn encode_snapshot(&self) -> Vec<u8> {
+        self.encode_as(FORMAT_VERSION)
+    }
+
+    /// The zone in format `version` (the previous one only for tests).
+    fn encode_as(&self, version: u16) -> Vec<u8> {
+        let current = version == FORMAT_VERSION;
         let mut w = Writer::default();
         write_config(&mut w, &self.config);
         w.u64(self.epoch);
@@ -59,6 +72,9 @@ impl Zone {
             }
             w.u64(p.attack_ready_at);
             w.opt_u64(p.respawn_at);
+            if current {
+                w.u64(p.incarnation);
+            }
         }
         w.u32(self.npcs.len() as u32);
         for n in self.npcs.values() {
@@ -77,13 +93,21 @@ impl Zone {
             w.u32(i.amount);
             write_point(&mut w, i.pos);
         }
-        framed(&w.buf)
+        if current {
+            w.u32(self.departures.len() as u32);
+            for (player, d) in &self.departures {
+                w.u64(*player);
+                w.u64(d.incarnation);
+                w.u64(d.tick);
+            }
+        }
+        framed_as(version, &w.buf)
     }
 
     /// Decodes a snapshot, refusing anything corrupt, truncated, of another
     /// version, or describing an impossible zone.
     pub fn decode_snapshot(bytes: &[u8]) -> Result<Zone, DecodeError> {
-        let payload = checked_payload(bytes)?;
+        let (version, payload) = checked_payload(bytes)?;
         let mut r = Reader::new(payload);
         let config = read_config(&mut r)?;
         config.validate().map_err(|e| DecodeError::Invalid(e.to_string()))?;
@@ -110,11 +134,25 @@ impl Zone {
             }
             let attack_ready_at = r.u64("player cooldown")?;
             let respawn_at = r.opt_u64("player respawn")?;
+            let incarnation = if version == FORMAT_VERSION { r.u64("player incarnation")? } else { 0 };
             if level == 0 || player_entities.insert(entity, id).is_some() {
                 return Err(DecodeError::Invalid(format!("player {id}: level 0 or duplicate entity {entity}")));
             }
-            let player =
-                Player { id, entity, name, pos, velocity, hp, level, xp, gold, inventory, attack_ready_at, respawn_at };
+            let player = Player {
+                id,
+                entity,
+                name,
+                pos,
+                velocity,
+                hp,
+                level,
+                xp,
+                gold,
+                inventory,
+                attack_ready_at,
+                respawn_at,
+                incarnation,
+            };
             if players.insert(id, player).is_some() {
                 return Err(DecodeError::Invalid(format!("player {id} appears twice")));
             }
@@ -145,6 +183,16 @@ impl Zone {
                 return Err(DecodeError::Invalid(format!("item {entity} appears twice")));
             }
         }
+        let mut departures = BTreeMap::new();
+        if version == FORMAT_VERSION {
+            for _ in 0..r.count(24, "departures")? {
+                let player = r.u64("departed player")?;
+                let departure = Departure { incarnation: r.u64("departed incarnation")?, tick: r.u64("departed at")? };
+                if departures.insert(player, departure).is_some() {
+                    return Err(DecodeError::Invalid(format!("player {player} departed twice")));
+                }
+            }
+        }
         if r.remaining() != 0 {
             return Err(DecodeError::Invalid(format!("{} unexpected trailing bytes", r.remaining())));
         }
@@ -158,9 +206,16 @@ impl Zone {
             player_entities,
             npcs,
             items,
+            departures,
             player_grid: Default::default(),
         })
     }
+}
+
+/// Whether a build that writes format `writes` reads a snapshot of format
+/// `found`: its own, and the current build also the previous one.
+pub fn readable(found: u16, writes: u16) -> bool {
+    found == writes || (writes == FORMAT_VERSION && found == PREVIOUS_FORMAT_VERSION)
 }
 
 /// The format version a snapshot declares, if it has the header at all.
@@ -171,13 +226,14 @@ pub fn format_of(bytes: &[u8]) -> Option<u16> {
     }
 }
 
-fn checked_payload(bytes: &[u8]) -> Result<&[u8], DecodeError> {
+/// The format version and payload of a snapshot whose header and checksum hold.
+fn checked_payload(bytes: &[u8]) -> Result<(u16, &[u8]), DecodeError> {
     if bytes.len() < 4 || bytes[..4] != MAGIC {
         return Err(DecodeError::BadMagic);
     }
     let mut r = Reader::new(&bytes[4..]);
     let version = u16::from(r.u8("version")?) | (u16::from(r.u8("version")?) << 8);
-    if version != FORMAT_VERSION {
+    if !readable(version, FORMAT_VERSION) {
         return Err(DecodeError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
     }
     r.u8("reserved")?;
@@ -192,7 +248,7 @@ fn checked_payload(bytes: &[u8]) -> Result<&[u8], DecodeError> {
     if computed != stored {
         return Err(DecodeError::ChecksumMismatch { stored, computed });
     }
-    Ok(payload)
+    Ok((version, payload))
 }
 
 fn write_point(w: &mut Writer, p: Point) {
@@ -270,11 +326,11 @@ fn read_config(r: &mut Reader<'_>) -> Result<ZoneConfig, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Command, CommandKind};
+    use crate::{Character, Command, CommandKind};
 
     fn played_zone() -> Zone {
         let mut z = Zone::new(ZoneConfig::standard(3, "test", 9)).expect("zone");
-        let join = |p, n: &str| Command { player: p, seq: 0, kind: CommandKind::Join { name: n.into() } };
+        let join = |p, n: &str| Command { player: p, seq: 0, kind: CommandKind::join_fresh(n) };
         z.tick(&[join(1, "ann"), join(2, "bob")]);
         for _ in 0..30 {
             z.tick(&[Command { player: 1, seq: 1, kind: CommandKind::Move { velocity: Point::new(10, 5) } }]);
@@ -290,6 +346,23 @@ mod tests {
         assert_eq!(back, z);
         assert_eq!(back.encode_snapshot(), bytes);
         assert_eq!((back.config().zone_id, back.tick_number()), (3, 31));
+    }
+
+    #[test]
+    fn the_previous_format_is_read_with_characters_no_platform_keeps() {
+        let mut z = played_zone();
+        let old = z.encode_as(PREVIOUS_FORMAT_VERSION);
+        assert_eq!(format_of(&old), Some(PREVIOUS_FORMAT_VERSION));
+        let back = Zone::decode_snapshot(&old).expect("a version-2 snapshot decodes");
+        assert_eq!(back, z, "no player of the played zone has an incarnation or a departure");
+
+        let kept = Character { incarnation: 7, ..Character::fresh(7) };
+        z.tick(&[Command { player: 3, seq: 0, kind: CommandKind::Join { name: "cy".into(), character: kept } }]);
+        z.tick(&[Command { player: 2, seq: 0, kind: CommandKind::Leave }]);
+        let back = Zone::decode_snapshot(&z.encode_snapshot()).expect("decode");
+        assert_eq!(back, z, "incarnations and departures round-trip");
+        assert_eq!(back.player(3).map(|p| p.incarnation), Some(7));
+        assert_eq!(back.departures().len(), 1);
     }
 
     #[test]

@@ -225,10 +225,8 @@ mod tests {
         config.npc_count = 0;
         config.max_items = 0;
         let mut z = Zone::new(config).expect("zone");
-        let cmds: Vec<Command> = players
-            .iter()
-            .map(|(id, n)| Command { player: *id, seq: 0, kind: CommandKind::Join { name: (*n).into() } })
-            .collect();
+        let cmds: Vec<Command> =
+            players.iter().map(|(id, n)| Command { player: *id, seq: 0, kind: CommandKind::join_fresh(*n) }).collect();
         z.tick(&cmds);
         z
     }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::character::Character;
 use crate::command::{Command, CommandKind, RejectReason};
 use crate::config::ZoneConfig;
 use crate::event::{DomainEvent, EventId, EventKind, Killer};
@@ -35,9 +36,23 @@ pub struct Player {
     pub attack_ready_at: u64,
     /// Set while dead: the tick of the respawn.
     pub respawn_at: Option<u64>,
+    /// The incarnation of the character (see [`Character::incarnation`]).
+    pub incarnation: u64,
 }
 
 impl Player {
+    /// The durable part of this player, as standing in `zone`.
+    pub fn character(&self, zone: u32) -> Character {
+        Character {
+            incarnation: self.incarnation,
+            level: self.level,
+            xp: self.xp,
+            gold: self.gold,
+            inventory: self.inventory.clone(),
+            place: Some((zone, self.pos)),
+        }
+    }
+
     pub fn max_hp(&self) -> i32 {
         max_hp_for(self.level)
     }
@@ -99,9 +114,24 @@ pub struct Zone {
     pub(crate) player_entities: BTreeMap<EntityId, PlayerId>,
     pub(crate) npcs: BTreeMap<EntityId, Npc>,
     pub(crate) items: BTreeMap<EntityId, ZoneItem>,
+    /// Players who left recently: the incarnation they left with and the
+    /// tick they left at, kept [`DEPARTURE_MEMORY_TICKS`] so that the same
+    /// stay cannot be entered twice.
+    pub(crate) departures: BTreeMap<PlayerId, Departure>,
     /// Scratch space for NPC targeting; not state, never encoded or compared.
     pub(crate) player_grid: Scratch<CellGrid<PlayerId>>,
 }
+
+/// A player's last departure from the zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Departure {
+    pub incarnation: u64,
+    pub tick: u64,
+}
+
+/// How long (10 minutes at 20 ticks a second) a zone remembers a departure:
+/// far longer than a character ticket lives.
+pub const DEPARTURE_MEMORY_TICKS: u64 = 12_000;
 
 /// Working memory kept between ticks only to reuse its allocations. It holds
 /// no state, so it takes no part in equality.
@@ -150,6 +180,7 @@ impl Zone {
             player_entities: BTreeMap::new(),
             npcs: BTreeMap::new(),
             items: BTreeMap::new(),
+            departures: BTreeMap::new(),
             player_grid: Scratch::default(),
         };
         for _ in 0..zone.config.npc_count {
@@ -218,13 +249,28 @@ impl Zone {
         self.run_npcs(&mut out);
         self.respawn(&mut out);
         self.spawn_items();
+        self.forget_old_departures();
         out
     }
 
+    fn forget_old_departures(&mut self) {
+        if self.tick % 200 == 0 {
+            let tick = self.tick;
+            self.departures.retain(|_, d| tick.saturating_sub(d.tick) < DEPARTURE_MEMORY_TICKS);
+        }
+    }
+
+    /// Records an event, tagged with the incarnation of the character it is
+    /// about (which must still be in the zone).
     fn emit(&self, out: &mut TickOutput, kind: EventKind) {
         let index = out.events.len() as u32;
         let id = EventId { zone: self.config.zone_id, epoch: self.epoch, tick: self.tick, index };
-        out.events.push(DomainEvent { id, kind });
+        let incarnation = kind.player().and_then(|p| self.players.get(&p)).map_or(0, |p| p.incarnation);
+        out.events.push(DomainEvent { id, incarnation, kind });
+    }
+
+    pub fn departures(&self) -> &BTreeMap<PlayerId, Departure> {
+        &self.departures
     }
 
     fn alloc_entity(&mut self) -> EntityId {
@@ -248,39 +294,53 @@ impl Zone {
     fn apply(&mut self, command: &Command, out: &mut TickOutput) -> Result<(), RejectReason> {
         let pid = command.player;
         match &command.kind {
-            CommandKind::Join { name } => {
+            CommandKind::Join { name, character } => {
                 if self.players.contains_key(&pid) {
                     return Err(RejectReason::AlreadyJoined);
                 }
                 if !valid_name(name) {
                     return Err(RejectReason::InvalidName);
                 }
+                let incarnation = character.incarnation;
+                if incarnation > 0 && self.departures.get(&pid).is_some_and(|d| d.incarnation >= incarnation) {
+                    return Err(RejectReason::StaleCharacter);
+                }
                 let entity = self.alloc_entity();
-                let pos = self.random_free_point();
-                self.players.insert(
-                    pid,
-                    Player {
-                        id: pid,
-                        entity,
-                        name: name.clone(),
-                        pos,
-                        velocity: Point::default(),
-                        hp: PLAYER_BASE_HP,
-                        level: 1,
-                        xp: 0,
-                        gold: 0,
-                        inventory: BTreeMap::new(),
-                        attack_ready_at: 0,
-                        respawn_at: None,
-                    },
-                );
+                let pos = match character.place {
+                    Some((zone, p)) if zone == self.config.zone_id && self.config.is_free(p) => p,
+                    _ => self.random_free_point(),
+                };
+                let level = character.level.max(1);
+                let mut inventory = character.inventory.clone();
+                inventory.retain(|_, count| *count > 0);
+                let player = Player {
+                    id: pid,
+                    entity,
+                    name: name.clone(),
+                    pos,
+                    velocity: Point::default(),
+                    hp: max_hp_for(level),
+                    level,
+                    xp: character.xp,
+                    gold: character.gold,
+                    inventory,
+                    attack_ready_at: 0,
+                    respawn_at: None,
+                    incarnation,
+                };
+                let arrived = player.character(self.config.zone_id);
+                self.players.insert(pid, player);
                 self.player_entities.insert(entity, pid);
-                self.emit(out, EventKind::PlayerJoined { player: pid, name: name.clone(), entity });
+                self.emit(out, EventKind::PlayerJoined { player: pid, name: name.clone(), entity, character: arrived });
             }
             CommandKind::Leave => {
-                let p = self.players.remove(&pid).ok_or(RejectReason::NotInZone)?;
-                self.player_entities.remove(&p.entity);
-                self.emit(out, EventKind::PlayerLeft { player: pid, level: p.level, xp: p.xp, gold: p.gold });
+                let p = self.players.get(&pid).ok_or(RejectReason::NotInZone)?;
+                let character = p.character(self.config.zone_id);
+                self.emit(out, EventKind::PlayerLeft { player: pid, character });
+                if let Some(p) = self.players.remove(&pid) {
+                    self.player_entities.remove(&p.entity);
+                    self.departures.insert(pid, Departure { incarnation: p.incarnation, tick: self.tick });
+                }
             }
             CommandKind::Move { velocity } => {
                 let max_speed = self.config.max_speed;
@@ -583,7 +643,7 @@ mod tests {
     }
 
     fn join(zone: &mut Zone, player: PlayerId, name: &str) -> TickOutput {
-        zone.tick(&[cmd(player, 0, CommandKind::Join { name: name.into() })])
+        zone.tick(&[cmd(player, 0, CommandKind::join_fresh(name))])
     }
 
     fn place(zone: &mut Zone, player: PlayerId, pos: Point) {
@@ -603,6 +663,62 @@ mod tests {
         let out = z.tick(&[cmd(1, 2, CommandKind::Leave)]);
         assert!(matches!(out.events[0].kind, EventKind::PlayerLeft { player: 1, .. }));
         assert!(z.player(1).is_none());
+    }
+
+    fn kept(incarnation: u64) -> Character {
+        Character {
+            incarnation,
+            level: 3,
+            xp: 320,
+            gold: 41,
+            inventory: BTreeMap::from([(ItemKind::Gem, 2), (ItemKind::Scroll, 0)]),
+            place: Some((7, Point::new(1_234, 2_345))),
+        }
+    }
+
+    #[test]
+    fn a_kept_character_comes_back_as_it_left_and_leaves_with_its_progress() {
+        let mut z = quiet_zone();
+        let out = z.tick(&[cmd(5, 0, CommandKind::Join { name: "eve".into(), character: kept(4) })]);
+        let p = z.player(5).expect("joined");
+        assert_eq!((p.level, p.xp, p.gold, p.hp, p.incarnation), (3, 320, 41, max_hp_for(3), 4));
+        assert_eq!(p.pos, Point::new(1_234, 2_345), "back where it stood in this zone");
+        assert_eq!(p.inventory, BTreeMap::from([(ItemKind::Gem, 2)]), "empty stacks are dropped");
+        let EventKind::PlayerJoined { character, .. } = &out.events[0].kind else { panic!("{:?}", out.events) };
+        assert_eq!((character.gold, character.place), (41, Some((7, Point::new(1_234, 2_345)))));
+        assert_eq!(out.events[0].incarnation, 4, "events carry the stay's incarnation");
+
+        z.players.get_mut(&5).expect("present").gold += 9;
+        let out = z.tick(&[cmd(5, 1, CommandKind::Leave)]);
+        let EventKind::PlayerLeft { character, .. } = &out.events[0].kind else { panic!("{:?}", out.events) };
+        assert_eq!((character.incarnation, character.level, character.gold), (4, 3, 50));
+        assert_eq!(out.events[0].incarnation, 4);
+        assert_eq!(z.departures()[&5], Departure { incarnation: 4, tick: 2 });
+
+        let mut elsewhere = kept(5);
+        elsewhere.place = Some((8, Point::new(1_234, 2_345)));
+        z.tick(&[cmd(5, 0, CommandKind::Join { name: "eve".into(), character: elsewhere })]);
+        assert_ne!(z.player(5).expect("joined").pos, Point::new(1_234, 2_345), "a place in another zone is not used");
+    }
+
+    #[test]
+    fn a_stay_that_ended_cannot_be_entered_again_until_long_forgotten() {
+        let mut z = quiet_zone();
+        z.tick(&[cmd(5, 0, CommandKind::Join { name: "eve".into(), character: kept(4) })]);
+        z.tick(&[cmd(5, 0, CommandKind::Leave)]);
+        for stale in [kept(4), kept(3)] {
+            let out = z.tick(&[cmd(5, 0, CommandKind::Join { name: "eve".into(), character: stale })]);
+            assert_eq!(out.rejections[0].reason, RejectReason::StaleCharacter);
+            assert!(z.player(5).is_none());
+        }
+        let out = z.tick(&[cmd(6, 0, CommandKind::join_fresh("fay"))]);
+        assert!(out.rejections.is_empty(), "characters no platform keeps are not remembered");
+        while z.tick_number() < 2 + DEPARTURE_MEMORY_TICKS + 200 {
+            z.tick(&[]);
+        }
+        assert!(z.departures().is_empty(), "departures are forgotten");
+        let out = z.tick(&[cmd(5, 0, CommandKind::Join { name: "eve".into(), character: kept(5) })]);
+        assert!(out.rejections.is_empty());
     }
 
     #[test]
@@ -741,7 +857,7 @@ mod tests {
         let mut z = quiet_zone();
         let out = z.tick(&[cmd(9, 1, CommandKind::Move { velocity: Point::new(1, 1) })]);
         assert_eq!(out.rejections[0].reason, RejectReason::NotInZone);
-        let out = z.tick(&[cmd(9, 0, CommandKind::Join { name: "bad name!".into() })]);
+        let out = z.tick(&[cmd(9, 0, CommandKind::join_fresh("bad name!"))]);
         assert_eq!(out.rejections[0].reason, RejectReason::InvalidName);
         join(&mut z, 1, "ann");
         let out = join(&mut z, 1, "ann");

@@ -2,12 +2,17 @@
 //! state bytes and identical events, tick for tick.
 
 use proptest::prelude::*;
-use respawn_sim::{Command, CommandKind, Point, Zone, ZoneConfig};
+use respawn_sim::{Character, Command, CommandKind, Point, Zone, ZoneConfig};
 
 fn command() -> impl Strategy<Value = Command> {
     let player = 1u64..=6;
     let kind = prop_oneof![
-        1 => "[a-z]{1,8}".prop_map(|name| CommandKind::Join { name }),
+        1 => "[a-z]{1,8}".prop_map(CommandKind::join_fresh),
+        1 => ("[a-z]{1,8}", 1u64..4, 1u32..9, 0u64..500, 0i32..3_000).prop_map(|(name, incarnation, level, gold, x)| {
+            let place = Some((4, Point::new(x, 3_000 - x)));
+            let character = Character { incarnation, level, gold, place, ..Character::fresh(incarnation) };
+            CommandKind::Join { name, character }
+        }),
         1 => Just(CommandKind::Leave),
         6 => (-40i32..=40, -40i32..=40).prop_map(|(x, y)| CommandKind::Move { velocity: Point::new(x, y) }),
         3 => (0u32..80).prop_map(|target| CommandKind::Attack { target }),

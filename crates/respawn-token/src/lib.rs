@@ -14,6 +14,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Longest token accepted; anything longer is refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 256;
+/// Longest sealed message ([`TokenKey::seal`]) accepted.
+pub const MAX_SEALED_LEN: usize = 8_192;
 /// Shortest signing key accepted.
 pub const MIN_KEY_LEN: usize = 16;
 
@@ -81,6 +83,32 @@ impl TokenKey {
     /// without the key, different for every context (resume tokens).
     pub fn derive_id(&self, context: &str) -> String {
         hex(&self.mac(&format!("derive:{context}")).finalize().into_bytes()[..16])
+    }
+
+    /// Signs `payload` for one `purpose` (a word naming what it is): the
+    /// result opens only with the same key and purpose, so nothing signed
+    /// for one use passes for another. `<purpose>.<hex payload>.<signature hex>`.
+    pub fn seal(&self, purpose: &str, payload: &[u8]) -> String {
+        let body = format!("{purpose}.{}", hex(payload));
+        let sig = self.mac(&body).finalize().into_bytes();
+        format!("{body}.{}", hex(&sig))
+    }
+
+    /// The payload of a [`Self::seal`]ed message, if its signature holds.
+    pub fn open(&self, purpose: &str, sealed: &str) -> Result<Vec<u8>, TokenError> {
+        if sealed.is_empty() {
+            return Err(TokenError::Missing);
+        }
+        if sealed.len() > MAX_SEALED_LEN {
+            return Err(TokenError::Malformed("too long"));
+        }
+        let (body, sig_hex) = sealed.rsplit_once('.').ok_or(TokenError::Malformed("no signature"))?;
+        let sig = unhex(sig_hex).ok_or(TokenError::Malformed("signature is not hex"))?;
+        self.mac(body).verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
+        match body.split_once('.') {
+            Some((p, payload)) if p == purpose => unhex(payload).ok_or(TokenError::Malformed("payload is not hex")),
+            _ => Err(TokenError::Malformed("sealed for another purpose")),
+        }
     }
 
     /// Signs claims into a token string.
@@ -172,6 +200,22 @@ mod tests {
     fn sign_then_verify() {
         let token = key().sign(&claims()).expect("sign");
         assert_eq!(key().verify(&token, 999), Ok(claims()));
+    }
+
+    #[test]
+    fn sealed_messages_open_only_with_their_key_and_purpose() {
+        let sealed = key().seal("ticket", b"{\"gold\":5}");
+        assert_eq!(key().open("ticket", &sealed), Ok(b"{\"gold\":5}".to_vec()));
+        assert!(matches!(key().open("resume", &sealed), Err(TokenError::Malformed(_))));
+        let other = TokenKey::new(b"another-key-of-16+").expect("key");
+        assert_eq!(other.open("ticket", &sealed), Err(TokenError::BadSignature));
+        let forged = sealed.replacen("ticket.7b", "ticket.7c", 1);
+        assert_eq!(key().open("ticket", &forged), Err(TokenError::BadSignature));
+        let session = key().sign(&claims()).expect("sign");
+        assert!(key().open("v1", &session).is_err(), "a session token is no sealed message");
+        assert_eq!(key().open("ticket", ""), Err(TokenError::Missing));
+        assert!(matches!(key().open("ticket", &"a".repeat(MAX_SEALED_LEN + 1)), Err(TokenError::Malformed(_))));
+        assert!(matches!(key().open("ticket", "ticket.zz.00"), Err(TokenError::BadSignature)));
     }
 
     #[test]

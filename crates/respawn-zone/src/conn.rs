@@ -12,14 +12,15 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use respawn_api::players::CharacterTicket;
 use respawn_proto::{self as proto, client_message::Body, CloseCode, DecodeError, ErrorCode};
-use respawn_sim::{Command, CommandKind, Point};
+use respawn_sim::{Character, Command, CommandKind, ItemKind, Point};
 use tokio::sync::mpsc;
 
 use crate::link::{ClientLink, ConnState};
-use crate::server::state::{ServerState, ZoneHandle};
+use crate::server::state::{Characters, ServerState, ZoneHandle};
 use crate::wire;
-use crate::zone_loop::Control;
+use crate::zone_loop::{Control, Entry};
 
 /// What one read from the socket amounted to.
 enum Incoming {
@@ -116,7 +117,7 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
         let reason = format!("server speaks protocol version {speaks}, client sent {}", join.protocol_version);
         return refuse(&state, socket, CloseCode::UnsupportedProtocolVersion, reason).await;
     }
-    let (player, name) = match authenticate(&state, &join).await {
+    let (player, name, resuming) = match authenticate(&state, &join).await {
         Ok(who) => who,
         Err(reason) => return refuse(&state, socket, CloseCode::InvalidToken, reason).await,
     };
@@ -135,12 +136,16 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
         let reason = format!("zone {} is moving to another server; log in again", zone.name);
         return refuse(&state, socket, CloseCode::Draining, reason).await;
     }
+    let entry = match entry(&state, &join, player, resuming) {
+        Ok(entry) => entry,
+        Err(reason) => return refuse(&state, socket, CloseCode::CharacterUnavailable, reason).await,
+    };
 
     let conn = ConnState::new(state.next_conn_id(), state.shutdown.child_token());
     let (out_tx, out_rx) = mpsc::channel(limits.client_send_buffer);
     let link = ClientLink { conn: conn.clone(), out: out_tx.clone() };
     let resume_token = issue_resume_token(&state, player, &name, &zone.name, conn.id);
-    if zone.control.send(Control::Attach { player, name: name.clone(), link, resume_token }).is_err() {
+    if zone.control.send(Control::Attach { player, name: name.clone(), link, resume_token, entry }).is_err() {
         return refuse(&state, socket, CloseCode::GoingAway, "zone is stopping".into()).await;
     }
     tracing::debug!(player, name = %name, zone = %zone.name, conn = conn.id, "player joined");
@@ -164,12 +169,13 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
     tracing::debug!(player, zone = %zone.name, conn = conn.id, reason = ?conn.close_reason(), "player left");
 }
 
-/// Who is joining: from a resume token (tried first) or a session token.
-async fn authenticate(state: &ServerState, join: &proto::Join) -> Result<(u64, String), String> {
+/// Who is joining: from a resume token (tried first; then `true`) or a
+/// session token.
+async fn authenticate(state: &ServerState, join: &proto::Join) -> Result<(u64, String, bool), String> {
     let mut resume_problem = None;
     if !join.resume_token.is_empty() {
         match state.stores.sessions.get(&join.resume_token).await {
-            Ok(Some(s)) if s.zone == join.zone => return Ok((s.player_id, s.name)),
+            Ok(Some(s)) if s.zone == join.zone => return Ok((s.player_id, s.name, true)),
             Ok(Some(_)) => resume_problem = Some("the resume token is for another zone".to_owned()),
             Ok(None) => resume_problem = Some("unknown or expired resume token".to_owned()),
             Err(e) => resume_problem = Some(format!("cannot check the resume token now ({})", e.as_str())),
@@ -181,8 +187,40 @@ async fn authenticate(state: &ServerState, join: &proto::Join) -> Result<(u64, S
         }
     }
     match state.token_key.verify(&join.token, unix_now()) {
-        Ok(claims) => Ok((claims.player_id, claims.name)),
+        Ok(claims) => Ok((claims.player_id, claims.name, false)),
         Err(e) => Err(format!("invalid token: {e}")),
+    }
+}
+
+/// What character `player` may bring in: on a server whose characters the
+/// platform keeps, the one of its ticket (or, resuming without one, only
+/// the character still in the zone).
+fn entry(state: &ServerState, join: &proto::Join, player: u64, resuming: bool) -> Result<Entry, String> {
+    match state.characters {
+        Characters::Fresh => Ok(Entry::Fresh),
+        Characters::KeptByPlatform if resuming && join.character_ticket.is_empty() => Ok(Entry::ResumeOnly),
+        Characters::KeptByPlatform => {
+            CharacterTicket::open(&state.token_key, &join.character_ticket, unix_now(), player, &join.zone)
+                .map(|ticket| Entry::Kept(character_of(&ticket)))
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The simulation's character from a platform's ticket (item codes this
+/// build does not know are left out).
+fn character_of(ticket: &CharacterTicket) -> Character {
+    Character {
+        incarnation: ticket.incarnation,
+        level: ticket.level,
+        xp: ticket.xp,
+        gold: ticket.gold,
+        inventory: ticket
+            .inventory
+            .iter()
+            .filter_map(|(code, count)| Some((ItemKind::from_code(u8::try_from(*code).ok()?)?, *count)))
+            .collect(),
+        place: ticket.place.map(|p| (p.zone_id, Point::new(p.x, p.y))),
     }
 }
 

@@ -2,33 +2,34 @@
 
 use prost::Message;
 use respawn_proto::events::{self as ev, event::Kind};
-use respawn_sim::{DomainEvent, EventKind, Killer};
+use respawn_sim::{Character, DomainEvent, EventKind, Killer, Point};
 
-/// The player an event is about: its Kafka partition key (0 for none).
-pub fn player_of(kind: &EventKind) -> u64 {
-    match kind {
-        EventKind::PlayerJoined { player, .. }
-        | EventKind::PlayerLeft { player, .. }
-        | EventKind::ItemAcquired { player, .. }
-        | EventKind::GoldChanged { player, .. }
-        | EventKind::LevelUp { player, .. }
-        | EventKind::PlayerRespawned { player }
-        | EventKind::CheatRejected { player, .. }
-        | EventKind::XpGained { player, .. }
-        | EventKind::SessionResumed { player } => *player,
-        EventKind::ZoneStarted | EventKind::ZoneStopped => 0,
-        EventKind::PlayerKilled { victim, .. } => *victim,
-        EventKind::NpcKilled { killer, .. } => *killer,
+/// A character as the events schema carries it.
+fn character(c: &Character) -> ev::Character {
+    let (zone, pos) = c.place.unwrap_or((0, Point::default()));
+    ev::Character {
+        incarnation: c.incarnation,
+        level: c.level,
+        xp: c.xp,
+        gold: c.gold,
+        inventory: c
+            .inventory
+            .iter()
+            .map(|(kind, count)| ev::ItemStack { item: u32::from(kind.code()), count: *count })
+            .collect(),
+        zone,
+        x: pos.x,
+        y: pos.y,
     }
 }
 
 pub fn to_proto(e: &DomainEvent) -> ev::Event {
     let kind = match &e.kind {
-        EventKind::PlayerJoined { name, entity, .. } => {
-            Kind::PlayerJoined(ev::PlayerJoined { name: name.clone(), entity: *entity })
+        EventKind::PlayerJoined { name, entity, character: c, .. } => {
+            Kind::PlayerJoined(ev::PlayerJoined { name: name.clone(), entity: *entity, character: Some(character(c)) })
         }
-        EventKind::PlayerLeft { level, xp, gold, .. } => {
-            Kind::PlayerLeft(ev::PlayerLeft { level: *level, xp: *xp, gold: *gold })
+        EventKind::PlayerLeft { character: c, .. } => {
+            Kind::PlayerLeft(ev::PlayerLeft { level: c.level, xp: c.xp, gold: c.gold, character: Some(character(c)) })
         }
         EventKind::ItemAcquired { item, count, .. } => {
             Kind::ItemAcquired(ev::ItemAcquired { item: u32::from(item.code()), count: *count })
@@ -56,8 +57,10 @@ pub fn to_proto(e: &DomainEvent) -> ev::Event {
         zone: e.id.zone,
         tick: e.id.tick,
         index: e.id.index,
-        player: player_of(&e.kind),
+        // The partition key: 0 for none.
+        player: e.kind.player().unwrap_or(0),
         epoch: e.id.epoch,
+        incarnation: e.incarnation,
         kind: Some(kind),
     }
 }
@@ -76,11 +79,12 @@ mod tests {
     fn events_keep_their_id_and_player() {
         let e = DomainEvent {
             id: EventId { zone: 3, epoch: 5, tick: 40, index: 2 },
+            incarnation: 4,
             kind: EventKind::ItemAcquired { player: 77, item: ItemKind::Gem, count: 1 },
         };
         let bytes = encode_all(std::slice::from_ref(&e));
         let back = ev::Event::decode_checked(&bytes[0]).expect("decodes");
-        assert_eq!((back.id(), back.player), ("3-5-40-2".to_owned(), 77));
+        assert_eq!((back.id(), back.player, back.incarnation), ("3-5-40-2".to_owned(), 77, 4));
         assert_eq!(back.kind, Some(Kind::ItemAcquired(ev::ItemAcquired { item: 3, count: 1 })));
     }
 }

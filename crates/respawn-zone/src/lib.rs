@@ -18,4 +18,4 @@ mod wire;
 pub mod zone_loop;
 
 pub use config::{ConfigError, ServerConfig};
-pub use server::{BanEnforcer, DrainReport, DrainTrigger, ServerError, ServerOptions, ZoneServer};
+pub use server::{BanEnforcer, Characters, DrainReport, DrainTrigger, ServerError, ServerOptions, ZoneServer};

@@ -538,7 +538,7 @@ async fn restore_once(
             },
         };
         let found = respawn_sim::snapshot::format_of(&bytes);
-        if found.is_some_and(|f| f != format) {
+        if found.is_some_and(|f| !respawn_sim::snapshot::readable(f, format)) {
             let found = found.unwrap_or_default();
             unreadable_format = unreadable_format.or(Some(found));
             tracing::error!(zone = %config.name, %source, tick = meta.tick, found, format, "snapshot format not readable");

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use respawn_proto::{CloseCode, NoticeKind};
 use respawn_sim::command::encode_batch;
 use respawn_sim::view::{ClientView, FieldIndex};
-use respawn_sim::{Command, CommandKind, PlayerId, Zone};
+use respawn_sim::{Character, Command, CommandKind, PlayerId, RejectReason, Rejection, Zone};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::link::{ClientLink, Delivery, Reserve};
@@ -23,6 +23,19 @@ use crate::wire;
 
 /// Messages to a zone that are not gameplay commands. Their number is bounded
 /// by connections (one attach and one detach each), so the channel needs no cap.
+/// What a connection may bring into the zone when its player's character
+/// is not there already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A new character no platform keeps (a zone server of its own).
+    Fresh,
+    /// The character of a platform's ticket.
+    Kept(Character),
+    /// Nothing: only a character still in the zone can be taken back (a
+    /// resume token on a server whose characters the platform keeps).
+    ResumeOnly,
+}
+
 #[derive(Debug)]
 pub enum Control {
     Attach {
@@ -31,6 +44,7 @@ pub enum Control {
         link: ClientLink,
         /// Handed to the client in its Welcome.
         resume_token: String,
+        entry: Entry,
     },
     Detach {
         player: PlayerId,
@@ -216,25 +230,44 @@ impl ZoneRunner {
     /// Handles one control message. Returns `false` on `Stop`.
     pub fn control(&mut self, control: Control) -> bool {
         match control {
-            Control::Attach { player, name, link, resume_token } => {
-                let resumed = if let Some(old) = self.clients.remove(&player) {
-                    // Same player on a new connection: the character stays, the old link goes.
+            Control::Attach { player, name, link, resume_token, entry } => {
+                let held = self.zone.player(player).map(|p| p.incarnation);
+                let newer = match &entry {
+                    Entry::Kept(c) => held.is_some_and(|i| c.incarnation > i),
+                    Entry::Fresh | Entry::ResumeOnly => false,
+                };
+                if let Some(old) = self.clients.remove(&player) {
+                    // Same player on a new connection: the old link goes.
                     old.link.conn.close(CloseCode::Replaced, "logged in from another connection");
                     self.metrics.disconnected(CloseCode::Replaced.as_str());
+                }
+                self.detached.remove(&player);
+                let resumed = if held.is_some() && !newer {
+                    self.batch.push(Command { player, seq: 0, kind: CommandKind::Resume });
                     true
-                } else if self.detached.remove(&player).is_some() {
-                    true
-                } else if self.clients.len() >= self.settings.max_players {
+                } else if held.is_none() && self.clients.len() >= self.settings.max_players {
                     link.conn.close(CloseCode::ZoneFull, "zone is full");
                     self.metrics.disconnected(CloseCode::ZoneFull.as_str());
                     return true;
                 } else {
-                    self.batch.push(Command { player, seq: 0, kind: CommandKind::Join { name } });
+                    let character = match entry {
+                        Entry::Kept(c) => c,
+                        Entry::Fresh => Character::default(),
+                        Entry::ResumeOnly => {
+                            let reason = "your character is no longer in this zone; sign in again";
+                            link.conn.close(CloseCode::CharacterUnavailable, reason);
+                            self.metrics.disconnected(CloseCode::CharacterUnavailable.as_str());
+                            return true;
+                        }
+                    };
+                    if newer {
+                        // The character here is from an older stay (the zone went back
+                        // in time): it leaves, and the platform's newer one comes in.
+                        self.batch.push(Command { player, seq: 0, kind: CommandKind::Leave });
+                    }
+                    self.batch.push(Command { player, seq: 0, kind: CommandKind::Join { name, character } });
                     false
                 };
-                if resumed {
-                    self.batch.push(Command { player, seq: 0, kind: CommandKind::Resume });
-                }
                 let client = self.new_client(link, resume_token);
                 self.clients.insert(player, client);
                 self.welcomes.push((player, resumed));
@@ -256,6 +289,10 @@ impl ZoneRunner {
                 }
             }
             Control::Kick { player, reason } => {
+                // A character waiting for its player to come back leaves too.
+                if self.detached.remove(&player).is_some() {
+                    self.batch.push(Command { player, seq: 0, kind: CommandKind::Leave });
+                }
                 if let Some(client) = self.clients.remove(&player) {
                     offer(
                         &mut self.deliveries,
@@ -414,7 +451,7 @@ impl ZoneRunner {
                 offer(&mut self.deliveries, &self.metrics, &client.link, wire::rejected(r.seq, r.reason.as_str()));
             }
         }
-        self.send_welcomes();
+        self.send_welcomes(&out.rejections);
         self.replicate();
         self.batch = batch;
         self.batch.clear();
@@ -425,7 +462,9 @@ impl ZoneRunner {
         self.persist.as_ref().map_or(self.zone.tick_number(), |p| p.state.durable_tick.load(Ordering::Relaxed))
     }
 
-    fn send_welcomes(&mut self) {
+    /// Welcomes the clients that joined this tick; those whose join the zone
+    /// refused (among `rejections`) are closed with the reason.
+    fn send_welcomes(&mut self, rejections: &[Rejection]) {
         for (player, resumed) in std::mem::take(&mut self.welcomes) {
             let Some(client) = self.clients.get(&player) else { continue };
             match self.zone.player(player) {
@@ -442,7 +481,18 @@ impl ZoneRunner {
                     offer(&mut self.deliveries, &self.metrics, &client.link, wire::welcome(&self.zone, info));
                 }
                 None => {
-                    client.link.conn.close(CloseCode::Kicked, "the zone refused the join");
+                    let stale =
+                        rejections.iter().any(|r| r.player == player && r.reason == RejectReason::StaleCharacter);
+                    let (code, reason) = if stale {
+                        (
+                            CloseCode::CharacterUnavailable,
+                            "this character's stay here is still being saved; ask to play again",
+                        )
+                    } else {
+                        (CloseCode::Kicked, "the zone refused the join")
+                    };
+                    client.link.conn.close(code, reason);
+                    self.metrics.disconnected(code.as_str());
                     self.clients.remove(&player);
                 }
             }
@@ -679,6 +729,7 @@ mod tests {
             name: format!("p{player}"),
             link: link.clone(),
             resume_token: String::new(),
+            entry: Entry::Fresh,
         });
     }
 
@@ -717,6 +768,21 @@ mod tests {
         assert_eq!(queued, (1..=ran).collect::<Vec<_>>(), "every tick that ran is queued, in order");
         r.tick();
         assert_eq!(r.zone().tick_number(), ran + 1, "the world moves on once the persister catches up");
+    }
+
+    #[test]
+    fn a_kick_makes_a_character_waiting_for_its_player_leave() {
+        let metrics = Metrics::new("test");
+        let mut r = runner(&metrics);
+        let (l, _rx) = link(1, 16);
+        attach(&mut r, 1, &l);
+        tick(&mut r);
+        r.control(Control::Detach { player: 1, conn_id: l.conn.id, left: false });
+        tick(&mut r);
+        assert!(r.zone().player(1).is_some(), "the character waits for its player");
+        r.control(Control::Kick { player: 1, reason: "signed in elsewhere".into() });
+        tick(&mut r);
+        assert!(r.zone().player(1).is_none(), "and leaves when kicked (its state goes to the platform)");
     }
 
     #[test]

@@ -19,7 +19,7 @@ fn played_zone() -> (Zone, Vec<Vec<u8>>) {
     let mut zone = Zone::new(ZoneConfig::standard(1, "seed", 7)).expect("standard zone");
     let mut events = Vec::new();
     let joins: Vec<Command> =
-        (1..=3).map(|p| Command { player: p, seq: 1, kind: CommandKind::Join { name: format!("seed{p}") } }).collect();
+        (1..=3).map(|p| Command { player: p, seq: 1, kind: CommandKind::join_fresh(format!("seed{p}")) }).collect();
     events.extend(respawn_zone::events::encode_all(&zone.tick(&joins).events));
     for t in 0..400u32 {
         let mut commands = Vec::new();
@@ -49,6 +49,7 @@ fn client_frames() -> Vec<Vec<u8>> {
         token: "v1.eyJwbGF5ZXJfaWQiOjF9.c2ln".into(),
         zone: "meadow".into(),
         resume_token: "r".into(),
+        character_ticket: "character.7b7d.00".into(),
     };
     [
         Body::Join(join),

@@ -88,7 +88,7 @@ async fn play(stores: &Stores, ticks: u64, snapshot_every: u64) -> Played {
         let mut batch = Vec::new();
         if tick == 1 {
             for p in 1..=6 {
-                batch.push(Command { player: p, seq: 0, kind: CommandKind::Join { name: format!("p{p}") } });
+                batch.push(Command { player: p, seq: 0, kind: CommandKind::join_fresh(format!("p{p}")) });
             }
         }
         for p in 1..=6u64 {

@@ -21,7 +21,7 @@ use respawn_store::mongo::MongoColdSnapshots;
 use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisSessions};
 use respawn_token::{Claims, TokenKey};
 use respawn_zone::persist::Stores;
-use respawn_zone::{heartbeat, ServerConfig, ServerOptions, ZoneServer};
+use respawn_zone::{heartbeat, Characters, ServerConfig, ServerOptions, ZoneServer};
 
 #[derive(Parser, Debug)]
 #[command(name = "respawn", version = VERSION, about = "A real-time game backend whose failures behave predictably")]
@@ -458,6 +458,7 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
             version: VERSION.to_owned(),
             not_hosted,
             before_drain,
+            characters: if args.platform.is_some() { Characters::KeptByPlatform } else { Characters::Fresh },
         };
         let server = ZoneServer::start(options).await?;
         let addr = server.local_addr()?;

@@ -24,8 +24,9 @@ use respawn_zone::ServerConfig;
 use respawn_harness::supervisor::{say, ChildSpec, Supervisor, SupervisorStatus};
 use respawn_harness::zone::StoreFlags;
 
-/// The players' accounts when events go to Kafka rather than the embedded ledger.
-const ACCOUNTS_DB: &str = "accounts.sqlite";
+/// The players' accounts and characters when events go to Kafka rather than
+/// the embedded ledger: a consumer in this process stores them there.
+const PLATFORM_DB: &str = "platform.sqlite";
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -97,17 +98,35 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let zone_addr = supervisor.addr;
     // The zone server created the embedded ledger before it listened; the
     // platform side reads player profiles and events from it and keeps the
-    // players' accounts in it. With Kafka the accounts get a file of their own.
-    let embedded = args.stores.kafka_brokers.is_none();
-    let db_path = args.stores.data_dir.join(if embedded { respawn_harness::zone::EVENTS_DB } else { ACCOUNTS_DB });
+    // players' accounts and characters in it. With Kafka they get a file of
+    // their own, which a consumer in this process fills from the topic.
+    let db_path = args.stores.data_dir.join(match &args.stores.kafka_brokers {
+        None => respawn_harness::zone::EVENTS_DB,
+        Some(_) => PLATFORM_DB,
+    });
+    let consumer_stop = tokio_util::sync::CancellationToken::new();
     match respawn_platform::SqliteLedger::open(&db_path).await {
         Ok(ledger) => {
             let _ = accounts_slot.set(Arc::new(ledger.accounts()));
-            if embedded {
-                let _ = ledger_slot.set(Arc::new(ledger));
+            let ledger: Arc<dyn respawn_platform::Ledger> = Arc::new(ledger);
+            let _ = ledger_slot.set(ledger.clone());
+            if let Some(brokers) = &args.stores.kafka_brokers {
+                let config = respawn_platform::ConsumerConfig {
+                    brokers: brokers.clone(),
+                    topic: respawn_proto::events::TOPIC.to_owned(),
+                    group: "respawn-up".to_owned(),
+                    batch_max: 5_000,
+                    batch_wait: Duration::from_millis(50),
+                };
+                let (metrics, stop) = (platform.context().metrics.clone(), consumer_stop.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = respawn_platform::run_consumer(ledger, config, metrics, stop).await {
+                        say(&format!("events consumer stopped: {e}"));
+                    }
+                });
             }
         }
-        Err(e) => say(&format!("accounts and player profiles unavailable: cannot open {}: {e}", db_path.display())),
+        Err(e) => say(&format!("accounts and characters unavailable: cannot open {}: {e}", db_path.display())),
     }
 
     println!("Respawn is up.");
@@ -150,6 +169,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     say("stopping: bots, then the zone server (drain), then the platform server");
     bots.stop().await;
     supervisor.stop().await;
+    consumer_stop.cancel();
     if let Ok(Err(why)) = tokio::time::timeout(Duration::from_secs(3), platform.shutdown()).await {
         say(&format!("platform server: {why}"));
     }

@@ -228,7 +228,11 @@ impl Browser {
             let seen = self.eval(session, expr).await;
             match seen {
                 Ok(Value::Bool(true)) => return Ok(()),
-                Ok(_) if Instant::now() > deadline => bail!("never true in the page: {expr}"),
+                Ok(_) if Instant::now() > deadline => {
+                    // What the page told its player, if it has a log: the reason, usually.
+                    let said = self.eval(session, "document.getElementById('log')?.innerText ?? ''").await;
+                    bail!("never true in the page: {expr}; the page's log: {}", said.unwrap_or_default())
+                }
                 Err(e) if Instant::now() > deadline => bail!("never true in the page: {expr}: {e}"),
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
@@ -261,6 +265,54 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Walks the page's player to gold with the arrow keys and picks it up with
+/// `e`, as a player would, until the character has some (`limit` at most).
+async fn earn_gold(b: &mut Browser, s: &str, limit: Duration) -> Result<u64> {
+    let deadline = Instant::now() + limit;
+    let mut blocked_axis = None;
+    loop {
+        let gold = b.eval(s, "window.respawn.gold() || 0").await?.as_u64().unwrap_or(0);
+        if gold > 0 {
+            return Ok(gold);
+        }
+        if Instant::now() > deadline {
+            bail!("no gold picked up within {limit:?}");
+        }
+        let target = b.eval(s, "window.respawn.nearestGold()").await?;
+        let (Some(dx), Some(dy), Some(d), Some(range)) =
+            (target["dx"].as_f64(), target["dy"].as_f64(), target["d"].as_f64(), target["range"].as_f64())
+        else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        if d < range * 0.8 {
+            b.key(s, "keyDown", "e", "KeyE", 69).await?;
+            b.key(s, "keyUp", "e", "KeyE", 69).await?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        // Along the longer axis, unless that one was just blocked (an obstacle).
+        let horizontal = (dx.abs() >= dy.abs()) != (blocked_axis == Some(dx.abs() >= dy.abs()));
+        let (key, code, vk) = match (horizontal, dx >= 0.0, dy >= 0.0) {
+            (true, true, _) => ("ArrowRight", "ArrowRight", 39),
+            (true, false, _) => ("ArrowLeft", "ArrowLeft", 37),
+            (false, _, true) => ("ArrowDown", "ArrowDown", 40),
+            (false, _, false) => ("ArrowUp", "ArrowUp", 38),
+        };
+        let before = position(b, s).await?;
+        let along = if horizontal { dx.abs() } else { dy.abs() };
+        // 600 cm/s at most: hold the key about as long as the way there takes.
+        let hold = Duration::from_millis((along / 0.6).clamp(100.0, 400.0) as u64);
+        b.key(s, "keyDown", key, code, vk).await?;
+        tokio::time::sleep(hold).await;
+        b.key(s, "keyUp", key, code, vk).await?;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let after = position(b, s).await?;
+        let moved = (after.0 - before.0).abs() + (after.1 - before.1).abs();
+        blocked_axis = (moved < 10.0).then_some(horizontal);
     }
 }
 
@@ -312,12 +364,24 @@ async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
 
     browser.screenshot(&s, "play.png").await?;
 
+    // The player picks up gold; it stays through a reload and a switch to
+    // another zone (the character leaves meadow, is saved, and arrives in caverns).
+    let gold = earn_gold(&mut browser, &s, Duration::from_secs(60)).await?;
+    browser.eval(&s, "window.beforeReload = true; location.reload(); 0").await?;
+    let reloaded = "!window.beforeReload && !!(window.respawn && window.respawn.joined())";
+    browser.wait_for(&s, reloaded, Duration::from_secs(20)).await?;
+    browser.wait_for(&s, &format!("window.respawn.gold() === {gold}"), Duration::from_secs(5)).await?;
+    let switch = "const z = document.getElementById('zone'); z.value = 'caverns'; \
+                  z.dispatchEvent(new Event('change')); 0";
+    browser.eval(&s, switch).await?;
+    let in_caverns = format!("window.respawn.zone() === 'caverns' && window.respawn.gold() === {gold}");
+    browser.wait_for(&s, &in_caverns, Duration::from_secs(20)).await?;
+
     // The page made a guest account: a reload signs in to the same character,
     // which can then be kept with a username and password and signed in to.
     let character = browser.eval(&s, "window.respawn.character()").await?;
     assert!(character.as_str().is_some_and(|c| c.starts_with("guest-")), "{character}");
     browser.eval(&s, "window.beforeReload = true; location.reload(); 0").await?;
-    let reloaded = "!window.beforeReload && !!(window.respawn && window.respawn.joined())";
     browser.wait_for(&s, reloaded, Duration::from_secs(20)).await?;
     assert_eq!(browser.eval(&s, "window.respawn.character()").await?, character, "the same character after a reload");
     let keep = "document.querySelector('#account a').click();                 document.getElementById('su-user').value = 'e2e.player';                 document.getElementById('su-pass').value = 'browser password';                 document.getElementById('signup').requestSubmit(); 0";
@@ -384,7 +448,7 @@ async fn the_dashboard_shows_ccu_live_and_its_announcement_reaches_a_player() ->
     let mut watcher_account = respawn_client::GuestSession::sign_up(&platform).await?;
     let grant = watcher_account.play("meadow").await?;
     let mut watcher = respawn_client::Connection::connect(&grant.address).await?;
-    watcher.join(grant.token, None, "meadow", Duration::from_secs(5)).await?;
+    watcher.join(grant.token, None, &grant.character_ticket, "meadow", Duration::from_secs(5)).await?;
     let mut bots = respawn_client::Fleet::spawn(
         respawn_client::Access::Login { platform: platform.clone() },
         &["meadow".to_owned()],

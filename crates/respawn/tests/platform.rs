@@ -197,7 +197,7 @@ async fn players_sign_in_to_accounts_land_on_ready_servers_and_bans_and_disablin
     let claims = respawn_token::TokenKey::new(TOKEN_KEY.as_bytes())?.verify(&grant.token, 0)?;
     assert_eq!((claims.player_id, claims.name.as_str()), (ann.account_id, "ann"));
     let mut ann_client = Client::connect(&grant.address).await?;
-    ann_client.conn.join(grant.token.clone(), None, "meadow", Duration::from_secs(5)).await?;
+    ann_client.conn.join(grant.token.clone(), None, &grant.character_ticket, "meadow", Duration::from_secs(5)).await?;
 
     // A refresh token works once; its reuse ends the whole sign-in.
     let next = api.refresh(&again.refresh_token).await?;
@@ -330,5 +330,6 @@ fn join_body(token: &str) -> respawn_proto::client_message::Body {
         token: token.to_owned(),
         zone: "meadow".into(),
         resume_token: String::new(),
+        character_ticket: String::new(),
     })
 }

@@ -192,7 +192,7 @@ async fn guide_rollout_then_handoff_then_refused_builds_then_rollback() -> Resul
     d.wait_servers("the refusing build", |l| l.len() == 2).await?;
     let (ok, out) = d.ctl(&["rollout", "--to", &refusing.ws_url(), "--handoff"]).await?;
     assert!(!ok, "a build that cannot read the snapshots took the zones:\n{out}");
-    assert!(out.contains("rolled_back") && out.contains("format 2"), "{out}");
+    assert!(out.contains("rolled_back") && out.contains("format 3"), "{out}");
     drop(refusing);
     let list =
         d.wait_servers("the first build alone, hosting every zone", |l| l.len() == 1 && hosts_all(&l[0])).await?;
@@ -211,6 +211,7 @@ async fn guide_rollout_then_handoff_then_refused_builds_then_rollback() -> Resul
             token: support::token(1, "old-client"),
             zone: "meadow".into(),
             resume_token: String::new(),
+            character_ticket: String::new(),
         }))
         .await?;
     let refused = client.closed(Duration::from_secs(5)).await?;

@@ -16,7 +16,7 @@ use respawn_sim::{Command, CommandKind, Point, Zone, ZoneConfig};
 use respawn_zone::link::{ClientLink, ConnState};
 use respawn_zone::metrics::Metrics;
 use respawn_zone::persist::PersistState;
-use respawn_zone::zone_loop::{Control, LoopSettings, PersistLink, ZoneRunner};
+use respawn_zone::zone_loop::{Control, Entry, LoopSettings, PersistLink, ZoneRunner};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -107,7 +107,8 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
         let (out, rx) = mpsc::channel(8);
         let link = ClientLink { conn: ConnState::new(u64::from(i), CancellationToken::new()), out };
         let player = u64::from(i) + 1;
-        runner.control(Control::Attach { player, name: format!("bot{i}"), link, resume_token: String::new() });
+        let (name, resume_token) = (format!("bot{i}"), String::new());
+        runner.control(Control::Attach { player, name, link, resume_token, entry: Entry::Fresh });
         receivers.push(rx);
     }
     let mut rng = Rng::new(42);

@@ -105,6 +105,7 @@ fn synthetic(i: u64, epoch: u64) -> Event {
         tick: i / 10,
         index: (i % 10) as u32,
         player: 1 + i % 1_000,
+        incarnation: 0,
         kind: Some(kind),
     }
 }

@@ -178,7 +178,11 @@ fn free_text(value: &str, what: &str) -> Result<(), Refusal> {
 
 /// Makes the same admin call on every listed server (those hosting `zone`
 /// when given); returns how many accepted and the failures.
-async fn each_server<F, Fut>(ctx: &HttpContext, zone: Option<&str>, call: F) -> Result<serde_json::Value, Response>
+pub(super) async fn each_server<F, Fut>(
+    ctx: &HttpContext,
+    zone: Option<&str>,
+    call: F,
+) -> Result<serde_json::Value, Response>
 where
     F: Fn(ZoneAdmin, String) -> Fut,
     Fut: std::future::Future<Output = Result<(), CallError>>,
@@ -303,6 +307,8 @@ pub(super) async fn player(State(ctx): State<HttpContext>, Path(given): Path<Str
                 json!({
                     "name": r.name, "level": r.level, "xp": r.xp, "gold": r.gold,
                     "inventory": r.inventory, "online": r.online, "last_zone_id": r.last_zone, "events": r.events,
+                    "incarnation": r.incarnation, "hold": r.hold.as_str(), "hold_zone": r.hold.zone(),
+                    "place": r.place.map(|(zone_id, x, y)| json!({"zone_id": zone_id, "x": x, "y": y})),
                 })
             }),
             banned: bans

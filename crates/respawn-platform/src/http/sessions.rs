@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
+use axum::http::header;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Extension;
-use respawn_api::players::{Play, PlayGrant};
+use respawn_api::admin::ZoneAdmin;
+use respawn_api::players::{CharacterTicket, Place, Play, PlayGrant, CHARACTER_TICKET_TTL_SECS};
 use respawn_store::ops::Login;
 use respawn_store::ServerState;
 use respawn_token::Claims;
@@ -19,6 +21,7 @@ use respawn_token::Claims;
 use super::accounts::{account_failure, accounts};
 use super::unix_now_ms;
 use super::{bearer, json, rate_limit, store_failure, text, HttpContext};
+use crate::projection::Claim;
 
 pub(super) async fn play(
     State(ctx): State<HttpContext>,
@@ -59,6 +62,7 @@ pub(super) async fn play(
             ));
         }
         let server = &candidates[(player_id % candidates.len() as u64) as usize];
+        let character_ticket = claim_character(&ctx, player_id, &claims.name, &request.zone, &signer.key).await?;
         let login = Login {
             player: player_id,
             name: claims.name.clone(),
@@ -82,10 +86,73 @@ pub(super) async fn play(
                 server: server.id.clone(),
                 address: server.address.clone(),
                 expires_at: claims.expires_at,
+                character_ticket,
             },
         ))
     };
     result.await.unwrap_or_else(|refused| refused)
+}
+
+/// Claims the player's character for `zone` in the ledger's database and
+/// seals its ticket. A character claimed for or in another zone is asked to
+/// leave there (kicked: a sign-in elsewhere takes it over) and the caller
+/// told to retry once it has: its state is handed out only once the stay
+/// that holds it is stored as ended.
+async fn claim_character(
+    ctx: &HttpContext,
+    player: u64,
+    name: &str,
+    zone: &str,
+    key: &respawn_token::TokenKey,
+) -> Result<String, Response> {
+    let Some(ledger) = ctx.ledger.get() else {
+        return Err(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "characters are kept in the platform's database, which is not connected yet; retry in a few seconds",
+        ));
+    };
+    let (claim, record) = ledger.claim(player, name, zone, unix_now_ms()).await.map_err(|e| {
+        tracing::warn!(error = %e, "character claim failed");
+        text(StatusCode::SERVICE_UNAVAILABLE, "the character store cannot be reached now; retry in a few seconds")
+    })?;
+    match claim {
+        Claim::Granted { incarnation } => {
+            let ticket = CharacterTicket {
+                player_id: player,
+                name: name.to_owned(),
+                zone: zone.to_owned(),
+                incarnation,
+                level: record.level,
+                xp: record.xp,
+                gold: record.gold,
+                inventory: record
+                    .inventory
+                    .iter()
+                    .map(|(item, count)| (*item, (*count).min(u64::from(u32::MAX)) as u32))
+                    .collect(),
+                place: record.place.map(|(zone_id, x, y)| Place { zone_id, x, y }),
+                expires_at: unix_now_ms() / 1_000 + CHARACTER_TICKET_TTL_SECS,
+            };
+            Ok(ticket.seal(key))
+        }
+        Claim::Elsewhere { zone: held } => {
+            let (context, leaving) = (ctx.clone(), held.clone());
+            tokio::spawn(async move {
+                let kick = |admin: ZoneAdmin, addr: String| async move {
+                    admin.kick(&addr, player, Some("signed in to play in another zone")).await
+                };
+                if let Err(e) = super::ops::each_server(&context, Some(&leaving), kick).await {
+                    tracing::debug!(status = %e.status(), player, "takeover kick reached no server");
+                }
+            });
+            let mut answer = text(
+                StatusCode::CONFLICT,
+                format!("the character is in zone {held:?} and is being asked to leave it; retry in a moment"),
+            );
+            answer.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            Err(answer)
+        }
+    }
 }
 
 /// The zones players can log in to now (hosted by a ready server), with

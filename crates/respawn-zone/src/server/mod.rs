@@ -9,7 +9,7 @@ mod handover;
 pub mod state;
 
 pub use handover::HandoverError;
-pub use state::{ServerState, ZoneHandle};
+pub use state::{Characters, ServerState, ZoneHandle};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -75,6 +75,7 @@ pub struct ServerOptions {
     /// Run when a drain starts, while the server still hosts zones: hands
     /// them to another server (the platform's evacuation) before players are told.
     pub before_drain: Option<DrainHook>,
+    pub characters: Characters,
 }
 
 /// What a drain does first; see [`ServerOptions::before_drain`].
@@ -161,6 +162,7 @@ impl ZoneServer {
             version,
             not_hosted,
             before_drain,
+            characters,
         } = options;
         tracing::info!(stores = %stores.description, "state stores");
         let listener = TcpListener::bind(config.listen)
@@ -170,6 +172,7 @@ impl ZoneServer {
             metrics: Metrics::new(&version),
             config,
             token_key,
+            characters,
             stores,
             admin_token,
             bans: crate::bans::BanList::default(),

@@ -53,11 +53,22 @@ impl ZoneHandle {
     }
 }
 
+/// Where the characters that join come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Characters {
+    /// Each join makes a new character (a zone server of its own).
+    Fresh,
+    /// The platform keeps them: a join needs its character ticket, and a
+    /// resume token takes back only a character still in the zone.
+    KeptByPlatform,
+}
+
 /// What every request handler and connection shares.
 #[derive(Debug)]
 pub struct ServerState {
     pub config: ServerConfig,
     pub token_key: TokenKey,
+    pub characters: Characters,
     pub stores: Stores,
     pub(crate) admin_token: Option<String>,
     pub metrics: Metrics,

@@ -96,6 +96,11 @@ impl ZoneProcess {
         Self::start_listening(config, dir, data, "127.0.0.1:0".parse()?, extra)
     }
 
+    /// Starts (again) with its state in `data`, listening on `listen`.
+    pub fn start_at_in(config: &str, data: &std::path::Path, listen: SocketAddr, extra: &[&str]) -> Result<Self> {
+        Self::start_listening(config, TempDir::new("zone")?, data, listen, extra)
+    }
+
     /// Starts another build of the binary (`bin`) with its state in `data`.
     pub fn start_build(bin: &str, config: &str, data: &std::path::Path, extra: &[&str]) -> Result<Self> {
         Self::spawn(bin, config, TempDir::new("zone")?, data, "127.0.0.1:0".parse()?, extra)
@@ -195,6 +200,26 @@ pub fn token_expiring(player: u64, name: &str, ttl_secs: i64) -> String {
     TokenKey::new(TOKEN_KEY.as_bytes()).expect("key").sign(&claims).expect("sign")
 }
 
+/// A character ticket, as the platform would give, for a new character of
+/// `player` in `zone`: what a zone server started with `--platform` wants
+/// with a join (others ignore it).
+pub fn ticket(player: u64, name: &str, zone: &str) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    let ticket = respawn_api::players::CharacterTicket {
+        player_id: player,
+        name: name.into(),
+        zone: zone.into(),
+        incarnation: 1,
+        level: 1,
+        xp: 0,
+        gold: 0,
+        inventory: Default::default(),
+        place: None,
+        expires_at: now + respawn_api::players::CHARACTER_TICKET_TTL_SECS,
+    };
+    ticket.seal(&TokenKey::new(TOKEN_KEY.as_bytes()).expect("key"))
+}
+
 /// A protocol-level test client over `respawn_client::Connection`.
 pub struct Client {
     pub conn: Connection,
@@ -223,7 +248,8 @@ impl Client {
     /// Connects and joins; returns the client and its Welcome.
     pub async fn join(url: &str, player: u64, name: &str, zone: &str) -> Result<(Self, respawn_proto::Welcome)> {
         let mut c = Self::connect(url).await?;
-        let welcome = c.conn.join(token(player, name), None, zone, Duration::from_secs(5)).await?;
+        let (token, ticket) = (token(player, name), ticket(player, name, zone));
+        let welcome = c.conn.join(token, None, &ticket, zone, Duration::from_secs(5)).await?;
         Ok((c, welcome))
     }
 

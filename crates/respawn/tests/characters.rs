@@ -1,0 +1,211 @@
+//! Characters the platform keeps: what a player earned is what they find
+//! again after leaving and signing in, a second sign-in, a zone server's
+//! `kill -9`, and a switch to another zone; a ticket of a stay that ended
+//! lets nothing in. Real processes: MariaDB and Tansu (from
+//! `scripts/services`), the platform server, a zone server publishing its
+//! events through Kafka.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use respawn_api::http::{self, CallError};
+use respawn_api::players::{GuestSignUp, PlayGrant, PlayerApi, SignIn};
+use respawn_proto::{server_message::Body as S, CloseCode, PlayerStats};
+use serde_json::Value;
+use support::{Client, Database, Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
+
+const SERVER_TOKEN: &str = "characters-server-token";
+const OPERATOR: &str = "characters-operator-token";
+
+/// The player's record as operators see it (`GET /v1/players/{id}`).
+async fn record(platform: &str, player: u64) -> Result<Value> {
+    let (code, body) = http::request(platform, "GET", &format!("/v1/players/{player}"), Some(OPERATOR)).await?;
+    if code != 200 {
+        bail!("profile answered {code}: {body}");
+    }
+    Ok(serde_json::from_str::<Value>(&body)?["record"].clone())
+}
+
+/// Polls the record until `want` holds (`limit` at most).
+async fn wait_record(
+    platform: &str,
+    player: u64,
+    what: &str,
+    limit: Duration,
+    want: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let r = record(platform, player).await?;
+        if want(&r) {
+            return Ok(r);
+        }
+        if Instant::now() > deadline {
+            bail!("the record never showed {what}: {r}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `POST /v1/play`, retried while the character is still leaving another
+/// zone (409) or no server is ready (503).
+async fn play(api: &PlayerApi, token: &str, zone: &str) -> Result<PlayGrant> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match api.play(token, zone).await {
+            Ok(grant) => return Ok(grant),
+            Err(CallError::Refused { status: 409 | 503, answer }) if Instant::now() < deadline => {
+                note_refusal(&answer);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => bail!("play {zone}: {e}"),
+        }
+    }
+}
+
+fn note_refusal(answer: &str) {
+    eprintln!("play refused for now: {}", answer.trim());
+}
+
+/// Joins with a grant; answers the client, whether the zone gave back a
+/// character it held, and the character's stats.
+async fn join(grant: &PlayGrant) -> Result<(Client, bool, PlayerStats)> {
+    let mut client = Client::connect(&grant.address).await?;
+    let welcome = client
+        .conn
+        .join(grant.token.clone(), None, &grant.character_ticket, &grant.zone, Duration::from_secs(5))
+        .await?;
+    let you = client
+        .next_matching(Duration::from_secs(5), |b| match b {
+            S::Update(u) => u.you.clone(),
+            _ => None,
+        })
+        .await?;
+    Ok((client, welcome.resumed, you))
+}
+
+fn progress(stats: &PlayerStats) -> (u32, u64, u64) {
+    (stats.level, stats.xp, stats.gold)
+}
+
+fn recorded(r: &Value) -> (u32, u64, u64) {
+    let n = |k: &str| r[k].as_u64().unwrap_or_default();
+    (n("level") as u32, n("xp"), n("gold"))
+}
+
+#[tokio::test]
+async fn a_character_keeps_what_it_earned_across_sign_ins_a_crash_and_a_zone_switch() -> Result<()> {
+    let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS").expect("run through scripts/test");
+    let db = Database::create("characters").await?;
+    let group = format!("characters-{}", std::process::id());
+    let platform = Platform::start_with(
+        &brokers,
+        &db.url(),
+        &group,
+        &[
+            "--server-token",
+            SERVER_TOKEN,
+            "--token-key",
+            TOKEN_KEY,
+            "--zone-admin-token",
+            ADMIN_TOKEN,
+            "--admin-token",
+            OPERATOR,
+        ],
+    )?;
+    platform.wait_healthy().await?;
+    platform.wait_ready().await?;
+    let addr = platform.addr.to_string();
+    let dir = respawn_harness::TempDir::new("characters")?;
+    let data = dir.path().join("data");
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let zone_args = ["--platform", addr.as_str(), "--server-token", SERVER_TOKEN, "--kafka-brokers", brokers.as_str()];
+    let zone = ZoneProcess::start_at_in(TEST_CONFIG, &data, listen, &zone_args)?;
+
+    // A guest plays (as a bot) until it has earned gold, then leaves.
+    let api = PlayerApi::new(&addr);
+    let guest = api.guest(&GuestSignUp::default()).await?;
+    let (player, secret) = (guest.account_id, guest.device_secret.clone().unwrap_or_default());
+    let access = respawn_client::Access::Guests { platform: addr.clone(), device_secrets: Arc::from([secret.clone()]) };
+    let bot = respawn_client::Fleet::spawn(access, &["meadow".to_owned()], 1, "earner");
+    wait_record(&addr, player, "gold earned in meadow", Duration::from_secs(90), |r| {
+        r["gold"].as_u64().unwrap_or_default() > 0 && r["hold"] == "in_zone"
+    })
+    .await?;
+    bot.stop().await;
+    let rested =
+        wait_record(&addr, player, "the character at rest", Duration::from_secs(20), |r| r["hold"] == "at_rest")
+            .await?;
+    let earned = recorded(&rested);
+    assert!(earned.2 > 0, "{rested}");
+    assert_eq!((rested["incarnation"].as_u64(), rested["place"]["zone_id"].as_u64()), (Some(1), Some(1)), "{rested}");
+
+    // Signed in again: the character comes back as it left, in a new stay.
+    let session = api.sign_in(&SignIn::device(&secret)).await?;
+    let first = play(&api, &session.session_token, "meadow").await?;
+    let (mut client, resumed, you) = join(&first).await?;
+    assert!(!resumed, "it was at rest: a new stay");
+    assert_eq!(progress(&you), earned, "what it earned, after signing in again");
+
+    // A second sign-in takes it over: the first connection is closed, no copy is made.
+    let second_session = api.sign_in(&SignIn::device(&secret)).await?;
+    let second = play(&api, &second_session.session_token, "meadow").await?;
+    let (mut taken_over, resumed, you) = join(&second).await?;
+    assert!(resumed, "the character in the zone was taken over");
+    assert_eq!(progress(&you), earned);
+    assert_eq!(client.closed(Duration::from_secs(5)).await?.code, CloseCode::Replaced.code());
+
+    // kill -9: the zone server comes back from its files with the character in it.
+    drop(zone);
+    let zone = ZoneProcess::start_at_in(TEST_CONFIG, &data, listen, &zone_args)?;
+    let _ = taken_over.closed(Duration::from_secs(5)).await;
+    let after_crash = play(&api, &second_session.session_token, "meadow").await?;
+    let (meadow_client, resumed, you) = join(&after_crash).await?;
+    assert!(resumed, "the restored zone still held the character");
+    assert_eq!(progress(&you), earned, "nothing lost to the crash");
+
+    // Another zone: the character is asked to leave meadow, saved, and brought to caverns.
+    let mut meadow_client = meadow_client;
+    let caverns = play(&api, &second_session.session_token, "caverns").await?;
+    assert_eq!(meadow_client.closed(Duration::from_secs(5)).await?.code, CloseCode::Kicked.code());
+    let (caverns_client, resumed, you) = join(&caverns).await?;
+    assert!(!resumed);
+    assert_eq!(progress(&you), earned, "the same character in the other zone");
+    wait_record(&addr, player, "the character in caverns", Duration::from_secs(20), |r| {
+        r["hold"] == "in_zone" && r["hold_zone"] == "caverns" && r["incarnation"] == 3
+    })
+    .await?;
+
+    // The ticket of the stay in meadow that ended brings nothing in: not even the old state.
+    let mut replay = Client::connect(&after_crash.address).await?;
+    let refused = replay
+        .conn
+        .join(after_crash.token.clone(), None, &after_crash.character_ticket, "meadow", Duration::from_secs(5))
+        .await;
+    let refused = refused.expect_err("a stale ticket was let in").to_string();
+    assert!(refused.contains(&CloseCode::CharacterUnavailable.code().to_string()), "{refused}");
+    assert!(matches!(
+        api.play(&second_session.session_token, "meadow").await,
+        Err(CallError::Refused { status: 409, .. })
+    ));
+
+    // It leaves caverns; at rest, the record is what it earned, and no stale writer was taken.
+    let mut caverns_client = caverns_client;
+    caverns_client.send(respawn_proto::client_message::Body::Leave(respawn_proto::Leave {})).await?;
+    let done = wait_record(&addr, player, "at rest after caverns", Duration::from_secs(20), |r| r["hold"] == "at_rest")
+        .await?;
+    assert_eq!(recorded(&done), earned, "{done}");
+    assert_eq!(done["place"]["zone_id"].as_u64(), Some(2), "last stood in caverns");
+    let metrics = http::scrape(&addr).await?;
+    let stale = respawn_api::prom::sum(
+        &respawn_api::prom::parse(&metrics),
+        "respawn_platform_stale_character_events_total",
+        &[],
+    );
+    assert_eq!(stale, 0.0, "no event of an ended stay reached the ledger");
+    drop(zone);
+    Ok(())
+}
