@@ -167,11 +167,11 @@ pub struct CharacterTicket {
     pub expires_at: u64,
 }
 
-/// A zone (by id) and a position in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A zone (by name) and a position in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Place {
-    pub zone_id: u32,
+    pub zone: String,
     pub x: i32,
     pub y: i32,
 }
@@ -314,7 +314,7 @@ mod tests {
             xp: 120,
             gold: 9,
             inventory: BTreeMap::from([(3, 2)]),
-            place: Some(Place { zone_id: 1, x: 10, y: -4 }),
+            place: Some(Place { zone: "meadow".into(), x: 10, y: -4 }),
             expires_at: 1_000,
         }
     }

@@ -196,6 +196,8 @@ pub struct BotStats {
     pub refused_moving: AtomicU64,
     /// Zone moves followed (a migrate notice, then a resume at the new address).
     pub migrations: AtomicU64,
+    /// Walks into another zone followed (a travel notice, then a join there).
+    pub travels: AtomicU64,
     /// Reconnections that found a new character instead of the bot's own.
     pub characters_lost: AtomicU64,
     /// Resumes after which the character had less gold, XP or inventory than before.
@@ -305,6 +307,13 @@ impl Brain {
                 }
             }
         }
+        let speed = (w.max_speed * 3 / 4).max(1) as i32;
+        if let Some(away) = away_from_exits(w, pos) {
+            // Bots stay in their zone: near a way out, they turn from it.
+            self.steer(step_towards(pos, away, speed), out);
+            self.next_decision_tick = tick + 10;
+            return;
+        }
         if tick >= self.next_decision_tick {
             self.next_decision_tick = tick + 10 + u64::from(self.rng.below(30));
             let seek = self.rng.below(10) < 6;
@@ -316,15 +325,33 @@ impl Brain {
                 Some(t) if seek => t,
                 _ => Point::new(self.rng.range_i32(0, w.width), self.rng.range_i32(0, w.height)),
             };
-            let speed = (w.max_speed * 3 / 4).max(1) as i32;
-            let v = step_towards(pos, goal, speed);
-            if v != self.velocity {
-                self.velocity = v;
-                let seq = self.next_seq();
-                out.push(C::Move(respawn_proto::MoveInput { seq, vx: v.x, vy: v.y }));
-            }
+            self.steer(step_towards(pos, goal, speed), out);
         }
     }
+
+    fn steer(&mut self, v: Point, out: &mut Vec<C>) {
+        if v != self.velocity {
+            self.velocity = v;
+            let seq = self.next_seq();
+            out.push(C::Move(respawn_proto::MoveInput { seq, vx: v.x, vy: v.y }));
+        }
+    }
+}
+
+/// How close to an exit a bot turns away from it: farther than it walks
+/// between two looks at the field.
+const EXIT_MARGIN: i32 = 1_000;
+
+/// A point straight away from the exit `pos` is near, if it is near one.
+fn away_from_exits(w: &respawn_proto::Welcome, pos: Point) -> Option<Point> {
+    w.exits.iter().filter_map(|e| e.area.as_ref()).find_map(|a| {
+        let near = pos.x >= a.x - EXIT_MARGIN
+            && pos.x <= a.x + a.w + EXIT_MARGIN
+            && pos.y >= a.y - EXIT_MARGIN
+            && pos.y <= a.y + a.h + EXIT_MARGIN;
+        let centre = Point::new(a.x + a.w / 2, a.y + a.h / 2);
+        near.then(|| Point::new(2 * pos.x - centre.x, 2 * pos.y - centre.y))
+    })
 }
 
 /// What carries over from one session to the next: how to resume, and what
@@ -348,6 +375,8 @@ struct Continuity {
     last_stats: Option<respawn_proto::PlayerStats>,
     /// Where the zone moved (a migrate notice): the next session goes there.
     redirect: Option<String>,
+    /// The zone the character travelled to (a travel notice): it plays there from now on.
+    zone: Option<String>,
     /// With [`Access::Direct`], the address the zone moved to last.
     direct_url: Option<String>,
     /// Recent acknowledgements: (durable through tick, highest seq), oldest first.
@@ -506,7 +535,8 @@ async fn credentials(config: &BotConfig, link: &mut Continuity) -> Result<(Strin
                         link.account.insert(session)
                     }
                 };
-                link.grant = Some((account.play(&config.zone).await?, 0));
+                let zone = link.zone.as_deref().unwrap_or(&config.zone);
+                link.grant = Some((account.play(zone).await?, 0));
                 link.granted_at = Some(Instant::now());
             }
             let (grant, _) = link.grant.as_ref().ok_or_else(|| anyhow::anyhow!("no join"))?;
@@ -533,7 +563,7 @@ async fn session(
         _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
     };
     let welcome = tokio::select! {
-        w = conn.join(token, link.resume_token.clone(), &ticket, &config.zone, limit) => w?,
+        w = conn.join(token, link.resume_token.clone(), &ticket, link.zone.as_deref().unwrap_or(&config.zone), limit) => w?,
         _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
     };
     if welcome.resumed {
@@ -612,6 +642,14 @@ async fn session(
                     // deadline, through a new join; the character waits for the resume.
                     link.grant = None;
                     break SessionEnd::Closed { code: 1001, reason: n.text };
+                }
+                Event::Message(S::Notice(n)) if n.kind == NoticeKind::Travel as i32 && !n.travel_to.is_empty() => {
+                    // The character walked on to another zone: play there, through a new join.
+                    stats.travels.fetch_add(1, Ordering::Relaxed);
+                    link.zone = Some(n.travel_to);
+                    link.grant = None;
+                    link.resume_token = None;
+                    break SessionEnd::Closed { code: respawn_proto::CloseCode::Travelled.code(), reason: n.text };
                 }
                 Event::Message(S::Notice(n)) if n.kind == NoticeKind::Migrate as i32 && !n.migrate_to.is_empty() => {
                     // The zone runs at its new address already; the old server closes next.

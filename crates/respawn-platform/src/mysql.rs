@@ -232,7 +232,7 @@ async fn write_records(tx: &mut Transaction<'_, MySql>, records: &[PlayerRecord]
     for chunk in records.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::new(format!("INSERT INTO players ({PLAYER_COLUMNS}) "));
         query.push_values(chunk, |mut row, r| {
-            let (place_zone, place_x, place_y) = r.place.unwrap_or((0, 0, 0));
+            let (place_zone, place_x, place_y) = r.place.clone().unwrap_or_default();
             let (hold, hold_zone, hold_at_ms) = r.hold.to_columns();
             row.push_bind(r.player)
                 .push_bind(r.name.clone())
@@ -270,13 +270,16 @@ async fn claim(
         .fetch_optional(&mut *tx)
         .await?;
     let (claim, record) = claim_stored(row.as_ref().map(record_from).transpose()?, player, name, zone, now_ms);
-    write_records(&mut tx, std::slice::from_ref(&record)).await?;
+    // Held elsewhere, nothing changed.
+    if let Claim::Granted { .. } = claim {
+        write_records(&mut tx, std::slice::from_ref(&record)).await?;
+    }
     tx.commit().await?;
     Ok((claim, record))
 }
 
 fn record_from(row: &MySqlRow) -> Result<PlayerRecord, sqlx::Error> {
-    let place_zone: u32 = row.try_get(9)?;
+    let place_zone: String = row.try_get(9)?;
     Ok(PlayerRecord {
         player: row.try_get(0)?,
         name: row.try_get(1)?,
@@ -287,7 +290,7 @@ fn record_from(row: &MySqlRow) -> Result<PlayerRecord, sqlx::Error> {
         last_zone: row.try_get(6)?,
         online: row.try_get(7)?,
         events: row.try_get(8)?,
-        place: (place_zone != 0).then_some((place_zone, row.try_get(10)?, row.try_get(11)?)),
+        place: if place_zone.is_empty() { None } else { Some((place_zone, row.try_get(10)?, row.try_get(11)?)) },
         incarnation: row.try_get(12)?,
         hold: Hold::from_columns(row.try_get(13)?, row.try_get(14)?, row.try_get(15)?),
     })

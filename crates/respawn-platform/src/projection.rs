@@ -84,8 +84,9 @@ pub struct PlayerRecord {
     pub inventory: BTreeMap<u32, u64>,
     /// The zone (id) of the newest event taken.
     pub last_zone: u32,
-    /// Where it stood when it last left a zone: that zone's id and position.
-    pub place: Option<(u32, i32, i32)>,
+    /// Where it stood when it last left a zone (or where it travels to):
+    /// that zone's name and the position.
+    pub place: Option<(String, i32, i32)>,
     pub online: bool,
     /// Events folded into this record.
     pub events: u64,
@@ -221,7 +222,7 @@ impl PlayerRecord {
         self.xp = c.xp;
         self.gold = c.gold;
         self.inventory = c.inventory.iter().filter(|s| s.count > 0).map(|s| (s.item, u64::from(s.count))).collect();
-        self.place = (c.zone != 0).then_some((c.zone, c.x, c.y));
+        self.place = (!c.zone.is_empty()).then(|| (c.zone.clone(), c.x, c.y));
     }
 
     /// What happened to the character while it was in a zone.
@@ -319,7 +320,7 @@ mod tests {
             xp: 150,
             gold,
             inventory: vec![ItemStack { item: 3, count: 2 }],
-            zone: 1,
+            zone: "meadow".into(),
             x: 500,
             y: 600,
         }
@@ -330,7 +331,13 @@ mod tests {
     }
 
     fn left(c: ev::Character) -> Kind {
-        Kind::PlayerLeft(ev::PlayerLeft { level: c.level, xp: c.xp, gold: c.gold, character: Some(c) })
+        Kind::PlayerLeft(ev::PlayerLeft {
+            level: c.level,
+            xp: c.xp,
+            gold: c.gold,
+            character: Some(c),
+            travel: String::new(),
+        })
     }
 
     #[test]
@@ -355,7 +362,11 @@ mod tests {
         assert_eq!(records[&8].gold, 1);
         assert_eq!(records.len(), 2, "player 0 has no record");
 
-        let left = event(7, 2, Kind::PlayerLeft(ev::PlayerLeft { level: 2, xp: 45, gold: 9, character: None }));
+        let left = event(
+            7,
+            2,
+            Kind::PlayerLeft(ev::PlayerLeft { level: 2, xp: 45, gold: 9, character: None, travel: String::new() }),
+        );
         fold(&mut records, &[&left]);
         assert_eq!((records[&7].xp, records[&7].gold, records[&7].online), (45, 9, false));
 
@@ -390,7 +401,10 @@ mod tests {
         assert_eq!(ada.claim("forest", 4_000), Claim::Elsewhere { zone: "meadow".into() });
 
         assert!(ada.apply(&kept(7, 1, 1, left(character(1, 41)))));
-        assert_eq!((ada.hold.clone(), ada.gold, ada.place, ada.online), (Hold::AtRest, 41, Some((1, 500, 600)), false));
+        assert_eq!(
+            (ada.hold.clone(), ada.gold, ada.place.clone(), ada.online),
+            (Hold::AtRest, 41, Some(("meadow".into(), 500, 600)), false)
+        );
         assert_eq!(ada.claim("forest", 5_000), Claim::Granted { incarnation: 2 }, "at rest: a new stay");
     }
 

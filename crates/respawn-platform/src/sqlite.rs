@@ -178,7 +178,10 @@ impl Ledger for SqliteLedger {
                 .fetch_optional(&mut *tx)
                 .await?;
             let (claim, record) = claim_stored(row.as_ref().map(record_from).transpose()?, player, name, zone, now_ms);
-            write_records(&mut tx, std::slice::from_ref(&record)).await?;
+            // Held elsewhere, nothing changed.
+            if let Claim::Granted { .. } = claim {
+                write_records(&mut tx, std::slice::from_ref(&record)).await?;
+            }
             tx.commit().await?;
             Ok((claim, record))
         }
@@ -232,7 +235,7 @@ async fn write_records(tx: &mut Transaction<'_, Sqlite>, records: &[PlayerRecord
     for chunk in records.chunks(ROWS_PER_STATEMENT / 2) {
         let mut query = QueryBuilder::new(format!("INSERT INTO players ({PLAYER_COLUMNS}) "));
         query.push_values(chunk, |mut row, r| {
-            let (place_zone, place_x, place_y) = r.place.unwrap_or((0, 0, 0));
+            let (place_zone, place_x, place_y) = r.place.clone().unwrap_or_default();
             let (hold, hold_zone, hold_at_ms) = r.hold.to_columns();
             row.push_bind(signed(r.player))
                 .push_bind(r.name.clone())
@@ -261,7 +264,7 @@ async fn write_records(tx: &mut Transaction<'_, Sqlite>, records: &[PlayerRecord
 }
 
 fn record_from(row: &SqliteRow) -> Result<PlayerRecord, sqlx::Error> {
-    let place_zone: u32 = row.try_get(9)?;
+    let place_zone: String = row.try_get(9)?;
     Ok(PlayerRecord {
         player: unsigned(row.try_get(0)?),
         name: row.try_get(1)?,
@@ -272,7 +275,7 @@ fn record_from(row: &SqliteRow) -> Result<PlayerRecord, sqlx::Error> {
         last_zone: row.try_get(6)?,
         online: row.try_get(7)?,
         events: unsigned(row.try_get(8)?),
-        place: (place_zone != 0).then_some((place_zone, row.try_get(10)?, row.try_get(11)?)),
+        place: if place_zone.is_empty() { None } else { Some((place_zone, row.try_get(10)?, row.try_get(11)?)) },
         incarnation: unsigned(row.try_get(12)?),
         hold: Hold::from_columns(row.try_get(13)?, row.try_get(14)?, unsigned(row.try_get(15)?)),
     })

@@ -50,7 +50,7 @@ fn stay(player: u64, zone: u32, epoch: u64, incarnation: u64, gold: u64) -> Vec<
         xp: 400,
         gold,
         inventory: vec![ev::ItemStack { item: 3, count: gems }],
-        zone,
+        zone: format!("zone-{zone}"),
         x: 1_000,
         y: -20,
     };
@@ -59,7 +59,13 @@ fn stay(player: u64, zone: u32, epoch: u64, incarnation: u64, gold: u64) -> Vec<
         Kind::PlayerJoined(ev::PlayerJoined { name: "bea".into(), entity: 4, character: Some(character(gold, 1)) }),
         Kind::GoldChanged(ev::GoldChanged { delta: 5, total: gold + 5 }),
         Kind::ItemAcquired(ev::ItemAcquired { item: 3, count: 1 }),
-        Kind::PlayerLeft(ev::PlayerLeft { level: 3, xp: 400, gold: left.gold, character: Some(left) }),
+        Kind::PlayerLeft(ev::PlayerLeft {
+            level: 3,
+            xp: 400,
+            gold: left.gold,
+            character: Some(left),
+            travel: String::new(),
+        }),
     ];
     kinds
         .into_iter()
@@ -91,7 +97,7 @@ async fn characters(ledger: &dyn Ledger) -> Result<()> {
     assert_eq!((first.inserted, first.stale), (4, 0));
     let at_rest = ledger.player(bea).await?.expect("a record");
     assert_eq!((at_rest.hold.clone(), at_rest.incarnation, at_rest.gold), (Hold::AtRest, 1, 25));
-    assert_eq!((at_rest.place, at_rest.inventory_text().as_str()), (Some((1, 1_000, -20)), "3:2"));
+    assert_eq!((at_rest.place.clone(), at_rest.inventory_text()), (Some(("zone-1".into(), 1_000, -20)), "3:2".into()));
 
     let (claim, record) = ledger.claim(bea, "ignored", "forest", 2_000).await?;
     assert_eq!((claim, record.gold, record.name.as_str()), (Claim::Granted { incarnation: 2 }, 25, "bea"));

@@ -101,6 +101,9 @@ pub struct PlayerLeft {
     pub gold: u64,
     #[prost(message, optional, tag = "4")]
     pub character: Option<Character>,
+    /// The zone it walked to through an exit (empty: it just left).
+    #[prost(string, tag = "5")]
+    pub travel: String,
 }
 
 /// A character's durable part.
@@ -116,9 +119,9 @@ pub struct Character {
     pub gold: u64,
     #[prost(message, repeated, tag = "5")]
     pub inventory: Vec<ItemStack>,
-    /// The zone's id (0: nowhere).
-    #[prost(uint32, tag = "6")]
-    pub zone: u32,
+    /// The zone's name (empty: nowhere).
+    #[prost(string, tag = "6")]
+    pub zone: String,
     #[prost(sint32, tag = "7")]
     pub x: i32,
     #[prost(sint32, tag = "8")]

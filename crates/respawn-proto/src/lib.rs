@@ -114,6 +114,15 @@ pub mod server_message {
     }
 }
 
+/// An area that leads to another zone.
+#[derive(Clone, PartialEq, Message)]
+pub struct Exit {
+    #[prost(message, optional, tag = "1")]
+    pub area: Option<Rect>,
+    #[prost(string, tag = "2")]
+    pub to: String,
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct Rect {
     #[prost(sint32, tag = "1")]
@@ -162,6 +171,8 @@ pub struct Welcome {
     pub timeline: u64,
     #[prost(uint64, tag = "17")]
     pub timeline_start_tick: u64,
+    #[prost(message, repeated, tag = "18")]
+    pub exits: Vec<Exit>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -269,6 +280,7 @@ pub enum NoticeKind {
     Announcement = 2,
     Shutdown = 3,
     Migrate = 4,
+    Travel = 5,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -281,6 +293,8 @@ pub struct Notice {
     pub migrate_to: String,
     #[prost(uint32, tag = "4")]
     pub deadline_ms: u32,
+    #[prost(string, tag = "5")]
+    pub travel_to: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -380,10 +394,13 @@ pub enum CloseCode {
     /// The character's last stay in this zone is still being saved, or
     /// its ticket is not good: ask the platform to play again.
     CharacterUnavailable,
+    /// The character walked into an exit: ask the platform to play in the
+    /// zone the TRAVEL notice names.
+    Travelled,
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 20] = [
+    pub const ALL: [CloseCode; 21] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::UnsupportedData,
@@ -404,6 +421,7 @@ impl CloseCode {
         CloseCode::Banned,
         CloseCode::Migrated,
         CloseCode::CharacterUnavailable,
+        CloseCode::Travelled,
     ];
 
     pub fn code(self) -> u16 {
@@ -428,6 +446,7 @@ impl CloseCode {
             CloseCode::Banned => 4012,
             CloseCode::Migrated => 4013,
             CloseCode::CharacterUnavailable => 4014,
+            CloseCode::Travelled => 4015,
         }
     }
 
@@ -457,6 +476,7 @@ impl CloseCode {
             CloseCode::Banned => "banned",
             CloseCode::Migrated => "migrated",
             CloseCode::CharacterUnavailable => "character_unavailable",
+            CloseCode::Travelled => "travelled",
         }
     }
 }

@@ -115,6 +115,7 @@ fn samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let pickup = Pickup { seq: 1, item: 2 };
     let ping = Ping { client_time: 1 };
     let rect = Rect { x: 1, y: 2, w: 3, h: 4 };
+    let exit = Exit { area: Some(rect.clone()), to: "t".into() };
     let welcome = Welcome {
         protocol_version: 1,
         zone: "z".into(),
@@ -133,6 +134,7 @@ fn samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         resumed: true,
         timeline: 10,
         timeline_start_tick: 11,
+        exits: vec![exit.clone(), exit.clone()],
     };
     let update = StateUpdate {
         tick: 1,
@@ -144,7 +146,7 @@ fn samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         durable_tick: 5,
     };
     let pong = Pong { client_time: 1, server_tick: 2 };
-    let notice = Notice { kind: 3, text: "t".into(), migrate_to: "m".into(), deadline_ms: 4 };
+    let notice = Notice { kind: 3, text: "t".into(), migrate_to: "m".into(), deadline_ms: 4, travel_to: "z".into() };
     let rejected = CommandRejected { seq: 1, reason: "r".into() };
     let error = Error { code: 1, message: "m".into() };
     let client = |b: C| ClientMessage { body: Some(b) }.encode_to_vec();
@@ -179,6 +181,7 @@ fn samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             ],
         ),
         ("Rect", vec![rect.encode_to_vec()]),
+        ("Exit", vec![exit.encode_to_vec()]),
         ("Welcome", vec![welcome.encode_to_vec()]),
         ("EntityState", vec![full_entity().encode_to_vec()]),
         ("InventorySlot", vec![InventorySlot { item: 1, count: 1 }.encode_to_vec()]),
@@ -215,7 +218,7 @@ fn every_enum_matches_the_schema() {
     let rust: [(&str, IsValid, usize); 4] = [
         ("EntityKind", |v| EntityKind::try_from(v).is_ok(), 4),
         ("ItemKind", |v| ItemKind::try_from(v).is_ok(), 5),
-        ("NoticeKind", |v| NoticeKind::try_from(v).is_ok(), 5),
+        ("NoticeKind", |v| NoticeKind::try_from(v).is_ok(), 6),
         ("ErrorCode", |v| ErrorCode::try_from(v).is_ok(), 5),
     ];
     assert_eq!(rust.len(), schema.enums.len());
@@ -236,12 +239,12 @@ fn event_samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         xp: 3,
         gold: 4,
         inventory: vec![stack.clone(), stack.clone()],
-        zone: 5,
+        zone: "z".into(),
         x: -6,
         y: 7,
     };
     let joined = ev::PlayerJoined { name: "n".into(), entity: 1, character: Some(character.clone()) };
-    let left = ev::PlayerLeft { level: 1, xp: 2, gold: 3, character: Some(character.clone()) };
+    let left = ev::PlayerLeft { level: 1, xp: 2, gold: 3, character: Some(character.clone()), travel: "t".into() };
     let item = ev::ItemAcquired { item: 1, count: 2 };
     let gold = ev::GoldChanged { delta: -1, total: 2 };
     let level = ev::LevelUp { level: 2 };

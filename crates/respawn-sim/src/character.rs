@@ -20,8 +20,8 @@ pub struct Character {
     pub xp: u64,
     pub gold: u64,
     pub inventory: BTreeMap<ItemKind, u32>,
-    /// The zone (id) and position it was last in.
-    pub place: Option<(u32, Point)>,
+    /// The zone (by name) and position it was last in, or is travelling to.
+    pub place: Option<(String, Point)>,
 }
 
 impl Character {

@@ -174,11 +174,11 @@ fn write_character(w: &mut Writer, c: &Character) {
         w.u8(kind.code());
         w.u32(*count);
     }
-    match c.place {
+    match &c.place {
         None => w.u8(0),
         Some((zone, pos)) => {
             w.u8(1);
-            w.u32(zone);
+            w.str(zone);
             w.i32(pos.x);
             w.i32(pos.y);
         }
@@ -199,7 +199,7 @@ fn read_character(r: &mut Reader<'_>) -> Result<Character, DecodeError> {
     }
     let place = match r.u8("character place")? {
         0 => None,
-        1 => Some((r.u32("place zone")?, Point::new(r.i32("place x")?, r.i32("place y")?))),
+        1 => Some((r.str("place zone")?, Point::new(r.i32("place x")?, r.i32("place y")?))),
         other => return Err(DecodeError::Invalid(format!("character place tag {other}"))),
     };
     Ok(Character { incarnation, level, xp, gold, inventory, place })
@@ -257,7 +257,7 @@ mod tests {
                         xp: 310,
                         gold: 12,
                         inventory: BTreeMap::from([(ItemKind::Gem, 2), (ItemKind::Potion, 1)]),
-                        place: Some((2, Point::new(100, -5))),
+                        place: Some(("caverns".into(), Point::new(100, -5))),
                     },
                 },
             },

@@ -29,7 +29,22 @@ pub struct ZoneConfig {
     pub max_items: u32,
     /// Distinct item kinds a player may carry (gold does not take a slot).
     pub inventory_slots: u32,
+    /// Ways out to other zones.
+    pub exits: Vec<Exit>,
 }
+
+/// An area of the field that leads to another zone: a living player whose
+/// position enters it leaves for zone `to`, arriving at `arrival` there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    pub area: Rect,
+    /// The other zone's name.
+    pub to: String,
+    pub arrival: Point,
+}
+
+/// Most exits a zone may have.
+pub const MAX_EXITS: usize = 16;
 
 /// A config that cannot be played.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +80,7 @@ impl ZoneConfig {
             item_spawn_interval_ticks: 5,
             max_items: 300,
             inventory_slots: 8,
+            exits: Vec::new(),
         }
     }
 
@@ -112,7 +128,27 @@ impl ZoneConfig {
         if self.obstacles.len() > 1_000 {
             return err("at most 1000 obstacles".into());
         }
+        if self.exits.len() > MAX_EXITS {
+            return err(format!("at most {MAX_EXITS} exits"));
+        }
+        for e in &self.exits {
+            let a = e.area;
+            if a.w <= 0 || a.h <= 0 || a.x < 0 || a.y < 0 || a.x + a.w > self.width || a.y + a.h > self.height {
+                return err(format!("exit to {:?}: its area {a:?} is empty or outside the zone", e.to));
+            }
+            if e.to.is_empty() || e.to.len() > 64 || e.to == self.name {
+                return err(format!("exit to {:?}: the name of another zone (1..=64 bytes)", e.to));
+            }
+            if !(0..=1_000_000).contains(&e.arrival.x) || !(0..=1_000_000).contains(&e.arrival.y) {
+                return err(format!("exit to {:?}: arrival {:?} is off any field", e.to, e.arrival));
+            }
+        }
         Ok(())
+    }
+
+    /// The exit whose area holds `p`, if any.
+    pub fn exit_at(&self, p: Point) -> Option<&Exit> {
+        self.exits.iter().find(|e| e.area.contains(p))
     }
 
     /// Whether a body centred at `p` is inside the bounds and clear of obstacles.

@@ -49,10 +49,12 @@ pub enum EventKind {
         entity: EntityId,
         character: Character,
     },
-    /// With the character as it leaves: what the platform keeps.
+    /// With the character as it leaves: what the platform keeps. `travel`:
+    /// it walked into an exit to that zone (its place is the arrival there).
     PlayerLeft {
         player: PlayerId,
         character: Character,
+        travel: Option<String>,
     },
     ItemAcquired {
         player: PlayerId,

@@ -39,6 +39,11 @@ impl Rect {
         Self { x, y, w, h }
     }
 
+    /// Whether `p` lies inside (edges included).
+    pub fn contains(&self, p: Point) -> bool {
+        p.x >= self.x && p.y >= self.y && p.x <= self.x.saturating_add(self.w) && p.y <= self.y.saturating_add(self.h)
+    }
+
     /// Whether a circle of `radius` around `p` overlaps this rectangle.
     pub fn hits_circle(&self, p: Point, radius: i32) -> bool {
         let cx = p.x.clamp(self.x, self.x.saturating_add(self.w));

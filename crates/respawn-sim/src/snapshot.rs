@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::config::ZoneConfig;
+use crate::config::{Exit, ZoneConfig};
 use crate::geom::{Point, Rect};
 use crate::ids::ItemKind;
 use crate::rng::Rng;
@@ -50,6 +50,9 @@ impl Zone {
         let current = version == FORMAT_VERSION;
         let mut w = Writer::default();
         write_config(&mut w, &self.config);
+        if current {
+            write_exits(&mut w, &self.config);
+        }
         w.u64(self.epoch);
         w.u64(self.tick);
         w.u64(self.rng.state);
@@ -109,7 +112,10 @@ impl Zone {
     pub fn decode_snapshot(bytes: &[u8]) -> Result<Zone, DecodeError> {
         let (version, payload) = checked_payload(bytes)?;
         let mut r = Reader::new(payload);
-        let config = read_config(&mut r)?;
+        let mut config = read_config(&mut r)?;
+        if version == FORMAT_VERSION {
+            config.exits = read_exits(&mut r)?;
+        }
         config.validate().map_err(|e| DecodeError::Invalid(e.to_string()))?;
         let epoch = r.u64("epoch")?;
         let tick = r.u64("tick")?;
@@ -291,6 +297,27 @@ fn write_config(w: &mut Writer, c: &ZoneConfig) {
     w.u32(c.inventory_slots);
 }
 
+fn write_exits(w: &mut Writer, c: &ZoneConfig) {
+    w.u32(c.exits.len() as u32);
+    for e in &c.exits {
+        for v in [e.area.x, e.area.y, e.area.w, e.area.h] {
+            w.i32(v);
+        }
+        w.str(&e.to);
+        write_point(w, e.arrival);
+    }
+}
+
+fn read_exits(r: &mut Reader<'_>) -> Result<Vec<Exit>, DecodeError> {
+    let mut exits = Vec::new();
+    for _ in 0..r.count(28, "exits")? {
+        let area = Rect::new(r.i32("exit")?, r.i32("exit")?, r.i32("exit")?, r.i32("exit")?);
+        let to = r.str("exit to")?;
+        exits.push(Exit { area, to, arrival: read_point(r, "exit arrival")? });
+    }
+    Ok(exits)
+}
+
 fn read_config(r: &mut Reader<'_>) -> Result<ZoneConfig, DecodeError> {
     let zone_id = r.u32("zone id")?;
     let name = r.str("zone name")?;
@@ -320,6 +347,7 @@ fn read_config(r: &mut Reader<'_>) -> Result<ZoneConfig, DecodeError> {
         item_spawn_interval_ticks: r.u32("item spawn interval")?,
         max_items: r.u32("max items")?,
         inventory_slots: r.u32("inventory slots")?,
+        exits: Vec::new(),
     })
 }
 
@@ -354,13 +382,17 @@ mod tests {
         let old = z.encode_as(PREVIOUS_FORMAT_VERSION);
         assert_eq!(format_of(&old), Some(PREVIOUS_FORMAT_VERSION));
         let back = Zone::decode_snapshot(&old).expect("a version-2 snapshot decodes");
-        assert_eq!(back, z, "no player of the played zone has an incarnation or a departure");
+        assert_eq!(back, z, "no player of the played zone has an incarnation or a departure, no exit");
 
+        let mut config = z.config.clone();
+        config.exits =
+            vec![Exit { area: Rect::new(10, 10, 100, 100), to: "caverns".into(), arrival: Point::new(5, 5) }];
+        z.config = config;
         let kept = Character { incarnation: 7, ..Character::fresh(7) };
         z.tick(&[Command { player: 3, seq: 0, kind: CommandKind::Join { name: "cy".into(), character: kept } }]);
         z.tick(&[Command { player: 2, seq: 0, kind: CommandKind::Leave }]);
         let back = Zone::decode_snapshot(&z.encode_snapshot()).expect("decode");
-        assert_eq!(back, z, "incarnations and departures round-trip");
+        assert_eq!(back, z, "incarnations, departures and exits round-trip");
         assert_eq!(back.player(3).map(|p| p.incarnation), Some(7));
         assert_eq!(back.departures().len(), 1);
     }

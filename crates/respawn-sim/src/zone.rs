@@ -42,14 +42,14 @@ pub struct Player {
 
 impl Player {
     /// The durable part of this player, as standing in `zone`.
-    pub fn character(&self, zone: u32) -> Character {
+    pub fn character(&self, zone: &str) -> Character {
         Character {
             incarnation: self.incarnation,
             level: self.level,
             xp: self.xp,
             gold: self.gold,
             inventory: self.inventory.clone(),
-            place: Some((zone, self.pos)),
+            place: Some((zone.to_owned(), self.pos)),
         }
     }
 
@@ -246,6 +246,7 @@ impl Zone {
             }
         }
         self.move_players();
+        self.travel(&mut out);
         self.run_npcs(&mut out);
         self.respawn(&mut out);
         self.spawn_items();
@@ -273,6 +274,42 @@ impl Zone {
         &self.departures
     }
 
+    /// Records that `pid` left with `character` (travelling to another zone
+    /// or not) and takes it off the field.
+    fn depart(&mut self, pid: PlayerId, character: Character, travel: Option<String>, out: &mut TickOutput) {
+        self.emit(out, EventKind::PlayerLeft { player: pid, character, travel });
+        if let Some(p) = self.players.remove(&pid) {
+            self.player_entities.remove(&p.entity);
+            self.departures.insert(pid, Departure { incarnation: p.incarnation, tick: self.tick });
+        }
+    }
+
+    fn at_exit(&self, p: Point) -> bool {
+        self.config.exit_at(p).is_some()
+    }
+
+    /// Living players who walked into an exit leave for its zone, their
+    /// place the arrival point there.
+    fn travel(&mut self, out: &mut TickOutput) {
+        if self.config.exits.is_empty() {
+            return;
+        }
+        let leaving: Vec<(PlayerId, Character, String)> = self
+            .players
+            .values()
+            .filter(|p| p.is_alive())
+            .filter_map(|p| {
+                let exit = self.config.exit_at(p.pos)?;
+                let mut character = p.character(&exit.to);
+                character.place = Some((exit.to.clone(), exit.arrival));
+                Some((p.id, character, exit.to.clone()))
+            })
+            .collect();
+        for (pid, character, to) in leaving {
+            self.depart(pid, character, Some(to), out);
+        }
+    }
+
     fn alloc_entity(&mut self) -> EntityId {
         let id = self.next_entity;
         self.next_entity = self.next_entity.wrapping_add(1).max(1);
@@ -284,7 +321,7 @@ impl Zone {
         for _ in 0..64 {
             let p =
                 Point::new(self.rng.range_i32(r, self.config.width - r), self.rng.range_i32(r, self.config.height - r));
-            if self.config.is_free(p) {
+            if self.config.is_free(p) && !self.at_exit(p) {
                 return p;
             }
         }
@@ -306,8 +343,8 @@ impl Zone {
                     return Err(RejectReason::StaleCharacter);
                 }
                 let entity = self.alloc_entity();
-                let pos = match character.place {
-                    Some((zone, p)) if zone == self.config.zone_id && self.config.is_free(p) => p,
+                let pos = match &character.place {
+                    Some((zone, p)) if *zone == self.config.name && self.config.is_free(*p) && !self.at_exit(*p) => *p,
                     _ => self.random_free_point(),
                 };
                 let level = character.level.max(1);
@@ -328,19 +365,15 @@ impl Zone {
                     respawn_at: None,
                     incarnation,
                 };
-                let arrived = player.character(self.config.zone_id);
+                let arrived = player.character(&self.config.name);
                 self.players.insert(pid, player);
                 self.player_entities.insert(entity, pid);
                 self.emit(out, EventKind::PlayerJoined { player: pid, name: name.clone(), entity, character: arrived });
             }
             CommandKind::Leave => {
                 let p = self.players.get(&pid).ok_or(RejectReason::NotInZone)?;
-                let character = p.character(self.config.zone_id);
-                self.emit(out, EventKind::PlayerLeft { player: pid, character });
-                if let Some(p) = self.players.remove(&pid) {
-                    self.player_entities.remove(&p.entity);
-                    self.departures.insert(pid, Departure { incarnation: p.incarnation, tick: self.tick });
-                }
+                let character = p.character(&self.config.name);
+                self.depart(pid, character, None, out);
             }
             CommandKind::Move { velocity } => {
                 let max_speed = self.config.max_speed;
@@ -630,6 +663,7 @@ fn slide(config: &ZoneConfig, pos: Point, v: Point) -> Point {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geom::Rect;
 
     fn quiet_zone() -> Zone {
         let mut config = ZoneConfig::standard(7, "test", 11);
@@ -672,7 +706,7 @@ mod tests {
             xp: 320,
             gold: 41,
             inventory: BTreeMap::from([(ItemKind::Gem, 2), (ItemKind::Scroll, 0)]),
-            place: Some((7, Point::new(1_234, 2_345))),
+            place: Some(("test".into(), Point::new(1_234, 2_345))),
         }
     }
 
@@ -685,7 +719,7 @@ mod tests {
         assert_eq!(p.pos, Point::new(1_234, 2_345), "back where it stood in this zone");
         assert_eq!(p.inventory, BTreeMap::from([(ItemKind::Gem, 2)]), "empty stacks are dropped");
         let EventKind::PlayerJoined { character, .. } = &out.events[0].kind else { panic!("{:?}", out.events) };
-        assert_eq!((character.gold, character.place), (41, Some((7, Point::new(1_234, 2_345)))));
+        assert_eq!((character.gold, character.place.clone()), (41, Some(("test".into(), Point::new(1_234, 2_345)))));
         assert_eq!(out.events[0].incarnation, 4, "events carry the stay's incarnation");
 
         z.players.get_mut(&5).expect("present").gold += 9;
@@ -696,9 +730,39 @@ mod tests {
         assert_eq!(z.departures()[&5], Departure { incarnation: 4, tick: 2 });
 
         let mut elsewhere = kept(5);
-        elsewhere.place = Some((8, Point::new(1_234, 2_345)));
+        elsewhere.place = Some(("caverns".into(), Point::new(1_234, 2_345)));
         z.tick(&[cmd(5, 0, CommandKind::Join { name: "eve".into(), character: elsewhere })]);
         assert_ne!(z.player(5).expect("joined").pos, Point::new(1_234, 2_345), "a place in another zone is not used");
+    }
+
+    #[test]
+    fn walking_into_an_exit_leaves_for_its_zone_with_the_arrival_as_place() {
+        let mut config = ZoneConfig::standard(7, "test", 11);
+        (config.npc_count, config.max_items) = (0, 0);
+        let exit = crate::config::Exit {
+            area: Rect::new(2_000, 900, 300, 200),
+            to: "caverns".into(),
+            arrival: Point::new(600, 700),
+        };
+        config.exits = vec![exit];
+        let mut z = Zone::new(config).expect("valid config");
+        z.tick(&[cmd(5, 0, CommandKind::Join { name: "eve".into(), character: kept(4) })]);
+        place(&mut z, 5, Point::new(1_950, 1_000));
+        z.tick(&[cmd(5, 1, CommandKind::Move { velocity: Point::new(30, 0) })]);
+        let out = z.tick(&[]);
+        assert!(z.player(5).is_none(), "it left through the exit");
+        let EventKind::PlayerLeft { character, travel, .. } = &out.events[0].kind else { panic!("{:?}", out.events) };
+        assert_eq!(travel.as_deref(), Some("caverns"));
+        assert_eq!(character.place, Some(("caverns".into(), Point::new(600, 700))), "the arrival in the other zone");
+        assert_eq!((character.gold, character.incarnation), (41, 4), "with everything it had");
+        assert_eq!(z.departures()[&5].incarnation, 4);
+
+        // A kept place on an exit is not used: the player would leave at once.
+        let mut on_exit = kept(5);
+        on_exit.place = Some(("test".into(), Point::new(2_100, 1_000)));
+        z.tick(&[cmd(6, 0, CommandKind::Join { name: "fay".into(), character: on_exit })]);
+        z.tick(&[]);
+        assert!(z.player(6).is_some_and(|p| z.config().exit_at(p.pos).is_none()));
     }
 
     #[test]

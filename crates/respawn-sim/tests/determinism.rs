@@ -9,7 +9,7 @@ fn command() -> impl Strategy<Value = Command> {
     let kind = prop_oneof![
         1 => "[a-z]{1,8}".prop_map(CommandKind::join_fresh),
         1 => ("[a-z]{1,8}", 1u64..4, 1u32..9, 0u64..500, 0i32..3_000).prop_map(|(name, incarnation, level, gold, x)| {
-            let place = Some((4, Point::new(x, 3_000 - x)));
+            let place = Some(("prop".to_owned(), Point::new(x, 3_000 - x)));
             let character = Character { incarnation, level, gold, place, ..Character::fresh(incarnation) };
             CommandKind::Join { name, character }
         }),
@@ -31,6 +31,9 @@ fn small_zone(seed: u64) -> Zone {
     config.width = 3_000;
     config.height = 3_000;
     config.obstacles = vec![respawn_sim::Rect::new(1_200, 1_200, 400, 400)];
+    // A way out along one edge, so that players also leave by travelling.
+    let area = respawn_sim::Rect::new(2_700, 0, 300, 3_000);
+    config.exits = vec![respawn_sim::config::Exit { area, to: "elsewhere".into(), arrival: Point::new(100, 100) }];
     config.npc_count = 6;
     config.item_spawn_interval_ticks = 2;
     config.attack_range = 1_500;

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use respawn_sim::ZoneConfig;
+use respawn_sim::config::Exit;
+use respawn_sim::{Point, Rect, ZoneConfig};
 use serde::Deserialize;
 
 use crate::persist::PersistSettings;
@@ -88,6 +89,23 @@ pub struct ZoneFile {
     pub height: Option<i32>,
     pub npc_count: Option<u32>,
     pub max_items: Option<u32>,
+    /// Areas that lead to other zones of this configuration.
+    #[serde(default)]
+    pub exits: Vec<ExitFile>,
+}
+
+/// `[[zones.exits]]`: a rectangle of the field (centimetres) that leads to
+/// zone `to`, where the player arrives at (`arrival_x`, `arrival_y`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitFile {
+    pub x: i32,
+    pub y: i32,
+    pub w: i32,
+    pub h: i32,
+    pub to: String,
+    pub arrival_x: i32,
+    pub arrival_y: i32,
 }
 
 /// Per-connection limits.
@@ -264,6 +282,22 @@ impl ServerConfig {
                 return bad(format!("zone id {} / name {:?} is used twice", z.zone_id, z.name));
             }
         }
+        for z in &self.zones {
+            for e in &z.exits {
+                let Some(target) = self.zones.iter().find(|t| t.name == e.to) else {
+                    return bad(format!(
+                        "zone {:?}: an exit leads to {:?}, which is not in this configuration",
+                        z.name, e.to
+                    ));
+                };
+                if !target.is_free(e.arrival) || target.exit_at(e.arrival).is_some() {
+                    return bad(format!(
+                        "zone {:?}: the exit to {:?} arrives at {:?}, which is blocked there (outside, an obstacle or an exit)",
+                        z.name, e.to, e.arrival
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -280,12 +314,31 @@ impl ZoneFile {
         let mut c = c.resized(width, height);
         c.npc_count = self.npc_count.unwrap_or(c.npc_count);
         c.max_items = self.max_items.unwrap_or(c.max_items);
+        c.exits = self
+            .exits
+            .into_iter()
+            .map(|e| Exit {
+                area: Rect::new(e.x, e.y, e.w, e.h),
+                to: e.to,
+                arrival: Point::new(e.arrival_x, e.arrival_y),
+            })
+            .collect();
         c
     }
 }
 
 fn default_file() -> ConfigFile {
-    let zone = |id, name: &str, seed| ZoneFile {
+    // A portal at each zone's edge, halfway down, leads to the other zone's.
+    let portal = |x, to: &str, arrival_x| ExitFile {
+        x,
+        y: 9_500,
+        w: 600,
+        h: 1_000,
+        to: to.into(),
+        arrival_x,
+        arrival_y: 10_000,
+    };
+    let zone = |id, name: &str, seed, exit| ZoneFile {
         id,
         name: name.into(),
         seed,
@@ -293,6 +346,7 @@ fn default_file() -> ConfigFile {
         height: None,
         npc_count: None,
         max_items: None,
+        exits: vec![exit],
     };
     ConfigFile {
         listen: None,
@@ -306,7 +360,10 @@ fn default_file() -> ConfigFile {
         persistence: PersistenceFile::default(),
         outbox: OutboxFile::default(),
         testing: TestingFile::default(),
-        zones: vec![zone(1, "meadow", 1), zone(2, "caverns", 2)],
+        zones: vec![
+            zone(1, "meadow", 1, portal(19_000, "caverns", 1_500)),
+            zone(2, "caverns", 2, portal(400, "meadow", 18_500)),
+        ],
     }
 }
 

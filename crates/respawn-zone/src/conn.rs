@@ -220,7 +220,7 @@ fn character_of(ticket: &CharacterTicket) -> Character {
             .iter()
             .filter_map(|(code, count)| Some((ItemKind::from_code(u8::try_from(*code).ok()?)?, *count)))
             .collect(),
-        place: ticket.place.map(|p| (p.zone_id, Point::new(p.x, p.y))),
+        place: ticket.place.as_ref().map(|p| (p.zone.clone(), Point::new(p.x, p.y))),
     }
 }
 

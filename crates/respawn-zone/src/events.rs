@@ -2,11 +2,11 @@
 
 use prost::Message;
 use respawn_proto::events::{self as ev, event::Kind};
-use respawn_sim::{Character, DomainEvent, EventKind, Killer, Point};
+use respawn_sim::{Character, DomainEvent, EventKind, Killer};
 
 /// A character as the events schema carries it.
 fn character(c: &Character) -> ev::Character {
-    let (zone, pos) = c.place.unwrap_or((0, Point::default()));
+    let (zone, pos) = c.place.clone().unwrap_or_default();
     ev::Character {
         incarnation: c.incarnation,
         level: c.level,
@@ -28,9 +28,13 @@ pub fn to_proto(e: &DomainEvent) -> ev::Event {
         EventKind::PlayerJoined { name, entity, character: c, .. } => {
             Kind::PlayerJoined(ev::PlayerJoined { name: name.clone(), entity: *entity, character: Some(character(c)) })
         }
-        EventKind::PlayerLeft { character: c, .. } => {
-            Kind::PlayerLeft(ev::PlayerLeft { level: c.level, xp: c.xp, gold: c.gold, character: Some(character(c)) })
-        }
+        EventKind::PlayerLeft { character: c, travel, .. } => Kind::PlayerLeft(ev::PlayerLeft {
+            level: c.level,
+            xp: c.xp,
+            gold: c.gold,
+            character: Some(character(c)),
+            travel: travel.clone().unwrap_or_default(),
+        }),
         EventKind::ItemAcquired { item, count, .. } => {
             Kind::ItemAcquired(ev::ItemAcquired { item: u32::from(item.code()), count: *count })
         }

@@ -109,6 +109,14 @@ pub fn welcome(zone: &Zone, info: WelcomeInfo<'_>) -> Bytes {
         resumed: info.resumed,
         timeline: zone.epoch(),
         timeline_start_tick: info.timeline_start_tick,
+        exits: c
+            .exits
+            .iter()
+            .map(|e| {
+                let a = e.area;
+                proto::Exit { area: Some(proto::Rect { x: a.x, y: a.y, w: a.w, h: a.h }), to: e.to.clone() }
+            })
+            .collect(),
     }))
 }
 
@@ -122,6 +130,18 @@ pub fn notice(kind: proto::NoticeKind, text: &str, deadline_ms: u32) -> Bytes {
         text: text.to_owned(),
         migrate_to: String::new(),
         deadline_ms,
+        travel_to: String::new(),
+    }))
+}
+
+/// The character walked into an exit to `zone`: play there next.
+pub fn travel(zone: &str) -> Bytes {
+    proto::encode_server(Body::Notice(proto::Notice {
+        kind: proto::NoticeKind::Travel as i32,
+        text: format!("You walk on to {zone}."),
+        migrate_to: String::new(),
+        deadline_ms: 0,
+        travel_to: zone.to_owned(),
     }))
 }
 
@@ -132,6 +152,7 @@ pub fn migrate(address: &str) -> Bytes {
         text: "This zone moved to another server; reconnecting.".to_owned(),
         migrate_to: address.to_owned(),
         deadline_ms: 0,
+        travel_to: String::new(),
     }))
 }
 

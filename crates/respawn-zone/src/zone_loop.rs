@@ -13,7 +13,7 @@ use bytes::Bytes;
 use respawn_proto::{CloseCode, NoticeKind};
 use respawn_sim::command::encode_batch;
 use respawn_sim::view::{ClientView, FieldIndex};
-use respawn_sim::{Character, Command, CommandKind, PlayerId, RejectReason, Rejection, Zone};
+use respawn_sim::{Character, Command, CommandKind, EventKind, PlayerId, RejectReason, Rejection, Zone};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::link::{ClientLink, Delivery, Reserve};
@@ -444,6 +444,9 @@ impl ZoneRunner {
         self.metrics.commands_accepted.inc_by(batch.len() as u64);
         for event in &out.events {
             self.metrics.event(event.kind.as_str());
+            if let EventKind::PlayerLeft { player, travel: Some(to), .. } = &event.kind {
+                self.see_off(*player, to);
+            }
         }
         for r in &out.rejections {
             self.metrics.rejected(r.reason.as_str());
@@ -455,6 +458,18 @@ impl ZoneRunner {
         self.replicate();
         self.batch = batch;
         self.batch.clear();
+    }
+
+    /// The player walked into an exit to zone `to`: its client is told to
+    /// play there and closed.
+    fn see_off(&mut self, player: PlayerId, to: &str) {
+        self.detached.remove(&player);
+        if let Some(client) = self.clients.remove(&player) {
+            offer(&mut self.deliveries, &self.metrics, &client.link, wire::travel(to));
+            let reason = format!("travelled to {to}");
+            self.deliveries.push(Delivery::Close(client.link.conn.clone(), CloseCode::Travelled, reason));
+            self.metrics.disconnected(CloseCode::Travelled.as_str());
+        }
     }
 
     /// Ticks up to which every effect is stored (without persistence: all of them).

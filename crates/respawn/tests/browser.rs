@@ -29,16 +29,63 @@ struct Up {
     _data: TempDir,
 }
 
+/// Two small zones (30 m a side, so a player walks anywhere in seconds),
+/// each with an exit along one edge to the other.
+const SMALL_ZONES: &str = r#"
+[[zones]]
+id = 1
+name = "meadow"
+seed = 1
+width = 3000
+height = 3000
+npc_count = 5
+
+[[zones.exits]]
+x = 2800
+y = 0
+w = 200
+h = 3000
+to = "caverns"
+arrival_x = 500
+arrival_y = 1500
+
+[[zones]]
+id = 2
+name = "caverns"
+seed = 2
+width = 3000
+height = 3000
+npc_count = 5
+
+[[zones.exits]]
+x = 0
+y = 0
+w = 200
+h = 3000
+to = "meadow"
+arrival_x = 2500
+arrival_y = 1500
+"#;
+
 impl Up {
     fn start(bots: u32) -> Result<Self> {
+        Self::start_with(bots, None)
+    }
+
+    /// `respawn up` with the zones of `zones` (a zone config file's text).
+    fn start_with(bots: u32, zones: Option<&str>) -> Result<Self> {
         let data = TempDir::new("up")?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_respawn"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_respawn"));
+        command
             .args(["up", "--listen", "127.0.0.1:0", "--zone-listen", "127.0.0.1:0", "--bots", &bots.to_string()])
             .arg("--data-dir")
-            .arg(data.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
+            .arg(data.path());
+        if let Some(zones) = zones {
+            let path = data.path().join("zones.toml");
+            std::fs::write(&path, zones)?;
+            command.arg("--zone-config").arg(path);
+        }
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let sink = stderr.clone();
         let err = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
@@ -268,11 +315,35 @@ impl Drop for Browser {
     }
 }
 
+/// One step of the page's player towards (`dx`, `dy`) away with an arrow
+/// key, along the longer axis unless that one was blocked last time (an
+/// obstacle); answers which axis is blocked now, if any.
+async fn step_toward(b: &mut Browser, s: &str, dx: f64, dy: f64, blocked: Option<bool>) -> Result<Option<bool>> {
+    let horizontal = (dx.abs() >= dy.abs()) != (blocked == Some(dx.abs() >= dy.abs()));
+    let (key, code, vk) = match (horizontal, dx >= 0.0, dy >= 0.0) {
+        (true, true, _) => ("ArrowRight", "ArrowRight", 39),
+        (true, false, _) => ("ArrowLeft", "ArrowLeft", 37),
+        (false, _, true) => ("ArrowDown", "ArrowDown", 40),
+        (false, _, false) => ("ArrowUp", "ArrowUp", 38),
+    };
+    let before = position(b, s).await?;
+    let along = if horizontal { dx.abs() } else { dy.abs() };
+    // 600 cm/s at most: hold the key about as long as the way there takes.
+    let hold = Duration::from_millis((along / 0.6).clamp(100.0, 400.0) as u64);
+    b.key(s, "keyDown", key, code, vk).await?;
+    tokio::time::sleep(hold).await;
+    b.key(s, "keyUp", key, code, vk).await?;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let after = position(b, s).await?;
+    let moved = (after.0 - before.0).abs() + (after.1 - before.1).abs();
+    Ok((moved < 10.0).then_some(horizontal))
+}
+
 /// Walks the page's player to gold with the arrow keys and picks it up with
 /// `e`, as a player would, until the character has some (`limit` at most).
 async fn earn_gold(b: &mut Browser, s: &str, limit: Duration) -> Result<u64> {
     let deadline = Instant::now() + limit;
-    let mut blocked_axis = None;
+    let mut blocked = None;
     loop {
         let gold = b.eval(s, "window.respawn.gold() || 0").await?.as_u64().unwrap_or(0);
         if gold > 0 {
@@ -294,25 +365,28 @@ async fn earn_gold(b: &mut Browser, s: &str, limit: Duration) -> Result<u64> {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        // Along the longer axis, unless that one was just blocked (an obstacle).
-        let horizontal = (dx.abs() >= dy.abs()) != (blocked_axis == Some(dx.abs() >= dy.abs()));
-        let (key, code, vk) = match (horizontal, dx >= 0.0, dy >= 0.0) {
-            (true, true, _) => ("ArrowRight", "ArrowRight", 39),
-            (true, false, _) => ("ArrowLeft", "ArrowLeft", 37),
-            (false, _, true) => ("ArrowDown", "ArrowDown", 40),
-            (false, _, false) => ("ArrowUp", "ArrowUp", 38),
-        };
-        let before = position(b, s).await?;
-        let along = if horizontal { dx.abs() } else { dy.abs() };
-        // 600 cm/s at most: hold the key about as long as the way there takes.
-        let hold = Duration::from_millis((along / 0.6).clamp(100.0, 400.0) as u64);
-        b.key(s, "keyDown", key, code, vk).await?;
-        tokio::time::sleep(hold).await;
-        b.key(s, "keyUp", key, code, vk).await?;
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let after = position(b, s).await?;
-        let moved = (after.0 - before.0).abs() + (after.1 - before.1).abs();
-        blocked_axis = (moved < 10.0).then_some(horizontal);
+        blocked = step_toward(b, s, dx, dy, blocked).await?;
+    }
+}
+
+/// Walks the page's player into the nearest exit, as a player would, until
+/// the page has followed it to another zone; answers that zone.
+async fn walk_through_exit(b: &mut Browser, s: &str, limit: Duration) -> Result<String> {
+    let deadline = Instant::now() + limit;
+    let (from, mut blocked) = (b.eval(s, "window.respawn.zone()").await?, None);
+    loop {
+        let zone = b.eval(s, "window.respawn.joined() && window.respawn.zone()").await?;
+        if zone.is_string() && zone != from {
+            return Ok(zone.as_str().unwrap_or_default().to_owned());
+        }
+        if Instant::now() > deadline {
+            bail!("never walked out of {from} within {limit:?}");
+        }
+        let exit = b.eval(s, "window.respawn.nearestExit()").await?;
+        match (exit["dx"].as_f64(), exit["dy"].as_f64()) {
+            (Some(dx), Some(dy)) => blocked = step_toward(b, s, dx, dy, blocked).await?,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }
 
@@ -323,7 +397,7 @@ async fn position(b: &mut Browser, s: &str) -> Result<(f64, f64)> {
 
 #[tokio::test]
 async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
-    let up = Up::start(2)?;
+    let up = Up::start_with(2, Some(SMALL_ZONES))?;
     let mut browser = Browser::launch().await?;
     let s = browser.open(&format!("{}?zone=meadow", up.play)).await?;
 
@@ -364,8 +438,9 @@ async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
 
     browser.screenshot(&s, "play.png").await?;
 
-    // The player picks up gold; it stays through a reload and a switch to
-    // another zone (the character leaves meadow, is saved, and arrives in caverns).
+    // The player picks up gold; it stays through a reload, a switch to
+    // another zone (the character leaves meadow, is saved, and arrives in
+    // caverns) and a walk through an exit back to meadow.
     let gold = earn_gold(&mut browser, &s, Duration::from_secs(60)).await?;
     browser.eval(&s, "window.beforeReload = true; location.reload(); 0").await?;
     let reloaded = "!window.beforeReload && !!(window.respawn && window.respawn.joined())";
@@ -376,6 +451,11 @@ async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
     browser.eval(&s, switch).await?;
     let in_caverns = format!("window.respawn.zone() === 'caverns' && window.respawn.gold() === {gold}");
     browser.wait_for(&s, &in_caverns, Duration::from_secs(20)).await?;
+    // The player walks into caverns' exit; the page follows the character back to meadow.
+    assert_eq!(walk_through_exit(&mut browser, &s, Duration::from_secs(30)).await?, "meadow");
+    let travelled = format!("window.respawn.travels() === 1 && window.respawn.gold() === {gold}");
+    browser.wait_for(&s, &travelled, Duration::from_secs(5)).await?;
+    browser.screenshot(&s, "travelled.png").await?;
 
     // The page made a guest account: a reload signs in to the same character,
     // which can then be kept with a username and password and signed in to.

@@ -1,7 +1,7 @@
 //! Characters the platform keeps: what a player earned is what they find
 //! again after leaving and signing in, a second sign-in, a zone server's
-//! `kill -9`, and a switch to another zone; a ticket of a stay that ended
-//! lets nothing in. Real processes: MariaDB and Tansu (from
+//! `kill -9`, a switch to another zone and a walk through an exit into
+//! another; a ticket of a stay that ended lets nothing in. Real processes: MariaDB and Tansu (from
 //! `scripts/services`), the platform server, a zone server publishing its
 //! events through Kafka.
 
@@ -16,6 +16,43 @@ use respawn_api::players::{GuestSignUp, PlayGrant, PlayerApi, SignIn};
 use respawn_proto::{server_message::Body as S, CloseCode, PlayerStats};
 use serde_json::Value;
 use support::{Client, Database, Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
+
+/// The test zones, each with an exit along one edge to the other.
+const ZONES_WITH_EXITS: &str = r#"
+[[zones]]
+id = 1
+name = "meadow"
+seed = 1
+width = 3000
+height = 3000
+npc_count = 5
+
+[[zones.exits]]
+x = 2800
+y = 0
+w = 200
+h = 3000
+to = "caverns"
+arrival_x = 500
+arrival_y = 1500
+
+[[zones]]
+id = 2
+name = "caverns"
+seed = 2
+width = 3000
+height = 3000
+npc_count = 5
+
+[[zones.exits]]
+x = 0
+y = 0
+w = 200
+h = 3000
+to = "meadow"
+arrival_x = 2500
+arrival_y = 1500
+"#;
 
 const SERVER_TOKEN: &str = "characters-server-token";
 const OPERATOR: &str = "characters-operator-token";
@@ -73,18 +110,61 @@ fn note_refusal(answer: &str) {
 /// Joins with a grant; answers the client, whether the zone gave back a
 /// character it held, and the character's stats.
 async fn join(grant: &PlayGrant) -> Result<(Client, bool, PlayerStats)> {
+    let (client, welcome, you, _) = join_at(grant).await?;
+    Ok((client, welcome.resumed, you))
+}
+
+/// [`join`], with the Welcome and where the character stands.
+async fn join_at(grant: &PlayGrant) -> Result<(Client, respawn_proto::Welcome, PlayerStats, (i32, i32))> {
     let mut client = Client::connect(&grant.address).await?;
     let welcome = client
         .conn
         .join(grant.token.clone(), None, &grant.character_ticket, &grant.zone, Duration::from_secs(5))
         .await?;
-    let you = client
+    let me = welcome.entity_id;
+    let (you, at) = client
         .next_matching(Duration::from_secs(5), |b| match b {
-            S::Update(u) => u.you.clone(),
+            S::Update(u) => {
+                let at = u.entered.iter().find(|e| e.id == me).map(|e| (e.x, e.y));
+                u.you.clone().zip(at)
+            }
             _ => None,
         })
         .await?;
-    Ok((client, welcome.resumed, you))
+    Ok((client, welcome, you, at))
+}
+
+/// Walks the character in `client` west (stepping south when a wall is in
+/// the way) until the zone says it travelled; answers the zone it went to.
+async fn walk_west_until_travel(client: &mut Client, me: u32) -> Result<String> {
+    use respawn_proto::client_message::Body as C;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut seq, mut last_x, mut checked) = (1u32, i32::MAX, Instant::now());
+    let mut velocity = (-30, 0);
+    client.send(C::Move(respawn_proto::MoveInput { seq, vx: velocity.0, vy: velocity.1 })).await?;
+    loop {
+        if Instant::now() > deadline {
+            bail!("never reached the exit");
+        }
+        match client.next(Duration::from_secs(5)).await? {
+            S::Notice(n) if n.kind == respawn_proto::NoticeKind::Travel as i32 => return Ok(n.travel_to),
+            S::Update(u) => {
+                let Some(x) = u.entered.iter().chain(&u.changed).find(|e| e.id == me).map(|e| e.x) else { continue };
+                if checked.elapsed() < Duration::from_millis(400) {
+                    continue;
+                }
+                // No way west for a while: a few steps south first.
+                let next = if x >= last_x - 10 && velocity.0 != 0 { (0, 30) } else { (-30, 0) };
+                (last_x, checked) = (x, Instant::now());
+                if next != velocity {
+                    velocity = next;
+                    seq += 1;
+                    client.send(C::Move(respawn_proto::MoveInput { seq, vx: velocity.0, vy: velocity.1 })).await?;
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn progress(stats: &PlayerStats) -> (u32, u64, u64) {
@@ -123,7 +203,8 @@ async fn a_character_keeps_what_it_earned_across_sign_ins_a_crash_and_a_zone_swi
     let data = dir.path().join("data");
     let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let zone_args = ["--platform", addr.as_str(), "--server-token", SERVER_TOKEN, "--kafka-brokers", brokers.as_str()];
-    let zone = ZoneProcess::start_at_in(TEST_CONFIG, &data, listen, &zone_args)?;
+    let config = format!("{}{ZONES_WITH_EXITS}", TEST_CONFIG.split("[[zones]]").next().unwrap_or_default());
+    let zone = ZoneProcess::start_at_in(&config, &data, listen, &zone_args)?;
 
     // A guest plays (as a bot) until it has earned gold, then leaves.
     let api = PlayerApi::new(&addr);
@@ -141,7 +222,11 @@ async fn a_character_keeps_what_it_earned_across_sign_ins_a_crash_and_a_zone_swi
             .await?;
     let earned = recorded(&rested);
     assert!(earned.2 > 0, "{rested}");
-    assert_eq!((rested["incarnation"].as_u64(), rested["place"]["zone_id"].as_u64()), (Some(1), Some(1)), "{rested}");
+    assert_eq!(
+        (rested["incarnation"].as_u64(), rested["place"]["zone"].as_str()),
+        (Some(1), Some("meadow")),
+        "{rested}"
+    );
 
     // Signed in again: the character comes back as it left, in a new stay.
     let session = api.sign_in(&SignIn::device(&secret)).await?;
@@ -160,7 +245,7 @@ async fn a_character_keeps_what_it_earned_across_sign_ins_a_crash_and_a_zone_swi
 
     // kill -9: the zone server comes back from its files with the character in it.
     drop(zone);
-    let zone = ZoneProcess::start_at_in(TEST_CONFIG, &data, listen, &zone_args)?;
+    let zone = ZoneProcess::start_at_in(&config, &data, listen, &zone_args)?;
     let _ = taken_over.closed(Duration::from_secs(5)).await;
     let after_crash = play(&api, &second_session.session_token, "meadow").await?;
     let (meadow_client, resumed, you) = join(&after_crash).await?;
@@ -171,8 +256,8 @@ async fn a_character_keeps_what_it_earned_across_sign_ins_a_crash_and_a_zone_swi
     let mut meadow_client = meadow_client;
     let caverns = play(&api, &second_session.session_token, "caverns").await?;
     assert_eq!(meadow_client.closed(Duration::from_secs(5)).await?.code, CloseCode::Kicked.code());
-    let (caverns_client, resumed, you) = join(&caverns).await?;
-    assert!(!resumed);
+    let (caverns_client, caverns_welcome, you, _) = join_at(&caverns).await?;
+    assert!(!caverns_welcome.resumed);
     assert_eq!(progress(&you), earned, "the same character in the other zone");
     wait_record(&addr, player, "the character in caverns", Duration::from_secs(20), |r| {
         r["hold"] == "in_zone" && r["hold_zone"] == "caverns" && r["incarnation"] == 3
@@ -187,18 +272,29 @@ async fn a_character_keeps_what_it_earned_across_sign_ins_a_crash_and_a_zone_swi
         .await;
     let refused = refused.expect_err("a stale ticket was let in").to_string();
     assert!(refused.contains(&CloseCode::CharacterUnavailable.code().to_string()), "{refused}");
-    assert!(matches!(
-        api.play(&second_session.session_token, "meadow").await,
-        Err(CallError::Refused { status: 409, .. })
-    ));
 
-    // It leaves caverns; at rest, the record is what it earned, and no stale writer was taken.
+    // It walks west into caverns' exit and arrives in meadow where that exit leads, with what it had.
     let mut caverns_client = caverns_client;
-    caverns_client.send(respawn_proto::client_message::Body::Leave(respawn_proto::Leave {})).await?;
-    let done = wait_record(&addr, player, "at rest after caverns", Duration::from_secs(20), |r| r["hold"] == "at_rest")
-        .await?;
+    let went_to = walk_west_until_travel(&mut caverns_client, caverns_welcome.entity_id).await?;
+    let walked_in = Instant::now();
+    assert_eq!(went_to, "meadow");
+    assert_eq!(caverns_client.closed(Duration::from_secs(5)).await?.code, CloseCode::Travelled.code());
+    let onward = play(&api, &second_session.session_token, "meadow").await?;
+    let (mut meadow_client, welcome, you, at) = join_at(&onward).await?;
+    let pause = walked_in.elapsed();
+    eprintln!("travel caverns -> meadow: {pause:?} from the travel notice to the first update in meadow");
+    assert!(!welcome.resumed);
+    assert_eq!(progress(&you), earned, "the same character after travelling");
+    assert_eq!(at, (2_500, 1_500), "it arrives where the exit leads");
+
+    // It leaves meadow; at rest, the record is what it earned, and no stale writer was taken.
+    meadow_client.send(respawn_proto::client_message::Body::Leave(respawn_proto::Leave {})).await?;
+    let done = wait_record(&addr, player, "at rest after meadow", Duration::from_secs(20), |r| {
+        r["hold"] == "at_rest" && r["incarnation"] == 4
+    })
+    .await?;
     assert_eq!(recorded(&done), earned, "{done}");
-    assert_eq!(done["place"]["zone_id"].as_u64(), Some(2), "last stood in caverns");
+    assert_eq!(done["place"]["zone"].as_str(), Some("meadow"), "last stood in meadow");
     let metrics = http::scrape(&addr).await?;
     let stale = respawn_api::prom::sum(
         &respawn_api::prom::parse(&metrics),

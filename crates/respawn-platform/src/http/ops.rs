@@ -308,7 +308,7 @@ pub(super) async fn player(State(ctx): State<HttpContext>, Path(given): Path<Str
                     "name": r.name, "level": r.level, "xp": r.xp, "gold": r.gold,
                     "inventory": r.inventory, "online": r.online, "last_zone_id": r.last_zone, "events": r.events,
                     "incarnation": r.incarnation, "hold": r.hold.as_str(), "hold_zone": r.hold.zone(),
-                    "place": r.place.map(|(zone_id, x, y)| json!({"zone_id": zone_id, "x": x, "y": y})),
+                    "place": r.place.map(|(zone, x, y)| json!({"zone": zone, "x": x, "y": y})),
                 })
             }),
             banned: bans

@@ -21,7 +21,7 @@ use respawn_token::Claims;
 use super::accounts::{account_failure, accounts};
 use super::unix_now_ms;
 use super::{bearer, json, rate_limit, store_failure, text, HttpContext};
-use crate::projection::Claim;
+use crate::projection::{Claim, PlayerRecord};
 
 pub(super) async fn play(
     State(ctx): State<HttpContext>,
@@ -95,9 +95,9 @@ pub(super) async fn play(
 
 /// Claims the player's character for `zone` in the ledger's database and
 /// seals its ticket. A character claimed for or in another zone is asked to
-/// leave there (kicked: a sign-in elsewhere takes it over) and the caller
-/// told to retry once it has: its state is handed out only once the stay
-/// that holds it is stored as ended.
+/// leave there (kicked: a sign-in elsewhere takes it over), and the claim
+/// waits up to [`CHARACTER_WAIT`] for that stay to be stored as ended
+/// (its state is handed out only then), else the caller is told to retry.
 async fn claim_character(
     ctx: &HttpContext,
     player: u64,
@@ -111,48 +111,72 @@ async fn claim_character(
             "characters are kept in the platform's database, which is not connected yet; retry in a few seconds",
         ));
     };
-    let (claim, record) = ledger.claim(player, name, zone, unix_now_ms()).await.map_err(|e| {
-        tracing::warn!(error = %e, "character claim failed");
-        text(StatusCode::SERVICE_UNAVAILABLE, "the character store cannot be reached now; retry in a few seconds")
-    })?;
-    match claim {
-        Claim::Granted { incarnation } => {
-            let ticket = CharacterTicket {
-                player_id: player,
-                name: name.to_owned(),
-                zone: zone.to_owned(),
-                incarnation,
-                level: record.level,
-                xp: record.xp,
-                gold: record.gold,
-                inventory: record
-                    .inventory
-                    .iter()
-                    .map(|(item, count)| (*item, (*count).min(u64::from(u32::MAX)) as u32))
-                    .collect(),
-                place: record.place.map(|(zone_id, x, y)| Place { zone_id, x, y }),
-                expires_at: unix_now_ms() / 1_000 + CHARACTER_TICKET_TTL_SECS,
-            };
-            Ok(ticket.seal(key))
+    let started = std::time::Instant::now();
+    let mut asked_to_leave = false;
+    loop {
+        let (claim, record) = ledger.claim(player, name, zone, unix_now_ms()).await.map_err(|e| {
+            tracing::warn!(error = %e, "character claim failed");
+            text(StatusCode::SERVICE_UNAVAILABLE, "the character store cannot be reached now; retry in a few seconds")
+        })?;
+        let held = match claim {
+            Claim::Granted { incarnation } => return Ok(ticket(player, name, zone, incarnation, record).seal(key)),
+            Claim::Elsewhere { zone: held } => held,
+        };
+        if !asked_to_leave {
+            asked_to_leave = true;
+            ask_to_leave(ctx, player, &held);
         }
-        Claim::Elsewhere { zone: held } => {
-            let (context, leaving) = (ctx.clone(), held.clone());
-            tokio::spawn(async move {
-                let kick = |admin: ZoneAdmin, addr: String| async move {
-                    admin.kick(&addr, player, Some("signed in to play in another zone")).await
-                };
-                if let Err(e) = super::ops::each_server(&context, Some(&leaving), kick).await {
-                    tracing::debug!(status = %e.status(), player, "takeover kick reached no server");
-                }
-            });
+        // Its state is on its way through the event pipeline: wait for it a while.
+        if started.elapsed() >= CHARACTER_WAIT {
             let mut answer = text(
                 StatusCode::CONFLICT,
                 format!("the character is in zone {held:?} and is being asked to leave it; retry in a moment"),
             );
             answer.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            Err(answer)
+            return Err(answer);
         }
+        tokio::time::sleep(CHARACTER_POLL).await;
     }
+}
+
+/// How long `/v1/play` waits for a character held elsewhere to be stored
+/// as it left (a travel, a zone switch, a second sign-in) before it answers
+/// 409, and how often it looks meanwhile.
+const CHARACTER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const CHARACTER_POLL: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// The ticket of a character just claimed.
+fn ticket(player: u64, name: &str, zone: &str, incarnation: u64, record: PlayerRecord) -> CharacterTicket {
+    CharacterTicket {
+        player_id: player,
+        name: name.to_owned(),
+        zone: zone.to_owned(),
+        incarnation,
+        level: record.level,
+        xp: record.xp,
+        gold: record.gold,
+        inventory: record
+            .inventory
+            .iter()
+            .map(|(item, count)| (*item, (*count).min(u64::from(u32::MAX)) as u32))
+            .collect(),
+        place: record.place.map(|(zone, x, y)| Place { zone, x, y }),
+        expires_at: unix_now_ms() / 1_000 + CHARACTER_TICKET_TTL_SECS,
+    }
+}
+
+/// Has the servers hosting `zone` kick the player (in the background): a
+/// sign-in elsewhere takes the character over, and it leaves there first.
+fn ask_to_leave(ctx: &HttpContext, player: u64, zone: &str) {
+    let (context, leaving) = (ctx.clone(), zone.to_owned());
+    tokio::spawn(async move {
+        let kick = |admin: ZoneAdmin, addr: String| async move {
+            admin.kick(&addr, player, Some("signed in to play in another zone")).await
+        };
+        if let Err(e) = super::ops::each_server(&context, Some(&leaving), kick).await {
+            tracing::debug!(status = %e.status(), player, "takeover kick reached no server");
+        }
+    });
 }
 
 /// The zones players can log in to now (hosted by a ready server), with
