@@ -93,17 +93,35 @@ pub async fn journal(store: &dyn Journal, zone: u32) -> ContractResult {
 }
 
 pub async fn sessions(store: &dyn Sessions, seed: u32) -> ContractResult {
-    let token = format!("{seed:08x}{:024x}", 0xabcdef_u64);
-    let session = ResumeSession { player_id: 42, name: "ann".into(), zone: "meadow".into() };
-    check(store.get(&token).await.map_err(e)?.is_none(), "unknown token")?;
-    check(store.get("../../etc/passwd").await.map_err(e)?.is_none(), "malformed token is unknown")?;
-    check(store.put("not-a-token", session.clone(), Duration::from_secs(60)).await.is_err(), "malformed put refused")?;
-    store.put(&token, session.clone(), Duration::from_secs(60)).await.map_err(e)?;
-    check(store.get(&token).await.map_err(e)? == Some(session.clone()), "put then get")?;
-    let short = format!("{seed:08x}{:024x}", 0x123_u64);
-    store.put(&short, session, Duration::from_millis(200)).await.map_err(e)?;
+    let player = 1_000 + u64::from(seed);
+    let hash = |c: char| c.to_string().repeat(64);
+    let in_a_minute = crate::unix_ms() + 60_000;
+    let session = |secret: char, expires_at_ms| ResumeSession {
+        player_id: player,
+        name: "ann".into(),
+        zone: "meadow".into(),
+        secret_hash: hash(secret),
+        expires_at_ms,
+    };
+    check(store.take(player, &hash('a')).await.map_err(e)?.is_none(), "no session yet")?;
+    for (bad, what) in [
+        (ResumeSession { secret_hash: "../etc".into(), ..session('a', in_a_minute) }, "a malformed hash"),
+        (ResumeSession { name: "a\nb".into(), ..session('a', in_a_minute) }, "a newline in the name"),
+        (ResumeSession { zone: String::new(), ..session('a', in_a_minute) }, "an empty zone"),
+    ] {
+        check(store.put(bad).await.is_err(), &format!("{what} is refused"))?;
+    }
+    store.put(session('a', in_a_minute)).await.map_err(e)?;
+    check(store.take(player, &hash('b')).await.map_err(e)?.is_none(), "another secret takes nothing")?;
+    check(store.take(player, &hash('a')).await.map_err(e)? == Some(session('a', in_a_minute)), "put then take")?;
+    check(store.take(player, &hash('a')).await.map_err(e)?.is_none(), "a token is used once")?;
+    store.put(session('a', in_a_minute)).await.map_err(e)?;
+    store.put(session('c', in_a_minute)).await.map_err(e)?;
+    check(store.take(player, &hash('a')).await.map_err(e)?.is_none(), "a new token replaces the old: one per player")?;
+    check(store.take(player, &hash('c')).await.map_err(e)?.is_some(), "the new one works")?;
+    store.put(session('d', crate::unix_ms() + 200)).await.map_err(e)?;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    check(store.get(&short).await.map_err(e)?.is_none(), "expired tokens are gone")?;
+    check(store.take(player, &hash('d')).await.map_err(e)?.is_none(), "past its end it is gone")?;
     Ok(())
 }
 

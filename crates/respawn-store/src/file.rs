@@ -6,14 +6,13 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
 use crate::{
-    valid_resume_token, ColdSnapshots, HotSnapshots, Journal, JournalEntry, ResumeSession, Sessions, SnapshotMeta,
-    StoreError, StoreResult, StoredSnapshot,
+    ColdSnapshots, HotSnapshots, Journal, JournalEntry, ResumeSession, Sessions, SnapshotMeta, StoreError, StoreResult,
+    StoredSnapshot,
 };
 
 const BACKEND: &str = "files";
@@ -307,7 +306,7 @@ impl Journal for FileJournal {
     }
 }
 
-/// One small file per resume token: `player_id`, `zone`, expiry (Unix ms), name.
+/// One small file per player's resume session (`sessions/player-<id>`).
 #[derive(Debug, Clone)]
 pub struct FileSessions {
     root: PathBuf,
@@ -319,47 +318,39 @@ impl FileSessions {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Sessions for FileSessions {
-    fn put(&self, token: &str, session: ResumeSession, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
-        let (root, token) = (self.root.clone(), token.to_owned());
+    fn put(&self, session: ResumeSession) -> BoxFuture<'_, StoreResult<()>> {
+        let root = self.root.clone();
         async move {
-            if !valid_resume_token(&token) {
-                return Err(StoreError::Invalid("malformed resume token".into()));
+            if !session.is_valid() {
+                return Err(StoreError::Invalid("malformed resume session".into()));
             }
-            let expires = now_ms() + ttl.as_millis() as u64;
-            let text = format!("{}\n{}\n{}\n{}", session.player_id, session.zone, expires, session.name);
-            blocking(move || write_atomic(&root.join(token), text.as_bytes())).await
+            let path = root.join(format!("player-{}", session.player_id));
+            blocking(move || write_atomic(&path, session.to_text().as_bytes())).await
         }
         .boxed()
     }
 
-    fn get(&self, token: &str) -> BoxFuture<'_, StoreResult<Option<ResumeSession>>> {
-        let (root, token) = (self.root.clone(), token.to_owned());
+    fn take(&self, player_id: u64, secret_hash: &str) -> BoxFuture<'_, StoreResult<Option<ResumeSession>>> {
+        let (path, hash) = (self.root.join(format!("player-{player_id}")), secret_hash.to_owned());
         async move {
-            if !valid_resume_token(&token) {
-                return Ok(None);
-            }
             blocking(move || {
-                let text = match std::fs::read_to_string(root.join(&token)) {
+                let text = match std::fs::read_to_string(&path) {
                     Ok(t) => t,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(io(e)),
                 };
-                let mut lines = text.splitn(4, '\n');
-                let corrupt = || StoreError::Corrupt(format!("session file {token}"));
-                let player_id = lines.next().and_then(|v| v.parse().ok()).ok_or_else(corrupt)?;
-                let zone = lines.next().ok_or_else(corrupt)?.to_owned();
-                let expires: u64 = lines.next().and_then(|v| v.parse().ok()).ok_or_else(corrupt)?;
-                let name = lines.next().ok_or_else(corrupt)?.to_owned();
-                if expires <= now_ms() {
-                    let _ = std::fs::remove_file(root.join(&token));
+                let session = ResumeSession::from_text(player_id, &text)
+                    .ok_or_else(|| StoreError::Corrupt(format!("session file of player {player_id}")))?;
+                if session.secret_hash != hash {
                     return Ok(None);
                 }
-                Ok(Some(ResumeSession { player_id, name, zone }))
+                // Whoever removes the file took the token: a second taker finds it gone.
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(Some(session).filter(|s| s.expires_at_ms > crate::unix_ms())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(io(e)),
+                }
             })
             .await
         }

@@ -122,25 +122,69 @@ pub trait Journal: Send + Sync + Debug {
     fn len(&self, zone: u32) -> BoxFuture<'_, StoreResult<u64>>;
 }
 
-/// Who a resume token belongs to.
+/// Now, in Unix milliseconds.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A player's resume token as stored: one per player, replaced by each new
+/// one, used once, and never valid past `expires_at_ms` (resuming does not
+/// extend it: the next token inherits the same end).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumeSession {
     pub player_id: u64,
     pub name: String,
     pub zone: String,
+    /// SHA-256 (lowercase hex) of the token's secret: the secret itself is
+    /// never stored.
+    pub secret_hash: String,
+    /// Unix milliseconds.
+    pub expires_at_ms: u64,
+}
+
+impl ResumeSession {
+    /// Whether it can be stored as given: a hash of 64 hex characters, a
+    /// name and zone of one line each.
+    pub fn is_valid(&self) -> bool {
+        self.secret_hash.len() == 64
+            && self.secret_hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && !self.name.contains('\n')
+            && !self.zone.contains('\n')
+            && !self.name.is_empty()
+            && !self.zone.is_empty()
+    }
+
+    /// The stored text: hash, expiry, zone, name, one per line.
+    pub(crate) fn to_text(&self) -> String {
+        format!("{}\n{}\n{}\n{}", self.secret_hash, self.expires_at_ms, self.zone, self.name)
+    }
+
+    pub(crate) fn from_text(player_id: u64, text: &str) -> Option<Self> {
+        let mut lines = text.splitn(4, '\n');
+        let secret_hash = lines.next()?.to_owned();
+        let expires_at_ms = lines.next()?.parse().ok()?;
+        let zone = lines.next()?.to_owned();
+        let name = lines.next()?.to_owned();
+        Some(Self { player_id, name, zone, secret_hash, expires_at_ms })
+    }
 }
 
 /// Resume tokens: a reconnecting client presents one instead of logging in.
 pub trait Sessions: Send + Sync + Debug {
-    fn put(&self, token: &str, session: ResumeSession, ttl: Duration) -> BoxFuture<'_, StoreResult<()>>;
-    /// `None` for unknown or expired tokens.
-    fn get(&self, token: &str) -> BoxFuture<'_, StoreResult<Option<ResumeSession>>>;
+    /// Stores the player's token, replacing the one before.
+    fn put(&self, session: ResumeSession) -> BoxFuture<'_, StoreResult<()>>;
+    /// The player's session if `secret_hash` is its token's and it has not
+    /// expired; it is removed (a token is used once). `None` otherwise.
+    fn take(&self, player_id: u64, secret_hash: &str) -> BoxFuture<'_, StoreResult<Option<ResumeSession>>>;
 }
 
-/// Resume tokens are 32 lowercase hex characters; anything else is refused
-/// before it reaches a store (it may become a file name or a key).
-pub fn valid_resume_token(token: &str) -> bool {
-    token.len() == 32 && token.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+/// A resume token as clients hold it: `<player id>.<32 lowercase hex>`;
+/// its player and secret, or `None` for anything else (refused before it
+/// reaches a store: it may become a file name or a key).
+pub fn parse_resume_token(token: &str) -> Option<(u64, &str)> {
+    let (player, secret) = token.split_once('.')?;
+    let valid = secret.len() == 32 && secret.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    Some((player.parse().ok().filter(|p| *p != 0)?, secret)).filter(|_| valid)
 }
 
 pub use respawn_api::registry::ServerState;

@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 const HEADER: usize = 8;
 
@@ -55,10 +55,6 @@ pub struct Outbox {
     quota_bytes: u64,
     segment_bytes: u64,
     inner: Mutex<Inner>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn lock_err() -> std::io::Error {
@@ -162,7 +158,7 @@ impl Outbox {
             _ => {
                 let first = inner.next_seq;
                 inner.writer = Some(OpenOptions::new().create(true).append(true).open(self.seg_path(first))?);
-                inner.segments.insert(first, Segment { records: 0, bytes: 0, created_ms: now_ms() });
+                inner.segments.insert(first, Segment { records: 0, bytes: 0, created_ms: crate::unix_ms() });
                 first
             }
         };
@@ -263,7 +259,7 @@ impl Outbox {
             .segments
             .iter()
             .find(|(f, s)| **f + s.records > inner.acked)
-            .map_or(0, |(_, s)| now_ms().saturating_sub(s.created_ms));
+            .map_or(0, |(_, s)| crate::unix_ms().saturating_sub(s.created_ms));
         OutboxStats {
             bytes: inner.total_bytes,
             pending,
@@ -277,6 +273,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     fn dir(tag: &str) -> PathBuf {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());

@@ -14,8 +14,8 @@ use redis::AsyncCommands;
 use crate::ops::{AuditRecord, Ban, Login, OperatorToken, OpsStore, Role, AUDIT_KEEP};
 use crate::ratelimit::{Counting, Decision, Quota, RateLimiter};
 use crate::{
-    bounded, valid_resume_token, HotSnapshots, Journal, JournalEntry, Registry, ResumeSession, ServerEntry,
-    ServerState, Sessions, SnapshotMeta, StoreError, StoreResult, StoredSnapshot, CALL_TIMEOUT,
+    bounded, HotSnapshots, Journal, JournalEntry, Registry, ResumeSession, ServerEntry, ServerState, Sessions,
+    SnapshotMeta, StoreError, StoreResult, StoredSnapshot, CALL_TIMEOUT,
 };
 
 const BACKEND: &str = "redis";
@@ -261,49 +261,59 @@ impl Journal for RedisJournal {
     }
 }
 
+/// Takes a player's resume session if the hash matches: get, compare, delete, atomically.
+const TAKE_SESSION_LUA: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local nl = string.find(v, '\n', 1, true)
+if not nl or string.sub(v, 1, nl - 1) ~= ARGV[1] then return false end
+redis.call('DEL', KEYS[1])
+return v
+";
+
+/// Resume sessions under `<prefix>:session:<player>`, expiring with them.
 #[derive(Debug, Clone)]
 pub struct RedisSessions {
     redis: RedisConn,
+    take: Arc<redis::Script>,
 }
 
 impl RedisSessions {
     pub fn new(redis: RedisConn) -> Self {
-        Self { redis }
+        Self { redis, take: Arc::new(redis::Script::new(TAKE_SESSION_LUA)) }
     }
 }
 
 impl Sessions for RedisSessions {
-    fn put(&self, token: &str, session: ResumeSession, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
-        let token = token.to_owned();
+    fn put(&self, session: ResumeSession) -> BoxFuture<'_, StoreResult<()>> {
         async move {
-            if !valid_resume_token(&token) {
-                return Err(StoreError::Invalid("malformed resume token".into()));
+            if !session.is_valid() {
+                return Err(StoreError::Invalid("malformed resume session".into()));
             }
-            let key = self.redis.key(&format!("session:{token}"));
-            let value = format!("{}\n{}\n{}", session.player_id, session.zone, session.name);
+            let key = self.redis.key(&format!("session:{}", session.player_id));
             let mut c = self.redis.conn().await?;
-            let ms = ttl.as_millis().max(1) as u64;
-            bounded(BACKEND, async { c.pset_ex::<_, _, ()>(&key, value, ms).await.map_err(err) }).await
+            let left_ms = session.expires_at_ms.saturating_sub(crate::unix_ms());
+            if left_ms == 0 {
+                return bounded(BACKEND, async { c.del::<_, ()>(&key).await.map_err(err) }).await;
+            }
+            bounded(BACKEND, async { c.pset_ex::<_, _, ()>(&key, session.to_text(), left_ms).await.map_err(err) }).await
         }
         .boxed()
     }
 
-    fn get(&self, token: &str) -> BoxFuture<'_, StoreResult<Option<ResumeSession>>> {
-        let token = token.to_owned();
+    fn take(&self, player_id: u64, secret_hash: &str) -> BoxFuture<'_, StoreResult<Option<ResumeSession>>> {
+        let hash = secret_hash.to_owned();
         async move {
-            if !valid_resume_token(&token) {
-                return Ok(None);
-            }
-            let key = self.redis.key(&format!("session:{token}"));
+            let key = self.redis.key(&format!("session:{player_id}"));
             let mut c = self.redis.conn().await?;
-            let value: Option<String> = bounded(BACKEND, async { c.get(&key).await.map_err(err) }).await?;
+            let mut invocation = self.take.key(key);
+            invocation.arg(&hash);
+            let value: Option<String> =
+                bounded(BACKEND, async { invocation.invoke_async(&mut c).await.map_err(err) }).await?;
             let Some(value) = value else { return Ok(None) };
-            let mut parts = value.splitn(3, '\n');
-            let corrupt = || StoreError::Corrupt(format!("session {token}"));
-            let player_id = parts.next().and_then(|p| p.parse().ok()).ok_or_else(corrupt)?;
-            let zone = parts.next().ok_or_else(corrupt)?.to_owned();
-            let name = parts.next().ok_or_else(corrupt)?.to_owned();
-            Ok(Some(ResumeSession { player_id, name, zone }))
+            let session = ResumeSession::from_text(player_id, &value)
+                .ok_or_else(|| StoreError::Corrupt(format!("resume session of player {player_id}")))?;
+            Ok(Some(session).filter(|s| s.expires_at_ms > crate::unix_ms()))
         }
         .boxed()
     }

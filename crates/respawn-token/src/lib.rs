@@ -79,12 +79,6 @@ impl TokenKey {
         mac
     }
 
-    /// 32 hex characters derived from the key and `context`: unguessable
-    /// without the key, different for every context (resume tokens).
-    pub fn derive_id(&self, context: &str) -> String {
-        hex(&self.mac(&format!("derive:{context}")).finalize().into_bytes()[..16])
-    }
-
     /// Signs `payload` for one `purpose` (a word naming what it is): the
     /// result opens only with the same key and purpose, so nothing signed
     /// for one use passes for another. `<purpose>.<hex payload>.<signature hex>`.
@@ -231,15 +225,6 @@ mod tests {
         assert!(matches!(key().verify("v1.1.2.x.zz", 0), Err(TokenError::Malformed(_))));
         assert!(matches!(key().verify(&"a".repeat(300), 0), Err(TokenError::Malformed(_))));
         assert!(matches!(key().verify("v1.1.2.x.é", 0), Err(TokenError::Malformed(_))));
-    }
-
-    #[test]
-    fn derived_ids_are_hex_and_differ_by_context() {
-        let a = key().derive_id("a");
-        assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(a, key().derive_id("b"));
-        assert_eq!(a, key().derive_id("a"));
     }
 
     #[test]

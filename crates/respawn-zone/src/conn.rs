@@ -117,35 +117,25 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
         let reason = format!("server speaks protocol version {speaks}, client sent {}", join.protocol_version);
         return refuse(&state, socket, CloseCode::UnsupportedProtocolVersion, reason).await;
     }
-    let (player, name, resuming) = match authenticate(&state, &join).await {
+    let who = match authenticate(&state, &join).await {
         Ok(who) => who,
         Err(reason) => return refuse(&state, socket, CloseCode::InvalidToken, reason).await,
     };
-    if state.bans.contains(player) {
-        return refuse(&state, socket, CloseCode::Banned, "this player is banned".into()).await;
-    }
-    let Some(zone) = state.zone(&join.zone) else {
-        let reason = format!("no zone named {:?}; this server hosts {}", join.zone, state.zone_names());
-        return refuse(&state, socket, CloseCode::UnknownZone, reason).await;
+    let (zone, entry) = match admit(&state, &join, &who) {
+        Ok(admitted) => admitted,
+        Err((code, reason)) => {
+            give_back(&state, who.taken);
+            return refuse(&state, socket, code, reason).await;
+        }
     };
-    if state.draining.load(Ordering::SeqCst) {
-        return refuse(&state, socket, CloseCode::Draining, "server is draining; connect to another server".into())
-            .await;
-    }
-    if zone.status.parked.load(Ordering::SeqCst) {
-        let reason = format!("zone {} is moving to another server; log in again", zone.name);
-        return refuse(&state, socket, CloseCode::Draining, reason).await;
-    }
-    let entry = match entry(&state, &join, player, resuming) {
-        Ok(entry) => entry,
-        Err(reason) => return refuse(&state, socket, CloseCode::CharacterUnavailable, reason).await,
-    };
+    let Who { player, name, session_ends_ms, taken } = who;
 
     let conn = ConnState::new(state.next_conn_id(), state.shutdown.child_token());
     let (out_tx, out_rx) = mpsc::channel(limits.client_send_buffer);
     let link = ClientLink { conn: conn.clone(), out: out_tx.clone() };
-    let resume_token = issue_resume_token(&state, player, &name, &zone.name, conn.id);
+    let resume_token = issue_resume_token(&state, player, &name, &zone.name, session_ends_ms);
     if zone.control.send(Control::Attach { player, name: name.clone(), link, resume_token, entry }).is_err() {
+        give_back(&state, taken);
         return refuse(&state, socket, CloseCode::GoingAway, "zone is stopping".into()).await;
     }
     tracing::debug!(player, name = %name, zone = %zone.name, conn = conn.id, "player joined");
@@ -169,15 +159,68 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
     tracing::debug!(player, zone = %zone.name, conn = conn.id, reason = ?conn.close_reason(), "player left");
 }
 
-/// Who is joining: from a resume token (tried first; then `true`) or a
-/// session token.
-async fn authenticate(state: &ServerState, join: &proto::Join) -> Result<(u64, String, bool), String> {
+/// Who is joining.
+struct Who {
+    player: u64,
+    name: String,
+    /// When this sign-in's resume tokens stop working (Unix ms): resuming
+    /// never moves it.
+    session_ends_ms: u64,
+    /// The resume session its token took (a join by session token: none).
+    taken: Option<respawn_store::ResumeSession>,
+}
+
+/// Whether the server lets `who` in now, into which zone, with what
+/// character; or the close code and reason.
+fn admit(state: &ServerState, join: &proto::Join, who: &Who) -> Result<(Arc<ZoneHandle>, Entry), (CloseCode, String)> {
+    if state.bans.contains(who.player) {
+        return Err((CloseCode::Banned, "this player is banned".into()));
+    }
+    let Some(zone) = state.zone(&join.zone) else {
+        let reason = format!("no zone named {:?}; this server hosts {}", join.zone, state.zone_names());
+        return Err((CloseCode::UnknownZone, reason));
+    };
+    if state.draining.load(Ordering::SeqCst) {
+        return Err((CloseCode::Draining, "server is draining; connect to another server".into()));
+    }
+    if zone.status.parked.load(Ordering::SeqCst) {
+        return Err((CloseCode::Draining, format!("zone {} is moving to another server; log in again", zone.name)));
+    }
+    let entry =
+        entry(state, join, who.player, who.taken.is_some()).map_err(|r| (CloseCode::CharacterUnavailable, r))?;
+    Ok((zone, entry))
+}
+
+/// A join refused after its resume token was taken gives it back, so the
+/// client can try again with it (a token is spent only by a join that got in).
+fn give_back(state: &ServerState, taken: Option<respawn_store::ResumeSession>) {
+    let Some(session) = taken else { return };
+    let sessions = state.stores.sessions.clone();
+    tokio::spawn(async move {
+        if let Err(e) = sessions.put(session).await {
+            tracing::debug!(error = %e, "resume token not given back");
+        }
+    });
+}
+
+/// Who is joining: from a resume token (tried first: it is taken, and
+/// spent once the join gets in) or a session token.
+async fn authenticate(state: &ServerState, join: &proto::Join) -> Result<Who, String> {
     let mut resume_problem = None;
     if !join.resume_token.is_empty() {
-        match state.stores.sessions.get(&join.resume_token).await {
-            Ok(Some(s)) if s.zone == join.zone => return Ok((s.player_id, s.name, true)),
-            Ok(Some(_)) => resume_problem = Some("the resume token is for another zone".to_owned()),
-            Ok(None) => resume_problem = Some("unknown or expired resume token".to_owned()),
+        let Some((player, secret)) = respawn_store::parse_resume_token(&join.resume_token) else {
+            return Err("malformed resume token; log in again".into());
+        };
+        match state.stores.sessions.take(player, &respawn_token::hash_secret(secret)).await {
+            Ok(Some(s)) if s.zone == join.zone => {
+                let (player, name, session_ends_ms) = (s.player_id, s.name.clone(), s.expires_at_ms);
+                return Ok(Who { player, name, session_ends_ms, taken: Some(s) });
+            }
+            Ok(Some(s)) => {
+                give_back(state, Some(s));
+                resume_problem = Some("the resume token is for another zone".to_owned());
+            }
+            Ok(None) => resume_problem = Some("unknown, used or expired resume token".to_owned()),
             Err(e) => resume_problem = Some(format!("cannot check the resume token now ({})", e.as_str())),
         }
     }
@@ -186,10 +229,11 @@ async fn authenticate(state: &ServerState, join: &proto::Join) -> Result<(u64, S
             return Err(format!("{problem}; log in again"));
         }
     }
-    match state.token_key.verify(&join.token, unix_now()) {
-        Ok(claims) => Ok((claims.player_id, claims.name, false)),
-        Err(e) => Err(format!("invalid token: {e}")),
-    }
+    let claims = state.token_key.verify(&join.token, unix_now()).map_err(|e| format!("invalid token: {e}"))?;
+    let ttl_ms = state.config.resume_token_ttl.as_millis() as u64;
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let session_ends_ms = now_ms.saturating_add(ttl_ms).min(claims.expires_at.saturating_mul(1_000));
+    Ok(Who { player: claims.player_id, name: claims.name, session_ends_ms, taken: None })
 }
 
 /// What character `player` may bring in: on a server whose characters the
@@ -224,19 +268,26 @@ fn character_of(ticket: &CharacterTicket) -> Character {
     }
 }
 
-/// A new resume token for this connection, stored in the background: a
-/// failed store only means the client falls back to its session token.
-fn issue_resume_token(state: &ServerState, player: u64, name: &str, zone: &str, conn_id: u64) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let token = state.token_key.derive_id(&format!("resume:{player}:{conn_id}:{nanos}:{}", std::process::id()));
-    let session = respawn_store::ResumeSession { player_id: player, name: name.to_owned(), zone: zone.to_owned() };
-    let (sessions, stored, ttl) = (state.stores.sessions.clone(), token.clone(), state.config.resume_token_ttl);
+/// A new resume token for this connection (`<player>.<secret>`), stored
+/// in the background as the player's only one, ending with its sign-in's
+/// `session_ends_ms`: a failed store only means the client falls back to
+/// its session token. Empty if the kernel gave no random bytes.
+fn issue_resume_token(state: &ServerState, player: u64, name: &str, zone: &str, session_ends_ms: u64) -> String {
+    let Ok(secret) = respawn_token::random_hex(16) else { return String::new() };
+    let session = respawn_store::ResumeSession {
+        player_id: player,
+        name: name.to_owned(),
+        zone: zone.to_owned(),
+        secret_hash: respawn_token::hash_secret(&secret),
+        expires_at_ms: session_ends_ms,
+    };
+    let sessions = state.stores.sessions.clone();
     tokio::spawn(async move {
-        if let Err(e) = sessions.put(&stored, session, ttl).await {
+        if let Err(e) = sessions.put(session).await {
             tracing::debug!(error = %e, "resume token not stored");
         }
     });
-    token
+    format!("{player}.{secret}")
 }
 
 /// Decrements the connection gauge however `serve` ends.

@@ -419,18 +419,16 @@ async fn a_client_cannot_act_as_another_player_or_read_their_private_state() -> 
         let closed = c.closed(T).await?;
         assert_eq!(closed.code, CloseCode::InvalidToken.code(), "{closed:?}");
     }
-    // A guessed resume token without a session token gets nothing.
-    let mut c = Client::connect(&url).await?;
-    c.send(C::Join(respawn_proto::Join {
-        protocol_version: respawn_proto::PROTOCOL_VERSION,
-        resume_token: "0123456789abcdef0123456789abcdef".into(),
-        zone: "meadow".into(),
-        ..Default::default()
-    }))
-    .await?;
-    let closed = c.closed(T).await?;
-    assert_eq!(closed.code, CloseCode::InvalidToken.code(), "{closed:?}");
-    assert!(closed.reason.contains("unknown or expired resume token"), "{closed:?}");
+    // A guessed or malformed resume token without a session token gets nothing.
+    for (guess, why) in [
+        ("101.0123456789abcdef0123456789abcdef", "unknown, used or expired resume token"),
+        ("0123456789abcdef0123456789abcdef", "malformed resume token"),
+        ("../101.0123456789abcdef0123456789abcdef", "malformed resume token"),
+    ] {
+        let closed = resume_with(&url, guess).await?;
+        assert_eq!(closed.code, CloseCode::InvalidToken.code(), "{closed:?}");
+        assert!(closed.reason.contains(why), "{guess}: {closed:?}");
+    }
 
     // Mallory plays in the same zone: she sees Ann's public state only.
     let (mut mal, mal_welcome) = Client::join(&url, 666, "mallory", "meadow").await?;
@@ -475,5 +473,30 @@ async fn a_client_cannot_act_as_another_player_or_read_their_private_state() -> 
     // The admin API is not reachable with a player's token.
     let (status, _) = support::http(zone.addr, "POST", "/admin/kick?player=101", Some(&token(666, "mallory"))).await?;
     assert_eq!(status, 401);
+
+    // Ann's resume token takes her character back once; used again, it is refused.
+    let mut back = join_resuming(&url, &ann_resume).await?;
+    let welcome = back.next_matching(T, |b| if let S::Welcome(w) = b { Some(w.clone()) } else { None }).await?;
+    assert!(welcome.resumed && welcome.resume_token != ann_resume, "resumed, with a new token");
+    let again = resume_with(&url, &ann_resume).await?;
+    assert!(again.reason.contains("unknown, used or expired resume token"), "{again:?}");
     Ok(())
+}
+
+/// Connects and joins meadow with only a resume token.
+async fn join_resuming(url: &str, resume_token: &str) -> Result<Client> {
+    let mut c = Client::connect(url).await?;
+    c.send(C::Join(respawn_proto::Join {
+        protocol_version: respawn_proto::PROTOCOL_VERSION,
+        resume_token: resume_token.into(),
+        zone: "meadow".into(),
+        ..Default::default()
+    }))
+    .await?;
+    Ok(c)
+}
+
+/// [`join_resuming`], answering how the server closed.
+async fn resume_with(url: &str, resume_token: &str) -> Result<support::Closed> {
+    join_resuming(url, resume_token).await?.closed(T).await
 }
