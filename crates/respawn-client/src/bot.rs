@@ -462,6 +462,7 @@ pub async fn run_bot(config: BotConfig, stats: Arc<BotStats>, cancel: Cancellati
     let mut brain = Brain::new(config.player_id);
     let mut link = Continuity::default();
     let mut backoff = Duration::from_millis(100);
+    let mut character_waits = 0;
     loop {
         if cancel.is_cancelled() {
             break;
@@ -472,9 +473,23 @@ pub async fn run_bot(config: BotConfig, stats: Arc<BotStats>, cancel: Cancellati
                 link.forget_login_after_close(code);
                 // It played: the next attempt starts from the shortest wait.
                 backoff = Duration::from_millis(100);
+                character_waits = 0;
                 tracing::debug!(bot = %config.name, code, reason = %reason, "bot disconnected");
             }
             Err(e) => {
+                // The character's last stay is still being stored: joining again
+                // shortly is part of joining, even for a bot that does not reconnect.
+                let unavailable = e
+                    .downcast_ref::<crate::conn::JoinRefused>()
+                    .is_some_and(|r| r.code == respawn_proto::CloseCode::CharacterUnavailable.code());
+                if unavailable && character_waits < CHARACTER_WAITS {
+                    character_waits += 1;
+                    link.forget_login_after_close(respawn_proto::CloseCode::CharacterUnavailable.code());
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                        _ = cancel.cancelled() => break,
+                    }
+                }
                 link.count_login_failure();
                 stats.connects_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(bot = %config.name, error = %e, "bot could not play");
@@ -496,6 +511,11 @@ pub async fn run_bot(config: BotConfig, stats: Arc<BotStats>, cancel: Cancellati
     }
     report
 }
+
+/// Joins in a row refused because the character was not to be had yet
+/// (its last stay still on its way to the platform) before that counts as
+/// a failure: 10 s of waiting, 200 ms apart.
+const CHARACTER_WAITS: u32 = 50;
 
 /// How long a play grant is used for new joins: its character ticket lives a minute.
 const GRANT_REUSE: Duration = Duration::from_secs(45);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use respawn_proto::{client_message, server_message, Welcome};
 use tokio::net::TcpStream;
@@ -19,6 +19,21 @@ pub enum Event {
         reason: String,
     },
 }
+
+/// The server closed the connection instead of welcoming the join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRefused {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl std::fmt::Display for JoinRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "join refused: {} {}", self.code, self.reason)
+    }
+}
+
+impl std::error::Error for JoinRefused {}
 
 #[derive(Debug)]
 pub struct Connection {
@@ -74,7 +89,7 @@ impl Connection {
             {
                 Event::Message(server_message::Body::Welcome(w)) => return Ok(w),
                 Event::Message(_) => continue,
-                Event::Closed { code, reason } => bail!("join refused: {code} {reason}"),
+                Event::Closed { code, reason } => return Err(JoinRefused { code, reason }.into()),
             }
         }
     }

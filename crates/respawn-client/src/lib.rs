@@ -9,5 +9,5 @@ pub mod world;
 pub use bot::{
     run_bot, signed_tokens, Access, BotConfig, BotReport, BotStats, Fleet, GuestSession, Resume, TokenSource,
 };
-pub use conn::{Connection, Event};
+pub use conn::{Connection, Event, JoinRefused};
 pub use world::World;

@@ -38,9 +38,20 @@ pub struct LoadgenArgs {
     /// Zones to spread clients over (repeat the flag for several).
     #[arg(long = "zone", default_values_t = ["meadow".to_owned()])]
     zones: Vec<String>,
-    /// Secret the zone server verifies session tokens with.
-    #[arg(long, env = "RESPAWN_TOKEN_KEY", hide_env_values = true)]
-    token_key: String,
+    /// Secret the zone server verifies session tokens with (clients mint
+    /// their own tokens); not needed with --platform.
+    #[arg(long, env = "RESPAWN_TOKEN_KEY", hide_env_values = true, required_unless_present = "platform")]
+    token_key: Option<String>,
+    /// Sign clients in through this platform server (host:port) as players
+    /// do, each with a guest account of its own, instead of minting tokens.
+    /// Its per-address limits (`--login-per-minute`) must allow the clients.
+    #[arg(long)]
+    platform: Option<String>,
+    /// With --platform: a file of guest device secrets, one per line; client
+    /// i signs in with line i, and lines missing are filled with new guest
+    /// accounts and written back, so the next run plays the same characters.
+    #[arg(long, requires = "platform")]
+    accounts: Option<std::path::PathBuf>,
     /// First player id used (ids are base..base+clients).
     #[arg(long, default_value_t = 1_000_000)]
     player_id_base: u64,
@@ -128,6 +139,50 @@ async fn server_figures(addr: &str, zones: &[String]) -> Result<ServerFigures> {
     Ok(ServerFigures { tick, dropped, overrun })
 }
 
+/// How the clients get in: straight to the zone server with minted tokens,
+/// or through the platform as guests (new ones, or a pool kept in a file).
+async fn access(args: &LoadgenArgs) -> Result<Access> {
+    let Some(platform) = args.platform.clone() else {
+        let key = TokenKey::new(args.token_key.as_deref().unwrap_or_default().as_bytes()).context("token key")?;
+        let tokens = signed_tokens(key, Duration::from_secs(24 * 3600));
+        return Ok(Access::Direct { url: format!("ws://{}/ws", args.addr), tokens });
+    };
+    let Some(path) = &args.accounts else { return Ok(Access::Login { platform }) };
+    let device_secrets = account_pool(&platform, path, args.clients as usize).await?;
+    Ok(Access::Guests { platform, device_secrets: device_secrets.into() })
+}
+
+/// The first `wanted` device secrets of the pool in `path`, making the
+/// guest accounts that are missing (written back as they are made, the file
+/// readable by its owner only: each line signs in as a player).
+async fn account_pool(platform: &str, path: &std::path::Path, wanted: usize) -> Result<Vec<String>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read the account pool {}", path.display())),
+    };
+    let mut secrets: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    if secrets.len() < wanted {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot write the account pool {}", path.display()))?;
+        let api = respawn_api::players::PlayerApi::new(platform);
+        eprintln!("making {} guest accounts for {}", wanted - secrets.len(), path.display());
+        while secrets.len() < wanted {
+            let signed_in = api.guest(&Default::default()).await.context("guest sign-up at the platform server")?;
+            let secret = signed_in.device_secret.context("the platform gave no device secret")?;
+            writeln!(file, "{secret}")?;
+            secrets.push(secret);
+        }
+    }
+    secrets.truncate(wanted);
+    Ok(secrets)
+}
+
 pub async fn run(args: LoadgenArgs) -> Result<()> {
     if args.clients == 0 || args.zones.is_empty() {
         bail!("--clients must be at least 1 and at least one --zone given");
@@ -135,21 +190,19 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
     if !(args.churn_secs > 0.0 && args.churn_secs.is_finite()) {
         bail!("--churn-secs must be a positive number of seconds");
     }
-    let key = TokenKey::new(args.token_key.as_bytes()).context("token key")?;
     let before = server_figures(&args.addr, &args.zones)
         .await
         .with_context(|| format!("cannot read the zone server's metrics at {}", args.addr))?;
-    let tokens = signed_tokens(key, Duration::from_secs(24 * 3600));
+    let access = access(&args).await?;
     let stats = Arc::new(BotStats::default());
     let cancel = CancellationToken::new();
-    let url = format!("ws://{}/ws", args.addr);
     // Playing clients, longest-playing first; the ones a soak replaced wait in `left`.
     let mut bots: VecDeque<(tokio::task::JoinHandle<BotReport>, CancellationToken)> = VecDeque::new();
     let mut left = Vec::new();
     let mut made = 0u32;
     let spawn = |made: &mut u32| {
         let config = BotConfig {
-            access: Access::Direct { url: url.clone(), tokens: tokens.clone() },
+            access: access.clone(),
             zone: args.zones[*made as usize % args.zones.len()].clone(),
             player_id: args.player_id_base + u64::from(*made),
             name: format!("load{made}"),

@@ -138,3 +138,55 @@ fn loadgen_says_clearly_when_no_server_answers() -> Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the zone server's metrics"));
     Ok(())
 }
+
+/// Through the platform server: the clients sign in as guests kept in a
+/// pool file, and a second run plays the same accounts (their characters,
+/// stored through Kafka and MariaDB as they left, are handed out again).
+#[tokio::test]
+async fn loadgen_signs_in_through_the_platform_and_reuses_its_account_pool() -> Result<()> {
+    const SERVER_TOKEN: &str = "loadgen-server-token";
+    let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS").expect("run through scripts/test");
+    let db = support::Database::create("loadgen").await?;
+    let extra = ["--server-token", SERVER_TOKEN, "--token-key", TOKEN_KEY];
+    let platform =
+        support::Platform::start_with(&brokers, &db.url(), &format!("loadgen-{}", std::process::id()), &extra)?;
+    platform.wait_healthy().await?;
+    platform.wait_ready().await?;
+    let platform_addr = platform.addr.to_string();
+    let zone = ZoneProcess::start_with_args(
+        support::TEST_CONFIG,
+        &["--platform", &platform_addr, "--server-token", SERVER_TOKEN, "--kafka-brokers", &brokers],
+    )?;
+    let dir = respawn_harness::TempDir::new("loadgen-pool")?;
+    let pool = dir.path().join("accounts.txt");
+    let pool_arg = pool.to_string_lossy().into_owned();
+    let addr = zone.addr.to_string();
+    let args = [
+        "loadgen",
+        "--addr",
+        &addr,
+        "--platform",
+        &platform_addr,
+        "--accounts",
+        &pool_arg,
+        "--clients",
+        "3",
+        "--ramp-secs",
+        "1",
+        "--hold-secs",
+        "2",
+        "--json",
+    ];
+    // Once the zone server is in the registry (its first heartbeat).
+    support::wait_registered(&platform_addr, SERVER_TOKEN, 1).await?;
+    let first = run_json(&args)?;
+    assert_eq!(first["connected"], 3, "{first}");
+    let made = std::fs::read_to_string(&pool)?;
+    assert_eq!(made.lines().count(), 3, "three guest accounts kept: {made}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&pool)?.permissions().mode() & 0o077, 0, "the pool is its owner's only");
+    let second = run_json(&args)?;
+    assert_eq!(second["connected"], 3, "{second}");
+    assert_eq!(std::fs::read_to_string(&pool)?, made, "the same accounts played again");
+    Ok(())
+}

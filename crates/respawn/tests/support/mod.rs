@@ -220,6 +220,16 @@ pub fn ticket(player: u64, name: &str, zone: &str) -> String {
     ticket.seal(&TokenKey::new(TOKEN_KEY.as_bytes()).expect("key"))
 }
 
+/// Waits (10 s at most) until the platform server at `platform` lists
+/// `servers` zone servers (asked with the servers' token).
+pub async fn wait_registered(platform: &str, server_token: &str, servers: usize) -> Result<()> {
+    respawn_harness::wait_until("zone servers in the registry", Duration::from_secs(10), || async {
+        let (code, body) = respawn_api::http::request(platform, "GET", "/v1/servers", Some(server_token)).await?;
+        Ok(code == 200 && serde_json::from_str::<Vec<serde_json::Value>>(&body)?.len() == servers)
+    })
+    .await
+}
+
 /// A protocol-level test client over `respawn_client::Connection`.
 pub struct Client {
     pub conn: Connection,
