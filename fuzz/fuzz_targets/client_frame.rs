@@ -20,6 +20,6 @@ fuzz_target!(|frame: &[u8]| {
         _ => return,
     };
     let Ok(mut zone) = Zone::new(ZoneConfig::standard(1, "fuzz", 7)) else { return };
-    zone.tick(&[Command { player: 1, seq: 1, kind: CommandKind::Join { name: "fuzz".into() } }]);
+    zone.tick(&[Command { player: 1, seq: 1, kind: CommandKind::join_fresh("fuzz") }]);
     zone.tick(&[Command { player: 1, seq: 2, kind }]);
 });
