@@ -120,6 +120,32 @@ pub struct Resumed {
     pub zone: String,
 }
 
+/// One character a zone holds, connected or waiting for its player.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldCharacter {
+    pub player: u64,
+    /// Its stay (0: a character no platform keeps).
+    pub incarnation: u64,
+    /// A client is attached (otherwise it waits for a resume).
+    pub connected: bool,
+}
+
+/// The characters one zone holds at one tick.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneRoster {
+    pub zone: String,
+    pub tick: u64,
+    /// Released for a hand-off: what it holds belongs to the server that adopts it.
+    pub parked: bool,
+    pub characters: Vec<HeldCharacter>,
+}
+
+/// `GET /admin/characters`: the characters every zone of a server holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rosters {
+    pub zones: Vec<ZoneRoster>,
+}
+
 /// How long a quick admin call (info, cordon, drain, notices) may take.
 pub const QUICK_CALL: Duration = Duration::from_secs(3);
 /// Calls that load or store a zone may take a restore's time.
@@ -156,6 +182,11 @@ impl ZoneAdmin {
 
     pub async fn info(&self, addr: &str) -> Result<ServerInfo, CallError> {
         self.call(Method::GET, addr, "/admin/info", QUICK_CALL).read().await
+    }
+
+    /// The characters each hosted zone holds.
+    pub async fn characters(&self, addr: &str) -> Result<Rosters, CallError> {
+        self.call(Method::GET, addr, "/admin/characters", QUICK_CALL).read().await
     }
 
     /// Stops taking new players; with `notify`, connected players are asked to reconnect.

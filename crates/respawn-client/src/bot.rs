@@ -132,6 +132,18 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn spawn(access: Access, zones: &[String], count: u32, name_prefix: &str) -> Self {
+        Self::spawn_with(access, zones, count, name_prefix, None)
+    }
+
+    /// [`Self::spawn`], with bots that walk through an exit into another
+    /// zone about every `travel_every` (each after its own random share of it).
+    pub fn spawn_with(
+        access: Access,
+        zones: &[String],
+        count: u32,
+        name_prefix: &str,
+        travel_every: Option<Duration>,
+    ) -> Self {
         let stats = Arc::new(BotStats::default());
         let stop = CancellationToken::new();
         let bots = (0..count)
@@ -142,6 +154,7 @@ impl Fleet {
                     player_id: u64::from(i) + 1,
                     name: format!("{name_prefix}{}", i + 1),
                     reconnect: true,
+                    travel_every,
                 };
                 tokio::spawn(run_bot(config, stats.clone(), stop.clone()))
             })
@@ -180,6 +193,9 @@ pub struct BotConfig {
     pub name: String,
     /// Reconnect after the server closes or vanishes (`up`), or stop (`loadgen`).
     pub reconnect: bool,
+    /// Walk through an exit into another zone about this often; `None`: stay
+    /// in the zone (bots turn away from exits).
+    pub travel_every: Option<Duration>,
 }
 
 /// Counters shared by many bots.
@@ -202,8 +218,14 @@ pub struct BotStats {
     pub characters_lost: AtomicU64,
     /// Resumes after which the character had less gold, XP or inventory than before.
     pub inventories_lost: AtomicU64,
+    /// Joins (a resume, or a character the platform kept) that gave back
+    /// less than a server had confirmed durable: gold, XP, level or items
+    /// seen in a tick the zone said was stored.
+    pub progress_lost: AtomicU64,
     rtt_micros: Mutex<Vec<u32>>,
     resumes: Mutex<Vec<Resume>>,
+    /// Each travel's pause: from the travel notice to the first update in the zone it led to.
+    travel_pauses: Mutex<Vec<Duration>>,
 }
 
 /// One reconnection that got the bot's character back.
@@ -244,6 +266,10 @@ impl BotStats {
         self.resumes.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
+    pub fn travel_pauses(&self) -> Vec<Duration> {
+        self.travel_pauses.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
     /// Every RTT sample so far, in microseconds.
     pub fn rtt_samples(&self) -> Vec<u32> {
         self.rtt_micros.lock().map(|v| v.clone()).unwrap_or_default()
@@ -271,11 +297,42 @@ struct Brain {
     velocity: Point,
     next_decision_tick: u64,
     next_attack_tick: u64,
+    /// How often it travels, and when it next heads for an exit.
+    travel: Option<(Duration, Instant)>,
+    /// Heading for an exit: where it stood at the last look, and how many
+    /// looks in a row it sidesteps an obstacle.
+    last_pos: Option<Point>,
+    sidestep: u32,
 }
 
 impl Brain {
-    fn new(seed: u64) -> Self {
-        Self { rng: Rng::new(seed), seq: 0, velocity: Point::default(), next_decision_tick: 0, next_attack_tick: 0 }
+    fn new(seed: u64, travel_every: Option<Duration>) -> Self {
+        let mut brain = Self {
+            rng: Rng::new(seed),
+            seq: 0,
+            velocity: Point::default(),
+            next_decision_tick: 0,
+            next_attack_tick: 0,
+            travel: travel_every.map(|every| (every, Instant::now())),
+            last_pos: None,
+            sidestep: 0,
+        };
+        brain.arrived();
+        brain
+    }
+
+    /// In a zone (again): the next travel is a random share of the period to
+    /// a whole period away, so a fleet does not travel in step.
+    fn arrived(&mut self) {
+        if let Some((every, _)) = self.travel {
+            let share = every.mul_f64(0.5 + f64::from(self.rng.below(1_000)) / 2_000.0);
+            self.travel = Some((every, Instant::now() + share));
+        }
+        (self.last_pos, self.sidestep) = (None, 0);
+    }
+
+    fn travelling(&self) -> bool {
+        self.travel.is_some_and(|(_, at)| Instant::now() >= at)
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -308,6 +365,13 @@ impl Brain {
             }
         }
         let speed = (w.max_speed * 3 / 4).max(1) as i32;
+        if self.travelling() {
+            if tick >= self.next_decision_tick {
+                self.next_decision_tick = tick + 10;
+                self.head_for_exit(w, pos, speed, out);
+            }
+            return;
+        }
         if let Some(away) = away_from_exits(w, pos) {
             // Bots stay in their zone: near a way out, they turn from it.
             self.steer(step_towards(pos, away, speed), out);
@@ -327,6 +391,27 @@ impl Brain {
             };
             self.steer(step_towards(pos, goal, speed), out);
         }
+    }
+
+    /// Walks to the nearest point of the nearest exit; when an obstacle holds
+    /// it back, it steps aside for a few looks first.
+    fn head_for_exit(&mut self, w: &respawn_proto::Welcome, pos: Point, speed: i32, out: &mut Vec<C>) {
+        let Some(goal) = nearest_exit_point(w, pos) else { return };
+        let stuck = self.last_pos.is_some_and(|p| p.dist2(pos) < i64::from(speed).pow(2));
+        self.last_pos = Some(pos);
+        if stuck && self.sidestep == 0 {
+            self.sidestep = 3;
+        }
+        let v = if self.sidestep > 0 {
+            self.sidestep -= 1;
+            let towards = step_towards(pos, goal, speed);
+            // Across the way to the exit, to one side or the other.
+            let side = if self.rng.below(2) == 0 { 1 } else { -1 };
+            Point::new(-towards.y * side, towards.x * side)
+        } else {
+            step_towards(pos, goal, speed)
+        };
+        self.steer(v, out);
     }
 
     fn steer(&mut self, v: Point, out: &mut Vec<C>) {
@@ -354,6 +439,18 @@ fn away_from_exits(w: &respawn_proto::Welcome, pos: Point) -> Option<Point> {
     })
 }
 
+/// The point of an exit nearest to `pos` (a little inside its area).
+fn nearest_exit_point(w: &respawn_proto::Welcome, pos: Point) -> Option<Point> {
+    w.exits
+        .iter()
+        .filter_map(|e| e.area.as_ref())
+        .map(|a| {
+            let inset = |lo: i32, len: i32, v: i32| v.clamp(lo + (len / 4).min(50), lo + len - (len / 4).min(50));
+            Point::new(inset(a.x, a.w, pos.x), inset(a.y, a.h, pos.y))
+        })
+        .min_by_key(|p| p.dist2(pos))
+}
+
 /// What carries over from one session to the next: how to resume, and what
 /// the last one saw (to measure what a restart lost).
 #[derive(Debug, Default)]
@@ -373,10 +470,17 @@ struct Continuity {
     last_update_at: Option<Instant>,
     /// The character's stats as last seen: a resume must give them back.
     last_stats: Option<respawn_proto::PlayerStats>,
+    /// Stats seen in ticks not yet confirmed stored, oldest first.
+    pending_stats: VecDeque<(u64, respawn_proto::PlayerStats)>,
+    /// The newest stats seen in a tick the zone confirmed stored: no later
+    /// join may give back less.
+    durable_stats: Option<respawn_proto::PlayerStats>,
     /// Where the zone moved (a migrate notice): the next session goes there.
     redirect: Option<String>,
     /// The zone the character travelled to (a travel notice): it plays there from now on.
     zone: Option<String>,
+    /// When the last travel notice came: the pause lasts until the first update in the next zone.
+    travelled_at: Option<Instant>,
     /// With [`Access::Direct`], the address the zone moved to last.
     direct_url: Option<String>,
     /// Recent acknowledgements: (durable through tick, highest seq), oldest first.
@@ -416,6 +520,17 @@ impl Continuity {
             self.grant = None;
         } else if let Some((_, failures)) = &mut self.grant {
             *failures = 0;
+        }
+    }
+
+    /// Stats seen at `tick`; those of ticks through `durable_tick` are stored.
+    fn saw_stats(&mut self, tick: u64, stats: &respawn_proto::PlayerStats, durable_tick: u64) {
+        self.pending_stats.push_back((tick, stats.clone()));
+        while self.pending_stats.front().is_some_and(|(t, _)| *t <= durable_tick) {
+            self.durable_stats = self.pending_stats.pop_front().map(|(_, s)| s);
+        }
+        if self.pending_stats.len() > 200 {
+            self.pending_stats.pop_front();
         }
     }
 
@@ -459,7 +574,7 @@ enum SessionEnd {
 /// Plays until cancelled (or, without `reconnect`, until the first session ends).
 pub async fn run_bot(config: BotConfig, stats: Arc<BotStats>, cancel: CancellationToken) -> BotReport {
     let mut report = BotReport::default();
-    let mut brain = Brain::new(config.player_id);
+    let mut brain = Brain::new(config.player_id, config.travel_every);
     let mut link = Continuity::default();
     let mut backoff = Duration::from_millis(100);
     let mut character_waits = 0;
@@ -616,6 +731,11 @@ async fn session(
     }
     // The stats the character taken back must at least have (gold, XP and items only grow).
     let mut must_match = if welcome.resumed || kept_by_platform { link.last_stats.take() } else { None };
+    // What a server confirmed stored is owed whatever happened since; stats
+    // of ticks not confirmed belonged to another zone's clock.
+    let mut must_keep = if welcome.resumed || kept_by_platform { link.durable_stats.take() } else { None };
+    link.pending_stats.clear();
+    brain.arrived();
     link.resume_token = Some(welcome.resume_token.clone()).filter(|t| !t.is_empty());
     link.lost_at = None;
     stats.connects_ok.fetch_add(1, Ordering::Relaxed);
@@ -634,6 +754,9 @@ async fn session(
                 Event::Message(S::Update(u)) => {
                     link.last_seen_tick = u.tick;
                     link.last_update_at = Some(Instant::now());
+                    if let (Some(at), Ok(mut pauses)) = (link.travelled_at.take(), stats.travel_pauses.lock()) {
+                        pauses.push(at.elapsed());
+                    }
                     if u.acked_seq != 0 {
                         link.ack(u.durable_tick, u.acked_seq);
                     }
@@ -644,6 +767,13 @@ async fn session(
                                 tracing::warn!(bot = %config.name, ?before, after = ?you, "resumed with less than before");
                             }
                         }
+                        if let Some(stored) = must_keep.take() {
+                            if !kept(&stored, you) {
+                                stats.progress_lost.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(bot = %config.name, ?stored, after = ?you, "joined with less than was stored");
+                            }
+                        }
+                        link.saw_stats(u.tick, you, u.durable_tick);
                         link.last_stats = Some(you.clone());
                     }
                     world.apply(u);
@@ -666,6 +796,7 @@ async fn session(
                 Event::Message(S::Notice(n)) if n.kind == NoticeKind::Travel as i32 && !n.travel_to.is_empty() => {
                     // The character walked on to another zone: play there, through a new join.
                     stats.travels.fetch_add(1, Ordering::Relaxed);
+                    link.travelled_at = Some(Instant::now());
                     link.zone = Some(n.travel_to);
                     link.grant = None;
                     link.resume_token = None;
@@ -741,7 +872,7 @@ mod tests {
 
     #[test]
     fn bot_fights_and_picks_up_what_is_in_reach() {
-        let mut brain = Brain::new(1);
+        let mut brain = Brain::new(1, None);
         let mut out = Vec::new();
         brain.decide(&world_with(1_100, 1_050), &mut out);
         assert!(out.iter().any(|b| matches!(b, C::Pickup(p) if p.item == 3)), "{out:?}");
@@ -762,7 +893,7 @@ mod tests {
 
     #[test]
     fn bot_ignores_what_is_out_of_reach() {
-        let mut brain = Brain::new(1);
+        let mut brain = Brain::new(1, None);
         let mut out = Vec::new();
         brain.decide(&world_with(2_500, 2_600), &mut out);
         assert!(out.iter().all(|b| matches!(b, C::Move(_))), "{out:?}");

@@ -21,7 +21,7 @@ use respawn_harness::TempDir;
 use respawn_token::TokenKey;
 use serde::{Deserialize, Serialize};
 
-use crate::findings::{EventTally, Killed};
+use crate::findings::{withdrawn, EventTally, Killed};
 use crate::ledger::{settle, EventCounts, LedgerView};
 use crate::services::Pipeline;
 
@@ -379,7 +379,7 @@ impl Deployment {
     pub(crate) async fn tally_events(&mut self) -> Result<EventTally> {
         self.halt_bots().await;
         let ledger = self.ledger()?;
-        let rolled_back = self.killed.rolled_back;
+        let rolled_back = self.killed.rolled_back + withdrawn(&self.samples().await?);
         let (generated, _, stored) = settle(self, &ledger, None, rolled_back).await?;
         self.note(format!(
             "bots stopped; {} events stored of {generated} generated ({rolled_back} in ticks a restore took back)",

@@ -21,6 +21,7 @@ use crate::findings::{print_summary, summarize};
 use crate::recovery::print_report;
 
 pub mod bench;
+mod characters;
 mod deployment;
 mod findings;
 mod ledger;
@@ -35,6 +36,7 @@ pub mod services;
 mod site;
 mod zone_crash;
 
+pub use characters::CharactersReport;
 pub use deployment::KillResult;
 pub use findings::{EventTally, Figures, Findings, Killed, Problem, ProblemKind, Summary, Verdict};
 pub use pipeline::PipelineReport;
@@ -64,7 +66,11 @@ pub enum Scenario {
     SiteLoss,
     /// A rolling update to a second build under load: the guide's steps, or live hand-off with --handoff.
     Rollout,
-    /// Every failure scenario above, one after another (not the rollout).
+    /// Characters the platform keeps, travelling between two zone servers, taken over by second
+    /// sign-ins, through zone-server kills, a Redis restart (--real) and a live hand-off: none
+    /// duplicated, none losing what was stored, gold and items conserved.
+    Characters,
+    /// Every failure scenario above, one after another (not the rollout); with --real, the characters drill too.
     All,
 }
 
@@ -80,6 +86,7 @@ impl Scenario {
             Scenario::AllZonesDown => "all-zones-down",
             Scenario::SiteLoss => "site-loss",
             Scenario::Rollout => "rollout",
+            Scenario::Characters => "characters",
             Scenario::All => "all",
         }
     }
@@ -112,6 +119,8 @@ impl Scenario {
         ]
         .into_iter()
         .filter(|s| real || s.needs_real().is_none())
+        // Its embedded form runs in the test suite; `all --real` adds the real one.
+        .chain(real.then_some(Scenario::Characters))
         .collect()
     }
 
@@ -241,6 +250,9 @@ async fn run_one(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json:
     if out.scenario == Scenario::Rollout {
         return run_rollout(args, out).await;
     }
+    if out.scenario == Scenario::Characters {
+        return run_characters(args, out).await;
+    }
     let loses_every_server = matches!(out.scenario, Scenario::AllZonesDown | Scenario::SiteLoss);
     let options = Options {
         layout: if loses_every_server { Layout::ServerPerZone } else { Layout::Supervised },
@@ -344,6 +356,24 @@ async fn run_rollout(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_j
         commands_lost: Some(r.commands_lost),
     };
     Ok((figures, publish(out, &r, &r.findings, || rollout::print_report(&r))?))
+}
+
+async fn run_characters(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json::Value)> {
+    let dir = TempDir::new("drill")?;
+    let result = characters::run(dir.path(), characters::Options { bots: args.bots, real: args.real }).await;
+    if args.keep {
+        eprintln!("deployment kept in {}", dir.keep().display());
+    }
+    let r = result?;
+    let figures = Figures {
+        scenario: Scenario::Characters,
+        passed: r.findings.passed(),
+        rto_ms: None,
+        rpo_ticks: None,
+        events_lost: None,
+        commands_lost: Some(r.progress_lost),
+    };
+    Ok((figures, publish(out, &r, &r.findings, || characters::print_report(&r))?))
 }
 
 enum Report {

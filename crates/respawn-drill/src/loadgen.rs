@@ -207,6 +207,7 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
             player_id: args.player_id_base + u64::from(*made),
             name: format!("load{made}"),
             reconnect: false,
+            travel_every: None,
         };
         *made += 1;
         let token = cancel.child_token();

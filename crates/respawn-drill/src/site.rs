@@ -13,7 +13,7 @@ use respawn_api::{http, prom};
 use serde::{Deserialize, Serialize};
 
 use crate::deployment::{cold_snapshots, restored_from, source_name, warm_up, Deployment};
-use crate::findings::{EventTally, Findings, Killed, Problem, ProblemKind};
+use crate::findings::{withdrawn, EventTally, Findings, Killed, Problem, ProblemKind};
 use crate::ledger::settle;
 use crate::recovery::crash_problems;
 use crate::{Scenario, TICK_BUDGET_MS};
@@ -189,6 +189,7 @@ pub(super) async fn run(site: &mut Deployment, scenario: Scenario) -> Result<Sit
     // Besides the events rolled back with the lost play, what was recorded
     // but not in MySQL at the loss is gone with the broker and the disks.
     let Killed { generated: killed_generated, rolled_back } = site.killed;
+    let rolled_back = rolled_back + withdrawn(&site.samples().await?);
     let gone = killed_generated.saturating_sub(stored_at_loss);
     let (generated, stored, check) = settle(site, &db, None, gone).await?;
     let events = EventTally::of(generated, rolled_back, &check);

@@ -69,6 +69,11 @@ pub async fn run_consumer(
         // A killed instance's partitions go to the others (or its restart) after this long.
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
+        // A fetch the broker holds while the topic is idle returns after this
+        // long at most (librdkafka's default is 500 ms); a broker that does
+        // not answer a held fetch as soon as records arrive then delays each
+        // event by up to this much.
+        .set("fetch.wait.max.ms", "20")
         .create_with_context(LagContext { metrics: metrics.clone() })?;
     consumer.subscribe(&[&config.topic])?;
     while !stop.is_cancelled() {

@@ -77,7 +77,7 @@ impl MySqlLedger {
 
 impl Ledger for MySqlLedger {
     fn store<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<Stored, sqlx::Error>> {
-        store(&self.pool, events).boxed()
+        retrying_conflicts(move || store(&self.pool, events)).boxed()
     }
 
     fn player(&self, id: u64) -> BoxFuture<'_, Result<Option<PlayerRecord>, sqlx::Error>> {
@@ -98,7 +98,7 @@ impl Ledger for MySqlLedger {
         zone: &'a str,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<(Claim, PlayerRecord), sqlx::Error>> {
-        claim(&self.pool, player, name, zone, now_ms).boxed()
+        retrying_conflicts(move || claim(&self.pool, player, name, zone, now_ms)).boxed()
     }
 
     fn event_count(&self) -> BoxFuture<'_, Result<u64, sqlx::Error>> {
@@ -255,6 +255,34 @@ async fn write_records(tx: &mut Transaction<'_, MySql>, records: &[PlayerRecord]
         query.build().execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Transactions InnoDB chose to undo (a deadlock between a claim and a
+/// batch, both locking player rows, or a lock wait that timed out) run again
+/// a few times before the error is the caller's: each changed nothing.
+const CONFLICT_RETRIES: u32 = 3;
+
+async fn retrying_conflicts<T, F: std::future::Future<Output = Result<T, sqlx::Error>>>(
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, sqlx::Error> {
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(e) if tries < CONFLICT_RETRIES && is_conflict(&e) => {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "transaction undone by a lock conflict; running it again");
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// MySQL's deadlock (1213) and lock wait timeout (1205).
+fn is_conflict(e: &sqlx::Error) -> bool {
+    let code =
+        e.as_database_error().and_then(|d| d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()).map(|d| d.number());
+    matches!(code, Some(1213 | 1205))
 }
 
 async fn claim(

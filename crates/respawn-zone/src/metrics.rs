@@ -47,6 +47,7 @@ struct PersistFamilies {
     journal_pending: IntGaugeVec,
     journal_failures: IntCounterVec,
     events_recorded: IntCounterVec,
+    events_withdrawn: IntCounterVec,
     rpo_ticks: IntGaugeVec,
     restores: IntCounterVec,
     restore_duration: HistogramVec,
@@ -69,6 +70,8 @@ pub struct PersistMetrics {
     pub journal_failures: IntCounter,
     /// Events of this process's ticks appended to the durable outbox.
     pub events_recorded: IntCounter,
+    /// Recorded events of ticks a restore took back, left out of the event log.
+    pub events_withdrawn: IntCounter,
     pub rpo_ticks: IntGauge,
 }
 
@@ -308,6 +311,12 @@ impl Metrics {
                     "Events of this process's ticks written to the durable outbox (what a crash can no longer lose).",
                     &["zone"],
                 ),
+                events_withdrawn: counter(
+                    &r,
+                    "respawn_zone_events_withdrawn_total",
+                    "Events a lost process recorded in the outbox for ticks the restore did not keep, never published.",
+                    &["zone"],
+                ),
                 journal_failures: counter(
                     &r,
                     "respawn_zone_journal_failures_total",
@@ -424,6 +433,7 @@ impl Metrics {
             journal_length: f.journal_length.with_label_values(&[zone]),
             journal_pending: f.journal_pending.with_label_values(&[zone]),
             journal_failures: f.journal_failures.with_label_values(&[zone]),
+            events_withdrawn: f.events_withdrawn.with_label_values(&[zone]),
             events_recorded: f.events_recorded.with_label_values(&[zone]),
             rpo_ticks: f.rpo_ticks.with_label_values(&[zone]),
             families: f.clone(),

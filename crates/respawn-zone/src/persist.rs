@@ -88,6 +88,8 @@ pub enum PersistMsg {
 pub struct PersistState {
     /// Highest tick whose effects are stored.
     pub durable_tick: AtomicU64,
+    /// Told each time `durable_tick` moves on: the publisher waits for it.
+    pub advanced: tokio::sync::Notify,
     /// Set by the persister when it needs a snapshot now (journal backlog dropped).
     pub snapshot_wanted: AtomicBool,
 }
@@ -236,7 +238,9 @@ impl Persister {
     }
 
     fn durable(&mut self, tick: u64) {
-        self.state.durable_tick.fetch_max(tick, Ordering::Relaxed);
+        if self.state.durable_tick.fetch_max(tick, Ordering::Relaxed) < tick {
+            self.state.advanced.notify_one();
+        }
     }
 
     /// A snapshot at `tick` is stored: older journal entries are not needed.
@@ -614,10 +618,11 @@ async fn replay(mut zone: Zone, stores: &Stores, name: &str, events: &mut Vec<Ve
             0
         }
     };
-    // The lost process may have published events of ticks after the last one
-    // replayed (always, when the journal is out of reach): what this zone
-    // does next gets ids of a timeline of its own, or the ledger would take
-    // its events for duplicates and drop them.
+    // The lost process published events of durable ticks only, but a journal
+    // out of reach now may have held ticks after the last one replayed: what
+    // this zone does next gets ids of a timeline of its own, or the ledger
+    // would take its events for duplicates and drop them. (What it recorded
+    // and never made durable, the publisher withdraws.)
     zone.set_epoch(new_epoch());
     (zone, replayed)
 }
@@ -662,6 +667,7 @@ pub async fn checkpoint_after_restore(zone: &Zone, stores: &Stores, state: &Pers
         return;
     }
     state.durable_tick.fetch_max(tick, Ordering::Relaxed);
+    state.advanced.notify_one();
     if let Err(e) = stores.journal.reset(zone.config().zone_id).await {
         tracing::warn!(zone = %zone.config().name, error = %e, "journal could not be reset at start");
     }

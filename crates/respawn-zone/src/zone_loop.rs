@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use respawn_api::admin::HeldCharacter;
 use respawn_proto::{CloseCode, NoticeKind};
 use respawn_sim::command::encode_batch;
 use respawn_sim::view::{ClientView, FieldIndex};
@@ -68,6 +69,10 @@ pub enum Control {
     /// (the zone is parked). Answered with the last tick, or why not.
     Release {
         reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// Answered with the tick and the characters the zone holds.
+    Roster {
+        reply: oneshot::Sender<(u64, Vec<HeldCharacter>)>,
     },
     /// Answered with the durable tick once the persister wrote what it was sent.
     Flush {
@@ -317,6 +322,9 @@ impl ZoneRunner {
                 let _ = reply.send(self.release());
             }
             Control::Flush { reply } => self.flush(reply),
+            Control::Roster { reply } => {
+                let _ = reply.send((self.zone.tick_number(), self.roster()));
+            }
             // Only meaningful while parked, where `run` handles them.
             Control::Unpark => {}
             Control::Redirect { reply, .. } => {
@@ -345,6 +353,17 @@ impl ZoneRunner {
         self.tick();
         self.snapshot_now();
         Ok(self.zone.tick_number())
+    }
+
+    fn roster(&self) -> Vec<HeldCharacter> {
+        let players = self.zone.players().values();
+        players
+            .map(|p| HeldCharacter {
+                player: p.id,
+                incarnation: p.incarnation,
+                connected: self.clients.contains_key(&p.id),
+            })
+            .collect()
     }
 
     fn flush(&self, reply: oneshot::Sender<u64>) {

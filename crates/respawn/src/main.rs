@@ -108,6 +108,11 @@ struct ZoneArgs {
     /// Where the platform sends clients (default: ws://<listen address>/ws).
     #[arg(long, env = "RESPAWN_ADVERTISE")]
     advertise: Option<String>,
+    /// Host only these zones of the configuration at start (comma-separated
+    /// names); stand by for the others. The configuration still names every
+    /// zone an exit leads to, wherever it is hosted.
+    #[arg(long, env = "RESPAWN_ZONES", value_delimiter = ',', conflicts_with = "standby")]
+    zones: Vec<String>,
     /// Host no zone at start: zones arrive by hand-over during a rollout.
     #[arg(long, env = "RESPAWN_STANDBY", conflicts_with = "claim")]
     standby: bool,
@@ -433,16 +438,25 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
         }
         None => format!("zone-{}", respawn_token::random_hex(8)?),
     };
+    let configured: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
+    if let Some(unknown) = args.zones.iter().find(|z| !configured.contains(z)) {
+        bail!("--zones: {unknown:?} is not a zone of the configuration (it has {})", configured.join(", "));
+    }
+    // What --zones leaves out; --claim chooses among what it keeps.
+    let left_out: Vec<String> = match args.zones.is_empty() {
+        true => Vec::new(),
+        false => configured.iter().filter(|z| !args.zones.contains(z)).cloned().collect(),
+    };
     runtime()?.block_on(async move {
         let registry = args.platform.clone().zip(args.server_token.clone()).map(|(p, t)| RegistryClient::new(p, t));
         let not_hosted: Vec<String> = match &registry {
-            _ if args.standby => config.zones.iter().map(|z| z.name.clone()).collect(),
+            _ if args.standby => configured,
             Some(registry) if args.claim => {
-                let configured: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
-                let granted = heartbeat::claim(registry, &server_id, &configured).await;
+                let wanted: Vec<String> = configured.iter().filter(|z| !left_out.contains(z)).cloned().collect();
+                let granted = heartbeat::claim(registry, &server_id, &wanted).await;
                 configured.into_iter().filter(|z| !granted.contains(z)).collect()
             }
-            _ => Vec::new(),
+            _ => left_out,
         };
         let before_drain = match &registry {
             Some(registry) if args.handoff_on_drain => Some(heartbeat::evacuation(registry.clone(), server_id.clone())),

@@ -311,6 +311,34 @@ async fn sigterm_drain_closes_stragglers_at_the_deadline() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_server_told_which_zones_hosts_only_those_and_lists_their_characters() -> Result<()> {
+    let zone = ZoneProcess::start_with_args(support::TEST_CONFIG, &["--zones", "caverns"])?;
+    let url = zone.ws_url();
+    let (_cat, _) = Client::join(&url, 3, "cat", "caverns").await?;
+    let mut ann = Client::connect(&url).await?;
+    let refused = ann.conn.join(token(1, "ann"), None, "", "meadow", T).await;
+    assert!(refused.is_err(), "meadow is configured but not hosted here");
+
+    assert_eq!(support::http(zone.addr, "GET", "/admin/characters", None).await?.0, 401);
+    let (status, body) = support::http(zone.addr, "GET", "/admin/characters", Some(support::ADMIN_TOKEN)).await?;
+    assert_eq!(status, 200, "{body}");
+    let rosters: respawn_api::admin::Rosters = serde_json::from_str(&body)?;
+    let held: Vec<(&str, Vec<(u64, bool)>)> = rosters
+        .zones
+        .iter()
+        .map(|z| (z.zone.as_str(), z.characters.iter().map(|c| (c.player, c.connected)).collect()))
+        .collect();
+    assert_eq!(held, [("caverns", vec![(3, true)])]);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_respawn"))
+        .args(["zone", "--token-key", support::TOKEN_KEY, "--zones", "caverns,nowhere"])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("\"nowhere\" is not a zone of the configuration"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn admin_announcements_and_kicks_reach_players() -> Result<()> {
     let zone = ZoneProcess::start()?;
     let url = zone.ws_url();

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use respawn_api::admin::{HostedZone, ServerInfo};
+use respawn_api::admin::{HostedZone, Rosters, ServerInfo, ZoneRoster};
 use respawn_proto::NoticeKind;
 
 use super::handover::HandoverError;
@@ -24,6 +24,7 @@ pub(super) fn routes() -> Router<Arc<ServerState>> {
         .route("/admin/announce", post(admin_announce))
         .route("/admin/kick", post(admin_kick))
         .route("/admin/info", get(admin_info))
+        .route("/admin/characters", get(admin_characters))
         .route("/admin/cordon", post(admin_cordon))
         .route("/admin/uncordon", post(admin_uncordon))
         .route("/admin/zones/{zone}/release", post(admin_release))
@@ -139,6 +140,27 @@ async fn admin_info(State(state): State<Arc<ServerState>>, headers: HeaderMap) -
         draining: state.draining.load(Ordering::SeqCst),
         players: state.players() as u64,
     })
+}
+
+/// The characters each zone holds, each as of its last tick (a conservation
+/// drill checks that no character is held by two zones at once).
+async fn admin_characters(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return refused.into_response();
+    }
+    let mut zones = Vec::new();
+    for zone in state.zone_handles() {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        // A zone whose thread has ended (moved away, stopped) holds nothing.
+        if zone.control.send(Control::Roster { reply }).is_err() {
+            continue;
+        }
+        if let Ok((tick, characters)) = answer.await {
+            let parked = zone.status.parked.load(Ordering::SeqCst);
+            zones.push(ZoneRoster { zone: zone.name.clone(), tick, parked, characters });
+        }
+    }
+    json(&Rosters { zones })
 }
 
 /// A contract type as a JSON answer.

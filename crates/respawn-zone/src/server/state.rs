@@ -20,6 +20,7 @@ use super::DrainHook;
 use crate::config::ServerConfig;
 use crate::metrics::{Metrics, PersistMetrics, ZoneMetrics};
 use crate::persist::{self, PersistState, Stores};
+use crate::publish::PublishGate;
 use crate::zone_loop::{self, Control, LoopSettings, PersistLink, ZoneRunner, ZoneStatus};
 
 /// A running zone as the rest of the server sees it.
@@ -63,6 +64,9 @@ pub enum Characters {
     KeptByPlatform,
 }
 
+/// A zone's outbox and what its publisher may send from it.
+pub(crate) type OpenOutbox = (Arc<Outbox>, Arc<PublishGate>);
+
 /// What every request handler and connection shares.
 #[derive(Debug)]
 pub struct ServerState {
@@ -82,7 +86,8 @@ pub struct ServerState {
     pub(crate) handover: tokio::sync::Mutex<()>,
     /// Each zone's event outbox, opened once per process (a zone handed away
     /// and back reuses it while its publisher is still emptying it).
-    pub(crate) outboxes: Mutex<BTreeMap<u32, Arc<Outbox>>>,
+    /// Each zone's outbox and what its publisher may send from it.
+    pub(crate) outboxes: Mutex<BTreeMap<u32, OpenOutbox>>,
     pub(crate) outbox_dir: std::path::PathBuf,
     pub(crate) event_log: Option<Arc<dyn EventLog>>,
     pub(crate) version: String,
@@ -146,21 +151,22 @@ impl ServerState {
         self.zones.write().ok()?.remove(name)
     }
 
-    /// The zone's outbox: the one this process already has, or opened now
-    /// (with its publisher started).
-    pub(crate) fn outbox(&self, zone: &ZoneConfig, metrics: &PersistMetrics) -> Result<Arc<Outbox>, String> {
+    /// The zone's outbox and its gate: the ones this process already has, or
+    /// opened now (with its publisher started).
+    pub(crate) fn outbox(&self, zone: &ZoneConfig, metrics: &PersistMetrics) -> Result<OpenOutbox, String> {
         let mut outboxes = self.outboxes.lock().map_err(|_| "outbox registry poisoned".to_owned())?;
-        if let Some(outbox) = outboxes.get(&zone.zone_id) {
-            return Ok(outbox.clone());
+        if let Some(opened) = outboxes.get(&zone.zone_id) {
+            return Ok(opened.clone());
         }
         let dir = self.outbox_dir.join(format!("zone-{}", zone.zone_id));
         let outbox = Outbox::open(&dir, self.config.outbox_quota_bytes, self.config.outbox_segment_bytes)
             .map_err(|e| format!("cannot open the event outbox: {e}"))?;
-        let outbox = Arc::new(outbox);
+        let (outbox, gate) = (Arc::new(outbox), Arc::new(PublishGate::default()));
         if let Some(log) = &self.event_log {
             let publisher = tokio::spawn(crate::publish::run_publisher(
                 zone.name.clone(),
                 outbox.clone(),
+                gate.clone(),
                 log.clone(),
                 metrics.clone(),
                 self.publishers_stop.clone(),
@@ -170,8 +176,8 @@ impl ServerState {
                 publishers.push(publisher);
             }
         }
-        outboxes.insert(zone.zone_id, outbox.clone());
-        Ok(outbox)
+        outboxes.insert(zone.zone_id, (outbox.clone(), gate.clone()));
+        Ok((outbox, gate))
     }
 
     /// Starts ticking a restored zone: its outbox, persister and thread.
@@ -200,7 +206,10 @@ impl ServerState {
             took_ms = report.took.as_millis() as u64,
             "zone state restored"
         );
-        let outbox = self.outbox(zone_config, &persist_metrics)?;
+        let (outbox, gate) = self.outbox(zone_config, &persist_metrics)?;
+        // From here on only this timeline's durable ticks are published, and
+        // nothing recorded before past the tick it starts from.
+        gate.begin(zone.epoch(), zone.tick_number(), persist_state.clone());
         // Events of replayed ticks may never have reached the outbox; their ids are
         // deterministic, so sending them twice is harmless downstream.
         outbox

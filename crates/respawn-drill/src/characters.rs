@@ -1,0 +1,948 @@
+//! `respawn drill characters [--real]`: the conservation drill. Bots play
+//! characters the platform keeps, on two zone servers whose zones lead
+//! into each other, and travel between them; a second sign-in takes a
+//! character over and then logs out; meanwhile a zone server is killed
+//! twice, Redis restarts empty (`--real`) and the other server's zone moves
+//! live to a standby one. Sampled during the run, and at the end: no
+//! character held by two zones, each character's record the fold of its
+//! stays in the ledger, the gold and items held what the world gave out,
+//! and no join giving back less than a server confirmed stored.
+//!
+//! The platform server runs in this process (sign-in, registry, claims,
+//! the hand-off), on the embedded ledger the zone servers write, or with
+//! `--real` on MariaDB fed by a Kafka-compatible broker, with Redis and a
+//! MongoDB-compatible server for the zones.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use prost::Message as _;
+use respawn_api::admin::{Rosters, ZoneAdmin};
+use respawn_api::players::{GuestSignUp, PlayerApi};
+use respawn_client::conn::{Connection, Event as ClientEvent};
+use respawn_client::{Access, Fleet, GuestSession};
+use respawn_harness::process::{free_port, Service};
+use respawn_harness::zone::{StoreFlags, ZoneCommand};
+use respawn_platform::http::{HttpContext, SessionSigner};
+use respawn_platform::ledger::EventQuery;
+use respawn_platform::projection::{Hold, PlayerRecord};
+use respawn_platform::rollout::{Mode, Plan, State};
+use respawn_platform::{Ledger, PlatformServer, RunningPlatform};
+use respawn_proto::events::{event::Kind, Character, Event};
+use serde::{Deserialize, Serialize};
+
+use crate::deployment::Backing;
+use crate::findings::{Findings, Problem, ProblemKind};
+use crate::services::{create_database, start_mariadb, start_tansu};
+use crate::Scenario;
+
+/// Two small zones, each with an exit along one edge into the other, so
+/// that bots walking to it travel often.
+const ZONES: &str = r#"
+[[zones]]
+id = 1
+name = "meadow"
+seed = 1
+width = 3000
+height = 3000
+npc_count = 6
+
+[[zones.exits]]
+x = 2800
+y = 0
+w = 200
+h = 3000
+to = "caverns"
+arrival_x = 500
+arrival_y = 1500
+
+[[zones]]
+id = 2
+name = "caverns"
+seed = 2
+width = 3000
+height = 3000
+npc_count = 6
+
+[[zones.exits]]
+x = 0
+y = 0
+w = 200
+h = 3000
+to = "meadow"
+arrival_x = 2500
+arrival_y = 1500
+"#;
+
+/// How often each bot walks through an exit, about.
+const TRAVEL_EVERY: Duration = Duration::from_secs(8);
+/// Between two looks at every zone's characters.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// Characters a double sign-in round takes over.
+const TAKEOVERS_PER_ROUND: usize = 3;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CharactersReport {
+    pub scenario: Scenario,
+    pub real_services: bool,
+    /// Guest accounts the bots played, one character each.
+    pub characters: u64,
+    /// Walks through an exit into the other zone, followed.
+    pub travels: u64,
+    /// What a travel looked like to the player: from the travel notice to
+    /// the first update in the next zone (median, 95th percentile, longest).
+    pub travel_pause_median_ms: f64,
+    pub travel_pause_p95_ms: f64,
+    pub travel_pause_max_ms: f64,
+    /// Second sign-ins that took a character over from the bot playing it.
+    pub takeovers: u64,
+    /// Those second sign-ins that then logged out, and the bots' sign-ins after.
+    pub logouts: u64,
+    /// Zone servers killed (`kill -9`) and restarted under load.
+    pub crashes_survived: u64,
+    pub redis_restarts: u64,
+    /// Zones moved live to another server.
+    pub zones_handed_off: u64,
+    /// Looks at every zone's characters during the run.
+    pub samples: u64,
+    /// Characters seen in two zones at once (samples), or two stays of one
+    /// incarnation in the ledger. Target 0.
+    pub duplicates: u64,
+    /// Joins that gave back less than a server had confirmed stored. Target 0.
+    pub progress_lost: u64,
+    /// Characters whose record is not the fold of their stays' events.
+    pub records_off: u64,
+    /// Gold the world gave out (every gold event stored) and the gold the characters hold.
+    pub gold_created: u64,
+    pub gold_held: u64,
+    /// Items likewise.
+    pub items_created: u64,
+    pub items_held: u64,
+    /// Events of stays that had ended, which the ledger left out of records.
+    pub stale_events_refused: u64,
+    #[serde(flatten)]
+    pub findings: Findings,
+}
+
+/// One `respawn zone` process of the drill.
+struct ZoneServer {
+    id: &'static str,
+    service: Service,
+    addr: String,
+}
+
+/// What is seen when looking at every zone at once.
+#[derive(Debug, Default)]
+struct Sampling {
+    samples: u64,
+    duplicates: u64,
+    /// The first few, described.
+    seen: Vec<String>,
+}
+
+impl Sampling {
+    /// One look: every server's rosters, taken side by side.
+    fn look(&mut self, rosters: &[(String, Rosters)]) {
+        self.samples += 1;
+        let mut held: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for (server, r) in rosters {
+            // A released zone's characters belong to the server adopting it.
+            for zone in r.zones.iter().filter(|z| !z.parked) {
+                for c in &zone.characters {
+                    held.entry(c.player)
+                        .or_default()
+                        .push(format!("{} on {server} (stay {})", zone.zone, c.incarnation));
+                }
+            }
+        }
+        for (player, places) in held.into_iter().filter(|(_, p)| p.len() > 1) {
+            self.duplicates += 1;
+            if self.seen.len() < 5 {
+                self.seen.push(format!("character {player} held by {}", places.join(" and ")));
+            }
+        }
+    }
+}
+
+/// The drill's run: where things are and what was done.
+struct Run {
+    started: Instant,
+    timeline: Vec<String>,
+    admin: ZoneAdmin,
+    platform_addr: String,
+    ctx: HttpContext,
+    servers: Vec<ZoneServer>,
+    secrets: Vec<String>,
+    /// The account (and character) id of each secret.
+    accounts: Vec<u64>,
+    takeovers: u64,
+    logouts: u64,
+    crashes: u64,
+    problems: Vec<Problem>,
+}
+
+impl Run {
+    fn note(&mut self, what: impl std::fmt::Display) {
+        self.timeline.push(format!("{:>7.3} s  {what}", self.started.elapsed().as_secs_f64()));
+    }
+
+    fn server(&mut self, id: &str) -> Result<&mut ZoneServer> {
+        self.servers.iter_mut().find(|s| s.id == id).with_context(|| format!("no zone server {id}"))
+    }
+
+    /// `kill -9` of a zone server, started again at once on its disk.
+    async fn crash(&mut self, id: &str) -> Result<()> {
+        let server = self.server(id)?;
+        server.service.kill().await;
+        let t0 = Instant::now();
+        server.service.start().await.with_context(|| format!("restarting {id}"))?;
+        self.crashes += 1;
+        self.note(format!("kill -9 {id}; answering again after {:.0} ms", t0.elapsed().as_secs_f64() * 1e3));
+        Ok(())
+    }
+
+    /// Second sign-ins: each takes a bot's character over where it plays,
+    /// holds it a moment, then logs out (the bot signs in again after).
+    async fn sign_in_twice(&mut self, accounts: &[usize]) {
+        for &i in accounts {
+            match self.take_over(i).await {
+                Ok(Some(zone)) => {
+                    self.takeovers += 1;
+                    self.logouts += 1;
+                    self.note(format!(
+                        "account {} signed in again: took its character over in {zone}, then logged out",
+                        i + 1
+                    ));
+                }
+                Ok(None) => {
+                    self.note(format!("account {} signed in again: its character was travelling, nothing taken", i + 1))
+                }
+                Err(e) => self.problems.push(Problem::new(
+                    ProblemKind::Incomplete,
+                    format!("a second sign-in of account {} failed: {e:#}", i + 1),
+                )),
+            }
+        }
+    }
+
+    /// Signs in as account `i` and joins the zone its character is in; the
+    /// zone it took the character over in (`None`: it was between zones).
+    async fn take_over(&self, i: usize) -> Result<Option<String>> {
+        let mut session = GuestSession::sign_in(&self.platform_addr, &self.secrets[i]).await?;
+        let ledger = self.ledger()?;
+        let record = ledger.player(session.account_id()).await?.context("no record for the account")?;
+        let Hold::InZone { zone } = record.hold else { return Ok(None) };
+        let grant = session.play(&zone).await?;
+        let mut conn = Connection::connect(&grant.address).await?;
+        let welcome = conn.join(grant.token, None, &grant.character_ticket, &zone, Duration::from_secs(5)).await?;
+        if !welcome.resumed {
+            bail!("the join in {zone} made a new stay instead of taking the character over");
+        }
+        // Play a moment, then log out: the character goes at rest.
+        let held = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                if let Ok(ClientEvent::Closed { .. }) | Err(_) = conn.next().await {
+                    return;
+                }
+            }
+        })
+        .await;
+        if held.is_err() {
+            conn.send(respawn_proto::client_message::Body::Leave(respawn_proto::Leave {})).await?;
+        }
+        conn.close().await;
+        Ok(Some(zone))
+    }
+
+    fn ledger(&self) -> Result<Arc<dyn Ledger>> {
+        self.ctx.ledger.get().cloned().context("the platform has no ledger")
+    }
+
+    /// Every server's rosters; those that do not answer (killed, gone) are left out.
+    async fn rosters(admin: &ZoneAdmin, addrs: &[(String, String)]) -> Vec<(String, Rosters)> {
+        let looks = addrs.iter().map(|(id, addr)| async move { (id.clone(), admin.characters(addr).await) });
+        futures_util::future::join_all(looks).await.into_iter().filter_map(|(id, r)| r.ok().map(|r| (id, r))).collect()
+    }
+
+    fn addrs(&self) -> Vec<(String, String)> {
+        self.servers.iter().map(|s| (s.id.to_owned(), s.addr.clone())).collect()
+    }
+}
+
+/// What the drill runs.
+#[derive(Debug)]
+pub struct Options {
+    pub bots: u32,
+    pub real: bool,
+}
+
+/// Runs the drill in `dir`.
+pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
+    let Options { bots, real } = options;
+    let started = Instant::now();
+    let backing = Backing::start(dir, real, false).await?;
+    let mut stores = backing.stores.clone();
+    let (mut redis, _mongo) = (backing.redis, backing.mongo);
+    // With --real, events go through the broker into MariaDB.
+    let pipeline = match real {
+        true => {
+            let port = free_port()?;
+            let broker = start_tansu(&dir.join("broker"), port, port).await?;
+            let mysql = start_mariadb(&dir.join("mariadb")).await?;
+            let url = create_database(&format!("mysql://root@127.0.0.1:{}", mysql.port), "respawn").await?;
+            stores.kafka_brokers = Some(format!("127.0.0.1:{port}"));
+            Some((broker, mysql, url))
+        }
+        false => None,
+    };
+    let (token_key, admin_token, server_token) =
+        (respawn_token::random_hex(32)?, respawn_token::random_hex(32)?, respawn_token::random_hex(32)?);
+    let platform =
+        start_platform(&stores, pipeline.as_ref().map(|p| p.2.as_str()), &server_token, &admin_token, &token_key)
+            .await?;
+    let ctx = platform.context().clone();
+    let platform_addr = platform.addr().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ctx.ledger.get().is_none() {
+        if Instant::now() > deadline {
+            bail!("the platform's ledger did not open within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let config = dir.join("zones.toml");
+    std::fs::write(&config, ZONES)?;
+    let exe = std::env::current_exe()?;
+    let mut servers = Vec::new();
+    for (id, hosts) in [("zone-a", Some("meadow")), ("zone-b", Some("caverns")), ("zone-c", None)] {
+        let port = free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let mut command = ZoneCommand::new(&exe, &addr)
+            .config(&config)
+            .token_key(&token_key)
+            .admin_token(&admin_token)
+            .platform(&platform_addr, &server_token)
+            .outbox_dir(&dir.join(id).join("outbox"))
+            .stores(&stores)
+            .arg("--server-id")
+            .arg(id);
+        command = match hosts {
+            Some(zone) => command.arg("--zones").arg(zone),
+            None => command.standby(),
+        };
+        let mut service = Service::zone(id, &command, port, dir.join(id));
+        service.start().await.with_context(|| format!("starting zone server {id}"))?;
+        servers.push(ZoneServer { id, service, addr });
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ctx.registry.servers().await.map_or(0, |s| s.len()) < servers.len() {
+        if Instant::now() > deadline {
+            bail!("the three zone servers did not register within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // One guest account per bot, made up front so the drill can sign in as any of them.
+    let api = PlayerApi::new(&platform_addr);
+    let (mut secrets, mut accounts) = (Vec::new(), Vec::new());
+    for _ in 0..bots {
+        let guest = api.guest(&GuestSignUp::default()).await?;
+        secrets.push(guest.device_secret.context("a guest sign-up gave no device secret")?);
+        accounts.push(guest.account_id);
+    }
+    let mut run = Run {
+        started,
+        timeline: Vec::new(),
+        admin: ZoneAdmin::new(&admin_token),
+        platform_addr: platform_addr.clone(),
+        ctx: ctx.clone(),
+        servers,
+        secrets: secrets.clone(),
+        accounts,
+        takeovers: 0,
+        logouts: 0,
+        crashes: 0,
+        problems: Vec::new(),
+    };
+    run.note(format!(
+        "deployment up: platform {platform_addr} ({}); zone-a hosting meadow, zone-b caverns, zone-c standing by; {}",
+        if real { "MariaDB fed by Tansu" } else { "embedded ledger" },
+        if real { "Redis + MongoDB-compatible" } else { "embedded files" },
+    ));
+
+    let zones = ["meadow".to_owned(), "caverns".to_owned()];
+    let access = Access::Guests { platform: platform_addr.clone(), device_secrets: Arc::from(secrets) };
+    let mut fleet = Fleet::spawn_with(access, &zones, bots, "keeper", Some(TRAVEL_EVERY));
+    let stats = fleet.stats.clone();
+
+    // Look at every zone's characters throughout.
+    let sampling = Arc::new(Mutex::new(Sampling::default()));
+    let sampler_stop = tokio_util::sync::CancellationToken::new();
+    let sampler = {
+        let (sampling, stop, admin, addrs) = (sampling.clone(), sampler_stop.clone(), run.admin.clone(), run.addrs());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let rosters = Run::rosters(&admin, &addrs).await;
+                if let Ok(mut s) = sampling.lock() {
+                    s.look(&rosters);
+                }
+                tokio::time::sleep(SAMPLE_EVERY).await;
+            }
+        })
+    };
+
+    let result = faults(&mut run, &stats, redis.as_mut(), bots).await;
+    fleet.halt().await;
+    if let Err(e) = &result {
+        run.problems.push(Problem::new(ProblemKind::Incomplete, format!("the drill could not finish: {e:#}")));
+    }
+    // Everyone at rest: every stay's leaving stored.
+    let (rested, held) = settle(&run).await;
+    sampler_stop.cancel();
+    let _ = sampler.await;
+    run.note(format!("bots stopped; {rested} of {bots} characters out of every zone"));
+    if !held.is_empty() {
+        run.problems.push(Problem::new(
+            ProblemKind::PlayersNotBack,
+            format!("30 s after the bots left, records still put characters in zones: {}", held.join("; ")),
+        ));
+    }
+    let rosters = Run::rosters(&run.admin, &run.addrs()).await;
+    let left_in_zones: usize = rosters.iter().flat_map(|(_, r)| &r.zones).map(|z| z.characters.len()).sum();
+    if left_in_zones > 0 {
+        run.problems.push(Problem::new(
+            ProblemKind::RecordsInconsistent,
+            format!("{left_in_zones} characters still held by a zone after every player left"),
+        ));
+    }
+
+    let audit = audit(run.ledger()?.as_ref(), &run.accounts).await?;
+    let sampled = std::mem::take(&mut *sampling.lock().map_err(|_| anyhow::anyhow!("sampler poisoned"))?);
+    let progress_lost = stats.progress_lost.load(Relaxed);
+    let duplicates = sampled.duplicates + audit.duplicate_stays;
+    let mut problems = std::mem::take(&mut run.problems);
+    if duplicates > 0 {
+        let mut seen = sampled.seen.clone();
+        seen.extend(audit.duplicates_seen.iter().cloned());
+        problems.push(Problem::new(
+            ProblemKind::Duplicates,
+            format!("{duplicates} characters in two places at once: {}", seen.join("; ")),
+        ));
+    }
+    if progress_lost > 0 {
+        problems.push(Problem::new(
+            ProblemKind::InventoriesLost,
+            format!("{progress_lost} joins gave back less than a zone had confirmed stored"),
+        ));
+    }
+    if !audit.mismatches.is_empty() {
+        problems.push(Problem::new(
+            ProblemKind::RecordsInconsistent,
+            format!(
+                "{} characters' records are not the fold of their stays: {}",
+                audit.mismatches.len(),
+                audit.mismatches.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+            ),
+        ));
+    }
+    if audit.gold_created != audit.gold_held || audit.items_created != audit.items_held {
+        problems.push(Problem::new(
+            ProblemKind::RecordsInconsistent,
+            format!(
+                "the world gave out {} gold and {} items; the characters hold {} gold and {} items",
+                audit.gold_created, audit.items_created, audit.gold_held, audit.items_held
+            ),
+        ));
+    }
+    let travels = stats.travels.load(Relaxed);
+    let mut pauses: Vec<f64> = stats.travel_pauses().iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    pauses.sort_by(f64::total_cmp);
+    let pause_at =
+        |q: f64| pauses.get(((pauses.len() as f64 * q) as usize).min(pauses.len().saturating_sub(1))).copied();
+    if travels == 0 || run.takeovers == 0 || run.crashes == 0 {
+        problems.push(Problem::new(
+            ProblemKind::NothingTested,
+            format!(
+                "{travels} travels, {} takeovers, {} crashes: the drill tested too little",
+                run.takeovers, run.crashes
+            ),
+        ));
+    }
+    run.note(format!(
+        "audit: {} characters; {} gold and {} items given out, {} gold and {} items held; {} records off",
+        audit.characters,
+        audit.gold_created,
+        audit.items_created,
+        audit.gold_held,
+        audit.items_held,
+        audit.mismatches.len()
+    ));
+
+    for server in &mut run.servers {
+        server.service.kill().await;
+    }
+    if let Ok(Err(why)) = tokio::time::timeout(Duration::from_secs(3), platform.shutdown()).await {
+        problems
+            .push(Problem::new(ProblemKind::ProcessStop, format!("the platform server did not stop cleanly: {why}")));
+    }
+    drop(pipeline);
+    Ok(CharactersReport {
+        scenario: Scenario::Characters,
+        real_services: real,
+        characters: audit.characters,
+        travels,
+        travel_pause_median_ms: pause_at(0.5).unwrap_or(0.0),
+        travel_pause_p95_ms: pause_at(0.95).unwrap_or(0.0),
+        travel_pause_max_ms: pauses.last().copied().unwrap_or(0.0),
+        takeovers: run.takeovers,
+        logouts: run.logouts,
+        crashes_survived: run.crashes,
+        redis_restarts: u64::from(real),
+        zones_handed_off: run.timeline.iter().filter(|l| l.contains("moved live")).count() as u64,
+        samples: sampled.samples,
+        duplicates,
+        progress_lost,
+        records_off: audit.mismatches.len() as u64,
+        gold_created: audit.gold_created,
+        gold_held: audit.gold_held,
+        items_created: audit.items_created,
+        items_held: audit.items_held,
+        stale_events_refused: ctx.metrics.stale_character_events.get(),
+        findings: Findings { timeline: std::mem::take(&mut run.timeline), ..Findings::judge(problems) },
+    })
+}
+
+/// The faults, one after another, while the bots play.
+async fn faults(run: &mut Run, stats: &respawn_client::BotStats, redis: Option<&mut Service>, bots: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats.connected.load(Relaxed) < u64::from(bots) {
+        if Instant::now() > deadline {
+            bail!("only {} of {bots} bots playing after 30 s", stats.connected.load(Relaxed));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.note(format!("{bots} bots playing"));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let first: Vec<usize> = (0..TAKEOVERS_PER_ROUND.min(bots as usize)).collect();
+    run.sign_in_twice(&first).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    run.crash("zone-b").await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    if let Some(redis) = redis {
+        redis.kill().await;
+        redis.start().await.context("restarting Redis")?;
+        run.note("Redis restarted, empty");
+        // The zones store their state there again before the next fault.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+    }
+
+    let plan = Plan {
+        to: String::new(),
+        from: Some("zone-a".into()),
+        mode: Mode::Handoff,
+        wait: Duration::ZERO,
+        rollback: false,
+    };
+    run.ctx.start_rollout(plan).map_err(anyhow::Error::msg)?;
+    let rollout = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match run.ctx.rollouts.current() {
+            Some(r) if r.state != State::Running => break r,
+            Some(_) => {}
+            None => bail!("the hand-off vanished"),
+        }
+    };
+    if rollout.state != State::Succeeded {
+        bail!("the hand-off of zone-a ended {:?}: {}", rollout.state, rollout.error.unwrap_or_default());
+    }
+    for m in &rollout.zones {
+        run.note(format!(
+            "{} moved live from {} to {} with {} players ({} ms paused)",
+            m.zone, m.from, m.to, m.players, m.pause_ms
+        ));
+    }
+    let a = run.server("zone-a")?;
+    match a.service.wait_exit(Duration::from_secs(30)).await {
+        Ok(status) if status.success() => run.note("zone-a stopped cleanly after the hand-off"),
+        Ok(status) => run.problems.push(Problem::new(ProblemKind::ProcessStop, format!("zone-a ended with {status}"))),
+        Err(e) => run.problems.push(Problem::new(ProblemKind::ProcessStop, format!("zone-a did not stop: {e:#}"))),
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let second: Vec<usize> =
+        (0..bots as usize).rev().take(TAKEOVERS_PER_ROUND).filter(|i| !first.contains(i)).collect();
+    run.sign_in_twice(&second).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    run.crash("zone-b").await?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    run.note(format!("{} bots playing; {} travels so far", stats.connected.load(Relaxed), stats.travels.load(Relaxed)));
+    Ok(())
+}
+
+/// Waits (30 s at most) until no account's character is in a zone by its
+/// record (each stay's leaving stored); how many are out. A character may
+/// stay claimed for a zone its bot was stopped before joining: that claim
+/// lapses, and no zone holds it meanwhile.
+async fn settle(run: &Run) -> (u64, Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held = still_in_zones(run).await;
+        if held.is_empty() || Instant::now() > deadline {
+            return ((run.accounts.len() - held.len()) as u64, held);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The characters whose record says a zone holds them, described.
+async fn still_in_zones(run: &Run) -> Vec<String> {
+    let Ok(ledger) = run.ledger() else { return vec!["no ledger".into()] };
+    let mut held = Vec::new();
+    for &account in &run.accounts {
+        match ledger.player(account).await {
+            Ok(Some(PlayerRecord { hold: Hold::InZone { zone }, incarnation, .. })) => {
+                held.push(format!("character {account} in {zone} (stay {incarnation})"))
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => held.push(format!("character {account} has no record")),
+            Err(e) => held.push(format!("character {account}: {e}")),
+        }
+    }
+    held
+}
+
+/// What the ledger says of the characters at the end.
+#[derive(Debug, Default)]
+struct Audit {
+    characters: u64,
+    gold_created: u64,
+    gold_held: u64,
+    items_created: u64,
+    items_held: u64,
+    /// One incarnation joined in two zones.
+    duplicate_stays: u64,
+    duplicates_seen: Vec<String>,
+    mismatches: Vec<String>,
+}
+
+/// A character's durable part, as the fold carries it from stay to stay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Carried {
+    level: u32,
+    xp: u64,
+    gold: u64,
+    items: BTreeMap<u32, u64>,
+}
+
+impl Carried {
+    fn of(c: &Character) -> Self {
+        let mut items = BTreeMap::new();
+        for s in c.inventory.iter().filter(|s| s.count > 0) {
+            *items.entry(s.item).or_insert(0) += u64::from(s.count);
+        }
+        Self { level: c.level.max(1), xp: c.xp, gold: c.gold, items }
+    }
+
+    fn of_record(r: &PlayerRecord) -> Self {
+        Self { level: r.level.max(1), xp: r.xp, gold: r.gold, items: r.inventory.clone() }
+    }
+}
+
+impl std::fmt::Display for Carried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "level {} xp {} gold {} items {:?}", self.level, self.xp, self.gold, self.items)
+    }
+}
+
+/// Folds every account's stays from the ledger and compares them with its record.
+async fn audit(ledger: &dyn Ledger, accounts: &[u64]) -> Result<Audit> {
+    let mut audit = Audit::default();
+    for &account in accounts {
+        let record = ledger.player(account).await?.with_context(|| format!("no record of character {account}"))?;
+        let events = events_of(ledger, account).await?;
+        audit.characters += 1;
+        for e in &events {
+            match &e.kind {
+                Some(Kind::GoldChanged(g)) => audit.gold_created += g.delta.max(0) as u64,
+                Some(Kind::ItemAcquired(i)) => audit.items_created += u64::from(i.count),
+                _ => {}
+            }
+        }
+        audit.gold_held += record.gold;
+        audit.items_held += record.inventory.values().sum::<u64>();
+        if let Err(why) = fold_stays(account, &events, &record, &mut audit) {
+            audit.mismatches.push(format!("character {account}: {why}"));
+        }
+    }
+    Ok(audit)
+}
+
+/// Every stored event about `player`.
+async fn events_of(ledger: &dyn Ledger, player: u64) -> Result<Vec<Event>> {
+    let mut query = EventQuery { player: Some(player), limit: 500, ..Default::default() };
+    let mut events = Vec::new();
+    loop {
+        let page = ledger.search(&query).await?;
+        for row in &page {
+            events.push(Event::decode(row.payload.as_slice()).context("a stored event does not decode")?);
+        }
+        match page.last() {
+            Some(last) if page.len() == query.limit as usize => query.after = Some(last.cursor()),
+            _ => return Ok(events),
+        }
+    }
+}
+
+/// Replays a character's stays in order: each starts as the one before
+/// ended, gains exactly what its events say, and the last ends as the
+/// record is. `Err`: the first place where it does not.
+fn fold_stays(player: u64, events: &[Event], record: &PlayerRecord, audit: &mut Audit) -> Result<(), String> {
+    let mut stays: BTreeMap<u64, Vec<&Event>> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.incarnation > 0) {
+        stays.entry(e.incarnation).or_default().push(e);
+    }
+    let mut carried: Option<Carried> = None;
+    for (incarnation, mut stay) in stays {
+        let zones: BTreeSet<u32> =
+            stay.iter().filter(|e| matches!(e.kind, Some(Kind::PlayerJoined(_)))).map(|e| e.zone).collect();
+        if zones.len() > 1 {
+            audit.duplicate_stays += 1;
+            audit.duplicates_seen.push(format!("character {player}: stay {incarnation} joined zones {zones:?}"));
+        }
+        stay.sort_by_key(|e| (e.epoch, e.tick, e.index));
+        let joined = stay.iter().find_map(|e| match &e.kind {
+            Some(Kind::PlayerJoined(j)) => Some(j.character.as_ref().map(Carried::of).unwrap_or_default()),
+            _ => None,
+        });
+        let Some(start) = joined else { return Err(format!("stay {incarnation} has events but no join")) };
+        if let Some(before) = &carried {
+            if *before != start {
+                return Err(format!("stay {incarnation} began with {start}, the stay before ended with {before}"));
+            }
+        }
+        let mut now = start;
+        let mut left = None;
+        for e in &stay {
+            match &e.kind {
+                Some(Kind::GoldChanged(g)) => now.gold = now.gold.saturating_add_signed(g.delta),
+                Some(Kind::XpGained(x)) => now.xp += x.amount,
+                Some(Kind::LevelUp(l)) => now.level = now.level.max(l.level),
+                Some(Kind::ItemAcquired(i)) => *now.items.entry(i.item).or_insert(0) += u64::from(i.count),
+                Some(Kind::PlayerLeft(l)) if left.is_none() => {
+                    left = Some(l.character.as_ref().map(Carried::of).unwrap_or_default())
+                }
+                _ => {}
+            }
+        }
+        let Some(end) = left else { return Err(format!("stay {incarnation} never left its zone")) };
+        if end != now {
+            return Err(format!("stay {incarnation} ended with {end}, its events add up to {now}"));
+        }
+        carried = Some(end);
+    }
+    let held = Carried::of_record(record);
+    match carried {
+        Some(last) if last != held => Err(format!("the record holds {held}, its last stay ended with {last}")),
+        None if held != Carried::default() && held != Carried { level: 1, ..Carried::default() } => {
+            Err(format!("the record holds {held} without a stay"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The platform server in this process: registry, accounts, sign-in,
+/// claims and the hand-off; its ledger the embedded one the zone servers
+/// write, or MariaDB (`mysql_url`) fed from the broker.
+async fn start_platform(
+    stores: &StoreFlags,
+    mysql_url: Option<&str>,
+    server_token: &str,
+    admin_token: &str,
+    token_key: &str,
+) -> Result<RunningPlatform> {
+    let mut ctx = HttpContext::with_stores(None, "drill")?;
+    ctx.server_token = Some(server_token.into());
+    ctx.zone_admin = Some(ZoneAdmin::new(admin_token));
+    ctx.sessions = Some(SessionSigner::new(respawn_token::TokenKey::new(token_key.as_bytes())?));
+    ctx.limits.login_per_ip = respawn_store::ratelimit::Quota { burst: 100_000, period: Duration::from_secs(60) };
+    let mut server = PlatformServer::new(ctx.clone()).without_fleet_watcher();
+    match (mysql_url, &stores.kafka_brokers) {
+        (Some(url), Some(brokers)) => {
+            let config = respawn_platform::ConsumerConfig {
+                brokers: brokers.clone(),
+                topic: respawn_proto::events::TOPIC.to_owned(),
+                group: "respawn-drill".to_owned(),
+                batch_max: 5_000,
+                batch_wait: Duration::from_millis(50),
+            };
+            server = server.consume(respawn_platform::MySqlConsumer { mysql_url: url.to_owned(), config });
+        }
+        _ => {
+            std::fs::create_dir_all(&stores.data_dir)?;
+            let ledger = respawn_platform::SqliteLedger::open(&stores.events_db()).await?;
+            let _ = ctx.accounts.set(Arc::new(ledger.accounts()));
+            let _ = ctx.ledger.set(Arc::new(ledger));
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    Ok(server.start(listener)?)
+}
+
+pub fn print_report(r: &CharactersReport) {
+    let stores = if r.real_services { "Redis + MongoDB-compatible, MariaDB via Tansu" } else { "embedded stores" };
+    println!("Drill characters ({stores})");
+    println!();
+    r.findings.print_timeline();
+    println!("Figures                                                     target");
+    println!("  characters             {:>6}", r.characters);
+    println!("  travels                {:>6}", r.travels);
+    println!(
+        "  travel pause           {:>6.0} ms median, {:.0} ms p95, {:.0} ms longest   < 250 ms",
+        r.travel_pause_median_ms, r.travel_pause_p95_ms, r.travel_pause_max_ms
+    );
+    println!("  takeovers              {:>6} (each then logged out: {})", r.takeovers, r.logouts);
+    println!("  crashes survived       {:>6}", r.crashes_survived);
+    println!("  Redis restarts         {:>6}", r.redis_restarts);
+    println!("  zones handed off       {:>6}", r.zones_handed_off);
+    println!("  duplicates             {:>6} ({} samples)                      0", r.duplicates, r.samples);
+    println!("  progress lost          {:>6}                                   0", r.progress_lost);
+    println!("  records not the fold   {:>6}                                   0", r.records_off);
+    println!("  gold given out / held  {:>6} / {:<6}                          equal", r.gold_created, r.gold_held);
+    println!("  items given out / held {:>6} / {:<6}                          equal", r.items_created, r.items_held);
+    println!("  stale events refused   {:>6}", r.stale_events_refused);
+    r.findings.print_verdict();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use respawn_api::admin::{HeldCharacter, ZoneRoster};
+    use respawn_proto::events::{GoldChanged, ItemAcquired, ItemStack, PlayerJoined, PlayerLeft, XpGained};
+
+    fn character(gold: u64, xp: u64, gems: u32) -> Character {
+        let inventory = (gems > 0).then_some(ItemStack { item: 3, count: gems }).into_iter().collect();
+        Character { level: 1, xp, gold, inventory, ..Default::default() }
+    }
+
+    fn event(zone: u32, tick: u64, incarnation: u64, kind: Kind) -> Event {
+        Event { zone, tick, epoch: 1, player: 7, incarnation, kind: Some(kind), ..Default::default() }
+    }
+
+    /// A stay in `zone` that joins with `from`, picks up 5 gold, 10 XP and a gem, and leaves.
+    fn stay(zone: u32, incarnation: u64, from: (u64, u64, u32)) -> Vec<Event> {
+        let (gold, xp, gems) = from;
+        vec![
+            event(
+                zone,
+                1,
+                incarnation,
+                Kind::PlayerJoined(PlayerJoined { character: Some(character(gold, xp, gems)), ..Default::default() }),
+            ),
+            event(zone, 2, incarnation, Kind::GoldChanged(GoldChanged { delta: 5, total: gold + 5 })),
+            event(zone, 2, incarnation, Kind::XpGained(XpGained { amount: 10, total: xp + 10 })),
+            event(zone, 3, incarnation, Kind::ItemAcquired(ItemAcquired { item: 3, count: 1 })),
+            event(
+                zone,
+                4,
+                incarnation,
+                Kind::PlayerLeft(PlayerLeft {
+                    character: Some(character(gold + 5, xp + 10, gems + 1)),
+                    ..Default::default()
+                }),
+            ),
+        ]
+    }
+
+    fn record(gold: u64, xp: u64, gems: u64) -> PlayerRecord {
+        let mut r = PlayerRecord::new(7);
+        (r.level, r.gold, r.xp) = (1, gold, xp);
+        if gems > 0 {
+            r.inventory.insert(3, gems);
+        }
+        r
+    }
+
+    fn fold(events: &[Event], r: &PlayerRecord) -> (Result<(), String>, Audit) {
+        let mut audit = Audit::default();
+        (fold_stays(7, events, r, &mut audit), audit)
+    }
+
+    #[test]
+    fn stays_that_carry_on_from_each_other_fold_into_the_record() {
+        let events: Vec<Event> = [stay(1, 1, (0, 0, 0)), stay(2, 2, (5, 10, 1))].concat();
+        let (result, audit) = fold(&events, &record(10, 20, 2));
+        assert_eq!(result, Ok(()));
+        assert_eq!(audit.duplicate_stays, 0);
+    }
+
+    #[test]
+    fn a_stay_that_starts_from_an_older_state_is_caught() {
+        // The second stay was handed the character as it was before the first.
+        let events: Vec<Event> = [stay(1, 1, (0, 0, 0)), stay(2, 2, (0, 0, 0))].concat();
+        let (result, _) = fold(&events, &record(5, 10, 1));
+        assert!(result.is_err_and(|e| e.contains("stay 2 began with")), "an older state handed out went unseen");
+    }
+
+    #[test]
+    fn gold_that_events_do_not_account_for_is_caught() {
+        let mut events = stay(1, 1, (0, 0, 0));
+        events.remove(1);
+        let (result, _) = fold(&events, &record(5, 10, 1));
+        assert!(result.is_err_and(|e| e.contains("its events add up to")));
+    }
+
+    #[test]
+    fn a_record_behind_its_last_stay_is_caught() {
+        let (result, _) = fold(&stay(1, 1, (0, 0, 0)), &record(0, 0, 0));
+        assert!(result.is_err_and(|e| e.contains("the record holds")));
+    }
+
+    #[test]
+    fn one_stay_joined_in_two_zones_is_a_duplicate() {
+        let mut events = stay(1, 1, (0, 0, 0));
+        events.push(event(
+            2,
+            9,
+            1,
+            Kind::PlayerJoined(PlayerJoined { character: Some(character(0, 0, 0)), ..Default::default() }),
+        ));
+        let (_, audit) = fold(&events, &record(5, 10, 1));
+        assert_eq!(audit.duplicate_stays, 1);
+    }
+
+    #[test]
+    fn a_character_in_two_ticking_zones_is_a_duplicate_but_not_in_a_released_one() {
+        let held = |player| HeldCharacter { player, incarnation: 1, connected: true };
+        let roster = |zone: &str, parked, players: &[u64]| ZoneRoster {
+            zone: zone.into(),
+            tick: 1,
+            parked,
+            characters: players.iter().map(|&p| held(p)).collect(),
+        };
+        let mut sampling = Sampling::default();
+        sampling.look(&[
+            ("a".into(), Rosters { zones: vec![roster("meadow", false, &[1, 2])] }),
+            ("b".into(), Rosters { zones: vec![roster("caverns", false, &[3])] }),
+        ]);
+        assert_eq!(sampling.duplicates, 0);
+        sampling.look(&[
+            ("a".into(), Rosters { zones: vec![roster("meadow", true, &[1, 2])] }),
+            ("c".into(), Rosters { zones: vec![roster("meadow", false, &[1, 2])] }),
+        ]);
+        assert_eq!(sampling.duplicates, 0, "a released zone's characters are the adopter's");
+        sampling.look(&[
+            ("a".into(), Rosters { zones: vec![roster("meadow", false, &[1])] }),
+            ("b".into(), Rosters { zones: vec![roster("caverns", false, &[1])] }),
+        ]);
+        assert_eq!((sampling.samples, sampling.duplicates), (3, 1));
+        assert!(sampling.seen[0].contains("character 1"), "{:?}", sampling.seen);
+    }
+}
