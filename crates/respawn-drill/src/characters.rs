@@ -2,8 +2,9 @@
 //! characters the platform keeps, on two zone servers whose zones lead
 //! into each other, and travel between them; a second sign-in takes a
 //! character over and then logs out; meanwhile a zone server is killed
-//! twice, Redis restarts empty (`--real`) and the other server's zone moves
-//! live to a standby one. Sampled during the run, and at the end: no
+//! twice, Redis restarts empty (`--real`), the other server's zone moves
+//! live to a standby one, and (`--real`) the broker is unreachable, then
+//! MariaDB down, for 8 s each. Sampled during the run, and at the end: no
 //! character held by two zones, each character's record the fold of its
 //! stays in the ledger, the gold and items held what the world gave out,
 //! and no join giving back less than a server confirmed stored.
@@ -14,6 +15,7 @@
 //! MongoDB-compatible server for the zones.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,7 @@ use respawn_api::admin::{Rosters, ZoneAdmin};
 use respawn_api::players::{GuestSignUp, PlayerApi};
 use respawn_client::conn::{Connection, Event as ClientEvent};
 use respawn_client::{Access, Fleet, GuestSession};
+use respawn_harness::gate::Gate;
 use respawn_harness::process::{free_port, Service};
 use respawn_harness::zone::{StoreFlags, ZoneCommand};
 use respawn_platform::http::{HttpContext, SessionSigner};
@@ -94,10 +97,13 @@ pub struct CharactersReport {
     /// Walks through an exit into the other zone, followed.
     pub travels: u64,
     /// What a travel looked like to the player: from the travel notice to
-    /// the first update in the next zone (median, 95th percentile, longest).
+    /// the first update in the next zone (median, 95th percentile, longest),
+    /// over the travels before the pipeline outages.
     pub travel_pause_median_ms: f64,
     pub travel_pause_p95_ms: f64,
     pub travel_pause_max_ms: f64,
+    /// The longest travel that began during a pipeline outage (it waits for it).
+    pub travel_pause_in_outage_max_ms: f64,
     /// Second sign-ins that took a character over from the bot playing it.
     pub takeovers: u64,
     /// Those second sign-ins that then logged out, and the bots' sign-ins after.
@@ -105,6 +111,8 @@ pub struct CharactersReport {
     /// Zone servers killed (`kill -9`) and restarted under load.
     pub crashes_survived: u64,
     pub redis_restarts: u64,
+    /// The broker unreachable, then MariaDB killed, 8 s each (`--real`).
+    pub pipeline_outages: u64,
     /// Zones moved live to another server.
     pub zones_handed_off: u64,
     /// Looks at every zone's characters during the run.
@@ -182,6 +190,8 @@ struct Run {
     takeovers: u64,
     logouts: u64,
     crashes: u64,
+    /// Travel pauses recorded when the pipeline outages began.
+    pauses_before_outages: Option<usize>,
     problems: Vec<Problem>,
 }
 
@@ -287,22 +297,23 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
     let backing = Backing::start(dir, real, false).await?;
     let mut stores = backing.stores.clone();
     let (mut redis, _mongo) = (backing.redis, backing.mongo);
-    // With --real, events go through the broker into MariaDB.
-    let pipeline = match real {
+    // With --real, events go through the broker (behind a gate the drill can cut) into MariaDB.
+    let mut pipeline = match real {
         true => {
             let port = free_port()?;
-            let broker = start_tansu(&dir.join("broker"), port, port).await?;
+            let gate = Gate::open(0, SocketAddr::from(([127, 0, 0, 1], port))).await?;
+            let broker = start_tansu(&dir.join("broker"), port, gate.port).await?;
             let mysql = start_mariadb(&dir.join("mariadb")).await?;
             let url = create_database(&format!("mysql://root@127.0.0.1:{}", mysql.port), "respawn").await?;
-            stores.kafka_brokers = Some(format!("127.0.0.1:{port}"));
-            Some((broker, mysql, url))
+            stores.kafka_brokers = Some(format!("127.0.0.1:{}", gate.port));
+            Some(RealPipeline { _broker: broker, gate, mysql, url })
         }
         false => None,
     };
     let (token_key, admin_token, server_token) =
         (respawn_token::random_hex(32)?, respawn_token::random_hex(32)?, respawn_token::random_hex(32)?);
     let platform =
-        start_platform(&stores, pipeline.as_ref().map(|p| p.2.as_str()), &server_token, &admin_token, &token_key)
+        start_platform(&stores, pipeline.as_ref().map(|p| p.url.as_str()), &server_token, &admin_token, &token_key)
             .await?;
     let ctx = platform.context().clone();
     let platform_addr = platform.addr().to_string();
@@ -366,6 +377,7 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
         takeovers: 0,
         logouts: 0,
         crashes: 0,
+        pauses_before_outages: None,
         problems: Vec::new(),
     };
     run.note(format!(
@@ -395,7 +407,7 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
         })
     };
 
-    let result = faults(&mut run, &stats, redis.as_mut(), bots).await;
+    let result = faults(&mut run, &stats, redis.as_mut(), pipeline.as_mut(), bots).await;
     fleet.halt().await;
     if let Err(e) = &result {
         run.problems.push(Problem::new(ProblemKind::Incomplete, format!("the drill could not finish: {e:#}")));
@@ -459,8 +471,11 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
         ));
     }
     let travels = stats.travels.load(Relaxed);
-    let mut pauses: Vec<f64> = stats.travel_pauses().iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    let all_pauses: Vec<f64> = stats.travel_pauses().iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    let normal = run.pauses_before_outages.unwrap_or(all_pauses.len()).min(all_pauses.len());
+    let mut pauses = all_pauses[..normal].to_vec();
     pauses.sort_by(f64::total_cmp);
+    let in_outage_max = all_pauses[normal..].iter().copied().fold(0.0, f64::max);
     let pause_at =
         |q: f64| pauses.get(((pauses.len() as f64 * q) as usize).min(pauses.len().saturating_sub(1))).copied();
     if travels == 0 || run.takeovers == 0 || run.crashes == 0 {
@@ -498,10 +513,12 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
         travel_pause_median_ms: pause_at(0.5).unwrap_or(0.0),
         travel_pause_p95_ms: pause_at(0.95).unwrap_or(0.0),
         travel_pause_max_ms: pauses.last().copied().unwrap_or(0.0),
+        travel_pause_in_outage_max_ms: in_outage_max,
         takeovers: run.takeovers,
         logouts: run.logouts,
         crashes_survived: run.crashes,
         redis_restarts: u64::from(real),
+        pipeline_outages: 2 * u64::from(real),
         zones_handed_off: run.timeline.iter().filter(|l| l.contains("moved live")).count() as u64,
         samples: sampled.samples,
         duplicates,
@@ -516,8 +533,26 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
     })
 }
 
+/// The event pipeline of a `--real` run.
+struct RealPipeline {
+    _broker: Service,
+    /// The zones reach the broker through it: cut, the broker is unreachable.
+    gate: Gate,
+    mysql: Service,
+    url: String,
+}
+
+/// How long the broker is unreachable, and MariaDB down, in a `--real` run.
+const OUTAGE: Duration = Duration::from_secs(8);
+
 /// The faults, one after another, while the bots play.
-async fn faults(run: &mut Run, stats: &respawn_client::BotStats, redis: Option<&mut Service>, bots: u32) -> Result<()> {
+async fn faults(
+    run: &mut Run,
+    stats: &respawn_client::BotStats,
+    redis: Option<&mut Service>,
+    pipeline: Option<&mut RealPipeline>,
+    bots: u32,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while stats.connected.load(Relaxed) < u64::from(bots) {
         if Instant::now() > deadline {
@@ -583,8 +618,53 @@ async fn faults(run: &mut Run, stats: &respawn_client::BotStats, redis: Option<&
 
     run.crash("zone-b").await?;
     tokio::time::sleep(Duration::from_secs(8)).await;
+
+    if let Some(p) = pipeline {
+        // Players in zones play on; travel and sign-in wait for the newest
+        // state (Kafka) or are refused (MariaDB) until it is back.
+        let travels = stats.travels.load(Relaxed);
+        run.pauses_before_outages = Some(stats.travel_pauses().len());
+        p.gate.cut();
+        run.note(format!("broker unreachable for {} s", OUTAGE.as_secs()));
+        tokio::time::sleep(OUTAGE).await;
+        p.gate.reopen().await.context("reopening the broker's gate")?;
+        run.note(format!(
+            "broker reachable again; {} travels began meanwhile, {} bots in a zone at its end",
+            stats.travels.load(Relaxed) - travels,
+            stats.connected.load(Relaxed)
+        ));
+        all_back(run, stats, bots, "the broker").await;
+        let travels = stats.travels.load(Relaxed);
+        p.mysql.kill().await;
+        run.note(format!("MariaDB killed for {} s", OUTAGE.as_secs()));
+        tokio::time::sleep(OUTAGE).await;
+        p.mysql.start().await.context("restarting MariaDB")?;
+        run.note(format!(
+            "MariaDB back; {} travels began meanwhile, {} bots in a zone at its end",
+            stats.travels.load(Relaxed) - travels,
+            stats.connected.load(Relaxed)
+        ));
+        all_back(run, stats, bots, "MariaDB").await;
+    }
     run.note(format!("{} bots playing; {} travels so far", stats.connected.load(Relaxed), stats.travels.load(Relaxed)));
     Ok(())
+}
+
+/// Waits (30 s at most) for every bot to play again after an outage of `what`.
+async fn all_back(run: &mut Run, stats: &respawn_client::BotStats, bots: u32, what: &str) {
+    let t0 = Instant::now();
+    while stats.connected.load(Relaxed) < u64::from(bots) && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let playing = stats.connected.load(Relaxed);
+    if playing < u64::from(bots) {
+        run.problems.push(Problem::new(
+            ProblemKind::PlayersNotBack,
+            format!("30 s after {what} came back only {playing} of {bots} bots were in a zone"),
+        ));
+    } else {
+        run.note(format!("all {bots} bots in a zone {:.1} s after {what} came back", t0.elapsed().as_secs_f64()));
+    }
 }
 
 /// Waits (30 s at most) until no account's character is in a zone by its
@@ -808,9 +888,16 @@ pub fn print_report(r: &CharactersReport) {
         "  travel pause           {:>6.0} ms median, {:.0} ms p95, {:.0} ms longest   < 250 ms",
         r.travel_pause_median_ms, r.travel_pause_p95_ms, r.travel_pause_max_ms
     );
+    if r.pipeline_outages > 0 {
+        println!(
+            "  travel in an outage    {:>6.0} ms longest (it waits for the pipeline)",
+            r.travel_pause_in_outage_max_ms
+        );
+    }
     println!("  takeovers              {:>6} (each then logged out: {})", r.takeovers, r.logouts);
     println!("  crashes survived       {:>6}", r.crashes_survived);
     println!("  Redis restarts         {:>6}", r.redis_restarts);
+    println!("  pipeline outages       {:>6} (broker unreachable, MariaDB killed)", r.pipeline_outages);
     println!("  zones handed off       {:>6}", r.zones_handed_off);
     println!("  duplicates             {:>6} ({} samples)                      0", r.duplicates, r.samples);
     println!("  progress lost          {:>6}                                   0", r.progress_lost);

@@ -58,23 +58,25 @@ pub async fn run_consumer(
     metrics: Arc<PlatformMetrics>,
     stop: CancellationToken,
 ) -> Result<(), PlatformError> {
-    let consumer: StreamConsumer<LagContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set("group.id", &config.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "1000")
-        // Reconnect to a healed broker within a second, not librdkafka's default 10 s.
-        .set("reconnect.backoff.max.ms", "1000")
-        // A killed instance's partitions go to the others (or its restart) after this long.
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        // A fetch the broker holds while the topic is idle returns after this
-        // long at most (librdkafka's default is 500 ms); a broker that does
-        // not answer a held fetch as soon as records arrive then delays each
-        // event by up to this much.
-        .set("fetch.wait.max.ms", "20")
-        .create_with_context(LagContext { metrics: metrics.clone() })?;
+    let consumer: Arc<StreamConsumer<LagContext>> = Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "1000")
+            // Reconnect to a healed broker within a second, not librdkafka's default 10 s.
+            .set("reconnect.backoff.max.ms", "1000")
+            // A killed instance's partitions go to the others (or its restart) after this long.
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            // A fetch the broker holds while the topic is idle returns after this
+            // long at most (librdkafka's default is 500 ms); a broker that does
+            // not answer a held fetch as soon as records arrive then delays each
+            // event by up to this much.
+            .set("fetch.wait.max.ms", "20")
+            .create_with_context(LagContext { metrics: metrics.clone() })?,
+    );
     consumer.subscribe(&[&config.topic])?;
     while !stop.is_cancelled() {
         let Some(events) = next_batch(&consumer, &config, &metrics, &stop).await else { break };
@@ -102,7 +104,15 @@ pub async fn run_consumer(
         }
         // A failed commit is covered by the next one; until then a restart
         // redelivers the batch, which the event ids absorb.
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        // A synchronous commit waits for the broker: off the async workers,
+        // whose other tasks (the HTTP API, or whatever proxies the broker) go on.
+        let committer = consumer.clone();
+        let committed = tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync)).await;
+        let failed = match committed {
+            Ok(result) => result.err().map(|e| e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = failed {
             metrics.error(ErrorKind::Commit);
             tracing::warn!(error = %e, "committing offsets failed; the next batch's commit covers them");
         }
