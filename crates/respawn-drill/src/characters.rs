@@ -43,44 +43,6 @@ use crate::findings::{Findings, Problem, ProblemKind};
 use crate::services::{create_database, start_mariadb, start_tansu};
 use crate::Scenario;
 
-/// Two small zones, each with an exit along one edge into the other, so
-/// that bots walking to it travel often.
-const ZONES: &str = r#"
-[[zones]]
-id = 1
-name = "meadow"
-seed = 1
-width = 3000
-height = 3000
-npc_count = 6
-
-[[zones.exits]]
-x = 2800
-y = 0
-w = 200
-h = 3000
-to = "caverns"
-arrival_x = 500
-arrival_y = 1500
-
-[[zones]]
-id = 2
-name = "caverns"
-seed = 2
-width = 3000
-height = 3000
-npc_count = 6
-
-[[zones.exits]]
-x = 0
-y = 0
-w = 200
-h = 3000
-to = "meadow"
-arrival_x = 2500
-arrival_y = 1500
-"#;
-
 /// How often each bot walks through an exit, about.
 const TRAVEL_EVERY: Duration = Duration::from_secs(8);
 /// Between two looks at every zone's characters.
@@ -326,7 +288,7 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
     }
 
     let config = dir.join("zones.toml");
-    std::fs::write(&config, ZONES)?;
+    std::fs::write(&config, respawn_harness::zone::SMALL_ZONES_WITH_EXITS)?;
     let exe = std::env::current_exe()?;
     let mut servers = Vec::new();
     for (id, hosts) in [("zone-a", Some("meadow")), ("zone-b", Some("caverns")), ("zone-c", None)] {
@@ -542,6 +504,47 @@ struct RealPipeline {
     url: String,
 }
 
+/// What a `--real` run takes away for a while.
+#[derive(Debug, Clone, Copy)]
+enum PipelinePart {
+    /// Unreachable (its gate cut); it keeps running.
+    Broker,
+    /// Killed, and started again on its data.
+    Database,
+}
+
+impl PipelinePart {
+    fn name(self) -> &'static str {
+        match self {
+            PipelinePart::Broker => "the broker",
+            PipelinePart::Database => "MariaDB",
+        }
+    }
+
+    fn failed(self) -> &'static str {
+        match self {
+            PipelinePart::Broker => "broker unreachable",
+            PipelinePart::Database => "MariaDB killed",
+        }
+    }
+}
+
+impl RealPipeline {
+    async fn fail(&mut self, part: PipelinePart) {
+        match part {
+            PipelinePart::Broker => self.gate.cut(),
+            PipelinePart::Database => self.mysql.kill().await,
+        }
+    }
+
+    async fn heal(&mut self, part: PipelinePart) -> Result<()> {
+        match part {
+            PipelinePart::Broker => self.gate.reopen().await.context("reopening the broker's gate"),
+            PipelinePart::Database => self.mysql.start().await.context("restarting MariaDB"),
+        }
+    }
+}
+
 /// How long the broker is unreachable, and MariaDB down, in a `--real` run.
 const OUTAGE: Duration = Duration::from_secs(8);
 
@@ -622,29 +625,21 @@ async fn faults(
     if let Some(p) = pipeline {
         // Players in zones play on; travel and sign-in wait for the newest
         // state (Kafka) or are refused (MariaDB) until it is back.
-        let travels = stats.travels.load(Relaxed);
         run.pauses_before_outages = Some(stats.travel_pauses().len());
-        p.gate.cut();
-        run.note(format!("broker unreachable for {} s", OUTAGE.as_secs()));
-        tokio::time::sleep(OUTAGE).await;
-        p.gate.reopen().await.context("reopening the broker's gate")?;
-        run.note(format!(
-            "broker reachable again; {} travels began meanwhile, {} bots in a zone at its end",
-            stats.travels.load(Relaxed) - travels,
-            stats.connected.load(Relaxed)
-        ));
-        all_back(run, stats, bots, "the broker").await;
-        let travels = stats.travels.load(Relaxed);
-        p.mysql.kill().await;
-        run.note(format!("MariaDB killed for {} s", OUTAGE.as_secs()));
-        tokio::time::sleep(OUTAGE).await;
-        p.mysql.start().await.context("restarting MariaDB")?;
-        run.note(format!(
-            "MariaDB back; {} travels began meanwhile, {} bots in a zone at its end",
-            stats.travels.load(Relaxed) - travels,
-            stats.connected.load(Relaxed)
-        ));
-        all_back(run, stats, bots, "MariaDB").await;
+        for part in [PipelinePart::Broker, PipelinePart::Database] {
+            let travels = stats.travels.load(Relaxed);
+            p.fail(part).await;
+            run.note(format!("{} for {} s", part.failed(), OUTAGE.as_secs()));
+            tokio::time::sleep(OUTAGE).await;
+            p.heal(part).await?;
+            run.note(format!(
+                "{} back; {} travels began meanwhile, {} bots in a zone at its end",
+                part.name(),
+                stats.travels.load(Relaxed) - travels,
+                stats.connected.load(Relaxed)
+            ));
+            all_back(run, stats, bots, part.name()).await;
+        }
     }
     run.note(format!("{} bots playing; {} travels so far", stats.connected.load(Relaxed), stats.travels.load(Relaxed)));
     Ok(())

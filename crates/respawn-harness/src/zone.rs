@@ -10,6 +10,45 @@ use clap::Args;
 /// The embedded event ledger's file, in the data directory.
 pub const EVENTS_DB: &str = "events.sqlite";
 
+/// Two small zones (30 m square), each with an exit along one edge into
+/// the other: what tests and drills that travel configure (a zone
+/// configuration file's `[[zones]]`, to append to its other settings).
+pub const SMALL_ZONES_WITH_EXITS: &str = r#"
+[[zones]]
+id = 1
+name = "meadow"
+seed = 1
+width = 3000
+height = 3000
+npc_count = 5
+
+[[zones.exits]]
+x = 2800
+y = 0
+w = 200
+h = 3000
+to = "caverns"
+arrival_x = 500
+arrival_y = 1500
+
+[[zones]]
+id = 2
+name = "caverns"
+seed = 2
+width = 3000
+height = 3000
+npc_count = 5
+
+[[zones.exits]]
+x = 0
+y = 0
+w = 200
+h = 3000
+to = "meadow"
+arrival_x = 2500
+arrival_y = 1500
+"#;
+
 /// Where zone state lives: files by default; Redis and MongoDB when given.
 /// The binary parses these flags; [`ZoneCommand::stores`] writes them.
 #[derive(Args, Debug, Clone)]

@@ -29,44 +29,6 @@ struct Up {
     _data: TempDir,
 }
 
-/// Two small zones (30 m a side, so a player walks anywhere in seconds),
-/// each with an exit along one edge to the other.
-const SMALL_ZONES: &str = r#"
-[[zones]]
-id = 1
-name = "meadow"
-seed = 1
-width = 3000
-height = 3000
-npc_count = 5
-
-[[zones.exits]]
-x = 2800
-y = 0
-w = 200
-h = 3000
-to = "caverns"
-arrival_x = 500
-arrival_y = 1500
-
-[[zones]]
-id = 2
-name = "caverns"
-seed = 2
-width = 3000
-height = 3000
-npc_count = 5
-
-[[zones.exits]]
-x = 0
-y = 0
-w = 200
-h = 3000
-to = "meadow"
-arrival_x = 2500
-arrival_y = 1500
-"#;
-
 impl Up {
     fn start(bots: u32) -> Result<Self> {
         Self::start_with(bots, None)
@@ -397,7 +359,7 @@ async fn position(b: &mut Browser, s: &str) -> Result<(f64, f64)> {
 
 #[tokio::test]
 async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
-    let up = Up::start_with(2, Some(SMALL_ZONES))?;
+    let up = Up::start_with(2, Some(respawn_harness::zone::SMALL_ZONES_WITH_EXITS))?;
     let mut browser = Browser::launch().await?;
     let s = browser.open(&format!("{}?zone=meadow", up.play)).await?;
 

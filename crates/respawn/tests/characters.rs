@@ -17,43 +17,6 @@ use respawn_proto::{server_message::Body as S, CloseCode, PlayerStats};
 use serde_json::Value;
 use support::{Client, Database, Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
 
-/// The test zones, each with an exit along one edge to the other.
-const ZONES_WITH_EXITS: &str = r#"
-[[zones]]
-id = 1
-name = "meadow"
-seed = 1
-width = 3000
-height = 3000
-npc_count = 5
-
-[[zones.exits]]
-x = 2800
-y = 0
-w = 200
-h = 3000
-to = "caverns"
-arrival_x = 500
-arrival_y = 1500
-
-[[zones]]
-id = 2
-name = "caverns"
-seed = 2
-width = 3000
-height = 3000
-npc_count = 5
-
-[[zones.exits]]
-x = 0
-y = 0
-w = 200
-h = 3000
-to = "meadow"
-arrival_x = 2500
-arrival_y = 1500
-"#;
-
 const SERVER_TOKEN: &str = "characters-server-token";
 const OPERATOR: &str = "characters-operator-token";
 
@@ -220,7 +183,8 @@ async fn a_character_keeps_what_it_earned_across_sign_ins_a_crash_and_a_zone_swi
     let data = dir.path().join("data");
     let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let zone_args = ["--platform", addr.as_str(), "--server-token", SERVER_TOKEN, "--kafka-brokers", brokers.as_str()];
-    let config = format!("{}{ZONES_WITH_EXITS}", TEST_CONFIG.split("[[zones]]").next().unwrap_or_default());
+    let settings = TEST_CONFIG.split("[[zones]]").next().unwrap_or_default();
+    let config = format!("{settings}{}", respawn_harness::zone::SMALL_ZONES_WITH_EXITS);
     let zone = ZoneProcess::start_at_in(&config, &data, listen, &zone_args)?;
 
     // A guest plays (as a bot) until it has earned gold, then leaves.
