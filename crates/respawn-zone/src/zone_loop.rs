@@ -236,7 +236,14 @@ impl ZoneRunner {
     pub fn control(&mut self, control: Control) -> bool {
         match control {
             Control::Attach { player, name, link, resume_token, entry } => {
-                let held = self.zone.player(player).map(|p| p.incarnation);
+                // A character whose leave is queued for the next tick is gone
+                // already: resuming it would be undone by that leave.
+                let leaving = self
+                    .carry
+                    .iter()
+                    .chain(&self.batch)
+                    .any(|c| c.player == player && matches!(c.kind, CommandKind::Leave));
+                let held = self.zone.player(player).filter(|_| !leaving).map(|p| p.incarnation);
                 let newer = match &entry {
                     Entry::Kept(c) => held.is_some_and(|i| c.incarnation > i),
                     Entry::Fresh | Entry::ResumeOnly => false,
@@ -876,6 +883,25 @@ mod tests {
         assert_eq!(first.conn.close_reason().map(|c| c.0), Some(CloseCode::Replaced));
         assert_eq!(r.zone().player(7).map(|p| p.entity), Some(entity));
         assert!(matches!(drain(&mut rx2)[0], Body::Welcome(ref w) if w.entity_id == entity));
+    }
+
+    #[test]
+    fn a_join_behind_the_same_players_leave_in_one_tick_starts_after_it() {
+        let metrics = Metrics::new("test");
+        let mut r = runner(&metrics);
+        let (first, _rx1) = link(1, 16);
+        attach(&mut r, 7, &first);
+        tick(&mut r);
+        let entity = r.zone().player(7).expect("joined").entity;
+        // The player leaves, and joins again before the tick that applies the leave.
+        r.control(Control::Detach { player: 7, conn_id: 1, left: true });
+        let (second, mut rx2) = link(2, 16);
+        attach(&mut r, 7, &second);
+        tick(&mut r);
+        let welcome = drain(&mut rx2).into_iter().find_map(|b| if let Body::Welcome(w) = b { Some(w) } else { None });
+        let welcome = welcome.expect("the second join is welcomed, not refused");
+        assert!(!welcome.resumed, "the character it had left is not resumed");
+        assert_ne!(r.zone().player(7).map(|p| p.entity), Some(entity), "a new stay, after the leave");
     }
 
     #[test]
