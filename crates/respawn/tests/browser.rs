@@ -376,8 +376,10 @@ async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
     let start = position(&mut browser, &s).await?;
 
     // Hold a direction for a second; try the others if a wall is in the way.
+    // Up and down first: meadow's exit is a strip along its east edge, which
+    // walking east could reach (a travel, not a move).
     let mut moved = None;
-    for (key, code, vk) in [("d", "KeyD", 68), ("s", "KeyS", 83), ("a", "KeyA", 65), ("w", "KeyW", 87)] {
+    for (key, code, vk) in [("s", "KeyS", 83), ("w", "KeyW", 87), ("a", "KeyA", 65), ("d", "KeyD", 68)] {
         let before = position(&mut browser, &s).await?;
         browser.key(&s, "keyDown", key, code, vk).await?;
         tokio::time::sleep(Duration::from_millis(1_000)).await;
@@ -390,6 +392,7 @@ async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
         }
     }
     let (key, before, after) = moved.ok_or_else(|| anyhow!("no key moved the player from {start:?}"))?;
+    assert_eq!(browser.eval(&s, "window.respawn.zone()").await?, json!("meadow"), "a move, not a travel");
     // Positions on the page come only from the server's state updates, so a
     // changed position is the server's own account of the movement.
     let max_step = 30.0 * 20.0 * 1.5; // max speed (cm/tick) x ticks in the hold, with slack
