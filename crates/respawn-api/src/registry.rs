@@ -135,6 +135,11 @@ impl RegistryClient {
         self.call(Method::POST, &format!("/v1/servers/{id}/claim")).json(&claim).read().await
     }
 
+    /// Every live server, as `GET /v1/servers` lists them.
+    pub async fn servers(&self) -> Result<Vec<ListedServer>, CallError> {
+        self.call(Method::GET, "/v1/servers").read().await
+    }
+
     /// Asks the platform to move this server's zones live to a standby server.
     pub async fn evacuate(&self, id: &str) -> Result<(), CallError> {
         let path = format!("/v1/servers/{id}/evacuate");

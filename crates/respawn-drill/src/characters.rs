@@ -2,17 +2,20 @@
 //! characters the platform keeps, on two zone servers whose zones lead
 //! into each other, and travel between them; a second sign-in takes a
 //! character over and then logs out; meanwhile a zone server is killed
-//! twice, Redis restarts empty (`--real`), the other server's zone moves
-//! live to a standby one, and (`--real`) the broker is unreachable, then
-//! MariaDB down, for 8 s each. Sampled during the run, and at the end: no
+//! twice, Redis is down 5 s and comes back empty (`--real`), the other
+//! server's zone moves live to a standby one, (`--real`) the broker is
+//! unreachable, then MariaDB down, for 8 s each, and last the platform
+//! server is down 8 s. Sampled during the run, and at the end: no
 //! character held by two zones, each character's record the fold of its
 //! stays in the ledger, the gold and items held what the world gave out,
 //! and no join giving back less than a server confirmed stored.
 //!
-//! The platform server runs in this process (sign-in, registry, claims,
-//! the hand-off), on the embedded ledger the zone servers write, or with
-//! `--real` on MariaDB fed by a Kafka-compatible broker, with Redis and a
-//! MongoDB-compatible server for the zones.
+//! Without `--real` the platform server runs in this process on the
+//! embedded ledger the zone servers write (its outage: stopped, and started
+//! again with nothing kept in memory). With `--real` it is a `respawn
+//! platform` process (its outage: `kill -9`) with its state in Redis and
+//! its ledger in MariaDB fed by a Kafka-compatible broker; the zones store
+//! in Redis and a MongoDB-compatible server.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -24,7 +27,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use prost::Message as _;
 use respawn_api::admin::{Rosters, ZoneAdmin};
+use respawn_api::http::{Call, Method};
 use respawn_api::players::{GuestSignUp, PlayerApi};
+use respawn_api::registry::RegistryClient;
 use respawn_client::conn::{Connection, Event as ClientEvent};
 use respawn_client::{Access, Fleet, GuestSession};
 use respawn_harness::gate::Gate;
@@ -33,7 +38,7 @@ use respawn_harness::zone::{StoreFlags, ZoneCommand};
 use respawn_platform::http::{HttpContext, SessionSigner};
 use respawn_platform::ledger::EventQuery;
 use respawn_platform::projection::{Hold, PlayerRecord};
-use respawn_platform::rollout::{Mode, Plan, State};
+use respawn_platform::rollout::{Rollout, State};
 use respawn_platform::{Ledger, PlatformServer, RunningPlatform};
 use respawn_proto::events::{event::Kind, Character, Event};
 use serde::{Deserialize, Serialize};
@@ -60,11 +65,11 @@ pub struct CharactersReport {
     pub travels: u64,
     /// What a travel looked like to the player: from the travel notice to
     /// the first update in the next zone (median, 95th percentile, longest),
-    /// over the travels before the pipeline outages.
+    /// over the travels outside the Redis, pipeline and platform outages.
     pub travel_pause_median_ms: f64,
     pub travel_pause_p95_ms: f64,
     pub travel_pause_max_ms: f64,
-    /// The longest travel that began during a pipeline outage (it waits for it).
+    /// The longest travel that began during a pipeline or platform outage (it waits for it).
     pub travel_pause_in_outage_max_ms: f64,
     /// Second sign-ins that took a character over from the bot playing it.
     pub takeovers: u64,
@@ -75,6 +80,8 @@ pub struct CharactersReport {
     pub redis_restarts: u64,
     /// The broker unreachable, then MariaDB killed, 8 s each (`--real`).
     pub pipeline_outages: u64,
+    /// The platform server down 8 s (`kill -9` with `--real`).
+    pub platform_outages: u64,
     /// Zones moved live to another server.
     pub zones_handed_off: u64,
     /// Looks at every zone's characters during the run.
@@ -92,7 +99,8 @@ pub struct CharactersReport {
     /// Items likewise.
     pub items_created: u64,
     pub items_held: u64,
-    /// Events of stays that had ended, which the ledger left out of records.
+    /// Events of stays that had ended, which the ledger left out of records
+    /// (as the platform server counted them before each stop).
     pub stale_events_refused: u64,
     #[serde(flatten)]
     pub findings: Findings,
@@ -143,8 +151,14 @@ struct Run {
     started: Instant,
     timeline: Vec<String>,
     admin: ZoneAdmin,
+    platform: PlatformHost,
     platform_addr: String,
-    ctx: HttpContext,
+    /// The platform's registry, as a zone server sees it (the server token).
+    registry: RegistryClient,
+    /// The ledger the platform keeps, opened by the drill.
+    ledger: Arc<dyn Ledger>,
+    /// The platform server's count of stale events, summed over its runs.
+    stale_events_refused: u64,
     servers: Vec<ZoneServer>,
     secrets: Vec<String>,
     /// The account (and character) id of each secret.
@@ -152,8 +166,10 @@ struct Run {
     takeovers: u64,
     logouts: u64,
     crashes: u64,
-    /// Travel pauses recorded when the pipeline outages began.
-    pauses_before_outages: Option<usize>,
+    platform_outages: u64,
+    bots: u32,
+    /// Which of the travel pauses were of travels in an outage (by index).
+    pauses_in_outages: Vec<std::ops::Range<usize>>,
     problems: Vec<Problem>,
 }
 
@@ -201,12 +217,21 @@ impl Run {
         }
     }
 
+    /// A sign-in while `what` is down: refused (a problem if it is not).
+    async fn sign_in_while_down(&mut self, what: &str) {
+        match GuestSession::sign_in(&self.platform_addr, &self.secrets[0]).await {
+            Ok(_) => self
+                .problems
+                .push(Problem::new(ProblemKind::NotAsDocumented, format!("a sign-in succeeded while {what} was down"))),
+            Err(e) => self.note(format!("a sign-in meanwhile: refused ({e:#})")),
+        }
+    }
+
     /// Signs in as account `i` and joins the zone its character is in; the
     /// zone it took the character over in (`None`: it was between zones).
     async fn take_over(&self, i: usize) -> Result<Option<String>> {
         let mut session = GuestSession::sign_in(&self.platform_addr, &self.secrets[i]).await?;
-        let ledger = self.ledger()?;
-        let record = ledger.player(session.account_id()).await?.context("no record for the account")?;
+        let record = self.ledger.player(session.account_id()).await?.context("no record for the account")?;
         let Hold::InZone { zone } = record.hold else { return Ok(None) };
         let grant = session.play(&zone).await?;
         let mut conn = Connection::connect(&grant.address).await?;
@@ -230,8 +255,20 @@ impl Run {
         Ok(Some(zone))
     }
 
-    fn ledger(&self) -> Result<Arc<dyn Ledger>> {
-        self.ctx.ledger.get().cloned().context("the platform has no ledger")
+    /// Adds what the running platform server has counted of stale events
+    /// (before it stops: its count ends with it).
+    async fn count_stale_events(&mut self) {
+        if let Ok(text) = respawn_api::http::scrape(&self.platform_addr).await {
+            let samples = respawn_api::prom::parse(&text);
+            self.stale_events_refused +=
+                respawn_api::prom::sum(&samples, "respawn_platform_stale_character_events_total", &[]) as u64;
+        }
+    }
+
+    /// The platform server's running (or last) rollout.
+    async fn rollout(&self) -> Result<Rollout> {
+        let call = Call::new(Method::GET, &self.platform_addr, "/v1/rollouts/current");
+        Ok(call.bearer(Some(self.platform.admin_token())).read().await?)
     }
 
     /// Every server's rosters; those that do not answer (killed, gone) are left out.
@@ -272,20 +309,17 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
         }
         false => None,
     };
+    let secrets = PlatformSecrets {
+        token_key: respawn_token::random_hex(32)?,
+        admin_token: respawn_token::random_hex(32)?,
+        server_token: respawn_token::random_hex(32)?,
+    };
     let (token_key, admin_token, server_token) =
-        (respawn_token::random_hex(32)?, respawn_token::random_hex(32)?, respawn_token::random_hex(32)?);
-    let platform =
-        start_platform(&stores, pipeline.as_ref().map(|p| p.url.as_str()), &server_token, &admin_token, &token_key)
-            .await?;
-    let ctx = platform.context().clone();
-    let platform_addr = platform.addr().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ctx.ledger.get().is_none() {
-        if Instant::now() > deadline {
-            bail!("the platform's ledger did not open within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (secrets.token_key.clone(), secrets.admin_token.clone(), secrets.server_token.clone());
+    let platform = PlatformHost::start(dir, &stores, pipeline.as_ref(), secrets).await?;
+    let platform_addr = platform.addr().to_owned();
+    let ledger = platform.open_ledger(&stores).await?;
+    let registry = RegistryClient::new(&platform_addr, &server_token);
 
     let config = dir.join("zones.toml");
     std::fs::write(&config, respawn_harness::zone::SMALL_ZONES_WITH_EXITS)?;
@@ -312,7 +346,7 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
         servers.push(ZoneServer { id, service, addr });
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while ctx.registry.servers().await.map_or(0, |s| s.len()) < servers.len() {
+    while registry.servers().await.map_or(0, |s| s.len()) < servers.len() {
         if Instant::now() > deadline {
             bail!("the three zone servers did not register within 20 s");
         }
@@ -331,20 +365,25 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
         started,
         timeline: Vec::new(),
         admin: ZoneAdmin::new(&admin_token),
+        platform,
         platform_addr: platform_addr.clone(),
-        ctx: ctx.clone(),
+        registry,
+        ledger,
+        stale_events_refused: 0,
         servers,
         secrets: secrets.clone(),
         accounts,
         takeovers: 0,
         logouts: 0,
         crashes: 0,
-        pauses_before_outages: None,
+        platform_outages: 0,
+        bots,
+        pauses_in_outages: Vec::new(),
         problems: Vec::new(),
     };
     run.note(format!(
         "deployment up: platform {platform_addr} ({}); zone-a hosting meadow, zone-b caverns, zone-c standing by; {}",
-        if real { "MariaDB fed by Tansu" } else { "embedded ledger" },
+        if real { "a process on Redis, MariaDB fed by Tansu" } else { "in this process, embedded ledger" },
         if real { "Redis + MongoDB-compatible" } else { "embedded files" },
     ));
 
@@ -369,7 +408,7 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
         })
     };
 
-    let result = faults(&mut run, &stats, redis.as_mut(), pipeline.as_mut(), bots).await;
+    let result = faults(&mut run, &stats, redis.as_mut(), pipeline.as_mut()).await;
     fleet.halt().await;
     if let Err(e) = &result {
         run.problems.push(Problem::new(ProblemKind::Incomplete, format!("the drill could not finish: {e:#}")));
@@ -394,7 +433,7 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
         ));
     }
 
-    let audit = audit(run.ledger()?.as_ref(), &run.accounts).await?;
+    let audit = audit(run.ledger.as_ref(), &run.accounts).await?;
     let sampled = std::mem::take(&mut *sampling.lock().map_err(|_| anyhow::anyhow!("sampler poisoned"))?);
     let progress_lost = stats.progress_lost.load(Relaxed);
     let duplicates = sampled.duplicates + audit.duplicate_stays;
@@ -433,11 +472,15 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
         ));
     }
     let travels = stats.travels.load(Relaxed);
-    let all_pauses: Vec<f64> = stats.travel_pauses().iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    let normal = run.pauses_before_outages.unwrap_or(all_pauses.len()).min(all_pauses.len());
-    let mut pauses = all_pauses[..normal].to_vec();
+    let (mut pauses, mut in_outage_max) = (Vec::new(), 0.0_f64);
+    for (i, pause) in stats.travel_pauses().iter().enumerate() {
+        let ms = pause.as_secs_f64() * 1e3;
+        match run.pauses_in_outages.iter().any(|r| r.contains(&i)) {
+            true => in_outage_max = in_outage_max.max(ms),
+            false => pauses.push(ms),
+        }
+    }
     pauses.sort_by(f64::total_cmp);
-    let in_outage_max = all_pauses[normal..].iter().copied().fold(0.0, f64::max);
     let pause_at =
         |q: f64| pauses.get(((pauses.len() as f64 * q) as usize).min(pauses.len().saturating_sub(1))).copied();
     if travels == 0 || run.takeovers == 0 || run.crashes == 0 {
@@ -462,7 +505,8 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
     for server in &mut run.servers {
         server.service.kill().await;
     }
-    if let Ok(Err(why)) = tokio::time::timeout(Duration::from_secs(3), platform.shutdown()).await {
+    run.count_stale_events().await;
+    if let Err(why) = run.platform.stop().await {
         problems
             .push(Problem::new(ProblemKind::ProcessStop, format!("the platform server did not stop cleanly: {why}")));
     }
@@ -481,6 +525,7 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
         crashes_survived: run.crashes,
         redis_restarts: u64::from(real),
         pipeline_outages: 2 * u64::from(real),
+        platform_outages: run.platform_outages,
         zones_handed_off: run.timeline.iter().filter(|l| l.contains("moved live")).count() as u64,
         samples: sampled.samples,
         duplicates,
@@ -490,7 +535,7 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
         gold_held: audit.gold_held,
         items_created: audit.items_created,
         items_held: audit.items_held,
-        stale_events_refused: ctx.metrics.stale_character_events.get(),
+        stale_events_refused: run.stale_events_refused,
         findings: Findings { timeline: std::mem::take(&mut run.timeline), ..Findings::judge(problems) },
     })
 }
@@ -545,8 +590,10 @@ impl RealPipeline {
     }
 }
 
-/// How long the broker is unreachable, and MariaDB down, in a `--real` run.
+/// How long the broker is unreachable, MariaDB down (`--real`), and the platform server down.
 const OUTAGE: Duration = Duration::from_secs(8);
+/// How long Redis is down in a `--real` run.
+const REDIS_OUTAGE: Duration = Duration::from_secs(5);
 
 /// The faults, one after another, while the bots play.
 async fn faults(
@@ -554,8 +601,8 @@ async fn faults(
     stats: &respawn_client::BotStats,
     redis: Option<&mut Service>,
     pipeline: Option<&mut RealPipeline>,
-    bots: u32,
 ) -> Result<()> {
+    let bots = run.bots;
     let deadline = Instant::now() + Duration::from_secs(30);
     while stats.connected.load(Relaxed) < u64::from(bots) {
         if Instant::now() > deadline {
@@ -574,27 +621,33 @@ async fn faults(
     tokio::time::sleep(Duration::from_secs(6)).await;
 
     if let Some(redis) = redis {
+        // The zones' snapshots and the platform's registry, tokens and rate
+        // limits are there: zones play on, sign-in and travel are refused.
         redis.kill().await;
+        let outage = run.outage_begins(stats, format!("Redis down for {} s", REDIS_OUTAGE.as_secs()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        run.sign_in_while_down("Redis").await;
+        tokio::time::sleep(REDIS_OUTAGE - Duration::from_secs(1)).await;
         redis.start().await.context("restarting Redis")?;
-        run.note("Redis restarted, empty");
+        run.outage_ends(stats, &outage, "Redis back, empty");
+        run.all_back(stats, outage, "Redis").await;
         // The zones store their state there again before the next fault.
-        tokio::time::sleep(Duration::from_secs(8)).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
     }
 
-    let plan = Plan {
-        to: String::new(),
-        from: Some("zone-a".into()),
-        mode: Mode::Handoff,
-        wait: Duration::ZERO,
-        rollback: false,
-    };
-    run.ctx.start_rollout(plan).map_err(anyhow::Error::msg)?;
+    // zone-a's zones move live to the standby server, as its drain with hand-off asks.
+    run.registry.evacuate("zone-a").await.context("asking the platform to evacuate zone-a")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
     let rollout = loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        match run.ctx.rollouts.current() {
-            Some(r) if r.state != State::Running => break r,
-            Some(_) => {}
-            None => bail!("the hand-off vanished"),
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        match run.rollout().await {
+            Ok(r) if r.state != State::Running => break r,
+            Ok(_) => {}
+            Err(e) if Instant::now() > deadline => bail!("the hand-off of zone-a did not end within 60 s: {e:#}"),
+            Err(_) => {}
+        }
+        if Instant::now() > deadline {
+            bail!("the hand-off of zone-a did not end within 60 s");
         }
     };
     if rollout.state != State::Succeeded {
@@ -625,40 +678,87 @@ async fn faults(
     if let Some(p) = pipeline {
         // Players in zones play on; travel and sign-in wait for the newest
         // state (Kafka) or are refused (MariaDB) until it is back.
-        run.pauses_before_outages = Some(stats.travel_pauses().len());
         for part in [PipelinePart::Broker, PipelinePart::Database] {
-            let travels = stats.travels.load(Relaxed);
             p.fail(part).await;
-            run.note(format!("{} for {} s", part.failed(), OUTAGE.as_secs()));
+            let outage = run.outage_begins(stats, format!("{} for {} s", part.failed(), OUTAGE.as_secs()));
             tokio::time::sleep(OUTAGE).await;
             p.heal(part).await?;
-            run.note(format!(
-                "{} back; {} travels began meanwhile, {} bots in a zone at its end",
-                part.name(),
-                stats.travels.load(Relaxed) - travels,
-                stats.connected.load(Relaxed)
-            ));
-            all_back(run, stats, bots, part.name()).await;
+            run.outage_ends(stats, &outage, &format!("{} back", part.name()));
+            run.all_back(stats, outage, part.name()).await;
         }
     }
+
+    // The platform server down: zones play on; sign-in and travel wait for it.
+    run.count_stale_events().await;
+    if let Err(why) = run.platform.stop().await {
+        run.problems.push(Problem::new(ProblemKind::ProcessStop, format!("the platform server stopped badly: {why}")));
+    }
+    run.platform_outages += 1;
+    let what = format!("platform server {} for {} s", run.platform.stopped_how(), OUTAGE.as_secs());
+    let outage = run.outage_begins(stats, what);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    run.sign_in_while_down("the platform server").await;
+    tokio::time::sleep(OUTAGE - Duration::from_secs(1)).await;
+    run.outage_ends(stats, &outage, "platform server back");
+    run.platform.start_again().await.context("starting the platform server again")?;
+    run.all_back(stats, outage, "the platform server").await;
     run.note(format!("{} bots playing; {} travels so far", stats.connected.load(Relaxed), stats.travels.load(Relaxed)));
     Ok(())
 }
 
-/// Waits (30 s at most) for every bot to play again after an outage of `what`.
-async fn all_back(run: &mut Run, stats: &respawn_client::BotStats, bots: u32, what: &str) {
-    let t0 = Instant::now();
-    while stats.connected.load(Relaxed) < u64::from(bots) && t0.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Where the bots were when an outage began.
+struct OutageStart {
+    travels: u64,
+    out_of_zones: u64,
+    /// Travel pauses recorded by then.
+    pauses: usize,
+}
+
+impl Run {
+    fn outage_begins(&mut self, stats: &respawn_client::BotStats, what: String) -> OutageStart {
+        self.note(what);
+        OutageStart {
+            travels: stats.travels.load(Relaxed),
+            out_of_zones: u64::from(self.bots).saturating_sub(stats.connected.load(Relaxed)),
+            pauses: stats.travel_pauses().len(),
+        }
     }
-    let playing = stats.connected.load(Relaxed);
-    if playing < u64::from(bots) {
-        run.problems.push(Problem::new(
-            ProblemKind::PlayersNotBack,
-            format!("30 s after {what} came back only {playing} of {bots} bots were in a zone"),
-        ));
-    } else {
-        run.note(format!("all {bots} bots in a zone {:.1} s after {what} came back", t0.elapsed().as_secs_f64()));
+
+    /// At the end of an outage, players still play: a bot out of its zone
+    /// is one that walked through an exit meanwhile (or was out already).
+    fn outage_ends(&mut self, stats: &respawn_client::BotStats, start: &OutageStart, what: &str) {
+        let (travelled, playing) = (stats.travels.load(Relaxed) - start.travels, stats.connected.load(Relaxed));
+        self.note(format!("{what}; {travelled} travels began meanwhile, {playing} bots in a zone at its end"));
+        let out = u64::from(self.bots).saturating_sub(playing);
+        if out > start.out_of_zones + travelled {
+            self.problems.push(Problem::new(
+                ProblemKind::PlayersNotBack,
+                format!(
+                    "{out} bots out of a zone at the end ({what}): {} were out at its start and {travelled} travelled",
+                    start.out_of_zones
+                ),
+            ));
+        }
+    }
+
+    /// Waits (30 s at most) for every bot to play again after an outage of
+    /// `what`; the travels that ended meanwhile count as travels in an outage.
+    async fn all_back(&mut self, stats: &respawn_client::BotStats, start: OutageStart, what: &str) {
+        let t0 = Instant::now();
+        let bots = self.bots;
+        while stats.connected.load(Relaxed) < u64::from(bots) && t0.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.pauses_in_outages.push(start.pauses..stats.travel_pauses().len());
+        let playing = stats.connected.load(Relaxed);
+        if playing < u64::from(bots) {
+            self.problems.push(Problem::new(
+                ProblemKind::PlayersNotBack,
+                format!("30 s after {what} came back only {playing} of {bots} bots were in a zone"),
+            ));
+        } else {
+            self.note(format!("all {bots} bots in a zone {:.1} s after {what} came back", t0.elapsed().as_secs_f64()));
+        }
     }
 }
 
@@ -679,10 +779,9 @@ async fn settle(run: &Run) -> (u64, Vec<String>) {
 
 /// The characters whose record says a zone holds them, described.
 async fn still_in_zones(run: &Run) -> Vec<String> {
-    let Ok(ledger) = run.ledger() else { return vec!["no ledger".into()] };
     let mut held = Vec::new();
     for &account in &run.accounts {
-        match ledger.player(account).await {
+        match run.ledger.player(account).await {
             Ok(Some(PlayerRecord { hold: Hold::InZone { zone }, incarnation, .. })) => {
                 held.push(format!("character {account} in {zone} (stay {incarnation})"))
             }
@@ -833,42 +932,164 @@ fn fold_stays(player: u64, events: &[Event], record: &PlayerRecord, audit: &mut 
     }
 }
 
-/// The platform server in this process: registry, accounts, sign-in,
-/// claims and the hand-off; its ledger the embedded one the zone servers
-/// write, or MariaDB (`mysql_url`) fed from the broker.
-async fn start_platform(
-    stores: &StoreFlags,
-    mysql_url: Option<&str>,
-    server_token: &str,
-    admin_token: &str,
-    token_key: &str,
-) -> Result<RunningPlatform> {
-    let mut ctx = HttpContext::with_stores(None, "drill")?;
-    ctx.server_token = Some(server_token.into());
-    ctx.zone_admin = Some(ZoneAdmin::new(admin_token));
-    ctx.sessions = Some(SessionSigner::new(respawn_token::TokenKey::new(token_key.as_bytes())?));
-    ctx.limits.login_per_ip = respawn_store::ratelimit::Quota { burst: 100_000, period: Duration::from_secs(60) };
-    let mut server = PlatformServer::new(ctx.clone()).without_fleet_watcher();
-    match (mysql_url, &stores.kafka_brokers) {
-        (Some(url), Some(brokers)) => {
-            let config = respawn_platform::ConsumerConfig {
-                brokers: brokers.clone(),
-                topic: respawn_proto::events::TOPIC.to_owned(),
-                group: "respawn-drill".to_owned(),
-                batch_max: 5_000,
-                batch_wait: Duration::from_millis(50),
-            };
-            server = server.consume(respawn_platform::MySqlConsumer { mysql_url: url.to_owned(), config });
-        }
-        _ => {
-            std::fs::create_dir_all(&stores.data_dir)?;
-            let ledger = respawn_platform::SqliteLedger::open(&stores.events_db()).await?;
-            let _ = ctx.accounts.set(Arc::new(ledger.accounts()));
-            let _ = ctx.ledger.set(Arc::new(ledger));
+/// The secrets the platform server and the zone servers share.
+struct PlatformSecrets {
+    token_key: String,
+    admin_token: String,
+    server_token: String,
+}
+
+/// The drill's platform server (registry, accounts, sign-in, claims, the
+/// hand-off): a `respawn platform` process with `--real`, else in this
+/// process on the embedded ledger. Either way it can be stopped and
+/// started again at its address.
+#[allow(clippy::large_enum_variant)] // one per drill
+enum PlatformHost {
+    /// On Redis (its own prefix), MariaDB fed from the broker; stopped with `kill -9`.
+    Process { service: Service, addr: String, admin_token: String, mysql_url: String },
+    /// Stopped, it keeps nothing: its registry, tokens and rate limits were in its memory.
+    InProcess { running: Option<RunningPlatform>, addr: SocketAddr, stores: StoreFlags, secrets: PlatformSecrets },
+}
+
+impl PlatformHost {
+    async fn start(
+        dir: &Path,
+        stores: &StoreFlags,
+        pipeline: Option<&RealPipeline>,
+        secrets: PlatformSecrets,
+    ) -> Result<Self> {
+        let (Some(p), Some(brokers), Some(redis)) = (pipeline, &stores.kafka_brokers, &stores.redis_url) else {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let mut host = PlatformHost::InProcess { running: None, addr, stores: stores.clone(), secrets };
+            host.start_again().await?;
+            return Ok(host);
+        };
+        let port = free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let args = [
+            "platform",
+            "--listen",
+            &addr,
+            "--kafka-brokers",
+            brokers,
+            "--redis-url",
+            redis,
+            "--redis-prefix",
+            "drill-platform",
+            "--group",
+            "respawn-drill",
+            "--login-per-minute",
+            "100000",
+        ];
+        let service = Service::new("platform", std::env::current_exe()?, args, port, dir.join("platform"))
+            .env("RESPAWN_MYSQL_URL", p.url.clone())
+            .env("RESPAWN_TOKEN_KEY", secrets.token_key)
+            .env("RESPAWN_SERVER_TOKEN", secrets.server_token)
+            .env("RESPAWN_PLATFORM_ADMIN_TOKEN", secrets.admin_token.clone())
+            .env("RESPAWN_ZONE_ADMIN_TOKEN", secrets.admin_token.clone());
+        let mut host =
+            PlatformHost::Process { service, addr, admin_token: secrets.admin_token, mysql_url: p.url.clone() };
+        host.start_again().await?;
+        Ok(host)
+    }
+
+    fn addr(&self) -> String {
+        match self {
+            PlatformHost::Process { addr, .. } => addr.clone(),
+            PlatformHost::InProcess { addr, .. } => addr.to_string(),
         }
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    Ok(server.start(listener)?)
+
+    fn admin_token(&self) -> &str {
+        match self {
+            PlatformHost::Process { admin_token, .. } => admin_token,
+            PlatformHost::InProcess { secrets, .. } => &secrets.admin_token,
+        }
+    }
+
+    fn stopped_how(&self) -> &'static str {
+        match self {
+            PlatformHost::Process { .. } => "killed (kill -9)",
+            PlatformHost::InProcess { .. } => "stopped",
+        }
+    }
+
+    /// Starts it (again), and waits until its ledger is connected.
+    async fn start_again(&mut self) -> Result<()> {
+        match self {
+            PlatformHost::Process { service, addr, .. } => {
+                service.start().await?;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !matches!(respawn_api::http::request(addr, "GET", "/readyz", None).await, Ok((200, _))) {
+                    if Instant::now() > deadline {
+                        bail!("the platform server was not ready (its ledger connected) within 30 s");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            PlatformHost::InProcess { running, addr, stores, secrets } => {
+                // The port of the one just stopped may take a moment to be free.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let listener = loop {
+                    match tokio::net::TcpListener::bind(*addr).await {
+                        Ok(l) => break l,
+                        Err(e) if Instant::now() > deadline => return Err(e).context("binding the platform's address"),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                };
+                *running = Some(start_in_process(stores, secrets, listener).await?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops it: `kill -9` of the process, or the one in this process shut down.
+    async fn stop(&mut self) -> Result<(), String> {
+        match self {
+            PlatformHost::Process { service, .. } => {
+                service.kill().await;
+                Ok(())
+            }
+            PlatformHost::InProcess { running, .. } => match running.take() {
+                Some(platform) => tokio::time::timeout(Duration::from_secs(3), platform.shutdown())
+                    .await
+                    .map_err(|_| "still stopping after 3 s".to_owned())?,
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// The ledger it keeps, opened by the drill: the embedded one, or MariaDB.
+    async fn open_ledger(&self, stores: &StoreFlags) -> Result<Arc<dyn Ledger>> {
+        Ok(match self {
+            PlatformHost::Process { mysql_url, .. } => {
+                Arc::new(respawn_platform::connect(mysql_url, Duration::from_secs(30)).await?)
+            }
+            PlatformHost::InProcess { .. } => {
+                Arc::new(respawn_platform::SqliteLedger::open(&stores.events_db()).await?)
+            }
+        })
+    }
+}
+
+/// A platform server in this process on `listener`, on the embedded ledger
+/// the zone servers write, its registry and operations state in memory.
+async fn start_in_process(
+    stores: &StoreFlags,
+    secrets: &PlatformSecrets,
+    listener: tokio::net::TcpListener,
+) -> Result<RunningPlatform> {
+    let mut ctx = HttpContext::with_stores(None, "drill")?;
+    ctx.server_token = Some(secrets.server_token.as_str().into());
+    ctx.zone_admin = Some(ZoneAdmin::new(&secrets.admin_token));
+    ctx.sessions = Some(SessionSigner::new(respawn_token::TokenKey::new(secrets.token_key.as_bytes())?));
+    ctx.limits.login_per_ip = respawn_store::ratelimit::Quota { burst: 100_000, period: Duration::from_secs(60) };
+    respawn_platform::http::ops::install_bootstrap_admin(&mut ctx, &secrets.admin_token).await?;
+    std::fs::create_dir_all(&stores.data_dir)?;
+    let ledger = respawn_platform::SqliteLedger::open(&stores.events_db()).await?;
+    let _ = ctx.accounts.set(Arc::new(ledger.accounts()));
+    let _ = ctx.ledger.set(Arc::new(ledger));
+    Ok(PlatformServer::new(ctx).without_fleet_watcher().start(listener)?)
 }
 
 pub fn print_report(r: &CharactersReport) {
@@ -883,16 +1104,17 @@ pub fn print_report(r: &CharactersReport) {
         "  travel pause           {:>6.0} ms median, {:.0} ms p95, {:.0} ms longest   < 250 ms",
         r.travel_pause_median_ms, r.travel_pause_p95_ms, r.travel_pause_max_ms
     );
-    if r.pipeline_outages > 0 {
+    if r.pipeline_outages + r.platform_outages > 0 {
         println!(
-            "  travel in an outage    {:>6.0} ms longest (it waits for the pipeline)",
+            "  travel in an outage    {:>6.0} ms longest (it waits for the pipeline or the platform)",
             r.travel_pause_in_outage_max_ms
         );
     }
     println!("  takeovers              {:>6} (each then logged out: {})", r.takeovers, r.logouts);
     println!("  crashes survived       {:>6}", r.crashes_survived);
-    println!("  Redis restarts         {:>6}", r.redis_restarts);
+    println!("  Redis down, back empty {:>6}", r.redis_restarts);
     println!("  pipeline outages       {:>6} (broker unreachable, MariaDB killed)", r.pipeline_outages);
+    println!("  platform outages       {:>6}", r.platform_outages);
     println!("  zones handed off       {:>6}", r.zones_handed_off);
     println!("  duplicates             {:>6} ({} samples)                      0", r.duplicates, r.samples);
     println!("  progress lost          {:>6}                                   0", r.progress_lost);

@@ -119,6 +119,8 @@ pub enum ProblemKind {
     Rollout,
     /// A process the drill stopped did not stop cleanly.
     ProcessStop,
+    /// An outage handled otherwise than docs/operations.md says it is.
+    NotAsDocumented,
     /// The fault held nothing back: the drill tested nothing.
     NothingTested,
     /// The drill could not run to its end.

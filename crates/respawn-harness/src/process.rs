@@ -83,6 +83,12 @@ impl Service {
         Self { name, program, args, envs: Vec::new(), port, dir, child: None }
     }
 
+    /// One more environment variable for the process (secrets go here, not in its arguments).
+    pub fn env(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.envs.push((key, value.into()));
+        self
+    }
+
     /// A zone server listening on `port` (its `--listen`), started as `command` says.
     pub fn zone(name: &'static str, command: &ZoneCommand, port: u16, dir: PathBuf) -> Self {
         let mut service = Self::new(name, command.program().to_path_buf(), command.args(), port, dir);

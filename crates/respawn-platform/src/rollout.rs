@@ -18,12 +18,12 @@ use std::future::Future;
 use respawn_api::admin::{Adopted, Redirected, Released, Resumed, ServerInfo, ZoneAdmin};
 use respawn_api::http::CallError;
 use respawn_store::{Registry, ServerEntry};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fleet::http_address;
 
 /// How players move to the new version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// The guide's way: new players go to the new version, the old one waits
@@ -34,7 +34,7 @@ pub enum Mode {
     Handoff,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Running,
@@ -60,7 +60,7 @@ pub struct Plan {
     pub rollback: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogLine {
     /// Milliseconds since the rollout started.
     pub at_ms: u64,
@@ -69,7 +69,7 @@ pub struct LogLine {
 }
 
 /// One zone's move.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ZoneMove {
     pub zone: String,
     pub from: String,
@@ -83,7 +83,7 @@ pub struct ZoneMove {
 }
 
 /// Where a moved zone ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MoveState {
     /// On the new server.
@@ -93,7 +93,7 @@ pub enum MoveState {
 }
 
 /// A rollout as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rollout {
     pub id: u64,
     pub mode: Mode,

@@ -350,7 +350,7 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
         batch_wait: std::time::Duration::from_millis(50),
     };
     let stores = respawn_platform::http::HttpContext::with_stores(args.redis_url.as_deref(), &args.redis_prefix)?;
-    let context = respawn_platform::http::HttpContext {
+    let mut context = respawn_platform::http::HttpContext {
         server_token: args.server_token.map(Arc::from),
         sessions: match &args.token_key {
             Some(key) => Some(respawn_platform::http::SessionSigner {
@@ -379,9 +379,10 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
         if secret.len() < 16 {
             bail!("--admin-token must be at least 16 characters");
         }
-        respawn_platform::http::ops::install_bootstrap_admin(&context, secret)
-            .await
-            .context("cannot store the bootstrap admin token")?;
+        // It works without its stored copy: the platform starts with Redis down.
+        if let Err(e) = respawn_platform::http::ops::install_bootstrap_admin(&mut context, secret).await {
+            tracing::warn!(error = %e, "cannot store the bootstrap admin token yet; it is valid regardless");
+        }
     }
     let metrics = context.metrics.clone();
     let platform = respawn_platform::PlatformServer::new(context)

@@ -77,7 +77,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     platform.limits.login_per_ip = Quota { burst: args.bots.saturating_mul(2) + 60, period: Duration::from_secs(60) };
     let status_for_metrics = supervisor_status.clone();
     platform.extra_metrics = Some(Arc::new(move || status_for_metrics.render()));
-    respawn_platform::http::ops::install_bootstrap_admin(&platform, &operator_token).await?;
+    respawn_platform::http::ops::install_bootstrap_admin(&mut platform, &operator_token).await?;
     let (ledger_slot, accounts_slot) = (platform.ledger.clone(), platform.accounts.clone());
     let platform = respawn_platform::PlatformServer::new(platform)
         .routes(crate::web::play_routes())

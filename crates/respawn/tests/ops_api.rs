@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use respawn_api::http;
 use respawn_api::players::{PlayerApi, SignIn, SignUp};
 use respawn_proto::{server_message::Body as S, CloseCode, NoticeKind};
+use respawn_store::ops::OpsStore as _;
 use serde_json::{json, Value};
 use support::{Client, Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
 
@@ -262,6 +263,16 @@ async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_noth
         Ok(api.ok("GET", "/v1/servers", &viewer, None).await?[0]["state"] == "draining")
     })
     .await?;
+
+    // The start-up admin token is the process's: the API does not revoke
+    // it, and it holds when Redis loses its copy (stored again on use).
+    let (status, _) = api.call("DELETE", "/v1/tokens/bootstrap-admin", Some(BOOTSTRAP), None).await?;
+    assert_eq!(status, 409);
+    let stored =
+        respawn_store::redis_store::RedisOps::new(respawn_store::redis_store::RedisConn::new(&redis, &prefix)?);
+    assert!(stored.revoke_operator("bootstrap-admin").await?, "the stored copy was there");
+    let listed = api.ok("GET", "/v1/tokens", BOOTSTRAP, None).await?;
+    assert!(listed.to_string().contains("bootstrap-admin"), "stored again: {listed}");
     Ok(())
 }
 

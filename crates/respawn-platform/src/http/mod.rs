@@ -59,6 +59,9 @@ pub struct HttpContext {
     pub limits: Limits,
     /// More metrics text appended to `/metrics` (what a host process adds).
     pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// The hash of the `--admin-token` given at start-up: it stays valid
+    /// when the operations store loses its copy (Redis wiped) or is down.
+    pub bootstrap_admin: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for HttpContext {
@@ -106,6 +109,7 @@ impl HttpContext {
             sessions: None,
             limits: Limits::default(),
             extra_metrics: None,
+            bootstrap_admin: None,
         })
     }
 }

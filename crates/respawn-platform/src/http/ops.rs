@@ -36,8 +36,20 @@ pub(crate) async fn authenticate(ctx: &HttpContext, headers: &HeaderMap) -> Resu
     let Some(secret) = super::bearer(headers) else {
         return Err(text(StatusCode::UNAUTHORIZED, "missing operator token (Authorization: Bearer <token>)"));
     };
-    let token = match ctx.ops.operator_by_hash(&respawn_token::hash_secret(secret)).await {
+    let hash = respawn_token::hash_secret(secret);
+    let bootstrap = ctx.bootstrap_admin.as_deref() == Some(hash.as_str());
+    // The start-up admin token holds while the store has lost it (stored
+    // again) or is down.
+    let token = match ctx.ops.operator_by_hash(&hash).await {
         Ok(Some(t)) => t,
+        Ok(None) if bootstrap => {
+            let token = bootstrap_admin_token(hash);
+            if let Err(e) = ctx.ops.put_operator(token.clone()).await {
+                tracing::warn!(error = %e, "cannot store the bootstrap admin token again");
+            }
+            token
+        }
+        Err(_) if bootstrap => bootstrap_admin_token(hash),
         Ok(None) => return Err(text(StatusCode::UNAUTHORIZED, "unknown operator token")),
         Err(e) => return Err(store_failure("operator tokens", e)),
     };
@@ -587,6 +599,12 @@ pub(super) async fn revoke_token(
         if !valid_operator_name(&name) {
             return Err(text(StatusCode::BAD_REQUEST, "name: 1-64 of a-z 0-9 - _ ."));
         }
+        if name == BOOTSTRAP_ADMIN && ctx.bootstrap_admin.is_some() {
+            return Err(text(
+                StatusCode::CONFLICT,
+                "bootstrap-admin is the platform server's --admin-token: restart it without (or with another) to revoke it",
+            ));
+        }
         match ctx.ops.revoke_operator(&name).await {
             Ok(true) => Ok(json!({ "name": name, "revoked": true })),
             Ok(false) => Err(text(StatusCode::NOT_FOUND, format!("no token named {name:?}"))),
@@ -597,7 +615,6 @@ pub(super) async fn revoke_token(
     audited(&ctx, &operator, "revoke_token", &format!("token {name}"), result).await
 }
 
-/// Stores the bootstrap admin token given at start-up (only its hash).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RolloutBody {
@@ -676,15 +693,20 @@ pub(super) async fn current_rollout(State(ctx): State<HttpContext>) -> Response 
     }
 }
 
-pub async fn install_bootstrap_admin(ctx: &HttpContext, secret: &str) -> respawn_store::StoreResult<()> {
-    let token = OperatorToken {
-        name: "bootstrap-admin".into(),
-        role: Role::Admin,
-        hash: respawn_token::hash_secret(secret),
-        created_ms: unix_now_ms(),
-        expires_ms: None,
-    };
-    ctx.ops.put_operator(token).await
+/// The name the `--admin-token` given at start-up goes by.
+const BOOTSTRAP_ADMIN: &str = "bootstrap-admin";
+
+fn bootstrap_admin_token(hash: String) -> OperatorToken {
+    OperatorToken { name: BOOTSTRAP_ADMIN.into(), role: Role::Admin, hash, created_ms: unix_now_ms(), expires_ms: None }
+}
+
+/// Makes `secret` the admin token of this platform server (kept as its
+/// hash), and stores it among the operator tokens so it is listed; a
+/// failure to store it is returned, and the token works regardless.
+pub async fn install_bootstrap_admin(ctx: &mut HttpContext, secret: &str) -> respawn_store::StoreResult<()> {
+    let hash = respawn_token::hash_secret(secret);
+    ctx.bootstrap_admin = Some(hash.as_str().into());
+    ctx.ops.put_operator(bootstrap_admin_token(hash)).await
 }
 
 /// `GET /v1/accounts/{account}`: by id, username or character name.
