@@ -155,6 +155,7 @@ impl Fleet {
                     name: format!("{name_prefix}{}", i + 1),
                     reconnect: true,
                     travel_every,
+                    source: None,
                 };
                 tokio::spawn(run_bot(config, stats.clone(), stop.clone()))
             })
@@ -196,6 +197,8 @@ pub struct BotConfig {
     /// Walk through an exit into another zone about this often; `None`: stay
     /// in the zone (bots turn away from exits).
     pub travel_every: Option<Duration>,
+    /// The local address to connect to the zone server from (any with `None`).
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// Counters shared by many bots.
@@ -203,6 +206,9 @@ pub struct BotConfig {
 pub struct BotStats {
     pub connects_ok: AtomicU64,
     pub connects_failed: AtomicU64,
+    /// Of those, refused with 429 at the WebSocket upgrade: the address
+    /// already held as many connections as the zone server allows one.
+    pub connects_capped: AtomicU64,
     pub connected: AtomicU64,
     pub updates: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -607,6 +613,9 @@ pub async fn run_bot(config: BotConfig, stats: Arc<BotStats>, cancel: Cancellati
                 }
                 link.count_login_failure();
                 stats.connects_failed.fetch_add(1, Ordering::Relaxed);
+                if e.downcast_ref::<crate::conn::UpgradeRefused>().is_some_and(|r| r.status == 429) {
+                    stats.connects_capped.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::debug!(bot = %config.name, error = %e, "bot could not play");
             }
         }
@@ -694,7 +703,7 @@ async fn session(
         _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
     };
     let mut conn = tokio::select! {
-        c = tokio::time::timeout(limit, Connection::connect(&url)) => c??,
+        c = tokio::time::timeout(limit, Connection::connect_from(&url, config.source)) => c??,
         _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
     };
     let welcome = tokio::select! {

@@ -1,13 +1,34 @@
 //! One protocol connection to a zone server over a real WebSocket.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use respawn_proto::{client_message, server_message, Welcome};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::http::Uri;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A TCP connection from `source` to the host of the `ws://` URL, Nagle off.
+async fn bound_stream(url: &str, source: IpAddr) -> Result<TcpStream> {
+    let uri: Uri = url.parse().context("not a URL")?;
+    if uri.scheme_str() != Some("ws") {
+        bail!("a source address is for ws:// URLs only");
+    }
+    let host = uri.host().context("no host in the URL")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let target = tokio::net::lookup_host((host, port))
+        .await?
+        .find(|a| a.is_ipv4() == source.is_ipv4())
+        .with_context(|| format!("{host} has no address of the source's family"))?;
+    let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("cannot bind to {source}"))?;
+    let stream = socket.connect(target).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
 
 /// What reading the connection produced.
 #[derive(Debug)]
@@ -35,6 +56,22 @@ impl std::fmt::Display for JoinRefused {
 
 impl std::error::Error for JoinRefused {}
 
+/// The server answered the WebSocket upgrade with an HTTP error instead
+/// (429: the address already holds as many connections as it may).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeRefused {
+    pub status: u16,
+    pub body: String,
+}
+
+impl std::fmt::Display for UpgradeRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "upgrade refused: HTTP {} {}", self.status, self.body.trim())
+    }
+}
+
+impl std::error::Error for UpgradeRefused {}
+
 #[derive(Debug)]
 pub struct Connection {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -44,9 +81,28 @@ pub struct Connection {
 
 impl Connection {
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_from(url, None).await
+    }
+
+    /// [`Connection::connect`] from the local address `source` (another
+    /// loopback address, say), for a `ws://` URL; any address with `None`.
+    pub async fn connect_from(url: &str, source: Option<IpAddr>) -> Result<Self> {
         // Nagle off: inputs are small frames that must leave at once.
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-            .await
+        let connected = match source {
+            None => tokio_tungstenite::connect_async_with_config(url, None, true).await,
+            Some(ip) => {
+                let stream = bound_stream(url, ip).await.with_context(|| format!("connect to {url} from {ip}"))?;
+                tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), None).await
+            }
+        };
+        let (ws, _) = connected
+            .map_err(|e| match e {
+                WsError::Http(response) => {
+                    let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                    anyhow::Error::new(UpgradeRefused { status: response.status().as_u16(), body: body.into_owned() })
+                }
+                other => anyhow::Error::new(other),
+            })
             .with_context(|| format!("connect to {url}"))?;
         Ok(Self { ws, bytes_in: 0 })
     }

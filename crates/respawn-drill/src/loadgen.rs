@@ -52,6 +52,12 @@ pub struct LoadgenArgs {
     /// accounts and written back, so the next run plays the same characters.
     #[arg(long, requires = "platform")]
     accounts: Option<std::path::PathBuf>,
+    /// Connect the clients from this many loopback addresses (127.0.0.2,
+    /// 127.0.0.3, ...) in turn, for a zone server on this machine: its cap
+    /// of connections per address (`--connections-per-ip`, 128 by
+    /// default) then counts each address apart. 1: from any address.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=250))]
+    source_addrs: u8,
     /// First player id used (ids are base..base+clients).
     #[arg(long, default_value_t = 1_000_000)]
     player_id_base: u64,
@@ -105,8 +111,24 @@ struct LoadReport {
     server_ticks: f64,
     server_updates_dropped: f64,
     server_ticks_overrun: f64,
+    /// The hold (after the ramp), by the server's own `process_cpu_seconds_total`:
+    /// its CPU per update the clients received, and in cores.
+    hold_secs: f64,
+    updates_received_in_hold: u64,
+    server_cpu_secs_in_hold: f64,
+    server_cpu_us_per_update: Option<f64>,
+    server_cores: f64,
+    /// `server_cores` for 1,000 connected clients, at this load per client.
+    server_cores_per_1000_clients: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     soak: Option<SoakReport>,
+}
+
+/// Where the hold began: the server's CPU and the updates received by then.
+struct HoldStart {
+    at: Instant,
+    cpu_secs: f64,
+    updates: u64,
 }
 
 /// The zones' tick histogram and the counters loadgen reports on.
@@ -114,6 +136,8 @@ struct ServerFigures {
     tick: Option<Histogram>,
     dropped: f64,
     overrun: f64,
+    /// The whole process's CPU time.
+    cpu_secs: f64,
 }
 
 async fn server_figures(addr: &str, zones: &[String]) -> Result<ServerFigures> {
@@ -136,7 +160,8 @@ async fn server_figures(addr: &str, zones: &[String]) -> Result<ServerFigures> {
         dropped += prom::sum(&samples, "respawn_zone_updates_dropped_total", &z);
         overrun += prom::sum(&samples, "respawn_zone_ticks_overrun_total", &z);
     }
-    Ok(ServerFigures { tick, dropped, overrun })
+    let cpu_secs = prom::sum(&samples, "process_cpu_seconds_total", &[]);
+    Ok(ServerFigures { tick, dropped, overrun, cpu_secs })
 }
 
 /// How the clients get in: straight to the zone server with minted tokens,
@@ -183,9 +208,43 @@ async fn account_pool(platform: &str, path: &std::path::Path, wanted: usize) -> 
     Ok(secrets)
 }
 
+/// Client `i`'s local address with `--source-addrs n` (above 1).
+fn source_addr(n: u8, i: u32) -> Option<std::net::IpAddr> {
+    (n > 1).then(|| std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % u32::from(n)) as u8).into())
+}
+
+/// What to do when the zone server refused clients for its per-address cap.
+fn cap_advice(capped: u64, clients: u32) -> String {
+    format!(
+        "the zone server refused {capped} of {clients} clients with 429: one address may hold at most its \
+         `connections_per_ip` (128 by default) and every client came from this machine's. Start the zone \
+         server with `--connections-per-ip 0` (or `[limits] connections_per_ip = 0`), or, for a zone server \
+         on this machine, spread the clients with `--source-addrs {}` (about 100 per address)",
+        clients.div_ceil(100).clamp(2, 250)
+    )
+}
+
+/// [`server_figures`] while the clients play: when the zone server refuses
+/// this address's connections, the error says why and what to do.
+async fn server_figures_under_load(args: &LoadgenArgs, stats: &BotStats) -> Result<ServerFigures> {
+    server_figures(&args.addr, &args.zones).await.map_err(|e| match stats.connects_capped.load(Ordering::Relaxed) {
+        0 => e.context(format!("cannot read the zone server's metrics at {}", args.addr)),
+        capped => anyhow::anyhow!("{}; its /metrics did not answer either ({e})", cap_advice(capped, args.clients)),
+    })
+}
+
 pub async fn run(args: LoadgenArgs) -> Result<()> {
     if args.clients == 0 || args.zones.is_empty() {
         bail!("--clients must be at least 1 and at least one --zone given");
+    }
+    if args.source_addrs > 1 && args.platform.is_some() {
+        bail!("--source-addrs is for clients that connect straight to a zone server, not with --platform");
+    }
+    if args.source_addrs > 1 {
+        let host = args.addr.rsplit_once(':').map_or(args.addr.as_str(), |(host, _)| host);
+        if !host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+            bail!("--source-addrs needs a zone server on this machine: --addr {} is not a loopback address", args.addr);
+        }
     }
     if !(args.churn_secs > 0.0 && args.churn_secs.is_finite()) {
         bail!("--churn-secs must be a positive number of seconds");
@@ -208,6 +267,7 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
             name: format!("load{made}"),
             reconnect: false,
             travel_every: None,
+            source: source_addr(args.source_addrs, *made),
         };
         *made += 1;
         let token = cancel.child_token();
@@ -220,7 +280,21 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
     let mut soak = args.soak.map(|_| Soak::new(started + ramp, hold, args.churn_secs));
     let mut progress = tokio::time::interval(Duration::from_secs(1));
     let mut last_updates = 0;
+    let mut hold_start: Option<HoldStart> = None;
     loop {
+        if hold_start.is_none() && started.elapsed() >= ramp {
+            let server = match server_figures_under_load(&args, &stats).await {
+                Ok(server) => server,
+                Err(e) => {
+                    if !args.json {
+                        eprintln!();
+                    }
+                    return Err(e);
+                }
+            };
+            let updates = stats.updates.load(Ordering::Relaxed);
+            hold_start = Some(HoldStart { at: Instant::now(), cpu_secs: server.cpu_secs, updates });
+        }
         // Spawn every bot whose start time has come (evenly spread over the ramp).
         while made < args.clients && started.elapsed() >= ramp.mul_f64(f64::from(made) / f64::from(args.clients)) {
             bots.push_back(spawn(&mut made));
@@ -262,7 +336,8 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
     if !args.json {
         eprintln!();
     }
-    let after = server_figures(&args.addr, &args.zones).await?;
+    let after = server_figures_under_load(&args, &stats).await?;
+    let updates_at_end = stats.updates.load(Ordering::Relaxed);
     cancel.cancel();
     let mut reports: Vec<BotReport> = Vec::with_capacity(bots.len());
     for bot in bots.into_iter().map(|(bot, _)| bot).chain(left) {
@@ -271,11 +346,18 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
         }
     }
     let mut report = summarize(&args, &stats, &reports, &before, &after);
+    if let Some(hold) = hold_start {
+        report.add_hold(&hold, &after, updates_at_end);
+    }
     report.soak = soak.map(|s| s.report(made.saturating_sub(args.clients)));
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_report(&report);
+    }
+    let capped = stats.connects_capped.load(Ordering::Relaxed);
+    if capped > 0 {
+        bail!("{}", cap_advice(capped, args.clients));
     }
     if report.soak.as_ref().is_some_and(|s| !s.problems.is_empty()) {
         std::process::exit(1);
@@ -479,7 +561,27 @@ fn summarize(
         server_ticks: tick.as_ref().map_or(0.0, Histogram::count),
         server_updates_dropped: after.dropped - before.dropped,
         server_ticks_overrun: after.overrun - before.overrun,
+        hold_secs: 0.0,
+        updates_received_in_hold: 0,
+        server_cpu_secs_in_hold: 0.0,
+        server_cpu_us_per_update: None,
+        server_cores: 0.0,
+        server_cores_per_1000_clients: None,
         soak: None,
+    }
+}
+
+impl LoadReport {
+    /// The server's CPU over the hold, from its start to `end`.
+    fn add_hold(&mut self, start: &HoldStart, end: &ServerFigures, updates_at_end: u64) {
+        self.hold_secs = start.at.elapsed().as_secs_f64();
+        self.updates_received_in_hold = updates_at_end.saturating_sub(start.updates);
+        self.server_cpu_secs_in_hold = (end.cpu_secs - start.cpu_secs).max(0.0);
+        self.server_cores = if self.hold_secs > 0.0 { self.server_cpu_secs_in_hold / self.hold_secs } else { 0.0 };
+        self.server_cpu_us_per_update = (self.updates_received_in_hold > 0)
+            .then(|| self.server_cpu_secs_in_hold * 1e6 / self.updates_received_in_hold as f64);
+        self.server_cores_per_1000_clients =
+            (self.connected > 0).then(|| self.server_cores * 1_000.0 / f64::from(self.connected));
     }
 }
 
@@ -510,6 +612,13 @@ fn print_report(r: &LoadReport) {
         r.server_ticks_overrun
     );
     println!("server dropped     {} updates", r.server_updates_dropped);
+    match (r.server_cpu_us_per_update, r.server_cores_per_1000_clients) {
+        (Some(per_update), Some(per_1000)) => println!(
+            "server CPU         {:.2} cores over the {:.0} s hold: {per_update:.1} µs per update received, {per_1000:.2} cores per 1,000 clients",
+            r.server_cores, r.hold_secs
+        ),
+        _ => println!("server CPU         n/a (no update received during the hold)"),
+    }
     if let Some(s) = &r.soak {
         println!();
         println!("soak               {:.0} s, {} players replaced by new ones", s.duration_s, s.churned);

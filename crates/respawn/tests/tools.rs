@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 use serde_json::Value;
-use support::{ZoneProcess, TOKEN_KEY};
+use support::{ZoneProcess, TEST_CONFIG, TOKEN_KEY};
 
 fn run_json(args: &[&str]) -> Result<Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_respawn")).args(args).env("RESPAWN_TOKEN_KEY", TOKEN_KEY).output()?;
@@ -92,6 +92,44 @@ fn loadgen_plays_against_a_real_zone_server_and_reports() -> Result<()> {
     assert!(r["server_tick_p99_ms"].as_f64().is_some(), "{r}");
     assert!(r["commands_sent"].as_u64().unwrap_or(0) > 0, "{r}");
     assert!(r.get("soak").is_none(), "no soak without --soak: {r}");
+    // The server's CPU over the hold, from its own metrics.
+    assert!(r["updates_received_in_hold"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert!(r["server_cpu_us_per_update"].as_f64().is_some_and(|us| us > 0.0), "{r}");
+    assert!(r["server_cores_per_1000_clients"].as_f64().is_some_and(|c| c > 0.0), "{r}");
+    Ok(())
+}
+
+/// Every loadgen client comes from this machine's address: past the zone
+/// server's per-address cap loadgen says what happened and how to lift it,
+/// and `--source-addrs` spreads the clients over loopback addresses.
+#[test]
+fn loadgen_explains_the_per_address_cap_and_spreads_clients_over_loopback_addresses() -> Result<()> {
+    let zone = ZoneProcess::start_with_args(TEST_CONFIG, &["--connections-per-ip", "4"])?;
+    let addr = zone.addr.to_string();
+    let loadgen = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_respawn"))
+            .args(["loadgen", "--addr", &addr, "--clients", "8", "--ramp-secs", "1", "--hold-secs", "1", "--json"])
+            .args(extra)
+            .env("RESPAWN_TOKEN_KEY", TOKEN_KEY)
+            .output()
+    };
+    let capped = loadgen(&[])?;
+    let said = String::from_utf8_lossy(&capped.stderr);
+    assert!(!capped.status.success(), "{said}");
+    assert!(said.contains("refused") && said.contains("with 429"), "{said}");
+    assert!(said.contains("--connections-per-ip 0") && said.contains("--source-addrs"), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+
+    let spread = loadgen(&["--source-addrs", "4"])?;
+    assert!(spread.status.success(), "{}", String::from_utf8_lossy(&spread.stderr));
+    let r: Value = serde_json::from_slice(&spread.stdout)?;
+    assert_eq!(r["connected"], 8, "two clients from each of four addresses: {r}");
+
+    let remote = Command::new(env!("CARGO_BIN_EXE_respawn"))
+        .args(["loadgen", "--addr", "192.0.2.1:7350", "--source-addrs", "4"])
+        .env("RESPAWN_TOKEN_KEY", TOKEN_KEY)
+        .output()?;
+    assert!(String::from_utf8_lossy(&remote.stderr).contains("not a loopback address"));
     Ok(())
 }
 
