@@ -8,8 +8,15 @@ use futures_util::{SinkExt, StreamExt};
 use respawn_proto::{client_message, server_message, Welcome};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::http::Uri;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The read buffer of a connection: tungstenite zero-fills its free part
+/// before every read (128 KiB by default, which made a load generator's
+/// clients spend most of their CPU on it). An update is a few hundred bytes;
+/// a larger frame is still read whole.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// A TCP connection from `source` to the host of the `ws://` URL, Nagle off.
 async fn bound_stream(url: &str, source: IpAddr) -> Result<TcpStream> {
@@ -88,11 +95,12 @@ impl Connection {
     /// loopback address, say), for a `ws://` URL; any address with `None`.
     pub async fn connect_from(url: &str, source: Option<IpAddr>) -> Result<Self> {
         // Nagle off: inputs are small frames that must leave at once.
+        let config = Some(WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES));
         let connected = match source {
-            None => tokio_tungstenite::connect_async_with_config(url, None, true).await,
+            None => tokio_tungstenite::connect_async_with_config(url, config, true).await,
             Some(ip) => {
                 let stream = bound_stream(url, ip).await.with_context(|| format!("connect to {url} from {ip}"))?;
-                tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), None).await
+                tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), config).await
             }
         };
         let (ws, _) = connected
