@@ -257,8 +257,12 @@ async fn admin_drain_tells_players_refuses_joins_and_exits_cleanly() -> Result<(
     assert_eq!(support::http(zone.addr, "GET", "/readyz", None).await?.0, 200, "refused calls change nothing");
     assert_eq!(support::http(zone.addr, "POST", "/admin/drain", Some(support::ADMIN_TOKEN)).await?.0, 202);
 
-    let (status, body) = support::http(zone.addr, "GET", "/readyz", None).await?;
-    assert_eq!((status, body.trim()), (503, "draining"));
+    // 202: the drain runs on its own task, which turns readiness off first.
+    respawn_harness::wait_until("readiness off after the drain request", Duration::from_secs(3), || async {
+        let (status, body) = support::http(zone.addr, "GET", "/readyz", None).await?;
+        Ok((status, body.trim()) == (503, "draining"))
+    })
+    .await?;
     for c in [&mut ann, &mut bob] {
         let notice = c.next_matching(T, |b| if let S::Notice(n) = b { Some(n.clone()) } else { None }).await?;
         assert_eq!(notice.kind, NoticeKind::Shutdown as i32);
