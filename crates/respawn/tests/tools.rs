@@ -228,3 +228,24 @@ async fn loadgen_signs_in_through_the_platform_and_reuses_its_account_pool() -> 
     assert_eq!(std::fs::read_to_string(&pool)?, made, "the same accounts played again");
     Ok(())
 }
+
+/// `scripts/bench compare` builds two commits in release, too slow for the
+/// suite; what it refuses before building anything is checked here.
+#[test]
+fn bench_compare_refuses_bad_arguments_before_building() -> Result<()> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/bench");
+    for (args, said) in [
+        (&["compare"][..], "Compares two builds"),
+        (&["compare", "no-such-revision-anywhere"][..], "no revision no-such-revision-anywhere"),
+        (&["compare", "HEAD", "HEAD"][..], "are the same commit"),
+        (&["compare", "HEAD~1", "--runs"][..], "--runs needs a value"),
+        (&["compare", "HEAD~1", "--players", "1000,,5000"][..], "--players is a comma-separated list"),
+        (&["compare", "HEAD~1", "--runs", "0"][..], "--runs must be at least 1"),
+    ] {
+        let out = Command::new("bash").arg(script).args(args).output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+    }
+    Ok(())
+}
