@@ -642,12 +642,9 @@ async fn faults(
         tokio::time::sleep(Duration::from_millis(250)).await;
         match run.rollout().await {
             Ok(r) if r.state != State::Running => break r,
-            Ok(_) => {}
+            Ok(_) if Instant::now() > deadline => bail!("the hand-off of zone-a did not end within 60 s"),
             Err(e) if Instant::now() > deadline => bail!("the hand-off of zone-a did not end within 60 s: {e:#}"),
-            Err(_) => {}
-        }
-        if Instant::now() > deadline {
-            bail!("the hand-off of zone-a did not end within 60 s");
+            _ => {}
         }
     };
     if rollout.state != State::Succeeded {

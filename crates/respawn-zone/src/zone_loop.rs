@@ -782,6 +782,15 @@ mod tests {
         }
     }
 
+    /// Player 7 joined on connection 1 and ticked in: its link, its frames and its entity.
+    fn player_7_in(r: &mut ZoneRunner) -> (ClientLink, mpsc::Receiver<Bytes>, respawn_sim::EntityId) {
+        let (first, rx) = link(1, 16);
+        attach(r, 7, &first);
+        tick(r);
+        let entity = r.zone().player(7).expect("joined").entity;
+        (first, rx, entity)
+    }
+
     fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Body> {
         let mut out = Vec::new();
         while let Ok(frame) = rx.try_recv() {
@@ -871,10 +880,7 @@ mod tests {
     fn reattach_replaces_the_old_connection_and_keeps_the_character() {
         let metrics = Metrics::new("test");
         let mut r = runner(&metrics);
-        let (first, _rx1) = link(1, 16);
-        attach(&mut r, 7, &first);
-        tick(&mut r);
-        let entity = r.zone().player(7).expect("joined").entity;
+        let (first, _rx1, entity) = player_7_in(&mut r);
         let (second, mut rx2) = link(2, 16);
         attach(&mut r, 7, &second);
         // A late detach of the old connection must not remove the player.
@@ -889,10 +895,7 @@ mod tests {
     fn a_join_behind_the_same_players_leave_in_one_tick_starts_after_it() {
         let metrics = Metrics::new("test");
         let mut r = runner(&metrics);
-        let (first, _rx1) = link(1, 16);
-        attach(&mut r, 7, &first);
-        tick(&mut r);
-        let entity = r.zone().player(7).expect("joined").entity;
+        let (_first, _rx1, entity) = player_7_in(&mut r);
         // The player leaves, and joins again before the tick that applies the leave.
         r.control(Control::Detach { player: 7, conn_id: 1, left: true });
         let (second, mut rx2) = link(2, 16);
