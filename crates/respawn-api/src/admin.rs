@@ -13,10 +13,26 @@ use crate::http::{percent_encode, Call, CallError};
 /// What a server can serve and read; a zone moves to a server only if both match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compat {
-    /// The client protocol version it accepts.
+    /// The newest client protocol version it accepts.
     pub protocol_version: u32,
+    /// The oldest it accepts; absent from builds that accept one version only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_protocol_version: Option<u32>,
     /// The snapshot format it reads (and writes).
     pub snapshot_format: u16,
+}
+
+impl Compat {
+    /// The client protocol versions it accepts.
+    pub fn protocols(&self) -> std::ops::RangeInclusive<u32> {
+        self.oldest_protocol_version.unwrap_or(self.protocol_version).min(self.protocol_version)..=self.protocol_version
+    }
+
+    /// Whether every client `other` accepts can join this server too.
+    pub fn serves_clients_of(&self, other: &Compat) -> bool {
+        let (ours, theirs) = (self.protocols(), other.protocols());
+        ours.start() <= theirs.start() && theirs.end() <= ours.end()
+    }
 }
 
 /// A zone a server hosts now.
@@ -265,7 +281,7 @@ mod tests {
     fn a_server_can_host_only_configured_zones() {
         let info = ServerInfo {
             version: "1".into(),
-            compat: Compat { protocol_version: 1, snapshot_format: 1 },
+            compat: Compat { protocol_version: 1, oldest_protocol_version: None, snapshot_format: 1 },
             zones: vec![HostedZone { name: "meadow".into(), players: 2, tick: 9, parked: false }],
             configured_zones: vec!["meadow".into(), "caverns".into()],
             draining: false,

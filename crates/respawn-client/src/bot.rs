@@ -785,7 +785,7 @@ async fn session(
                         link.saw_stats(u.tick, you, u.durable_tick);
                         link.last_stats = Some(you.clone());
                     }
-                    world.apply(u);
+                    world.apply(u)?;
                     report.updates += 1;
                     stats.updates.fetch_add(1, Ordering::Relaxed);
                 }
@@ -875,7 +875,8 @@ mod tests {
                 e(3, EntityKind::Item, item_at),
             ],
             ..Default::default()
-        });
+        })
+        .expect("applies");
         w
     }
 

@@ -21,7 +21,10 @@ impl World {
         self.welcome = Some(welcome);
     }
 
-    pub fn apply(&mut self, update: StateUpdate) {
+    /// Applies one update; moves that cannot be read, or of an entity never
+    /// entered, are the server's error (the picture would be wrong from then on).
+    pub fn apply(&mut self, update: StateUpdate) -> anyhow::Result<()> {
+        let moves = update.moves()?;
         self.tick = update.tick;
         for e in update.entered {
             self.entities.insert(e.id, e);
@@ -40,12 +43,21 @@ impl World {
                 }
             }
         }
+        for m in moves {
+            let e = self
+                .entities
+                .get_mut(&m.id)
+                .ok_or_else(|| anyhow::anyhow!("entity {} moved but never entered", m.id))?;
+            e.x = e.x.saturating_add(m.dx);
+            e.y = e.y.saturating_add(m.dy);
+        }
         for id in update.left {
             self.entities.remove(&id);
         }
         if let Some(stats) = update.you {
             self.stats = Some(stats);
         }
+        Ok(())
     }
 
     pub fn me(&self) -> Option<&EntityState> {
@@ -86,7 +98,8 @@ mod tests {
             tick: 5,
             entered: vec![ent(1, EntityKind::Player, 0), ent(2, EntityKind::Npc, 100), ent(3, EntityKind::Npc, 50)],
             ..Default::default()
-        });
+        })
+        .expect("applies");
         assert_eq!(w.me().map(|e| e.x), Some(0));
         assert_eq!(w.nearest(Point::new(0, 0), EntityKind::Npc, |_| true).map(|(e, _)| e.id), Some(3));
         w.apply(StateUpdate {
@@ -94,9 +107,26 @@ mod tests {
             changed: vec![ent(1, EntityKind::Unspecified, 7)],
             left: vec![3],
             ..Default::default()
-        });
+        })
+        .expect("applies");
         assert_eq!(w.me().map(|e| (e.x, e.kind)), Some((7, EntityKind::Player as i32)));
         assert_eq!(w.nearest(Point::new(0, 0), EntityKind::Npc, |_| true).map(|(e, _)| e.id), Some(2));
         assert_eq!(w.tick, 6);
+        // Protocol 2: ids 1 and 2 moved (gaps 1, 1), by (5, -3) and (-20, 0).
+        w.apply(StateUpdate { tick: 7, moved_ids: vec![1, 1], moved_steps: vec![5, -3, -20, 0], ..Default::default() })
+            .expect("applies");
+        let at = |id| w.entities.get(&id).map(|e| (e.x, e.y));
+        assert_eq!((at(1), at(2)), (Some((12, -3)), Some((80, 0))));
+    }
+
+    #[test]
+    fn unreadable_moves_and_moves_of_unknown_entities_are_errors() {
+        let mut w = World::default();
+        w.reset(Welcome { entity_id: 1, ..Default::default() });
+        let odd = StateUpdate { moved_ids: vec![1], moved_steps: vec![5], ..Default::default() };
+        assert!(w.apply(odd).is_err());
+        let unknown = StateUpdate { moved_ids: vec![9], moved_steps: vec![1, 1], ..Default::default() };
+        let error = w.apply(unknown).expect_err("9 never entered").to_string();
+        assert!(error.contains("entity 9 moved but never entered"), "{error}");
     }
 }

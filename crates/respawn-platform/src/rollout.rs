@@ -337,7 +337,7 @@ async fn standby_for(admin: &impl ZoneServers, servers: &[ServerEntry], from: &s
     for candidate in candidates {
         let Ok(addr) = addr_of(candidate) else { continue };
         let Ok(info) = admin.info(addr).await else { continue };
-        if info.can_host(&source.zones) && info.compat.protocol_version == source_info.compat.protocol_version {
+        if info.can_host(&source.zones) && info.compat.serves_clients_of(&source_info.compat) {
             return Some(candidate.clone());
         }
     }
@@ -465,11 +465,16 @@ impl<A: ZoneServers> Run<'_, A> {
                 .map_err(failed(s))
                 .map_err(Outcome::RolledBack)?;
             players_before += info.players;
-            let (theirs, ours) = (info.compat.protocol_version, target_info.compat.protocol_version);
-            if theirs != ours {
+            if !target_info.compat.serves_clients_of(&info.compat) {
+                let (ours, theirs) = (target_info.compat.protocols(), info.compat.protocols());
                 return Err(Outcome::RolledBack(format!(
-                    "compatibility: {} speaks client protocol {ours}, the players of {} speak {theirs}; nothing was changed",
-                    target.id, s.id
+                    "compatibility: {} speaks client protocols {}..={}, the players of {} may speak {}..={}; nothing was changed",
+                    target.id,
+                    ours.start(),
+                    ours.end(),
+                    s.id,
+                    theirs.start(),
+                    theirs.end()
                 )));
             }
             if let Some(missing) = s.zones.iter().find(|z| !target_info.configured_zones.contains(z)) {
@@ -479,9 +484,12 @@ impl<A: ZoneServers> Run<'_, A> {
                 )));
             }
         }
+        let protocols = target_info.compat.protocols();
         p.log(format!(
-            "ready; client protocol {}, snapshot format {}",
-            target_info.compat.protocol_version, target_info.compat.snapshot_format
+            "ready; client protocols {}..={}, snapshot format {}",
+            protocols.start(),
+            protocols.end(),
+            target_info.compat.snapshot_format
         ));
         p.update(|r| r.players_before = players_before);
         Ok(())
@@ -719,7 +727,8 @@ mod tests {
     struct FakeServer {
         id: String,
         version: String,
-        protocol: u32,
+        /// The client protocol versions it accepts, oldest and newest.
+        protocols: (u32, u32),
         configured: Vec<String>,
         zones: Vec<HostedZone>,
         cordoned: bool,
@@ -796,7 +805,11 @@ mod tests {
             self.with(addr, "info", |s| {
                 Ok(ServerInfo {
                     version: s.version.clone(),
-                    compat: Compat { protocol_version: s.protocol, snapshot_format: 1 },
+                    compat: Compat {
+                        protocol_version: s.protocols.1,
+                        oldest_protocol_version: Some(s.protocols.0),
+                        snapshot_format: 1,
+                    },
                     zones: s.zones.clone(),
                     configured_zones: s.configured.clone(),
                     draining: s.draining,
@@ -878,7 +891,7 @@ mod tests {
         FakeServer {
             id: id.into(),
             version: version.into(),
-            protocol: 1,
+            protocols: (1, 1),
             configured: configured.iter().map(|z| (*z).to_owned()).collect(),
             zones: hosting
                 .iter()
@@ -964,14 +977,35 @@ mod tests {
     #[tokio::test]
     async fn a_target_speaking_another_client_protocol_changes_nothing() {
         let mut new = server("new", "2", &[], BOTH);
-        new.protocol = 2;
+        new.protocols = (2, 2);
         let fleet = FakeFleet::new(vec![server("old", "1", BOTH, BOTH), new]).await;
         let rollout = roll_out(&fleet, plan("2", Mode::Handoff)).await;
         assert_eq!(rollout.state, State::RolledBack);
-        assert!(rollout.error.unwrap_or_default().contains("speaks client protocol 2"));
+        let error = rollout.error.unwrap_or_default();
+        assert!(error.contains("speaks client protocols 2..=2, the players of old may speak 1..=1"), "{error}");
         let calls = fleet.calls();
         assert!(calls.iter().all(|c| c.starts_with("info") || c.starts_with("ready")), "only looked: {calls:?}");
         assert_eq!(fleet.hosted("old"), ["meadow", "caverns"]);
+    }
+
+    #[tokio::test]
+    async fn a_target_that_still_serves_the_old_protocol_takes_its_players_but_not_back() {
+        let mut new = server("new", "2", &[], BOTH);
+        new.protocols = (1, 2);
+        let fleet = FakeFleet::new(vec![server("old", "1", BOTH, BOTH), new]).await;
+        let rollout = roll_out(&fleet, plan("2", Mode::Handoff)).await;
+        assert_eq!(rollout.state, State::Succeeded, "{:?}", rollout.error);
+        assert_eq!(fleet.hosted("new"), ["meadow", "caverns"]);
+
+        // Going back would strand the players who joined with protocol 2.
+        let mut newer = server("newer", "2", BOTH, BOTH);
+        newer.protocols = (1, 2);
+        let fleet = FakeFleet::new(vec![newer, server("older", "1", &[], BOTH)]).await;
+        let back = roll_out(&fleet, plan("1", Mode::Handoff)).await;
+        assert_eq!(back.state, State::RolledBack);
+        let error = back.error.unwrap_or_default();
+        assert!(error.contains("may speak 1..=2"), "{error}");
+        assert_eq!(fleet.hosted("newer"), ["meadow", "caverns"]);
     }
 
     #[tokio::test]

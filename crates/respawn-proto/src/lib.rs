@@ -10,8 +10,12 @@ use prost::Message;
 
 pub mod events;
 
-/// The protocol version this build speaks; a `Join` with another is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version this build speaks (version 2 packs moves:
+/// `StateUpdate.moved_ids` and `moved_steps`).
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The oldest version it still serves, so that clients of the previous build
+/// keep playing through a rolling update; a `Join` outside is refused.
+pub const OLDEST_PROTOCOL_VERSION: u32 = 1;
 /// Largest client frame the server reads; bigger ones close the connection.
 pub const MAX_CLIENT_FRAME_BYTES: usize = 4 * 1024;
 
@@ -262,6 +266,49 @@ pub struct StateUpdate {
     pub acked_seq: u32,
     #[prost(uint64, tag = "7")]
     pub durable_tick: u64,
+    /// Protocol 2: ids of the entities that only moved, each as its
+    /// difference from the one before; see [`StateUpdate::moves`].
+    #[prost(uint32, repeated, tag = "8")]
+    pub moved_ids: Vec<u32>,
+    /// Protocol 2: dx, dy per moved id, since the position last sent.
+    #[prost(sint32, repeated, tag = "9")]
+    pub moved_steps: Vec<i32>,
+}
+
+/// One entity of [`StateUpdate::moves`]: its id and how far it moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Move {
+    pub id: u32,
+    pub dx: i32,
+    pub dy: i32,
+}
+
+/// An update whose moves cannot be read: a server bug or a corrupted frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadMoves {
+    #[error("moved_steps holds {steps} numbers for {ids} moved ids (two each are needed)")]
+    StepCount { ids: usize, steps: usize },
+    #[error("moved id overflows past {0}")]
+    IdOverflow(u32),
+}
+
+impl StateUpdate {
+    /// The moved entities with their ids decoded, or why the lists are malformed.
+    pub fn moves(&self) -> Result<Vec<Move>, BadMoves> {
+        let (ids, steps) = (self.moved_ids.len(), self.moved_steps.len());
+        if steps != ids * 2 {
+            return Err(BadMoves::StepCount { ids, steps });
+        }
+        let mut id = 0u32;
+        self.moved_ids
+            .iter()
+            .zip(self.moved_steps.chunks_exact(2))
+            .map(|(gap, step)| {
+                id = id.checked_add(*gap).ok_or(BadMoves::IdOverflow(id))?;
+                Ok(Move { id, dx: step[0], dy: step[1] })
+            })
+            .collect()
+    }
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -495,6 +542,18 @@ mod tests {
         });
         let bytes = encode_client(join.clone());
         assert!(decode_client(&bytes).expect("decodes") == join);
+    }
+
+    #[test]
+    fn moves_decode_gaps_into_ids_and_refuse_malformed_lists() {
+        let update =
+            |ids: Vec<u32>, steps: Vec<i32>| StateUpdate { moved_ids: ids, moved_steps: steps, ..Default::default() };
+        let moves = update(vec![5, 2, 40], vec![1, -1, 0, 25, -25, 0]).moves().expect("well formed");
+        let seen: Vec<(u32, i32, i32)> = moves.iter().map(|m| (m.id, m.dx, m.dy)).collect();
+        assert_eq!(seen, vec![(5, 1, -1), (7, 0, 25), (47, -25, 0)]);
+        assert_eq!(update(vec![], vec![]).moves(), Ok(vec![]));
+        assert_eq!(update(vec![1, 2], vec![0, 0, 0]).moves(), Err(BadMoves::StepCount { ids: 2, steps: 3 }));
+        assert_eq!(update(vec![u32::MAX, 1], vec![0; 4]).moves(), Err(BadMoves::IdOverflow(u32::MAX)));
     }
 
     #[test]

@@ -144,6 +144,8 @@ fn samples() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         you: Some(full_stats()),
         acked_seq: 4,
         durable_tick: 5,
+        moved_ids: vec![6, 1],
+        moved_steps: vec![-7, 8, 9, -10],
     };
     let pong = Pong { client_time: 1, server_tick: 2 };
     let notice = Notice { kind: 3, text: "t".into(), migrate_to: "m".into(), deadline_ms: 4, travel_to: "z".into() };

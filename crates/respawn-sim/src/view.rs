@@ -115,8 +115,20 @@ impl SelfStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Changed {
     pub state: EntityState,
+    /// What the client was last sent of it.
+    pub before: EntityState,
+}
+
+impl Changed {
     /// Whether level or max HP changed too (they rarely do; position and HP often).
-    pub stats: bool,
+    pub fn stats(&self) -> bool {
+        self.state.level != self.before.level || self.state.max_hp != self.before.max_hp
+    }
+
+    /// Whether its position is all that changed (most changes).
+    pub fn only_moved(&self) -> bool {
+        self.state.hp == self.before.hp && !self.stats()
+    }
 }
 
 /// The difference between what a client was last sent and what it sees now.
@@ -177,7 +189,7 @@ impl ClientView {
             match (self.known.get(i), self.visible.get(j)) {
                 (Some(k), Some(v)) if k.id == v.id => {
                     if v.differs(k) {
-                        d.changed.push(Changed { state: *v, stats: v.level != k.level || v.max_hp != k.max_hp });
+                        d.changed.push(Changed { state: *v, before: *k });
                     }
                     i += 1;
                     j += 1;

@@ -22,6 +22,8 @@ pub struct ConfigFile {
     pub view_radius: Option<i32>,
     pub max_visible: Option<usize>,
     pub max_players_per_zone: Option<usize>,
+    /// Threads one zone's replication may use; default: the machine's cores.
+    pub replication_threads: Option<usize>,
     pub drain_deadline_secs: Option<u64>,
     #[serde(default)]
     pub limits: LimitsFile,
@@ -148,6 +150,7 @@ pub struct ServerConfig {
     pub view_radius: i32,
     pub max_visible: usize,
     pub max_players_per_zone: usize,
+    pub replication_threads: usize,
     pub drain_deadline: Duration,
     pub limits: Limits,
     pub persist: PersistSettings,
@@ -205,6 +208,9 @@ impl ServerConfig {
             view_radius: file.view_radius.unwrap_or(2_000),
             max_visible: file.max_visible.unwrap_or(128),
             max_players_per_zone: file.max_players_per_zone.unwrap_or(10_000),
+            replication_threads: file
+                .replication_threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
             drain_deadline: Duration::from_secs(file.drain_deadline_secs.unwrap_or(30)),
             limits: Limits {
                 client_send_buffer: l.client_send_buffer.unwrap_or(d.client_send_buffer),
@@ -228,6 +234,9 @@ impl ServerConfig {
             extra_tick: ms(file.testing.extra_tick_ms.unwrap_or(0)),
             compat: Compat {
                 protocol_version: file.testing.protocol_version.unwrap_or(respawn_proto::PROTOCOL_VERSION),
+                oldest_protocol_version: Some(
+                    file.testing.protocol_version.unwrap_or(respawn_proto::OLDEST_PROTOCOL_VERSION),
+                ),
                 snapshot_format: file.testing.snapshot_format.unwrap_or(respawn_sim::snapshot::FORMAT_VERSION),
             },
             zones: if file.zones.is_empty() { default_file().zones } else { file.zones }
@@ -252,6 +261,9 @@ impl ServerConfig {
         }
         if !(100..=100_000).contains(&self.view_radius) {
             return bad(format!("view_radius must be 100..=100000 cm, got {}", self.view_radius));
+        }
+        if !(1..=256).contains(&self.replication_threads) {
+            return bad(format!("replication_threads must be 1..=256, got {}", self.replication_threads));
         }
         if !(1..=10_000).contains(&self.max_visible) || !(1..=1_000_000).contains(&self.max_players_per_zone) {
             return bad("max_visible must be 1..=10000 and max_players_per_zone 1..=1000000".into());
@@ -355,6 +367,7 @@ fn default_file() -> ConfigFile {
         view_radius: None,
         max_visible: None,
         max_players_per_zone: None,
+        replication_threads: None,
         drain_deadline_secs: None,
         limits: LimitsFile::default(),
         persistence: PersistenceFile::default(),

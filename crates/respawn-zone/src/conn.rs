@@ -112,9 +112,11 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
             Incoming::Pong(_) | Incoming::Nothing => continue,
         }
     };
-    let speaks = state.config.compat.protocol_version;
-    if join.protocol_version != speaks {
-        let reason = format!("server speaks protocol version {speaks}, client sent {}", join.protocol_version);
+    let speaks = state.config.compat.protocols();
+    if !speaks.contains(&join.protocol_version) {
+        let (oldest, newest) = speaks.into_inner();
+        let reason =
+            format!("server speaks protocol versions {oldest} to {newest}, client sent {}", join.protocol_version);
         return refuse(&state, socket, CloseCode::UnsupportedProtocolVersion, reason).await;
     }
     let who = match authenticate(&state, &join).await {
@@ -132,7 +134,7 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
 
     let conn = ConnState::new(state.next_conn_id(), state.shutdown.child_token());
     let (out_tx, out_rx) = mpsc::channel(limits.client_send_buffer);
-    let link = ClientLink { conn: conn.clone(), out: out_tx.clone() };
+    let link = ClientLink { conn: conn.clone(), out: out_tx.clone(), protocol_version: join.protocol_version };
     let resume_token = issue_resume_token(&state, player, &name, &zone.name, session_ends_ms);
     if zone.control.send(Control::Attach { player, name: name.clone(), link, resume_token, entry }).is_err() {
         give_back(&state, taken);

@@ -14,7 +14,7 @@ mod process;
 pub mod publish;
 pub mod rollback;
 pub mod server;
-mod wire;
+pub mod wire;
 pub mod zone_loop;
 
 pub use config::{ConfigError, ServerConfig};

@@ -44,6 +44,8 @@ impl ConnState {
 pub struct ClientLink {
     pub conn: Arc<ConnState>,
     pub out: mpsc::Sender<Bytes>,
+    /// The protocol version the client joined with (its update format).
+    pub protocol_version: u32,
 }
 
 /// Result of asking for a slot in a client's outbound queue.

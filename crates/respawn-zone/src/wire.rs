@@ -1,6 +1,6 @@
 //! Conversions from simulation values to protocol messages, and encoding.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use respawn_proto::{self as proto, server_message::Body};
 use respawn_sim::view::{Changed, Delta, EntityKind, EntityState, SelfStats};
 use respawn_sim::zone::xp_for_level;
@@ -36,7 +36,7 @@ fn entered(zone: &Zone, e: &EntityState) -> proto::EntityState {
 /// Level and max HP only when they changed: 0 means "as before".
 fn changed(c: &Changed) -> proto::EntityState {
     let e = &c.state;
-    let (max_hp, level) = if c.stats { (e.max_hp, e.level) } else { (0, 0) };
+    let (max_hp, level) = if c.stats() { (e.max_hp, e.level) } else { (0, 0) };
     proto::EntityState { id: e.id, x: e.pos.x, y: e.pos.y, hp: e.hp, max_hp, level, ..Default::default() }
 }
 
@@ -65,19 +65,76 @@ pub struct Ack {
     pub durable_tick: u64,
 }
 
-/// One client's state update for this tick.
-pub fn update(zone: &Zone, delta: &Delta, ack: Option<Ack>) -> Bytes {
-    proto::encode_server(Body::Update(proto::StateUpdate {
-        tick: zone.tick_number(),
-        entered: delta.entered.iter().map(|e| entered(zone, e)).collect(),
-        changed: delta.changed.iter().map(changed).collect(),
-        left: delta.left.clone(),
-        you: delta.stats.as_ref().map(stats),
-        acked_seq: ack.map_or(0, |a| a.seq),
-        durable_tick: ack.map_or(0, |a| a.durable_tick),
-    }))
+/// How a client is sent its updates, by the protocol version it joined with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateFormat {
+    /// Protocol 1: every changed entity whole, in `changed`.
+    Whole,
+    /// Protocol 2: entities that only moved as packed steps (`moved_ids`,
+    /// `moved_steps`), about a fifth of the bytes.
+    PackedMoves,
 }
 
+impl UpdateFormat {
+    pub fn for_protocol(version: u32) -> Self {
+        if version >= 2 {
+            UpdateFormat::PackedMoves
+        } else {
+            UpdateFormat::Whole
+        }
+    }
+}
+
+/// Frames are cut from shared blocks of this size: one allocation serves
+/// hundreds of updates, freed once the last of them is sent.
+const ENCODE_BLOCK_BYTES: usize = 64 * 1024;
+
+/// Encodes state updates into reused storage: one message whose lists keep
+/// their capacity, and a block the frames are split from.
+#[derive(Debug, Default)]
+pub struct UpdateEncoder {
+    update: proto::StateUpdate,
+    block: BytesMut,
+}
+
+impl UpdateEncoder {
+    /// One client's state update for this tick, as a `ServerMessage` frame.
+    pub fn encode(&mut self, zone: &Zone, delta: &Delta, ack: Option<Ack>, format: UpdateFormat) -> Bytes {
+        let u = &mut self.update;
+        u.tick = zone.tick_number();
+        u.entered.clear();
+        u.entered.extend(delta.entered.iter().map(|e| entered(zone, e)));
+        u.changed.clear();
+        u.moved_ids.clear();
+        u.moved_steps.clear();
+        // Changes are in ascending id order, so each gap is positive.
+        let mut last_id = 0;
+        for c in &delta.changed {
+            if format == UpdateFormat::PackedMoves && c.only_moved() {
+                u.moved_ids.push(c.state.id - last_id);
+                last_id = c.state.id;
+                u.moved_steps.push(c.state.pos.x - c.before.pos.x);
+                u.moved_steps.push(c.state.pos.y - c.before.pos.y);
+            } else {
+                u.changed.push(changed(c));
+            }
+        }
+        u.left.clear();
+        u.left.extend_from_slice(&delta.left);
+        u.you = delta.stats.as_ref().map(stats);
+        u.acked_seq = ack.map_or(0, |a| a.seq);
+        u.durable_tick = ack.map_or(0, |a| a.durable_tick);
+        // A ServerMessage is only its oneof: the body as field 2 is the whole frame.
+        let len = prost::encoding::message::encoded_len(2, u);
+        if self.block.capacity() < len {
+            self.block = BytesMut::with_capacity(ENCODE_BLOCK_BYTES.max(len));
+        }
+        prost::encoding::message::encode(2, u, &mut self.block);
+        self.block.split().freeze()
+    }
+}
+
+#[derive(Debug)]
 pub struct WelcomeInfo<'a> {
     pub entity_id: u32,
     pub resume_token: &'a str,
@@ -87,12 +144,14 @@ pub struct WelcomeInfo<'a> {
     pub tick_hz: u32,
     pub view_radius: i32,
     pub server_version: &'a str,
+    /// The version the client joined with, which the server speaks to it.
+    pub protocol_version: u32,
 }
 
 pub fn welcome(zone: &Zone, info: WelcomeInfo<'_>) -> Bytes {
     let c = zone.config();
     proto::encode_server(Body::Welcome(proto::Welcome {
-        protocol_version: proto::PROTOCOL_VERSION,
+        protocol_version: info.protocol_version,
         zone: c.name.clone(),
         entity_id: info.entity_id,
         tick_rate_hz: info.tick_hz,

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::link::{ClientLink, Delivery, Reserve};
 use crate::metrics::ZoneMetrics;
 use crate::persist::{PersistMsg, PersistState};
-use crate::wire;
+use crate::wire::{self, UpdateEncoder, UpdateFormat};
 
 /// Messages to a zone that are not gameplay commands. Their number is bounded
 /// by connections (one attach and one detach each), so the channel needs no cap.
@@ -103,6 +103,8 @@ pub struct LoopSettings {
     pub resume_grace: Duration,
     /// Test-only busy time added to every tick (a slow zone on purpose).
     pub extra_tick: Duration,
+    /// Threads a tick's replication may be split over (at least 1).
+    pub replication_threads: usize,
 }
 
 /// Figures the rest of the server reads without talking to the thread.
@@ -160,6 +162,8 @@ pub struct ZoneRunner {
     welcomes: Vec<(PlayerId, bool)>,
     /// This tick's frames and closes, handed to the fan-out task after the tick.
     deliveries: Vec<Delivery>,
+    /// One per replicating thread, kept between ticks.
+    encoders: Vec<UpdateEncoder>,
     persist: Option<PersistLink>,
 }
 
@@ -204,6 +208,7 @@ impl ZoneRunner {
             carry: vec![Command { player: 0, seq: 0, kind: CommandKind::ZoneStarted }],
             welcomes: Vec::new(),
             deliveries: Vec::new(),
+            encoders: Vec::new(),
             persist,
         }
     }
@@ -518,6 +523,7 @@ impl ZoneRunner {
                         tick_hz: self.settings.tick_hz,
                         view_radius: self.settings.view_radius,
                         server_version: &self.settings.server_version,
+                        protocol_version: client.link.protocol_version,
                     };
                     offer(&mut self.deliveries, &self.metrics, &client.link, wire::welcome(&self.zone, info));
                 }
@@ -540,51 +546,113 @@ impl ZoneRunner {
         }
     }
 
+    /// Computes and encodes every client's update, its clients split over
+    /// up to `replication_threads` threads (each client's work is its own).
     fn replicate(&mut self) {
         // Cells of half the radius: a query scans 5x5 small cells, about 2x the circle, not 3x.
         self.index.rebuild(&self.zone, self.settings.view_radius / 2);
-        let durable = self.durable_tick();
-        let mut cut_off = Vec::new();
-        for (&player_id, client) in &mut self.clients {
-            let Some(player) = self.zone.player(player_id) else { continue };
-            while client.unacked.front().is_some_and(|(t, _)| *t <= durable) {
+        let shared = Replication {
+            zone: &self.zone,
+            index: &self.index,
+            settings: &self.settings,
+            metrics: &self.metrics,
+            durable: self.durable_tick(),
+        };
+        let parts = self.settings.replication_threads.min(self.clients.len() / MIN_CLIENTS_PER_THREAD).max(1);
+        if self.encoders.len() < parts {
+            self.encoders.resize_with(parts, UpdateEncoder::default);
+        }
+        let mut clients: Vec<(PlayerId, &mut Client)> = self.clients.iter_mut().map(|(p, c)| (*p, c)).collect();
+        let per_part = clients.len().div_ceil(parts).max(1);
+        let mut work = clients.chunks_mut(per_part).zip(self.encoders.iter_mut());
+        let first = work.next();
+        let outputs: Vec<PartOutput> = std::thread::scope(|scope| {
+            let others: Vec<_> =
+                work.map(|(part, encoder)| scope.spawn(|| shared.replicate_part(part, encoder))).collect();
+            let mut outputs: Vec<PartOutput> =
+                first.map(|(part, encoder)| shared.replicate_part(part, encoder)).into_iter().collect();
+            for other in others {
+                outputs.push(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            }
+            outputs
+        });
+        for output in outputs {
+            self.metrics.packets_out.inc_by(output.frames);
+            self.metrics.bytes_out.inc_by(output.bytes);
+            self.metrics.updates_dropped.inc_by(output.dropped);
+            self.deliveries.extend(output.deliveries);
+            for player in output.cut_off {
+                self.clients.remove(&player);
+                self.carry.push(Command { player, seq: 0, kind: CommandKind::Leave });
+            }
+        }
+    }
+}
+
+/// Below this many clients per thread, replicating on more threads costs
+/// more in hand-over than it saves.
+const MIN_CLIENTS_PER_THREAD: usize = 250;
+
+/// What every replicating thread reads.
+struct Replication<'a> {
+    zone: &'a Zone,
+    index: &'a FieldIndex,
+    settings: &'a LoopSettings,
+    metrics: &'a ZoneMetrics,
+    durable: u64,
+}
+
+/// One thread's share of a tick's replication, merged in client order.
+#[derive(Default)]
+struct PartOutput {
+    deliveries: Vec<Delivery>,
+    cut_off: Vec<PlayerId>,
+    frames: u64,
+    bytes: u64,
+    dropped: u64,
+}
+
+impl Replication<'_> {
+    fn replicate_part(&self, clients: &mut [(PlayerId, &mut Client)], encoder: &mut UpdateEncoder) -> PartOutput {
+        let mut out = PartOutput::default();
+        for (player_id, client) in clients.iter_mut() {
+            let Some(player) = self.zone.player(*player_id) else { continue };
+            while client.unacked.front().is_some_and(|(t, _)| *t <= self.durable) {
                 client.ack_due = client.unacked.pop_front().map(|(_, seq)| seq);
             }
             let slot = client.link.reserve();
             if let Reserve::Closed = slot {
-                cut_off.push(player_id);
+                out.cut_off.push(*player_id);
                 continue;
             }
-            let delta = client.view.diff(&self.index, player, self.settings.view_radius);
+            let delta = client.view.diff(self.index, player, self.settings.view_radius);
             if delta.is_empty() && client.ack_due.is_none() {
                 continue;
             }
             match slot {
                 Reserve::Ready(permit) => {
-                    let ack = client.ack_due.take().map(|seq| wire::Ack { seq, durable_tick: durable });
-                    let frame = wire::update(&self.zone, delta, ack);
-                    self.metrics.packets_out.inc();
-                    self.metrics.bytes_out.inc_by(frame.len() as u64);
-                    self.deliveries.push(Delivery::Frame(permit, frame));
+                    let ack = client.ack_due.take().map(|seq| wire::Ack { seq, durable_tick: self.durable });
+                    let format = UpdateFormat::for_protocol(client.link.protocol_version);
+                    let frame = encoder.encode(self.zone, delta, ack, format);
+                    out.frames += 1;
+                    out.bytes += frame.len() as u64;
+                    out.deliveries.push(Delivery::Frame(permit, frame));
                     client.view.commit();
                     client.dropped_in_row = 0;
                 }
                 Reserve::Full => {
-                    self.metrics.updates_dropped.inc();
+                    out.dropped += 1;
                     client.dropped_in_row += 1;
                     if client.dropped_in_row >= self.settings.max_dropped_updates {
                         client.link.conn.close(CloseCode::TooSlow, "client cannot keep up with updates");
                         self.metrics.disconnected(CloseCode::TooSlow.as_str());
-                        cut_off.push(player_id);
+                        out.cut_off.push(*player_id);
                     }
                 }
                 Reserve::Closed => {}
             }
         }
-        for player in cut_off {
-            self.clients.remove(&player);
-            self.carry.push(Command { player, seq: 0, kind: CommandKind::Leave });
-        }
+        out
     }
 }
 
@@ -755,13 +823,14 @@ mod tests {
             server_version: "test".into(),
             resume_grace: Duration::from_secs(30),
             extra_tick: Duration::ZERO,
+            replication_threads: 1,
         };
         ZoneRunner::new(Zone::new(config).expect("zone"), settings, metrics.zone("t"), None)
     }
 
     fn link(id: u64, capacity: usize) -> (ClientLink, mpsc::Receiver<Bytes>) {
         let (out, rx) = mpsc::channel(capacity);
-        (ClientLink { conn: ConnState::new(id, CancellationToken::new()), out }, rx)
+        (ClientLink { conn: ConnState::new(id, CancellationToken::new()), out, protocol_version: 2 }, rx)
     }
 
     fn attach(r: &mut ZoneRunner, player: u64, link: &ClientLink) {
@@ -918,5 +987,106 @@ mod tests {
         tick(&mut r);
         assert_eq!(r.clients(), 3);
         assert_eq!(links[3].0.conn.close_reason().map(|c| c.0), Some(CloseCode::ZoneFull));
+    }
+
+    /// A crowd of `players` moving about, each on its own link of `protocol_version`,
+    /// replicated on `threads` threads; the same seed gives the same world.
+    fn crowd(
+        metrics: &Metrics,
+        players: u64,
+        threads: usize,
+        protocol_version: u32,
+    ) -> (ZoneRunner, Vec<mpsc::Receiver<Bytes>>) {
+        let mut r = runner(metrics);
+        r.settings.max_players = players as usize;
+        r.settings.view_radius = 800;
+        r.settings.max_visible = 32;
+        r.settings.replication_threads = threads;
+        let mut receivers = Vec::new();
+        for player in 1..=players {
+            let (mut l, rx) = link(player, 64);
+            l.protocol_version = protocol_version;
+            attach(&mut r, player, &l);
+            receivers.push(rx);
+        }
+        (r, receivers)
+    }
+
+    /// Every player walks its own way, turning with the tick.
+    fn walk(r: &mut ZoneRunner, players: u64) {
+        let turn = r.zone().tick_number() as i32 / 7;
+        for player in 1..=players {
+            let velocity = respawn_sim::Point::new((player as i32 + turn) % 9 - 4, (player as i32 * 3 + turn) % 7 - 3);
+            r.push_command(Command { player, seq: 0, kind: CommandKind::Move { velocity } });
+        }
+    }
+
+    #[test]
+    fn replication_split_over_threads_sends_every_client_the_same_frames() {
+        let metrics = Metrics::new("test");
+        let players = 2 * MIN_CLIENTS_PER_THREAD as u64 + 50;
+        let (mut one, mut one_rx) = crowd(&metrics, players, 1, 2);
+        let (mut three, mut three_rx) = crowd(&metrics, players, 3, 2);
+        for _ in 0..5 {
+            for r in [&mut one, &mut three] {
+                walk(r, players);
+                tick(r);
+            }
+        }
+        let mut moved = 0;
+        for (a, b) in one_rx.iter_mut().zip(&mut three_rx) {
+            let (a, b) = (drain(a), drain(b));
+            assert_eq!(a, b, "a client's frames differ with the replication on three threads");
+            moved += b.iter().filter(|m| matches!(m, Body::Update(u) if !u.moved_ids.is_empty())).count();
+        }
+        assert!(moved > players as usize, "the crowd moved ({moved} updates with moves)");
+        assert_eq!(three.clients(), players as usize);
+    }
+
+    /// Positions a client pieces together from its updates.
+    fn picture(frames: &[Body], seen: &mut BTreeMap<u32, (i32, i32)>) {
+        for frame in frames {
+            let Body::Update(u) = frame else { continue };
+            for e in u.entered.iter().chain(&u.changed) {
+                seen.insert(e.id, (e.x, e.y));
+            }
+            for m in u.moves().expect("well-formed moves") {
+                let at = seen.get_mut(&m.id).expect("moved entities were entered before");
+                *at = (at.0 + m.dx, at.1 + m.dy);
+            }
+            for id in &u.left {
+                seen.remove(id);
+            }
+        }
+    }
+
+    #[test]
+    fn packed_moves_add_up_to_the_positions_protocol_1_sends_whole() {
+        let metrics = Metrics::new("test");
+        let players = 40;
+        let (mut whole, mut whole_rx) = crowd(&metrics, players, 1, 1);
+        let (mut packed, mut packed_rx) = crowd(&metrics, players, 1, 2);
+        let mut whole_seen = vec![BTreeMap::new(); players as usize];
+        let mut packed_seen = vec![BTreeMap::new(); players as usize];
+        let (mut whole_bytes, mut packed_bytes) = (0, 0);
+        for _ in 0..30 {
+            for r in [&mut whole, &mut packed] {
+                walk(r, players);
+                tick(r);
+            }
+            for i in 0..players as usize {
+                let (w, p) = (drain(&mut whole_rx[i]), drain(&mut packed_rx[i]));
+                whole_bytes += w.iter().map(|m| respawn_proto::encode_server(m.clone()).len()).sum::<usize>();
+                packed_bytes += p.iter().map(|m| respawn_proto::encode_server(m.clone()).len()).sum::<usize>();
+                assert!(
+                    w.iter().all(|m| !matches!(m, Body::Update(u) if !u.moved_ids.is_empty())),
+                    "protocol 1 gets no packed moves"
+                );
+                picture(&w, &mut whole_seen[i]);
+                picture(&p, &mut packed_seen[i]);
+                assert_eq!(whole_seen[i], packed_seen[i], "client {i} sees the same field either way");
+            }
+        }
+        assert!(packed_bytes * 2 < whole_bytes, "packed {packed_bytes} B vs whole {whole_bytes} B");
     }
 }

@@ -97,12 +97,21 @@ async fn join_at(grant: &PlayGrant) -> Result<(Client, respawn_proto::Welcome, P
     Ok((client, welcome, you, at))
 }
 
+/// `me`'s x after `u`: sent whole (entered, changed) or as a step from `x`.
+fn position_x(u: &respawn_proto::StateUpdate, me: u32, x: i32) -> Result<i32> {
+    if let Some(e) = u.entered.iter().chain(&u.changed).find(|e| e.id == me) {
+        return Ok(e.x);
+    }
+    Ok(u.moves()?.into_iter().find(|m| m.id == me).map_or(x, |m| x.saturating_add(m.dx)))
+}
+
 /// Walks the character in `client` west (stepping south when a wall is in
 /// the way) until the zone says it travelled; answers the zone it went to.
-async fn walk_west_until_travel(client: &mut Client, me: u32) -> Result<String> {
+async fn walk_west_until_travel(client: &mut Client, me: u32, start_x: i32) -> Result<String> {
     use respawn_proto::client_message::Body as C;
     let deadline = Instant::now() + Duration::from_secs(20);
     let (mut seq, mut last_x, mut checked) = (1u32, i32::MAX, Instant::now());
+    let mut x = start_x;
     let mut velocity = (-30, 0);
     client.send(C::Move(respawn_proto::MoveInput { seq, vx: velocity.0, vy: velocity.1 })).await?;
     loop {
@@ -112,7 +121,7 @@ async fn walk_west_until_travel(client: &mut Client, me: u32) -> Result<String> 
         match client.next(Duration::from_secs(5)).await? {
             S::Notice(n) if n.kind == respawn_proto::NoticeKind::Travel as i32 => return Ok(n.travel_to),
             S::Update(u) => {
-                let Some(x) = u.entered.iter().chain(&u.changed).find(|e| e.id == me).map(|e| e.x) else { continue };
+                x = position_x(&u, me, x)?;
                 if checked.elapsed() < Duration::from_millis(400) {
                     continue;
                 }
@@ -239,7 +248,7 @@ async fn a_character_keeps_what_it_earned_across_sign_ins_a_crash_and_a_zone_swi
     let mut meadow_client = meadow_client;
     let caverns = play(&api, &second_session.session_token, "caverns").await?;
     assert_eq!(meadow_client.closed(Duration::from_secs(5)).await?.code, CloseCode::Kicked.code());
-    let (caverns_client, caverns_welcome, you, _) = join_at(&caverns).await?;
+    let (caverns_client, caverns_welcome, you, (caverns_x, _)) = join_at(&caverns).await?;
     assert!(!caverns_welcome.resumed);
     assert_eq!(progress(&you), earned, "the same character in the other zone");
     wait_record(&addr, player, "the character in caverns", Duration::from_secs(20), |r| {
@@ -258,7 +267,7 @@ async fn a_character_keeps_what_it_earned_across_sign_ins_a_crash_and_a_zone_swi
 
     // It walks west into caverns' exit and arrives in meadow where that exit leads, with what it had.
     let mut caverns_client = caverns_client;
-    let went_to = walk_west_until_travel(&mut caverns_client, caverns_welcome.entity_id).await?;
+    let went_to = walk_west_until_travel(&mut caverns_client, caverns_welcome.entity_id, caverns_x).await?;
     let walked_in = Instant::now();
     assert_eq!(went_to, "meadow");
     assert_eq!(caverns_client.closed(Duration::from_secs(5)).await?.code, CloseCode::Travelled.code());

@@ -11,13 +11,17 @@ use tokio_tungstenite::tungstenite::Message;
 
 const T: Duration = Duration::from_secs(5);
 
-fn join_msg(token: String, zone: &str) -> C {
-    C::Join(respawn_proto::Join {
+fn join_fields(token: String, zone: &str) -> respawn_proto::Join {
+    respawn_proto::Join {
         protocol_version: respawn_proto::PROTOCOL_VERSION,
         token,
         zone: zone.into(),
         ..Default::default()
-    })
+    }
+}
+
+fn join_msg(token: String, zone: &str) -> C {
+    C::Join(join_fields(token, zone))
 }
 
 #[tokio::test]
@@ -40,16 +44,36 @@ async fn players_join_move_see_each_other_and_metrics_move() -> Result<()> {
         .await?;
     assert_eq!(ann_start.0, "ann");
 
-    // Ann moves; Bob sees her position change.
+    // A client of the previous protocol (1) still plays.
+    let mut dan = Client::connect(&url).await?;
+    dan.send(C::Join(respawn_proto::Join { protocol_version: 1, ..join_fields(token(4, "dan"), "meadow") })).await?;
+    let dan_welcome = dan.next_matching(T, |b| if let S::Welcome(w) = b { Some(w.clone()) } else { None }).await?;
+    assert_eq!(dan_welcome.protocol_version, 1, "the server speaks the client's version");
+    dan.next_matching(T, |b| matches!(b, S::Update(u) if u.entered.iter().any(|e| e.id == ann_id)).then_some(()))
+        .await?;
+
+    // Ann moves; Bob sees her steps (protocol 2), Dan her new position (protocol 1).
     let vx = if ann_start.1 > 1_500 { -20 } else { 20 };
     ann.send(C::Move(respawn_proto::MoveInput { seq: 1, vx, vy: 0 })).await?;
-    let moved_to = bob
+    let step = bob
         .next_matching(T, |b| match b {
-            S::Update(u) => u.changed.iter().find(|e| e.id == ann_id && e.x != ann_start.1).map(|e| e.x),
+            S::Update(u) => u.moves().ok()?.into_iter().find(|m| m.id == ann_id && m.dx != 0).map(|m| m.dx),
             _ => None,
         })
         .await?;
-    assert_eq!((moved_to - ann_start.1).signum(), vx.signum());
+    assert_eq!(step.signum(), vx.signum());
+    let moved_to = dan
+        .next_matching(T, |b| match b {
+            S::Update(u) if u.moved_ids.is_empty() => {
+                u.changed.iter().find(|e| e.id == ann_id && e.x != ann_start.1).map(|e| e.x)
+            }
+            S::Update(_) => Some(i32::MIN),
+            _ => None,
+        })
+        .await?;
+    assert_eq!((moved_to - ann_start.1).signum(), vx.signum(), "protocol 1 gets no packed moves");
+    dan.send(C::Leave(respawn_proto::Leave {})).await?;
+    assert_eq!(dan.closed(T).await?.code, CloseCode::Normal.code());
 
     // A player in the other zone sees neither of them.
     let (mut cat, _) = Client::join(&url, 3, "cat", "caverns").await?;
@@ -71,7 +95,7 @@ async fn players_join_move_see_each_other_and_metrics_move() -> Result<()> {
     // Metrics show the activity (RTT pings go out every 100 ms in the test config).
     tokio::time::sleep(Duration::from_millis(400)).await;
     let m = scrape(zone.addr).await?;
-    assert_eq!(metric(&m, r#"respawn_zone_players{zone="meadow"}"#), Some(2.0));
+    assert_eq!(metric(&m, r#"respawn_zone_players{zone="meadow"}"#), Some(2.0), "ann and bob (dan left)");
     assert_eq!(metric(&m, r#"respawn_zone_players{zone="caverns"}"#), Some(1.0));
     assert!(metric(&m, r#"respawn_zone_tick_duration_seconds_count{zone="meadow"}"#).unwrap_or(0.0) > 10.0);
     // Ann sent two moves and a ping after joining.
@@ -84,11 +108,11 @@ async fn players_join_move_see_each_other_and_metrics_move() -> Result<()> {
     assert!(metric(&m, r#"respawn_zone_command_queue_length{zone="meadow"}"#).is_some());
     assert!(metric(&m, "process_resident_memory_bytes").unwrap_or(0.0) > 0.0);
     assert!(metric(&m, "process_cpu_seconds_total").is_some());
-    assert_eq!(metric(&m, r#"respawn_zone_events_total{type="player_joined",zone="meadow"}"#), Some(2.0));
+    assert_eq!(metric(&m, r#"respawn_zone_events_total{type="player_joined",zone="meadow"}"#), Some(3.0));
     // Every event is either waiting in the durable outbox or already in the embedded ledger.
     let pending = metric(&m, r#"respawn_zone_outbox_pending_events{zone="meadow"}"#).unwrap_or(0.0);
     let published = metric(&m, r#"respawn_zone_events_published_total{zone="meadow"}"#).unwrap_or(0.0);
-    assert!(pending + published >= 2.0, "pending {pending}, published {published}");
+    assert!(pending + published >= 3.0, "pending {pending}, published {published}");
     assert!(metric(&m, r#"respawn_zone_outbox_bytes{zone="meadow"}"#).is_some());
     assert_eq!(metric(&m, r#"respawn_zone_outbox_dropped_events{zone="meadow"}"#), Some(0.0));
 

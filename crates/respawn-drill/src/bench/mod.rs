@@ -38,6 +38,12 @@ pub struct TickArgs {
     /// Nearest entities sent to one client.
     #[arg(long, default_value_t = 128)]
     max_visible: usize,
+    /// Threads the replication may use (default: the machine's cores).
+    #[arg(long)]
+    replication_threads: Option<usize>,
+    /// Client protocol version the players speak (its update format).
+    #[arg(long, default_value_t = respawn_proto::PROTOCOL_VERSION)]
+    protocol_version: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -46,6 +52,8 @@ pub struct TickArgs {
 #[derive(Debug, Serialize)]
 struct TickReport {
     players: u32,
+    replication_threads: usize,
+    protocol_version: u32,
     zone_side_m: u32,
     npcs: u32,
     ticks: usize,
@@ -76,6 +84,15 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
     if args.seconds == 0 {
         bail!("--seconds must be at least 1");
     }
+    let protocols = respawn_proto::OLDEST_PROTOCOL_VERSION..=respawn_proto::PROTOCOL_VERSION;
+    if !protocols.contains(&args.protocol_version) {
+        bail!("--protocol-version must be {} to {}", protocols.start(), protocols.end());
+    }
+    let replication_threads =
+        args.replication_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    if !(1..=256).contains(&replication_threads) {
+        bail!("--replication-threads must be 1..=256");
+    }
     let area_m2 = u64::from(args.players) * u64::from(args.area_per_player.max(1));
     let side_cm = (isqrt(area_m2 as i64) * 100).clamp(2_000, 1_000_000) as i32;
     let mut config = ZoneConfig::standard(1, "bench", 7).resized(side_cm, side_cm);
@@ -96,6 +113,7 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
         server_version: "bench".into(),
         resume_grace: Duration::from_secs(30),
         extra_tick: Duration::ZERO,
+        replication_threads,
     };
     // The tick thread's share of persistence (batch encoding, a snapshot
     // every 5 s) is timed; the writes themselves happen elsewhere.
@@ -105,7 +123,8 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
     let mut receivers: Vec<mpsc::Receiver<Bytes>> = Vec::with_capacity(args.players as usize);
     for i in 0..args.players {
         let (out, rx) = mpsc::channel(8);
-        let link = ClientLink { conn: ConnState::new(u64::from(i), CancellationToken::new()), out };
+        let conn = ConnState::new(u64::from(i), CancellationToken::new());
+        let link = ClientLink { conn, out, protocol_version: args.protocol_version };
         let player = u64::from(i) + 1;
         let (name, resume_token) = (format!("bot{i}"), String::new());
         runner.control(Control::Attach { player, name, link, resume_token, entry: Entry::Fresh });
@@ -119,12 +138,14 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
     let mut measuring_since = None;
     if !args.json {
         eprintln!(
-            "bench tick: {} players on {} m x {} m, {} NPCs, view radius {} m; warming up...",
+            "bench tick: {} players on {} m x {} m, {} NPCs, view radius {} m, protocol {}, replication on {} thread(s); warming up...",
             args.players,
             side_cm / 100,
             side_cm / 100,
             npcs,
-            args.view_radius / 100
+            args.view_radius / 100,
+            args.protocol_version,
+            replication_threads
         );
     }
     loop {
@@ -171,6 +192,8 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
     durations.sort_by(f64::total_cmp);
     let report = TickReport {
         players: args.players,
+        replication_threads,
+        protocol_version: args.protocol_version,
         zone_side_m: (side_cm / 100) as u32,
         npcs,
         ticks,

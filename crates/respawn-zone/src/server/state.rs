@@ -240,6 +240,7 @@ impl ServerState {
             server_version: self.version.clone(),
             resume_grace: config.resume_grace,
             extra_tick: config.extra_tick,
+            replication_threads: config.replication_threads,
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue_capacity);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
