@@ -121,6 +121,11 @@ impl Service {
     }
 
     /// Waits for the process to end by itself.
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
     pub async fn wait_exit(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
         let Some(child) = self.child.as_mut() else { bail!("{} is not running", self.name) };
         let status = tokio::time::timeout(limit, child.wait())

@@ -10,7 +10,7 @@ pub mod heartbeat;
 pub mod link;
 pub mod metrics;
 pub mod persist;
-mod process;
+pub mod process;
 pub mod publish;
 pub mod rollback;
 pub mod server;

@@ -52,6 +52,24 @@ fn bench_pipeline_pushes_events_through_a_real_broker_and_mariadb() -> Result<()
         assert!(r[field].as_f64().is_some_and(|v| v > 0.0), "{field} in {r}");
     }
     assert!(r["batches"].as_u64().is_some_and(|n| n >= 1), "{r}");
+    for stage in ["produce_cpu", "persist_cpu"] {
+        let cpu = &r[stage];
+        assert!(cpu["respawn_seconds"].as_f64().is_some_and(|s| s >= 0.0), "{stage} in {r}");
+        assert!(cpu["respawn_events_per_core_s"].as_f64().is_some_and(|v| v > 0.0), "{stage} in {r}");
+        assert!(cpu["broker_seconds"].is_null(), "an external broker's CPU is not known: {r}");
+    }
+    Ok(())
+}
+
+#[test]
+fn bench_pipeline_on_its_own_broker_and_mariadb_reports_each_process_cpu() -> Result<()> {
+    let r = run_json(&["bench", "pipeline", "--events", "20000", "--json"])?;
+    assert!(r["broker"].as_str().is_some_and(|b| b.contains("started here")), "{r}");
+    let cpu = |stage: &str, process: &str| r[stage][process].as_f64().unwrap_or(-1.0);
+    assert!(cpu("produce_cpu", "respawn_seconds") > 0.0, "the publisher's work shows: {r}");
+    assert!(cpu("produce_cpu", "broker_seconds") > 0.0, "the broker took the events: {r}");
+    assert!(cpu("persist_cpu", "database_seconds") > 0.0, "MariaDB stored them: {r}");
+    assert!(r["persisted_per_s"].as_f64().is_some_and(|v| v > 0.0), "{r}");
     Ok(())
 }
 

@@ -1,7 +1,10 @@
 //! `respawn bench pipeline`: events/s from a zone's outbox to the broker
 //! (the real publisher and idempotent producer) and from the broker into
 //! MariaDB (the real platform consumer: one transaction per batch with the
-//! player records). It starts Tansu and MariaDB itself unless given others.
+//! player records). It starts Tansu and MariaDB itself unless given others,
+//! and reads each process's CPU time over each stage, so Respawn's own cost
+//! (this process: the publisher, then the consumer) stands apart from the
+//! broker's and the database's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +25,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::services::{create_database, start_mariadb, start_tansu};
-use respawn_harness::process::free_port;
+use respawn_harness::process::{free_port, Service};
 use respawn_harness::TempDir;
 
 #[derive(Args, Debug)]
@@ -52,12 +55,73 @@ struct PipelineReport {
     /// Outbox → broker, acknowledged (acks=all, idempotent).
     produced_per_s: f64,
     produce_seconds: f64,
+    produce_cpu: StageCpu,
     /// Broker → MariaDB, committed, from the first stored batch to the last.
     persisted_per_s: f64,
     persist_seconds: f64,
+    persist_cpu: StageCpu,
     batches: u64,
     batch_p50_ms: f64,
     batch_p99_ms: f64,
+}
+
+/// CPU seconds each process spent over one stage. The broker's and the
+/// database's are known only for those started here.
+#[derive(Debug, Serialize)]
+struct StageCpu {
+    /// This process: the zone's publisher, or the platform's consumer.
+    respawn_seconds: f64,
+    broker_seconds: Option<f64>,
+    database_seconds: Option<f64>,
+    /// Events of the stage per CPU-second of Respawn's own work.
+    respawn_events_per_core_s: f64,
+}
+
+/// CPU time read at a stage's start, for the processes that can be read.
+struct CpuMark {
+    respawn: f64,
+    broker: Option<f64>,
+    database: Option<f64>,
+}
+
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    match pid {
+        None => respawn_zone::process::read_usage().map(|u| u.cpu_seconds),
+        Some(pid) => respawn_zone::process::read_usage_of(pid).map(|u| u.cpu_seconds),
+    }
+}
+
+impl CpuMark {
+    fn now(broker: Option<u32>, database: Option<u32>) -> Result<Self> {
+        Ok(CpuMark {
+            respawn: cpu_seconds(None).context("this process's CPU time (/proc/self/stat)")?,
+            broker: broker.and_then(|pid| cpu_seconds(Some(pid))),
+            database: database.and_then(|pid| cpu_seconds(Some(pid))),
+        })
+    }
+
+    fn since(&self, events: u64, broker: Option<u32>, database: Option<u32>) -> Result<StageCpu> {
+        let end = CpuMark::now(broker, database)?;
+        let spent = |from: Option<f64>, to: Option<f64>| from.zip(to).map(|(a, b)| b - a);
+        let respawn_seconds = end.respawn - self.respawn;
+        Ok(StageCpu {
+            respawn_seconds,
+            broker_seconds: spent(self.broker, end.broker),
+            database_seconds: spent(self.database, end.database),
+            respawn_events_per_core_s: events as f64 / respawn_seconds.max(0.01),
+        })
+    }
+}
+
+fn show_cpu(stage: &str, cpu: &StageCpu) {
+    let other = |what: &str, seconds: Option<f64>| seconds.map_or(String::new(), |s| format!(", {what} {s:.1} s"));
+    println!(
+        "    {stage} CPU: Respawn {:.1} s ({:.0} events/s per core){}{}",
+        cpu.respawn_seconds,
+        cpu.respawn_events_per_core_s,
+        other("broker", cpu.broker_seconds),
+        other("database", cpu.database_seconds)
+    );
 }
 
 /// Targets of the event-pipeline issue on the reference machine.
@@ -78,10 +142,12 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             "  outbox → broker   {:>10.0} events/s  ({:.1} s)   target >= {PRODUCED_TARGET:.0}",
             report.produced_per_s, report.produce_seconds
         );
+        show_cpu("publisher", &report.produce_cpu);
         println!(
             "  broker → MariaDB  {:>10.0} events/s  ({:.1} s)   target >= {PERSISTED_TARGET:.0}",
             report.persisted_per_s, report.persist_seconds
         );
+        show_cpu("consumer", &report.persist_cpu);
         println!(
             "  batches: {}, p50 {:.1} ms, p99 {:.1} ms (transaction and offset commit)",
             report.batches, report.batch_p50_ms, report.batch_p99_ms
@@ -119,7 +185,7 @@ fn progress(json: bool, what: &str, done: u64, total: u64) {
 
 async fn measure(args: &PipelineArgs) -> Result<PipelineReport> {
     let dir = TempDir::new("bench-pipeline")?;
-    let (_broker, brokers, broker) = match &args.kafka_brokers {
+    let (broker_service, brokers, broker) = match &args.kafka_brokers {
         Some(b) => (None, b.clone(), format!("external ({b})")),
         None => {
             let port = free_port()?;
@@ -127,7 +193,7 @@ async fn measure(args: &PipelineArgs) -> Result<PipelineReport> {
             (Some(tansu), format!("127.0.0.1:{port}"), "Tansu 0.6 (SQLite storage), started here".to_owned())
         }
     };
-    let (_mysql, server, database) = match &args.mysql_url {
+    let (mysql_service, server, database) = match &args.mysql_url {
         Some(url) => (None, url.clone(), "external MySQL/MariaDB".to_owned()),
         None => {
             let mysql = start_mariadb(&dir.path().join("mariadb")).await?;
@@ -135,6 +201,8 @@ async fn measure(args: &PipelineArgs) -> Result<PipelineReport> {
             (Some(mysql), url, "MariaDB (64 MiB buffer pool), started here".to_owned())
         }
     };
+    let broker_pid = broker_service.as_ref().and_then(Service::pid);
+    let database_pid = mysql_service.as_ref().and_then(Service::pid);
     let database_url = create_database(&server, &format!("respawn_bench_{}", std::process::id())).await?;
 
     // The outbox, filled as zones fill it: appended in tick-sized chunks, fsync'd.
@@ -156,6 +224,7 @@ async fn measure(args: &PipelineArgs) -> Result<PipelineReport> {
     let log: Arc<dyn EventLog> = Arc::new(KafkaEventLog::new(&brokers, TOPIC, Duration::from_secs(300))?);
     let stop = CancellationToken::new();
     let started = Instant::now();
+    let cpu = CpuMark::now(broker_pid, database_pid)?;
     // Every synthetic tick counts as durable.
     let (gate, durable) = (Arc::new(PublishGate::default()), Arc::new(PersistState::default()));
     durable.durable_tick.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
@@ -181,6 +250,7 @@ async fn measure(args: &PipelineArgs) -> Result<PipelineReport> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let produce = started.elapsed();
+    let produce_cpu = cpu.since(args.events, broker_pid, database_pid)?;
     stop.cancel();
     publisher.await.context("publisher")?;
 
@@ -195,6 +265,7 @@ async fn measure(args: &PipelineArgs) -> Result<PipelineReport> {
         batch_wait: Duration::from_millis(50),
     };
     let stop = CancellationToken::new();
+    let cpu = CpuMark::now(broker_pid, database_pid)?;
     let consumer = tokio::spawn(run_consumer(ledger.clone(), config, metrics.clone(), stop.clone()));
     let started = Instant::now();
     let mut first: Option<(Instant, u64)> = None;
@@ -217,6 +288,7 @@ async fn measure(args: &PipelineArgs) -> Result<PipelineReport> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let persist = started.elapsed();
+    let persist_cpu = cpu.since(args.events, broker_pid, database_pid)?;
     stop.cancel();
     consumer.await.context("consumer")??;
     let (t_first, n_first) = first.unwrap_or((started, 0));
@@ -232,8 +304,10 @@ async fn measure(args: &PipelineArgs) -> Result<PipelineReport> {
         database,
         produced_per_s: args.events as f64 / produce.as_secs_f64(),
         produce_seconds: produce.as_secs_f64(),
+        produce_cpu,
         persisted_per_s: if n_first < args.events { sustained } else { args.events as f64 / persist.as_secs_f64() },
         persist_seconds: persist.as_secs_f64(),
+        persist_cpu,
         batches,
         batch_p50_ms: quantile(0.5),
         batch_p99_ms: quantile(0.99),
