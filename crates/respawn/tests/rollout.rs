@@ -216,7 +216,8 @@ async fn guide_rollout_then_handoff_then_refused_builds_then_rollback() -> Resul
         .await?;
     let refused = client.closed(Duration::from_secs(5)).await?;
     assert_eq!(refused.code, respawn_proto::CloseCode::UnsupportedProtocolVersion.code(), "{refused:?}");
-    assert!(refused.reason.contains("server speaks protocol version 99, client sent 1"), "{refused:?}");
+    let expected = format!("server speaks protocol versions 99 to 99, client sent {}", respawn_proto::PROTOCOL_VERSION);
+    assert!(refused.reason.contains(&expected), "{refused:?}");
     let (ok, out) = d.ctl(&["rollout", "--to", &refusing.ws_url(), "--handoff"]).await?;
     assert!(!ok, "a build that cannot serve the clients took the zones:\n{out}");
     assert!(out.contains("protocol") && out.contains("nothing was changed"), "{out}");
