@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deployment::Backing;
 use crate::findings::{Findings, Problem, ProblemKind};
-use crate::services::{create_database, start_mariadb, start_tansu};
+use crate::services::{broker_port_behind_gate, create_database, start_mariadb, start_tansu};
 use crate::Scenario;
 
 /// How often each bot walks through an exit, about.
@@ -299,8 +299,7 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
     // With --real, events go through the broker (behind a gate the drill can cut) into MariaDB.
     let mut pipeline = match real {
         true => {
-            let port = free_port()?;
-            let gate = Gate::open(0, SocketAddr::from(([127, 0, 0, 1], port))).await?;
+            let (port, gate) = broker_port_behind_gate().await?;
             let broker = start_tansu(&dir.join("broker"), port, gate.port).await?;
             let mysql = start_mariadb(&dir.join("mariadb")).await?;
             let url = create_database(&format!("mysql://root@127.0.0.1:{}", mysql.port), "respawn").await?;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use respawn_api::admin::RestoreSource;
 use respawn_api::http;
 use respawn_api::prom::{self, Histogram};
@@ -197,9 +197,15 @@ impl Deployment {
 
     /// Every server's metrics; `None` where one does not answer.
     pub(crate) async fn scrape(&self) -> Vec<Option<Vec<prom::Sample>>> {
+        self.scrape_texts().await.iter().map(|t| t.as_deref().map(prom::parse)).collect()
+    }
+
+    /// Every server's metrics as it answered them, unparsed: the last look
+    /// before a kill parses after it, to keep the window between them short.
+    pub(crate) async fn scrape_texts(&self) -> Vec<Option<String>> {
         let mut all = Vec::new();
         for s in &self.servers {
-            all.push(http::scrape(&s.addr).await.ok().map(|t| prom::parse(&t)));
+            all.push(http::scrape(&s.addr).await.ok());
         }
         all
     }
@@ -305,13 +311,18 @@ impl Deployment {
         let resumes_before = self.resumes().len();
         let restarts_before = status.restarts();
         let pid = status.child_pid.load(Ordering::Relaxed);
-        let last_look = self.samples().await?;
+        // Events of a tick between the last look and the kill would be stored
+        // but never counted as generated: the kill is armed before the look
+        // and the look parsed after it, so only the reply's transfer is between.
+        let kill = ArmedKill::arm(pid)?;
+        let last_look = self.scrape_texts().await;
         let t0 = Instant::now();
-        let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status()?;
-        if !killed.success() {
-            bail!("kill -9 {pid} failed");
+        kill.fire().await?;
+        let mut samples = Vec::new();
+        for text in last_look {
+            samples.extend(prom::parse(&text.context("the zone server did not answer the last look before the kill")?));
         }
-        self.killed.add(&last_look);
+        self.killed.add(&samples);
         self.note(format!("kill -9 zone server (pid {pid}) with {players_before} players"));
         // RTO: until a new process runs and every zone has ticked in it.
         let deadline = t0 + Duration::from_secs(20);
@@ -548,4 +559,34 @@ pub struct KillResult {
     /// Where the restored state came from (null if the metrics did not say).
     pub restore_source: Option<RestoreSource>,
     pub resume_gap_max_ms: f64,
+}
+
+/// `kill -9 PID` from a shell started beforehand that waits for one line:
+/// firing it is a write, not a fork and exec, so it follows a last look at
+/// the process's counters within a fraction of a millisecond.
+struct ArmedKill {
+    shell: tokio::process::Child,
+    pid: u32,
+}
+
+impl ArmedKill {
+    fn arm(pid: u32) -> Result<Self> {
+        let shell = tokio::process::Command::new("sh")
+            .args(["-c", &format!("read -r go && kill -9 {pid}")])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .context("sh for kill -9")?;
+        Ok(Self { shell, pid })
+    }
+
+    async fn fire(mut self) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = self.shell.stdin.take().context("the armed shell's stdin")?;
+        stdin.write_all(b"go\n").await?;
+        drop(stdin);
+        if !self.shell.wait().await?.success() {
+            bail!("kill -9 {} failed", self.pid);
+        }
+        Ok(())
+    }
 }

@@ -17,6 +17,17 @@ use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 /// Partitions of the events topic these brokers get.
 pub const PARTITIONS: u32 = 3;
 
+/// A free port for a broker and a [`Gate`] in front of it on another: the
+/// broker's port stays bound while the gate binds, or the kernel could hand
+/// the gate that very port (the gate then forwards to itself).
+pub async fn broker_port_behind_gate() -> Result<(u16, Gate)> {
+    let held = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = held.local_addr()?.port();
+    let gate = Gate::open(0, SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    drop(held);
+    Ok((port, gate))
+}
+
 /// Tansu listening on `port`, advertising `advertised` (a gate in front of it,
 /// or the same port), with the events topic created.
 pub async fn start_tansu(dir: &Path, port: u16, advertised: u16) -> Result<Service> {
@@ -134,8 +145,7 @@ pub(crate) struct Pipeline {
 
 impl Pipeline {
     pub async fn start(root: &Path) -> Result<Self> {
-        let port = free_port()?;
-        let gate = Gate::open(0, SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        let (port, gate) = broker_port_behind_gate().await?;
         let broker = start_tansu(&root.join("broker"), port, gate.port).await?;
         let mysql = start_mariadb(&root.join("mariadb")).await?;
         let mysql_url = create_database(&format!("mysql://root@127.0.0.1:{}", mysql.port), "respawn").await?;

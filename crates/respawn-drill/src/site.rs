@@ -105,9 +105,11 @@ pub(super) async fn run(site: &mut Deployment, scenario: Scenario) -> Result<Sit
     let resumes_before = site.resumes().len();
     let characters_before = site.characters_lost();
     // The last look before the fault: the killed processes' counters die with them.
-    let last_look: Vec<prom::Sample> = site.scrape().await.into_iter().flatten().flatten().collect();
+    // Parsed after the kill, so that the window between them stays short.
+    let last_look = site.scrape_texts().await;
     let t0 = Instant::now();
     site.kill_zone_servers().await?;
+    let last_look: Vec<prom::Sample> = last_look.iter().flatten().flat_map(|t| prom::parse(t)).collect();
     site.killed.add(&last_look);
     let generated = site.killed.generated;
     stop_watching.cancel();

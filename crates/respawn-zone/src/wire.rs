@@ -71,7 +71,7 @@ pub enum UpdateFormat {
     /// Protocol 1: every changed entity whole, in `changed`.
     Whole,
     /// Protocol 2: entities that only moved as packed steps (`moved_ids`,
-    /// `moved_steps`), about a fifth of the bytes.
+    /// `moved_steps`), about a third of the bytes.
     PackedMoves,
 }
 
