@@ -109,6 +109,18 @@ impl SelfStats {
             respawn_at: p.respawn_at,
         }
     }
+
+    /// Whether these are `p`'s figures now (checked every tick for every
+    /// client, so without building a new `SelfStats`).
+    fn are_of(&self, p: &Player) -> bool {
+        self.hp == p.hp
+            && self.max_hp == p.max_hp()
+            && self.level == p.level
+            && self.xp == p.xp
+            && self.gold == p.gold
+            && self.respawn_at == p.respawn_at
+            && self.inventory.iter().copied().eq(p.inventory.iter().map(|(k, v)| (*k, *v)))
+    }
 }
 
 /// A visible entity that changed since the client's last update.
@@ -132,12 +144,17 @@ impl Changed {
 }
 
 /// The difference between what a client was last sent and what it sees now.
+///
+/// One is kept per replicating thread and refilled for each client in turn,
+/// so the lists stay in that thread's cache instead of one set per client.
 #[derive(Debug, Default)]
 pub struct Delta {
     pub entered: Vec<EntityState>,
     pub changed: Vec<Changed>,
     pub left: Vec<EntityId>,
     pub stats: Option<SelfStats>,
+    /// What the client sees now, sorted by id: its next baseline.
+    visible: Vec<EntityState>,
 }
 
 impl Delta {
@@ -153,40 +170,32 @@ pub struct ClientView {
     /// What the client was last sent, sorted by id.
     known: Vec<EntityState>,
     known_stats: Option<SelfStats>,
-    visible: Vec<EntityState>,
-    delta: Delta,
 }
 
 impl ClientView {
     pub fn new(max_visible: usize) -> Self {
-        Self {
-            max_visible: max_visible.max(1),
-            known: Vec::new(),
-            known_stats: None,
-            visible: Vec::new(),
-            delta: Delta::default(),
-        }
+        Self { max_visible: max_visible.max(1), known: Vec::new(), known_stats: None }
     }
 
-    /// Computes what `player` must be told this tick; read it with [`Self::delta`].
-    pub fn diff(&mut self, index: &FieldIndex, player: &Player, radius: i32) -> &Delta {
+    /// Computes into `d` what `player` must be told this tick.
+    pub fn diff(&self, index: &FieldIndex, player: &Player, radius: i32, d: &mut Delta) {
         let center = player.pos;
-        self.visible.clear();
-        index.query(center, radius, &mut self.visible);
-        if self.visible.len() > self.max_visible {
+        let visible = &mut d.visible;
+        visible.clear();
+        index.query(center, radius, visible);
+        if visible.len() > self.max_visible {
             let cap = self.max_visible;
-            self.visible.select_nth_unstable_by_key(cap - 1, |e| (e.pos.dist2(center), e.id));
-            self.visible.truncate(cap);
+            visible.select_nth_unstable_by_key(cap - 1, |e| (e.pos.dist2(center), e.id));
+            visible.truncate(cap);
         }
-        self.visible.sort_unstable_by_key(|e| e.id);
+        visible.sort_unstable_by_key(|e| e.id);
 
-        let d = &mut self.delta;
         d.entered.clear();
         d.changed.clear();
         d.left.clear();
         let (mut i, mut j) = (0, 0);
-        while i < self.known.len() || j < self.visible.len() {
-            match (self.known.get(i), self.visible.get(j)) {
+        while i < self.known.len() || j < visible.len() {
+            match (self.known.get(i), visible.get(j)) {
                 (Some(k), Some(v)) if k.id == v.id => {
                     if v.differs(k) {
                         d.changed.push(Changed { state: *v, before: *k });
@@ -209,19 +218,14 @@ impl ClientView {
                 (None, None) => break,
             }
         }
-        let stats = SelfStats::of(player);
-        d.stats = (self.known_stats.as_ref() != Some(&stats)).then_some(stats);
-        &self.delta
+        let unchanged = self.known_stats.as_ref().is_some_and(|known| known.are_of(player));
+        d.stats = (!unchanged).then(|| SelfStats::of(player));
     }
 
-    pub fn delta(&self) -> &Delta {
-        &self.delta
-    }
-
-    /// Records that the last computed delta reached the client.
-    pub fn commit(&mut self) {
-        std::mem::swap(&mut self.known, &mut self.visible);
-        if let Some(stats) = self.delta.stats.take() {
+    /// Records that `delta`, the last computed for this client, reached it.
+    pub fn commit(&mut self, delta: &mut Delta) {
+        self.known.clone_from(&delta.visible);
+        if let Some(stats) = delta.stats.take() {
             self.known_stats = Some(stats);
         }
     }
@@ -249,21 +253,23 @@ mod tests {
         let mut index = FieldIndex::default();
         index.rebuild(&z, 2_000);
         let mut view = ClientView::new(64);
+        let mut d = Delta::default();
         let me = z.player(1).expect("joined").clone();
-        let d = view.diff(&index, &me, 2_000);
+        view.diff(&index, &me, 2_000, &mut d);
         assert_eq!(d.entered.len(), 1);
         assert!(d.stats.is_some());
-        view.commit();
+        view.commit(&mut d);
 
         z.tick(&[]);
         index.rebuild(&z, 2_000);
         let me = z.player(1).expect("joined").clone();
-        assert!(view.diff(&index, &me, 2_000).is_empty(), "nothing moved");
+        view.diff(&index, &me, 2_000, &mut d);
+        assert!(d.is_empty(), "nothing moved");
 
         z.tick(&[Command { player: 1, seq: 1, kind: CommandKind::Move { velocity: crate::Point::new(10, 0) } }]);
         index.rebuild(&z, 2_000);
         let me = z.player(1).expect("joined").clone();
-        let d = view.diff(&index, &me, 2_000);
+        view.diff(&index, &me, 2_000, &mut d);
         assert_eq!(d.changed.len(), 1);
         assert!(d.entered.is_empty() && d.left.is_empty());
     }
@@ -274,12 +280,37 @@ mod tests {
         let mut index = FieldIndex::default();
         index.rebuild(&z, 50_000);
         let mut view = ClientView::new(64);
+        let mut d = Delta::default();
         let me = z.player(1).expect("joined").clone();
-        let first = view.diff(&index, &me, 50_000).entered.len();
+        view.diff(&index, &me, 50_000, &mut d);
+        let first = d.entered.len();
         // Not committed (dropped): the next diff still carries everything.
-        assert_eq!(view.diff(&index, &me, 50_000).entered.len(), first);
-        view.commit();
-        assert!(view.diff(&index, &me, 50_000).is_empty());
+        view.diff(&index, &me, 50_000, &mut d);
+        assert_eq!(d.entered.len(), first);
+        view.commit(&mut d);
+        view.diff(&index, &me, 50_000, &mut d);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn own_figures_are_sent_again_only_when_one_changes() {
+        let z = zone_with(&[(1, "a")]);
+        let mut index = FieldIndex::default();
+        index.rebuild(&z, 2_000);
+        let mut view = ClientView::new(64);
+        let mut d = Delta::default();
+        let mut me = z.player(1).expect("joined").clone();
+        view.diff(&index, &me, 2_000, &mut d);
+        view.commit(&mut d);
+        view.diff(&index, &me, 2_000, &mut d);
+        assert!(d.stats.is_none(), "nothing of the player's changed");
+        me.gold += 5;
+        view.diff(&index, &me, 2_000, &mut d);
+        assert_eq!(d.stats.as_ref().map(|s| s.gold), Some(me.gold));
+        view.commit(&mut d);
+        *me.inventory.entry(ItemKind::Potion).or_default() += 1;
+        view.diff(&index, &me, 2_000, &mut d);
+        assert_eq!(d.stats.as_ref().map(|s| s.inventory.clone()), Some(vec![(ItemKind::Potion, 1)]));
     }
 
     #[test]
@@ -294,8 +325,9 @@ mod tests {
         let mut only_me = Vec::new();
         index.query(me.pos, 0, &mut only_me);
         assert_eq!(only_me.len(), 1);
-        let mut view = ClientView::new(1);
-        let d = view.diff(&index, &me, 100_000);
+        let view = ClientView::new(1);
+        let mut d = Delta::default();
+        view.diff(&index, &me, 100_000, &mut d);
         assert_eq!(d.entered.len(), 1);
         assert_eq!(d.entered[0].id, me.entity, "the nearest is the player itself");
     }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use respawn_api::admin::HeldCharacter;
 use respawn_proto::{CloseCode, NoticeKind};
 use respawn_sim::command::encode_batch;
-use respawn_sim::view::{ClientView, FieldIndex};
+use respawn_sim::view::{ClientView, Delta, FieldIndex};
 use respawn_sim::{Character, Command, CommandKind, EventKind, PlayerId, RejectReason, Rejection, Zone};
 use tokio::sync::{mpsc, oneshot};
 
@@ -162,8 +162,8 @@ pub struct ZoneRunner {
     welcomes: Vec<(PlayerId, bool)>,
     /// This tick's frames and closes, handed to the fan-out task after the tick.
     deliveries: Vec<Delivery>,
-    /// One per replicating thread, kept between ticks.
-    encoders: Vec<UpdateEncoder>,
+    /// One per replicating thread, reused tick after tick.
+    scratch: Vec<PartScratch>,
     persist: Option<PersistLink>,
 }
 
@@ -208,7 +208,7 @@ impl ZoneRunner {
             carry: vec![Command { player: 0, seq: 0, kind: CommandKind::ZoneStarted }],
             welcomes: Vec::new(),
             deliveries: Vec::new(),
-            encoders: Vec::new(),
+            scratch: Vec::new(),
             persist,
         }
     }
@@ -559,18 +559,18 @@ impl ZoneRunner {
             durable: self.durable_tick(),
         };
         let parts = self.settings.replication_threads.min(self.clients.len() / MIN_CLIENTS_PER_THREAD).max(1);
-        if self.encoders.len() < parts {
-            self.encoders.resize_with(parts, UpdateEncoder::default);
+        if self.scratch.len() < parts {
+            self.scratch.resize_with(parts, PartScratch::default);
         }
         let mut clients: Vec<(PlayerId, &mut Client)> = self.clients.iter_mut().map(|(p, c)| (*p, c)).collect();
         let per_part = clients.len().div_ceil(parts).max(1);
-        let mut work = clients.chunks_mut(per_part).zip(self.encoders.iter_mut());
+        let mut work = clients.chunks_mut(per_part).zip(self.scratch.iter_mut());
         let first = work.next();
         let outputs: Vec<PartOutput> = std::thread::scope(|scope| {
             let others: Vec<_> =
-                work.map(|(part, encoder)| scope.spawn(|| shared.replicate_part(part, encoder))).collect();
+                work.map(|(part, scratch)| scope.spawn(|| shared.replicate_part(part, scratch))).collect();
             let mut outputs: Vec<PartOutput> =
-                first.map(|(part, encoder)| shared.replicate_part(part, encoder)).into_iter().collect();
+                first.map(|(part, scratch)| shared.replicate_part(part, scratch)).into_iter().collect();
             for other in others {
                 outputs.push(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
             }
@@ -602,6 +602,13 @@ struct Replication<'a> {
     durable: u64,
 }
 
+/// What one replicating thread computes each client's update in.
+#[derive(Debug, Default)]
+struct PartScratch {
+    delta: Delta,
+    encoder: UpdateEncoder,
+}
+
 /// One thread's share of a tick's replication, merged in client order.
 #[derive(Default)]
 struct PartOutput {
@@ -613,8 +620,9 @@ struct PartOutput {
 }
 
 impl Replication<'_> {
-    fn replicate_part(&self, clients: &mut [(PlayerId, &mut Client)], encoder: &mut UpdateEncoder) -> PartOutput {
+    fn replicate_part(&self, clients: &mut [(PlayerId, &mut Client)], scratch: &mut PartScratch) -> PartOutput {
         let mut out = PartOutput::default();
+        let PartScratch { delta, encoder } = scratch;
         for (player_id, client) in clients.iter_mut() {
             let Some(player) = self.zone.player(*player_id) else { continue };
             while client.unacked.front().is_some_and(|(t, _)| *t <= self.durable) {
@@ -625,7 +633,7 @@ impl Replication<'_> {
                 out.cut_off.push(*player_id);
                 continue;
             }
-            let delta = client.view.diff(self.index, player, self.settings.view_radius);
+            client.view.diff(self.index, player, self.settings.view_radius, delta);
             if delta.is_empty() && client.ack_due.is_none() {
                 continue;
             }
@@ -637,7 +645,7 @@ impl Replication<'_> {
                     out.frames += 1;
                     out.bytes += frame.len() as u64;
                     out.deliveries.push(Delivery::Frame(permit, frame));
-                    client.view.commit();
+                    client.view.commit(delta);
                     client.dropped_in_row = 0;
                 }
                 Reserve::Full => {
