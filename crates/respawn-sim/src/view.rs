@@ -155,6 +155,13 @@ pub struct Delta {
     pub stats: Option<SelfStats>,
     /// What the client sees now, sorted by id: its next baseline.
     visible: Vec<EntityState>,
+    /// What the query found (then the nearest `max_visible` of it).
+    found: Vec<EntityState>,
+    /// Past the cap, `found` by distance as `dist² << 64 | id << 32 | index`.
+    by_distance: Vec<u128>,
+    /// What is kept of `found`, sorted by id, as `id << 32 | index`: sorting
+    /// and selecting plain numbers costs a fraction of moving the states.
+    by_id: Vec<u64>,
 }
 
 impl Delta {
@@ -180,15 +187,28 @@ impl ClientView {
     /// Computes into `d` what `player` must be told this tick.
     pub fn diff(&self, index: &FieldIndex, player: &Player, radius: i32, d: &mut Delta) {
         let center = player.pos;
+        let found = &mut d.found;
+        found.clear();
+        index.query(center, radius, found);
+        let id_key = |i: usize, e: &EntityState| u64::from(e.id) << 32 | i as u64;
+        d.by_id.clear();
+        if found.len() > self.max_visible {
+            // The nearest, ties to the lower id.
+            let cap = self.max_visible;
+            let near = &mut d.by_distance;
+            near.clear();
+            near.extend(
+                found.iter().enumerate().map(|(i, e)| (e.pos.dist2(center) as u128) << 64 | u128::from(id_key(i, e))),
+            );
+            near.select_nth_unstable(cap - 1);
+            d.by_id.extend(near[..cap].iter().map(|key| *key as u64));
+        } else {
+            d.by_id.extend(found.iter().enumerate().map(|(i, e)| id_key(i, e)));
+        }
+        d.by_id.sort_unstable();
         let visible = &mut d.visible;
         visible.clear();
-        index.query(center, radius, visible);
-        if visible.len() > self.max_visible {
-            let cap = self.max_visible;
-            visible.select_nth_unstable_by_key(cap - 1, |e| (e.pos.dist2(center), e.id));
-            visible.truncate(cap);
-        }
-        visible.sort_unstable_by_key(|e| e.id);
+        visible.extend(d.by_id.iter().map(|key| found[(key & u64::from(u32::MAX)) as usize]));
 
         d.entered.clear();
         d.changed.clear();
