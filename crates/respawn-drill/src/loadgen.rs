@@ -108,6 +108,8 @@ struct LoadReport {
     commands_rejected: u64,
     server_tick_p50_ms: Option<f64>,
     server_tick_p99_ms: Option<f64>,
+    /// How late the ticks started against their schedule (the cadence).
+    server_tick_lateness_p99_ms: Option<f64>,
     server_ticks: f64,
     server_updates_dropped: f64,
     server_ticks_overrun: f64,
@@ -131,37 +133,41 @@ struct HoldStart {
     updates: u64,
 }
 
-/// The zones' tick histogram and the counters loadgen reports on.
+/// The zones' tick histograms and the counters loadgen reports on.
 struct ServerFigures {
     tick: Option<Histogram>,
+    lateness: Option<Histogram>,
     dropped: f64,
     overrun: f64,
     /// The whole process's CPU time.
     cpu_secs: f64,
 }
 
+/// Histogram `name` of all `zones` together (their buckets are the same).
+fn zones_histogram(samples: &[prom::Sample], name: &str, zones: &[String]) -> Option<Histogram> {
+    zones.iter().filter_map(|zone| Histogram::read(samples, name, &[("zone", zone.as_str())])).reduce(|mut acc, h| {
+        for (slot, (_, c)) in acc.buckets.iter_mut().zip(h.buckets) {
+            slot.1 += c;
+        }
+        acc
+    })
+}
+
 async fn server_figures(addr: &str, zones: &[String]) -> Result<ServerFigures> {
     let samples = prom::parse(&http::scrape(addr).await?);
-    let mut tick: Option<Histogram> = None;
     let (mut dropped, mut overrun) = (0.0, 0.0);
     for zone in zones {
         let z = [("zone", zone.as_str())];
-        if let Some(h) = Histogram::read(&samples, "respawn_zone_tick_duration_seconds", &z) {
-            tick = Some(match tick {
-                None => h,
-                Some(mut acc) => {
-                    for (slot, (_, c)) in acc.buckets.iter_mut().zip(h.buckets) {
-                        slot.1 += c;
-                    }
-                    acc
-                }
-            });
-        }
         dropped += prom::sum(&samples, "respawn_zone_updates_dropped_total", &z);
         overrun += prom::sum(&samples, "respawn_zone_ticks_overrun_total", &z);
     }
-    let cpu_secs = prom::sum(&samples, "process_cpu_seconds_total", &[]);
-    Ok(ServerFigures { tick, dropped, overrun, cpu_secs })
+    Ok(ServerFigures {
+        tick: zones_histogram(&samples, "respawn_zone_tick_duration_seconds", zones),
+        lateness: zones_histogram(&samples, "respawn_zone_tick_lateness_seconds", zones),
+        dropped,
+        overrun,
+        cpu_secs: prom::sum(&samples, "process_cpu_seconds_total", &[]),
+    })
 }
 
 /// How the clients get in: straight to the zone server with minted tokens,
@@ -532,11 +538,13 @@ fn summarize(
         .filter(|r| r.joined && r.connected > Duration::from_secs(1))
         .map(|r| r.updates as f64 / r.connected.as_secs_f64())
         .collect();
-    let tick = match (&after.tick, &before.tick) {
+    let window = |after: &Option<Histogram>, before: &Option<Histogram>| match (after, before) {
         (Some(a), Some(b)) => Some(a.since(b)),
         (Some(a), None) => Some(a.clone()),
         _ => None,
     };
+    let tick = window(&after.tick, &before.tick);
+    let lateness = window(&after.lateness, &before.lateness);
     let ms = |v: Option<f64>| v.map(|s| s * 1_000.0);
     LoadReport {
         clients: args.clients,
@@ -558,6 +566,7 @@ fn summarize(
         commands_rejected: stats.rejections.load(Ordering::Relaxed),
         server_tick_p50_ms: ms(tick.as_ref().and_then(|h| h.quantile(0.50))),
         server_tick_p99_ms: ms(tick.as_ref().and_then(|h| h.quantile(0.99))),
+        server_tick_lateness_p99_ms: ms(lateness.as_ref().and_then(|h| h.quantile(0.99))),
         server_ticks: tick.as_ref().map_or(0.0, Histogram::count),
         server_updates_dropped: after.dropped - before.dropped,
         server_ticks_overrun: after.overrun - before.overrun,
@@ -605,11 +614,12 @@ fn print_report(r: &LoadReport) {
     );
     println!("commands           {} sent, {} rejected", r.commands_sent, r.commands_rejected);
     println!(
-        "server tick        p50 {}  p99 {}  over {} ticks ({} overran the period)",
+        "server tick        p50 {}  p99 {}  over {} ticks ({} overran the period); started late by p99 {}",
         opt(r.server_tick_p50_ms),
         opt(r.server_tick_p99_ms),
         r.server_ticks,
-        r.server_ticks_overrun
+        r.server_ticks_overrun,
+        opt(r.server_tick_lateness_p99_ms)
     );
     println!("server dropped     {} updates", r.server_updates_dropped);
     match (r.server_cpu_us_per_update, r.server_cores_per_1000_clients) {

@@ -12,6 +12,7 @@ pub struct Metrics {
     registry: Registry,
     players: IntGaugeVec,
     tick_duration: HistogramVec,
+    tick_lateness: HistogramVec,
     tick_number: IntGaugeVec,
     ticks_overrun: IntCounterVec,
     ticks_paused: IntCounterVec,
@@ -115,6 +116,7 @@ impl PersistMetrics {
 pub struct ZoneMetrics {
     pub players: IntGauge,
     pub tick_duration: Histogram,
+    pub tick_lateness: Histogram,
     pub tick_number: IntGauge,
     pub ticks_overrun: IntCounter,
     pub ticks_paused: IntCounter,
@@ -192,6 +194,12 @@ impl Metrics {
                     0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0, 25.0, 30.0, 40.0, 50.0,
                     70.0, 100.0, 200.0, 500.0,
                 ]),
+            ),
+            tick_lateness: histogram(
+                &r,
+                "respawn_zone_tick_lateness_seconds",
+                "How late each tick started against the zone's fixed tick schedule.",
+                ms(&[0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 250.0, 1_000.0]),
             ),
             tick_number: gauge(&r, "respawn_zone_tick", "Last simulated tick number.", &["zone"]),
             ticks_overrun: counter(
@@ -403,6 +411,7 @@ impl Metrics {
         ZoneMetrics {
             players: self.players.with_label_values(z),
             tick_duration: self.tick_duration.with_label_values(z),
+            tick_lateness: self.tick_lateness.with_label_values(z),
             tick_number: self.tick_number.with_label_values(z),
             ticks_overrun: self.ticks_overrun.with_label_values(z),
             ticks_paused: self.ticks_paused.with_label_values(z),

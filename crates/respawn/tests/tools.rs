@@ -108,6 +108,8 @@ fn loadgen_plays_against_a_real_zone_server_and_reports() -> Result<()> {
     assert!(r["rtt_p99_ms"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
     assert!(r["server_ticks"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
     assert!(r["server_tick_p99_ms"].as_f64().is_some(), "{r}");
+    // Two zones' schedules, read from the server: a tick is never due before it starts.
+    assert!(r["server_tick_lateness_p99_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{r}");
     assert!(r["commands_sent"].as_u64().unwrap_or(0) > 0, "{r}");
     assert!(r.get("soak").is_none(), "no soak without --soak: {r}");
     // The server's CPU over the hold, from its own metrics.

@@ -98,6 +98,8 @@ async fn players_join_move_see_each_other_and_metrics_move() -> Result<()> {
     assert_eq!(metric(&m, r#"respawn_zone_players{zone="meadow"}"#), Some(2.0), "ann and bob (dan left)");
     assert_eq!(metric(&m, r#"respawn_zone_players{zone="caverns"}"#), Some(1.0));
     assert!(metric(&m, r#"respawn_zone_tick_duration_seconds_count{zone="meadow"}"#).unwrap_or(0.0) > 10.0);
+    // Every tick's start is measured against its schedule.
+    assert!(metric(&m, r#"respawn_zone_tick_lateness_seconds_count{zone="meadow"}"#).unwrap_or(0.0) > 10.0);
     // Ann sent two moves and a ping after joining.
     assert!(metric(&m, r#"respawn_zone_packets_received_total{zone="meadow"}"#).unwrap_or(0.0) >= 3.0);
     assert!(metric(&m, r#"respawn_zone_received_bytes_total{zone="meadow"}"#).unwrap_or(0.0) > 0.0);
