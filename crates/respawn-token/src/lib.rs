@@ -155,6 +155,33 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
 }
 
+/// Pieces of the placeholder secrets example files have shipped (compose's
+/// `dev-only-…`, the Kubernetes example's `replace-me-…`, the guides'
+/// `…-change-me`): a server started with one is open to anyone who read them.
+const PLACEHOLDERS: [&str; 4] = ["dev-only", "replace-me", "change-me", "changeme"];
+
+/// Why a configured secret is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeakSecret {
+    #[error("is {len} bytes; at least {MIN_KEY_LEN} are needed (generate one: `openssl rand -hex 32`)")]
+    TooShort { len: usize },
+    #[error("contains {0:?}, a known placeholder; generate one: `openssl rand -hex 32`")]
+    Placeholder(&'static str),
+}
+
+/// Whether `secret` may guard a server: long enough, and none of the
+/// placeholders published in example files (compared without case).
+pub fn check_secret(secret: &str) -> Result<(), WeakSecret> {
+    if secret.len() < MIN_KEY_LEN {
+        return Err(WeakSecret::TooShort { len: secret.len() });
+    }
+    let lower = secret.to_ascii_lowercase();
+    match PLACEHOLDERS.into_iter().find(|p| lower.contains(p)) {
+        Some(placeholder) => Err(WeakSecret::Placeholder(placeholder)),
+        None => Ok(()),
+    }
+}
+
 /// `bytes` random bytes from the kernel, as hex: secrets, ids.
 pub fn random_hex(bytes: usize) -> std::io::Result<String> {
     Ok(hex(&random_bytes(bytes)?))
@@ -180,6 +207,21 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn secrets_shorter_than_16_bytes_or_from_an_example_file_are_refused() {
+        assert_eq!(check_secret("short"), Err(WeakSecret::TooShort { len: 5 }));
+        assert_eq!(
+            check_secret("dev-only-token-key-change-me"),
+            Err(WeakSecret::Placeholder("dev-only")),
+            "compose's old default"
+        );
+        assert_eq!(check_secret("replace-me-with-a-random-secret-0001"), Err(WeakSecret::Placeholder("replace-me")));
+        assert_eq!(check_secret("Local-Dev-Key-CHANGE-ME"), Err(WeakSecret::Placeholder("change-me")));
+        assert_eq!(check_secret(&random_hex(16).expect("random")), Ok(()));
+        assert_eq!(check_secret("integration-test-token-key"), Ok(()));
+    }
+
     use super::*;
 
     fn key() -> TokenKey {

@@ -338,7 +338,24 @@ fn token_key(secret: &str) -> Result<TokenKey> {
     TokenKey::new(secret.as_bytes()).context("token key")
 }
 
+/// Refuses to serve with a secret that is short or a placeholder published
+/// in an example file; `flag` names it in the error.
+fn check_secrets<'a>(secrets: impl IntoIterator<Item = (&'static str, Option<&'a str>)>) -> Result<()> {
+    for (flag, secret) in secrets {
+        if let Some(secret) = secret {
+            respawn_token::check_secret(secret).map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 async fn run_platform(args: PlatformArgs) -> Result<()> {
+    check_secrets([
+        ("--token-key", args.token_key.as_deref()),
+        ("--server-token", args.server_token.as_deref()),
+        ("--admin-token", args.admin_token.as_deref()),
+        ("--zone-admin-token", args.zone_admin_token.as_deref()),
+    ])?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (try --listen)", args.listen))?;
@@ -376,9 +393,6 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
         ..stores
     };
     if let Some(secret) = &args.admin_token {
-        if secret.len() < 16 {
-            bail!("--admin-token must be at least 16 characters");
-        }
         // It works without its stored copy: the platform starts with Redis down.
         if let Err(e) = respawn_platform::http::ops::install_bootstrap_admin(&mut context, secret).await {
             tracing::warn!(error = %e, "cannot store the bootstrap admin token yet; it is valid regardless");
@@ -425,9 +439,11 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
         config.drain_deadline = std::time::Duration::from_secs(secs);
     }
     config.validate()?;
-    if args.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
-        bail!("--admin-token must be at least 16 characters");
-    }
+    check_secrets([
+        ("--token-key", Some(args.token_key.as_str())),
+        ("--admin-token", args.admin_token.as_deref()),
+        ("--server-token", args.server_token.as_deref()),
+    ])?;
     let server_id = match args.server_id.clone() {
         Some(id) => {
             let valid = (1..=64).contains(&id.len())

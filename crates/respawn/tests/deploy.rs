@@ -88,3 +88,102 @@ fn the_zone_configurations_they_carry_load() {
         assert!(config.drain_deadline.as_secs() + 20 <= 120, "{}", path.display());
     }
 }
+
+/// No secret ships with a value someone could read here: compose demands
+/// each one (`${VAR:?…}`), publishes its ports on loopback unless told
+/// otherwise, and the directory `kubectl apply` takes holds no Secret.
+#[test]
+fn the_deployment_files_ship_no_secret_and_publish_on_loopback() {
+    let compose = read("deploy/compose.yaml");
+    let secrets = [
+        "RESPAWN_TOKEN_KEY",
+        "RESPAWN_SERVER_TOKEN",
+        "RESPAWN_ZONE_ADMIN_TOKEN",
+        "RESPAWN_OPERATOR_TOKEN",
+        "RESPAWN_MYSQL_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+    ];
+    for var in secrets {
+        let uses: Vec<&str> = compose.match_indices(&format!("${{{var}")).map(|(at, _)| &compose[at..]).collect();
+        assert!(!uses.is_empty(), "compose uses {var}");
+        for used in uses {
+            assert!(
+                used[var.len() + 2..].starts_with(":?"),
+                "{var} has to be set: {}",
+                used.lines().next().unwrap_or("")
+            );
+        }
+    }
+    // The only default left is where ports are published.
+    for (at, _) in compose.match_indices(":-") {
+        let var = compose[..at].rsplit("${").next().unwrap_or_default();
+        assert_eq!(var, "RESPAWN_PUBLISH_ADDRESS", "a default in compose.yaml");
+    }
+    let published: Vec<&str> = compose
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("- \"")?.strip_suffix('"'))
+        .filter(|mapping| mapping.rsplit(':').take(2).all(|port| port.parse::<u16>().is_ok()))
+        .collect();
+    assert_eq!(published.len(), 5, "the platform, two zone servers, Prometheus, Grafana: {published:?}");
+    for mapping in published {
+        assert!(
+            mapping.starts_with("${RESPAWN_PUBLISH_ADDRESS:-127.0.0.1}:"),
+            "{mapping} is published on every interface"
+        );
+    }
+    for entry in std::fs::read_dir(repo().join("deploy/k8s")).expect("deploy/k8s") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("manifest");
+        assert!(!text.contains("kind: Secret"), "{} ships a Secret", path.display());
+    }
+}
+
+/// Both servers refuse, naming the flag, a secret that is short or one of
+/// the placeholders example files have published.
+#[test]
+fn the_servers_refuse_short_and_placeholder_secrets() {
+    // A server that accepted the secret would serve until killed: give it 20 s.
+    let refused = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_respawn"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("respawn runs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while child.try_wait().expect("wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{args:?} started serving");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("output");
+        assert!(!out.status.success(), "{args:?} exited 0");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let data = respawn_harness::TempDir::new("secrets").expect("temp dir");
+    let data = data.path().to_str().expect("utf-8 path");
+    let zone = ["zone", "--listen", "127.0.0.1:0", "--data-dir", data];
+    let key = ["--token-key", "dev-only-token-key-change-me"];
+    let text = refused(&[&zone[..], &key].concat());
+    assert!(text.contains("--token-key contains \"dev-only\", a known placeholder"), "{text}");
+    let ok_key = ["--token-key", "a-key-nobody-published-0123"];
+    let text = refused(&[&zone[..], &ok_key, &["--admin-token", "too-short"]].concat());
+    assert!(text.contains("--admin-token is 9 bytes; at least 16"), "{text}");
+
+    let platform = [
+        "platform",
+        "--listen",
+        "127.0.0.1:0",
+        "--kafka-brokers",
+        "127.0.0.1:1",
+        "--mysql-url",
+        "mysql://x@127.0.0.1:1/x",
+    ];
+    let text = refused(&[&platform[..], &["--server-token", "replace-me-with-a-random-secret-0002"]].concat());
+    assert!(text.contains("--server-token contains \"replace-me\""), "{text}");
+    let text = refused(&[&platform[..], &["--zone-admin-token", "short"]].concat());
+    assert!(text.contains("--zone-admin-token is 5 bytes"), "{text}");
+}
