@@ -41,7 +41,14 @@ pub fn payload(alert: &Alert) -> String {
         crate::alerts::Severity::Info => "info",
     };
     let text = format!("[{state}] {severity} {}: {} (runbook: {})", alert.name, alert.summary, alert.runbook);
-    serde_json::json!({ "text": text, "username": "respawn" }).to_string()
+    serde_json::json!({ "text": slack_escaped(&text), "username": "respawn" }).to_string()
+}
+
+/// Slack's escaping: its mentions (`<!channel>`, `<@U1>`) and links
+/// (`<url|label>`) live between `<` and `>`, so escaping those and `&`
+/// keeps names that servers registered (zones, addresses) plain text.
+fn slack_escaped(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// Sends what arrives on `queue` to `webhook` until `stop`.
@@ -117,6 +124,14 @@ mod tests {
         assert_eq!(
             v["text"],
             "[FIRING] critical TickOver100ms: Zone meadow on ws://a/ws: tick p99 150 ms, over 100 ms for 30 s (runbook: docs/runbook.md#slow-ticks)"
+        );
+        let hostile = Alert { summary: "Zone <!channel> on <http://x.example|login> & more".into(), ..alert.clone() };
+        let v: serde_json::Value = serde_json::from_str(&payload(&hostile)).expect("json");
+        assert!(
+            v["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("Zone &lt;!channel&gt; on &lt;http://x.example|login&gt; &amp; more")),
+            "{v}"
         );
         let resolved = Alert { state: "resolved", ..alert.clone() };
         assert_ne!(id(&alert), id(&resolved));

@@ -221,6 +221,11 @@ pub async fn ops(store: &dyn OpsStore, seed: u64) -> ContractResult {
     check(store.audit_log(0, 2).await.map_err(e)? == vec![record(5), record(4)], "newest first")?;
     check(store.audit_log(2, 2).await.map_err(e)? == vec![record(3), record(2)], "paged")?;
     check(store.audit_log(0, 0).await.map_err(e)?.is_empty(), "limit 0")?;
+    // Any skip a client sends is a page past the end, never an overflow or
+    // (as a negative Redis index) the oldest records.
+    for skip in [5, usize::MAX, isize::MAX as usize - 1, isize::MAX as usize] {
+        check(store.audit_log(skip, 2).await.map_err(e)?.is_empty(), "a page past the end is empty")?;
+    }
 
     let login = Login { player: p(5), name: "ann".into(), zone: "meadow".into(), server: "s1".into(), at_ms: 11 };
     store.put_login(login.clone(), Duration::from_secs(60)).await.map_err(e)?;

@@ -84,8 +84,15 @@ impl MongoColdSnapshots {
         })
     }
 
-    async fn all(&self, zone: u32) -> StoreResult<Vec<Document>> {
-        let cursor = self.collection.find(doc! { "zone": i64::from(zone) }).await.map_err(err)?;
+    /// Every snapshot's metadata for `zone`, without its data (a listing
+    /// must not download every blob).
+    async fn metas(&self, zone: u32) -> StoreResult<Vec<Document>> {
+        let cursor = self
+            .collection
+            .find(doc! { "zone": i64::from(zone) })
+            .projection(doc! { "zone": 1, "tick": 1, "taken_at_ms": 1 })
+            .await
+            .map_err(err)?;
         cursor.try_collect().await.map_err(err)
     }
 }
@@ -108,7 +115,7 @@ impl ColdSnapshots for MongoColdSnapshots {
 
     fn list(&self, zone: u32) -> BoxFuture<'_, StoreResult<Vec<SnapshotMeta>>> {
         async move {
-            let docs = bounded(BACKEND, self.all(zone)).await?;
+            let docs = bounded(BACKEND, self.metas(zone)).await?;
             let mut metas = docs.iter().map(Self::meta_of).collect::<StoreResult<Vec<_>>>()?;
             metas.sort_by(|a, b| b.tick.cmp(&a.tick).then(b.taken_at_ms.cmp(&a.taken_at_ms)));
             Ok(metas)

@@ -580,10 +580,10 @@ impl OpsStore for RedisOps {
 
     fn audit_log(&self, skip: usize, limit: usize) -> BoxFuture<'_, StoreResult<Vec<AuditRecord>>> {
         async move {
-            if limit == 0 {
-                return Ok(Vec::new());
-            }
-            let (start, stop) = (skip as isize, (skip + limit) as isize - 1);
+            // Past isize::MAX Redis would read the indices as counted from the end.
+            let end = skip.checked_add(limit).and_then(|end| isize::try_from(end).ok());
+            let Some(end) = end.filter(|_| limit > 0) else { return Ok(Vec::new()) };
+            let (start, stop) = (end - limit as isize, end - 1);
             let (all,): (Vec<String>,) = self.run(redis::pipe().lrange(self.redis.key("audit"), start, stop)).await?;
             all.iter().map(|v| decode_audit(v)).collect()
         }
