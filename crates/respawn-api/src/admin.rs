@@ -169,8 +169,20 @@ pub const MOVE_CALL: Duration = Duration::from_secs(30);
 /// A redirect waits for the zone thread to tell its clients.
 pub const REDIRECT_CALL: Duration = Duration::from_secs(10);
 
-/// The client of the zone servers' admin API, with the fleet's admin token.
-/// Each call takes the server's HTTP address (`host:port`).
+/// How [`ZoneAdmin::stop`] ended.
+#[derive(Debug)]
+pub enum Stop {
+    /// Drained, and it no longer answers.
+    Stopped,
+    /// Nothing answered the drain: nothing to stop.
+    NotRunning(CallError),
+    /// It still answered when the wait was over.
+    StillRunning,
+}
+
+/// The client of a zone server's admin API, with a token it accepts (an
+/// operator's `--admin-token`, or the server's own credential). Each call
+/// takes the server's HTTP address (`host:port`).
 #[derive(Clone)]
 pub struct ZoneAdmin {
     token: String,
@@ -218,6 +230,24 @@ impl ZoneAdmin {
     /// The server drains and stops (the guide's drain).
     pub async fn drain(&self, addr: &str) -> Result<(), CallError> {
         self.call(Method::POST, addr, "/admin/drain", QUICK_CALL).text().await.map(drop)
+    }
+
+    /// Drains the server and waits, up to `wait`, until it no longer
+    /// answers (a preStop hook); a refused drain is the error.
+    pub async fn stop(&self, addr: &str, wait: Duration) -> Result<Stop, CallError> {
+        match self.drain(addr).await {
+            Ok(()) => {}
+            Err(refused @ CallError::Refused { .. }) => return Err(refused),
+            Err(silent) => return Ok(Stop::NotRunning(silent)),
+        }
+        let deadline = std::time::Instant::now() + wait;
+        while Call::new(Method::GET, addr, "/healthz").limit(QUICK_CALL).send().await.is_ok() {
+            if std::time::Instant::now() > deadline {
+                return Ok(Stop::StillRunning);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(Stop::Stopped)
     }
 
     /// A notice to every player of `zone` (every zone when `None`).

@@ -15,6 +15,10 @@ use serde::de::DeserializeOwned;
 /// The longest a whole exchange may take unless the call sets its own limit.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest answer read: a server that sends more (a registry entry
+/// pointing somewhere hostile) costs the caller this much memory at most.
+pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
 /// Everything but the unreserved characters of RFC 3986.
 const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
@@ -165,10 +169,20 @@ async fn send(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = request.send().await.map_err(|e| CallError::from_reqwest(e, limit))?;
+    let mut response = request.send().await.map_err(|e| CallError::from_reqwest(e, limit))?;
     let (status, headers) = (response.status().as_u16(), response.headers().clone());
-    let body = response.text().await.map_err(|e| CallError::from_reqwest(e, limit))?;
-    Ok(Response { status, headers, body })
+    let too_long = || CallError::Unreadable(format!("the answer is over {MAX_ANSWER_BYTES} bytes"));
+    if response.content_length().is_some_and(|len| len > MAX_ANSWER_BYTES as u64) {
+        return Err(too_long());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| CallError::from_reqwest(e, limit))? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Response { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
 fn method(name: &str) -> Result<Method, CallError> {
@@ -256,6 +270,33 @@ mod tests {
         );
         assert_eq!(percent_encode("ok-_.~"), "ok-_.~");
         assert_eq!(percent_encode("é/"), "%C3%A9%2F");
+    }
+
+    /// A server on a thread that answers every request with `head` and then
+    /// 64 KiB chunks until the caller hangs up.
+    fn endless_server(head: &'static str) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                let _ = stream.read(&mut [0u8; 4096]);
+                let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                let _ = stream.write_all(head.as_bytes());
+                while stream.write_all(chunk.as_bytes()).is_ok() {}
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_refused_unread() {
+        let streaming = endless_server("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+        let error = Call::new(Method::GET, &streaming, "/admin/info").send().await.expect_err("capped");
+        assert!(matches!(&error, CallError::Unreadable(why) if why.contains("over 8388608 bytes")), "{error}");
+        let declared = endless_server("HTTP/1.1 200 OK\r\ncontent-length: 9000000000\r\n\r\n");
+        let error = Call::new(Method::GET, &declared, "/admin/info").send().await.expect_err("capped");
+        assert!(matches!(&error, CallError::Unreadable(why) if why.contains("over")), "{error}");
     }
 
     #[tokio::test]

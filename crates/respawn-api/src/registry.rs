@@ -1,5 +1,5 @@
 //! The platform server's registry of game servers (`/v1/servers`, behind the
-//! shared server token): what a zone server sends and gets back, and
+//! zone server's own credential): what a zone server sends and gets back, and
 //! [`RegistryClient`], the zone server's client of it.
 
 use std::fmt;
@@ -94,7 +94,7 @@ pub struct ListedServer {
     pub players: u64,
 }
 
-/// A zone server's client of the registry, with the shared server token.
+/// A zone server's client of the registry, with its own credential.
 #[derive(Clone)]
 pub struct RegistryClient {
     /// The platform server, `host:port`.

@@ -153,7 +153,7 @@ struct Run {
     admin: ZoneAdmin,
     platform: PlatformHost,
     platform_addr: String,
-    /// The platform's registry, as a zone server sees it (the server token).
+    /// The platform's registry, as a zone server sees it (zone-a's credential).
     registry: RegistryClient,
     /// The ledger the platform keeps, opened by the drill.
     ledger: Arc<dyn Ledger>,
@@ -311,14 +311,15 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
     let secrets = PlatformSecrets {
         token_key: respawn_token::random_hex(32)?,
         admin_token: respawn_token::random_hex(32)?,
-        server_token: respawn_token::random_hex(32)?,
+        server_key: respawn_token::random_hex(32)?,
     };
-    let (token_key, admin_token, server_token) =
-        (secrets.token_key.clone(), secrets.admin_token.clone(), secrets.server_token.clone());
+    let server_key = respawn_token::ServerKey::new(secrets.server_key.as_bytes())?;
+    let (token_key, admin_token) = (secrets.token_key.clone(), secrets.admin_token.clone());
     let platform = PlatformHost::start(dir, &stores, pipeline.as_ref(), secrets).await?;
     let platform_addr = platform.addr().to_owned();
     let ledger = platform.open_ledger(&stores).await?;
-    let registry = RegistryClient::new(&platform_addr, &server_token);
+    // The registry as the first zone server sees it.
+    let registry = RegistryClient::new(&platform_addr, server_key.credential("zone-a")?);
 
     let config = dir.join("zones.toml");
     std::fs::write(&config, respawn_harness::zone::SMALL_ZONES_WITH_EXITS)?;
@@ -331,11 +332,9 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
             .config(&config)
             .token_key(&token_key)
             .admin_token(&admin_token)
-            .platform(&platform_addr, &server_token)
+            .platform(&platform_addr, &server_key.credential(id)?)
             .outbox_dir(&dir.join(id).join("outbox"))
-            .stores(&stores)
-            .arg("--server-id")
-            .arg(id);
+            .stores(&stores);
         command = match hosts {
             Some(zone) => command.arg("--zones").arg(zone),
             None => command.standby(),
@@ -928,11 +927,12 @@ fn fold_stays(player: u64, events: &[Event], record: &PlayerRecord, audit: &mut 
     }
 }
 
-/// The secrets the platform server and the zone servers share.
+/// The platform server's secrets: the zone servers share the token key
+/// and the operators' admin token; each has its own credential from the server key.
 struct PlatformSecrets {
     token_key: String,
     admin_token: String,
-    server_token: String,
+    server_key: String,
 }
 
 /// The drill's platform server (registry, accounts, sign-in, claims, the
@@ -980,9 +980,8 @@ impl PlatformHost {
         let service = Service::new("platform", std::env::current_exe()?, args, port, dir.join("platform"))
             .env("RESPAWN_MYSQL_URL", p.url.clone())
             .env("RESPAWN_TOKEN_KEY", secrets.token_key)
-            .env("RESPAWN_SERVER_TOKEN", secrets.server_token)
-            .env("RESPAWN_PLATFORM_ADMIN_TOKEN", secrets.admin_token.clone())
-            .env("RESPAWN_ZONE_ADMIN_TOKEN", secrets.admin_token.clone());
+            .env("RESPAWN_SERVER_KEY", secrets.server_key)
+            .env("RESPAWN_PLATFORM_ADMIN_TOKEN", secrets.admin_token.clone());
         let mut host =
             PlatformHost::Process { service, addr, admin_token: secrets.admin_token, mysql_url: p.url.clone() };
         host.start_again().await?;
@@ -1076,8 +1075,7 @@ async fn start_in_process(
     listener: tokio::net::TcpListener,
 ) -> Result<RunningPlatform> {
     let mut ctx = HttpContext::with_stores(None, "drill")?;
-    ctx.server_token = Some(secrets.server_token.as_str().into());
-    ctx.zone_admin = Some(ZoneAdmin::new(&secrets.admin_token));
+    ctx.server_key = Some(respawn_token::ServerKey::new(secrets.server_key.as_bytes())?);
     ctx.sessions = Some(SessionSigner::new(respawn_token::TokenKey::new(secrets.token_key.as_bytes())?));
     ctx.limits.login_per_ip = respawn_store::ratelimit::Quota { burst: 100_000, period: Duration::from_secs(60) };
     respawn_platform::http::ops::install_bootstrap_admin(&mut ctx, &secrets.admin_token).await?;

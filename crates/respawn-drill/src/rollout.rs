@@ -67,8 +67,7 @@ struct Setup<'a> {
     dir: &'a Path,
     stores: &'a StoreFlags,
     token_key: &'a str,
-    admin_token: &'a str,
-    server_token: &'a str,
+    server_key: &'a respawn_token::ServerKey,
     platform: &'a str,
 }
 
@@ -78,8 +77,7 @@ impl Setup<'_> {
         let addr = format!("127.0.0.1:{port}");
         let mut command = ZoneCommand::new(exe, &addr)
             .token_key(self.token_key)
-            .admin_token(self.admin_token)
-            .platform(self.platform, self.server_token)
+            .platform(self.platform, &self.server_key.credential(name)?)
             .outbox_dir(&self.dir.join(name).join("outbox"))
             .stores(self.stores);
         if standby {
@@ -93,10 +91,9 @@ impl Setup<'_> {
 
 /// The platform server in this process: registry, accounts (in a SQLite
 /// file under `dir`), sign-in and the rollout.
-async fn platform(dir: &Path, server_token: &str, admin_token: &str, token_key: &str) -> Result<RunningPlatform> {
+async fn platform(dir: &Path, server_key: &respawn_token::ServerKey, token_key: &str) -> Result<RunningPlatform> {
     let mut ctx = respawn_platform::http::HttpContext::with_stores(None, "drill")?;
-    ctx.server_token = Some(server_token.into());
-    ctx.zone_admin = Some(respawn_api::admin::ZoneAdmin::new(admin_token));
+    ctx.server_key = Some(server_key.clone());
     let key = respawn_token::TokenKey::new(token_key.as_bytes())?;
     ctx.sessions = Some(SessionSigner::new(key));
     let accounts = respawn_platform::SqliteLedger::open(&dir.join("platform.sqlite")).await?;
@@ -135,18 +132,12 @@ pub async fn run(dir: &Path, stores: StoreFlags, options: Options) -> Result<Rol
     let note = |timeline: &mut Vec<String>, what: String| {
         timeline.push(format!("{:>7.3} s  {what}", started.elapsed().as_secs_f64()));
     };
-    let (token_key, admin_token, server_token) =
-        (respawn_token::random_hex(32)?, respawn_token::random_hex(32)?, respawn_token::random_hex(32)?);
-    let running_platform = platform(dir, &server_token, &admin_token, &token_key).await?;
+    let token_key = respawn_token::random_hex(32)?;
+    let server_key = respawn_token::ServerKey::new(respawn_token::random_hex(32)?.as_bytes())?;
+    let running_platform = platform(dir, &server_key, &token_key).await?;
     let (ctx, platform_addr) = (running_platform.context().clone(), running_platform.addr().to_string());
-    let setup = Setup {
-        dir,
-        stores: &stores,
-        token_key: &token_key,
-        admin_token: &admin_token,
-        server_token: &server_token,
-        platform: &platform_addr,
-    };
+    let setup =
+        Setup { dir, stores: &stores, token_key: &token_key, server_key: &server_key, platform: &platform_addr };
     let current = std::env::current_exe()?;
     let mut old = setup.zone(&current, "old", false).await?;
     let new = setup.zone(&next, "new", true).await?;

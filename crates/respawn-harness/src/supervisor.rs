@@ -39,7 +39,7 @@ pub struct ChildSpec {
     pub stores: StoreFlags,
     pub token_key: String,
     pub admin_token: String,
-    /// The platform server to heartbeat into, and the server token.
+    /// The platform server to heartbeat into, and the zone server's credential.
     pub platform: Option<(String, String)>,
     pub log_path: PathBuf,
     /// Echo the child's warnings and errors to stderr.
@@ -58,8 +58,8 @@ impl ChildSpec {
         if let Some(config) = &self.config {
             zone = zone.config(config);
         }
-        if let Some((platform, server_token)) = &self.platform {
-            zone = zone.platform(platform, server_token);
+        if let Some((platform, credential)) = &self.platform {
+            zone = zone.platform(platform, credential);
         }
         let mut cmd = Command::from(zone.std_command());
         // Its own process group: Ctrl-C reaches only the supervisor, which drains the child in order.

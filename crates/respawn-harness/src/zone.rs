@@ -1,6 +1,7 @@
-//! The one `respawn zone` command line. Secrets travel in the environment
-//! (`RESPAWN_TOKEN_KEY`, `RESPAWN_ADMIN_TOKEN`, `RESPAWN_SERVER_TOKEN`), not
-//! in arguments other processes can read.
+//! The one `respawn zone` command line, and the flags it shares with other
+//! commands. Secrets travel in the environment (`RESPAWN_TOKEN_KEY`,
+//! `RESPAWN_ADMIN_TOKEN`, `RESPAWN_SERVER_TOKEN`), not in arguments other
+//! processes can read.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,34 @@ to = "meadow"
 arrival_x = 2500
 arrival_y = 1500
 "#;
+
+/// A zone server's registry credential, given inline or as a file (a
+/// Kubernetes Secret mounted with one file per pod).
+#[derive(Args, Debug)]
+pub struct ServerCredentialFlags {
+    /// This server's registry credential, from `respawn server-credential
+    /// ID`: it heartbeats as that id, and the platform's admin calls carry it.
+    #[arg(long, env = "RESPAWN_SERVER_TOKEN", hide_env_values = true, conflicts_with = "server_token_file")]
+    pub server_token: Option<String>,
+    /// A file holding the credential (surrounding whitespace ignored).
+    #[arg(long, env = "RESPAWN_SERVER_TOKEN_FILE")]
+    pub server_token_file: Option<PathBuf>,
+}
+
+impl ServerCredentialFlags {
+    /// The credential, read from its file when given so.
+    pub fn read(&self) -> anyhow::Result<Option<String>> {
+        match (&self.server_token, &self.server_token_file) {
+            (Some(token), _) => Ok(Some(token.clone())),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("--server-token-file {}: cannot read it: {e}", path.display()))?;
+                Ok(Some(text.trim().to_owned()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
 
 /// Where zone state lives: files by default; Redis and MongoDB when given.
 /// The binary parses these flags; [`ZoneCommand::stores`] writes them.
@@ -163,9 +192,10 @@ impl ZoneCommand {
         self
     }
 
-    /// Heartbeats into the platform server at `addr` with the server token.
-    pub fn platform(mut self, addr: &str, server_token: &str) -> Self {
-        self.envs.push(("RESPAWN_SERVER_TOKEN", server_token.to_owned()));
+    /// Heartbeats into the platform server at `addr` with this server's
+    /// credential (its registry id is the one the credential names).
+    pub fn platform(mut self, addr: &str, credential: &str) -> Self {
+        self.envs.push(("RESPAWN_SERVER_TOKEN", credential.to_owned()));
         self.flag("--platform", addr)
     }
 

@@ -26,6 +26,16 @@ pub fn username_key(username: &str) -> Option<String> {
     ok.then(|| username.to_ascii_lowercase())
 }
 
+/// Longest game-server id, in bytes.
+pub const SERVER_ID_MAX_LEN: usize = 64;
+
+/// A game server's id in the registry (a store key, part of its
+/// credential, a Kubernetes pod name): 1..=64 of `a-z`, `0-9`, `-`, `_`, `.`.
+pub fn valid_server_id(id: &str) -> bool {
+    (1..=SERVER_ID_MAX_LEN).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
 /// A character name's key for uniqueness: `Ann` and `ann` are one name.
 pub fn name_key(name: &str) -> String {
     name.to_ascii_lowercase()
@@ -48,6 +58,16 @@ mod tests {
         assert!(!valid_name(&"n".repeat(NAME_MAX_LEN + 1)));
         for bad in ["a.b", "a b", "é", "a,b", "a\n", "<img>"] {
             assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn server_ids_are_lowercase_pod_names_up_to_64_bytes() {
+        for good in ["zone-1", "respawn-zone-0", "a.b_c", &"z".repeat(SERVER_ID_MAX_LEN)] {
+            assert!(valid_server_id(good), "{good:?}");
+        }
+        for bad in ["", "Zone-1", "zone 1", "zone/1", "zone,1", &"z".repeat(SERVER_ID_MAX_LEN + 1)] {
+            assert!(!valid_server_id(bad), "{bad:?}");
         }
     }
 

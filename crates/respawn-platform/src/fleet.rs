@@ -8,8 +8,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use respawn_api::admin::ZoneAdmin;
+use respawn_api::http::CallError;
 use respawn_api::prom::{self, Histogram};
 use respawn_store::{Registry, ServerEntry, ServerState};
+use respawn_token::ServerKey;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -79,6 +82,30 @@ pub fn http_address(ws: &str) -> Option<&str> {
     let rest = ws.strip_prefix("ws://").or_else(|| ws.strip_prefix("wss://"))?;
     let host = rest.split('/').next()?;
     (!host.is_empty()).then_some(host)
+}
+
+/// The zone servers' admin API as the platform calls it: each server with
+/// its own credential (made from the server key), at the address it
+/// registered under that credential. No token the platform holds opens
+/// every server's admin API, so a server that registers a hostile address
+/// learns nothing it did not have.
+#[derive(Debug, Clone)]
+pub struct FleetAdmin {
+    key: ServerKey,
+}
+
+impl FleetAdmin {
+    pub fn new(key: ServerKey) -> Self {
+        Self { key }
+    }
+
+    /// The admin client of `server` and its HTTP address.
+    pub fn of<'a>(&self, server: &'a ServerEntry) -> Result<(ZoneAdmin, &'a str), CallError> {
+        let addr = http_address(&server.address)
+            .ok_or_else(|| CallError::Invalid(format!("{}: address has no HTTP host", server.id)))?;
+        let credential = self.key.credential(&server.id).map_err(|e| CallError::Invalid(e.to_string()))?;
+        Ok((ZoneAdmin::new(credential), addr))
+    }
 }
 
 /// What the last look at one zone left to compare the next one with.

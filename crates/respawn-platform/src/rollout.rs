@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use std::future::Future;
 
-use respawn_api::admin::{Adopted, Redirected, Released, Resumed, ServerInfo, ZoneAdmin};
+use respawn_api::admin::{Adopted, Redirected, Released, Resumed, ServerInfo};
 use respawn_api::http::CallError;
 use respawn_store::{Registry, ServerEntry};
 use serde::{Deserialize, Serialize};
 
-use crate::fleet::http_address;
+use crate::fleet::FleetAdmin;
 
 /// How players move to the new version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,7 +148,7 @@ impl Rollouts {
     }
 
     /// Starts `plan` in the background, moving zones through `admin` (none:
-    /// refused, the admin token is not configured); refused while another one runs.
+    /// refused, the server key is not configured); refused while another one runs.
     pub fn start<A: ZoneServers>(
         self: &Arc<Self>,
         registry: Arc<dyn Registry>,
@@ -188,8 +188,7 @@ impl Rollouts {
             let outcome = match &admin {
                 Some(admin) => Run { plan: &plan, registry: registry.as_ref(), admin, p: &progress }.execute().await,
                 None => Outcome::RolledBack(
-                    "the zone servers' admin token is not configured: start the platform server with --zone-admin-token"
-                        .into(),
+                    "the server key is not configured: start the platform server with --server-key".into(),
                 ),
             };
             progress.finish(outcome);
@@ -264,59 +263,69 @@ enum Outcome {
     Failed(String),
 }
 
-/// The zone servers' admin API as a rollout needs it. [`ZoneAdmin`] is the
-/// real one; the unit tests below drive every step against an in-process fake.
+/// The zone servers' admin API as a rollout needs it, each call to one
+/// registered server. [`FleetAdmin`] is the real one; the unit tests below drive every step against an in-process fake.
 pub trait ZoneServers: Send + Sync + 'static {
-    fn ready(&self, addr: &str) -> impl Future<Output = bool> + Send;
-    fn info(&self, addr: &str) -> impl Future<Output = Result<ServerInfo, CallError>> + Send;
-    fn cordon(&self, addr: &str, notify: bool) -> impl Future<Output = Result<(), CallError>> + Send;
-    fn uncordon(&self, addr: &str) -> impl Future<Output = Result<(), CallError>> + Send;
-    fn drain(&self, addr: &str) -> impl Future<Output = Result<(), CallError>> + Send;
-    fn release(&self, addr: &str, zone: &str) -> impl Future<Output = Result<Released, CallError>> + Send;
-    fn adopt(&self, addr: &str, zone: &str, after_tick: u64)
-        -> impl Future<Output = Result<Adopted, CallError>> + Send;
-    fn redirect(&self, addr: &str, zone: &str, to: &str) -> impl Future<Output = Result<Redirected, CallError>> + Send;
-    fn resume(&self, addr: &str, zone: &str) -> impl Future<Output = Result<Resumed, CallError>> + Send;
-}
-
-impl ZoneServers for ZoneAdmin {
-    fn ready(&self, addr: &str) -> impl Future<Output = bool> + Send {
-        ZoneAdmin::ready(self, addr)
-    }
-    fn info(&self, addr: &str) -> impl Future<Output = Result<ServerInfo, CallError>> + Send {
-        ZoneAdmin::info(self, addr)
-    }
-    fn cordon(&self, addr: &str, notify: bool) -> impl Future<Output = Result<(), CallError>> + Send {
-        ZoneAdmin::cordon(self, addr, notify)
-    }
-    fn uncordon(&self, addr: &str) -> impl Future<Output = Result<(), CallError>> + Send {
-        ZoneAdmin::uncordon(self, addr)
-    }
-    fn drain(&self, addr: &str) -> impl Future<Output = Result<(), CallError>> + Send {
-        ZoneAdmin::drain(self, addr)
-    }
-    fn release(&self, addr: &str, zone: &str) -> impl Future<Output = Result<Released, CallError>> + Send {
-        ZoneAdmin::release(self, addr, zone)
-    }
+    fn ready(&self, server: &ServerEntry) -> impl Future<Output = bool> + Send;
+    fn info(&self, server: &ServerEntry) -> impl Future<Output = Result<ServerInfo, CallError>> + Send;
+    fn cordon(&self, server: &ServerEntry, notify: bool) -> impl Future<Output = Result<(), CallError>> + Send;
+    fn uncordon(&self, server: &ServerEntry) -> impl Future<Output = Result<(), CallError>> + Send;
+    fn drain(&self, server: &ServerEntry) -> impl Future<Output = Result<(), CallError>> + Send;
+    fn release(&self, server: &ServerEntry, zone: &str) -> impl Future<Output = Result<Released, CallError>> + Send;
     fn adopt(
         &self,
-        addr: &str,
+        server: &ServerEntry,
         zone: &str,
         after_tick: u64,
-    ) -> impl Future<Output = Result<Adopted, CallError>> + Send {
-        ZoneAdmin::adopt(self, addr, zone, Some(after_tick))
-    }
-    fn redirect(&self, addr: &str, zone: &str, to: &str) -> impl Future<Output = Result<Redirected, CallError>> + Send {
-        ZoneAdmin::redirect(self, addr, zone, to)
-    }
-    fn resume(&self, addr: &str, zone: &str) -> impl Future<Output = Result<Resumed, CallError>> + Send {
-        ZoneAdmin::resume(self, addr, zone)
-    }
+    ) -> impl Future<Output = Result<Adopted, CallError>> + Send;
+    fn redirect(
+        &self,
+        server: &ServerEntry,
+        zone: &str,
+        to: &str,
+    ) -> impl Future<Output = Result<Redirected, CallError>> + Send;
+    fn resume(&self, server: &ServerEntry, zone: &str) -> impl Future<Output = Result<Resumed, CallError>> + Send;
 }
 
-/// The HTTP address of a registered server, or why it has none.
-fn addr_of(server: &ServerEntry) -> Result<&str, String> {
-    http_address(&server.address).ok_or_else(|| format!("{}: address has no HTTP host", server.id))
+impl ZoneServers for FleetAdmin {
+    async fn ready(&self, server: &ServerEntry) -> bool {
+        match self.of(server) {
+            Ok((admin, addr)) => admin.ready(addr).await,
+            Err(_) => false,
+        }
+    }
+    async fn info(&self, server: &ServerEntry) -> Result<ServerInfo, CallError> {
+        let (admin, addr) = self.of(server)?;
+        admin.info(addr).await
+    }
+    async fn cordon(&self, server: &ServerEntry, notify: bool) -> Result<(), CallError> {
+        let (admin, addr) = self.of(server)?;
+        admin.cordon(addr, notify).await
+    }
+    async fn uncordon(&self, server: &ServerEntry) -> Result<(), CallError> {
+        let (admin, addr) = self.of(server)?;
+        admin.uncordon(addr).await
+    }
+    async fn drain(&self, server: &ServerEntry) -> Result<(), CallError> {
+        let (admin, addr) = self.of(server)?;
+        admin.drain(addr).await
+    }
+    async fn release(&self, server: &ServerEntry, zone: &str) -> Result<Released, CallError> {
+        let (admin, addr) = self.of(server)?;
+        admin.release(addr, zone).await
+    }
+    async fn adopt(&self, server: &ServerEntry, zone: &str, after_tick: u64) -> Result<Adopted, CallError> {
+        let (admin, addr) = self.of(server)?;
+        admin.adopt(addr, zone, Some(after_tick)).await
+    }
+    async fn redirect(&self, server: &ServerEntry, zone: &str, to: &str) -> Result<Redirected, CallError> {
+        let (admin, addr) = self.of(server)?;
+        admin.redirect(addr, zone, to).await
+    }
+    async fn resume(&self, server: &ServerEntry, zone: &str) -> Result<Resumed, CallError> {
+        let (admin, addr) = self.of(server)?;
+        admin.resume(addr, zone).await
+    }
 }
 
 /// A call's failure as a log sentence that names the server.
@@ -330,13 +339,12 @@ fn failed(server: &ServerEntry) -> impl Fn(CallError) -> String + '_ {
 /// one hosting the fewest zones.
 async fn standby_for(admin: &impl ZoneServers, servers: &[ServerEntry], from: &str) -> Option<ServerEntry> {
     let source = servers.iter().find(|s| s.id == from)?;
-    let source_info = admin.info(addr_of(source).ok()?).await.ok()?;
+    let source_info = admin.info(source).await.ok()?;
     let mut candidates: Vec<&ServerEntry> =
         servers.iter().filter(|s| s.id != from && s.state == respawn_store::ServerState::Ready).collect();
     candidates.sort_by_key(|s| (s.version == source.version, s.zones.len()));
     for candidate in candidates {
-        let Ok(addr) = addr_of(candidate) else { continue };
-        let Ok(info) = admin.info(addr).await else { continue };
+        let Ok(info) = admin.info(candidate).await else { continue };
         if info.can_host(&source.zones) && info.compat.serves_clients_of(&source_info.compat) {
             return Some(candidate.clone());
         }
@@ -443,10 +451,9 @@ impl<A: ZoneServers> Run<'_, A> {
     async fn check(&self, target: &ServerEntry, old: &[ServerEntry]) -> Result<(), Outcome> {
         let p = self.p;
         p.step(2);
-        let addr = addr_of(target).map_err(Outcome::RolledBack)?;
         let mut ready = false;
         for _ in 0..20 {
-            if self.admin.ready(addr).await {
+            if self.admin.ready(target).await {
                 ready = true;
                 break;
             }
@@ -455,15 +462,10 @@ impl<A: ZoneServers> Run<'_, A> {
         if !ready {
             return Err(Outcome::RolledBack(format!("{} is not ready (GET /readyz) within 10 s", target.id)));
         }
-        let target_info = self.admin.info(addr).await.map_err(failed(target)).map_err(Outcome::RolledBack)?;
+        let target_info = self.admin.info(target).await.map_err(failed(target)).map_err(Outcome::RolledBack)?;
         let mut players_before = target_info.players;
         for s in old {
-            let info = self
-                .admin
-                .info(addr_of(s).map_err(Outcome::RolledBack)?)
-                .await
-                .map_err(failed(s))
-                .map_err(Outcome::RolledBack)?;
+            let info = self.admin.info(s).await.map_err(failed(s)).map_err(Outcome::RolledBack)?;
             players_before += info.players;
             if !target_info.compat.serves_clients_of(&info.compat) {
                 let (ours, theirs) = (target_info.compat.protocols(), info.compat.protocols());
@@ -507,11 +509,7 @@ impl<A: ZoneServers> Run<'_, A> {
         p.step(4);
         let notify = self.plan.mode == Mode::Guide;
         for s in old {
-            let cordoned = match addr_of(s) {
-                Ok(addr) => self.admin.cordon(addr, notify).await.map_err(failed(s)),
-                Err(why) => Err(why),
-            };
-            if let Err(why) = cordoned {
+            if let Err(why) = self.admin.cordon(s, notify).await.map_err(failed(s)) {
                 self.uncordon(old).await;
                 return Err(Outcome::RolledBack(why));
             }
@@ -538,9 +536,7 @@ impl<A: ZoneServers> Run<'_, A> {
         loop {
             let mut left = 0;
             for s in old {
-                if let Ok(addr) = addr_of(s) {
-                    left += self.admin.info(addr).await.map(|i| i.players).unwrap_or(0);
-                }
+                left += self.admin.info(s).await.map(|i| i.players).unwrap_or(0);
             }
             if left == 0 {
                 p.log("the old servers have 0 players".into());
@@ -565,10 +561,7 @@ impl<A: ZoneServers> Run<'_, A> {
         p.step(6);
         let mut moved: Vec<(ServerEntry, String)> = Vec::new();
         for s in old {
-            let zones = match addr_of(s) {
-                Ok(addr) => self.admin.info(addr).await.map(|i| i.hosted()).unwrap_or_else(|_| s.zones.clone()),
-                Err(_) => s.zones.clone(),
-            };
+            let zones = self.admin.info(s).await.map(|i| i.hosted()).unwrap_or_else(|_| s.zones.clone());
             for zone in zones {
                 match self.move_zone(&zone, s, target).await {
                     Ok(record) => {
@@ -595,11 +588,7 @@ impl<A: ZoneServers> Run<'_, A> {
         let p = self.p;
         p.step(7);
         for s in old {
-            let drained = match addr_of(s) {
-                Ok(addr) => self.admin.drain(addr).await.map_err(failed(s)),
-                Err(why) => Err(why),
-            };
-            match drained {
+            match self.admin.drain(s).await.map_err(failed(s)) {
                 Ok(()) => p.log(format!("{} is shutting down", s.id)),
                 Err(why) => p.log(format!("{} could not be told to shut down: {why}", s.id)),
             }
@@ -626,18 +615,17 @@ impl<A: ZoneServers> Run<'_, A> {
     /// adoption resumes the zone on `from`.
     async fn move_zone(&self, zone: &str, from: &ServerEntry, to: &ServerEntry) -> Result<ZoneMove, String> {
         let started = Instant::now();
-        let (from_addr, to_addr) = (addr_of(from)?, addr_of(to)?);
-        let released = self.admin.release(from_addr, zone).await.map_err(failed(from))?;
+        let released = self.admin.release(from, zone).await.map_err(failed(from))?;
         let (tick, players) = (released.tick, released.players);
-        if let Err(why) = self.admin.adopt(to_addr, zone, tick).await.map_err(failed(to)) {
-            let where_now = match self.admin.resume(from_addr, zone).await {
+        if let Err(why) = self.admin.adopt(to, zone, tick).await.map_err(failed(to)) {
+            let where_now = match self.admin.resume(from, zone).await {
                 Ok(_) => format!("it ticks on {} again", from.id),
                 Err(e) => format!("and it could not be resumed on {}: {} {e}", from.id, from.id),
             };
             return Err(format!("zone {zone} refused by the new server: {why}; {where_now}"));
         }
         // If the old server does not answer, its clients time out and log in again.
-        if let Err(why) = self.admin.redirect(from_addr, zone, &to.address).await {
+        if let Err(why) = self.admin.redirect(from, zone, &to.address).await {
             tracing::warn!(zone, why = %why, "redirect failed; the zone's clients will log in again");
         }
         let pause_ms = started.elapsed().as_millis() as u64;
@@ -674,11 +662,7 @@ impl<A: ZoneServers> Run<'_, A> {
 
     async fn uncordon(&self, old: &[ServerEntry]) {
         for s in old {
-            let reopened = match addr_of(s) {
-                Ok(addr) => self.admin.uncordon(addr).await.map_err(failed(s)),
-                Err(why) => Err(why),
-            };
-            match reopened {
+            match self.admin.uncordon(s).await.map_err(failed(s)) {
                 Ok(()) => self.p.log(format!("{} takes new players again", s.id)),
                 Err(why) => self.p.log(format!("{} could not be reopened: {why}", s.id)),
             }
@@ -760,19 +744,19 @@ mod tests {
                     .await
                     .expect("registry");
             }
-            let servers = servers.into_iter().map(|s| (format!("{}:1", s.id), s)).collect();
+            let servers = servers.into_iter().map(|s| (s.id.clone(), s)).collect();
             Self { servers: Arc::new(Mutex::new(servers)), registry, calls: Arc::default() }
         }
 
-        /// Runs `f` on the server at `addr`, logging `call` under its id.
+        /// Runs `f` on `server`, logging `call` under its id.
         fn with<T>(
             &self,
-            addr: &str,
+            server: &ServerEntry,
             call: &str,
             f: impl FnOnce(&mut FakeServer) -> Result<T, CallError>,
         ) -> Result<T, CallError> {
             let mut servers = self.servers.lock().expect("fake fleet");
-            let server = servers.get_mut(addr).ok_or_else(unreachable)?;
+            let server = servers.get_mut(&server.id).ok_or_else(unreachable)?;
             self.calls.lock().expect("calls").push(format!("{call} {}", server.id));
             f(server)
         }
@@ -797,12 +781,12 @@ mod tests {
     }
 
     impl ZoneServers for FakeFleet {
-        async fn ready(&self, addr: &str) -> bool {
-            self.with(addr, "ready", |s| Ok(!s.draining)).unwrap_or(false)
+        async fn ready(&self, server: &ServerEntry) -> bool {
+            self.with(server, "ready", |s| Ok(!s.draining)).unwrap_or(false)
         }
 
-        async fn info(&self, addr: &str) -> Result<ServerInfo, CallError> {
-            self.with(addr, "info", |s| {
+        async fn info(&self, server: &ServerEntry) -> Result<ServerInfo, CallError> {
+            self.with(server, "info", |s| {
                 Ok(ServerInfo {
                     version: s.version.clone(),
                     compat: Compat {
@@ -818,22 +802,22 @@ mod tests {
             })
         }
 
-        async fn cordon(&self, addr: &str, notify: bool) -> Result<(), CallError> {
-            self.with(addr, &format!("cordon(notify={notify})"), |s| {
+        async fn cordon(&self, server: &ServerEntry, notify: bool) -> Result<(), CallError> {
+            self.with(server, &format!("cordon(notify={notify})"), |s| {
                 s.cordoned = true;
                 Ok(())
             })
         }
 
-        async fn uncordon(&self, addr: &str) -> Result<(), CallError> {
-            self.with(addr, "uncordon", |s| {
+        async fn uncordon(&self, server: &ServerEntry) -> Result<(), CallError> {
+            self.with(server, "uncordon", |s| {
                 s.cordoned = false;
                 Ok(())
             })
         }
 
-        async fn drain(&self, addr: &str) -> Result<(), CallError> {
-            let id = self.with(addr, "drain", |s| {
+        async fn drain(&self, server: &ServerEntry) -> Result<(), CallError> {
+            let id = self.with(server, "drain", |s| {
                 s.draining = true;
                 Ok(s.id.clone())
             })?;
@@ -841,8 +825,8 @@ mod tests {
             self.registry.remove(&id).await.map_err(|e| CallError::Unreachable(e.to_string()))
         }
 
-        async fn release(&self, addr: &str, zone: &str) -> Result<Released, CallError> {
-            self.with(addr, &format!("release {zone} on"), |s| {
+        async fn release(&self, server: &ServerEntry, zone: &str) -> Result<Released, CallError> {
+            self.with(server, &format!("release {zone} on"), |s| {
                 let z = s
                     .zones
                     .iter_mut()
@@ -853,8 +837,8 @@ mod tests {
             })
         }
 
-        async fn adopt(&self, addr: &str, zone: &str, after_tick: u64) -> Result<Adopted, CallError> {
-            self.with(addr, &format!("adopt {zone}@{after_tick} on"), |s| {
+        async fn adopt(&self, server: &ServerEntry, zone: &str, after_tick: u64) -> Result<Adopted, CallError> {
+            self.with(server, &format!("adopt {zone}@{after_tick} on"), |s| {
                 if s.refuses.as_deref() == Some(zone) {
                     return Err(CallError::Refused {
                         status: 409,
@@ -872,15 +856,15 @@ mod tests {
             })
         }
 
-        async fn redirect(&self, addr: &str, zone: &str, to: &str) -> Result<Redirected, CallError> {
-            self.with(addr, &format!("redirect {zone} from"), |s| {
+        async fn redirect(&self, server: &ServerEntry, zone: &str, to: &str) -> Result<Redirected, CallError> {
+            self.with(server, &format!("redirect {zone} from"), |s| {
                 s.zones.retain(|z| z.name != zone);
                 Ok(Redirected { zone: zone.to_owned(), redirected_players: 0, to: to.to_owned() })
             })
         }
 
-        async fn resume(&self, addr: &str, zone: &str) -> Result<Resumed, CallError> {
-            self.with(addr, &format!("resume {zone} on"), |s| {
+        async fn resume(&self, server: &ServerEntry, zone: &str) -> Result<Resumed, CallError> {
+            self.with(server, &format!("resume {zone} on"), |s| {
                 s.zones.iter_mut().filter(|z| z.name == zone).for_each(|z| z.parked = false);
                 Ok(Resumed { zone: zone.to_owned() })
             })

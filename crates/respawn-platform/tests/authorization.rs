@@ -8,16 +8,18 @@ use respawn_platform::http::api::{Auth, OPERATIONS};
 use respawn_platform::http::{HttpContext, SessionSigner};
 use respawn_platform::PlatformServer;
 use respawn_store::ops::{OperatorToken, Role};
-use respawn_token::{Claims, TokenKey};
+use respawn_token::{Claims, ServerKey, TokenKey};
 
-const SERVER_TOKEN: &str = "server-token-for-the-registry";
+const SERVER_KEY: &str = "server-key-for-the-registry";
 const SESSION_KEY: &str = "session-token-key-of-this-test";
 
-/// Who calls: no token, the game servers' token, a signed-in player, or an operator of a role.
+/// Who calls: no token, the game server the path names (`zone-1`), another
+/// game server, a signed-in player, or an operator of a role.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Caller {
     Anonymous,
     GameServer,
+    OtherGameServer,
     Player,
     Operator(Role),
 }
@@ -26,7 +28,8 @@ impl Caller {
     fn token(self) -> Option<String> {
         match self {
             Caller::Anonymous => None,
-            Caller::GameServer => Some(SERVER_TOKEN.to_owned()),
+            Caller::GameServer => ServerKey::new(SERVER_KEY.as_bytes()).ok()?.credential("zone-1").ok(),
+            Caller::OtherGameServer => ServerKey::new(SERVER_KEY.as_bytes()).ok()?.credential("zone-2").ok(),
             Caller::Player => {
                 let claims = Claims { player_id: 7, name: "ann".into(), expires_at: u64::MAX / 2 };
                 TokenKey::new(SESSION_KEY.as_bytes()).ok()?.sign(&claims).ok()
@@ -39,8 +42,11 @@ impl Caller {
     fn admitted(self, auth: Auth) -> bool {
         match (auth, self) {
             (Auth::Public, _) => true,
+            // Every server route is about one server (`{id}`): only that server may use it.
             (Auth::Server, caller) => caller == Caller::GameServer,
-            (Auth::ServerOrViewer, caller) => matches!(caller, Caller::GameServer | Caller::Operator(_)),
+            (Auth::ServerOrViewer, caller) => {
+                matches!(caller, Caller::GameServer | Caller::OtherGameServer | Caller::Operator(_))
+            }
             (Auth::Operator(need), Caller::Operator(role)) => role >= need,
             (Auth::Operator(_), _) => false,
             (Auth::Player, caller) => caller == Caller::Player,
@@ -51,7 +57,7 @@ impl Caller {
 #[tokio::test]
 async fn every_route_refuses_the_callers_below_the_one_it_documents() -> Result<()> {
     let mut context = HttpContext::with_stores(None, "authorization-test")?;
-    context.server_token = Some(SERVER_TOKEN.into());
+    context.server_key = Some(ServerKey::new(SERVER_KEY.as_bytes())?);
     context.sessions = Some(SessionSigner::new(TokenKey::new(SESSION_KEY.as_bytes())?));
     let roles = [Role::Viewer, Role::Operator, Role::Admin];
     for role in roles {
@@ -69,8 +75,9 @@ async fn every_route_refuses_the_callers_below_the_one_it_documents() -> Result<
     let platform = PlatformServer::new(context).without_fleet_watcher().start(listener)?;
     let addr = platform.addr().to_string();
 
-    let callers =
-        [Caller::Anonymous, Caller::GameServer, Caller::Player].into_iter().chain(roles.map(Caller::Operator));
+    let callers = [Caller::Anonymous, Caller::GameServer, Caller::OtherGameServer, Caller::Player]
+        .into_iter()
+        .chain(roles.map(Caller::Operator));
     let callers: Vec<Caller> = callers.collect();
     let mut checked = 0;
     for op in OPERATIONS {

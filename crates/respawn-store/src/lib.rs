@@ -208,9 +208,7 @@ pub(crate) const ENTRY_FIELD_MAX: usize = 256;
 impl ServerEntry {
     /// Refuses what could not be stored faithfully or used as a key: heartbeats come from the network.
     pub fn validate(&self) -> StoreResult<()> {
-        let id_ok = (1..=64).contains(&self.id.len())
-            && self.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-        if !id_ok {
+        if !respawn_names::valid_server_id(&self.id) {
             return Err(StoreError::Invalid(format!("server id {:?}: 1-64 of a-z 0-9 - _ .", self.id)));
         }
         let field_ok = |f: &str| !f.is_empty() && f.len() <= ENTRY_FIELD_MAX && !f.chars().any(char::is_control);

@@ -144,6 +144,52 @@ impl TokenKey {
     }
 }
 
+/// What a game server's credential is sealed for.
+const SERVER_CREDENTIAL: &str = "server";
+
+/// The platform's key for game-server credentials. Each zone server gets a
+/// credential of its own, bound to its id ([`Self::credential`]); only the
+/// platform holds the key, so a server's credential cannot be turned into
+/// another's, and no secret shared by the fleet lets one server act as another.
+#[derive(Debug, Clone)]
+pub struct ServerKey(TokenKey);
+
+impl ServerKey {
+    pub fn new(secret: &[u8]) -> Result<Self, TokenError> {
+        TokenKey::new(secret).map(Self)
+    }
+
+    /// The credential of the server `id` (a [`valid_server_id`]):
+    /// `server.<hex id>.<signature hex>`.
+    pub fn credential(&self, id: &str) -> Result<String, TokenError> {
+        if !respawn_names::valid_server_id(id) {
+            return Err(TokenError::Malformed("server id must be 1..=64 of [a-z0-9._-]"));
+        }
+        Ok(self.0.seal(SERVER_CREDENTIAL, id.as_bytes()))
+    }
+
+    /// The id of the server a credential belongs to, if this key issued it.
+    pub fn verify(&self, credential: &str) -> Result<String, TokenError> {
+        let id = self.0.open(SERVER_CREDENTIAL, credential)?;
+        String::from_utf8(id)
+            .ok()
+            .filter(|id| respawn_names::valid_server_id(id))
+            .ok_or(TokenError::Malformed("server id"))
+    }
+}
+
+/// The server id a credential names, read without the key (a zone server
+/// learns its own id from its credential; only the platform can verify it).
+pub fn credential_server_id(credential: &str) -> Result<String, TokenError> {
+    let unchecked = credential
+        .strip_prefix(SERVER_CREDENTIAL)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.split_once('.'))
+        .and_then(|(id, _signature)| unhex(id))
+        .and_then(|id| String::from_utf8(id).ok());
+    unchecked.filter(|id| respawn_names::valid_server_id(id)).ok_or(TokenError::Malformed("not a server credential"))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -267,6 +313,25 @@ mod tests {
         assert!(matches!(key().verify("v1.1.2.x.zz", 0), Err(TokenError::Malformed(_))));
         assert!(matches!(key().verify(&"a".repeat(300), 0), Err(TokenError::Malformed(_))));
         assert!(matches!(key().verify("v1.1.2.x.é", 0), Err(TokenError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_server_credential_names_one_server_and_only_its_key_verifies_it() {
+        let key = ServerKey::new(b"server-key-for-the-tests").expect("key");
+        let credential = key.credential("zone-1").expect("credential");
+        assert_eq!(key.verify(&credential), Ok("zone-1".into()));
+        assert_eq!(credential_server_id(&credential), Ok("zone-1".into()));
+        assert_ne!(credential, key.credential("zone-2").expect("credential"));
+        let other = ServerKey::new(b"another-server-key-16").expect("key");
+        assert_eq!(other.verify(&credential), Err(TokenError::BadSignature));
+        // The id is readable, not changeable: zone-2's hex in zone-1's credential fails the signature.
+        let forged = credential.replacen(&hex(b"zone-1"), &hex(b"zone-2"), 1);
+        assert_eq!(credential_server_id(&forged), Ok("zone-2".into()));
+        assert_eq!(key.verify(&forged), Err(TokenError::BadSignature));
+        assert!(key.credential("Zone 1").is_err());
+        // What the same key seals for another purpose is no credential.
+        assert!(key.verify(&key.0.seal("ticket", b"zone-1")).is_err());
+        assert!(credential_server_id("an-old-shared-server-token").is_err());
     }
 
     #[test]

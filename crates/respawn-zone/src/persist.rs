@@ -45,6 +45,32 @@ impl Stores {
             description: format!("files in {}", dir.display()),
         }
     }
+
+    /// Files under `dir`, with Redis (`url`, key `prefix`) for the hot
+    /// snapshots, the journal and the sessions, and MongoDB (`uri`,
+    /// database) for the cold snapshots, when given.
+    pub async fn connect(
+        dir: &Path,
+        redis: Option<(&str, &str)>,
+        mongo: Option<(&str, &str)>,
+    ) -> Result<Self, respawn_store::StoreError> {
+        use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisSessions};
+        let mut stores = Self::files(dir);
+        let mut described = vec![stores.description.clone()];
+        if let Some((url, prefix)) = redis {
+            let conn = RedisConn::new(url, prefix)?;
+            stores.hot = Arc::new(RedisHotSnapshots::new(conn.clone()));
+            stores.journal = Arc::new(RedisJournal::new(conn.clone()));
+            stores.sessions = Arc::new(RedisSessions::new(conn));
+            described.push("hot snapshots, journal and sessions on Redis".into());
+        }
+        if let Some((uri, db)) = mongo {
+            stores.cold = Arc::new(respawn_store::mongo::MongoColdSnapshots::new(uri, db).await?);
+            described.push("cold snapshots on MongoDB".into());
+        }
+        stores.description = described.join("; ");
+        Ok(stores)
+    }
 }
 
 #[derive(Debug, Clone)]

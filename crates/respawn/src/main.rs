@@ -12,13 +12,10 @@ mod web;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use respawn_api::admin::ZoneAdmin;
-use respawn_api::http::CallError;
+use respawn_api::admin::{Stop, ZoneAdmin};
 use respawn_api::registry::RegistryClient;
-use respawn_harness::zone::StoreFlags;
+use respawn_harness::zone::{ServerCredentialFlags, StoreFlags};
 use respawn_store::kafka::KafkaEventLog;
-use respawn_store::mongo::MongoColdSnapshots;
-use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisSessions};
 use respawn_token::{Claims, TokenKey};
 use respawn_zone::persist::Stores;
 use respawn_zone::{heartbeat, Characters, ServerConfig, ServerOptions, ZoneServer};
@@ -43,6 +40,9 @@ enum Cmd {
     Platform(PlatformArgs),
     /// Mint a signed session token without the platform server (tests, tools, a zone server alone).
     Token(TokenArgs),
+    /// Make zone servers' registry credentials from the platform's server key
+    /// (one line per id): each server gets its own, bound to its id.
+    ServerCredential(ServerCredentialArgs),
     /// Operator commands over the platform server's API (status, zones, kick,
     /// ban, announce, drain, ...) and point-in-time restore.
     Ctl(ctl::CtlArgs),
@@ -60,8 +60,11 @@ struct ZoneStopArgs {
     /// The zone server's listen address (0.0.0.0 means this machine).
     #[arg(long, env = "RESPAWN_LISTEN", default_value = "127.0.0.1:7350")]
     listen: SocketAddr,
+    /// The server's --admin-token.
     #[arg(long, env = "RESPAWN_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: String,
+    admin_token: Option<String>,
+    #[command(flatten)]
+    credential: ServerCredentialFlags,
     /// How long to wait for the server to stop.
     #[arg(long, default_value_t = 120)]
     wait_secs: u64,
@@ -96,15 +99,16 @@ struct ZoneArgs {
     /// Secret that session tokens are signed with (at least 16 bytes).
     #[arg(long, env = "RESPAWN_TOKEN_KEY", hide_env_values = true)]
     token_key: String,
-    /// Bearer token for the admin API (`POST /admin/drain`); disabled when unset.
+    /// Bearer token for operators' calls to the admin API (`/admin/*`); the
+    /// platform calls it with the server's credential instead.
     #[arg(long, env = "RESPAWN_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// Platform server (`host:port`) whose registry this server heartbeats into.
-    #[arg(long, env = "RESPAWN_PLATFORM_ADDR", requires = "server_token")]
+    /// Platform server (`host:port`) whose registry this server heartbeats
+    /// into, with its --server-token.
+    #[arg(long, env = "RESPAWN_PLATFORM_ADDR")]
     platform: Option<String>,
-    /// Secret shared with the platform server for heartbeats.
-    #[arg(long, env = "RESPAWN_SERVER_TOKEN", hide_env_values = true)]
-    server_token: Option<String>,
+    #[command(flatten)]
+    credential: ServerCredentialFlags,
     /// Where the platform sends clients (default: ws://<listen address>/ws).
     #[arg(long, env = "RESPAWN_ADVERTISE")]
     advertise: Option<String>,
@@ -126,7 +130,7 @@ struct ZoneArgs {
     #[arg(long, env = "RESPAWN_HANDOFF_ON_DRAIN", requires = "platform")]
     handoff_on_drain: bool,
     /// This server's id in the registry, stable across restarts of the same
-    /// instance (Kubernetes: the pod name); random by default.
+    /// instance: the one its --server-token names by default, else random.
     #[arg(long, env = "RESPAWN_SERVER_ID")]
     server_id: Option<String>,
     /// Directory of the zones' event outboxes (default: `outbox` in the data
@@ -169,21 +173,9 @@ async fn event_log(stores: &StoreFlags) -> Result<Arc<dyn respawn_store::kafka::
 
 /// The zone stores the flags name: files, with Redis and MongoDB for their roles when given.
 pub async fn build_stores(flags: &StoreFlags) -> Result<Stores> {
-    let mut stores = Stores::files(&flags.data_dir);
-    let mut described = vec![format!("files in {}", flags.data_dir.display())];
-    if let Some(url) = &flags.redis_url {
-        let conn = RedisConn::new(url, &flags.redis_prefix)?;
-        stores.hot = Arc::new(RedisHotSnapshots::new(conn.clone()));
-        stores.journal = Arc::new(RedisJournal::new(conn.clone()));
-        stores.sessions = Arc::new(RedisSessions::new(conn));
-        described.push("hot snapshots, journal and sessions on Redis".into());
-    }
-    if let Some(uri) = &flags.mongo_uri {
-        stores.cold = Arc::new(MongoColdSnapshots::new(uri, &flags.mongo_db).await?);
-        described.push("cold snapshots on MongoDB".into());
-    }
-    stores.description = described.join("; ");
-    Ok(stores)
+    let redis = flags.redis_url.as_deref().map(|url| (url, flags.redis_prefix.as_str()));
+    let mongo = flags.mongo_uri.as_deref().map(|uri| (uri, flags.mongo_db.as_str()));
+    Ok(Stores::connect(&flags.data_dir, redis, mongo).await?)
 }
 
 #[derive(Args, Debug)]
@@ -200,9 +192,11 @@ struct PlatformArgs {
     /// Address for the HTTP API, `/metrics` and `/healthz`.
     #[arg(long, env = "RESPAWN_PLATFORM_LISTEN", default_value = "127.0.0.1:7360")]
     listen: SocketAddr,
-    /// Secret game servers present to heartbeat into the registry; the registry API is closed without it.
-    #[arg(long, env = "RESPAWN_SERVER_TOKEN", hide_env_values = true)]
-    server_token: Option<String>,
+    /// Key the zone servers' credentials are made from (`respawn
+    /// server-credential`); the registry API is closed without it. Only the
+    /// platform holds it.
+    #[arg(long, env = "RESPAWN_SERVER_KEY", hide_env_values = true)]
+    server_key: Option<String>,
     /// Redis for the server registry, bans, operator tokens, audit log and
     /// rate limits (kept in this process's memory without it).
     #[arg(long, env = "RESPAWN_REDIS_URL")]
@@ -234,9 +228,6 @@ struct PlatformArgs {
     /// `bootstrap-admin`); create the others through the API.
     #[arg(long, env = "RESPAWN_PLATFORM_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// The zone servers' --admin-token: kicks, announcements and drains go through it.
-    #[arg(long, env = "RESPAWN_ZONE_ADMIN_TOKEN", hide_env_values = true)]
-    zone_admin_token: Option<String>,
     #[command(flatten)]
     alerting: AlertingArgs,
 }
@@ -257,6 +248,16 @@ impl AlertingArgs {
             .map(|url| respawn_api::http::parse_url(url).map_err(|why| anyhow::anyhow!("--alert-webhook {why}")))
             .transpose()
     }
+}
+
+#[derive(Args, Debug)]
+struct ServerCredentialArgs {
+    /// The platform's --server-key.
+    #[arg(long, env = "RESPAWN_SERVER_KEY", hide_env_values = true)]
+    key: String,
+    /// Server ids (1-64 of a-z 0-9 - _ .): Kubernetes pod names, compose services.
+    #[arg(required = true)]
+    ids: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -290,6 +291,7 @@ fn main() -> Result<()> {
         Cmd::Zone(args) => run_zone(args),
         Cmd::ZoneStop(args) => runtime()?.block_on(stop_zone(args)),
         Cmd::Token(args) => mint_token(args),
+        Cmd::ServerCredential(args) => make_server_credentials(args),
         Cmd::Platform(args) => runtime()?.block_on(run_platform(args)),
         Cmd::Bench(BenchCmd::Tick(args)) => respawn_drill::bench::run_tick(args),
         Cmd::Bench(BenchCmd::Pipeline(args)) => respawn_drill::bench::pipeline::run(args),
@@ -307,22 +309,15 @@ async fn stop_zone(args: ZoneStopArgs) -> Result<()> {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let addr = addr.to_string();
-    match ZoneAdmin::new(args.admin_token.as_str()).drain(&addr).await {
-        Ok(()) => eprintln!("zone server at {addr} draining"),
-        Err(refused @ CallError::Refused { .. }) => bail!("the zone server {refused}"),
-        Err(e) => {
-            eprintln!("zone server at {addr} not answering ({e}): nothing to drain");
-            return Ok(());
-        }
+    let Some(token) = args.admin_token.or(args.credential.read()?) else {
+        bail!("give the zone server's --admin-token or its --server-token (or --server-token-file)");
+    };
+    match ZoneAdmin::new(token).stop(&addr, std::time::Duration::from_secs(args.wait_secs)).await {
+        Ok(Stop::Stopped) => eprintln!("zone server at {addr} stopped"),
+        Ok(Stop::NotRunning(e)) => eprintln!("zone server at {addr} not answering ({e}): nothing to drain"),
+        Ok(Stop::StillRunning) => bail!("the zone server at {addr} still answers after {} s", args.wait_secs),
+        Err(refused) => bail!("the zone server {refused}"),
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait_secs);
-    while respawn_api::http::request(&addr, "GET", "/healthz", None).await.is_ok() {
-        if std::time::Instant::now() > deadline {
-            bail!("the zone server at {addr} still answers after {} s", args.wait_secs);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    eprintln!("zone server at {addr} stopped");
     Ok(())
 }
 
@@ -352,9 +347,8 @@ fn check_secrets<'a>(secrets: impl IntoIterator<Item = (&'static str, Option<&'a
 async fn run_platform(args: PlatformArgs) -> Result<()> {
     check_secrets([
         ("--token-key", args.token_key.as_deref()),
-        ("--server-token", args.server_token.as_deref()),
+        ("--server-key", args.server_key.as_deref()),
         ("--admin-token", args.admin_token.as_deref()),
-        ("--zone-admin-token", args.zone_admin_token.as_deref()),
     ])?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -368,7 +362,10 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
     };
     let stores = respawn_platform::http::HttpContext::with_stores(args.redis_url.as_deref(), &args.redis_prefix)?;
     let mut context = respawn_platform::http::HttpContext {
-        server_token: args.server_token.map(Arc::from),
+        server_key: match &args.server_key {
+            Some(key) => Some(respawn_token::ServerKey::new(key.as_bytes()).context("--server-key")?),
+            None => None,
+        },
         sessions: match &args.token_key {
             Some(key) => Some(respawn_platform::http::SessionSigner {
                 key: token_key(key)?,
@@ -377,7 +374,6 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
             }),
             None => None,
         },
-        zone_admin: args.zone_admin_token.map(respawn_api::admin::ZoneAdmin::new),
         limits: respawn_platform::http::Limits {
             login_per_ip: respawn_store::ratelimit::Quota {
                 burst: args.login_per_minute.max(1),
@@ -421,6 +417,15 @@ fn mint_token(args: TokenArgs) -> Result<()> {
     Ok(())
 }
 
+fn make_server_credentials(args: ServerCredentialArgs) -> Result<()> {
+    respawn_token::check_secret(&args.key).map_err(|e| anyhow::anyhow!("--key {e}"))?;
+    let key = respawn_token::ServerKey::new(args.key.as_bytes()).context("--key")?;
+    for id in &args.ids {
+        println!("{}", key.credential(id).map_err(|e| anyhow::anyhow!("{id:?}: {e}"))?);
+    }
+    Ok(())
+}
+
 fn run_zone(args: ZoneArgs) -> Result<()> {
     let mut config = match &args.config {
         Some(path) => ServerConfig::load(path)?,
@@ -439,22 +444,17 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
         config.drain_deadline = std::time::Duration::from_secs(secs);
     }
     config.validate()?;
+    let credential = args.credential.read()?;
     check_secrets([
         ("--token-key", Some(args.token_key.as_str())),
         ("--admin-token", args.admin_token.as_deref()),
-        ("--server-token", args.server_token.as_deref()),
+        ("--server-token", credential.as_deref()),
     ])?;
-    let server_id = match args.server_id.clone() {
-        Some(id) => {
-            let valid = (1..=64).contains(&id.len())
-                && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-            if !valid {
-                bail!("--server-id {id:?}: 1-64 of a-z 0-9 - _ .");
-            }
-            id
-        }
-        None => format!("zone-{}", respawn_token::random_hex(8)?),
-    };
+    if args.platform.is_some() && credential.is_none() {
+        bail!("--platform needs this server's --server-token (or --server-token-file): `respawn server-credential ID`");
+    }
+    let server_id =
+        heartbeat::registry_id(args.server_id.as_deref(), credential.as_deref()).map_err(anyhow::Error::msg)?;
     let configured: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
     if let Some(unknown) = args.zones.iter().find(|z| !configured.contains(z)) {
         bail!("--zones: {unknown:?} is not a zone of the configuration (it has {})", configured.join(", "));
@@ -465,7 +465,7 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
         false => configured.iter().filter(|z| !args.zones.contains(z)).cloned().collect(),
     };
     runtime()?.block_on(async move {
-        let registry = args.platform.clone().zip(args.server_token.clone()).map(|(p, t)| RegistryClient::new(p, t));
+        let registry = args.platform.clone().zip(credential.clone()).map(|(p, t)| RegistryClient::new(p, t));
         let not_hosted: Vec<String> = match &registry {
             _ if args.standby => configured,
             Some(registry) if args.claim => {
@@ -485,7 +485,7 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
             stores: build_stores(&args.stores).await?,
             outbox_dir: args.outbox_dir.unwrap_or_else(|| args.stores.data_dir.join("outbox")),
             event_log: Some(event_log(&args.stores).await?),
-            admin_token: args.admin_token,
+            admin_tokens: args.admin_token.into_iter().chain(credential).collect(),
             version: VERSION.to_owned(),
             not_hosted,
             before_drain,

@@ -56,7 +56,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let zones: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
     let token_key = respawn_token::random_hex(32)?;
     let key = TokenKey::new(token_key.as_bytes())?;
-    let (server_token, zone_admin_token) = (respawn_token::random_hex(32)?, respawn_token::random_hex(32)?);
+    let server_key = respawn_token::ServerKey::new(respawn_token::random_hex(32)?.as_bytes())?;
+    let zone_admin_token = respawn_token::random_hex(32)?;
     let operator_token = respawn_token::random_hex(24)?;
     let run_dir = std::env::temp_dir().join(format!("respawn-up-{}", std::process::id()));
     tokio::fs::create_dir_all(&run_dir).await?;
@@ -70,8 +71,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let web_addr = web.local_addr()?;
     let supervisor_status = Arc::new(SupervisorStatus::default());
     let mut platform = respawn_platform::http::HttpContext::with_stores(None, "respawn")?;
-    platform.server_token = Some(server_token.as_str().into());
-    platform.zone_admin = Some(respawn_api::admin::ZoneAdmin::new(zone_admin_token.as_str()));
+    platform.server_key = Some(server_key.clone());
     platform.sessions = Some(SessionSigner::new(key.clone()));
     // Every bot and browser tab logs in from this machine's address.
     platform.limits.login_per_ip = Quota { burst: args.bots.saturating_mul(2) + 60, period: Duration::from_secs(60) };
@@ -90,7 +90,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         stores: args.stores.clone(),
         token_key,
         admin_token: zone_admin_token,
-        platform: Some((web_addr.to_string(), server_token)),
+        platform: Some((web_addr.to_string(), server_key.credential("zone-1")?)),
         log_path: log_path.clone(),
         echo_warnings: true,
     };

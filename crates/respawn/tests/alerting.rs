@@ -17,7 +17,6 @@ use serde_json::Value;
 use support::{Platform, ZoneProcess, TEST_CONFIG};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SERVER_TOKEN: &str = "alerting-server-token";
 const ADMIN: &str = "alerting-bootstrap-admin-token";
 
 /// Deliveries by notification id: (attempts, accepted payload texts).
@@ -121,12 +120,20 @@ async fn a_slow_zone_and_a_dead_server_fire_notify_once_and_resolve() -> Result<
         "127.0.0.1:1",
         "mysql://root@127.0.0.1:1/none",
         "alerting-test",
-        &["--server-token", SERVER_TOKEN, "--admin-token", ADMIN, "--alert-webhook", &format!("http://{hook}/hook")],
+        &[
+            "--server-key",
+            support::SERVER_KEY,
+            "--admin-token",
+            ADMIN,
+            "--alert-webhook",
+            &format!("http://{hook}/hook"),
+        ],
     )?;
     platform.wait_healthy().await?;
     let api = platform.addr.to_string();
     let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let heartbeat = ["--platform", api.as_str(), "--server-token", SERVER_TOKEN];
+    let credential = support::credential("slow-zone");
+    let heartbeat = ["--platform", api.as_str(), "--server-token", &credential];
     let slow = format!("{TEST_CONFIG}\n[testing]\nextra_tick_ms = 150\n");
     let zone = ZoneProcess::start_at(&slow, listen, &heartbeat)?;
     let address = zone.ws_url();

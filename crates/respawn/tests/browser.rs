@@ -625,14 +625,14 @@ async fn up_restarts_an_unresponsive_zone_server() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_play_page_follows_its_zone_to_another_server() -> Result<()> {
     use support::{Platform, ZoneProcess, TEST_CONFIG};
-    const SERVER_TOKEN: &str = "browser-test-server-token";
     const OPERATOR: &str = "browser-test-operator-token";
     let next = support::next_build();
-    let platform = Platform::for_rollouts(SERVER_TOKEN, OPERATOR).await?;
+    let platform = Platform::for_rollouts(OPERATOR).await?;
     let data = TempDir::new("browser-handoff")?;
     let zone = |bin: &str, outbox: &str, standby: bool| {
-        let (addr, outbox) = (platform.addr.to_string(), data.path().join(outbox).display().to_string());
-        let mut args = vec!["--platform", &addr, "--server-token", SERVER_TOKEN, "--outbox-dir", &outbox];
+        let (addr, credential) = (platform.addr.to_string(), support::credential(outbox));
+        let outbox = data.path().join(outbox).display().to_string();
+        let mut args = vec!["--platform", &addr, "--server-token", &credential, "--outbox-dir", &outbox];
         if standby {
             args.push("--standby");
         }

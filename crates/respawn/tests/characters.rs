@@ -15,9 +15,8 @@ use respawn_api::http::{self, CallError};
 use respawn_api::players::{GuestSignUp, PlayGrant, PlayerApi, SignIn};
 use respawn_proto::{server_message::Body as S, CloseCode, PlayerStats};
 use serde_json::Value;
-use support::{Client, Database, Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
+use support::{Client, Database, Platform, ZoneProcess, TEST_CONFIG, TOKEN_KEY};
 
-const SERVER_TOKEN: &str = "characters-server-token";
 const OPERATOR: &str = "characters-operator-token";
 
 /// The player's record as operators see it (`GET /v1/players/{id}`).
@@ -176,16 +175,7 @@ async fn a_character_keeps_what_it_earned_across_sign_ins_a_crash_and_a_zone_swi
         &brokers,
         &db.url(),
         &group,
-        &[
-            "--server-token",
-            SERVER_TOKEN,
-            "--token-key",
-            TOKEN_KEY,
-            "--zone-admin-token",
-            ADMIN_TOKEN,
-            "--admin-token",
-            OPERATOR,
-        ],
+        &["--server-key", support::SERVER_KEY, "--token-key", TOKEN_KEY, "--admin-token", OPERATOR],
     )?;
     platform.wait_healthy().await?;
     platform.wait_ready().await?;
@@ -193,7 +183,8 @@ async fn a_character_keeps_what_it_earned_across_sign_ins_a_crash_and_a_zone_swi
     let dir = respawn_harness::TempDir::new("characters")?;
     let data = dir.path().join("data");
     let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let zone_args = ["--platform", addr.as_str(), "--server-token", SERVER_TOKEN, "--kafka-brokers", brokers.as_str()];
+    let credential = support::credential("characters-zone");
+    let zone_args = ["--platform", addr.as_str(), "--server-token", &credential, "--kafka-brokers", brokers.as_str()];
     let settings = TEST_CONFIG.split("[[zones]]").next().unwrap_or_default();
     let config = format!("{settings}{}", respawn_harness::zone::SMALL_ZONES_WITH_EXITS);
     let zone = ZoneProcess::start_at_in(&config, &data, listen, &zone_args)?;

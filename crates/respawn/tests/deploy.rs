@@ -97,8 +97,9 @@ fn the_deployment_files_ship_no_secret_and_publish_on_loopback() {
     let compose = read("deploy/compose.yaml");
     let secrets = [
         "RESPAWN_TOKEN_KEY",
-        "RESPAWN_SERVER_TOKEN",
-        "RESPAWN_ZONE_ADMIN_TOKEN",
+        "RESPAWN_SERVER_KEY",
+        "RESPAWN_ZONE_1_SERVER_TOKEN",
+        "RESPAWN_ZONE_2_SERVER_TOKEN",
         "RESPAWN_OPERATOR_TOKEN",
         "RESPAWN_MYSQL_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
@@ -137,6 +138,25 @@ fn the_deployment_files_ship_no_secret_and_publish_on_loopback() {
         let text = std::fs::read_to_string(&path).expect("manifest");
         assert!(!text.contains("kind: Secret"), "{} ships a Secret", path.display());
     }
+}
+
+/// Each zone pod holds only its own registry credential: the Secret of all
+/// of them is mounted in the init container that copies the pod's one out,
+/// not in the zone server's container.
+#[test]
+fn each_zone_pod_holds_only_its_own_credential() {
+    let manifest = read("deploy/k8s/zone.yaml");
+    assert!(manifest.contains("kind: StatefulSet"), "stable pod names, one credential each");
+    let init = manifest.split("      initContainers:").nth(1).expect("an init container");
+    let (init, rest) = init.split_once("      containers:").expect("containers after it");
+    let zone_container = rest.split("      volumes:").next().unwrap_or_default();
+    assert!(init.contains("name: all-credentials"), "the init container reads the Secret");
+    assert!(!zone_container.contains("all-credentials"), "the zone server's container mounts every credential");
+    assert!(zone_container.contains("RESPAWN_SERVER_TOKEN_FILE"));
+    assert!(!zone_container.contains("key: server-key"), "a zone pod has the platform's key");
+    assert!(manifest.contains("secretName: respawn-zone-credentials"));
+    assert!(manifest.contains("automountServiceAccountToken: false"));
+    assert!(read("deploy/k8s/platform.yaml").contains("key: server-key"));
 }
 
 /// Both servers refuse, naming the flag, a secret that is short or one of
@@ -182,8 +202,49 @@ fn the_servers_refuse_short_and_placeholder_secrets() {
         "--mysql-url",
         "mysql://x@127.0.0.1:1/x",
     ];
-    let text = refused(&[&platform[..], &["--server-token", "replace-me-with-a-random-secret-0002"]].concat());
-    assert!(text.contains("--server-token contains \"replace-me\""), "{text}");
-    let text = refused(&[&platform[..], &["--zone-admin-token", "short"]].concat());
-    assert!(text.contains("--zone-admin-token is 5 bytes"), "{text}");
+    let text = refused(&[&platform[..], &["--server-key", "replace-me-with-a-random-secret-0002"]].concat());
+    assert!(text.contains("--server-key contains \"replace-me\""), "{text}");
+    let text = refused(&[&platform[..], &["--admin-token", "short"]].concat());
+    assert!(text.contains("--admin-token is 5 bytes"), "{text}");
+}
+
+/// A zone server's registry credential is its own: a shared secret of the
+/// old kind is refused, and so is a `--server-id` other than the one the
+/// credential names. `respawn server-credential` makes them from the key.
+#[test]
+fn a_zone_server_heartbeats_only_with_a_credential_of_its_own() {
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_respawn")).args(args).output().expect("respawn runs");
+    let key = "a-server-key-nobody-published";
+    let made = run(&["server-credential", "--key", key, "zone-1", "zone-2"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let printed = String::from_utf8_lossy(&made.stdout).into_owned();
+    let credentials: Vec<&str> = printed.lines().collect();
+    let server_key = respawn_token::ServerKey::new(key.as_bytes()).expect("key");
+    assert_eq!(credentials.len(), 2, "{printed}");
+    assert_eq!(server_key.verify(credentials[0]).as_deref(), Ok("zone-1"));
+    assert_eq!(server_key.verify(credentials[1]).as_deref(), Ok("zone-2"));
+    let bad_id = run(&["server-credential", "--key", key, "Zone 1"]);
+    assert!(String::from_utf8_lossy(&bad_id.stderr).contains("\"Zone 1\": token is malformed: server id"));
+    let weak_key = run(&["server-credential", "--key", "dev-only-server-key", "zone-1"]);
+    assert!(String::from_utf8_lossy(&weak_key.stderr).contains("--key contains \"dev-only\""));
+
+    let data = respawn_harness::TempDir::new("credentials").expect("temp dir");
+    let data = data.path().to_str().expect("utf-8 path");
+    let zone = |extra: &[&str]| {
+        let args =
+            [&["zone", "--listen", "127.0.0.1:0", "--data-dir", data, "--platform", "127.0.0.1:1"], extra].concat();
+        let out = Command::new(env!("CARGO_BIN_EXE_respawn"))
+            .args(&args)
+            .env("RESPAWN_TOKEN_KEY", "a-key-nobody-published-0123")
+            .output()
+            .expect("respawn runs");
+        assert!(!out.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let text = zone(&[]);
+    assert!(text.contains("--platform needs this server's --server-token"), "{text}");
+    let text = zone(&["--server-token", "a-fleet-wide-server-token-0123"]);
+    assert!(text.contains("--server-token is not a server credential"), "{text}");
+    let text = zone(&["--server-token", credentials[0], "--server-id", "zone-2"]);
+    assert!(text.contains("--server-id \"zone-2\" but the --server-token is server \"zone-1\"'s"), "{text}");
 }

@@ -42,7 +42,7 @@ async fn every_documented_metric_is_exported() -> Result<()> {
         &brokers,
         &db.url(),
         &format!("platform-metrics-{}", std::process::id()),
-        &["--server-token", "metrics-server-token"],
+        &["--server-key", support::SERVER_KEY],
     )?;
     platform.wait_healthy().await?;
     let zone = ZoneProcess::start_with_args(
@@ -53,7 +53,7 @@ async fn every_documented_metric_is_exported() -> Result<()> {
             "--platform",
             &platform.addr.to_string(),
             "--server-token",
-            "metrics-server-token",
+            &support::credential("metrics-zone"),
         ],
     )?;
     let (mut client, _) = Client::join(&zone.ws_url(), 4242, "counted", "meadow").await?;

@@ -14,9 +14,8 @@ use respawn_api::players::{PlayerApi, SignIn, SignUp};
 use respawn_proto::{server_message::Body as S, CloseCode, NoticeKind};
 use respawn_store::ops::OpsStore as _;
 use serde_json::{json, Value};
-use support::{Client, Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
+use support::{Client, Platform, ZoneProcess, TEST_CONFIG, TOKEN_KEY};
 
-const SERVER_TOKEN: &str = "ops-test-server-token";
 const BOOTSTRAP: &str = "ops-test-bootstrap-admin-secret";
 
 struct Api {
@@ -82,12 +81,10 @@ async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_noth
         "mysql://root@127.0.0.1:1/none",
         "ops-test",
         &[
-            "--server-token",
-            SERVER_TOKEN,
+            "--server-key",
+            support::SERVER_KEY,
             "--admin-token",
             BOOTSTRAP,
-            "--zone-admin-token",
-            ADMIN_TOKEN,
             "--redis-url",
             &redis,
             "--redis-prefix",
@@ -98,7 +95,8 @@ async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_noth
     )?;
     platform.wait_healthy().await?;
     let api = Api { addr: platform.addr.to_string() };
-    let zone = ZoneProcess::start_with_args(TEST_CONFIG, &["--platform", &api.addr, "--server-token", SERVER_TOKEN])?;
+    let credential = support::credential("ops-zone");
+    let zone = ZoneProcess::start_with_args(TEST_CONFIG, &["--platform", &api.addr, "--server-token", &credential])?;
 
     // Every documented operator route exists with its method and refuses
     // callers without a token or with a forged one.
@@ -308,23 +306,21 @@ async fn ctl_runs_a_real_deployment_with_kafka_and_mysql() -> Result<()> {
         &brokers,
         &db.url(),
         &format!("platform-ctl-{}", std::process::id()),
-        &[
-            "--server-token",
-            SERVER_TOKEN,
-            "--admin-token",
-            BOOTSTRAP,
-            "--zone-admin-token",
-            ADMIN_TOKEN,
-            "--token-key",
-            TOKEN_KEY,
-        ],
+        &["--server-key", support::SERVER_KEY, "--admin-token", BOOTSTRAP, "--token-key", TOKEN_KEY],
     )?;
     platform.wait_healthy().await?;
     let endpoint = format!("http://{}", platform.addr);
     platform.wait_ready().await?;
     let zone = ZoneProcess::start_with_args(
         TEST_CONFIG,
-        &["--kafka-brokers", &brokers, "--platform", &platform.addr.to_string(), "--server-token", SERVER_TOKEN],
+        &[
+            "--kafka-brokers",
+            &brokers,
+            "--platform",
+            &platform.addr.to_string(),
+            "--server-token",
+            &support::credential("ctl-zone"),
+        ],
     )?;
     // A name of this run: the topic holds every earlier run's events too.
     let name = format!("carol{}", std::process::id());

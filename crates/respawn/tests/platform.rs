@@ -13,11 +13,10 @@ use respawn_api::players::{GuestSignUp, PlayerApi, SetCredentials, SignIn, SignU
 use serde_json::Value;
 use support::{Client, Database, Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
 
-const SERVER_TOKEN: &str = "integration-server-token";
 const OPERATOR: &str = "operator-admin-token-of-the-login-test";
 
 async fn servers(platform: &str) -> Result<Vec<Value>> {
-    let (code, body) = http::request(platform, "GET", "/v1/servers", Some(SERVER_TOKEN)).await?;
+    let (code, body) = http::request(platform, "GET", "/v1/servers", Some(&support::credential("reader"))).await?;
     if code != 200 {
         bail!("GET /v1/servers answered {code}: {body}");
     }
@@ -46,22 +45,24 @@ async fn zone_servers_heartbeat_into_the_registry_and_leave_it_when_they_die() -
         "127.0.0.1:1",
         "mysql://root@127.0.0.1:1/none",
         "registry-test",
-        &["--server-token", SERVER_TOKEN],
+        &["--server-key", support::SERVER_KEY],
     )?;
     let addr = platform.addr.to_string();
     platform.wait_healthy().await?;
-    // The registry is closed to anyone without the server token.
+    // The registry is closed to anyone without a server credential.
     assert_eq!(http::request(&addr, "GET", "/v1/servers", None).await?.0, 401);
     assert_eq!(http::request(&addr, "GET", "/v1/servers", Some("wrong")).await?.0, 401);
     let forged = r#"{"address":"ws://evil/ws","zones":[],"state":"ready","version":"x"}"#;
     assert_eq!(http::request_json(&addr, "PUT", "/v1/servers/evil", Some("wrong"), forged).await?.0, 401);
     let bad = r#"{"address":"ws://a/ws","zones":["a,b"],"state":"ready","version":"x"}"#;
-    assert_eq!(http::request_json(&addr, "PUT", "/v1/servers/x", Some(SERVER_TOKEN), bad).await?.0, 400);
+    let x = support::credential("x");
+    assert_eq!(http::request_json(&addr, "PUT", "/v1/servers/x", Some(&x), bad).await?.0, 400);
     let unknown = r#"{"address":"ws://a/ws","zones":[],"state":"asleep","version":"x"}"#;
-    assert_eq!(http::request_json(&addr, "PUT", "/v1/servers/x", Some(SERVER_TOKEN), unknown).await?.0, 400);
+    assert_eq!(http::request_json(&addr, "PUT", "/v1/servers/x", Some(&x), unknown).await?.0, 400);
     assert!(servers(&addr).await?.is_empty(), "nothing refused was registered");
 
-    let zone = ZoneProcess::start_with_args(TEST_CONFIG, &["--platform", &addr, "--server-token", SERVER_TOKEN])?;
+    let credential = support::credential("registry-zone");
+    let zone = ZoneProcess::start_with_args(TEST_CONFIG, &["--platform", &addr, "--server-token", &credential])?;
     let ws = zone.ws_url();
     let list = wait_for(&addr, "the zone server", |l| l.len() == 1).await?;
     assert_eq!(list[0]["address"], ws.as_str());
@@ -125,8 +126,8 @@ async fn players_sign_in_to_accounts_land_on_ready_servers_and_bans_and_disablin
         &db.url(),
         "login-test",
         &[
-            "--server-token",
-            SERVER_TOKEN,
+            "--server-key",
+            support::SERVER_KEY,
             "--token-key",
             TOKEN_KEY,
             "--redis-url",
@@ -187,8 +188,11 @@ async fn players_sign_in_to_accounts_land_on_ready_servers_and_bans_and_disablin
     assert_eq!(refused(api.me("forged").await), 401);
 
     assert_eq!(refused(api.play(&ann.session_token, "meadow").await), 503, "no server yet");
-    let args = ["--platform", addr.as_str(), "--server-token", SERVER_TOKEN];
-    let (a, b) = (ZoneProcess::start_with_args(TEST_CONFIG, &args)?, ZoneProcess::start_with_args(TEST_CONFIG, &args)?);
+    let (credential_a, credential_b) = (support::credential("zone-a"), support::credential("zone-b"));
+    let (a, b) = (
+        ZoneProcess::start_with_args(TEST_CONFIG, &["--platform", addr.as_str(), "--server-token", &credential_a])?,
+        ZoneProcess::start_with_args(TEST_CONFIG, &["--platform", addr.as_str(), "--server-token", &credential_b])?,
+    );
     wait_for(&addr, "both zone servers", |l| l.len() == 2).await?;
 
     let grant = api.play(&ann.session_token, "meadow").await?;

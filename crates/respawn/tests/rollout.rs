@@ -19,9 +19,8 @@ use respawn_client::bot::{Access, BotStats, Fleet};
 use respawn_drill::{RolloutReport, Scenario, Verdict};
 use respawn_platform::rollout::Mode;
 use serde_json::Value;
-use support::{next_build, Platform, TempDir, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG};
+use support::{next_build, Platform, TempDir, ZoneProcess, TEST_CONFIG};
 
-const SERVER_TOKEN: &str = "rollout-test-server-token";
 const OPERATOR: &str = "rollout-test-operator-token";
 const BOTS: u64 = 6;
 
@@ -34,7 +33,7 @@ struct Deployment {
 impl Deployment {
     /// A platform server (no Kafka or MySQL behind it: rollouts need neither) and a shared state directory.
     async fn start() -> Result<Self> {
-        let platform = Platform::for_rollouts(SERVER_TOKEN, OPERATOR).await?;
+        let platform = Platform::for_rollouts(OPERATOR).await?;
         Ok(Self { platform, data: TempDir::new("rollout")?, outboxes: 0 })
     }
 
@@ -42,12 +41,15 @@ impl Deployment {
         self.platform.addr.to_string()
     }
 
-    /// A zone server of `bin` on the shared state, heartbeating into the platform.
+    /// A zone server of `bin` on the shared state, heartbeating into the
+    /// platform as the `--server-id` in `extra`, else as `zone-<n>`.
     fn zone(&mut self, bin: &str, config: &str, extra: &[&str]) -> Result<ZoneProcess> {
         self.outboxes += 1;
         let outbox = self.data.path().join(format!("outbox-{}", self.outboxes));
+        let id = extra.iter().skip_while(|a| **a != "--server-id").nth(1).map(|id| (*id).to_owned());
+        let credential = support::credential(&id.unwrap_or_else(|| format!("zone-{}", self.outboxes)));
         let (platform, outbox) = (self.addr(), outbox.to_string_lossy().into_owned());
-        let mut args = vec!["--platform", &platform, "--server-token", SERVER_TOKEN, "--outbox-dir", &outbox];
+        let mut args = vec!["--platform", &platform, "--server-token", &credential, "--outbox-dir", &outbox];
         args.extend_from_slice(extra);
         ZoneProcess::start_build(bin, config, &self.data.path().join("state"), &args)
     }
@@ -92,7 +94,9 @@ impl Deployment {
 }
 
 fn hosts_all(server: &Value) -> bool {
-    server["zones"] == serde_json::json!(["meadow", "caverns"])
+    let mut zones: Vec<&str> = server["zones"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    zones.sort_unstable();
+    zones == ["caverns", "meadow"]
 }
 
 /// Waits (60 s at most) until every bot is connected again and has played a little.
@@ -247,18 +251,23 @@ fn with_testing(setting: &str) -> String {
     TEST_CONFIG.replacen("[[zones]]", &format!("[testing]\n{setting}\n\n[[zones]]"), 1)
 }
 
-/// What Kubernetes does with `deploy/k8s/zone.yaml`: pods of a Deployment
-/// start with `--claim --handoff-on-drain`, two at once (each zone is granted
-/// to one of them), a new version's pod starts next to them and stands by,
-/// and a terminated pod's preStop hook (`respawn zone-stop`) drains it: its
-/// zones move live to the new version first, players following.
+/// What Kubernetes does with `deploy/k8s/zone.yaml`: the StatefulSet's two
+/// pods start with `--claim --handoff-on-drain`, each with its own
+/// credential file (each zone is granted to one of them). A rolling update
+/// replaces them one at a time from the highest ordinal: the terminated
+/// pod's preStop hook (`respawn zone-stop`, with the pod's credential)
+/// drains it, its zones moving live to the other pod with their players;
+/// the pod comes back under the same name as the new version and stands by,
+/// and the next pod hands its zones to it the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_pods_claim_zones_once_and_hand_them_off_when_stopped() -> Result<()> {
     let (next, current) = (next_build(), env!("CARGO_BIN_EXE_respawn").to_owned());
     let mut d = Deployment::start().await?;
     let pod = ["--claim", "--handoff-on-drain", "--server-id"];
-    let a = d.zone(&current, TEST_CONFIG, &[&pod[..], &["pod-a"]].concat())?;
-    let b = d.zone(&current, TEST_CONFIG, &[&pod[..], &["pod-b"]].concat())?;
+    let mut pods = vec![
+        d.zone(&current, TEST_CONFIG, &[&pod[..], &["respawn-zone-0"]].concat())?,
+        d.zone(&current, TEST_CONFIG, &[&pod[..], &["respawn-zone-1"]].concat())?,
+    ];
     let list = d.wait_servers("both pods", |l| l.len() == 2).await?;
     let mut hosted: Vec<&str> =
         list.iter().flat_map(|s| s["zones"].as_array().into_iter().flatten()).filter_map(Value::as_str).collect();
@@ -270,30 +279,40 @@ async fn kubernetes_pods_claim_zones_once_and_hand_them_off_when_stopped() -> Re
     let stats = fleet.stats.clone();
     all_playing(&stats).await?;
 
-    // The new version's pod: every zone is taken, so it stands by.
-    let c = d.zone(&next, TEST_CONFIG, &[&pod[..], &["pod-c"]].concat())?;
-    let list = d.wait_servers("the new pod", |l| l.len() == 3).await?;
-    let new_pod = list.iter().find(|s| s["id"] == "pod-c").context("pod-c registered")?;
-    assert_eq!(new_pod["zones"], serde_json::json!([]), "the new pod stands by");
-
-    // Kubernetes replaces the old pods one at a time; each preStop hook drains its pod.
-    for (old, id) in [(a, "pod-a"), (b, "pod-b")] {
+    // The preStop hook reads the pod's credential from the mounted Secret.
+    let credentials = TempDir::new("pod-credentials")?;
+    for ordinal in [1, 0] {
+        let id = format!("respawn-zone-{ordinal}");
+        let file = credentials.path().join(&id);
+        std::fs::write(&file, format!("{}\n", support::credential(&id)))?;
+        let old = pods.remove(ordinal);
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_respawn"))
-            .args(["zone-stop", "--listen", &old.addr.to_string(), "--admin-token", ADMIN_TOKEN])
+            .args(["zone-stop", "--listen", &old.addr.to_string()])
+            .env("RESPAWN_SERVER_TOKEN_FILE", &file)
             .output()
             .await?;
         assert!(out.status.success(), "zone-stop {id}: {}", String::from_utf8_lossy(&out.stderr));
         let (status, log) = old.wait_exit(Duration::from_secs(30))?;
         assert!(status.success(), "{id} stopped cleanly: {status}\n{log}");
-        d.wait_servers(&format!("{id} gone"), |l| l.iter().all(|s| s["id"] != id)).await?;
+        let gone = format!("{id} gone, the other pod hosting every zone");
+        d.wait_servers(&gone, |l| l.len() == 1 && l[0]["id"] != id.as_str() && hosts_all(&l[0])).await?;
+        // Back under the same name as the new version: every zone is hosted, so it stands by.
+        let new = d.zone(&next, TEST_CONFIG, &[&pod[..], &[id.as_str()]].concat())?;
+        let list = d.wait_servers(&format!("{id} back"), |l| l.len() == 2).await?;
+        let back = list.iter().find(|s| s["id"] == id.as_str()).context("the pod registered again")?;
+        assert_eq!(back["zones"], serde_json::json!([]), "{id} stands by");
+        pods.insert(ordinal, new);
     }
-    let list = d.wait_servers("the new pod hosting every zone", |l| l.len() == 1 && hosts_all(&l[0])).await?;
-    assert_eq!(list[0]["id"], "pod-c");
+    let list = d.wait_servers("the new version hosting every zone", |l| l.len() == 2).await?;
+    let owner = list.iter().find(|s| hosts_all(s)).context("one pod hosts every zone")?;
+    assert_eq!(owner["id"], "respawn-zone-1", "{list:#?}");
+    assert!(list.iter().all(|s| s["version"] != env!("CARGO_PKG_VERSION")), "both pods run the new version: {list:#?}");
     all_playing(&stats).await?;
     nothing_lost(&stats, "after the pods were replaced")?;
-    assert_eq!(stats.migrations.load(std::sync::atomic::Ordering::Relaxed), BOTS, "every bot followed its zone once");
+    let migrations = stats.migrations.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(migrations >= BOTS, "every bot followed its zone at least once: {migrations} migrations");
     fleet.stop().await;
-    drop(c);
+    drop(pods);
     Ok(())
 }
 

@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use support::{Platform, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
+use support::{Platform, ZoneProcess, TEST_CONFIG, TOKEN_KEY};
 
-const SERVER_TOKEN: &str = "runbook-server-token-0123456789";
 const OPERATOR: &str = "runbook-operator-token-0123456789";
 
 /// The runbook's commands, in order, each once, whitespace collapsed.
@@ -66,12 +65,10 @@ async fn every_runbook_command_works_against_a_live_deployment() -> Result<()> {
             &redis,
             "--redis-prefix",
             &prefix,
-            "--server-token",
-            SERVER_TOKEN,
+            "--server-key",
+            support::SERVER_KEY,
             "--token-key",
             TOKEN_KEY,
-            "--zone-admin-token",
-            ADMIN_TOKEN,
             "--admin-token",
             OPERATOR,
         ],
@@ -86,7 +83,14 @@ async fn every_runbook_command_works_against_a_live_deployment() -> Result<()> {
     let zone = ZoneProcess::start_full_with(
         &config,
         &data,
-        &["--kafka-brokers", &brokers, "--platform", &platform.addr.to_string(), "--server-token", SERVER_TOKEN],
+        &[
+            "--kafka-brokers",
+            &brokers,
+            "--platform",
+            &platform.addr.to_string(),
+            "--server-token",
+            &support::credential("runbook-zone"),
+        ],
     )?;
     let endpoint = format!("http://{}", platform.addr);
     let ctl_env = [

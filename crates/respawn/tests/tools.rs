@@ -202,10 +202,9 @@ fn loadgen_says_clearly_when_no_server_answers() -> Result<()> {
 /// stored through Kafka and MariaDB as they left, are handed out again).
 #[tokio::test]
 async fn loadgen_signs_in_through_the_platform_and_reuses_its_account_pool() -> Result<()> {
-    const SERVER_TOKEN: &str = "loadgen-server-token";
     let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS").expect("run through scripts/test");
     let db = support::Database::create("loadgen").await?;
-    let extra = ["--server-token", SERVER_TOKEN, "--token-key", TOKEN_KEY];
+    let extra = ["--server-key", support::SERVER_KEY, "--token-key", TOKEN_KEY];
     let platform =
         support::Platform::start_with(&brokers, &db.url(), &format!("loadgen-{}", std::process::id()), &extra)?;
     platform.wait_healthy().await?;
@@ -213,7 +212,14 @@ async fn loadgen_signs_in_through_the_platform_and_reuses_its_account_pool() -> 
     let platform_addr = platform.addr.to_string();
     let zone = ZoneProcess::start_with_args(
         support::TEST_CONFIG,
-        &["--platform", &platform_addr, "--server-token", SERVER_TOKEN, "--kafka-brokers", &brokers],
+        &[
+            "--platform",
+            &platform_addr,
+            "--server-token",
+            &support::credential("loadgen-zone"),
+            "--kafka-brokers",
+            &brokers,
+        ],
     )?;
     let dir = respawn_harness::TempDir::new("loadgen-pool")?;
     let pool = dir.path().join("accounts.txt");
@@ -236,7 +242,7 @@ async fn loadgen_signs_in_through_the_platform_and_reuses_its_account_pool() -> 
         "--json",
     ];
     // Once the zone server is in the registry (its first heartbeat).
-    support::wait_registered(&platform_addr, SERVER_TOKEN, 1).await?;
+    support::wait_registered(&platform_addr, 1).await?;
     let first = run_json(&args)?;
     assert_eq!(first["connected"], 3, "{first}");
     let made = std::fs::read_to_string(&pool)?;

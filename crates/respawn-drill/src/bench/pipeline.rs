@@ -292,7 +292,7 @@ async fn measure(args: &PipelineArgs) -> Result<PipelineReport> {
     stop.cancel();
     consumer.await.context("consumer")??;
     let (t_first, n_first) = first.unwrap_or((started, 0));
-    let sustained = (args.events - n_first) as f64 / t_first.elapsed().as_secs_f64().max(1e-9);
+    let sustained = args.events.saturating_sub(n_first) as f64 / t_first.elapsed().as_secs_f64().max(1e-9);
     let batches = metrics.batch_duration.get_sample_count();
     let samples = prom::parse(&metrics.render(ledger.pool_stats()));
     let histogram = prom::Histogram::read(&samples, "respawn_platform_batch_duration_seconds", &[]);

@@ -12,9 +12,10 @@ use super::{accounts, ops, registry, sessions, HttpContext};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
     Public,
-    /// The secret game servers share (`--server-token`).
+    /// A game server's own credential (`respawn server-credential`); on a
+    /// route about one server (`{id}`), only that server's.
     Server,
-    /// The server token or any operator token.
+    /// Any game server's credential or any operator token.
     ServerOrViewer,
     /// An operator token of this role or above.
     Operator(Role),
@@ -530,11 +531,12 @@ pub fn openapi() -> Value {
         match op.auth {
             Auth::Public => {}
             Auth::Server => {
-                operation.insert("security".into(), json!([{ "serverToken": [] }]));
-                responses["401"] = json!({ "description": "missing or wrong server token" });
+                operation.insert("security".into(), json!([{ "serverCredential": [] }]));
+                responses["401"] = json!({ "description": "missing or unknown server credential" });
+                responses["403"] = json!({ "description": "the credential is another server's" });
             }
             Auth::ServerOrViewer => {
-                operation.insert("security".into(), json!([{ "serverToken": [] }, { "operatorToken": [] }]));
+                operation.insert("security".into(), json!([{ "serverCredential": [] }, { "operatorToken": [] }]));
                 responses["401"] = json!({ "description": "missing or unknown token" });
             }
             Auth::Operator(role) => {
@@ -574,7 +576,7 @@ pub fn openapi() -> Value {
         },
         "components": { "securitySchemes": {
             "operatorToken": { "type": "http", "scheme": "bearer", "description": "an operator token (viewer, operator or admin)" },
-            "serverToken": { "type": "http", "scheme": "bearer", "description": "the secret game servers share" },
+            "serverCredential": { "type": "http", "scheme": "bearer", "description": "one game server's own credential, bound to its id (respawn server-credential)" },
             "sessionToken": { "type": "http", "scheme": "bearer", "description": "a player's session token, from POST /v1/sessions" },
         } },
         "paths": paths,

@@ -8,14 +8,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, RawPathParams, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{RequestExt, Router};
 use respawn_store::ops::OpsStore;
 use respawn_store::ratelimit::{Decision, Quota, RateLimiter};
 use respawn_store::{Registry, StoreError};
-use respawn_token::TokenKey;
+use respawn_token::{ServerKey, TokenKey};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -49,11 +49,11 @@ pub struct HttpContext {
     pub fleet: Arc<Fleet>,
     pub alerts: Arc<crate::alerts::Alerts>,
     pub rollouts: Arc<crate::rollout::Rollouts>,
-    /// The secret game servers present; without it the registry API is closed.
-    pub server_token: Option<Arc<str>>,
-    /// The zone servers' admin API (with their admin token), for kicks,
-    /// announcements, drains and rollouts.
-    pub zone_admin: Option<respawn_api::admin::ZoneAdmin>,
+    /// What game servers' credentials are made from (`--server-key`): each
+    /// server's is bound to its id, and the platform calls each server's
+    /// admin API (kicks, announcements, drains, rollouts) with that
+    /// server's own. Without it the registry API is closed.
+    pub server_key: Option<ServerKey>,
     /// Signs session tokens; without it there is no login.
     pub sessions: Option<SessionSigner>,
     pub limits: Limits,
@@ -104,8 +104,7 @@ impl HttpContext {
             ops,
             limiter,
             fleet: Arc::default(),
-            server_token: None,
-            zone_admin: None,
+            server_key: None,
             sessions: None,
             limits: Limits::default(),
             extra_metrics: None,
@@ -117,7 +116,12 @@ impl HttpContext {
 impl HttpContext {
     /// Starts a rollout over this platform's registry and zone admin API.
     pub fn start_rollout(&self, plan: crate::rollout::Plan) -> Result<crate::rollout::Rollout, String> {
-        self.rollouts.start(self.registry.clone(), self.zone_admin.clone(), plan)
+        self.rollouts.start(self.registry.clone(), self.fleet_admin(), plan)
+    }
+
+    /// The zone servers' admin API, each server called with its own credential.
+    pub fn fleet_admin(&self) -> Option<crate::fleet::FleetAdmin> {
+        self.server_key.clone().map(crate::fleet::FleetAdmin::new)
     }
 }
 
@@ -208,9 +212,16 @@ async fn enforce(
     let admitted = match auth {
         api::Auth::Public => Ok(None),
         api::Auth::Server => {
-            registry::authorize(&ctx, request.headers()).map(|()| None).map_err(IntoResponse::into_response)
+            let acting_for = request
+                .extract_parts::<RawPathParams>()
+                .await
+                .ok()
+                .and_then(|params| params.iter().find(|(name, _)| *name == "id").map(|(_, id)| id.to_owned()));
+            registry::authorize(&ctx, request.headers(), acting_for.as_deref())
+                .map(|()| None)
+                .map_err(IntoResponse::into_response)
         }
-        api::Auth::ServerOrViewer => match registry::authorize(&ctx, request.headers()) {
+        api::Auth::ServerOrViewer => match registry::authorize(&ctx, request.headers(), None) {
             Ok(()) => Ok(None),
             Err(_) => ops::authenticate(&ctx, request.headers()).await.map(Some),
         },

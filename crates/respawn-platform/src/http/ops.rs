@@ -18,7 +18,6 @@ use serde_json::json;
 use super::accounts::account_failure;
 use super::{json, rate_limit, store_failure, text, unix_now_ms, HttpContext, Refusal};
 use crate::accounts::{Account, AccountStore};
-use crate::fleet::http_address;
 use crate::ledger::{EventCursor, EventQuery, Ledger};
 use respawn_api::admin::ZoneAdmin;
 use respawn_api::http::CallError;
@@ -199,7 +198,7 @@ where
     F: Fn(ZoneAdmin, String) -> Fut,
     Fut: std::future::Future<Output = Result<(), CallError>>,
 {
-    let admin = ctx.zone_admin.as_ref().ok_or_else(no_zone_admin)?;
+    let admin = ctx.fleet_admin().ok_or_else(no_zone_admin)?;
     let servers = ctx.registry.servers().await.map_err(|e| store_failure("registry", e))?;
     let targets: Vec<_> = servers.into_iter().filter(|s| zone.is_none_or(|z| s.zones.iter().any(|h| h == z))).collect();
     if targets.is_empty() {
@@ -207,11 +206,11 @@ where
     }
     // Every server at once: one stuck server holds the operator's call for one admin timeout at most.
     let calls = targets.iter().map(|s| {
-        let pending = http_address(&s.address).map(|addr| call(admin.clone(), addr.to_owned()));
+        let pending = admin.of(s).map(|(server_admin, addr)| call(server_admin, addr.to_owned()));
         async move {
             let result = match pending {
-                Some(pending) => pending.await.map_err(|e| e.to_string()),
-                None => Err("no HTTP address".to_owned()),
+                Ok(pending) => pending.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
             };
             (s.id.clone(), result)
         }
@@ -225,11 +224,11 @@ where
     Ok(json!({ "servers_reached": reached, "failed": failed }))
 }
 
-/// The answer when the zone servers' admin API is not configured.
+/// The answer when the platform cannot call the zone servers' admin API.
 fn no_zone_admin() -> Response {
     text(
         StatusCode::SERVICE_UNAVAILABLE,
-        "the zone servers' admin token is not configured: start the platform server with --zone-admin-token",
+        "the server key is not configured: start the platform server with --server-key",
     )
 }
 
@@ -270,14 +269,13 @@ pub(super) async fn drain(
     Extension(operator): Extension<Operator>,
 ) -> Response {
     let result = async {
-        let admin = ctx.zone_admin.as_ref().ok_or_else(no_zone_admin)?;
+        let admin = ctx.fleet_admin().ok_or_else(no_zone_admin)?;
         let servers = ctx.registry.servers().await.map_err(|e| store_failure("registry", e))?;
         let server = servers
             .iter()
             .find(|s| s.id == id)
             .ok_or_else(|| text(StatusCode::NOT_FOUND, format!("no live server {id:?}")))?;
-        let addr = http_address(&server.address)
-            .ok_or_else(|| text(StatusCode::BAD_GATEWAY, "the server's address has no HTTP host"))?;
+        let (admin, addr) = admin.of(server).map_err(|e| text(StatusCode::BAD_GATEWAY, e.to_string()))?;
         match admin.drain(addr).await {
             Ok(()) => Ok(json!({ "server": id, "state": "draining" })),
             Err(e) => Err(text(StatusCode::BAD_GATEWAY, format!("the server {e}"))),

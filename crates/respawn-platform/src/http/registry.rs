@@ -1,6 +1,7 @@
-//! The server registry (`/v1/servers`): game servers heartbeat their entry
-//! with the shared server token and get the ban list back whenever its
-//! version changed.
+//! The server registry (`/v1/servers`): each game server heartbeats its
+//! entry with its own credential (bound to its id, see
+//! [`respawn_token::ServerKey`]) and gets the ban list back whenever its
+//! version changed. A server may write only its own entry.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -16,15 +17,31 @@ use super::{json, store_failure, text, HttpContext};
 /// A server missing this long after its last heartbeat leaves the registry.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
 
-/// Checks the server token; the error is the answer.
-pub(super) fn authorize(ctx: &HttpContext, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
-    let Some(expected) = ctx.server_token.as_deref() else {
-        return Err((StatusCode::NOT_FOUND, "registry API disabled: start the platform server with --server-token\n"));
+/// Most servers the registry lists: a new one past it is refused.
+pub const MAX_SERVERS: usize = 1_000;
+
+/// Checks a game server's credential and, for a route about one server
+/// (`acting_for`, the path's id), that it is that server's; the error is the answer.
+pub(super) fn authorize(
+    ctx: &HttpContext,
+    headers: &HeaderMap,
+    acting_for: Option<&str>,
+) -> Result<(), (StatusCode, String)> {
+    let Some(key) = ctx.server_key.as_ref() else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "registry API disabled: start the platform server with --server-key\n".into(),
+        ));
     };
-    if super::bearer(headers).is_some_and(|g| respawn_token::constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err((StatusCode::UNAUTHORIZED, "missing or wrong server token\n"))
+    let server = key
+        .verify(super::bearer(headers).unwrap_or_default())
+        .map_err(|e| (StatusCode::UNAUTHORIZED, format!("server credential refused: {e}\n")))?;
+    match acting_for {
+        Some(id) if id != server => Err((
+            StatusCode::FORBIDDEN,
+            format!("this credential is server {server:?}'s: it may act only as itself, not as {id:?}\n"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -39,6 +56,13 @@ pub(super) async fn heartbeat(State(ctx): State<HttpContext>, Path(id): Path<Str
         Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
     let entry = ServerEntry { id, address: body.address, zones: body.zones, state: body.state, version: body.version };
+    // The fleet view (the registry listed every second) bounds the list
+    // without listing it on every heartbeat.
+    let listed = ctx.fleet.view().servers;
+    if listed.len() >= MAX_SERVERS && !listed.iter().any(|s| s.id == entry.id) {
+        let full = format!("the registry is full ({MAX_SERVERS} servers); {} is not listed", entry.id);
+        return text(StatusCode::SERVICE_UNAVAILABLE, full);
+    }
     if let Err(e) = ctx.registry.heartbeat(entry, HEARTBEAT_TTL).await {
         return store_failure("registry", e);
     }
@@ -132,7 +156,7 @@ pub(super) async fn evacuate(State(ctx): State<HttpContext>, Path(id): Path<Stri
     }
 }
 
-/// For game servers (server token) and operators (any role).
+/// For game servers (any one's credential) and operators (any role).
 pub(super) async fn list(State(ctx): State<HttpContext>) -> Response {
     let servers = match ctx.registry.servers().await {
         Ok(servers) => servers,

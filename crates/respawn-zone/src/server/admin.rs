@@ -33,14 +33,19 @@ pub(super) fn routes() -> Router<Arc<ServerState>> {
         .route("/admin/zones/{zone}/resume", post(admin_resume))
 }
 
-/// Checks the admin bearer token; the error is the status and text to answer.
+/// Checks the admin bearer token (one of the accepted ones); the error is the status and text to answer.
 fn authorize(state: &ServerState, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
-    let Some(expected) = state.admin_token.as_deref() else {
-        return Err((StatusCode::NOT_FOUND, "admin API disabled: start the server with --admin-token\n"));
-    };
+    if state.admin_tokens.is_empty() {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "admin API disabled: start the server with --admin-token or a registry --server-token\n",
+        ));
+    }
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|g| respawn_token::constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+    let accepted =
+        |g: &str| state.admin_tokens.iter().any(|t| respawn_token::constant_time_eq(g.as_bytes(), t.as_bytes()));
+    if given.is_some_and(accepted) {
         Ok(())
     } else {
         Err((StatusCode::UNAUTHORIZED, "missing or wrong admin bearer token\n"))

@@ -66,8 +66,10 @@ pub struct ServerOptions {
     pub outbox_dir: std::path::PathBuf,
     /// Where events are published; without one they wait in the outbox.
     pub event_log: Option<Arc<dyn EventLog>>,
-    /// Bearer token for `/admin/*`; `None` disables the admin API.
-    pub admin_token: Option<String>,
+    /// The bearer tokens `/admin/*` accepts: the operators' `--admin-token`
+    /// and the server's registry credential, which the platform calls with;
+    /// none disables the admin API.
+    pub admin_tokens: Vec<String>,
     pub version: String,
     /// Zones of the configuration not to host at start (every one for a
     /// standby server); they arrive by hand-over (`/admin/zones/{zone}/adopt`).
@@ -158,7 +160,7 @@ impl ZoneServer {
             stores,
             outbox_dir,
             event_log,
-            admin_token,
+            admin_tokens,
             version,
             not_hosted,
             before_drain,
@@ -174,7 +176,7 @@ impl ZoneServer {
             token_key,
             characters,
             stores,
-            admin_token,
+            admin_tokens,
             bans: crate::bans::BanList::default(),
             command_limits: Mutex::default(),
             zones: RwLock::default(),

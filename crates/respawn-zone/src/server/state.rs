@@ -74,7 +74,7 @@ pub struct ServerState {
     pub token_key: TokenKey,
     pub characters: Characters,
     pub stores: Stores,
-    pub(crate) admin_token: Option<String>,
+    pub(crate) admin_tokens: Vec<String>,
     pub metrics: Metrics,
     /// Players refused at join and kicked if connected.
     pub bans: crate::bans::BanList,

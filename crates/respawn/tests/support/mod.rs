@@ -19,6 +19,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub const TOKEN_KEY: &str = "integration-test-token-key";
 pub const ADMIN_TOKEN: &str = "integration-admin-token";
+/// The platform servers' `--server-key` in these tests.
+pub const SERVER_KEY: &str = "integration-test-server-key";
+
+/// The registry credential of the zone server `id`, made from [`SERVER_KEY`].
+pub fn credential(id: &str) -> String {
+    respawn_token::ServerKey::new(SERVER_KEY.as_bytes()).and_then(|k| k.credential(id)).expect("a server credential")
+}
 
 /// A small, crowded layout so every player sees every other one.
 pub const TEST_CONFIG: &str = r#"
@@ -221,10 +228,11 @@ pub fn ticket(player: u64, name: &str, zone: &str) -> String {
 }
 
 /// Waits (10 s at most) until the platform server at `platform` lists
-/// `servers` zone servers (asked with the servers' token).
-pub async fn wait_registered(platform: &str, server_token: &str, servers: usize) -> Result<()> {
+/// `servers` zone servers (asked as a zone server would).
+pub async fn wait_registered(platform: &str, servers: usize) -> Result<()> {
+    let credential = credential("registry-reader");
     respawn_harness::wait_until("zone servers in the registry", Duration::from_secs(10), || async {
-        let (code, body) = respawn_api::http::request(platform, "GET", "/v1/servers", Some(server_token)).await?;
+        let (code, body) = respawn_api::http::request(platform, "GET", "/v1/servers", Some(&credential)).await?;
         Ok(code == 200 && serde_json::from_str::<Vec<serde_json::Value>>(&body)?.len() == servers)
     })
     .await
@@ -406,22 +414,13 @@ impl Platform {
     /// Kafka or MySQL: nothing listens on port 1), answering once healthy.
     /// With accounts (in a database of its own) for players to sign in to,
     /// and no Kafka.
-    pub async fn for_rollouts(server_token: &str, operator_token: &str) -> Result<Self> {
+    pub async fn for_rollouts(operator_token: &str) -> Result<Self> {
         let db = Database::create("rollouts").await?;
         let platform = Self::start_with(
             "127.0.0.1:1",
             &db.url(),
             "rollouts",
-            &[
-                "--server-token",
-                server_token,
-                "--token-key",
-                TOKEN_KEY,
-                "--zone-admin-token",
-                ADMIN_TOKEN,
-                "--admin-token",
-                operator_token,
-            ],
+            &["--server-key", SERVER_KEY, "--token-key", TOKEN_KEY, "--admin-token", operator_token],
         )?;
         platform.wait_healthy().await?;
         platform.wait_ready().await?;
