@@ -26,6 +26,22 @@ pub fn username_key(username: &str) -> Option<String> {
     ok.then(|| username.to_ascii_lowercase())
 }
 
+/// Longest zone name, in bytes.
+pub const ZONE_NAME_MAX_LEN: usize = 64;
+
+/// A zone's name, in a configuration, the registry or a join: 1..=64 ASCII
+/// letters, digits, `_`, `-` or `.`, so it is safe as a store key, in a URL
+/// and in a web page whoever registered it.
+pub fn valid_zone_name(name: &str) -> bool {
+    (1..=ZONE_NAME_MAX_LEN).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// A server's advertised version: 1..=64 ASCII letters, digits, `.`, `_`, `-` or `+`.
+pub fn valid_version(version: &str) -> bool {
+    (1..=64).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
+}
+
 /// Longest game-server id, in bytes.
 pub const SERVER_ID_MAX_LEN: usize = 64;
 
@@ -59,6 +75,19 @@ mod tests {
         for bad in ["a.b", "a b", "é", "a,b", "a\n", "<img>"] {
             assert!(!valid_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn zone_names_and_versions_keep_to_characters_safe_in_keys_urls_and_pages() {
+        for good in ["meadow", "Caverns_2", "eu-1.arena", &"z".repeat(ZONE_NAME_MAX_LEN)] {
+            assert!(valid_zone_name(good), "{good:?}");
+        }
+        let hostile = "<img src=x onerror=alert(1)>";
+        for bad in ["", "a,b", "a b", hostile, "\"meadow\"", "é", &"z".repeat(ZONE_NAME_MAX_LEN + 1)] {
+            assert!(!valid_zone_name(bad), "{bad:?}");
+        }
+        assert!(valid_version("0.1.0-next") && valid_version("1.2.3+build.4"));
+        assert!(!valid_version("") && !valid_version(hostile) && !valid_version("1 0"));
     }
 
     #[test]

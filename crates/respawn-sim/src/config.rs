@@ -94,8 +94,8 @@ impl ZoneConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError(m));
-        if self.name.is_empty() || self.name.len() > 64 {
-            return err(format!("zone name must be 1..=64 bytes, got {:?}", self.name));
+        if !respawn_names::valid_zone_name(&self.name) {
+            return err(format!("zone name must be 1..=64 of A-Z a-z 0-9 _ - ., got {:?}", self.name));
         }
         if !(1_000..=1_000_000).contains(&self.width) || !(1_000..=1_000_000).contains(&self.height) {
             return err(format!("zone size must be 1000..=1000000 cm per side, got {}x{}", self.width, self.height));

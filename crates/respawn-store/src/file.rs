@@ -28,17 +28,35 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StoreResult<T> + Send +
         .map_err(|e| StoreError::Backend { backend: BACKEND, message: format!("file task failed: {e}") })?
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+/// Makes a directory's entries durable: a file created or renamed in it
+/// is still there after a crash.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file, fsynced, renamed
+/// over it, the directory fsynced. A failure (a full disk) leaves the old file.
+pub(crate) fn write_atomic_io(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().ok_or_else(|| std::io::Error::other(format!("{} has no parent", path.display())))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_data()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+/// [`write_atomic_io`], creating the directory first.
 fn write_atomic(path: &Path, bytes: &[u8]) -> StoreResult<()> {
     let dir = path.parent().ok_or_else(|| StoreError::Invalid(format!("{} has no parent", path.display())))?;
     std::fs::create_dir_all(dir).map_err(io)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_data().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+    write_atomic_io(path, bytes).map_err(io)
 }
 
 /// Snapshots of one kind, one file per snapshot: `<root>/zone-<id>/<tick>-<ms>.snap`.
@@ -171,7 +189,9 @@ impl ColdSnapshots for FileColdSnapshots {
 }
 
 /// One append-only file per zone of records `tick u64 | len u32 | crc32 u32 | batch`.
-/// A torn record at the end (a crash mid-write) ends the readable journal.
+/// An append is all or nothing: a failed write (a full disk) is cut back off.
+/// A torn record at the end (a crash mid-write) ends the readable journal
+/// and is cut off before the next append, which would otherwise follow it unread.
 #[derive(Debug, Clone)]
 pub struct FileJournal {
     root: PathBuf,
@@ -192,9 +212,14 @@ impl FileJournal {
     }
 
     fn read_all(root: &Path, zone: u32) -> StoreResult<Vec<JournalEntry>> {
+        Self::read_whole(root, zone).map(|(entries, _)| entries)
+    }
+
+    /// The readable entries and the length of the file they span.
+    fn read_whole(root: &Path, zone: u32) -> StoreResult<(Vec<JournalEntry>, u64)> {
         let bytes = match std::fs::read(Self::path(root, zone)) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
             Err(e) => return Err(io(e)),
         };
         let mut out = Vec::new();
@@ -213,7 +238,7 @@ impl FileJournal {
         if !rest.is_empty() {
             tracing::warn!(zone, bytes = rest.len(), "journal ends with a torn or corrupt record; ignoring its tail");
         }
-        Ok(out)
+        Ok((out, (bytes.len() - rest.len()) as u64))
     }
 
     fn encode(entries: &[JournalEntry]) -> Vec<u8> {
@@ -239,10 +264,24 @@ impl FileJournal {
             let last = match cache.entry(zone) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(Self::read_all(&root, zone)?.last().map_or(0, |e| e.tick))
+                    let (entries, readable) = Self::read_whole(&root, zone)?;
+                    let path = Self::path(&root, zone);
+                    if std::fs::metadata(&path).is_ok_and(|m| m.len() > readable) {
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .and_then(|f| f.set_len(readable))
+                            .map_err(io)?;
+                    }
+                    e.insert(entries.last().map_or(0, |e| e.tick))
                 }
             };
-            f(&root, last)
+            let result = f(&root, last);
+            if result.is_err() {
+                // What is on disk is read again next time (a torn tail cut off).
+                cache.remove(&zone);
+            }
+            result
         })
         .await
     }
@@ -261,8 +300,17 @@ impl Journal for FileJournal {
             std::fs::create_dir_all(root).map_err(io)?;
             let mut file =
                 std::fs::OpenOptions::new().create(true).append(true).open(Self::path(root, zone)).map_err(io)?;
-            file.write_all(&Self::encode(&entries)).map_err(io)?;
-            file.sync_data().map_err(io)?;
+            let before = file.metadata().map_err(io)?.len();
+            if let Err(e) = file.write_all(&Self::encode(&entries)).and_then(|()| file.sync_data()) {
+                // Were this to fail too, the failed call makes the next one load the journal again and cut it.
+                if let Err(cut) = file.set_len(before) {
+                    tracing::error!(zone, error = %cut, "cannot cut a failed journal append off yet");
+                }
+                return Err(io(e));
+            }
+            if before == 0 {
+                sync_dir(root).map_err(io)?;
+            }
             *last = prev;
             Ok(())
         })

@@ -202,8 +202,18 @@ pub struct ServerEntry {
     pub version: String,
 }
 
-/// Longest address, version or zone name an entry may hold.
+/// Longest address an entry may hold.
 pub(crate) const ENTRY_FIELD_MAX: usize = 256;
+
+/// A WebSocket address players are sent to, in characters no page or log
+/// has to escape: `ws://` or `wss://`, a host (IPv6 in brackets), a port and a path.
+fn valid_address(address: &str) -> bool {
+    let rest = address.strip_prefix("ws://").or_else(|| address.strip_prefix("wss://"));
+    address.len() <= ENTRY_FIELD_MAX
+        && rest.is_some_and(|rest| {
+            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:/[]@%".contains(&b))
+        })
+}
 
 impl ServerEntry {
     /// Refuses what could not be stored faithfully or used as a key: heartbeats come from the network.
@@ -211,12 +221,16 @@ impl ServerEntry {
         if !respawn_names::valid_server_id(&self.id) {
             return Err(StoreError::Invalid(format!("server id {:?}: 1-64 of a-z 0-9 - _ .", self.id)));
         }
-        let field_ok = |f: &str| !f.is_empty() && f.len() <= ENTRY_FIELD_MAX && !f.chars().any(char::is_control);
-        if !field_ok(&self.address) || !field_ok(&self.version) {
-            return Err(StoreError::Invalid("server address and version: 1-256 printable characters".into()));
+        if !valid_address(&self.address) {
+            return Err(StoreError::Invalid(format!(
+                "server address: ws:// or wss://, then up to {ENTRY_FIELD_MAX} of A-Z a-z 0-9 - . _ ~ : / [ ] @ %"
+            )));
         }
-        if self.zones.len() > 64 || !self.zones.iter().all(|z| field_ok(z) && !z.contains(',')) {
-            return Err(StoreError::Invalid("zones: at most 64 names, printable, without commas".into()));
+        if !respawn_names::valid_version(&self.version) {
+            return Err(StoreError::Invalid("server version: 1-64 of A-Z a-z 0-9 . _ - +".into()));
+        }
+        if self.zones.len() > 64 || !self.zones.iter().all(|z| respawn_names::valid_zone_name(z)) {
+            return Err(StoreError::Invalid("zones: at most 64 names, each 1-64 of A-Z a-z 0-9 _ - .".into()));
         }
         Ok(())
     }

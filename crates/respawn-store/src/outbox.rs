@@ -6,8 +6,12 @@
 //!
 //! Layout: segment files `<first seq>.seg` of records `len u32 | crc32 u32 |
 //! bytes` (little-endian), and `acked`, the next unacknowledged sequence
-//! number (8 bytes, written atomically). A torn record at the end of the last
-//! segment (a crash mid-write) is cut off when the outbox is opened.
+//! number (8 bytes, written atomically). An append is all or nothing: a
+//! write that fails (a full disk) is cut back off before the error returns,
+//! so a retried append follows whole records. A torn record at the end of
+//! the last segment (a crash mid-write) is cut off when the outbox is
+//! opened; reads check every record's bounds and CRC and refuse a bad one
+//! with an error. New files' directory entries are fsynced.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -17,6 +21,16 @@ use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
 const HEADER: usize = 8;
+
+/// The record at `at` in a segment's bytes, its length and body, if it is
+/// whole and its CRC holds.
+fn record_at(bytes: &[u8], at: usize) -> Option<(usize, &[u8])> {
+    let header = bytes.get(at..at.checked_add(HEADER)?)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    let body = bytes.get(at + HEADER..(at + HEADER).checked_add(len)?)?;
+    (crc32fast::hash(body) == crc).then_some((len, body))
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Segment {
@@ -122,13 +136,7 @@ impl Outbox {
         let mut bytes = Vec::new();
         File::open(path)?.read_to_end(&mut bytes)?;
         let (mut at, mut records) = (0usize, 0u64);
-        while let Some(header) = bytes.get(at..at + HEADER) {
-            let len = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default()) as usize;
-            let crc = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default());
-            let Some(body) = bytes.get(at + HEADER..at + HEADER + len) else { break };
-            if crc32fast::hash(body) != crc {
-                break;
-            }
+        while let Some((len, _)) = record_at(&bytes, at) {
             at += HEADER + len;
             records += 1;
         }
@@ -152,19 +160,33 @@ impl Outbox {
         let first = match current {
             Some((first, seg)) if seg.bytes < self.segment_bytes && inner.writer.is_some() => first,
             Some((first, seg)) if seg.bytes < self.segment_bytes => {
-                inner.writer = Some(OpenOptions::new().append(true).open(self.seg_path(first))?);
+                let file = OpenOptions::new().append(true).open(self.seg_path(first))?;
+                // A fragment a failed append could not cut off then goes now.
+                if file.metadata()?.len() > seg.bytes {
+                    file.set_len(seg.bytes)?;
+                }
+                inner.writer = Some(file);
                 first
             }
             _ => {
                 let first = inner.next_seq;
                 inner.writer = Some(OpenOptions::new().create(true).append(true).open(self.seg_path(first))?);
                 inner.segments.insert(first, Segment { records: 0, bytes: 0, created_ms: crate::unix_ms() });
+                crate::file::sync_dir(&self.dir)?;
                 first
             }
         };
+        let before = inner.segments.get(&first).map_or(0, |s| s.bytes);
         let writer = inner.writer.as_mut().ok_or_else(|| std::io::Error::other("no outbox writer"))?;
-        writer.write_all(&buf)?;
-        writer.sync_data()?;
+        if let Err(e) = writer.write_all(&buf).and_then(|()| writer.sync_data()) {
+            // All or nothing: the segment ends at its last whole record
+            // again, so the records retried later follow it and not a fragment.
+            if let Err(cut) = writer.set_len(before) {
+                tracing::error!(error = %cut, segment = first, "cannot cut a failed outbox append off yet");
+            }
+            inner.writer = None;
+            return Err(e);
+        }
         if let Some(seg) = inner.segments.get_mut(&first) {
             seg.records += records.len() as u64;
             seg.bytes += buf.len() as u64;
@@ -204,10 +226,15 @@ impl Outbox {
             file.read_exact(&mut bytes)?;
             let mut at = 0usize;
             for i in 0..seg.records {
-                let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as usize;
                 let seq = first + i;
+                let (len, body) = record_at(&bytes, at).ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("outbox segment {first}: record {seq} is torn or corrupt"),
+                    )
+                })?;
                 if seq >= from {
-                    out.push((seq, bytes[at + HEADER..at + HEADER + len].to_vec()));
+                    out.push((seq, body.to_vec()));
                     if out.len() >= max {
                         break;
                     }
@@ -230,10 +257,8 @@ impl Outbox {
         if next <= inner.acked {
             return Ok(());
         }
+        crate::file::write_atomic_io(&self.dir.join("acked"), &next.to_le_bytes())?;
         inner.acked = next;
-        let tmp = self.dir.join("acked.tmp");
-        std::fs::write(&tmp, next.to_le_bytes())?;
-        std::fs::rename(&tmp, self.dir.join("acked"))?;
         let current = inner.segments.keys().next_back().copied();
         let done: Vec<u64> = inner
             .segments
@@ -335,6 +360,31 @@ mod tests {
         let kept = ob.read(0, 100).expect("read");
         assert_eq!(kept.len() as u64 + dropped, 20, "every record is either kept or counted");
         assert_eq!(kept.last().map(|r| r.0), Some(19));
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_refused_with_an_error_not_a_panic() {
+        let d = dir("corrupt");
+        let ob = Outbox::open(&d, 1 << 30, 1 << 20).expect("open");
+        ob.append(&recs(0, 3)).expect("append");
+        let seg = d.join(format!("{:020}.seg", 0));
+        let mut bytes = std::fs::read(&seg).expect("segment");
+        // The second record's length now points past the end of the file.
+        let second = HEADER + 10;
+        bytes[second..second + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&seg, &bytes).expect("write");
+        let error = ob.read(0, 10).expect_err("a bad record");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+        assert!(error.to_string().contains("record 1 is torn or corrupt"), "{error}");
+        // And a flipped byte of a body fails its CRC.
+        bytes[second..second + 4].copy_from_slice(&1u32.to_le_bytes());
+        bytes[second + HEADER] ^= 0xff;
+        std::fs::write(&seg, &bytes).expect("write");
+        assert!(ob.read(0, 10).is_err());
+        // A segment shorter than what was written is an error too.
+        std::fs::write(&seg, &bytes[..5]).expect("write");
+        assert!(ob.read(0, 10).is_err());
         let _ = std::fs::remove_dir_all(d);
     }
 

@@ -32,4 +32,7 @@ async fn a_torn_journal_tail_is_ignored_and_appends_continue() {
     std::fs::write(&path, bytes).expect("write");
     let reopened = file::FileJournal::new(dir);
     assert_eq!(reopened.read_after(7, 0).await.expect("read"), vec![entry(1), entry(2)]);
+    // The fragment is cut before the next append, which would otherwise follow it unread.
+    reopened.append(7, vec![entry(3)]).await.expect("append");
+    assert_eq!(file::FileJournal::new(dir).read_after(7, 0).await.expect("read"), vec![entry(1), entry(2), entry(3)]);
 }

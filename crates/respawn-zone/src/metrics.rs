@@ -48,6 +48,8 @@ struct PersistFamilies {
     journal_pending: IntGaugeVec,
     journal_failures: IntCounterVec,
     events_recorded: IntCounterVec,
+    events_unrecorded: IntGaugeVec,
+    outbox_write_failures: IntCounterVec,
     events_withdrawn: IntCounterVec,
     rpo_ticks: IntGaugeVec,
     restores: IntCounterVec,
@@ -71,6 +73,10 @@ pub struct PersistMetrics {
     pub journal_failures: IntCounter,
     /// Events of this process's ticks appended to the durable outbox.
     pub events_recorded: IntCounter,
+    /// Events generated but not in the outbox yet (held while it refuses writes).
+    pub events_unrecorded: IntGauge,
+    /// Outbox appends that failed (a full or failing disk); retried.
+    pub outbox_write_failures: IntCounter,
     /// Recorded events of ticks a restore took back, left out of the event log.
     pub events_withdrawn: IntCounter,
     pub rpo_ticks: IntGauge,
@@ -319,6 +325,18 @@ impl Metrics {
                     "Events of this process's ticks written to the durable outbox (what a crash can no longer lose).",
                     &["zone"],
                 ),
+                events_unrecorded: gauge(
+                    &r,
+                    "respawn_zone_events_unrecorded",
+                    "Events generated but not written to the outbox yet (held in memory while the disk refuses them).",
+                    &["zone"],
+                ),
+                outbox_write_failures: counter(
+                    &r,
+                    "respawn_zone_outbox_write_failures_total",
+                    "Outbox appends that failed (a full or failing disk), each cut back off and retried.",
+                    &["zone"],
+                ),
                 events_withdrawn: counter(
                     &r,
                     "respawn_zone_events_withdrawn_total",
@@ -444,6 +462,8 @@ impl Metrics {
             journal_failures: f.journal_failures.with_label_values(&[zone]),
             events_withdrawn: f.events_withdrawn.with_label_values(&[zone]),
             events_recorded: f.events_recorded.with_label_values(&[zone]),
+            events_unrecorded: f.events_unrecorded.with_label_values(&[zone]),
+            outbox_write_failures: f.outbox_write_failures.with_label_values(&[zone]),
             rpo_ticks: f.rpo_ticks.with_label_values(&[zone]),
             families: f.clone(),
         }

@@ -144,6 +144,14 @@ pub struct ZonePersistence {
 /// than memory growing or anything being dropped.
 pub const QUEUE_CAPACITY: usize = 1_200;
 
+/// Events a persister holds in memory while the outbox refuses them (a full
+/// disk). Past it, it stops taking ticks from its queue: the queue fills and
+/// the zone pauses (see [`QUEUE_CAPACITY`]) until the disk takes them.
+pub const MAX_UNRECORDED_EVENTS: usize = 100_000;
+
+/// How often a persister holding [`MAX_UNRECORDED_EVENTS`] tries the outbox again.
+const OUTBOX_RETRY: Duration = Duration::from_millis(200);
+
 /// The bounded queue from a tick thread to its persister.
 pub fn queue() -> (mpsc::Sender<PersistMsg>, mpsc::Receiver<PersistMsg>) {
     mpsc::channel(QUEUE_CAPACITY)
@@ -172,10 +180,17 @@ pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::Receiver<PersistMs
         dropping_until_snapshot: false,
         last_tick: 0,
         journal_length: 0,
+        outbox_failing_since: None,
     };
     let mut open = true;
     let mut flushes = Vec::new();
     while open {
+        if p.events.len() >= MAX_UNRECORDED_EVENTS {
+            // Backpressure: the ticks wait in the queue, not in memory here.
+            tokio::time::sleep(OUTBOX_RETRY).await;
+            p.write().await;
+            continue;
+        }
         match rx.recv().await {
             Some(PersistMsg::Flush(reply)) => flushes.push(reply),
             Some(msg) => p.take(msg),
@@ -229,6 +244,8 @@ struct Persister {
     dropping_until_snapshot: bool,
     last_tick: u64,
     journal_length: u64,
+    /// When outbox appends began to fail (a full disk), until one succeeds.
+    outbox_failing_since: Option<Instant>,
 }
 
 impl Persister {
@@ -307,10 +324,25 @@ impl Persister {
             let count = events.len() as u64;
             let result = tokio::task::spawn_blocking(move || outbox.append(&events).map_err(|e| (e, events))).await;
             match result {
-                Ok(Ok(_)) => self.metrics.events_recorded.inc_by(count),
+                Ok(Ok(_)) => {
+                    self.metrics.events_recorded.inc_by(count);
+                    if let Some(since) = self.outbox_failing_since.take() {
+                        let secs = since.elapsed().as_secs_f64();
+                        tracing::info!(zone = %self.name, events = count, after_secs = secs, "outbox writes resumed");
+                    }
+                }
                 Ok(Err((e, events))) => {
-                    tracing::error!(zone = %self.name, error = %e, "events cannot be written to the outbox; retrying");
+                    self.metrics.outbox_write_failures.inc();
+                    if self.outbox_failing_since.is_none() {
+                        self.outbox_failing_since = Some(Instant::now());
+                        tracing::error!(
+                            zone = %self.name,
+                            error = %e,
+                            "events cannot be written to the outbox; held in memory and retried"
+                        );
+                    }
                     self.events = events;
+                    self.metrics.events_unrecorded.set(self.events.len() as i64);
                     return false;
                 }
                 Err(e) => {
@@ -319,6 +351,7 @@ impl Persister {
                 }
             }
         }
+        self.metrics.events_unrecorded.set(0);
         let stats = self.outbox.stats();
         self.metrics.outbox(stats);
         true

@@ -102,6 +102,7 @@ pub async fn run_publisher(
     let mut backoff = Duration::from_millis(100);
     let mut down_since: Option<Instant> = None;
     let mut flush_deadline: Option<Instant> = None;
+    let mut unreadable = false;
     loop {
         if stop.is_cancelled() {
             let deadline = *flush_deadline.get_or_insert_with(|| Instant::now() + final_flush);
@@ -111,10 +112,21 @@ pub async fn run_publisher(
         }
         let (reader, from) = (outbox.clone(), outbox.acked());
         let batch = match tokio::task::spawn_blocking(move || reader.read(from, BATCH)).await {
-            Ok(Ok(batch)) => batch,
+            Ok(Ok(batch)) => {
+                unreadable = false;
+                batch
+            }
             Ok(Err(e)) => {
-                tracing::error!(zone = %zone, error = %e, "cannot read the outbox");
-                Vec::new()
+                // A bad record stays bad: said once, tried again each second.
+                if !unreadable {
+                    tracing::error!(zone = %zone, error = %e, "cannot read the outbox; publishing waits");
+                }
+                unreadable = true;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.cancelled() => {}
+                }
+                continue;
             }
             Err(_) => Vec::new(),
         };

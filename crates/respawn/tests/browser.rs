@@ -684,3 +684,89 @@ async fn the_play_page_follows_its_zone_to_another_server() -> Result<()> {
     browser.screenshot(&s, "handoff.png").await?;
     Ok(())
 }
+
+/// Markup someone hostile sends never runs: the registry refuses it in a
+/// zone name, a version or an address; text an admin typed (a disable
+/// reason) reaches the dashboard as text; both pages' Content-Security-Policy
+/// refuses inline code even where markup got in; and the operator token sits
+/// nowhere the play page, of the same origin, can read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_run_no_script_in_the_dashboard_or_the_play_page() -> Result<()> {
+    use support::{Platform, ZoneProcess, TEST_CONFIG};
+    const OPERATOR: &str = "browser-hostile-operator-token";
+    const HOSTILE: &str = r#"<img src=x onerror="window.pwned=1">"#;
+    let platform = Platform::for_rollouts(OPERATOR).await?;
+    let addr = platform.addr.to_string();
+    let credential = support::credential("hostile");
+    let beats = [
+        json!({ "address": "ws://127.0.0.1:1/ws", "zones": [HOSTILE], "state": "ready", "version": "1" }),
+        json!({ "address": "ws://127.0.0.1:1/ws", "zones": ["meadow"], "state": "ready", "version": HOSTILE }),
+        json!({ "address": format!("ws://{HOSTILE}/ws"), "zones": [], "state": "ready", "version": "1" }),
+    ];
+    for beat in beats {
+        let (status, body) =
+            respawn_api::http::request_json(&addr, "PUT", "/v1/servers/hostile", Some(&credential), &beat.to_string())
+                .await?;
+        assert_eq!(status, 400, "registered {beat}: {body}");
+    }
+    let claim = json!({ "zones": [HOSTILE] }).to_string();
+    let (status, _) =
+        respawn_api::http::request_json(&addr, "POST", "/v1/servers/hostile/claim", Some(&credential), &claim).await?;
+    assert_eq!(status, 400, "a hostile zone claimed");
+    let zone_credential = support::credential("zone-1");
+    let _zone = ZoneProcess::start_with_args(TEST_CONFIG, &["--platform", &addr, "--server-token", &zone_credential])?;
+    support::wait_registered(&addr, 1).await?;
+
+    // An admin disables an account with markup for a reason: it is text.
+    let guest = respawn_client::GuestSession::sign_up(&addr).await?;
+    let path = format!("/v1/accounts/{}/disable", guest.account_id());
+    let reason = json!({ "reason": HOSTILE }).to_string();
+    let (status, body) = respawn_api::http::request_json(&addr, "POST", &path, Some(OPERATOR), &reason).await?;
+    assert_eq!(status, 200, "{body}");
+
+    for page in ["/", "/dashboard"] {
+        let response = respawn_api::http::exchange(&addr, "GET", page, None, None).await?;
+        let policy = response.header("content-security-policy").unwrap_or_default();
+        assert!(policy.contains("script-src 'self';") && !policy.contains("unsafe"), "{page}: {policy:?}");
+    }
+    let mut browser = Browser::launch().await?;
+    let s = browser.open(&format!("http://{addr}/dashboard")).await?;
+    browser.wait_for(&s, "!!document.getElementById('token')", Duration::from_secs(10)).await?;
+    let sign_in = format!(
+        "document.getElementById('token').value = {}; document.getElementById('login').click(); 0",
+        json!(OPERATOR)
+    );
+    browser.eval(&s, &sign_in).await?;
+    browser.wait_for(&s, "!document.getElementById('board').hidden", Duration::from_secs(10)).await?;
+    let find = format!(
+        "document.getElementById('account-name').value = '{}'; document.getElementById('account-find').click(); 0",
+        guest.account_id()
+    );
+    browser.eval(&s, &find).await?;
+    let shown = format!("document.getElementById('account').textContent.includes({})", json!(HOSTILE));
+    browser.wait_for(&s, &shown, Duration::from_secs(5)).await?;
+    assert_eq!(browser.eval(&s, "document.querySelectorAll('#account img').length").await?, json!(0));
+    // The token is in the page's memory, not in storage the play page shares.
+    let stored = "JSON.stringify([Object.values(sessionStorage), Object.values(localStorage)])";
+    let stored = browser.eval(&s, stored).await?;
+    assert!(!stored.to_string().contains(OPERATOR), "the operator token is stored: {stored}");
+
+    // Markup that got in anyway runs nothing: no inline handler, no inline script.
+    let play = browser.open(&format!("http://{addr}/")).await?;
+    browser.wait_for(&play, "document.getElementById('zone').options.length > 0", Duration::from_secs(15)).await?;
+    for session in [&s, &play] {
+        let inject = "document.body.insertAdjacentHTML('beforeend', '<img src=x onerror=\"window.pwned=1\">'); \
+                      const s = document.createElement('script'); s.textContent = 'window.pwned = 2'; \
+                      document.body.append(s); 0";
+        browser.eval(session, inject).await?;
+    }
+    // The image fails to load at once; give its handler time to run, were it allowed to.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for session in [&s, &play] {
+        assert_eq!(browser.eval(session, "typeof window.pwned").await?, json!("undefined"), "a script ran");
+    }
+    let stored =
+        browser.eval(&play, "JSON.stringify([Object.values(sessionStorage), Object.values(localStorage)])").await?;
+    assert!(!stored.to_string().contains(OPERATOR), "the play page can read the operator token");
+    Ok(())
+}

@@ -109,10 +109,8 @@ pub(super) async fn claim(State(ctx): State<HttpContext>, Path(id): Path<String>
         Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
     // The same rule as a heartbeat's zones (the names become store keys).
-    let valid_name =
-        |z: &String| !z.is_empty() && z.len() <= 256 && !z.contains(',') && !z.chars().any(char::is_control);
-    if body.zones.len() > 64 || !body.zones.iter().all(valid_name) {
-        return text(StatusCode::BAD_REQUEST, "zones: at most 64 names, printable, without commas");
+    if body.zones.len() > 64 || !body.zones.iter().all(|z| respawn_names::valid_zone_name(z)) {
+        return text(StatusCode::BAD_REQUEST, "zones: at most 64 names, each 1-64 of A-Z a-z 0-9 _ - .");
     }
     let servers = match ctx.registry.servers().await {
         Ok(s) => s,

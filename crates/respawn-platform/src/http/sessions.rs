@@ -35,8 +35,8 @@ pub(super) async fn play(
         let (store, signer) = accounts(&ctx)?;
         let request: Play =
             serde_json::from_slice(&body).map_err(|e| text(StatusCode::BAD_REQUEST, format!("play body: {e}")))?;
-        if request.zone.is_empty() || request.zone.len() > 64 || request.zone.chars().any(char::is_control) {
-            return Err(text(StatusCode::BAD_REQUEST, "zone must be 1-64 printable characters"));
+        if !respawn_names::valid_zone_name(&request.zone) {
+            return Err(text(StatusCode::BAD_REQUEST, "zone must be 1-64 of A-Z a-z 0-9 _ - ."));
         }
         let player_id = claims.player_id;
         match store.by_id(player_id).await.map_err(account_failure)? {
