@@ -232,10 +232,11 @@ impl ZoneAdmin {
         self.call(Method::POST, addr, "/admin/drain", QUICK_CALL).text().await.map(drop)
     }
 
-    /// Drains the server and waits, up to `wait`, until it no longer
-    /// answers (a preStop hook); a refused drain is the error.
-    pub async fn stop(&self, addr: &str, wait: Duration) -> Result<Stop, CallError> {
-        match self.drain(addr).await {
+    /// Drains the server through its admin API at `admin` and waits, up to
+    /// `wait`, until `addr` no longer answers (a preStop hook); a refused
+    /// drain is the error.
+    pub async fn stop(&self, admin: &str, addr: &str, wait: Duration) -> Result<Stop, CallError> {
+        match self.drain(admin).await {
             Ok(()) => {}
             Err(refused @ CallError::Refused { .. }) => return Err(refused),
             Err(silent) => return Ok(Stop::NotRunning(silent)),

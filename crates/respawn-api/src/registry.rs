@@ -50,6 +50,10 @@ pub struct Heartbeat {
     /// when the platform's differs.
     #[serde(default)]
     pub bans_version: u64,
+    /// Where its admin API listens (`host:port`) when not on `address`'s
+    /// host and port (`--admin-listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_address: Option<String>,
 }
 
 /// A heartbeat's reply.

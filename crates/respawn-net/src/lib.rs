@@ -4,7 +4,9 @@
 //! connection's first request head (slowloris: a client trickling its
 //! headers holds nothing for long), and an idle timeout for connections that
 //! stop sending altogether (WebSocket clients answer the zone server's pings,
-//! so a live player is never idle this long).
+//! so a live player is never idle this long). Behind a load balancer, the
+//! client's address comes from `X-Forwarded-For` only when the peer is a
+//! listed proxy ([`TrustedProxies`]), whose connections the cap leaves alone.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -64,6 +66,37 @@ impl GuardMetrics {
     }
 }
 
+/// The proxies (load balancers) whose `X-Forwarded-For` is believed; any
+/// other peer could write whatever it likes there.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Arc<[IpAddr]>);
+
+impl TrustedProxies {
+    pub fn new(proxies: Vec<IpAddr>) -> Self {
+        Self(proxies.into())
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip)
+    }
+
+    /// The client behind `peer`: when `peer` is a listed proxy, the
+    /// rightmost address of `X-Forwarded-For` that is not one (the one the
+    /// first trusted proxy saw); otherwise, or without a readable one, the peer.
+    pub fn client(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        if !self.contains(peer) {
+            return peer;
+        }
+        let hops: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        let mut hops = hops.iter().flat_map(|v| v.split(',')).map(|hop| hop.trim().parse::<IpAddr>()).rev();
+        match hops.find(|hop| !matches!(hop, Ok(ip) if self.contains(*ip))) {
+            Some(Ok(client)) => client,
+            // Unreadable from there on: the nearest hop that can be vouched for.
+            _ => peer,
+        }
+    }
+}
+
 /// A listener that admits at most `per_ip` open connections per IP address
 /// (0: no cap) and puts deadlines on the ones it admits. Serve it with
 /// `axum::serve` like a `TcpListener`.
@@ -71,20 +104,27 @@ impl GuardMetrics {
 pub struct GuardedListener {
     inner: TcpListener,
     per_ip: u32,
+    proxies: TrustedProxies,
     open: Arc<Mutex<HashMap<IpAddr, u32>>>,
     metrics: GuardMetrics,
 }
 
 impl GuardedListener {
     pub fn new(inner: TcpListener, per_ip: u32, metrics: GuardMetrics) -> Self {
-        Self { inner, per_ip, open: Arc::default(), metrics }
+        Self { inner, per_ip, proxies: TrustedProxies::default(), metrics, open: Arc::default() }
+    }
+
+    /// Leaves the connections of these proxies uncapped: each carries many clients.
+    pub fn trusting(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
+        self
     }
 
     /// A place for one more connection from `ip`, if it has one left.
     fn admit(&self, ip: IpAddr) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let held = open.entry(ip).or_insert(0);
-        if self.per_ip != 0 && *held >= self.per_ip {
+        if self.per_ip != 0 && *held >= self.per_ip && !self.proxies.contains(ip) {
             return None;
         }
         *held += 1;
@@ -242,6 +282,28 @@ impl AsyncWrite for GuardedStream {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_forwarded_address_is_believed_only_from_a_listed_proxy() {
+        use super::TrustedProxies;
+        use axum::http::{HeaderMap, HeaderValue};
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        let proxies = TrustedProxies::new(vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        let headers = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x-forwarded-for", HeaderValue::from_str(v).expect("header"));
+            }
+            h
+        };
+        // The client wrote the leftmost entry itself; the proxies appended the rest.
+        let forwarded = headers(&["6.6.6.6, 203.0.113.9", "10.0.0.2"]);
+        assert_eq!(proxies.client(ip("10.0.0.1"), &forwarded), ip("203.0.113.9"));
+        assert_eq!(proxies.client(ip("198.51.100.7"), &forwarded), ip("198.51.100.7"), "not a proxy: ignored");
+        assert_eq!(proxies.client(ip("10.0.0.1"), &headers(&[])), ip("10.0.0.1"), "nothing forwarded");
+        assert_eq!(proxies.client(ip("10.0.0.1"), &headers(&["203.0.113.9, junk"])), ip("10.0.0.1"));
+        assert_eq!(TrustedProxies::default().client(ip("10.0.0.1"), &forwarded), ip("10.0.0.1"));
+    }
+
     use super::*;
 
     #[test]

@@ -99,9 +99,13 @@ impl FleetAdmin {
         Self { key }
     }
 
-    /// The admin client of `server` and its HTTP address.
+    /// The admin client of `server` and where its admin API listens: the
+    /// admin address it registered, else its players' address's host and port.
     pub fn of<'a>(&self, server: &'a ServerEntry) -> Result<(ZoneAdmin, &'a str), CallError> {
-        let addr = http_address(&server.address)
+        let addr = server
+            .admin_address
+            .as_deref()
+            .or_else(|| http_address(&server.address))
             .ok_or_else(|| CallError::Invalid(format!("{}: address has no HTTP host", server.id)))?;
         let credential = self.key.credential(&server.id).map_err(|e| CallError::Invalid(e.to_string()))?;
         Ok((ZoneAdmin::new(credential), addr))

@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt as _;
 use respawn_proto::events::Event;
 use respawn_store::kafka::{EventLog, KeyedRecord};
+use respawn_store::ops::{AuditLog, AuditRecord};
 use respawn_store::{StoreError, StoreResult};
 
 use crate::projection::{Claim, PlayerRecord};
@@ -63,6 +64,13 @@ pub trait Ledger: Send + Sync + Debug {
     fn search<'a>(&'a self, query: &'a EventQuery) -> BoxFuture<'a, Result<Vec<EventRow>, sqlx::Error>>;
 
     fn pool_stats(&self) -> PoolStats;
+
+    /// Appends an audit record to the trail, which nothing changes or trims.
+    fn audit<'a>(&'a self, log: AuditLog, record: &'a AuditRecord) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+
+    /// The trail's newest `limit` records of `log`, newest first, skipping the `skip` newest.
+    fn audit_trail(&self, log: AuditLog, skip: u64, limit: u32)
+        -> BoxFuture<'_, Result<Vec<AuditRecord>, sqlx::Error>>;
 
     /// `mysql` or `sqlite`.
     fn kind(&self) -> &'static str;
@@ -133,6 +141,63 @@ pub fn key(e: &Event) -> EventKey {
 }
 
 /// A batch id no other batch will pick: the rows a batch inserted are found by it.
+/// The trail's statements, the same in MySQL and SQLite.
+pub(crate) const AUDIT_INSERT: &str =
+    "INSERT INTO audit_log (at_ms, actor, action, target, result, refused) VALUES (?, ?, ?, ?, ?, ?)";
+pub(crate) const AUDIT_SELECT: &str = "SELECT at_ms, actor, action, target, result FROM audit_log \
+     WHERE refused = ? ORDER BY id DESC LIMIT ? OFFSET ?";
+
+/// [`Ledger::audit`] and [`Ledger::audit_trail`] for a ledger whose `pool`
+/// is a sqlx pool: the statements are the same in MySQL and SQLite.
+macro_rules! audit_trail_methods {
+    () => {
+        fn audit<'a>(
+            &'a self,
+            log: respawn_store::ops::AuditLog,
+            record: &'a respawn_store::ops::AuditRecord,
+        ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+            async move {
+                sqlx::query($crate::ledger::AUDIT_INSERT)
+                    .bind(record.at_ms as i64)
+                    .bind(&record.actor)
+                    .bind(&record.action)
+                    .bind(&record.target)
+                    .bind(&record.result)
+                    .bind(log == respawn_store::ops::AuditLog::Refusals)
+                    .execute(&self.pool)
+                    .await
+                    .map(drop)
+            }
+            .boxed()
+        }
+
+        fn audit_trail(
+            &self,
+            log: respawn_store::ops::AuditLog,
+            skip: u64,
+            limit: u32,
+        ) -> BoxFuture<'_, Result<Vec<respawn_store::ops::AuditRecord>, sqlx::Error>> {
+            async move {
+                let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as($crate::ledger::AUDIT_SELECT)
+                    .bind(log == respawn_store::ops::AuditLog::Refusals)
+                    .bind(i64::from(limit))
+                    .bind(i64::try_from(skip).unwrap_or(i64::MAX))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map($crate::ledger::audit_row).collect())
+            }
+            .boxed()
+        }
+    };
+}
+pub(crate) use audit_trail_methods;
+
+/// A row of [`AUDIT_SELECT`].
+pub(crate) fn audit_row(row: (i64, String, String, String, String)) -> AuditRecord {
+    let (at_ms, actor, action, target, result) = row;
+    AuditRecord { at_ms: at_ms.unsigned_abs(), actor, action, target, result }
+}
+
 pub(crate) fn new_batch_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -179,6 +244,33 @@ pub(crate) const PLAYER_UPDATED: [&str; 15] = [
 
 /// Rows per multi-row statement.
 pub(crate) const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// Where zone outboxes publish: Kafka at `brokers`, else the embedded ledger
+/// (SQLite) in the file `events_db`.
+pub async fn event_log(brokers: Option<&str>, events_db: &std::path::Path) -> Result<Arc<dyn EventLog>, String> {
+    Ok(match brokers {
+        // The idempotent producer keeps retrying in order this long; a
+        // delivery that times out makes librdkafka bump the producer
+        // epoch, which some Kafka-compatible brokers handle badly.
+        Some(brokers) => Arc::new(
+            respawn_store::kafka::KafkaEventLog::new(
+                brokers,
+                respawn_proto::events::TOPIC,
+                std::time::Duration::from_secs(300),
+            )
+            .map_err(|e| format!("kafka: {e}"))?,
+        ),
+        None => {
+            if let Some(dir) = events_db.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            let ledger = crate::SqliteLedger::open(events_db)
+                .await
+                .map_err(|e| format!("cannot open the event ledger {}: {e}", events_db.display()))?;
+            Arc::new(LedgerEventLog::new(ledger))
+        }
+    })
+}
 
 /// The embedded pipeline: a zone's outbox publishes straight into a ledger,
 /// through the same [`EventLog`] role the Kafka producer plays.

@@ -27,7 +27,7 @@ pub mod server;
 pub mod sqlite;
 
 pub use consumer::{run_consumer, ConsumerConfig};
-pub use ledger::{Ledger, LedgerEventLog, Stored};
+pub use ledger::{event_log, Ledger, LedgerEventLog, Stored};
 pub use metrics::PlatformMetrics;
 pub use mysql::{connect, MySqlLedger};
 pub use server::{MySqlConsumer, PlatformServer, RunningPlatform, Service};

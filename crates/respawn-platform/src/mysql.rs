@@ -153,6 +153,8 @@ impl Ledger for MySqlLedger {
         .boxed()
     }
 
+    crate::ledger::audit_trail_methods!();
+
     fn kind(&self) -> &'static str {
         "mysql"
     }

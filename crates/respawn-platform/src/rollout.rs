@@ -289,9 +289,10 @@ pub trait ZoneServers: Send + Sync + 'static {
 
 impl ZoneServers for FleetAdmin {
     async fn ready(&self, server: &ServerEntry) -> bool {
-        match self.of(server) {
-            Ok((admin, addr)) => admin.ready(addr).await,
-            Err(_) => false,
+        // Readiness is the players' listener's, wherever the admin API listens.
+        match (self.of(server), crate::fleet::http_address(&server.address)) {
+            (Ok((admin, _)), Some(addr)) => admin.ready(addr).await,
+            _ => false,
         }
     }
     async fn info(&self, server: &ServerEntry) -> Result<ServerInfo, CallError> {
@@ -681,6 +682,7 @@ mod tests {
             zones: zones.iter().map(|z| (*z).to_owned()).collect(),
             state,
             version: version.into(),
+            admin_address: None,
         }
     }
 

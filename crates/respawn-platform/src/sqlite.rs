@@ -196,6 +196,8 @@ impl Ledger for SqliteLedger {
         .boxed()
     }
 
+    crate::ledger::audit_trail_methods!();
+
     fn kind(&self) -> &'static str {
         "sqlite"
     }

@@ -138,8 +138,29 @@ async fn contract(ledger: &dyn Ledger) -> Result<()> {
     assert_eq!(ledger.player(7).await?.expect("a record").events, 2, "the event stored twice in a batch folds once");
     assert_eq!(ledger.player(43).await?, None);
     assert!(ledger.pool_stats().max >= 1);
+    audit_trail(ledger).await?;
     search(ledger, player).await?;
     characters(ledger).await
+}
+
+/// The append-only audit trail: both lists apart, newest first, paged.
+async fn audit_trail(ledger: &dyn Ledger) -> Result<()> {
+    use respawn_store::ops::{AuditLog, AuditRecord};
+    let record = |n: u64| AuditRecord {
+        at_ms: 1_700_000_000_000 + n,
+        actor: "ann".into(),
+        action: "kick".into(),
+        target: format!("player {n} «é»"),
+        result: "ok".into(),
+    };
+    for (log, n) in [(AuditLog::Actions, 1), (AuditLog::Refusals, 2), (AuditLog::Actions, 3)] {
+        ledger.audit(log, &record(n)).await?;
+    }
+    assert_eq!(ledger.audit_trail(AuditLog::Actions, 0, 10).await?, vec![record(3), record(1)]);
+    assert_eq!(ledger.audit_trail(AuditLog::Actions, 1, 1).await?, vec![record(1)]);
+    assert_eq!(ledger.audit_trail(AuditLog::Refusals, 0, 10).await?, vec![record(2)]);
+    assert!(ledger.audit_trail(AuditLog::Actions, u64::MAX, 10).await?.is_empty());
+    Ok(())
 }
 
 /// Event search: filters, newest first, pages that neither skip nor repeat.

@@ -62,6 +62,7 @@ fn beat(address: &str, zones: &[&str]) -> String {
         state: ServerState::Ready,
         version: "1".into(),
         bans_version: 0,
+        admin_address: None,
     };
     serde_json::to_string(&beat).expect("heartbeat")
 }

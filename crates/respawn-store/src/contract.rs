@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::ops::{AuditRecord, Ban, Login, OperatorToken, OpsStore, Role};
+use crate::ops::{AuditLog, AuditRecord, Ban, Login, OperatorToken, OpsStore, Role};
 use crate::ratelimit::{Decision, Quota, RateLimiter};
 use crate::{
     ColdSnapshots, HotSnapshots, Journal, JournalEntry, Registry, ResumeSession, ServerEntry, ServerState, Sessions,
@@ -132,6 +132,7 @@ pub async fn registry(store: &dyn Registry, seed: u32) -> ContractResult {
         zones: vec!["meadow".into(), "caverns".into()],
         state,
         version: "0.1.0".into(),
+        admin_address: None,
     };
     let long = Duration::from_secs(60);
     check(store.servers().await.map_err(e)?.is_empty(), "no servers at first")?;
@@ -147,6 +148,10 @@ pub async fn registry(store: &dyn Registry, seed: u32) -> ContractResult {
     store.heartbeat(no_zones.clone(), long).await.map_err(e)?;
     check(store.servers().await.map_err(e)?.contains(&no_zones), "a server with no zones yet")?;
     store.remove(&no_zones.id).await.map_err(e)?;
+    let admin = ServerEntry { admin_address: Some("10.0.0.5:7352".into()), ..entry("e", ServerState::Ready) };
+    store.heartbeat(admin.clone(), long).await.map_err(e)?;
+    check(store.servers().await.map_err(e)?.contains(&admin), "an admin address kept")?;
+    store.remove(&admin.id).await.map_err(e)?;
     store.remove(&entry("a", ServerState::Ready).id).await.map_err(e)?;
     check(store.servers().await.map_err(e)?.is_empty(), "removed at once")?;
     for (bad, what) in [
@@ -155,6 +160,8 @@ pub async fn registry(store: &dyn Registry, seed: u32) -> ContractResult {
         (ServerEntry { address: "ws://a\nb".into(), ..entry("d", ServerState::Ready) }, "a newline"),
         (ServerEntry { zones: vec!["a,b".into()], ..entry("d", ServerState::Ready) }, "a comma in a zone"),
         (ServerEntry { version: "v".repeat(300), ..entry("d", ServerState::Ready) }, "an oversized version"),
+        (ServerEntry { admin_address: Some("x/y:1".into()), ..entry("d", ServerState::Ready) }, "an admin path"),
+        (ServerEntry { admin_address: Some("host".into()), ..entry("d", ServerState::Ready) }, "no admin port"),
     ] {
         check(matches!(store.heartbeat(bad, long).await, Err(StoreError::Invalid(_))), what)?;
     }
@@ -216,16 +223,24 @@ pub async fn ops(store: &dyn OpsStore, seed: u64) -> ContractResult {
         result: "ok".into(),
     };
     for n in 1..=5 {
-        store.audit(record(n)).await.map_err(e)?;
+        store.audit(AuditLog::Actions, record(n)).await.map_err(e)?;
     }
-    check(store.audit_log(0, 2).await.map_err(e)? == vec![record(5), record(4)], "newest first")?;
-    check(store.audit_log(2, 2).await.map_err(e)? == vec![record(3), record(2)], "paged")?;
-    check(store.audit_log(0, 0).await.map_err(e)?.is_empty(), "limit 0")?;
+    let actions = |skip, limit| store.audit_log(AuditLog::Actions, skip, limit);
+    check(actions(0, 2).await.map_err(e)? == vec![record(5), record(4)], "newest first")?;
+    check(actions(2, 2).await.map_err(e)? == vec![record(3), record(2)], "paged")?;
+    check(actions(0, 0).await.map_err(e)?.is_empty(), "limit 0")?;
     // Any skip a client sends is a page past the end, never an overflow or
     // (as a negative Redis index) the oldest records.
     for skip in [5, usize::MAX, isize::MAX as usize - 1, isize::MAX as usize] {
-        check(store.audit_log(skip, 2).await.map_err(e)?.is_empty(), "a page past the end is empty")?;
+        check(actions(skip, 2).await.map_err(e)?.is_empty(), "a page past the end is empty")?;
     }
+    // Refusals go to their own list, trimmed there: they push no action out.
+    let refused = AuditRecord { result: "refused: role viewer".into(), ..record(6) };
+    for _ in 0..3 {
+        store.audit(AuditLog::Refusals, refused.clone()).await.map_err(e)?;
+    }
+    check(actions(0, 10).await.map_err(e)?.len() == 5, "refusals are not among the actions")?;
+    check(store.audit_log(AuditLog::Refusals, 0, 1).await.map_err(e)? == vec![refused], "refusals kept apart")?;
 
     let login = Login { player: p(5), name: "ann".into(), zone: "meadow".into(), server: "s1".into(), at_ms: 11 };
     store.put_login(login.clone(), Duration::from_secs(60)).await.map_err(e)?;

@@ -200,6 +200,9 @@ pub struct ServerEntry {
     pub zones: Vec<String>,
     pub state: ServerState,
     pub version: String,
+    /// Where its admin API listens (`host:port`), when not on the address
+    /// players connect to (`--admin-listen`).
+    pub admin_address: Option<String>,
 }
 
 /// Longest address an entry may hold.
@@ -209,10 +212,21 @@ pub(crate) const ENTRY_FIELD_MAX: usize = 256;
 /// has to escape: `ws://` or `wss://`, a host (IPv6 in brackets), a port and a path.
 fn valid_address(address: &str) -> bool {
     let rest = address.strip_prefix("ws://").or_else(|| address.strip_prefix("wss://"));
-    address.len() <= ENTRY_FIELD_MAX
-        && rest.is_some_and(|rest| {
-            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:/[]@%".contains(&b))
-        })
+    address.len() <= ENTRY_FIELD_MAX && rest.is_some_and(|rest| url_safe(rest) && !rest.is_empty())
+}
+
+/// Characters a host, port and path may use here.
+fn url_safe(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:/[]@%".contains(&b))
+}
+
+/// An admin API's `host:port`: a host (IPv6 in brackets) and a port.
+fn valid_host_port(addr: &str) -> bool {
+    let port = addr.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
+    addr.len() <= ENTRY_FIELD_MAX
+        && url_safe(addr)
+        && !addr.contains('/')
+        && matches!(port, Some((h, Ok(_))) if !h.is_empty())
 }
 
 impl ServerEntry {
@@ -225,6 +239,9 @@ impl ServerEntry {
             return Err(StoreError::Invalid(format!(
                 "server address: ws:// or wss://, then up to {ENTRY_FIELD_MAX} of A-Z a-z 0-9 - . _ ~ : / [ ] @ %"
             )));
+        }
+        if self.admin_address.as_deref().is_some_and(|a| !valid_host_port(a)) {
+            return Err(StoreError::Invalid("admin address: host:port".into()));
         }
         if !respawn_names::valid_version(&self.version) {
             return Err(StoreError::Invalid("server version: 1-64 of A-Z a-z 0-9 . _ - +".into()));

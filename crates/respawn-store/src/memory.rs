@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
-use crate::ops::{AuditRecord, Ban, Login, OperatorToken, OpsStore, AUDIT_KEEP};
+use crate::ops::{AuditLog, AuditRecord, Ban, Login, OperatorToken, OpsStore};
 use crate::{Registry, ServerEntry, StoreError, StoreResult};
 
 #[derive(Debug, Default)]
@@ -65,7 +65,8 @@ struct OpsState {
     bans: BTreeMap<u64, Ban>,
     bans_version: u64,
     operators: BTreeMap<String, OperatorToken>,
-    audit: VecDeque<AuditRecord>,
+    /// By [`AuditLog::as_str`].
+    audit: HashMap<&'static str, VecDeque<AuditRecord>>,
     logins: HashMap<u64, (Login, Instant)>,
     claims: HashMap<String, Instant>,
 }
@@ -149,19 +150,24 @@ impl OpsStore for MemoryOps {
         async move { self.with(|s| s.operators.remove(name).is_some()) }.boxed()
     }
 
-    fn audit(&self, record: AuditRecord) -> BoxFuture<'_, StoreResult<()>> {
+    fn audit(&self, log: AuditLog, record: AuditRecord) -> BoxFuture<'_, StoreResult<()>> {
         async move {
             record.validate()?;
             self.with(|s| {
-                s.audit.push_front(record);
-                s.audit.truncate(AUDIT_KEEP);
+                let list = s.audit.entry(log.as_str()).or_default();
+                list.push_front(record);
+                list.truncate(log.keep());
             })
         }
         .boxed()
     }
 
-    fn audit_log(&self, skip: usize, limit: usize) -> BoxFuture<'_, StoreResult<Vec<AuditRecord>>> {
-        async move { self.with(|s| s.audit.iter().skip(skip).take(limit).cloned().collect()) }.boxed()
+    fn audit_log(&self, log: AuditLog, skip: usize, limit: usize) -> BoxFuture<'_, StoreResult<Vec<AuditRecord>>> {
+        async move {
+            self.with(|s| s.audit.get(log.as_str()).map(|l| l.iter().skip(skip).take(limit).cloned().collect()))
+                .map(Option::unwrap_or_default)
+        }
+        .boxed()
     }
 
     fn put_login(&self, login: Login, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {

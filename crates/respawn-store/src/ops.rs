@@ -14,8 +14,33 @@ use crate::{StoreError, StoreResult};
 pub const TEXT_MAX: usize = 500;
 /// Longest name (operator, actor, action, target).
 pub const NAME_MAX: usize = 64;
-/// Audit records kept; older ones are trimmed.
-pub const AUDIT_KEEP: usize = 100_000;
+/// Which audit list a record goes to. Refused calls are kept apart, so a
+/// caller without the role cannot push the actions out of their list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditLog {
+    /// What operators did (done or failed): the record of changes.
+    Actions,
+    /// Calls refused for the caller's role.
+    Refusals,
+}
+
+impl AuditLog {
+    /// Records kept; older ones are trimmed.
+    pub fn keep(self) -> usize {
+        match self {
+            AuditLog::Actions => 100_000,
+            AuditLog::Refusals => 10_000,
+        }
+    }
+
+    /// Its name in store keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditLog::Actions => "audit",
+            AuditLog::Refusals => "audit-refusals",
+        }
+    }
+}
 
 /// What an operator token may do; each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,9 +136,10 @@ pub trait OpsStore: Send + Sync + std::fmt::Debug {
     /// `false` if no token had that name.
     fn revoke_operator<'a>(&'a self, name: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
 
-    fn audit(&self, record: AuditRecord) -> BoxFuture<'_, StoreResult<()>>;
-    /// The newest `limit` records, newest first, skipping the `skip` newest.
-    fn audit_log(&self, skip: usize, limit: usize) -> BoxFuture<'_, StoreResult<Vec<AuditRecord>>>;
+    /// Adds a record to `log`, trimmed to [`AuditLog::keep`].
+    fn audit(&self, log: AuditLog, record: AuditRecord) -> BoxFuture<'_, StoreResult<()>>;
+    /// The newest `limit` records of `log`, newest first, skipping the `skip` newest.
+    fn audit_log(&self, log: AuditLog, skip: usize, limit: usize) -> BoxFuture<'_, StoreResult<Vec<AuditRecord>>>;
 
     /// Records a login for `ttl` (the session token's lifetime).
     fn put_login(&self, login: Login, ttl: Duration) -> BoxFuture<'_, StoreResult<()>>;

@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
-use crate::ops::{AuditRecord, Ban, Login, OperatorToken, OpsStore, Role, AUDIT_KEEP};
+use crate::ops::{AuditLog, AuditRecord, Ban, Login, OperatorToken, OpsStore, Role};
 use crate::ratelimit::{Counting, Decision, Quota, RateLimiter};
 use crate::{
     bounded, HotSnapshots, Journal, JournalEntry, Registry, ResumeSession, ServerEntry, ServerState, Sessions,
@@ -335,18 +335,21 @@ impl RedisRegistry {
 
 /// `address`, `state`, `version`, `zones` (comma-separated), one a line; validation keeps newlines out.
 fn encode_entry(e: &ServerEntry) -> String {
-    format!("{}\n{}\n{}\n{}", e.address, e.state.as_str(), e.version, e.zones.join(","))
+    let admin = e.admin_address.as_deref().unwrap_or_default();
+    format!("{}\n{}\n{}\n{}\n{admin}", e.address, e.state.as_str(), e.version, e.zones.join(","))
 }
 
 fn decode_entry(id: &str, value: &str) -> StoreResult<ServerEntry> {
     let corrupt = || StoreError::Corrupt(format!("registry entry {id}"));
-    let mut lines = value.splitn(4, '\n');
+    let mut lines = value.splitn(5, '\n');
     let address = lines.next().ok_or_else(corrupt)?.to_owned();
     let state = lines.next().and_then(ServerState::parse).ok_or_else(corrupt)?;
     let version = lines.next().ok_or_else(corrupt)?.to_owned();
     let zones = lines.next().ok_or_else(corrupt)?;
     let zones = if zones.is_empty() { Vec::new() } else { zones.split(',').map(str::to_owned).collect() };
-    Ok(ServerEntry { id: id.to_owned(), address, zones, state, version })
+    // Written before admin addresses existed: none.
+    let admin_address = lines.next().filter(|a| !a.is_empty()).map(str::to_owned);
+    Ok(ServerEntry { id: id.to_owned(), address, zones, state, version, admin_address })
 }
 
 impl Registry for RedisRegistry {
@@ -560,17 +563,17 @@ impl OpsStore for RedisOps {
         .boxed()
     }
 
-    fn audit(&self, record: AuditRecord) -> BoxFuture<'_, StoreResult<()>> {
+    fn audit(&self, log: AuditLog, record: AuditRecord) -> BoxFuture<'_, StoreResult<()>> {
         async move {
             record.validate()?;
             let value =
                 format!("{}\n{}\n{}\n{}\n{}", record.at_ms, record.actor, record.action, record.target, record.result);
-            let key = self.redis.key("audit");
+            let key = self.redis.key(log.as_str());
             let pipe = redis::pipe()
                 .atomic()
                 .lpush(&key, value)
                 .ignore()
-                .ltrim(&key, 0, AUDIT_KEEP as isize - 1)
+                .ltrim(&key, 0, log.keep() as isize - 1)
                 .ignore()
                 .clone();
             self.run::<()>(&pipe).await
@@ -578,13 +581,14 @@ impl OpsStore for RedisOps {
         .boxed()
     }
 
-    fn audit_log(&self, skip: usize, limit: usize) -> BoxFuture<'_, StoreResult<Vec<AuditRecord>>> {
+    fn audit_log(&self, log: AuditLog, skip: usize, limit: usize) -> BoxFuture<'_, StoreResult<Vec<AuditRecord>>> {
         async move {
             // Past isize::MAX Redis would read the indices as counted from the end.
             let end = skip.checked_add(limit).and_then(|end| isize::try_from(end).ok());
             let Some(end) = end.filter(|_| limit > 0) else { return Ok(Vec::new()) };
             let (start, stop) = (end - limit as isize, end - 1);
-            let (all,): (Vec<String>,) = self.run(redis::pipe().lrange(self.redis.key("audit"), start, stop)).await?;
+            let (all,): (Vec<String>,) =
+                self.run(redis::pipe().lrange(self.redis.key(log.as_str()), start, stop)).await?;
             all.iter().map(|v| decode_audit(v)).collect()
         }
         .boxed()

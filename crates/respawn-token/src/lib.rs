@@ -228,6 +228,17 @@ pub fn check_secret(secret: &str) -> Result<(), WeakSecret> {
     }
 }
 
+/// [`check_secret`] on each secret given, by the flag that names it in the
+/// error (`--token-key is 5 bytes; ...`).
+pub fn check_secrets<'a>(secrets: impl IntoIterator<Item = (&'static str, Option<&'a str>)>) -> Result<(), String> {
+    for (flag, secret) in secrets {
+        if let Some(secret) = secret {
+            check_secret(secret).map_err(|e| format!("{flag} {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// `bytes` random bytes from the kernel, as hex: secrets, ids.
 pub fn random_hex(bytes: usize) -> std::io::Result<String> {
     Ok(hex(&random_bytes(bytes)?))

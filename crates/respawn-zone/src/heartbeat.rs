@@ -24,10 +24,29 @@ pub struct Registration {
     pub id: String,
     /// Where clients connect.
     pub address: String,
+    /// Where its admin API listens (`host:port`), when it has a listener of its own.
+    pub admin_address: Option<String>,
     pub version: String,
 }
 
 impl Registration {
+    /// A registration whose admin API is at `admin` when it has a listener
+    /// of its own: an unspecified address (0.0.0.0) is reached at the host
+    /// clients are sent to.
+    pub fn new(
+        registry: RegistryClient,
+        id: String,
+        address: String,
+        admin: Option<std::net::SocketAddr>,
+        version: String,
+    ) -> Self {
+        let host = address.split_once("://").and_then(|(_, rest)| rest.split('/').next()).unwrap_or_default();
+        let host = host.rsplit_once(':').map_or(host, |(host, _)| host).to_owned();
+        let admin_address =
+            admin.map(|a| if a.ip().is_unspecified() { format!("{host}:{}", a.port()) } else { a.to_string() });
+        Self { registry, id, address, admin_address, version }
+    }
+
     /// Heartbeats until `stop`, then removes the entry.
     pub async fn run(self, server: ServerView, bans: BanEnforcer, stop: CancellationToken) {
         let platform = self.registry.platform().to_owned();
@@ -39,6 +58,7 @@ impl Registration {
                 state: if server.is_draining() { ServerState::Draining } else { ServerState::Ready },
                 version: self.version.clone(),
                 bans_version: bans.version(),
+                admin_address: self.admin_address.clone(),
             };
             match self.registry.heartbeat(&self.id, &beat).await {
                 Ok(reply) => {
@@ -132,6 +152,18 @@ pub fn evacuation(registry: RegistryClient, id: String) -> DrainHook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_admin_api_on_every_interface_is_reached_at_the_advertised_host() {
+        let registry = RegistryClient::new("127.0.0.1:1", "credential");
+        let at = |admin: &str| {
+            let address = "ws://10.1.2.3:7350/ws".to_owned();
+            Registration::new(registry.clone(), "z".into(), address, admin.parse().ok(), "1".into()).admin_address
+        };
+        assert_eq!(at("0.0.0.0:7352").as_deref(), Some("10.1.2.3:7352"));
+        assert_eq!(at("127.0.0.1:9000").as_deref(), Some("127.0.0.1:9000"));
+        assert_eq!(at("none"), None);
+    }
 
     #[test]
     fn a_server_is_registered_as_the_one_its_credential_names() {

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod ctl;
@@ -15,7 +14,6 @@ use clap::{Args, Parser, Subcommand};
 use respawn_api::admin::{Stop, ZoneAdmin};
 use respawn_api::registry::RegistryClient;
 use respawn_harness::zone::{ServerCredentialFlags, StoreFlags};
-use respawn_store::kafka::KafkaEventLog;
 use respawn_token::{Claims, TokenKey};
 use respawn_zone::persist::Stores;
 use respawn_zone::{heartbeat, Characters, ServerConfig, ServerOptions, ZoneServer};
@@ -32,7 +30,7 @@ enum Cmd {
     /// Run the whole local stack: zone server (supervised), play page, bots.
     Up(up::UpArgs),
     /// Run a zone server: several zones, each on its own fixed-rate tick thread.
-    Zone(ZoneArgs),
+    Zone(Box<ZoneArgs>),
     /// Drain a zone server on this machine through its admin API and wait
     /// until it has stopped (a Kubernetes preStop hook).
     ZoneStop(ZoneStopArgs),
@@ -60,6 +58,9 @@ struct ZoneStopArgs {
     /// The zone server's listen address (0.0.0.0 means this machine).
     #[arg(long, env = "RESPAWN_LISTEN", default_value = "127.0.0.1:7350")]
     listen: SocketAddr,
+    /// Its --admin-listen, when the admin API has a listener of its own.
+    #[arg(long, env = "RESPAWN_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
     /// The server's --admin-token.
     #[arg(long, env = "RESPAWN_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -96,6 +97,9 @@ struct ZoneArgs {
     /// (overrides the file's `[limits] connections_per_ip`, default 128).
     #[arg(long, env = "RESPAWN_CONNECTIONS_PER_IP")]
     connections_per_ip: Option<u32>,
+    /// Load balancers (IPs) whose X-Forwarded-For names the client; their connections are not capped.
+    #[arg(long = "trusted-proxy", env = "RESPAWN_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Secret that session tokens are signed with (at least 16 bytes).
     #[arg(long, env = "RESPAWN_TOKEN_KEY", hide_env_values = true)]
     token_key: String,
@@ -112,6 +116,10 @@ struct ZoneArgs {
     /// Where the platform sends clients (default: ws://<listen address>/ws).
     #[arg(long, env = "RESPAWN_ADVERTISE")]
     advertise: Option<String>,
+    /// Serve the admin API (`/admin/*`) on this address only, not on the
+    /// players' (the platform is told where; a 0.0.0.0 one is reached at the advertised host).
+    #[arg(long, env = "RESPAWN_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
     /// Host only these zones of the configuration at start (comma-separated
     /// names); stand by for the others. The configuration still names every
     /// zone an exit leads to, wherever it is hosted.
@@ -148,28 +156,6 @@ pub const VERSION: &str = match option_env!("RESPAWN_BUILD_VERSION") {
     Some(label) => label,
     None => env!("CARGO_PKG_VERSION"),
 };
-
-/// Where the zones' outboxes publish: Kafka with `--kafka-brokers`, else
-/// the embedded ledger (SQLite) in the data directory.
-async fn event_log(stores: &StoreFlags) -> Result<Arc<dyn respawn_store::kafka::EventLog>> {
-    Ok(match &stores.kafka_brokers {
-        // The idempotent producer keeps retrying in order this long; a
-        // delivery that times out makes librdkafka bump the producer
-        // epoch, which some Kafka-compatible brokers handle badly.
-        Some(brokers) => {
-            Arc::new(KafkaEventLog::new(brokers, respawn_proto::events::TOPIC, std::time::Duration::from_secs(300))?)
-        }
-        None => {
-            let path = stores.events_db();
-            std::fs::create_dir_all(&stores.data_dir)
-                .with_context(|| format!("cannot create {}", stores.data_dir.display()))?;
-            let ledger = respawn_platform::SqliteLedger::open(&path)
-                .await
-                .with_context(|| format!("cannot open the event ledger {}", path.display()))?;
-            Arc::new(respawn_platform::LedgerEventLog::new(ledger))
-        }
-    })
-}
 
 /// The zone stores the flags name: files, with Redis and MongoDB for their roles when given.
 pub async fn build_stores(flags: &StoreFlags) -> Result<Stores> {
@@ -221,9 +207,12 @@ struct PlatformArgs {
     #[arg(long, env = "RESPAWN_API_PER_SECOND", default_value_t = 10)]
     api_per_second: u32,
     /// Connections one client IP address may hold open (0: no cap; behind a
-    /// proxy every client has the proxy's address, so cap there instead).
+    /// proxy every client has the proxy's address: list it with --trusted-proxy).
     #[arg(long, env = "RESPAWN_CONNECTIONS_PER_IP", default_value_t = 64)]
     connections_per_ip: u32,
+    /// Load balancers (IPs) whose X-Forwarded-For names the client; their connections are not capped.
+    #[arg(long = "trusted-proxy", env = "RESPAWN_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// An admin operator token to install at start-up (stored hashed, as
     /// `bootstrap-admin`); create the others through the API.
     #[arg(long, env = "RESPAWN_PLATFORM_ADMIN_TOKEN", hide_env_values = true)]
@@ -288,7 +277,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Up(args) => runtime()?.block_on(up::run(args)),
-        Cmd::Zone(args) => run_zone(args),
+        Cmd::Zone(args) => run_zone(*args),
         Cmd::ZoneStop(args) => runtime()?.block_on(stop_zone(args)),
         Cmd::Token(args) => mint_token(args),
         Cmd::ServerCredential(args) => make_server_credentials(args),
@@ -304,15 +293,17 @@ fn main() -> Result<()> {
 /// Asks the zone server to drain (with `--handoff-on-drain` its zones move to
 /// a standby server first), then waits until it no longer answers.
 async fn stop_zone(args: ZoneStopArgs) -> Result<()> {
-    let mut addr = args.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let addr = addr.to_string();
+    let here = |mut addr: SocketAddr| {
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        addr.to_string()
+    };
+    let (addr, admin) = (here(args.listen), here(args.admin_listen.unwrap_or(args.listen)));
     let Some(token) = args.admin_token.or(args.credential.read()?) else {
         bail!("give the zone server's --admin-token or its --server-token (or --server-token-file)");
     };
-    match ZoneAdmin::new(token).stop(&addr, std::time::Duration::from_secs(args.wait_secs)).await {
+    match ZoneAdmin::new(token).stop(&admin, &addr, std::time::Duration::from_secs(args.wait_secs)).await {
         Ok(Stop::Stopped) => eprintln!("zone server at {addr} stopped"),
         Ok(Stop::NotRunning(e)) => eprintln!("zone server at {addr} not answering ({e}): nothing to drain"),
         Ok(Stop::StillRunning) => bail!("the zone server at {addr} still answers after {} s", args.wait_secs),
@@ -333,15 +324,9 @@ fn token_key(secret: &str) -> Result<TokenKey> {
     TokenKey::new(secret.as_bytes()).context("token key")
 }
 
-/// Refuses to serve with a secret that is short or a placeholder published
-/// in an example file; `flag` names it in the error.
+/// Refuses to serve with a secret that is short or a placeholder (see [`respawn_token::check_secrets`]).
 fn check_secrets<'a>(secrets: impl IntoIterator<Item = (&'static str, Option<&'a str>)>) -> Result<()> {
-    for (flag, secret) in secrets {
-        if let Some(secret) = secret {
-            respawn_token::check_secret(secret).map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
-        }
-    }
-    Ok(())
+    respawn_token::check_secrets(secrets).map_err(anyhow::Error::msg)
 }
 
 async fn run_platform(args: PlatformArgs) -> Result<()> {
@@ -384,14 +369,14 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
                 period: std::time::Duration::from_secs(10),
             },
             connections_per_ip: args.connections_per_ip,
+            trusted_proxies: respawn_net::TrustedProxies::new(args.trusted_proxies),
             ..respawn_platform::http::Limits::default()
         },
         ..stores
     };
     if let Some(secret) = &args.admin_token {
-        // It works without its stored copy: the platform starts with Redis down.
         if let Err(e) = respawn_platform::http::ops::install_bootstrap_admin(&mut context, secret).await {
-            tracing::warn!(error = %e, "cannot store the bootstrap admin token yet; it is valid regardless");
+            tracing::warn!(error = %e, "operator tokens unreadable: --admin-token holds until they are");
         }
     }
     let metrics = context.metrics.clone();
@@ -418,7 +403,7 @@ fn mint_token(args: TokenArgs) -> Result<()> {
 }
 
 fn make_server_credentials(args: ServerCredentialArgs) -> Result<()> {
-    respawn_token::check_secret(&args.key).map_err(|e| anyhow::anyhow!("--key {e}"))?;
+    check_secrets([("--key", Some(args.key.as_str()))])?;
     let key = respawn_token::ServerKey::new(args.key.as_bytes()).context("--key")?;
     for id in &args.ids {
         println!("{}", key.credential(id).map_err(|e| anyhow::anyhow!("{id:?}: {e}"))?);
@@ -484,8 +469,14 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
             token_key: token_key(&args.token_key)?,
             stores: build_stores(&args.stores).await?,
             outbox_dir: args.outbox_dir.unwrap_or_else(|| args.stores.data_dir.join("outbox")),
-            event_log: Some(event_log(&args.stores).await?),
+            event_log: Some(
+                respawn_platform::event_log(args.stores.kafka_brokers.as_deref(), &args.stores.events_db())
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+            ),
             admin_tokens: args.admin_token.into_iter().chain(credential).collect(),
+            admin_listen: args.admin_listen,
+            trusted_proxies: respawn_net::TrustedProxies::new(args.trusted_proxies),
             version: VERSION.to_owned(),
             not_hosted,
             before_drain,
@@ -498,12 +489,13 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
         let heartbeat_stop = tokio_util::sync::CancellationToken::new();
         let heartbeat = match registry {
             Some(registry) => Some(tokio::spawn(
-                heartbeat::Registration {
+                heartbeat::Registration::new(
                     registry,
-                    id: server_id,
-                    address: args.advertise.unwrap_or_else(|| format!("ws://{addr}/ws")),
-                    version: VERSION.to_owned(),
-                }
+                    server_id,
+                    args.advertise.unwrap_or_else(|| format!("ws://{addr}/ws")),
+                    server.admin_addr(),
+                    VERSION.to_owned(),
+                )
                 .run(server.view(), server.ban_enforcer(), heartbeat_stop.clone()),
             )),
             _ => None,

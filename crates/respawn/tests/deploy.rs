@@ -156,6 +156,11 @@ fn each_zone_pod_holds_only_its_own_credential() {
     assert!(!zone_container.contains("key: server-key"), "a zone pod has the platform's key");
     assert!(manifest.contains("secretName: respawn-zone-credentials"));
     assert!(manifest.contains("automountServiceAccountToken: false"));
+    // The admin API on a port of its own, which only the platform may reach.
+    assert!(zone_container.contains("name: RESPAWN_ADMIN_LISTEN") && zone_container.contains("containerPort: 7352"));
+    let policy = manifest.split("kind: NetworkPolicy").nth(1).expect("a NetworkPolicy for the zone pods");
+    let admin_rule = policy.split("- from:").nth(1).expect("a rule with a source");
+    assert!(admin_rule.contains("app.kubernetes.io/name: respawn-platform") && admin_rule.contains("port: 7352"));
     assert!(read("deploy/k8s/platform.yaml").contains("key: server-key"));
 }
 

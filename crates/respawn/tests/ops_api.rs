@@ -47,8 +47,10 @@ impl Api {
         Ok(created["token"].as_str().context("a secret")?.to_owned())
     }
 
-    async fn audit_len(&self) -> Result<usize> {
-        Ok(self.ok("GET", "/v1/audit?limit=500", BOOTSTRAP, None).await?.as_array().map_or(0, Vec::len))
+    /// How many records the audit log of actions (or, `refused`, of refusals) holds.
+    async fn audit_len(&self, refused: bool) -> Result<usize> {
+        let path = format!("/v1/audit?limit=500&refused={refused}");
+        Ok(self.ok("GET", &path, BOOTSTRAP, None).await?.as_array().map_or(0, Vec::len))
     }
 
     async fn bans_version(&self) -> Result<u64> {
@@ -76,23 +78,19 @@ async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_noth
     let redis = std::env::var("RESPAWN_TEST_REDIS_URL").context("run through scripts/test")?;
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
     let prefix = format!("ops-{}-{nanos}", std::process::id());
-    let platform = Platform::start_with(
-        "127.0.0.1:1",
-        "mysql://root@127.0.0.1:1/none",
-        "ops-test",
-        &[
-            "--server-key",
-            support::SERVER_KEY,
-            "--admin-token",
-            BOOTSTRAP,
-            "--redis-url",
-            &redis,
-            "--redis-prefix",
-            &prefix,
-            "--api-per-second",
-            "8",
-        ],
-    )?;
+    let args = [
+        "--server-key",
+        support::SERVER_KEY,
+        "--admin-token",
+        BOOTSTRAP,
+        "--redis-url",
+        &redis,
+        "--redis-prefix",
+        &prefix,
+        "--api-per-second",
+        "8",
+    ];
+    let platform = Platform::start_with("127.0.0.1:1", "mysql://root@127.0.0.1:1/none", "ops-test", &args)?;
     platform.wait_healthy().await?;
     let api = Api { addr: platform.addr.to_string() };
     let credential = support::credential("ops-zone");
@@ -158,8 +156,10 @@ async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_noth
         assert!(body.as_str().is_some_and(|b| b.contains("accounts unavailable")), "{body}");
     }
 
-    // Roles: each refusal changes nothing and is itself audited.
-    let (bans_before, audit_before) = (api.bans_version().await?, api.audit_len().await?);
+    // Roles: each refusal changes nothing and is itself audited, apart
+    // from the actions (so refusals cannot push actions out of their list).
+    let (bans_before, audit_before) = (api.bans_version().await?, api.audit_len(false).await?);
+    let refusals_before = api.audit_len(true).await?;
     let refused = [
         ("POST", "/v1/players/ann/kick".to_owned(), &viewer, json!({})),
         ("POST", "/v1/announcements".to_owned(), &viewer, json!({ "text": "hi" })),
@@ -173,7 +173,10 @@ async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_noth
     }
     assert_eq!(api.ok("GET", "/v1/tokens", BOOTSTRAP, None).await?.as_array().map(Vec::len), Some(4));
     assert_eq!(api.bans_version().await?, bans_before);
-    assert_eq!(api.audit_len().await?, audit_before + refused.len(), "refusals audited");
+    assert_eq!(api.audit_len(true).await?, refusals_before + refused.len(), "refusals audited");
+    assert_eq!(api.audit_len(false).await?, audit_before, "refusals kept apart from the actions");
+    let newest = api.ok("GET", "/v1/audit?limit=1&refused=true", &viewer, None).await?;
+    assert!(newest[0]["result"].as_str().is_some_and(|r| r.starts_with("refused: role operator")), "{newest}");
     let ready = api.ok("GET", "/v1/servers", &viewer, None).await?;
     assert_eq!(ready[0]["state"], "ready", "the refused drain did not drain");
 
@@ -262,15 +265,33 @@ async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_noth
     })
     .await?;
 
-    // The start-up admin token is the process's: the API does not revoke
-    // it, and it holds when Redis loses its copy (stored again on use).
-    let (status, _) = api.call("DELETE", "/v1/tokens/bootstrap-admin", Some(BOOTSTRAP), None).await?;
-    assert_eq!(status, 409);
+    // The start-up admin token is installed only where no token exists: once
+    // revoked it is gone, even after a restart with the same --admin-token.
+    let ada = api.token("ada", "admin", json!({})).await?;
+    api.ok("DELETE", "/v1/tokens/bootstrap-admin", &ada, None).await?;
+    assert_eq!(api.call("GET", "/v1/tokens", Some(BOOTSTRAP), None).await?.0, 401, "revoked");
+    drop(platform);
+    let platform = Platform::start_with("127.0.0.1:1", "mysql://root@127.0.0.1:1/none", "ops-test", &args)?;
+    platform.wait_healthy().await?;
+    let api = Api { addr: platform.addr.to_string() };
+    assert_eq!(api.call("GET", "/v1/tokens", Some(BOOTSTRAP), None).await?.0, 401, "not installed again");
+    let listed = api.ok("GET", "/v1/tokens", &ada, None).await?;
+    assert!(!listed.to_string().contains("bootstrap-admin"), "{listed}");
+    // The last admin token stays: without it nobody could make another.
+    let (status, answer) = api.call("DELETE", "/v1/tokens/ada", Some(&ada), None).await?;
+    assert_eq!(status, 409, "{answer}");
+    // A store that lost every token (a wiped Redis) takes the start-up token again.
     let stored =
         respawn_store::redis_store::RedisOps::new(respawn_store::redis_store::RedisConn::new(&redis, &prefix)?);
-    assert!(stored.revoke_operator("bootstrap-admin").await?, "the stored copy was there");
+    for token in stored.operators().await? {
+        stored.revoke_operator(&token.name).await?;
+    }
+    drop(platform);
+    let platform = Platform::start_with("127.0.0.1:1", "mysql://root@127.0.0.1:1/none", "ops-test", &args)?;
+    platform.wait_healthy().await?;
+    let api = Api { addr: platform.addr.to_string() };
     let listed = api.ok("GET", "/v1/tokens", BOOTSTRAP, None).await?;
-    assert!(listed.to_string().contains("bootstrap-admin"), "stored again: {listed}");
+    assert!(listed.to_string().contains("bootstrap-admin"), "installed in an empty store: {listed}");
     Ok(())
 }
 
@@ -383,6 +404,8 @@ async fn ctl_runs_a_real_deployment_with_kafka_and_mysql() -> Result<()> {
     let bans = ctl_ok(&endpoint, &["bans"])?;
     assert!(bans.contains(&carol.to_string()) && bans.contains("testing bans"), "{bans}");
     let audit = ctl_ok(&endpoint, &["audit"])?;
+    let archived = ctl_ok(&endpoint, &["audit", "--archived", "--limit", "100"])?;
+    assert!(archived.contains("announce") && archived.contains("kick"), "the ledger's trail: {archived}");
     for action in ["announce", "kick", "ban"] {
         assert!(audit.lines().any(|l| l.contains(action) && l.contains("bootstrap-admin")), "{action}: {audit}");
     }
@@ -408,6 +431,8 @@ async fn ctl_runs_a_real_deployment_with_kafka_and_mysql() -> Result<()> {
     assert!(reset.wait_with_output()?.status.success());
     assert_eq!(players.sign_in(&SignIn::password(name, "a new password")).await?.account_id, carol);
     let audit = ctl_ok(&endpoint, &["audit"])?;
+    let archived = ctl_ok(&endpoint, &["audit", "--archived", "--limit", "100"])?;
+    assert!(archived.contains("announce") && archived.contains("kick"), "the ledger's trail: {archived}");
     for action in ["disable account", "enable account", "reset password"] {
         assert!(audit.contains(action), "{action}: {audit}");
     }

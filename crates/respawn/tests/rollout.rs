@@ -263,11 +263,20 @@ fn with_testing(setting: &str) -> String {
 async fn kubernetes_pods_claim_zones_once_and_hand_them_off_when_stopped() -> Result<()> {
     let (next, current) = (next_build(), env!("CARGO_BIN_EXE_respawn").to_owned());
     let mut d = Deployment::start().await?;
-    let pod = ["--claim", "--handoff-on-drain", "--server-id"];
-    let mut pods = vec![
-        d.zone(&current, TEST_CONFIG, &[&pod[..], &["respawn-zone-0"]].concat())?,
-        d.zone(&current, TEST_CONFIG, &[&pod[..], &["respawn-zone-1"]].concat())?,
-    ];
+    // Each pod's admin API on a port of its own, as the manifest has it: the
+    // platform calls it at the address the pod registered.
+    let admin: Vec<String> = (0..2)
+        .map(|_| Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string()))
+        .collect::<Result<_>>()?;
+    let pod = |ordinal: usize| {
+        let id = format!("respawn-zone-{ordinal}");
+        ["--claim", "--handoff-on-drain", "--server-id", &id, "--admin-listen", &admin[ordinal]].map(str::to_owned)
+    };
+    let mut pods = Vec::new();
+    for ordinal in 0..2 {
+        let args = pod(ordinal);
+        pods.push(d.zone(&current, TEST_CONFIG, &args.iter().map(String::as_str).collect::<Vec<_>>())?);
+    }
     let list = d.wait_servers("both pods", |l| l.len() == 2).await?;
     let mut hosted: Vec<&str> =
         list.iter().flat_map(|s| s["zones"].as_array().into_iter().flatten()).filter_map(Value::as_str).collect();
@@ -287,7 +296,7 @@ async fn kubernetes_pods_claim_zones_once_and_hand_them_off_when_stopped() -> Re
         std::fs::write(&file, format!("{}\n", support::credential(&id)))?;
         let old = pods.remove(ordinal);
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_respawn"))
-            .args(["zone-stop", "--listen", &old.addr.to_string()])
+            .args(["zone-stop", "--listen", &old.addr.to_string(), "--admin-listen", &admin[ordinal]])
             .env("RESPAWN_SERVER_TOKEN_FILE", &file)
             .output()
             .await?;
@@ -297,7 +306,8 @@ async fn kubernetes_pods_claim_zones_once_and_hand_them_off_when_stopped() -> Re
         let gone = format!("{id} gone, the other pod hosting every zone");
         d.wait_servers(&gone, |l| l.len() == 1 && l[0]["id"] != id.as_str() && hosts_all(&l[0])).await?;
         // Back under the same name as the new version: every zone is hosted, so it stands by.
-        let new = d.zone(&next, TEST_CONFIG, &[&pod[..], &[id.as_str()]].concat())?;
+        let args = pod(ordinal);
+        let new = d.zone(&next, TEST_CONFIG, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let list = d.wait_servers(&format!("{id} back"), |l| l.len() == 2).await?;
         let back = list.iter().find(|s| s["id"] == id.as_str()).context("the pod registered again")?;
         assert_eq!(back["zones"], serde_json::json!([]), "{id} stands by");

@@ -558,3 +558,25 @@ async fn join_resuming(url: &str, resume_token: &str) -> Result<Client> {
 async fn resume_with(url: &str, resume_token: &str) -> Result<support::Closed> {
     join_resuming(url, resume_token).await?.closed(T).await
 }
+
+/// `--admin-listen` keeps `/admin/*` off the players' port; an address that
+/// failed ten admin calls within a minute is refused (429), right token or not.
+#[tokio::test]
+async fn the_admin_api_listens_apart_and_refuses_an_address_that_keeps_guessing() -> Result<()> {
+    let admin_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let zone = ZoneProcess::start_with_args(support::TEST_CONFIG, &["--admin-listen", &admin_addr.to_string()])?;
+    let admin = Some(support::ADMIN_TOKEN);
+    assert_eq!(support::http(zone.addr, "GET", "/admin/info", admin).await?.0, 404, "not on the players' port");
+    assert_eq!(support::http(admin_addr, "GET", "/admin/info", admin).await?.0, 200);
+    assert_eq!(support::http(admin_addr, "GET", "/healthz", None).await?.0, 404, "the admin API alone");
+    for guess in 0..10 {
+        let (status, _) = support::http(admin_addr, "GET", "/admin/info", Some(&format!("guess-{guess}"))).await?;
+        assert_eq!(status, 401, "guess {guess}");
+    }
+    let refused = respawn_api::http::exchange(&admin_addr.to_string(), "GET", "/admin/info", admin, None).await?;
+    assert_eq!(refused.status, 429, "the right token after ten guesses: {}", refused.body);
+    let retry: u64 = refused.header("retry-after").unwrap_or_default().parse()?;
+    assert!((1..=61).contains(&retry), "Retry-After {retry}");
+    assert_eq!(support::http(zone.addr, "GET", "/healthz", None).await?.0, 200, "players unaffected");
+    Ok(())
+}

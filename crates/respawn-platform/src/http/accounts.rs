@@ -7,11 +7,10 @@
 //! sign-ins are limited per username and per client address; the limits
 //! are looked at before an attempt and spent only by a failure.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Extension;
@@ -21,7 +20,7 @@ use respawn_token::Claims;
 use serde::Deserialize;
 
 use super::unix_now_ms;
-use super::{json, rate_limit, text, HttpContext, Refusal, SessionSigner};
+use super::{json, rate_limit, text, ClientIp, HttpContext, Refusal, SessionSigner};
 use crate::accounts::{Account, AccountError, AccountStore, RefreshToken, RefreshUse, Unique, PASSWORD_LEN};
 
 /// Player ids stay below 2^53, so a browser's numbers hold them exactly.
@@ -173,13 +172,9 @@ fn disabled(account: &Account) -> Option<Response> {
 }
 
 /// `POST /v1/accounts`: a username, a password and a character.
-pub(super) async fn sign_up(
-    State(ctx): State<HttpContext>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Bytes,
-) -> Response {
+pub(super) async fn sign_up(State(ctx): State<HttpContext>, ClientIp(client): ClientIp, body: Bytes) -> Response {
     let result = async {
-        rate_limit(&ctx, &format!("signup:ip:{}", peer.ip()), ctx.limits.login_per_ip, "sign-up").await?;
+        rate_limit(&ctx, &format!("signup:ip:{}", client), ctx.limits.login_per_ip, "sign-up").await?;
         let (store, signer) = accounts(&ctx)?;
         let request: SignUp = parse(&body, "sign-up")?;
         let username = username_key(&request.username)?;
@@ -203,13 +198,9 @@ pub(super) async fn sign_up(
 }
 
 /// `POST /v1/accounts/guest`: an account signed in to with a device secret.
-pub(super) async fn guest(
-    State(ctx): State<HttpContext>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Bytes,
-) -> Response {
+pub(super) async fn guest(State(ctx): State<HttpContext>, ClientIp(client): ClientIp, body: Bytes) -> Response {
     let result = async {
-        rate_limit(&ctx, &format!("signup:ip:{}", peer.ip()), ctx.limits.login_per_ip, "sign-up").await?;
+        rate_limit(&ctx, &format!("signup:ip:{}", client), ctx.limits.login_per_ip, "sign-up").await?;
         let (store, signer) = accounts(&ctx)?;
         let request: GuestSignUp = if body.is_empty() { GuestSignUp::default() } else { parse(&body, "guest")? };
         let named = request.character.as_deref().map(character_name).transpose()?;
@@ -255,13 +246,9 @@ async fn spend_failure(ctx: &HttpContext, keys: &[(String, Quota)]) {
 }
 
 /// `POST /v1/sessions`: sign in with a username and password or a device secret.
-pub(super) async fn sign_in(
-    State(ctx): State<HttpContext>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Bytes,
-) -> Response {
+pub(super) async fn sign_in(State(ctx): State<HttpContext>, ClientIp(client): ClientIp, body: Bytes) -> Response {
     let result = async {
-        rate_limit(&ctx, &format!("login:ip:{}", peer.ip()), ctx.limits.login_per_ip, "sign-in").await?;
+        rate_limit(&ctx, &format!("login:ip:{}", client), ctx.limits.login_per_ip, "sign-in").await?;
         let (store, signer) = accounts(&ctx)?;
         let request: SignIn = serde_json::from_slice(&body).map_err(|e| {
             let hint = if e.to_string().contains("unknown field `name`") {
@@ -272,7 +259,7 @@ pub(super) async fn sign_in(
             text(StatusCode::BAD_REQUEST, format!("sign-in body: {e}{hint}"))
         })?;
         let credentials = request.credentials().map_err(|why| text(StatusCode::BAD_REQUEST, why))?;
-        let ip_key = (format!("signin-failed:ip:{}", peer.ip()), ctx.limits.failed_sign_ins_per_ip);
+        let ip_key = (format!("signin-failed:ip:{}", client), ctx.limits.failed_sign_ins_per_ip);
         let account = match credentials {
             Credentials::Password { username, password } => {
                 // A username that cannot exist is checked like one that does not.
@@ -320,13 +307,9 @@ pub(super) async fn sign_in(
 }
 
 /// `POST /v1/sessions/refresh`: the next session and refresh token.
-pub(super) async fn refresh(
-    State(ctx): State<HttpContext>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Bytes,
-) -> Response {
+pub(super) async fn refresh(State(ctx): State<HttpContext>, ClientIp(client): ClientIp, body: Bytes) -> Response {
     let result = async {
-        rate_limit(&ctx, &format!("refresh:ip:{}", peer.ip()), ctx.limits.login_per_ip, "refresh").await?;
+        rate_limit(&ctx, &format!("refresh:ip:{}", client), ctx.limits.login_per_ip, "refresh").await?;
         let (store, signer) = accounts(&ctx)?;
         let request: Refresh = parse(&body, "refresh")?;
         let used = store

@@ -422,9 +422,14 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/v1/audit",
-        summary: "The audit log, newest first: who did what, when, with what result.",
+        summary: "The audit log, newest first: who did what, when, with what result; with refused=true, the calls refused for their role (kept apart, so they cannot push actions out).",
         auth: VIEWER,
-        query: &[("skip", "records to skip (0)"), ("limit", "records, 1-500 (50)")],
+        query: &[
+            ("skip", "records to skip (0)"),
+            ("limit", "records, 1-500 (50)"),
+            ("refused", "true: the refused calls instead of the actions"),
+            ("archived", "true: from the ledger's append-only trail, which keeps every record"),
+        ],
         body: None,
         route: || get(ops::audit_log),
     },

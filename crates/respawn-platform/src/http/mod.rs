@@ -59,9 +59,8 @@ pub struct HttpContext {
     pub limits: Limits,
     /// More metrics text appended to `/metrics` (what a host process adds).
     pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
-    /// The hash of the `--admin-token` given at start-up: it stays valid
-    /// when the operations store loses its copy (Redis wiped) or is down.
-    pub bootstrap_admin: Option<Arc<str>>,
+    /// The `--admin-token` given at start-up, while it holds.
+    pub bootstrap_admin: ops::BootstrapAdmin,
 }
 
 impl std::fmt::Debug for HttpContext {
@@ -108,7 +107,7 @@ impl HttpContext {
             sessions: None,
             limits: Limits::default(),
             extra_metrics: None,
-            bootstrap_admin: None,
+            bootstrap_admin: ops::BootstrapAdmin::default(),
         })
     }
 }
@@ -142,7 +141,7 @@ impl SessionSigner {
 }
 
 /// Rate limits, each enforced through the shared [`RateLimiter`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Sign-ups, sign-ins, refreshes and joins per client IP address, each route on its own.
     pub login_per_ip: Quota,
@@ -153,6 +152,8 @@ pub struct Limits {
     pub api_per_token: Quota,
     /// Connections one IP address may hold open; 0: no cap (behind a proxy, cap there).
     pub connections_per_ip: u32,
+    /// Load balancers whose `X-Forwarded-For` names the client the limits count.
+    pub trusted_proxies: respawn_net::TrustedProxies,
 }
 
 impl Default for Limits {
@@ -163,6 +164,7 @@ impl Default for Limits {
             failed_sign_ins_per_ip: Quota { burst: 20, period: Duration::from_secs(300) },
             api_per_token: Quota { burst: 100, period: Duration::from_secs(10) },
             connections_per_ip: 64,
+            trusted_proxies: respawn_net::TrustedProxies::default(),
         }
     }
 }
@@ -177,7 +179,8 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let guarded =
-        respawn_net::GuardedListener::new(listener, context.limits.connections_per_ip, context.metrics.guard.clone());
+        respawn_net::GuardedListener::new(listener, context.limits.connections_per_ip, context.metrics.guard.clone())
+            .trusting(context.limits.trusted_proxies.clone());
     let app = also.merge(router(context));
     // axum provides the peer address (ConnectInfo) for a tapped listener of any kind.
     let guarded = axum::serve::ListenerExt::tap_io(guarded, |_| {});
@@ -329,6 +332,24 @@ async fn ready(State(s): State<HttpContext>) -> (StatusCode, &'static str) {
 
 pub(crate) fn unix_now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The address of the client a request comes from: the peer's, or behind a
+/// trusted proxy the one it forwarded. Per-address limits count it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientIp(pub std::net::IpAddr);
+
+impl axum::extract::FromRequestParts<HttpContext> for ClientIp {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        ctx: &HttpContext,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let peer = peer.ok_or_else(|| text(StatusCode::INTERNAL_SERVER_ERROR, "no peer address"))?;
+        Ok(Self(ctx.limits.trusted_proxies.client(peer, &parts.headers)))
+    }
 }
 
 /// The bearer token of a request, if it carries one.

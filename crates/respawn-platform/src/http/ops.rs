@@ -11,7 +11,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Extension;
-use respawn_store::ops::{valid_operator_name, AuditRecord, Ban, OperatorToken, Role, TEXT_MAX};
+use respawn_store::ops::{valid_operator_name, AuditLog, AuditRecord, Ban, OperatorToken, Role, TEXT_MAX};
+use respawn_store::StoreError;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -36,12 +37,13 @@ pub(crate) async fn authenticate(ctx: &HttpContext, headers: &HeaderMap) -> Resu
         return Err(text(StatusCode::UNAUTHORIZED, "missing operator token (Authorization: Bearer <token>)"));
     };
     let hash = respawn_token::hash_secret(secret);
-    let bootstrap = ctx.bootstrap_admin.as_deref() == Some(hash.as_str());
-    // The start-up admin token holds while the store has lost it (stored
-    // again) or is down.
+    let bootstrap = ctx.bootstrap_admin.is(&hash);
+    // The start-up admin token holds while the store is down, and is
+    // installed again in a store that lost every token (Redis wiped); once
+    // revoked through the API it is gone.
     let token = match ctx.ops.operator_by_hash(&hash).await {
         Ok(Some(t)) => t,
-        Ok(None) if bootstrap => {
+        Ok(None) if bootstrap && ctx.ops.operators().await.is_ok_and(|all| all.is_empty()) => {
             let token = bootstrap_admin_token(hash);
             if let Err(e) = ctx.ops.put_operator(token.clone()).await {
                 tracing::warn!(error = %e, "cannot store the bootstrap admin token again");
@@ -72,14 +74,21 @@ pub(super) async fn authorize(
     }
     let why = format!("refused: role {} cannot {action}; it needs {}", operator.role.as_str(), need.as_str());
     if need > Role::Viewer {
-        audit(ctx, &operator, action, "-", &why).await;
+        audit(ctx, AuditLog::Refusals, &operator, action, "-", &why).await;
     }
     Err(text(StatusCode::FORBIDDEN, why))
 }
 
-/// Writes an audit record; a failure to is logged loudly, and the caller's
-/// answer says the action was done but not audited.
-async fn audit(ctx: &HttpContext, operator: &Operator, action: &str, target: &str, result: &str) -> bool {
+/// Writes an audit record to `log`; a failure to is logged loudly, and the
+/// caller's answer says the action was done but not audited.
+async fn audit(
+    ctx: &HttpContext,
+    log: AuditLog,
+    operator: &Operator,
+    action: &str,
+    target: &str,
+    result: &str,
+) -> bool {
     let record = AuditRecord {
         at_ms: unix_now_ms(),
         actor: operator.name.clone(),
@@ -88,7 +97,13 @@ async fn audit(ctx: &HttpContext, operator: &Operator, action: &str, target: &st
         result: clip(result),
     };
     tracing::info!(actor = %record.actor, action, target = %record.target, result = %record.result, "operator action");
-    match ctx.ops.audit(record).await {
+    // The append-only copy, in the ledger's database once it is connected.
+    if let Some(ledger) = ctx.ledger.get() {
+        if let Err(e) = ledger.audit(log, &record).await {
+            tracing::error!(error = %e, action, "operator action NOT in the ledger's audit trail");
+        }
+    }
+    match ctx.ops.audit(log, record).await {
         Ok(()) => true,
         Err(e) => {
             tracing::error!(error = %e, action, "operator action NOT audited");
@@ -119,14 +134,14 @@ async fn audited(
 ) -> Response {
     match result {
         Ok(mut body) => {
-            let recorded = audit(ctx, operator, action, target, "ok").await;
+            let recorded = audit(ctx, AuditLog::Actions, operator, action, target, "ok").await;
             if let Some(map) = body.as_object_mut() {
                 map.insert("audited".into(), recorded.into());
             }
             json(StatusCode::OK, &body)
         }
         Err(answer) => {
-            audit(ctx, operator, action, target, &format!("failed: {}", answer.status())).await;
+            audit(ctx, AuditLog::Actions, operator, action, target, &format!("failed: {}", answer.status())).await;
             answer
         }
     }
@@ -515,15 +530,35 @@ pub(super) async fn announce(
 pub(super) struct Page {
     skip: Option<usize>,
     limit: Option<usize>,
+    /// The calls refused for their role, kept apart from the actions.
+    refused: Option<bool>,
+    /// From the ledger's append-only trail (every record, never trimmed).
+    archived: Option<bool>,
 }
 
 pub(super) async fn audit_log(
     State(ctx): State<HttpContext>,
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Ok(Query(page)) = page else { return text(StatusCode::BAD_REQUEST, "query: skip and limit, numbers") };
+    let Ok(Query(page)) = page else {
+        return text(StatusCode::BAD_REQUEST, "query: skip and limit, numbers; refused and archived, true or false");
+    };
     let limit = page.limit.unwrap_or(50).clamp(1, PAGE_MAX as usize);
-    match ctx.ops.audit_log(page.skip.unwrap_or(0), limit).await {
+    let log = if page.refused.unwrap_or(false) { AuditLog::Refusals } else { AuditLog::Actions };
+    let skip = page.skip.unwrap_or(0);
+    let records = if page.archived.unwrap_or(false) {
+        let ledger = match ledger(&ctx) {
+            Ok(ledger) => ledger,
+            Err(refused) => return refused.into(),
+        };
+        ledger
+            .audit_trail(log, skip as u64, limit as u32)
+            .await
+            .map_err(|e| StoreError::Backend { backend: ledger.kind(), message: e.to_string() })
+    } else {
+        ctx.ops.audit_log(log, skip, limit).await
+    };
+    match records {
         Ok(records) => {
             let records: Vec<_> = records
                 .into_iter()
@@ -597,14 +632,23 @@ pub(super) async fn revoke_token(
         if !valid_operator_name(&name) {
             return Err(text(StatusCode::BAD_REQUEST, "name: 1-64 of a-z 0-9 - _ ."));
         }
-        if name == BOOTSTRAP_ADMIN && ctx.bootstrap_admin.is_some() {
+        let tokens = ctx.ops.operators().await.map_err(|e| store_failure("operator tokens", e))?;
+        let now = unix_now_ms();
+        let admin = |t: &&OperatorToken| t.role == Role::Admin && t.expires_ms.is_none_or(|at| at > now);
+        if tokens.iter().filter(admin).all(|t| t.name == name) && tokens.iter().filter(admin).any(|t| t.name == name) {
             return Err(text(
                 StatusCode::CONFLICT,
-                "bootstrap-admin is the platform server's --admin-token: restart it without (or with another) to revoke it",
+                format!("{name:?} is the last admin token: create another admin first, or nobody could"),
             ));
         }
         match ctx.ops.revoke_operator(&name).await {
-            Ok(true) => Ok(json!({ "name": name, "revoked": true })),
+            Ok(true) => {
+                if name == BOOTSTRAP_ADMIN {
+                    // Not even while the store is down, and not again at the next start.
+                    ctx.bootstrap_admin.forget();
+                }
+                Ok(json!({ "name": name, "revoked": true }))
+            }
             Ok(false) => Err(text(StatusCode::NOT_FOUND, format!("no token named {name:?}"))),
             Err(e) => Err(store_failure("operator tokens", e)),
         }
@@ -698,13 +742,69 @@ fn bootstrap_admin_token(hash: String) -> OperatorToken {
     OperatorToken { name: BOOTSTRAP_ADMIN.into(), role: Role::Admin, hash, created_ms: unix_now_ms(), expires_ms: None }
 }
 
-/// Makes `secret` the admin token of this platform server (kept as its
-/// hash), and stores it among the operator tokens so it is listed; a
-/// failure to store it is returned, and the token works regardless.
-pub async fn install_bootstrap_admin(ctx: &mut HttpContext, secret: &str) -> respawn_store::StoreResult<()> {
+/// The hash of the `--admin-token` given at start-up while it holds: it
+/// stays valid when the operations store is down, until it is revoked.
+#[derive(Debug, Clone, Default)]
+pub struct BootstrapAdmin(Arc<std::sync::RwLock<Option<String>>>);
+
+impl BootstrapAdmin {
+    fn is(&self, hash: &str) -> bool {
+        self.0.read().is_ok_and(|held| held.as_deref() == Some(hash))
+    }
+
+    fn set(&self, hash: String) {
+        if let Ok(mut held) = self.0.write() {
+            *held = Some(hash);
+        }
+    }
+
+    fn forget(&self) {
+        if let Ok(mut held) = self.0.write() {
+            *held = None;
+        }
+    }
+}
+
+/// What became of the `--admin-token` at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// The store held no operator token: it is the first admin.
+    Installed,
+    /// The store holds it already.
+    Kept,
+    /// The store holds other tokens and not this one: it was revoked (or
+    /// replaced) through the API, and stays so.
+    Refused,
+}
+
+/// Installs `secret` as the `bootstrap-admin` token (kept as its hash) only
+/// where it is absent: in a store holding no operator token, a fresh
+/// deployment or a wiped Redis. A token revoked through the API is not
+/// installed again. With the store down it is valid until the store answers.
+pub async fn install_bootstrap_admin(ctx: &mut HttpContext, secret: &str) -> respawn_store::StoreResult<Bootstrap> {
     let hash = respawn_token::hash_secret(secret);
-    ctx.bootstrap_admin = Some(hash.as_str().into());
-    ctx.ops.put_operator(bootstrap_admin_token(hash)).await
+    let tokens = match ctx.ops.operators().await {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            ctx.bootstrap_admin.set(hash);
+            return Err(e);
+        }
+    };
+    if tokens.iter().any(|t| t.name == BOOTSTRAP_ADMIN && t.hash == hash) {
+        ctx.bootstrap_admin.set(hash);
+        return Ok(Bootstrap::Kept);
+    }
+    if !tokens.is_empty() {
+        tracing::warn!(
+            "--admin-token not installed: the operator tokens hold others and not this one \
+             (bootstrap-admin was revoked or replaced through the API)"
+        );
+        return Ok(Bootstrap::Refused);
+    }
+    ctx.ops.put_operator(bootstrap_admin_token(hash.clone())).await?;
+    ctx.bootstrap_admin.set(hash);
+    tracing::info!("--admin-token installed as bootstrap-admin, the first operator token");
+    Ok(Bootstrap::Installed)
 }
 
 /// `GET /v1/accounts/{account}`: by id, username or character name.

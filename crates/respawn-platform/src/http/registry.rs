@@ -55,7 +55,14 @@ pub(super) async fn heartbeat(State(ctx): State<HttpContext>, Path(id): Path<Str
         Ok(b) => b,
         Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
-    let entry = ServerEntry { id, address: body.address, zones: body.zones, state: body.state, version: body.version };
+    let entry = ServerEntry {
+        id,
+        address: body.address,
+        zones: body.zones,
+        state: body.state,
+        version: body.version,
+        admin_address: body.admin_address,
+    };
     // The fleet view (the registry listed every second) bounds the list
     // without listing it on every heartbeat.
     let listed = ctx.fleet.view().servers;

@@ -4,10 +4,8 @@
 //! player id among the ready ones hosting the zone, so a player returns to
 //! the same server while the fleet is unchanged.
 
-use std::net::SocketAddr;
-
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -20,18 +18,18 @@ use respawn_token::Claims;
 
 use super::accounts::{account_failure, accounts};
 use super::unix_now_ms;
-use super::{bearer, json, rate_limit, store_failure, text, HttpContext};
+use super::{bearer, json, rate_limit, store_failure, text, ClientIp, HttpContext};
 use crate::projection::{Claim, PlayerRecord};
 
 pub(super) async fn play(
     State(ctx): State<HttpContext>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     Extension(claims): Extension<Claims>,
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let result = async {
-        rate_limit(&ctx, &format!("play:ip:{}", peer.ip()), ctx.limits.login_per_ip, "join").await?;
+        rate_limit(&ctx, &format!("play:ip:{}", client), ctx.limits.login_per_ip, "join").await?;
         let (store, signer) = accounts(&ctx)?;
         let request: Play =
             serde_json::from_slice(&body).map_err(|e| text(StatusCode::BAD_REQUEST, format!("play body: {e}")))?;

@@ -5,8 +5,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -17,8 +20,9 @@ use super::handover::HandoverError;
 use super::state::{ServerState, ZoneHandle};
 use crate::zone_loop::Control;
 
-/// The admin routes, for the server's router.
-pub(super) fn routes() -> Router<Arc<ServerState>> {
+/// The admin routes, for the server's router (or its admin listener), each
+/// behind [`guard`].
+pub(super) fn routes(state: Arc<ServerState>) -> Router<Arc<ServerState>> {
     Router::new()
         .route("/admin/drain", post(admin_drain))
         .route("/admin/announce", post(admin_announce))
@@ -31,6 +35,28 @@ pub(super) fn routes() -> Router<Arc<ServerState>> {
         .route("/admin/zones/{zone}/adopt", post(admin_adopt))
         .route("/admin/zones/{zone}/redirect", post(admin_redirect))
         .route("/admin/zones/{zone}/resume", post(admin_resume))
+        .route_layer(axum::middleware::from_fn_with_state(state, guard))
+}
+
+/// Lets an admin call through with an accepted bearer token; an address
+/// with too many failed calls is refused before its token is looked at.
+async fn guard(State(state): State<Arc<ServerState>>, request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let ip = peer.map(|peer| state.trusted_proxies.client(peer, request.headers()));
+    if let Some(wait) = ip.and_then(|ip| state.admin_failures.refused_for(ip)) {
+        let secs = wait.as_secs() + 1;
+        let message = format!("too many failed admin calls from this address: retry in {secs} s\n");
+        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, secs.to_string())], message).into_response();
+    }
+    match authorize(&state, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => {
+            if let Some(ip) = ip.filter(|_| refused.0 == StatusCode::UNAUTHORIZED) {
+                state.admin_failures.failed(ip);
+            }
+            refused.into_response()
+        }
+    }
 }
 
 /// Checks the admin bearer token (one of the accepted ones); the error is the status and text to answer.
@@ -52,10 +78,7 @@ fn authorize(state: &ServerState, headers: &HeaderMap) -> Result<(), (StatusCode
     }
 }
 
-async fn admin_drain(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused.into_response();
-    }
+async fn admin_drain(State(state): State<Arc<ServerState>>) -> Response {
     tracing::info!("drain requested through the admin API");
     state.drain_requested.cancel();
     (StatusCode::ACCEPTED, "draining\n").into_response()
@@ -70,14 +93,7 @@ struct AnnounceParams {
     zone: Option<String>,
 }
 
-async fn admin_announce(
-    State(state): State<Arc<ServerState>>,
-    headers: HeaderMap,
-    Query(params): Query<AnnounceParams>,
-) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused.into_response();
-    }
+async fn admin_announce(State(state): State<Arc<ServerState>>, Query(params): Query<AnnounceParams>) -> Response {
     if params.text.trim().is_empty() || params.text.len() > MAX_NOTICE_LEN {
         return (StatusCode::BAD_REQUEST, format!("text must be 1..={MAX_NOTICE_LEN} bytes\n")).into_response();
     }
@@ -102,14 +118,7 @@ struct KickParams {
     reason: Option<String>,
 }
 
-async fn admin_kick(
-    State(state): State<Arc<ServerState>>,
-    headers: HeaderMap,
-    Query(params): Query<KickParams>,
-) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused.into_response();
-    }
+async fn admin_kick(State(state): State<Arc<ServerState>>, Query(params): Query<KickParams>) -> Response {
     let reason = params.reason.unwrap_or_else(|| "kicked by an operator".into());
     if reason.len() > MAX_NOTICE_LEN {
         return (StatusCode::BAD_REQUEST, format!("reason must be at most {MAX_NOTICE_LEN} bytes\n")).into_response();
@@ -123,10 +132,7 @@ async fn admin_kick(
 }
 
 /// What this server is and can take: a rollout checks it before moving zones here.
-async fn admin_info(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused.into_response();
-    }
+async fn admin_info(State(state): State<Arc<ServerState>>) -> Response {
     let zones = state
         .zone_handles()
         .iter()
@@ -149,10 +155,7 @@ async fn admin_info(State(state): State<Arc<ServerState>>, headers: HeaderMap) -
 
 /// The characters each zone holds, each as of its last tick (a conservation
 /// drill checks that no character is held by two zones at once).
-async fn admin_characters(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused.into_response();
-    }
+async fn admin_characters(State(state): State<Arc<ServerState>>) -> Response {
     let mut zones = Vec::new();
     for zone in state.zone_handles() {
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -183,22 +186,12 @@ struct CordonParams {
     notify: bool,
 }
 
-async fn admin_cordon(
-    State(state): State<Arc<ServerState>>,
-    headers: HeaderMap,
-    Query(params): Query<CordonParams>,
-) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused.into_response();
-    }
+async fn admin_cordon(State(state): State<Arc<ServerState>>, Query(params): Query<CordonParams>) -> Response {
     state.cordon(true, params.notify);
     (StatusCode::ACCEPTED, "cordoned: no new players\n").into_response()
 }
 
-async fn admin_uncordon(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused.into_response();
-    }
+async fn admin_uncordon(State(state): State<Arc<ServerState>>) -> Response {
     if state.drain_requested.is_cancelled() {
         return (StatusCode::CONFLICT, "the server is draining to stop; it cannot take players again\n")
             .into_response();
@@ -232,14 +225,7 @@ fn answer<T: serde::Serialize>(result: Result<T, HandoverError>) -> Response {
     }
 }
 
-async fn admin_release(
-    State(state): State<Arc<ServerState>>,
-    headers: HeaderMap,
-    Path(zone): Path<String>,
-) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused.into_response();
-    }
+async fn admin_release(State(state): State<Arc<ServerState>>, Path(zone): Path<String>) -> Response {
     answer(state.release(&zone).await)
 }
 
@@ -251,13 +237,9 @@ struct AdoptParams {
 
 async fn admin_adopt(
     State(state): State<Arc<ServerState>>,
-    headers: HeaderMap,
     Path(zone): Path<String>,
     Query(params): Query<AdoptParams>,
 ) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused.into_response();
-    }
     if state.drain_requested.is_cancelled() {
         return (StatusCode::CONFLICT, "the server is draining to stop; it takes no zone\n").into_response();
     }
@@ -272,13 +254,9 @@ struct RedirectParams {
 
 async fn admin_redirect(
     State(state): State<Arc<ServerState>>,
-    headers: HeaderMap,
     Path(zone): Path<String>,
     Query(params): Query<RedirectParams>,
 ) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused.into_response();
-    }
     let valid = (params.to.starts_with("ws://") || params.to.starts_with("wss://"))
         && params.to.len() <= 256
         && !params.to.chars().any(char::is_control);
@@ -289,9 +267,6 @@ async fn admin_redirect(
     answer(state.redirect(&zone, &params.to).await)
 }
 
-async fn admin_resume(State(state): State<Arc<ServerState>>, headers: HeaderMap, Path(zone): Path<String>) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return refused.into_response();
-    }
+async fn admin_resume(State(state): State<Arc<ServerState>>, Path(zone): Path<String>) -> Response {
     answer(state.unpark(&zone).await)
 }

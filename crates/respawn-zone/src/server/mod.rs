@@ -70,6 +70,10 @@ pub struct ServerOptions {
     /// and the server's registry credential, which the platform calls with;
     /// none disables the admin API.
     pub admin_tokens: Vec<String>,
+    /// Serve `/admin/*` here only, not on the players' listener.
+    pub admin_listen: Option<SocketAddr>,
+    /// Load balancers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: respawn_net::TrustedProxies,
     pub version: String,
     /// Zones of the configuration not to host at start (every one for a
     /// standby server); they arrive by hand-over (`/admin/zones/{zone}/adopt`).
@@ -113,6 +117,8 @@ pub struct DrainReport {
 pub struct ZoneServer {
     state: Arc<ServerState>,
     listener: TcpListener,
+    /// `/admin/*` alone (`--admin-listen`), kept off the players' port.
+    admin_listener: Option<TcpListener>,
 }
 
 /// Starts a drain from outside (signal handlers).
@@ -161,6 +167,8 @@ impl ZoneServer {
             outbox_dir,
             event_log,
             admin_tokens,
+            admin_listen,
+            trusted_proxies,
             version,
             not_hosted,
             before_drain,
@@ -177,6 +185,8 @@ impl ZoneServer {
             characters,
             stores,
             admin_tokens,
+            admin_failures: state::AdminFailures::default(),
+            trusted_proxies,
             bans: crate::bans::BanList::default(),
             command_limits: Mutex::default(),
             zones: RwLock::default(),
@@ -230,11 +240,20 @@ impl ZoneServer {
                 .map_err(|message| ServerError::Zone { zone: zone_config.name.clone(), message })?;
             state.insert_zone(handle);
         }
-        Ok(Self { state, listener })
+        let admin_listener = match admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?),
+            None => None,
+        };
+        Ok(Self { state, listener, admin_listener })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `/admin/*` is served when it has a listener of its own.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Where the platform server's ban lists are applied.
@@ -254,13 +273,29 @@ impl ZoneServer {
     /// Serves until a drain completes, then stops every zone.
     pub async fn run(self) -> Result<DrainReport, ServerError> {
         let state = self.state;
-        let app = router(state.clone());
+        let separate_admin = self.admin_listener.is_some();
+        let app = router(state.clone(), !separate_admin).into_make_service_with_connect_info::<SocketAddr>();
         let http_shutdown = state.shutdown.clone();
         let per_ip = state.config.limits.connections_per_ip;
-        let listener = respawn_net::GuardedListener::new(self.listener, per_ip, state.metrics.guard().clone());
+        let listener = respawn_net::GuardedListener::new(self.listener, per_ip, state.metrics.guard().clone())
+            .trusting(state.trusted_proxies.clone());
+        // axum provides the peer address (ConnectInfo) for a tapped listener of any kind.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
         let http = tokio::spawn(async move {
             axum::serve(listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned()).await
         });
+        if let Some(admin_listener) = self.admin_listener {
+            let admin = admin::routes(state.clone()).with_state(state.clone());
+            let admin_shutdown = state.shutdown.clone();
+            tokio::spawn(async move {
+                let app = admin.into_make_service_with_connect_info::<SocketAddr>();
+                if let Err(e) =
+                    axum::serve(admin_listener, app).with_graceful_shutdown(admin_shutdown.cancelled_owned()).await
+                {
+                    tracing::error!(error = %e, "the admin listener failed");
+                }
+            });
+        }
         state.ready.store(true, Ordering::SeqCst);
         state.metrics.set_ready(true);
         tracing::info!(zones = %state.zone_names(), "ready");
@@ -299,14 +334,16 @@ impl ZoneServer {
     }
 }
 
-fn router(state: Arc<ServerState>) -> Router {
-    Router::new()
+/// The players' listener: the WebSocket, health and metrics, and the admin
+/// API unless it has a listener of its own.
+fn router(state: Arc<ServerState>, with_admin: bool) -> Router {
+    let public = Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(admin::routes())
-        .with_state(state)
+        .route("/metrics", get(metrics));
+    let app = if with_admin { public.merge(admin::routes(state.clone())) } else { public };
+    app.with_state(state)
 }
 
 async fn ws_upgrade(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade) -> Response {

@@ -75,6 +75,8 @@ pub struct ServerState {
     pub characters: Characters,
     pub stores: Stores,
     pub(crate) admin_tokens: Vec<String>,
+    pub(crate) admin_failures: AdminFailures,
+    pub(crate) trusted_proxies: respawn_net::TrustedProxies,
     pub metrics: Metrics,
     /// Players refused at join and kicked if connected.
     pub bans: crate::bans::BanList,
@@ -283,5 +285,43 @@ impl ServerState {
             }
         }
         tracing::info!(cordoned = on, notify, "new players {}", if taking { "welcome" } else { "refused" });
+    }
+}
+
+/// Failed admin calls an address may make within [`FAILURE_WINDOW`]; past
+/// them it is refused (429), right token or not, until the window ends.
+const FAILURES_ALLOWED: u32 = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked at most (the oldest windows go first).
+const TRACKED_MAX: usize = 10_000;
+
+/// Failed admin calls per client address: a guessed token costs a window.
+#[derive(Debug, Default)]
+pub(crate) struct AdminFailures(Mutex<std::collections::HashMap<std::net::IpAddr, (u32, Instant)>>);
+
+impl AdminFailures {
+    /// How long `ip` is still refused, if it is.
+    pub(crate) fn refused_for(&self, ip: std::net::IpAddr) -> Option<Duration> {
+        let failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, since) = failures.get(&ip)?;
+        (*count >= FAILURES_ALLOWED).then(|| FAILURE_WINDOW.checked_sub(since.elapsed())).flatten()
+    }
+
+    pub(crate) fn failed(&self, ip: std::net::IpAddr) {
+        let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() >= TRACKED_MAX {
+            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        if failures.len() >= TRACKED_MAX {
+            return;
+        }
+        let (count, since) = failures.entry(ip).or_insert((0, Instant::now()));
+        if since.elapsed() >= FAILURE_WINDOW {
+            (*count, *since) = (0, Instant::now());
+        }
+        *count += 1;
+        if *count == FAILURES_ALLOWED {
+            tracing::warn!(%ip, "{FAILURES_ALLOWED} failed admin calls: refused for a minute");
+        }
     }
 }

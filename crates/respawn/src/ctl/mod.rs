@@ -95,6 +95,12 @@ enum CtlCmd {
     Audit {
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// The calls refused for their role instead (kept apart from the actions).
+        #[arg(long)]
+        refused: bool,
+        /// From the ledger's append-only trail, which keeps every record.
+        #[arg(long)]
+        archived: bool,
     },
     /// Operator tokens (admin).
     #[command(subcommand)]
@@ -232,7 +238,10 @@ pub async fn run(args: CtlArgs) -> Result<()> {
             }
             c.show(Call::post("/v1/announcements", Some(body)), api::print_done).await
         }
-        CtlCmd::Audit { limit } => c.show(Call::get(&format!("/v1/audit?limit={limit}")), api::print_audit).await,
+        CtlCmd::Audit { limit, refused, archived } => {
+            let path = format!("/v1/audit?limit={limit}&refused={refused}&archived={archived}");
+            c.show(Call::get(&path), api::print_audit).await
+        }
         CtlCmd::Token(TokenCmd::List) => c.show(Call::get("/v1/tokens"), api::print_tokens).await,
         CtlCmd::Token(TokenCmd::Create { name, role, expires_in_secs }) => {
             let mut body = serde_json::json!({ "name": name, "role": role });
