@@ -83,14 +83,8 @@ pub async fn run_consumer(
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         loop {
-            match ledger.store(&events).await {
-                Ok(s) => {
-                    metrics.stored.inc_by(s.inserted);
-                    metrics.duplicates.inc_by(s.duplicates);
-                    metrics.stale_character_events.inc_by(s.stale);
-                    metrics.players_updated.inc_by(s.players);
-                    break;
-                }
+            match store_batch(ledger.as_ref(), &events, &metrics).await {
+                Ok(()) => break,
                 Err(e) => {
                     metrics.error(ErrorKind::Store);
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "storing events failed; retrying");
@@ -118,6 +112,41 @@ pub async fn run_consumer(
         }
         metrics.batch_duration.observe(started.elapsed().as_secs_f64());
         tracing::debug!(events = events.len(), "batch stored and committed");
+    }
+    Ok(())
+}
+
+/// Stores a batch. One event the database refuses for what it holds (not
+/// for being down) would hold every event behind it forever: then the
+/// events are stored one by one, and each refused one is kept in
+/// `refused_events` with the reason. Any other failure is the caller's to retry.
+async fn store_batch(ledger: &dyn Ledger, events: &[Event], metrics: &PlatformMetrics) -> Result<(), sqlx::Error> {
+    let counted = |s: crate::ledger::Stored| {
+        metrics.stored.inc_by(s.inserted);
+        metrics.duplicates.inc_by(s.duplicates);
+        metrics.stale_character_events.inc_by(s.stale);
+        metrics.players_updated.inc_by(s.players);
+    };
+    match ledger.store(events).await {
+        Ok(s) => {
+            counted(s);
+            return Ok(());
+        }
+        Err(e) if ledger.refuses_for_good(&e) => {
+            tracing::warn!(error = %e, events = events.len(), "the database refuses this batch; storing it event by event")
+        }
+        Err(e) => return Err(e),
+    }
+    for event in events {
+        match ledger.store(std::slice::from_ref(event)).await {
+            Ok(s) => counted(s),
+            Err(e) if ledger.refuses_for_good(&e) => {
+                ledger.refuse(event, &e.to_string()).await?;
+                metrics.refused_events.inc();
+                tracing::error!(event = ?crate::ledger::key(event), error = %e, "event refused by the database; kept in refused_events");
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -164,4 +193,106 @@ async fn next_batch(
         }
     }
     Some(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures_util::future::BoxFuture;
+    use futures_util::FutureExt as _;
+    use respawn_store::ops::{AuditLog, AuditRecord};
+
+    use super::*;
+    use crate::ledger::{EventQuery, EventRow, PoolStats, Stored};
+    use crate::projection::{Claim, PlayerRecord};
+
+    /// A ledger whose database refuses any batch holding a tick-13 event
+    /// (as MySQL refused a payload over its column) and is down while `down`.
+    #[derive(Debug, Default)]
+    struct Picky {
+        stored: Mutex<Vec<u64>>,
+        refused: Mutex<Vec<(u64, String)>>,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Ledger for Picky {
+        fn store<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<Stored, sqlx::Error>> {
+            async move {
+                if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(sqlx::Error::PoolTimedOut);
+                }
+                if events.iter().any(|e| e.tick == 13) {
+                    return Err(sqlx::Error::Protocol("Data too long for column 'payload'".into()));
+                }
+                self.stored.lock().expect("fake").extend(events.iter().map(|e| e.tick));
+                Ok(Stored { inserted: events.len() as u64, ..Stored::default() })
+            }
+            .boxed()
+        }
+        fn refuses_for_good(&self, error: &sqlx::Error) -> bool {
+            matches!(error, sqlx::Error::Protocol(_))
+        }
+        fn refuse<'a>(&'a self, event: &'a Event, reason: &'a str) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+            async move {
+                self.refused.lock().expect("fake").push((event.tick, reason.to_owned()));
+                Ok(())
+            }
+            .boxed()
+        }
+        fn player(&self, _: u64) -> BoxFuture<'_, Result<Option<PlayerRecord>, sqlx::Error>> {
+            unreachable!("not read here")
+        }
+        fn claim<'a>(
+            &'a self,
+            _: u64,
+            _: &'a str,
+            _: &'a str,
+            _: u64,
+        ) -> BoxFuture<'a, Result<(Claim, PlayerRecord), sqlx::Error>> {
+            unreachable!("not claimed here")
+        }
+        fn event_count(&self) -> BoxFuture<'_, Result<u64, sqlx::Error>> {
+            unreachable!("not counted here")
+        }
+        fn search<'a>(&'a self, _: &'a EventQuery) -> BoxFuture<'a, Result<Vec<EventRow>, sqlx::Error>> {
+            unreachable!("not searched here")
+        }
+        fn pool_stats(&self) -> PoolStats {
+            PoolStats::default()
+        }
+        fn audit<'a>(&'a self, _: AuditLog, _: &'a AuditRecord) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+            unreachable!("not audited here")
+        }
+        fn audit_trail(&self, _: AuditLog, _: u64, _: u32) -> BoxFuture<'_, Result<Vec<AuditRecord>, sqlx::Error>> {
+            unreachable!("not audited here")
+        }
+        fn kind(&self) -> &'static str {
+            "picky"
+        }
+    }
+
+    fn events(ticks: std::ops::Range<u64>) -> Vec<Event> {
+        ticks.map(|tick| Event { zone: 1, epoch: 1, tick, player: 7, ..Event::default() }).collect()
+    }
+
+    #[tokio::test]
+    async fn an_event_the_database_refuses_is_kept_apart_and_the_rest_are_stored() {
+        let (ledger, metrics) = (Picky::default(), PlatformMetrics::new());
+        store_batch(&ledger, &events(10..16), &metrics).await.expect("stored");
+        assert_eq!(*ledger.stored.lock().expect("fake"), [10, 11, 12, 14, 15]);
+        let refused = ledger.refused.lock().expect("fake").clone();
+        assert_eq!(refused.len(), 1);
+        assert!(refused[0].0 == 13 && refused[0].1.contains("Data too long"), "{refused:?}");
+        assert_eq!((metrics.refused_events.get(), metrics.stored.get()), (1, 5));
+    }
+
+    #[tokio::test]
+    async fn a_database_that_is_down_refuses_nothing_for_good() {
+        let (ledger, metrics) = (Picky::default(), PlatformMetrics::new());
+        ledger.down.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(store_batch(&ledger, &events(10..16), &metrics).await.is_err(), "the caller retries the batch");
+        assert!(ledger.refused.lock().expect("fake").is_empty());
+        assert_eq!(metrics.refused_events.get(), 0);
+    }
 }

@@ -65,6 +65,21 @@ pub trait Ledger: Send + Sync + Debug {
 
     fn pool_stats(&self) -> PoolStats;
 
+    /// Keeps an event the database refused for what it holds (with the
+    /// reason) apart from the events, so the ones behind it are stored.
+    fn refuse<'a>(&'a self, event: &'a Event, reason: &'a str) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+
+    /// Whether a failure to store is the events' own (a value the database
+    /// will never take) rather than the database's (down, busy, deadlocked).
+    fn refuses_for_good(&self, error: &sqlx::Error) -> bool {
+        let code = match error {
+            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()).unwrap_or_default(),
+            _ => return false,
+        };
+        // SQLSTATE class 22, data exceptions (MySQL); SQLITE_TOOBIG (18).
+        code.starts_with("22") || code == "18"
+    }
+
     /// Appends an audit record to the trail, which nothing changes or trims.
     fn audit<'a>(&'a self, log: AuditLog, record: &'a AuditRecord) -> BoxFuture<'a, Result<(), sqlx::Error>>;
 
@@ -191,6 +206,38 @@ macro_rules! audit_trail_methods {
     };
 }
 pub(crate) use audit_trail_methods;
+
+/// [`Ledger::refuse`] for a ledger whose `pool` is a sqlx pool, with its
+/// insert-or-ignore statement and its conversion of 64-bit numbers.
+macro_rules! refuse_method {
+    ($insert:literal, $number:path) => {
+        fn refuse<'a>(
+            &'a self,
+            event: &'a respawn_proto::events::Event,
+            reason: &'a str,
+        ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+            async move {
+                let reason: String = reason.chars().take(500).collect();
+                sqlx::query(concat!(
+                    $insert,
+                    " INTO refused_events (zone, epoch, tick, idx, player, reason, payload) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                ))
+                .bind(event.zone)
+                .bind($number(event.epoch))
+                .bind($number(event.tick))
+                .bind(event.index)
+                .bind($number(event.player))
+                .bind(reason)
+                .bind(prost::Message::encode_to_vec(event))
+                .execute(&self.pool)
+                .await
+                .map(drop)
+            }
+            .boxed()
+        }
+    };
+}
+pub(crate) use refuse_method;
 
 /// A row of [`AUDIT_SELECT`].
 pub(crate) fn audit_row(row: (i64, String, String, String, String)) -> AuditRecord {

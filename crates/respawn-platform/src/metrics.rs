@@ -18,6 +18,8 @@ pub struct PlatformMetrics {
     /// Redelivered events the event id absorbed.
     pub duplicates: IntCounter,
     pub stale_character_events: IntCounter,
+    /// Events the database refused for what they hold, kept in `refused_events`.
+    pub refused_events: IntCounter,
     /// Player records written.
     pub players_updated: IntCounter,
     /// Store, poll, commit and decode duration of whole batches.
@@ -98,6 +100,12 @@ impl PlatformMetrics {
             stale_character_events: register_int_counter_with_registry!(
                 "respawn_platform_stale_character_events_total",
                 "Stored events of a character's stay that is not its current one (a stale writer's), left out of its record.",
+                r
+            )
+            .expect("metric"),
+            refused_events: register_int_counter_with_registry!(
+                "respawn_platform_events_refused_total",
+                "Events the database refused for what they hold (not for being down), kept apart in refused_events.",
                 r
             )
             .expect("metric"),

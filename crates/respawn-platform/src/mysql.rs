@@ -121,17 +121,20 @@ impl Ledger for MySqlLedger {
             if let Some(kind) = &q.kind {
                 query.push(" AND kind = ").push_bind(kind.clone());
             }
+            // Conditions on the column itself (not on an expression of it), so
+            // the index by stored time serves them.
             if let Some(since) = q.since_ms {
-                query.push(format!(" AND {MS} >= ")).push_bind(since);
+                query.push(" AND stored_at >= FROM_UNIXTIME(").push_bind(since).push(" / 1000)");
             }
             if let Some(until) = q.until_ms {
-                query.push(format!(" AND {MS} < ")).push_bind(until);
+                query.push(" AND stored_at < FROM_UNIXTIME(").push_bind(until).push(" / 1000)");
             }
             if let Some(c) = q.after {
                 let (zone, epoch, tick, idx) = c.key;
-                query.push(format!(" AND ({MS}, zone, epoch, tick, idx) < ("));
+                query.push(" AND (stored_at, zone, epoch, tick, idx) < (FROM_UNIXTIME(");
+                query.push_bind(c.stored_at_ms).push(" / 1000), ");
                 let mut row = query.separated(", ");
-                row.push_bind(c.stored_at_ms).push_bind(zone).push_bind(epoch).push_bind(tick).push_bind(idx);
+                row.push_bind(zone).push_bind(epoch).push_bind(tick).push_bind(idx);
                 query.push(")");
             }
             query
@@ -154,6 +157,7 @@ impl Ledger for MySqlLedger {
     }
 
     crate::ledger::audit_trail_methods!();
+    crate::ledger::refuse_method!("INSERT IGNORE", std::convert::identity);
 
     fn kind(&self) -> &'static str {
         "mysql"

@@ -197,6 +197,7 @@ impl Ledger for SqliteLedger {
     }
 
     crate::ledger::audit_trail_methods!();
+    crate::ledger::refuse_method!("INSERT OR IGNORE", signed);
 
     fn kind(&self) -> &'static str {
         "sqlite"

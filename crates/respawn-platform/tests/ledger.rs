@@ -139,6 +139,11 @@ async fn contract(ledger: &dyn Ledger) -> Result<()> {
     assert_eq!(ledger.player(43).await?, None);
     assert!(ledger.pool_stats().max >= 1);
     audit_trail(ledger).await?;
+    // An event the database refuses is kept apart, once however often it comes.
+    for _ in 0..2 {
+        ledger.refuse(&events[0], "Data too long for column 'payload'").await?;
+    }
+    assert_eq!(ledger.event_count().await?, 10, "refused events are not events");
     search(ledger, player).await?;
     characters(ledger).await
 }

@@ -434,6 +434,12 @@ impl RedisOps {
         let mut c = self.redis.conn().await?;
         bounded(BACKEND, async { pipe.query_async::<T>(&mut c).await.map_err(err) }).await
     }
+
+    /// The token stored under `name`.
+    async fn operator_named(&self, name: &str) -> StoreResult<Option<OperatorToken>> {
+        let (value,): (Option<String>,) = self.run(redis::pipe().hget(self.redis.key("operators"), name)).await?;
+        value.map(|v| decode_operator(name, &v)).transpose()
+    }
 }
 
 fn fields<const N: usize>(what: &str, value: &str) -> StoreResult<[String; N]> {
@@ -535,14 +541,41 @@ impl OpsStore for RedisOps {
             token.validate()?;
             let expires = token.expires_ms.map_or_else(|| "-".to_owned(), |ms| ms.to_string());
             let value = format!("{}\n{}\n{}\n{expires}", token.role.as_str(), token.hash, token.created_ms);
-            self.run::<()>(redis::pipe().hset(self.redis.key("operators"), &token.name, value).ignore()).await
+            let (operators, by_hash) = (self.redis.key("operators"), self.redis.key("operators-by-hash"));
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            // The index follows: a replaced token's old hash leaves it.
+            if let Some(old) = self.operator_named(&token.name).await? {
+                pipe.hdel(&by_hash, old.hash).ignore();
+            }
+            pipe.hset(&operators, &token.name, value).ignore().hset(&by_hash, &token.hash, &token.name).ignore();
+            self.run::<()>(&pipe).await
         }
         .boxed()
     }
 
+    /// One lookup in the index by hash, not a read of every token: every
+    /// request with a bearer token asks, before any rate limit.
     fn operator_by_hash<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, StoreResult<Option<OperatorToken>>> {
-        // A handful of tokens: a scan of the hash beats keeping a second index in step.
-        async move { Ok(self.operators().await?.into_iter().find(|t| t.hash == hash)) }.boxed()
+        async move {
+            let marker = self.redis.key("operators-indexed");
+            let (name, indexed): (Option<String>, bool) =
+                self.run(redis::pipe().hget(self.redis.key("operators-by-hash"), hash).exists(&marker)).await?;
+            if !indexed {
+                // Tokens stored before the index existed: indexed once, here.
+                let tokens = self.operators().await?;
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                for t in &tokens {
+                    pipe.hset(self.redis.key("operators-by-hash"), &t.hash, &t.name).ignore();
+                }
+                self.run::<()>(pipe.set(&marker, 1).ignore()).await?;
+                return Ok(tokens.into_iter().find(|t| t.hash == hash));
+            }
+            let Some(name) = name else { return Ok(None) };
+            Ok(self.operator_named(&name).await?.filter(|t| t.hash == hash))
+        }
+        .boxed()
     }
 
     fn operators(&self) -> BoxFuture<'_, StoreResult<Vec<OperatorToken>>> {
@@ -557,7 +590,12 @@ impl OpsStore for RedisOps {
 
     fn revoke_operator<'a>(&'a self, name: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
         async move {
-            let (removed,): (u64,) = self.run(redis::pipe().hdel(self.redis.key("operators"), name)).await?;
+            let mut pipe = redis::pipe();
+            pipe.atomic().hdel(self.redis.key("operators"), name);
+            if let Some(old) = self.operator_named(name).await? {
+                pipe.hdel(self.redis.key("operators-by-hash"), old.hash).ignore();
+            }
+            let (removed,): (u64,) = self.run(&pipe).await?;
             Ok(removed > 0)
         }
         .boxed()

@@ -36,3 +36,33 @@ async fn a_dead_redis_is_unavailable_quickly_not_a_hang() {
     assert!(matches!(result, Err(StoreError::Unavailable { .. })), "{result:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "bounded by the call timeout");
 }
+
+/// Operator tokens are found through an index by hash; tokens stored before
+/// the index existed are indexed at the first lookup, not lost.
+#[tokio::test]
+async fn operator_tokens_stored_before_the_index_are_still_found() {
+    use respawn_store::ops::{OpsStore, Role};
+    let prefix = unique_prefix();
+    let mut raw =
+        redis::Client::open(redis_url()).expect("url").get_multiplexed_async_connection().await.expect("redis");
+    let hash = "e".repeat(64);
+    // The layout before: the token alone, in `<prefix>:operators`.
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}:operators"))
+        .arg("old-admin")
+        .arg(format!("admin\n{hash}\n1\n-"))
+        .query_async(&mut raw)
+        .await
+        .expect("hset");
+    let ops = RedisOps::new(RedisConn::new(&redis_url(), &prefix).expect("url"));
+    let found = ops.operator_by_hash(&hash).await.expect("lookup").expect("the old token");
+    assert_eq!((found.name.as_str(), found.role), ("old-admin", Role::Admin));
+    let indexed: Option<String> = redis::cmd("HGET")
+        .arg(format!("{prefix}:operators-by-hash"))
+        .arg(&hash)
+        .query_async(&mut raw)
+        .await
+        .expect("hget");
+    assert_eq!(indexed.as_deref(), Some("old-admin"), "indexed once found");
+    assert!(ops.operator_by_hash(&"f".repeat(64)).await.expect("lookup").is_none());
+}

@@ -253,3 +253,21 @@ fn a_zone_server_heartbeats_only_with_a_credential_of_its_own() {
     let text = zone(&["--server-token", credentials[0], "--server-id", "zone-2"]);
     assert!(text.contains("--server-id \"zone-2\" but the --server-token is server \"zone-1\"'s"), "{text}");
 }
+
+/// SECURITY.md proves each boundary with a test it names as
+/// `` `crates/<crate>/tests/<file>.rs::<test>` ``: each of those is there.
+#[test]
+fn security_md_names_tests_that_exist() {
+    let doc = read("SECURITY.md");
+    let mut named = 0;
+    for span in doc.split('`').skip(1).step_by(2) {
+        let Some((file, test)) = span.split_once("::") else { continue };
+        if !file.starts_with("crates/") || !file.ends_with(".rs") {
+            continue;
+        }
+        let source = read(file);
+        assert!(source.contains(&format!("fn {test}(")), "SECURITY.md names {span}, which does not exist");
+        named += 1;
+    }
+    assert!(named >= 12, "SECURITY.md names its tests ({named} found)");
+}
