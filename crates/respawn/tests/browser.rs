@@ -461,6 +461,9 @@ async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
 }
 
 /// The page's CCU cell for `zone`, or -1 while the row is missing.
+/// The dashboard page and its script are loaded.
+const DASHBOARD_READY: &str = "document.readyState === 'complete' && !!document.getElementById('token')";
+
 fn ccu_expr(zone: &str) -> String {
     format!(
         r#"Number((document.querySelector('#zones tr[data-zone="{zone}"] .ccu') || {{textContent: "-1"}}).textContent)"#
@@ -474,7 +477,8 @@ async fn the_dashboard_shows_ccu_live_and_its_announcement_reaches_a_player() ->
     let (url, token) = up.dashboard.clone();
     let mut browser = Browser::launch().await?;
     let s = browser.open(&url).await?;
-    browser.wait_for(&s, "!!document.getElementById('token')", Duration::from_secs(10)).await?;
+    // Loaded, its script too: the form is there before dashboard.js wires it.
+    browser.wait_for(&s, DASHBOARD_READY, Duration::from_secs(10)).await?;
     // A wrong token is refused on the page.
     browser
         .eval(&s, "document.getElementById('token').value = 'not-a-token'; document.getElementById('login').click(); 0")
@@ -731,7 +735,8 @@ async fn hostile_names_run_no_script_in_the_dashboard_or_the_play_page() -> Resu
     }
     let mut browser = Browser::launch().await?;
     let s = browser.open(&format!("http://{addr}/dashboard")).await?;
-    browser.wait_for(&s, "!!document.getElementById('token')", Duration::from_secs(10)).await?;
+    // Loaded, its script too: the form is there before dashboard.js wires it.
+    browser.wait_for(&s, DASHBOARD_READY, Duration::from_secs(10)).await?;
     let sign_in = format!(
         "document.getElementById('token').value = {}; document.getElementById('login').click(); 0",
         json!(OPERATOR)
