@@ -2,7 +2,8 @@
 //! client: a fresh connection per request (as before: a server's cap on
 //! connections per address, and the drills' cut links, see every call), at
 //! most [`TIMEOUT`] for a whole exchange unless a call says otherwise, TLS
-//! with the Mozilla roots plus the system's bundle.
+//! as [`crate::tls`] sets it up. A server is named `host:port` (plain HTTP)
+//! or `https://host:port`.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -85,16 +86,14 @@ impl Response {
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
-        let mut builder =
-            reqwest::Client::builder().timeout(TIMEOUT).pool_max_idle_per_host(0).no_proxy().user_agent("respawn");
-        // A site's own or proxy CA lives in the system bundle (`SSL_CERT_FILE`, else Debian's path).
-        let bundle = std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
-        if let Ok(pem) = std::fs::read(&bundle) {
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default() {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        builder.build().unwrap_or_else(|_| reqwest::Client::new())
+        reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .pool_max_idle_per_host(0)
+            .no_proxy()
+            .user_agent("respawn")
+            .use_preconfigured_tls(crate::tls::client_config().as_ref().clone())
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new())
     })
 }
 
@@ -131,7 +130,7 @@ impl<'a> Call<'a> {
 
     /// The whole response, whatever its status.
     pub async fn send(self) -> Result<Response, CallError> {
-        send(self.method, &format!("http://{}{}", self.addr, self.path), self.bearer, self.json, &[], self.limit).await
+        send(self.method, &url(self.addr, self.path), self.bearer, self.json, &[], self.limit).await
     }
 
     /// A 2xx answer's body; any other status is a [`CallError::Refused`].
@@ -148,6 +147,16 @@ impl<'a> Call<'a> {
     pub async fn read<T: DeserializeOwned>(self) -> Result<T, CallError> {
         let body = self.text().await?;
         serde_json::from_str(&body).map_err(|e| CallError::Unreadable(e.to_string()))
+    }
+}
+
+/// The URL of `path` at a server named `host:port` (plain HTTP) or by its
+/// origin (`https://host:port`, `http://host:port`).
+fn url(server: &str, path: &str) -> String {
+    if server.starts_with("https://") || server.starts_with("http://") {
+        format!("{}{path}", server.trim_end_matches('/'))
+    } else {
+        format!("http://{server}{path}")
     }
 }
 
@@ -246,6 +255,14 @@ pub async fn post_json(url: &Url, json: &str, headers: &[(&str, &str)]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_is_named_by_host_and_port_or_by_its_origin() {
+        assert_eq!(url("127.0.0.1:7360", "/healthz"), "http://127.0.0.1:7360/healthz");
+        assert_eq!(url("https://eu1.example:443", "/v1/zones"), "https://eu1.example:443/v1/zones");
+        assert_eq!(url("https://eu1.example/", "/v1/zones"), "https://eu1.example/v1/zones");
+        assert_eq!(url("http://[::1]:7360", "/metrics"), "http://[::1]:7360/metrics");
+    }
 
     #[test]
     fn webhook_urls_are_http_or_https_with_a_host() {

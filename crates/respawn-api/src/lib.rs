@@ -1,7 +1,8 @@
 //! Typed contracts between Respawn's processes, and their clients: the zone
 //! servers' admin API ([`admin`]), the platform's server registry
 //! ([`registry`]), the players' accounts and sign-in ([`players`]), reading a server's `/metrics` ([`prom`]), and the HTTP
-//! client every caller shares ([`http`], over `reqwest`). Both sides of each
+//! client every caller shares ([`http`], over `reqwest`) with its TLS
+//! ([`tls`]). Both sides of each
 //! contract use these types, so a reply cannot drift from what its callers read.
 
 pub mod admin;
@@ -9,3 +10,4 @@ pub mod http;
 pub mod players;
 pub mod prom;
 pub mod registry;
+pub mod tls;

@@ -56,6 +56,37 @@ pub struct Heartbeat {
     pub admin_address: Option<String>,
 }
 
+/// The `host:port` (or bare host) of a `ws://` or `wss://` address, and
+/// whether it is `wss://`.
+pub fn ws_authority(address: &str) -> Option<(&str, bool)> {
+    let (rest, tls) = match address.strip_prefix("wss://") {
+        Some(rest) => (rest, true),
+        None => (address.strip_prefix("ws://")?, false),
+    };
+    let authority = rest.split('/').next()?;
+    (!authority.is_empty()).then_some((authority, tls))
+}
+
+/// Where a server whose players connect at `address` answers HTTP, named as
+/// [`Call`] names a server: `host:port`, or `https://host:port` for a
+/// `wss://` address (a server that serves TLS does so on every listener).
+/// `listener`, a `host:port` of its own (the admin API's), replaces the
+/// address's. `None` for an address with no host.
+pub fn http_address(address: &str, listener: Option<&str>) -> Option<String> {
+    let (authority, tls) = ws_authority(address)?;
+    let at = listener.unwrap_or(authority);
+    Some(if tls { format!("https://{at}") } else { at.to_owned() })
+}
+
+/// The players' WebSocket address of a server named as [`Call`] names it:
+/// `ws://host:port/ws`, or `wss://host:port/ws` for `https://host:port`.
+pub fn ws_address(server: &str) -> String {
+    match server.strip_prefix("https://") {
+        Some(authority) => format!("wss://{}/ws", authority.trim_end_matches('/')),
+        None => format!("ws://{}/ws", server.trim_start_matches("http://").trim_end_matches('/')),
+    }
+}
+
 /// A heartbeat's reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatReply {
@@ -154,6 +185,22 @@ impl RegistryClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_addresses_come_from_websocket_addresses() {
+        assert_eq!(http_address("ws://127.0.0.1:7350/ws", None).as_deref(), Some("127.0.0.1:7350"));
+        assert_eq!(http_address("wss://eu1.example:443/ws", None).as_deref(), Some("https://eu1.example:443"));
+        assert_eq!(
+            http_address("wss://eu1.example/ws", Some("10.0.0.5:7352")).as_deref(),
+            Some("https://10.0.0.5:7352")
+        );
+        assert_eq!(http_address("ws://eu1.example/ws", Some("10.0.0.5:7352")).as_deref(), Some("10.0.0.5:7352"));
+        assert_eq!(http_address("http://x/ws", None), None);
+        assert_eq!(http_address("ws:///ws", None), None);
+        assert_eq!(ws_authority("wss://[::1]:7350/ws"), Some(("[::1]:7350", true)));
+        assert_eq!(ws_address("127.0.0.1:7350"), "ws://127.0.0.1:7350/ws");
+        assert_eq!(ws_address("https://eu1.example:443/"), "wss://eu1.example:443/ws");
+    }
 
     #[test]
     fn a_heartbeat_with_an_unknown_state_or_field_is_refused() {

@@ -10,7 +10,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 /// The read buffer of a connection: tungstenite zero-fills its free part
 /// before every read (128 KiB by default, which made a load generator's
@@ -18,14 +18,15 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// a larger frame is still read whole.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 
-/// A TCP connection from `source` to the host of the `ws://` URL, Nagle off.
+/// A TCP connection from `source` to the host of the `ws://` or `wss://` URL, Nagle off.
 async fn bound_stream(url: &str, source: IpAddr) -> Result<TcpStream> {
     let uri: Uri = url.parse().context("not a URL")?;
-    if uri.scheme_str() != Some("ws") {
-        bail!("a source address is for ws:// URLs only");
-    }
+    let port = match uri.scheme_str() {
+        Some("ws") => uri.port_u16().unwrap_or(80),
+        Some("wss") => uri.port_u16().unwrap_or(443),
+        _ => bail!("not a ws:// or wss:// URL"),
+    };
     let host = uri.host().context("no host in the URL")?;
-    let port = uri.port_u16().unwrap_or(80);
     let target = tokio::net::lookup_host((host, port))
         .await?
         .find(|a| a.is_ipv4() == source.is_ipv4())
@@ -92,15 +93,17 @@ impl Connection {
     }
 
     /// [`Connection::connect`] from the local address `source` (another
-    /// loopback address, say), for a `ws://` URL; any address with `None`.
+    /// loopback address, say); any address with `None`. A `wss://` URL is
+    /// reached over TLS as [`respawn_api::tls`] sets it up.
     pub async fn connect_from(url: &str, source: Option<IpAddr>) -> Result<Self> {
-        // Nagle off: inputs are small frames that must leave at once.
         let config = Some(WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES));
+        let tls = Some(Connector::Rustls(respawn_api::tls::client_config()));
         let connected = match source {
-            None => tokio_tungstenite::connect_async_with_config(url, config, true).await,
+            // Nagle off: inputs are small frames that must leave at once.
+            None => tokio_tungstenite::connect_async_tls_with_config(url, config, true, tls).await,
             Some(ip) => {
                 let stream = bound_stream(url, ip).await.with_context(|| format!("connect to {url} from {ip}"))?;
-                tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), config).await
+                tokio_tungstenite::client_async_tls_with_config(url, stream, config, tls).await
             }
         };
         let (ws, _) = connected

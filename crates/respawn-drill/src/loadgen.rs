@@ -23,7 +23,8 @@ use crate::bench::percentile;
 
 #[derive(Args, Debug)]
 pub struct LoadgenArgs {
-    /// Zone server address (host:port): WebSocket at /ws, metrics at /metrics.
+    /// Zone server address (host:port, or https://host:port for one serving
+    /// TLS): WebSocket at /ws, metrics at /metrics.
     #[arg(long, default_value = "127.0.0.1:7350")]
     addr: String,
     /// Number of bot clients.
@@ -42,7 +43,7 @@ pub struct LoadgenArgs {
     /// their own tokens); not needed with --platform.
     #[arg(long, env = "RESPAWN_TOKEN_KEY", hide_env_values = true, required_unless_present = "platform")]
     token_key: Option<String>,
-    /// Sign clients in through this platform server (host:port) as players
+    /// Sign clients in through this platform server (host:port, or https://host:port) as players
     /// do, each with a guest account of its own, instead of minting tokens.
     /// Its per-address limits (`--login-per-minute`) must allow the clients.
     #[arg(long)]
@@ -176,7 +177,7 @@ async fn access(args: &LoadgenArgs) -> Result<Access> {
     let Some(platform) = args.platform.clone() else {
         let key = TokenKey::new(args.token_key.as_deref().unwrap_or_default().as_bytes()).context("token key")?;
         let tokens = signed_tokens(key, Duration::from_secs(24 * 3600));
-        return Ok(Access::Direct { url: format!("ws://{}/ws", args.addr), tokens });
+        return Ok(Access::Direct { url: respawn_api::registry::ws_address(&args.addr), tokens });
     };
     let Some(path) = &args.accounts else { return Ok(Access::Login { platform }) };
     let device_secrets = account_pool(&platform, path, args.clients as usize).await?;
@@ -247,7 +248,8 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
         bail!("--source-addrs is for clients that connect straight to a zone server, not with --platform");
     }
     if args.source_addrs > 1 {
-        let host = args.addr.rsplit_once(':').map_or(args.addr.as_str(), |(host, _)| host);
+        let addr = args.addr.trim_start_matches("https://");
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
         if !host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
             bail!("--source-addrs needs a zone server on this machine: --addr {} is not a loopback address", args.addr);
         }

@@ -78,6 +78,30 @@ impl ServerCredentialFlags {
     }
 }
 
+/// A certificate to serve TLS with (the zone server: wss and https on every
+/// listener; the platform server: https). Both or neither.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsFlags {
+    /// PEM certificate chain, the server's own first; serves TLS with --tls-key.
+    #[arg(long, env = "RESPAWN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "RESPAWN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsFlags {
+    /// What to serve TLS with, read and checked now: a bad file stops the start.
+    pub fn load(&self) -> anyhow::Result<Option<respawn_net::ServerTls>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => respawn_net::ServerTls::from_pem_files(cert, key)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}")),
+            _ => Ok(None),
+        }
+    }
+}
+
 /// Where zone state lives: files by default; Redis and MongoDB when given.
 /// The binary parses these flags; [`ZoneCommand::stores`] writes them.
 #[derive(Args, Debug, Clone)]

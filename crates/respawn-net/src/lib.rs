@@ -7,6 +7,10 @@
 //! so a live player is never idle this long). Behind a load balancer, the
 //! client's address comes from `X-Forwarded-For` only when the peer is a
 //! listed proxy ([`TrustedProxies`]), whose connections the cap leaves alone.
+//! With a certificate ([`ServerTls`]) the listener serves TLS.
+
+mod tls;
+pub use tls::{ServerTls, Transport};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,7 +23,8 @@ use std::time::Duration;
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 
 /// Time a new connection has to send its first complete request head.
@@ -41,7 +46,7 @@ pub struct GuardMetrics {
 
 impl GuardMetrics {
     /// Registers `{prefix}_connections_refused_total`,
-    /// `{prefix}_connections_timed_out_total{phase}` (`request_head`, `idle`)
+    /// `{prefix}_connections_timed_out_total{phase}` (`tls_handshake`, `request_head`, `idle`)
     /// and `{prefix}_tcp_connections` in `registry`.
     pub fn register(registry: &Registry, prefix: &str) -> prometheus::Result<Self> {
         let refused = IntCounter::new(
@@ -51,7 +56,7 @@ impl GuardMetrics {
         let timed_out = IntCounterVec::new(
             Opts::new(
                 format!("{prefix}_connections_timed_out_total"),
-                "Connections closed for sending too slowly: no complete first request head in time, or idle.",
+                "Connections closed for sending too slowly: no TLS handshake or complete first request head in time, or idle.",
             ),
             &["phase"],
         )?;
@@ -59,7 +64,7 @@ impl GuardMetrics {
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(timed_out.clone()))?;
         registry.register(Box::new(open.clone()))?;
-        for phase in ["request_head", "idle"] {
+        for phase in ["tls_handshake", "request_head", "idle"] {
             timed_out.with_label_values(&[phase]);
         }
         Ok(Self { refused, timed_out, open })
@@ -107,11 +112,29 @@ pub struct GuardedListener {
     proxies: TrustedProxies,
     open: Arc<Mutex<HashMap<IpAddr, u32>>>,
     metrics: GuardMetrics,
+    tls: Option<ServerTls>,
+    /// TLS handshakes under way, each in a task of its own: one slow client
+    /// never holds up the next connection's accept.
+    handshakes: JoinSet<Option<(GuardedStream, SocketAddr)>>,
 }
 
 impl GuardedListener {
     pub fn new(inner: TcpListener, per_ip: u32, metrics: GuardMetrics) -> Self {
-        Self { inner, per_ip, proxies: TrustedProxies::default(), metrics, open: Arc::default() }
+        Self {
+            inner,
+            per_ip,
+            proxies: TrustedProxies::default(),
+            metrics,
+            open: Arc::default(),
+            tls: None,
+            handshakes: JoinSet::new(),
+        }
+    }
+
+    /// Serves TLS with this certificate when given one.
+    pub fn serving_tls(mut self, tls: Option<ServerTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Leaves the connections of these proxies uncapped: each carries many clients.
@@ -139,7 +162,16 @@ impl axum::serve::Listener for GuardedListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            let (stream, peer) = match self.inner.accept().await {
+            // Cancel-safe, as axum's graceful shutdown needs: both branches are.
+            let accepted = tokio::select! {
+                biased;
+                Some(handshake) = self.handshakes.join_next(), if !self.handshakes.is_empty() => match handshake {
+                    Ok(Some(ready)) => return ready,
+                    _ => continue,
+                },
+                accepted = self.inner.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors or a connection reset before accept: wait, then go on.
@@ -159,7 +191,26 @@ impl axum::serve::Listener for GuardedListener {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
-            return (GuardedStream::new(stream, slot, self.metrics.timed_out.clone()), peer);
+            let (timed_out, deadline) = (self.metrics.timed_out.clone(), Instant::now() + REQUEST_HEAD_TIMEOUT);
+            let Some(tls) = &self.tls else {
+                return (GuardedStream::new(Transport::Plain(stream), slot, timed_out, deadline), peer);
+            };
+            let acceptor = tls.acceptor.clone();
+            self.handshakes.spawn(async move {
+                match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        Some((GuardedStream::new(Transport::Tls(Box::new(tls)), slot, timed_out, deadline), peer))
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        None
+                    }
+                    Err(_) => {
+                        timed_out.with_label_values(&["tls_handshake"]).inc();
+                        None
+                    }
+                }
+            });
         }
     }
 
@@ -194,7 +245,7 @@ impl Drop for Slot {
 /// byte), and the server closes it.
 #[derive(Debug)]
 pub struct GuardedStream {
-    inner: TcpStream,
+    inner: Transport,
     _slot: Slot,
     /// The first request head is complete (its blank line was read).
     head_done: bool,
@@ -205,8 +256,9 @@ pub struct GuardedStream {
 }
 
 impl GuardedStream {
-    fn new(inner: TcpStream, slot: Slot, timed_out: IntCounterVec) -> Self {
-        let deadline = Box::pin(tokio::time::sleep(REQUEST_HEAD_TIMEOUT));
+    /// A connection whose first request head is due by `head_deadline`.
+    fn new(inner: Transport, slot: Slot, timed_out: IntCounterVec, head_deadline: Instant) -> Self {
+        let deadline = Box::pin(tokio::time::sleep_until(head_deadline));
         Self { inner, _slot: slot, head_done: false, tail: [0; 3], deadline, timed_out }
     }
 
@@ -305,6 +357,7 @@ mod tests {
     }
 
     use super::*;
+    use tokio::net::TcpStream;
 
     #[test]
     fn the_end_of_a_head_is_found_across_reads() {
@@ -319,7 +372,8 @@ mod tests {
             let guarded = GuardedListener::new(listener, 1, metrics.clone());
             let slot = guarded.admit(addr.ip()).expect("a first place");
             assert!(guarded.admit(addr.ip()).is_none(), "one per address");
-            let mut s = GuardedStream::new(server.expect("accepted").0, slot, metrics.timed_out.clone());
+            let server = Transport::Plain(server.expect("accepted").0);
+            let mut s = GuardedStream::new(server, slot, metrics.timed_out.clone(), Instant::now());
             for part in [&b"GET / HTTP/1.1\r\nhost: x\r"[..], b"\n", b"\r", b"\n"] {
                 assert!(!s.head_done);
                 s.scan_head(part);

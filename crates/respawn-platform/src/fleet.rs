@@ -11,6 +11,7 @@ use std::time::Duration;
 use respawn_api::admin::ZoneAdmin;
 use respawn_api::http::CallError;
 use respawn_api::prom::{self, Histogram};
+use respawn_api::registry::http_address;
 use respawn_store::{Registry, ServerEntry, ServerState};
 use respawn_token::ServerKey;
 use serde::Serialize;
@@ -77,13 +78,6 @@ impl Fleet {
     }
 }
 
-/// `host:port` of a `ws://host:port/path` address.
-pub fn http_address(ws: &str) -> Option<&str> {
-    let rest = ws.strip_prefix("ws://").or_else(|| ws.strip_prefix("wss://"))?;
-    let host = rest.split('/').next()?;
-    (!host.is_empty()).then_some(host)
-}
-
 /// The zone servers' admin API as the platform calls it: each server with
 /// its own credential (made from the server key), at the address it
 /// registered under that credential. No token the platform holds opens
@@ -101,11 +95,8 @@ impl FleetAdmin {
 
     /// The admin client of `server` and where its admin API listens: the
     /// admin address it registered, else its players' address's host and port.
-    pub fn of<'a>(&self, server: &'a ServerEntry) -> Result<(ZoneAdmin, &'a str), CallError> {
-        let addr = server
-            .admin_address
-            .as_deref()
-            .or_else(|| http_address(&server.address))
+    pub fn of(&self, server: &ServerEntry) -> Result<(ZoneAdmin, String), CallError> {
+        let addr = http_address(&server.address, server.admin_address.as_deref())
             .ok_or_else(|| CallError::Invalid(format!("{}: address has no HTTP host", server.id)))?;
         let credential = self.key.credential(&server.id).map_err(|e| CallError::Invalid(e.to_string()))?;
         Ok((ZoneAdmin::new(credential), addr))
@@ -152,8 +143,8 @@ async fn look(
     seen: &mut HashMap<(String, String), Seen>,
 ) -> (FleetView, Vec<crate::alerts::ServerLook>) {
     let scrapes = futures_util::future::join_all(servers.iter().map(|s| async move {
-        let addr = http_address(&s.address)?;
-        let scrape = tokio::time::timeout(PERIOD, respawn_api::http::scrape(addr)).await.ok()?.ok()?;
+        let addr = http_address(&s.address, None)?;
+        let scrape = tokio::time::timeout(PERIOD, respawn_api::http::scrape(&addr)).await.ok()?.ok()?;
         Some(prom::parse(&scrape))
     }))
     .await;
@@ -215,17 +206,4 @@ async fn look(
     }
     *seen = still_seen;
     (view, looks)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn http_addresses_come_from_websocket_addresses() {
-        assert_eq!(http_address("ws://127.0.0.1:7350/ws"), Some("127.0.0.1:7350"));
-        assert_eq!(http_address("wss://eu1.example:443/ws"), Some("eu1.example:443"));
-        assert_eq!(http_address("http://x/ws"), None);
-        assert_eq!(http_address("ws:///ws"), None);
-    }
 }

@@ -290,42 +290,42 @@ pub trait ZoneServers: Send + Sync + 'static {
 impl ZoneServers for FleetAdmin {
     async fn ready(&self, server: &ServerEntry) -> bool {
         // Readiness is the players' listener's, wherever the admin API listens.
-        match (self.of(server), crate::fleet::http_address(&server.address)) {
-            (Ok((admin, _)), Some(addr)) => admin.ready(addr).await,
+        match (self.of(server), respawn_api::registry::http_address(&server.address, None)) {
+            (Ok((admin, _)), Some(addr)) => admin.ready(&addr).await,
             _ => false,
         }
     }
     async fn info(&self, server: &ServerEntry) -> Result<ServerInfo, CallError> {
         let (admin, addr) = self.of(server)?;
-        admin.info(addr).await
+        admin.info(&addr).await
     }
     async fn cordon(&self, server: &ServerEntry, notify: bool) -> Result<(), CallError> {
         let (admin, addr) = self.of(server)?;
-        admin.cordon(addr, notify).await
+        admin.cordon(&addr, notify).await
     }
     async fn uncordon(&self, server: &ServerEntry) -> Result<(), CallError> {
         let (admin, addr) = self.of(server)?;
-        admin.uncordon(addr).await
+        admin.uncordon(&addr).await
     }
     async fn drain(&self, server: &ServerEntry) -> Result<(), CallError> {
         let (admin, addr) = self.of(server)?;
-        admin.drain(addr).await
+        admin.drain(&addr).await
     }
     async fn release(&self, server: &ServerEntry, zone: &str) -> Result<Released, CallError> {
         let (admin, addr) = self.of(server)?;
-        admin.release(addr, zone).await
+        admin.release(&addr, zone).await
     }
     async fn adopt(&self, server: &ServerEntry, zone: &str, after_tick: u64) -> Result<Adopted, CallError> {
         let (admin, addr) = self.of(server)?;
-        admin.adopt(addr, zone, Some(after_tick)).await
+        admin.adopt(&addr, zone, Some(after_tick)).await
     }
     async fn redirect(&self, server: &ServerEntry, zone: &str, to: &str) -> Result<Redirected, CallError> {
         let (admin, addr) = self.of(server)?;
-        admin.redirect(addr, zone, to).await
+        admin.redirect(&addr, zone, to).await
     }
     async fn resume(&self, server: &ServerEntry, zone: &str) -> Result<Resumed, CallError> {
         let (admin, addr) = self.of(server)?;
-        admin.resume(addr, zone).await
+        admin.resume(&addr, zone).await
     }
 }
 

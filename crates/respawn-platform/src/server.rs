@@ -54,6 +54,7 @@ pub struct PlatformServer {
     fleet_watcher: bool,
     webhook: Option<Url>,
     consumer: Option<MySqlConsumer>,
+    tls: Option<respawn_net::ServerTls>,
 }
 
 impl fmt::Debug for PlatformServer {
@@ -62,6 +63,7 @@ impl fmt::Debug for PlatformServer {
             .field("fleet_watcher", &self.fleet_watcher)
             .field("webhook", &self.webhook.as_ref().map(Url::as_str))
             .field("consumer", &self.consumer.is_some())
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -69,7 +71,13 @@ impl fmt::Debug for PlatformServer {
 impl PlatformServer {
     /// The HTTP side over `context`, with the fleet watcher; no consumer, no notifier.
     pub fn new(context: HttpContext) -> Self {
-        Self { context, routes: Router::new(), fleet_watcher: true, webhook: None, consumer: None }
+        Self { context, routes: Router::new(), fleet_watcher: true, webhook: None, consumer: None, tls: None }
+    }
+
+    /// Serves HTTPS with this certificate when given one.
+    pub fn tls(mut self, tls: Option<respawn_net::ServerTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// More routes of the host process on the same listener (the play page).
@@ -141,7 +149,7 @@ impl PlatformServer {
             };
             services.push((Service::Consumer, tokio::spawn(consumer)));
         }
-        let http = crate::http::serve(listener, context.clone(), self.routes, stop.clone());
+        let http = crate::http::serve(listener, context.clone(), self.routes, self.tls, stop.clone());
         services.push((Service::Http, tokio::spawn(async move { http.await.map_err(|e| e.to_string()) })));
         Ok(RunningPlatform { context, addr, stop, services })
     }

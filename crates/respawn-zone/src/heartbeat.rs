@@ -40,8 +40,9 @@ impl Registration {
         admin: Option<std::net::SocketAddr>,
         version: String,
     ) -> Self {
-        let host = address.split_once("://").and_then(|(_, rest)| rest.split('/').next()).unwrap_or_default();
-        let host = host.rsplit_once(':').map_or(host, |(host, _)| host).to_owned();
+        let authority = respawn_api::registry::ws_authority(&address).map_or("", |(authority, _)| authority);
+        let with_port = authority.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()));
+        let host = with_port.map_or(authority, |(host, _)| host).to_owned();
         let admin_address =
             admin.map(|a| if a.ip().is_unspecified() { format!("{host}:{}", a.port()) } else { a.to_string() });
         Self { registry, id, address, admin_address, version }

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use respawn_api::admin::{Stop, ZoneAdmin};
 use respawn_api::registry::RegistryClient;
-use respawn_harness::zone::{ServerCredentialFlags, StoreFlags};
+use respawn_harness::zone::{ServerCredentialFlags, StoreFlags, TlsFlags};
 use respawn_token::{Claims, TokenKey};
 use respawn_zone::persist::Stores;
 use respawn_zone::{heartbeat, Characters, ServerConfig, ServerOptions, ZoneServer};
@@ -66,6 +66,10 @@ struct ZoneStopArgs {
     admin_token: Option<String>,
     #[command(flatten)]
     credential: ServerCredentialFlags,
+    /// It serves TLS: call it over https (at localhost for a loopback or
+    /// 0.0.0.0 --listen: its certificate must name localhost, or the address).
+    #[arg(long)]
+    tls: bool,
     /// How long to wait for the server to stop.
     #[arg(long, default_value_t = 120)]
     wait_secs: u64,
@@ -107,13 +111,15 @@ struct ZoneArgs {
     /// platform calls it with the server's credential instead.
     #[arg(long, env = "RESPAWN_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// Platform server (`host:port`) whose registry this server heartbeats
-    /// into, with its --server-token.
+    /// Platform server (`host:port`, or `https://host:port` when it serves
+    /// TLS) whose registry this server heartbeats into, with its --server-token.
     #[arg(long, env = "RESPAWN_PLATFORM_ADDR")]
     platform: Option<String>,
     #[command(flatten)]
     credential: ServerCredentialFlags,
-    /// Where the platform sends clients (default: ws://<listen address>/ws).
+    #[command(flatten)]
+    tls: TlsFlags,
+    /// Where the platform sends clients (default: ws://<listen address>/ws, wss:// with TLS).
     #[arg(long, env = "RESPAWN_ADVERTISE")]
     advertise: Option<String>,
     /// Serve the admin API (`/admin/*`) on this address only, not on the
@@ -218,6 +224,8 @@ struct PlatformArgs {
     #[arg(long, env = "RESPAWN_PLATFORM_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     #[command(flatten)]
+    tls: TlsFlags,
+    #[command(flatten)]
     alerting: AlertingArgs,
 }
 
@@ -297,7 +305,11 @@ async fn stop_zone(args: ZoneStopArgs) -> Result<()> {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        addr.to_string()
+        match (args.tls, addr.ip().is_loopback()) {
+            (true, true) => format!("https://localhost:{}", addr.port()),
+            (true, false) => format!("https://{addr}"),
+            (false, _) => addr.to_string(),
+        }
     };
     let (addr, admin) = (here(args.listen), here(args.admin_listen.unwrap_or(args.listen)));
     let Some(token) = args.admin_token.or(args.credential.read()?) else {
@@ -384,8 +396,10 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
         .routes(web::play_routes())
         .notify(args.alerting.webhook()?)
         .consume(respawn_platform::MySqlConsumer { mysql_url: args.mysql_url, config })
+        .tls(args.tls.load()?)
         .start(listener)?;
-    tracing::info!(metrics = %format!("http://{}/metrics", args.listen), "platform server listening");
+    let scheme = if args.tls.tls_cert.is_some() { "https" } else { "http" };
+    tracing::info!(metrics = %format!("{scheme}://{}/metrics", args.listen), "platform server listening");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -440,6 +454,7 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
     }
     let server_id =
         heartbeat::registry_id(args.server_id.as_deref(), credential.as_deref()).map_err(anyhow::Error::msg)?;
+    let tls = args.tls.tls_cert.is_some();
     let configured: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
     if let Some(unknown) = args.zones.iter().find(|z| !configured.contains(z)) {
         bail!("--zones: {unknown:?} is not a zone of the configuration (it has {})", configured.join(", "));
@@ -477,22 +492,23 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
             admin_tokens: args.admin_token.into_iter().chain(credential).collect(),
             admin_listen: args.admin_listen,
             trusted_proxies: respawn_net::TrustedProxies::new(args.trusted_proxies),
+            tls: args.tls.load()?,
             version: VERSION.to_owned(),
             not_hosted,
             before_drain,
             characters: if args.platform.is_some() { Characters::KeptByPlatform } else { Characters::Fresh },
         };
         let server = ZoneServer::start(options).await?;
-        let addr = server.local_addr()?;
+        let (addr, [http, ws]) = (server.local_addr()?, if tls { ["https", "wss"] } else { ["http", "ws"] });
         // One machine-readable line on stdout; logs go to stderr.
-        println!("respawn zone listening on http://{addr}");
+        println!("respawn zone listening on {http}://{addr}");
         let heartbeat_stop = tokio_util::sync::CancellationToken::new();
         let heartbeat = match registry {
             Some(registry) => Some(tokio::spawn(
                 heartbeat::Registration::new(
                     registry,
                     server_id,
-                    args.advertise.unwrap_or_else(|| format!("ws://{addr}/ws")),
+                    args.advertise.unwrap_or_else(|| format!("{ws}://{addr}/ws")),
                     server.admin_addr(),
                     VERSION.to_owned(),
                 )
@@ -500,23 +516,7 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
             )),
             _ => None,
         };
-        let trigger = server.drain_trigger();
-        tokio::spawn(async move {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
-            loop {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
-                }
-                trigger.trigger();
-            }
-        });
+        server.drain_trigger().on_signals();
         server.run().await?;
         heartbeat_stop.cancel();
         if let Some(heartbeat) = heartbeat {

@@ -337,3 +337,110 @@ fn join_body(token: &str) -> respawn_proto::client_message::Body {
         character_ticket: String::new(),
     })
 }
+
+/// `respawn ARGS` with `SSL_CERT_FILE` naming the trusted certificates: its
+/// exit status and stdout, or its stderr when it failed.
+fn respawn_trusting(trusted: &std::path::Path, args: &[&str]) -> Result<std::result::Result<String, String>> {
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_respawn")).args(args).env("SSL_CERT_FILE", trusted).output()?;
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    Ok(if out.status.success() { Ok(text(&out.stdout)) } else { Err(text(&out.stderr)) })
+}
+
+/// Whatever a plain-HTTP request to `addr` gets back (nothing a TLS listener would answer).
+async fn plain_http_answer(addr: std::net::SocketAddr) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await?;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn both_servers_serve_tls_and_ctl_bots_and_the_platform_reach_them_through_it() -> Result<()> {
+    let dir = support::TempDir::new("tls")?;
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem())?;
+    std::fs::write(&key, made.key_pair.serialize_pem())?;
+    let (cert_arg, key_arg) = (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
+    let tls = ["--tls-cert", cert_arg.as_str(), "--tls-key", key_arg.as_str()];
+    let trusted = [("SSL_CERT_FILE", cert_arg.as_str())];
+
+    let db = Database::create("tls").await?;
+    let mut args = vec!["--server-key", support::SERVER_KEY, "--token-key", TOKEN_KEY, "--admin-token", OPERATOR];
+    args.extend(tls);
+    let platform = Platform::start_with_env("127.0.0.1:1", &db.url(), "tls", &args, &trusted)?;
+    let endpoint = format!("https://127.0.0.1:{}", platform.addr.port());
+    let credential = support::credential("tls-zone");
+    let mut args = vec!["--platform", endpoint.as_str(), "--server-token", credential.as_str()];
+    args.extend(tls);
+    let zone = ZoneProcess::start_with_env(TEST_CONFIG, &args, &trusted)?;
+
+    // Plain HTTP gets no answer from either: only TLS is served.
+    for addr in [platform.addr, zone.addr] {
+        let answer = plain_http_answer(addr).await?;
+        assert!(!answer.starts_with("HTTP/1.1 200"), "{addr} answered plain HTTP: {answer}");
+    }
+
+    // The zone heartbeats over https; the platform scrapes its metrics over
+    // https (reachable); ctl reads it all over https.
+    let servers = ["ctl", "--endpoint", endpoint.as_str(), "--token", OPERATOR, "--json", "servers"];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let listed = respawn_trusting(&cert, &servers)?;
+        if let Ok(json) = &listed {
+            let list: Vec<Value> = serde_json::from_str(json)?;
+            if list.len() == 1 && list[0]["reachable"] == true {
+                break list;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the zone server is not listed as reachable: {listed:?}\nplatform:\n{}\nzone:\n{}",
+                platform.log(),
+                zone.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(listed[0]["address"], format!("wss://127.0.0.1:{}/ws", zone.addr.port()));
+
+    // A client that does not trust the certificate is refused.
+    let untrusted = respawn_trusting(&dir.path().join("none.pem"), &servers)?;
+    let refusal = untrusted.expect_err("ctl trusted a certificate it had no root for");
+    assert!(refusal.contains("certificate"), "{refusal}");
+
+    // Bots sign in over https and play over wss.
+    let zone_endpoint = format!("https://127.0.0.1:{}", zone.addr.port());
+    let load = [
+        "loadgen",
+        "--platform",
+        endpoint.as_str(),
+        "--addr",
+        zone_endpoint.as_str(),
+        "--clients",
+        "2",
+        "--ramp-secs",
+        "1",
+        "--hold-secs",
+        "2",
+        "--json",
+    ];
+    let report: Value = match respawn_trusting(&cert, &load)? {
+        Ok(json) => serde_json::from_str(&json)?,
+        Err(e) => bail!("loadgen over TLS failed: {e}\nplatform:\n{}", platform.log()),
+    };
+    assert_eq!(report["connected"], 2, "{report}");
+    assert!(report["updates_per_client_per_s_min"].as_f64().unwrap_or(0.0) > 0.0, "{report}");
+
+    // The platform's admin call reaches the zone server over https: it drains and stops.
+    let drain = ["ctl", "--endpoint", endpoint.as_str(), "--token", OPERATOR, "drain", "tls-zone"];
+    if let Err(e) = respawn_trusting(&cert, &drain)? {
+        bail!("drain over TLS failed: {e}\nplatform:\n{}", platform.log());
+    }
+    let (status, log) = zone.wait_exit(Duration::from_secs(20))?;
+    assert!(status.success() && log.contains("stopped cleanly"), "{status}: {log}");
+    Ok(())
+}

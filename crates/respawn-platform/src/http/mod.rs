@@ -170,17 +170,20 @@ impl Default for Limits {
 }
 
 /// Serves every route of the platform, and `also` (other routes of the
-/// process, e.g. the play page), until `stop`; behind the connection guard
-/// (at most `limits.connections_per_ip` per address, deadlines on slow clients).
+/// process, e.g. the play page), until `stop`, over TLS when given it;
+/// behind the connection guard (at most `limits.connections_per_ip` per
+/// address, deadlines on slow clients).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     context: HttpContext,
     also: Router,
+    tls: Option<respawn_net::ServerTls>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let guarded =
         respawn_net::GuardedListener::new(listener, context.limits.connections_per_ip, context.metrics.guard.clone())
-            .trusting(context.limits.trusted_proxies.clone());
+            .trusting(context.limits.trusted_proxies.clone())
+            .serving_tls(tls);
     let app = also.merge(router(context));
     // axum provides the peer address (ConnectInfo) for a tapped listener of any kind.
     let guarded = axum::serve::ListenerExt::tap_io(guarded, |_| {});

@@ -221,7 +221,7 @@ where
     }
     // Every server at once: one stuck server holds the operator's call for one admin timeout at most.
     let calls = targets.iter().map(|s| {
-        let pending = admin.of(s).map(|(server_admin, addr)| call(server_admin, addr.to_owned()));
+        let pending = admin.of(s).map(|(server_admin, addr)| call(server_admin, addr));
         async move {
             let result = match pending {
                 Ok(pending) => pending.await.map_err(|e| e.to_string()),
@@ -291,7 +291,7 @@ pub(super) async fn drain(
             .find(|s| s.id == id)
             .ok_or_else(|| text(StatusCode::NOT_FOUND, format!("no live server {id:?}")))?;
         let (admin, addr) = admin.of(server).map_err(|e| text(StatusCode::BAD_GATEWAY, e.to_string()))?;
-        match admin.drain(addr).await {
+        match admin.drain(&addr).await {
             Ok(()) => Ok(json!({ "server": id, "state": "draining" })),
             Err(e) => Err(text(StatusCode::BAD_GATEWAY, format!("the server {e}"))),
         }

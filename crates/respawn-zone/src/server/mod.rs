@@ -74,6 +74,8 @@ pub struct ServerOptions {
     pub admin_listen: Option<SocketAddr>,
     /// Load balancers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: respawn_net::TrustedProxies,
+    /// Serve TLS (wss, https) on every listener with this certificate.
+    pub tls: Option<respawn_net::ServerTls>,
     pub version: String,
     /// Zones of the configuration not to host at start (every one for a
     /// standby server); they arrive by hand-over (`/admin/zones/{zone}/adopt`).
@@ -119,6 +121,7 @@ pub struct ZoneServer {
     listener: TcpListener,
     /// `/admin/*` alone (`--admin-listen`), kept off the players' port.
     admin_listener: Option<TcpListener>,
+    tls: Option<respawn_net::ServerTls>,
 }
 
 /// Starts a drain from outside (signal handlers).
@@ -136,6 +139,26 @@ impl DrainTrigger {
         } else {
             self.drain.cancel();
         }
+    }
+
+    /// Triggers at each SIGTERM or interrupt (Ctrl-C).
+    pub fn on_signals(self) {
+        tokio::spawn(async move {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+                }
+                self.trigger();
+            }
+        });
     }
 }
 
@@ -169,6 +192,7 @@ impl ZoneServer {
             admin_tokens,
             admin_listen,
             trusted_proxies,
+            tls,
             version,
             not_hosted,
             before_drain,
@@ -244,7 +268,7 @@ impl ZoneServer {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?),
             None => None,
         };
-        Ok(Self { state, listener, admin_listener })
+        Ok(Self { state, listener, admin_listener, tls })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -278,13 +302,18 @@ impl ZoneServer {
         let http_shutdown = state.shutdown.clone();
         let per_ip = state.config.limits.connections_per_ip;
         let listener = respawn_net::GuardedListener::new(self.listener, per_ip, state.metrics.guard().clone())
-            .trusting(state.trusted_proxies.clone());
+            .trusting(state.trusted_proxies.clone())
+            .serving_tls(self.tls.clone());
         // axum provides the peer address (ConnectInfo) for a tapped listener of any kind.
         let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
         let http = tokio::spawn(async move {
             axum::serve(listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned()).await
         });
         if let Some(admin_listener) = self.admin_listener {
+            // Operators and the platform only: no cap per address, the same deadlines and TLS.
+            let admin_listener = respawn_net::GuardedListener::new(admin_listener, 0, state.metrics.guard().clone())
+                .serving_tls(self.tls);
+            let admin_listener = axum::serve::ListenerExt::tap_io(admin_listener, |_| {});
             let admin = admin::routes(state.clone()).with_state(state.clone());
             let admin_shutdown = state.shutdown.clone();
             tokio::spawn(async move {

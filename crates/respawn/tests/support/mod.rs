@@ -87,9 +87,14 @@ impl ZoneProcess {
 
     /// Starts with extra command-line arguments.
     pub fn start_with_args(config: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(config, extra, &[])
+    }
+
+    /// Starts with extra command-line arguments and environment variables.
+    pub fn start_with_env(config: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let dir = TempDir::new("zone")?;
         let data = dir.path().join("data");
-        Self::start_full(config, dir, &data, extra)
+        Self::spawn(env!("CARGO_BIN_EXE_respawn"), config, dir, &data, "127.0.0.1:0".parse()?, extra, env)
     }
 
     /// Starts listening on `listen` (to come back at the same address), with extra arguments.
@@ -110,7 +115,7 @@ impl ZoneProcess {
 
     /// Starts another build of the binary (`bin`) with its state in `data`.
     pub fn start_build(bin: &str, config: &str, data: &std::path::Path, extra: &[&str]) -> Result<Self> {
-        Self::spawn(bin, config, TempDir::new("zone")?, data, "127.0.0.1:0".parse()?, extra)
+        Self::spawn(bin, config, TempDir::new("zone")?, data, "127.0.0.1:0".parse()?, extra, &[])
     }
 
     fn start_listening(
@@ -120,7 +125,7 @@ impl ZoneProcess {
         listen: SocketAddr,
         extra: &[&str],
     ) -> Result<Self> {
-        Self::spawn(env!("CARGO_BIN_EXE_respawn"), config, dir, data, listen, extra)
+        Self::spawn(env!("CARGO_BIN_EXE_respawn"), config, dir, data, listen, extra, &[])
     }
 
     fn spawn(
@@ -130,6 +135,7 @@ impl ZoneProcess {
         data: &std::path::Path,
         listen: SocketAddr,
         extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Result<Self> {
         let config_path = dir.path().join("zone.toml");
         std::fs::write(&config_path, config)?;
@@ -146,6 +152,7 @@ impl ZoneProcess {
         let mut child = command
             .std_command()
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
@@ -155,7 +162,7 @@ impl ZoneProcess {
         BufReader::new(stdout).read_line(&mut line)?;
         let addr = line
             .trim()
-            .rsplit("http://")
+            .rsplit("://")
             .next()
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| anyhow!("unexpected first line from respawn zone: {line:?}"))?;
@@ -391,6 +398,17 @@ impl Platform {
 
     /// With extra command-line arguments.
     pub fn start_with(brokers: &str, mysql_url: &str, group: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(brokers, mysql_url, group, extra, &[])
+    }
+
+    /// With extra command-line arguments and environment variables.
+    pub fn start_with_env(
+        brokers: &str,
+        mysql_url: &str,
+        group: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let dir = TempDir::new("platform")?;
         let log = dir.path().join("platform.log");
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
@@ -400,6 +418,7 @@ impl Platform {
             .env("RESPAWN_KAFKA_BROKERS", brokers)
             .env("RESPAWN_MYSQL_URL", mysql_url)
             .env("RESPAWN_CONSUMER_GROUP", group)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;
