@@ -255,7 +255,7 @@ impl Zone {
     }
 
     fn forget_old_departures(&mut self) {
-        if self.tick % 200 == 0 {
+        if self.tick.is_multiple_of(200) {
             let tick = self.tick;
             self.departures.retain(|_, d| tick.saturating_sub(d.tick) < DEPARTURE_MEMORY_TICKS);
         }
@@ -631,7 +631,7 @@ impl Zone {
     }
 
     fn spawn_items(&mut self) {
-        if self.tick % u64::from(self.config.item_spawn_interval_ticks) != 0
+        if !self.tick.is_multiple_of(u64::from(self.config.item_spawn_interval_ticks))
             || self.items.len() >= self.config.max_items as usize
         {
             return;

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use crate::lease::Leases;
 use crate::ops::{AuditLog, AuditRecord, Ban, Login, OperatorToken, OpsStore, Role};
 use crate::ratelimit::{Decision, Quota, RateLimiter};
 use crate::{
-    ColdSnapshots, HotSnapshots, Journal, JournalEntry, Registry, ResumeSession, ServerEntry, ServerState, Sessions,
-    SnapshotMeta, StoreError, StoredSnapshot,
+    ColdSnapshots, Fence, HotSnapshots, Journal, JournalEntry, Registry, ResumeSession, ServerEntry, ServerState,
+    Sessions, SnapshotMeta, StoreError, StoreResult, StoredSnapshot,
 };
 
 pub type ContractResult = Result<(), String>;
@@ -33,13 +34,13 @@ fn e(e: StoreError) -> String {
 pub async fn hot_snapshots(store: &dyn HotSnapshots, zone: u32) -> ContractResult {
     check(store.recent(zone).await.map_err(e)?.is_empty(), "a new zone has no hot snapshot")?;
     for tick in [10, 20, 30] {
-        store.put(snap(zone, tick, 64)).await.map_err(e)?;
+        store.put(snap(zone, tick, 64), Fence::NONE).await.map_err(e)?;
     }
     let recent = store.recent(zone).await.map_err(e)?;
     check(recent == vec![snap(zone, 30, 64), snap(zone, 20, 64)], "recent() is the two newest, newest first")?;
     check(store.recent(zone + 1).await.map_err(e)?.is_empty(), "zones are separate")?;
     let big = snap(zone, 40, 2 * 1024 * 1024);
-    store.put(big.clone()).await.map_err(e)?;
+    store.put(big.clone(), Fence::NONE).await.map_err(e)?;
     check(store.recent(zone).await.map_err(e)?.first() == Some(&big), "a 2 MiB snapshot round-trips")?;
     store.clear(zone).await.map_err(e)?;
     check(store.recent(zone).await.map_err(e)?.is_empty(), "clear() forgets the zone's snapshots")?;
@@ -75,20 +76,87 @@ fn entry(tick: u64) -> JournalEntry {
 
 pub async fn journal(store: &dyn Journal, zone: u32) -> ContractResult {
     check(store.len(zone).await.map_err(e)? == 0, "a new zone has an empty journal")?;
-    store.append(zone, vec![entry(1), entry(2), entry(3)]).await.map_err(e)?;
+    store.append(zone, vec![entry(1), entry(2), entry(3)], Fence::NONE).await.map_err(e)?;
     check(store.read_after(zone, 0).await.map_err(e)? == vec![entry(1), entry(2), entry(3)], "read_after(0) is all")?;
     check(store.read_after(zone, 2).await.map_err(e)? == vec![entry(3)], "read_after(2) is tick 3 only")?;
-    let again = store.append(zone, vec![entry(3)]).await;
+    let again = store.append(zone, vec![entry(3)], Fence::NONE).await;
     check(matches!(again, Err(StoreError::Invalid(_))), &format!("a repeated tick is refused, got {again:?}"))?;
-    store.append(zone, vec![entry(4), entry(5)]).await.map_err(e)?;
+    let torn = store.append(zone, vec![entry(4), entry(4)], Fence::NONE).await;
+    check(matches!(torn, Err(StoreError::Invalid(_))), &format!("ticks out of order are refused, got {torn:?}"))?;
+    check(store.len(zone).await.map_err(e)? == 3, "a refused append stores none of its entries")?;
+    store.append(zone, vec![entry(4), entry(5)], Fence::NONE).await.map_err(e)?;
     store.trim_through(zone, 3).await.map_err(e)?;
     check(store.read_after(zone, 0).await.map_err(e)? == vec![entry(4), entry(5)], "trim drops ticks <= 3")?;
     check(store.len(zone).await.map_err(e)? == 2, "len after trim")?;
     check(store.read_after(zone + 1, 0).await.map_err(e)?.is_empty(), "zones are separate")?;
     store.reset(zone).await.map_err(e)?;
     check(store.len(zone).await.map_err(e)? == 0, "reset empties the journal")?;
-    store.append(zone, vec![entry(1)]).await.map_err(e)?;
+    store.append(zone, vec![entry(1)], Fence::NONE).await.map_err(e)?;
     check(store.read_after(zone, 0).await.map_err(e)? == vec![entry(1)], "after reset ticks start over")?;
+    Ok(())
+}
+
+/// Zones `zone` and `zone + 1` must never have been leased in this store.
+pub async fn leases(store: &dyn Leases, zone: u32) -> ContractResult {
+    let ttl = Duration::from_secs(5);
+    check(store.holder(zone).await.map_err(e)?.is_none(), "a new zone has no holder")?;
+    let a = store.acquire(zone, "server-a", ttl).await.map_err(e)?.ok_or("a free lease is granted")?;
+    check(a.token > 0 && a.owner == "server-a" && a.zone == zone, &format!("the lease granted: {a:?}"))?;
+    check(a.valid_until <= std::time::Instant::now() + ttl, "its holder counts on it for at most its ttl")?;
+    check(store.holder(zone).await.map_err(e)? == Some(("server-a".into(), a.token)), "holder() names it")?;
+    check(store.acquire(zone, "server-b", ttl).await.map_err(e)?.is_none(), "a held lease is not granted to another")?;
+    let renewed = store.renew(&a, ttl).await.map_err(e)?.ok_or("the holder renews its lease")?;
+    check(renewed.token == a.token, "a renewal keeps the token")?;
+    // A restarted holder takes the lease again, fencing its former self.
+    let again = store.acquire(zone, "server-a", ttl).await.map_err(e)?.ok_or("the same owner takes it again")?;
+    check(again.token > a.token, &format!("a new grant has a larger token: {} then {}", a.token, again.token))?;
+    check(store.renew(&a, ttl).await.map_err(e)?.is_none(), "the superseded lease cannot be renewed")?;
+    store.release(&a).await.map_err(e)?;
+    check(store.holder(zone).await.map_err(e)?.is_some(), "releasing a superseded lease changes nothing")?;
+    store.release(&again).await.map_err(e)?;
+    check(store.holder(zone).await.map_err(e)?.is_none(), "a released lease has no holder")?;
+    check(store.renew(&again, ttl).await.map_err(e)?.is_none(), "a released lease cannot be renewed")?;
+    let b = store.acquire(zone, "server-b", ttl).await.map_err(e)?.ok_or("a released lease is granted")?;
+    check(b.token > again.token, "tokens only grow")?;
+    store.release(&b).await.map_err(e)?;
+    // Expiry: a lease not renewed is free once its time to live has passed.
+    let other = zone + 1;
+    let short = store.acquire(other, "server-a", Duration::from_millis(200)).await.map_err(e)?.ok_or("granted")?;
+    check(store.acquire(other, "server-b", ttl).await.map_err(e)?.is_none(), "not before it expires")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    check(store.holder(other).await.map_err(e)?.is_none(), "an expired lease has no holder")?;
+    check(store.renew(&short, ttl).await.map_err(e)?.is_none(), "an expired lease cannot be renewed")?;
+    let taken = store.acquire(other, "server-b", ttl).await.map_err(e)?.ok_or("an expired lease is granted")?;
+    check(taken.token > short.token, "with a larger token")?;
+    store.release(&taken).await.map_err(e)?;
+    let refused = store.acquire(zone, "not an id", ttl).await;
+    check(matches!(refused, Err(StoreError::Invalid(_))), &format!("a malformed owner is refused: {refused:?}"))?;
+    Ok(())
+}
+
+/// Writes for `zone` (never leased nor written in these stores) after a newer
+/// lease was granted are refused, whole, and the newer owner's go through.
+pub async fn fencing(leases: &dyn Leases, hot: &dyn HotSnapshots, journal: &dyn Journal, zone: u32) -> ContractResult {
+    let ttl = Duration::from_secs(5);
+    let fenced = |r: &StoreResult<()>| matches!(r, Err(StoreError::Fenced { .. }));
+    let old = leases.acquire(zone, "server-old", ttl).await.map_err(e)?.ok_or("granted")?;
+    hot.put(snap(zone, 10, 64), old.fence()).await.map_err(e)?;
+    journal.append(zone, vec![entry(11)], old.fence()).await.map_err(e)?;
+    // The old owner loses its lease; a new owner takes the zone.
+    leases.release(&old).await.map_err(e)?;
+    let new = leases.acquire(zone, "server-new", ttl).await.map_err(e)?.ok_or("granted")?;
+    let late_snapshot = hot.put(snap(zone, 20, 64), old.fence()).await;
+    check(fenced(&late_snapshot), &format!("the old owner's snapshot is refused: {late_snapshot:?}"))?;
+    let late_batch = journal.append(zone, vec![entry(12), entry(13)], old.fence()).await;
+    check(fenced(&late_batch), &format!("the old owner's journal append is refused: {late_batch:?}"))?;
+    let unleased = journal.append(zone, vec![entry(12)], Fence::NONE).await;
+    check(fenced(&unleased), "a write without a lease is refused once the zone was leased")?;
+    check(hot.recent(zone).await.map_err(e)? == vec![snap(zone, 10, 64)], "no refused snapshot was stored")?;
+    check(journal.read_after(zone, 0).await.map_err(e)? == vec![entry(11)], "no refused entry was stored")?;
+    hot.put(snap(zone, 20, 64), new.fence()).await.map_err(e)?;
+    journal.append(zone, vec![entry(12)], new.fence()).await.map_err(e)?;
+    check(journal.read_after(zone, 0).await.map_err(e)? == vec![entry(11), entry(12)], "the new owner writes on")?;
+    leases.release(&new).await.map_err(e)?;
     Ok(())
 }
 

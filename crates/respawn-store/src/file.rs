@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
+use crate::lease::{self, Lease, Leases};
 use crate::{
-    ColdSnapshots, HotSnapshots, Journal, JournalEntry, ResumeSession, Sessions, SnapshotMeta, StoreError, StoreResult,
-    StoredSnapshot,
+    ColdSnapshots, Fence, HotSnapshots, Journal, JournalEntry, ResumeSession, Sessions, SnapshotMeta, StoreError,
+    StoreResult, StoredSnapshot,
 };
 
 const BACKEND: &str = "files";
@@ -114,21 +116,152 @@ impl SnapshotDir {
     }
 }
 
+/// Zone leases in files under `<data dir>/leases/`, for servers on one
+/// machine sharing a data directory: `zone-<id>.lease` (`<token> <owner>
+/// <expiry, Unix ms>`) and `zone-<id>.fence` (the last token granted),
+/// changed under an exclusive lock on `zone-<id>.lock`. A fenced write holds
+/// a shared lock on it from its check to its end, so no lease is granted in
+/// between. Expiry is by this machine's wall clock, which every holder shares.
+#[derive(Debug, Clone)]
+pub struct FileLeases {
+    dir: PathBuf,
+}
+
+impl FileLeases {
+    pub fn new(data_dir: &Path) -> Self {
+        Self { dir: data_dir.join("leases") }
+    }
+
+    fn path(&self, zone: u32, kind: &str) -> PathBuf {
+        self.dir.join(format!("zone-{zone}.{kind}"))
+    }
+
+    /// The zone's lock, held until the file is dropped.
+    fn lock(&self, zone: u32, exclusive: bool) -> StoreResult<std::fs::File> {
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.path(zone, "lock"))
+            .map_err(io)?;
+        if exclusive { file.lock() } else { file.lock_shared() }.map_err(io)?;
+        Ok(file)
+    }
+
+    fn last_token(&self, zone: u32) -> StoreResult<u64> {
+        match std::fs::read_to_string(self.path(zone, "fence")) {
+            Ok(text) => text.trim().parse().map_err(|_| StoreError::Corrupt(format!("fence of zone {zone}: {text:?}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// The live lease: owner, token and expiry; `None` if there is none or it expired.
+    fn live(&self, zone: u32) -> StoreResult<Option<(String, u64, u64)>> {
+        let text = match std::fs::read_to_string(self.path(zone, "lease")) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        let (held, expires) = text.trim().rsplit_once(' ').unwrap_or_default();
+        let expires: u64 = expires.parse().map_err(|_| StoreError::Corrupt(format!("lease of zone {zone}")))?;
+        let (owner, token) = lease::decode(held)?;
+        Ok((expires > crate::unix_ms()).then_some((owner, token, expires)))
+    }
+
+    fn write_lease(&self, zone: u32, token: u64, owner: &str, ttl_ms: u64) -> StoreResult<()> {
+        let expires = crate::unix_ms() + ttl_ms;
+        write_atomic(&self.path(zone, "lease"), format!("{} {expires}", lease::encode(token, owner)).as_bytes())
+    }
+
+    /// Under a shared lock: refuses a write for `zone` carrying `fence` once
+    /// a newer lease was granted; the lock is held while the write goes on.
+    fn admit(&self, zone: u32, fence: Fence) -> StoreResult<std::fs::File> {
+        let guard = self.lock(zone, false)?;
+        let newer = self.last_token(zone)?;
+        if newer > fence.0 {
+            return Err(StoreError::Fenced { zone, mine: fence.0, newer });
+        }
+        Ok(guard)
+    }
+}
+
+impl Leases for FileLeases {
+    fn acquire<'a>(&'a self, zone: u32, owner: &'a str, ttl: Duration) -> BoxFuture<'a, StoreResult<Option<Lease>>> {
+        let (leases, owner) = (self.clone(), owner.to_owned());
+        async move {
+            lease::validate_owner(&owner)?;
+            let ms = lease::validate_ttl(ttl)?;
+            let sent_at = Instant::now();
+            blocking(move || {
+                let _guard = leases.lock(zone, true)?;
+                if leases.live(zone)?.is_some_and(|(holder, _, _)| holder != owner) {
+                    return Ok(None);
+                }
+                let token = (leases.last_token(zone)? + 1).max(crate::unix_ms());
+                write_atomic(&leases.path(zone, "fence"), token.to_string().as_bytes())?;
+                leases.write_lease(zone, token, &owner, ms)?;
+                Ok(Some(Lease { zone, owner, token, valid_until: lease::local_deadline(sent_at, ttl) }))
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn renew<'a>(&'a self, held: &'a Lease, ttl: Duration) -> BoxFuture<'a, StoreResult<Option<Lease>>> {
+        let (leases, held) = (self.clone(), held.clone());
+        async move {
+            let ms = lease::validate_ttl(ttl)?;
+            let sent_at = Instant::now();
+            blocking(move || {
+                let _guard = leases.lock(held.zone, true)?;
+                if !leases.live(held.zone)?.is_some_and(|(o, t, _)| o == held.owner && t == held.token) {
+                    return Ok(None);
+                }
+                leases.write_lease(held.zone, held.token, &held.owner, ms)?;
+                Ok(Some(Lease { valid_until: lease::local_deadline(sent_at, ttl), ..held }))
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn release<'a>(&'a self, held: &'a Lease) -> BoxFuture<'a, StoreResult<()>> {
+        let (leases, held) = (self.clone(), held.clone());
+        blocking(move || {
+            let _guard = leases.lock(held.zone, true)?;
+            if leases.live(held.zone)?.is_some_and(|(o, t, _)| o == held.owner && t == held.token) {
+                std::fs::remove_file(leases.path(held.zone, "lease")).map_err(io)?;
+            }
+            Ok(())
+        })
+        .boxed()
+    }
+
+    fn holder(&self, zone: u32) -> BoxFuture<'_, StoreResult<Option<(String, u64)>>> {
+        let leases = self.clone();
+        blocking(move || Ok(leases.live(zone)?.map(|(owner, token, _)| (owner, token)))).boxed()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FileHotSnapshots {
     dir: SnapshotDir,
+    leases: FileLeases,
 }
 
 impl FileHotSnapshots {
     pub fn new(data_dir: &Path) -> Self {
-        Self { dir: SnapshotDir { root: data_dir.join("hot") } }
+        Self { dir: SnapshotDir { root: data_dir.join("hot") }, leases: FileLeases::new(data_dir) }
     }
 }
 
 impl HotSnapshots for FileHotSnapshots {
-    fn put(&self, snapshot: StoredSnapshot) -> BoxFuture<'_, StoreResult<()>> {
-        let dir = self.dir.clone();
+    fn put(&self, snapshot: StoredSnapshot, fence: Fence) -> BoxFuture<'_, StoreResult<()>> {
+        let (dir, leases) = (self.dir.clone(), self.leases.clone());
         blocking(move || {
+            let _admitted = leases.admit(snapshot.meta.zone, fence)?;
             dir.write(&snapshot)?;
             dir.prune(snapshot.meta.zone, 2).map(|_| ())
         })
@@ -195,6 +328,7 @@ impl ColdSnapshots for FileColdSnapshots {
 #[derive(Debug, Clone)]
 pub struct FileJournal {
     root: PathBuf,
+    leases: FileLeases,
     /// Last stored tick per zone, loaded on first use; the lock also
     /// serialises every file operation.
     last_tick: Arc<std::sync::Mutex<HashMap<u32, u64>>>,
@@ -204,7 +338,7 @@ const RECORD_HEADER: usize = 16;
 
 impl FileJournal {
     pub fn new(data_dir: &Path) -> Self {
-        Self { root: data_dir.join("journal"), last_tick: Arc::default() }
+        Self { root: data_dir.join("journal"), leases: FileLeases::new(data_dir), last_tick: Arc::default() }
     }
 
     fn path(root: &Path, zone: u32) -> PathBuf {
@@ -288,8 +422,10 @@ impl FileJournal {
 }
 
 impl Journal for FileJournal {
-    fn append(&self, zone: u32, entries: Vec<JournalEntry>) -> BoxFuture<'_, StoreResult<()>> {
+    fn append(&self, zone: u32, entries: Vec<JournalEntry>, fence: Fence) -> BoxFuture<'_, StoreResult<()>> {
+        let leases = self.leases.clone();
         self.with_zone(zone, move |root, last| {
+            let _admitted = leases.admit(zone, fence)?;
             let mut prev = *last;
             for e in &entries {
                 if e.tick <= prev {

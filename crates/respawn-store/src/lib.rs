@@ -6,6 +6,7 @@
 //! | [`HotSnapshots`]: the newest snapshots, written every few seconds | [`file::FileHotSnapshots`] | [`redis_store::RedisHotSnapshots`] |
 //! | [`ColdSnapshots`]: the fallback and the history for point-in-time restore | [`file::FileColdSnapshots`] | [`mongo::MongoColdSnapshots`] |
 //! | [`Journal`]: every tick's accepted command batch since the last snapshot | [`file::FileJournal`] | [`redis_store::RedisJournal`] (a stream per zone) |
+//! | [`lease::Leases`]: who owns each zone, with fencing tokens every write above carries | [`file::FileLeases`] | [`redis_store::RedisLeases`] |
 //! | [`Sessions`]: resume tokens | [`file::FileSessions`] | [`redis_store::RedisSessions`] |
 //! | [`Registry`]: the game servers alive, from their heartbeats | [`memory::MemoryRegistry`] | [`redis_store::RedisRegistry`] |
 //! | [`ops::OpsStore`]: bans, operator tokens, audit log, logins | [`memory::MemoryOps`] | [`redis_store::RedisOps`] |
@@ -19,10 +20,12 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+pub use lease::Fence;
 
 pub mod contract;
 pub mod file;
 pub mod kafka;
+pub mod lease;
 pub mod memory;
 pub mod mongo;
 pub mod ops;
@@ -45,6 +48,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A write for a zone whose lease was granted to a newer owner since the writer's.
+    #[error("zone {zone} has a newer owner (fencing token {newer} above this writer's {mine})")]
+    Fenced { zone: u32, mine: u64, newer: u64 },
 }
 
 impl StoreError {
@@ -55,6 +61,7 @@ impl StoreError {
             StoreError::Backend { .. } => "backend",
             StoreError::Corrupt(_) => "corrupt",
             StoreError::Invalid(_) => "invalid",
+            StoreError::Fenced { .. } => "fenced",
         }
     }
 }
@@ -80,7 +87,8 @@ pub struct StoredSnapshot {
 /// The newest snapshots of each zone. Keeps the two most recent, so a
 /// corrupt newest one still leaves one to fall back to.
 pub trait HotSnapshots: Send + Sync + Debug {
-    fn put(&self, snapshot: StoredSnapshot) -> BoxFuture<'_, StoreResult<()>>;
+    /// Stores `snapshot` unless a lease newer than `fence` was granted for its zone.
+    fn put(&self, snapshot: StoredSnapshot, fence: Fence) -> BoxFuture<'_, StoreResult<()>>;
     /// Newest first, at most two.
     fn recent(&self, zone: u32) -> BoxFuture<'_, StoreResult<Vec<StoredSnapshot>>>;
     /// Forgets the zone's hot snapshots (point-in-time restore).
@@ -111,8 +119,9 @@ pub struct JournalEntry {
 
 /// Each tick's command batch, in tick order, since the last snapshot.
 pub trait Journal: Send + Sync + Debug {
-    /// Appends entries whose ticks are higher than any stored for the zone.
-    fn append(&self, zone: u32, entries: Vec<JournalEntry>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Appends entries whose ticks are higher than any stored for the zone,
+    /// all or none, unless a lease newer than `fence` was granted for it.
+    fn append(&self, zone: u32, entries: Vec<JournalEntry>, fence: Fence) -> BoxFuture<'_, StoreResult<()>>;
     /// Entries with a tick above `after`, in tick order.
     fn read_after(&self, zone: u32, after: u64) -> BoxFuture<'_, StoreResult<Vec<JournalEntry>>>;
     /// Drops entries with a tick at or below `through`.

@@ -11,10 +11,11 @@ use futures_util::FutureExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
+use crate::lease::{self, Lease, Leases};
 use crate::ops::{AuditLog, AuditRecord, Ban, Login, OperatorToken, OpsStore, Role};
 use crate::ratelimit::{Counting, Decision, Quota, RateLimiter};
 use crate::{
-    bounded, HotSnapshots, Journal, JournalEntry, Registry, ResumeSession, ServerEntry, ServerState, Sessions,
+    bounded, Fence, HotSnapshots, Journal, JournalEntry, Registry, ResumeSession, ServerEntry, ServerState, Sessions,
     SnapshotMeta, StoreError, StoreResult, StoredSnapshot, CALL_TIMEOUT,
 };
 
@@ -104,32 +105,53 @@ fn unpack(zone: u32, v: Vec<u8>) -> StoreResult<StoredSnapshot> {
     Ok(StoredSnapshot { meta: SnapshotMeta { zone, tick, taken_at_ms }, bytes: v[16..].to_vec() })
 }
 
+/// The fencing token a write checks against, in every fenced script's
+/// KEYS[2]: the last lease token granted for the zone (no time to live).
+fn fence_key(redis: &RedisConn, zone: u32) -> String {
+    redis.key(&format!("fence:{zone}"))
+}
+
+/// What a fenced script answers: `ok`, `fenced <newer token>` or `stale <last tick>`.
+fn fenced_reply(zone: u32, fence: Fence, reply: Vec<String>) -> StoreResult<()> {
+    match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["ok"] => Ok(()),
+        ["fenced", newer] => Err(StoreError::Fenced { zone, mine: fence.0, newer: newer.parse().unwrap_or(u64::MAX) }),
+        ["stale", last] => Err(StoreError::Invalid(format!("journal tick is not above the last stored, {last}"))),
+        _ => Err(StoreError::Backend { backend: BACKEND, message: format!("unexpected script reply {reply:?}") }),
+    }
+}
+
+/// KEYS[1] the zone's list, KEYS[2] its fence; ARGV the writer's token and the packed snapshot.
+const PUT_HOT_LUA: &str = r"
+local newer = tonumber(redis.call('GET', KEYS[2]) or '0')
+if newer > tonumber(ARGV[1]) then return {'fenced', string.format('%d', newer)} end
+redis.call('LPUSH', KEYS[1], ARGV[2])
+redis.call('LTRIM', KEYS[1], 0, 1)
+return {'ok'}
+";
+
 #[derive(Debug, Clone)]
 pub struct RedisHotSnapshots {
     redis: RedisConn,
+    put: Arc<redis::Script>,
 }
 
 impl RedisHotSnapshots {
     pub fn new(redis: RedisConn) -> Self {
-        Self { redis }
+        Self { redis, put: Arc::new(redis::Script::new(PUT_HOT_LUA)) }
     }
 }
 
 impl HotSnapshots for RedisHotSnapshots {
-    fn put(&self, snapshot: StoredSnapshot) -> BoxFuture<'_, StoreResult<()>> {
+    fn put(&self, snapshot: StoredSnapshot, fence: Fence) -> BoxFuture<'_, StoreResult<()>> {
         async move {
-            let key = self.redis.key(&format!("hot:{}", snapshot.meta.zone));
+            let zone = snapshot.meta.zone;
+            let mut invocation = self.put.key(self.redis.key(&format!("hot:{zone}")));
+            invocation.key(fence_key(&self.redis, zone)).arg(fence.0).arg(pack(&snapshot));
             let mut c = self.redis.conn().await?;
-            bounded(BACKEND, async {
-                redis::pipe()
-                    .atomic()
-                    .lpush(&key, pack(&snapshot))
-                    .ltrim(&key, 0, 1)
-                    .query_async::<()>(&mut c)
-                    .await
-                    .map_err(err)
-            })
-            .await
+            let reply: Vec<String> =
+                bounded(BACKEND, async { invocation.invoke_async(&mut c).await.map_err(err) }).await?;
+            fenced_reply(zone, fence, reply)
         }
         .boxed()
     }
@@ -154,14 +176,39 @@ impl HotSnapshots for RedisHotSnapshots {
     }
 }
 
+/// KEYS[1] the zone's stream, KEYS[2] its fence; ARGV the writer's token,
+/// then each entry's tick and batch. Every tick is checked before any is
+/// added, so an append is all or nothing.
+const APPEND_JOURNAL_LUA: &str = r"
+local newer = tonumber(redis.call('GET', KEYS[2]) or '0')
+if newer > tonumber(ARGV[1]) then return {'fenced', string.format('%d', newer)} end
+local last = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = tonumber(string.match(info[i + 1], '^(%d+)-')) end
+  end
+end
+for i = 2, #ARGV, 2 do
+  local tick = tonumber(ARGV[i])
+  if tick <= last then return {'stale', string.format('%d', last)} end
+  last = tick
+end
+for i = 2, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], ARGV[i] .. '-1', 'b', ARGV[i + 1])
+end
+return {'ok'}
+";
+
 #[derive(Debug, Clone)]
 pub struct RedisJournal {
     redis: RedisConn,
+    append: Arc<redis::Script>,
 }
 
 impl RedisJournal {
     pub fn new(redis: RedisConn) -> Self {
-        Self { redis }
+        Self { redis, append: Arc::new(redis::Script::new(APPEND_JOURNAL_LUA)) }
     }
 
     fn key(&self, zone: u32) -> String {
@@ -170,29 +217,20 @@ impl RedisJournal {
 }
 
 impl Journal for RedisJournal {
-    fn append(&self, zone: u32, entries: Vec<JournalEntry>) -> BoxFuture<'_, StoreResult<()>> {
+    fn append(&self, zone: u32, entries: Vec<JournalEntry>, fence: Fence) -> BoxFuture<'_, StoreResult<()>> {
         async move {
             if entries.is_empty() {
                 return Ok(());
             }
-            let key = self.key(zone);
-            let mut c = self.redis.conn().await?;
-            let mut pipe = redis::pipe();
-            pipe.atomic();
+            let mut invocation = self.append.key(self.key(zone));
+            invocation.key(fence_key(&self.redis, zone)).arg(fence.0);
             for e in &entries {
-                pipe.xadd(&key, format!("{}-1", e.tick), &[("b", e.batch.as_slice())]).ignore();
+                invocation.arg(e.tick).arg(e.batch.as_slice());
             }
-            bounded(BACKEND, async {
-                pipe.query_async::<()>(&mut c).await.map_err(|e| {
-                    // Redis refuses an id at or below the stream's last one.
-                    if e.to_string().contains("equal or smaller") {
-                        StoreError::Invalid(format!("journal tick is not above the last stored: {e}"))
-                    } else {
-                        err(e)
-                    }
-                })
-            })
-            .await
+            let mut c = self.redis.conn().await?;
+            let reply: Vec<String> =
+                bounded(BACKEND, async { invocation.invoke_async(&mut c).await.map_err(err) }).await?;
+            fenced_reply(zone, fence, reply)
         }
         .boxed()
     }
@@ -270,6 +308,109 @@ if not nl or string.sub(v, 1, nl - 1) ~= ARGV[1] then return false end
 redis.call('DEL', KEYS[1])
 return v
 ";
+
+/// KEYS[1] the zone's lease, KEYS[2] its fence; ARGV the owner and the time
+/// to live (ms). Grants a new token when the lease is free or the owner's
+/// own: above the last one, and at least the store's time in milliseconds,
+/// so tokens keep growing even if the fence key is lost.
+const ACQUIRE_LEASE_LUA: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current and string.match(current, '^%d+ (.+)$') ~= ARGV[1] then return '' end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now_ms)
+local value = string.format('%d', token) .. ' ' .. ARGV[1]
+redis.call('SET', KEYS[2], string.format('%d', token))
+redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+return value
+";
+
+/// KEYS[1] the zone's lease; ARGV the lease as stored and the time to live
+/// (ms), or nothing to release it. Acts only on the current lease.
+const KEEP_LEASE_LUA: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('DEL', KEYS[1]) end
+return 1
+";
+
+/// Zone leases under `<prefix>:lease:<zone>` (expiring), their tokens under
+/// `<prefix>:fence:<zone>`, next to the hot snapshots and the journal they fence.
+#[derive(Debug, Clone)]
+pub struct RedisLeases {
+    redis: RedisConn,
+    acquire: Arc<redis::Script>,
+    keep: Arc<redis::Script>,
+}
+
+impl RedisLeases {
+    pub fn new(redis: RedisConn) -> Self {
+        Self {
+            redis,
+            acquire: Arc::new(redis::Script::new(ACQUIRE_LEASE_LUA)),
+            keep: Arc::new(redis::Script::new(KEEP_LEASE_LUA)),
+        }
+    }
+
+    fn key(&self, zone: u32) -> String {
+        self.redis.key(&format!("lease:{zone}"))
+    }
+
+    /// Renews (`Some(ttl)`) or releases the lease; whether it was still the current one.
+    async fn keep(&self, lease: &Lease, ttl: Option<u64>) -> StoreResult<bool> {
+        let mut invocation = self.keep.key(self.key(lease.zone));
+        invocation.arg(lease::encode(lease.token, &lease.owner));
+        if let Some(ms) = ttl {
+            invocation.arg(ms);
+        }
+        let mut c = self.redis.conn().await?;
+        let kept: i64 = bounded(BACKEND, async { invocation.invoke_async(&mut c).await.map_err(err) }).await?;
+        Ok(kept == 1)
+    }
+}
+
+impl Leases for RedisLeases {
+    fn acquire<'a>(&'a self, zone: u32, owner: &'a str, ttl: Duration) -> BoxFuture<'a, StoreResult<Option<Lease>>> {
+        async move {
+            lease::validate_owner(owner)?;
+            let ms = lease::validate_ttl(ttl)?;
+            let sent_at = std::time::Instant::now();
+            let mut invocation = self.acquire.key(self.key(zone));
+            invocation.key(fence_key(&self.redis, zone)).arg(owner).arg(ms);
+            let mut c = self.redis.conn().await?;
+            let value: String = bounded(BACKEND, async { invocation.invoke_async(&mut c).await.map_err(err) }).await?;
+            if value.is_empty() {
+                return Ok(None);
+            }
+            let (owner, token) = lease::decode(&value)?;
+            Ok(Some(Lease { zone, owner, token, valid_until: lease::local_deadline(sent_at, ttl) }))
+        }
+        .boxed()
+    }
+
+    fn renew<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> BoxFuture<'a, StoreResult<Option<Lease>>> {
+        async move {
+            let ms = lease::validate_ttl(ttl)?;
+            let sent_at = std::time::Instant::now();
+            let renewed = self.keep(lease, Some(ms)).await?;
+            Ok(renewed.then(|| Lease { valid_until: lease::local_deadline(sent_at, ttl), ..lease.clone() }))
+        }
+        .boxed()
+    }
+
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, StoreResult<()>> {
+        async move { self.keep(lease, None).await.map(|_| ()) }.boxed()
+    }
+
+    fn holder(&self, zone: u32) -> BoxFuture<'_, StoreResult<Option<(String, u64)>>> {
+        async move {
+            let key = self.key(zone);
+            let mut c = self.redis.conn().await?;
+            let value: Option<String> = bounded(BACKEND, async { c.get(&key).await.map_err(err) }).await?;
+            value.as_deref().map(lease::decode).transpose()
+        }
+        .boxed()
+    }
+}
 
 /// Resume sessions under `<prefix>:session:<player>`, expiring with them.
 #[derive(Debug, Clone)]

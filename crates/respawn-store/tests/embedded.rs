@@ -10,6 +10,9 @@ async fn files_honour_every_contract() {
     contract::hot_snapshots(&file::FileHotSnapshots::new(dir), 1).await.expect("hot snapshots");
     contract::cold_snapshots(&file::FileColdSnapshots::new(dir), 1).await.expect("cold snapshots");
     contract::journal(&file::FileJournal::new(dir), 1).await.expect("journal");
+    contract::leases(&file::FileLeases::new(dir), 10).await.expect("leases");
+    let (hot, journal) = (file::FileHotSnapshots::new(dir), file::FileJournal::new(dir));
+    contract::fencing(&file::FileLeases::new(dir), &hot, &journal, 20).await.expect("fencing");
     contract::sessions(&file::FileSessions::new(dir), 1).await.expect("sessions");
     contract::registry(&respawn_store::memory::MemoryRegistry::new(), 1).await.expect("registry");
     contract::ops(&respawn_store::memory::MemoryOps::new(), 1).await.expect("operations state");
@@ -24,7 +27,7 @@ async fn a_torn_journal_tail_is_ignored_and_appends_continue() {
     let dir = temp.path();
     let journal = file::FileJournal::new(dir);
     let entry = |tick| JournalEntry { tick, batch: vec![1, 2, 3] };
-    journal.append(7, vec![entry(1), entry(2)]).await.expect("append");
+    journal.append(7, vec![entry(1), entry(2)], respawn_store::Fence::NONE).await.expect("append");
     // A crash mid-write leaves half a record behind.
     let path = dir.join("journal/zone-7.log");
     let mut bytes = std::fs::read(&path).expect("journal file");
@@ -33,6 +36,6 @@ async fn a_torn_journal_tail_is_ignored_and_appends_continue() {
     let reopened = file::FileJournal::new(dir);
     assert_eq!(reopened.read_after(7, 0).await.expect("read"), vec![entry(1), entry(2)]);
     // The fragment is cut before the next append, which would otherwise follow it unread.
-    reopened.append(7, vec![entry(3)]).await.expect("append");
+    reopened.append(7, vec![entry(3)], respawn_store::Fence::NONE).await.expect("append");
     assert_eq!(file::FileJournal::new(dir).read_after(7, 0).await.expect("read"), vec![entry(1), entry(2), entry(3)]);
 }

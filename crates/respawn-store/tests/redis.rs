@@ -2,7 +2,7 @@
 //! (which exports RESPAWN_TEST_REDIS_URL).
 
 use respawn_store::redis_store::{
-    RedisConn, RedisHotSnapshots, RedisJournal, RedisOps, RedisRateLimiter, RedisRegistry, RedisSessions,
+    RedisConn, RedisHotSnapshots, RedisJournal, RedisLeases, RedisOps, RedisRateLimiter, RedisRegistry, RedisSessions,
 };
 use respawn_store::{contract, HotSnapshots, StoreError};
 
@@ -21,6 +21,9 @@ async fn redis_honours_every_contract() {
     let conn = RedisConn::new(&redis_url(), &unique_prefix()).expect("url");
     contract::hot_snapshots(&RedisHotSnapshots::new(conn.clone()), 1).await.expect("hot snapshots");
     contract::journal(&RedisJournal::new(conn.clone()), 1).await.expect("journal");
+    contract::leases(&RedisLeases::new(conn.clone()), 10).await.expect("leases");
+    let (hot, journal) = (RedisHotSnapshots::new(conn.clone()), RedisJournal::new(conn.clone()));
+    contract::fencing(&RedisLeases::new(conn.clone()), &hot, &journal, 20).await.expect("fencing");
     contract::sessions(&RedisSessions::new(conn.clone()), 1).await.expect("sessions");
     contract::registry(&RedisRegistry::new(conn.clone()), 1).await.expect("registry");
     contract::ops(&RedisOps::new(conn.clone()), 1).await.expect("operations state");

@@ -117,7 +117,11 @@ pub async fn apply(stores: &Stores, plan: RollbackPlan) -> Result<usize, Rollbac
     // keeps the new timeline's event ids apart from the abandoned one's.
     zone.set_epoch(crate::persist::new_epoch());
     let bytes = zone.encode_snapshot();
-    stores.hot.put(StoredSnapshot { meta: target, bytes }).await.map_err(store("cannot write the hot snapshot"))?;
+    stores
+        .hot
+        .put(StoredSnapshot { meta: target, bytes }, crate::persist::UNLEASED)
+        .await
+        .map_err(store("cannot write the hot snapshot"))?;
     stores.journal.reset(zone_id).await.map_err(store("cannot reset the journal"))?;
     Ok(deleted)
 }

@@ -159,7 +159,7 @@ async fn a_corrupt_newest_snapshot_falls_back_to_the_older_one() {
     let last = newest.bytes.len() - 1;
     newest.bytes[last] ^= 0xff;
     newest.meta.tick = 201;
-    stores.hot.put(newest).await.expect("put");
+    stores.hot.put(newest, respawn_store::Fence::NONE).await.expect("put");
     let (restored, report) = persist::restore(&config(), &stores).await.expect("restore");
     assert!(report.refused.iter().any(|r| r.contains("checksum")), "{:?}", report.refused);
     assert_eq!(report.snapshot_tick, 200, "the next-best snapshot is used");
@@ -172,7 +172,7 @@ async fn a_zone_never_starts_fresh_over_a_snapshot_format_it_cannot_read() {
     let mut bytes = Zone::new(config()).expect("zone").encode_snapshot();
     bytes[4] = 77;
     let meta = SnapshotMeta { zone: 11, tick: 10, taken_at_ms: 1 };
-    stores.hot.put(StoredSnapshot { meta, bytes }).await.expect("put");
+    stores.hot.put(StoredSnapshot { meta, bytes }, respawn_store::Fence::NONE).await.expect("put");
     let started = std::time::Instant::now();
     let why = persist::restore(&config(), &stores).await.expect_err("a newer build's state is not discarded");
     assert!(why.contains("refusing to start zone recovery fresh") && why.contains("snapshot format 77"), "{why}");
@@ -186,7 +186,7 @@ async fn a_fresh_zone_starts_when_every_snapshot_is_corrupt() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
     let meta = SnapshotMeta { zone: 11, tick: 10, taken_at_ms: 1 };
-    stores.hot.put(StoredSnapshot { meta, bytes }).await.expect("put");
+    stores.hot.put(StoredSnapshot { meta, bytes }, respawn_store::Fence::NONE).await.expect("put");
     let (zone, report) = persist::restore(&config(), &stores).await.expect("restore");
     assert!(report.refused.iter().any(|r| r.contains("checksum")), "{:?}", report.refused);
     assert_eq!((report.source, zone.tick_number()), (RestoreSource::Fresh, 0));
@@ -283,7 +283,11 @@ async fn a_handed_over_zone_restores_from_the_hot_store_without_listing_cold_sna
         zone.tick(&[]);
     }
     let meta = SnapshotMeta { zone: 11, tick: 30, taken_at_ms: 1 };
-    stores.hot.put(StoredSnapshot { meta, bytes: zone.encode_snapshot() }).await.expect("put");
+    stores
+        .hot
+        .put(StoredSnapshot { meta, bytes: zone.encode_snapshot() }, respawn_store::Fence::NONE)
+        .await
+        .expect("put");
 
     let format = respawn_sim::snapshot::FORMAT_VERSION;
     let (restored, report) = persist::restore_reading(&config(), &stores, format, Some(30)).await.expect("restore");

@@ -1,0 +1,141 @@
+//! Zone ownership: a lease per zone in the store that holds the zone's
+//! durable state, with a fencing token that only grows. Every durable write
+//! for the zone carries its writer's token ([`Fence`]); the store refuses
+//! it, in the same atomic step as the write, once a newer lease was granted
+//! ([`StoreError::Fenced`]). A superseded owner therefore makes nothing
+//! durable, and acknowledges nothing (commands are acknowledged only once
+//! durable).
+//!
+//! Clocks. A lease expires by the store's clock (Redis: its key's time to
+//! live; files: the machine's). The holder never compares clocks: it counts
+//! its lease valid until [`local_deadline`], measured on its own monotonic
+//! clock from the moment it *sent* the request, shortened by
+//! [`MAX_CLOCK_DRIFT`]. As long as the two clocks' rates differ by less
+//! than that (ordinary quartz and NTP slewing stay far below 1 %), the
+//! holder stops counting on its lease before the store lets anyone else
+//! take it. Offsets between the clocks do not matter; a store clock that
+//! jumps forward does (an expiry comes early), which is why a holder renews
+//! at a third of the time to live.
+//!
+//! Tokens stay above every one granted before even if the store loses its
+//! data: a new token is the larger of the last one plus one and the store's
+//! time in milliseconds.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+
+use crate::{StoreError, StoreResult};
+
+/// The most a holder's clock may run slower than the store's, as a fraction.
+pub const MAX_CLOCK_DRIFT: f64 = 0.01;
+
+/// The token a durable write for a zone carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Fence(pub u64);
+
+impl Fence {
+    /// Writes by a writer that holds no lease: accepted only while no lease
+    /// was ever granted for the zone (tools on a stopped deployment, tests).
+    pub const NONE: Fence = Fence(0);
+}
+
+/// A zone's lease as its holder knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub zone: u32,
+    /// The holder's server id.
+    pub owner: String,
+    /// Larger than the token of every lease granted for the zone before.
+    pub token: u64,
+    /// Until when the holder may count on it (see [`local_deadline`]).
+    pub valid_until: Instant,
+}
+
+impl Lease {
+    pub fn fence(&self) -> Fence {
+        Fence(self.token)
+    }
+}
+
+/// Until when a lease granted for `ttl` on a request sent at `sent_at` is
+/// surely still the holder's, whatever the store's clock says, given
+/// [`MAX_CLOCK_DRIFT`].
+pub fn local_deadline(sent_at: Instant, ttl: Duration) -> Instant {
+    sent_at + ttl.mul_f64(1.0 - MAX_CLOCK_DRIFT)
+}
+
+/// Refuses an owner that could not be stored as one line or used in a key.
+pub(crate) fn validate_owner(owner: &str) -> StoreResult<()> {
+    if respawn_names::valid_server_id(owner) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!("lease owner {owner:?}: 1-64 of a-z 0-9 - _ .")))
+    }
+}
+
+/// The shortest and longest time to live a lease may be asked for.
+pub(crate) fn validate_ttl(ttl: Duration) -> StoreResult<u64> {
+    let ms = ttl.as_millis();
+    if (50..=3_600_000).contains(&ms) {
+        Ok(ms as u64)
+    } else {
+        Err(StoreError::Invalid(format!("lease time to live {ttl:?}: 50 ms to an hour")))
+    }
+}
+
+/// The zones' leases.
+pub trait Leases: Send + Sync + std::fmt::Debug {
+    /// Takes the zone's lease for `owner` for `ttl` when nobody else holds
+    /// a live one, with a new token (also when `owner` held it: a restarted
+    /// server fences its former self). `None` while another holds it.
+    fn acquire<'a>(&'a self, zone: u32, owner: &'a str, ttl: Duration) -> BoxFuture<'a, StoreResult<Option<Lease>>>;
+    /// Extends the lease for `ttl` if it is still the zone's current one;
+    /// `None` once it expired or another was granted (the holder must stop).
+    fn renew<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> BoxFuture<'a, StoreResult<Option<Lease>>>;
+    /// Gives the lease up, if it is still the current one.
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, StoreResult<()>>;
+    /// Who holds the zone's lease now, and its token.
+    fn holder(&self, zone: u32) -> BoxFuture<'_, StoreResult<Option<(String, u64)>>>;
+}
+
+/// The stored form of a live lease: `<token> <owner>`.
+pub(crate) fn encode(token: u64, owner: &str) -> String {
+    format!("{token} {owner}")
+}
+
+pub(crate) fn decode(value: &str) -> StoreResult<(String, u64)> {
+    value
+        .split_once(' ')
+        .and_then(|(token, owner)| Some((owner.to_owned(), token.parse().ok()?)))
+        .ok_or_else(|| StoreError::Corrupt(format!("lease {value:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_whose_clock_runs_slow_by_the_bound_stops_before_the_store_expires_it() {
+        let ttl = Duration::from_secs(3);
+        let sent_at = Instant::now();
+        // The store received the request later than it was sent, and counts the ttl from then.
+        let store_expiry_in_store_time = Duration::from_millis(20) + ttl;
+        // The holder's clock runs MAX_CLOCK_DRIFT slower: store time = holder time * (1 + drift) at most.
+        let deadline_in_holder_time = local_deadline(sent_at, ttl) - sent_at;
+        let deadline_in_store_time = deadline_in_holder_time.mul_f64(1.0 + MAX_CLOCK_DRIFT);
+        assert!(deadline_in_store_time < store_expiry_in_store_time, "{deadline_in_store_time:?}");
+        // Three times the bound breaks it: the bound is the assumption, not a margin.
+        let deadline_at_twice = deadline_in_holder_time.mul_f64(1.0 + 3.0 * MAX_CLOCK_DRIFT);
+        assert!(deadline_at_twice > ttl, "{deadline_at_twice:?}");
+    }
+
+    #[test]
+    fn stored_leases_read_back_and_garbage_is_corrupt() {
+        assert_eq!(decode(&encode(42, "zone-1")).expect("lease"), ("zone-1".to_owned(), 42));
+        assert!(matches!(decode("x zone-1"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(decode("42"), Err(StoreError::Corrupt(_))));
+        assert!(validate_owner("zone 1").is_err() && validate_owner("zone-1").is_ok());
+        assert!(validate_ttl(Duration::from_millis(10)).is_err() && validate_ttl(Duration::from_secs(3)).is_ok());
+    }
+}
