@@ -1,28 +1,65 @@
 //! A TCP proxy that can be cut: the drills and tests make a server
 //! unreachable (connections reset, new ones refused) while it keeps running,
-//! then open the same address again.
+//! then open the same address again. Opened with [`Flaws`], it is a slow,
+//! lossy network instead: every byte held back by a delay with jitter (in
+//! order, as TCP keeps it), and a share of the connections reset.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// What a flawed gate does to the connections through it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Flaws {
+    /// Each chunk of bytes, each way, waits `delay` ± `jitter` (uniform).
+    pub delay: Duration,
+    pub jitter: Duration,
+    /// The share of connections (0 to 1) reset at a moment drawn within `reset_within` of their start.
+    pub reset_fraction: f64,
+    pub reset_within: Duration,
+}
+
+impl Flaws {
+    /// Issue 21's flaky network: 100 ms ± 50 ms each way, 5 % of connections
+    /// reset within their first 10 s.
+    pub const FLAKY: Flaws = Flaws {
+        delay: Duration::from_millis(100),
+        jitter: Duration::from_millis(50),
+        reset_fraction: 0.05,
+        reset_within: Duration::from_secs(10),
+    };
+}
 
 /// Forwards `127.0.0.1:port` to an upstream address until cut.
 #[derive(Debug)]
 pub struct Gate {
     pub port: u16,
     upstream: SocketAddr,
+    flaws: Option<Flaws>,
     cut: CancellationToken,
 }
 
 impl Gate {
     /// Opens the gate on `port` (0 picks a free one).
     pub async fn open(port: u16, upstream: SocketAddr) -> std::io::Result<Self> {
+        Self::open_with(port, upstream, None).await
+    }
+
+    /// Opens a gate that is a slow, lossy network ([`Flaws`]).
+    pub async fn open_flawed(port: u16, upstream: SocketAddr, flaws: Flaws) -> std::io::Result<Self> {
+        Self::open_with(port, upstream, Some(flaws)).await
+    }
+
+    async fn open_with(port: u16, upstream: SocketAddr, flaws: Option<Flaws>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let port = listener.local_addr()?.port();
         let cut = CancellationToken::new();
-        tokio::spawn(forward(listener, upstream, cut.clone()));
-        Ok(Self { port, upstream, cut })
+        tokio::spawn(forward(listener, upstream, flaws, cut.clone()));
+        Ok(Self { port, upstream, flaws, cut })
     }
 
     /// Closes every connection through the gate and stops listening.
@@ -30,10 +67,10 @@ impl Gate {
         self.cut.cancel();
     }
 
-    /// Opens the gate again on the same port.
+    /// Opens the gate again on the same port, with the same flaws.
     pub async fn reopen(&mut self) -> std::io::Result<()> {
         self.cut.cancel();
-        *self = Self::open(self.port, self.upstream).await?;
+        *self = Self::open_with(self.port, self.upstream, self.flaws).await?;
         Ok(())
     }
 }
@@ -44,22 +81,167 @@ impl Drop for Gate {
     }
 }
 
-async fn forward(listener: TcpListener, upstream: SocketAddr, cut: CancellationToken) {
+/// A small generator for the flaws' draws: xorshift64*, seeded per connection.
+#[derive(Debug, Clone)]
+struct Draws(u64);
+
+impl Draws {
+    fn seeded(salt: u64) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Self((nanos as u64 ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1)
+    }
+
+    /// Uniform in [0, 1).
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn delay(&mut self, flaws: &Flaws) -> Duration {
+        let spread = flaws.jitter.as_secs_f64() * (2.0 * self.next() - 1.0);
+        Duration::from_secs_f64((flaws.delay.as_secs_f64() + spread).max(0.0))
+    }
+}
+
+async fn forward(listener: TcpListener, upstream: SocketAddr, flaws: Option<Flaws>, cut: CancellationToken) {
+    let mut accepted_count = 0u64;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = cut.cancelled() => return,
         };
-        let Ok((mut client, _)) = accepted else { continue };
+        let Ok((client, _)) = accepted else { continue };
+        accepted_count += 1;
         let cut = cut.clone();
+        let draws = Draws::seeded(accepted_count);
         tokio::spawn(async move {
-            let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+            let Ok(server) = TcpStream::connect(upstream).await else { return };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
-            tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                _ = cut.cancelled() => {}
+            match flaws {
+                None => pass(client, server, cut).await,
+                Some(flaws) => pass_flawed(client, server, flaws, draws, cut).await,
             }
         });
+    }
+}
+
+async fn pass(mut client: TcpStream, mut server: TcpStream, cut: CancellationToken) {
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+        _ = cut.cancelled() => {}
+    }
+}
+
+async fn pass_flawed(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    flaws: Flaws,
+    mut draws: Draws,
+    cut: CancellationToken,
+) {
+    let reset_at =
+        (draws.next() < flaws.reset_fraction).then(|| Instant::now() + flaws.reset_within.mul_f64(draws.next()));
+    // Linger 0: closing sends a reset, not a goodbye.
+    if reset_at.is_some() {
+        let _ = client.set_zero_linger();
+        let _ = server.set_zero_linger();
+    }
+    // Borrowed halves: owned ones would send a FIN when dropped, before the reset.
+    let (client_read, client_write) = client.split();
+    let (server_read, server_write) = server.split();
+    let up = delayed_copy(client_read, server_write, flaws, draws.clone());
+    let down = delayed_copy(server_read, client_write, flaws, Draws::seeded(draws.0));
+    let reset_time = async {
+        match reset_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = async { tokio::join!(up, down) } => {}
+        _ = reset_time => {}
+        _ = cut.cancelled() => {}
+    }
+}
+
+/// Copies `from` into `to`, each chunk held back by a delay drawn for it,
+/// never overtaking the one before. At most 256 chunks wait at once (4 MiB).
+async fn delayed_copy(
+    mut from: tokio::net::tcp::ReadHalf<'_>,
+    mut to: tokio::net::tcp::WriteHalf<'_>,
+    flaws: Flaws,
+    mut draws: Draws,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, Vec<u8>)>(256);
+    let reader = async move {
+        let mut buf = vec![0; 16 * 1024];
+        let mut last_due = Instant::now();
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            last_due = last_due.max(Instant::now() + draws.delay(&flaws));
+            if tx.send((last_due, buf[..n].to_vec())).await.is_err() {
+                return;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server on loopback, answering every connection.
+    async fn echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_flawed_gate_delays_each_way_in_order_and_resets_its_share() {
+        let upstream = echo().await;
+        let slow = Flaws { reset_fraction: 0.0, ..Flaws::FLAKY };
+        let gate = Gate::open_flawed(0, upstream, slow).await.expect("gate");
+        let mut s = TcpStream::connect(("127.0.0.1", gate.port)).await.expect("connect");
+        let sent = Instant::now();
+        for part in [&b"one "[..], b"two ", b"three"] {
+            s.write_all(part).await.expect("write");
+        }
+        let mut got = vec![0; 13];
+        s.read_exact(&mut got).await.expect("echo");
+        let round_trip = sent.elapsed();
+        assert_eq!(&got, b"one two three", "in order");
+        // Each way waits at least delay - jitter: 50 ms.
+        assert!(round_trip >= Duration::from_millis(100), "{round_trip:?}");
+
+        let always = Flaws { reset_fraction: 1.0, reset_within: Duration::from_millis(200), ..slow };
+        let gate = Gate::open_flawed(0, upstream, always).await.expect("gate");
+        let mut s = TcpStream::connect(("127.0.0.1", gate.port)).await.expect("connect");
+        let mut buf = [0; 8];
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("ended in time");
+        assert!(
+            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "reset, not closed: {read:?}"
+        );
     }
 }

@@ -5,9 +5,12 @@
 //! [`process::Service`], a server process on a loopback port with its own
 //! directory and log; [`supervisor::Supervisor`], which keeps a zone server
 //! running; [`gate::Gate`], a TCP proxy drills and tests cut to make a
-//! server unreachable; [`TempDir`]; and [`wait_until`].
+//! server unreachable; [`netns::Lan`], hosts of their own in network
+//! namespaces, to lose a whole host or split the network; [`TempDir`]; and
+//! [`wait_until`].
 
 pub mod gate;
+pub mod netns;
 pub mod process;
 pub mod supervisor;
 pub mod zone;

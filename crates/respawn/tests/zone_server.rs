@@ -580,3 +580,64 @@ async fn the_admin_api_listens_apart_and_refuses_an_address_that_keeps_guessing(
     assert_eq!(support::http(zone.addr, "GET", "/healthz", None).await?.0, 200, "players unaffected");
     Ok(())
 }
+
+/// Whether `GET /healthz` of `server` (`ip:port`) answers `ok` from `host`, within 2 s.
+fn healthy_from(host: &respawn_harness::netns::Host, server: &str) -> bool {
+    let (ip, port) = server.split_once(':').unwrap_or_default();
+    let script = format!(
+        "exec 3<>/dev/tcp/{ip}/{port} && printf 'GET /healthz HTTP/1.0\\r\\nhost: x\\r\\n\\r\\n' >&3 && cat <&3"
+    );
+    let mut probe = std::process::Command::new("timeout");
+    probe.args(["2", "bash", "-c", &script]);
+    host.command(&probe)
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim_end().ends_with("\r\n\r\nok"))
+}
+
+#[test]
+fn a_zone_server_on_a_host_of_its_own_is_lost_to_a_cut_link_a_partition_and_the_hosts_death() -> Result<()> {
+    use respawn_harness::netns::{Direction, Lan};
+    use std::io::BufRead;
+    let mut lan = Lan::new()?;
+    let (server_host, client_host) = (lan.host("zone")?, lan.host("client")?);
+    let dir = support::TempDir::new("netns-zone")?;
+    let config = dir.path().join("zone.toml");
+    std::fs::write(&config, support::TEST_CONFIG)?;
+    let listen = format!("{}:7350", server_host.addr);
+    let zone = respawn_harness::zone::ZoneCommand::new(env!("CARGO_BIN_EXE_respawn"), &listen)
+        .config(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .token_key(support::TOKEN_KEY);
+    let mut child = server_host
+        .command(&zone.std_command())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("zone.log"))?)
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
+    assert!(line.contains(&listen), "{line:?}");
+    assert!(healthy_from(&client_host, &listen), "reached across the LAN");
+
+    // An asymmetric partition: the client's requests arrive, the answers do not.
+    client_host.block(&server_host, Direction::Incoming)?;
+    assert!(!healthy_from(&client_host, &listen), "no answer gets through");
+    client_host.heal()?;
+    assert!(healthy_from(&client_host, &listen), "healed");
+
+    server_host.cut()?;
+    assert!(!healthy_from(&client_host, &listen), "a cut link reaches nothing");
+    server_host.mend()?;
+    assert!(healthy_from(&client_host, &listen), "mended");
+
+    server_host.kill_all();
+    let status = child.wait()?;
+    assert!(!status.success(), "killed: {status}");
+    assert!(!healthy_from(&client_host, &listen), "a dead host answers nothing");
+
+    let namespace = server_host.namespace.clone();
+    drop(lan);
+    let left = std::process::Command::new("ip").args(["netns", "list"]).output()?;
+    assert!(!String::from_utf8_lossy(&left.stdout).contains(&namespace), "every namespace is removed");
+    Ok(())
+}
