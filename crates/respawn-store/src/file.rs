@@ -23,6 +23,15 @@ fn io(e: std::io::Error) -> StoreError {
     StoreError::Backend { backend: BACKEND, message: e.to_string() }
 }
 
+/// A text file's contents, or `None` when there is no such file.
+fn read_text(path: &Path) -> StoreResult<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(e)),
+    }
+}
+
 /// Runs blocking file work off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StoreResult<T> + Send + 'static) -> StoreResult<T> {
     tokio::task::spawn_blocking(f)
@@ -150,24 +159,22 @@ impl FileLeases {
     }
 
     fn last_token(&self, zone: u32) -> StoreResult<u64> {
-        match std::fs::read_to_string(self.path(zone, "fence")) {
-            Ok(text) => text.trim().parse().map_err(|_| StoreError::Corrupt(format!("fence of zone {zone}: {text:?}"))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(io(e)),
-        }
+        let Some(text) = read_text(&self.path(zone, "fence"))? else { return Ok(0) };
+        text.trim().parse().map_err(|_| StoreError::Corrupt(format!("fence of zone {zone}: {text:?}")))
     }
 
     /// The live lease: owner, token and expiry; `None` if there is none or it expired.
     fn live(&self, zone: u32) -> StoreResult<Option<(String, u64, u64)>> {
-        let text = match std::fs::read_to_string(self.path(zone, "lease")) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(e)),
-        };
+        let Some(text) = read_text(&self.path(zone, "lease"))? else { return Ok(None) };
         let (held, expires) = text.trim().rsplit_once(' ').unwrap_or_default();
         let expires: u64 = expires.parse().map_err(|_| StoreError::Corrupt(format!("lease of zone {zone}")))?;
         let (owner, token) = lease::decode(held)?;
         Ok((expires > crate::unix_ms()).then_some((owner, token, expires)))
+    }
+
+    /// Whether `held` is still the zone's live lease.
+    fn is_current(&self, held: &Lease) -> StoreResult<bool> {
+        Ok(self.live(held.zone)?.is_some_and(|(owner, token, _)| owner == held.owner && token == held.token))
     }
 
     fn write_lease(&self, zone: u32, token: u64, owner: &str, ttl_ms: u64) -> StoreResult<()> {
@@ -216,7 +223,7 @@ impl Leases for FileLeases {
             let sent_at = Instant::now();
             blocking(move || {
                 let _guard = leases.lock(held.zone, true)?;
-                if !leases.live(held.zone)?.is_some_and(|(o, t, _)| o == held.owner && t == held.token) {
+                if !leases.is_current(&held)? {
                     return Ok(None);
                 }
                 leases.write_lease(held.zone, held.token, &held.owner, ms)?;
@@ -231,7 +238,7 @@ impl Leases for FileLeases {
         let (leases, held) = (self.clone(), held.clone());
         blocking(move || {
             let _guard = leases.lock(held.zone, true)?;
-            if leases.live(held.zone)?.is_some_and(|(o, t, _)| o == held.owner && t == held.token) {
+            if leases.is_current(&held)? {
                 std::fs::remove_file(leases.path(held.zone, "lease")).map_err(io)?;
             }
             Ok(())
@@ -519,11 +526,7 @@ impl Sessions for FileSessions {
         let (path, hash) = (self.root.join(format!("player-{player_id}")), secret_hash.to_owned());
         async move {
             blocking(move || {
-                let text = match std::fs::read_to_string(&path) {
-                    Ok(t) => t,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(io(e)),
-                };
+                let Some(text) = read_text(&path)? else { return Ok(None) };
                 let session = ResumeSession::from_text(player_id, &text)
                     .ok_or_else(|| StoreError::Corrupt(format!("session file of player {player_id}")))?;
                 if session.secret_hash != hash {
