@@ -78,6 +78,15 @@ pub(crate) struct Deployment {
     pub(crate) timeline: Vec<String>,
 }
 
+/// A zone server just killed, for [`Deployment::recovered`].
+pub(crate) struct Crash {
+    status: std::sync::Arc<respawn_harness::supervisor::SupervisorStatus>,
+    t0: Instant,
+    players_before: u64,
+    resumes_before: usize,
+    restarts_before: u64,
+}
+
 impl Deployment {
     pub(crate) async fn start(options: Options) -> Result<Self> {
         let Options { layout, real, bots, pipeline, cold_every_secs } = options;
@@ -303,6 +312,13 @@ impl Deployment {
 
     /// Kills the supervised zone server and measures the way back.
     pub(crate) async fn crash_zone(&mut self) -> Result<KillResult> {
+        let crash = self.kill_zone_server().await?;
+        self.recovered(crash).await
+    }
+
+    /// The first half of [`crash_zone`](Self::crash_zone): the kill. The
+    /// drill may act before [`recovered`](Self::recovered) measures the return.
+    pub(crate) async fn kill_zone_server(&mut self) -> Result<Crash> {
         let [ZoneServer { process: ZoneProcess::Supervised(supervisor), .. }] = self.servers.as_slice() else {
             bail!("a zone crash is drilled on one supervised zone server");
         };
@@ -324,6 +340,12 @@ impl Deployment {
         }
         self.killed.add(&samples);
         self.note(format!("kill -9 zone server (pid {pid}) with {players_before} players"));
+        Ok(Crash { status, t0, players_before, resumes_before, restarts_before })
+    }
+
+    /// The second half of [`crash_zone`](Self::crash_zone): how the zones came back.
+    pub(crate) async fn recovered(&mut self, crash: Crash) -> Result<KillResult> {
+        let Crash { status, t0, players_before, resumes_before, restarts_before } = crash;
         // RTO: until a new process runs and every zone has ticked in it.
         let deadline = t0 + Duration::from_secs(20);
         let rto = loop {

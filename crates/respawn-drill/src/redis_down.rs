@@ -1,5 +1,7 @@
 //! `redis-down`: Redis dies while bots play; the zone server crashes during
-//! the outage; Redis returns empty.
+//! the outage; Redis returns empty. The zones' leases live in Redis, and no
+//! server takes a lease while Redis is out of its reach (the price of
+//! fencing): the restarted server waits for Redis, then restores from MongoDB.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,9 @@ use crate::deployment::{hot_snapshots, max_bucket_ms, source_name, warm_up, Depl
 use crate::findings::{Problem, ProblemKind};
 use crate::recovery::DrillReport;
 use crate::{Scenario, TICK_BUDGET_MS};
+
+/// How long Redis stays down after the crash: the restarted server waits that long for its leases.
+const REDIS_BACK_AFTER_CRASH: Duration = Duration::from_secs(2);
 
 pub(crate) async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
     warm_up(d).await?;
@@ -25,7 +30,7 @@ pub(crate) async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
         redis.kill().await;
     }
     d.note("Redis killed");
-    d.note("decision: keep Redis down and crash the zone server during the outage, to prove the restore from MongoDB; bring Redis back empty");
+    d.note("decision: keep Redis down and crash the zone server during the outage, to prove the restore from MongoDB; bring Redis back empty while the restarted server waits for it to take the zones' leases");
     // Past one hot-snapshot period: hot snapshots fail, cold ones take over.
     let deadline = Instant::now() + Duration::from_secs(12);
     let mut problems = Vec::new();
@@ -53,7 +58,13 @@ pub(crate) async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
             format!("a tick took up to {max_tick_ms:.0} ms during the outage"),
         ));
     }
-    let kill = d.crash_zone().await?;
+    let crash = d.kill_zone_server().await?;
+    tokio::time::sleep(REDIS_BACK_AFTER_CRASH).await;
+    if let Some(redis) = d.backing.redis.as_mut() {
+        redis.start().await?;
+    }
+    d.note("Redis back (empty: no persistence); the restarted server can take the zones' leases");
+    let kill = d.recovered(crash).await?;
     if kill.restore_source != Some(RestoreSource::Cold) {
         problems.push(Problem::new(
             ProblemKind::RestoreSource,
@@ -67,10 +78,6 @@ pub(crate) async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
         ));
     }
     let hot_before = hot_snapshots(&d.samples().await?);
-    if let Some(redis) = d.backing.redis.as_mut() {
-        redis.start().await?;
-    }
-    d.note("Redis back (empty: no persistence)");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if hot_snapshots(&d.samples().await?) > hot_before {

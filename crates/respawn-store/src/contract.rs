@@ -89,7 +89,7 @@ pub async fn journal(store: &dyn Journal, zone: u32) -> ContractResult {
     check(store.read_after(zone, 0).await.map_err(e)? == vec![entry(4), entry(5)], "trim drops ticks <= 3")?;
     check(store.len(zone).await.map_err(e)? == 2, "len after trim")?;
     check(store.read_after(zone + 1, 0).await.map_err(e)?.is_empty(), "zones are separate")?;
-    store.reset(zone).await.map_err(e)?;
+    store.reset(zone, Fence::NONE).await.map_err(e)?;
     check(store.len(zone).await.map_err(e)? == 0, "reset empties the journal")?;
     store.append(zone, vec![entry(1)], Fence::NONE).await.map_err(e)?;
     check(store.read_after(zone, 0).await.map_err(e)? == vec![entry(1)], "after reset ticks start over")?;
@@ -115,7 +115,9 @@ pub async fn leases(store: &dyn Leases, zone: u32) -> ContractResult {
     check(store.holder(zone).await.map_err(e)?.is_some(), "releasing a superseded lease changes nothing")?;
     store.release(&again).await.map_err(e)?;
     check(store.holder(zone).await.map_err(e)?.is_none(), "a released lease has no holder")?;
-    check(store.renew(&again, ttl).await.map_err(e)?.is_none(), "a released lease cannot be renewed")?;
+    let back = store.renew(&again, ttl).await.map_err(e)?.ok_or("a released lease nobody took is taken back")?;
+    check(back.token == again.token, "with its token")?;
+    store.release(&back).await.map_err(e)?;
     let b = store.acquire(zone, "server-b", ttl).await.map_err(e)?.ok_or("a released lease is granted")?;
     check(b.token > again.token, "tokens only grow")?;
     store.release(&b).await.map_err(e)?;
@@ -125,9 +127,15 @@ pub async fn leases(store: &dyn Leases, zone: u32) -> ContractResult {
     check(store.acquire(other, "server-b", ttl).await.map_err(e)?.is_none(), "not before it expires")?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     check(store.holder(other).await.map_err(e)?.is_none(), "an expired lease has no holder")?;
-    check(store.renew(&short, ttl).await.map_err(e)?.is_none(), "an expired lease cannot be renewed")?;
+    // Its holder, out of reach of the store for longer than that, takes it
+    // back: nobody else was granted it meanwhile, so none of its writes was refused.
+    let back =
+        store.renew(&short, Duration::from_millis(200)).await.map_err(e)?.ok_or("an expired lease is renewed")?;
+    check(back.token == short.token, "with its token")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let taken = store.acquire(other, "server-b", ttl).await.map_err(e)?.ok_or("an expired lease is granted")?;
     check(taken.token > short.token, "with a larger token")?;
+    check(store.renew(&short, ttl).await.map_err(e)?.is_none(), "an expired lease another took is not renewed")?;
     store.release(&taken).await.map_err(e)?;
     let refused = store.acquire(zone, "not an id", ttl).await;
     check(matches!(refused, Err(StoreError::Invalid(_))), &format!("a malformed owner is refused: {refused:?}"))?;
@@ -153,6 +161,9 @@ pub async fn fencing(leases: &dyn Leases, hot: &dyn HotSnapshots, journal: &dyn 
     check(fenced(&unleased), "a write without a lease is refused once the zone was leased")?;
     check(hot.recent(zone).await.map_err(e)? == vec![snap(zone, 10, 64)], "no refused snapshot was stored")?;
     check(journal.read_after(zone, 0).await.map_err(e)? == vec![entry(11)], "no refused entry was stored")?;
+    let late_reset = journal.reset(zone, old.fence()).await;
+    check(fenced(&late_reset), &format!("the old owner's journal reset is refused: {late_reset:?}"))?;
+    check(journal.read_after(zone, 0).await.map_err(e)? == vec![entry(11)], "the refused reset left it whole")?;
     hot.put(snap(zone, 20, 64), new.fence()).await.map_err(e)?;
     journal.append(zone, vec![entry(12)], new.fence()).await.map_err(e)?;
     check(journal.read_after(zone, 0).await.map_err(e)? == vec![entry(11), entry(12)], "the new owner writes on")?;

@@ -223,7 +223,12 @@ impl Leases for FileLeases {
             let sent_at = Instant::now();
             blocking(move || {
                 let _guard = leases.lock(held.zone, true)?;
-                if !leases.is_current(&held)? {
+                let still_held = match leases.live(held.zone)? {
+                    Some((owner, token, _)) => owner == held.owner && token == held.token,
+                    // Expired or released: taken back only if nobody was granted it since.
+                    None => leases.last_token(held.zone)? == held.token,
+                };
+                if !still_held {
                     return Ok(None);
                 }
                 leases.write_lease(held.zone, held.token, &held.owner, ms)?;
@@ -479,8 +484,10 @@ impl Journal for FileJournal {
         .boxed()
     }
 
-    fn reset(&self, zone: u32) -> BoxFuture<'_, StoreResult<()>> {
+    fn reset(&self, zone: u32, fence: Fence) -> BoxFuture<'_, StoreResult<()>> {
+        let leases = self.leases.clone();
         self.with_zone(zone, move |root, last| {
+            let _admitted = leases.admit(zone, fence)?;
             match std::fs::remove_file(Self::path(root, zone)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -74,11 +74,14 @@ pub(crate) fn validate_owner(owner: &str) -> StoreResult<()> {
     }
 }
 
-/// The shortest and longest time to live a lease may be asked for.
+/// The shortest time to live a lease may be asked for.
+pub const MIN_TTL: Duration = Duration::from_millis(50);
+/// The longest.
+pub const MAX_TTL: Duration = Duration::from_secs(3_600);
+
 pub(crate) fn validate_ttl(ttl: Duration) -> StoreResult<u64> {
-    let ms = ttl.as_millis();
-    if (50..=3_600_000).contains(&ms) {
-        Ok(ms as u64)
+    if (MIN_TTL..=MAX_TTL).contains(&ttl) {
+        Ok(ttl.as_millis() as u64)
     } else {
         Err(StoreError::Invalid(format!("lease time to live {ttl:?}: 50 ms to an hour")))
     }
@@ -90,8 +93,11 @@ pub trait Leases: Send + Sync + std::fmt::Debug {
     /// a live one, with a new token (also when `owner` held it: a restarted
     /// server fences its former self). `None` while another holds it.
     fn acquire<'a>(&'a self, zone: u32, owner: &'a str, ttl: Duration) -> BoxFuture<'a, StoreResult<Option<Lease>>>;
-    /// Extends the lease for `ttl` if it is still the zone's current one;
-    /// `None` once it expired or another was granted (the holder must stop).
+    /// Extends the lease for `ttl` while nobody else was granted the zone
+    /// since: the live lease is extended, and one that expired (a store out
+    /// of reach for longer than its time to live) or was released is taken
+    /// back with its token. `None` once another lease was granted: the
+    /// holder has been superseded and must stop.
     fn renew<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> BoxFuture<'a, StoreResult<Option<Lease>>>;
     /// Gives the lease up, if it is still the current one.
     fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, StoreResult<()>>;

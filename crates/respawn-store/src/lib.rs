@@ -126,8 +126,9 @@ pub trait Journal: Send + Sync + Debug {
     fn read_after(&self, zone: u32, after: u64) -> BoxFuture<'_, StoreResult<Vec<JournalEntry>>>;
     /// Drops entries with a tick at or below `through`.
     fn trim_through(&self, zone: u32, through: u64) -> BoxFuture<'_, StoreResult<()>>;
-    /// Drops everything (after a point-in-time restore, ticks start over).
-    fn reset(&self, zone: u32) -> BoxFuture<'_, StoreResult<()>>;
+    /// Drops everything (a new timeline starts: after a restore, or a
+    /// point-in-time restore), unless a lease newer than `fence` was granted.
+    fn reset(&self, zone: u32, fence: Fence) -> BoxFuture<'_, StoreResult<()>>;
     fn len(&self, zone: u32) -> BoxFuture<'_, StoreResult<u64>>;
 }
 

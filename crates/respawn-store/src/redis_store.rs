@@ -200,15 +200,28 @@ end
 return {'ok'}
 ";
 
+/// KEYS[1] the zone's stream, KEYS[2] its fence; ARGV the writer's token.
+const RESET_JOURNAL_LUA: &str = r"
+local newer = tonumber(redis.call('GET', KEYS[2]) or '0')
+if newer > tonumber(ARGV[1]) then return {'fenced', string.format('%d', newer)} end
+redis.call('DEL', KEYS[1])
+return {'ok'}
+";
+
 #[derive(Debug, Clone)]
 pub struct RedisJournal {
     redis: RedisConn,
     append: Arc<redis::Script>,
+    reset: Arc<redis::Script>,
 }
 
 impl RedisJournal {
     pub fn new(redis: RedisConn) -> Self {
-        Self { redis, append: Arc::new(redis::Script::new(APPEND_JOURNAL_LUA)) }
+        Self {
+            redis,
+            append: Arc::new(redis::Script::new(APPEND_JOURNAL_LUA)),
+            reset: Arc::new(redis::Script::new(RESET_JOURNAL_LUA)),
+        }
     }
 
     fn key(&self, zone: u32) -> String {
@@ -280,11 +293,14 @@ impl Journal for RedisJournal {
         .boxed()
     }
 
-    fn reset(&self, zone: u32) -> BoxFuture<'_, StoreResult<()>> {
+    fn reset(&self, zone: u32, fence: Fence) -> BoxFuture<'_, StoreResult<()>> {
         async move {
-            let key = self.key(zone);
+            let mut invocation = self.reset.key(self.key(zone));
+            invocation.key(fence_key(&self.redis, zone)).arg(fence.0);
             let mut c = self.redis.conn().await?;
-            bounded(BACKEND, async { c.del::<_, ()>(&key).await.map_err(err) }).await
+            let reply: Vec<String> =
+                bounded(BACKEND, async { invocation.invoke_async(&mut c).await.map_err(err) }).await?;
+            fenced_reply(zone, fence, reply)
         }
         .boxed()
     }
@@ -325,11 +341,29 @@ redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 return value
 ";
 
-/// KEYS[1] the zone's lease; ARGV the lease as stored and the time to live
-/// (ms), or nothing to release it. Acts only on the current lease.
-const KEEP_LEASE_LUA: &str = r"
+/// KEYS[1] the zone's lease, KEYS[2] its fence; ARGV the lease as stored
+/// and the time to live (ms). Extends the lease while it is live, and takes
+/// it back once it expired if no other was granted since (the fence still
+/// holds its token, or was lost with the store's data and is put back).
+const RENEW_LEASE_LUA: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  if current ~= ARGV[1] then return 0 end
+else
+  local token = string.match(ARGV[1], '^(%d+) ')
+  local fence = redis.call('GET', KEYS[2])
+  if fence and fence ~= token then return 0 end
+  redis.call('SET', KEYS[2], token)
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// KEYS[1] the zone's lease; ARGV the lease as stored. Deletes it if it is
+/// still the current one.
+const RELEASE_LEASE_LUA: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('DEL', KEYS[1]) end
+redis.call('DEL', KEYS[1])
 return 1
 ";
 
@@ -339,7 +373,8 @@ return 1
 pub struct RedisLeases {
     redis: RedisConn,
     acquire: Arc<redis::Script>,
-    keep: Arc<redis::Script>,
+    renew: Arc<redis::Script>,
+    release: Arc<redis::Script>,
 }
 
 impl RedisLeases {
@@ -347,7 +382,8 @@ impl RedisLeases {
         Self {
             redis,
             acquire: Arc::new(redis::Script::new(ACQUIRE_LEASE_LUA)),
-            keep: Arc::new(redis::Script::new(KEEP_LEASE_LUA)),
+            renew: Arc::new(redis::Script::new(RENEW_LEASE_LUA)),
+            release: Arc::new(redis::Script::new(RELEASE_LEASE_LUA)),
         }
     }
 
@@ -355,10 +391,13 @@ impl RedisLeases {
         self.redis.key(&format!("lease:{zone}"))
     }
 
-    /// Renews (`Some(ttl)`) or releases the lease; whether it was still the current one.
+    /// Renews (`Some(ttl)`) or releases the lease; whether it was still the holder's.
     async fn keep(&self, lease: &Lease, ttl: Option<u64>) -> StoreResult<bool> {
-        let mut invocation = self.keep.key(self.key(lease.zone));
-        invocation.arg(lease::encode(lease.token, &lease.owner));
+        let mut invocation = match ttl {
+            Some(_) => self.renew.key(self.key(lease.zone)),
+            None => self.release.key(self.key(lease.zone)),
+        };
+        invocation.key(fence_key(&self.redis, lease.zone)).arg(lease::encode(lease.token, &lease.owner));
         if let Some(ms) = ttl {
             invocation.arg(ms);
         }

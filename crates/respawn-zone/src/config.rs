@@ -64,6 +64,7 @@ pub struct PersistenceFile {
     pub hot_snapshot_secs: Option<u64>,
     pub cold_snapshot_secs: Option<u64>,
     pub keep_cold: Option<usize>,
+    pub lease_ttl_ms: Option<u64>,
     pub resume_grace_secs: Option<u64>,
     pub resume_token_ttl_secs: Option<u64>,
 }
@@ -226,6 +227,7 @@ impl ServerConfig {
                 cold_every: p.cold_snapshot_secs.map_or(pd.cold_every, secs),
                 keep_cold: p.keep_cold.unwrap_or(pd.keep_cold),
                 max_pending_ticks: pd.max_pending_ticks,
+                lease_ttl: p.lease_ttl_ms.map_or(pd.lease_ttl, ms),
             },
             resume_grace: secs(p.resume_grace_secs.unwrap_or(30)),
             resume_token_ttl: secs(p.resume_token_ttl_secs.unwrap_or(3_600)),
@@ -278,6 +280,9 @@ impl ServerConfig {
         let p = &self.persist;
         if p.hot_every.is_zero() || p.cold_every.is_zero() || p.keep_cold == 0 {
             return bad("persistence.hot_snapshot_secs, cold_snapshot_secs and keep_cold must be > 0".into());
+        }
+        if !(respawn_store::lease::MIN_TTL..=respawn_store::lease::MAX_TTL).contains(&p.lease_ttl) {
+            return bad("persistence.lease_ttl_ms must be 50 to 3,600,000".into());
         }
         if self.outbox_segment_bytes == 0 || self.outbox_quota_bytes < self.outbox_segment_bytes {
             return bad("outbox.segment_mb must be > 0 and outbox.quota_mb at least as large".into());

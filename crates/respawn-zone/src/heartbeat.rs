@@ -88,9 +88,10 @@ impl Registration {
     }
 }
 
-/// This server's registry id: the one its credential names (a `given` id
-/// must agree), else the `given` one, else a random one.
-pub fn registry_id(given: Option<&str>, credential: Option<&str>) -> Result<String, String> {
+/// This server's id: the one its credential names (a `given` id must
+/// agree), else the `given` one; `None` for a server given neither (it
+/// then takes one from its address: [`crate::server::default_server_id`]).
+pub fn registry_id(given: Option<&str>, credential: Option<&str>) -> Result<Option<String>, String> {
     let named = match credential {
         Some(credential) => Some(respawn_token::credential_server_id(credential).map_err(|_| {
             "--server-token is not a server credential: make one with `respawn server-credential ID`".to_owned()
@@ -104,9 +105,9 @@ pub fn registry_id(given: Option<&str>, credential: Option<&str>) -> Result<Stri
         (Some(id), Some(named)) if id != named => {
             Err(format!("--server-id {id:?} but the --server-token is server {named:?}'s"))
         }
-        (Some(id), _) => Ok(id.to_owned()),
-        (None, Some(named)) => Ok(named),
-        (None, None) => respawn_token::random_hex(8).map(|hex| format!("zone-{hex}")).map_err(|e| e.to_string()),
+        (Some(id), _) => Ok(Some(id.to_owned())),
+        (None, Some(named)) => Ok(Some(named)),
+        (None, None) => Ok(None),
     }
 }
 
@@ -170,14 +171,14 @@ mod tests {
     fn a_server_is_registered_as_the_one_its_credential_names() {
         let key = respawn_token::ServerKey::new(b"server-key-of-this-test").expect("key");
         let credential = key.credential("zone-7").expect("credential");
-        assert_eq!(registry_id(None, Some(&credential)), Ok("zone-7".into()));
-        assert_eq!(registry_id(Some("zone-7"), Some(&credential)), Ok("zone-7".into()));
+        assert_eq!(registry_id(None, Some(&credential)), Ok(Some("zone-7".into())));
+        assert_eq!(registry_id(Some("zone-7"), Some(&credential)), Ok(Some("zone-7".into())));
         let other = registry_id(Some("zone-8"), Some(&credential)).expect_err("another id");
         assert!(other.contains("is server \"zone-7\"'s"), "{other}");
         let shared = registry_id(None, Some("an-old-shared-server-token")).expect_err("not a credential");
         assert!(shared.contains("not a server credential"), "{shared}");
-        assert_eq!(registry_id(Some("solo"), None), Ok("solo".into()));
+        assert_eq!(registry_id(Some("solo"), None), Ok(Some("solo".into())));
         assert!(registry_id(Some("Solo 1"), None).is_err());
-        assert!(registry_id(None, None).expect("random").starts_with("zone-"));
+        assert_eq!(registry_id(None, None), Ok(None));
     }
 }

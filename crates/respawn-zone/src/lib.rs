@@ -7,6 +7,7 @@ pub mod config;
 mod conn;
 pub mod events;
 pub mod heartbeat;
+pub mod lease;
 pub mod link;
 pub mod metrics;
 pub mod persist;

@@ -58,6 +58,7 @@ struct PersistFamilies {
     outbox_pending: IntGaugeVec,
     outbox_oldest_age: prometheus::GaugeVec,
     outbox_dropped: IntGaugeVec,
+    leases_lost: IntCounterVec,
     published: IntCounterVec,
     publish_failures: IntCounterVec,
 }
@@ -406,6 +407,12 @@ impl Metrics {
                     "Events dropped because the outbox was over its quota since start (each also logged as an error).",
                     &["zone"],
                 ),
+                leases_lost: counter(
+                    &r,
+                    "respawn_zone_leases_lost_total",
+                    "Zones stopped here because another server was granted their lease (this one was cut off or paused).",
+                    &["zone"],
+                ),
             },
             registry: r,
         };
@@ -454,6 +461,7 @@ impl Metrics {
             f.failures_in_row.with_label_values(&[zone, store]).set(0);
         }
         f.publish_failures.with_label_values(&[zone]);
+        f.leases_lost.with_label_values(&[zone]);
         PersistMetrics {
             zone: zone.to_owned(),
             snapshot_bytes: f.snapshot_bytes.with_label_values(&[zone]),
@@ -467,6 +475,11 @@ impl Metrics {
             rpo_ticks: f.rpo_ticks.with_label_values(&[zone]),
             families: f.clone(),
         }
+    }
+
+    /// A zone stopped here because its lease went to another server.
+    pub fn lease_lost(&self, zone: &str) {
+        self.persist.leases_lost.with_label_values(&[zone]).inc();
     }
 
     pub fn client_error(&self, reason: &str) {

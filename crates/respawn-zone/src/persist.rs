@@ -14,22 +14,27 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use respawn_api::admin::RestoreSource;
 use respawn_sim::command::decode_batch;
 use respawn_sim::{Zone, ZoneConfig};
+use respawn_store::lease::Leases;
 use respawn_store::outbox::Outbox;
 use respawn_store::{
-    file, ColdSnapshots, HotSnapshots, Journal, JournalEntry, Sessions, SnapshotMeta, StoreError, StoreResult,
+    file, ColdSnapshots, Fence, HotSnapshots, Journal, JournalEntry, Sessions, SnapshotMeta, StoreError, StoreResult,
     StoredSnapshot,
 };
 use tokio::sync::mpsc;
 
+use crate::lease::HeldLease;
 use crate::metrics::PersistMetrics;
 
-/// The four storage roles a zone server uses.
+/// The storage roles a zone server uses.
 #[derive(Debug, Clone)]
 pub struct Stores {
     pub hot: Arc<dyn HotSnapshots>,
     pub cold: Arc<dyn ColdSnapshots>,
     pub journal: Arc<dyn Journal>,
     pub sessions: Arc<dyn Sessions>,
+    /// The zones' leases: in the store whose writes they fence (the hot
+    /// snapshots' and the journal's).
+    pub leases: Arc<dyn Leases>,
     /// What backs each role, for logs: `hot=redis cold=mongodb ...`.
     pub description: String,
 }
@@ -42,6 +47,7 @@ impl Stores {
             cold: Arc::new(file::FileColdSnapshots::new(dir)),
             journal: Arc::new(file::FileJournal::new(dir)),
             sessions: Arc::new(file::FileSessions::new(dir)),
+            leases: Arc::new(file::FileLeases::new(dir)),
             description: format!("files in {}", dir.display()),
         }
     }
@@ -54,15 +60,16 @@ impl Stores {
         redis: Option<(&str, &str)>,
         mongo: Option<(&str, &str)>,
     ) -> Result<Self, respawn_store::StoreError> {
-        use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisSessions};
+        use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisLeases, RedisSessions};
         let mut stores = Self::files(dir);
         let mut described = vec![stores.description.clone()];
         if let Some((url, prefix)) = redis {
             let conn = RedisConn::new(url, prefix)?;
             stores.hot = Arc::new(RedisHotSnapshots::new(conn.clone()));
             stores.journal = Arc::new(RedisJournal::new(conn.clone()));
-            stores.sessions = Arc::new(RedisSessions::new(conn));
-            described.push("hot snapshots, journal and sessions on Redis".into());
+            stores.sessions = Arc::new(RedisSessions::new(conn.clone()));
+            stores.leases = Arc::new(RedisLeases::new(conn));
+            described.push("hot snapshots, journal, sessions and zone leases on Redis".into());
         }
         if let Some((uri, db)) = mongo {
             stores.cold = Arc::new(respawn_store::mongo::MongoColdSnapshots::new(uri, db).await?);
@@ -84,6 +91,9 @@ pub struct PersistSettings {
     /// Journal batches held in memory while the journal store is down; past
     /// this the backlog is dropped and a snapshot is asked for instead.
     pub max_pending_ticks: usize,
+    /// Each zone's lease (see [`crate::lease`]): how long another server
+    /// waits for a lost owner before it may take the zone.
+    pub lease_ttl: Duration,
 }
 
 impl Default for PersistSettings {
@@ -93,6 +103,7 @@ impl Default for PersistSettings {
             cold_every: Duration::from_secs(300),
             keep_cold: 3,
             max_pending_ticks: 20 * 600,
+            lease_ttl: Duration::from_secs(2),
         }
     }
 }
@@ -124,11 +135,6 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The fence every write of a zone server carries for now: zone servers
-/// take no leases yet (issue 21's next step), so their writes go through
-/// only while no lease was ever granted for the zone.
-pub(crate) const UNLEASED: respawn_store::Fence = respawn_store::Fence::NONE;
-
 /// Everything one zone's persister works with.
 #[derive(Debug)]
 pub struct ZonePersistence {
@@ -139,6 +145,8 @@ pub struct ZonePersistence {
     pub settings: PersistSettings,
     pub state: Arc<PersistState>,
     pub metrics: PersistMetrics,
+    /// The zone's lease: its fence goes with every write.
+    pub lease: Arc<HeldLease>,
 }
 
 /// One zone's persister: runs until the tick thread drops its sender, then
@@ -163,7 +171,7 @@ pub fn queue() -> (mpsc::Sender<PersistMsg>, mpsc::Receiver<PersistMsg>) {
 }
 
 pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::Receiver<PersistMsg>) {
-    let ZonePersistence { zone, name, stores, outbox, settings, state, metrics } = zp;
+    let ZonePersistence { zone, name, stores, outbox, settings, state, metrics, lease } = zp;
     let mut p = Persister {
         zone,
         name,
@@ -186,6 +194,7 @@ pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::Receiver<PersistMs
         last_tick: 0,
         journal_length: 0,
         outbox_failing_since: None,
+        lease,
     };
     let mut open = true;
     let mut flushes = Vec::new();
@@ -251,6 +260,7 @@ struct Persister {
     journal_length: u64,
     /// When outbox appends began to fail (a full disk), until one succeeds.
     outbox_failing_since: Option<Instant>,
+    lease: Arc<HeldLease>,
 }
 
 impl Persister {
@@ -299,6 +309,12 @@ impl Persister {
     }
 
     async fn write(&mut self) {
+        if self.lease.is_lost() {
+            // Another server owns the zone: nothing more is stored from here.
+            self.pending.clear();
+            self.latest = None;
+            return;
+        }
         // Events first: nothing becomes durable (journal, snapshot) before
         // the events of its ticks are safe in the outbox.
         if !self.write_events().await {
@@ -366,7 +382,8 @@ impl Persister {
         let Some(snapshot) = self.latest.clone() else { return };
         let tick = snapshot.meta.tick;
         let started = Instant::now();
-        match self.stores.hot.put(snapshot.clone(), UNLEASED).await {
+        match self.stores.hot.put(snapshot.clone(), self.lease.fence()).await {
+            Err(StoreError::Fenced { newer, .. }) => self.lease.superseded(newer),
             Ok(()) => {
                 self.metrics.snapshot("hot", true, started.elapsed().as_secs_f64());
                 if self.hot_failures > 0 {
@@ -435,7 +452,14 @@ impl Persister {
                 self.metrics.snapshot("cold", true, started.elapsed().as_secs_f64());
                 self.cold_failures = 0;
                 self.metrics.failures_in_row("cold", 0);
-                self.snapshot_stored(tick);
+                if self.lease.surely_held() {
+                    self.snapshot_stored(tick);
+                } else {
+                    // The cold store does not check the fence: stored once the
+                    // lease may have run out (its store out of reach), the
+                    // snapshot acknowledges nothing.
+                    tracing::warn!(zone = %self.name, tick, "cold snapshot stored while the zone's lease is not surely held; it acknowledges nothing");
+                }
             }
             Err(e) => {
                 self.metrics.snapshot("cold", false, started.elapsed().as_secs_f64());
@@ -451,7 +475,8 @@ impl Persister {
     async fn append_journal(&mut self) {
         let entries: Vec<JournalEntry> = self.pending.iter().cloned().collect();
         let (count, last) = (entries.len() as u64, entries.last().map_or(0, |e| e.tick));
-        match self.stores.journal.append(self.zone, entries, UNLEASED).await {
+        match self.stores.journal.append(self.zone, entries, self.lease.fence()).await {
+            Err(StoreError::Fenced { newer, .. }) => self.lease.superseded(newer),
             Ok(()) => {
                 self.pending.clear();
                 self.durable(last);
@@ -470,7 +495,7 @@ impl Persister {
                 // state that was not restored); it cannot be appended to.
                 tracing::warn!(zone = %self.name, why = %why, "journal out of step; resetting it");
                 self.metrics.journal_failures.inc();
-                if self.stores.journal.reset(self.zone).await.is_ok() {
+                if self.stores.journal.reset(self.zone, self.lease.fence()).await.is_ok() {
                     self.journal_length = 0;
                 }
             }
@@ -715,13 +740,13 @@ fn apply_journal(zone: &mut Zone, entries: Vec<JournalEntry>, name: &str, events
 
 /// Stores the starting state as a snapshot and clears the journal, so
 /// the journal only ever holds ticks after a stored snapshot.
-pub async fn checkpoint_after_restore(zone: &Zone, stores: &Stores, state: &PersistState) {
+pub async fn checkpoint_after_restore(zone: &Zone, stores: &Stores, state: &PersistState, fence: Fence) {
     let tick = zone.tick_number();
     let snapshot = StoredSnapshot {
         meta: SnapshotMeta { zone: zone.config().zone_id, tick, taken_at_ms: now_ms() },
         bytes: zone.encode_snapshot(),
     };
-    let stored = match stores.hot.put(snapshot.clone(), UNLEASED).await {
+    let stored = match stores.hot.put(snapshot.clone(), fence).await {
         Ok(()) => true,
         Err(_) => stores.cold.put(snapshot).await.is_ok(),
     };
@@ -732,7 +757,7 @@ pub async fn checkpoint_after_restore(zone: &Zone, stores: &Stores, state: &Pers
     }
     state.durable_tick.fetch_max(tick, Ordering::Relaxed);
     state.advanced.notify_one();
-    if let Err(e) = stores.journal.reset(zone.config().zone_id).await {
+    if let Err(e) = stores.journal.reset(zone.config().zone_id, fence).await {
         tracing::warn!(zone = %zone.config().name, error = %e, "journal could not be reset at start");
     }
 }

@@ -2,10 +2,13 @@
 //! snapshot at or before a tick or a time (`respawn ctl restore`). Newer
 //! cold snapshots are deleted, the hot snapshot becomes the chosen one in a
 //! new epoch and the journal is emptied; the zone server, started next,
-//! resumes from there. Run it with the zone's server stopped.
+//! resumes from there. It holds the zone's lease meanwhile, so a zone a
+//! server runs is refused: stop the server (or hand the zone off) first.
 
 use respawn_sim::Zone;
-use respawn_store::{SnapshotMeta, StoreError, StoredSnapshot};
+use std::time::Duration;
+
+use respawn_store::{Fence, SnapshotMeta, StoreError, StoredSnapshot};
 
 use crate::persist::Stores;
 
@@ -69,6 +72,8 @@ pub enum RollbackError {
     NoSnapshot { zone: u32, stored: usize },
     #[error("the cold snapshot at tick {0} vanished")]
     Vanished(u64),
+    #[error("zone {zone} is hosted by server {owner:?}: stop it, or hand the zone off, before restoring it")]
+    Hosted { zone: u32, owner: String },
     #[error("that snapshot is unusable: {0}")]
     Unusable(String),
     #[error("{what}: {source}")]
@@ -108,7 +113,30 @@ pub async fn plan(stores: &Stores, zone_id: u32, at: RestorePoint) -> Result<Rol
 }
 
 /// Carries `plan` out; how many newer cold snapshots were deleted.
+/// Who holds a zone's lease while it is rolled back.
+const ROLLBACK_OWNER: &str = "ctl-restore";
+
 pub async fn apply(stores: &Stores, plan: RollbackPlan) -> Result<usize, RollbackError> {
+    // The zone's lease, so that no server runs it meanwhile (one that does
+    // holds the lease: refused), and so that a server that lost it cannot
+    // write over the restored state.
+    let lease = stores
+        .leases
+        .acquire(plan.zone_id, ROLLBACK_OWNER, Duration::from_secs(60))
+        .await
+        .map_err(store("cannot take the zone's lease"))?;
+    let Some(lease) = lease else {
+        let owner = stores.leases.holder(plan.zone_id).await.ok().flatten().map_or_else(|| "?".into(), |(o, _)| o);
+        return Err(RollbackError::Hosted { zone: plan.zone_id, owner });
+    };
+    let result = rewind(stores, plan, lease.fence()).await;
+    if let Err(e) = stores.leases.release(&lease).await {
+        tracing::warn!(zone = lease.zone, error = %e, "the restore's lease was not released; it runs out within a minute");
+    }
+    result
+}
+
+async fn rewind(stores: &Stores, plan: RollbackPlan, fence: Fence) -> Result<usize, RollbackError> {
     let RollbackPlan { zone_id, target, mut zone, .. } = plan;
     let deleted =
         stores.cold.delete_after(zone_id, target.tick).await.map_err(store("cannot delete newer cold snapshots"))?;
@@ -119,10 +147,10 @@ pub async fn apply(stores: &Stores, plan: RollbackPlan) -> Result<usize, Rollbac
     let bytes = zone.encode_snapshot();
     stores
         .hot
-        .put(StoredSnapshot { meta: target, bytes }, crate::persist::UNLEASED)
+        .put(StoredSnapshot { meta: target, bytes }, fence)
         .await
         .map_err(store("cannot write the hot snapshot"))?;
-    stores.journal.reset(zone_id).await.map_err(store("cannot reset the journal"))?;
+    stores.journal.reset(zone_id, fence).await.map_err(store("cannot reset the journal"))?;
     Ok(deleted)
 }
 

@@ -80,6 +80,9 @@ pub enum Control {
     },
     /// While parked: tick here again (the hand-off was abandoned).
     Unpark,
+    /// Another server owns the zone now: every client is told to log in
+    /// again and the thread ends, with no last tick (nothing of it could be stored).
+    Superseded,
     /// While parked: the zone now runs at `address`. Every client is told to
     /// go there and its connection closed; the zone's thread ends.
     Redirect {
@@ -322,6 +325,10 @@ impl ZoneRunner {
                     self.batch.push(Command { player, seq: 0, kind: CommandKind::Leave });
                 }
             }
+            Control::Superseded => {
+                self.superseded();
+                return false;
+            }
             Control::Stop => {
                 // A last tick records the stop; the snapshot then holds it.
                 self.wait_for_persister_room();
@@ -406,6 +413,17 @@ impl ZoneRunner {
             self.metrics.disconnected(CloseCode::Migrated.as_str());
         }
         clients.len()
+    }
+
+    /// Closes every client's connection: the zone runs elsewhere now, and
+    /// its clients find it by logging in again. Commands still queued were
+    /// never ticked here, so never acknowledged.
+    fn superseded(&mut self) {
+        for client in std::mem::take(&mut self.clients).values() {
+            let reason = "the zone is now run by another server; log in again".to_owned();
+            self.deliveries.push(Delivery::Close(client.link.conn.clone(), CloseCode::Draining, reason));
+            self.metrics.disconnected(CloseCode::Draining.as_str());
+        }
     }
 
     /// Answers a command that arrived while the zone was being handed over.
@@ -683,6 +701,7 @@ pub fn run(
                 Control::Release { reply } => reply,
                 c => {
                     if !runner.control(c) {
+                        publish(&mut runner, &fan_out, &status);
                         let (zone, tick) = (&runner.zone.config().name, runner.zone.tick_number());
                         tracing::info!(zone = %zone, tick, "zone loop stopped");
                         return;
@@ -789,6 +808,10 @@ fn park(
                 true
             }
             Control::Stop => true,
+            Control::Superseded => {
+                runner.superseded();
+                true
+            }
             Control::Attach { link, .. } => {
                 link.conn.close(CloseCode::Draining, "the zone is moving to another server; log in again");
                 runner.metrics.disconnected(CloseCode::Draining.as_str());

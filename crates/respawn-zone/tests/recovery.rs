@@ -12,8 +12,9 @@ use respawn_sim::rng::Rng;
 use respawn_sim::{Command, CommandKind, Point, Zone, ZoneConfig};
 use respawn_store::mongo::MongoColdSnapshots;
 use respawn_store::outbox::Outbox;
-use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisSessions};
-use respawn_store::{SnapshotMeta, StoreResult, StoredSnapshot};
+use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisLeases, RedisSessions};
+use respawn_store::{Fence, SnapshotMeta, StoreResult, StoredSnapshot};
+use respawn_zone::lease::{HeldLease, Taken};
 use respawn_zone::metrics::Metrics;
 use respawn_zone::persist::{self, PersistMsg, PersistSettings, PersistState, RestoreSource, Stores, ZonePersistence};
 
@@ -43,7 +44,8 @@ async fn real_stores() -> Stores {
             MongoColdSnapshots::new(&uri, &format!("recovery_{}", unique().replace('-', "_"))).await.expect("mongo"),
         ),
         journal: Arc::new(RedisJournal::new(conn.clone())),
-        sessions: Arc::new(RedisSessions::new(conn)),
+        sessions: Arc::new(RedisSessions::new(conn.clone())),
+        leases: Arc::new(RedisLeases::new(conn)),
         description: "redis + mongodb".into(),
     }
 }
@@ -63,14 +65,34 @@ async fn play_and_crash(stores: &Stores, ticks: u64, snapshot_every: u64) -> Zon
     play(stores, ticks, snapshot_every).await.zone
 }
 
-async fn play(stores: &Stores, ticks: u64, snapshot_every: u64) -> Played {
-    let metrics = Metrics::new("test");
+/// A write as if by an owner newer than every lease granted so far.
+const NEWEST: Fence = Fence(u64::MAX);
+
+const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The zone's lease for `owner`, as a zone server takes it before it starts the zone.
+async fn take_lease(stores: &Stores, owner: &str) -> (Arc<HeldLease>, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (lost, told) = tokio::sync::mpsc::unbounded_channel();
+    match HeldLease::take(stores.leases.clone(), 11, "recovery", owner, LEASE_TTL, lost).await.expect("lease store") {
+        Taken::Held(lease) => (lease, told),
+        Taken::ByOther { owner } => panic!("the zone's lease is held by {owner}"),
+    }
+}
+
+/// A running persister of zone 11, writing with `lease`'s fence.
+struct Persisting {
+    tx: tokio::sync::mpsc::Sender<PersistMsg>,
+    state: Arc<PersistState>,
+    outbox: Arc<Outbox>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn persist_with(stores: &Stores, lease: Arc<HeldLease>) -> Persisting {
     let state = Arc::new(PersistState::default());
     let (tx, rx) = persist::queue();
     let outbox_dir = std::env::temp_dir().join(format!("respawn-recovery-outbox-{}", unique()));
     let outbox = Arc::new(Outbox::open(&outbox_dir, 1 << 30, 1 << 20).expect("outbox"));
-    let mut events = Vec::new();
-    let persister = tokio::spawn(persist::run_persister(
+    let task = tokio::spawn(persist::run_persister(
         ZonePersistence {
             zone: 11,
             name: "recovery".into(),
@@ -78,10 +100,18 @@ async fn play(stores: &Stores, ticks: u64, snapshot_every: u64) -> Played {
             outbox: outbox.clone(),
             settings: PersistSettings::default(),
             state: state.clone(),
-            metrics: metrics.persist("recovery"),
+            metrics: Metrics::new("test").persist("recovery"),
+            lease,
         },
         rx,
     ));
+    Persisting { tx, state, outbox, task }
+}
+
+async fn play(stores: &Stores, ticks: u64, snapshot_every: u64) -> Played {
+    let (lease, _told) = take_lease(stores, "recovery-test").await;
+    let Persisting { tx, state, outbox, task: persister } = persist_with(stores, lease.clone());
+    let mut events = Vec::new();
     let mut zone = Zone::new(config()).expect("zone");
     let mut rng = Rng::new(9);
     for tick in 1..=ticks {
@@ -115,6 +145,7 @@ async fn play(stores: &Stores, ticks: u64, snapshot_every: u64) -> Played {
     drop(tx);
     persister.await.expect("persister ends");
     assert_eq!(state.durable_tick.load(Ordering::Relaxed), ticks, "everything played is durable");
+    lease.release().await;
     Played { zone, events, outbox }
 }
 
@@ -150,6 +181,66 @@ async fn redis_and_mongodb_restore_the_exact_lost_state() {
     restored_equals_lost(real_stores().await).await;
 }
 
+/// A persister whose zone another server took (its own lease ran out while
+/// it was cut off) makes nothing more durable, and its server is told.
+async fn a_superseded_persister_stores_nothing_more(stores: Stores) {
+    let (old, mut told) = take_lease(&stores, "server-old").await;
+    let Persisting { tx, task: persister, .. } = persist_with(&stores, old.clone());
+    let mut zone = Zone::new(config()).expect("zone");
+    let flush = || async {
+        let (reply, durable) = tokio::sync::oneshot::channel();
+        tx.send(PersistMsg::Flush(reply)).await.expect("persister");
+        durable.await.expect("answered")
+    };
+    let play = |ticks: std::ops::RangeInclusive<u64>, zone: &mut Zone| {
+        ticks
+            .map(|tick| {
+                let batch = respawn_sim::command::encode_batch(&[]);
+                zone.tick(&[]);
+                PersistMsg::Tick { tick, batch, events: Vec::new() }
+            })
+            .collect::<Vec<_>>()
+    };
+    for msg in play(1..=20, &mut zone) {
+        tx.send(msg).await.expect("persister");
+    }
+    assert_eq!(flush().await, 20, "the owner's ticks are durable");
+
+    // Its lease runs out (released here, as if it had expired) and another server takes the zone.
+    let new = loop {
+        stores.leases.release(&old.lease()).await.expect("release");
+        if let Some(new) = stores.leases.acquire(11, "server-new", LEASE_TTL).await.expect("acquire") {
+            break new;
+        }
+    };
+    for msg in play(21..=40, &mut zone) {
+        tx.send(msg).await.expect("persister");
+    }
+    tx.send(PersistMsg::Snapshot { tick: 40, bytes: zone.encode_snapshot() }).await.expect("persister");
+    assert_eq!(flush().await, 20, "nothing the old owner did since is durable, so nothing of it is acknowledged");
+    let name = tokio::time::timeout(LEASE_TTL, told.recv()).await.expect("told in time").expect("told");
+    assert_eq!(name, "recovery");
+    assert!(old.is_lost());
+    let journal = stores.journal.read_after(11, 0).await.expect("journal");
+    assert!(journal.iter().all(|e| e.tick <= 20), "no journal entry of the old owner after tick 20");
+    let hot = stores.hot.recent(11).await.expect("hot");
+    assert!(hot.iter().all(|s| s.meta.tick <= 20), "no snapshot of the old owner after tick 20");
+    drop(tx);
+    persister.await.expect("persister ends");
+    stores.leases.release(&new).await.expect("release");
+}
+
+#[tokio::test]
+async fn files_refuse_a_superseded_owner() {
+    let (stores, _dir) = file_stores();
+    a_superseded_persister_stores_nothing_more(stores).await;
+}
+
+#[tokio::test]
+async fn redis_refuses_a_superseded_owner() {
+    a_superseded_persister_stores_nothing_more(real_stores().await).await;
+}
+
 #[tokio::test]
 async fn a_corrupt_newest_snapshot_falls_back_to_the_older_one() {
     let (stores, _dir) = file_stores();
@@ -159,7 +250,7 @@ async fn a_corrupt_newest_snapshot_falls_back_to_the_older_one() {
     let last = newest.bytes.len() - 1;
     newest.bytes[last] ^= 0xff;
     newest.meta.tick = 201;
-    stores.hot.put(newest, respawn_store::Fence::NONE).await.expect("put");
+    stores.hot.put(newest, NEWEST).await.expect("put");
     let (restored, report) = persist::restore(&config(), &stores).await.expect("restore");
     assert!(report.refused.iter().any(|r| r.contains("checksum")), "{:?}", report.refused);
     assert_eq!(report.snapshot_tick, 200, "the next-best snapshot is used");
@@ -172,7 +263,7 @@ async fn a_zone_never_starts_fresh_over_a_snapshot_format_it_cannot_read() {
     let mut bytes = Zone::new(config()).expect("zone").encode_snapshot();
     bytes[4] = 77;
     let meta = SnapshotMeta { zone: 11, tick: 10, taken_at_ms: 1 };
-    stores.hot.put(StoredSnapshot { meta, bytes }, respawn_store::Fence::NONE).await.expect("put");
+    stores.hot.put(StoredSnapshot { meta, bytes }, Fence::NONE).await.expect("put");
     let started = std::time::Instant::now();
     let why = persist::restore(&config(), &stores).await.expect_err("a newer build's state is not discarded");
     assert!(why.contains("refusing to start zone recovery fresh") && why.contains("snapshot format 77"), "{why}");
@@ -186,7 +277,7 @@ async fn a_fresh_zone_starts_when_every_snapshot_is_corrupt() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
     let meta = SnapshotMeta { zone: 11, tick: 10, taken_at_ms: 1 };
-    stores.hot.put(StoredSnapshot { meta, bytes }, respawn_store::Fence::NONE).await.expect("put");
+    stores.hot.put(StoredSnapshot { meta, bytes }, Fence::NONE).await.expect("put");
     let (zone, report) = persist::restore(&config(), &stores).await.expect("restore");
     assert!(report.refused.iter().any(|r| r.contains("checksum")), "{:?}", report.refused);
     assert_eq!((report.source, zone.tick_number()), (RestoreSource::Fresh, 0));
@@ -283,11 +374,7 @@ async fn a_handed_over_zone_restores_from_the_hot_store_without_listing_cold_sna
         zone.tick(&[]);
     }
     let meta = SnapshotMeta { zone: 11, tick: 30, taken_at_ms: 1 };
-    stores
-        .hot
-        .put(StoredSnapshot { meta, bytes: zone.encode_snapshot() }, respawn_store::Fence::NONE)
-        .await
-        .expect("put");
+    stores.hot.put(StoredSnapshot { meta, bytes: zone.encode_snapshot() }, Fence::NONE).await.expect("put");
 
     let format = respawn_sim::snapshot::FORMAT_VERSION;
     let (restored, report) = persist::restore_reading(&config(), &stores, format, Some(30)).await.expect("restore");

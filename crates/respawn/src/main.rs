@@ -143,8 +143,9 @@ struct ZoneArgs {
     /// standby server; the players follow them.
     #[arg(long, env = "RESPAWN_HANDOFF_ON_DRAIN", requires = "platform")]
     handoff_on_drain: bool,
-    /// This server's id in the registry, stable across restarts of the same
-    /// instance: the one its --server-token names by default, else random.
+    /// This server's id in the registry and in its zones' leases, stable
+    /// across restarts of the same instance: the one its --server-token
+    /// names by default, else made of the host name and the listen address.
     #[arg(long, env = "RESPAWN_SERVER_ID")]
     server_id: Option<String>,
     /// Directory of the zones' event outboxes (default: `outbox` in the data
@@ -465,18 +466,20 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
         false => configured.iter().filter(|z| !args.zones.contains(z)).cloned().collect(),
     };
     runtime()?.block_on(async move {
-        let registry = args.platform.clone().zip(credential.clone()).map(|(p, t)| RegistryClient::new(p, t));
+        // A platform needs a credential, which names the server.
+        let registry = args.platform.clone().zip(credential.clone()).zip(server_id.clone());
+        let registry = registry.map(|((p, t), id)| (RegistryClient::new(p, t), id));
         let not_hosted: Vec<String> = match &registry {
             _ if args.standby => configured,
-            Some(registry) if args.claim => {
+            Some((registry, server_id)) if args.claim => {
                 let wanted: Vec<String> = configured.iter().filter(|z| !left_out.contains(z)).cloned().collect();
-                let granted = heartbeat::claim(registry, &server_id, &wanted).await;
+                let granted = heartbeat::claim(registry, server_id, &wanted).await;
                 configured.into_iter().filter(|z| !granted.contains(z)).collect()
             }
             _ => left_out,
         };
         let before_drain = match &registry {
-            Some(registry) if args.handoff_on_drain => Some(heartbeat::evacuation(registry.clone(), server_id.clone())),
+            Some((registry, id)) if args.handoff_on_drain => Some(heartbeat::evacuation(registry.clone(), id.clone())),
             _ => None,
         };
         let options = ServerOptions {
@@ -494,6 +497,7 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
             trusted_proxies: respawn_net::TrustedProxies::new(args.trusted_proxies),
             tls: args.tls.load()?,
             version: VERSION.to_owned(),
+            server_id: server_id.clone(),
             not_hosted,
             before_drain,
             characters: if args.platform.is_some() { Characters::KeptByPlatform } else { Characters::Fresh },
@@ -504,7 +508,7 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
         println!("respawn zone listening on {http}://{addr}");
         let heartbeat_stop = tokio_util::sync::CancellationToken::new();
         let heartbeat = match registry {
-            Some(registry) => Some(tokio::spawn(
+            Some((registry, server_id)) => Some(tokio::spawn(
                 heartbeat::Registration::new(
                     registry,
                     server_id,

@@ -39,6 +39,8 @@ async fn ctl_restore_rolls_a_zone_back_to_an_older_cold_snapshot() -> Result<()>
     let data = keep.path().join("data");
     let zone = ZoneProcess::start_in(&config, TempDir::new("zone")?, &data)?;
     tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let refused = ctl(&data, "999999999", true).expect_err("a zone a server runs is not rolled back under it");
+    assert!(refused.to_string().contains("is hosted by server"), "{refused}");
     support::http(zone.addr, "POST", "/admin/drain", Some(ADMIN_TOKEN)).await?;
     let (status, _) = zone.wait_exit(Duration::from_secs(10))?;
     assert!(status.success());

@@ -368,6 +368,56 @@ async fn a_server_told_which_zones_hosts_only_those_and_lists_their_characters()
     Ok(())
 }
 
+/// Two servers on one set of stores: the zone runs on one only. An owner
+/// paused for longer than its lease loses the zone to a server started
+/// meanwhile, and once it runs again it stops the zone without writing: its
+/// players are told to log in again, and find the zone at the new owner.
+#[tokio::test]
+async fn a_zone_runs_on_one_server_and_an_owner_paused_past_its_lease_gives_it_up() -> Result<()> {
+    let dir = respawn_harness::TempDir::new("leases")?;
+    let data = dir.path().join("data");
+    let first = ZoneProcess::start_full_with(support::TEST_CONFIG, &data, &[])?;
+    let (mut ann, _) = Client::join(&first.ws_url(), 1, "ann", "meadow").await?;
+
+    // Started once the first runs the zone, a second server waits out the
+    // lease, which the first keeps renewing, and does not run the zone.
+    let second = ZoneProcess::start_full_with(support::TEST_CONFIG, &data, &[])?;
+    let refused = Client::connect(&second.ws_url()).await?.conn.join(token(2, "bob"), None, "", "meadow", T).await;
+    assert!(refused.is_err(), "meadow runs on the first server only");
+    assert!(second.log().contains("another live server runs it"), "{}", second.log());
+    drop(second);
+
+    // The first is paused past its lease: a third server takes the zone.
+    let signal = |sig: &str| std::process::Command::new("kill").args([sig, &first.pid().to_string()]).status();
+    assert!(signal("-STOP")?.success());
+    let third = ZoneProcess::start_full_with(support::TEST_CONFIG, &data, &[]);
+    let (_third, carol) = match third {
+        Ok(third) => {
+            let carol = Client::join(&third.ws_url(), 3, "carol", "meadow").await;
+            (third, carol)
+        }
+        Err(e) => {
+            signal("-CONT")?;
+            return Err(e);
+        }
+    };
+    assert!(signal("-CONT")?.success());
+    let (mut carol, _) = carol?;
+
+    // Awake again, the first learns that and stops the zone, writing nothing.
+    let closed = ann.closed(Duration::from_secs(10)).await?;
+    assert_eq!(closed.code, CloseCode::Draining.code(), "{closed:?}");
+    assert!(closed.reason.contains("log in again"), "{closed:?}");
+    support::wait_metric(first.addr, r#"respawn_zone_leases_lost_total{zone="meadow"}"#, 1.0).await?;
+    assert!(first.log().contains("another server now owns this zone"), "{}", first.log());
+    let refused = Client::connect(&first.ws_url()).await?.conn.join(token(4, "dan"), None, "", "meadow", T).await;
+    assert!(refused.is_err(), "the first no longer runs meadow");
+    // At the third, the zone goes on.
+    carol.send(C::Move(respawn_proto::MoveInput { seq: 1, vx: 5, vy: 0 })).await?;
+    carol.next_matching(T, |b| matches!(b, S::Update(u) if u.acked_seq == 1).then_some(())).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn admin_announcements_and_kicks_reach_players() -> Result<()> {
     let zone = ZoneProcess::start()?;

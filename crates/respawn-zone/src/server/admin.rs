@@ -207,7 +207,9 @@ fn handover_status(error: &HandoverError) -> StatusCode {
         HandoverError::AlreadyHosted(_)
         | HandoverError::Unrestorable(_)
         | HandoverError::Stale { .. }
-        | HandoverError::NotReleased(_) => StatusCode::CONFLICT,
+        | HandoverError::NotReleased(_)
+        | HandoverError::LeasedByOther { .. }
+        | HandoverError::NotResumed(_) => StatusCode::CONFLICT,
         HandoverError::StartFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         HandoverError::NotStored(_) => StatusCode::SERVICE_UNAVAILABLE,
         HandoverError::Gone(_) => StatusCode::GONE,

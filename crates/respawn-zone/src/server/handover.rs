@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use respawn_api::admin::{Adopted, Redirected, Released, Resumed};
 
 use super::state::ServerState;
+use crate::lease::Taken;
 use crate::persist::{self, PersistState};
 use crate::zone_loop::Control;
 
@@ -41,6 +42,11 @@ pub enum HandoverError {
     NotReleased(String),
     #[error("zone {0:?} stopped")]
     Gone(String),
+    #[error("zone {zone:?} is run by server {owner:?}, which keeps renewing its lease")]
+    LeasedByOther { zone: String, owner: String },
+    /// The zone's lease could not be taken back: it stays parked, or stops if another server has it.
+    #[error("{0}")]
+    NotResumed(String),
 }
 
 fn gone(zone: &str) -> HandoverError {
@@ -60,18 +66,35 @@ impl ServerState {
             return Err(HandoverError::NotConfigured(name.to_owned()));
         };
         let started = Instant::now();
+        let lease = match self.take_lease(zone_config).await {
+            Ok(Taken::Held(lease)) => lease,
+            Ok(Taken::ByOther { owner }) => return Err(HandoverError::LeasedByOther { zone: name.to_owned(), owner }),
+            Err(e) => return Err(HandoverError::Unrestorable(format!("zone {name:?}: cannot take its lease: {e}"))),
+        };
         let format = self.config.compat.snapshot_format;
-        let (zone, report) = persist::restore_reading(zone_config, &self.stores, format, after_tick)
-            .await
-            .map_err(HandoverError::Unrestorable)?;
+        let restored = persist::restore_reading(zone_config, &self.stores, format, after_tick).await;
+        let (zone, report) = match restored {
+            Ok(restored) => restored,
+            Err(why) => {
+                lease.release().await;
+                return Err(HandoverError::Unrestorable(why));
+            }
+        };
         if let Some(expected) = after_tick.filter(|t| zone.tick_number() < *t) {
+            lease.release().await;
             let refused = if report.refused.is_empty() { "none".to_owned() } else { report.refused.join("; ") };
             return Err(HandoverError::Stale { zone: name.to_owned(), expected, found: zone.tick_number(), refused });
         }
         let persist_state = Arc::new(PersistState::default());
-        persist::checkpoint_after_restore(&zone, &self.stores, &persist_state).await;
+        persist::checkpoint_after_restore(&zone, &self.stores, &persist_state, lease.fence()).await;
         let (tick, players, source) = (zone.tick_number(), zone.players().len(), report.source);
-        let handle = self.start_zone(zone_config, zone, report, persist_state).map_err(HandoverError::StartFailed)?;
+        let handle = match self.start_zone(zone_config, zone, report, persist_state, lease.clone()) {
+            Ok(handle) => handle,
+            Err(why) => {
+                lease.release().await;
+                return Err(HandoverError::StartFailed(why));
+            }
+        };
         self.insert_zone(handle);
         let took_ms = started.elapsed().as_millis() as u64;
         tracing::info!(zone = %name, tick, players, took_ms, "zone adopted");
@@ -108,6 +131,8 @@ impl ServerState {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Everything is stored: the next owner may take the zone at once.
+        zone.lease.release().await;
         let players = zone.status.players.load(Ordering::Relaxed);
         let took_ms = started.elapsed().as_millis() as u64;
         tracing::info!(zone = %name, tick, players, took_ms, "zone released");
@@ -130,9 +155,13 @@ impl ServerState {
         Ok(Redirected { zone: name.to_owned(), redirected_players: told as u64, to: address.to_owned() })
     }
 
-    /// Abandons a hand-off: the released zone ticks here again.
+    /// Abandons a hand-off: the released zone ticks here again, with its
+    /// lease taken back (refused if another server took the zone meanwhile).
     pub(super) async fn unpark(&self, name: &str) -> Result<Resumed, HandoverError> {
         let zone = self.zone(name).ok_or_else(|| HandoverError::NotHere(name.to_owned()))?;
+        if zone.status.parked.load(Ordering::SeqCst) {
+            zone.lease.take_back().await.map_err(|e| HandoverError::NotResumed(format!("zone {name:?}: {e}")))?;
+        }
         zone.control.send(Control::Unpark).map_err(|_| gone(name))?;
         Ok(Resumed { zone: name.to_owned() })
     }

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
+use crate::lease::Taken;
 use crate::metrics::Metrics;
 use crate::persist::{self, PersistState, Stores};
 use crate::zone_loop::Control;
@@ -77,6 +78,9 @@ pub struct ServerOptions {
     /// Serve TLS (wss, https) on every listener with this certificate.
     pub tls: Option<respawn_net::ServerTls>,
     pub version: String,
+    /// The owner named in the zones' leases; by default
+    /// [`default_server_id`] of the address the server listens on.
+    pub server_id: Option<String>,
     /// Zones of the configuration not to host at start (every one for a
     /// standby server); they arrive by hand-over (`/admin/zones/{zone}/adopt`).
     pub not_hosted: Vec<String>,
@@ -194,6 +198,7 @@ impl ZoneServer {
             trusted_proxies,
             tls,
             version,
+            server_id,
             not_hosted,
             before_drain,
             characters,
@@ -202,8 +207,12 @@ impl ZoneServer {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let server_id = server_id.unwrap_or_else(|| default_server_id(listener.local_addr().unwrap_or(config.listen)));
+        let (lost_zones, mut lost) = tokio::sync::mpsc::unbounded_channel();
         let state = Arc::new(ServerState {
             metrics: Metrics::new(&version),
+            server_id,
+            lost_zones,
             config,
             token_key,
             characters,
@@ -231,13 +240,41 @@ impl ZoneServer {
             next_conn: AtomicU64::new(1),
             connections: TaskTracker::new(),
         });
-        let configs: Vec<ZoneConfig> =
+        let supervisor = state.clone();
+        tokio::spawn(async move {
+            while let Some(zone) = lost.recv().await {
+                supervisor.stop_superseded(&zone).await;
+            }
+        });
+        let wanted: Vec<ZoneConfig> =
             state.config.zones.iter().filter(|z| !not_hosted.contains(&z.name)).cloned().collect();
-        if configs.len() < state.config.zones.len() {
+        if wanted.len() < state.config.zones.len() {
             tracing::info!(
                 standing_by_for = %not_hosted.join(", "),
                 "standing by: these zones are hosted only once handed over"
             );
+        }
+        // Each zone's lease first: a zone another live server runs is not
+        // restored, let alone run, here.
+        let taken = futures_util::future::join_all(wanted.iter().map(|z| state.take_lease(z))).await;
+        let mut configs = Vec::new();
+        let mut leases = Vec::new();
+        for (zone_config, taken) in wanted.into_iter().zip(taken) {
+            match taken {
+                Ok(Taken::Held(lease)) => {
+                    configs.push(zone_config);
+                    leases.push(lease);
+                }
+                Ok(Taken::ByOther { owner }) => {
+                    tracing::warn!(zone = %zone_config.name, %owner, "not hosting this zone: another live server runs it");
+                }
+                Err(e) => {
+                    return Err(ServerError::Zone {
+                        zone: zone_config.name,
+                        message: format!("cannot take its lease: {e}"),
+                    })
+                }
+            }
         }
         let format = state.config.compat.snapshot_format;
         // Zones restore side by side: the restart time is the slowest zone's,
@@ -252,15 +289,16 @@ impl ZoneServer {
         .collect::<Result<Vec<_>, _>>()?;
         let states: Vec<Arc<PersistState>> = configs.iter().map(|_| Arc::default()).collect();
         futures_util::future::join_all(
-            restored
-                .iter()
-                .zip(&states)
-                .map(|((zone, _), ps)| persist::checkpoint_after_restore(zone, &state.stores, ps)),
+            restored.iter().zip(&states).zip(&leases).map(|(((zone, _), ps), lease)| {
+                persist::checkpoint_after_restore(zone, &state.stores, ps, lease.fence())
+            }),
         )
         .await;
-        for ((zone_config, (zone, report)), persist_state) in configs.iter().zip(restored).zip(states) {
+        for (((zone_config, (zone, report)), persist_state), lease) in
+            configs.iter().zip(restored).zip(states).zip(leases)
+        {
             let handle = state
-                .start_zone(zone_config, zone, report, persist_state)
+                .start_zone(zone_config, zone, report, persist_state, lease)
                 .map_err(|message| ServerError::Zone { zone: zone_config.name.clone(), message })?;
             state.insert_zone(handle);
         }
@@ -342,6 +380,7 @@ impl ZoneServer {
             // A stopped thread sends a last snapshot; its persister stores it.
             let _ = zone.control.send(Control::Stop);
             zone.wait_stopped().await;
+            zone.lease.release().await;
         }
         state.publishers_stop.cancel();
         let publishers = state.publishers.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
@@ -361,6 +400,24 @@ impl ZoneServer {
         );
         Ok(report)
     }
+}
+
+/// The id of a server given none: its host name and the address it
+/// listens on, so the same instance restarted takes its zones' leases back
+/// at once, and two servers on one host differ.
+pub fn default_server_id(listen: SocketAddr) -> String {
+    let clean = |text: &str| -> String {
+        let text = text.trim().to_ascii_lowercase();
+        text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' }).collect()
+    };
+    let mut host = clean(&std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default());
+    host.truncate(20);
+    if host.is_empty() {
+        host.push_str("host");
+    }
+    let id = format!("zone-{host}-{}-{}", clean(&listen.ip().to_string()), listen.port());
+    // An IPv6 address can make it too long: the address's end is what differs.
+    id[id.len().saturating_sub(64)..].to_owned()
 }
 
 /// The players' listener: the WebSocket, health and metrics, and the admin

@@ -11,6 +11,7 @@ use respawn_proto::NoticeKind;
 use respawn_sim::{Command, Zone, ZoneConfig};
 use respawn_store::kafka::EventLog;
 use respawn_store::outbox::Outbox;
+use respawn_store::StoreError;
 use respawn_token::TokenKey;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use super::DrainHook;
 use crate::config::ServerConfig;
+use crate::lease::{HeldLease, Taken};
 use crate::metrics::{Metrics, PersistMetrics, ZoneMetrics};
 use crate::persist::{self, PersistState, Stores};
 use crate::publish::PublishGate;
@@ -31,6 +33,8 @@ pub struct ZoneHandle {
     pub control: mpsc::UnboundedSender<Control>,
     pub metrics: ZoneMetrics,
     pub status: Arc<ZoneStatus>,
+    /// The zone's lease, held while it is hosted here.
+    pub lease: Arc<HeldLease>,
     pub(super) thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub(super) persister: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -71,6 +75,10 @@ pub(crate) type OpenOutbox = (Arc<Outbox>, Arc<PublishGate>);
 #[derive(Debug)]
 pub struct ServerState {
     pub config: ServerConfig,
+    /// The owner named in this server's zone leases.
+    pub server_id: String,
+    /// Told the name of each zone whose lease was lost (another server runs it).
+    pub(crate) lost_zones: mpsc::UnboundedSender<String>,
     pub token_key: TokenKey,
     pub characters: Characters,
     pub stores: Stores,
@@ -182,6 +190,23 @@ impl ServerState {
         Ok((outbox, gate))
     }
 
+    /// Takes the zone's lease for this server, waiting out one left by a lost owner.
+    pub(crate) async fn take_lease(&self, zone: &ZoneConfig) -> Result<Taken, StoreError> {
+        let (leases, ttl) = (self.stores.leases.clone(), self.config.persist.lease_ttl);
+        HeldLease::take(leases, zone.zone_id, &zone.name, &self.server_id, ttl, self.lost_zones.clone()).await
+    }
+
+    /// Stops a zone whose lease was lost, without writing: another server runs it now.
+    pub(crate) async fn stop_superseded(&self, name: &str) {
+        let Some(zone) = self.zone(name).filter(|z| z.lease.is_lost()) else { return };
+        self.remove_zone(name);
+        let _ = zone.control.send(Control::Superseded);
+        zone.wait_stopped().await;
+        zone.metrics.players.set(0);
+        self.metrics.lease_lost(name);
+        tracing::warn!(zone = %name, "zone stopped here: another server runs it now");
+    }
+
     /// Starts ticking a restored zone: its outbox, persister and thread.
     pub(crate) fn start_zone(
         &self,
@@ -189,6 +214,7 @@ impl ServerState {
         zone: Zone,
         report: persist::RestoreReport,
         persist_state: Arc<PersistState>,
+        lease: Arc<HeldLease>,
     ) -> Result<Arc<ZoneHandle>, String> {
         let config = &self.config;
         let name = zone_config.name.clone();
@@ -227,6 +253,7 @@ impl ServerState {
                 settings: config.persist.clone(),
                 state: persist_state.clone(),
                 metrics: persist_metrics,
+                lease: lease.clone(),
             },
             persist_rx,
         ));
@@ -263,6 +290,7 @@ impl ServerState {
             control: ctl_tx,
             metrics: zone_metrics,
             status,
+            lease,
             thread: Mutex::new(Some(thread)),
             persister: Mutex::new(Some(persister)),
         }))
