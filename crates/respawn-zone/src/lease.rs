@@ -11,6 +11,7 @@
 //! renewal that gets through takes the lease back as long as nobody else
 //! was granted it (nobody else could, while the store was down for all).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,8 @@ pub struct HeldLease {
     name: String,
     ttl: Duration,
     lease: Mutex<Lease>,
+    /// The lease's token, read by every write without the lock.
+    token: AtomicU64,
     /// Cancelled once another server was granted the zone.
     lost: CancellationToken,
     /// Cancelled when the lease is given back: renewal stops.
@@ -79,6 +82,7 @@ impl HeldLease {
                         leases,
                         name: name.to_owned(),
                         ttl,
+                        token: AtomicU64::new(lease.token),
                         lease: Mutex::new(lease),
                         lost: CancellationToken::new(),
                         renewing: Mutex::new(CancellationToken::new()),
@@ -114,7 +118,7 @@ impl HeldLease {
 
     /// What this server's writes for the zone carry.
     pub fn fence(&self) -> Fence {
-        self.current().fence()
+        Fence(self.token.load(Ordering::Acquire))
     }
 
     /// Whether no other server can have been granted the zone yet, by this
@@ -186,7 +190,9 @@ impl HeldLease {
     }
 
     fn set(&self, lease: Lease) {
-        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease;
+        let mut held = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        self.token.store(lease.token, Ordering::Release);
+        *held = lease;
     }
 
     fn stop_renewing(&self) {

@@ -59,6 +59,7 @@ struct PersistFamilies {
     outbox_oldest_age: prometheus::GaugeVec,
     outbox_dropped: IntGaugeVec,
     leases_lost: IntCounterVec,
+    taken_over: IntCounterVec,
     published: IntCounterVec,
     publish_failures: IntCounterVec,
 }
@@ -413,6 +414,12 @@ impl Metrics {
                     "Zones stopped here because another server was granted their lease (this one was cut off or paused).",
                     &["zone"],
                 ),
+                taken_over: counter(
+                    &r,
+                    "respawn_zone_taken_over_total",
+                    "Zones this spare adopted because their lease ran out (their server was lost).",
+                    &["zone"],
+                ),
             },
             registry: r,
         };
@@ -462,6 +469,7 @@ impl Metrics {
         }
         f.publish_failures.with_label_values(&[zone]);
         f.leases_lost.with_label_values(&[zone]);
+        f.taken_over.with_label_values(&[zone]);
         PersistMetrics {
             zone: zone.to_owned(),
             snapshot_bytes: f.snapshot_bytes.with_label_values(&[zone]),
@@ -480,6 +488,11 @@ impl Metrics {
     /// A zone stopped here because its lease went to another server.
     pub fn lease_lost(&self, zone: &str) {
         self.persist.leases_lost.with_label_values(&[zone]).inc();
+    }
+
+    /// A zone adopted here because its lease ran out.
+    pub fn taken_over(&self, zone: &str) {
+        self.persist.taken_over.with_label_values(&[zone]).inc();
     }
 
     pub fn client_error(&self, reason: &str) {

@@ -134,6 +134,10 @@ struct ZoneArgs {
     /// Host no zone at start: zones arrive by hand-over during a rollout.
     #[arg(long, env = "RESPAWN_STANDBY", conflicts_with = "claim")]
     standby: bool,
+    /// Run any zone of the configuration not hosted here once its lease
+    /// has run out (its server was lost): a spare for failover.
+    #[arg(long, env = "RESPAWN_TAKE_OVER")]
+    take_over: bool,
     /// Host only the configured zones no other live server hosts (asked of
     /// the platform server; no zone starts until it answers); stand by for
     /// the others. For replicas that start before the old ones stop (Kubernetes).
@@ -498,6 +502,7 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
             tls: args.tls.load()?,
             version: VERSION.to_owned(),
             server_id: server_id.clone(),
+            take_over: args.take_over,
             not_hosted,
             before_drain,
             characters: if args.platform.is_some() { Characters::KeptByPlatform } else { Characters::Fresh },

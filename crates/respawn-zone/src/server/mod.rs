@@ -5,6 +5,7 @@
 
 mod admin;
 mod drain;
+mod failover;
 mod handover;
 pub mod state;
 
@@ -81,6 +82,8 @@ pub struct ServerOptions {
     /// The owner named in the zones' leases; by default
     /// [`default_server_id`] of the address the server listens on.
     pub server_id: Option<String>,
+    /// Adopt zones of the configuration whose lease ran out ([`failover`]).
+    pub take_over: bool,
     /// Zones of the configuration not to host at start (every one for a
     /// standby server); they arrive by hand-over (`/admin/zones/{zone}/adopt`).
     pub not_hosted: Vec<String>,
@@ -199,6 +202,7 @@ impl ZoneServer {
             tls,
             version,
             server_id,
+            take_over,
             not_hosted,
             before_drain,
             characters,
@@ -301,6 +305,9 @@ impl ZoneServer {
                 .start_zone(zone_config, zone, report, persist_state, lease)
                 .map_err(|message| ServerError::Zone { zone: zone_config.name.clone(), message })?;
             state.insert_zone(handle);
+        }
+        if take_over {
+            tokio::spawn(failover::take_over_lost_zones(state.clone()));
         }
         let admin_listener = match admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?),
