@@ -168,9 +168,6 @@ pub struct DrillArgs {
 
 /// Targets: ours, and the guide's for comparison.
 pub(crate) const RTO_TARGET_MS: f64 = 1_000.0;
-/// A restart while MongoDB is down first waits for it (one store call), since
-/// it may hold a newer cold snapshot than Redis; then restores from Redis.
-pub(crate) const RTO_TARGET_MONGO_DOWN_MS: f64 = RTO_TARGET_MS + respawn_store::CALL_TIMEOUT.as_millis() as f64;
 pub(crate) const RPO_TARGET_TICKS: u64 = 2;
 pub(crate) const TICK_BUDGET_MS: f64 = 50.0;
 

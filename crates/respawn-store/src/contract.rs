@@ -51,7 +51,7 @@ pub async fn cold_snapshots(store: &dyn ColdSnapshots, zone: u32) -> ContractRes
     check(store.list(zone).await.map_err(e)?.is_empty(), "a new zone has no cold snapshot")?;
     // Written out of tick order: the newest must still be found by tick.
     for tick in [5, 30, 10] {
-        store.put(snap(zone, tick, 128)).await.map_err(e)?;
+        store.put(snap(zone, tick, 128), Fence::NONE).await.map_err(e)?;
     }
     let ticks: Vec<u64> = store.list(zone).await.map_err(e)?.iter().map(|m| m.tick).collect();
     check(ticks == vec![30, 10, 5], &format!("list() is newest tick first, got {ticks:?}"))?;
@@ -62,7 +62,7 @@ pub async fn cold_snapshots(store: &dyn ColdSnapshots, zone: u32) -> ContractRes
     check(ticks == vec![30, 10], &format!("prune keeps the newest, got {ticks:?}"))?;
     check(store.list(zone + 1).await.map_err(e)?.is_empty(), "zones are separate")?;
     let big = snap(zone, 50, 2 * 1024 * 1024);
-    store.put(big.clone()).await.map_err(e)?;
+    store.put(big.clone(), Fence::NONE).await.map_err(e)?;
     check(store.get(zone, 50).await.map_err(e)? == Some(big), "a 2 MiB snapshot round-trips")?;
     check(store.delete_after(zone, 10).await.map_err(e)? == 2, "delete_after(10) deletes ticks 30 and 50")?;
     let ticks: Vec<u64> = store.list(zone).await.map_err(e)?.iter().map(|m| m.tick).collect();
@@ -167,6 +167,33 @@ pub async fn fencing(leases: &dyn Leases, hot: &dyn HotSnapshots, journal: &dyn 
     hot.put(snap(zone, 20, 64), new.fence()).await.map_err(e)?;
     journal.append(zone, vec![entry(12)], new.fence()).await.map_err(e)?;
     check(journal.read_after(zone, 0).await.map_err(e)? == vec![entry(11), entry(12)], "the new owner writes on")?;
+    leases.release(&new).await.map_err(e)?;
+    Ok(())
+}
+
+/// Cold snapshots of `zone` (never leased nor written in these stores) put
+/// by an owner whose lease was granted to another since, once the new owner
+/// fenced the store, are refused whole: never listed nor read.
+pub async fn cold_fencing(leases: &dyn Leases, cold: &dyn ColdSnapshots, zone: u32) -> ContractResult {
+    let ttl = Duration::from_secs(5);
+    let old = leases.acquire(zone, "server-old", ttl).await.map_err(e)?.ok_or("granted")?;
+    cold.fence(zone, old.fence()).await.map_err(e)?;
+    cold.put(snap(zone, 10, 64), old.fence()).await.map_err(e)?;
+    leases.release(&old).await.map_err(e)?;
+    let new = leases.acquire(zone, "server-new", ttl).await.map_err(e)?.ok_or("granted")?;
+    cold.fence(zone, new.fence()).await.map_err(e)?;
+    let late = cold.put(snap(zone, 20, 64), old.fence()).await;
+    check(matches!(late, Err(StoreError::Fenced { .. })), &format!("the old owner's snapshot is refused: {late:?}"))?;
+    let ticks: Vec<u64> = cold.list(zone).await.map_err(e)?.iter().map(|m| m.tick).collect();
+    check(ticks == vec![10], &format!("the refused snapshot is not listed: {ticks:?}"))?;
+    check(cold.get(zone, 20).await.map_err(e)?.is_none(), "nor read")?;
+    cold.put(snap(zone, 20, 32), new.fence()).await.map_err(e)?;
+    check(cold.get(zone, 20).await.map_err(e)? == Some(snap(zone, 20, 32)), "the new owner's is")?;
+    let ticks: Vec<u64> = cold.list(zone).await.map_err(e)?.iter().map(|m| m.tick).collect();
+    check(ticks == vec![20, 10], &format!("both owners' stored snapshots are listed: {ticks:?}"))?;
+    check(cold.prune(zone, 1).await.map_err(e)? >= 1, "prune deletes the older")?;
+    let ticks: Vec<u64> = cold.list(zone).await.map_err(e)?.iter().map(|m| m.tick).collect();
+    check(ticks == vec![20], &format!("after prune(1): {ticks:?}"))?;
     leases.release(&new).await.map_err(e)?;
     Ok(())
 }

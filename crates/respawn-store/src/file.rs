@@ -291,21 +291,32 @@ impl HotSnapshots for FileHotSnapshots {
     }
 }
 
+/// Cold snapshots in files, fenced like the hot ones by the zone's lease files.
 #[derive(Debug, Clone)]
 pub struct FileColdSnapshots {
     dir: SnapshotDir,
+    leases: FileLeases,
 }
 
 impl FileColdSnapshots {
     pub fn new(data_dir: &Path) -> Self {
-        Self { dir: SnapshotDir { root: data_dir.join("cold") } }
+        Self { dir: SnapshotDir { root: data_dir.join("cold") }, leases: FileLeases::new(data_dir) }
     }
 }
 
 impl ColdSnapshots for FileColdSnapshots {
-    fn put(&self, snapshot: StoredSnapshot) -> BoxFuture<'_, StoreResult<()>> {
-        let dir = self.dir.clone();
-        blocking(move || dir.write(&snapshot)).boxed()
+    fn put(&self, snapshot: StoredSnapshot, fence: Fence) -> BoxFuture<'_, StoreResult<()>> {
+        let (dir, leases) = (self.dir.clone(), self.leases.clone());
+        blocking(move || {
+            let _admitted = leases.admit(snapshot.meta.zone, fence)?;
+            dir.write(&snapshot)
+        })
+        .boxed()
+    }
+
+    fn fence(&self, _zone: u32, _fence: Fence) -> BoxFuture<'_, StoreResult<()>> {
+        // The lease files' fence is this store's: taking the lease raised it.
+        async { Ok(()) }.boxed()
     }
 
     fn list(&self, zone: u32) -> BoxFuture<'_, StoreResult<Vec<SnapshotMeta>>> {

@@ -99,7 +99,13 @@ pub trait HotSnapshots: Send + Sync + Debug {
 /// history for point-in-time restore. Insert-only; the newest is chosen by
 /// tick in this process, never by the server's sort order.
 pub trait ColdSnapshots: Send + Sync + Debug {
-    fn put(&self, snapshot: StoredSnapshot) -> BoxFuture<'_, StoreResult<()>>;
+    /// Stores `snapshot` unless a lease newer than `fence` was granted for
+    /// its zone ([`StoreError::Fenced`]), checked in the same atomic step.
+    fn put(&self, snapshot: StoredSnapshot, fence: Fence) -> BoxFuture<'_, StoreResult<()>>;
+    /// Makes `fence` the zone's newest token here: a new owner calls it
+    /// before it reads, so that no put of an older owner is taken after.
+    /// (A store that keeps its fences with the leases has nothing to do.)
+    fn fence(&self, zone: u32, fence: Fence) -> BoxFuture<'_, StoreResult<()>>;
     /// Every stored snapshot of the zone, newest (highest tick) first.
     fn list(&self, zone: u32) -> BoxFuture<'_, StoreResult<Vec<SnapshotMeta>>>;
     fn get(&self, zone: u32, tick: u64) -> BoxFuture<'_, StoreResult<Option<StoredSnapshot>>>;

@@ -13,6 +13,9 @@ async fn files_honour_every_contract() {
     contract::leases(&file::FileLeases::new(dir), 10).await.expect("leases");
     let (hot, journal) = (file::FileHotSnapshots::new(dir), file::FileJournal::new(dir));
     contract::fencing(&file::FileLeases::new(dir), &hot, &journal, 20).await.expect("fencing");
+    contract::cold_fencing(&file::FileLeases::new(dir), &file::FileColdSnapshots::new(dir), 30)
+        .await
+        .expect("cold fencing");
     contract::sessions(&file::FileSessions::new(dir), 1).await.expect("sessions");
     contract::registry(&respawn_store::memory::MemoryRegistry::new(), 1).await.expect("registry");
     contract::ops(&respawn_store::memory::MemoryOps::new(), 1).await.expect("operations state");

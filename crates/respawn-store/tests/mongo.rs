@@ -15,6 +15,10 @@ async fn mongodb_honours_the_cold_snapshot_contract() {
     let database = format!("respawn_test_{}_{nanos}", std::process::id());
     let store = MongoColdSnapshots::new(&mongo_uri(), &database).await.expect("uri");
     contract::cold_snapshots(&store, 1).await.expect("cold snapshots");
+    // The leases from files here: the cold store keeps a fence of its own.
+    let leases_dir = respawn_harness::TempDir::new("mongo-leases").expect("temp dir");
+    let leases = respawn_store::file::FileLeases::new(leases_dir.path());
+    contract::cold_fencing(&leases, &store, 20).await.expect("cold fencing");
 }
 
 #[tokio::test]
@@ -61,7 +65,7 @@ async fn a_stored_snapshot_survives_the_server_killed_right_after() {
 
     let (mut server, uri) = start_private_server(&dir);
     let store = MongoColdSnapshots::new(&uri, "kill_test").await.expect("uri");
-    store.put(snapshot.clone()).await.expect("stored");
+    store.put(snapshot.clone(), respawn_store::Fence::NONE).await.expect("stored");
     server.kill().expect("kill -9");
     server.wait().expect("reaped");
 

@@ -6,10 +6,12 @@
 //! server then stops the zone without writing ([`HeldLease::lost`]).
 //!
 //! While the lease store is out of reach the zone ticks on (players keep
-//! playing) and renewal keeps being tried. Nothing becomes durable without
-//! the stores that hold the fence, so nothing is acknowledged meanwhile; a
+//! playing) and renewal keeps being tried; every store that makes a tick
+//! durable checks the fence itself (the cold snapshots' store keeps a copy
+//! that a new owner raises before it reads), so what this server still
+//! stores meanwhile is either before any new owner read, or refused. A
 //! renewal that gets through takes the lease back as long as nobody else
-//! was granted it (nobody else could, while the store was down for all).
+//! was granted it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -119,12 +121,6 @@ impl HeldLease {
     /// What this server's writes for the zone carry.
     pub fn fence(&self) -> Fence {
         Fence(self.token.load(Ordering::Acquire))
-    }
-
-    /// Whether no other server can have been granted the zone yet, by this
-    /// server's own clock (see [`respawn_store::lease::local_deadline`]).
-    pub fn surely_held(&self) -> bool {
-        !self.is_lost() && Instant::now() < self.current().valid_until
     }
 
     pub fn is_lost(&self) -> bool {

@@ -426,9 +426,9 @@ impl Persister {
         self.last_cold = Instant::now();
         let (cold, zone, keep, name) =
             (self.stores.cold.clone(), self.zone, self.settings.keep_cold, self.name.clone());
-        let tick = snapshot.meta.tick;
+        let (tick, fence) = (snapshot.meta.tick, self.lease.fence());
         let task = tokio::spawn(async move {
-            cold.put(snapshot).await?;
+            cold.put(snapshot, fence).await?;
             if let Err(e) = cold.prune(zone, keep).await {
                 tracing::debug!(zone = %name, error = %e, "cold snapshot prune failed");
             }
@@ -448,18 +448,12 @@ impl Persister {
             .await
             .unwrap_or_else(|e| Err(StoreError::Backend { backend: "cold snapshots", message: e.to_string() }));
         match result {
+            Err(StoreError::Fenced { newer, .. }) => self.lease.superseded(newer),
             Ok(()) => {
                 self.metrics.snapshot("cold", true, started.elapsed().as_secs_f64());
                 self.cold_failures = 0;
                 self.metrics.failures_in_row("cold", 0);
-                if self.lease.surely_held() {
-                    self.snapshot_stored(tick);
-                } else {
-                    // The cold store does not check the fence: stored once the
-                    // lease may have run out (its store out of reach), the
-                    // snapshot acknowledges nothing.
-                    tracing::warn!(zone = %self.name, tick, "cold snapshot stored while the zone's lease is not surely held; it acknowledges nothing");
-                }
+                self.snapshot_stored(tick);
             }
             Err(e) => {
                 self.metrics.snapshot("cold", false, started.elapsed().as_secs_f64());
@@ -748,7 +742,7 @@ pub async fn checkpoint_after_restore(zone: &Zone, stores: &Stores, state: &Pers
     };
     let stored = match stores.hot.put(snapshot.clone(), fence).await {
         Ok(()) => true,
-        Err(_) => stores.cold.put(snapshot).await.is_ok(),
+        Err(_) => stores.cold.put(snapshot, fence).await.is_ok(),
     };
     if !stored {
         // Keep the journal: it is still the only record of the replayed ticks.

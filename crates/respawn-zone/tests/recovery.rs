@@ -290,7 +290,7 @@ async fn with_the_hot_store_empty_the_cold_snapshot_is_used() {
     let lost = play_and_crash(&stores, 120, 1_000).await;
     let snapshot =
         StoredSnapshot { meta: SnapshotMeta { zone: 11, tick: 120, taken_at_ms: 5 }, bytes: lost.encode_snapshot() };
-    stores.cold.put(snapshot).await.expect("cold put");
+    stores.cold.put(snapshot, NEWEST).await.expect("cold put");
     let (restored, report) = persist::restore(&config(), &stores).await.expect("restore");
     assert_eq!((report.source, report.snapshot_tick), (RestoreSource::Cold, 120));
     assert_same_state(restored, &lost);
@@ -346,8 +346,11 @@ struct CountingCold {
 }
 
 impl respawn_store::ColdSnapshots for CountingCold {
-    fn put(&self, snapshot: StoredSnapshot) -> BoxFuture<'_, StoreResult<()>> {
-        self.inner.put(snapshot)
+    fn put(&self, snapshot: StoredSnapshot, fence: Fence) -> BoxFuture<'_, StoreResult<()>> {
+        self.inner.put(snapshot, fence)
+    }
+    fn fence(&self, zone: u32, fence: Fence) -> BoxFuture<'_, StoreResult<()>> {
+        self.inner.fence(zone, fence)
     }
     fn list(&self, zone: u32) -> BoxFuture<'_, StoreResult<Vec<SnapshotMeta>>> {
         self.lists.fetch_add(1, Ordering::Relaxed);

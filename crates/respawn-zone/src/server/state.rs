@@ -190,10 +190,30 @@ impl ServerState {
         Ok((outbox, gate))
     }
 
-    /// Takes the zone's lease for this server, waiting out one left by a lost owner.
+    /// Takes the zone's lease for this server, waiting out one left by a
+    /// lost owner, and fences the cold snapshots' store with it: from here
+    /// on nothing an older owner stores is taken, so what the restore reads
+    /// next is all there is.
     pub(crate) async fn take_lease(&self, zone: &ZoneConfig) -> Result<Taken, StoreError> {
         let (leases, ttl) = (self.stores.leases.clone(), self.config.persist.lease_ttl);
-        HeldLease::take(leases, zone.zone_id, &zone.name, &self.server_id, ttl, self.lost_zones.clone()).await
+        let taken = HeldLease::take(leases, zone.zone_id, &zone.name, &self.server_id, ttl, self.lost_zones.clone());
+        let lease = match taken.await? {
+            Taken::Held(lease) => lease,
+            other => return Ok(other),
+        };
+        let started = Instant::now();
+        loop {
+            match self.stores.cold.fence(zone.zone_id, lease.fence()).await {
+                Ok(()) => return Ok(Taken::Held(lease)),
+                Err(StoreError::Unavailable { .. }) if started.elapsed() < persist::RESTORE_PATIENCE => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    lease.release().await;
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// Stops a zone whose lease was lost, without writing: another server runs it now.
