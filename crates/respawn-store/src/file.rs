@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -200,7 +200,6 @@ impl Leases for FileLeases {
         async move {
             lease::validate_owner(&owner)?;
             let ms = lease::validate_ttl(ttl)?;
-            let sent_at = Instant::now();
             blocking(move || {
                 let _guard = leases.lock(zone, true)?;
                 if leases.live(zone)?.is_some_and(|(holder, _, _)| holder != owner) {
@@ -209,7 +208,7 @@ impl Leases for FileLeases {
                 let token = (leases.last_token(zone)? + 1).max(crate::unix_ms());
                 write_atomic(&leases.path(zone, "fence"), token.to_string().as_bytes())?;
                 leases.write_lease(zone, token, &owner, ms)?;
-                Ok(Some(Lease { zone, owner, token, valid_until: lease::local_deadline(sent_at, ttl) }))
+                Ok(Some(Lease { zone, owner, token }))
             })
             .await
         }
@@ -220,7 +219,6 @@ impl Leases for FileLeases {
         let (leases, held) = (self.clone(), held.clone());
         async move {
             let ms = lease::validate_ttl(ttl)?;
-            let sent_at = Instant::now();
             blocking(move || {
                 let _guard = leases.lock(held.zone, true)?;
                 let still_held = match leases.live(held.zone)? {
@@ -232,7 +230,7 @@ impl Leases for FileLeases {
                     return Ok(None);
                 }
                 leases.write_lease(held.zone, held.token, &held.owner, ms)?;
-                Ok(Some(Lease { valid_until: lease::local_deadline(sent_at, ttl), ..held }))
+                Ok(Some(held))
             })
             .await
         }

@@ -412,7 +412,6 @@ impl Leases for RedisLeases {
         async move {
             lease::validate_owner(owner)?;
             let ms = lease::validate_ttl(ttl)?;
-            let sent_at = std::time::Instant::now();
             let mut invocation = self.acquire.key(self.key(zone));
             invocation.key(fence_key(&self.redis, zone)).arg(owner).arg(ms);
             let mut c = self.redis.conn().await?;
@@ -421,7 +420,7 @@ impl Leases for RedisLeases {
                 return Ok(None);
             }
             let (owner, token) = lease::decode(&value)?;
-            Ok(Some(Lease { zone, owner, token, valid_until: lease::local_deadline(sent_at, ttl) }))
+            Ok(Some(Lease { zone, owner, token }))
         }
         .boxed()
     }
@@ -429,9 +428,8 @@ impl Leases for RedisLeases {
     fn renew<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> BoxFuture<'a, StoreResult<Option<Lease>>> {
         async move {
             let ms = lease::validate_ttl(ttl)?;
-            let sent_at = std::time::Instant::now();
             let renewed = self.keep(lease, Some(ms)).await?;
-            Ok(renewed.then(|| Lease { valid_until: lease::local_deadline(sent_at, ttl), ..lease.clone() }))
+            Ok(renewed.then(|| lease.clone()))
         }
         .boxed()
     }
