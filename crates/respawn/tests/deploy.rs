@@ -50,14 +50,14 @@ fn every_variable_the_deployment_files_set_is_read_by_the_binary() {
 #[test]
 fn the_flags_in_the_manifests_exist() {
     let zone = help(&["zone"]);
-    for flag in ["--config", "--claim", "--handoff-on-drain"] {
+    for flag in ["--config", "--claim", "--handoff-on-drain", "--take-over"] {
         assert!(zone.contains(flag), "respawn zone has no {flag}");
     }
     assert!(help(&["zone-stop"]).contains("--wait-secs"));
     let manifest = read("deploy/k8s/zone.yaml");
-    assert!(
-        manifest.contains(r#"args: ["zone", "--config", "/etc/respawn/zone.toml", "--claim", "--handoff-on-drain"]"#)
-    );
+    assert!(manifest.contains(
+        r#"args: ["zone", "--config", "/etc/respawn/zone.toml", "--claim", "--handoff-on-drain", "--take-over"]"#
+    ));
     assert!(manifest.contains(r#"command: ["respawn", "zone-stop", "--wait-secs", "100"]"#));
 }
 
