@@ -78,6 +78,9 @@ pub(crate) struct Deployment {
     pub(crate) timeline: Vec<String>,
 }
 
+/// How long a store stays down after the crash in [`Deployment::crash_while_down`].
+pub(crate) const STORE_BACK_AFTER_CRASH: Duration = Duration::from_secs(2);
+
 /// A zone server just killed, for [`Deployment::recovered`].
 pub(crate) struct Crash {
     status: std::sync::Arc<respawn_harness::supervisor::SupervisorStatus>,
@@ -313,6 +316,23 @@ impl Deployment {
     /// Kills the supervised zone server and measures the way back.
     pub(crate) async fn crash_zone(&mut self) -> Result<KillResult> {
         let crash = self.kill_zone_server().await?;
+        self.recovered(crash).await
+    }
+
+    /// Kills the zone server while the store `down` picks is down, brings
+    /// the store back [`STORE_BACK_AFTER_CRASH`] later (the restarted
+    /// server waits for it: a zone starts only once every store that makes
+    /// its ticks durable is fenced with its new lease), and measures the return.
+    pub(crate) async fn crash_while_down(
+        &mut self,
+        down: fn(&mut Backing) -> Option<&mut Service>,
+    ) -> Result<KillResult> {
+        let crash = self.kill_zone_server().await?;
+        tokio::time::sleep(STORE_BACK_AFTER_CRASH).await;
+        if let Some(store) = down(&mut self.backing) {
+            store.start().await?;
+        }
+        self.note("the store is back; the restarted server can fence it and restore");
         self.recovered(crash).await
     }
 

@@ -16,9 +16,6 @@ use crate::{Scenario, TICK_BUDGET_MS};
 /// The mongo-down drill's cold snapshot period: several attempts fit in its outage.
 pub(crate) const MONGO_DRILL_COLD_SECS: u64 = 2;
 
-/// How long MongoDB stays down after the crash: the restarted server waits that long for it.
-const MONGO_BACK_AFTER_CRASH: Duration = Duration::from_secs(2);
-
 pub(crate) async fn mongo_down(d: &mut Deployment) -> Result<DrillReport> {
     warm_up(d).await?;
     let mut problems = Vec::new();
@@ -64,13 +61,7 @@ pub(crate) async fn mongo_down(d: &mut Deployment) -> Result<DrillReport> {
             format!("a tick took up to {max_tick_ms:.0} ms during the outage"),
         ));
     }
-    let crash = d.kill_zone_server().await?;
-    tokio::time::sleep(MONGO_BACK_AFTER_CRASH).await;
-    if let Some(mongo) = d.backing.mongo.as_mut() {
-        mongo.start().await?;
-    }
-    d.note("MongoDB back; the restarted server can fence it and restore");
-    let kill = d.recovered(crash).await?;
+    let kill = d.crash_while_down(|b| b.mongo.as_mut()).await?;
     if kill.restore_source != Some(RestoreSource::Hot) {
         problems.push(Problem::new(
             ProblemKind::RestoreSource,

@@ -14,9 +14,6 @@ use crate::findings::{Problem, ProblemKind};
 use crate::recovery::DrillReport;
 use crate::{Scenario, TICK_BUDGET_MS};
 
-/// How long Redis stays down after the crash: the restarted server waits that long for its leases.
-const REDIS_BACK_AFTER_CRASH: Duration = Duration::from_secs(2);
-
 pub(crate) async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
     warm_up(d).await?;
     let before = d.tick_histogram().await.ok_or_else(|| anyhow!("no tick histogram"))?;
@@ -58,13 +55,8 @@ pub(crate) async fn redis_down(d: &mut Deployment) -> Result<DrillReport> {
             format!("a tick took up to {max_tick_ms:.0} ms during the outage"),
         ));
     }
-    let crash = d.kill_zone_server().await?;
-    tokio::time::sleep(REDIS_BACK_AFTER_CRASH).await;
-    if let Some(redis) = d.backing.redis.as_mut() {
-        redis.start().await?;
-    }
-    d.note("Redis back (empty: no persistence); the restarted server can take the zones' leases");
-    let kill = d.recovered(crash).await?;
+    // Redis comes back empty (no persistence).
+    let kill = d.crash_while_down(|b| b.redis.as_mut()).await?;
     if kill.restore_source != Some(RestoreSource::Cold) {
         problems.push(Problem::new(
             ProblemKind::RestoreSource,
