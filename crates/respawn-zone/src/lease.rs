@@ -31,6 +31,12 @@ fn patience(ttl: Duration) -> Duration {
 /// How long taking a lease waits for an unreachable lease store.
 const STORE_PATIENCE: Duration = Duration::from_secs(10);
 
+/// Who holds the zone's lease now, and its token, for messages: `("?", 0)`
+/// when nobody does or the store cannot say.
+pub(crate) async fn holder_of(leases: &dyn Leases, zone: u32) -> (String, u64) {
+    leases.holder(zone).await.ok().flatten().unwrap_or_else(|| ("?".into(), 0))
+}
+
 /// What became of an attempt to take a zone's lease.
 #[derive(Debug)]
 pub enum Taken {
@@ -95,13 +101,13 @@ impl HeldLease {
                 }
                 Ok(None) if started.elapsed() < patience(ttl) => {
                     if holder.is_none() {
-                        let owner = leases.holder(zone).await.ok().flatten().map_or_else(|| "?".into(), |(o, _)| o);
+                        let (owner, _) = holder_of(leases.as_ref(), zone).await;
                         tracing::info!(zone = %name, holder = %owner, "zone leased by another server; waiting for its lease to run out");
                         holder = Some(owner);
                     }
                 }
                 Ok(None) => {
-                    let owner = leases.holder(zone).await.ok().flatten().map_or_else(|| "?".into(), |(o, _)| o);
+                    let (owner, _) = holder_of(leases.as_ref(), zone).await;
                     return Ok(Taken::ByOther { owner });
                 }
                 Err(e @ StoreError::Unavailable { .. }) if started.elapsed() < STORE_PATIENCE => {
@@ -174,7 +180,7 @@ impl HeldLease {
                 Ok(())
             }
             None => {
-                let newer = self.leases.holder(current.zone).await.ok().flatten().map_or(0, |(_, t)| t);
+                let (_, newer) = holder_of(self.leases.as_ref(), current.zone).await;
                 self.superseded(newer);
                 Err(StoreError::Fenced { zone: current.zone, mine: current.token, newer })
             }
@@ -218,7 +224,7 @@ impl HeldLease {
                         }
                     }
                     Ok(None) => {
-                        let newer = self.leases.holder(current.zone).await.ok().flatten().map_or(0, |(_, t)| t);
+                        let (_, newer) = holder_of(self.leases.as_ref(), current.zone).await;
                         self.superseded(newer);
                         return;
                     }

@@ -126,7 +126,7 @@ pub async fn apply(stores: &Stores, plan: RollbackPlan) -> Result<usize, Rollbac
         .await
         .map_err(store("cannot take the zone's lease"))?;
     let Some(lease) = lease else {
-        let owner = stores.leases.holder(plan.zone_id).await.ok().flatten().map_or_else(|| "?".into(), |(o, _)| o);
+        let (owner, _) = crate::lease::holder_of(stores.leases.as_ref(), plan.zone_id).await;
         return Err(RollbackError::Hosted { zone: plan.zone_id, owner });
     };
     let result = rewind(stores, plan, lease.fence()).await;
