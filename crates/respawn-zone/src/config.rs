@@ -187,6 +187,17 @@ impl ServerConfig {
         Self::from_file(default_file()).expect("built-in defaults are valid")
     }
 
+    /// The zones of the configuration `only` leaves out (none when `only`
+    /// is empty: every zone); a name `only` lists that is not a zone is refused.
+    pub fn left_out_by(&self, only: &[String]) -> Result<Vec<String>, String> {
+        let configured: Vec<&str> = self.zones.iter().map(|z| z.name.as_str()).collect();
+        if let Some(unknown) = only.iter().find(|z| !configured.contains(&z.as_str())) {
+            return Err(format!("{unknown:?} is not a zone of the configuration (it has {})", configured.join(", ")));
+        }
+        let left_out = configured.into_iter().filter(|z| !only.is_empty() && !only.iter().any(|o| o == z));
+        Ok(left_out.map(str::to_owned).collect())
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
@@ -388,6 +399,16 @@ fn default_file() -> ConfigFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zones_left_out_are_the_configured_ones_not_listed_and_unknown_names_are_refused() {
+        let config = ServerConfig::defaults();
+        let names: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
+        assert_eq!(config.left_out_by(&[]), Ok(Vec::new()), "no list: every zone is hosted");
+        assert_eq!(config.left_out_by(&names[..1]), Ok(names[1..].to_vec()));
+        let refused = config.left_out_by(&["nowhere".to_owned()]).expect_err("not a zone");
+        assert!(refused.starts_with("\"nowhere\" is not a zone of the configuration"), "{refused}");
+    }
 
     fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
         let file: ConfigFile =

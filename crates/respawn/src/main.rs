@@ -461,14 +461,8 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
         heartbeat::registry_id(args.server_id.as_deref(), credential.as_deref()).map_err(anyhow::Error::msg)?;
     let tls = args.tls.tls_cert.is_some();
     let configured: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
-    if let Some(unknown) = args.zones.iter().find(|z| !configured.contains(z)) {
-        bail!("--zones: {unknown:?} is not a zone of the configuration (it has {})", configured.join(", "));
-    }
     // What --zones leaves out; --claim chooses among what it keeps.
-    let left_out: Vec<String> = match args.zones.is_empty() {
-        true => Vec::new(),
-        false => configured.iter().filter(|z| !args.zones.contains(z)).cloned().collect(),
-    };
+    let left_out = config.left_out_by(&args.zones).map_err(|e| anyhow::anyhow!("--zones: {e}"))?;
     runtime()?.block_on(async move {
         // A platform needs a credential, which names the server.
         let registry = args.platform.clone().zip(credential.clone()).zip(server_id.clone());
