@@ -310,8 +310,10 @@ impl Persister {
 
     async fn write(&mut self) {
         if self.lease.is_lost() {
-            // Another server owns the zone: nothing more is stored from here.
+            // Another server owns the zone: nothing more is stored from here
+            // (the events too are of ticks never durable, so never published).
             self.pending.clear();
+            self.events.clear();
             self.latest = None;
             return;
         }
