@@ -54,6 +54,10 @@ pub struct Heartbeat {
     /// host and port (`--admin-listen`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_address: Option<String>,
+    /// The fencing token of its lease on each zone it hosts: the platform
+    /// sends players to the newest owner while a lost one's entry lives on.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fences: std::collections::BTreeMap<String, u64>,
 }
 
 /// The `host:port` (or bare host) of a `ws://` or `wss://` address, and
@@ -92,6 +96,11 @@ pub fn ws_address(server: &str) -> String {
 pub struct HeartbeatReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bans: Option<BanList>,
+    /// Zones of the heartbeat that another live server holds a newer lease
+    /// on (the zone and that lease's token): the server has lost them, even
+    /// if the lease store is out of its reach, and stops them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub superseded: std::collections::BTreeMap<String, u64>,
 }
 
 /// The players banned now, at a version.

@@ -228,7 +228,11 @@ pub struct BotStats {
     /// less than a server had confirmed durable: gold, XP, level or items
     /// seen in a tick the zone said was stored.
     pub progress_lost: AtomicU64,
+    /// Sessions given up because the server fell silent (no message for [`SILENCE`]).
+    pub silences: AtomicU64,
     rtt_micros: Mutex<Vec<u32>>,
+    /// What each session had acknowledged, and by whom.
+    ack_spans: Mutex<Vec<AckSpan>>,
     resumes: Mutex<Vec<Resume>>,
     /// Each travel's pause: from the travel notice to the first update in the zone it led to.
     travel_pauses: Mutex<Vec<Duration>>,
@@ -254,6 +258,47 @@ pub struct Resume {
     pub lost_acknowledged: u32,
 }
 
+/// The commands one session had acknowledged: by which owner of its zone
+/// (the server's address and the zone's timeline there), through which
+/// durable ticks, and when (microseconds on this process's clock).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AckSpan {
+    pub zone: String,
+    pub server: String,
+    pub timeline: u64,
+    pub first_tick: u64,
+    pub last_tick: u64,
+    pub first_at_us: u64,
+    pub last_at_us: u64,
+    pub acks: u64,
+}
+
+impl AckSpan {
+    fn ack(slot: &mut Option<AckSpan>, owner: (&str, &str, u64), durable_tick: u64) {
+        let now = micros_now();
+        match slot {
+            Some(span) => {
+                span.first_tick = span.first_tick.min(durable_tick);
+                span.last_tick = span.last_tick.max(durable_tick);
+                span.last_at_us = now;
+                span.acks += 1;
+            }
+            None => {
+                *slot = Some(AckSpan {
+                    zone: owner.0.to_owned(),
+                    server: owner.1.to_owned(),
+                    timeline: owner.2,
+                    first_tick: durable_tick,
+                    last_tick: durable_tick,
+                    first_at_us: now,
+                    last_at_us: now,
+                    acks: 1,
+                })
+            }
+        }
+    }
+}
+
 impl Resume {
     /// Ticks of the bot's world that the restart lost.
     pub fn lost_ticks(&self) -> u64 {
@@ -270,6 +315,11 @@ impl BotStats {
 
     pub fn resumes(&self) -> Vec<Resume> {
         self.resumes.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// What every ended session had acknowledged.
+    pub fn ack_spans(&self) -> Vec<AckSpan> {
+        self.ack_spans.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     pub fn travel_pauses(&self) -> Vec<Duration> {
@@ -290,10 +340,51 @@ pub struct BotReport {
     pub connected: Duration,
 }
 
-fn micros_now() -> u64 {
+/// Microseconds on this process's clock (the one [`AckSpan`]s are timed by).
+pub fn micros_now() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
+
+/// A session hears from its server many times a second (updates, pongs):
+/// this long without a word, the server or the way to it is gone (a host
+/// that died sends nothing, not even a close), and the bot goes back to the
+/// platform to ask where its zone runs now.
+pub const SILENCE: Duration = Duration::from_millis(1_000);
+
+/// How long the address of a server that fell silent or did not answer is
+/// not connected to again: the platform may list it until its registry
+/// entry runs out, and a spare needs a few seconds to take its zones over.
+/// Meanwhile the bot asks the platform again every [`MOVING_RETRY`].
+const SHUN_FOR: Duration = Duration::from_secs(5);
+const MOVING_RETRY: Duration = Duration::from_millis(200);
+
+/// The platform sent the bot back to a server it just lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StillListed(String);
+
+impl std::fmt::Display for StillListed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the platform still sends players to {}, which was just lost", self.0)
+    }
+}
+
+impl std::error::Error for StillListed {}
+
+/// Longest wait for a connection to open: on a host that is gone it never does.
+const CONNECT_LIMIT: Duration = Duration::from_secs(2);
+
+/// A connection that did not open within [`CONNECT_LIMIT`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreachable(String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no answer from {} within {CONNECT_LIMIT:?}", self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
 
 /// Decides what a bot does next from what it sees.
 #[derive(Debug)]
@@ -489,6 +580,8 @@ struct Continuity {
     travelled_at: Option<Instant>,
     /// With [`Access::Direct`], the address the zone moved to last.
     direct_url: Option<String>,
+    /// A server address that fell silent or did not answer, and when ([`SHUN_FOR`]).
+    shunned: Option<(String, Instant)>,
     /// Recent acknowledgements: (durable through tick, highest seq), oldest first.
     acks: VecDeque<(u64, u32)>,
 }
@@ -498,6 +591,13 @@ struct Continuity {
 const FAILURES_BEFORE_RELOGIN: u32 = 3;
 
 impl Continuity {
+    /// Drops the join of a server that is gone, and keeps away from its address a while.
+    fn shun_grant(&mut self) {
+        if let Some((grant, _)) = self.grant.take() {
+            self.shunned = Some((grant.address, Instant::now()));
+        }
+    }
+
     fn count_login_failure(&mut self) {
         if let Some((_, failures)) = &mut self.grant {
             *failures += 1;
@@ -574,7 +674,12 @@ fn kept(before: &respawn_proto::PlayerStats, after: &respawn_proto::PlayerStats)
 
 enum SessionEnd {
     Cancelled,
-    Closed { code: u16, reason: String },
+    Closed {
+        code: u16,
+        reason: String,
+    },
+    /// Nothing heard for [`SILENCE`].
+    Silent,
 }
 
 /// Plays until cancelled (or, without `reconnect`, until the first session ends).
@@ -597,6 +702,14 @@ pub async fn run_bot(config: BotConfig, stats: Arc<BotStats>, cancel: Cancellati
                 character_waits = 0;
                 tracing::debug!(bot = %config.name, code, reason = %reason, "bot disconnected");
             }
+            Ok(SessionEnd::Silent) => {
+                // Its server is gone: ask where the zone runs now.
+                link.shun_grant();
+                stats.silences.fetch_add(1, Ordering::Relaxed);
+                backoff = Duration::from_millis(100);
+                character_waits = 0;
+                tracing::debug!(bot = %config.name, "the server fell silent");
+            }
             Err(e) => {
                 // The character's last stay is still being stored: joining again
                 // shortly is part of joining, even for a bot that does not reconnect.
@@ -611,7 +724,19 @@ pub async fn run_bot(config: BotConfig, stats: Arc<BotStats>, cancel: Cancellati
                         _ = cancel.cancelled() => break,
                     }
                 }
-                link.count_login_failure();
+                if e.downcast_ref::<StillListed>().is_some() {
+                    // Its zone is moving: ask again shortly, without counting a failure.
+                    tokio::select! {
+                        _ = tokio::time::sleep(MOVING_RETRY) => continue,
+                        _ = cancel.cancelled() => break,
+                    }
+                }
+                if e.downcast_ref::<Unreachable>().is_some() {
+                    // A host that does not answer will not soon: ask the platform again.
+                    link.shun_grant();
+                } else {
+                    link.count_login_failure();
+                }
                 stats.connects_failed.fetch_add(1, Ordering::Relaxed);
                 if e.downcast_ref::<crate::conn::UpgradeRefused>().is_some_and(|r| r.status == 429) {
                     stats.connects_capped.fetch_add(1, Ordering::Relaxed);
@@ -680,7 +805,12 @@ async fn credentials(config: &BotConfig, link: &mut Continuity) -> Result<(Strin
                     }
                 };
                 let zone = link.zone.as_deref().unwrap_or(&config.zone);
-                link.grant = Some((account.play(zone).await?, 0));
+                let grant = account.play(zone).await?;
+                link.shunned = link.shunned.take().filter(|(_, at)| at.elapsed() < SHUN_FOR);
+                if link.shunned.as_ref().is_some_and(|(address, _)| *address == grant.address) {
+                    return Err(StillListed(grant.address).into());
+                }
+                link.grant = Some((grant, 0));
                 link.granted_at = Some(Instant::now());
             }
             let (grant, _) = link.grant.as_ref().ok_or_else(|| anyhow::anyhow!("no join"))?;
@@ -703,7 +833,9 @@ async fn session(
         _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
     };
     let mut conn = tokio::select! {
-        c = tokio::time::timeout(limit, Connection::connect_from(&url, config.source)) => c??,
+        c = tokio::time::timeout(CONNECT_LIMIT, Connection::connect_from(&url, config.source)) => {
+            c.map_err(|_| Unreachable(url.clone()))??
+        }
         _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
     };
     let welcome = tokio::select! {
@@ -730,6 +862,7 @@ async fn session(
         }
     }
     link.timeline = Some(welcome.timeline);
+    let welcome_timeline = welcome.timeline;
     let had_character = link.resume_token.is_some();
     // Through the platform a character that left the zone comes back from
     // where the platform kept it: not a new one.
@@ -756,10 +889,14 @@ async fn session(
     let mut think = tokio::time::interval(Duration::from_millis(100));
     let mut ping = tokio::time::interval(Duration::from_secs(1));
     let mut outbox = Vec::new();
+    let zone = link.zone.clone().unwrap_or_else(|| config.zone.clone());
+    let mut acked: Option<AckSpan> = None;
+    let mut heard = tokio::time::Instant::now();
     let end = loop {
         tokio::select! {
             _ = cancel.cancelled() => break SessionEnd::Cancelled,
-            event = conn.next() => match event? {
+            _ = tokio::time::sleep_until(heard + SILENCE) => break SessionEnd::Silent,
+            event = conn.next() => { heard = tokio::time::Instant::now(); match event? {
                 Event::Message(S::Update(u)) => {
                     link.last_seen_tick = u.tick;
                     link.last_update_at = Some(Instant::now());
@@ -768,6 +905,7 @@ async fn session(
                     }
                     if u.acked_seq != 0 {
                         link.ack(u.durable_tick, u.acked_seq);
+                        AckSpan::ack(&mut acked, (&zone, &url, welcome_timeline), u.durable_tick);
                     }
                     if let Some(you) = &u.you {
                         if let Some(before) = must_match.take() {
@@ -819,7 +957,7 @@ async fn session(
                 }
                 Event::Message(_) => {}
                 Event::Closed { code, reason } => break SessionEnd::Closed { code, reason },
-            },
+            }},
             _ = think.tick() => {
                 brain.decide(&world, &mut outbox);
                 for body in outbox.drain(..) {
@@ -832,6 +970,9 @@ async fn session(
     };
     stats.connected.fetch_sub(1, Ordering::Relaxed);
     stats.bytes_in.fetch_add(conn.bytes_in, Ordering::Relaxed);
+    if let (Some(span), Ok(mut spans)) = (acked, stats.ack_spans.lock()) {
+        spans.push(span);
+    }
     link.lost_at = Some(Instant::now());
     report.connected += joined_at.elapsed();
     match end {
@@ -844,7 +985,7 @@ async fn session(
         SessionEnd::Closed { code, .. } if code == 1001 || code == respawn_proto::CloseCode::Migrated.code() => {
             conn.close().await;
         }
-        SessionEnd::Closed { .. } => {}
+        SessionEnd::Closed { .. } | SessionEnd::Silent => {}
     }
     Ok(end)
 }

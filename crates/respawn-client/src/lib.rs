@@ -7,7 +7,8 @@ pub mod conn;
 pub mod world;
 
 pub use bot::{
-    run_bot, signed_tokens, Access, BotConfig, BotReport, BotStats, Fleet, GuestSession, Resume, TokenSource,
+    micros_now, run_bot, signed_tokens, Access, AckSpan, BotConfig, BotReport, BotStats, Fleet, GuestSession, Resume,
+    TokenSource,
 };
 pub use conn::{Connection, Event, JoinRefused};
 pub use world::World;

@@ -45,7 +45,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::deployment::Backing;
 use crate::findings::{Findings, Problem, ProblemKind};
-use crate::services::{broker_port_behind_gate, create_database, start_mariadb, start_tansu};
+use crate::services::{
+    broker_port_behind_gate, create_database, platform_service, start_mariadb, start_tansu, PlatformSecrets,
+};
 use crate::Scenario;
 
 /// How often each bot walks through an exit, about.
@@ -308,11 +310,7 @@ pub async fn run(dir: &Path, options: Options) -> Result<CharactersReport> {
         }
         false => None,
     };
-    let secrets = PlatformSecrets {
-        token_key: respawn_token::random_hex(32)?,
-        admin_token: respawn_token::random_hex(32)?,
-        server_key: respawn_token::random_hex(32)?,
-    };
+    let secrets = PlatformSecrets::random()?;
     let server_key = respawn_token::ServerKey::new(secrets.server_key.as_bytes())?;
     let (token_key, admin_token) = (secrets.token_key.clone(), secrets.admin_token.clone());
     let platform = PlatformHost::start(dir, &stores, pipeline.as_ref(), secrets).await?;
@@ -927,14 +925,6 @@ fn fold_stays(player: u64, events: &[Event], record: &PlayerRecord, audit: &mut 
     }
 }
 
-/// The platform server's secrets: the zone servers share the token key
-/// and the operators' admin token; each has its own credential from the server key.
-struct PlatformSecrets {
-    token_key: String,
-    admin_token: String,
-    server_key: String,
-}
-
 /// The drill's platform server (registry, accounts, sign-in, claims, the
 /// hand-off): a `respawn platform` process with `--real`, else in this
 /// process on the embedded ledger. Either way it can be stopped and
@@ -962,26 +952,7 @@ impl PlatformHost {
         };
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
-        let args = [
-            "platform",
-            "--listen",
-            &addr,
-            "--kafka-brokers",
-            brokers,
-            "--redis-url",
-            redis,
-            "--redis-prefix",
-            "drill-platform",
-            "--group",
-            "respawn-drill",
-            "--login-per-minute",
-            "100000",
-        ];
-        let service = Service::new("platform", std::env::current_exe()?, args, port, dir.join("platform"))
-            .env("RESPAWN_MYSQL_URL", p.url.clone())
-            .env("RESPAWN_TOKEN_KEY", secrets.token_key)
-            .env("RESPAWN_SERVER_KEY", secrets.server_key)
-            .env("RESPAWN_PLATFORM_ADMIN_TOKEN", secrets.admin_token.clone());
+        let service = platform_service(&addr, brokers, redis, &p.url, &secrets, dir.join("platform"))?;
         let mut host =
             PlatformHost::Process { service, addr, admin_token: secrets.admin_token, mysql_url: p.url.clone() };
         host.start_again().await?;

@@ -104,6 +104,8 @@ pub enum ProblemKind {
     InventoriesLost,
     /// A character held in two places at once.
     Duplicates,
+    /// Two servers acknowledged commands for one zone, or a zone moved when it should not have.
+    TwoOwners,
     EventsLost,
     EventsDuplicated,
     /// Player records disagree with the events stored.

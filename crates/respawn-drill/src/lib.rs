@@ -24,9 +24,12 @@ pub mod bench;
 mod characters;
 mod deployment;
 mod findings;
+mod host_faults;
+mod lan;
 mod ledger;
 pub mod loadgen;
 mod mongo_down;
+mod owners;
 mod pipeline;
 mod recovery;
 mod redis_down;
@@ -39,6 +42,8 @@ mod zone_crash;
 pub use characters::CharactersReport;
 pub use deployment::KillResult;
 pub use findings::{EventTally, Figures, Findings, Killed, Problem, ProblemKind, Summary, Verdict};
+pub use host_faults::HostFaultReport;
+pub use owners::OwnersCheck;
 pub use pipeline::PipelineReport;
 pub use recovery::DrillReport;
 pub use rollout::RolloutReport;
@@ -70,7 +75,16 @@ pub enum Scenario {
     /// sign-ins, through zone-server kills, a Redis restart (--real) and a live hand-off: none
     /// duplicated, none losing what was stored, gold and items conserved.
     Characters,
-    /// Every failure scenario above, one after another (not the rollout); with --real, the characters drill too.
+    /// On hosts of their own (network namespaces, as root): zone-a's host dies (link cut, every
+    /// process killed) while bots play; spares on other hosts take its zones over.
+    HostLoss,
+    /// On hosts of their own: zone-a is cut off from the stores' host; a spare takes its zones over
+    /// and the platform tells zone-a it was superseded.
+    PartitionStore,
+    /// On hosts of their own: zone-a is cut off from the platform's host; nothing moves, nobody notices.
+    PartitionPlatform,
+    /// Every failure scenario above, one after another (not the rollout); with --real, the
+    /// characters drill too, and the drills on hosts of their own where network namespaces can be made.
     All,
 }
 
@@ -87,6 +101,9 @@ impl Scenario {
             Scenario::SiteLoss => "site-loss",
             Scenario::Rollout => "rollout",
             Scenario::Characters => "characters",
+            Scenario::HostLoss => "host-loss",
+            Scenario::PartitionStore => "partition-store",
+            Scenario::PartitionPlatform => "partition-platform",
             Scenario::All => "all",
         }
     }
@@ -101,12 +118,27 @@ impl Scenario {
                  itself, and `respawn drill zone-crash` kills that)",
             ),
             Scenario::SiteLoss => Some("a site of embedded files has nothing off-site to restore from"),
+            s if s.on_hosts() => Some("its hosts run real Redis, MongoDB, broker and MariaDB servers"),
             _ => None,
         }
     }
 
+    /// The drills on hosts of their own (network namespaces).
+    fn on_hosts(self) -> bool {
+        matches!(self, Scenario::HostLoss | Scenario::PartitionStore | Scenario::PartitionPlatform)
+    }
+
     /// What `all` runs: every failure scenario this deployment can have.
     fn all(real: bool) -> Vec<Scenario> {
+        let hosts = [Scenario::HostLoss, Scenario::PartitionStore, Scenario::PartitionPlatform];
+        let hosts = match (real, respawn_harness::netns::Lan::available()) {
+            (true, Ok(())) => hosts.to_vec(),
+            (true, Err(why)) => {
+                eprintln!("skipped: host-loss, partition-store and partition-platform (hosts of their own): {why}");
+                Vec::new()
+            }
+            (false, _) => Vec::new(),
+        };
         [
             Scenario::ZoneCrash,
             Scenario::RedisDown,
@@ -121,6 +153,7 @@ impl Scenario {
         .filter(|s| real || s.needs_real().is_none())
         // Its embedded form runs in the test suite; `all --real` adds the real one.
         .chain(real.then_some(Scenario::Characters))
+        .chain(hosts)
         .collect()
     }
 
@@ -184,6 +217,14 @@ struct Output {
 pub async fn run(args: DrillArgs) -> Result<()> {
     if let Some(why) = args.scenario.needs_real().filter(|_| !args.real) {
         bail!("{} needs --real: {why}", args.scenario.name());
+    }
+    if args.scenario.on_hosts() {
+        if let Err(why) = respawn_harness::netns::Lan::available() {
+            bail!(
+                "{} runs on hosts of their own (network namespaces), which cannot be made here: {why}",
+                args.scenario.name()
+            );
+        }
     }
     if args.kills == 0 || args.bots == 0 || args.repeat == 0 {
         bail!("--kills, --bots and --repeat must be at least 1");
@@ -249,6 +290,9 @@ async fn run_one(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json:
     }
     if out.scenario == Scenario::Characters {
         return run_characters(args, out).await;
+    }
+    if out.scenario.on_hosts() {
+        return run_on_hosts(args, out).await;
     }
     let loses_every_server = matches!(out.scenario, Scenario::AllZonesDown | Scenario::SiteLoss);
     let options = Options {
@@ -371,6 +415,25 @@ async fn run_characters(args: &DrillArgs, out: &Output) -> Result<(Figures, serd
         commands_lost: Some(r.progress_lost),
     };
     Ok((figures, publish(out, &r, &r.findings, || characters::print_report(&r))?))
+}
+
+async fn run_on_hosts(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json::Value)> {
+    let dir = TempDir::new("drill")?;
+    let (scenario, root, bots) = (out.scenario, dir.path().to_path_buf(), args.bots);
+    let result = tokio::task::spawn_blocking(move || host_faults::run(scenario, root, bots)).await?;
+    if args.keep {
+        eprintln!("deployment kept in {}", dir.keep().display());
+    }
+    let r = result?;
+    let figures = Figures {
+        scenario,
+        passed: r.findings.passed(),
+        rto_ms: Some(r.rto_ms),
+        rpo_ticks: Some(r.rpo_ticks),
+        events_lost: Some(r.events.events_lost),
+        commands_lost: Some(r.commands_lost),
+    };
+    Ok((figures, publish(out, &r, &r.findings, || host_faults::print_report(&r))?))
 }
 
 enum Report {

@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::net::SocketAddr;
 
 use respawn_harness::gate::Gate;
+use respawn_harness::netns::Host;
 use respawn_harness::process::{find_binary, free_port, Service, TANSU_CACHED};
 
 use respawn_proto::events::TOPIC;
@@ -31,10 +32,16 @@ pub async fn broker_port_behind_gate() -> Result<(u16, Gate)> {
 /// Tansu listening on `port`, advertising `advertised` (a gate in front of it,
 /// or the same port), with the events topic created.
 pub async fn start_tansu(dir: &Path, port: u16, advertised: u16) -> Result<Service> {
+    start_tansu_on(dir, None, port, advertised).await
+}
+
+/// [`start_tansu`] on `host` (at its address) or on loopback.
+pub(crate) async fn start_tansu_on(dir: &Path, host: Option<&Host>, port: u16, advertised: u16) -> Result<Service> {
     let tansu = find_binary("RESPAWN_TANSU", TANSU_CACHED)?;
-    let url = format!("tcp://127.0.0.1:{port}");
-    let advertised = format!("tcp://127.0.0.1:{advertised}");
-    let mut broker = Service::new(
+    let ip = host.map_or(std::net::Ipv4Addr::LOCALHOST, |h| h.addr);
+    let url = format!("tcp://{ip}:{port}");
+    let advertised = format!("tcp://{ip}:{advertised}");
+    let broker = Service::new(
         "tansu",
         tansu.clone(),
         [
@@ -49,6 +56,10 @@ pub async fn start_tansu(dir: &Path, port: u16, advertised: u16) -> Result<Servi
         port,
         dir.to_path_buf(),
     );
+    let mut broker = match host {
+        Some(host) => broker.on_host(host),
+        None => broker,
+    };
     broker.start().await?;
     create_topic(&tansu, &url).await?;
     Ok(broker)
@@ -91,6 +102,29 @@ async fn create_topic(tansu: &Path, url: &str) -> Result<()> {
 }
 
 pub async fn start_mariadb(dir: &Path) -> Result<Service> {
+    start_mariadb_on(dir, None).await
+}
+
+/// [`start_mariadb`] on `host`, at its address, with a user `respawn` (no
+/// password) that may connect from any host of its LAN; the URL of that
+/// user on the server. Root may connect only from the host itself, so
+/// the user is made through the server's socket, a file this process shares.
+pub(crate) async fn start_mariadb_on_host(dir: &Path, host: &Host) -> Result<(Service, String)> {
+    let mysql = start_mariadb_on(dir, Some(host)).await?;
+    let socket = format!("mysql://root@localhost/?socket={}", dir.join("sock").display());
+    let admin = pool(&socket)?;
+    for statement in ["CREATE USER IF NOT EXISTS 'respawn'@'%'", "GRANT ALL PRIVILEGES ON *.* TO 'respawn'@'%'"] {
+        sqlx::query(statement)
+            .execute(&admin)
+            .await
+            .with_context(|| format!("MariaDB on {}: {statement}", host.name))?;
+    }
+    admin.close().await;
+    let url = format!("mysql://respawn@{}:{}", host.addr, mysql.port);
+    Ok((mysql, url))
+}
+
+async fn start_mariadb_on(dir: &Path, host: Option<&Host>) -> Result<Service> {
     let data = dir.join("data");
     std::fs::create_dir_all(dir)?;
     let user = String::from_utf8(tokio::process::Command::new("id").arg("-un").output().await?.stdout)?;
@@ -107,8 +141,12 @@ pub async fn start_mariadb(dir: &Path) -> Result<Service> {
     if !installed.success() {
         bail!("mariadb-install-db failed in {}", dir.display());
     }
-    let port = free_port()?;
-    let mut mysql = Service::new(
+    // On a host of its own, the port is free there whatever this machine's loopback holds.
+    let (port, ip) = match host {
+        Some(host) => (3306, host.addr),
+        None => (free_port()?, std::net::Ipv4Addr::LOCALHOST),
+    };
+    let mysql = Service::new(
         "mariadb",
         find_binary("RESPAWN_MARIADBD", &["mariadbd"])?,
         [
@@ -116,7 +154,7 @@ pub async fn start_mariadb(dir: &Path) -> Result<Service> {
             &format!("--datadir={}", data.display()),
             &format!("--user={user}"),
             &format!("--port={port}"),
-            "--bind-address=127.0.0.1",
+            &format!("--bind-address={ip}"),
             &format!("--socket={}", dir.join("sock").display()),
             "--skip-name-resolve",
             "--innodb-buffer-pool-size=64M",
@@ -124,8 +162,64 @@ pub async fn start_mariadb(dir: &Path) -> Result<Service> {
         port,
         dir.to_path_buf(),
     );
+    let mut mysql = match host {
+        Some(host) => mysql.on_host(host),
+        None => mysql,
+    };
     mysql.start().await?;
     Ok(mysql)
+}
+
+/// The platform server's secrets: the zone servers share the token key
+/// and the operators' admin token; each has its own credential from the server key.
+pub(crate) struct PlatformSecrets {
+    pub(crate) token_key: String,
+    pub(crate) admin_token: String,
+    pub(crate) server_key: String,
+}
+
+impl PlatformSecrets {
+    pub(crate) fn random() -> Result<Self> {
+        Ok(Self {
+            token_key: respawn_token::random_hex(32)?,
+            admin_token: respawn_token::random_hex(32)?,
+            server_key: respawn_token::random_hex(32)?,
+        })
+    }
+}
+
+/// `respawn platform` as the drills run it, listening on `listen` (`ip:port`):
+/// on Redis (its own prefix), fed from `brokers` into `mysql_url`, with
+/// sign-ins not throttled (every bot signs in from one address).
+pub(crate) fn platform_service(
+    listen: &str,
+    brokers: &str,
+    redis_url: &str,
+    mysql_url: &str,
+    secrets: &PlatformSecrets,
+    dir: std::path::PathBuf,
+) -> Result<Service> {
+    let port = listen.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).context("a platform address's port")?;
+    let args = [
+        "platform",
+        "--listen",
+        listen,
+        "--kafka-brokers",
+        brokers,
+        "--redis-url",
+        redis_url,
+        "--redis-prefix",
+        "drill-platform",
+        "--group",
+        "respawn-drill",
+        "--login-per-minute",
+        "100000",
+    ];
+    Ok(Service::new("platform", std::env::current_exe()?, args, port, dir)
+        .env("RESPAWN_MYSQL_URL", mysql_url)
+        .env("RESPAWN_TOKEN_KEY", secrets.token_key.clone())
+        .env("RESPAWN_SERVER_KEY", secrets.server_key.clone())
+        .env("RESPAWN_PLATFORM_ADMIN_TOKEN", secrets.admin_token.clone()))
 }
 
 /// The broker, the database and the platform server of a pipeline drill.

@@ -11,6 +11,9 @@
 //! with another host in one direction or both (nftables in the host's
 //! namespace: a partition, or an asymmetric one), [`Host::heal`] lifts it.
 //!
+//! [`Host::run`] runs async work (a drill's bots and probes) on a host's
+//! network from this very process.
+//!
 //! Needs root, `ip` (iproute2) and `nft` (nftables); [`Lan::available`] says
 //! which is missing.
 
@@ -162,6 +165,52 @@ impl Host {
         inside
     }
 
+    /// Runs `work` on threads of this host: every socket it opens is on the
+    /// host's network (a runtime of its own, on a thread moved into the
+    /// namespace; threads inherit it, and processes it starts do too).
+    /// The future is made on that thread (`work()`), so it need not be `Send`.
+    pub fn run<T, F>(&self, work: impl FnOnce() -> F + Send + 'static) -> Result<T>
+    where
+        F: std::future::Future<Output = T>,
+        T: Send + 'static,
+    {
+        let namespace = std::fs::File::open(format!("/var/run/netns/{}", self.namespace))
+            .with_context(|| format!("opening network namespace {}", self.namespace))?;
+        let name = self.name.clone();
+        std::thread::Builder::new()
+            .name(format!("host-{name}"))
+            .spawn(move || -> Result<T> {
+                use std::os::fd::AsFd;
+                rustix::thread::move_into_link_name_space(
+                    namespace.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .with_context(|| format!("entering host {name}'s network namespace"))?;
+                let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+                Ok(runtime.block_on(work()))
+            })?
+            .join()
+            .map_err(|_| anyhow::anyhow!("host {}'s thread panicked", self.name))?
+    }
+
+    /// Makes ready the host's death ([`ArmedDeath::fire`]): its link cut,
+    /// then every process on it killed, so that nothing it held says goodbye
+    /// (no close, no reset), as when a machine loses power.
+    pub fn arm_death(&self) -> Result<ArmedDeath> {
+        let script = format!(
+            "read -r go && ip -n {lan} link set {port} down && for pid in $(ip netns pids {ns}); do kill -KILL $pid; done",
+            lan = self.lan_namespace,
+            port = self.port,
+            ns = self.namespace
+        );
+        let shell = tokio::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .spawn()
+            .context("sh for a host's death")?;
+        Ok(ArmedDeath { shell, host: self.name.clone() })
+    }
+
     /// Takes the host's link down: nothing reaches it or leaves it.
     pub fn cut(&self) -> Result<()> {
         ip(&["-n", &self.lan_namespace, "link", "set", &self.port, "down"])
@@ -212,6 +261,27 @@ impl Host {
         let out = child.wait_with_output()?;
         if !out.status.success() {
             bail!("nft on {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+}
+
+/// A host's death, made ready beforehand: firing it is one write, so it
+/// follows a last look at the host's counters within a millisecond or so.
+#[derive(Debug)]
+pub struct ArmedDeath {
+    shell: tokio::process::Child,
+    host: String,
+}
+
+impl ArmedDeath {
+    pub async fn fire(mut self) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = self.shell.stdin.take().context("the armed shell's stdin")?;
+        stdin.write_all(b"go\n").await?;
+        drop(stdin);
+        if !self.shell.wait().await?.success() {
+            bail!("host {} did not die as armed", self.host);
         }
         Ok(())
     }

@@ -21,6 +21,8 @@ pub struct Service {
     /// Working directory; its output goes to `<name>.log` there.
     dir: PathBuf,
     child: Option<tokio::process::Child>,
+    /// Where it runs: this machine's loopback, or a host of a LAN of namespaces.
+    host: Option<crate::netns::Host>,
 }
 
 impl std::fmt::Debug for Service {
@@ -80,7 +82,18 @@ impl Service {
         dir: PathBuf,
     ) -> Self {
         let args = args.into_iter().map(Into::into).collect();
-        Self { name, program, args, envs: Vec::new(), port, dir, child: None }
+        Self { name, program, args, envs: Vec::new(), port, dir, child: None, host: None }
+    }
+
+    /// Run on `host` (it listens on the host's address) rather than on this machine.
+    pub fn on_host(mut self, host: &crate::netns::Host) -> Self {
+        self.host = Some(host.clone());
+        self
+    }
+
+    /// The address it answers on: loopback, or its host's.
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.host.as_ref().map_or(std::net::Ipv4Addr::LOCALHOST, |h| h.addr).into()
     }
 
     /// One more environment variable for the process (secrets go here, not in its arguments).
@@ -100,8 +113,12 @@ impl Service {
         std::fs::create_dir_all(&self.dir)?;
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{}.log", self.name)))?;
-        let child = tokio::process::Command::new(&self.program)
-            .args(&self.args)
+        let mut command = std::process::Command::new(&self.program);
+        command.args(&self.args);
+        if let Some(host) = &self.host {
+            command = host.command(&command);
+        }
+        let child = tokio::process::Command::from(command)
             .envs(self.envs.iter().map(|(k, v)| (*k, v)))
             .current_dir(&self.dir)
             .stdout(log.try_clone()?)
@@ -111,7 +128,7 @@ impl Service {
             .with_context(|| format!("cannot start {}", self.program.display()))?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+        while tokio::net::TcpStream::connect((self.ip(), self.port)).await.is_err() {
             if Instant::now() > deadline {
                 bail!("{} did not answer on port {}", self.name, self.port);
             }

@@ -683,6 +683,7 @@ mod tests {
             state,
             version: version.into(),
             admin_address: None,
+            fences: Default::default(),
         }
     }
 

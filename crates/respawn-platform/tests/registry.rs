@@ -63,6 +63,7 @@ fn beat(address: &str, zones: &[&str]) -> String {
         version: "1".into(),
         bans_version: 0,
         admin_address: None,
+        fences: Default::default(),
     };
     serde_json::to_string(&beat).expect("heartbeat")
 }

@@ -238,6 +238,7 @@ pub async fn registry(store: &dyn Registry, seed: u32) -> ContractResult {
         state,
         version: "0.1.0".into(),
         admin_address: None,
+        fences: [("meadow".to_owned(), 7), ("caverns".to_owned(), u64::MAX)].into(),
     };
     let long = Duration::from_secs(60);
     check(store.servers().await.map_err(e)?.is_empty(), "no servers at first")?;
@@ -249,7 +250,7 @@ pub async fn registry(store: &dyn Registry, seed: u32) -> ContractResult {
     check(store.servers().await.map_err(e)? == vec![entry("a", ServerState::Ready)], "a missed heartbeat is gone")?;
     store.heartbeat(entry("a", ServerState::Draining), long).await.map_err(e)?;
     check(store.servers().await.map_err(e)? == vec![entry("a", ServerState::Draining)], "a heartbeat renews")?;
-    let no_zones = ServerEntry { zones: Vec::new(), ..entry("c", ServerState::Ready) };
+    let no_zones = ServerEntry { zones: Vec::new(), fences: Default::default(), ..entry("c", ServerState::Ready) };
     store.heartbeat(no_zones.clone(), long).await.map_err(e)?;
     check(store.servers().await.map_err(e)?.contains(&no_zones), "a server with no zones yet")?;
     store.remove(&no_zones.id).await.map_err(e)?;
@@ -267,6 +268,10 @@ pub async fn registry(store: &dyn Registry, seed: u32) -> ContractResult {
         (ServerEntry { version: "v".repeat(300), ..entry("d", ServerState::Ready) }, "an oversized version"),
         (ServerEntry { admin_address: Some("x/y:1".into()), ..entry("d", ServerState::Ready) }, "an admin path"),
         (ServerEntry { admin_address: Some("host".into()), ..entry("d", ServerState::Ready) }, "no admin port"),
+        (
+            ServerEntry { zones: vec!["meadow".into()], ..entry("d", ServerState::Ready) },
+            "a fence of a zone not hosted",
+        ),
     ] {
         check(matches!(store.heartbeat(bad, long).await, Err(StoreError::Invalid(_))), what)?;
     }

@@ -219,6 +219,10 @@ pub struct ServerEntry {
     /// Where its admin API listens (`host:port`), when not on the address
     /// players connect to (`--admin-listen`).
     pub admin_address: Option<String>,
+    /// The fencing token of its lease on each hosted zone: where two
+    /// entries list a zone (a lost owner's entry outlives it by a few
+    /// seconds), the higher token is the zone's owner.
+    pub fences: std::collections::BTreeMap<String, u64>,
 }
 
 /// Longest address an entry may hold.
@@ -265,7 +269,15 @@ impl ServerEntry {
         if self.zones.len() > 64 || !self.zones.iter().all(|z| respawn_names::valid_zone_name(z)) {
             return Err(StoreError::Invalid("zones: at most 64 names, each 1-64 of A-Z a-z 0-9 _ - .".into()));
         }
+        if !self.fences.keys().all(|z| self.zones.contains(z)) {
+            return Err(StoreError::Invalid("fences: only of the zones the server hosts".into()));
+        }
         Ok(())
+    }
+
+    /// The fencing token it holds on `zone` (0: none reported, as by a server from before leases).
+    pub fn fence(&self, zone: &str) -> u64 {
+        self.fences.get(zone).copied().unwrap_or(0)
     }
 }
 

@@ -511,15 +511,18 @@ impl RedisRegistry {
     }
 }
 
-/// `address`, `state`, `version`, `zones` (comma-separated), one a line; validation keeps newlines out.
+/// `address`, `state`, `version`, `zones` (comma-separated), the admin
+/// address and the fences (`zone=token`, comma-separated), one a line;
+/// validation keeps newlines, commas and `=` out.
 fn encode_entry(e: &ServerEntry) -> String {
     let admin = e.admin_address.as_deref().unwrap_or_default();
-    format!("{}\n{}\n{}\n{}\n{admin}", e.address, e.state.as_str(), e.version, e.zones.join(","))
+    let fences: Vec<String> = e.fences.iter().map(|(zone, token)| format!("{zone}={token}")).collect();
+    format!("{}\n{}\n{}\n{}\n{admin}\n{}", e.address, e.state.as_str(), e.version, e.zones.join(","), fences.join(","))
 }
 
 fn decode_entry(id: &str, value: &str) -> StoreResult<ServerEntry> {
     let corrupt = || StoreError::Corrupt(format!("registry entry {id}"));
-    let mut lines = value.splitn(5, '\n');
+    let mut lines = value.splitn(6, '\n');
     let address = lines.next().ok_or_else(corrupt)?.to_owned();
     let state = lines.next().and_then(ServerState::parse).ok_or_else(corrupt)?;
     let version = lines.next().ok_or_else(corrupt)?.to_owned();
@@ -527,7 +530,16 @@ fn decode_entry(id: &str, value: &str) -> StoreResult<ServerEntry> {
     let zones = if zones.is_empty() { Vec::new() } else { zones.split(',').map(str::to_owned).collect() };
     // Written before admin addresses existed: none.
     let admin_address = lines.next().filter(|a| !a.is_empty()).map(str::to_owned);
-    Ok(ServerEntry { id: id.to_owned(), address, zones, state, version, admin_address })
+    // Written before leases were reported: none.
+    let fences = match lines.next().filter(|f| !f.is_empty()) {
+        None => Default::default(),
+        Some(fences) => fences
+            .split(',')
+            .map(|f| f.split_once('=').and_then(|(zone, token)| Some((zone.to_owned(), token.parse().ok()?))))
+            .collect::<Option<_>>()
+            .ok_or_else(corrupt)?,
+    };
+    Ok(ServerEntry { id: id.to_owned(), address, zones, state, version, admin_address, fences })
 }
 
 impl Registry for RedisRegistry {

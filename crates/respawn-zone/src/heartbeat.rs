@@ -1,7 +1,10 @@
-//! A zone server's part in the platform server's registry: every second it
-//! says where clients connect, which zones it hosts now (they change during
-//! a rollout) and whether it takes new players; the reply carries the ban
-//! list when it changed. On a clean stop the server leaves the registry at
+//! A zone server's part in the platform server's registry: every second,
+//! and at once when a zone starts or stops here, it says where clients
+//! connect, which zones it hosts now (they change during a rollout or a
+//! failover) with its lease's fencing token on each, and whether it takes
+//! new players; the reply carries the ban
+//! list when it changed, and the zones another server holds a newer lease
+//! on (this one stops them: see [`crate::lease`]). On a clean stop the server leaves the registry at
 //! once. Before starting, a server may ask which zones it may host
 //! (`--claim`); a draining one may ask for its zones to be moved
 //! (`--handoff-on-drain`).
@@ -56,15 +59,19 @@ impl Registration {
             let beat = Heartbeat {
                 address: self.address.clone(),
                 zones: server.zones(),
+                fences: server.fences(),
                 state: if server.is_draining() { ServerState::Draining } else { ServerState::Ready },
                 version: self.version.clone(),
                 bans_version: bans.version(),
                 admin_address: self.admin_address.clone(),
             };
             match self.registry.heartbeat(&self.id, &beat).await {
-                Ok(reply) => {
-                    if let HeartbeatReply { bans: Some(list) } = reply {
+                Ok(HeartbeatReply { bans: list, superseded }) => {
+                    if let Some(list) = list {
                         bans.apply(list.version, list.players);
+                    }
+                    for (zone, newer) in superseded {
+                        server.superseded(&zone, newer);
                     }
                     if failing {
                         tracing::info!(platform = %platform, "registered with the platform server again");
@@ -78,7 +85,9 @@ impl Registration {
                 Err(_) => {}
             }
             tokio::select! {
-                _ = tokio::time::sleep(PERIOD) => {}
+                // Cut off from the lease store, the platform is where it learns it was superseded.
+                _ = tokio::time::sleep(if server.leases_in_doubt() { PERIOD / 4 } else { PERIOD }) => {}
+                _ = server.hosted_changed() => {}
                 _ = stop.cancelled() => break,
             }
         }

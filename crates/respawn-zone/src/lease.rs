@@ -13,7 +13,7 @@
 //! renewal that gets through takes the lease back as long as nobody else
 //! was granted it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,9 @@ pub struct HeldLease {
     token: AtomicU64,
     /// Cancelled once another server was granted the zone.
     lost: CancellationToken,
+    /// The last renewal failed (the store out of reach): whether another
+    /// server has the zone now is unknown here.
+    in_doubt: AtomicBool,
     /// Cancelled when the lease is given back: renewal stops.
     renewing: Mutex<CancellationToken>,
     /// Told the zone's name once the lease is lost: the server stops the zone.
@@ -93,6 +96,7 @@ impl HeldLease {
                         token: AtomicU64::new(lease.token),
                         lease: Mutex::new(lease),
                         lost: CancellationToken::new(),
+                        in_doubt: AtomicBool::new(false),
                         renewing: Mutex::new(CancellationToken::new()),
                         on_lost,
                     });
@@ -131,6 +135,12 @@ impl HeldLease {
 
     pub fn is_lost(&self) -> bool {
         self.lost.is_cancelled()
+    }
+
+    /// Its last renewal failed: the store is out of reach, and another
+    /// server may have taken the zone (the platform can tell).
+    pub fn in_doubt(&self) -> bool {
+        self.in_doubt.load(Ordering::Relaxed)
     }
 
     /// A store refused a write: a newer owner (token `newer`) has the zone.
@@ -218,6 +228,7 @@ impl HeldLease {
                     _ if stop.is_cancelled() => return,
                     Ok(Some(lease)) => {
                         self.set(lease);
+                        self.in_doubt.store(false, Ordering::Relaxed);
                         if let Some(since) = unreachable_since.take() {
                             let out_ms = since.elapsed().as_millis() as u64;
                             tracing::info!(zone = %self.name, out_ms, "lease renewed again");
@@ -229,6 +240,7 @@ impl HeldLease {
                         return;
                     }
                     Err(e) => {
+                        self.in_doubt.store(true, Ordering::Relaxed);
                         if unreachable_since.is_none() {
                             unreachable_since = Some(Instant::now());
                             tracing::warn!(

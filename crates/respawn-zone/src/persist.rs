@@ -415,7 +415,10 @@ impl Persister {
                         "hot snapshot failed; writing a cold snapshot instead"
                     );
                 }
-                self.start_cold(snapshot);
+                // Lost meanwhile (the platform said so): nothing more is written.
+                if !self.lease.is_lost() {
+                    self.start_cold(snapshot);
+                }
             }
         }
     }
@@ -443,6 +446,13 @@ impl Persister {
     /// (with `wait`, waits for it: the persister is stopping).
     async fn finish_cold(&mut self, wait: bool) {
         if !self.cold_in_flight.as_ref().is_some_and(|c| wait || c.task.is_finished()) {
+            return;
+        }
+        if wait && self.lease.is_lost() {
+            // Another server owns the zone: what this one was storing is of no use, and not waited for.
+            if let Some(cold) = self.cold_in_flight.take() {
+                cold.task.abort();
+            }
             return;
         }
         let Some(ColdPut { tick, started, task }) = self.cold_in_flight.take() else { return };

@@ -40,6 +40,9 @@ struct Timelines {
     starts: Vec<(u64, u64)>,
 }
 
+/// The epoch standing for a timeline another server started: none here has it.
+const ELSEWHERE: u64 = u64::MAX;
+
 /// What the publisher does with one recorded event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Release {
@@ -59,6 +62,18 @@ impl PublishGate {
         }
     }
 
+    /// The timeline ticking here was superseded: another server runs the
+    /// zone from what was stored. What it recorded past its durable tick
+    /// never happened; the new owner re-records what the store held past it.
+    pub fn end_superseded(&self) {
+        if let Ok(mut t) = self.timelines.lock() {
+            if let Some((_, state)) = t.current.take() {
+                let durable = state.durable_tick.load(std::sync::atomic::Ordering::Relaxed);
+                t.starts.push((ELSEWHERE, durable));
+            }
+        }
+    }
+
     /// The durable state of the timeline ticking now.
     fn current(&self) -> Option<Arc<PersistState>> {
         self.timelines.lock().ok()?.current.as_ref().map(|(_, s)| s.clone())
@@ -66,12 +81,16 @@ impl PublishGate {
 
     pub fn release(&self, epoch: u64, tick: u64) -> Release {
         let Ok(t) = self.timelines.lock() else { return Release::Wait };
-        let Some((current, state)) = &t.current else { return Release::Wait };
-        if epoch == *current {
-            return match tick <= state.durable_tick.load(std::sync::atomic::Ordering::Relaxed) {
-                true => Release::Publish,
-                false => Release::Wait,
-            };
+        match &t.current {
+            Some((current, state)) if epoch == *current => {
+                return match tick <= state.durable_tick.load(std::sync::atomic::Ordering::Relaxed) {
+                    true => Release::Publish,
+                    false => Release::Wait,
+                };
+            }
+            // No timeline started here yet.
+            None if t.starts.is_empty() => return Release::Wait,
+            _ => {}
         }
         // An earlier timeline: cut where each one after it began (every one
         // started here, for a timeline of the process before).
@@ -240,5 +259,18 @@ mod tests {
         assert_eq!(gate.release(8, 141), Release::Withdraw);
         assert_eq!(gate.release(5, 120), Release::Withdraw, "timeline 5 ended at 100, before timeline 8");
         assert_eq!(gate.release(5, 100), Release::Publish);
+    }
+
+    #[test]
+    fn a_superseded_timeline_publishes_its_durable_ticks_and_withdraws_the_rest() {
+        // Cut off from the store at tick 200, the zone ran on to 260 before it learned another server had it.
+        let gate = PublishGate::default();
+        gate.begin(8, 100, durable_through(200));
+        assert_eq!(gate.release(8, 230), Release::Wait, "it might yet be stored");
+        gate.end_superseded();
+        assert_eq!(gate.release(8, 200), Release::Publish);
+        assert_eq!(gate.release(8, 201), Release::Withdraw);
+        assert_eq!(gate.release(5, 100), Release::Publish, "an earlier timeline is cut where the next began");
+        assert_eq!(gate.release(5, 101), Release::Withdraw);
     }
 }

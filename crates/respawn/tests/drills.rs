@@ -9,7 +9,7 @@ mod support;
 
 use anyhow::Result;
 use respawn_api::admin::RestoreSource;
-use respawn_drill::{DrillReport, EventTally, ProblemKind, Scenario, SiteReport, Verdict};
+use respawn_drill::{DrillReport, EventTally, HostFaultReport, ProblemKind, Scenario, SiteReport, Verdict};
 use support::drill;
 
 fn check_recovery(r: &DrillReport) {
@@ -109,5 +109,36 @@ fn drills_lose_nothing_acknowledged_and_recover() -> Result<()> {
         )),
         "cold snapshots failed and resumed, hot ones went on, nobody was dropped: {r:?}"
     );
+    Ok(())
+}
+
+/// The drills on hosts of their own (network namespaces: `scripts/test` runs
+/// as root with iproute2 and nftables). A host lost or cut off from the
+/// stores: each zone taken over once, every player back, nothing
+/// acknowledged lost, no tick acknowledged by two owners, the events add up.
+/// Cut off from the platform: nothing moves, nobody is dropped.
+#[test]
+fn a_lost_or_cut_off_host_fails_over_once_and_a_platform_partition_changes_nothing() -> Result<()> {
+    if let Err(why) = respawn_harness::netns::Lan::available() {
+        // `scripts/test` runs as root; only a hand-run `cargo test` gets here.
+        anyhow::bail!("network namespaces cannot be made here: {why}");
+    }
+    for (scenario, name) in [(Scenario::HostLoss, "host-loss"), (Scenario::PartitionStore, "partition-store")] {
+        let r: HostFaultReport = drill(&[name, "--real", "--bots", "8"])?;
+        assert_eq!(r.scenario, scenario, "{r:?}");
+        assert_eq!((r.players_resumed, r.commands_lost), (r.players_before, 0), "{r:?}");
+        assert!(r.takeovers.values().all(|n| *n == 1) && r.takeovers.len() == 2, "{r:?}");
+        assert!(r.zones_moved_ms.is_some(), "{r:?}");
+        assert!(r.owners.sessions > 0 && r.owners.conflicts.is_empty(), "{r:?}");
+        check_events(&r.events);
+        if scenario == Scenario::PartitionStore {
+            assert!(r.superseded_ms.is_some(), "the cut-off owner stopped its zones: {r:?}");
+            assert!(r.events.events_rolled_back > 0, "its play was never durable, and withdrawn: {r:?}");
+        }
+    }
+    let r: HostFaultReport = drill(&["partition-platform", "--real", "--bots", "8"])?;
+    assert_eq!(r.findings.verdict, Verdict::Pass, "{r:?}");
+    assert_eq!((r.sessions_lost, r.takeovers.values().sum::<u64>()), (0, 0), "{r:?}");
+    check_events(&r.events);
     Ok(())
 }

@@ -62,6 +62,7 @@ pub(super) async fn heartbeat(State(ctx): State<HttpContext>, Path(id): Path<Str
         state: body.state,
         version: body.version,
         admin_address: body.admin_address,
+        fences: body.fences,
     };
     // The fleet view (the registry listed every second) bounds the list
     // without listing it on every heartbeat.
@@ -70,9 +71,21 @@ pub(super) async fn heartbeat(State(ctx): State<HttpContext>, Path(id): Path<Str
         let full = format!("the registry is full ({MAX_SERVERS} servers); {} is not listed", entry.id);
         return text(StatusCode::SERVICE_UNAVAILABLE, full);
     }
+    let fences = entry.fences.clone();
+    let me = entry.id.clone();
     if let Err(e) = ctx.registry.heartbeat(entry, HEARTBEAT_TTL).await {
         return store_failure("registry", e);
     }
+    let superseded = match fences.is_empty() {
+        true => Default::default(),
+        false => match ctx.registry.servers().await {
+            Ok(servers) => superseded(&me, &fences, &servers),
+            Err(e) => {
+                tracing::warn!(error = %e, "registry unreadable for a heartbeat's leases");
+                Default::default()
+            }
+        },
+    };
     // The heartbeat counts even when the ban list cannot be read now; the next one retries.
     let bans = match ctx.ops.bans_version().await {
         Ok(version) if version != body.bans_version => match ctx.ops.bans().await {
@@ -88,7 +101,25 @@ pub(super) async fn heartbeat(State(ctx): State<HttpContext>, Path(id): Path<Str
             None
         }
     };
-    json(StatusCode::OK, &HeartbeatReply { bans })
+    json(StatusCode::OK, &HeartbeatReply { bans, superseded })
+}
+
+/// Of `fences` (server `me`'s leases), those another listed server holds a
+/// newer lease on, with that lease's token. Tokens only grow, and a server
+/// reports only a lease the store granted it: a higher one elsewhere means
+/// `me` has been superseded, whatever `me` can or cannot reach.
+fn superseded(
+    me: &str,
+    fences: &std::collections::BTreeMap<String, u64>,
+    servers: &[ServerEntry],
+) -> std::collections::BTreeMap<String, u64> {
+    fences
+        .iter()
+        .filter_map(|(zone, mine)| {
+            let newest = servers.iter().filter(|s| s.id != me).map(|s| s.fence(zone)).max()?;
+            (newest > *mine).then(|| (zone.clone(), newest))
+        })
+        .collect()
 }
 
 pub(super) async fn remove(State(ctx): State<HttpContext>, Path(id): Path<String>) -> Response {
@@ -184,4 +215,31 @@ pub(super) async fn list(State(ctx): State<HttpContext>) -> Response {
         })
         .collect();
     json(StatusCode::OK, &listed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, fences: &[(&str, u64)]) -> ServerEntry {
+        ServerEntry {
+            id: id.into(),
+            address: format!("ws://{id}:7350/ws"),
+            zones: fences.iter().map(|(z, _)| (*z).to_owned()).collect(),
+            state: respawn_store::ServerState::Ready,
+            version: "1".into(),
+            admin_address: None,
+            fences: fences.iter().map(|(z, t)| ((*z).to_owned(), *t)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_server_is_told_of_the_zones_a_newer_lease_holder_runs_and_only_of_those() {
+        let cut_off = entry("a", &[("meadow", 4), ("caverns", 5)]);
+        let servers = [cut_off.clone(), entry("b", &[("meadow", 9)]), entry("c", &[("caverns", 3)])];
+        let told = superseded("a", &cut_off.fences, &servers);
+        assert_eq!(told, [("meadow".to_owned(), 9)].into());
+        // Its own entry (an earlier heartbeat) never counts against it.
+        assert!(superseded("b", &servers[1].fences, &servers).is_empty());
+    }
 }

@@ -13,7 +13,7 @@ use axum::Extension;
 use respawn_api::admin::ZoneAdmin;
 use respawn_api::players::{CharacterTicket, Place, Play, PlayGrant, CHARACTER_TICKET_TTL_SECS};
 use respawn_store::ops::Login;
-use respawn_store::ServerState;
+use respawn_store::{ServerEntry, ServerState};
 use respawn_token::Claims;
 
 use super::accounts::{account_failure, accounts};
@@ -51,8 +51,7 @@ pub(super) async fn play(
             Err(e) => return Err(store_failure("ban list", e)),
         }
         let servers = ctx.registry.servers().await.map_err(|e| store_failure("registry", e))?;
-        let candidates: Vec<_> =
-            servers.into_iter().filter(|s| s.state == ServerState::Ready && s.zones.contains(&request.zone)).collect();
+        let candidates = owners(servers, &request.zone);
         if candidates.is_empty() {
             return Err(text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -89,6 +88,17 @@ pub(super) async fn play(
         ))
     };
     result.await.unwrap_or_else(|refused| refused)
+}
+
+/// The ready servers to send a player of `zone` to: of those hosting it,
+/// the ones with the newest lease on it. A server that lost its host keeps
+/// its entry for a few seconds after a spare took its zones over; its older
+/// fencing token keeps players away from it.
+fn owners(servers: Vec<ServerEntry>, zone: &str) -> Vec<ServerEntry> {
+    let hosting: Vec<_> =
+        servers.into_iter().filter(|s| s.state == ServerState::Ready && s.zones.iter().any(|z| z == zone)).collect();
+    let newest = hosting.iter().map(|s| s.fence(zone)).max().unwrap_or(0);
+    hosting.into_iter().filter(|s| s.fence(zone) == newest).collect()
 }
 
 /// Claims the player's character for `zone` in the ledger's database and
@@ -196,4 +206,42 @@ pub(super) async fn lobby(State(ctx): State<HttpContext>) -> Response {
     let zones: Vec<_> =
         zones.into_iter().map(|(name, players)| serde_json::json!({"name": name, "players": players})).collect();
     json(StatusCode::OK, &serde_json::json!({ "zones": zones }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, zones: &[(&str, u64)], state: ServerState) -> ServerEntry {
+        ServerEntry {
+            id: id.into(),
+            address: format!("ws://{id}:7350/ws"),
+            zones: zones.iter().map(|(z, _)| (*z).to_owned()).collect(),
+            state,
+            version: "1".into(),
+            admin_address: None,
+            fences: zones.iter().filter(|(_, t)| *t > 0).map(|(z, t)| ((*z).to_owned(), *t)).collect(),
+        }
+    }
+
+    fn ids(servers: Vec<ServerEntry>) -> Vec<String> {
+        servers.into_iter().map(|s| s.id).collect()
+    }
+
+    #[test]
+    fn players_go_to_the_newest_lease_holder_while_a_lost_owner_is_still_listed() {
+        let lost = entry("lost", &[("meadow", 4), ("caverns", 5)], ServerState::Ready);
+        let spare = entry("spare", &[("meadow", 9)], ServerState::Ready);
+        assert_eq!(ids(owners(vec![lost.clone(), spare.clone()], "meadow")), ["spare"]);
+        assert_eq!(ids(owners(vec![lost, spare], "caverns")), ["lost"]);
+    }
+
+    #[test]
+    fn servers_reporting_no_lease_and_draining_ones_are_routed_as_before() {
+        let old = [entry("a", &[("meadow", 0)], ServerState::Ready), entry("b", &[("meadow", 0)], ServerState::Ready)];
+        assert_eq!(ids(owners(old.to_vec(), "meadow")), ["a", "b"]);
+        let draining = entry("c", &[("meadow", 12)], ServerState::Draining);
+        assert_eq!(ids(owners(vec![draining, old[0].clone()], "meadow")), ["a"]);
+        assert!(owners(old.to_vec(), "caverns").is_empty());
+    }
 }

@@ -12,10 +12,11 @@ use super::handover::HandoverError;
 use super::state::ServerState;
 
 /// How long a zone must stay unheld before a spare takes it over: a
-/// hand-off's release, adoption and, when refused, the old owner taking it
-/// back all fit in it.
+/// hand-off's release and adoption, and when refused the old owner taking
+/// it back, are each one store call apart (the restore runs under the
+/// lease), so they fit in it many times over.
 fn grace(ttl: Duration) -> Duration {
-    (ttl / 4).max(Duration::from_millis(500))
+    (ttl / 8).max(Duration::from_millis(250))
 }
 
 /// Watches the leases of the zones not hosted here, every eighth of the

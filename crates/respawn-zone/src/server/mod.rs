@@ -181,6 +181,29 @@ impl ServerView {
         self.state.hosted()
     }
 
+    /// The fencing token of each hosted zone's lease.
+    pub fn fences(&self) -> std::collections::BTreeMap<String, u64> {
+        self.state.fences()
+    }
+
+    /// The platform saw a newer lease than ours on `zone` (token `newer`):
+    /// the zone is lost here even if the lease store is out of reach, and stops.
+    pub fn superseded(&self, zone: &str, newer: u64) {
+        if let Some(handle) = self.state.zone(zone).filter(|z| z.lease.fence().0 < newer) {
+            handle.lease.superseded(newer);
+        }
+    }
+
+    /// Whether a hosted zone's lease could not be renewed last time.
+    pub fn leases_in_doubt(&self) -> bool {
+        self.state.zone_handles().iter().any(|z| z.lease.in_doubt())
+    }
+
+    /// Resolves when a zone starts or stops here (at once if one did since the last call).
+    pub async fn hosted_changed(&self) {
+        self.state.hosted_changed.notified().await
+    }
+
     /// Draining or cordoned: no new players.
     pub fn is_draining(&self) -> bool {
         self.state.draining.load(Ordering::SeqCst) || self.state.drain_requested.is_cancelled()
@@ -229,6 +252,7 @@ impl ZoneServer {
             zones: RwLock::default(),
             handover: tokio::sync::Mutex::new(()),
             outboxes: Mutex::default(),
+            hosted_changed: tokio::sync::Notify::new(),
             outbox_dir,
             event_log,
             version,
@@ -246,8 +270,10 @@ impl ZoneServer {
         });
         let supervisor = state.clone();
         tokio::spawn(async move {
+            // Each at once: one zone's stop waits for its persister, which may be in a store call.
             while let Some(zone) = lost.recv().await {
-                supervisor.stop_superseded(&zone).await;
+                let supervisor = supervisor.clone();
+                tokio::spawn(async move { supervisor.stop_superseded(&zone).await });
             }
         });
         let wanted: Vec<ZoneConfig> =

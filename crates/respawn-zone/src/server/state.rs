@@ -92,6 +92,8 @@ pub struct ServerState {
     pub command_limits: Mutex<std::collections::HashMap<u64, respawn_store::ratelimit::LocalGcra>>,
     /// The zones hosted now: they change when zones are handed over.
     pub(crate) zones: RwLock<BTreeMap<String, Arc<ZoneHandle>>>,
+    /// Woken when a zone starts or stops here: the heartbeat tells the platform at once.
+    pub(crate) hosted_changed: tokio::sync::Notify,
     /// One hand-over at a time on this server.
     pub(crate) handover: tokio::sync::Mutex<()>,
     /// Each zone's event outbox, opened once per process (a zone handed away
@@ -155,10 +157,18 @@ impl ServerState {
         if let Ok(mut zones) = self.zones.write() {
             zones.insert(handle.name.clone(), handle);
         }
+        self.hosted_changed.notify_one();
     }
 
     pub(crate) fn remove_zone(&self, name: &str) -> Option<Arc<ZoneHandle>> {
-        self.zones.write().ok()?.remove(name)
+        let removed = self.zones.write().ok()?.remove(name);
+        self.hosted_changed.notify_one();
+        removed
+    }
+
+    /// The fencing token of each hosted zone's lease.
+    pub fn fences(&self) -> BTreeMap<String, u64> {
+        self.zone_handles().iter().map(|z| (z.name.clone(), z.lease.fence().0)).collect()
     }
 
     /// The zone's outbox and its gate: the ones this process already has, or
@@ -222,6 +232,11 @@ impl ServerState {
         self.remove_zone(name);
         let _ = zone.control.send(Control::Superseded);
         zone.wait_stopped().await;
+        if let Some(config) = self.config.zones.iter().find(|z| z.name == name) {
+            if let Some((_, gate)) = self.outboxes.lock().ok().and_then(|o| o.get(&config.zone_id).cloned()) {
+                gate.end_superseded();
+            }
+        }
         zone.metrics.players.set(0);
         self.metrics.lease_lost(name);
         tracing::warn!(zone = %name, "zone stopped here: another server runs it now");
