@@ -9,6 +9,9 @@
 //!   them, and the players follow.
 //! - `partition-platform`: zone-a is cut off from the platform's host; it
 //!   keeps its leases, so nothing moves and no player notices.
+//! - `flaky-network`: the players reach zone-a through a slow, lossy network
+//!   (a flawed `Gate` on the client host: 100 ms ± 50 ms each way, 5 % of
+//!   connections reset); nothing moves, and whoever is reset resumes.
 //!
 //! Each reports RTO, RPO, acknowledged commands and events lost or
 //! duplicated, and what the two-owner checker found.
@@ -53,8 +56,10 @@ pub struct HostFaultReport {
     pub players_resumed: u64,
     /// Longest time a player was without its character.
     pub players_back_ms: f64,
-    /// Sessions that ended while the fault lasted.
+    /// Sessions that fell silent (no message for a second).
     pub sessions_lost: u64,
+    /// Connections the slow, lossy network reset (flaky-network).
+    pub resets: u64,
     /// Per zone, how many times a spare took it over.
     pub takeovers: BTreeMap<String, u64>,
     pub owners: OwnersCheck,
@@ -64,14 +69,17 @@ pub struct HostFaultReport {
     pub findings: Findings,
 }
 
-/// Runs one of these drills on a LAN made for it, under `root`.
-pub(crate) fn run(scenario: Scenario, root: std::path::PathBuf, bots: u32) -> Result<HostFaultReport> {
+/// Runs one of these drills on a LAN made for it, under `root`; a
+/// flaky network lasts `hold`.
+pub(crate) fn run(scenario: Scenario, root: std::path::PathBuf, bots: u32, hold: Duration) -> Result<HostFaultReport> {
     on_lan(move |hosts| async move {
-        let mut c = Cluster::start(hosts, &root, bots).await?;
+        let flaky = scenario == Scenario::FlakyNetwork;
+        let mut c = Cluster::start(hosts, &root, bots, flaky).await?;
         let result = match scenario {
             Scenario::HostLoss => host_loss(&mut c).await,
             Scenario::PartitionStore => partition_store(&mut c).await,
             Scenario::PartitionPlatform => partition_platform(&mut c).await,
+            Scenario::FlakyNetwork => flaky_network(&mut c, hold).await,
             other => Err(anyhow::anyhow!("{} is not a drill on hosts of their own", other.name())),
         };
         let timeline = c.timeline.clone();
@@ -101,7 +109,6 @@ fn ms(d: Duration) -> f64 {
 struct Moved {
     zones_moved: Option<Duration>,
     back: Option<Duration>,
-    players_before: u64,
     resumes_before: usize,
 }
 
@@ -136,7 +143,7 @@ impl Cluster {
             Some(d) => self.note(format!("every player back on its character after {:.0} ms", ms(d))),
             None => self.note("not every player was back 30 s after the fault"),
         }
-        Moved { zones_moved, back, players_before, resumes_before }
+        Moved { zones_moved, back, resumes_before }
     }
 
     async fn takeovers(&self) -> BTreeMap<String, u64> {
@@ -152,66 +159,79 @@ impl Cluster {
     async fn judge(
         &mut self,
         scenario: Scenario,
-        moved: Option<Moved>,
+        expected: Expected,
         mut problems: Vec<Problem>,
     ) -> Result<HostFaultReport> {
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let players_before = self.fleet.len() as u64;
         let takeovers = self.takeovers().await;
         let sessions_lost = self.fleet.stats.silences.load(Ordering::Relaxed);
+        let playing = self.fleet.stats.connected.load(Ordering::Relaxed);
         let events = self.tally_events().await?;
         problems.extend(events.problems());
         let owners = OwnersCheck::of(&self.fleet.stats.ack_spans());
         problems.extend(owners.problems());
-        let (mut rto_ms, mut rpo_ticks, mut commands_lost, mut players_back_ms) = (0.0, 0, 0, 0.0);
-        let (mut players_before, mut players_resumed, mut zones_moved_ms) = (self.fleet.len() as u64, 0, None);
-        if let Some(m) = moved {
-            let resumes = &self.fleet.stats.resumes()[m.resumes_before..];
-            rpo_ticks = resumes.iter().map(|r| r.lost_ticks()).max().unwrap_or(0);
-            commands_lost = resumes.iter().map(|r| u64::from(r.lost_acknowledged)).sum();
-            players_back_ms = resumes.iter().map(|r| ms(r.gap)).fold(0.0, f64::max);
-            players_before = m.players_before;
-            players_resumed = resumed_players(resumes);
-            zones_moved_ms = m.zones_moved.map(ms);
-            rto_ms = m.back.map_or(f64::INFINITY, ms);
-            if rto_ms > FAILOVER_RTO_TARGET_MS {
-                problems.push(Problem::new(
-                    ProblemKind::Rto,
-                    format!("players back after {rto_ms:.0} ms, over the {FAILOVER_RTO_TARGET_MS:.0} ms target"),
-                ));
-            }
-            // Cut off from the store, the owner plays on undurably until told (see print_report).
-            if scenario != Scenario::PartitionStore && rpo_ticks > RPO_TARGET_TICKS {
-                problems.push(Problem::new(
-                    ProblemKind::Rpo,
-                    format!("RPO {rpo_ticks} ticks over the {RPO_TARGET_TICKS}-tick target"),
-                ));
-            }
-            if players_resumed < players_before {
-                problems.push(Problem::new(
-                    ProblemKind::PlayersNotBack,
-                    format!("only {players_resumed} of {players_before} players back on their characters"),
-                ));
-            }
-            for (zone, n) in &takeovers {
-                if *n != 1 {
+        let resumes_before = match &expected {
+            Expected::Failover(m) => m.resumes_before,
+            Expected::NothingMoves { resumes_before } => *resumes_before,
+        };
+        let resumes = &self.fleet.stats.resumes()[resumes_before..];
+        let rpo_ticks = resumes.iter().map(|r| r.lost_ticks()).max().unwrap_or(0);
+        let commands_lost = resumes.iter().map(|r| u64::from(r.lost_acknowledged)).sum();
+        let players_back_ms = resumes.iter().map(|r| ms(r.gap)).fold(0.0, f64::max);
+        let players_resumed = resumed_players(resumes);
+        let (rto_ms, zones_moved_ms) = match &expected {
+            Expected::Failover(m) => {
+                if players_resumed < players_before {
+                    problems.push(Problem::new(
+                        ProblemKind::PlayersNotBack,
+                        format!("only {players_resumed} of {players_before} players back on their characters"),
+                    ));
+                }
+                for (zone, n) in takeovers.iter().filter(|(_, n)| **n != 1) {
                     problems.push(Problem::new(
                         ProblemKind::TwoOwners,
                         format!("{zone} was taken over {n} times by the spares (once is right)"),
                     ));
                 }
+                (m.back.map_or(f64::INFINITY, ms), m.zones_moved.map(ms))
             }
-        } else {
-            if sessions_lost > 0 {
-                problems
-                    .push(Problem::new(ProblemKind::PlayersNotBack, format!("{sessions_lost} sessions fell silent")));
+            // Whoever lost a connection (a reset) must be back as fast as after a failover.
+            Expected::NothingMoves { .. } => {
+                if sessions_lost > 0 {
+                    problems.push(Problem::new(
+                        ProblemKind::PlayersNotBack,
+                        format!("{sessions_lost} sessions fell silent"),
+                    ));
+                }
+                if playing < players_before {
+                    problems.push(Problem::new(
+                        ProblemKind::PlayersNotBack,
+                        format!("{playing} of {players_before} players playing at the end"),
+                    ));
+                }
+                let moved: u64 = takeovers.values().sum();
+                if moved > 0 {
+                    problems.push(Problem::new(
+                        ProblemKind::TwoOwners,
+                        format!("{moved} zones moved although zone-a kept its leases"),
+                    ));
+                }
+                (players_back_ms, None)
             }
-            let moved: u64 = takeovers.values().sum();
-            if moved > 0 {
-                problems.push(Problem::new(
-                    ProblemKind::TwoOwners,
-                    format!("{moved} zones moved although zone-a kept its leases"),
-                ));
-            }
+        };
+        if rto_ms > FAILOVER_RTO_TARGET_MS {
+            problems.push(Problem::new(
+                ProblemKind::Rto,
+                format!("players back after {rto_ms:.0} ms, over the {FAILOVER_RTO_TARGET_MS:.0} ms target"),
+            ));
+        }
+        // Cut off from the store, the owner plays on undurably until told (see print_report).
+        if scenario != Scenario::PartitionStore && rpo_ticks > RPO_TARGET_TICKS {
+            problems.push(Problem::new(
+                ProblemKind::Rpo,
+                format!("RPO {rpo_ticks} ticks over the {RPO_TARGET_TICKS}-tick target"),
+            ));
         }
         if commands_lost > 0 {
             problems
@@ -228,12 +248,21 @@ impl Cluster {
             players_resumed,
             players_back_ms,
             sessions_lost,
+            resets: 0,
             takeovers,
             owners,
             events,
             findings: Findings::judge(problems),
         })
     }
+}
+
+/// What a scenario expects of the zones.
+enum Expected {
+    /// Every zone moves to a spare, and every player follows.
+    Failover(Moved),
+    /// Zone-a keeps its zones; players who lose a connection resume on it.
+    NothingMoves { resumes_before: usize },
 }
 
 /// Distinct players among these resumes.
@@ -255,7 +284,7 @@ async fn host_loss(c: &mut Cluster) -> Result<HostFaultReport> {
     c.note(format!("host a died with {players_before} players: its link cut, then every process on it killed"));
     c.note("decision: no operator action; the spares adopt zone-a's zones once their leases run out");
     let moved = c.follow_zones(t0, players_before, resumes_before).await;
-    c.judge(Scenario::HostLoss, Some(moved), Vec::new()).await
+    c.judge(Scenario::HostLoss, Expected::Failover(moved), Vec::new()).await
 }
 
 async fn partition_store(c: &mut Cluster) -> Result<HostFaultReport> {
@@ -282,14 +311,14 @@ async fn partition_store(c: &mut Cluster) -> Result<HostFaultReport> {
     }
     a.heal()?;
     c.note("partition healed");
-    let mut r = c.judge(Scenario::PartitionStore, Some(moved), problems).await?;
+    let mut r = c.judge(Scenario::PartitionStore, Expected::Failover(moved), problems).await?;
     r.superseded_ms = superseded.map(ms);
     Ok(r)
 }
 
 async fn partition_platform(c: &mut Cluster) -> Result<HostFaultReport> {
     c.warm_up().await?;
-    let players = c.fleet.len() as u64;
+    let (players, resumes_before) = (c.fleet.len() as u64, c.fleet.stats.resumes().len());
     let (a, platform) = (c.hosts.zones[0].clone(), c.hosts.platform.clone());
     let updates_before = c.fleet.stats.updates.load(Ordering::Relaxed);
     a.block(&platform, Direction::Both)?;
@@ -326,7 +355,33 @@ async fn partition_platform(c: &mut Cluster) -> Result<HostFaultReport> {
             "the platform did not list zone-a's zones again within 10 s of the heal",
         )),
     }
-    c.judge(Scenario::PartitionPlatform, None, problems).await
+    c.judge(Scenario::PartitionPlatform, Expected::NothingMoves { resumes_before }, problems).await
+}
+
+async fn flaky_network(c: &mut Cluster, hold: Duration) -> Result<HostFaultReport> {
+    c.warm_up().await?;
+    let resumes_before = c.fleet.stats.resumes().len();
+    let stats = c.fleet.stats.clone();
+    let (updates_before, rtts_before) = (stats.updates.load(Ordering::Relaxed), stats.rtt_samples().len());
+    c.note(format!(
+        "the players' traffic to zone-a goes through a slow, lossy network: 100 ms +- 50 ms each way, 5 % of \
+         connections reset within their first 10 s; held {} s",
+        hold.as_secs()
+    ));
+    c.note("decision: no operator action; zone-a keeps its leases, and a reset player resumes");
+    tokio::time::sleep(hold).await;
+    let updates = stats.updates.load(Ordering::Relaxed) - updates_before;
+    let mut rtts = stats.rtt_samples().split_off(rtts_before);
+    rtts.sort_unstable();
+    let p99 = rtts.get(rtts.len().saturating_sub(1) * 99 / 100).map_or(0.0, |us| f64::from(*us) / 1e3);
+    let resets = c.players_gate.as_ref().map_or(0, |g| g.resets());
+    c.note(format!(
+        "{resets} connections reset; {:.1} updates per player per second; RTT p99 {p99:.0} ms",
+        updates as f64 / c.fleet.len() as f64 / hold.as_secs_f64()
+    ));
+    let mut r = c.judge(Scenario::FlakyNetwork, Expected::NothingMoves { resumes_before }, Vec::new()).await?;
+    r.resets = resets;
+    Ok(r)
 }
 
 pub(crate) fn print_report(r: &HostFaultReport) {
@@ -346,8 +401,12 @@ pub(crate) fn print_report(r: &HostFaultReport) {
     };
     println!("  RPO                     {:>9} ticks             {rpo_target}", r.rpo_ticks);
     println!("  acknowledged commands lost {:>6}                   0", r.commands_lost);
-    if r.scenario == Scenario::PartitionPlatform {
+    if matches!(r.scenario, Scenario::PartitionPlatform | Scenario::FlakyNetwork) {
         println!("  sessions that fell silent {:>5} of {:<5}            0", r.sessions_lost, r.players_before);
+        println!(
+            "  connections reset       {:>5}, {} resumed, the longest after {:.0} ms",
+            r.resets, r.players_resumed, r.players_back_ms
+        );
     } else {
         println!("  players resumed         {:>5} of {:<5}", r.players_resumed, r.players_before);
         println!("  players back after      {:>9.0} ms (longest wait for a character)", r.players_back_ms);

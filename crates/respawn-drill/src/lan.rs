@@ -27,6 +27,8 @@ const PLATFORM_PORT: u16 = 7400;
 const REDIS_PORT: u16 = 6379;
 const MONGO_PORT: u16 = 27017;
 const BROKER_PORT: u16 = 9092;
+/// The players' gate to zone-a, on the client host (flaky-network).
+const PLAYERS_GATE_PORT: u16 = 7351;
 
 /// The LAN's hosts.
 #[derive(Debug, Clone)]
@@ -71,6 +73,8 @@ pub(crate) struct Cluster {
     pub(crate) killed: Killed,
     pub(crate) brokers: String,
     pub(crate) platform_addr: String,
+    /// Between the players and zone-a, when they reach it through a slow, lossy network.
+    pub(crate) players_gate: Option<respawn_harness::gate::Gate>,
     mysql_url: String,
     _platform: Service,
     _store_services: Vec<Service>,
@@ -80,7 +84,10 @@ pub(crate) struct Cluster {
 const LOOK_LIMIT: Duration = Duration::from_secs(1);
 
 impl Cluster {
-    pub(crate) async fn start(hosts: Hosts, root: &Path, bots: u32) -> Result<Self> {
+    /// With `flaky_players`, zone-a advertises a flawed gate on the client
+    /// host ([`respawn_harness::gate::Flaws::FLAKY`]): its players' every
+    /// connection goes through it.
+    pub(crate) async fn start(hosts: Hosts, root: &Path, bots: u32, flaky_players: bool) -> Result<Self> {
         let started = Instant::now();
         let secrets = PlatformSecrets::random()?;
         let server_key = respawn_token::ServerKey::new(secrets.server_key.as_bytes())?;
@@ -116,6 +123,15 @@ impl Cluster {
         }
 
         let zones: Vec<String> = respawn_zone::ServerConfig::defaults().zones.iter().map(|z| z.name.clone()).collect();
+        let players_gate = match flaky_players {
+            true => {
+                let listen = std::net::SocketAddr::from((hosts.client.addr, PLAYERS_GATE_PORT));
+                let upstream = std::net::SocketAddr::from((hosts.zones[0].addr, ZONE_PORT));
+                let flaws = respawn_harness::gate::Flaws::FLAKY;
+                Some(respawn_harness::gate::Gate::open_flawed(listen, upstream, flaws).await?)
+            }
+            false => None,
+        };
         let mut servers = Vec::new();
         for (i, (host, id)) in hosts.zones.iter().zip(["zone-a", "zone-b", "zone-c"]).enumerate() {
             let addr = format!("{}:{ZONE_PORT}", host.addr);
@@ -135,6 +151,8 @@ impl Cluster {
                 .stores(&stores);
             if i > 0 {
                 command = command.standby().arg("--take-over");
+            } else if players_gate.is_some() {
+                command = command.arg("--advertise").arg(format!("ws://{}:{PLAYERS_GATE_PORT}/ws", hosts.client.addr));
             }
             let mut service = Service::zone(id, &command, ZONE_PORT, root.join(id)).on_host(host);
             service.start().await.with_context(|| format!("starting zone server {id} on host {}", host.name))?;
@@ -151,6 +169,7 @@ impl Cluster {
             killed: Killed::default(),
             brokers,
             platform_addr: platform_addr.clone(),
+            players_gate,
             mysql_url,
             _platform: platform,
             _store_services: vec![redis, mongo, broker, mysql],

@@ -83,6 +83,9 @@ pub enum Scenario {
     PartitionStore,
     /// On hosts of their own: zone-a is cut off from the platform's host; nothing moves, nobody notices.
     PartitionPlatform,
+    /// On hosts of their own: the players reach zone-a through a slow, lossy network for
+    /// --outage-secs (100 ms +- 50 ms each way, 5 % of connections reset); whoever is reset resumes.
+    FlakyNetwork,
     /// Every failure scenario above, one after another (not the rollout); with --real, the
     /// characters drill too, and the drills on hosts of their own where network namespaces can be made.
     All,
@@ -104,6 +107,7 @@ impl Scenario {
             Scenario::HostLoss => "host-loss",
             Scenario::PartitionStore => "partition-store",
             Scenario::PartitionPlatform => "partition-platform",
+            Scenario::FlakyNetwork => "flaky-network",
             Scenario::All => "all",
         }
     }
@@ -125,16 +129,21 @@ impl Scenario {
 
     /// The drills on hosts of their own (network namespaces).
     fn on_hosts(self) -> bool {
-        matches!(self, Scenario::HostLoss | Scenario::PartitionStore | Scenario::PartitionPlatform)
+        matches!(
+            self,
+            Scenario::HostLoss | Scenario::PartitionStore | Scenario::PartitionPlatform | Scenario::FlakyNetwork
+        )
     }
 
     /// What `all` runs: every failure scenario this deployment can have.
     fn all(real: bool) -> Vec<Scenario> {
-        let hosts = [Scenario::HostLoss, Scenario::PartitionStore, Scenario::PartitionPlatform];
+        let hosts = [Scenario::HostLoss, Scenario::PartitionStore, Scenario::PartitionPlatform, Scenario::FlakyNetwork];
         let hosts = match (real, respawn_harness::netns::Lan::available()) {
             (true, Ok(())) => hosts.to_vec(),
             (true, Err(why)) => {
-                eprintln!("skipped: host-loss, partition-store and partition-platform (hosts of their own): {why}");
+                eprintln!(
+                    "skipped: host-loss, partition-store, partition-platform and flaky-network (hosts of their own): {why}"
+                );
                 Vec::new()
             }
             (false, _) => Vec::new(),
@@ -174,7 +183,7 @@ pub struct DrillArgs {
     /// zone-crash: how many kills, one after another, each measured.
     #[arg(long, default_value_t = 1)]
     kills: u32,
-    /// kafka-down, mysql-down, platform-down: how long the fault lasts.
+    /// kafka-down, mysql-down, platform-down, flaky-network: how long the fault lasts.
     #[arg(long, default_value_t = 60)]
     outage_secs: u64,
     /// Print one JSON object instead of the report.
@@ -419,8 +428,9 @@ async fn run_characters(args: &DrillArgs, out: &Output) -> Result<(Figures, serd
 
 async fn run_on_hosts(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json::Value)> {
     let dir = TempDir::new("drill")?;
-    let (scenario, root, bots) = (out.scenario, dir.path().to_path_buf(), args.bots);
-    let result = tokio::task::spawn_blocking(move || host_faults::run(scenario, root, bots)).await?;
+    let (scenario, root, bots, hold) =
+        (out.scenario, dir.path().to_path_buf(), args.bots, Duration::from_secs(args.outage_secs));
+    let result = tokio::task::spawn_blocking(move || host_faults::run(scenario, root, bots, hold)).await?;
     if args.keep {
         eprintln!("deployment kept in {}", dir.keep().display());
     }

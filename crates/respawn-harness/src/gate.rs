@@ -5,6 +5,8 @@
 //! order, as TCP keeps it), and a share of the connections reset.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,32 +36,40 @@ impl Flaws {
     };
 }
 
-/// Forwards `127.0.0.1:port` to an upstream address until cut.
+/// Forwards `127.0.0.1:port` (or another address it listens on) to an upstream address until cut.
 #[derive(Debug)]
 pub struct Gate {
     pub port: u16,
+    listen: SocketAddr,
     upstream: SocketAddr,
     flaws: Option<Flaws>,
     cut: CancellationToken,
+    /// Connections a flawed gate reset.
+    resets: Arc<AtomicU64>,
 }
 
 impl Gate {
     /// Opens the gate on `port` (0 picks a free one).
     pub async fn open(port: u16, upstream: SocketAddr) -> std::io::Result<Self> {
-        Self::open_with(port, upstream, None).await
+        Self::open_with(SocketAddr::from(([127, 0, 0, 1], port)), upstream, None).await
     }
 
-    /// Opens a gate that is a slow, lossy network ([`Flaws`]).
-    pub async fn open_flawed(port: u16, upstream: SocketAddr, flaws: Flaws) -> std::io::Result<Self> {
-        Self::open_with(port, upstream, Some(flaws)).await
+    /// Opens a gate on `listen` (port 0 picks a free one) that is a slow, lossy network ([`Flaws`]).
+    pub async fn open_flawed(listen: SocketAddr, upstream: SocketAddr, flaws: Flaws) -> std::io::Result<Self> {
+        Self::open_with(listen, upstream, Some(flaws)).await
     }
 
-    async fn open_with(port: u16, upstream: SocketAddr, flaws: Option<Flaws>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
-        let port = listener.local_addr()?.port();
-        let cut = CancellationToken::new();
-        tokio::spawn(forward(listener, upstream, flaws, cut.clone()));
-        Ok(Self { port, upstream, flaws, cut })
+    async fn open_with(listen: SocketAddr, upstream: SocketAddr, flaws: Option<Flaws>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let listen = listener.local_addr()?;
+        let (cut, resets) = (CancellationToken::new(), Arc::new(AtomicU64::new(0)));
+        tokio::spawn(forward(listener, upstream, flaws, cut.clone(), resets.clone()));
+        Ok(Self { port: listen.port(), listen, upstream, flaws, cut, resets })
+    }
+
+    /// Connections reset so far (by a flawed gate).
+    pub fn resets(&self) -> u64 {
+        self.resets.load(Ordering::Relaxed)
     }
 
     /// Closes every connection through the gate and stops listening.
@@ -70,7 +80,7 @@ impl Gate {
     /// Opens the gate again on the same port, with the same flaws.
     pub async fn reopen(&mut self) -> std::io::Result<()> {
         self.cut.cancel();
-        *self = Self::open_with(self.port, self.upstream, self.flaws).await?;
+        *self = Self::open_with(self.listen, self.upstream, self.flaws).await?;
         Ok(())
     }
 }
@@ -105,7 +115,13 @@ impl Draws {
     }
 }
 
-async fn forward(listener: TcpListener, upstream: SocketAddr, flaws: Option<Flaws>, cut: CancellationToken) {
+async fn forward(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    flaws: Option<Flaws>,
+    cut: CancellationToken,
+    resets: Arc<AtomicU64>,
+) {
     let mut accepted_count = 0u64;
     loop {
         let accepted = tokio::select! {
@@ -116,13 +132,18 @@ async fn forward(listener: TcpListener, upstream: SocketAddr, flaws: Option<Flaw
         accepted_count += 1;
         let cut = cut.clone();
         let draws = Draws::seeded(accepted_count);
+        let resets = resets.clone();
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else { return };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
             match flaws {
                 None => pass(client, server, cut).await,
-                Some(flaws) => pass_flawed(client, server, flaws, draws, cut).await,
+                Some(flaws) => {
+                    if pass_flawed(client, server, flaws, draws, cut).await {
+                        resets.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         });
     }
@@ -135,13 +156,14 @@ async fn pass(mut client: TcpStream, mut server: TcpStream, cut: CancellationTok
     }
 }
 
+/// Whether it reset the connection.
 async fn pass_flawed(
     mut client: TcpStream,
     mut server: TcpStream,
     flaws: Flaws,
     mut draws: Draws,
     cut: CancellationToken,
-) {
+) -> bool {
     let reset_at =
         (draws.next() < flaws.reset_fraction).then(|| Instant::now() + flaws.reset_within.mul_f64(draws.next()));
     // Linger 0: closing sends a reset, not a goodbye.
@@ -161,9 +183,9 @@ async fn pass_flawed(
         }
     };
     tokio::select! {
-        _ = async { tokio::join!(up, down) } => {}
-        _ = reset_time => {}
-        _ = cut.cancelled() => {}
+        _ = async { tokio::join!(up, down) } => false,
+        _ = reset_time => true,
+        _ = cut.cancelled() => false,
     }
 }
 
@@ -221,7 +243,7 @@ mod tests {
     async fn a_flawed_gate_delays_each_way_in_order_and_resets_its_share() {
         let upstream = echo().await;
         let slow = Flaws { reset_fraction: 0.0, ..Flaws::FLAKY };
-        let gate = Gate::open_flawed(0, upstream, slow).await.expect("gate");
+        let gate = Gate::open_flawed(SocketAddr::from(([127, 0, 0, 1], 0)), upstream, slow).await.expect("gate");
         let mut s = TcpStream::connect(("127.0.0.1", gate.port)).await.expect("connect");
         let sent = Instant::now();
         for part in [&b"one "[..], b"two ", b"three"] {
@@ -234,8 +256,9 @@ mod tests {
         // Each way waits at least delay - jitter: 50 ms.
         assert!(round_trip >= Duration::from_millis(100), "{round_trip:?}");
 
+        let slow_resets = gate.resets();
         let always = Flaws { reset_fraction: 1.0, reset_within: Duration::from_millis(200), ..slow };
-        let gate = Gate::open_flawed(0, upstream, always).await.expect("gate");
+        let gate = Gate::open_flawed(SocketAddr::from(([127, 0, 0, 1], 0)), upstream, always).await.expect("gate");
         let mut s = TcpStream::connect(("127.0.0.1", gate.port)).await.expect("connect");
         let mut buf = [0; 8];
         let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("ended in time");
@@ -243,5 +266,10 @@ mod tests {
             matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
             "reset, not closed: {read:?}"
         );
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while gate.resets() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!((gate.resets(), slow_resets), (1, 0), "the resets are counted");
     }
 }

@@ -689,6 +689,45 @@ async fn the_play_page_follows_its_zone_to_another_server() -> Result<()> {
     Ok(())
 }
 
+/// The play page's server falls silent (its process stopped: the socket
+/// stays open and says nothing, as when a host dies): the page leaves it
+/// after a second, a spare started with `--take-over` adopts the zone once
+/// the stopped server's lease runs out, the platform sends the page there
+/// (the newest lease holder) and the page gets its character back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_play_page_finds_its_zone_on_a_spare_when_its_server_falls_silent() -> Result<()> {
+    use support::{Platform, ZoneProcess, TEST_CONFIG};
+    let platform = Platform::for_rollouts("browser-failover-operator-token").await?;
+    let data = TempDir::new("browser-failover")?;
+    let zone = |name: &str, spare: bool| {
+        let (addr, credential) = (platform.addr.to_string(), support::credential(name));
+        let outbox = data.path().join(name).display().to_string();
+        let mut args = vec!["--platform", &addr, "--server-token", &credential, "--outbox-dir", &outbox];
+        if spare {
+            args.extend(["--standby", "--take-over"]);
+        }
+        ZoneProcess::start_build(env!("CARGO_BIN_EXE_respawn"), TEST_CONFIG, &data.path().join("state"), &args)
+    };
+    let owner = zone("zone-owner", false)?;
+    let spare = zone("zone-spare", true)?;
+    let mut browser = Browser::launch().await?;
+    let s = browser.open(&format!("http://{}/?zone=meadow", platform.addr)).await?;
+    browser.wait_for(&s, "!!(window.respawn && window.respawn.joined())", Duration::from_secs(20)).await?;
+    assert_eq!(browser.eval(&s, "window.respawn.server()").await?, json!(owner.ws_url()));
+
+    signal("STOP", owner.pid())?;
+    let moved = format!(
+        "window.respawn.losses() === 1 && window.respawn.joined() && window.respawn.resumed() && window.respawn.server() === {}",
+        json!(spare.ws_url())
+    );
+    let wait = browser.wait_for(&s, &moved, Duration::from_secs(15)).await;
+    signal("KILL", owner.pid())?;
+    wait?;
+    let updates = browser.eval(&s, "window.respawn.updates()").await?.as_f64().unwrap_or(0.0);
+    browser.wait_for(&s, &format!("window.respawn.updates() > {}", updates + 20.0), Duration::from_secs(5)).await?;
+    Ok(())
+}
+
 /// Markup someone hostile sends never runs: the registry refuses it in a
 /// zone name, a version or an address; text an admin typed (a disable
 /// reason) reaches the dashboard as text; both pages' Content-Security-Policy

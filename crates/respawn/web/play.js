@@ -85,7 +85,13 @@ const state = {
   ws: null, session: null, welcome: null, entities: new Map(), you: null, tick: 0, tickAt: 0, seq: 0, rtt: null,
   zone: params.get("zone") || localStorage.getItem("respawn.zone") || "", name: "", zones: [], velocity: [0, 0],
   keys: new Set(), kicked: false, retry: 500, commandsSent: 0, updates: 0, migrations: 0, travels: 0, travelTo: null,
+  heardAt: 0, shunned: null, losses: 0,
 };
+// A server speaks many times a second (updates, pongs). Silent this long, it
+// or the way to it is gone (a host that died sends nothing, not even a
+// close): ask the platform where the zone runs now, and keep away from that
+// address a while, the platform may list it a few seconds more.
+const SILENCE_MS = 1000, CONNECT_MS = 2000, SHUN_MS = 5000, MOVING_RETRY_MS = 200;
 const canvas = document.getElementById("view"), ctx = canvas.getContext("2d");
 const logBox = document.getElementById("log"), hud = document.getElementById("hud"), zoneSelect = document.getElementById("zone");
 
@@ -198,8 +204,12 @@ async function connect() {
       state.zones = lobby.zones.map((z) => z.name);
       if (!state.zones.length) throw new Error("no zone is open yet");
       if (!state.zones.includes(state.zone)) state.zone = state.zones[0];
-      session = state.session = await post("/v1/play", { zone: state.zone }, await sessionToken());
-      session.granted_at = Date.now(); state.waitCharacter = 0;
+      session = await post("/v1/play", { zone: state.zone }, await sessionToken());
+      if (state.shunned && Date.now() - state.shunned.at < SHUN_MS && session.address === state.shunned.address) {
+        banner("your zone is moving to another server…");
+        return setTimeout(connect, MOVING_RETRY_MS);
+      }
+      state.session = session; session.granted_at = Date.now(); state.waitCharacter = 0;
     } catch (e) {
       // 409: the character is still leaving its last zone (being saved): ask again shortly.
       if (e.status === 409) {
@@ -215,14 +225,16 @@ async function connect() {
   const ws = new WebSocket(session.address);
   ws.binaryType = "arraybuffer";
   state.ws = ws;
+  setTimeout(() => { if (state.ws === ws && ws.readyState === 0) lost(ws, "no answer from the server"); }, CONNECT_MS);
   // The resume token (from the last Welcome) gets the same character back after a
   // disconnect or a server restart; the session token is the fallback.
   const resume = sessionStorage.getItem("respawn.resume." + state.zone) || "";
-  ws.onopen = () => ws.send(clientMessage(1, (w) => {
+  ws.onopen = () => { state.heardAt = performance.now(); ws.send(clientMessage(1, (w) => {
     w.uint(1, PROTOCOL_VERSION); w.str(2, session.token); w.str(3, state.zone); if (resume) w.str(4, resume);
     w.str(5, session.character_ticket);
-  }));
+  })); };
   ws.onmessage = (ev) => {
+    state.heardAt = performance.now();
     try { onMessage(decodeServer(new Uint8Array(ev.data))); }
     catch (e) { log("protocol error, reconnecting: " + e.message); ws.close(); }
   };
@@ -255,6 +267,18 @@ async function connect() {
     retry();
   };
 }
+// Leaves a server that is gone without waiting for its close (which may never come) and joins anew.
+function lost(ws, why) {
+  if (state.ws !== ws) return;
+  log(why + "; finding where " + state.zone + " runs now");
+  state.shunned = { address: state.session?.address, at: Date.now() };
+  state.session = null; state.ws = null; state.losses++;
+  ws.onclose = null; ws.onmessage = null; ws.close();
+  connect();
+}
+setInterval(() => {
+  if (state.ws && state.ws.readyState === 1 && performance.now() - state.heardAt > SILENCE_MS) lost(state.ws, "the server fell silent");
+}, 250);
 function retry() {
   if (state.kicked) return;
   banner("reconnecting…");
@@ -458,6 +482,7 @@ window.respawn = {
     return best && { ...best, range: state.welcome.pickup_range };
   },
   migrations: () => state.migrations,
+  losses: () => state.losses,
   travels: () => state.travels,
   // The nearest exit: its zone and the way to its middle.
   nearestExit: () => {
