@@ -152,6 +152,10 @@ impl fmt::Debug for RegistryClient {
     }
 }
 
+/// How long a heartbeat may take: the entry it renews lives 3 s, so one
+/// stuck longer (a platform out of reach) is given up and the next sent.
+const HEARTBEAT_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl RegistryClient {
     pub fn new(platform: impl Into<String>, token: impl Into<String>) -> Self {
         Self { platform: platform.into(), token: token.into() }
@@ -166,7 +170,7 @@ impl RegistryClient {
     }
 
     pub async fn heartbeat(&self, id: &str, beat: &Heartbeat) -> Result<HeartbeatReply, CallError> {
-        self.call(Method::PUT, &format!("/v1/servers/{id}")).json(beat).read().await
+        self.call(Method::PUT, &format!("/v1/servers/{id}")).json(beat).limit(HEARTBEAT_LIMIT).read().await
     }
 
     /// Leaves the registry at once (a clean stop).

@@ -20,14 +20,16 @@ pub struct Flaws {
     /// Each chunk of bytes, each way, waits `delay` ± `jitter` (uniform).
     pub delay: Duration,
     pub jitter: Duration,
-    /// The share of connections (0 to 1) reset at a moment drawn within `reset_within` of their start.
+    /// The share of connections (0 to 1) reset in each `reset_within` of
+    /// their life, at a moment drawn within it: a network that stays flaky,
+    /// not one that spares a connection once it lasted.
     pub reset_fraction: f64,
     pub reset_within: Duration,
 }
 
 impl Flaws {
     /// Issue 21's flaky network: 100 ms ± 50 ms each way, 5 % of connections
-    /// reset within their first 10 s.
+    /// reset in every 10 s.
     pub const FLAKY: Flaws = Flaws {
         delay: Duration::from_millis(100),
         jitter: Duration::from_millis(50),
@@ -161,25 +163,27 @@ async fn pass_flawed(
     mut client: TcpStream,
     mut server: TcpStream,
     flaws: Flaws,
-    mut draws: Draws,
+    draws: Draws,
     cut: CancellationToken,
 ) -> bool {
-    let reset_at =
-        (draws.next() < flaws.reset_fraction).then(|| Instant::now() + flaws.reset_within.mul_f64(draws.next()));
-    // Linger 0: closing sends a reset, not a goodbye.
-    if reset_at.is_some() {
-        let _ = client.set_zero_linger();
-        let _ = server.set_zero_linger();
-    }
+    // Linger 0: closing sends a reset, not a goodbye (set up front: the halves below borrow the streams).
+    let _ = client.set_zero_linger();
+    let _ = server.set_zero_linger();
     // Borrowed halves: owned ones would send a FIN when dropped, before the reset.
     let (client_read, client_write) = client.split();
     let (server_read, server_write) = server.split();
     let up = delayed_copy(client_read, server_write, flaws, draws.clone());
     let down = delayed_copy(server_read, client_write, flaws, Draws::seeded(draws.0));
-    let reset_time = async {
-        match reset_at {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
+    let mut reset_draws = Draws::seeded(draws.0 ^ 0x5DEE_CE66);
+    let reset_time = async move {
+        let mut window = Instant::now();
+        loop {
+            if reset_draws.next() < flaws.reset_fraction {
+                tokio::time::sleep_until(window + flaws.reset_within.mul_f64(reset_draws.next())).await;
+                return;
+            }
+            window += flaws.reset_within;
+            tokio::time::sleep_until(window).await;
         }
     };
     tokio::select! {
