@@ -14,7 +14,7 @@ use respawn_api::http;
 use respawn_api::prom::{self, Histogram};
 use respawn_client::bot::Resume;
 use respawn_client::{signed_tokens, Access, Fleet};
-use respawn_harness::process::{find_binary, free_port, Service, MONGOD_CACHED};
+use respawn_harness::process::{find_binary, free_port, Armed, Service, MONGOD_CACHED};
 use respawn_harness::supervisor::{ChildSpec, Supervisor};
 use respawn_harness::zone::{StoreFlags, ZoneCommand};
 use respawn_harness::TempDir;
@@ -350,7 +350,7 @@ impl Deployment {
         // Events of a tick between the last look and the kill would be stored
         // but never counted as generated: the kill is armed before the look
         // and the look parsed after it, so only the reply's transfer is between.
-        let kill = ArmedKill::arm(pid)?;
+        let kill = Armed::shell(&format!("kill -9 {pid}"), format!("kill -9 {pid}"))?;
         let last_look = self.scrape_texts().await;
         let t0 = Instant::now();
         kill.fire().await?;
@@ -601,34 +601,4 @@ pub struct KillResult {
     /// Where the restored state came from (null if the metrics did not say).
     pub restore_source: Option<RestoreSource>,
     pub resume_gap_max_ms: f64,
-}
-
-/// `kill -9 PID` from a shell started beforehand that waits for one line:
-/// firing it is a write, not a fork and exec, so it follows a last look at
-/// the process's counters within a fraction of a millisecond.
-struct ArmedKill {
-    shell: tokio::process::Child,
-    pid: u32,
-}
-
-impl ArmedKill {
-    fn arm(pid: u32) -> Result<Self> {
-        let shell = tokio::process::Command::new("sh")
-            .args(["-c", &format!("read -r go && kill -9 {pid}")])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .context("sh for kill -9")?;
-        Ok(Self { shell, pid })
-    }
-
-    async fn fire(mut self) -> Result<()> {
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = self.shell.stdin.take().context("the armed shell's stdin")?;
-        stdin.write_all(b"go\n").await?;
-        drop(stdin);
-        if !self.shell.wait().await?.success() {
-            bail!("kill -9 {} failed", self.pid);
-        }
-        Ok(())
-    }
 }

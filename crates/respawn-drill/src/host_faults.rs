@@ -9,6 +9,8 @@
 //!   them, and the players follow.
 //! - `partition-platform`: zone-a is cut off from the platform's host; it
 //!   keeps its leases, so nothing moves and no player notices.
+//! - `partition-players`: what the players send to zone-a is dropped (one
+//!   way) for 4 s; nothing moves, and every player is back once it passes.
 //! - `flaky-network`: the players reach zone-a through a slow, lossy network
 //!   (a flawed `Gate` on the client host: 100 ms ± 50 ms each way, 5 % of
 //!   connections reset); nothing moves, and whoever is reset resumes.
@@ -48,7 +50,7 @@ pub struct HostFaultReport {
     pub zones_moved_ms: Option<f64>,
     /// From the fault to the cut-off owner stopping its zones (partition-store).
     pub superseded_ms: Option<f64>,
-    /// From the fault to every player playing again (0: nobody was interrupted).
+    /// From the fault (partition-players: its end) to every player playing again (0: nobody was interrupted).
     pub rto_ms: f64,
     pub rpo_ticks: u64,
     pub commands_lost: u64,
@@ -79,6 +81,7 @@ pub(crate) fn run(scenario: Scenario, root: std::path::PathBuf, bots: u32, hold:
             Scenario::HostLoss => host_loss(&mut c).await,
             Scenario::PartitionStore => partition_store(&mut c).await,
             Scenario::PartitionPlatform => partition_platform(&mut c).await,
+            Scenario::PartitionPlayers => partition_players(&mut c).await,
             Scenario::FlakyNetwork => flaky_network(&mut c, hold).await,
             other => Err(anyhow::anyhow!("{} is not a drill on hosts of their own", other.name())),
         };
@@ -173,7 +176,7 @@ impl Cluster {
         problems.extend(owners.problems());
         let resumes_before = match &expected {
             Expected::Failover(m) => m.resumes_before,
-            Expected::NothingMoves { resumes_before } => *resumes_before,
+            Expected::NothingMoves { resumes_before } | Expected::Reconnect { resumes_before, .. } => *resumes_before,
         };
         let resumes = &self.fleet.stats.resumes()[resumes_before..];
         let rpo_ticks = resumes.iter().map(|r| r.lost_ticks()).max().unwrap_or(0);
@@ -219,6 +222,22 @@ impl Cluster {
                 }
                 (players_back_ms, None)
             }
+            Expected::Reconnect { back, .. } => {
+                if players_resumed < players_before {
+                    problems.push(Problem::new(
+                        ProblemKind::PlayersNotBack,
+                        format!("only {players_resumed} of {players_before} players back on their characters"),
+                    ));
+                }
+                let moved: u64 = takeovers.values().sum();
+                if moved > 0 {
+                    problems.push(Problem::new(
+                        ProblemKind::TwoOwners,
+                        format!("{moved} zones moved although zone-a kept its leases"),
+                    ));
+                }
+                (back.map_or(f64::INFINITY, ms), None)
+            }
         };
         if rto_ms > FAILOVER_RTO_TARGET_MS {
             problems.push(Problem::new(
@@ -263,6 +282,9 @@ enum Expected {
     Failover(Moved),
     /// Zone-a keeps its zones; players who lose a connection resume on it.
     NothingMoves { resumes_before: usize },
+    /// Zone-a keeps its zones; every player loses its session and is back
+    /// on it `back` after the fault ends (the RTO).
+    Reconnect { resumes_before: usize, back: Option<Duration> },
 }
 
 /// Distinct players among these resumes.
@@ -356,6 +378,36 @@ async fn partition_platform(c: &mut Cluster) -> Result<HostFaultReport> {
         )),
     }
     c.judge(Scenario::PartitionPlatform, Expected::NothingMoves { resumes_before }, problems).await
+}
+
+/// How long partition-players lasts.
+const PLAYERS_CUT: Duration = Duration::from_secs(4);
+
+async fn partition_players(c: &mut Cluster) -> Result<HostFaultReport> {
+    c.warm_up().await?;
+    let (players, resumes_before) = (c.fleet.len() as u64, c.fleet.stats.resumes().len());
+    let (a, client) = (c.hosts.zones[0].clone(), c.hosts.client.clone());
+    // One way: what the players send is lost, what zone-a sends still leaves
+    // (and stalls, unacknowledged); zone-a reaches everything else.
+    a.block(&client, Direction::Incoming)?;
+    c.note(format!("what the players send to zone-a is dropped (one way) for {} s", PLAYERS_CUT.as_secs()));
+    c.note(
+        "decision: no operator action; zone-a keeps its leases (nothing moves), and the players come back once through",
+    );
+    tokio::time::sleep(PLAYERS_CUT).await;
+    a.heal()?;
+    let healed = Instant::now();
+    c.note("partition healed");
+    let stats = c.fleet.stats.clone();
+    let back = wait_for(healed, Duration::from_secs(20), async || {
+        resumed_players(&stats.resumes()[resumes_before..]) >= players
+    })
+    .await;
+    match back {
+        Some(d) => c.note(format!("every player back on its character {:.0} ms after the heal", ms(d))),
+        None => c.note("not every player was back 20 s after the heal"),
+    }
+    c.judge(Scenario::PartitionPlayers, Expected::Reconnect { resumes_before, back }, Vec::new()).await
 }
 
 async fn flaky_network(c: &mut Cluster, hold: Duration) -> Result<HostFaultReport> {

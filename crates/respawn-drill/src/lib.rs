@@ -83,6 +83,9 @@ pub enum Scenario {
     PartitionStore,
     /// On hosts of their own: zone-a is cut off from the platform's host; nothing moves, nobody notices.
     PartitionPlatform,
+    /// On hosts of their own: what the players send to zone-a is dropped (one way) for 4 s;
+    /// nothing moves, every player is back once it passes.
+    PartitionPlayers,
     /// On hosts of their own: the players reach zone-a through a slow, lossy network for
     /// --outage-secs (100 ms +- 50 ms each way, 5 % of connections reset); whoever is reset resumes.
     FlakyNetwork,
@@ -107,6 +110,7 @@ impl Scenario {
             Scenario::HostLoss => "host-loss",
             Scenario::PartitionStore => "partition-store",
             Scenario::PartitionPlatform => "partition-platform",
+            Scenario::PartitionPlayers => "partition-players",
             Scenario::FlakyNetwork => "flaky-network",
             Scenario::All => "all",
         }
@@ -131,18 +135,28 @@ impl Scenario {
     fn on_hosts(self) -> bool {
         matches!(
             self,
-            Scenario::HostLoss | Scenario::PartitionStore | Scenario::PartitionPlatform | Scenario::FlakyNetwork
+            Scenario::HostLoss
+                | Scenario::PartitionStore
+                | Scenario::PartitionPlatform
+                | Scenario::PartitionPlayers
+                | Scenario::FlakyNetwork
         )
     }
 
     /// What `all` runs: every failure scenario this deployment can have.
     fn all(real: bool) -> Vec<Scenario> {
-        let hosts = [Scenario::HostLoss, Scenario::PartitionStore, Scenario::PartitionPlatform, Scenario::FlakyNetwork];
+        let hosts = [
+            Scenario::HostLoss,
+            Scenario::PartitionStore,
+            Scenario::PartitionPlatform,
+            Scenario::PartitionPlayers,
+            Scenario::FlakyNetwork,
+        ];
         let hosts = match (real, respawn_harness::netns::Lan::available()) {
             (true, Ok(())) => hosts.to_vec(),
             (true, Err(why)) => {
                 eprintln!(
-                    "skipped: host-loss, partition-store, partition-platform and flaky-network (hosts of their own): {why}"
+                    "skipped: host-loss, partition-store, partition-platform, partition-players and flaky-network (hosts of their own): {why}"
                 );
                 Vec::new()
             }

@@ -193,22 +193,17 @@ impl Host {
             .map_err(|_| anyhow::anyhow!("host {}'s thread panicked", self.name))?
     }
 
-    /// Makes ready the host's death ([`ArmedDeath::fire`]): its link cut,
+    /// Makes ready the host's death ([`crate::process::Armed::fire`]): its link cut,
     /// then every process on it killed, so that nothing it held says goodbye
     /// (no close, no reset), as when a machine loses power.
-    pub fn arm_death(&self) -> Result<ArmedDeath> {
+    pub fn arm_death(&self) -> Result<crate::process::Armed> {
         let script = format!(
-            "read -r go && ip -n {lan} link set {port} down && for pid in $(ip netns pids {ns}); do kill -KILL $pid; done",
+            "ip -n {lan} link set {port} down && for pid in $(ip netns pids {ns}); do kill -KILL $pid; done",
             lan = self.lan_namespace,
             port = self.port,
             ns = self.namespace
         );
-        let shell = tokio::process::Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::piped())
-            .spawn()
-            .context("sh for a host's death")?;
-        Ok(ArmedDeath { shell, host: self.name.clone() })
+        crate::process::Armed::shell(&script, format!("host {}'s death", self.name))
     }
 
     /// Takes the host's link down: nothing reaches it or leaves it.
@@ -261,27 +256,6 @@ impl Host {
         let out = child.wait_with_output()?;
         if !out.status.success() {
             bail!("nft on {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(())
-    }
-}
-
-/// A host's death, made ready beforehand: firing it is one write, so it
-/// follows a last look at the host's counters within a millisecond or so.
-#[derive(Debug)]
-pub struct ArmedDeath {
-    shell: tokio::process::Child,
-    host: String,
-}
-
-impl ArmedDeath {
-    pub async fn fire(mut self) -> Result<()> {
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = self.shell.stdin.take().context("the armed shell's stdin")?;
-        stdin.write_all(b"go\n").await?;
-        drop(stdin);
-        if !self.shell.wait().await?.success() {
-            bail!("host {} did not die as armed", self.host);
         }
         Ok(())
     }

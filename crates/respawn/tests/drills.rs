@@ -116,7 +116,8 @@ fn drills_lose_nothing_acknowledged_and_recover() -> Result<()> {
 /// as root with iproute2 and nftables). A host lost or cut off from the
 /// stores: each zone taken over once, every player back, nothing
 /// acknowledged lost, no tick acknowledged by two owners, the events add up.
-/// Cut off from the platform: nothing moves, nobody is dropped.
+/// Cut off from the platform: nothing moves, nobody is dropped. What the
+/// players send lost on the way: they come back to the same server.
 #[test]
 fn a_lost_or_cut_off_host_fails_over_once_and_a_platform_partition_changes_nothing() -> Result<()> {
     if let Err(why) = respawn_harness::netns::Lan::available() {
@@ -139,6 +140,12 @@ fn a_lost_or_cut_off_host_fails_over_once_and_a_platform_partition_changes_nothi
     let r: HostFaultReport = drill(&["partition-platform", "--real", "--bots", "8"])?;
     assert_eq!(r.findings.verdict, Verdict::Pass, "{r:?}");
     assert_eq!((r.sessions_lost, r.takeovers.values().sum::<u64>()), (0, 0), "{r:?}");
+    check_events(&r.events);
+    // The players cut off from their server (one way): they come back to it, nothing moves.
+    let r: HostFaultReport = drill(&["partition-players", "--real", "--bots", "8"])?;
+    assert_eq!(r.takeovers.values().sum::<u64>(), 0, "{r:?}");
+    assert_eq!((r.players_resumed, r.commands_lost), (r.players_before, 0), "{r:?}");
+    assert!(r.owners.sessions > 0 && r.owners.conflicts.is_empty(), "{r:?}");
     check_events(&r.events);
     Ok(())
 }
