@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use respawn_api::prom::{self, Histogram, Sample};
-use serde::Serialize;
+use respawn_store::ops::OpsStore;
+use serde::{Deserialize, Serialize};
 
 use crate::ledger::LedgerSlot;
 use crate::metrics::PlatformMetrics;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Critical,
@@ -475,32 +476,40 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
+/// Where an alert stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// True, not yet for long enough.
+    Pending,
+    Firing,
+    Resolved,
+}
+
 /// An alert being tracked, or one that fired.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Alert {
-    pub name: &'static str,
+    pub name: String,
     pub severity: Severity,
     pub key: String,
     pub summary: String,
     pub runbook: String,
-    /// `pending` (true, not yet for long enough), `firing` or `resolved`.
-    pub state: &'static str,
+    pub state: AlertState,
     /// Unix ms the condition became true.
     pub since_ms: u64,
     /// Unix ms of this state (firing: when it fired; resolved: when it resolved).
     pub at_ms: u64,
 }
 
-/// Firing and pending alerts, and the newest transitions (the feed).
+/// Firing alerts and the newest transitions (the feed), as every platform
+/// instance agreed on them in the operations store, and the alerts pending
+/// here.
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertsView {
     pub firing: Vec<Alert>,
     pub pending: Vec<Alert>,
     pub feed: Vec<Alert>,
 }
-
-/// Transitions kept for the feed.
-const FEED_KEEP: usize = 200;
 
 #[derive(Debug, Clone)]
 struct Tracked {
@@ -518,7 +527,8 @@ pub struct Alerts {
     rules: &'static [Rule],
     history: Mutex<History>,
     tracked: Mutex<BTreeMap<(&'static str, String), Tracked>>,
-    feed: Mutex<VecDeque<Alert>>,
+    /// Where the instances agree on each alert's state and keep the feed.
+    ops: Arc<dyn OpsStore>,
     metrics: Arc<PlatformMetrics>,
     ledger: LedgerSlot,
     /// Where firing and resolved alerts go (the notifier), once one is set.
@@ -526,12 +536,12 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    pub fn new(metrics: Arc<PlatformMetrics>, ledger: LedgerSlot) -> Self {
+    pub fn new(metrics: Arc<PlatformMetrics>, ledger: LedgerSlot, ops: Arc<dyn OpsStore>) -> Self {
         Self {
             rules: RULES,
             history: Mutex::default(),
             tracked: Mutex::default(),
-            feed: Mutex::default(),
+            ops,
             metrics,
             ledger,
             notify: std::sync::OnceLock::new(),
@@ -562,10 +572,37 @@ impl Alerts {
         }
     }
 
-    /// Records what the fleet watcher saw now and evaluates every rule.
-    pub fn observe(&self, servers: Vec<ServerLook>) {
+    /// Records what the fleet watcher saw now, evaluates every rule and
+    /// publishes the transitions.
+    pub async fn observe(&self, servers: Vec<ServerLook>) {
         let look = Look { at: Instant::now(), servers, platform: self.platform_look() };
-        self.evaluate(look, unix_ms());
+        let transitions = self.evaluate(look, unix_ms());
+        self.publish(transitions).await;
+    }
+
+    /// Tells the notifier and the feed of the transitions this instance is
+    /// the first to make (another instance, or this one before a restart,
+    /// may have fired the alert already): no alert fires twice.
+    pub async fn publish(&self, transitions: Vec<Alert>) {
+        for alert in transitions {
+            let id = format!("{}|{}", alert.name, alert.key);
+            let record = serde_json::to_string(&alert).unwrap_or_default();
+            match self.ops.alert_transition(&id, alert.state == AlertState::Firing, &record).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(alert = %id, state = ?alert.state, "told already by another instance");
+                    continue;
+                }
+                // Without the store, telling twice beats not telling.
+                Err(e) => tracing::warn!(alert = %id, error = %e, "alert state not stored; notifying anyway"),
+            }
+            tracing::info!(alert = %alert.name, key = %alert.key, state = ?alert.state, summary = %alert.summary, "alert");
+            if let Some(notify) = self.notify.get() {
+                if notify.try_send(alert.clone()).is_err() {
+                    tracing::error!(alert = %alert.name, "alert notification queue full: notification dropped");
+                }
+            }
+        }
     }
 
     /// One evaluation at `look.at` (wall time `now_ms`); returns the transitions.
@@ -583,56 +620,53 @@ impl Alerts {
             let key = (rule.name, found.key.clone());
             let mut t = tracked.remove(&key).unwrap_or_else(|| Tracked {
                 alert: Alert {
-                    name: rule.name,
+                    name: rule.name.to_owned(),
                     severity: rule.severity,
                     key: found.key.clone(),
                     summary: String::new(),
                     runbook: format!("docs/runbook.md#{}", rule.runbook),
-                    state: "pending",
+                    state: AlertState::Pending,
                     since_ms: now_ms,
                     at_ms: now_ms,
                 },
                 since: at,
             });
             t.alert.summary = found.summary;
-            if t.alert.state == "pending" && at.duration_since(t.since) >= rule.hold {
-                t.alert.state = "firing";
+            if t.alert.state == AlertState::Pending && at.duration_since(t.since) >= rule.hold {
+                t.alert.state = AlertState::Firing;
                 t.alert.at_ms = now_ms;
                 transitions.push(t.alert.clone());
             }
             still.insert(key, t);
         }
         for (_, t) in std::mem::replace(&mut *tracked, still) {
-            if t.alert.state == "firing" {
-                transitions.push(Alert { state: "resolved", at_ms: now_ms, ..t.alert });
+            if t.alert.state == AlertState::Firing {
+                transitions.push(Alert { state: AlertState::Resolved, at_ms: now_ms, ..t.alert });
             }
-        }
-        drop(tracked);
-        for alert in &transitions {
-            tracing::info!(alert = alert.name, key = %alert.key, state = alert.state, summary = %alert.summary, "alert");
-            if let Some(notify) = self.notify.get() {
-                if notify.try_send(alert.clone()).is_err() {
-                    tracing::error!(alert = alert.name, "alert notification queue full: notification dropped");
-                }
-            }
-        }
-        if let Ok(mut feed) = self.feed.lock() {
-            for alert in &transitions {
-                feed.push_front(alert.clone());
-            }
-            feed.truncate(FEED_KEEP);
         }
         transitions
     }
 
-    pub fn view(&self) -> AlertsView {
+    /// Firing alerts and the feed from the operations store (as this
+    /// instance saw them if the store cannot be read), pending ones from here.
+    pub async fn view(&self) -> AlertsView {
         let tracked: Vec<Alert> =
             self.tracked.lock().map(|t| t.values().map(|t| t.alert.clone()).collect()).unwrap_or_default();
         let (mut firing, mut pending): (Vec<Alert>, Vec<Alert>) =
-            tracked.into_iter().partition(|a| a.state == "firing");
-        firing.sort_by(|a, b| (a.severity, a.name, &a.key).cmp(&(b.severity, b.name, &b.key)));
-        pending.sort_by(|a, b| (a.severity, a.name, &a.key).cmp(&(b.severity, b.name, &b.key)));
-        let feed = self.feed.lock().map(|f| f.iter().cloned().collect()).unwrap_or_default();
+            tracked.into_iter().partition(|a| a.state == AlertState::Firing);
+        let mut feed = Vec::new();
+        match self.ops.alerts().await {
+            Ok(stored) => {
+                let parse = |records: Vec<String>| -> Vec<Alert> {
+                    records.iter().filter_map(|r| serde_json::from_str(r).ok()).collect()
+                };
+                (firing, feed) = (parse(stored.firing), parse(stored.feed));
+            }
+            Err(e) => tracing::warn!(error = %e, "alert states unreadable; showing this instance's"),
+        }
+        let order = |a: &Alert, b: &Alert| (a.severity, &a.name, &a.key).cmp(&(b.severity, &b.name, &b.key));
+        firing.sort_by(order);
+        pending.sort_by(order);
         AlertsView { firing, pending, feed }
     }
 }
@@ -665,15 +699,24 @@ mod tests {
     }
 
     fn engine() -> Alerts {
-        Alerts::new(Arc::new(PlatformMetrics::new()), LedgerSlot::default())
+        engine_on(Arc::new(respawn_store::memory::MemoryOps::new()))
+    }
+
+    /// An engine keeping alert states in `ops` (several instances share one).
+    fn engine_on(ops: Arc<dyn OpsStore>) -> Alerts {
+        Alerts::new(Arc::new(PlatformMetrics::new()), LedgerSlot::default(), ops)
+    }
+
+    fn named(alerts: &[Alert]) -> Vec<(&str, AlertState)> {
+        alerts.iter().map(|a| (a.name.as_str(), a.state)).collect()
     }
 
     fn look(at: Instant, servers: Vec<ServerLook>) -> Look {
         Look { at, servers, platform: PlatformLook::default() }
     }
 
-    #[test]
-    fn a_condition_fires_after_its_hold_and_resolves_once() {
+    #[tokio::test]
+    async fn a_condition_fires_after_its_hold_and_resolves_once() {
         let e = engine();
         let t0 = Instant::now();
         let s = |secs| t0 + Duration::from_secs(secs);
@@ -682,17 +725,63 @@ mod tests {
         for secs in 1..16 {
             assert!(e.evaluate(look(s(secs), vec![server("a", 0.0, false)]), secs).is_empty(), "at {secs} s");
         }
-        assert_eq!(e.view().pending.len(), 1);
+        assert_eq!(e.view().await.pending.len(), 1);
         let fired = e.evaluate(look(s(16), vec![server("a", 0.0, false)]), 16);
-        assert_eq!(fired.len(), 1);
-        assert_eq!((fired[0].name, fired[0].state, fired[0].key.as_str()), ("GameServerDown", "firing", "ws://a/ws"));
+        assert_eq!(named(&fired), [("GameServerDown", AlertState::Firing)]);
+        assert_eq!(fired[0].key, "ws://a/ws");
+        e.publish(fired).await;
+        assert_eq!(named(&e.view().await.firing), [("GameServerDown", AlertState::Firing)]);
         assert!(e.evaluate(look(s(17), vec![server("a", 0.0, false)]), 17).is_empty(), "fires once");
         let resolved = e.evaluate(look(s(18), vec![server("a", 1.0, true)]), 18);
-        assert_eq!(resolved.len(), 1);
-        assert_eq!(resolved[0].state, "resolved");
-        assert!(e.view().firing.is_empty());
-        assert_eq!(e.view().feed.len(), 2, "the feed has both transitions, newest first");
-        assert_eq!(e.view().feed[0].state, "resolved");
+        assert_eq!(named(&resolved), [("GameServerDown", AlertState::Resolved)]);
+        e.publish(resolved).await;
+        let view = e.view().await;
+        assert!(view.firing.is_empty());
+        assert_eq!(
+            named(&view.feed),
+            [("GameServerDown", AlertState::Resolved), ("GameServerDown", AlertState::Firing)]
+        );
+    }
+
+    /// Two platform instances watch the same fleet, and one restarts: each
+    /// transition is told once, by the instance that made it first.
+    #[tokio::test]
+    async fn instances_sharing_the_alert_states_tell_each_transition_once() {
+        let ops: Arc<dyn OpsStore> = Arc::new(respawn_store::memory::MemoryOps::new());
+        let (a, b) = (engine_on(ops.clone()), engine_on(ops.clone()));
+        let (tx, mut told) = tokio::sync::mpsc::channel(16);
+        a.notify_to(tx.clone());
+        b.notify_to(tx.clone());
+        let t0 = Instant::now();
+        let down = |e: &Alerts, secs: u64| {
+            e.evaluate(look(t0 + Duration::from_secs(secs), vec![server("a", 0.0, false)]), secs)
+        };
+        for e in [&a, &b] {
+            e.evaluate(look(t0, vec![server("a", 1.0, true)]), 0);
+        }
+        for secs in 1..16 {
+            assert!(down(&a, secs).is_empty() && down(&b, secs).is_empty());
+        }
+        let (fired_a, fired_b) = (down(&a, 16), down(&b, 16));
+        assert_eq!((fired_a.len(), fired_b.len()), (1, 1), "each instance sees it fire");
+        a.publish(fired_a).await;
+        b.publish(fired_b).await;
+        // A restarted instance sees it fire anew.
+        let restarted = engine_on(ops.clone());
+        restarted.notify_to(tx.clone());
+        restarted.evaluate(look(t0 + Duration::from_secs(16), vec![server("a", 1.0, true)]), 16);
+        for secs in 17..33 {
+            restarted.publish(down(&restarted, secs)).await;
+        }
+        let told_now: Vec<Alert> = std::iter::from_fn(|| told.try_recv().ok()).collect();
+        assert_eq!(named(&told_now), [("GameServerDown", AlertState::Firing)], "told once");
+        let up = |e: &Alerts| e.evaluate(look(t0 + Duration::from_secs(40), vec![server("a", 1.0, true)]), 40);
+        for e in [&a, &b, &restarted] {
+            e.publish(up(e)).await;
+        }
+        let told_now: Vec<Alert> = std::iter::from_fn(|| told.try_recv().ok()).collect();
+        assert_eq!(named(&told_now), [("GameServerDown", AlertState::Resolved)], "resolved once");
+        assert!(a.view().await.firing.is_empty() && b.view().await.firing.is_empty());
     }
 
     #[test]
@@ -704,7 +793,7 @@ mod tests {
         for secs in 1..30 {
             assert!(e.evaluate(look(t0 + Duration::from_secs(secs), Vec::new()), secs).is_empty());
         }
-        assert!(e.view().pending.is_empty());
+        assert!(e.tracked.lock().expect("tracked").is_empty());
     }
 
     #[test]
@@ -715,7 +804,7 @@ mod tests {
             e.evaluate(look(t0 + Duration::from_secs(secs), vec![server("a", 20.0, true)]), secs);
         }
         let fired = e.evaluate(look(t0 + Duration::from_secs(61), vec![server("a", 14.0, true)]), 61);
-        assert_eq!(fired.iter().map(|a| a.name).collect::<Vec<_>>(), vec!["CcuDrop"]);
+        assert_eq!(fired.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), vec!["CcuDrop"]);
         let small = engine();
         for secs in 0..=60 {
             small.evaluate(look(t0 + Duration::from_secs(secs), vec![server("a", 5.0, true)]), secs);
@@ -729,22 +818,27 @@ mod tests {
         let t0 = Instant::now();
         let at = |secs| t0 + Duration::from_secs(secs);
         let names = |alerts: Vec<Alert>| alerts.into_iter().map(|a| (a.name, a.state)).collect::<Vec<_>>();
+        let (firing, resolved) = (AlertState::Firing, AlertState::Resolved);
         e.evaluate(look(at(0), vec![server("a", 1.0, true)]), 0);
         let mut draining = server("a", 1.0, true);
         draining.draining = true;
-        assert_eq!(names(e.evaluate(look(at(1), vec![draining]), 1)), vec![("Maintenance", "firing")]);
-        assert_eq!(names(e.evaluate(look(at(2), vec![server("a", 1.0, true)]), 2)), vec![("Maintenance", "resolved")]);
+        assert_eq!(names(e.evaluate(look(at(1), vec![draining]), 1)), vec![("Maintenance".to_owned(), firing)]);
+        assert_eq!(
+            names(e.evaluate(look(at(2), vec![server("a", 1.0, true)]), 2)),
+            vec![("Maintenance".to_owned(), resolved)]
+        );
         let mut saved = server("a", 1.0, true);
         saved.zones[0].cold_saved = 1.0;
-        assert_eq!(names(e.evaluate(look(at(3), vec![saved.clone()]), 3)), vec![("SnapshotSaved", "firing")]);
+        assert_eq!(names(e.evaluate(look(at(3), vec![saved.clone()]), 3)), vec![("SnapshotSaved".to_owned(), firing)]);
         let mut crowded = saved.clone();
         crowded.zones[0].players = SCALE_OUT_PLAYERS;
-        assert_eq!(names(e.evaluate(look(at(4), vec![crowded]), 4)), vec![("CcuScaleOutThreshold", "firing")]);
+        assert_eq!(names(e.evaluate(look(at(4), vec![crowded]), 4)), vec![("CcuScaleOutThreshold".to_owned(), firing)]);
         let mut upgraded = saved;
         upgraded.version = "0.2.0".into();
         let fired = names(e.evaluate(look(at(5), vec![upgraded]), 5));
         assert!(
-            fired.contains(&("NewVersionDeployed", "firing")) && fired.contains(&("CcuScaleOutThreshold", "resolved")),
+            fired.contains(&("NewVersionDeployed".to_owned(), firing))
+                && fired.contains(&("CcuScaleOutThreshold".to_owned(), resolved)),
             "{fired:?}"
         );
     }
@@ -763,7 +857,7 @@ mod tests {
         for secs in 0..=40 {
             fired.extend(e.evaluate(look(t0 + Duration::from_secs(secs), vec![with_ticks(secs as f64 * 5.0)]), secs));
         }
-        let names: Vec<&str> = fired.iter().map(|a| a.name).collect();
+        let names: Vec<&str> = fired.iter().map(|a| a.name.as_str()).collect();
         assert!(names.contains(&"TickOver100ms"), "{names:?}");
         assert!(!names.contains(&"TickOver70ms"), "70 ms needs a whole minute: {names:?}");
     }

@@ -128,7 +128,7 @@ pub async fn watch(
         let view = match registry.servers().await {
             Ok(servers) => {
                 let (view, looks) = look(servers, &mut seen).await;
-                alerts.observe(looks);
+                alerts.observe(looks).await;
                 view
             }
             // Without the registry nothing is known of the servers: no look for the alerts either.

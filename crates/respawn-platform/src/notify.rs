@@ -3,9 +3,10 @@
 //!
 //! Each transition (an alert firing, or resolving) is one notification, with
 //! an id made of the alert, its key, when it became true and the new state.
-//! Before sending, the id is claimed in the operations store: with several
-//! platform server instances (Redis), one sends and the others skip it. A
-//! failed delivery is retried with backoff; the id also travels in the
+//! Only transitions this instance was the first to make reach it (the alert
+//! states agreed in the operations store: [`crate::alerts::Alerts::publish`]),
+//! so several platform instances send each once. A failed delivery is
+//! retried with backoff; the id also travels in the
 //! `X-Respawn-Notification-Id` header so a receiver can drop a retry of
 //! something it did get.
 
@@ -13,28 +14,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use respawn_api::http::{post_json, Url};
-use respawn_store::ops::OpsStore;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::alerts::Alert;
+use crate::alerts::{Alert, AlertState};
 use crate::metrics::PlatformMetrics;
 
 /// Notifications waiting to be sent; past this, new ones are dropped (logged).
 pub const QUEUE: usize = 1_000;
 /// Delivery attempts per notification.
 const ATTEMPTS: u32 = 6;
-/// How long a claimed id stays claimed (longer than any retry sequence).
-const CLAIM_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The notification's id: the same transition has the same id on every instance.
+/// The notification's id.
 pub fn id(alert: &Alert) -> String {
-    format!("{}|{}|{}|{}", alert.name, alert.key, alert.since_ms, alert.state)
+    let state = match alert.state {
+        AlertState::Pending => "pending",
+        AlertState::Firing => "firing",
+        AlertState::Resolved => "resolved",
+    };
+    format!("{}|{}|{}|{state}", alert.name, alert.key, alert.since_ms)
 }
 
 /// The Slack-compatible payload.
 pub fn payload(alert: &Alert) -> String {
-    let state = if alert.state == "resolved" { "RESOLVED" } else { "FIRING" };
+    let state = if alert.state == AlertState::Resolved { "RESOLVED" } else { "FIRING" };
     let severity = match alert.severity {
         crate::alerts::Severity::Critical => "critical",
         crate::alerts::Severity::Warning => "warning",
@@ -55,7 +58,6 @@ fn slack_escaped(text: &str) -> String {
 pub async fn run(
     webhook: Url,
     mut queue: mpsc::Receiver<Alert>,
-    ops: Arc<dyn OpsStore>,
     metrics: Arc<PlatformMetrics>,
     stop: CancellationToken,
 ) {
@@ -65,15 +67,6 @@ pub async fn run(
             _ = stop.cancelled() => return,
         };
         let id = id(&alert);
-        match ops.claim(&format!("notified:{}", &respawn_token::hash_secret(&id)[..32]), CLAIM_TTL).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::debug!(notification = %id, "another instance sends this notification");
-                continue;
-            }
-            // Without the store, sending twice beats not sending.
-            Err(e) => tracing::warn!(error = %e, "cannot claim a notification; sending it anyway"),
-        }
         let body = payload(&alert);
         let mut wait = Duration::from_secs(1);
         for attempt in 1..=ATTEMPTS {
@@ -111,12 +104,12 @@ mod tests {
     #[test]
     fn payloads_are_slack_text_and_ids_name_the_transition() {
         let alert = Alert {
-            name: "TickOver100ms",
+            name: "TickOver100ms".into(),
             severity: Severity::Critical,
             key: "ws://a/ws meadow".into(),
             summary: "Zone meadow on ws://a/ws: tick p99 150 ms, over 100 ms for 30 s".into(),
             runbook: "docs/runbook.md#slow-ticks".into(),
-            state: "firing",
+            state: AlertState::Firing,
             since_ms: 7,
             at_ms: 37,
         };
@@ -133,7 +126,7 @@ mod tests {
                 .is_some_and(|t| t.contains("Zone &lt;!channel&gt; on &lt;http://x.example|login&gt; &amp; more")),
             "{v}"
         );
-        let resolved = Alert { state: "resolved", ..alert.clone() };
+        let resolved = Alert { state: AlertState::Resolved, ..alert.clone() };
         assert_ne!(id(&alert), id(&resolved));
         assert_eq!(id(&alert), "TickOver100ms|ws://a/ws meadow|7|firing");
     }

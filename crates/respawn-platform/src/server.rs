@@ -113,7 +113,7 @@ impl PlatformServer {
         if let Some(webhook) = self.webhook {
             let (tx, rx) = tokio::sync::mpsc::channel(crate::notify::QUEUE);
             context.alerts.notify_to(tx);
-            let notifier = crate::notify::run(webhook, rx, context.ops.clone(), context.metrics.clone(), stop.clone());
+            let notifier = crate::notify::run(webhook, rx, context.metrics.clone(), stop.clone());
             services.push((
                 Service::Notifier,
                 tokio::spawn(async move {

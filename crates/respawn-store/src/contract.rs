@@ -360,12 +360,38 @@ pub async fn ops(store: &dyn OpsStore, seed: u64) -> ContractResult {
     check(store.login(p(6)).await.map_err(e)?.is_none(), "an expired login is gone")?;
     check(store.login(p(7)).await.map_err(e)?.is_none(), "no login")?;
 
-    let claim = format!("alert-{seed}");
+    let claim = format!("zone-claim:meadow-{seed}");
     check(store.claim(&claim, Duration::from_millis(200)).await.map_err(e)?, "the first claim wins")?;
     check(!store.claim(&claim, Duration::from_millis(200)).await.map_err(e)?, "a second claim loses")?;
     check(store.claim(&format!("{claim}-b"), Duration::from_secs(5)).await.map_err(e)?, "other keys are separate")?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     check(store.claim(&claim, Duration::from_millis(200)).await.map_err(e)?, "claimable again after its ttl")?;
+
+    let (down, slow) = (format!("GameServerDown|s-{seed}"), format!("TickOver100ms|meadow-{seed}"));
+    check(!store.alert_transition(&down, false, "r0").await.map_err(e)?, "never fired: nothing to resolve")?;
+    check(store.alert_transition(&down, true, "f1").await.map_err(e)?, "the first to see it fire tells")?;
+    check(!store.alert_transition(&down, true, "f1 again").await.map_err(e)?, "a second instance does not")?;
+    check(store.alert_transition(&slow, true, "f2").await.map_err(e)?, "other alerts are separate")?;
+    let records = store.alerts().await.map_err(e)?;
+    check(records.feed == ["f2", "f1"], "the feed, newest first, without the refused")?;
+    let mut firing = records.firing.clone();
+    firing.sort();
+    check(firing == ["f1", "f2"], "both firing, as recorded")?;
+    check(store.alert_transition(&down, false, "r1").await.map_err(e)?, "resolved once")?;
+    check(!store.alert_transition(&down, false, "r1 again").await.map_err(e)?, "and once only")?;
+    check(store.alert_transition(&down, true, "f3").await.map_err(e)?, "it may fire again after")?;
+    let records = store.alerts().await.map_err(e)?;
+    check(records.feed[..3] == ["f3", "r1", "f2"], "every transition in the feed")?;
+    check(records.firing.len() == 2 && records.firing.contains(&"f3".to_owned()), "the newest record while firing")?;
+    for (id, record) in [("", "r"), ("a\nb", "r")] {
+        check(matches!(store.alert_transition(id, true, record).await, Err(StoreError::Invalid(_))), "a bad id")?;
+    }
+    let huge = "x".repeat(9 * 1024);
+    check(matches!(store.alert_transition(&down, false, &huge).await, Err(StoreError::Invalid(_))), "a huge record")?;
+    for i in 0..crate::ops::ALERT_FEED_KEEP {
+        store.alert_transition(&format!("Flap|{seed}"), i % 2 == 0, "flap").await.map_err(e)?;
+    }
+    check(store.alerts().await.map_err(e)?.feed.len() == crate::ops::ALERT_FEED_KEEP, "the feed is capped")?;
     Ok(())
 }
 

@@ -69,6 +69,10 @@ struct OpsState {
     audit: HashMap<&'static str, VecDeque<AuditRecord>>,
     logins: HashMap<u64, (Login, Instant)>,
     claims: HashMap<String, Instant>,
+    /// Alert id → firing, and the records of those firing.
+    alert_states: HashMap<String, bool>,
+    alerts_firing: BTreeMap<String, String>,
+    alert_feed: VecDeque<String>,
 }
 
 /// Operations state for one embedded platform server.
@@ -193,6 +197,41 @@ impl OpsStore for MemoryOps {
                     s.claims.insert(key.to_owned(), now + ttl);
                     true
                 }
+            })
+        }
+        .boxed()
+    }
+
+    fn alert_transition<'a>(
+        &'a self,
+        id: &'a str,
+        firing: bool,
+        transition: &'a str,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            crate::ops::validate_alert(id, transition)?;
+            self.with(|s| {
+                if s.alert_states.get(id).copied().unwrap_or(false) == firing {
+                    return false;
+                }
+                s.alert_states.insert(id.to_owned(), firing);
+                match firing {
+                    true => s.alerts_firing.insert(id.to_owned(), transition.to_owned()),
+                    false => s.alerts_firing.remove(id),
+                };
+                s.alert_feed.push_front(transition.to_owned());
+                s.alert_feed.truncate(crate::ops::ALERT_FEED_KEEP);
+                true
+            })
+        }
+        .boxed()
+    }
+
+    fn alerts(&self) -> BoxFuture<'_, StoreResult<crate::ops::AlertRecords>> {
+        async move {
+            self.with(|s| crate::ops::AlertRecords {
+                feed: s.alert_feed.iter().cloned().collect(),
+                firing: s.alerts_firing.values().cloned().collect(),
             })
         }
         .boxed()

@@ -147,8 +147,44 @@ pub trait OpsStore: Send + Sync + std::fmt::Debug {
     fn login(&self, player: u64) -> BoxFuture<'_, StoreResult<Option<Login>>>;
 
     /// `true` for the first caller of `key` within `ttl`, `false` for every
-    /// other (instances agree on who sends a notification).
+    /// other (instances agree on which server gets a zone).
     fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Sets alert `id` firing or not, if that differs from its stored state
+    /// (none stored: not firing), and then records `transition` in the
+    /// alerts' feed (and as the alert while it fires); `true` when it
+    /// changed. Every platform instance evaluates the alerts; only the one
+    /// whose transition changed the stored state notifies anyone, so no
+    /// alert fires twice, however many instances watch or restart.
+    fn alert_transition<'a>(
+        &'a self,
+        id: &'a str,
+        firing: bool,
+        transition: &'a str,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+    /// The alerts' feed, newest first (at most [`ALERT_FEED_KEEP`]), and the alerts firing now.
+    fn alerts(&self) -> BoxFuture<'_, StoreResult<AlertRecords>>;
+}
+
+/// Transitions kept in the alerts' feed.
+pub const ALERT_FEED_KEEP: usize = 200;
+/// Longest alert id and transition record stored.
+const ALERT_ID_MAX: usize = 512;
+const ALERT_RECORD_MAX: usize = 8 * 1024;
+
+/// What [`OpsStore::alerts`] returns: records as the platform wrote them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertRecords {
+    pub feed: Vec<String>,
+    pub firing: Vec<String>,
+}
+
+/// Refuses an alert id or record that could not be stored faithfully.
+pub(crate) fn validate_alert(id: &str, transition: &str) -> StoreResult<()> {
+    if id.is_empty() || !printable(id, ALERT_ID_MAX) || transition.len() > ALERT_RECORD_MAX {
+        return Err(StoreError::Invalid("alert: a printable id and a record of at most 8 KiB".into()));
+    }
+    Ok(())
 }
 
 fn printable(s: &str, max: usize) -> bool {

@@ -608,16 +608,36 @@ impl Registry for RedisRegistry {
 
 /// Operations state under `<prefix>:bans` (hash player → ban) with
 /// `<prefix>:bans:version`, `<prefix>:operators` (hash name → token),
-/// `<prefix>:audit` (a capped list, newest first) and `<prefix>:login:<player>`.
+/// `<prefix>:audit` (a capped list, newest first), `<prefix>:login:<player>`,
+/// `<prefix>:claim:<key>` and the alerts' `<prefix>:alerts:state`,
+/// `:alerts:firing` (hashes by alert id) and `:alerts:feed` (a capped list).
 /// Fields are joined by newlines; validation keeps control characters out.
 #[derive(Debug, Clone)]
 pub struct RedisOps {
     redis: RedisConn,
+    alert_transition: Arc<redis::Script>,
 }
+
+/// KEYS: alert states (hash id → 1/0), firing alerts (hash id → record),
+/// the feed (list, newest first). ARGV: id, 1 or 0, the record, the feed's
+/// length. Changes nothing and returns 0 when the state is already that.
+const ALERT_TRANSITION_LUA: &str = r#"
+local current = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
+if current == ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[2] == '1' then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+else
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+redis.call('LPUSH', KEYS[3], ARGV[3])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
+return 1
+"#;
 
 impl RedisOps {
     pub fn new(redis: RedisConn) -> Self {
-        Self { redis }
+        Self { redis, alert_transition: Arc::new(redis::Script::new(ALERT_TRANSITION_LUA)) }
     }
 
     async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> StoreResult<T> {
@@ -844,6 +864,41 @@ impl OpsStore for RedisOps {
                 .arg(ttl.as_millis().max(1) as u64);
             let (claimed,): (Option<String>,) = self.run(redis::pipe().add_command(set)).await?;
             Ok(claimed.is_some())
+        }
+        .boxed()
+    }
+
+    fn alert_transition<'a>(
+        &'a self,
+        id: &'a str,
+        firing: bool,
+        transition: &'a str,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            crate::ops::validate_alert(id, transition)?;
+            let mut c = self.redis.conn().await?;
+            let mut invocation = self.alert_transition.key(self.redis.key("alerts:state"));
+            invocation
+                .key(self.redis.key("alerts:firing"))
+                .key(self.redis.key("alerts:feed"))
+                .arg(id)
+                .arg(if firing { "1" } else { "0" })
+                .arg(transition)
+                .arg(crate::ops::ALERT_FEED_KEEP);
+            let changed: i64 = bounded(BACKEND, async { invocation.invoke_async(&mut c).await.map_err(err) }).await?;
+            Ok(changed == 1)
+        }
+        .boxed()
+    }
+
+    fn alerts(&self) -> BoxFuture<'_, StoreResult<crate::ops::AlertRecords>> {
+        async move {
+            let (feed, firing): (Vec<String>, std::collections::BTreeMap<String, String>) = self
+                .run(
+                    redis::pipe().lrange(self.redis.key("alerts:feed"), 0, -1).hgetall(self.redis.key("alerts:firing")),
+                )
+                .await?;
+            Ok(crate::ops::AlertRecords { feed, firing: firing.into_values().collect() })
         }
         .boxed()
     }

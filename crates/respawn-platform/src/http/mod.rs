@@ -93,7 +93,7 @@ impl HttpContext {
         let metrics = Arc::new(PlatformMetrics::new());
         let ledger = LedgerSlot::default();
         Ok(Self {
-            alerts: Arc::new(crate::alerts::Alerts::new(metrics.clone(), ledger.clone())),
+            alerts: Arc::new(crate::alerts::Alerts::new(metrics.clone(), ledger.clone(), ops.clone())),
             rollouts: Arc::default(),
             metrics,
             ledger,

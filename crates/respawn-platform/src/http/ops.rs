@@ -271,7 +271,7 @@ pub(super) async fn status(State(ctx): State<HttpContext>) -> Response {
 }
 
 pub(super) async fn alerts(State(ctx): State<HttpContext>) -> Response {
-    json(StatusCode::OK, &ctx.alerts.view())
+    json(StatusCode::OK, &ctx.alerts.view().await)
 }
 
 pub(super) async fn zones(State(ctx): State<HttpContext>) -> Response {
