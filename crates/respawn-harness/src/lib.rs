@@ -6,9 +6,11 @@
 //! directory and log; [`supervisor::Supervisor`], which keeps a zone server
 //! running; [`gate::Gate`], a TCP proxy drills and tests cut to make a
 //! server unreachable; [`netns::Lan`], hosts of their own in network
-//! namespaces, to lose a whole host or split the network; [`TempDir`]; and
+//! namespaces, to lose a whole host or split the network; [`armed::Armed`],
+//! a `kill -9` or a host's death fired by one write; [`TempDir`]; and
 //! [`wait_until`].
 
+pub mod armed;
 pub mod gate;
 pub mod netns;
 pub mod process;

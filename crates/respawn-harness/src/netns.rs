@@ -193,17 +193,17 @@ impl Host {
             .map_err(|_| anyhow::anyhow!("host {}'s thread panicked", self.name))?
     }
 
-    /// Makes ready the host's death ([`crate::process::Armed::fire`]): its link cut,
+    /// Makes ready the host's death ([`crate::armed::Armed::fire`]): its link cut,
     /// then every process on it killed, so that nothing it held says goodbye
     /// (no close, no reset), as when a machine loses power.
-    pub fn arm_death(&self) -> Result<crate::process::Armed> {
+    pub fn arm_death(&self) -> Result<crate::armed::Armed> {
         let script = format!(
             "ip -n {lan} link set {port} down && for pid in $(ip netns pids {ns}); do kill -KILL $pid; done",
             lan = self.lan_namespace,
             port = self.port,
             ns = self.namespace
         );
-        crate::process::Armed::shell(&script, format!("host {}'s death", self.name))
+        crate::armed::Armed::shell(&script, format!("host {}'s death", self.name))
     }
 
     /// Takes the host's link down: nothing reaches it or leaves it.
