@@ -891,12 +891,11 @@ async fn session(
     let mut outbox = Vec::new();
     let zone = link.zone.clone().unwrap_or_else(|| config.zone.clone());
     let mut acked: Option<AckSpan> = None;
-    let mut heard = tokio::time::Instant::now();
+    let mut heard = Instant::now();
     let end = loop {
         tokio::select! {
             _ = cancel.cancelled() => break SessionEnd::Cancelled,
-            _ = tokio::time::sleep_until(heard + SILENCE) => break SessionEnd::Silent,
-            event = conn.next() => { heard = tokio::time::Instant::now(); match event? {
+            event = conn.next() => { heard = Instant::now(); match event? {
                 Event::Message(S::Update(u)) => {
                     link.last_seen_tick = u.tick;
                     link.last_update_at = Some(Instant::now());
@@ -959,6 +958,10 @@ async fn session(
                 Event::Closed { code, reason } => break SessionEnd::Closed { code, reason },
             }},
             _ = think.tick() => {
+                // Looked at with each thought (every 100 ms), not with a timer per message.
+                if heard.elapsed() >= SILENCE {
+                    break SessionEnd::Silent;
+                }
                 brain.decide(&world, &mut outbox);
                 for body in outbox.drain(..) {
                     conn.send(body).await?;
