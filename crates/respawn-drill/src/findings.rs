@@ -119,6 +119,8 @@ pub enum ProblemKind {
     Pause,
     /// The rollout itself did not succeed.
     Rollout,
+    /// An alert told twice in the same state (fired again while firing).
+    AlertsRepeated,
     /// A process the drill stopped did not stop cleanly.
     ProcessStop,
     /// An outage handled otherwise than docs/operations.md says it is.

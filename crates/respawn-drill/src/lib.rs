@@ -31,6 +31,7 @@ pub mod loadgen;
 mod mongo_down;
 mod owners;
 mod pipeline;
+mod platform_loss;
 mod recovery;
 mod redis_down;
 mod report;
@@ -45,6 +46,7 @@ pub use findings::{EventTally, Figures, Findings, Killed, Problem, ProblemKind, 
 pub use host_faults::HostFaultReport;
 pub use owners::OwnersCheck;
 pub use pipeline::PipelineReport;
+pub use platform_loss::PlatformLossReport;
 pub use recovery::DrillReport;
 pub use rollout::RolloutReport;
 pub use site::{SiteReport, ZoneRestored};
@@ -89,7 +91,11 @@ pub enum Scenario {
     /// On hosts of their own: the players reach zone-a through a slow, lossy network for
     /// --outage-secs (100 ms +- 50 ms each way, 5 % of connections reset); whoever is reset resumes.
     FlakyNetwork,
-    /// Every failure scenario above, one after another (not the rollout); with --real, the
+    /// The platform as two replicas behind one address; the one running a live hand-off rollout
+    /// is killed (`kill -9`) as zones move: the other takes the rollout over and completes or
+    /// rolls it back, and no alert is told twice (needs --real and --next-build, as rollout).
+    PlatformLoss,
+    /// Every failure scenario above, one after another (not the rollouts); with --real, the
     /// characters drill too, and the drills on hosts of their own where network namespaces can be made.
     All,
 }
@@ -112,6 +118,7 @@ impl Scenario {
             Scenario::PartitionPlatform => "partition-platform",
             Scenario::PartitionPlayers => "partition-players",
             Scenario::FlakyNetwork => "flaky-network",
+            Scenario::PlatformLoss => "platform-loss",
             Scenario::All => "all",
         }
     }
@@ -126,6 +133,7 @@ impl Scenario {
                  itself, and `respawn drill zone-crash` kills that)",
             ),
             Scenario::SiteLoss => Some("a site of embedded files has nothing off-site to restore from"),
+            Scenario::PlatformLoss => Some("the platform's replicas share their state in Redis"),
             s if s.on_hosts() => Some("its hosts run real Redis, MongoDB, broker and MariaDB servers"),
             _ => None,
         }
@@ -314,6 +322,9 @@ async fn run_one(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json:
     if out.scenario == Scenario::Characters {
         return run_characters(args, out).await;
     }
+    if out.scenario == Scenario::PlatformLoss {
+        return run_platform_loss(args, out).await;
+    }
     if out.scenario.on_hosts() {
         return run_on_hosts(args, out).await;
     }
@@ -420,6 +431,25 @@ async fn run_rollout(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_j
         commands_lost: Some(r.commands_lost),
     };
     Ok((figures, publish(out, &r, &r.findings, || rollout::print_report(&r))?))
+}
+
+async fn run_platform_loss(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json::Value)> {
+    let next = rollout::next_build(args.next_build.clone())?;
+    let dir = TempDir::new("drill")?;
+    let result = platform_loss::run(dir.path(), &next, args.bots).await;
+    if args.keep {
+        eprintln!("deployment kept in {}", dir.keep().display());
+    }
+    let r = result?;
+    let figures = Figures {
+        scenario: Scenario::PlatformLoss,
+        passed: r.findings.passed(),
+        rto_ms: Some(r.finished_after_kill_ms as f64),
+        rpo_ticks: None,
+        events_lost: None,
+        commands_lost: Some(r.commands_lost),
+    };
+    Ok((figures, publish(out, &r, &r.findings, || platform_loss::print_report(&r))?))
 }
 
 async fn run_characters(args: &DrillArgs, out: &Output) -> Result<(Figures, serde_json::Value)> {

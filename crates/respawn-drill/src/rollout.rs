@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use respawn_api::http;
 use respawn_api::prom::{self, Histogram};
-use respawn_client::{Access, Fleet};
+use respawn_client::{Access, BotStats, Fleet};
 use respawn_platform::http::SessionSigner;
 use respawn_platform::rollout::{Mode, Plan, State};
 use respawn_platform::{PlatformServer, RunningPlatform};
@@ -58,21 +58,25 @@ pub struct RolloutReport {
 }
 
 /// One `respawn zone` process of the drill.
-struct ZoneServer {
-    service: Service,
-    addr: String,
+pub(crate) struct ZoneServer {
+    pub(crate) service: Service,
+    pub(crate) addr: String,
 }
 
-struct Setup<'a> {
-    dir: &'a Path,
-    stores: &'a StoreFlags,
-    token_key: &'a str,
-    server_key: &'a respawn_token::ServerKey,
-    platform: &'a str,
+/// What the drill's zone servers are started with.
+pub(crate) struct Setup<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) stores: &'a StoreFlags,
+    pub(crate) token_key: &'a str,
+    pub(crate) server_key: &'a respawn_token::ServerKey,
+    pub(crate) platform: &'a str,
+    /// Their admin API's operator token, if the drill calls it.
+    pub(crate) admin_token: Option<&'a str>,
 }
 
 impl Setup<'_> {
-    async fn zone(&self, exe: &Path, name: &'static str, standby: bool) -> Result<ZoneServer> {
+    /// `exe` as server `name` (its id), hosting every zone or `standby`.
+    pub(crate) async fn zone(&self, exe: &Path, name: &'static str, standby: bool) -> Result<ZoneServer> {
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let mut command = ZoneCommand::new(exe, &addr)
@@ -82,6 +86,9 @@ impl Setup<'_> {
             .stores(self.stores);
         if standby {
             command = command.standby();
+        }
+        if let Some(token) = self.admin_token {
+            command = command.admin_token(token);
         }
         let mut service = Service::zone(name, &command, port, self.dir.join(name));
         service.start().await.with_context(|| format!("{name} ({})", exe.display()))?;
@@ -136,8 +143,14 @@ pub async fn run(dir: &Path, stores: StoreFlags, options: Options) -> Result<Rol
     let server_key = respawn_token::ServerKey::new(respawn_token::random_hex(32)?.as_bytes())?;
     let running_platform = platform(dir, &server_key, &token_key).await?;
     let (ctx, platform_addr) = (running_platform.context().clone(), running_platform.addr().to_string());
-    let setup =
-        Setup { dir, stores: &stores, token_key: &token_key, server_key: &server_key, platform: &platform_addr };
+    let setup = Setup {
+        dir,
+        stores: &stores,
+        token_key: &token_key,
+        server_key: &server_key,
+        platform: &platform_addr,
+        admin_token: None,
+    };
     let current = std::env::current_exe()?;
     let mut old = setup.zone(&current, "old", false).await?;
     let new = setup.zone(&next, "new", true).await?;
@@ -154,12 +167,8 @@ pub async fn run(dir: &Path, stores: StoreFlags, options: Options) -> Result<Rol
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let version_of =
-        |addr: &str| servers.iter().find(|s| s.address.contains(addr)).map(|s| s.version.clone()).unwrap_or_default();
-    let (from_version, to_version) = (version_of(&old.addr), version_of(&new.addr));
-    if from_version == to_version {
-        bail!("both builds report version {from_version}: build the second one with RESPAWN_BUILD_VERSION set");
-    }
+    let listed: Vec<(&str, &str)> = servers.iter().map(|s| (s.address.as_str(), s.version.as_str())).collect();
+    let (from_version, to_version) = two_versions(&listed, &old.addr, &new.addr)?;
     note(&mut timeline, format!(
         "deployment up: platform {platform_addr}; {from_version} at {} hosting every zone, {to_version} at {} standing by ({})",
         old.addr,
@@ -167,36 +176,24 @@ pub async fn run(dir: &Path, stores: StoreFlags, options: Options) -> Result<Rol
         if real { "Redis + MongoDB-compatible" } else { "embedded files" }
     ));
 
-    let zones: Vec<String> = respawn_zone::ServerConfig::defaults().zones.iter().map(|z| z.name.clone()).collect();
-    let fleet = Fleet::spawn(Access::Login { platform: platform_addr.clone() }, &zones, bots, "drill");
+    let fleet = bots_playing(&platform_addr, bots).await?;
     let stats = fleet.stats.clone();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stats.connected.load(Relaxed) < u64::from(bots) {
-        if Instant::now() > deadline {
-            bail!("only {} of {bots} bots connected", stats.connected.load(Relaxed));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Play long enough for acknowledged commands, pickups and a snapshot to exist.
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let players_before = stats.connected.load(Relaxed);
     note(&mut timeline, format!("{players_before} bots playing"));
     let mut max_tick_ms = tick_max_ms(&old.addr).await;
 
-    let resumes_before = stats.resumes().len();
-    let (refused_before, characters_before, inventories_before) =
-        (stats.refused_moving.load(Relaxed), stats.characters_lost.load(Relaxed), stats.inventories_lost.load(Relaxed));
+    let since = PlayersSince::mark(&stats);
     let mode = if handoff { Mode::Handoff } else { Mode::Guide };
     let plan = Plan { to: to_version.clone(), from: None, mode, wait: Duration::from_secs(60), rollback: false };
     let rollout_started = started.elapsed();
-    ctx.start_rollout(plan).map_err(anyhow::Error::msg)?;
+    ctx.start_rollout(plan).await.map_err(anyhow::Error::msg)?;
     note(
         &mut timeline,
         format!("rollout to {to_version} started ({})", if handoff { "hand-off" } else { "guide's steps" }),
     );
     let rollout = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        match ctx.rollouts.current() {
+        match ctx.rollouts.current().await? {
             Some(r) if r.state != State::Running => break r,
             Some(_) => {}
             None => bail!("the rollout vanished"),
@@ -240,44 +237,15 @@ pub async fn run(dir: &Path, stores: StoreFlags, options: Options) -> Result<Rol
         None => Vec::new(),
     };
 
-    let resumes: Vec<_> = stats.resumes().into_iter().skip(resumes_before).collect();
-    let mut pauses: Vec<f64> = resumes.iter().map(|r| r.frozen.as_secs_f64() * 1e3).collect();
-    pauses.sort_by(f64::total_cmp);
-    let pause_ms = pauses.last().copied().unwrap_or(0.0);
-    let pause_median_ms = pauses.get(pauses.len() / 2).copied().unwrap_or(0.0);
-    if let (Some(first), Some(last)) = (pauses.first(), pauses.last()) {
-        note(&mut timeline, format!("{} players resumed after pauses of {first:.0} to {last:.0} ms", pauses.len()));
+    let players = since.tally(&stats);
+    let (pause_ms, pause_median_ms) = (players.pause_ms(), players.pause_median_ms());
+    if let (Some(first), Some(last)) = (players.pauses.first(), players.pauses.last()) {
+        note(
+            &mut timeline,
+            format!("{} players resumed after pauses of {first:.0} to {last:.0} ms", players.pauses.len()),
+        );
     }
-    let commands_lost: u64 = resumes.iter().map(|r| u64::from(r.lost_acknowledged)).sum();
-    let characters_lost = stats.characters_lost.load(Relaxed) - characters_before;
-    let inventories_lost = stats.inventories_lost.load(Relaxed) - inventories_before;
-    if commands_lost > 0 {
-        problems.push(Problem::new(ProblemKind::CommandsLost, format!("{commands_lost} acknowledged commands lost")));
-    }
-    if characters_lost > 0 {
-        problems.push(Problem::new(
-            ProblemKind::CharactersLost,
-            format!("{characters_lost} players came back to a new character"),
-        ));
-    }
-    if inventories_lost > 0 {
-        problems.push(Problem::new(
-            ProblemKind::InventoriesLost,
-            format!("{inventories_lost} characters came back with less gold, XP or items"),
-        ));
-    }
-    if players_after < players_before {
-        problems.push(Problem::new(
-            ProblemKind::PlayersNotBack,
-            format!("only {players_after} of {players_before} players back"),
-        ));
-    }
-    if (resumes.len() as u64) < players_before {
-        problems.push(Problem::new(
-            ProblemKind::PlayersNotBack,
-            format!("only {} of {players_before} players resumed their characters", resumes.len()),
-        ));
-    }
+    players.judge(players_before, players_after, &mut problems);
     if handoff && pause_ms > PAUSE_TARGET_MS {
         problems.push(Problem::new(
             ProblemKind::Pause,
@@ -300,17 +268,135 @@ pub async fn run(dir: &Path, stores: StoreFlags, options: Options) -> Result<Rol
         pause_ms,
         pause_median_ms,
         zone_pause_ms: rollout.zones.iter().map(|z| z.pause_ms).max().unwrap_or(0),
-        commands_lost,
-        commands_refused: stats.refused_moving.load(Relaxed) - refused_before,
+        commands_lost: players.commands_lost,
+        commands_refused: players.commands_refused,
         players_before,
         players_after,
-        players_resumed: resumes.len() as u64,
-        characters_lost,
-        inventories_lost,
+        players_resumed: players.pauses.len() as u64,
+        characters_lost: players.characters_lost,
+        inventories_lost: players.inventories_lost,
         rollout_ms: rollout.took_ms,
         max_tick_ms,
         findings: Findings { timeline, chart, ..Findings::judge(problems) },
     })
+}
+
+/// The versions of the old and the new build, from the registry's
+/// `(address, version)` of each server; refused when they are the same.
+pub(crate) fn two_versions(listed: &[(&str, &str)], old: &str, new: &str) -> Result<(String, String)> {
+    let version_of =
+        |addr: &str| listed.iter().find(|(a, _)| a.contains(addr)).map(|(_, v)| (*v).to_owned()).unwrap_or_default();
+    let (from_version, to_version) = (version_of(old), version_of(new));
+    if from_version == to_version {
+        bail!("both builds report version {from_version}: build the second one with RESPAWN_BUILD_VERSION set");
+    }
+    Ok((from_version, to_version))
+}
+
+/// `bots` signing in through `platform` to the default zones, all connected
+/// and then playing 3 s: long enough for acknowledged commands, pickups
+/// and a snapshot to exist.
+pub(crate) async fn bots_playing(platform: &str, bots: u32) -> Result<Fleet> {
+    let zones: Vec<String> = respawn_zone::ServerConfig::defaults().zones.iter().map(|z| z.name.clone()).collect();
+    let fleet = Fleet::spawn(Access::Login { platform: platform.to_owned() }, &zones, bots, "drill");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fleet.stats.connected.load(Relaxed) < u64::from(bots) {
+        if Instant::now() > deadline {
+            bail!("only {} of {bots} bots connected", fleet.stats.connected.load(Relaxed));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Ok(fleet)
+}
+
+/// The bots' own accounts from a moment on (a fault, a rollout).
+pub(crate) struct PlayersSince {
+    resumes: usize,
+    refused: u64,
+    characters_lost: u64,
+    inventories_lost: u64,
+}
+
+/// What the players went through since a [`PlayersSince`] mark.
+pub(crate) struct PlayerTally {
+    /// Each resumed player's pause (from its last update to its resumed session), ms, ascending.
+    pub(crate) pauses: Vec<f64>,
+    /// Acknowledged commands the resumed sessions' state lacked.
+    pub(crate) commands_lost: u64,
+    /// Commands refused because their zone was moving (the client was told).
+    pub(crate) commands_refused: u64,
+    pub(crate) characters_lost: u64,
+    pub(crate) inventories_lost: u64,
+}
+
+impl PlayersSince {
+    pub(crate) fn mark(stats: &BotStats) -> Self {
+        Self {
+            resumes: stats.resumes().len(),
+            refused: stats.refused_moving.load(Relaxed),
+            characters_lost: stats.characters_lost.load(Relaxed),
+            inventories_lost: stats.inventories_lost.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn tally(&self, stats: &BotStats) -> PlayerTally {
+        let resumes: Vec<_> = stats.resumes().into_iter().skip(self.resumes).collect();
+        let mut pauses: Vec<f64> = resumes.iter().map(|r| r.frozen.as_secs_f64() * 1e3).collect();
+        pauses.sort_by(f64::total_cmp);
+        PlayerTally {
+            pauses,
+            commands_lost: resumes.iter().map(|r| u64::from(r.lost_acknowledged)).sum(),
+            commands_refused: stats.refused_moving.load(Relaxed) - self.refused,
+            characters_lost: stats.characters_lost.load(Relaxed) - self.characters_lost,
+            inventories_lost: stats.inventories_lost.load(Relaxed) - self.inventories_lost,
+        }
+    }
+}
+
+impl PlayerTally {
+    pub(crate) fn pause_ms(&self) -> f64 {
+        self.pauses.last().copied().unwrap_or(0.0)
+    }
+
+    pub(crate) fn pause_median_ms(&self) -> f64 {
+        self.pauses.get(self.pauses.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    /// Problems: anything acknowledged, any character or inventory lost,
+    /// players not back or not resumed.
+    pub(crate) fn judge(&self, players_before: u64, players_after: u64, problems: &mut Vec<Problem>) {
+        if self.commands_lost > 0 {
+            problems.push(Problem::new(
+                ProblemKind::CommandsLost,
+                format!("{} acknowledged commands lost", self.commands_lost),
+            ));
+        }
+        if self.characters_lost > 0 {
+            problems.push(Problem::new(
+                ProblemKind::CharactersLost,
+                format!("{} players came back to a new character", self.characters_lost),
+            ));
+        }
+        if self.inventories_lost > 0 {
+            problems.push(Problem::new(
+                ProblemKind::InventoriesLost,
+                format!("{} characters came back with less gold, XP or items", self.inventories_lost),
+            ));
+        }
+        if players_after < players_before {
+            problems.push(Problem::new(
+                ProblemKind::PlayersNotBack,
+                format!("only {players_after} of {players_before} players back"),
+            ));
+        }
+        if (self.pauses.len() as u64) < players_before {
+            problems.push(Problem::new(
+                ProblemKind::PlayersNotBack,
+                format!("only {} of {players_before} players resumed their characters", self.pauses.len()),
+            ));
+        }
+    }
 }
 
 pub fn print_report(r: &RolloutReport) {

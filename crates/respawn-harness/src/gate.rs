@@ -2,7 +2,9 @@
 //! unreachable (connections reset, new ones refused) while it keeps running,
 //! then open the same address again. Opened with [`Flaws`], it is a slow,
 //! lossy network instead: every byte held back by a delay with jitter (in
-//! order, as TCP keeps it), and a share of the connections reset.
+//! order, as TCP keeps it), and a share of the connections reset. Opened
+//! over several upstreams, it is a load balancer: each connection to the
+//! next one in turn, skipping those that refuse it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,7 +45,7 @@ impl Flaws {
 pub struct Gate {
     pub port: u16,
     listen: SocketAddr,
-    upstream: SocketAddr,
+    upstreams: Arc<[SocketAddr]>,
     flaws: Option<Flaws>,
     cut: CancellationToken,
     /// Connections a flawed gate reset.
@@ -53,20 +55,34 @@ pub struct Gate {
 impl Gate {
     /// Opens the gate on `port` (0 picks a free one).
     pub async fn open(port: u16, upstream: SocketAddr) -> std::io::Result<Self> {
-        Self::open_with(SocketAddr::from(([127, 0, 0, 1], port)), upstream, None).await
+        Self::open_with(SocketAddr::from(([127, 0, 0, 1], port)), Arc::new([upstream]), None).await
     }
 
     /// Opens a gate on `listen` (port 0 picks a free one) that is a slow, lossy network ([`Flaws`]).
     pub async fn open_flawed(listen: SocketAddr, upstream: SocketAddr, flaws: Flaws) -> std::io::Result<Self> {
-        Self::open_with(listen, upstream, Some(flaws)).await
+        Self::open_with(listen, Arc::new([upstream]), Some(flaws)).await
     }
 
-    async fn open_with(listen: SocketAddr, upstream: SocketAddr, flaws: Option<Flaws>) -> std::io::Result<Self> {
+    /// Opens a load balancer on `127.0.0.1:port` (0 picks a free one) over
+    /// `upstreams`: each connection goes to the next one in turn, or past it
+    /// to the one after if it refuses the connection (a replica that is down).
+    pub async fn open_balanced(port: u16, upstreams: &[SocketAddr]) -> std::io::Result<Self> {
+        if upstreams.is_empty() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "a balancer needs an upstream"));
+        }
+        Self::open_with(SocketAddr::from(([127, 0, 0, 1], port)), upstreams.into(), None).await
+    }
+
+    async fn open_with(
+        listen: SocketAddr,
+        upstreams: Arc<[SocketAddr]>,
+        flaws: Option<Flaws>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let listen = listener.local_addr()?;
         let (cut, resets) = (CancellationToken::new(), Arc::new(AtomicU64::new(0)));
-        tokio::spawn(forward(listener, upstream, flaws, cut.clone(), resets.clone()));
-        Ok(Self { port: listen.port(), listen, upstream, flaws, cut, resets })
+        tokio::spawn(forward(listener, upstreams.clone(), flaws, cut.clone(), resets.clone()));
+        Ok(Self { port: listen.port(), listen, upstreams, flaws, cut, resets })
     }
 
     /// Connections reset so far (by a flawed gate).
@@ -82,7 +98,7 @@ impl Gate {
     /// Opens the gate again on the same port, with the same flaws.
     pub async fn reopen(&mut self) -> std::io::Result<()> {
         self.cut.cancel();
-        *self = Self::open_with(self.listen, self.upstream, self.flaws).await?;
+        *self = Self::open_with(self.listen, self.upstreams.clone(), self.flaws).await?;
         Ok(())
     }
 }
@@ -117,9 +133,20 @@ impl Draws {
     }
 }
 
+/// The first of `upstreams` from the `turn`th on that takes a connection.
+async fn connect_in_turn(upstreams: &[SocketAddr], turn: u64) -> Option<TcpStream> {
+    for i in 0..upstreams.len() {
+        let upstream = upstreams[(turn as usize + i) % upstreams.len()];
+        if let Ok(server) = TcpStream::connect(upstream).await {
+            return Some(server);
+        }
+    }
+    None
+}
+
 async fn forward(
     listener: TcpListener,
-    upstream: SocketAddr,
+    upstreams: Arc<[SocketAddr]>,
     flaws: Option<Flaws>,
     cut: CancellationToken,
     resets: Arc<AtomicU64>,
@@ -134,9 +161,9 @@ async fn forward(
         accepted_count += 1;
         let cut = cut.clone();
         let draws = Draws::seeded(accepted_count);
-        let resets = resets.clone();
+        let (resets, upstreams) = (resets.clone(), upstreams.clone());
         tokio::spawn(async move {
-            let Ok(server) = TcpStream::connect(upstream).await else { return };
+            let Some(server) = connect_in_turn(&upstreams, accepted_count).await else { return };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
             match flaws {
@@ -275,5 +302,42 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!((gate.resets(), slow_resets), (1, 0), "the resets are counted");
+    }
+
+    /// A server that says `tag` to every connection, until the handle is aborted.
+    async fn teller(tag: u8) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.write_all(&[tag]).await;
+            }
+        });
+        (addr, task)
+    }
+
+    async fn answer(port: u16) -> u8 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let mut tag = [0];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut tag)).await.expect("in time").expect("a tag");
+        tag[0]
+    }
+
+    #[tokio::test]
+    async fn a_balanced_gate_takes_turns_and_skips_an_upstream_that_is_down() {
+        let ((a, a_task), (b, _b_task)) = (teller(b'a').await, teller(b'b').await);
+        let gate = Gate::open_balanced(0, &[a, b]).await.expect("gate");
+        let mut tags = Vec::new();
+        for _ in 0..4 {
+            tags.push(answer(gate.port).await);
+        }
+        tags.sort_unstable();
+        assert_eq!(tags, b"aabb", "in turn");
+        a_task.abort();
+        let _ = a_task.await;
+        for _ in 0..4 {
+            assert_eq!(answer(gate.port).await, b'b', "the one still up");
+        }
+        assert!(Gate::open_balanced(0, &[]).await.is_err(), "no upstream, no balancer");
     }
 }

@@ -6,6 +6,7 @@
 //! and resolves when it stops being true. Transitions go to a feed (the
 //! dashboard's) and to the notifier ([`crate::notify`]).
 
+use respawn_store::unix_ms;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -515,10 +516,6 @@ pub struct AlertsView {
 struct Tracked {
     alert: Alert,
     since: Instant,
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The alert engine.

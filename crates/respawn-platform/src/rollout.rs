@@ -9,7 +9,7 @@
 //! A refused adoption *resumes* the zone where it was, and every zone already
 //! moved goes back the same way: the rollout is rolled back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,8 @@ use std::future::Future;
 
 use respawn_api::admin::{Adopted, Redirected, Released, Resumed, ServerInfo};
 use respawn_api::http::CallError;
-use respawn_store::{Registry, ServerEntry};
+use respawn_store::ops::{OpsStore, RolloutPut};
+use respawn_store::{unix_ms, Registry, ServerEntry, StoreError, StoreResult};
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::FleetAdmin;
@@ -92,7 +93,8 @@ pub enum MoveState {
     Returned,
 }
 
-/// A rollout as the API shows it.
+/// A rollout as the API shows it, and as the operations store keeps it for
+/// every platform instance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rollout {
     pub id: u64,
@@ -108,11 +110,20 @@ pub struct Rollout {
     pub target: Option<String>,
     pub to_version: Option<String>,
     pub from_versions: Vec<String>,
+    /// The servers whose zones move (their ids).
+    #[serde(default)]
+    pub from_servers: Vec<String>,
     pub players_before: u64,
     pub zones: Vec<ZoneMove>,
     pub error: Option<String>,
     pub log: Vec<LogLine>,
     pub took_ms: u64,
+    /// When it started (Unix ms): an instance taking it over carries on its clock.
+    #[serde(default)]
+    pub started_at_ms: u64,
+    /// The platform instance running it (another one takes over if it stops).
+    #[serde(default)]
+    pub runner: String,
 }
 
 /// The guide's seven steps, as the log names them.
@@ -126,38 +137,80 @@ pub const STEPS: [&str; 7] = [
     "the old servers shut down gracefully",
 ];
 
-/// The current (or last) rollout and what a rollback returns to.
-#[derive(Debug, Default)]
+/// How long a rollout's runner holds it without renewing (every third of
+/// this): a runner that stops is replaced this long after, by whichever
+/// platform instance looks first (every [`WATCH_EVERY`]). Players of a zone
+/// caught mid-move wait that long; a zone's own lease is as long.
+pub const RUNNER_LEASE: Duration = Duration::from_secs(2);
+/// How often every instance looks for a rollout whose runner stopped.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// The rollouts of every platform instance, kept in the operations store:
+/// one runs at a time, whichever instance started it runs it (holding the
+/// store's runner lease), and another instance takes over one whose runner
+/// stopped.
+#[derive(Debug)]
 pub struct Rollouts {
-    current: Mutex<Option<Rollout>>,
-    /// The last rollout that succeeded: its mode and the version it left.
-    last_succeeded: Mutex<Option<(Mode, String)>>,
-    next_id: AtomicU64,
+    ops: Arc<dyn OpsStore>,
+    /// This instance, as a runner.
+    runner: String,
 }
 
 impl Rollouts {
-    pub fn current(&self) -> Option<Rollout> {
-        self.current.lock().ok().and_then(|c| c.clone())
+    /// Rollouts kept in `ops`, run by this instance under the name `runner`.
+    pub fn new(ops: Arc<dyn OpsStore>, runner: String) -> Self {
+        Self { ops, runner }
+    }
+
+    /// This instance's name as a runner.
+    pub fn runner(&self) -> &str {
+        &self.runner
+    }
+
+    /// The current (or last) rollout of any instance.
+    pub async fn current(&self) -> StoreResult<Option<Rollout>> {
+        self.ops.rollouts().await?.current.as_deref().map(decode).transpose()
     }
 
     /// A rollback's plan: back to the version the last successful rollout left, the same way.
-    pub fn rollback_plan(&self, wait: Duration) -> Result<Plan, String> {
-        let last = self.last_succeeded.lock().map_err(|_| "rollout state poisoned".to_owned())?.clone();
-        let (mode, version) = last.ok_or("no rollout has succeeded on this platform server: nothing to roll back")?;
+    pub async fn rollback_plan(&self, wait: Duration) -> Result<Plan, String> {
+        let records = self.ops.rollouts().await.map_err(unavailable)?;
+        let last = records.last_succeeded.as_deref().map(decode).transpose().map_err(|e| e.to_string())?;
+        let left = last.and_then(|r| Some((r.mode, r.from_versions.first()?.clone())));
+        let (mode, version) = left.ok_or("no rollout has succeeded on this platform: nothing to roll back")?;
         Ok(Plan { to: version, from: None, mode, wait, rollback: true })
     }
 
     /// Starts `plan` in the background, moving zones through `admin` (none:
-    /// refused, the server key is not configured); refused while another one runs.
-    pub fn start<A: ZoneServers>(
+    /// refused, the server key is not configured); refused while another
+    /// one runs, on any instance. A rollout whose runner stopped is taken
+    /// over first (and this one refused).
+    pub async fn start<A: ZoneServers>(
         self: &Arc<Self>,
         registry: Arc<dyn Registry>,
         admin: Option<A>,
         plan: Plan,
     ) -> Result<Rollout, String> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        if !self.ops.rollout_lease(&self.runner, RUNNER_LEASE).await.map_err(unavailable)? {
+            return Err("a rollout is already running: see GET /v1/rollouts/current".into());
+        }
+        let previous = match self.current().await {
+            Ok(previous) => previous,
+            Err(e) => {
+                self.give_up_lease().await;
+                return Err(unavailable(e));
+            }
+        };
+        if let Some(orphan) = previous.as_ref().filter(|r| r.state == State::Running) {
+            let why = format!(
+                "rollout {} was left running by {}, which stopped; this instance is taking it over: see GET /v1/rollouts/current",
+                orphan.id, orphan.runner
+            );
+            self.clone().take_over(registry, admin, orphan.clone());
+            return Err(why);
+        }
         let rollout = Rollout {
-            id,
+            id: previous.map_or(0, |r| r.id) + 1,
             mode: plan.mode,
             rollback: plan.rollback,
             requested: plan.to.clone(),
@@ -169,48 +222,239 @@ impl Rollouts {
             target: None,
             to_version: None,
             from_versions: Vec::new(),
+            from_servers: Vec::new(),
             players_before: 0,
             zones: Vec::new(),
             error: None,
             log: Vec::new(),
             took_ms: 0,
+            started_at_ms: unix_ms(),
+            runner: self.runner.clone(),
         };
-        {
-            let mut current = self.current.lock().map_err(|_| "rollout state poisoned".to_owned())?;
-            if current.as_ref().is_some_and(|r| r.state == State::Running) {
-                return Err("a rollout is already running: see GET /v1/rollouts/current".into());
-            }
-            *current = Some(rollout.clone());
+        let progress = Progress::new(self.clone(), rollout.clone());
+        if let Err(why) = progress.save(false).await {
+            self.give_up_lease().await;
+            return Err(why);
         }
-        let this = self.clone();
+        progress.write_from_now();
         tokio::spawn(async move {
-            let progress = Progress { rollouts: this.clone(), started: Instant::now() };
             let outcome = match &admin {
                 Some(admin) => Run { plan: &plan, registry: registry.as_ref(), admin, p: &progress }.execute().await,
                 None => Outcome::RolledBack(
                     "the server key is not configured: start the platform server with --server-key".into(),
                 ),
             };
-            progress.finish(outcome);
+            progress.finish(outcome).await;
         });
         Ok(rollout)
     }
-}
 
-/// Writes a running rollout's progress where the API reads it.
-struct Progress {
-    rollouts: Arc<Rollouts>,
-    started: Instant,
-}
-
-impl Progress {
-    fn update(&self, f: impl FnOnce(&mut Rollout)) {
-        if let Ok(mut current) = self.rollouts.current.lock() {
-            if let Some(r) = current.as_mut() {
-                f(r);
-                r.took_ms = self.started.elapsed().as_millis() as u64;
+    /// Looks every [`WATCH_EVERY`] for a rollout whose runner stopped (its
+    /// lease ran out while it was running) and takes it over, until `stop`.
+    pub async fn watch<A: ZoneServers + Clone>(
+        self: Arc<Self>,
+        registry: Arc<dyn Registry>,
+        admin: A,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(WATCH_EVERY) => {}
+                _ = stop.cancelled() => return,
+            }
+            if let Some(taken) = self.take_over_orphan(registry.clone(), admin.clone()).await {
+                let _ = taken.await;
             }
         }
+    }
+
+    /// Takes over the current rollout if it is running and its runner's
+    /// lease ran out; the task finishing it.
+    pub async fn take_over_orphan<A: ZoneServers>(
+        self: &Arc<Self>,
+        registry: Arc<dyn Registry>,
+        admin: A,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let records = self.ops.rollouts().await.ok()?;
+        if records.runner.is_some() {
+            return None;
+        }
+        let orphan = decode(records.current.as_deref()?).ok().filter(|r| r.state == State::Running)?;
+        if !self.ops.rollout_lease(&self.runner, RUNNER_LEASE).await.ok()? {
+            return None;
+        }
+        // Read again under the lease: it may have ended in between.
+        match self.current().await {
+            Ok(Some(orphan)) if orphan.state == State::Running => {
+                Some(self.clone().take_over(registry, Some(admin), orphan))
+            }
+            _ => {
+                tracing::debug!(id = orphan.id, "the rollout ended before it was taken over");
+                self.give_up_lease().await;
+                None
+            }
+        }
+    }
+
+    /// Finishes `orphan` (this instance holds the lease now): see [`Run::resume`].
+    fn take_over<A: ZoneServers>(
+        self: Arc<Self>,
+        registry: Arc<dyn Registry>,
+        admin: Option<A>,
+        mut orphan: Rollout,
+    ) -> tokio::task::JoinHandle<()> {
+        let stopped = std::mem::replace(&mut orphan.runner, self.runner.clone());
+        tracing::warn!(id = orphan.id, %stopped, step = orphan.step, "taking over a rollout whose runner stopped");
+        let plan = Plan {
+            to: orphan.requested.clone(),
+            from: orphan.evacuation.clone(),
+            mode: orphan.mode,
+            wait: Duration::ZERO,
+            rollback: orphan.rollback,
+        };
+        let progress = Progress::new(self, orphan);
+        progress.write_from_now();
+        progress.log(format!("taken over by {} from {stopped}, which stopped", progress.rollouts.runner));
+        tokio::spawn(async move {
+            let outcome = match &admin {
+                Some(admin) => Run { plan: &plan, registry: registry.as_ref(), admin, p: &progress }.resume().await,
+                None => Outcome::Failed(
+                    "the server key is not configured: this instance cannot call the zone servers".into(),
+                ),
+            };
+            progress.finish(outcome).await;
+        })
+    }
+
+    async fn give_up_lease(&self) {
+        let current = match self.ops.rollouts().await {
+            Ok(records) => records.current.unwrap_or_default(),
+            Err(_) => return,
+        };
+        // Rewritten as it is, the lease given up in the same step.
+        let put = RolloutPut { current: &current, succeeded: None, done: true };
+        if let Err(e) = self.ops.rollout_put(&self.runner, put).await {
+            tracing::warn!(error = %e, "could not give up the rollout lease; it runs out by itself");
+        }
+    }
+}
+
+/// This platform instance's name as a rollout runner: its host and
+/// process, and a number when one process runs several.
+pub fn runner_name() -> String {
+    static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && !h.chars().any(char::is_control))
+        .unwrap_or_else(|| "localhost".into());
+    let name = format!("{host} pid {}", std::process::id());
+    match INSTANCES.fetch_add(1, Ordering::Relaxed) {
+        0 => name,
+        n => format!("{name} #{}", n + 1),
+    }
+}
+
+fn decode(record: &str) -> StoreResult<Rollout> {
+    serde_json::from_str(record).map_err(|e| StoreError::Corrupt(format!("rollout record: {e}")))
+}
+
+fn unavailable(e: StoreError) -> String {
+    format!("the operations store is unavailable: {e}")
+}
+
+/// A running rollout's record: changed here, written through to the store
+/// (coalesced, and at least every third of [`RUNNER_LEASE`], renewing it)
+/// by a task of its own, so the steps never wait on the store.
+struct Progress {
+    rollouts: Arc<Rollouts>,
+    record: Mutex<Rollout>,
+    changed: Arc<tokio::sync::Notify>,
+    /// Another instance holds the lease now: this one stops where it is.
+    lost: AtomicBool,
+    /// Already taken when the record was made (a take-over carries on the clock).
+    started: Instant,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// How often a long wait for players logs (after its first 20 s, every 2 s):
+/// the record stays small however long the wait.
+const WAIT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl Progress {
+    fn new(rollouts: Arc<Rollouts>, record: Rollout) -> Arc<Self> {
+        // A take-over counts from the rollout's start (on the instances'
+        // clocks), at least from where the stopped runner's record ended.
+        let ran_ms = match record.started_at_ms {
+            0 => record.took_ms,
+            at => unix_ms().saturating_sub(at).max(record.took_ms),
+        };
+        let started = Instant::now().checked_sub(Duration::from_millis(ran_ms)).unwrap_or_else(Instant::now);
+        Arc::new(Self {
+            rollouts,
+            record: Mutex::new(record),
+            changed: Arc::default(),
+            lost: AtomicBool::new(false),
+            started,
+            writer: Mutex::new(None),
+        })
+    }
+
+    /// Writes every change through from now on, until [`Progress::finish`].
+    fn write_from_now(self: &Arc<Self>) {
+        let writer = tokio::spawn(Self::write_through(Arc::downgrade(self)));
+        if let Ok(mut slot) = self.writer.lock() {
+            *slot = Some(writer);
+        }
+    }
+
+    async fn write_through(progress: std::sync::Weak<Self>) {
+        loop {
+            // Only while the run holds it: a run that ended (or panicked) stops renewing the lease.
+            let Some(p) = progress.upgrade() else { return };
+            if let Err(why) = p.save(false).await {
+                tracing::warn!(why, "rollout progress not stored; retrying");
+            }
+            if p.lost() {
+                return;
+            }
+            let changed = p.changed.clone();
+            drop(p);
+            // A change made meanwhile left a permit: this returns at once.
+            let _ = tokio::time::timeout(RUNNER_LEASE / 3, changed.notified()).await;
+        }
+    }
+
+    fn snapshot(&self) -> Option<Rollout> {
+        self.record.lock().ok().map(|r| r.clone())
+    }
+
+    /// Renews the lease and stores the record; with `done`, gives the lease up.
+    async fn save(&self, done: bool) -> Result<(), String> {
+        let Some(record) = self.snapshot() else { return Err("rollout state poisoned".into()) };
+        let ops = &self.rollouts.ops;
+        let runner = &self.rollouts.runner;
+        let current = serde_json::to_string(&record).map_err(|e| e.to_string())?;
+        let succeeded = (done && record.state == State::Succeeded).then_some(current.as_str());
+        let held = ops.rollout_lease(runner, RUNNER_LEASE).await.map_err(unavailable)?
+            && ops.rollout_put(runner, RolloutPut { current: &current, succeeded, done }).await.map_err(unavailable)?;
+        if !held && !self.lost.swap(true, Ordering::Relaxed) {
+            tracing::error!(id = record.id, "another platform instance holds this rollout now; stopping here");
+        }
+        Ok(())
+    }
+
+    fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Rollout)) {
+        if let Ok(mut r) = self.record.lock() {
+            f(&mut r);
+            r.took_ms = self.started.elapsed().as_millis() as u64;
+        }
+        self.changed.notify_one();
     }
 
     fn step(&self, step: u8) {
@@ -232,7 +476,9 @@ impl Progress {
         });
     }
 
-    fn finish(&self, outcome: Outcome) {
+    /// Records how it ended and stores that (retrying while the store is
+    /// down, up to a lease's time: after that another instance may hold it).
+    async fn finish(&self, outcome: Outcome) {
         let (state, error) = match outcome {
             Outcome::Succeeded => (State::Succeeded, None),
             Outcome::RolledBack(why) => (State::RolledBack, Some(why)),
@@ -246,12 +492,22 @@ impl Progress {
             r.state = state;
             r.error = error;
         });
-        // An evacuation moves zones between servers; a rollback returns to a version.
-        if state == State::Succeeded {
-            let done = self.rollouts.current().filter(|r| r.evacuation.is_none());
-            let left = done.and_then(|r| Some((r.mode, r.from_versions.first()?.clone())));
-            if let (Some(left), Ok(mut last)) = (left, self.rollouts.last_succeeded.lock()) {
-                *last = Some(left);
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            writer.abort();
+        }
+        let deadline = Instant::now() + RUNNER_LEASE;
+        while !self.lost() {
+            match self.save(true).await {
+                Ok(()) => return,
+                Err(why) if Instant::now() < deadline => {
+                    tracing::warn!(why, "the rollout's end not stored; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(why) => {
+                    tracing::error!(why, "the rollout's end could not be stored; another instance will take it over");
+                    return;
+                }
             }
         }
     }
@@ -387,11 +643,107 @@ impl<A: ZoneServers> Run<'_, A> {
             return outcome;
         }
         self.wait_for_players(&old).await;
-        if let Err(outcome) = self.move_zones(&old, &target).await {
+        self.move_and_shut_down(&old, &target).await
+    }
+
+    /// Steps 6 and 7.
+    async fn move_and_shut_down(&self, old: &[ServerEntry], target: &ServerEntry) -> Outcome {
+        if let Err(outcome) = self.move_zones(old, target).await {
             return outcome;
         }
-        self.shut_down(&old).await;
+        if let Err(outcome) = self.still_ours() {
+            return outcome;
+        }
+        self.shut_down(old).await;
         Outcome::Succeeded
+    }
+
+    /// Carries on a rollout whose runner stopped where it was: before any
+    /// zone moved (step 5 or earlier) it is rolled back, the old servers
+    /// reopened; from step 6 on it is finished, the zones that have not moved
+    /// yet moved (a move refused now rolls it back as ever). First, any zone
+    /// the stopped runner left mid-move is settled (see [`Run::settle_parked`]).
+    async fn resume(&self) -> Outcome {
+        let Some(record) = self.p.snapshot() else { return Outcome::Failed("rollout state poisoned".into()) };
+        let servers = match self.registry.servers().await {
+            Ok(servers) => servers,
+            Err(e) => return Outcome::Failed(format!("the server registry is unavailable: {e}")),
+        };
+        self.settle_parked(&servers).await;
+        let old: Vec<ServerEntry> = servers.iter().filter(|s| record.from_servers.contains(&s.id)).cloned().collect();
+        if record.step < 6 {
+            self.uncordon(&old).await;
+            return Outcome::RolledBack(format!(
+                "its runner stopped at step {}/7, before any zone moved; the old servers take players again: start it anew",
+                record.step
+            ));
+        }
+        let Some(target) = servers.iter().find(|s| Some(&s.id) == record.target.as_ref()) else {
+            self.uncordon(&old).await;
+            return Outcome::Failed(format!(
+                "its runner stopped at step {}/7 and the target {} is no longer registered; zones on it fail over as any lost server's",
+                record.step,
+                record.target.as_deref().unwrap_or("-")
+            ));
+        };
+        self.p.log(format!("carrying on from step {}/7", record.step));
+        self.move_and_shut_down(&old, target).await
+    }
+
+    /// Zones a stopped runner left released (parked) on a server: one whose
+    /// adopter runs it already has its move completed (the clients
+    /// redirected, recorded as moved); any other ticks again where it was.
+    async fn settle_parked(&self, servers: &[ServerEntry]) {
+        let mut infos = Vec::new();
+        for s in servers {
+            match self.admin.info(s).await {
+                Ok(info) => infos.push((s, info)),
+                Err(e) => self.p.log(format!("{} does not answer ({e}); its zones are left as they are", s.id)),
+            }
+        }
+        let running_on = |zone: &str| {
+            infos.iter().find(|(_, info)| info.zones.iter().any(|z| z.name == zone && !z.parked)).map(|(s, _)| *s)
+        };
+        for (s, info) in &infos {
+            for parked in info.zones.iter().filter(|z| z.parked) {
+                let zone = parked.name.as_str();
+                match running_on(zone) {
+                    Some(adopter) => match self.admin.redirect(s, zone, &adopter.address).await {
+                        Ok(_) => {
+                            self.p.log(format!("zone {zone} was adopted by {}: its move is completed", adopter.id));
+                            self.p.update(|r| {
+                                r.zones.push(ZoneMove {
+                                    zone: zone.to_owned(),
+                                    from: s.id.clone(),
+                                    to: adopter.id.clone(),
+                                    tick: parked.tick,
+                                    players: parked.players,
+                                    pause_ms: 0,
+                                    state: MoveState::Moved,
+                                })
+                            });
+                        }
+                        Err(e) => self.p.log(format!("zone {zone}: {} did not redirect its clients: {e}", s.id)),
+                    },
+                    None => match self.admin.resume(s, zone).await {
+                        Ok(_) => {
+                            self.p.log(format!("zone {zone} was released but not adopted: it ticks on {} again", s.id))
+                        }
+                        Err(e) => self.p.log(format!("zone {zone} could not be resumed on {}: {e}", s.id)),
+                    },
+                }
+            }
+        }
+    }
+
+    /// Stops the run where it is once another instance holds the rollout.
+    fn still_ours(&self) -> Result<(), Outcome> {
+        match self.p.lost() {
+            true => Err(Outcome::Failed(
+                "this platform instance could not renew its hold on the rollout; another one carries it on".into(),
+            )),
+            false => Ok(()),
+        }
     }
 
     /// Step 1: the target server (the new version, or a standby for an
@@ -432,6 +784,7 @@ impl<A: ZoneServers> Run<'_, A> {
             r.to_version = Some(target.version.clone());
             r.from_versions =
                 old.iter().map(|s| s.version.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            r.from_servers = old.iter().map(|s| s.id.clone()).collect();
         });
         if old.is_empty() {
             return Err(Outcome::RolledBack(match &plan.from {
@@ -534,7 +887,7 @@ impl<A: ZoneServers> Run<'_, A> {
         }
         let deadline = Instant::now() + plan.wait;
         let mut last_log = Instant::now();
-        loop {
+        while !p.lost() {
             let mut left = 0;
             for s in old {
                 left += self.admin.info(s).await.map(|i| i.players).unwrap_or(0);
@@ -547,7 +900,12 @@ impl<A: ZoneServers> Run<'_, A> {
                 p.log(format!("{left} players still connected after {:?}: their zones move live", plan.wait));
                 return;
             }
-            if last_log.elapsed() >= Duration::from_secs(2) {
+            let every = if last_log.duration_since(deadline - plan.wait) < Duration::from_secs(20) {
+                Duration::from_secs(2)
+            } else {
+                WAIT_LOG_EVERY
+            };
+            if last_log.elapsed() >= every {
                 p.log(format!("{left} players still on the old version"));
                 last_log = Instant::now();
             }
@@ -564,6 +922,7 @@ impl<A: ZoneServers> Run<'_, A> {
         for s in old {
             let zones = self.admin.info(s).await.map(|i| i.hosted()).unwrap_or_else(|_| s.zones.clone());
             for zone in zones {
+                self.still_ours()?;
                 match self.move_zone(&zone, s, target).await {
                     Ok(record) => {
                         p.update(|r| r.zones.push(record));
@@ -706,7 +1065,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use respawn_api::admin::{Compat, HostedZone, RestoreSource};
-    use respawn_store::memory::MemoryRegistry;
+    use respawn_store::memory::{MemoryOps, MemoryRegistry};
     use respawn_store::ServerState::Ready;
 
     /// One zone server as the fake admin API keeps it.
@@ -892,12 +1251,20 @@ mod tests {
 
     const BOTH: &[&str] = &["meadow", "caverns"];
 
+    fn instance(ops: &Arc<MemoryOps>, name: &str) -> Arc<Rollouts> {
+        Arc::new(Rollouts::new(ops.clone(), name.into()))
+    }
+
     /// Runs `plan` to its end on `fleet`.
     async fn roll_out(fleet: &FakeFleet, plan: Plan) -> Rollout {
-        let rollouts = Arc::new(Rollouts::default());
-        rollouts.start(fleet.registry.clone(), Some(fleet.clone()), plan).expect("started");
+        let rollouts = instance(&Arc::new(MemoryOps::new()), "a");
+        rollouts.start(fleet.registry.clone(), Some(fleet.clone()), plan).await.expect("started");
+        ended(&rollouts).await
+    }
+
+    async fn ended(rollouts: &Rollouts) -> Rollout {
         loop {
-            let current = rollouts.current().expect("a rollout");
+            let current = rollouts.current().await.expect("store").expect("a rollout");
             if current.state != State::Running {
                 return current;
             }
@@ -1018,5 +1385,116 @@ mod tests {
         assert_eq!(rollout.state, State::RolledBack);
         assert!(rollout.error.unwrap_or_default().contains("no registered game server is \"9.9\""));
         assert!(fleet.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn one_rollout_runs_at_a_time_whichever_instance_is_asked() {
+        let fleet = FakeFleet::new(vec![server("old", "1", BOTH, BOTH), server("new", "2", &[], BOTH)]).await;
+        let ops = Arc::new(MemoryOps::new());
+        let (a, b) = (instance(&ops, "a"), instance(&ops, "b"));
+        let waiting = Plan { wait: Duration::from_secs(60), ..plan("2", Mode::Guide) };
+        let started = a.start(fleet.registry.clone(), Some(fleet.clone()), waiting).await.expect("started");
+        let refused = b.start(fleet.registry.clone(), Some(fleet.clone()), plan("2", Mode::Handoff)).await;
+        assert!(refused.expect_err("refused").contains("already running"));
+        let seen = b.current().await.expect("store").expect("a rollout");
+        assert_eq!((seen.id, seen.runner.as_str(), seen.state), (started.id, "a", State::Running));
+    }
+
+    /// What a runner that stopped left in the store: a record at `step`
+    /// moving `old`'s zones to `new`, its lease (ending in 50 ms) not renewed.
+    async fn stopped_runner(ops: &MemoryOps, step: u8) {
+        let record = Rollout {
+            id: 7,
+            mode: Mode::Handoff,
+            rollback: false,
+            requested: "2".into(),
+            evacuation: None,
+            state: State::Running,
+            step,
+            steps: 7,
+            step_name: STEPS[usize::from(step) - 1].into(),
+            target: Some("new".into()),
+            to_version: Some("2".into()),
+            from_versions: vec!["1".into()],
+            from_servers: vec!["old".into()],
+            players_before: 6,
+            zones: Vec::new(),
+            error: None,
+            log: Vec::new(),
+            took_ms: 900,
+            started_at_ms: 0,
+            runner: "dead".into(),
+        };
+        let current = serde_json::to_string(&record).expect("json");
+        assert!(ops.rollout_lease("dead", Duration::from_millis(50)).await.expect("lease"));
+        let put = RolloutPut { current: &current, succeeded: None, done: false };
+        assert!(ops.rollout_put("dead", put).await.expect("put"));
+    }
+
+    async fn take_over(ops: &Arc<MemoryOps>, fleet: &FakeFleet) -> Rollout {
+        let survivor = instance(ops, "survivor");
+        let registry: Arc<dyn Registry> = fleet.registry.clone();
+        assert!(
+            survivor.take_over_orphan(registry.clone(), fleet.clone()).await.is_none(),
+            "not while the stopped runner's lease holds"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let task = survivor.take_over_orphan(registry, fleet.clone()).await.expect("taken over");
+        task.await.expect("finished");
+        let rollout = survivor.current().await.expect("store").expect("a rollout");
+        assert_eq!((rollout.id, rollout.runner.as_str()), (7, "survivor"));
+        assert!(
+            rollout.log.iter().any(|l| l.message.contains("taken over by survivor from dead")),
+            "{:?}",
+            rollout.log
+        );
+        assert!(ops.rollouts().await.expect("store").runner.is_none(), "the lease is given up at the end");
+        rollout
+    }
+
+    #[tokio::test]
+    async fn a_rollout_whose_runner_stopped_mid_move_is_finished_by_another_instance() {
+        let fleet = FakeFleet::new(vec![server("old", "1", BOTH, BOTH), server("new", "2", &[], BOTH)]).await;
+        // The stopped runner had cordoned old, released meadow, and new had adopted it.
+        {
+            let mut servers = fleet.servers.lock().expect("fake fleet");
+            let old = servers.get_mut("old").expect("old");
+            old.cordoned = true;
+            old.zones.iter_mut().filter(|z| z.name == "meadow").for_each(|z| z.parked = true);
+            let adopted = HostedZone { name: "meadow".into(), players: 0, tick: 100, parked: false };
+            servers.get_mut("new").expect("new").zones.push(adopted);
+        }
+        let ops = Arc::new(MemoryOps::new());
+        stopped_runner(&ops, 6).await;
+        let rollout = take_over(&ops, &fleet).await;
+        assert_eq!(rollout.state, State::Succeeded, "{:?}", rollout.error);
+        assert_eq!(fleet.hosted("new"), ["meadow", "caverns"]);
+        assert!(fleet.server("old").draining, "the old server is shut down");
+        let moved: Vec<&str> = rollout.zones.iter().map(|m| m.zone.as_str()).collect();
+        assert_eq!(moved, ["meadow", "caverns"]);
+        let calls = fleet.calls();
+        assert!(calls.contains(&"redirect meadow from old".to_owned()), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.starts_with("adopt meadow") || c.starts_with("resume")), "{calls:?}");
+    }
+
+    #[tokio::test]
+    async fn a_rollout_whose_runner_stopped_before_any_move_is_rolled_back_by_another_instance() {
+        let fleet = FakeFleet::new(vec![server("old", "1", BOTH, BOTH), server("new", "2", &[], BOTH)]).await;
+        {
+            let mut servers = fleet.servers.lock().expect("fake fleet");
+            let old = servers.get_mut("old").expect("old");
+            old.cordoned = true;
+            // Released, never adopted (the runner stopped in between).
+            old.zones.iter_mut().filter(|z| z.name == "caverns").for_each(|z| z.parked = true);
+        }
+        let ops = Arc::new(MemoryOps::new());
+        stopped_runner(&ops, 5).await;
+        let rollout = take_over(&ops, &fleet).await;
+        assert_eq!(rollout.state, State::RolledBack);
+        assert!(rollout.error.unwrap_or_default().contains("stopped at step 5/7, before any zone moved"));
+        let old = fleet.server("old");
+        assert!(!old.cordoned && !old.draining, "the old server takes players again");
+        assert!(old.zones.iter().all(|z| !z.parked), "every zone ticks there: {:?}", old.zones);
+        assert!(fleet.hosted("new").is_empty());
     }
 }

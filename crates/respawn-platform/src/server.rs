@@ -27,6 +27,8 @@ pub enum Service {
     FleetWatcher,
     /// Posts alert transitions to the webhook.
     Notifier,
+    /// Takes over a rollout whose runner (another instance) stopped.
+    RolloutWatcher,
 }
 
 impl fmt::Display for Service {
@@ -36,6 +38,7 @@ impl fmt::Display for Service {
             Service::Consumer => "consumer",
             Service::FleetWatcher => "fleet watcher",
             Service::Notifier => "notifier",
+            Service::RolloutWatcher => "rollout watcher",
         })
     }
 }
@@ -127,6 +130,16 @@ impl PlatformServer {
             let watcher = crate::fleet::watch(fleet, registry, alerts, stop.clone());
             services.push((
                 Service::FleetWatcher,
+                tokio::spawn(async move {
+                    watcher.await;
+                    Ok(())
+                }),
+            ));
+        }
+        if let Some(admin) = context.fleet_admin() {
+            let watcher = context.rollouts.clone().watch(context.registry.clone(), admin, stop.clone());
+            services.push((
+                Service::RolloutWatcher,
                 tokio::spawn(async move {
                     watcher.await;
                     Ok(())

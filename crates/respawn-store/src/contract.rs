@@ -395,6 +395,43 @@ pub async fn ops(store: &dyn OpsStore, seed: u64) -> ContractResult {
     Ok(())
 }
 
+/// A store with no rollout yet: one runner at a time, writes only by the
+/// lease's holder, the lease lost when its time runs out.
+pub async fn rollouts(store: &dyn OpsStore) -> ContractResult {
+    use crate::ops::RolloutPut;
+    let put = |current, succeeded, done| RolloutPut { current, succeeded, done };
+    check(store.rollouts().await.map_err(e)? == Default::default(), "no rollout at first")?;
+    check(!store.rollout_put("a", put("r1", None, false)).await.map_err(e)?, "no lease, no write")?;
+    check(store.rollout_lease("a", Duration::from_millis(300)).await.map_err(e)?, "the first runner takes it")?;
+    check(!store.rollout_lease("b", Duration::from_secs(5)).await.map_err(e)?, "a second runner is refused")?;
+    check(store.rollout_put("a", put("r1", None, false)).await.map_err(e)?, "the holder writes")?;
+    check(!store.rollout_put("b", put("r2", None, false)).await.map_err(e)?, "another does not")?;
+    let records = store.rollouts().await.map_err(e)?;
+    let want = |current: &str, runner: Option<&str>, last: Option<&str>| crate::ops::RolloutRecords {
+        current: Some(current.to_owned()),
+        runner: runner.map(str::to_owned),
+        last_succeeded: last.map(str::to_owned),
+    };
+    check(records == want("r1", Some("a"), None), "the record and its runner")?;
+    check(store.rollout_lease("a", Duration::from_millis(300)).await.map_err(e)?, "the holder renews")?;
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    check(store.rollouts().await.map_err(e)?.runner.is_none(), "a lease not renewed runs out")?;
+    check(store.rollouts().await.map_err(e)? == want("r1", None, None), "its record stays, runnerless")?;
+    check(!store.rollout_put("a", put("r1 late", None, true)).await.map_err(e)?, "a runner past its lease is refused")?;
+    check(store.rollout_lease("b", Duration::from_secs(5)).await.map_err(e)?, "another runner takes over")?;
+    check(store.rollout_put("b", put("r1 done", Some("r1 done"), true)).await.map_err(e)?, "and finishes it")?;
+    check(store.rollouts().await.map_err(e)? == want("r1 done", None, Some("r1 done")), "done frees the lease")?;
+    check(store.rollout_lease("a", Duration::from_secs(5)).await.map_err(e)?, "free for the next rollout")?;
+    check(store.rollout_put("a", put("r2", None, false)).await.map_err(e)?, "which writes")?;
+    check(store.rollouts().await.map_err(e)? == want("r2", Some("a"), Some("r1 done")), "the last success kept")?;
+    let huge = "x".repeat(257 * 1024);
+    for (runner, current) in [("", "r"), ("a\nb", "r"), ("a", huge.as_str())] {
+        let bad = store.rollout_put(runner, put(current, None, false)).await;
+        check(matches!(bad, Err(StoreError::Invalid(_))), "a bad runner name or a huge record")?;
+    }
+    Ok(())
+}
+
 /// `key` must be new to the limiter.
 pub async fn rate_limiter(limiter: &dyn RateLimiter, key: &str) -> ContractResult {
     let quota = Quota { burst: 3, period: Duration::from_millis(600) };

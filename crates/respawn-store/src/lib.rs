@@ -138,8 +138,8 @@ pub trait Journal: Send + Sync + Debug {
     fn len(&self, zone: u32) -> BoxFuture<'_, StoreResult<u64>>;
 }
 
-/// Now, in Unix milliseconds.
-pub(crate) fn unix_ms() -> u64 {
+/// Now, in Unix milliseconds: the one wall clock every crate's records use.
+pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

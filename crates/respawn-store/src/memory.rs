@@ -73,6 +73,20 @@ struct OpsState {
     alert_states: HashMap<String, bool>,
     alerts_firing: BTreeMap<String, String>,
     alert_feed: VecDeque<String>,
+    /// The rollout runner's lease: who, until when.
+    rollout_runner: Option<(String, Instant)>,
+    rollout_current: Option<String>,
+    rollout_last_succeeded: Option<String>,
+}
+
+impl OpsState {
+    /// The rollout runner while its lease holds.
+    fn rollout_runner(&mut self) -> Option<&str> {
+        if self.rollout_runner.as_ref().is_some_and(|(_, until)| *until <= Instant::now()) {
+            self.rollout_runner = None;
+        }
+        self.rollout_runner.as_ref().map(|(runner, _)| runner.as_str())
+    }
 }
 
 /// Operations state for one embedded platform server.
@@ -232,6 +246,51 @@ impl OpsStore for MemoryOps {
             self.with(|s| crate::ops::AlertRecords {
                 feed: s.alert_feed.iter().cloned().collect(),
                 firing: s.alerts_firing.values().cloned().collect(),
+            })
+        }
+        .boxed()
+    }
+
+    fn rollout_lease<'a>(&'a self, runner: &'a str, ttl: Duration) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            crate::ops::validate_rollout(runner, None)?;
+            self.with(|s| {
+                if s.rollout_runner().is_some_and(|holder| holder != runner) {
+                    return false;
+                }
+                s.rollout_runner = Some((runner.to_owned(), Instant::now() + ttl));
+                true
+            })
+        }
+        .boxed()
+    }
+
+    fn rollout_put<'a>(&'a self, runner: &'a str, put: crate::ops::RolloutPut<'a>) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            crate::ops::validate_rollout(runner, Some(&put))?;
+            self.with(|s| {
+                if s.rollout_runner() != Some(runner) {
+                    return false;
+                }
+                s.rollout_current = Some(put.current.to_owned());
+                if let Some(succeeded) = put.succeeded {
+                    s.rollout_last_succeeded = Some(succeeded.to_owned());
+                }
+                if put.done {
+                    s.rollout_runner = None;
+                }
+                true
+            })
+        }
+        .boxed()
+    }
+
+    fn rollouts(&self) -> BoxFuture<'_, StoreResult<crate::ops::RolloutRecords>> {
+        async move {
+            self.with(|s| crate::ops::RolloutRecords {
+                runner: s.rollout_runner().map(str::to_owned),
+                current: s.rollout_current.clone(),
+                last_succeeded: s.rollout_last_succeeded.clone(),
             })
         }
         .boxed()

@@ -164,6 +164,54 @@ pub trait OpsStore: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, StoreResult<bool>>;
     /// The alerts' feed, newest first (at most [`ALERT_FEED_KEEP`]), and the alerts firing now.
     fn alerts(&self) -> BoxFuture<'_, StoreResult<AlertRecords>>;
+
+    /// Takes the rollout runner's lease for `runner` for `ttl`, or renews it
+    /// if `runner` holds it already; `false` while another runner holds it.
+    /// One rollout runs at a time across every platform instance, and a
+    /// runner that stops (killed, cut off from the store) loses the lease
+    /// when `ttl` runs out, for another instance to take over its rollout.
+    fn rollout_lease<'a>(&'a self, runner: &'a str, ttl: Duration) -> BoxFuture<'a, StoreResult<bool>>;
+    /// Stores `put` if `runner` holds the lease, in one step; `false`
+    /// (nothing written) when it does not.
+    fn rollout_put<'a>(&'a self, runner: &'a str, put: RolloutPut<'a>) -> BoxFuture<'a, StoreResult<bool>>;
+    /// The current rollout's record, its runner while the lease holds, and
+    /// the last successful rollout's record.
+    fn rollouts(&self) -> BoxFuture<'_, StoreResult<RolloutRecords>>;
+}
+
+/// What a rollout's runner stores: records as the platform writes them.
+#[derive(Debug, Clone, Copy)]
+pub struct RolloutPut<'a> {
+    /// The rollout as it stands.
+    pub current: &'a str,
+    /// Replaces the last successful rollout's record when given.
+    pub succeeded: Option<&'a str>,
+    /// The rollout has ended: the lease is given up in the same step.
+    pub done: bool,
+}
+
+/// What [`OpsStore::rollouts`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RolloutRecords {
+    pub current: Option<String>,
+    /// Whoever holds the runner's lease now.
+    pub runner: Option<String>,
+    pub last_succeeded: Option<String>,
+}
+
+/// Longest rollout runner name and rollout record stored.
+const RUNNER_MAX: usize = 256;
+const ROLLOUT_RECORD_MAX: usize = 256 * 1024;
+
+/// Refuses a runner name or record that could not be stored faithfully.
+pub(crate) fn validate_rollout(runner: &str, put: Option<&RolloutPut<'_>>) -> StoreResult<()> {
+    let records_fit = put.is_none_or(|p| {
+        p.current.len() <= ROLLOUT_RECORD_MAX && p.succeeded.is_none_or(|s| s.len() <= ROLLOUT_RECORD_MAX)
+    });
+    if runner.is_empty() || !printable(runner, RUNNER_MAX) || !records_fit {
+        return Err(StoreError::Invalid("rollout: a printable runner name and records of at most 256 KiB".into()));
+    }
+    Ok(())
 }
 
 /// Transitions kept in the alerts' feed.

@@ -610,13 +610,37 @@ impl Registry for RedisRegistry {
 /// `<prefix>:bans:version`, `<prefix>:operators` (hash name → token),
 /// `<prefix>:audit` (a capped list, newest first), `<prefix>:login:<player>`,
 /// `<prefix>:claim:<key>` and the alerts' `<prefix>:alerts:state`,
-/// `:alerts:firing` (hashes by alert id) and `:alerts:feed` (a capped list).
-/// Fields are joined by newlines; validation keeps control characters out.
+/// `:alerts:firing` (hashes by alert id) and `:alerts:feed` (a capped list),
+/// and the rollouts' `<prefix>:rollout:runner` (the lease, expiring),
+/// `:rollout:current` and `:rollout:last-succeeded`. Fields are joined by
+/// newlines; validation keeps control characters out.
 #[derive(Debug, Clone)]
 pub struct RedisOps {
     redis: RedisConn,
     alert_transition: Arc<redis::Script>,
+    rollout_lease: Arc<redis::Script>,
+    rollout_put: Arc<redis::Script>,
 }
+
+/// KEYS: the runner's lease. ARGV: the runner, the lease's milliseconds.
+/// Takes or renews the lease unless another runner holds it.
+const ROLLOUT_LEASE_LUA: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+
+/// KEYS: the runner's lease, the current record, the last successful one.
+/// ARGV: the runner, the record, the succeeded record or '', '1' when done.
+/// Writes only while the runner holds the lease; done gives it up.
+const ROLLOUT_PUT_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3]) end
+if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) end
+return 1
+"#;
 
 /// KEYS: alert states (hash id → 1/0), firing alerts (hash id → record),
 /// the feed (list, newest first). ARGV: id, 1 or 0, the record, the feed's
@@ -637,7 +661,12 @@ return 1
 
 impl RedisOps {
     pub fn new(redis: RedisConn) -> Self {
-        Self { redis, alert_transition: Arc::new(redis::Script::new(ALERT_TRANSITION_LUA)) }
+        Self {
+            redis,
+            alert_transition: Arc::new(redis::Script::new(ALERT_TRANSITION_LUA)),
+            rollout_lease: Arc::new(redis::Script::new(ROLLOUT_LEASE_LUA)),
+            rollout_put: Arc::new(redis::Script::new(ROLLOUT_PUT_LUA)),
+        }
     }
 
     async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> StoreResult<T> {
@@ -899,6 +928,46 @@ impl OpsStore for RedisOps {
                 )
                 .await?;
             Ok(crate::ops::AlertRecords { feed, firing: firing.into_values().collect() })
+        }
+        .boxed()
+    }
+
+    fn rollout_lease<'a>(&'a self, runner: &'a str, ttl: Duration) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            crate::ops::validate_rollout(runner, None)?;
+            let mut c = self.redis.conn().await?;
+            let mut invocation = self.rollout_lease.key(self.redis.key("rollout:runner"));
+            invocation.arg(runner).arg(ttl.as_millis().max(1) as u64);
+            let held: i64 = bounded(BACKEND, async { invocation.invoke_async(&mut c).await.map_err(err) }).await?;
+            Ok(held == 1)
+        }
+        .boxed()
+    }
+
+    fn rollout_put<'a>(&'a self, runner: &'a str, put: crate::ops::RolloutPut<'a>) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            crate::ops::validate_rollout(runner, Some(&put))?;
+            let mut c = self.redis.conn().await?;
+            let mut invocation = self.rollout_put.key(self.redis.key("rollout:runner"));
+            invocation
+                .key(self.redis.key("rollout:current"))
+                .key(self.redis.key("rollout:last-succeeded"))
+                .arg(runner)
+                .arg(put.current)
+                .arg(put.succeeded.unwrap_or(""))
+                .arg(if put.done { "1" } else { "0" });
+            let stored: i64 = bounded(BACKEND, async { invocation.invoke_async(&mut c).await.map_err(err) }).await?;
+            Ok(stored == 1)
+        }
+        .boxed()
+    }
+
+    fn rollouts(&self) -> BoxFuture<'_, StoreResult<crate::ops::RolloutRecords>> {
+        async move {
+            let keys = ["rollout:current", "rollout:runner", "rollout:last-succeeded"].map(|k| self.redis.key(k));
+            let ((current, runner, last_succeeded),): ((Option<String>, Option<String>, Option<String>),) =
+                self.run(redis::pipe().mget(&keys)).await?;
+            Ok(crate::ops::RolloutRecords { current, runner, last_succeeded })
         }
         .boxed()
     }

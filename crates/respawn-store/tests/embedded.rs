@@ -19,6 +19,7 @@ async fn files_honour_every_contract() {
     contract::sessions(&file::FileSessions::new(dir), 1).await.expect("sessions");
     contract::registry(&respawn_store::memory::MemoryRegistry::new(), 1).await.expect("registry");
     contract::ops(&respawn_store::memory::MemoryOps::new(), 1).await.expect("operations state");
+    contract::rollouts(&respawn_store::memory::MemoryOps::new()).await.expect("rollouts");
     let limiter = respawn_store::ratelimit::MemoryRateLimiter::default();
     contract::rate_limiter(&limiter, "ip:127.0.0.1").await.expect("rate limiter");
 }

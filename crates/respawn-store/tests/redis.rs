@@ -27,6 +27,7 @@ async fn redis_honours_every_contract() {
     contract::sessions(&RedisSessions::new(conn.clone()), 1).await.expect("sessions");
     contract::registry(&RedisRegistry::new(conn.clone()), 1).await.expect("registry");
     contract::ops(&RedisOps::new(conn.clone()), 1).await.expect("operations state");
+    contract::rollouts(&RedisOps::new(conn.clone())).await.expect("rollouts");
     contract::rate_limiter(&RedisRateLimiter::new(conn), "ip:127.0.0.1").await.expect("rate limiter");
 }
 

@@ -131,10 +131,6 @@ pub struct PersistState {
     pub snapshot_wanted: AtomicBool,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Everything one zone's persister works with.
 #[derive(Debug)]
 pub struct ZonePersistence {
@@ -288,7 +284,7 @@ impl Persister {
             PersistMsg::Snapshot { tick, bytes } => {
                 self.last_tick = self.last_tick.max(tick);
                 self.metrics.snapshot_bytes.set(bytes.len() as i64);
-                let meta = SnapshotMeta { zone: self.zone, tick, taken_at_ms: now_ms() };
+                let meta = SnapshotMeta { zone: self.zone, tick, taken_at_ms: respawn_store::unix_ms() };
                 self.latest = Some(StoredSnapshot { meta, bytes });
                 self.snapshot_due = true;
             }
@@ -749,7 +745,7 @@ fn apply_journal(zone: &mut Zone, entries: Vec<JournalEntry>, name: &str, events
 pub async fn checkpoint_after_restore(zone: &Zone, stores: &Stores, state: &PersistState, fence: Fence) {
     let tick = zone.tick_number();
     let snapshot = StoredSnapshot {
-        meta: SnapshotMeta { zone: zone.config().zone_id, tick, taken_at_ms: now_ms() },
+        meta: SnapshotMeta { zone: zone.config().zone_id, tick, taken_at_ms: respawn_store::unix_ms() },
         bytes: zone.encode_snapshot(),
     };
     let stored = match stores.hot.put(snapshot.clone(), fence).await {

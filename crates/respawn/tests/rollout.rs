@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use respawn_api::http;
 use respawn_client::bot::{Access, BotStats, Fleet};
-use respawn_drill::{RolloutReport, Scenario, Verdict};
+use respawn_drill::{PlatformLossReport, ProblemKind, RolloutReport, Scenario, Verdict};
 use respawn_platform::rollout::Mode;
 use serde_json::Value;
 use support::{next_build, Platform, TempDir, ZoneProcess, TEST_CONFIG};
@@ -350,5 +350,26 @@ fn the_rollout_drill_hands_zones_off_live_on_real_services() -> Result<()> {
 fn the_rollout_drill_follows_the_guides_steps_on_embedded_stores() -> Result<()> {
     let r: RolloutReport = support::drill(&["rollout", "--bots", "8", "--next-build", &next_build()])?;
     check_rollout_drill(&r, Mode::Guide);
+    Ok(())
+}
+
+/// Two platform replicas behind one address; the one running a hand-off
+/// rollout is killed as zones move: the other finishes it (or rolls it
+/// back), every zone runs on one server, every player is back, and no alert
+/// is told twice, though the killed replica restarts and looks again.
+#[test]
+fn a_rollout_survives_the_loss_of_the_platform_replica_running_it() -> Result<()> {
+    let r: PlatformLossReport =
+        support::drill(&["platform-loss", "--real", "--bots", "8", "--next-build", &next_build()])?;
+    println!("drill platform-loss: {r:?}");
+    assert_eq!(r.scenario, Scenario::PlatformLoss);
+    assert_eq!(r.killed_at_step, 6, "killed as the zones move: {r:?}");
+    assert!(r.takeover_ms > 0 && r.finished_after_kill_ms >= r.takeover_ms, "{r:?}");
+    assert!(r.zone_hosts.values().all(|hosts| hosts.len() == 1), "each zone on one server: {r:?}");
+    assert_eq!((r.commands_lost, r.characters_lost, r.inventories_lost), (0, 0, 0), "{r:?}");
+    assert_eq!(r.players_after, r.players_before, "{r:?}");
+    assert!(r.notifications > 0 && r.alerts_told_twice.is_empty(), "{r:?}");
+    let kinds: Vec<ProblemKind> = r.findings.problems.iter().map(|p| p.kind).collect();
+    assert_eq!(r.findings.verdict, Verdict::Pass, "{kinds:?}: {r:?}");
     Ok(())
 }

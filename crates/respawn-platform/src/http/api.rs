@@ -454,7 +454,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "post",
         path: "/v1/rollouts",
-        summary: "Start a rolling update to a server (id, address or version): the guide's seven steps, or live zone hand-off with handoff=true. Runs in the background; see /v1/rollouts/current.",
+        summary: "Start a rolling update to a server (id, address or version): the guide's seven steps, or live zone hand-off with handoff=true. Runs in the background (one at a time across every platform replica; 409 while one runs); see /v1/rollouts/current.",
         auth: ADMIN,
         query: &[],
         body: Some(|| {
@@ -481,7 +481,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/v1/rollouts/current",
-        summary: "The running (or last) rollout: step of 7, log, zones moved with their pause, result.",
+        summary: "The running (or last) rollout of any platform replica: step of 7, log, zones moved with their pause, result, and the replica running it (another takes over if it stops).",
         auth: VIEWER,
         query: &[],
         body: None,

@@ -94,7 +94,7 @@ impl HttpContext {
         let ledger = LedgerSlot::default();
         Ok(Self {
             alerts: Arc::new(crate::alerts::Alerts::new(metrics.clone(), ledger.clone(), ops.clone())),
-            rollouts: Arc::default(),
+            rollouts: Arc::new(crate::rollout::Rollouts::new(ops.clone(), crate::rollout::runner_name())),
             metrics,
             ledger,
             accounts: AccountsSlot::default(),
@@ -114,8 +114,8 @@ impl HttpContext {
 
 impl HttpContext {
     /// Starts a rollout over this platform's registry and zone admin API.
-    pub fn start_rollout(&self, plan: crate::rollout::Plan) -> Result<crate::rollout::Rollout, String> {
-        self.rollouts.start(self.registry.clone(), self.fleet_admin(), plan)
+    pub async fn start_rollout(&self, plan: crate::rollout::Plan) -> Result<crate::rollout::Rollout, String> {
+        self.rollouts.start(self.registry.clone(), self.fleet_admin(), plan).await
     }
 
     /// The zone servers' admin API, each server called with its own credential.
@@ -333,9 +333,7 @@ async fn ready(State(s): State<HttpContext>) -> (StatusCode, &'static str) {
     }
 }
 
-pub(crate) fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use respawn_store::unix_ms as unix_now_ms;
 
 /// The address of the client a request comes from: the peer's, or behind a
 /// trusted proxy the one it forwarded. Per-address limits count it.

@@ -701,7 +701,7 @@ pub(super) async fn start_rollout(
             wait: rollout_wait(body.wait_secs)?,
             rollback: false,
         };
-        let started = ctx.start_rollout(plan).map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
+        let started = ctx.start_rollout(plan).await.map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
         Ok::<_, Refusal>(json!(started))
     }
     .await;
@@ -719,9 +719,10 @@ pub(super) async fn rollback(
         let plan = ctx
             .rollouts
             .rollback_plan(rollout_wait(body.wait_secs)?)
+            .await
             .map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
         target = format!("back to {}", plan.to);
-        let started = ctx.start_rollout(plan).map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
+        let started = ctx.start_rollout(plan).await.map_err(|why| Refusal(StatusCode::CONFLICT, why))?;
         Ok::<_, Refusal>(json!(started))
     }
     .await;
@@ -729,9 +730,10 @@ pub(super) async fn rollback(
 }
 
 pub(super) async fn current_rollout(State(ctx): State<HttpContext>) -> Response {
-    match ctx.rollouts.current() {
-        Some(rollout) => json(StatusCode::OK, &rollout),
-        None => text(StatusCode::NOT_FOUND, "no rollout has run on this platform server"),
+    match ctx.rollouts.current().await {
+        Ok(Some(rollout)) => json(StatusCode::OK, &rollout),
+        Ok(None) => text(StatusCode::NOT_FOUND, "no rollout has run on this platform"),
+        Err(e) => store_failure("operations store", e),
     }
 }
 

@@ -183,7 +183,7 @@ pub(super) async fn evacuate(State(ctx): State<HttpContext>, Path(id): Path<Stri
         wait: Duration::ZERO,
         rollback: false,
     };
-    match ctx.start_rollout(plan) {
+    match ctx.start_rollout(plan).await {
         Ok(rollout) => {
             tracing::info!(server = %id, rollout = rollout.id, "evacuation started");
             json(StatusCode::ACCEPTED, &rollout)

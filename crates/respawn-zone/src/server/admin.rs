@@ -227,8 +227,19 @@ fn answer<T: serde::Serialize>(result: Result<T, HandoverError>) -> Response {
     }
 }
 
+/// Runs a hand-over call to its end in a task of its own: a caller that goes
+/// away mid-call (a platform instance killed mid-rollout) must not leave a
+/// zone half moved, its lease taken and the zone not started, say.
+async fn to_the_end<T: Send + 'static>(
+    call: impl std::future::Future<Output = Result<T, HandoverError>> + Send + 'static,
+) -> Result<T, HandoverError> {
+    tokio::spawn(call)
+        .await
+        .unwrap_or_else(|e| Err(HandoverError::StartFailed(format!("the hand-over call failed: {e}"))))
+}
+
 async fn admin_release(State(state): State<Arc<ServerState>>, Path(zone): Path<String>) -> Response {
-    answer(state.release(&zone).await)
+    answer(to_the_end(async move { state.release(&zone).await }).await)
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -245,7 +256,7 @@ async fn admin_adopt(
     if state.drain_requested.is_cancelled() {
         return (StatusCode::CONFLICT, "the server is draining to stop; it takes no zone\n").into_response();
     }
-    answer(state.adopt(&zone, params.after_tick).await)
+    answer(to_the_end(async move { state.adopt(&zone, params.after_tick).await }).await)
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -266,9 +277,9 @@ async fn admin_redirect(
         return (StatusCode::BAD_REQUEST, "to must be a ws:// or wss:// address of at most 256 characters\n")
             .into_response();
     }
-    answer(state.redirect(&zone, &params.to).await)
+    answer(to_the_end(async move { state.redirect(&zone, &params.to).await }).await)
 }
 
 async fn admin_resume(State(state): State<Arc<ServerState>>, Path(zone): Path<String>) -> Response {
-    answer(state.unpark(&zone).await)
+    answer(to_the_end(async move { state.unpark(&zone).await }).await)
 }

@@ -242,7 +242,7 @@ fn rows(v: &Value, keys: &[&str]) -> Vec<Vec<String>> {
 
 pub fn print_rollout(v: &Value) -> String {
     let mut out = format!(
-        "rollout {} ({}{}) to {}: {}, step {}/7 {}\n",
+        "rollout {} ({}{}) to {}: {}, step {}/7 {}; run by {}\n",
         cell(&v["id"]),
         cell(&v["mode"]),
         if v["rollback"] == true { ", rollback" } else { "" },
@@ -250,6 +250,7 @@ pub fn print_rollout(v: &Value) -> String {
         cell(&v["state"]),
         cell(&v["step"]),
         cell(&v["step_name"]),
+        cell(&v["runner"]),
     );
     if !v["error"].is_null() {
         out.push_str(&format!("error: {}\n", cell(&v["error"])));

@@ -187,7 +187,7 @@ pub async fn run(args: CtlArgs) -> Result<()> {
             c.follow_rollout(Call::post("/v1/rollouts/rollback", Some(body))).await
         }
         CtlCmd::RolloutStatus => {
-            let none = "no rollout has run on this platform server";
+            let none = "no rollout has run on this platform";
             c.show_found(Call::get("/v1/rollouts/current"), api::print_rollout, none).await
         }
         CtlCmd::Player(PlayerCmd::Show { player }) => {
