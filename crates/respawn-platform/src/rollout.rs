@@ -494,7 +494,9 @@ impl Progress {
         });
         let writer = self.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(writer) = writer {
+            // Stopped before the last write, so nothing of it lands after.
             writer.abort();
+            let _ = writer.await;
         }
         let deadline = Instant::now() + RUNNER_LEASE;
         while !self.lost() {

@@ -202,8 +202,15 @@ async function connect() {
     try {
       const lobby = await (await fetch("/v1/lobby")).json();
       state.zones = lobby.zones.map((z) => z.name);
-      if (!state.zones.length) throw new Error("no zone is open yet");
-      if (!state.zones.includes(state.zone)) state.zone = state.zones[0];
+      if (!state.zones.includes(state.zone)) {
+        // The zone this page played in is between servers (a failover): wait for it, not for another zone.
+        if (state.welcome) {
+          banner("your zone is moving to another server…");
+          return setTimeout(connect, MOVING_RETRY_MS);
+        }
+        if (!state.zones.length) throw new Error("no zone is open yet");
+        state.zone = state.zones[0];
+      }
       session = await post("/v1/play", { zone: state.zone }, await sessionToken());
       if (state.shunned && Date.now() - state.shunned.at < SHUN_MS && session.address === state.shunned.address) {
         banner("your zone is moving to another server…");
