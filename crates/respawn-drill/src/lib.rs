@@ -34,6 +34,7 @@ mod pipeline;
 mod platform_loss;
 mod recovery;
 mod redis_down;
+pub mod replay;
 mod report;
 mod rollout;
 pub mod services;

@@ -140,6 +140,16 @@ impl StoreFlags {
         }
     }
 
+    /// Redis's URL and key prefix, when given.
+    pub fn redis(&self) -> Option<(&str, &str)> {
+        self.redis_url.as_deref().map(|url| (url, self.redis_prefix.as_str()))
+    }
+
+    /// MongoDB's URI and database, when given.
+    pub fn mongo(&self) -> Option<(&str, &str)> {
+        self.mongo_uri.as_deref().map(|uri| (uri, self.mongo_db.as_str()))
+    }
+
     /// The embedded event ledger (used without Kafka).
     pub fn events_db(&self) -> PathBuf {
         self.data_dir.join(EVENTS_DB)

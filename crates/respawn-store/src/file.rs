@@ -300,6 +300,11 @@ impl FileColdSnapshots {
     pub fn new(data_dir: &Path) -> Self {
         Self { dir: SnapshotDir { root: data_dir.join("cold") }, leases: FileLeases::new(data_dir) }
     }
+
+    /// The zones' archived history ([`crate::history`]), under `history/`.
+    pub fn history(data_dir: &Path) -> Self {
+        Self { dir: SnapshotDir { root: data_dir.join("history") }, leases: FileLeases::new(data_dir) }
+    }
 }
 
 impl ColdSnapshots for FileColdSnapshots {

@@ -24,6 +24,7 @@ pub use lease::Fence;
 
 pub mod contract;
 pub mod file;
+pub mod history;
 pub mod kafka;
 pub mod lease;
 pub mod memory;

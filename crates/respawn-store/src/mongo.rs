@@ -45,6 +45,16 @@ impl MongoColdSnapshots {
     /// `uri` like `mongodb://127.0.0.1:27017/?directConnection=true`; no
     /// connection is made until the first call.
     pub async fn new(uri: &str, database: &str) -> StoreResult<Self> {
+        Self::in_collections(uri, database, "cold_snapshots", "cold_fences").await
+    }
+
+    /// The zones' archived history ([`crate::history`]): the same store in
+    /// `history_segments`, fenced by `history_fences`.
+    pub async fn history(uri: &str, database: &str) -> StoreResult<Self> {
+        Self::in_collections(uri, database, "history_segments", "history_fences").await
+    }
+
+    async fn in_collections(uri: &str, database: &str, blobs: &str, fences: &str) -> StoreResult<Self> {
         let mut options =
             ClientOptions::parse(uri).await.map_err(|e| StoreError::Invalid(format!("mongodb uri {uri:?}: {e}")))?;
         options.server_selection_timeout = Some(CALL_TIMEOUT);
@@ -57,8 +67,8 @@ impl MongoColdSnapshots {
         let journaled =
             CollectionOptions::builder().write_concern(WriteConcern::builder().journal(true).build()).build();
         let db = client.database(database);
-        let collection = db.collection_with_options::<Document>("cold_snapshots", journaled.clone());
-        let fences = db.collection_with_options::<Document>("cold_fences", journaled);
+        let collection = db.collection_with_options::<Document>(blobs, journaled.clone());
+        let fences = db.collection_with_options::<Document>(fences, journaled);
         Ok(Self { collection, fences, index: Default::default() })
     }
 

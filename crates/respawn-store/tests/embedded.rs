@@ -1,7 +1,7 @@
 //! The contract suites against the embedded implementations (files, memory).
 
 use respawn_harness::TempDir;
-use respawn_store::{contract, file};
+use respawn_store::{contract, file, ColdSnapshots};
 
 #[tokio::test]
 async fn files_honour_every_contract() {
@@ -16,6 +16,12 @@ async fn files_honour_every_contract() {
     contract::cold_fencing(&file::FileLeases::new(dir), &file::FileColdSnapshots::new(dir), 30)
         .await
         .expect("cold fencing");
+    // The zones' history: the same contract, in a directory of its own.
+    let history = file::FileColdSnapshots::history(dir);
+    assert!(history.list(1).await.expect("list").is_empty(), "the cold snapshots are not in the history");
+    contract::cold_snapshots(&history, 2).await.expect("history segments");
+    contract::cold_fencing(&file::FileLeases::new(dir), &history, 31).await.expect("history fencing");
+    assert!(file::FileColdSnapshots::new(dir).list(2).await.expect("list").is_empty(), "nor the reverse");
     contract::sessions(&file::FileSessions::new(dir), 1).await.expect("sessions");
     contract::registry(&respawn_store::memory::MemoryRegistry::new(), 1).await.expect("registry");
     contract::ops(&respawn_store::memory::MemoryOps::new(), 1).await.expect("operations state");

@@ -19,6 +19,12 @@ async fn mongodb_honours_the_cold_snapshot_contract() {
     let leases_dir = respawn_harness::TempDir::new("mongo-leases").expect("temp dir");
     let leases = respawn_store::file::FileLeases::new(leases_dir.path());
     contract::cold_fencing(&leases, &store, 20).await.expect("cold fencing");
+    // The zones' history: the same contract, in collections of its own.
+    let history = MongoColdSnapshots::history(&mongo_uri(), &database).await.expect("uri");
+    assert!(history.list(1).await.expect("list").is_empty(), "the cold snapshots are not in the history");
+    contract::cold_snapshots(&history, 2).await.expect("history segments");
+    contract::cold_fencing(&leases, &history, 21).await.expect("history fencing");
+    assert!(store.list(2).await.expect("list").is_empty(), "nor the history among the cold snapshots");
 }
 
 #[tokio::test]

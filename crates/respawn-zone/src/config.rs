@@ -65,6 +65,9 @@ pub struct PersistenceFile {
     pub cold_snapshot_secs: Option<u64>,
     pub keep_cold: Option<usize>,
     pub lease_ttl_ms: Option<u64>,
+    pub history_secs: Option<u64>,
+    pub history_segment_secs: Option<u64>,
+    pub history_max_mb: Option<u64>,
     pub resume_grace_secs: Option<u64>,
     pub resume_token_ttl_secs: Option<u64>,
 }
@@ -198,6 +201,19 @@ impl ServerConfig {
         Ok(left_out.map(str::to_owned).collect())
     }
 
+    /// The file at `path`, or the defaults without one.
+    pub fn load_or_defaults(path: Option<&Path>) -> Result<Self, ConfigError> {
+        path.map_or_else(|| Ok(Self::defaults()), Self::load)
+    }
+
+    /// The zone of this name, or of this numeric id.
+    pub fn zone(&self, name_or_id: &str) -> Result<&ZoneConfig, String> {
+        self.zones
+            .iter()
+            .find(|z| z.name == name_or_id || z.zone_id.to_string() == name_or_id)
+            .ok_or_else(|| format!("no zone {name_or_id:?} in the configuration"))
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
@@ -239,6 +255,19 @@ impl ServerConfig {
                 keep_cold: p.keep_cold.unwrap_or(pd.keep_cold),
                 max_pending_ticks: pd.max_pending_ticks,
                 lease_ttl: p.lease_ttl_ms.map_or(pd.lease_ttl, ms),
+                history: {
+                    // By default as far back as a replay can start: the oldest cold snapshot kept.
+                    let cold_reach = p
+                        .cold_snapshot_secs
+                        .map_or(pd.cold_every, secs)
+                        .saturating_mul(u32::try_from(p.keep_cold.unwrap_or(pd.keep_cold)).unwrap_or(u32::MAX));
+                    let window = p.history_secs.map_or(cold_reach, secs);
+                    crate::history::HistorySettings {
+                        window,
+                        segment: p.history_segment_secs.map_or(pd.history.segment.min(window), secs),
+                        max_bytes: p.history_max_mb.map_or(pd.history.max_bytes, |mb| mb.saturating_mul(1 << 20)),
+                    }
+                },
             },
             resume_grace: secs(p.resume_grace_secs.unwrap_or(30)),
             resume_token_ttl: secs(p.resume_token_ttl_secs.unwrap_or(3_600)),
@@ -294,6 +323,22 @@ impl ServerConfig {
         }
         if !(respawn_store::lease::MIN_TTL..=respawn_store::lease::MAX_TTL).contains(&p.lease_ttl) {
             return bad("persistence.lease_ttl_ms must be 50 to 3,600,000".into());
+        }
+        let h = &p.history;
+        if h.enabled() && (h.segment.is_zero() || h.segment > h.window || h.max_bytes == 0) {
+            return bad(
+                "persistence.history_segment_secs must be > 0 and at most history_secs, history_max_mb > 0".into()
+            );
+        }
+        // A replay starts from a cold snapshot: history older than the oldest kept is of no use.
+        let cold_reach = p.cold_every.saturating_mul(u32::try_from(p.keep_cold).unwrap_or(u32::MAX));
+        if h.window > cold_reach {
+            return bad(format!(
+                "persistence.history_secs ({} s) reaches past the oldest cold snapshot kept \
+                 (keep_cold x cold_snapshot_secs = {} s), where no replay can start: raise keep_cold or lower history_secs",
+                h.window.as_secs(),
+                cold_reach.as_secs()
+            ));
         }
         if self.outbox_segment_bytes == 0 || self.outbox_quota_bytes < self.outbox_segment_bytes {
             return bad("outbox.segment_mb must be > 0 and outbox.quota_mb at least as large".into());
@@ -414,6 +459,20 @@ mod tests {
         let file: ConfigFile =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: "test".into(), message: e.to_string() })?;
         ServerConfig::from_file(file)
+    }
+
+    #[test]
+    fn history_reaches_as_far_back_as_the_cold_snapshots_and_no_further() {
+        let c = parse("[persistence]\ncold_snapshot_secs = 2\nkeep_cold = 3\n").expect("valid");
+        let h = &c.persist.history;
+        assert_eq!((h.window, h.segment), (Duration::from_secs(6), Duration::from_secs(6)), "by default");
+        assert_eq!(ServerConfig::defaults().persist.history.window, Duration::from_secs(900));
+        let off = parse("[persistence]\nhistory_secs = 0\n").expect("valid");
+        assert!(!off.persist.history.enabled());
+        let too_far = parse("[persistence]\nhistory_secs = 3600\n").expect_err("past the cold snapshots");
+        assert!(too_far.to_string().contains("raise keep_cold or lower history_secs"), "{too_far}");
+        let long_segment = parse("[persistence]\nhistory_secs = 60\nhistory_segment_secs = 120\n").expect_err("bad");
+        assert!(long_segment.to_string().contains("history_segment_secs must be > 0 and at most history_secs"));
     }
 
     #[test]

@@ -62,6 +62,10 @@ struct PersistFamilies {
     taken_over: IntCounterVec,
     published: IntCounterVec,
     publish_failures: IntCounterVec,
+    history_segments: IntCounterVec,
+    history_retained_bytes: IntGaugeVec,
+    history_retained_seconds: IntGaugeVec,
+    history_ticks_dropped: IntCounterVec,
 }
 
 /// One zone's persistence metrics. `store` is `hot` or `cold`.
@@ -103,6 +107,23 @@ impl PersistMetrics {
         f.outbox_pending.with_label_values(z).set(stats.pending as i64);
         f.outbox_oldest_age.with_label_values(z).set(stats.oldest_age_ms as f64 / 1_000.0);
         f.outbox_dropped.with_label_values(z).set(stats.dropped as i64);
+    }
+
+    /// A history segment stored (or not), and what the zone's kept history
+    /// then takes and reaches back over.
+    pub fn history_segment(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.families.history_segments.with_label_values(&[self.zone.as_str(), result]).inc();
+    }
+
+    pub fn history_retained(&self, bytes: u64, reach: std::time::Duration) {
+        let f = &self.families;
+        f.history_retained_bytes.with_label_values(&[self.zone.as_str()]).set(bytes as i64);
+        f.history_retained_seconds.with_label_values(&[self.zone.as_str()]).set(reach.as_secs() as i64);
+    }
+
+    pub fn history_ticks_dropped(&self, ticks: u64) {
+        self.families.history_ticks_dropped.with_label_values(&[self.zone.as_str()]).inc_by(ticks);
     }
 
     pub fn published(&self, events: u64) {
@@ -309,6 +330,30 @@ impl Metrics {
                     "Consecutive failed snapshot writes, by store (0 after a success).",
                     &["zone", "store"],
                 ),
+                history_segments: counter(
+                    &r,
+                    "respawn_zone_history_segments_total",
+                    "History segments archived for replay, by result.",
+                    &["zone", "result"],
+                ),
+                history_retained_bytes: gauge(
+                    &r,
+                    "respawn_zone_history_retained_bytes",
+                    "Bytes of the history segments this server archived that are still kept.",
+                    &["zone"],
+                ),
+                history_retained_seconds: gauge(
+                    &r,
+                    "respawn_zone_history_retained_seconds",
+                    "How far back the zone's kept history reaches.",
+                    &["zone"],
+                ),
+                history_ticks_dropped: counter(
+                    &r,
+                    "respawn_zone_history_ticks_dropped_total",
+                    "Ticks left out of the history (the archive unreachable while a minute of ticks waited): a gap a replay cannot cross.",
+                    &["zone"],
+                ),
                 journal_length: gauge(
                     &r,
                     "respawn_zone_journal_length",
@@ -468,6 +513,7 @@ impl Metrics {
             f.failures_in_row.with_label_values(&[zone, store]).set(0);
         }
         f.publish_failures.with_label_values(&[zone]);
+        f.history_ticks_dropped.with_label_values(&[zone]);
         f.leases_lost.with_label_values(&[zone]);
         f.taken_over.with_label_values(&[zone]);
         PersistMetrics {

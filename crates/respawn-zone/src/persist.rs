@@ -17,11 +17,12 @@ use respawn_sim::{Zone, ZoneConfig};
 use respawn_store::lease::Leases;
 use respawn_store::outbox::Outbox;
 use respawn_store::{
-    file, ColdSnapshots, Fence, HotSnapshots, Journal, JournalEntry, Sessions, SnapshotMeta, StoreError, StoreResult,
-    StoredSnapshot,
+    file, history::StateHash, ColdSnapshots, Fence, HotSnapshots, Journal, JournalEntry, Sessions, SnapshotMeta,
+    StoreError, StoreResult, StoredSnapshot,
 };
 use tokio::sync::mpsc;
 
+use crate::history::{HistoryBuffer, HistorySettings};
 use crate::lease::HeldLease;
 use crate::metrics::PersistMetrics;
 
@@ -30,6 +31,8 @@ use crate::metrics::PersistMetrics;
 pub struct Stores {
     pub hot: Arc<dyn HotSnapshots>,
     pub cold: Arc<dyn ColdSnapshots>,
+    /// The zones' archived history, for replay ([`crate::history`]).
+    pub history: Arc<dyn ColdSnapshots>,
     pub journal: Arc<dyn Journal>,
     pub sessions: Arc<dyn Sessions>,
     /// The zones' leases: in the store whose writes they fence (the hot
@@ -45,6 +48,7 @@ impl Stores {
         Self {
             hot: Arc::new(file::FileHotSnapshots::new(dir)),
             cold: Arc::new(file::FileColdSnapshots::new(dir)),
+            history: Arc::new(file::FileColdSnapshots::history(dir)),
             journal: Arc::new(file::FileJournal::new(dir)),
             sessions: Arc::new(file::FileSessions::new(dir)),
             leases: Arc::new(file::FileLeases::new(dir)),
@@ -73,7 +77,8 @@ impl Stores {
         }
         if let Some((uri, db)) = mongo {
             stores.cold = Arc::new(respawn_store::mongo::MongoColdSnapshots::new(uri, db).await?);
-            described.push("cold snapshots on MongoDB".into());
+            stores.history = Arc::new(respawn_store::mongo::MongoColdSnapshots::history(uri, db).await?);
+            described.push("cold snapshots and history on MongoDB".into());
         }
         stores.description = described.join("; ");
         Ok(stores)
@@ -94,6 +99,7 @@ pub struct PersistSettings {
     /// Each zone's lease (see [`crate::lease`]): how long another server
     /// waits for a lost owner before it may take the zone.
     pub lease_ttl: Duration,
+    pub history: HistorySettings,
 }
 
 impl Default for PersistSettings {
@@ -104,6 +110,7 @@ impl Default for PersistSettings {
             keep_cold: 3,
             max_pending_ticks: 20 * 600,
             lease_ttl: Duration::from_secs(2),
+            history: HistorySettings::default(),
         }
     }
 }
@@ -143,6 +150,8 @@ pub struct ZonePersistence {
     pub metrics: PersistMetrics,
     /// The zone's lease: its fence goes with every write.
     pub lease: Arc<HeldLease>,
+    /// The zone's timeline, recorded with its history.
+    pub epoch: u64,
 }
 
 /// One zone's persister: runs until the tick thread drops its sender, then
@@ -167,8 +176,12 @@ pub fn queue() -> (mpsc::Sender<PersistMsg>, mpsc::Receiver<PersistMsg>) {
 }
 
 pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::Receiver<PersistMsg>) {
-    let ZonePersistence { zone, name, stores, outbox, settings, state, metrics, lease } = zp;
+    let ZonePersistence { zone, name, stores, outbox, settings, state, metrics, lease, epoch } = zp;
+    let history = settings.history.enabled().then(|| HistoryBuffer::new(epoch, settings.max_pending_ticks));
     let mut p = Persister {
+        history,
+        history_in_flight: None,
+        history_sizes: VecDeque::new(),
         zone,
         name,
         stores,
@@ -219,7 +232,16 @@ pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::Receiver<PersistMs
     }
     p.write().await;
     p.finish_cold(true).await;
+    // What it ran to the end goes into the history too.
+    p.archive_history(true).await;
     tracing::info!(zone = %p.name, durable_tick = p.state.durable_tick.load(Ordering::Relaxed), "persister stopped");
+}
+
+/// A history segment being stored in its own task: its size, and then how
+/// far back the kept history reaches.
+struct HistoryPut {
+    bytes: u64,
+    task: tokio::task::JoinHandle<StoreResult<Duration>>,
 }
 
 /// A cold snapshot being stored in its own task.
@@ -257,6 +279,11 @@ struct Persister {
     /// When outbox appends began to fail (a full disk), until one succeeds.
     outbox_failing_since: Option<Instant>,
     lease: Arc<HeldLease>,
+    /// The ticks not archived yet (none kept: `None`).
+    history: Option<HistoryBuffer>,
+    history_in_flight: Option<HistoryPut>,
+    /// Sizes of the segments this persister stored, newest last, as many as are kept.
+    history_sizes: VecDeque<u64>,
 }
 
 impl Persister {
@@ -265,10 +292,17 @@ impl Persister {
             PersistMsg::Tick { tick, batch, events } => {
                 self.last_tick = tick;
                 self.events.extend(events);
+                let entry = JournalEntry { tick, batch };
+                if let Some(history) = self.history.as_mut() {
+                    let dropped = history.tick(&entry, respawn_store::unix_ms());
+                    if dropped > 0 {
+                        self.metrics.history_ticks_dropped(dropped);
+                    }
+                }
                 if self.dropping_until_snapshot {
                     return;
                 }
-                self.pending.push_back(JournalEntry { tick, batch });
+                self.pending.push_back(entry);
                 if self.pending.len() > self.settings.max_pending_ticks {
                     tracing::error!(
                         zone = %self.name,
@@ -284,6 +318,9 @@ impl Persister {
             PersistMsg::Snapshot { tick, bytes } => {
                 self.last_tick = self.last_tick.max(tick);
                 self.metrics.snapshot_bytes.set(bytes.len() as i64);
+                if let (Some(history), Some(hash)) = (self.history.as_mut(), StateHash::of_snapshot(tick, &bytes)) {
+                    history.hash(hash);
+                }
                 let meta = SnapshotMeta { zone: self.zone, tick, taken_at_ms: respawn_store::unix_ms() };
                 self.latest = Some(StoredSnapshot { meta, bytes });
                 self.snapshot_due = true;
@@ -331,6 +368,7 @@ impl Persister {
         if !self.pending.is_empty() && Instant::now() >= self.journal_retry_at {
             self.append_journal().await;
         }
+        self.archive_history(false).await;
         self.metrics.journal_pending.set(self.pending.len() as i64);
         let durable = self.state.durable_tick.load(Ordering::Relaxed);
         self.metrics.rpo_ticks.set(self.last_tick.saturating_sub(durable) as i64);
@@ -472,6 +510,81 @@ impl Persister {
                 }
             }
         }
+    }
+
+    /// Takes the result of the segment on its way once it has one, then
+    /// starts storing the next when one is due (`last`: everything durable,
+    /// waited for; the persister is stopping).
+    async fn archive_history(&mut self, last: bool) {
+        self.finish_history(last).await;
+        self.start_history(last);
+        if last {
+            self.finish_history(true).await;
+        }
+    }
+
+    async fn finish_history(&mut self, wait: bool) {
+        if self.history_in_flight.as_ref().is_some_and(|h| wait || h.task.is_finished()) {
+            if let Some(HistoryPut { bytes, task }) = self.history_in_flight.take() {
+                let result = task
+                    .await
+                    .unwrap_or_else(|e| Err(StoreError::Backend { backend: "history", message: e.to_string() }));
+                self.metrics.history_segment(result.is_ok());
+                match result {
+                    Ok(reach) => {
+                        self.history_sizes.push_back(bytes);
+                        while self.history_sizes.len() > self.settings.history.keep() {
+                            self.history_sizes.pop_front();
+                        }
+                        self.metrics.history_retained(self.history_sizes.iter().sum(), reach);
+                    }
+                    Err(StoreError::Fenced { newer, .. }) => self.lease.superseded(newer),
+                    Err(e) => {
+                        tracing::warn!(zone = %self.name, error = %e, "history segment not stored; those ticks are left out")
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_history(&mut self, last: bool) {
+        if self.history_in_flight.is_some() || self.lease.is_lost() {
+            return;
+        }
+        let durable = self.state.durable_tick.load(Ordering::Relaxed);
+        let segment = match self.history.as_mut() {
+            Some(history) if last || history.due(self.settings.history.segment) => history.cut(durable),
+            _ => None,
+        };
+        let Some(segment) = segment else { return };
+        let bytes = segment.encode();
+        let size = bytes.len() as u64;
+        let meta = SnapshotMeta { zone: self.zone, tick: segment.last_tick(), taken_at_ms: segment.first_at_ms };
+        let keep = self.history_keep(size);
+        let (store, zone, fence) = (self.stores.history.clone(), self.zone, self.lease.fence());
+        let task = tokio::spawn(async move {
+            store.put(StoredSnapshot { meta, bytes }, fence).await?;
+            store.prune(zone, keep).await?;
+            let oldest = store.list(zone).await?.iter().map(|m| m.taken_at_ms).min().unwrap_or(meta.taken_at_ms);
+            Ok(Duration::from_millis(respawn_store::unix_ms().saturating_sub(oldest)))
+        });
+        self.history_in_flight = Some(HistoryPut { bytes: size, task });
+    }
+
+    /// Segments to keep with one of `size` more: the window's, fewer if
+    /// their sizes (as far as this persister knows them) pass the cap.
+    fn history_keep(&self, size: u64) -> usize {
+        let mut total = size;
+        let older = self
+            .history_sizes
+            .iter()
+            .rev()
+            .take_while(|s| {
+                total += **s;
+                total <= self.settings.history.max_bytes
+            })
+            .count();
+        (older + 1).min(self.settings.history.keep())
     }
 
     async fn append_journal(&mut self) {

@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 use respawn_proto::events::Event;
 use respawn_sim::rng::Rng;
 use respawn_sim::{Command, CommandKind, Point, Zone, ZoneConfig};
+use respawn_store::history::{HistorySegment, StateHash};
 use respawn_store::mongo::MongoColdSnapshots;
 use respawn_store::outbox::Outbox;
 use respawn_store::redis_store::{RedisConn, RedisHotSnapshots, RedisJournal, RedisLeases, RedisSessions};
@@ -38,11 +39,11 @@ async fn real_stores() -> Stores {
     let url = std::env::var("RESPAWN_TEST_REDIS_URL").expect("RESPAWN_TEST_REDIS_URL: run through scripts/test");
     let uri = std::env::var("RESPAWN_TEST_MONGO_URI").expect("RESPAWN_TEST_MONGO_URI: run through scripts/test");
     let conn = RedisConn::new(&url, &format!("recovery-{}", unique())).expect("redis url");
+    let database = format!("recovery_{}", unique().replace('-', "_"));
     Stores {
         hot: Arc::new(RedisHotSnapshots::new(conn.clone())),
-        cold: Arc::new(
-            MongoColdSnapshots::new(&uri, &format!("recovery_{}", unique().replace('-', "_"))).await.expect("mongo"),
-        ),
+        cold: Arc::new(MongoColdSnapshots::new(&uri, &database).await.expect("mongo")),
+        history: Arc::new(MongoColdSnapshots::history(&uri, &database).await.expect("mongo")),
         journal: Arc::new(RedisJournal::new(conn.clone())),
         sessions: Arc::new(RedisSessions::new(conn.clone())),
         leases: Arc::new(RedisLeases::new(conn)),
@@ -102,6 +103,7 @@ fn persist_with(stores: &Stores, lease: Arc<HeldLease>) -> Persisting {
             state: state.clone(),
             metrics: Metrics::new("test").persist("recovery"),
             lease,
+            epoch: 0,
         },
         rx,
     ));
@@ -179,6 +181,45 @@ async fn files_restore_the_exact_lost_state() {
 #[tokio::test]
 async fn redis_and_mongodb_restore_the_exact_lost_state() {
     restored_equals_lost(real_stores().await).await;
+}
+
+/// What a zone played is archived as its history: every tick's batch in
+/// order and its snapshots' hashes, from which the same state replays.
+async fn the_history_replays_to_the_played_state(stores: Stores) {
+    let played = play(&stores, 250, 100).await;
+    let mut segments = Vec::new();
+    for meta in stores.history.list(11).await.expect("history") {
+        let stored = stores.history.get(11, meta.tick).await.expect("history").expect("listed");
+        segments.push(HistorySegment::decode(&stored.bytes).expect("a segment"));
+    }
+    segments.sort_by_key(HistorySegment::first_tick);
+    let mut zone = Zone::new(config()).expect("zone");
+    zone.set_epoch(played.zone.epoch());
+    let mut checked = Vec::new();
+    for segment in &segments {
+        for entry in &segment.entries {
+            assert_eq!(entry.tick, zone.tick_number() + 1, "consecutive ticks");
+            zone.tick(&respawn_sim::command::decode_batch(&entry.batch).expect("batch"));
+            if let Some(hash) = segment.hashes.iter().find(|h| h.tick == entry.tick) {
+                assert_eq!(Some(*hash), StateHash::of_snapshot(entry.tick, &zone.encode_snapshot()), "same state");
+                checked.push(entry.tick);
+            }
+        }
+    }
+    assert_eq!(zone.tick_number(), 250, "every tick played is in the history");
+    assert_eq!(checked, [100, 200], "each snapshot's hash is in it");
+    assert!(zone.encode_snapshot() == played.zone.encode_snapshot(), "the replayed state is byte-identical");
+}
+
+#[tokio::test]
+async fn files_keep_a_history_that_replays_the_zone() {
+    let (stores, _dir) = file_stores();
+    the_history_replays_to_the_played_state(stores).await;
+}
+
+#[tokio::test]
+async fn mongodb_keeps_a_history_that_replays_the_zone() {
+    the_history_replays_to_the_played_state(real_stores().await).await;
 }
 
 /// A persister whose zone another server took (its own lease ran out while

@@ -46,6 +46,8 @@ enum Cmd {
     Ctl(ctl::CtlArgs),
     /// Disaster-recovery drills with measured RTO and RPO.
     Drill(respawn_drill::DrillArgs),
+    /// A zone's kept history run again, tick by tick, every recorded state hash checked.
+    Replay(respawn_drill::replay::ReplayArgs),
     /// Bot clients over real WebSockets against a zone server, with a report.
     Loadgen(respawn_drill::loadgen::LoadgenArgs),
     /// Benchmarks: the tick in this process, the event pipeline against real servers.
@@ -170,9 +172,7 @@ pub const VERSION: &str = match option_env!("RESPAWN_BUILD_VERSION") {
 
 /// The zone stores the flags name: files, with Redis and MongoDB for their roles when given.
 pub async fn build_stores(flags: &StoreFlags) -> Result<Stores> {
-    let redis = flags.redis_url.as_deref().map(|url| (url, flags.redis_prefix.as_str()));
-    let mongo = flags.mongo_uri.as_deref().map(|uri| (uri, flags.mongo_db.as_str()));
-    Ok(Stores::connect(&flags.data_dir, redis, mongo).await?)
+    Ok(Stores::connect(&flags.data_dir, flags.redis(), flags.mongo()).await?)
 }
 
 #[derive(Args, Debug)]
@@ -299,6 +299,7 @@ fn main() -> Result<()> {
         Cmd::Bench(BenchCmd::Pipeline(args)) => respawn_drill::bench::pipeline::run(args),
         Cmd::Loadgen(args) => runtime()?.block_on(respawn_drill::loadgen::run(args)),
         Cmd::Drill(args) => runtime()?.block_on(respawn_drill::run(args)),
+        Cmd::Replay(args) => runtime()?.block_on(respawn_drill::replay::run(args)),
         Cmd::Ctl(args) => runtime()?.block_on(ctl::run(args)),
     }
 }

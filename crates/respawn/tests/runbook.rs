@@ -76,8 +76,10 @@ async fn every_runbook_command_works_against_a_live_deployment() -> Result<()> {
     platform.wait_healthy().await?;
     let dir = support::TempDir::new("runbook")?;
     let data = dir.path().join("data");
-    // Cold snapshots every second: the restore below has one to go back to.
-    let config = format!("{TEST_CONFIG}\n[persistence]\ncold_snapshot_secs = 1\n");
+    // Cold snapshots every second: the restore below has one to go back to,
+    // and the replay a start with history archived after it.
+    let config =
+        format!("{TEST_CONFIG}\n[persistence]\ncold_snapshot_secs = 1\nkeep_cold = 10\nhistory_segment_secs = 1\n");
     let config_path = dir.path().join("zone.toml");
     std::fs::write(&config_path, &config)?;
     let zone = ZoneProcess::start_full_with(
@@ -180,6 +182,12 @@ async fn exercise(
         ["respawn", "bench", "pipeline"] => {
             let (ok, out, err) = shell(&format!("{filled} --events 2000"), env)?;
             assert!(ok && out.contains("events/s"), "`{filled}`: {out}{err}");
+        }
+        ["respawn", "replay", ..] => {
+            let (data, config) = (data.to_string_lossy(), config.to_string_lossy());
+            let env = [env, &[("RESPAWN_DATA_DIR", &*data), ("RESPAWN_ZONE_CONFIG", &*config)]].concat();
+            let (ok, out, err) = shell(&filled, &env)?;
+            assert!(ok && out.contains("every one matches"), "`{filled}` replays the zone's history: {out}{err}");
         }
         ["respawn", "ctl", "restore", ..] => {
             let (data, config) = (data.to_string_lossy(), config.to_string_lossy());

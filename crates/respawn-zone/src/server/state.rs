@@ -214,7 +214,13 @@ impl ServerState {
         let started = Instant::now();
         loop {
             match self.stores.cold.fence(zone.zone_id, lease.fence()).await {
-                Ok(()) => return Ok(Taken::Held(lease)),
+                Ok(()) => {
+                    // The history is for replay, not for restores: a fence it misses is logged, not waited for.
+                    if let Err(e) = self.stores.history.fence(zone.zone_id, lease.fence()).await {
+                        tracing::warn!(zone = %zone.name, error = %e, "history store not fenced for this owner");
+                    }
+                    return Ok(Taken::Held(lease));
+                }
                 Err(StoreError::Unavailable { .. }) if started.elapsed() < persist::RESTORE_PATIENCE => {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
@@ -289,6 +295,7 @@ impl ServerState {
                 state: persist_state.clone(),
                 metrics: persist_metrics,
                 lease: lease.clone(),
+                epoch: zone.epoch(),
             },
             persist_rx,
         ));

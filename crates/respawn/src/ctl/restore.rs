@@ -29,15 +29,8 @@ pub struct RestoreArgs {
 }
 
 pub async fn run(args: RestoreArgs) -> Result<()> {
-    let config = match &args.config {
-        Some(path) => ServerConfig::load(path)?,
-        None => ServerConfig::defaults(),
-    };
-    let zone = config
-        .zones
-        .iter()
-        .find(|z| z.name == args.zone || z.zone_id.to_string() == args.zone)
-        .ok_or_else(|| anyhow!("no zone {:?} in the configuration", args.zone))?;
+    let config = ServerConfig::load_or_defaults(args.config.as_deref())?;
+    let zone = config.zone(&args.zone).map_err(anyhow::Error::msg)?;
     let at: RestorePoint = args.at.parse().map_err(|e| anyhow!("--at {e}"))?;
     let stores = crate::build_stores(&args.stores).await?;
     let plan = rollback::plan(&stores, zone.zone_id, at).await?;
