@@ -17,8 +17,10 @@ use respawn_sim::{Zone, ZoneConfig};
 use respawn_store::lease::Leases;
 use respawn_store::outbox::Outbox;
 use respawn_store::{
-    file, history::StateHash, ColdSnapshots, Fence, HotSnapshots, Journal, JournalEntry, Sessions, SnapshotMeta,
-    StoreError, StoreResult, StoredSnapshot,
+    file,
+    history::{HistorySegment, StateHash},
+    ColdSnapshots, Fence, HotSnapshots, Journal, JournalEntry, Sessions, SnapshotMeta, StoreError, StoreResult,
+    StoredSnapshot,
 };
 use tokio::sync::mpsc;
 
@@ -178,7 +180,13 @@ pub fn queue() -> (mpsc::Sender<PersistMsg>, mpsc::Receiver<PersistMsg>) {
 pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::Receiver<PersistMsg>) {
     let ZonePersistence { zone, name, stores, outbox, settings, state, metrics, lease, epoch } = zp;
     let history = settings.history.enabled().then(|| HistoryBuffer::new(epoch, settings.max_pending_ticks));
+    // The start: stored as a snapshot, and archived ([`checkpoint_after_restore`]).
+    let started_at = state.durable_tick.load(Ordering::Relaxed);
     let mut p = Persister {
+        snapshot_through: started_at,
+        archived_through: started_at,
+        journaled_through: started_at,
+        trimmed_through: started_at,
         history,
         history_in_flight: None,
         history_sizes: VecDeque::new(),
@@ -241,6 +249,7 @@ pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::Receiver<PersistMs
 /// far back the kept history reaches.
 struct HistoryPut {
     bytes: u64,
+    last_tick: u64,
     task: tokio::task::JoinHandle<StoreResult<Duration>>,
 }
 
@@ -284,6 +293,12 @@ struct Persister {
     history_in_flight: Option<HistoryPut>,
     /// Sizes of the segments this persister stored, newest last, as many as are kept.
     history_sizes: VecDeque<u64>,
+    /// The newest tick of a stored snapshot, of the history, of the journal, and
+    /// what the journal was trimmed through.
+    snapshot_through: u64,
+    archived_through: u64,
+    journaled_through: u64,
+    trimmed_through: u64,
 }
 
 impl Persister {
@@ -337,7 +352,9 @@ impl Persister {
     /// A snapshot at `tick` is stored: older journal entries are not needed.
     fn snapshot_stored(&mut self, tick: u64) {
         self.durable(tick);
-        self.pending.retain(|e| e.tick > tick);
+        // The journal keeps what the history has not archived yet (see `trim_journal`).
+        let needed_after = if self.history.is_some() { tick.min(self.archived_through) } else { tick };
+        self.pending.retain(|e| e.tick > needed_after);
         self.dropping_until_snapshot = false;
     }
 
@@ -428,13 +445,8 @@ impl Persister {
                 self.hot_failures = 0;
                 self.metrics.failures_in_row("hot", 0);
                 self.snapshot_stored(tick);
-                match self.stores.journal.trim_through(self.zone, tick).await {
-                    Ok(()) => {
-                        self.journal_length = self.pending.len() as u64;
-                        self.metrics.journal_length.set(0);
-                    }
-                    Err(e) => tracing::debug!(zone = %self.name, error = %e, "journal trim failed"),
-                }
+                self.snapshot_through = tick;
+                self.trim_journal().await;
             }
             Err(e) => {
                 self.metrics.snapshot("hot", false, started.elapsed().as_secs_f64());
@@ -525,7 +537,7 @@ impl Persister {
 
     async fn finish_history(&mut self, wait: bool) {
         if self.history_in_flight.as_ref().is_some_and(|h| wait || h.task.is_finished()) {
-            if let Some(HistoryPut { bytes, task }) = self.history_in_flight.take() {
+            if let Some(HistoryPut { bytes, last_tick, task }) = self.history_in_flight.take() {
                 let result = task
                     .await
                     .unwrap_or_else(|e| Err(StoreError::Backend { backend: "history", message: e.to_string() }));
@@ -537,6 +549,8 @@ impl Persister {
                             self.history_sizes.pop_front();
                         }
                         self.metrics.history_retained(self.history_sizes.iter().sum(), reach);
+                        self.archived_through = self.archived_through.max(last_tick);
+                        self.trim_journal().await;
                     }
                     Err(StoreError::Fenced { newer, .. }) => self.lease.superseded(newer),
                     Err(e) => {
@@ -568,7 +582,7 @@ impl Persister {
             let oldest = store.list(zone).await?.iter().map(|m| m.taken_at_ms).min().unwrap_or(meta.taken_at_ms);
             Ok(Duration::from_millis(respawn_store::unix_ms().saturating_sub(oldest)))
         });
-        self.history_in_flight = Some(HistoryPut { bytes: size, task });
+        self.history_in_flight = Some(HistoryPut { bytes: size, last_tick: meta.tick, task });
     }
 
     /// Segments to keep with one of `size` more: the window's, fewer if
@@ -587,6 +601,27 @@ impl Persister {
         (older + 1).min(self.settings.history.keep())
     }
 
+    /// Drops the journal's ticks a stored snapshot covers, and (history
+    /// kept) the history too: a server that takes over after a crash
+    /// archives the rest from the journal ([`checkpoint_after_restore`]).
+    async fn trim_journal(&mut self) {
+        let through = match self.history {
+            Some(_) => self.snapshot_through.min(self.archived_through),
+            None => self.snapshot_through,
+        };
+        if through <= self.trimmed_through {
+            return;
+        }
+        match self.stores.journal.trim_through(self.zone, through).await {
+            Ok(()) => {
+                self.trimmed_through = through;
+                self.journal_length = self.journaled_through.saturating_sub(through);
+                self.metrics.journal_length.set(self.journal_length as i64);
+            }
+            Err(e) => tracing::debug!(zone = %self.name, error = %e, "journal trim failed"),
+        }
+    }
+
     async fn append_journal(&mut self) {
         let entries: Vec<JournalEntry> = self.pending.iter().cloned().collect();
         let (count, last) = (entries.len() as u64, entries.last().map_or(0, |e| e.tick));
@@ -595,6 +630,7 @@ impl Persister {
             Ok(()) => {
                 self.pending.clear();
                 self.durable(last);
+                self.journaled_through = last;
                 self.journal_length += count;
                 self.metrics.journal_length.set(self.journal_length as i64);
                 if let Some(since) = self.journal_down_since.take() {
@@ -641,6 +677,9 @@ pub struct RestoreReport {
     pub refused: Vec<String>,
     /// Events of the replayed ticks, to append to the outbox again.
     pub replayed_events: Vec<Vec<u8>>,
+    /// The timeline the journal's ticks ran on (the restored zone goes on in
+    /// a new one): what the history archives them under.
+    pub journal_epoch: u64,
     pub took: Duration,
 }
 
@@ -777,6 +816,7 @@ async fn restore_once(
         }
         let snapshot_tick = zone.tick_number();
         let mut replayed_events = Vec::new();
+        let journal_epoch = zone.epoch();
         let (zone, replayed) = replay(zone, stores, &config.name, &mut replayed_events).await;
         let report = RestoreReport {
             source,
@@ -784,6 +824,7 @@ async fn restore_once(
             replayed_ticks: replayed,
             refused,
             replayed_events,
+            journal_epoch,
             took: started.elapsed(),
         };
         return Ok((zone, report));
@@ -804,10 +845,59 @@ async fn restore_once(
     let mut zone = Zone::new(config.clone()).expect("validated zone config");
     zone.set_epoch(new_epoch());
     let mut replayed_events = Vec::new();
+    let journal_epoch = zone.epoch();
     let (zone, replayed) = replay(zone, stores, &config.name, &mut replayed_events).await;
     let source = if replayed > 0 { RestoreSource::Journal } else { RestoreSource::Fresh };
     let took = started.elapsed();
-    Ok((zone, RestoreReport { source, snapshot_tick: 0, replayed_ticks: replayed, refused, replayed_events, took }))
+    let report = RestoreReport {
+        source,
+        snapshot_tick: 0,
+        replayed_ticks: replayed,
+        refused,
+        replayed_events,
+        journal_epoch,
+        took,
+    };
+    Ok((zone, report))
+}
+
+/// The journal's ticks through `zone`'s after the newest the history holds,
+/// archived as one segment (their times reckoned back from now at
+/// `tick_period`: the journal does not keep them).
+async fn archive_journal(zone: &Zone, journal_epoch: u64, stores: &Stores, fence: Fence, tick_period: Duration) {
+    let (zone_id, name, tick) = (zone.config().zone_id, &zone.config().name, zone.tick_number());
+    let archived = match stores.history.list(zone_id).await {
+        Ok(metas) => metas.iter().map(|m| m.tick).max().unwrap_or(0),
+        Err(e) => {
+            return tracing::warn!(zone = %name, error = %e, "history unreachable at start; the journal's ticks are not archived")
+        }
+    };
+    let entries = match stores.journal.read_after(zone_id, archived).await {
+        Ok(entries) => entries,
+        Err(e) => {
+            return tracing::warn!(zone = %name, error = %e, "journal unreadable at start; its ticks are not archived")
+        }
+    };
+    // One run of consecutive ticks, through the restored one.
+    let mut run: Vec<JournalEntry> = Vec::new();
+    for entry in entries.into_iter().take_while(|e| e.tick <= tick) {
+        if run.last().is_some_and(|last| last.tick + 1 != entry.tick) {
+            run.clear();
+        }
+        run.push(entry);
+    }
+    let (Some(first), Some(last)) = (run.first().map(|e| e.tick), run.last().map(|e| e.tick)) else { return };
+    let last_at_ms = respawn_store::unix_ms();
+    let first_at_ms = last_at_ms.saturating_sub((last - first) * tick_period.as_millis() as u64);
+    let segment = HistorySegment { epoch: journal_epoch, first_at_ms, last_at_ms, entries: run, hashes: Vec::new() };
+    let stored = StoredSnapshot {
+        meta: SnapshotMeta { zone: zone_id, tick: last, taken_at_ms: first_at_ms },
+        bytes: segment.encode(),
+    };
+    match stores.history.put(stored, fence).await {
+        Ok(()) => tracing::info!(zone = %name, first, last, "the journal's ticks the history lacked are archived"),
+        Err(e) => tracing::warn!(zone = %name, error = %e, first, last, "the journal's ticks could not be archived"),
+    }
 }
 
 /// Applies the journal's contiguous run of ticks after the zone's tick, and
@@ -854,8 +944,21 @@ fn apply_journal(zone: &mut Zone, entries: Vec<JournalEntry>, name: &str, events
 }
 
 /// Stores the starting state as a snapshot and clears the journal, so
-/// the journal only ever holds ticks after a stored snapshot.
-pub async fn checkpoint_after_restore(zone: &Zone, stores: &Stores, state: &PersistState, fence: Fence) {
+/// the journal only ever holds ticks after a stored snapshot. With
+/// `history` (the tick period; none when no history is kept), the journal's
+/// ticks the history lacks go into it first: a lost owner archived only up
+/// to its last segment, and it kept its journal from there for this.
+pub async fn checkpoint_after_restore(
+    zone: &Zone,
+    journal_epoch: u64,
+    stores: &Stores,
+    state: &PersistState,
+    fence: Fence,
+    history: Option<Duration>,
+) {
+    if let Some(tick_period) = history {
+        archive_journal(zone, journal_epoch, stores, fence, tick_period).await;
+    }
     let tick = zone.tick_number();
     let snapshot = StoredSnapshot {
         meta: SnapshotMeta { zone: zone.config().zone_id, tick, taken_at_ms: respawn_store::unix_ms() },

@@ -222,6 +222,60 @@ async fn mongodb_keeps_a_history_that_replays_the_zone() {
     the_history_replays_to_the_played_state(real_stores().await).await;
 }
 
+/// A zone server that crashes archived its history only up to its last
+/// segment; it kept its journal from there, and the next owner archives it.
+#[tokio::test]
+async fn a_crashed_zones_unarchived_ticks_reach_the_history_through_the_next_owner() {
+    let (stores, _dir) = file_stores();
+    let (lease, _told) = take_lease(&stores, "crashing").await;
+    let Persisting { tx, task: persister, .. } = persist_with(&stores, lease.clone());
+    let mut zone = Zone::new(config()).expect("zone");
+    for tick in 1..=120u64 {
+        let batch = match tick {
+            1 => {
+                (1..=3).map(|p| Command { player: p, seq: 0, kind: CommandKind::join_fresh(format!("p{p}")) }).collect()
+            }
+            _ => vec![Command {
+                player: 1 + tick % 3,
+                seq: tick as u32,
+                kind: CommandKind::Move { velocity: Point::new(9, -4) },
+            }],
+        };
+        zone.tick(&batch);
+        let msg = PersistMsg::Tick { tick, batch: respawn_sim::command::encode_batch(&batch), events: Vec::new() };
+        tx.send(msg).await.expect("persister");
+        if tick == 100 {
+            tx.send(PersistMsg::Snapshot { tick, bytes: zone.encode_snapshot() }).await.expect("persister");
+        }
+    }
+    let (reply, durable) = tokio::sync::oneshot::channel();
+    tx.send(PersistMsg::Flush(reply)).await.expect("persister");
+    assert_eq!(durable.await.expect("answered"), 120);
+    // The crash: no segment was due yet (every 30 s), none is written now.
+    persister.abort();
+    lease.release().await;
+    assert!(stores.history.list(11).await.expect("history").is_empty(), "nothing archived before the crash");
+
+    let (next, _told) = take_lease(&stores, "next-owner").await;
+    let (restored, report) = persist::restore(&config(), &stores).await.expect("restore");
+    assert_eq!((report.snapshot_tick, report.replayed_ticks), (100, 20));
+    let tick_period = Some(std::time::Duration::from_millis(50));
+    let state = PersistState::default();
+    persist::checkpoint_after_restore(&restored, report.journal_epoch, &stores, &state, next.fence(), tick_period)
+        .await;
+    let metas = stores.history.list(11).await.expect("history");
+    assert_eq!(metas.len(), 1, "{metas:?}");
+    let stored = stores.history.get(11, metas[0].tick).await.expect("history").expect("listed");
+    let segment = HistorySegment::decode(&stored.bytes).expect("a segment");
+    assert_eq!((segment.first_tick(), segment.last_tick(), segment.epoch), (1, 120, zone.epoch()));
+    let mut replayed = Zone::new(config()).expect("zone");
+    replayed.set_epoch(segment.epoch);
+    for entry in &segment.entries {
+        replayed.tick(&respawn_sim::command::decode_batch(&entry.batch).expect("batch"));
+    }
+    assert!(replayed.encode_snapshot() == zone.encode_snapshot(), "the archived ticks replay to the lost state");
+}
+
 /// A persister whose zone another server took (its own lease ran out while
 /// it was cut off) makes nothing more durable, and its server is told.
 async fn a_superseded_persister_stores_nothing_more(stores: Stores) {

@@ -86,7 +86,16 @@ impl ServerState {
             return Err(HandoverError::Stale { zone: name.to_owned(), expected, found: zone.tick_number(), refused });
         }
         let persist_state = Arc::new(PersistState::default());
-        persist::checkpoint_after_restore(&zone, &self.stores, &persist_state, lease.fence()).await;
+        let history = self.config.persist.history.enabled().then(|| self.config.tick_period());
+        persist::checkpoint_after_restore(
+            &zone,
+            report.journal_epoch,
+            &self.stores,
+            &persist_state,
+            lease.fence(),
+            history,
+        )
+        .await;
         let (tick, players, source) = (zone.tick_number(), zone.players().len(), report.source);
         let handle = match self.start_zone(zone_config, zone, report, persist_state, lease.clone()) {
             Ok(handle) => handle,

@@ -318,11 +318,12 @@ impl ZoneServer {
         .map(|(r, z)| r.map_err(|message| ServerError::Zone { zone: z.name.clone(), message }))
         .collect::<Result<Vec<_>, _>>()?;
         let states: Vec<Arc<PersistState>> = configs.iter().map(|_| Arc::default()).collect();
-        futures_util::future::join_all(
-            restored.iter().zip(&states).zip(&leases).map(|(((zone, _), ps), lease)| {
-                persist::checkpoint_after_restore(zone, &state.stores, ps, lease.fence())
-            }),
-        )
+        futures_util::future::join_all(restored.iter().zip(&states).zip(&leases).map(
+            |(((zone, report), ps), lease)| {
+                let history = state.config.persist.history.enabled().then(|| state.config.tick_period());
+                persist::checkpoint_after_restore(zone, report.journal_epoch, &state.stores, ps, lease.fence(), history)
+            },
+        ))
         .await;
         for (((zone_config, (zone, report)), persist_state), lease) in
             configs.iter().zip(restored).zip(states).zip(leases)
