@@ -16,6 +16,8 @@ pub struct Killed {
     pub generated: u64,
     /// Of those, events not yet written to the durable outbox: their ticks
     /// were not durable either, so a restore takes them back with that play.
+    /// At most: a tick made durable between the last look and the kill is
+    /// replayed by the next owner, its events stored.
     pub rolled_back: u64,
 }
 

@@ -1,17 +1,20 @@
 //! `respawn replay --zone Z --from … --to …`: a zone's kept history run
-//! again ([`respawn_zone::replay`]), on the stores directly: each tick's
+//! again ([`respawn_zone::replay`]), on the stores directly or from an
+//! incident bundle (`--bundle`, [`respawn_zone::bundle`]): each tick's
 //! events and the state of chosen players printed (or one JSON object a
-//! tick), every recorded state hash checked, and how fast it ran.
+//! tick), every recorded state hash checked, and how fast it ran. And
+//! `respawn ctl incident export`, which writes such a bundle.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use respawn_harness::zone::StoreFlags;
 use respawn_sim::{TickOutput, Zone};
+use respawn_zone::bundle::{self, BundleInfo};
 use respawn_zone::persist::Stores;
-use respawn_zone::replay::{self, ReplayReport};
+use respawn_zone::replay::{self, History, ReplayReport};
 use respawn_zone::rollback::RestorePoint;
 use respawn_zone::ServerConfig;
 use serde::Serialize;
@@ -19,8 +22,11 @@ use serde::Serialize;
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
     /// Zone name (or numeric id).
-    #[arg(long)]
-    zone: String,
+    #[arg(long, required_unless_present = "bundle")]
+    zone: Option<String>,
+    /// Replay an incident bundle (`respawn ctl incident export`) instead of the stores: offline, no service needed.
+    #[arg(long, conflicts_with_all = ["zone", "from", "to"])]
+    bundle: Option<PathBuf>,
     /// The first tick to show: a tick number, or a UTC time like
     /// 2026-11-26T10:00:00Z; by default the first a replay can reach (after the oldest cold snapshot).
     #[arg(long)]
@@ -109,18 +115,42 @@ fn player_state(zone: &Zone, id: u64) -> Option<PlayerState> {
     })
 }
 
-pub async fn run(args: ReplayArgs) -> Result<()> {
-    let config = ServerConfig::load_or_defaults(args.config.as_deref())?;
-    let zone = config.zone(&args.zone).map_err(anyhow::Error::msg)?;
+/// The history the arguments name, the zone's name and its tick rate.
+async fn history_of(
+    zone: &str,
+    from: &Option<String>,
+    to: &Option<String>,
+    config: Option<&std::path::Path>,
+    stores: &StoreFlags,
+) -> Result<(History, String, u32)> {
+    let config = ServerConfig::load_or_defaults(config)?;
+    let zone = config.zone(zone).map_err(anyhow::Error::msg)?;
     let point = |given: &Option<String>, flag: &str| -> Result<Option<RestorePoint>> {
         given.as_deref().map(|p| p.parse().map_err(|e| anyhow!("{flag} {e}"))).transpose()
     };
-    let (from, to) = (point(&args.from, "--from")?, point(&args.to, "--to")?);
-    let stores = Stores::connect(&args.stores.data_dir, args.stores.redis(), args.stores.mongo()).await?;
+    let (from, to) = (point(from, "--from")?, point(to, "--to")?);
+    let stores = Stores::connect(&stores.data_dir, stores.redis(), stores.mongo()).await?;
     let history = replay::load(&stores, zone.zone_id, from, to).await?;
+    Ok((history, zone.name.clone(), config.tick_hz))
+}
+
+/// Runs the replay on this build, `build` (its version).
+pub async fn run(args: ReplayArgs, build: &str) -> Result<()> {
+    let (history, zone, tick_hz) = match (&args.bundle, &args.zone) {
+        (Some(path), _) => {
+            let bytes = std::fs::read(path).with_context(|| format!("--bundle {}", path.display()))?;
+            let (history, info) = bundle::decode(&bytes).with_context(|| format!("--bundle {}", path.display()))?;
+            if !args.json {
+                println!("bundle of zone {} exported by build {} (this is {build})", info.zone, info.build);
+            }
+            (history, info.zone, info.tick_hz)
+        }
+        (None, Some(zone)) => history_of(zone, &args.from, &args.to, args.config.as_deref(), &args.stores).await?,
+        (None, None) => bail!("--zone or --bundle is needed"),
+    };
     let (json, events, players) = (args.json, args.events, args.players.clone());
     let report = tokio::task::spawn_blocking(move || {
-        replay::run(history, config.tick_hz, |zone, out| {
+        replay::run(history, tick_hz, |zone, out| {
             let shown = ShownTick {
                 tick: out.tick,
                 events: if events { events_of(out) } else { Vec::new() },
@@ -130,7 +160,7 @@ pub async fn run(args: ReplayArgs) -> Result<()> {
         })
     })
     .await??;
-    print_report(&zone.name, &report, args.json)?;
+    print_report(&zone, &report, args.json)?;
     if let Some(tick) = report.first_mismatch() {
         bail!("the replayed state differs from the recorded one from tick {tick} on");
     }
@@ -171,7 +201,7 @@ fn print_report(zone: &str, r: &ReplayReport, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "zone {zone}: ticks {} to {} replayed from the cold snapshot at tick {} ({} ticks in {:.3} s: {:.0} ticks/s, {:.0}x real time)",
+        "zone {zone}: ticks {} to {} replayed from the snapshot at tick {} ({} ticks in {:.3} s: {:.0} ticks/s, {:.0}x real time)",
         r.from_tick, r.to_tick, r.snapshot_tick, r.ticks, r.seconds, r.ticks_per_second, r.real_time_factor
     );
     match r.first_mismatch() {
@@ -182,5 +212,54 @@ fn print_report(zone: &str, r: &ReplayReport, json: bool) -> Result<()> {
             r.mismatches.len()
         ),
     }
+    Ok(())
+}
+
+/// `respawn ctl incident …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum IncidentCmd {
+    /// Write one self-contained file with a window of a zone's history
+    /// (snapshot, history, configuration, hashes, this build's version):
+    /// `respawn replay --bundle FILE` replays it anywhere, offline.
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Zone name (or numeric id).
+    #[arg(long)]
+    zone: String,
+    /// The first tick of the window (a tick or a UTC time); by default the first a replay can reach.
+    #[arg(long)]
+    from: Option<String>,
+    /// The last tick of the window (a tick or a UTC time); by default the newest kept.
+    #[arg(long)]
+    to: Option<String>,
+    /// The bundle file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// The zone server's configuration file (to find the zone's id and tick rate).
+    #[arg(long, env = "RESPAWN_ZONE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    stores: StoreFlags,
+}
+
+/// Runs `cmd` on this build, `build` (its version, recorded in the bundle).
+pub async fn incident(cmd: IncidentCmd, build: &str) -> Result<()> {
+    let IncidentCmd::Export(args) = cmd;
+    let (history, zone, tick_hz) =
+        history_of(&args.zone, &args.from, &args.to, args.config.as_deref(), &args.stores).await?;
+    let (from, to, start) = (history.from, history.to, history.start.tick_number());
+    let bytes = bundle::encode(&history, &BundleInfo { build: build.to_owned(), zone: zone.clone(), tick_hz });
+    // Written whole or not at all: a reader never finds half a bundle.
+    let partial = args.out.with_extension("partial");
+    std::fs::write(&partial, &bytes).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "zone {zone}: ticks {from} to {to} (from the snapshot at tick {start}) written to {} ({} bytes)",
+        args.out.display(),
+        bytes.len()
+    );
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! a graceful drain.
 
 pub mod bans;
+pub mod bundle;
 pub mod config;
 mod conn;
 pub mod events;

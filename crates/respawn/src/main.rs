@@ -299,7 +299,7 @@ fn main() -> Result<()> {
         Cmd::Bench(BenchCmd::Pipeline(args)) => respawn_drill::bench::pipeline::run(args),
         Cmd::Loadgen(args) => runtime()?.block_on(respawn_drill::loadgen::run(args)),
         Cmd::Drill(args) => runtime()?.block_on(respawn_drill::run(args)),
-        Cmd::Replay(args) => runtime()?.block_on(respawn_drill::replay::run(args)),
+        Cmd::Replay(args) => runtime()?.block_on(respawn_drill::replay::run(args, VERSION)),
         Cmd::Ctl(args) => runtime()?.block_on(ctl::run(args)),
     }
 }

@@ -24,10 +24,14 @@ fn check_recovery(r: &DrillReport) {
 }
 
 /// Every event generated is in the ledger once, but those of ticks a
-/// restore took back (never durable, so never published).
+/// restore took back (never durable, so never published). A killed
+/// process's are counted at its last look, an instant before the kill: a
+/// tick made durable in that instant is replayed and its events stored, so
+/// the count is at most what was rolled back.
 fn check_events(events: &EventTally) {
     assert!(events.events_generated > 0, "the bots' play made events: {events:?}");
-    assert_eq!(events.events_persisted, events.events_generated - events.events_rolled_back, "{events:?}");
+    let at_least = events.events_generated - events.events_rolled_back;
+    assert!((at_least..=events.events_generated).contains(&events.events_persisted), "{events:?}");
     assert_eq!((events.events_lost, events.events_duplicated), (0, 0), "{events:?}");
 }
 

@@ -13,15 +13,17 @@ use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use support::{TempDir, ZoneProcess, ADMIN_TOKEN, TEST_CONFIG, TOKEN_KEY};
 
-/// `respawn replay --zone meadow --data-dir DATA ARGS`: whether it succeeded, its output.
-fn replay(data: &Path, args: &[&str]) -> Result<(bool, String)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_respawn"))
-        .args(["replay", "--zone", "meadow", "--data-dir"])
-        .arg(data)
-        .args(args)
-        .output()?;
+/// `respawn ARGS`: whether it succeeded, its output.
+fn respawn(args: &[&str]) -> Result<(bool, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_respawn")).args(args).output()?;
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     Ok((out.status.success(), text))
+}
+
+/// `respawn replay --zone meadow --data-dir DATA ARGS`.
+fn replay(data: &Path, args: &[&str]) -> Result<(bool, String)> {
+    let data = data.to_str().context("a UTF-8 path")?;
+    respawn(&[&["replay", "--zone", "meadow", "--data-dir", data], args].concat())
 }
 
 /// The JSON lines of a `--json` replay: the shown ticks, then the report.
@@ -79,6 +81,37 @@ async fn a_played_zone_replays_from_its_history_with_every_hash_matching() -> Re
     let shown: Vec<u64> = ticks.iter().filter_map(|t| t["tick"].as_u64()).collect();
     ensure!(shown == (from..=to).collect::<Vec<_>>(), "each tick of the window once: {shown:?}");
     ensure!(ticks.iter().all(|t| t["players"][0]["player"] == player), "the player's state every tick: {text}");
+
+    // The same window as an incident bundle, replayed with no store at all: the same ticks.
+    let bundle = keep.path().join("incident.bundle");
+    let (bundle, data_dir) = (bundle.to_str().context("a UTF-8 path")?, data.to_str().context("a UTF-8 path")?);
+    let window = ["--from", &from.to_string(), "--to", &to.to_string()].map(str::to_owned);
+    let export = [
+        &["ctl", "incident", "export", "--zone", "meadow", "--out", bundle, "--data-dir", data_dir][..],
+        &window.each_ref().map(String::as_str),
+    ]
+    .concat();
+    let (ok, text) = respawn(&export)?;
+    ensure!(ok && text.contains("written to"), "{text}");
+    let (ok, from_bundle) = respawn(&["replay", "--bundle", bundle, "--player", &player.to_string(), "--json"])?;
+    ensure!(ok, "replay --bundle failed: {from_bundle}");
+    let (bundled_ticks, bundled_report) = json_lines(&from_bundle)?;
+    ensure!(bundled_ticks == ticks, "the bundle replays the same ticks as the stores");
+    ensure!(bundled_report["hashes_checked"] == report["hashes_checked"], "{bundled_report} vs {report}");
+    let bytes = std::fs::read(bundle)?;
+    let damaged = |name: &str, bytes: &[u8]| -> Result<String> {
+        let path = keep.path().join(name);
+        std::fs::write(&path, bytes)?;
+        let (ok, text) = respawn(&["replay", "--bundle", path.to_str().context("a UTF-8 path")?])?;
+        ensure!(!ok, "a damaged bundle is refused: {text}");
+        Ok(text)
+    };
+    ensure!(damaged("cut", &bytes[..bytes.len() - 9])?.contains("truncated"));
+    let mut flipped = bytes.clone();
+    // The last byte before the checksum: the history's own last byte.
+    flipped[bytes.len() - 5] ^= 0x10;
+    ensure!(damaged("flipped", &flipped)?.contains("checksum does not match"));
+    ensure!(damaged("other", b"not a bundle at all")?.contains("not an incident bundle"));
 
     // Outside what is kept, or backwards: said plainly.
     let (ok, text) = replay(&data, &["--from", "999999999"])?;

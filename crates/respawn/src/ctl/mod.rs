@@ -109,6 +109,9 @@ enum CtlCmd {
     /// time. Stop the zone server first; it resumes from there when started.
     /// Works on the stores directly, not through the API.
     Restore(RestoreArgs),
+    /// Incident bundles: a window of a zone's history in one file (`respawn replay --bundle`).
+    #[command(subcommand)]
+    Incident(respawn_drill::replay::IncidentCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -168,6 +171,7 @@ pub async fn run(args: CtlArgs) -> Result<()> {
     let path_of = |p: &str| api::encode(p);
     match args.command {
         CtlCmd::Restore(restore) => restore::run(restore).await,
+        CtlCmd::Incident(cmd) => respawn_drill::replay::incident(cmd, crate::VERSION).await,
         CtlCmd::Status => c.show(Call::get("/v1/status"), api::print_status).await,
         CtlCmd::Zones => c.show(Call::get("/v1/zones"), api::print_zones).await,
         CtlCmd::Alerts => c.show(Call::get("/v1/alerts"), api::print_alerts).await,
