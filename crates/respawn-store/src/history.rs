@@ -119,7 +119,7 @@ impl HistorySegment {
         if bytes.len() > MAX_SEGMENT_BYTES {
             return Err(SegmentError::Invalid(format!("{} bytes, more than a segment may hold", bytes.len())));
         }
-        let mut r = Reader { bytes, at: 4 };
+        let mut r = ByteReader::new(bytes, 4);
         let version = r.u16("header")?;
         if version != FORMAT_VERSION {
             return Err(SegmentError::Format(version));
@@ -142,10 +142,10 @@ impl HistorySegment {
         for _ in 0..count {
             hashes.push(StateHash { tick: r.u64("hashes")?, crc: r.u32("hashes")? });
         }
-        let body = r.at;
+        let body = r.at();
         let crc = r.u32("checksum")?;
-        if r.at != bytes.len() {
-            return Err(SegmentError::Invalid(format!("{} bytes after the checksum", bytes.len() - r.at)));
+        if r.at() != bytes.len() {
+            return Err(SegmentError::Invalid(format!("{} bytes after the checksum", bytes.len() - r.at())));
         }
         if crc32fast::hash(&bytes[..body]) != crc {
             return Err(SegmentError::Checksum);
@@ -165,29 +165,56 @@ impl HistorySegment {
     }
 }
 
-struct Reader<'a> {
+/// What a [`ByteReader`] ran out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truncated(pub &'static str);
+
+impl From<Truncated> for SegmentError {
+    fn from(Truncated(what): Truncated) -> Self {
+        SegmentError::Truncated(what)
+    }
+}
+
+/// Little-endian fields off untrusted bytes, each read checked against
+/// their end (the history's segments, the incident bundles).
+#[derive(Debug)]
+pub struct ByteReader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], SegmentError> {
-        let end = self.at.checked_add(n).filter(|end| *end <= self.bytes.len()).ok_or(SegmentError::Truncated(what))?;
+impl<'a> ByteReader<'a> {
+    /// Reads `bytes` from `at` on.
+    pub fn new(bytes: &'a [u8], at: usize) -> Self {
+        Self { bytes, at }
+    }
+
+    /// Where the next read starts.
+    pub fn at(&self) -> usize {
+        self.at
+    }
+
+    pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], Truncated> {
+        let end = self.at.checked_add(n).filter(|end| *end <= self.bytes.len()).ok_or(Truncated(what))?;
         let taken = &self.bytes[self.at..end];
         self.at = end;
         Ok(taken)
     }
 
-    fn u16(&mut self, what: &'static str) -> Result<u16, SegmentError> {
-        Ok(u16::from_le_bytes(self.take(2, what)?.try_into().map_err(|_| SegmentError::Truncated(what))?))
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], Truncated> {
+        self.take(N, what)?.try_into().map_err(|_| Truncated(what))
     }
 
-    fn u32(&mut self, what: &'static str) -> Result<u32, SegmentError> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().map_err(|_| SegmentError::Truncated(what))?))
+    pub fn u16(&mut self, what: &'static str) -> Result<u16, Truncated> {
+        Ok(u16::from_le_bytes(self.array(what)?))
     }
 
-    fn u64(&mut self, what: &'static str) -> Result<u64, SegmentError> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().map_err(|_| SegmentError::Truncated(what))?))
+    pub fn u32(&mut self, what: &'static str) -> Result<u32, Truncated> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    pub fn u64(&mut self, what: &'static str) -> Result<u64, Truncated> {
+        Ok(u64::from_le_bytes(self.array(what)?))
     }
 }
 

@@ -13,7 +13,7 @@
 //! everything before it (u32 LE).
 
 use respawn_sim::Zone;
-use respawn_store::history::HistorySegment;
+use respawn_store::history::{ByteReader, HistorySegment, Truncated};
 
 use crate::replay::History;
 
@@ -81,14 +81,14 @@ pub fn decode(bytes: &[u8]) -> Result<(History, BundleInfo), BundleError> {
     if bytes.len() > MAX_BUNDLE_BYTES {
         return Err(BundleError::Invalid(format!("{} bytes, more than a bundle may hold", bytes.len())));
     }
-    let mut r = Reader { bytes, at: 4 };
+    let mut r = ByteReader::new(bytes, 4);
     let version = r.u16("header")?;
     if version != FORMAT_VERSION {
         return Err(BundleError::Format(version));
     }
     r.u16("header")?;
-    let build = r.text("build")?;
-    let zone = r.text("zone name")?;
+    let build = text(&mut r, "build")?;
+    let zone = text(&mut r, "zone name")?;
     let (zone_id, tick_hz) = (r.u32("zone id")?, r.u32("tick rate")?);
     let (from, to) = (r.u64("window")?, r.u64("window")?);
     let snapshot_len = r.u32("snapshot")? as usize;
@@ -99,10 +99,10 @@ pub fn decode(bytes: &[u8]) -> Result<(History, BundleInfo), BundleError> {
         let len = r.u32("segments")? as usize;
         raw_segments.push(r.take(len, "segments")?);
     }
-    let body = r.at;
+    let body = r.at();
     let crc = r.u32("checksum")?;
-    if r.at != bytes.len() {
-        return Err(BundleError::Invalid(format!("{} bytes after the checksum", bytes.len() - r.at)));
+    if r.at() != bytes.len() {
+        return Err(BundleError::Invalid(format!("{} bytes after the checksum", bytes.len() - r.at())));
     }
     if crc32fast::hash(&bytes[..body]) != crc {
         return Err(BundleError::Checksum);
@@ -132,39 +132,15 @@ pub fn decode(bytes: &[u8]) -> Result<(History, BundleInfo), BundleError> {
     Ok((History { zone_id, start, segments, from, to }, BundleInfo { build, zone, tick_hz }))
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// A UTF-8 text behind its u16 length.
+fn text(r: &mut ByteReader<'_>, what: &'static str) -> Result<String, BundleError> {
+    let len = r.u16(what)? as usize;
+    String::from_utf8(r.take(len, what)?.to_vec()).map_err(|_| BundleError::Invalid(format!("its {what} is not UTF-8")))
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], BundleError> {
-        let end = self.at.checked_add(n).filter(|end| *end <= self.bytes.len()).ok_or(BundleError::Truncated(what))?;
-        let taken = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(taken)
-    }
-
-    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], BundleError> {
-        self.take(N, what)?.try_into().map_err(|_| BundleError::Truncated(what))
-    }
-
-    fn u16(&mut self, what: &'static str) -> Result<u16, BundleError> {
-        Ok(u16::from_le_bytes(self.array(what)?))
-    }
-
-    fn u32(&mut self, what: &'static str) -> Result<u32, BundleError> {
-        Ok(u32::from_le_bytes(self.array(what)?))
-    }
-
-    fn u64(&mut self, what: &'static str) -> Result<u64, BundleError> {
-        Ok(u64::from_le_bytes(self.array(what)?))
-    }
-
-    fn text(&mut self, what: &'static str) -> Result<String, BundleError> {
-        let len = self.u16(what)? as usize;
-        String::from_utf8(self.take(len, what)?.to_vec())
-            .map_err(|_| BundleError::Invalid(format!("its {what} is not UTF-8")))
+impl From<Truncated> for BundleError {
+    fn from(Truncated(what): Truncated) -> Self {
+        BundleError::Truncated(what)
     }
 }
 
