@@ -351,7 +351,7 @@ impl Metrics {
                 history_ticks_dropped: counter(
                     &r,
                     "respawn_zone_history_ticks_dropped_total",
-                    "Ticks left out of the history (the archive unreachable while a minute of ticks waited): a gap a replay cannot cross.",
+                    "Ticks left out of the history (the archive unreachable while ten minutes of ticks waited): a gap a replay cannot cross.",
                     &["zone"],
                 ),
                 journal_length: gauge(

@@ -1,6 +1,6 @@
 //! Point-in-time restore: a zone's stores rolled back to its newest cold
 //! snapshot at or before a tick or a time (`respawn ctl restore`). Newer
-//! cold snapshots are deleted, the hot snapshot becomes the chosen one in a
+//! cold snapshots and history segments are deleted, the hot snapshot becomes the chosen one in a
 //! new epoch and the journal is emptied; the zone server, started next,
 //! resumes from there. It holds the zone's lease meanwhile, so a zone a
 //! server runs is refused: stop the server (or hand the zone off) first.
@@ -140,6 +140,8 @@ async fn rewind(stores: &Stores, plan: RollbackPlan, fence: Fence) -> Result<usi
     let RollbackPlan { zone_id, target, mut zone, .. } = plan;
     let deleted =
         stores.cold.delete_after(zone_id, target.tick).await.map_err(store("cannot delete newer cold snapshots"))?;
+    // The abandoned timeline's history goes with it (a segment reaching past the point too).
+    stores.history.delete_after(zone_id, target.tick).await.map_err(store("cannot delete the newer history"))?;
     stores.hot.clear(zone_id).await.map_err(store("cannot clear hot snapshots"))?;
     // Continuing from an older point forks the zone's history: a new epoch
     // keeps the new timeline's event ids apart from the abandoned one's.

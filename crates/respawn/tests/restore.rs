@@ -52,6 +52,12 @@ async fn ctl_restore_rolls_a_zone_back_to_an_older_cold_snapshot() -> Result<()>
     assert!(older < newest, "an older snapshot exists: {older} < {newest}");
     let done = ctl(&data, &(newest - 1).to_string(), true)?;
     assert!(done.contains("restored"), "{done}");
+    // The abandoned timeline's history is gone with it: no segment reaches past the point.
+    for file in std::fs::read_dir(data.join("history/zone-1")).into_iter().flatten() {
+        let name = file?.file_name().to_string_lossy().into_owned();
+        let last_tick: u64 = name.split('-').next().and_then(|t| t.parse().ok()).ok_or_else(|| anyhow!("{name}"))?;
+        assert!(last_tick <= older, "history segment {name} reaches past tick {older}");
+    }
 
     let zone = ZoneProcess::start_in(&config, TempDir::new("zone")?, &data)?;
     support::http(zone.addr, "POST", "/admin/drain", Some(ADMIN_TOKEN)).await?;

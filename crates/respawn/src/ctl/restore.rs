@@ -43,6 +43,8 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
         return Ok(());
     }
     let deleted = rollback::apply(&stores, plan).await?;
-    println!("restored: {deleted} newer cold snapshots deleted, hot snapshot and journal reset; start the zone server");
+    println!(
+        "restored: {deleted} newer cold snapshots and the history after the point deleted, hot snapshot and journal reset; start the zone server"
+    );
     Ok(())
 }
