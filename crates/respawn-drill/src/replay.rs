@@ -130,7 +130,7 @@ async fn history_of(
     };
     let (from, to) = (point(from, "--from")?, point(to, "--to")?);
     let stores = Stores::connect(&stores.data_dir, stores.redis(), stores.mongo()).await?;
-    let history = replay::load(&stores, zone.zone_id, from, to).await?;
+    let history = replay::load(&stores, zone, from, to).await?;
     Ok((history, zone.name.clone(), config.tick_hz))
 }
 
@@ -162,7 +162,11 @@ pub async fn run(args: ReplayArgs, build: &str) -> Result<()> {
     .await??;
     print_report(&zone, &report, args.json)?;
     if let Some(tick) = report.first_mismatch() {
-        bail!("the replayed state differs from the recorded one from tick {tick} on");
+        let hint = match report.snapshot_tick {
+            0 => " (replayed from the zone's configuration: give --config the one it ran with)",
+            _ => "",
+        };
+        bail!("the replayed state differs from the recorded one from tick {tick} on{hint}");
     }
     Ok(())
 }
@@ -201,8 +205,17 @@ fn print_report(zone: &str, r: &ReplayReport, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "zone {zone}: ticks {} to {} replayed from the snapshot at tick {} ({} ticks in {:.3} s: {:.0} ticks/s, {:.0}x real time)",
-        r.from_tick, r.to_tick, r.snapshot_tick, r.ticks, r.seconds, r.ticks_per_second, r.real_time_factor
+        "zone {zone}: ticks {} to {} replayed from {} ({} ticks in {:.3} s: {:.0} ticks/s, {:.0}x real time)",
+        r.from_tick,
+        r.to_tick,
+        match r.snapshot_tick {
+            0 => "the zone's start (its configuration)".to_owned(),
+            tick => format!("the snapshot at tick {tick}"),
+        },
+        r.ticks,
+        r.seconds,
+        r.ticks_per_second,
+        r.real_time_factor
     );
     match r.first_mismatch() {
         None => println!("{} recorded state hashes checked: every one matches", r.hashes_checked),

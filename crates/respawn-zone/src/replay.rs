@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use respawn_sim::command::decode_batch;
 use respawn_sim::zone::TickOutput;
-use respawn_sim::Zone;
+use respawn_sim::{Zone, ZoneConfig};
 use respawn_store::history::{HistorySegment, StateHash};
 use respawn_store::{SnapshotMeta, StoreError};
 use serde::Serialize;
@@ -25,7 +25,10 @@ pub enum ReplayError {
     Outside { point: String, first: u64, last: u64 },
     #[error("--from {from} is after --to {to}")]
     Backwards { from: u64, to: u64 },
-    #[error("no cold snapshot of zone {zone} before tick {tick} (the oldest kept is at tick {oldest}): a replay starts from one")]
+    #[error(
+        "nothing to start a replay of zone {zone} at tick {tick} from: no cold snapshot before it ({oldest}), and the \
+         kept history does not reach back to the zone's first tick"
+    )]
     NoSnapshot { zone: u32, tick: u64, oldest: String },
     #[error("the history has a gap: after tick {after} the next kept is tick {next}")]
     Gap { after: u64, next: u64 },
@@ -55,12 +58,15 @@ pub struct History {
     pub to: u64,
 }
 
-/// Finds in `stores` what replaying zone `zone_id` from `from` to `to`
-/// needs; without `from`, from the first tick after the oldest cold
-/// snapshot kept; without `to`, through the newest tick kept.
+/// Finds in `stores` what replaying `zone` from `from` to `to` needs: the
+/// newest cold snapshot before `from`, or, when the kept history begins at
+/// the zone's first tick, the zone as its configuration makes it (the
+/// recorded hashes tell if the configuration changed since). Without
+/// `from`, from the first tick that can be reached; without `to`, through
+/// the newest tick kept.
 pub async fn load(
     stores: &Stores,
-    zone_id: u32,
+    zone: &ZoneConfig,
     from: Option<RestorePoint>,
     to: Option<RestorePoint>,
 ) -> Result<History, ReplayError> {
@@ -68,7 +74,7 @@ pub async fn load(
     // what vanished between a listing and a reading is looked for anew.
     let mut attempts = 0;
     loop {
-        match load_once(stores, zone_id, from, to).await {
+        match load_once(stores, zone, from, to).await {
             Err(ReplayError::Vanished(_)) if attempts < 3 => attempts += 1,
             loaded => return loaded,
         }
@@ -77,10 +83,11 @@ pub async fn load(
 
 async fn load_once(
     stores: &Stores,
-    zone_id: u32,
+    zone: &ZoneConfig,
     from: Option<RestorePoint>,
     to: Option<RestorePoint>,
 ) -> Result<History, ReplayError> {
+    let zone_id = zone.zone_id;
     let mut metas = stores.history.list(zone_id).await.map_err(store("cannot list the history"))?;
     metas.sort_by_key(|m| m.tick);
     let colds = stores.cold.list(zone_id).await.map_err(store("cannot list the cold snapshots"))?;
@@ -93,7 +100,12 @@ async fn load_once(
             };
             let first = segment(stores, zone_id, first_meta, &mut cache).await?.first_tick();
             let after_oldest_cold = colds.iter().map(|m| m.tick + 1).min().unwrap_or(first);
-            first.max(after_oldest_cold)
+            // From the zone's start only while no cold snapshot is kept (it needs the configuration it ran with).
+            if first == 1 && colds.is_empty() {
+                1
+            } else {
+                first.max(after_oldest_cold)
+            }
         }
     };
     let to = match to {
@@ -103,24 +115,39 @@ async fn load_once(
     if from > to {
         return Err(ReplayError::Backwards { from, to });
     }
-    let start = colds.iter().filter(|m| m.tick < from).max_by_key(|m| m.tick).copied().ok_or_else(|| {
-        ReplayError::NoSnapshot {
-            zone: zone_id,
-            tick: from,
-            oldest: colds.iter().map(|m| m.tick).min().map_or("none".into(), |t| t.to_string()),
+    let start_zone = match colds.iter().filter(|m| m.tick < from).max_by_key(|m| m.tick) {
+        Some(start) => {
+            let snapshot = stores
+                .cold
+                .get(zone_id, start.tick)
+                .await
+                .map_err(store("cannot read the cold snapshot"))?
+                .ok_or_else(|| ReplayError::Vanished(format!("the cold snapshot at tick {}", start.tick)))?;
+            Zone::decode_snapshot(&snapshot.bytes)
+                .map_err(|e| unusable(format!("cold snapshot at tick {}", start.tick), e))?
         }
-    })?;
-    let snapshot = stores
-        .cold
-        .get(zone_id, start.tick)
-        .await
-        .map_err(store("cannot read the cold snapshot"))?
-        .ok_or_else(|| ReplayError::Vanished(format!("the cold snapshot at tick {}", start.tick)))?;
-    let start_zone = Zone::decode_snapshot(&snapshot.bytes)
-        .map_err(|e| unusable(format!("cold snapshot at tick {}", start.tick), e))?;
+        None => {
+            let first = match metas.first() {
+                Some(meta) => Some(segment(stores, zone_id, meta, &mut cache).await?),
+                None => None,
+            };
+            let Some(first) = first.filter(|s| s.first_tick() == 1) else {
+                let oldest = colds.iter().map(|m| m.tick).min();
+                return Err(ReplayError::NoSnapshot {
+                    zone: zone_id,
+                    tick: from,
+                    oldest: oldest.map_or("none kept yet".into(), |t| format!("the oldest kept is at tick {t}")),
+                });
+            };
+            let mut fresh =
+                Zone::new(zone.clone()).map_err(|e| unusable(format!("zone {}'s configuration", zone.name), e))?;
+            fresh.set_epoch(first.epoch);
+            fresh
+        }
+    };
     // Every segment with a tick after the start, through the end.
     let mut segments = Vec::new();
-    let mut next = start.tick + 1;
+    let mut next = start_zone.tick_number() + 1;
     for meta in &metas {
         if meta.tick < next {
             continue;

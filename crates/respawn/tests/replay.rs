@@ -34,14 +34,11 @@ fn json_lines(text: &str) -> Result<(Vec<Value>, Value)> {
     Ok((lines, report))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_played_zone_replays_from_its_history_with_every_hash_matching() -> Result<()> {
-    let persistence =
-        "[persistence]\nhot_snapshot_secs = 1\ncold_snapshot_secs = 1\nkeep_cold = 30\nhistory_segment_secs = 1\n";
+/// A zone server with `persistence` (a `[persistence]` section) on `data`,
+/// played by `bots` in meadow for `secs`, then drained.
+async fn play(persistence: &str, data: &Path, bots: u32, secs: u64) -> Result<()> {
     let config = TEST_CONFIG.replace("[limits]", &format!("{persistence}\n[limits]"));
-    let keep = TempDir::new("replay")?;
-    let data = keep.path().join("data");
-    let zone = ZoneProcess::start_in(&config, TempDir::new("zone")?, &data)?;
+    let zone = ZoneProcess::start_in(&config, TempDir::new("zone")?, data)?;
     let access = respawn_client::Access::Direct {
         url: zone.ws_url(),
         tokens: respawn_client::signed_tokens(
@@ -49,12 +46,22 @@ async fn a_played_zone_replays_from_its_history_with_every_hash_matching() -> Re
             Duration::from_secs(600),
         ),
     };
-    let bots = respawn_client::Fleet::spawn(access, &["meadow".to_owned()], 4, "replayed");
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    bots.stop().await;
+    let fleet = respawn_client::Fleet::spawn(access, &["meadow".to_owned()], bots, "replayed");
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    fleet.stop().await;
     support::http(zone.addr, "POST", "/admin/drain", Some(ADMIN_TOKEN)).await?;
     let (status, _) = zone.wait_exit(Duration::from_secs(15))?;
     ensure!(status.success());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_played_zone_replays_from_its_history_with_every_hash_matching() -> Result<()> {
+    let persistence =
+        "[persistence]\nhot_snapshot_secs = 1\ncold_snapshot_secs = 1\nkeep_cold = 30\nhistory_segment_secs = 1\n";
+    let keep = TempDir::new("replay")?;
+    let data = keep.path().join("data");
+    play(persistence, &data, 4, 6).await?;
 
     // Everything kept, with the events.
     let (ok, text) = replay(&data, &["--events", "--json"])?;
@@ -128,5 +135,31 @@ async fn a_played_zone_replays_from_its_history_with_every_hash_matching() -> Re
     std::fs::write(&damaged, bytes)?;
     let (ok, text) = replay(&data, &[])?;
     ensure!(!ok && text.contains("is unusable") && text.contains("history segment"), "{text}");
+    Ok(())
+}
+
+/// Before any cold snapshot is kept (the first minutes of a zone, as after
+/// `respawn up`), the history reaches back to the zone's first tick and the
+/// replay starts from the zone as its configuration makes it; the recorded
+/// hashes catch a configuration other than the one it ran with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_young_zone_replays_from_its_configuration_and_a_wrong_one_is_caught() -> Result<()> {
+    let persistence = "[persistence]\nhot_snapshot_secs = 1\nhistory_segment_secs = 1\n";
+    let keep = TempDir::new("replay-young")?;
+    let (data, config_path) = (keep.path().join("data"), keep.path().join("zone.toml"));
+    std::fs::write(&config_path, TEST_CONFIG.replace("[limits]", &format!("{persistence}\n[limits]")))?;
+    play(persistence, &data, 2, 3).await?;
+    ensure!(
+        !data.join("cold").exists() || std::fs::read_dir(data.join("cold/zone-1"))?.next().is_none(),
+        "no cold snapshot yet"
+    );
+
+    let config_arg = config_path.to_str().context("a UTF-8 path")?;
+    let (ok, text) = replay(&data, &["--config", config_arg])?;
+    ensure!(ok && text.contains("ticks 1 to") && text.contains("the zone's start"), "{text}");
+    ensure!(text.contains("every one matches"), "{text}");
+    // The built-in zones are not the ones it ran: the first hash says so.
+    let (ok, text) = replay(&data, &[])?;
+    ensure!(!ok && text.contains("give --config the one it ran with"), "{text}");
     Ok(())
 }
