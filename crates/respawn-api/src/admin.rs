@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 use crate::http::{percent_encode, Call, CallError};
+use crate::replay::{ReplayTrace, ReplayWindow};
 
 /// What a server can serve and read; a zone moves to a server only if both match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +169,8 @@ pub const QUICK_CALL: Duration = Duration::from_secs(3);
 pub const MOVE_CALL: Duration = Duration::from_secs(30);
 /// A redirect waits for the zone thread to tell its clients.
 pub const REDIRECT_CALL: Duration = Duration::from_secs(10);
+/// A replay of minutes of a zone's history, each tick's state digested.
+pub const REPLAY_CALL: Duration = Duration::from_secs(60);
 
 /// How [`ZoneAdmin::stop`] ended.
 #[derive(Debug)]
@@ -286,6 +289,23 @@ impl ZoneAdmin {
     pub async fn redirect(&self, addr: &str, zone: &str, to: &str) -> Result<Redirected, CallError> {
         let path = format!("/admin/zones/{}/redirect?to={}", percent_encode(zone), percent_encode(to));
         self.call(Method::POST, addr, &path, REDIRECT_CALL).read().await
+    }
+
+    /// The server replays `window` of `zone`'s kept history on its build
+    /// (off its zones' tick threads) and answers the digest of every tick's state.
+    pub async fn replay(&self, addr: &str, zone: &str, window: &ReplayWindow) -> Result<ReplayTrace, CallError> {
+        let query: Vec<String> = [
+            ("last_secs", window.last_secs.map(u64::from)),
+            ("start", window.start),
+            ("from", window.from),
+            ("to", window.to),
+            ("state_at", window.state_at),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))
+        .collect();
+        let path = format!("/admin/zones/{}/replay?{}", percent_encode(zone), query.join("&"));
+        self.call(Method::GET, addr, &path, REPLAY_CALL).read().await
     }
 
     /// A released zone ticks again where it was.

@@ -1,6 +1,7 @@
 //! Typed contracts between Respawn's processes, and their clients: the zone
 //! servers' admin API ([`admin`]), the platform's server registry
-//! ([`registry`]), the players' accounts and sign-in ([`players`]), reading a server's `/metrics` ([`prom`]), and the HTTP
+//! ([`registry`]), the players' accounts and sign-in ([`players`]), reading a server's `/metrics` ([`prom`]),
+//! two builds' replays of one zone history compared ([`replay`]), and the HTTP
 //! client every caller shares ([`http`], over `reqwest`) with its TLS
 //! ([`tls`]). Both sides of each
 //! contract use these types, so a reply cannot drift from what its callers read.
@@ -10,4 +11,5 @@ pub mod http;
 pub mod players;
 pub mod prom;
 pub mod registry;
+pub mod replay;
 pub mod tls;

@@ -2,17 +2,21 @@
 //! again ([`respawn_zone::replay`]), on the stores directly or from an
 //! incident bundle (`--bundle`, [`respawn_zone::bundle`]): each tick's
 //! events and the state of chosen players printed (or one JSON object a
-//! tick), every recorded state hash checked, and how fast it ran. And
-//! `respawn ctl incident export`, which writes such a bundle.
+//! tick), every recorded state hash checked, and how fast it ran; with
+//! `--build`, the same history run on another build too and the first tick
+//! where they disagree, field by field ([`divergence`]). And `respawn ctl
+//! incident export`, which writes such a bundle.
 
-use std::collections::BTreeMap;
+mod divergence;
+
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use respawn_harness::zone::StoreFlags;
-use respawn_sim::{TickOutput, Zone};
+use respawn_sim::TickOutput;
 use respawn_zone::bundle::{self, BundleInfo};
+use respawn_zone::inspect::PlayerState;
 use respawn_zone::persist::Stores;
 use respawn_zone::replay::{self, History, ReplayReport};
 use respawn_zone::rollback::RestorePoint;
@@ -46,6 +50,18 @@ pub struct ReplayArgs {
     /// The zone server's configuration file (to find the zone's id and tick rate).
     #[arg(long, env = "RESPAWN_ZONE_CONFIG")]
     config: Option<PathBuf>,
+    /// Run the same history on another build too (the path of its `respawn`
+    /// binary) and report the first tick where the two disagree, with the
+    /// fields that differ there.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["trace", "events", "players"])]
+    build: Option<PathBuf>,
+    /// Write the digest of the state after each tick to FILE, as one JSON
+    /// object (what `--build` asks of the other build).
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// With --trace: the whole state at this tick too, and stop there.
+    #[arg(long, value_name = "TICK", requires = "trace")]
+    trace_state_at: Option<u64>,
     #[command(flatten)]
     stores: StoreFlags,
 }
@@ -57,22 +73,6 @@ pub struct ReplayedEvent {
     pub player: u64,
     pub kind: &'static str,
     pub detail: String,
-}
-
-/// A player's state after a replayed tick.
-#[derive(Debug, Serialize)]
-pub struct PlayerState {
-    pub player: u64,
-    pub name: String,
-    pub entity: u32,
-    pub x: i32,
-    pub y: i32,
-    pub hp: i32,
-    pub level: u32,
-    pub xp: u64,
-    pub gold: u64,
-    pub inventory: BTreeMap<&'static str, u32>,
-    pub alive: bool,
 }
 
 /// What `--json` prints for each tick shown.
@@ -98,23 +98,6 @@ fn events_of(out: &TickOutput) -> Vec<ReplayedEvent> {
         .collect()
 }
 
-fn player_state(zone: &Zone, id: u64) -> Option<PlayerState> {
-    let p = zone.player(id)?;
-    Some(PlayerState {
-        player: id,
-        name: p.name.clone(),
-        entity: p.entity,
-        x: p.pos.x,
-        y: p.pos.y,
-        hp: p.hp,
-        level: p.level,
-        xp: p.xp,
-        gold: p.gold,
-        inventory: p.inventory.iter().map(|(kind, n)| (kind.as_str(), *n)).collect(),
-        alive: p.is_alive(),
-    })
-}
-
 /// The history the arguments name, the zone's name and its tick rate.
 async fn history_of(
     zone: &str,
@@ -136,31 +119,47 @@ async fn history_of(
 
 /// Runs the replay on this build, `build` (its version).
 pub async fn run(args: ReplayArgs, build: &str) -> Result<()> {
-    let (history, zone, tick_hz) = match (&args.bundle, &args.zone) {
+    let quiet = args.json || args.trace.is_some();
+    let (history, info) = match (&args.bundle, &args.zone) {
         (Some(path), _) => {
             let bytes = std::fs::read(path).with_context(|| format!("--bundle {}", path.display()))?;
             let (history, info) = bundle::decode(&bytes).with_context(|| format!("--bundle {}", path.display()))?;
-            if !args.json {
+            if !quiet {
                 println!("bundle of zone {} exported by build {} (this is {build})", info.zone, info.build);
             }
-            (history, info.zone, info.tick_hz)
+            (history, info)
         }
-        (None, Some(zone)) => history_of(zone, &args.from, &args.to, args.config.as_deref(), &args.stores).await?,
+        (None, Some(zone)) => {
+            let (history, zone, tick_hz) =
+                history_of(zone, &args.from, &args.to, args.config.as_deref(), &args.stores).await?;
+            (history, BundleInfo { build: build.to_owned(), zone, tick_hz })
+        }
         (None, None) => bail!("--zone or --bundle is needed"),
     };
+    if let Some(other) = &args.build {
+        return divergence::compare(history, info, other, build, args.json).await;
+    }
+    if let Some(trace) = args.trace {
+        let version = build.to_owned();
+        return tokio::task::spawn_blocking(move || {
+            divergence::write_trace(history, info.tick_hz, &trace, args.trace_state_at, &version)
+        })
+        .await?;
+    }
     let (json, events, players) = (args.json, args.events, args.players.clone());
+    let tick_hz = info.tick_hz;
     let report = tokio::task::spawn_blocking(move || {
         replay::run(history, tick_hz, |zone, out| {
             let shown = ShownTick {
                 tick: out.tick,
                 events: if events { events_of(out) } else { Vec::new() },
-                players: players.iter().filter_map(|id| player_state(zone, *id)).collect(),
+                players: players.iter().filter_map(|id| PlayerState::of(zone, *id)).collect(),
             };
             print_tick(&shown, json);
         })
     })
     .await??;
-    print_report(&zone, &report, args.json)?;
+    print_report(&info.zone, &report, args.json)?;
     if let Some(tick) = report.first_mismatch() {
         let hint = match report.snapshot_tick {
             0 => " (replayed from the zone's configuration: give --config the one it ran with)",

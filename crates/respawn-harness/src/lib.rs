@@ -7,8 +7,8 @@
 //! running; [`gate::Gate`], a TCP proxy drills and tests cut to make a
 //! server unreachable; [`netns::Lan`], hosts of their own in network
 //! namespaces, to lose a whole host or split the network; [`armed::Armed`],
-//! a `kill -9` or a host's death fired by one write; [`TempDir`]; and
-//! [`wait_until`].
+//! a `kill -9` or a host's death fired by one write; [`TempDir`];
+//! [`unique_suffix`]; and [`wait_until`].
 
 pub mod armed;
 pub mod gate;
@@ -19,20 +19,30 @@ pub mod zone;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
+
+/// `<pid>_<nanos>_<n>`: unique per call, across the processes of one
+/// machine too, for the names tests give the databases, prefixes, topics
+/// and directories they make. The counter matters: two threads can read the
+/// same clock value, and a shared name lets one test read another's state.
+pub fn unique_suffix() -> String {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{}_{nanos}_{}", std::process::id(), CALLS.fetch_add(1, Ordering::Relaxed))
+}
 
 /// A directory of its own under the system's temporary directory, removed on drop.
 #[derive(Debug)]
 pub struct TempDir(PathBuf);
 
 impl TempDir {
-    /// `respawn-<tag>-<pid>-<nanos>`: unique per call.
+    /// `respawn-<tag>-<unique suffix>`: new, never one that exists.
     pub fn new(tag: &str) -> Result<Self> {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!("respawn-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
+        let path = std::env::temp_dir().join(format!("respawn-{tag}-{}", unique_suffix()));
+        std::fs::create_dir(&path)?;
         Ok(Self(path))
     }
 

@@ -17,6 +17,7 @@ use std::future::Future;
 
 use respawn_api::admin::{Adopted, Redirected, Released, Resumed, ServerInfo};
 use respawn_api::http::CallError;
+use respawn_api::replay::{Divergence, ReplayTrace, ReplayWindow};
 use respawn_store::ops::{OpsStore, RolloutPut};
 use respawn_store::{unix_ms, Registry, ServerEntry, StoreError, StoreResult};
 use serde::{Deserialize, Serialize};
@@ -124,6 +125,35 @@ pub struct Rollout {
     /// The platform instance running it (another one takes over if it stops).
     #[serde(default)]
     pub runner: String,
+    /// Step 2's report: each zone's last minutes replayed on its build and on the new one.
+    #[serde(default)]
+    pub replay_checks: Vec<ReplayCheck>,
+}
+
+/// How much of each zone's history step 2 replays on both builds.
+pub const REPLAY_CHECK_SECS: u32 = 120;
+
+/// One zone's last [`REPLAY_CHECK_SECS`] replayed on the build that runs it
+/// and on the rollout's target: a report for the operator, not a gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReplayCheck {
+    Compared(Divergence),
+    /// No comparison: no history kept yet, or a build that cannot replay.
+    NotRun {
+        zone: String,
+        why: String,
+    },
+}
+
+impl ReplayCheck {
+    /// The rollout log's lines for it.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ReplayCheck::Compared(found) => found.lines(),
+            ReplayCheck::NotRun { zone, why } => vec![format!("zone {zone}: not compared: {why}")],
+        }
+    }
 }
 
 /// The guide's seven steps, as the log names them.
@@ -230,6 +260,7 @@ impl Rollouts {
             took_ms: 0,
             started_at_ms: unix_ms(),
             runner: self.runner.clone(),
+            replay_checks: Vec::new(),
         };
         let progress = Progress::new(self.clone(), rollout.clone());
         if let Err(why) = progress.save(false).await {
@@ -543,6 +574,12 @@ pub trait ZoneServers: Send + Sync + 'static {
         to: &str,
     ) -> impl Future<Output = Result<Redirected, CallError>> + Send;
     fn resume(&self, server: &ServerEntry, zone: &str) -> impl Future<Output = Result<Resumed, CallError>> + Send;
+    fn replay(
+        &self,
+        server: &ServerEntry,
+        zone: &str,
+        window: &ReplayWindow,
+    ) -> impl Future<Output = Result<ReplayTrace, CallError>> + Send;
 }
 
 impl ZoneServers for FleetAdmin {
@@ -584,6 +621,10 @@ impl ZoneServers for FleetAdmin {
     async fn resume(&self, server: &ServerEntry, zone: &str) -> Result<Resumed, CallError> {
         let (admin, addr) = self.of(server)?;
         admin.resume(&addr, zone).await
+    }
+    async fn replay(&self, server: &ServerEntry, zone: &str, window: &ReplayWindow) -> Result<ReplayTrace, CallError> {
+        let (admin, addr) = self.of(server)?;
+        admin.replay(&addr, zone, window).await
     }
 }
 
@@ -850,7 +891,44 @@ impl<A: ZoneServers> Run<'_, A> {
             target_info.compat.snapshot_format
         ));
         p.update(|r| r.players_before = players_before);
+        self.compare_replays(target, old).await;
         Ok(())
+    }
+
+    /// Step 2's report, not a gate: each zone's last minutes replayed on the
+    /// build that runs it and on the target, and the first tick where they
+    /// part, field by field (a rule change shows here before players meet it).
+    async fn compare_replays(&self, target: &ServerEntry, old: &[ServerEntry]) {
+        let p = self.p;
+        for s in old {
+            for zone in &s.zones {
+                let check = match self.compare_replay(target, s, zone).await {
+                    Ok(found) => ReplayCheck::Compared(found),
+                    Err(why) => ReplayCheck::NotRun { zone: zone.clone(), why },
+                };
+                for line in check.lines() {
+                    p.log(format!("replay check: {line}"));
+                }
+                p.update(|r| r.replay_checks.push(check));
+            }
+        }
+    }
+
+    async fn compare_replay(&self, target: &ServerEntry, from: &ServerEntry, zone: &str) -> Result<Divergence, String> {
+        let last = ReplayWindow { last_secs: Some(REPLAY_CHECK_SECS), ..ReplayWindow::default() };
+        let theirs = self.admin.replay(from, zone, &last).await.map_err(failed(from))?;
+        let same = ReplayWindow::same_as(&theirs);
+        let ours = self.admin.replay(target, zone, &same).await.map_err(failed(target))?;
+        let states = match ReplayWindow::first_divergence(&theirs, &ours) {
+            (_, Some(tick)) => {
+                let at = ReplayWindow { state_at: Some(tick), ..same };
+                let old_state = self.admin.replay(from, zone, &at).await.map_err(failed(from))?.state;
+                let new_state = self.admin.replay(target, zone, &at).await.map_err(failed(target))?.state;
+                old_state.zip(new_state)
+            }
+            (_, None) => None,
+        };
+        Ok(Divergence::new(zone, &theirs, &ours, states.as_ref().map(|(old, new)| (old, new))))
     }
 
     /// Step 3: logins reach the target through the registry (its heartbeat put it there).
@@ -1083,6 +1161,8 @@ mod tests {
         draining: bool,
         /// A zone whose adoption this server refuses (a snapshot it cannot read).
         refuses: Option<String>,
+        /// Its rules: a player's gold after tick t of a replay is t times this.
+        gold_per_tick: u64,
     }
 
     /// An in-process fleet of zone servers behind the [`ZoneServers`] calls,
@@ -1233,6 +1313,32 @@ mod tests {
                 Ok(Resumed { zone: zone.to_owned() })
             })
         }
+
+        /// Ticks 1 to 3 of any zone, one player whose gold grows by the server's rule.
+        async fn replay(
+            &self,
+            server: &ServerEntry,
+            zone: &str,
+            window: &ReplayWindow,
+        ) -> Result<ReplayTrace, CallError> {
+            self.with(server, &format!("replay {zone} on"), |s| {
+                let state = |tick: u64| serde_json::json!({"players": [{"player": 1, "gold": tick * s.gold_per_tick}]});
+                let to = window.state_at.unwrap_or(3);
+                Ok(ReplayTrace {
+                    version: s.version.clone(),
+                    start_tick: 0,
+                    from_tick: 1,
+                    to_tick: to,
+                    digests: (1..=to)
+                        .map(|tick| respawn_api::replay::TickDigest {
+                            tick,
+                            digest: respawn_api::replay::digest(&state(tick)),
+                        })
+                        .collect(),
+                    state: window.state_at.map(state),
+                })
+            })
+        }
     }
 
     fn server(id: &str, version: &str, hosting: &[&str], configured: &[&str]) -> FakeServer {
@@ -1248,6 +1354,7 @@ mod tests {
             cordoned: false,
             draining: false,
             refuses: None,
+            gold_per_tick: 1,
         }
     }
 
@@ -1287,8 +1394,11 @@ mod tests {
         assert_eq!(fleet.hosted("new"), ["meadow", "caverns"]);
         assert!(fleet.hosted("old").is_empty());
         assert!(rollout.zones.iter().all(|m| m.state == MoveState::Moved && m.tick == 100 && m.players == 3));
-        let moves: Vec<String> =
-            fleet.calls().into_iter().filter(|c| !c.starts_with("info") && !c.starts_with("ready")).collect();
+        let moves: Vec<String> = fleet
+            .calls()
+            .into_iter()
+            .filter(|c| !["info", "ready", "replay"].iter().any(|l| c.starts_with(l)))
+            .collect();
         assert_eq!(
             moves,
             [
@@ -1304,6 +1414,30 @@ mod tests {
         );
         let left = fleet.registry.servers().await.expect("registry");
         assert_eq!(left.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["new"]);
+    }
+
+    #[tokio::test]
+    async fn step_two_reports_where_each_zone_replayed_on_the_new_build_parts_from_the_old() {
+        let mut new = server("new", "2", &[], BOTH);
+        new.gold_per_tick = 2;
+        let fleet = FakeFleet::new(vec![server("old", "1", BOTH, BOTH), new]).await;
+        let rollout = roll_out(&fleet, plan("2", Mode::Handoff)).await;
+        assert_eq!(rollout.state, State::Succeeded, "a report, not a gate: {:?}", rollout.error);
+        assert_eq!(rollout.replay_checks.len(), 2, "{:?}", rollout.replay_checks);
+        let ReplayCheck::Compared(found) = &rollout.replay_checks[0] else { panic!("{:?}", rollout.replay_checks) };
+        assert_eq!((found.zone.as_str(), found.first_divergent_tick, found.ticks_compared), ("meadow", Some(1), 0));
+        assert!(
+            rollout.log.iter().any(|l| l.message == "replay check:   tick 1: player 1 gold 1 vs 2"),
+            "{:?}",
+            rollout.log
+        );
+
+        let fleet = FakeFleet::new(vec![server("old", "1", BOTH, BOTH), server("new", "2", &[], BOTH)]).await;
+        let rollout = roll_out(&fleet, plan("2", Mode::Handoff)).await;
+        let agreed = rollout.replay_checks.iter().all(
+            |c| matches!(c, ReplayCheck::Compared(d) if d.first_divergent_tick.is_none() && d.ticks_compared == 3),
+        );
+        assert!(agreed, "{:?}", rollout.replay_checks);
     }
 
     #[tokio::test]
@@ -1341,6 +1475,7 @@ mod tests {
         assert!(error.contains("speaks client protocols 2..=2, the players of old may speak 1..=1"), "{error}");
         let calls = fleet.calls();
         assert!(calls.iter().all(|c| c.starts_with("info") || c.starts_with("ready")), "only looked: {calls:?}");
+        assert!(rollout.replay_checks.is_empty(), "an incompatible target is not compared");
         assert_eq!(fleet.hosted("old"), ["meadow", "caverns"]);
     }
 
@@ -1426,6 +1561,7 @@ mod tests {
             took_ms: 900,
             started_at_ms: 0,
             runner: "dead".into(),
+            replay_checks: Vec::new(),
         };
         let current = serde_json::to_string(&record).expect("json");
         assert!(ops.rollout_lease("dead", Duration::from_millis(50)).await.expect("lease"));

@@ -208,8 +208,7 @@ async fn search(ledger: &dyn Ledger, player: u64) -> Result<()> {
 #[tokio::test]
 async fn the_mysql_ledger_keeps_the_contract() -> Result<()> {
     let server = std::env::var("RESPAWN_TEST_MYSQL_URL").expect("run through scripts/test");
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    let database = format!("respawn_ledger_{}_{nanos}", std::process::id());
+    let database = format!("respawn_ledger_{}", respawn_harness::unique_suffix());
     let mut admin = sqlx::MySqlConnection::connect(&server).await?;
     sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await?;
     let ledger = connect(&format!("{server}/{database}"), Duration::from_secs(10)).await?;

@@ -18,11 +18,6 @@ use respawn_store::kafka::{EventLog, KafkaEventLog, KeyedRecord};
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
-fn unique() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{}_{nanos}", std::process::id())
-}
-
 fn event(zone: u32, tick: u64, player: u64) -> KeyedRecord {
     let e = Event {
         schema_version: EVENT_SCHEMA_VERSION,
@@ -45,13 +40,13 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
 async fn events_are_stored_once_and_offsets_follow_the_commit() -> Result<()> {
     let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS").expect("run through scripts/test");
     let server = std::env::var("RESPAWN_TEST_MYSQL_URL").expect("run through scripts/test");
-    let database = format!("respawn_test_{}", unique());
+    let database = format!("respawn_test_{}", respawn_harness::unique_suffix());
     let mut admin_db = sqlx::MySqlConnection::connect(&server).await?;
     sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin_db).await?;
     let ledger = connect(&format!("{server}/{database}"), Duration::from_secs(10)).await?;
     let pool = ledger.pool.clone();
 
-    let topic = format!("respawn-pipeline-{}", unique());
+    let topic = format!("respawn-pipeline-{}", respawn_harness::unique_suffix());
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
     for r in admin.create_topics(&[NewTopic::new(&topic, 3, TopicReplication::Fixed(1))], &AdminOptions::new()).await? {
         r.map_err(|(t, e)| anyhow::anyhow!("topic {t}: {e}"))?;
@@ -66,7 +61,7 @@ async fn events_are_stored_once_and_offsets_follow_the_commit() -> Result<()> {
     let config = ConsumerConfig {
         brokers: brokers.clone(),
         topic: topic.clone(),
-        group: format!("platform-test-{}", unique()),
+        group: format!("platform-test-{}", respawn_harness::unique_suffix()),
         batch_max: 200,
         batch_wait: Duration::from_millis(50),
     };
@@ -103,7 +98,7 @@ async fn events_are_stored_once_and_offsets_follow_the_commit() -> Result<()> {
 async fn while_mysql_is_down_nothing_is_committed_and_it_catches_up_after() -> Result<()> {
     let brokers = std::env::var("RESPAWN_TEST_KAFKA_BROKERS").expect("run through scripts/test");
     let server = std::env::var("RESPAWN_TEST_MYSQL_URL").expect("run through scripts/test");
-    let database = format!("respawn_down_{}", unique());
+    let database = format!("respawn_down_{}", respawn_harness::unique_suffix());
     let mut admin_db = sqlx::MySqlConnection::connect(&server).await?;
     sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin_db).await?;
     let upstream = server.trim_start_matches("mysql://root@").parse()?;
@@ -111,7 +106,7 @@ async fn while_mysql_is_down_nothing_is_committed_and_it_catches_up_after() -> R
     let via_proxy = format!("mysql://root@127.0.0.1:{}/{database}", gate.port);
     let ledger = connect(&via_proxy, Duration::from_secs(10)).await?;
 
-    let topic = format!("respawn-down-{}", unique());
+    let topic = format!("respawn-down-{}", respawn_harness::unique_suffix());
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
     for r in admin.create_topics(&[NewTopic::new(&topic, 3, TopicReplication::Fixed(1))], &AdminOptions::new()).await? {
         r.map_err(|(t, e)| anyhow::anyhow!("topic {t}: {e}"))?;
@@ -120,7 +115,7 @@ async fn while_mysql_is_down_nothing_is_committed_and_it_catches_up_after() -> R
     let config = ConsumerConfig {
         brokers: brokers.clone(),
         topic,
-        group: format!("platform-down-{}", unique()),
+        group: format!("platform-down-{}", respawn_harness::unique_suffix()),
         batch_max: 100,
         batch_wait: Duration::from_millis(20),
     };

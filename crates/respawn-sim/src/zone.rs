@@ -476,6 +476,8 @@ impl Zone {
 
     /// Adds XP and gold, emitting gold and level-up events; a level-up heals fully.
     fn grant(&mut self, pid: PlayerId, xp: u64, gold: u64, out: &mut TickOutput) {
+        // The second build of the test suite: a rule change for `respawn replay --build` to find.
+        let gold = if cfg!(feature = "planted-rule-change") && gold > 0 { gold + 1 } else { gold };
         let Some(p) = self.players.get_mut(&pid) else { return };
         p.xp = p.xp.saturating_add(xp);
         let mut levels = Vec::new();

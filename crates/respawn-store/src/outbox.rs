@@ -298,11 +298,9 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
 
     fn dir(tag: &str) -> PathBuf {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        std::env::temp_dir().join(format!("respawn-outbox-{tag}-{}-{nanos}", std::process::id()))
+        std::env::temp_dir().join(format!("respawn-outbox-{tag}-{}", respawn_harness::unique_suffix()))
     }
 
     fn recs(from: u8, n: u8) -> Vec<Vec<u8>> {

@@ -17,11 +17,6 @@ fn brokers() -> String {
         .expect("RESPAWN_TEST_KAFKA_BROKERS is not set: run the tests through scripts/test or scripts/services run")
 }
 
-fn unique() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{}-{nanos}", std::process::id())
-}
-
 async fn create_topic(brokers: &str, topic: &str) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin client");
@@ -50,7 +45,7 @@ fn subscribe(brokers: &str, topic: &str, group: String) -> StreamConsumer {
 #[tokio::test]
 async fn every_record_arrives_once_in_order_per_key() {
     let brokers = brokers();
-    let topic = format!("respawn-test-{}", unique());
+    let topic = format!("respawn-test-{}", respawn_harness::unique_suffix());
     create_topic(&brokers, &topic).await;
     let log = KafkaEventLog::new(&brokers, &topic, Duration::from_secs(20)).expect("producer");
     let records: Vec<KeyedRecord> = (0u32..2_000)
@@ -60,7 +55,7 @@ async fn every_record_arrives_once_in_order_per_key() {
         log.publish(chunk.to_vec()).await.expect("published");
     }
 
-    let consumer = subscribe(&brokers, &topic, format!("respawn-test-{}", unique()));
+    let consumer = subscribe(&brokers, &topic, format!("respawn-test-{}", respawn_harness::unique_suffix()));
     let mut by_key: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
     let mut count = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -90,11 +85,11 @@ async fn a_dead_broker_is_an_error_not_a_hang() {
 #[tokio::test]
 async fn a_consumer_that_caught_up_gets_new_records() {
     let brokers = brokers();
-    let topic = format!("respawn-tail-{}", unique());
+    let topic = format!("respawn-tail-{}", respawn_harness::unique_suffix());
     create_topic(&brokers, &topic).await;
     let log = KafkaEventLog::new(&brokers, &topic, Duration::from_secs(20)).expect("producer");
     log.publish(vec![KeyedRecord { key: [1; 8], payload: vec![1] }]).await.expect("published");
-    let consumer = subscribe(&brokers, &topic, format!("respawn-tail-{}", unique()));
+    let consumer = subscribe(&brokers, &topic, format!("respawn-tail-{}", respawn_harness::unique_suffix()));
     let first = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await;
     assert!(matches!(first, Ok(Ok(_))), "backlog record");
     consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync).expect("commit");

@@ -11,8 +11,7 @@ fn mongo_uri() -> String {
 
 #[tokio::test]
 async fn mongodb_honours_the_cold_snapshot_contract() {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let database = format!("respawn_test_{}_{nanos}", std::process::id());
+    let database = format!("respawn_test_{}", respawn_harness::unique_suffix());
     let store = MongoColdSnapshots::new(&mongo_uri(), &database).await.expect("uri");
     contract::cold_snapshots(&store, 1).await.expect("cold snapshots");
     // The leases from files here: the cold store keeps a fence of its own.

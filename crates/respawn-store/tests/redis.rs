@@ -12,8 +12,7 @@ fn redis_url() -> String {
 }
 
 fn unique_prefix() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("test-{}-{nanos}", std::process::id())
+    format!("test-{}", respawn_harness::unique_suffix())
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod conn;
 pub mod events;
 pub mod heartbeat;
 pub mod history;
+pub mod inspect;
 pub mod lease;
 pub mod link;
 pub mod metrics;

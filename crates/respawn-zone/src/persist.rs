@@ -586,7 +586,10 @@ impl Persister {
     }
 
     /// Segments to keep with one of `size` more: the window's, fewer if
-    /// their sizes (as far as this persister knows them) pass the cap.
+    /// their sizes pass the cap. Only the sizes of the segments this
+    /// persister archived are known: the ones before it (a zone just
+    /// adopted or restarted) are kept while what it knows fits, not pruned
+    /// for want of a size.
     fn history_keep(&self, size: u64) -> usize {
         let mut total = size;
         let older = self
@@ -598,7 +601,10 @@ impl Persister {
                 total <= self.settings.history.max_bytes
             })
             .count();
-        (older + 1).min(self.settings.history.keep())
+        match older == self.history_sizes.len() && size <= self.settings.history.max_bytes {
+            true => self.settings.history.keep(),
+            false => (older + 1).min(self.settings.history.keep()),
+        }
     }
 
     /// Drops the journal's ticks a stored snapshot covers, and (history

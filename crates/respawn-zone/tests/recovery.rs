@@ -25,11 +25,6 @@ fn config() -> ZoneConfig {
     c
 }
 
-fn unique() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{}-{nanos}", std::process::id())
-}
-
 fn file_stores() -> (Stores, respawn_harness::TempDir) {
     let dir = respawn_harness::TempDir::new("recovery").expect("temp dir");
     (Stores::files(dir.path()), dir)
@@ -38,8 +33,8 @@ fn file_stores() -> (Stores, respawn_harness::TempDir) {
 async fn real_stores() -> Stores {
     let url = std::env::var("RESPAWN_TEST_REDIS_URL").expect("RESPAWN_TEST_REDIS_URL: run through scripts/test");
     let uri = std::env::var("RESPAWN_TEST_MONGO_URI").expect("RESPAWN_TEST_MONGO_URI: run through scripts/test");
-    let conn = RedisConn::new(&url, &format!("recovery-{}", unique())).expect("redis url");
-    let database = format!("recovery_{}", unique().replace('-', "_"));
+    let conn = RedisConn::new(&url, &format!("recovery-{}", respawn_harness::unique_suffix())).expect("redis url");
+    let database = format!("recovery_{}", respawn_harness::unique_suffix());
     Stores {
         hot: Arc::new(RedisHotSnapshots::new(conn.clone())),
         cold: Arc::new(MongoColdSnapshots::new(&uri, &database).await.expect("mongo")),
@@ -91,7 +86,7 @@ struct Persisting {
 fn persist_with(stores: &Stores, lease: Arc<HeldLease>) -> Persisting {
     let state = Arc::new(PersistState::default());
     let (tx, rx) = persist::queue();
-    let outbox_dir = std::env::temp_dir().join(format!("respawn-recovery-outbox-{}", unique()));
+    let outbox_dir = std::env::temp_dir().join(format!("respawn-recovery-outbox-{}", respawn_harness::unique_suffix()));
     let outbox = Arc::new(Outbox::open(&outbox_dir, 1 << 30, 1 << 20).expect("outbox"));
     let task = tokio::spawn(persist::run_persister(
         ZonePersistence {
@@ -220,6 +215,29 @@ async fn files_keep_a_history_that_replays_the_zone() {
 #[tokio::test]
 async fn mongodb_keeps_a_history_that_replays_the_zone() {
     the_history_replays_to_the_played_state(real_stores().await).await;
+}
+
+/// The zone's next owner (after a hand-over or a restart) archives on
+/// after the history its predecessor kept, pruning none of it for want of
+/// knowing its segments' sizes.
+#[tokio::test]
+async fn the_next_owner_keeps_the_history_archived_before_it() {
+    let (stores, _dir) = file_stores();
+    let mut zone = play(&stores, 250, 100).await.zone;
+    let before = stores.history.list(11).await.expect("history");
+    assert!(!before.is_empty(), "the first owner archived its ticks");
+    let (lease, _told) = take_lease(&stores, "next-owner").await;
+    let Persisting { tx, task: persister, .. } = persist_with(&stores, lease.clone());
+    for tick in 251..=260 {
+        zone.tick(&[]);
+        let msg = PersistMsg::Tick { tick, batch: respawn_sim::command::encode_batch(&[]), events: Vec::new() };
+        tx.send(msg).await.expect("persister");
+    }
+    drop(tx);
+    persister.await.expect("persister ends");
+    let after = stores.history.list(11).await.expect("history");
+    assert!(before.iter().all(|m| after.contains(m)), "the earlier history is kept: {before:?} then {after:?}");
+    assert_eq!(after.len(), before.len() + 1, "and the next owner's segment after it: {after:?}");
 }
 
 /// A zone server that crashes archived its history only up to its last

@@ -76,8 +76,7 @@ where
 async fn operators_act_by_role_every_action_is_audited_and_bad_calls_change_nothing() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let redis = std::env::var("RESPAWN_TEST_REDIS_URL").context("run through scripts/test")?;
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    let prefix = format!("ops-{}-{nanos}", std::process::id());
+    let prefix = format!("ops-{}", respawn_harness::unique_suffix());
     let args = [
         "--server-key",
         support::SERVER_KEY,

@@ -89,8 +89,7 @@ fn redis_url() -> String {
 }
 
 fn unique_prefix(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{tag}-{}-{nanos}", std::process::id())
+    format!("{tag}-{}", respawn_harness::unique_suffix())
 }
 
 async fn post_status(platform: &str, path: &str, body: &str) -> Result<(u16, String)> {

@@ -55,13 +55,20 @@ async fn play(persistence: &str, data: &Path, bots: u32, secs: u64) -> Result<()
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_played_zone_replays_from_its_history_with_every_hash_matching() -> Result<()> {
+/// A zone played by 4 bots for 6 s, a cold snapshot and a history segment
+/// kept every second: its directory (kept until dropped) and data.
+async fn played_with_cold_snapshots(tag: &str) -> Result<(TempDir, std::path::PathBuf)> {
     let persistence =
         "[persistence]\nhot_snapshot_secs = 1\ncold_snapshot_secs = 1\nkeep_cold = 30\nhistory_segment_secs = 1\n";
-    let keep = TempDir::new("replay")?;
+    let keep = TempDir::new(tag)?;
     let data = keep.path().join("data");
     play(persistence, &data, 4, 6).await?;
+    Ok((keep, data))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_played_zone_replays_from_its_history_with_every_hash_matching() -> Result<()> {
+    let (keep, data) = played_with_cold_snapshots("replay").await?;
 
     // Everything kept, with the events.
     let (ok, text) = replay(&data, &["--events", "--json"])?;
@@ -161,5 +168,56 @@ async fn a_young_zone_replays_from_its_configuration_and_a_wrong_one_is_caught()
     // The built-in zones are not the ones it ran: the first hash says so.
     let (ok, text) = replay(&data, &[])?;
     ensure!(!ok && text.contains("give --config the one it ran with"), "{text}");
+    Ok(())
+}
+
+/// `--build`: the second build of the suite finds one more gold in every
+/// grant (respawn-sim's planted-rule-change). Replayed on both, the history
+/// parts at the first tick that granted gold, on that player's gold; on
+/// this build itself, every tick agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_build_with_a_rule_change_diverges_at_its_first_tick_on_the_changed_field() -> Result<()> {
+    let (_keep, data) = played_with_cold_snapshots("replay-build").await?;
+
+    // Where this build first grants gold, to whom and how much they then have.
+    let (ok, text) = replay(&data, &["--events", "--json"])?;
+    ensure!(ok, "replay failed: {text}");
+    let (ticks, report) = json_lines(&text)?;
+    let (tick, player) = ticks
+        .iter()
+        .find_map(|t| {
+            let gold = t["events"].as_array()?.iter().find(|e| e["kind"] == "gold_changed")?;
+            Some((t["tick"].as_u64()?, gold["player"].as_u64()?))
+        })
+        .context("the bots found gold")?;
+    let (ok, text) = replay(
+        &data,
+        &["--from", &tick.to_string(), "--to", &tick.to_string(), "--player", &player.to_string(), "--json"],
+    )?;
+    ensure!(ok, "replay failed: {text}");
+    let gold = json_lines(&text)?.0[0]["players"][0]["gold"].as_u64().context("the player's gold")?;
+
+    let next = support::next_build();
+    let (ok, text) = replay(&data, &["--build", &next, "--json"])?;
+    ensure!(!ok, "a divergence fails the command: {text}");
+    let found: Value = serde_json::from_str(text.lines().find(|l| l.starts_with('{')).context("a report")?)?;
+    println!("divergence: {found}");
+    ensure!(found["first_divergent_tick"] == tick, "the first tick that granted gold, {tick}: {found}");
+    ensure!(found["ticks_compared"].as_u64() > Some(0) && found["to_tick"] == report["to_tick"], "{found}");
+    ensure!(found["other_build"].as_str().is_some_and(|v| v.ends_with("-next")), "{found}");
+    let fields = found["fields"].as_array().context("fields")?;
+    let changed = serde_json::json!({
+        "field": format!("player {player} gold"), "this_build": gold.to_string(), "other_build": (gold + 1).to_string()
+    });
+    ensure!(fields.contains(&changed), "{changed} among {found}");
+    ensure!(fields.iter().all(|f| f["field"].as_str().is_some_and(|f| f.ends_with(" gold"))), "only gold: {found}");
+    let (_, text) = replay(&data, &["--build", &next])?;
+    ensure!(text.contains(&format!("tick {tick}: player {player} gold {gold} vs {}", gold + 1)), "{text}");
+
+    // The same build agrees with itself on every tick; a path that is no build says so.
+    let (ok, text) = replay(&data, &["--build", env!("CARGO_BIN_EXE_respawn")])?;
+    ensure!(ok && text.contains("agree on every tick"), "{text}");
+    let (ok, text) = replay(&data, &["--build", "/nonexistent/respawn"])?;
+    ensure!(!ok && text.contains("cannot run it"), "{text}");
     Ok(())
 }

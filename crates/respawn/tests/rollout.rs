@@ -150,8 +150,10 @@ async fn guide_rollout_then_handoff_then_refused_builds_then_rollback() -> Resul
     let current = env!("CARGO_BIN_EXE_respawn").to_owned();
     let mut d = Deployment::start().await?;
 
-    let first = d.zone(&current, TEST_CONFIG, &[])?;
-    let second = d.zone(&next, TEST_CONFIG, &["--standby"])?;
+    // History archived every second: step 2 compares each zone's replay on both builds.
+    let config = TEST_CONFIG.replace("[limits]", "[persistence]\nhistory_segment_secs = 1\n\n[limits]");
+    let first = d.zone(&current, &config, &[])?;
+    let second = d.zone(&next, &config, &["--standby"])?;
     let list = d.wait_servers("both builds", |l| l.len() == 2).await?;
     let versions: Vec<&str> = list.iter().filter_map(|s| s["version"].as_str()).collect();
     let (v1, v2) = (env!("CARGO_PKG_VERSION"), versions.iter().find(|v| **v != env!("CARGO_PKG_VERSION")));
@@ -169,6 +171,7 @@ async fn guide_rollout_then_handoff_then_refused_builds_then_rollback() -> Resul
     for step in 1..=7 {
         assert!(out.contains(&format!("[{step}/7")), "step {step} not shown:\n{out}");
     }
+    replay_report(&out, v1, &v2);
     let (status, log) = first.wait_exit(Duration::from_secs(30))?;
     assert!(status.success(), "the old server stopped cleanly: {status}\n{log}");
     let list = d.wait_servers("the new build hosting every zone", |l| l.len() == 1 && hosts_all(&l[0])).await?;
@@ -177,11 +180,14 @@ async fn guide_rollout_then_handoff_then_refused_builds_then_rollback() -> Resul
     nothing_lost(&stats, "after the guide rollout")?;
 
     // 2. Hand-off back to the first build: zones move live, players follow.
-    let third = d.zone(&current, TEST_CONFIG, &["--standby"])?;
+    let third = d.zone(&current, &config, &["--standby"])?;
     d.wait_servers("the standby first build", |l| l.len() == 2).await?;
     let migrations_before = stats.migrations.load(std::sync::atomic::Ordering::Relaxed);
+    gold_found(second.addr).await?;
     let (ok, out) = d.ctl(&["rollout", "--to", v1, "--handoff"]).await?;
     assert!(ok, "hand-off rollout failed:\n{out}");
+    // The bots found gold: one more of it on the second build (its planted rule change).
+    assert!(replay_report(&out, &v2, v1) >= 1, "the rule change shows in the report:\n{out}");
     let (status, log) = second.wait_exit(Duration::from_secs(30))?;
     assert!(status.success(), "the old server stopped cleanly: {status}\n{log}");
     let list = d.wait_servers("the first build hosting every zone", |l| l.len() == 1 && hosts_all(&l[0])).await?;
@@ -229,7 +235,7 @@ async fn guide_rollout_then_handoff_then_refused_builds_then_rollback() -> Resul
     d.wait_servers("the first build alone", |l| l.len() == 1 && hosts_all(&l[0]) && l[0]["state"] == "ready").await?;
 
     // 5. Rollback: back to the version the last successful rollout left, the same way (hand-off).
-    let fourth = d.zone(&next, TEST_CONFIG, &["--standby"])?;
+    let fourth = d.zone(&next, &config, &["--standby"])?;
     d.wait_servers("the standby second build", |l| l.len() == 2).await?;
     let (ok, out) = d.ctl(&["rollback"]).await?;
     assert!(ok, "rollback failed:\n{out}");
@@ -244,6 +250,39 @@ async fn guide_rollout_then_handoff_then_refused_builds_then_rollback() -> Resul
     fleet.stop().await;
     drop(fourth);
     Ok(())
+}
+
+/// Step 2's replay report in a rollout's output: each zone's last minutes
+/// replayed on the `old` build and the `new`, and where they part (every
+/// field that differs a gold, the second build's planted rule change).
+/// How many zones parted.
+fn replay_report(out: &str, old: &str, new: &str) -> usize {
+    for zone in ["meadow", "caverns"] {
+        let compared = format!("replay check: zone {zone}: builds {old} and {new} ");
+        assert!(out.contains(&compared), "{compared:?} not in:\n{out}");
+    }
+    let fields: Vec<&str> = out.lines().filter(|l| l.contains("replay check:   tick ")).collect();
+    assert!(fields.iter().all(|l| l.contains(" gold ")), "only gold differs: {fields:?}");
+    out.matches("then diverge at tick").count()
+}
+
+/// Waits until a bot on the server at `addr` found gold, and its tick is
+/// in the history (archived every second).
+async fn gold_found(addr: std::net::SocketAddr) -> Result<()> {
+    for _ in 0..600 {
+        let scrape = support::scrape(addr).await?;
+        let found = scrape
+            .lines()
+            .filter(|l| l.starts_with("respawn_zone_events_total{") && l.contains("type=\"gold_changed\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        if found > 0.0 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("no bot found gold in a minute")
 }
 
 /// The test layout with one `[testing]` setting (before the zones: a TOML table ends at the next header).

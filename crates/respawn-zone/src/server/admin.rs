@@ -14,10 +14,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use respawn_api::admin::{HostedZone, Rosters, ServerInfo, ZoneRoster};
+use respawn_api::replay::ReplayWindow;
 use respawn_proto::NoticeKind;
 
 use super::handover::HandoverError;
 use super::state::{ServerState, ZoneHandle};
+use crate::replay::ReplayError;
+use crate::rollback::RestorePoint;
 use crate::zone_loop::Control;
 
 /// The admin routes, for the server's router (or its admin listener), each
@@ -35,6 +38,7 @@ pub(super) fn routes(state: Arc<ServerState>) -> Router<Arc<ServerState>> {
         .route("/admin/zones/{zone}/adopt", post(admin_adopt))
         .route("/admin/zones/{zone}/redirect", post(admin_redirect))
         .route("/admin/zones/{zone}/resume", post(admin_resume))
+        .route("/admin/zones/{zone}/replay", get(admin_replay))
         .route_layer(axum::middleware::from_fn_with_state(state, guard))
 }
 
@@ -282,4 +286,68 @@ async fn admin_redirect(
 
 async fn admin_resume(State(state): State<Arc<ServerState>>, Path(zone): Path<String>) -> Response {
     answer(to_the_end(async move { state.unpark(&zone).await }).await)
+}
+
+/// The longest window a replay call digests: an hour of ticks.
+const LONGEST_REPLAY_SECS: u32 = 3600;
+
+/// `GET /admin/zones/{zone}/replay`: the zone's kept history (from the
+/// stores, whoever hosts the zone) replayed on this build, the digest of
+/// every tick's state in the window (`respawn_api::replay`): what a
+/// rollout compares between the old build and the new one.
+async fn admin_replay(
+    State(state): State<Arc<ServerState>>,
+    Path(zone): Path<String>,
+    Query(window): Query<ReplayWindow>,
+) -> Response {
+    let Ok(config) = state.config.zone(&zone) else {
+        return (StatusCode::NOT_FOUND, format!("no zone {zone:?} in this server's configuration\n")).into_response();
+    };
+    if window.last_secs.is_some_and(|secs| secs == 0 || secs > LONGEST_REPLAY_SECS) {
+        let why = format!("last_secs must be 1 to {LONGEST_REPLAY_SECS}\n");
+        return (StatusCode::BAD_REQUEST, why).into_response();
+    }
+    // From a given start, the replay begins at the snapshot of that tick, as the other build's did.
+    let first = window.start.map(|start| start + 1).or(window.from);
+    let mut history = match crate::replay::load(
+        &state.stores,
+        config,
+        first.map(RestorePoint::Tick),
+        window.to.map(RestorePoint::Tick),
+    )
+    .await
+    {
+        Ok(history) => history,
+        Err(error) => return replay_refused(&error),
+    };
+    let start = history.start.tick_number();
+    if let Some(asked) = window.start.filter(|asked| *asked != start) {
+        let why = format!("the state at tick {asked} is no longer kept (the nearest is at tick {start})\n");
+        return (StatusCode::CONFLICT, why).into_response();
+    }
+    if let Some(from) = window.from {
+        history.from = from.clamp(start + 1, history.to.max(start + 1));
+    } else if let Some(secs) = window.last_secs {
+        let ticks = u64::from(secs) * u64::from(state.config.tick_hz);
+        history.from = history.from.max(history.to.saturating_sub(ticks) + 1);
+    }
+    let (version, tick_hz) = (state.version.clone(), state.config.tick_hz);
+    match tokio::task::spawn_blocking(move || crate::inspect::trace(history, tick_hz, &version, window.state_at)).await
+    {
+        Ok(Ok(trace)) => json(&trace),
+        Ok(Err(error)) => replay_refused(&error),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("the replay failed: {error}\n")).into_response(),
+    }
+}
+
+fn replay_refused(error: &ReplayError) -> Response {
+    let status = match error {
+        ReplayError::NoHistory { .. } | ReplayError::Outside { .. } | ReplayError::NoSnapshot { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        ReplayError::Backwards { .. } => StatusCode::BAD_REQUEST,
+        ReplayError::Store { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        ReplayError::Gap { .. } | ReplayError::Unusable { .. } | ReplayError::Vanished(_) => StatusCode::CONFLICT,
+    };
+    (status, format!("{error}\n")).into_response()
 }
