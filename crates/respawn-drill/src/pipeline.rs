@@ -125,7 +125,14 @@ pub(crate) async fn run(d: &mut Deployment, scenario: Scenario, outage: Duration
         let generated = d.generated().await?;
         let stored = db.count().await.unwrap_or(0);
         backlog_peak = backlog_peak.max(generated.saturating_sub(stored));
-        players_min = players_min.min(d.players().await);
+        // A player walking into another zone is in neither for a moment: one
+        // missing from two looks 250 ms apart has dropped.
+        let mut online = d.players().await;
+        if online < players_before {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            online = online.max(d.players().await);
+        }
+        players_min = players_min.min(online);
     }
     let outbox_at_end = d.outbox_pending().await?;
     d.note(format!(
