@@ -262,6 +262,29 @@ impl ZoneCommand {
     }
 }
 
+/// The first line a spawned `respawn zone` prints (where it listens), read
+/// from its piped stdout within `limit`. A server that never says, for
+/// example one waiting on a zone's lock that a paused process holds, is
+/// killed and reported instead of blocking the caller forever.
+pub fn listening_line(child: &mut std::process::Child, limit: std::time::Duration) -> anyhow::Result<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("the zone server's stdout is not piped"))?;
+    let (sent, line) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = std::io::BufReader::new(stdout).read_line(&mut line).map(|_| line);
+        let _ = sent.send(read);
+    });
+    match line.recv_timeout(limit) {
+        Ok(read) => Ok(read?),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("the zone server did not say where it listens within {limit:?}; killed")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

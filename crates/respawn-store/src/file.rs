@@ -18,6 +18,8 @@ use crate::{
 };
 
 const BACKEND: &str = "files";
+/// How long a lease or a fenced write waits for a zone's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 fn io(e: std::io::Error) -> StoreError {
     StoreError::Backend { backend: BACKEND, message: e.to_string() }
@@ -145,7 +147,10 @@ impl FileLeases {
         self.dir.join(format!("zone-{zone}.{kind}"))
     }
 
-    /// The zone's lock, held until the file is dropped.
+    /// The zone's lock, held until the file is dropped. Waited for at most
+    /// [`LOCK_WAIT`]: a holder paused or stalled mid-write (a stopped
+    /// process keeps its locks) makes the store unavailable for this zone
+    /// until it goes on, instead of blocking every other server forever.
     fn lock(&self, zone: u32, exclusive: bool) -> StoreResult<std::fs::File> {
         std::fs::create_dir_all(&self.dir).map_err(io)?;
         let file = std::fs::OpenOptions::new()
@@ -154,8 +159,25 @@ impl FileLeases {
             .write(true)
             .open(self.path(zone, "lock"))
             .map_err(io)?;
-        if exclusive { file.lock() } else { file.lock_shared() }.map_err(io)?;
-        Ok(file)
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match if exclusive { file.try_lock() } else { file.try_lock_shared() } {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Unavailable {
+                        backend: BACKEND,
+                        message: format!(
+                            "zone {zone}'s lease lock is still held after {LOCK_WAIT:?} \
+                             (another process paused or stalled in the middle of a write)"
+                        ),
+                    })
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            }
+        }
     }
 
     fn last_token(&self, zone: u32) -> StoreResult<u64> {

@@ -49,3 +49,33 @@ async fn a_torn_journal_tail_is_ignored_and_appends_continue() {
     reopened.append(7, vec![entry(3)], respawn_store::Fence::NONE).await.expect("append");
     assert_eq!(file::FileJournal::new(dir).read_after(7, 0).await.expect("read"), vec![entry(1), entry(2), entry(3)]);
 }
+
+/// A process stopped in the middle of a fenced write keeps the zone's lock
+/// (the test holds it as such a process would): another server asking for
+/// the lease, or writing, is told the store is unavailable after a bounded
+/// wait instead of waiting forever, and goes on once the lock is let go.
+#[tokio::test]
+async fn a_lock_held_by_a_stalled_process_makes_the_zone_unavailable_not_blocked() {
+    use respawn_store::{lease::Leases, Journal, JournalEntry, StoreError};
+    let temp = TempDir::new("store-stalled").expect("temp dir");
+    let dir = temp.path();
+    let leases = file::FileLeases::new(dir);
+    let ttl = std::time::Duration::from_secs(5);
+    let lease = leases.acquire(3, "server-a", ttl).await.expect("acquire").expect("free");
+    let stalled = std::fs::File::open(dir.join("leases/zone-3.lock")).expect("the zone's lock file");
+    stalled.lock_shared().expect("a writer's shared lock");
+
+    let started = std::time::Instant::now();
+    let taken = leases.acquire(3, "server-b", ttl).await;
+    assert!(matches!(taken, Err(StoreError::Unavailable { .. })), "{taken:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "waited {:?}", started.elapsed());
+    let renewed = leases.renew(&lease, ttl).await;
+    assert!(matches!(renewed, Err(StoreError::Unavailable { .. })), "{renewed:?}");
+    // Writers share the lock: the owner's journal goes on meanwhile.
+    let journal = file::FileJournal::new(dir);
+    let entry = JournalEntry { tick: 1, batch: vec![1] };
+    journal.append(3, vec![entry], respawn_store::Fence(lease.token)).await.expect("a shared lock admits writers");
+
+    drop(stalled);
+    assert!(leases.renew(&lease, ttl).await.expect("renew").is_some(), "renewed once the lock is free");
+}

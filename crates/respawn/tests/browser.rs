@@ -715,7 +715,9 @@ async fn the_play_page_finds_its_zone_on_a_spare_when_its_server_falls_silent() 
     browser.wait_for(&s, "!!(window.respawn && window.respawn.joined())", Duration::from_secs(20)).await?;
     assert_eq!(browser.eval(&s, "window.respawn.server()").await?, json!(owner.ws_url()));
 
+    let between_writes = support::lock_every_zone(&data.path().join("state"))?;
     signal("STOP", owner.pid())?;
+    drop(between_writes);
     let moved = format!(
         "window.respawn.losses() === 1 && window.respawn.joined() && window.respawn.resumed() && window.respawn.server() === {}",
         json!(spare.ws_url())

@@ -147,15 +147,24 @@ fn recorded(r: &Value) -> (u32, u64, u64) {
     (n("level") as u32, n("xp"), n("gold"))
 }
 
-/// The conservation drill on embedded stores (`drill all --real` runs it on
-/// real ones): characters travel, are taken over, and live through two zone
-/// server kills, a hand-off and the platform server's outage (players in
-/// zones play on, a sign-in is refused); none is ever in two zones, none
-/// loses what was stored, and the gold and items held are what the world
-/// gave out.
+/// The conservation drill on embedded stores: characters travel, are taken
+/// over, and live through two zone server kills, a hand-off and the
+/// platform server's outage (players in zones play on, a sign-in is
+/// refused); none is ever in two zones, none loses what was stored, and the
+/// gold and items held are what the world gave out.
 #[test]
 fn the_conservation_drill_finds_no_copy_and_nothing_lost() -> Result<()> {
-    let r: respawn_drill::CharactersReport = support::drill(&["characters", "--bots", "8"])?;
+    conservation_holds(&["characters", "--bots", "8"])
+}
+
+/// The same on real Redis, MongoDB, broker and MariaDB servers.
+#[test]
+fn the_conservation_drill_on_real_services_finds_no_copy_and_nothing_lost() -> Result<()> {
+    conservation_holds(&["characters", "--real", "--bots", "8"])
+}
+
+fn conservation_holds(args: &[&str]) -> Result<()> {
+    let r: respawn_drill::CharactersReport = support::drill(args)?;
     assert_eq!(r.findings.verdict, respawn_drill::Verdict::Pass, "{r:?}");
     assert!(r.travels > 0 && r.takeovers > 0 && r.logouts > 0, "{r:?}");
     assert_eq!((r.crashes_survived, r.zones_handed_off, r.platform_outages), (2, 1, 1), "{r:?}");

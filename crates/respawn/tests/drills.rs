@@ -37,14 +37,17 @@ fn check_events(events: &EventTally) {
 
 /// All zone servers killed at once, then the whole site lost: each server
 /// restores its zone, every player gets the character back, the events add up.
+/// On embedded stores and on real services.
 #[test]
 fn all_zones_down_and_site_loss_bring_every_player_back() -> Result<()> {
-    let r: SiteReport = drill(&["all-zones-down", "--bots", "6"])?;
-    assert_eq!((r.scenario, r.findings.verdict), (Scenario::AllZonesDown, Verdict::Pass), "{r:?}");
-    assert_eq!(r.zone_servers, 2);
-    assert_eq!(r.players_resumed, r.players_before, "{r:?}");
-    assert_eq!((r.commands_lost, r.characters_lost), (0, 0), "{r:?}");
-    check_events(&r.events);
+    for args in [&["all-zones-down", "--bots", "6"][..], &["all-zones-down", "--real", "--bots", "6"]] {
+        let r: SiteReport = drill(args)?;
+        assert_eq!((r.scenario, r.findings.verdict), (Scenario::AllZonesDown, Verdict::Pass), "{r:?}");
+        assert_eq!(r.zone_servers, 2);
+        assert_eq!(r.players_resumed, r.players_before, "{r:?}");
+        assert_eq!((r.commands_lost, r.characters_lost), (0, 0), "{r:?}");
+        check_events(&r.events);
+    }
 
     let r: SiteReport = drill(&["site-loss", "--real", "--bots", "6"])?;
     assert_eq!(r.scenario, Scenario::SiteLoss);
@@ -150,6 +153,12 @@ fn a_lost_or_cut_off_host_fails_over_once_and_a_platform_partition_changes_nothi
     let r: HostFaultReport = drill(&["partition-players", "--real", "--bots", "8"])?;
     assert_eq!(r.takeovers.values().sum::<u64>(), 0, "{r:?}");
     assert_eq!((r.players_resumed, r.commands_lost), (r.players_before, 0), "{r:?}");
+    assert!(r.owners.sessions > 0 && r.owners.conflicts.is_empty(), "{r:?}");
+    check_events(&r.events);
+    // A slow, lossy network between the players and their server: reset players resume there, nothing moves.
+    let r: HostFaultReport = drill(&["flaky-network", "--real", "--bots", "8", "--outage-secs", "10"])?;
+    assert_eq!((r.scenario, r.findings.verdict), (Scenario::FlakyNetwork, Verdict::Pass), "{r:?}");
+    assert_eq!((r.takeovers.values().sum::<u64>(), r.commands_lost), (0, 0), "{r:?}");
     assert!(r.owners.sessions > 0 && r.owners.conflicts.is_empty(), "{r:?}");
     check_events(&r.events);
     Ok(())

@@ -5,8 +5,8 @@
 //! `scripts/services`, and a zone server heartbeating into it. Placeholders
 //! (`SERVER`, `Z`, `N`, `<tick or UTC time>`) become real values; a command
 //! this test does not know fails it, so a new runbook command cannot go
-//! untested. The drills are run by `respawn drill all --real` at the end of
-//! `scripts/test`; here each drill command line is checked to parse.
+//! untested. The drills each run in a test of their own (`tests/drills.rs`
+//! and others); here each drill command line is checked to parse.
 
 mod support;
 
@@ -170,7 +170,7 @@ async fn exercise(
             assert!(!rows.is_empty(), "MariaDB lists its connections");
         }
         ["respawn", "drill", ..] => {
-            // Parsed here, run by `respawn drill all --real` in scripts/test:
+            // Parsed here, each drill run by a test of its own:
             // an invalid bot count is refused only after the command line parsed.
             let (ok, _, err) = shell(&format!("{filled} --bots 0"), env)?;
             assert!(!ok && err.contains("--bots"), "`{filled}` parses: {err}");

@@ -389,9 +389,12 @@ async fn a_zone_runs_on_one_server_and_an_owner_paused_past_its_lease_gives_it_u
     assert!(second.log().contains("another live server runs it"), "{}", second.log());
     drop(second);
 
-    // The first is paused past its lease: a third server takes the zone.
+    // The first is paused past its lease (between two writes: see
+    // `lock_every_zone`): a third server takes the zone.
     let signal = |sig: &str| std::process::Command::new("kill").args([sig, &first.pid().to_string()]).status();
+    let between_writes = support::lock_every_zone(&data)?;
     assert!(signal("-STOP")?.success());
+    drop(between_writes);
     let third = ZoneProcess::start_full_with(support::TEST_CONFIG, &data, &["--outbox-dir", &outbox("third")]);
     let (_third, carol) = match third {
         Ok(third) => {
@@ -694,7 +697,6 @@ fn healthy_from(host: &respawn_harness::netns::Host, server: &str) -> bool {
 #[test]
 fn a_zone_server_on_a_host_of_its_own_is_lost_to_a_cut_link_a_partition_and_the_hosts_death() -> Result<()> {
     use respawn_harness::netns::{Direction, Lan};
-    use std::io::BufRead;
     let mut lan = Lan::new()?;
     let (server_host, client_host) = (lan.host("zone")?, lan.host("client")?);
     let dir = support::TempDir::new("netns-zone")?;
@@ -711,8 +713,7 @@ fn a_zone_server_on_a_host_of_its_own_is_lost_to_a_cut_link_a_partition_and_the_
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("zone.log"))?)
         .spawn()?;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
+    let line = respawn_harness::zone::listening_line(&mut child, support::STARTUP)?;
     assert!(line.contains(&listen), "{line:?}");
     assert!(healthy_from(&client_host, &listen), "reached across the LAN");
 
@@ -772,7 +773,6 @@ fn wait_until(
 fn zones_fail_over_across_hosts_once_to_one_spare_and_a_partitioned_owner_gives_them_up() -> Result<()> {
     use anyhow::Context;
     use respawn_harness::netns::{Direction, Lan};
-    use std::io::BufRead;
     let mut lan = Lan::new()?;
     let (store, client) = (lan.host("store")?, lan.host("client")?);
     let hosts = [lan.host("a")?, lan.host("b")?, lan.host("c")?];
@@ -801,8 +801,7 @@ fn zones_fail_over_across_hosts_once_to_one_spare_and_a_partitioned_owner_gives_
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join(format!("{}.log", host.name)))?)
             .spawn()?;
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
+        let line = respawn_harness::zone::listening_line(&mut child, support::STARTUP)?;
         anyhow::ensure!(line.contains(&listen), "{line:?}");
         Ok((child, listen))
     };

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -16,6 +15,9 @@ pub use respawn_harness::TempDir;
 use respawn_proto::{client_message, server_message};
 use respawn_token::{Claims, TokenKey};
 use tokio_tungstenite::tungstenite::Message;
+
+/// How long a zone server may take to say where it listens.
+pub const STARTUP: Duration = Duration::from_secs(60);
 
 pub const TOKEN_KEY: &str = "integration-test-token-key";
 pub const ADMIN_TOKEN: &str = "integration-admin-token";
@@ -157,9 +159,8 @@ impl ZoneProcess {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("spawn respawn zone")?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        let line = respawn_harness::zone::listening_line(&mut child, STARTUP)
+            .with_context(|| format!("{bin} zone: {}", std::fs::read_to_string(&log).unwrap_or_default()))?;
         let addr = line
             .trim()
             .rsplit("://")
@@ -474,4 +475,22 @@ impl Drop for Platform {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Every zone's lease lock in an embedded data directory, held until
+/// dropped. A process paused in the middle of a write keeps its zone's lock
+/// (and no server takes the lease until it goes on): tests that pause a zone
+/// server do it while holding these, so it is paused between writes.
+pub fn lock_every_zone(data: &std::path::Path) -> Result<Vec<std::fs::File>> {
+    let mut held = Vec::new();
+    for entry in std::fs::read_dir(data.join("leases"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "lock") {
+            let file = std::fs::File::open(&path)?;
+            file.lock()?;
+            held.push(file);
+        }
+    }
+    anyhow::ensure!(!held.is_empty(), "no zone lock in {}", data.display());
+    Ok(held)
 }
