@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 use crate::http::{percent_encode, Call, CallError};
-use crate::replay::{ReplayTrace, ReplayWindow};
+use crate::replay::{Film, FilmWindow, ReplayTrace, ReplayWindow};
 
 /// What a server can serve and read; a zone moves to a server only if both match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +305,18 @@ impl ZoneAdmin {
         .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))
         .collect();
         let path = format!("/admin/zones/{}/replay?{}", percent_encode(zone), query.join("&"));
+        self.call(Method::GET, addr, &path, REPLAY_CALL).read().await
+    }
+
+    /// The server replays `window` of `zone`'s kept history on its build and
+    /// answers where everything was and what happened, tick by tick.
+    pub async fn film(&self, addr: &str, zone: &str, window: &FilmWindow) -> Result<Film, CallError> {
+        let path = format!(
+            "/admin/zones/{}/film?from={}&to={}",
+            percent_encode(zone),
+            percent_encode(&window.from),
+            percent_encode(&window.to)
+        );
         self.call(Method::GET, addr, &path, REPLAY_CALL).read().await
     }
 

@@ -3,7 +3,10 @@
 //! and between a rollout and the zone servers' `GET
 //! /admin/zones/{zone}/replay`. Each build answers a [`ReplayTrace`] (the
 //! digest of its state after every tick, and its whole state at a tick asked
-//! for); [`Divergence`] is what the two traces say together.
+//! for); [`Divergence`] is what the two traces say together. And the
+//! dashboard's time machine: a zone server's [`Film`] of a window (where
+//! everything was and what happened, tick by tick, replayed from the
+//! journal), with a tick's whole state asked for as a [`ReplayTrace`]'s.
 //!
 //! States travel as JSON (a `respawn_zone::inspect::ZoneState` written,
 //! a [`Value`] read), so a build that added or dropped a field still
@@ -217,6 +220,67 @@ fn scalar(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// The longest window a film covers: a minute at 20 ticks a second.
+pub const LONGEST_FILM_TICKS: u64 = 1200;
+
+/// The most positions a film holds (ticks times entities): about 7 MB of
+/// JSON, within what an admin call reads (`http::MAX_ANSWER_BYTES`). A
+/// zone of 1,000 players fits 8 s of film.
+pub const MOST_FILM_DOTS: usize = 160_000;
+
+/// `GET /admin/zones/{zone}/film` (and the platform's `/v1/zones/{zone}/film`):
+/// the window, each end a tick number or a UTC time like `2026-11-26T10:00:00Z`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilmWindow {
+    pub from: String,
+    pub to: String,
+}
+
+/// A window of a zone's history as the time machine plays it: every tick's
+/// positions and events, replayed from the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Film {
+    pub zone: String,
+    pub zone_id: u32,
+    /// The zone's size, in the positions' units.
+    pub width: i32,
+    pub height: i32,
+    pub tick_hz: u32,
+    /// The build that replayed it.
+    pub version: String,
+    /// One per tick, in order.
+    pub frames: Vec<Frame>,
+}
+
+/// One tick of a [`Film`]: where everything was after it, and what happened in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    pub tick: u64,
+    pub players: Vec<Dot>,
+    pub npcs: Vec<Dot>,
+    pub items: Vec<Dot>,
+    pub events: Vec<ReplayedEvent>,
+}
+
+/// An entity's place: a player's id, or an NPC's or item's entity id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dot {
+    pub id: u64,
+    pub x: i32,
+    pub y: i32,
+}
+
+/// One event of a replayed tick, as the event search shows events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayedEvent {
+    /// `zone-epoch-tick-index` (`respawn_proto::events::event_id`), as the event search shows it.
+    pub id: String,
+    pub player: u64,
+    pub kind: String,
+    pub detail: String,
 }
 
 #[cfg(test)]

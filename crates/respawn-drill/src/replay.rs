@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use respawn_harness::zone::StoreFlags;
-use respawn_sim::TickOutput;
 use respawn_zone::bundle::{self, BundleInfo};
 use respawn_zone::inspect::PlayerState;
 use respawn_zone::persist::Stores;
@@ -66,36 +65,12 @@ pub struct ReplayArgs {
     stores: StoreFlags,
 }
 
-/// One event of a replayed tick, as the event search shows events.
-#[derive(Debug, Serialize)]
-pub struct ReplayedEvent {
-    pub id: String,
-    pub player: u64,
-    pub kind: &'static str,
-    pub detail: String,
-}
-
 /// What `--json` prints for each tick shown.
 #[derive(Debug, Serialize)]
 struct ShownTick {
     tick: u64,
-    events: Vec<ReplayedEvent>,
+    events: Vec<respawn_api::replay::ReplayedEvent>,
     players: Vec<PlayerState>,
-}
-
-fn events_of(out: &TickOutput) -> Vec<ReplayedEvent> {
-    out.events
-        .iter()
-        .map(|e| {
-            let proto = respawn_zone::events::to_proto(e);
-            ReplayedEvent {
-                id: proto.id(),
-                player: proto.player,
-                kind: proto.kind.as_ref().map_or("unknown", |k| k.name()),
-                detail: proto.kind.map_or_else(String::new, |k| format!("{k:?}")),
-            }
-        })
-        .collect()
 }
 
 /// The history the arguments name, the zone's name and its tick rate.
@@ -152,7 +127,7 @@ pub async fn run(args: ReplayArgs, build: &str) -> Result<()> {
         replay::run(history, tick_hz, |zone, out| {
             let shown = ShownTick {
                 tick: out.tick,
-                events: if events { events_of(out) } else { Vec::new() },
+                events: if events { respawn_zone::inspect::events_of(out) } else { Vec::new() },
                 players: players.iter().filter_map(|id| PlayerState::of(zone, *id)).collect(),
             };
             print_tick(&shown, json);

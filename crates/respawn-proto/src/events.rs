@@ -209,10 +209,16 @@ pub enum EventDecodeError {
     UnknownKind(String),
 }
 
+/// `zone-epoch-tick-index`: an event's unique id, wherever it is shown
+/// (the event search, a replay, the time machine).
+pub fn event_id(zone: u32, epoch: u64, tick: u64, index: u32) -> String {
+    format!("{zone}-{epoch}-{tick}-{index}")
+}
+
 impl Event {
     /// `zone-epoch-tick-index`, the event's unique id.
     pub fn id(&self) -> String {
-        format!("{}-{}-{}-{}", self.zone, self.epoch, self.tick, self.index)
+        event_id(self.zone, self.epoch, self.tick, self.index)
     }
 
     pub fn decode_checked(bytes: &[u8]) -> Result<Self, EventDecodeError> {

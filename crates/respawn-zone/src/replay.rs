@@ -39,6 +39,11 @@ pub enum ReplayError {
     Vanished(String),
     #[error("{what}: {source}")]
     Store { what: &'static str, source: StoreError },
+    #[error(
+        "ticks {from} to {to} of a zone of {entities} entities are more than a film holds ({most} positions): \
+         ask for {fits} ticks at most"
+    )]
+    FilmTooLarge { from: u64, to: u64, entities: usize, most: usize, fits: usize },
 }
 
 fn store(what: &'static str) -> impl FnOnce(StoreError) -> ReplayError {

@@ -264,6 +264,15 @@ impl Browser {
         Ok(r["result"]["value"].clone())
     }
 
+    /// A left click at (`x`, `y`), in the page's viewport coordinates.
+    async fn click(&mut self, session: &str, x: f64, y: f64) -> Result<()> {
+        for kind in ["mousePressed", "mouseReleased"] {
+            let params = json!({ "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1 });
+            self.call("Input.dispatchMouseEvent", params, Some(session)).await?;
+        }
+        Ok(())
+    }
+
     async fn key(&mut self, session: &str, kind: &str, key: &str, code: &str, vk: u32) -> Result<()> {
         let params = json!({ "type": kind, "key": key, "code": code, "windowsVirtualKeyCode": vk });
         self.call("Input.dispatchKeyEvent", params, Some(session)).await.map(|_| ())
@@ -567,6 +576,164 @@ async fn the_dashboard_shows_ccu_live_and_its_announcement_reaches_a_player() ->
     drop(browser);
     let status = up.terminate()?;
     assert!(status.success(), "respawn up exits 0 on SIGTERM");
+    Ok(())
+}
+
+/// Signs the dashboard page in with `token`, once it is loaded.
+async fn sign_in(browser: &mut Browser, s: &str, token: &str) -> Result<()> {
+    browser.wait_for(s, DASHBOARD_READY, Duration::from_secs(10)).await?;
+    let sign_in = format!(
+        "document.getElementById('token').value = {}; document.getElementById('login').click(); 0",
+        json!(token)
+    );
+    browser.eval(s, &sign_in).await?;
+    browser.wait_for(s, "!document.getElementById('board').hidden", Duration::from_secs(10)).await
+}
+
+/// The dashboard's time machine, from the event search: a bot's
+/// `gold_changed` event is watched again, replayed from the zone's journal.
+/// The page opens at the event's tick; scrubbed away and back to it, a click
+/// on that player's dot shows the gold total the ledger recorded live and
+/// the position an independent replay (`respawn replay --player`) finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_machine_shows_a_searched_events_moment_from_the_journal() -> Result<()> {
+    let zones = format!("[persistence]\nhistory_segment_secs = 1\n{}", respawn_harness::zone::SMALL_ZONES_WITH_EXITS);
+    let up = Up::start_with(3, Some(&zones))?;
+    let platform: std::net::SocketAddr = up.play.trim_start_matches("http://").trim_end_matches('/').parse()?;
+    let (url, token) = up.dashboard.clone();
+    let get = |path: String| {
+        let token = token.clone();
+        async move {
+            let (status, body) = support::http(platform, "GET", &path, Some(&token)).await?;
+            anyhow::Ok((status, body))
+        }
+    };
+
+    // A bot finds gold: the ledger says at which tick, and its total then.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let event = loop {
+        let (status, body) = get("/v1/events?kind=gold_changed&limit=1".into()).await?;
+        let page: Value = serde_json::from_str(&body).unwrap_or_default();
+        if status == 200 && page["events"][0].is_object() {
+            break page["events"][0].clone();
+        }
+        ensure_before(deadline, "no bot found gold")?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (zone, tick, player) = (
+        event["zone"].as_u64().unwrap_or(0),
+        event["tick"].as_u64().unwrap_or(0),
+        event["player"].as_u64().unwrap_or(0),
+    );
+    let detail = event["detail"].as_str().unwrap_or_default();
+    let gold: u64 = detail
+        .split("total: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(|| anyhow!("no total in {detail:?}"))?;
+    // Archived into the history within a second or so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(format!("/v1/zones/{zone}/film?from={tick}&to={tick}")).await?;
+        if status == 200 {
+            break;
+        }
+        ensure_before(deadline, &format!("tick {tick} never replayable: {status} {body}"))?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Bad windows are refused with a reason.
+    for (path, status, says) in [
+        (format!("/v1/zones/{zone}/film?from=soon&to={tick}"), 400, "from"),
+        (format!("/v1/zones/{zone}/film?from={tick}"), 400, "to"),
+        (format!("/v1/zones/{zone}/film?from={tick}&to=1"), 400, "after"),
+        (format!("/v1/zones/{zone}/state?tick=noon"), 400, "tick"),
+        ("/v1/zones/nowhere/film?from=1&to=2".to_owned(), 404, "nowhere"),
+    ] {
+        let (got, body) = get(path.clone()).await?;
+        assert!(got == status && body.contains(says), "{path}: {got} {body}");
+    }
+    // Where the player was, by the command line's replay of the same history.
+    let data = up._data.path();
+    let out = Command::new(env!("CARGO_BIN_EXE_respawn"))
+        .args(["replay", "--zone", &zone.to_string(), "--from", &tick.to_string(), "--to", &tick.to_string()])
+        .args(["--player", &player.to_string(), "--json", "--config"])
+        .arg(data.join("zones.toml"))
+        .arg("--data-dir")
+        .arg(data)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let shown: Value = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["tick"] == json!(tick) && line["players"][0].is_object())
+        .ok_or_else(|| {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            anyhow!("respawn replay did not show player {player} at tick {tick}: {stdout}{stderr}")
+        })?;
+    let (x, y) = (shown["players"][0]["x"].clone(), shown["players"][0]["y"].clone());
+    assert_eq!(shown["players"][0]["gold"], json!(gold), "the replay agrees with the ledger: {shown}");
+
+    let mut browser = Browser::launch().await?;
+    let s = browser.open(&url).await?;
+    sign_in(&mut browser, &s, &token).await?;
+    // The event search finds the event; watching it opens the time machine at its tick.
+    let search = format!(
+        "document.getElementById('events-player').value = '{player}'; \
+         document.getElementById('events-kind').value = 'gold_changed'; document.getElementById('events-find').click(); 0"
+    );
+    browser.eval(&s, &search).await?;
+    let id = event["id"].as_str().unwrap_or_default().to_owned();
+    let row = format!(r#"document.querySelector('#events tr[data-event="{id}"] button.watch')"#);
+    browser.wait_for(&s, &format!("!!{row}"), Duration::from_secs(10)).await?;
+    browser.eval(&s, &format!("{row}.click(); 0")).await?;
+    let shows = |t: u64| format!("document.getElementById('tm-tick').textContent === '{t}'");
+    browser.wait_for(&s, &shows(tick), Duration::from_secs(30)).await?;
+    let listed = format!(r#"!!document.querySelector('#tm-events li[data-event="{id}"]')"#);
+    if let Err(e) = browser.wait_for(&s, &listed, Duration::from_secs(5)).await {
+        let shown = browser.eval(&s, "document.getElementById('tm-events').innerHTML").await?;
+        bail!("{e}; the tick's events: {shown}");
+    }
+
+    // Scrubbed to the window's first tick, then back to the event's.
+    let scrub = |index: u64| {
+        format!(
+            "(() => {{ const slider = document.getElementById('tm-slider'); slider.value = '{index}'; \
+             slider.dispatchEvent(new Event('input')); return Number(document.getElementById('tm-tick').textContent); }})()"
+        )
+    };
+    let first = browser.eval(&s, &scrub(0)).await?.as_u64().ok_or_else(|| anyhow!("no tick shown"))?;
+    assert!(first < tick, "the window starts before the event: {first} vs {tick}");
+    let back = browser.eval(&s, &scrub(tick - first)).await?;
+    assert_eq!(back, json!(tick), "scrubbed back to the event's tick");
+
+    // A click on the player's dot: its state at that tick, replayed from the journal.
+    browser.eval(&s, "document.getElementById('tm-map').scrollIntoView({ block: 'center' }); 0").await?;
+    let point = browser.eval(&s, &format!("window.timeMachine.pointOf('players', {player})")).await?;
+    let (px, py) = (point["x"].as_f64(), point["y"].as_f64());
+    let (Some(px), Some(py)) = (px, py) else { bail!("player {player} is not on the map: {point}") };
+    browser.click(&s, px, py).await?;
+    let state = format!(
+        r#"(() => {{ const e = document.getElementById('tm-entity'), t = e.textContent;
+            return e.dataset.tick === '{tick}' && t.startsWith('player {player} ') && t.includes('"gold": {gold}')
+              && t.includes('"x": {x},') && t.includes('"y": {y},'); }})()"#
+    );
+    let seen = browser.wait_for(&s, &state, Duration::from_secs(20)).await;
+    browser.screenshot(&s, "time-machine.png").await?;
+    if let Err(e) = seen {
+        let shown = browser.eval(&s, "document.getElementById('tm-entity').textContent").await?;
+        bail!("{e}; the page shows: {shown}; expected gold {gold} at ({x}, {y})");
+    }
+    drop(browser);
+    let status = up.terminate()?;
+    assert!(status.success());
+    Ok(())
+}
+
+fn ensure_before(deadline: Instant, what: &str) -> Result<()> {
+    if Instant::now() > deadline {
+        bail!("{what}");
+    }
     Ok(())
 }
 

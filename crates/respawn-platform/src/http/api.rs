@@ -6,7 +6,7 @@ use axum::routing::{delete, get, post, put, MethodRouter};
 use respawn_store::ops::Role;
 use serde_json::{json, Map, Value};
 
-use super::{accounts, ops, registry, sessions, HttpContext};
+use super::{accounts, ops, registry, sessions, time_machine, HttpContext};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,6 +336,29 @@ pub const OPERATIONS: &[Operation] = &[
         query: &[],
         body: None,
         route: || get(ops::zones),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/zones/{zone}/film",
+        summary: "The time machine: a window of a zone's history (a minute at most) replayed from its journal by a zone \
+                  server: every tick's positions of players, NPCs and items, and its events.",
+        auth: VIEWER,
+        query: &[
+            ("from", "the first tick: a tick number or a UTC time like 2026-11-26T10:00:00Z"),
+            ("to", "the last tick: a tick number or a UTC time"),
+        ],
+        body: None,
+        route: || get(time_machine::film),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/zones/{zone}/state",
+        summary: "The time machine: every player (position, hp, level, xp, gold, inventory), NPC and item of a zone \
+                  after one tick, replayed from its journal.",
+        auth: VIEWER,
+        query: &[("tick", "a tick within the zone's kept history")],
+        body: None,
+        route: || get(time_machine::state),
     },
     Operation {
         method: "get",

@@ -140,4 +140,157 @@ $("account-set-password").onclick = () => {
   if (password.length < 8) { $("message").textContent = "a password has at least 8 characters"; return; }
   accountAction(`Reset the password of ${account?.character}? Its sign-ins end.`, "PUT", "password", { password });
 };
+// Event search: each event can be watched again in the time machine.
+async function searchEvents() {
+  const player = $("events-player").value.trim(), kind = $("events-kind").value.trim();
+  const query = new URLSearchParams({ limit: "50" });
+  if (player) query.set("player", player);
+  if (kind) query.set("kind", kind);
+  try {
+    const found = await api("GET", "/v1/events?" + query);
+    $("events-error").textContent = found.events.length ? "" : "no event matches";
+    $("events").tBodies[0].innerHTML = found.events.map((e) => `<tr data-event="${esc(e.id)}">
+      <td>${new Date(e.stored_at_ms).toLocaleTimeString()}</td><td>${e.zone}</td><td class="num">${e.tick}</td><td>${e.player}</td>
+      <td>${esc(e.kind)}</td><td>${esc(e.detail)}</td><td><button class="watch" data-zone="${e.zone}" data-tick="${e.tick}">Watch</button></td></tr>`).join("");
+    for (const b of document.querySelectorAll("button.watch")) b.onclick = () => watchMoment(b.dataset.zone, Number(b.dataset.tick));
+  } catch (e) {
+    $("events-error").textContent = e.message;
+  }
+}
+$("events-find").onclick = searchEvents;
+for (const id of ["events-player", "events-kind"]) $(id).onkeydown = (e) => { if (e.key === "Enter") searchEvents(); };
+
+// The time machine: a film of a window (positions and events per tick) from
+// the zone's journal; an entity's whole state asked for at the tick shown.
+const AROUND_AN_EVENT = 60; // ticks either side of a watched event (3 s at 20 Hz; fits a zone of 1,000 players)
+const tm = { film: null, at: 0, selected: null, states: new Map() };
+const DOT_COLORS = { players: "#5fd38d", npcs: "#f06a6a", items: "#f0c05a" };
+
+async function watchMoment(zone, tick) {
+  $("tm-zone").value = zone;
+  $("tm-from").value = String(Math.max(1, tick - AROUND_AN_EVENT));
+  $("tm-to").value = String(tick + AROUND_AN_EVENT);
+  $("time-machine").scrollIntoView();
+  await loadFilm(tick);
+}
+
+async function loadFilm(atTick) {
+  const zone = $("tm-zone").value.trim(), from = $("tm-from").value.trim(), to = $("tm-to").value.trim();
+  const status = (text, cls) => { $("tm-status").textContent = text; $("tm-status").className = cls || ""; };
+  if (!zone || !from || !to) { status("give a zone and both ends of the window (ticks or UTC times)", "bad"); return; }
+  status("replaying from the journal …");
+  try {
+    tm.film = await api("GET", `/v1/zones/${encodeURIComponent(zone)}/film?` + new URLSearchParams({ from, to }));
+  } catch (e) {
+    tm.film = null;
+    $("tm-player").hidden = true;
+    status(e.message, "bad");
+    return;
+  }
+  const frames = tm.film.frames;
+  if (!frames.length) { $("tm-player").hidden = true; status("no tick in that window", "bad"); return; }
+  status(`zone ${tm.film.zone}: ticks ${frames[0].tick} to ${frames[frames.length - 1].tick}, replayed by build ${tm.film.version}`);
+  tm.selected = null;
+  tm.states.clear();
+  $("tm-entity").textContent = "click a dot on the map";
+  $("tm-slider").max = String(frames.length - 1);
+  $("tm-player").hidden = false;
+  const at = frames.findIndex((f) => f.tick === atTick);
+  showFrame(at >= 0 ? at : 0);
+}
+
+function showFrame(index) {
+  const frames = tm.film.frames;
+  tm.at = Math.max(0, Math.min(frames.length - 1, index));
+  const frame = frames[tm.at];
+  $("tm-slider").value = String(tm.at);
+  $("tm-tick").textContent = String(frame.tick);
+  $("tm-events").innerHTML = frame.events.length
+    ? frame.events.map((e) => `<li data-event="${esc(e.id)}">${esc(e.kind)} · player ${e.player} · ${esc(e.detail)}</li>`).join("")
+    : "<li>none</li>";
+  drawMap();
+  if (tm.selected) showSelected();
+}
+
+// Map units to the canvas's pixels, the whole zone in view.
+function scale() {
+  const map = $("tm-map");
+  return Math.min(map.width / tm.film.width, map.height / tm.film.height);
+}
+
+function drawMap() {
+  const map = $("tm-map"), g = map.getContext("2d"), k = scale(), frame = tm.film.frames[tm.at];
+  g.clearRect(0, 0, map.width, map.height);
+  g.strokeStyle = "#262c36";
+  g.strokeRect(0, 0, tm.film.width * k, tm.film.height * k);
+  for (const kind of ["items", "npcs", "players"]) {
+    for (const d of frame[kind]) {
+      const chosen = tm.selected && tm.selected.kind === kind && tm.selected.id === d.id;
+      g.fillStyle = DOT_COLORS[kind];
+      g.beginPath();
+      g.arc(d.x * k, d.y * k, chosen ? 6 : kind === "players" ? 4 : 3, 0, 2 * Math.PI);
+      g.fill();
+      if (chosen) { g.strokeStyle = "#ffffff"; g.lineWidth = 2; g.stroke(); g.lineWidth = 1; }
+    }
+  }
+}
+
+// The dot nearest a point on the canvas (within 10 px), players first.
+function dotAt(px, py) {
+  const k = scale(), frame = tm.film.frames[tm.at];
+  let best = null;
+  for (const kind of ["players", "npcs", "items"]) {
+    for (const d of frame[kind]) {
+      const far = Math.hypot(d.x * k - px, d.y * k - py);
+      if (far <= 10 && (!best || far < best.far)) best = { kind, id: d.id, far };
+    }
+  }
+  return best;
+}
+
+$("tm-map").onclick = (e) => {
+  if (!tm.film) return;
+  const box = $("tm-map").getBoundingClientRect();
+  const hit = dotAt(e.clientX - box.left, e.clientY - box.top);
+  tm.selected = hit && { kind: hit.kind, id: hit.id };
+  drawMap();
+  if (tm.selected) showSelected(); else $("tm-entity").textContent = "click a dot on the map";
+};
+
+// The selected entity's state at the tick shown (one replay per tick, kept).
+async function showSelected() {
+  const tick = tm.film.frames[tm.at].tick, { kind, id } = tm.selected;
+  $("tm-entity").textContent = `${kind.slice(0, -1)} ${id} at tick ${tick}: replaying …`;
+  try {
+    if (!tm.states.has(tick)) {
+      tm.states.set(tick, api("GET", `/v1/zones/${encodeURIComponent(tm.film.zone)}/state?tick=${tick}`));
+    }
+    const state = await tm.states.get(tick);
+    if (tm.film.frames[tm.at].tick !== tick || !tm.selected || tm.selected.id !== id) return; // moved on meanwhile
+    const key = { players: "player", npcs: "npc", items: "item" }[kind];
+    const found = state[kind].find((entity) => entity[key] === id);
+    $("tm-entity").dataset.tick = String(tick);
+    $("tm-entity").textContent = found
+      ? `${key} ${id} at tick ${tick}\n` + JSON.stringify(found, null, 2)
+      : `${key} ${id} is not in the zone at tick ${tick}`;
+  } catch (e) {
+    tm.states.delete(tick);
+    $("tm-entity").textContent = e.message;
+  }
+}
+
+$("tm-load").onclick = () => loadFilm(null);
+$("tm-slider").oninput = () => showFrame(Number($("tm-slider").value));
+$("tm-prev").onclick = () => tm.film && showFrame(tm.at - 1);
+$("tm-next").onclick = () => tm.film && showFrame(tm.at + 1);
+// Where an entity's dot is, in the page's coordinates: for the browser test's clicks.
+window.timeMachine = {
+  pointOf(kind, id) {
+    const d = tm.film && tm.film.frames[tm.at][kind].find((dot) => dot.id === id);
+    if (!d) return null;
+    const box = $("tm-map").getBoundingClientRect(), k = scale();
+    return { x: box.left + d.x * k, y: box.top + d.y * k };
+  },
+};
+
 setInterval(() => { if (token) refresh(); }, 1000);

@@ -29,6 +29,7 @@ pub mod api;
 pub mod ops;
 pub mod registry;
 pub mod sessions;
+pub mod time_machine;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 

@@ -240,7 +240,7 @@ where
 }
 
 /// The answer when the platform cannot call the zone servers' admin API.
-fn no_zone_admin() -> Response {
+pub(super) fn no_zone_admin() -> Response {
     text(
         StatusCode::SERVICE_UNAVAILABLE,
         "the server key is not configured: start the platform server with --server-key",
@@ -404,7 +404,7 @@ pub(super) async fn events(
                 .map_or_else(|| "undecodable".to_owned(), |k| format!("{k:?}"));
             let (zone, epoch, tick, index) = r.key;
             json!({
-                "id": format!("{zone}.{epoch}.{tick}.{index}"),
+                "id": respawn_proto::events::event_id(zone, epoch, tick, index),
                 "zone": zone, "tick": tick, "player": r.player, "kind": r.kind,
                 "stored_at_ms": r.stored_at_ms, "detail": detail,
             })

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use respawn_api::admin::{HostedZone, Rosters, ServerInfo, ZoneRoster};
-use respawn_api::replay::ReplayWindow;
+use respawn_api::replay::{FilmWindow, ReplayWindow, LONGEST_FILM_TICKS};
 use respawn_proto::NoticeKind;
 
 use super::handover::HandoverError;
@@ -39,6 +39,7 @@ pub(super) fn routes(state: Arc<ServerState>) -> Router<Arc<ServerState>> {
         .route("/admin/zones/{zone}/redirect", post(admin_redirect))
         .route("/admin/zones/{zone}/resume", post(admin_resume))
         .route("/admin/zones/{zone}/replay", get(admin_replay))
+        .route("/admin/zones/{zone}/film", get(admin_film))
         .route_layer(axum::middleware::from_fn_with_state(state, guard))
 }
 
@@ -300,8 +301,9 @@ async fn admin_replay(
     Path(zone): Path<String>,
     Query(window): Query<ReplayWindow>,
 ) -> Response {
-    let Ok(config) = state.config.zone(&zone) else {
-        return (StatusCode::NOT_FOUND, format!("no zone {zone:?} in this server's configuration\n")).into_response();
+    let config = match configured(&state, &zone) {
+        Ok(config) => config,
+        Err(refused) => return refused.into_response(),
     };
     if window.last_secs.is_some_and(|secs| secs == 0 || secs > LONGEST_REPLAY_SECS) {
         let why = format!("last_secs must be 1 to {LONGEST_REPLAY_SECS}\n");
@@ -332,9 +334,72 @@ async fn admin_replay(
         history.from = history.from.max(history.to.saturating_sub(ticks) + 1);
     }
     let (version, tick_hz) = (state.version.clone(), state.config.tick_hz);
-    match tokio::task::spawn_blocking(move || crate::inspect::trace(history, tick_hz, &version, window.state_at)).await
+    replayed(move || crate::inspect::trace(history, tick_hz, &version, window.state_at)).await
+}
+
+/// `GET /admin/zones/{zone}/film` (`zone`: its name or id): a window of the
+/// zone's kept history (from the stores, whoever hosts the zone) replayed on
+/// this build, where everything was and what happened tick by tick
+/// (`respawn_api::replay::Film`): the dashboard's time machine.
+async fn admin_film(
+    State(state): State<Arc<ServerState>>,
+    Path(zone): Path<String>,
+    Query(window): Query<FilmWindow>,
+) -> Response {
+    let config = match configured(&state, &zone) {
+        Ok(config) => config,
+        Err(refused) => return refused.into_response(),
+    };
+    let point = |given: &str, end: &str| {
+        given.parse::<RestorePoint>().map_err(|e| (StatusCode::BAD_REQUEST, format!("{end}: {e}\n")))
+    };
+    let (from, to) = match (point(&window.from, "from"), point(&window.to, "to")) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(refused), _) | (_, Err(refused)) => return refused.into_response(),
+    };
+    let mut loaded = crate::replay::load(&state.stores, config, Some(from), Some(to)).await;
+    if let (Err(ReplayError::Outside { first, last, .. }), RestorePoint::Tick(from), RestorePoint::Tick(to)) =
+        (&loaded, from, to)
     {
-        Ok(Ok(trace)) => json(&trace),
+        // Ticks around a moment (an event's, from the event search) run past
+        // what is kept: the film is what is kept of them.
+        let (from, to) = (from.max(*first), to.min(*last));
+        if from <= to {
+            let (from, to) = (Some(RestorePoint::Tick(from)), Some(RestorePoint::Tick(to)));
+            loaded = crate::replay::load(&state.stores, config, from, to).await;
+        }
+    }
+    let history = match loaded {
+        Ok(history) => history,
+        Err(error) => return replay_refused(&error),
+    };
+    let ticks = history.to - history.from + 1;
+    if ticks > LONGEST_FILM_TICKS {
+        let why = format!(
+            "ticks {} to {} are {ticks} ticks: a film covers {LONGEST_FILM_TICKS} at most\n",
+            history.from, history.to
+        );
+        return (StatusCode::BAD_REQUEST, why).into_response();
+    }
+    let (config, version, tick_hz) = (config.clone(), state.version.clone(), state.config.tick_hz);
+    replayed(move || crate::inspect::film(history, &config, tick_hz, &version)).await
+}
+
+/// The configuration of `zone` (its name or id), or 404.
+fn configured<'a>(state: &'a ServerState, zone: &str) -> Result<&'a respawn_sim::ZoneConfig, (StatusCode, String)> {
+    state
+        .config
+        .zone(zone)
+        .map_err(|_| (StatusCode::NOT_FOUND, format!("no zone {zone:?} in this server's configuration\n")))
+}
+
+/// Runs a replay in a blocking task (never on the zones' tick threads or
+/// the async workers): its answer as JSON, or why it was refused.
+async fn replayed<T: serde::Serialize + Send + 'static>(
+    replay: impl FnOnce() -> Result<T, ReplayError> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(replay).await {
+        Ok(Ok(answer)) => json(&answer),
         Ok(Err(error)) => replay_refused(&error),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("the replay failed: {error}\n")).into_response(),
     }
@@ -345,7 +410,7 @@ fn replay_refused(error: &ReplayError) -> Response {
         ReplayError::NoHistory { .. } | ReplayError::Outside { .. } | ReplayError::NoSnapshot { .. } => {
             StatusCode::NOT_FOUND
         }
-        ReplayError::Backwards { .. } => StatusCode::BAD_REQUEST,
+        ReplayError::Backwards { .. } | ReplayError::FilmTooLarge { .. } => StatusCode::BAD_REQUEST,
         ReplayError::Store { .. } => StatusCode::SERVICE_UNAVAILABLE,
         ReplayError::Gap { .. } | ReplayError::Unusable { .. } | ReplayError::Vanished(_) => StatusCode::CONFLICT,
     };
