@@ -724,6 +724,13 @@ async fn the_time_machine_shows_a_searched_events_moment_from_the_journal() -> R
         let shown = browser.eval(&s, "document.getElementById('tm-entity').textContent").await?;
         bail!("{e}; the page shows: {shown}; expected gold {gold} at ({x}, {y})");
     }
+    // Scrubbed on, the selection follows: its state at the tick the slider rests on.
+    assert_eq!(browser.eval(&s, &scrub(0)).await?, json!(first));
+    let followed = format!(
+        "(() => {{ const e = document.getElementById('tm-entity'); \
+            return e.dataset.tick === '{first}' && e.textContent.includes('player {player} '); }})()"
+    );
+    browser.wait_for(&s, &followed, Duration::from_secs(10)).await?;
     drop(browser);
     let status = up.terminate()?;
     assert!(status.success());

@@ -163,7 +163,7 @@ for (const id of ["events-player", "events-kind"]) $(id).onkeydown = (e) => { if
 // The time machine: a film of a window (positions and events per tick) from
 // the zone's journal; an entity's whole state asked for at the tick shown.
 const AROUND_AN_EVENT = 60; // ticks either side of a watched event (3 s at 20 Hz; fits a zone of 1,000 players)
-const tm = { film: null, at: 0, selected: null, states: new Map() };
+const tm = { film: null, at: 0, selected: null, states: new Map(), settle: 0 };
 const DOT_COLORS = { players: "#5fd38d", npcs: "#f06a6a", items: "#f0c05a" };
 
 async function watchMoment(zone, tick) {
@@ -209,7 +209,12 @@ function showFrame(index) {
     ? frame.events.map((e) => `<li data-event="${esc(e.id)}">${esc(e.kind)} · player ${e.player} · ${esc(e.detail)}</li>`).join("")
     : "<li>none</li>";
   drawMap();
-  if (tm.selected) showSelected();
+  // The selected entity's state once the slider rests: scrubbing asks for one tick, not every tick passed.
+  clearTimeout(tm.settle);
+  if (tm.selected) {
+    $("tm-entity").textContent = `${tm.selected.kind.slice(0, -1)} ${tm.selected.id} at tick ${frame.tick}: …`;
+    tm.settle = setTimeout(showSelected, 250);
+  }
 }
 
 // Map units to the canvas's pixels, the whole zone in view.

@@ -371,8 +371,7 @@ impl Database {
         use sqlx::Connection;
         let server = std::env::var("RESPAWN_TEST_MYSQL_URL").expect("run through scripts/test");
         // Unique per call: tests of one binary run side by side.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
-        let name = format!("respawn_{tag}_{}_{nanos}", std::process::id());
+        let name = format!("respawn_{tag}_{}", respawn_harness::unique_suffix());
         let mut db = sqlx::MySqlConnection::connect(&server).await?;
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut db).await?;
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut db).await?;
