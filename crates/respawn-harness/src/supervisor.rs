@@ -62,6 +62,8 @@ impl ChildSpec {
             zone = zone.platform(platform, credential);
         }
         let mut cmd = Command::from(zone.std_command());
+        // Text logs, whatever the environment says: warnings are found in them by their level word.
+        cmd.env("RESPAWN_LOG_FORMAT", "text");
         // Its own process group: Ctrl-C reaches only the supervisor, which drains the child in order.
         cmd.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = cmd.spawn().context("cannot start the zone server")?;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod ctl;
+mod logs;
 mod up;
 mod web;
 
@@ -23,6 +24,9 @@ use respawn_zone::{heartbeat, Characters, ServerConfig, ServerOptions, ZoneServe
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    /// Logs on stderr as human text, or one JSON object per line (for a log store).
+    #[arg(long, global = true, env = "RESPAWN_LOG_FORMAT", value_enum, default_value_t = logs::LogFormat::Text)]
+    log_format: logs::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -279,15 +283,8 @@ struct TokenArgs {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    logs::init(cli.log_format);
     match cli.command {
         Cmd::Up(args) => runtime()?.block_on(up::run(args)),
         Cmd::Zone(args) => run_zone(*args),
@@ -460,6 +457,9 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
     }
     let server_id =
         heartbeat::registry_id(args.server_id.as_deref(), credential.as_deref()).map_err(anyhow::Error::msg)?;
+    if let Some(id) = &server_id {
+        logs::name_server(id);
+    }
     let tls = args.tls.tls_cert.is_some();
     let configured: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
     // What --zones leaves out; --claim chooses among what it keeps.

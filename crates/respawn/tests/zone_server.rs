@@ -859,3 +859,23 @@ fn zones_fail_over_across_hosts_once_to_one_spare_and_a_partitioned_owner_gives_
     drop(lan);
     Ok(())
 }
+
+/// `--log-format json` (what the Kubernetes manifests set): every line one
+/// JSON object with its level and message, the event's fields (zone, tick)
+/// at the top level, and the server's registry id on each.
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_naming_the_server_zone_and_tick() -> Result<()> {
+    let zone =
+        ZoneProcess::start_with_args(support::TEST_CONFIG, &["--log-format", "json", "--server-id", "zone-json"])?;
+    let (_ann, _) = Client::join(&zone.ws_url(), 1, "ann", "meadow").await?;
+    let log = zone.log();
+    let lines: Vec<serde_json::Value> = log.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert!(line["level"].is_string() && line["message"].is_string(), "{line}");
+        assert_eq!(line["server"], "zone-json", "{line}");
+    }
+    let restored = lines.iter().find(|l| l["message"] == "zone state restored" && l["zone"] == "meadow");
+    assert!(restored.is_some_and(|l| l["tick"].is_u64()), "{log}");
+    Ok(())
+}
