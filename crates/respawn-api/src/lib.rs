@@ -7,6 +7,7 @@
 //! contract use these types, so a reply cannot drift from what its callers read.
 
 pub mod admin;
+pub mod clock;
 pub mod http;
 pub mod players;
 pub mod prom;

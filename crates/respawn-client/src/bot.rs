@@ -23,7 +23,7 @@ pub type TokenSource = Arc<dyn Fn(u64, &str) -> String + Send + Sync>;
 /// Tokens signed with `key`, valid for `ttl` from the moment they are minted.
 pub fn signed_tokens(key: respawn_token::TokenKey, ttl: Duration) -> TokenSource {
     Arc::new(move |player_id, name: &str| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = respawn_api::clock::unix_secs();
         let claims = respawn_token::Claims { player_id, name: name.to_owned(), expires_at: now + ttl.as_secs() };
         key.sign(&claims).unwrap_or_default()
     })
@@ -55,10 +55,6 @@ impl std::fmt::Debug for Access {
                 .finish_non_exhaustive(),
         }
     }
-}
-
-fn unix_now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A guest account's sign-in, kept fresh: made on first use, refreshed
@@ -101,7 +97,7 @@ impl GuestSession {
 
     /// A session token valid for at least another minute.
     pub async fn token(&mut self) -> Result<String> {
-        if self.signed_in.expires_at <= unix_now_secs() + 60 {
+        if self.signed_in.expires_at <= respawn_api::clock::unix_secs() + 60 {
             self.signed_in = match self.api.refresh(&self.signed_in.refresh_token).await {
                 Ok(next) => next,
                 Err(_) => self.api.sign_in(&SignIn::device(&self.device_secret)).await?,
@@ -787,8 +783,9 @@ async fn credentials(config: &BotConfig, link: &mut Continuity) -> Result<(Strin
             Ok((url, tokens(config.player_id, &config.name), String::new()))
         }
         Access::Login { platform } | Access::Guests { platform, .. } => {
-            let fresh = link.grant.as_ref().is_some_and(|(grant, _)| grant.expires_at > unix_now_secs() + 60)
-                && link.granted_at.is_some_and(|at| at.elapsed() < GRANT_REUSE);
+            let fresh =
+                link.grant.as_ref().is_some_and(|(grant, _)| grant.expires_at > respawn_api::clock::unix_secs() + 60)
+                    && link.granted_at.is_some_and(|at| at.elapsed() < GRANT_REUSE);
             if !fresh {
                 let account = match &mut link.account {
                     Some(account) => account,

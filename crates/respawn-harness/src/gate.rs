@@ -115,7 +115,7 @@ struct Draws(u64);
 
 impl Draws {
     fn seeded(salt: u64) -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos = respawn_api::clock::unix_nanos();
         Self((nanos as u64 ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1)
     }
 

@@ -20,7 +20,7 @@ pub mod zone;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
@@ -30,7 +30,7 @@ use anyhow::{bail, Result};
 /// same clock value, and a shared name lets one test read another's state.
 pub fn unique_suffix() -> String {
     static CALLS: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = respawn_api::clock::unix_nanos();
     format!("{}_{nanos}_{}", std::process::id(), CALLS.fetch_add(1, Ordering::Relaxed))
 }
 

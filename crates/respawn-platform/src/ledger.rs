@@ -248,7 +248,7 @@ pub(crate) fn audit_row(row: (i64, String, String, String, String)) -> AuditReco
 pub(crate) fn new_batch_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(respawn_api::clock::unix_nanos());
     h.finish() >> 1 // under 2^63: it fits a signed 64-bit column too
 }
 

@@ -195,7 +195,7 @@ async fn search(ledger: &dyn Ledger, player: u64) -> Result<()> {
     }
     assert_eq!(pages, all, "pages of 3 add up to the whole, in order");
 
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let now_ms = respawn_api::clock::unix_ms();
     let recent = EventQuery { since_ms: Some(now_ms - 600_000), limit: 100, ..EventQuery::default() };
     assert_eq!(ledger.search(&recent).await?.len(), 10, "stored in the last ten minutes");
     let future = EventQuery { since_ms: Some(now_ms + 600_000), limit: 100, ..EventQuery::default() };

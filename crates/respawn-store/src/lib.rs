@@ -139,10 +139,8 @@ pub trait Journal: Send + Sync + Debug {
     fn len(&self, zone: u32) -> BoxFuture<'_, StoreResult<u64>>;
 }
 
-/// Now, in Unix milliseconds: the one wall clock every crate's records use.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+/// Now, in Unix milliseconds: the wall clock the stores' records use (`respawn_api::clock`).
+pub use respawn_api::clock::unix_ms;
 
 /// A player's resume token as stored: one per player, replaced by each new
 /// one, used once, and never valid past `expires_at_ms` (resuming does not

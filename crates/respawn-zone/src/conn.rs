@@ -6,7 +6,7 @@
 use respawn_store::ratelimit::{Decision, LocalGcra, Quota};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
@@ -82,10 +82,6 @@ async fn refuse(state: &ServerState, mut socket: WebSocket, code: CloseCode, rea
     state.metrics.client_error(code.as_str());
     tracing::debug!(code = code.code(), reason = %reason, "connection refused");
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close_frame(code, &reason))).await;
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Serves one upgraded connection until it ends.
@@ -231,9 +227,12 @@ async fn authenticate(state: &ServerState, join: &proto::Join) -> Result<Who, St
             return Err(format!("{problem}; log in again"));
         }
     }
-    let claims = state.token_key.verify(&join.token, unix_now()).map_err(|e| format!("invalid token: {e}"))?;
+    let claims = state
+        .token_key
+        .verify(&join.token, respawn_api::clock::unix_secs())
+        .map_err(|e| format!("invalid token: {e}"))?;
     let ttl_ms = state.config.resume_token_ttl.as_millis() as u64;
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now_ms = respawn_api::clock::unix_ms();
     let session_ends_ms = now_ms.saturating_add(ttl_ms).min(claims.expires_at.saturating_mul(1_000));
     Ok(Who { player: claims.player_id, name: claims.name, session_ends_ms, taken: None })
 }
@@ -245,11 +244,15 @@ fn entry(state: &ServerState, join: &proto::Join, player: u64, resuming: bool) -
     match state.characters {
         Characters::Fresh => Ok(Entry::Fresh),
         Characters::KeptByPlatform if resuming && join.character_ticket.is_empty() => Ok(Entry::ResumeOnly),
-        Characters::KeptByPlatform => {
-            CharacterTicket::open(&state.token_key, &join.character_ticket, unix_now(), player, &join.zone)
-                .map(|ticket| Entry::Kept(character_of(&ticket)))
-                .map_err(|e| e.to_string())
-        }
+        Characters::KeptByPlatform => CharacterTicket::open(
+            &state.token_key,
+            &join.character_ticket,
+            respawn_api::clock::unix_secs(),
+            player,
+            &join.zone,
+        )
+        .map(|ticket| Entry::Kept(character_of(&ticket)))
+        .map_err(|e| e.to_string()),
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub use respawn_api::admin::RestoreSource;
 use respawn_sim::command::decode_batch;
@@ -731,7 +731,7 @@ pub async fn restore_reading(
 /// A timeline id that no earlier start of any zone has used (in practice):
 /// wall-clock nanoseconds mixed with the process id.
 pub fn new_epoch() -> u64 {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let nanos = respawn_api::clock::unix_nanos() as u64;
     nanos ^ (u64::from(std::process::id()) << 40)
 }
 

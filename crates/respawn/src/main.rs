@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 mod ctl;
 mod logs;
@@ -331,10 +330,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 fn token_key(secret: &str) -> Result<TokenKey> {
     TokenKey::new(secret.as_bytes()).context("token key")
 }
@@ -414,7 +409,11 @@ async fn run_platform(args: PlatformArgs) -> Result<()> {
 }
 
 fn mint_token(args: TokenArgs) -> Result<()> {
-    let claims = Claims { player_id: args.player, name: args.name, expires_at: unix_now().saturating_add(args.ttl) };
+    let claims = Claims {
+        player_id: args.player,
+        name: args.name,
+        expires_at: respawn_api::clock::unix_secs().saturating_add(args.ttl),
+    };
     println!("{}", token_key(&args.key)?.sign(&claims).context("cannot sign these claims")?);
     Ok(())
 }

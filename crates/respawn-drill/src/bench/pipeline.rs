@@ -209,7 +209,7 @@ async fn measure(args: &PipelineArgs) -> Result<PipelineReport> {
     let defaults = ServerConfig::defaults();
     let outbox =
         Arc::new(Outbox::open(&dir.path().join("outbox"), defaults.outbox_quota_bytes, defaults.outbox_segment_bytes)?);
-    let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
+    let epoch = respawn_api::clock::unix_nanos() as u64;
     let mut bytes = 0usize;
     let mut i = 0u64;
     while i < args.events {

@@ -260,7 +260,7 @@ fn player(ctx: &HttpContext, headers: &HeaderMap) -> Result<respawn_token::Claim
     let Some(signer) = &ctx.sessions else {
         return Err(Refusal(StatusCode::NOT_FOUND, accounts::SIGN_IN_DISABLED.into()));
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = respawn_api::clock::unix_secs();
     signer
         .key
         .verify(bearer(headers).unwrap_or_default(), now)
@@ -334,7 +334,7 @@ async fn ready(State(s): State<HttpContext>) -> (StatusCode, &'static str) {
     }
 }
 
-pub(crate) use respawn_store::unix_ms as unix_now_ms;
+pub(crate) use respawn_api::clock::unix_ms as unix_now_ms;
 
 /// The address of the client a request comes from: the peer's, or behind a
 /// trusted proxy the one it forwarded. Per-address limits count it.

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use respawn_client::{Connection, Event};
@@ -210,7 +210,7 @@ pub fn token(player: u64, name: &str) -> String {
 }
 
 pub fn token_expiring(player: u64, name: &str, ttl_secs: i64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let now = respawn_api::clock::unix_secs() as i64;
     let claims = Claims { player_id: player, name: name.into(), expires_at: (now + ttl_secs).max(0) as u64 };
     TokenKey::new(TOKEN_KEY.as_bytes()).expect("key").sign(&claims).expect("sign")
 }
@@ -219,7 +219,7 @@ pub fn token_expiring(player: u64, name: &str, ttl_secs: i64) -> String {
 /// `player` in `zone`: what a zone server started with `--platform` wants
 /// with a join (others ignore it).
 pub fn ticket(player: u64, name: &str, zone: &str) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    let now = respawn_api::clock::unix_secs();
     let ticket = respawn_api::players::CharacterTicket {
         player_id: player,
         name: name.into(),
