@@ -320,7 +320,7 @@ async fn admin_replay(
     .await
     {
         Ok(history) => history,
-        Err(error) => return replay_refused(&error),
+        Err(error) => return not_loaded(&state, &error),
     };
     let start = history.start.tick_number();
     if let Some(asked) = window.start.filter(|asked| *asked != start) {
@@ -371,7 +371,7 @@ async fn admin_film(
     }
     let history = match loaded {
         Ok(history) => history,
-        Err(error) => return replay_refused(&error),
+        Err(error) => return not_loaded(&state, &error),
     };
     let ticks = history.to - history.from + 1;
     if ticks > LONGEST_FILM_TICKS {
@@ -403,6 +403,19 @@ async fn replayed<T: serde::Serialize + Send + 'static>(
         Ok(Err(error)) => replay_refused(&error),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("the replay failed: {error}\n")).into_response(),
     }
+}
+
+/// Why a history could not be loaded; a zone with none archived yet says
+/// when it will be (a new user's first try, seconds after the start).
+fn not_loaded(state: &ServerState, error: &ReplayError) -> Response {
+    let ReplayError::NoHistory { zone, .. } = error else { return replay_refused(error) };
+    let history = &state.config.persist.history;
+    let why = if history.enabled() {
+        format!("zone {zone} has no history kept yet: this server archives it every {} s\n", history.segment.as_secs())
+    } else {
+        format!("zone {zone} keeps no history on this server ([persistence] history_secs = 0)\n")
+    };
+    (StatusCode::NOT_FOUND, why).into_response()
 }
 
 fn replay_refused(error: &ReplayError) -> Response {
