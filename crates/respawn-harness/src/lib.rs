@@ -7,11 +7,13 @@
 //! running; [`gate::Gate`], a TCP proxy drills and tests cut to make a
 //! server unreachable; [`netns::Lan`], hosts of their own in network
 //! namespaces, to lose a whole host or split the network; [`armed::Armed`],
-//! a `kill -9` or a host's death fired by one write; [`TempDir`];
+//! a `kill -9` or a host's death fired by one write; [`logs`], how every
+//! command logs (text, or JSON lines); [`TempDir`];
 //! [`unique_suffix`]; and [`wait_until`].
 
 pub mod armed;
 pub mod gate;
+pub mod logs;
 pub mod netns;
 pub mod process;
 pub mod supervisor;

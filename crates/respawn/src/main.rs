@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 mod ctl;
-mod logs;
 mod up;
 mod web;
 
@@ -13,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use respawn_api::admin::{Stop, ZoneAdmin};
 use respawn_api::registry::RegistryClient;
+use respawn_harness::logs::LogFormat;
 use respawn_harness::zone::{ServerCredentialFlags, StoreFlags, TlsFlags};
 use respawn_token::{Claims, TokenKey};
 use respawn_zone::persist::Stores;
@@ -24,8 +24,8 @@ struct Cli {
     #[command(subcommand)]
     command: Cmd,
     /// Logs on stderr as human text, or one JSON object per line (for a log store).
-    #[arg(long, global = true, env = "RESPAWN_LOG_FORMAT", value_enum, default_value_t = logs::LogFormat::Text)]
-    log_format: logs::LogFormat,
+    #[arg(long, global = true, env = "RESPAWN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -283,7 +283,7 @@ struct TokenArgs {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    logs::init(cli.log_format);
+    respawn_harness::logs::init(cli.log_format);
     match cli.command {
         Cmd::Up(args) => runtime()?.block_on(up::run(args)),
         Cmd::Zone(args) => run_zone(*args),
@@ -457,7 +457,7 @@ fn run_zone(args: ZoneArgs) -> Result<()> {
     let server_id =
         heartbeat::registry_id(args.server_id.as_deref(), credential.as_deref()).map_err(anyhow::Error::msg)?;
     if let Some(id) = &server_id {
-        logs::name_server(id);
+        respawn_harness::logs::name_server(id);
     }
     let tls = args.tls.tls_cert.is_some();
     let configured: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
