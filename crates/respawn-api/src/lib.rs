@@ -1,6 +1,7 @@
 //! Typed contracts between Respawn's processes, and their clients: the zone
 //! servers' admin API ([`admin`]), the platform's server registry
-//! ([`registry`]), the players' accounts and sign-in ([`players`]), reading a server's `/metrics` ([`prom`]),
+//! ([`registry`]), the players' accounts and sign-in ([`players`]), the
+//! platform's status and trends ([`overview`]), reading a server's `/metrics` ([`prom`]),
 //! two builds' replays of one zone history compared ([`replay`]), and the HTTP
 //! client every caller shares ([`http`], over `reqwest`) with its TLS
 //! ([`tls`]). Both sides of each
@@ -9,6 +10,7 @@
 pub mod admin;
 pub mod clock;
 pub mod http;
+pub mod overview;
 pub mod players;
 pub mod prom;
 pub mod registry;

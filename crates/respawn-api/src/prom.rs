@@ -76,7 +76,7 @@ pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// A cumulative histogram: `(upper bound, count <= bound)`, ascending.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Histogram {
     pub buckets: Vec<(f64, f64)>,
 }
@@ -105,8 +105,12 @@ impl Histogram {
         self.buckets.last().map_or(0.0, |b| b.1)
     }
 
-    /// Observations made after `earlier` was read.
+    /// Observations made after `earlier` was read; all of them when the
+    /// count went back (the process restarted in between, its counts anew).
     pub fn since(&self, earlier: &Histogram) -> Histogram {
+        if self.count() < earlier.count() {
+            return self.clone();
+        }
         let buckets = self
             .buckets
             .iter()
@@ -179,6 +183,8 @@ odd{msg="a \"quoted\", comma"} 1
         let empty = Histogram::read(&s, "t", &[("zone", "b")]).expect("histogram");
         assert_eq!(empty.quantile(0.5), None);
         assert_eq!(h.since(&h).count(), 0.0);
+        let restarted = Histogram { buckets: vec![(0.001, 2.0), (f64::INFINITY, 3.0)] };
+        assert_eq!(restarted.since(&h), restarted, "a process that restarted: all it counted is new");
         let all = Histogram::read(&s, "t", &[]).expect("histogram");
         assert_eq!(all.count(), 100.0);
     }

@@ -36,6 +36,14 @@ pub struct ZoneView {
     /// Over the last interval; absent when no tick ended in it.
     pub tick_p50_ms: Option<f64>,
     pub tick_p99_ms: Option<f64>,
+    /// Events in its outbox that the broker (or the embedded ledger) has not acknowledged.
+    pub outbox_pending: u64,
+    /// Events the broker (or the embedded ledger) acknowledged since its server started.
+    #[serde(skip)]
+    pub events_published: f64,
+    /// Its tick durations since its server started (the trends take intervals of it).
+    #[serde(skip)]
+    pub tick_histogram: Option<Histogram>,
 }
 
 /// One game server as last seen.
@@ -167,11 +175,18 @@ async fn look(
                 tick: 0,
                 tick_p50_ms: None,
                 tick_p99_ms: None,
+                outbox_pending: 0,
+                events_published: 0.0,
+                tick_histogram: None,
             };
             if let Some(samples) = &samples {
                 let labels = [("zone", zone.as_str())];
                 z.players = prom::value(samples, "respawn_zone_players", &labels).unwrap_or(0.0) as u64;
                 z.tick = prom::value(samples, "respawn_zone_tick", &labels).unwrap_or(0.0) as u64;
+                z.outbox_pending =
+                    prom::value(samples, "respawn_zone_outbox_pending_events", &labels).unwrap_or(0.0) as u64;
+                z.events_published =
+                    prom::value(samples, "respawn_zone_events_published_total", &labels).unwrap_or(0.0);
                 let histogram = Histogram::read(samples, "respawn_zone_tick_duration_seconds", &labels);
                 let before = seen.get(&key);
                 let interval = match (&histogram, before.and_then(|b| b.histogram.as_ref())) {
@@ -189,6 +204,7 @@ async fn look(
                 } else {
                     "running"
                 };
+                z.tick_histogram = histogram.clone();
                 still_seen.insert(key, Seen { tick: z.tick, histogram });
             }
             players += z.players;

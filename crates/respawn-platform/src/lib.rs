@@ -25,6 +25,7 @@ pub mod projection;
 pub mod rollout;
 pub mod server;
 pub mod sqlite;
+pub mod trends;
 
 pub use consumer::{run_consumer, ConsumerConfig};
 pub use ledger::{event_log, Ledger, LedgerEventLog, Stored};

@@ -280,6 +280,26 @@ impl PlatformMetrics {
         totals
     }
 
+    /// Every API response's duration so far, all routes in one histogram.
+    pub fn http_histogram(&self) -> respawn_api::prom::Histogram {
+        use prometheus::core::Collector;
+        let mut buckets: Vec<(f64, f64)> = Vec::new();
+        let mut add = |le: f64, count: f64| match buckets.iter_mut().find(|(b, _)| *b == le) {
+            Some(slot) => slot.1 += count,
+            None => buckets.push((le, count)),
+        };
+        for m in self.http_duration.collect().iter().flat_map(|f| f.get_metric()) {
+            let h = m.get_histogram();
+            for b in h.get_bucket().iter().filter(|b| b.upper_bound().is_finite()) {
+                add(b.upper_bound(), b.cumulative_count() as f64);
+            }
+            // The +Inf bucket is every sample; the exposition adds it from the count.
+            add(f64::INFINITY, h.get_sample_count() as f64);
+        }
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        respawn_api::prom::Histogram { buckets }
+    }
+
     /// Consumer lag summed over the assigned partitions.
     pub fn lag_total(&self) -> i64 {
         use prometheus::core::Collector;

@@ -29,6 +29,8 @@ pub enum Service {
     Notifier,
     /// Takes over a rollout whose runner (another instance) stopped.
     RolloutWatcher,
+    /// Keeps the last hour of the dashboard's charts.
+    Trends,
 }
 
 impl fmt::Display for Service {
@@ -39,6 +41,7 @@ impl fmt::Display for Service {
             Service::FleetWatcher => "fleet watcher",
             Service::Notifier => "notifier",
             Service::RolloutWatcher => "rollout watcher",
+            Service::Trends => "trends",
         })
     }
 }
@@ -136,6 +139,20 @@ impl PlatformServer {
                 }),
             ));
         }
+        let trends = crate::trends::watch(
+            context.trends.clone(),
+            context.fleet.clone(),
+            context.metrics.clone(),
+            context.events,
+            stop.clone(),
+        );
+        services.push((
+            Service::Trends,
+            tokio::spawn(async move {
+                trends.await;
+                Ok(())
+            }),
+        ));
         if let Some(admin) = context.fleet_admin() {
             let watcher = context.rollouts.clone().watch(context.registry.clone(), admin, stop.clone());
             services.push((

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use respawn_api::http;
-use respawn_api::prom::{self, Histogram};
+use respawn_api::overview::EventPath;
 use respawn_client::{Access, BotStats, Fleet};
+use respawn_platform::fleet::FleetView;
 use respawn_platform::http::SessionSigner;
 use respawn_store::ratelimit::Quota;
 use respawn_token::TokenKey;
@@ -73,6 +73,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let mut platform = respawn_platform::http::HttpContext::with_stores(None, "respawn")?;
     platform.server_key = Some(server_key.clone());
     platform.sessions = Some(SessionSigner::new(key.clone()));
+    // Without Kafka the zone server writes its events straight into the embedded ledger.
+    platform.events = if args.stores.kafka_brokers.is_some() { EventPath::Kafka } else { EventPath::Embedded };
     // Every bot and browser tab logs in from this machine's address.
     platform.limits.login_per_ip = Quota { burst: args.bots.saturating_mul(2) + 60, period: Duration::from_secs(60) };
     let status_for_metrics = supervisor_status.clone();
@@ -151,12 +153,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
     let bots = Fleet::spawn(Access::Login { platform: web_addr.to_string() }, &zones, args.bots, "bot");
 
-    let mut status = LiveStatus::new(zone_addr.to_string(), zones);
+    let (mut status, fleet) = (LiveStatus::default(), platform.context().fleet.clone());
     let mut every = tokio::time::interval(Duration::from_secs(1));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = every.tick() => status.show(&bots.stats, args.bots, supervisor.status.restarts()).await,
+            _ = every.tick() => status.show(&fleet.view(), &bots.stats, args.bots, supervisor.status.restarts()),
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             ended = supervisor.ended() => {
@@ -178,42 +180,26 @@ pub async fn run(args: UpArgs) -> Result<()> {
     Ok(())
 }
 
-/// The one-line live status: CCU and tick p99 per zone.
+/// The one-line live status: CCU and tick p99 per zone, as the platform's fleet view last saw them.
+#[derive(Default)]
 struct LiveStatus {
-    addr: String,
-    zones: Vec<String>,
-    last: Vec<Option<Histogram>>,
     shown: u64,
 }
 
 impl LiveStatus {
-    fn new(addr: String, zones: Vec<String>) -> Self {
-        let last = vec![None; zones.len()];
-        Self { addr, zones, last, shown: 0 }
-    }
-
-    async fn show(&mut self, bots: &BotStats, bots_wanted: u32, restarts: u64) {
-        let line = match http::scrape(&self.addr).await {
-            Ok(text) => {
-                let samples = prom::parse(&text);
-                let mut parts = Vec::new();
-                for (i, zone) in self.zones.iter().enumerate() {
-                    let z = [("zone", zone.as_str())];
-                    let ccu = prom::value(&samples, "respawn_zone_players", &z).unwrap_or(0.0);
-                    let now = Histogram::read(&samples, "respawn_zone_tick_duration_seconds", &z);
-                    let p99 = match (&now, &self.last[i]) {
-                        (Some(n), Some(l)) => n.since(l).quantile(0.99),
-                        (Some(n), None) => n.quantile(0.99),
-                        _ => None,
-                    };
-                    self.last[i] = now;
-                    let p99 = p99.map_or("-".to_owned(), |s| format!("{:.1} ms", s * 1_000.0));
-                    parts.push(format!("{zone}: {ccu} players, tick p99 {p99}"));
-                }
-                let connected = bots.connected.load(Ordering::Relaxed);
-                format!("{} | bots {connected}/{bots_wanted} | restarts {restarts}", parts.join(" | "))
-            }
-            Err(_) => format!("zone server not answering (restarts {restarts})"),
+    fn show(&mut self, view: &FleetView, bots: &BotStats, bots_wanted: u32, restarts: u64) {
+        let answering = view.zones.iter().filter(|z| z.status != "unreachable");
+        let parts: Vec<String> = answering
+            .map(|z| {
+                let p99 = z.tick_p99_ms.map_or("-".to_owned(), |ms| format!("{ms:.1} ms"));
+                format!("{}: {} players, tick p99 {p99}", z.name, z.players)
+            })
+            .collect();
+        let line = if parts.is_empty() {
+            format!("zone server not answering (restarts {restarts})")
+        } else {
+            let connected = bots.connected.load(Ordering::Relaxed);
+            format!("{} | bots {connected}/{bots_wanted} | restarts {restarts}", parts.join(" | "))
         };
         self.shown += 1;
         let mut err = std::io::stderr().lock();

@@ -517,6 +517,7 @@ async fn the_dashboard_shows_ccu_live_and_its_announcement_reaches_a_player() ->
     let ticking =
         r#"document.querySelector('#zones tr[data-zone="meadow"] td:nth-child(3)').textContent === 'running'"#;
     browser.wait_for(&s, ticking, Duration::from_secs(5)).await?;
+    the_charts_draw_the_last_hour(&mut browser, &s).await?;
 
     // Announce from the page: nothing is sent before the confirmation.
     browser
@@ -576,6 +577,59 @@ async fn the_dashboard_shows_ccu_live_and_its_announcement_reaches_a_player() ->
     drop(browser);
     let status = up.terminate()?;
     assert!(status.success(), "respawn up exits 0 on SIGTERM");
+    Ok(())
+}
+
+/// The dashboard's charts, in `respawn up` (embedded ledger, 4 players in
+/// meadow): the CCU chart's last points are the 4 players, and its line is
+/// drawn on the canvas; events stored per second were charted; the events
+/// panel names the embedded ledger, not Kafka. Then, at 1280 and 1920 px
+/// wide, nothing sticks out of its card (screenshots in target/e2e).
+async fn the_charts_draw_the_last_hour(browser: &mut Browser, s: &str) -> Result<()> {
+    let ccu_charted = r#"(() => { const c = window.dashboardCharts.ccu; if (!c) return false;
+        const i = c.series.findIndex((s) => s.label === 'meadow'); if (i < 1) return false;
+        const v = c.data[i].filter((x) => x != null); return v.length >= 2 && v[v.length - 1] === 4; })()"#;
+    browser.wait_for(s, ccu_charted, Duration::from_secs(20)).await?;
+    // Where meadow's last point (4 players) belongs on the canvas, the
+    // canvas has meadow's colour (its legend marker's): the point is drawn.
+    let drawn = r#"(() => { const c = window.dashboardCharts.ccu;
+        const i = c.series.findIndex((s) => s.label === 'meadow');
+        const rgb = getComputedStyle(c.root.querySelectorAll('.u-series')[i].querySelector('.u-marker')).borderColor
+          .match(/\d+/g).map(Number);
+        const times = c.data[0], last = c.data[i].length - 1;
+        const x = Math.round(c.valToPos(times[last], 'x', true)), y = Math.round(c.valToPos(4, 'y', true));
+        const px = c.ctx.getImageData(x - 4, y - 4, 9, 9).data; let n = 0;
+        for (let p = 0; p < px.length; p += 4)
+          if (px[p + 3] > 0 && [0, 1, 2].every((k) => Math.abs(px[p + k] - rgb[k]) < 40)) n++;
+        return n; })()"#;
+    let pixels = browser.eval(s, drawn).await?.as_u64().unwrap_or(0);
+    assert!(pixels > 4, "meadow's last CCU point is drawn where 4 players belong: {pixels} pixels of its colour");
+    let events_charted = r#"(() => { const c = window.dashboardCharts.events;
+        return !!c && c.series[1].label === 'stored in the embedded ledger' && c.data[1].some((v) => v > 0); })()"#;
+    browser.wait_for(s, events_charted, Duration::from_secs(20)).await?;
+    let panel = browser.eval(s, "document.getElementById('pipeline').innerText").await?;
+    let panel = panel.as_str().unwrap_or_default();
+    assert!(panel.contains("embedded ledger (SQLite)") && !panel.contains("Kafka"), "{panel}");
+
+    for width in [1280, 1920] {
+        let size = json!({ "width": width, "height": 1500, "deviceScaleFactor": 1, "mobile": false });
+        browser.call("Emulation.setDeviceMetricsOverride", size, Some(s)).await?;
+        // The charts follow the width (a resize event), then nothing may stick out.
+        let sticking_out = r#"(() => { const out = [];
+            if (document.documentElement.scrollWidth > window.innerWidth) out.push('the page scrolls sideways');
+            for (const sec of document.querySelectorAll('#board section')) {
+              const edge = sec.getBoundingClientRect().right, name = sec.querySelector('h2').textContent;
+              if (sec.scrollWidth > sec.clientWidth + 1) out.push(name + ': ' + sec.scrollWidth + ' > ' + sec.clientWidth);
+              for (const el of sec.querySelectorAll('table, .uplot, canvas'))
+                if (el.getBoundingClientRect().right > edge + 1) out.push(name + ': a ' + el.tagName + ' past the edge');
+            }
+            return out; })()"#;
+        let fits = format!("{sticking_out}.length === 0");
+        if let Err(e) = browser.wait_for(s, &fits, Duration::from_secs(5)).await {
+            bail!("at {width} px: {}: {e}", browser.eval(s, sticking_out).await?);
+        }
+        browser.screenshot(s, &format!("dashboard-{width}.png")).await?;
+    }
     Ok(())
 }
 

@@ -120,6 +120,24 @@ pub const OPERATIONS: &[Operation] = &[
         route: || get(|| async { super::served(super::CSS, include_str!("dashboard.css"), None) }),
     },
     Operation {
+        method: "get",
+        path: "/vendor/uPlot.iife.min.js",
+        summary: "uPlot (MIT), the chart library the dashboard draws with, shipped inside the binary (scripts/vendor).",
+        auth: Auth::Public,
+        query: &[],
+        body: None,
+        route: || get(|| async { super::served(super::JAVASCRIPT, include_str!("../../vendor/uPlot.iife.min.js"), None) }),
+    },
+    Operation {
+        method: "get",
+        path: "/vendor/uPlot.min.css",
+        summary: "uPlot's style sheet.",
+        auth: Auth::Public,
+        query: &[],
+        body: None,
+        route: || get(|| async { super::served(super::CSS, include_str!("../../vendor/uPlot.min.css"), None) }),
+    },
+    Operation {
         method: "post",
         path: "/v1/accounts",
         summary: "Sign up with a username and password (and a character name): signed in at once.",
@@ -327,6 +345,16 @@ pub const OPERATIONS: &[Operation] = &[
         query: &[],
         body: None,
         route: || get(ops::status),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/trends",
+        summary: "The dashboard's charts: the last hour, a point every 5 s: CCU and tick p50/p99 per zone, events \
+                  stored per second, consumer lag and outbox, API latency and errors.",
+        auth: VIEWER,
+        query: &[],
+        body: None,
+        route: || get(ops::trends),
     },
     Operation {
         method: "get",

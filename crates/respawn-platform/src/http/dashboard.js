@@ -37,17 +37,13 @@ async function refresh() {
   try {
     const [zones, status, servers] = await Promise.all([api("GET", "/v1/zones"), api("GET", "/v1/status"), api("GET", "/v1/servers")]);
     $("zones").tBodies[0].innerHTML = zones.map((z) => `<tr data-zone="${esc(z.name)}" data-server="${esc(z.server)}">
-      <td>${esc(z.name)}</td><td>${esc(z.server)}</td><td class="${statusClass(z.status)}">${esc(z.status)}</td>
-      <td class="num ccu">${z.players}</td><td class="num">${ms(z.tick_p50_ms)}</td><td class="num">${ms(z.tick_p99_ms)}</td><td>${esc(z.version)}</td></tr>`).join("");
+      <td class="long">${esc(z.name)}</td><td class="long">${esc(z.server)}</td><td class="${statusClass(z.status)}">${esc(z.status)}</td>
+      <td class="num ccu">${z.players}</td><td class="num">${ms(z.tick_p50_ms)}</td><td class="num">${ms(z.tick_p99_ms)}</td><td class="long">${esc(z.version)}</td></tr>`).join("");
     const names = [...new Set(zones.map((z) => z.name))];
     const select = $("announce-zone"), chosen = select.value;
     select.innerHTML = `<option value="">all zones</option>` + names.map((n) => `<option${n === chosen ? " selected" : ""}>${esc(n)}</option>`).join("");
-    $("consumed").textContent = status.events.consumed_per_second.toFixed(0);
-    $("lag").textContent = status.events.consumer_lag;
-    $("ledger").textContent = status.ledger;
-    $("ledger").className = status.ledger === "unavailable" ? "bad" : "ok";
-    $("pool").textContent = `${status.db_pool.in_use} / ${status.db_pool.max}`;
-    $("servers").tBodies[0].innerHTML = servers.map((s) => `<tr data-server="${esc(s.id)}"><td>${esc(s.id)}</td><td>${esc(s.address)}</td>
+    showPipeline(status);
+    $("servers").tBodies[0].innerHTML = servers.map((s) => `<tr data-server="${esc(s.id)}"><td class="long">${esc(s.id)}</td><td class="long">${esc(s.address)}</td>
       <td class="${s.state === "ready" ? "ok" : "warn"}">${esc(s.state)}</td><td class="num">${s.players}</td>
       <td>${s.state === "ready" ? `<button class="danger drain" data-id="${esc(s.id)}">Drain</button>` : ""}</td></tr>`).join("");
     for (const b of document.querySelectorAll("button.drain")) {
@@ -64,13 +60,78 @@ async function refresh() {
       <td>${new Date(a.at_ms).toLocaleTimeString()}</td><td class="${cls(a)}">${esc(a.state)}</td><td>${esc(a.severity)}</td><td>${esc(a.summary)}</td></tr>`).join("");
     const audit = await api("GET", "/v1/audit?limit=8");
     $("audit").tBodies[0].innerHTML = audit.map((a) => `<tr><td>${new Date(a.at_ms).toLocaleTimeString()}</td><td>${esc(a.actor)}</td>
-      <td>${esc(a.action)}</td><td>${esc(a.target)}</td><td class="${a.result === "ok" ? "ok" : "bad"}">${esc(a.result)}</td></tr>`).join("");
+      <td>${esc(a.action)}</td><td class="long">${esc(a.target)}</td><td class="${a.result === "ok" ? "ok" : "bad"}">${esc(a.result)}</td></tr>`).join("");
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (e) {
     $("updated").textContent = "update failed: " + e.message;
     if (e.message.startsWith("401")) signOut(e.message);
   }
 }
+
+// What is really between the zones and the ledger: Kafka and MySQL, or the embedded ledger.
+const LEDGER_NAMES = { mysql: "MySQL", sqlite: "SQLite", unavailable: "unavailable" };
+function showPipeline(status) {
+  const e = status.events, ledger = LEDGER_NAMES[status.ledger] ?? status.ledger;
+  const stat = (label, value, cls) => `<div class="stat">${esc(label)}<b class="${cls ?? ""}">${esc(value)}</b></div>`;
+  const ledgerClass = status.ledger === "unavailable" ? "bad" : "ok";
+  $("pipeline").dataset.path = e.path;
+  $("pipeline").innerHTML = e.path === "kafka"
+    ? stat("Kafka consumed/s", (e.consumed_per_second ?? 0).toFixed(0)) + stat("Kafka consumer lag", e.consumer_lag ?? "–")
+      + stat("Zone outboxes", e.outbox_pending) + stat("Ledger", ledger, ledgerClass)
+      + stat("DB pool in use", `${status.db_pool.in_use} / ${status.db_pool.max}`)
+    : stat("Events go to", `the embedded ledger (${ledger})`, ledgerClass) + stat("Zone outboxes", e.outbox_pending);
+}
+
+// Charts of the last hour (GET /v1/trends, a point every 5 s), drawn by uPlot.
+const PALETTE = ["#5fd38d", "#6aa7f0", "#f0c05a", "#c58af0", "#4fd1c5", "#f08a5a", "#e4e6ea"];
+const color = (i) => PALETTE[i % PALETTE.length];
+const CHARTS = {
+  ccu: (t) => t.zones.map((z, i) => ({ label: z.name, values: z.ccu, stroke: color(i) })),
+  tick: (t) => t.zones.flatMap((z, i) => [
+    { label: z.name + " p50", values: z.tick_p50_ms, stroke: color(i), dash: [4, 4] },
+    { label: z.name + " p99", values: z.tick_p99_ms, stroke: color(i) }]),
+  events: (t) => t.path === "kafka"
+    ? [{ label: "stored in the ledger", values: t.events_stored_per_second, stroke: color(0) },
+       { label: "published to Kafka", values: t.events_published_per_second, stroke: color(1) }]
+    : [{ label: "stored in the embedded ledger", values: t.events_stored_per_second, stroke: color(0) }],
+  lag: (t) => (t.path === "kafka" ? [{ label: "Kafka consumer lag", values: t.consumer_lag, stroke: color(2) }] : [])
+    .concat([{ label: "in zone outboxes", values: t.outbox_pending, stroke: color(1) }]),
+  api: (t) => [{ label: "p50", values: t.api_p50_ms, stroke: color(1) }, { label: "p99", values: t.api_p99_ms, stroke: color(2) }],
+  errors: (t) => [{ label: "requests", values: t.api_requests_per_second, stroke: color(1) },
+    { label: "5xx", values: t.api_errors_per_second, stroke: "#f06a6a" }],
+};
+const charts = {};
+window.dashboardCharts = charts;
+const AXIS = { stroke: "#9aa3ad", grid: { stroke: "#232833", width: 1 }, ticks: { stroke: "#232833", width: 1 } };
+function chartWidth(id) { return Math.max(200, $("chart-" + id).clientWidth); }
+function drawChart(id, times, series) {
+  const key = series.map((s) => s.label).join("|");
+  const data = [times, ...series.map((s) => s.values)];
+  const chart = charts[id];
+  if (chart && chart.key === key) { chart.setData(data); return; }
+  if (chart) chart.destroy();
+  const opts = {
+    width: chartWidth(id), height: 160,
+    series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.stroke, dash: s.dash, width: 1.5, spanGaps: false,
+      value: (u, v) => (v == null ? "–" : +v.toFixed(2)) }))],
+    axes: [Object.assign({}, AXIS), Object.assign({ size: 48 }, AXIS)],
+    scales: { y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+  };
+  charts[id] = new uPlot(opts, data, $("chart-" + id));
+  charts[id].key = key;
+}
+async function refreshCharts() {
+  try {
+    const t = await api("GET", "/v1/trends");
+    for (const [id, series] of Object.entries(CHARTS)) drawChart(id, t.times, series(t));
+    $("charts-note").textContent = t.times.length < 2
+      ? `(a point every ${t.period_secs} s: the first lines appear after two)`
+      : `(a point every ${t.period_secs} s, ${t.times.length} so far)`;
+  } catch (e) {
+    $("charts-note").textContent = "charts not updated: " + e.message;
+  }
+}
+window.addEventListener("resize", () => { for (const [id, c] of Object.entries(charts)) c.setSize({ width: chartWidth(id), height: 160 }); });
 
 function signOut(why) {
   token = "";
@@ -87,6 +148,7 @@ async function signIn() {
     $("board").hidden = false;
     $("who").textContent = "signed in";
     refresh();
+    refreshCharts();
   } catch (e) {
     signOut("sign-in refused: " + e.message);
   }
@@ -151,7 +213,7 @@ async function searchEvents() {
     $("events-error").textContent = found.events.length ? "" : "no event matches";
     $("events").tBodies[0].innerHTML = found.events.map((e) => `<tr data-event="${esc(e.id)}">
       <td>${new Date(e.stored_at_ms).toLocaleTimeString()}</td><td>${e.zone}</td><td class="num">${e.tick}</td><td>${e.player}</td>
-      <td>${esc(e.kind)}</td><td>${esc(e.detail)}</td><td><button class="watch" data-zone="${e.zone}" data-tick="${e.tick}">Watch</button></td></tr>`).join("");
+      <td>${esc(e.kind)}</td><td class="long">${esc(e.detail)}</td><td><button class="watch" data-zone="${e.zone}" data-tick="${e.tick}">Watch</button></td></tr>`).join("");
     for (const b of document.querySelectorAll("button.watch")) b.onclick = () => watchMoment(b.dataset.zone, Number(b.dataset.tick));
   } catch (e) {
     $("events-error").textContent = e.message;
@@ -299,3 +361,4 @@ window.timeMachine = {
 };
 
 setInterval(() => { if (token) refresh(); }, 1000);
+setInterval(() => { if (token) refreshCharts(); }, 5000);

@@ -12,6 +12,7 @@ use axum::extract::{DefaultBodyLimit, RawPathParams, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{RequestExt, Router};
+use respawn_api::overview::EventPath;
 use respawn_store::ops::OpsStore;
 use respawn_store::ratelimit::{Decision, Quota, RateLimiter};
 use respawn_store::{Registry, StoreError};
@@ -62,6 +63,11 @@ pub struct HttpContext {
     pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// The `--admin-token` given at start-up, while it holds.
     pub bootstrap_admin: ops::BootstrapAdmin,
+    /// How events reach the ledger: through Kafka unless the host says they
+    /// are written straight into the embedded one.
+    pub events: EventPath,
+    /// The last hour the dashboard charts.
+    pub trends: Arc<crate::trends::TrendLog>,
 }
 
 impl std::fmt::Debug for HttpContext {
@@ -109,6 +115,8 @@ impl HttpContext {
             limits: Limits::default(),
             extra_metrics: None,
             bootstrap_admin: ops::BootstrapAdmin::default(),
+            events: EventPath::Kafka,
+            trends: Arc::default(),
         })
     }
 }

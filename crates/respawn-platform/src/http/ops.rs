@@ -22,6 +22,7 @@ use crate::accounts::{Account, AccountStore};
 use crate::ledger::{EventCursor, EventQuery, Ledger};
 use respawn_api::admin::ZoneAdmin;
 use respawn_api::http::CallError;
+use respawn_api::overview::{DbPool, EventPath, EventsStatus, Status};
 use std::sync::Arc;
 
 /// Who is calling.
@@ -250,24 +251,29 @@ pub(super) fn no_zone_admin() -> Response {
 pub(super) async fn status(State(ctx): State<HttpContext>) -> Response {
     let view = ctx.fleet.view();
     let pool = ctx.ledger.get().map(|l| l.pool_stats()).unwrap_or_default();
-    json(
-        StatusCode::OK,
-        &json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "servers": view.servers.len(),
-            "zones": view.zones.len(),
-            "players": view.zones.iter().map(|z| z.players).sum::<u64>(),
-            "registry_error": view.registry_error,
-            // The event ledger: MySQL in production, SQLite in the embedded default.
-            "ledger": ctx.ledger.get().map_or("unavailable", |l| l.kind()),
-            "events": {
-                "consumed_per_second": ctx.metrics.consumed_per_second(),
-                "stored_total": ctx.metrics.stored.get(),
-                "consumer_lag": ctx.metrics.lag_total(),
-            },
-            "db_pool": { "in_use": pool.size.saturating_sub(pool.idle), "idle": pool.idle, "max": pool.max },
-        }),
-    )
+    let consumer = ctx.events == EventPath::Kafka;
+    let status = Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        servers: view.servers.len(),
+        zones: view.zones.len(),
+        players: view.zones.iter().map(|z| z.players).sum(),
+        registry_error: view.registry_error,
+        // The event ledger: MySQL in production, SQLite in the embedded default.
+        ledger: ctx.ledger.get().map_or("unavailable", |l| l.kind()).to_owned(),
+        events: EventsStatus {
+            path: ctx.events,
+            consumed_per_second: consumer.then(|| ctx.metrics.consumed_per_second()),
+            stored_total: consumer.then(|| ctx.metrics.stored.get()),
+            consumer_lag: consumer.then(|| ctx.metrics.lag_total()),
+            outbox_pending: view.zones.iter().map(|z| z.outbox_pending).sum(),
+        },
+        db_pool: DbPool { in_use: pool.size.saturating_sub(pool.idle), idle: pool.idle, max: pool.max },
+    };
+    json(StatusCode::OK, &status)
+}
+
+pub(super) async fn trends(State(ctx): State<HttpContext>) -> Response {
+    json(StatusCode::OK, &ctx.trends.trends(ctx.events))
 }
 
 pub(super) async fn alerts(State(ctx): State<HttpContext>) -> Response {

@@ -294,20 +294,25 @@ pub fn print_servers(v: &Value) -> String {
 }
 
 pub fn print_status(v: &Value) -> String {
-    let rows = vec![
-        vec!["version".into(), cell(&v["version"])],
-        vec!["servers".into(), cell(&v["servers"])],
-        vec!["zones".into(), cell(&v["zones"])],
-        vec!["players".into(), cell(&v["players"])],
-        vec!["event ledger".into(), cell(&v["ledger"])],
-        vec!["events consumed/s".into(), cell(&v["events"]["consumed_per_second"])],
-        vec!["consumer lag".into(), cell(&v["events"]["consumer_lag"])],
-        vec![
-            "db pool in use / max".into(),
-            format!("{} / {}", cell(&v["db_pool"]["in_use"]), cell(&v["db_pool"]["max"])),
-        ],
+    let s = match serde_json::from_value::<respawn_api::overview::Status>(v.clone()) {
+        Ok(s) => s,
+        Err(e) => return format!("an answer this ctl does not read ({e}):\n{v:#}\n"),
+    };
+    let e = s.events;
+    // A consumer's figures where this platform runs one (Kafka).
+    let rows = [
+        Some(("version", s.version)),
+        Some(("servers", s.servers.to_string())),
+        Some(("zones", s.zones.to_string())),
+        Some(("players", s.players.to_string())),
+        Some(("events", e.path.describe(&s.ledger))),
+        e.consumed_per_second.map(|rate| ("events consumed/s", format!("{rate:.0}"))),
+        e.consumer_lag.map(|lag| ("consumer lag", lag.to_string())),
+        Some(("zone outboxes pending", e.outbox_pending.to_string())),
+        Some(("db pool in use / max", format!("{} / {}", s.db_pool.in_use, s.db_pool.max))),
+        s.registry_error.map(|why| ("registry error", why)),
     ];
-    table(&["", ""], rows)
+    table(&["", ""], rows.into_iter().flatten().map(|(k, v)| vec![k.to_owned(), v]).collect())
 }
 
 pub fn print_player(v: &Value) -> String {
