@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use respawn_api::http;
+use respawn_api::overview::{EventPath, Status, Trends};
 use respawn_api::players::{PlayerApi, SignIn, SignUp};
 use respawn_proto::{server_message::Body as S, CloseCode, NoticeKind};
 use respawn_store::ops::OpsStore as _;
@@ -364,15 +365,27 @@ async fn ctl_runs_a_real_deployment_with_kafka_and_mysql() -> Result<()> {
     .await?;
     let table = ctl_ok(&endpoint, &["zones"])?;
     assert!(table.starts_with("ZONE") && table.contains("meadow") && table.contains("running"), "{table}");
-    let status: Value = serde_json::from_str(&ctl_ok(&endpoint, &["status", "--json"])?)?;
-    assert_eq!(status["ledger"], "mysql");
-    assert_eq!(status["db_pool"]["max"], 8);
+    let status: Status = serde_json::from_str(&ctl_ok(&endpoint, &["status", "--json"])?)?;
+    assert_eq!((status.ledger.as_str(), status.db_pool.max), ("mysql", 8));
+    assert_eq!(status.events.path, EventPath::Kafka);
+    assert!(status.events.consumer_lag.is_some() && status.events.consumed_per_second.is_some(), "{status:?}");
+    let table = ctl_ok(&endpoint, &["status"])?;
+    assert!(table.contains("Kafka → mysql") && table.contains("consumer lag"), "{table}");
 
     // The profile and the events come from MySQL once the pipeline stored them.
     // A new consumer group reads the topic from the start: everything the suite published before.
     respawn_harness::wait_until("carol's record in MySQL", Duration::from_secs(120), || async {
         let json: Value = serde_json::from_str(&ctl_ok(&endpoint, &["player", "show", name, "--json"])?)?;
         Ok(json["record"]["name"] == name && json["record"]["online"] == true)
+    })
+    .await?;
+    // The dashboard's charts: the consumer's stored events, per second, over some 5 s interval.
+    respawn_harness::wait_until("events stored per second in the trends", Duration::from_secs(30), || async {
+        let answer = http::exchange(&platform.addr.to_string(), "GET", "/v1/trends", Some(BOOTSTRAP), None).await?;
+        let trends: Trends = serde_json::from_str(&answer.body)?;
+        assert_eq!((trends.path, trends.period_secs), (EventPath::Kafka, 5));
+        Ok(trends.events_stored_per_second.iter().flatten().any(|rate| *rate > 0.0)
+            && trends.zones.iter().any(|z| z.name == "meadow" && z.ccu.last() == Some(&Some(1))))
     })
     .await?;
     let profile = ctl_ok(&endpoint, &["player", "show", name])?;
