@@ -563,7 +563,7 @@ fn summarize(
         } else {
             rates.iter().sum::<f64>() / rates.len() as f64
         },
-        updates_per_client_per_s_min: rates.iter().copied().fold(f64::INFINITY, f64::min).min(f64::MAX),
+        updates_per_client_per_s_min: rates.iter().copied().reduce(f64::min).unwrap_or(0.0),
         commands_sent: stats.commands_sent.load(Ordering::Relaxed),
         commands_rejected: stats.rejections.load(Ordering::Relaxed),
         server_tick_p50_ms: ms(tick.as_ref().and_then(|h| h.quantile(0.50))),

@@ -184,6 +184,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
 #[derive(Default)]
 struct LiveStatus {
     shown: u64,
+    /// Whether the zone server ever answered: before, it is starting.
+    answered: bool,
 }
 
 impl LiveStatus {
@@ -195,8 +197,10 @@ impl LiveStatus {
                 format!("{}: {} players, tick p99 {p99}", z.name, z.players)
             })
             .collect();
+        self.answered |= !parts.is_empty();
         let line = if parts.is_empty() {
-            format!("zone server not answering (restarts {restarts})")
+            let state = if self.answered { "not answering" } else { "starting" };
+            format!("zone server {state} (restarts {restarts})")
         } else {
             let connected = bots.connected.load(Ordering::Relaxed);
             format!("{} | bots {connected}/{bots_wanted} | restarts {restarts}", parts.join(" | "))
