@@ -2,8 +2,8 @@
 //! joins, moves with the keyboard, and the server confirms the movement.
 //! Also: `up` restarts a zone server that was killed, and stops cleanly.
 //!
-//! Needs Debian's `chromium` (scripts/test installs it). The screenshot is
-//! saved to `target/e2e/play.png`.
+//! Needs Debian's `chromium` (scripts/test installs it), driven over the
+//! DevTools protocol by chromiumoxide. Screenshots are saved to `target/e2e/`.
 
 mod support;
 
@@ -12,11 +12,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use base64::Engine;
-use futures_util::{SinkExt, StreamExt};
+use chromiumoxide::browser::BrowserConfig;
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::cdp::browser_protocol::input::{DispatchKeyEventParams, DispatchKeyEventType};
+use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
+use chromiumoxide::layout::Point;
+use chromiumoxide::page::ScreenshotParams;
+use chromiumoxide::Page;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use support::TempDir;
-use tokio_tungstenite::tungstenite::Message;
 
 /// `respawn up` on free ports; killed on drop.
 struct Up {
@@ -153,93 +158,60 @@ async fn metric(zone_addr: &str, series: &str) -> Result<f64> {
     Ok(support::metric(&text, series).unwrap_or(0.0))
 }
 
-/// A headless Chromium driven over the DevTools protocol.
+/// A headless Chromium driven over the DevTools protocol by chromiumoxide.
 struct Browser {
-    child: Child,
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    next_id: u64,
+    browser: chromiumoxide::Browser,
+    /// Drives the DevTools connection; ends with the browser.
+    handler: tokio::task::JoinHandle<()>,
     _profile: TempDir,
 }
 
 impl Browser {
     async fn launch() -> Result<Self> {
         let profile = TempDir::new("chromium")?;
-        let mut child = Command::new("chromium")
+        let chromium = std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join("chromium")).find(|p| p.is_file()))
+            .context("no chromium on PATH: install Debian's chromium package (scripts/test does)")?;
+        // Debian's chromium, with nothing of its own reaching out: this
+        // machine's network is closed, and refused connections are noise.
+        let config = BrowserConfig::builder()
+            .chrome_executable(chromium)
+            .no_sandbox()
             .args([
-                "--headless",
-                "--no-sandbox",
                 "--disable-gpu",
                 "--disable-quic",
                 "--no-first-run",
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
-                "--window-size=1000,700",
-                "--remote-debugging-port=0",
             ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
+            .window_size(1000, 700)
+            .user_data_dir(profile.path())
+            .build()
+            .map_err(|e| anyhow!("chromium configuration: {e}"))?;
+        let (browser, mut handler) = chromiumoxide::Browser::launch(config)
+            .await
             .context("cannot start chromium: install Debian's chromium package (scripts/test does)")?;
-        let err = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if let Some(url) = line.split("DevTools listening on ").nth(1) {
-                    let _ = tx.send(url.trim().to_owned());
-                }
-            }
-        });
-        let url = rx.recv_timeout(Duration::from_secs(30)).context("chromium did not open its DevTools port")?;
-        let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
-        Ok(Self { child, ws, next_id: 1, _profile: profile })
+        let handler = tokio::spawn(async move { while handler.next().await.is_some_and(|event| event.is_ok()) {} });
+        Ok(Self { browser, handler, _profile: profile })
     }
 
-    async fn call(&mut self, method: &str, params: Value, session: Option<&str>) -> Result<Value> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut msg = json!({ "id": id, "method": method, "params": params });
-        if let Some(s) = session {
-            msg["sessionId"] = json!(s);
-        }
-        self.ws.send(Message::Text(msg.to_string().into())).await?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let frame = tokio::time::timeout(left, self.ws.next()).await.map_err(|_| anyhow!("{method}: no answer"))?;
-            let Some(Ok(Message::Text(text))) = frame else { continue };
-            let v: Value = serde_json::from_str(&text)?;
-            if v["id"] == json!(id) {
-                if let Some(err) = v.get("error") {
-                    bail!("{method} failed: {err}");
-                }
-                return Ok(v["result"].clone());
-            }
-        }
-    }
-
-    /// Opens `url` in a new tab; returns the tab's session.
-    async fn open(&mut self, url: &str) -> Result<String> {
-        let target = self.call("Target.createTarget", json!({ "url": url }), None).await?;
-        let target_id = target["targetId"].as_str().ok_or_else(|| anyhow!("no target id"))?.to_owned();
-        let attached =
-            self.call("Target.attachToTarget", json!({ "targetId": target_id, "flatten": true }), None).await?;
-        Ok(attached["sessionId"].as_str().ok_or_else(|| anyhow!("no session id"))?.to_owned())
+    /// Opens `url` in a new tab.
+    async fn open(&self, url: &str) -> Result<Page> {
+        Ok(self.browser.new_page(url).await?)
     }
 
     /// Polls `expr` until it is true (`limit` at most). A page being
     /// navigated (a reload) cannot evaluate for a moment: that is retried too.
-    async fn wait_for(&mut self, session: &str, expr: &str, limit: Duration) -> Result<()> {
+    async fn wait_for(&self, page: &Page, expr: &str, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         loop {
-            let seen = self.eval(session, expr).await;
+            let seen = self.eval(page, expr).await;
             match seen {
                 Ok(Value::Bool(true)) => return Ok(()),
                 Ok(_) if Instant::now() > deadline => {
                     // What the page told its player, if it has a log: the reason, usually.
-                    let said = self.eval(session, "document.getElementById('log')?.innerText ?? ''").await;
+                    let said = self.eval(page, "document.getElementById('log')?.innerText ?? ''").await;
                     bail!("never true in the page: {expr}; the page's log: {}", said.unwrap_or_default())
                 }
                 Err(e) if Instant::now() > deadline => bail!("never true in the page: {expr}: {e}"),
@@ -248,9 +220,8 @@ impl Browser {
         }
     }
 
-    async fn screenshot(&mut self, session: &str, name: &str) -> Result<()> {
-        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }), Some(session)).await?;
-        let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap_or_default())?;
+    async fn screenshot(&self, page: &Page, name: &str) -> Result<()> {
+        let png = page.screenshot(ScreenshotParams::builder().format(CaptureScreenshotFormat::Png).build()).await?;
         assert!(png.starts_with(b"\x89PNG"), "a real PNG screenshot");
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/e2e");
         std::fs::create_dir_all(&dir)?;
@@ -258,38 +229,47 @@ impl Browser {
         Ok(())
     }
 
-    async fn eval(&mut self, session: &str, expr: &str) -> Result<Value> {
-        let r =
-            self.call("Runtime.evaluate", json!({ "expression": expr, "returnByValue": true }), Some(session)).await?;
-        Ok(r["result"]["value"].clone())
+    /// `expr`'s value (null when it has none), evaluated as a script in the page.
+    async fn eval(&self, page: &Page, expr: &str) -> Result<Value> {
+        Ok(page.evaluate_expression(expr).await?.value().cloned().unwrap_or(Value::Null))
     }
 
     /// A left click at (`x`, `y`), in the page's viewport coordinates.
-    async fn click(&mut self, session: &str, x: f64, y: f64) -> Result<()> {
-        for kind in ["mousePressed", "mouseReleased"] {
-            let params = json!({ "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1 });
-            self.call("Input.dispatchMouseEvent", params, Some(session)).await?;
-        }
+    async fn click(&self, page: &Page, x: f64, y: f64) -> Result<()> {
+        page.click(Point { x, y }).await?;
         Ok(())
     }
 
-    async fn key(&mut self, session: &str, kind: &str, key: &str, code: &str, vk: u32) -> Result<()> {
-        let params = json!({ "type": kind, "key": key, "code": code, "windowsVirtualKeyCode": vk });
-        self.call("Input.dispatchKeyEvent", params, Some(session)).await.map(|_| ())
+    async fn key(&self, page: &Page, kind: DispatchKeyEventType, key: &str, code: &str, vk: i64) -> Result<()> {
+        let event = DispatchKeyEventParams::builder()
+            .r#type(kind)
+            .key(key)
+            .code(code)
+            .windows_virtual_key_code(vk)
+            .build()
+            .map_err(|e| anyhow!("key event: {e}"))?;
+        page.execute(event).await?;
+        Ok(())
+    }
+
+    /// The page's viewport, `width` × `height` CSS pixels.
+    async fn viewport(&self, page: &Page, width: i64, height: i64) -> Result<()> {
+        page.execute(SetDeviceMetricsOverrideParams::new(width, height, 1.0, false)).await?;
+        Ok(())
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Dropping chromiumoxide's Browser kills the process it launched.
+        self.handler.abort();
     }
 }
 
 /// One step of the page's player towards (`dx`, `dy`) away with an arrow
 /// key, along the longer axis unless that one was blocked last time (an
 /// obstacle); answers which axis is blocked now, if any.
-async fn step_toward(b: &mut Browser, s: &str, dx: f64, dy: f64, blocked: Option<bool>) -> Result<Option<bool>> {
+async fn step_toward(b: &Browser, s: &Page, dx: f64, dy: f64, blocked: Option<bool>) -> Result<Option<bool>> {
     let horizontal = (dx.abs() >= dy.abs()) != (blocked == Some(dx.abs() >= dy.abs()));
     let (key, code, vk) = match (horizontal, dx >= 0.0, dy >= 0.0) {
         (true, true, _) => ("ArrowRight", "ArrowRight", 39),
@@ -301,9 +281,9 @@ async fn step_toward(b: &mut Browser, s: &str, dx: f64, dy: f64, blocked: Option
     let along = if horizontal { dx.abs() } else { dy.abs() };
     // 600 cm/s at most: hold the key about as long as the way there takes.
     let hold = Duration::from_millis((along / 0.6).clamp(100.0, 400.0) as u64);
-    b.key(s, "keyDown", key, code, vk).await?;
+    b.key(s, DispatchKeyEventType::KeyDown, key, code, vk).await?;
     tokio::time::sleep(hold).await;
-    b.key(s, "keyUp", key, code, vk).await?;
+    b.key(s, DispatchKeyEventType::KeyUp, key, code, vk).await?;
     tokio::time::sleep(Duration::from_millis(150)).await;
     let after = position(b, s).await?;
     let moved = (after.0 - before.0).abs() + (after.1 - before.1).abs();
@@ -312,7 +292,7 @@ async fn step_toward(b: &mut Browser, s: &str, dx: f64, dy: f64, blocked: Option
 
 /// Walks the page's player to gold with the arrow keys and picks it up with
 /// `e`, as a player would, until the character has some (`limit` at most).
-async fn earn_gold(b: &mut Browser, s: &str, limit: Duration) -> Result<u64> {
+async fn earn_gold(b: &Browser, s: &Page, limit: Duration) -> Result<u64> {
     let deadline = Instant::now() + limit;
     let mut blocked = None;
     loop {
@@ -331,8 +311,8 @@ async fn earn_gold(b: &mut Browser, s: &str, limit: Duration) -> Result<u64> {
             continue;
         };
         if d < range * 0.8 {
-            b.key(s, "keyDown", "e", "KeyE", 69).await?;
-            b.key(s, "keyUp", "e", "KeyE", 69).await?;
+            b.key(s, DispatchKeyEventType::KeyDown, "e", "KeyE", 69).await?;
+            b.key(s, DispatchKeyEventType::KeyUp, "e", "KeyE", 69).await?;
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
@@ -342,7 +322,7 @@ async fn earn_gold(b: &mut Browser, s: &str, limit: Duration) -> Result<u64> {
 
 /// Walks the page's player into the nearest exit, as a player would, until
 /// the page has followed it to another zone; answers that zone.
-async fn walk_through_exit(b: &mut Browser, s: &str, limit: Duration) -> Result<String> {
+async fn walk_through_exit(b: &Browser, s: &Page, limit: Duration) -> Result<String> {
     let deadline = Instant::now() + limit;
     let (from, mut blocked) = (b.eval(s, "window.respawn.zone()").await?, None);
     loop {
@@ -361,7 +341,7 @@ async fn walk_through_exit(b: &mut Browser, s: &str, limit: Duration) -> Result<
     }
 }
 
-async fn position(b: &mut Browser, s: &str) -> Result<(f64, f64)> {
+async fn position(b: &Browser, s: &Page) -> Result<(f64, f64)> {
     let v = b.eval(s, "window.respawn.position()").await?;
     Ok((v["x"].as_f64().unwrap_or(f64::NAN), v["y"].as_f64().unwrap_or(f64::NAN)))
 }
@@ -369,7 +349,7 @@ async fn position(b: &mut Browser, s: &str) -> Result<(f64, f64)> {
 #[tokio::test]
 async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
     let up = Up::start_with(2, Some(respawn_harness::zone::SMALL_ZONES_WITH_EXITS))?;
-    let mut browser = Browser::launch().await?;
+    let browser = Browser::launch().await?;
     let s = browser.open(&format!("{}?zone=meadow", up.play)).await?;
 
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -382,19 +362,19 @@ async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
     assert_eq!(browser.eval(&s, "window.respawn.zone()").await?, json!("meadow"));
     let series = r#"respawn_zone_commands_received_total{zone="meadow"}"#;
     let commands_before = metric(&up.zone_addr, series).await?;
-    let start = position(&mut browser, &s).await?;
+    let start = position(&browser, &s).await?;
 
     // Hold a direction for a second; try the others if a wall is in the way.
     // Up and down first: meadow's exit is a strip along its east edge, which
     // walking east could reach (a travel, not a move).
     let mut moved = None;
     for (key, code, vk) in [("s", "KeyS", 83), ("w", "KeyW", 87), ("a", "KeyA", 65), ("d", "KeyD", 68)] {
-        let before = position(&mut browser, &s).await?;
-        browser.key(&s, "keyDown", key, code, vk).await?;
+        let before = position(&browser, &s).await?;
+        browser.key(&s, DispatchKeyEventType::KeyDown, key, code, vk).await?;
         tokio::time::sleep(Duration::from_millis(1_000)).await;
-        browser.key(&s, "keyUp", key, code, vk).await?;
+        browser.key(&s, DispatchKeyEventType::KeyUp, key, code, vk).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let after = position(&mut browser, &s).await?;
+        let after = position(&browser, &s).await?;
         if (after.0 - before.0).abs() + (after.1 - before.1).abs() > 200.0 {
             moved = Some((key, before, after));
             break;
@@ -415,7 +395,7 @@ async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
     // The player picks up gold; it stays through a reload, a switch to
     // another zone (the character leaves meadow, is saved, and arrives in
     // caverns) and a walk through an exit back to meadow.
-    let gold = earn_gold(&mut browser, &s, Duration::from_secs(60)).await?;
+    let gold = earn_gold(&browser, &s, Duration::from_secs(60)).await?;
     browser.eval(&s, "window.beforeReload = true; location.reload(); 0").await?;
     let reloaded = "!window.beforeReload && !!(window.respawn && window.respawn.joined())";
     browser.wait_for(&s, reloaded, Duration::from_secs(20)).await?;
@@ -426,7 +406,7 @@ async fn browser_joins_moves_and_the_server_sees_it() -> Result<()> {
     let in_caverns = format!("window.respawn.zone() === 'caverns' && window.respawn.gold() === {gold}");
     browser.wait_for(&s, &in_caverns, Duration::from_secs(20)).await?;
     // The player walks into caverns' exit; the page follows the character back to meadow.
-    assert_eq!(walk_through_exit(&mut browser, &s, Duration::from_secs(30)).await?, "meadow");
+    assert_eq!(walk_through_exit(&browser, &s, Duration::from_secs(30)).await?, "meadow");
     let travelled = format!("window.respawn.travels() === 1 && window.respawn.gold() === {gold}");
     browser.wait_for(&s, &travelled, Duration::from_secs(5)).await?;
     browser.screenshot(&s, "travelled.png").await?;
@@ -484,7 +464,7 @@ async fn the_dashboard_shows_ccu_live_and_its_announcement_reaches_a_player() ->
     let up = Up::start(0)?;
     let platform = up.play.trim_start_matches("http://").trim_end_matches('/').to_owned();
     let (url, token) = up.dashboard.clone();
-    let mut browser = Browser::launch().await?;
+    let browser = Browser::launch().await?;
     let s = browser.open(&url).await?;
     // Loaded, its script too: the form is there before dashboard.js wires it.
     browser.wait_for(&s, DASHBOARD_READY, Duration::from_secs(10)).await?;
@@ -517,7 +497,7 @@ async fn the_dashboard_shows_ccu_live_and_its_announcement_reaches_a_player() ->
     let ticking =
         r#"document.querySelector('#zones tr[data-zone="meadow"] td:nth-child(3)').textContent === 'running'"#;
     browser.wait_for(&s, ticking, Duration::from_secs(5)).await?;
-    the_charts_draw_the_last_hour(&mut browser, &s).await?;
+    the_charts_draw_the_last_hour(&browser, &s).await?;
 
     // Announce from the page: nothing is sent before the confirmation.
     browser
@@ -585,7 +565,7 @@ async fn the_dashboard_shows_ccu_live_and_its_announcement_reaches_a_player() ->
 /// drawn on the canvas; events stored per second were charted; the events
 /// panel names the embedded ledger, not Kafka. Then, at 1280 and 1920 px
 /// wide, nothing sticks out of its card (screenshots in target/e2e).
-async fn the_charts_draw_the_last_hour(browser: &mut Browser, s: &str) -> Result<()> {
+async fn the_charts_draw_the_last_hour(browser: &Browser, s: &Page) -> Result<()> {
     let ccu_charted = r#"(() => { const c = window.dashboardCharts.ccu; if (!c) return false;
         const i = c.series.findIndex((s) => s.label === 'meadow'); if (i < 1) return false;
         const v = c.data[i].filter((x) => x != null); return v.length >= 2 && v[v.length - 1] === 4; })()"#;
@@ -612,8 +592,7 @@ async fn the_charts_draw_the_last_hour(browser: &mut Browser, s: &str) -> Result
     assert!(panel.contains("embedded ledger (SQLite)") && !panel.contains("Kafka"), "{panel}");
 
     for width in [1280, 1920] {
-        let size = json!({ "width": width, "height": 1500, "deviceScaleFactor": 1, "mobile": false });
-        browser.call("Emulation.setDeviceMetricsOverride", size, Some(s)).await?;
+        browser.viewport(s, width, 1500).await?;
         // The charts follow the width (a resize event), then nothing may stick out.
         let sticking_out = r#"(() => { const out = [];
             if (document.documentElement.scrollWidth > window.innerWidth) out.push('the page scrolls sideways');
@@ -634,7 +613,7 @@ async fn the_charts_draw_the_last_hour(browser: &mut Browser, s: &str) -> Result
 }
 
 /// Signs the dashboard page in with `token`, once it is loaded.
-async fn sign_in(browser: &mut Browser, s: &str, token: &str) -> Result<()> {
+async fn sign_in(browser: &Browser, s: &Page, token: &str) -> Result<()> {
     browser.wait_for(s, DASHBOARD_READY, Duration::from_secs(10)).await?;
     let sign_in = format!(
         "document.getElementById('token').value = {}; document.getElementById('login').click(); 0",
@@ -728,9 +707,9 @@ async fn the_time_machine_shows_a_searched_events_moment_from_the_journal() -> R
     let (x, y) = (shown["players"][0]["x"].clone(), shown["players"][0]["y"].clone());
     assert_eq!(shown["players"][0]["gold"], json!(gold), "the replay agrees with the ledger: {shown}");
 
-    let mut browser = Browser::launch().await?;
+    let browser = Browser::launch().await?;
     let s = browser.open(&url).await?;
-    sign_in(&mut browser, &s, &token).await?;
+    sign_in(&browser, &s, &token).await?;
     // The event search finds the event; watching it opens the time machine at its tick.
     let search = format!(
         "document.getElementById('events-player').value = '{player}'; \
@@ -886,7 +865,7 @@ async fn the_play_page_follows_its_zone_to_another_server() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let mut browser = Browser::launch().await?;
+    let browser = Browser::launch().await?;
     let s = browser.open(&format!("http://{}/?zone=meadow", platform.addr)).await?;
     browser.wait_for(&s, "!!(window.respawn && window.respawn.joined())", Duration::from_secs(20)).await?;
     assert_eq!(browser.eval(&s, "window.respawn.server()").await?, json!(old.ws_url()));
@@ -938,7 +917,7 @@ async fn the_play_page_finds_its_zone_on_a_spare_when_its_server_falls_silent() 
     };
     let owner = zone("zone-owner", false)?;
     let spare = zone("zone-spare", true)?;
-    let mut browser = Browser::launch().await?;
+    let browser = Browser::launch().await?;
     let s = browser.open(&format!("http://{}/?zone=meadow", platform.addr)).await?;
     browser.wait_for(&s, "!!(window.respawn && window.respawn.joined())", Duration::from_secs(20)).await?;
     assert_eq!(browser.eval(&s, "window.respawn.server()").await?, json!(owner.ws_url()));
@@ -1002,7 +981,7 @@ async fn hostile_names_run_no_script_in_the_dashboard_or_the_play_page() -> Resu
         let policy = response.header("content-security-policy").unwrap_or_default();
         assert!(policy.contains("script-src 'self';") && !policy.contains("unsafe"), "{page}: {policy:?}");
     }
-    let mut browser = Browser::launch().await?;
+    let browser = Browser::launch().await?;
     let s = browser.open(&format!("http://{addr}/dashboard")).await?;
     // Loaded, its script too: the form is there before dashboard.js wires it.
     browser.wait_for(&s, DASHBOARD_READY, Duration::from_secs(10)).await?;
