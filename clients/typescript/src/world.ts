@@ -1,7 +1,7 @@
 // What a player sees of its zone, kept up to date from the state updates,
 // and smooth positions between them.
 import { create } from "@bufbuild/protobuf";
-import { EntityStateSchema, type EntityState, type StateUpdate, type Welcome } from "./gen/respawn_pb.js";
+import { EntityStateSchema, type EntityState, type PlayerStats, type StateUpdate, type Welcome } from "./gen/respawn_pb.js";
 
 /** The zone as the updates describe it: every visible entity by id. */
 export class World {
@@ -9,20 +9,31 @@ export class World {
   tick = 0n;
   /** The player's own entity id (from the Welcome). */
   you = 0;
+  /** The player's own figures (HP, level, XP, gold, inventory), as last sent. */
+  stats: PlayerStats | undefined;
 
   /** A new join: nothing is known yet but who we are. */
   reset(welcome: Welcome): void {
     this.entities.clear();
     this.tick = welcome.tick;
     this.you = welcome.entityId;
+    this.stats = undefined;
   }
 
   /** Applies one update; throws when it moves an entity that never entered (a lost update). */
   apply(update: StateUpdate): void {
     this.tick = update.tick;
     for (const e of update.entered) this.entities.set(e.id, create(EntityStateSchema, e));
-    for (const e of update.changed) this.entities.set(e.id, create(EntityStateSchema, e));
+    // A changed entity carries its position and HP, and its max HP and level only when they changed (0: as before).
+    for (const c of update.changed) {
+      const e = this.entities.get(c.id);
+      if (!e) continue;
+      Object.assign(e, { x: c.x, y: c.y, hp: c.hp });
+      if (c.maxHp) e.maxHp = c.maxHp;
+      if (c.level) e.level = c.level;
+    }
     for (const id of update.left) this.entities.delete(id);
+    if (update.you) this.stats = update.you;
     // Protocol 2: ids as gaps from the one before, then a (dx, dy) step each.
     if (update.movedSteps.length !== update.movedIds.length * 2) {
       throw new Error(`moved_steps holds ${update.movedSteps.length} numbers for ${update.movedIds.length} ids`);

@@ -4,7 +4,7 @@ import { create } from "@bufbuild/protobuf";
 
 import { EntityStateSchema, Interpolator, StateUpdateSchema, WelcomeSchema, World } from "../src/index.js";
 
-const entity = (id: number, x: number, y: number) => create(EntityStateSchema, { id, x, y });
+const entity = (id: number, x: number, y: number) => create(EntityStateSchema, { id, x, y, name: `e${id}`, level: 2 });
 
 test("updates enter, change, move (by id gaps and steps) and remove entities", () => {
   const world = new World();
@@ -13,6 +13,9 @@ test("updates enter, change, move (by id gaps and steps) and remove entities", (
   world.apply(create(StateUpdateSchema, { tick: 3n, movedIds: [3, 4], movedSteps: [5, -5, 10, 0] }));
   assert.deepEqual([world.entities.get(3)!.x, world.entities.get(3)!.y], [5, -5]);
   assert.equal(world.entities.get(world.you)!.x, 110);
+  // A change carries position and HP; a level of 0 is "as before", and the name is kept.
+  world.apply(create(StateUpdateSchema, { tick: 4n, changed: [create(EntityStateSchema, { id: 7, x: 1, y: 2, hp: 9 })] }));
+  assert.deepEqual([world.entities.get(7)!.x, world.entities.get(7)!.hp, world.entities.get(7)!.level, world.entities.get(7)!.name], [1, 9, 2, "e7"]);
   world.apply(create(StateUpdateSchema, { tick: 4n, left: [3] }));
   assert.deepEqual([...world.entities.keys()], [7]);
   assert.throws(() => world.apply(create(StateUpdateSchema, { movedIds: [9], movedSteps: [1, 1] })), /never entered/);
