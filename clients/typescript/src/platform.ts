@@ -44,15 +44,33 @@ export class PlatformError extends Error {
 /** How to sign in: a guest's device secret, or a username and password. */
 export type Credentials = { deviceSecret: string } | { username: string; password: string };
 
+/** What a client keeps between runs to sign in again without asking (never the session token). */
+export interface KeptAccount {
+  refresh_token?: string;
+  device_secret?: string | null;
+}
+
 /**
  * One account on one platform server: signs in, keeps the session token
  * fresh (refreshing it a minute before it expires), and asks where to play.
  */
 export class Platform {
   private signedIn: SignedIn | null = null;
+  private kept: KeptAccount = {};
 
-  /** `base`: the platform's address, e.g. `http://127.0.0.1:8080`. */
-  constructor(readonly base: string) {}
+  /**
+   * `base`: the platform's address, e.g. `http://127.0.0.1:8080`.
+   * `onSignedIn`: told of every sign-in and refresh, to keep what `restore` takes.
+   */
+  constructor(
+    readonly base: string,
+    private readonly onSignedIn: (account: SignedIn) => void = () => {},
+  ) {}
+
+  /** Signs in again later from what an earlier run kept: its refresh token, else a guest's device secret. */
+  restore(kept: KeptAccount): void {
+    this.kept = kept;
+  }
 
   get account(): SignedIn | null {
     return this.signedIn;
@@ -81,15 +99,37 @@ export class Platform {
   }
 
   async signOut(): Promise<void> {
-    if (this.signedIn) await this.post("/v1/sessions/logout", { refresh_token: this.signedIn.refresh_token });
+    const refresh_token = this.signedIn?.refresh_token ?? this.kept.refresh_token;
     this.signedIn = null;
+    this.kept = {};
+    if (refresh_token) await this.post("/v1/sessions/logout", { refresh_token });
   }
 
-  /** A session token good for at least another minute. */
+  /**
+   * A session token good for at least another minute: the one held, else a
+   * refreshed one, else one from signing in with the device secret.
+   */
   async sessionToken(): Promise<string> {
-    const account = this.need();
-    if (account.expires_at - Date.now() / 1000 > 60) return account.session_token;
-    return (await this.refresh()).session_token;
+    const account = this.signedIn;
+    if (account && account.expires_at - Date.now() / 1000 > 60) return account.session_token;
+    const refresh_token = account?.refresh_token ?? this.kept.refresh_token;
+    if (refresh_token) {
+      try {
+        return this.keep(await this.post<SignedIn>("/v1/sessions/refresh", { refresh_token })).session_token;
+      } catch (e) {
+        const deviceSecret = account?.device_secret ?? this.kept.device_secret;
+        if (!deviceSecret || !(e instanceof PlatformError)) throw e;
+      }
+    }
+    const deviceSecret = account?.device_secret ?? this.kept.device_secret;
+    if (deviceSecret) return (await this.signIn({ deviceSecret })).session_token;
+    throw new PlatformError(401, "not signed in: call guest(), signUp() or signIn() first");
+  }
+
+  /** Sets a guest's username and password, so it can sign in with them. */
+  async keepWithPassword(username: string, password: string): Promise<void> {
+    await this.call("PUT", "/v1/accounts/me/credentials", { username, password }, await this.sessionToken());
+    if (this.signedIn) this.signedIn = { ...this.signedIn, username: username.toLowerCase() };
   }
 
   /** Makes the next `sessionToken()` refresh (a server refused the token). */
@@ -115,7 +155,10 @@ export class Platform {
 
   private keep(signedIn: SignedIn): SignedIn {
     // A refresh does not repeat the device secret: keep the one we had.
-    this.signedIn = { ...signedIn, device_secret: signedIn.device_secret ?? this.signedIn?.device_secret };
+    const device_secret = signedIn.device_secret ?? this.signedIn?.device_secret ?? this.kept.device_secret;
+    this.signedIn = { ...signedIn, device_secret };
+    this.kept = { refresh_token: signedIn.refresh_token, device_secret };
+    this.onSignedIn(this.signedIn);
     return this.signedIn;
   }
 
@@ -134,6 +177,8 @@ export class Platform {
     });
     const text = await answer.text();
     if (!answer.ok) throw new PlatformError(answer.status, text.trim());
-    return (text ? JSON.parse(text) : null) as T;
+    // Some answers are a line of text (a password set, a sign-out): only JSON is parsed.
+    const json = answer.headers.get("content-type")?.includes("json");
+    return (json && text ? JSON.parse(text) : null) as T;
   }
 }

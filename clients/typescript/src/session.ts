@@ -44,6 +44,13 @@ export interface SessionEvents {
   travelled: { from: string; to: string };
 }
 
+/** Where resume tokens are kept, per zone (in memory by default; a page may keep them in `sessionStorage`). */
+export interface ResumeTokens {
+  get(zone: string): string | undefined;
+  set(zone: string, token: string): void;
+  delete(zone: string): void;
+}
+
 export interface SessionOptions {
   /** Reconnect waits: the first, doubled after each failure up to the longest. */
   firstRetryMs?: number;
@@ -52,7 +59,13 @@ export interface SessionOptions {
   silenceMs?: number;
   /** How long a connection may take to open. */
   connectMs?: number;
+  /** A server taken as gone is not joined again for this long (the platform may list it a few seconds more). */
+  shunMs?: number;
+  resumeTokens?: ResumeTokens;
 }
+
+/** While the zone is between servers (not in the lobby, or only at a shunned address), ask again this often. */
+const MOVING_RETRY_MS = 200;
 
 /** A grant's join is reused for reconnects this long (its character ticket lives a minute). */
 const GRANT_REUSE_MS = 45_000;
@@ -69,7 +82,8 @@ type Listener<K extends keyof SessionEvents> = (event: SessionEvents[K]) => void
 export class GameSession {
   private ws: WebSocket | null = null;
   private grant: (PlayGrant & { grantedAt: number }) | null = null;
-  private readonly resumeTokens = new Map<string, string>();
+  private readonly resumeTokens: ResumeTokens;
+  private shunned: { address: string; at: number } | null = null;
   private readonly listeners = new Map<keyof SessionEvents, Set<Listener<never>>>();
   private retryMs: number;
   private characterWaitMs = 100;
@@ -79,22 +93,30 @@ export class GameSession {
   private seq = 0;
   private watchdog: ReturnType<typeof setInterval> | null = null;
   private current: SessionStatus = "connecting";
-  private readonly options: Required<SessionOptions>;
+  private readonly options: Required<Omit<SessionOptions, "resumeTokens">>;
   /** The last Welcome: entity id, world, exits. */
   welcome: Welcome | null = null;
-  readonly counts = { reconnects: 0, migrations: 0, travels: 0 };
+  /** Reconnects after a lost connection, zone moves followed, exits walked through, servers that fell silent. */
+  readonly counts = { reconnects: 0, migrations: 0, travels: 0, losses: 0 };
 
   constructor(
     readonly platform: Platform,
     public zone: string,
     options: SessionOptions = {},
   ) {
-    this.options = { firstRetryMs: 500, longestRetryMs: 5_000, silenceMs: 3_000, connectMs: 5_000, ...options };
+    const { resumeTokens, ...timing } = options;
+    this.options = { firstRetryMs: 500, longestRetryMs: 5_000, silenceMs: 3_000, connectMs: 5_000, shunMs: 5_000, ...timing };
+    this.resumeTokens = resumeTokens ?? new Map<string, string>();
     this.retryMs = this.options.firstRetryMs;
   }
 
   get status(): SessionStatus {
     return this.current;
+  }
+
+  /** The zone server's address this session joins (empty before the first grant). */
+  get address(): string {
+    return this.grant?.address ?? "";
   }
 
   /** Listens for `kind`; the returned function stops listening. */
@@ -161,6 +183,22 @@ export class GameSession {
     this.retry("reconnecting as asked");
   }
 
+  /** Leaves this zone and joins `zone` (a new character stay there). */
+  switchZone(zone: string): void {
+    if (zone === this.zone) return;
+    this.send({ case: "leave", value: create(LeaveSchema) });
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onclose = null;
+      ws.onmessage = null;
+      ws.close(CloseCode.Normal);
+    }
+    this.zone = zone;
+    this.grant = null;
+    void this.connect();
+  }
+
   /** Leaves the zone and ends the session. */
   close(): void {
     this.send({ case: "leave", value: create(LeaveSchema) });
@@ -207,7 +245,18 @@ export class GameSession {
     let grant = this.grant;
     if (!grant || grant.zone !== this.zone || Date.now() - grant.grantedAt > GRANT_REUSE_MS) {
       try {
-        grant = { ...(await this.platform.play(this.zone)), grantedAt: Date.now() };
+        // The zone this session played in is between servers (a failover): wait for it, not for another zone.
+        if (this.welcome && !(await this.platform.lobby()).includes(this.zone)) {
+          this.setStatus("reconnecting", "the zone is moving to another server");
+          return this.later(MOVING_RETRY_MS);
+        }
+        const granted = await this.platform.play(this.zone);
+        const shunned = this.shunned;
+        if (shunned && Date.now() - shunned.at < this.options.shunMs && granted.address === shunned.address) {
+          this.setStatus("reconnecting", "the zone is moving to another server");
+          return this.later(MOVING_RETRY_MS);
+        }
+        grant = { ...granted, grantedAt: Date.now() };
         this.grant = grant;
         this.characterWaitMs = 100;
       } catch (e) {
@@ -317,10 +366,14 @@ export class GameSession {
     const ws = this.ws;
     if (!ws) return;
     this.ws = null;
+    this.shunned = { address: this.grant?.address ?? "", at: Date.now() };
     this.grant = null;
+    this.counts.losses++;
     ws.onclose = null;
     ws.onmessage = null;
     ws.close();
-    this.retry(why);
+    // Not a refusal: ask where the zone runs now, at once.
+    this.setStatus("reconnecting", why);
+    void this.connect();
   }
 }

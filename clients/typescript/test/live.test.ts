@@ -96,6 +96,18 @@ test("a guest signs up, refreshes, and signs in again with its device secret", a
   await assert.rejects(again.signIn({ username: "nobody-here", password: "wrong password" }),
     (e: unknown) => e instanceof PlatformError && e.status === 401);
   assert.deepEqual((await platform.lobby()).sort(), ["caverns", "meadow"]);
+
+  // Kept with a password: the same account signs in with it, and a restored refresh token signs in too.
+  const username = `sdk${guest.account_id}`;
+  await platform.keepWithPassword(username, "a good password");
+  const withPassword = new Platform(platformUrl);
+  assert.equal((await withPassword.signIn({ username, password: "a good password" })).account_id, guest.account_id);
+  const restored = new Platform(platformUrl);
+  restored.restore({ refresh_token: withPassword.account!.refresh_token });
+  assert.ok(await restored.sessionToken());
+  assert.equal(restored.account!.account_id, guest.account_id);
+  await restored.signOut();
+  await assert.rejects(new Platform(platformUrl).sessionToken(), (e: unknown) => e instanceof PlatformError && e.status === 401);
 });
 
 test("a session joins, sees the world, moves, and comes back as the same character after a reconnect", async (t) => {
