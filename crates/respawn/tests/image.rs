@@ -156,9 +156,10 @@ impl Drop for Stack {
     }
 }
 
-/// The services the stack runs here: all but Prometheus and Grafana, which
-/// have no local image (their configuration is checked by scripts/check-deploy).
-const SERVICES: [&str; 8] = ["redis", "mongodb", "kafka", "kafka-topics", "mysql", "platform", "zone-1", "zone-2"];
+/// The services the stack runs here: all but Grafana, which has no local
+/// image (its provisioning is checked by scripts/check-deploy).
+const SERVICES: [&str; 9] =
+    ["redis", "mongodb", "kafka", "kafka-topics", "mysql", "platform", "zone-1", "zone-2", "prometheus"];
 
 #[tokio::test]
 async fn the_compose_stack_on_local_images_plays_a_bot_game_and_stores_its_events() -> Result<()> {
@@ -250,5 +251,20 @@ async fn the_compose_stack_on_local_images_plays_a_bot_game_and_stores_its_event
         Ok(page["events"].as_array().is_some_and(|e| e.len() >= 8))
     })
     .await?;
+
+    // Prometheus scrapes all three servers by their names and loaded the guide's alerts.
+    let prometheus = "127.0.0.1:9090";
+    wait_until("Prometheus scraping every server", Duration::from_secs(60), || async {
+        let answer = http::exchange(prometheus, "GET", "/api/v1/targets", None, None).await?;
+        let targets: Value = serde_json::from_str(&answer.body)?;
+        let up =
+            targets["data"]["activeTargets"].as_array().map_or(0, |t| t.iter().filter(|t| t["health"] == "up").count());
+        Ok(up == 3)
+    })
+    .await?;
+    let rules: Value =
+        serde_json::from_str(&http::exchange(prometheus, "GET", "/api/v1/rules", None, None).await?.body)?;
+    let groups = rules["data"]["groups"].as_array().map_or(0, Vec::len);
+    assert!(groups > 0, "the alert rules are loaded: {rules}");
     Ok(())
 }
