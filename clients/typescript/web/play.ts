@@ -157,9 +157,16 @@ async function play(): Promise<void> {
   showZones(zones);
   const session = new GameSession(platform, state.zone, { silenceMs: 1000, connectMs: 2000, resumeTokens });
   state.session = session;
+  // Each reason once in the log, however often the session tries again for it.
+  let told = "";
   session.on("status", ({ status, reason }) => {
     if (status === "connecting") banner(state.welcome ? "reconnecting…" : "connecting…");
-    if (status === "reconnecting") { banner(reason.includes("moving") ? "your zone is moving to another server…" : "reconnecting…"); log(reason); }
+    if (status === "playing") told = "";
+    if (status === "reconnecting") {
+      banner(reason.includes("moving") ? "your zone is moving to another server…" : "reconnecting…");
+      if (reason !== told) log(reason);
+      told = reason;
+    }
     if (status === "ended" && session === state.session) {
       state.ended = reason;
       banner(reason.startsWith("closed (4006") ? "kicked: " + reason : reason.startsWith("closed (4012") ? "banned: " + reason : "");
