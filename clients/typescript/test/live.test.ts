@@ -4,6 +4,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -66,9 +67,16 @@ before(async () => {
   assert.ok(platformUrl && operatorToken, "respawn up printed its addresses");
 });
 
-after(() => {
-  up?.kill("SIGTERM");
-  rmSync(dir, { recursive: true, force: true });
+// SIGTERM drains the zone server, which writes its state as it stops: the
+// data directory goes once the process has exited.
+after(async () => {
+  if (up && up.exitCode === null && up.signalCode === null) {
+    const exited = once(up, "exit");
+    up.kill("SIGTERM");
+    const stopped = await Promise.race([exited.then(() => true), new Promise((r) => setTimeout(() => r(false), 30_000))]);
+    if (!stopped) up.kill("SIGKILL");
+  }
+  rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
 });
 
 /** The next `kind` event the session sends, within `ms`. */
