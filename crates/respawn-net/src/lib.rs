@@ -9,7 +9,9 @@
 //! listed proxy ([`TrustedProxies`]), whose connections the cap leaves alone.
 //! With a certificate ([`ServerTls`]) the listener serves TLS.
 
+mod handoff;
 mod tls;
+pub use handoff::{serve, take_upgraded, Handoff, Socket};
 pub use tls::{ServerTls, Transport};
 
 use std::collections::HashMap;
@@ -221,7 +223,7 @@ impl axum::serve::Listener for GuardedListener {
 
 /// One admitted connection's place; given back when the connection closes.
 #[derive(Debug)]
-struct Slot {
+pub struct Slot {
     ip: IpAddr,
     open: Arc<Mutex<HashMap<IpAddr, u32>>>,
     gauge: IntGauge,

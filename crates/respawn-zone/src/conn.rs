@@ -1,29 +1,29 @@
-//! One WebSocket connection: the join handshake, then a reader that turns
-//! frames into zone commands and a writer that drains the client's outbound
-//! queue. Everything a peer sends is untrusted: each violation is counted and
-//! answered with a close code, and never affects other connections.
+//! One player's connection, as the protocol sees it: the join (checked in a
+//! task: tokens and stores are async), then each message a playing client
+//! sends, turned into zone commands. The socket itself is the I/O thread's
+//! ([`crate::sockets`]). Everything a peer sends is untrusted: each
+//! violation is counted and answered with a close code, and never affects
+//! other connections.
 
 use respawn_store::ratelimit::{Decision, LocalGcra, Quota};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use respawn_api::players::CharacterTicket;
 use respawn_proto::{self as proto, client_message::Body, CloseCode, DecodeError, ErrorCode};
 use respawn_sim::{Character, Command, CommandKind, ItemKind, Point};
 use tokio::sync::mpsc;
+use tungstenite::Message;
 
 use crate::link::{ClientLink, ConnState};
 use crate::server::state::{Characters, ServerState, ZoneHandle};
 use crate::wire;
 use crate::zone_loop::{Control, Entry};
 
-/// What one read from the socket amounted to.
-enum Incoming {
+/// What one message read from a socket amounts to.
+pub(crate) enum Incoming {
     Body(Body),
     /// A pong to one of our pings, carrying its send time.
     Pong(Bytes),
@@ -33,20 +33,16 @@ enum Incoming {
     Violation(CloseCode, String),
 }
 
-fn classify(read: Option<Result<Message, axum::Error>>, zone: Option<&ZoneHandle>) -> Incoming {
+pub(crate) fn classify(read: Result<Message, tungstenite::Error>, zone: Option<&ZoneHandle>) -> Incoming {
     let msg = match read {
-        None => return Incoming::Closed,
-        Some(Err(e)) => {
-            let text = e.to_string();
-            if text.contains("too long") || text.contains("Space limit") {
-                return Incoming::Violation(
-                    CloseCode::TooBig,
-                    format!("frame larger than {} bytes", proto::MAX_CLIENT_FRAME_BYTES),
-                );
-            }
-            return Incoming::Closed;
+        Ok(msg) => msg,
+        Err(tungstenite::Error::Capacity(_)) => {
+            return Incoming::Violation(
+                CloseCode::TooBig,
+                format!("frame larger than {} bytes", proto::MAX_CLIENT_FRAME_BYTES),
+            )
         }
-        Some(Ok(msg)) => msg,
+        Err(_) => return Incoming::Closed,
     };
     match msg {
         Message::Binary(bytes) => {
@@ -64,97 +60,59 @@ fn classify(read: Option<Result<Message, axum::Error>>, zone: Option<&ZoneHandle
             Incoming::Violation(CloseCode::UnsupportedData, "text frames are not accepted; send binary protobuf".into())
         }
         Message::Pong(payload) => Incoming::Pong(payload),
-        Message::Ping(_) => Incoming::Nothing,
+        Message::Ping(_) | Message::Frame(_) => Incoming::Nothing,
         Message::Close(_) => Incoming::Closed,
     }
 }
 
 /// Close reasons are limited to 123 bytes by RFC 6455.
-fn close_frame(code: CloseCode, reason: &str) -> Message {
+pub(crate) fn close_frame(code: CloseCode, reason: &str) -> tungstenite::protocol::CloseFrame {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    Message::Close(Some(CloseFrame { code: code.code(), reason: reason[..end].into() }))
+    tungstenite::protocol::CloseFrame { code: code.code().into(), reason: reason[..end].into() }
 }
 
-async fn refuse(state: &ServerState, mut socket: WebSocket, code: CloseCode, reason: String) {
-    state.metrics.client_error(code.as_str());
-    tracing::debug!(code = code.code(), reason = %reason, "connection refused");
-    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close_frame(code, &reason))).await;
+/// Checks a join and, if the server lets the player in, attaches it to its
+/// zone: the connection plays on with the queue the zone fills; if not, it
+/// is closed with the code and reason.
+pub(crate) async fn join(
+    state: Arc<ServerState>,
+    conn: Arc<ConnState>,
+    join: proto::Join,
+) -> Result<Playing, (CloseCode, String)> {
+    attach(&state, &conn, &join).await.inspect_err(|(code, reason)| {
+        state.metrics.client_error(code.as_str());
+        tracing::debug!(code = code.code(), reason = %reason, "connection refused");
+    })
 }
 
-/// Serves one upgraded connection until it ends.
-pub async fn serve(mut socket: WebSocket, state: Arc<ServerState>) {
-    state.metrics.connections().inc();
-    let _gauge = ConnGauge(state.clone());
-    let limits = &state.config.limits;
-    let deadline = Instant::now() + limits.join_timeout;
-    let join = loop {
-        let read = tokio::select! {
-            r = tokio::time::timeout_at(deadline.into(), socket.recv()) => r,
-            _ = state.shutdown.cancelled() => return,
-        };
-        let Ok(read) = read else {
-            return refuse(&state, socket, CloseCode::JoinTimeout, "no join message in time".into()).await;
-        };
-        match classify(read, None) {
-            Incoming::Body(Body::Join(join)) => break join,
-            Incoming::Body(_) => {
-                return refuse(&state, socket, CloseCode::JoinRequired, "the first message must be join".into()).await
-            }
-            Incoming::Violation(code, reason) => return refuse(&state, socket, code, reason).await,
-            Incoming::Closed => return,
-            Incoming::Pong(_) | Incoming::Nothing => continue,
-        }
-    };
+async fn attach(
+    state: &ServerState,
+    conn: &Arc<ConnState>,
+    join: &proto::Join,
+) -> Result<Playing, (CloseCode, String)> {
     let speaks = state.config.compat.protocols();
     if !speaks.contains(&join.protocol_version) {
         let (oldest, newest) = speaks.into_inner();
         let reason =
             format!("server speaks protocol versions {oldest} to {newest}, client sent {}", join.protocol_version);
-        return refuse(&state, socket, CloseCode::UnsupportedProtocolVersion, reason).await;
+        return Err((CloseCode::UnsupportedProtocolVersion, reason));
     }
-    let who = match authenticate(&state, &join).await {
-        Ok(who) => who,
-        Err(reason) => return refuse(&state, socket, CloseCode::InvalidToken, reason).await,
-    };
-    let (zone, entry) = match admit(&state, &join, &who) {
-        Ok(admitted) => admitted,
-        Err((code, reason)) => {
-            give_back(&state, who.taken);
-            return refuse(&state, socket, code, reason).await;
-        }
-    };
+    let who = authenticate(state, join).await.map_err(|reason| (CloseCode::InvalidToken, reason))?;
+    let (zone, entry) = admit(state, join, &who).inspect_err(|_| give_back(state, who.taken.clone()))?;
     let Who { player, name, session_ends_ms, taken } = who;
-
-    let conn = ConnState::new(state.next_conn_id(), state.shutdown.child_token());
-    let (out_tx, out_rx) = mpsc::channel(limits.client_send_buffer);
-    let link = ClientLink { conn: conn.clone(), out: out_tx.clone(), protocol_version: join.protocol_version };
-    let resume_token = issue_resume_token(&state, player, &name, &zone.name, session_ends_ms);
+    let (out_tx, out_rx) = mpsc::channel(state.config.limits.client_send_buffer);
+    let link = ClientLink { conn: conn.clone(), out: out_tx, protocol_version: join.protocol_version };
+    let resume_token = issue_resume_token(state, player, &name, &zone.name, session_ends_ms);
     if zone.control.send(Control::Attach { player, name: name.clone(), link, resume_token, entry }).is_err() {
-        give_back(&state, taken);
-        return refuse(&state, socket, CloseCode::GoingAway, "zone is stopping".into()).await;
+        give_back(state, taken);
+        return Err((CloseCode::GoingAway, "zone is stopping".into()));
     }
     tracing::debug!(player, name = %name, zone = %zone.name, conn = conn.id, "player joined");
-
-    let (sink, mut stream) = socket.split();
-    let reader = read_loop(&mut stream, &state, &zone, &conn, player, out_tx);
-    let writer = write_loop(sink, &state, &zone, &conn, out_rx);
-    let (left, ()) = tokio::join!(reader, writer);
-    let _ = zone.control.send(Control::Detach { player, conn_id: conn.id, left });
-    // Finish the closing handshake: read until the client's close (or a
-    // second), so dropping the socket cannot reset it before the client has
-    // read our close frame.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Some(Ok(msg)) = stream.next().await {
-            if matches!(msg, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
-    tracing::debug!(player, zone = %zone.name, conn = conn.id, reason = ?conn.close_reason(), "player left");
+    let limit = RateLimit::take(state, player);
+    Ok(Playing { player, zone, out: out_rx, limit })
 }
 
 /// Who is joining.
@@ -295,22 +253,12 @@ fn issue_resume_token(state: &ServerState, player: u64, name: &str, zone: &str, 
     format!("{player}.{secret}")
 }
 
-/// Decrements the connection gauge however `serve` ends.
-struct ConnGauge(Arc<ServerState>);
-
-impl Drop for ConnGauge {
-    fn drop(&mut self) {
-        self.0.metrics.connections().dec();
-    }
-}
-
 /// The player's command limit (GCRA, the algorithm the platform server runs
 /// in Redis): `rate` frames per second, bursts up to `rate`. It is kept per
 /// player across reconnections in the server state; every command of a player
 /// arrives at the one server it plays on, so no Redis round trip is needed.
 /// More than `rate` refused frames within one second is a flood.
-struct RateLimit<'a> {
-    state: &'a ServerState,
+struct RateLimit {
     player: u64,
     gcra: LocalGcra,
     rate: u32,
@@ -324,13 +272,13 @@ enum Verdict {
     Flood,
 }
 
-impl<'a> RateLimit<'a> {
+impl RateLimit {
     /// The player's limit as the last connection left it, or a fresh one.
-    fn take(state: &'a ServerState, player: u64) -> Self {
+    fn take(state: &ServerState, player: u64) -> Self {
         let rate = state.config.limits.commands_per_second;
         let kept = state.command_limits.lock().ok().and_then(|mut l| l.remove(&player));
         let gcra = kept.unwrap_or_else(|| LocalGcra::new(Quota::per_second(rate)));
-        Self { state, player, gcra, rate, window_start: Instant::now(), refused_in_window: 0 }
+        Self { player, gcra, rate, window_start: Instant::now(), refused_in_window: 0 }
     }
 
     fn check(&mut self, now: Instant) -> Verdict {
@@ -348,25 +296,24 @@ impl<'a> RateLimit<'a> {
             Verdict::Refuse
         }
     }
-}
 
-/// Limits kept for players who left; past this many, those idle are dropped.
-const KEPT_LIMITS_BEFORE_SWEEP: usize = 10_000;
-
-impl Drop for RateLimit<'_> {
-    fn drop(&mut self) {
+    /// Kept for the player's next connection, unless it is full again.
+    fn give_back(self, state: &ServerState) {
         let now = Instant::now();
         if self.gcra.idle(now) {
             return;
         }
-        if let Ok(mut kept) = self.state.command_limits.lock() {
+        if let Ok(mut kept) = state.command_limits.lock() {
             if kept.len() >= KEPT_LIMITS_BEFORE_SWEEP {
                 kept.retain(|_, g| !g.idle(now));
             }
-            kept.insert(self.player, self.gcra.clone());
+            kept.insert(self.player, self.gcra);
         }
     }
 }
+
+/// Limits kept for players who left; past this many, those idle are dropped.
+const KEPT_LIMITS_BEFORE_SWEEP: usize = 10_000;
 
 fn command_of(body: &Body) -> Option<(u32, CommandKind)> {
     match body {
@@ -377,23 +324,31 @@ fn command_of(body: &Body) -> Option<(u32, CommandKind)> {
     }
 }
 
-async fn read_loop(
-    stream: &mut SplitStream<WebSocket>,
-    state: &ServerState,
-    zone: &ZoneHandle,
-    conn: &ConnState,
-    player: u64,
-    out: mpsc::Sender<Bytes>,
-) -> bool {
-    let cancel = conn.cancel_token();
-    let mut limit = RateLimit::take(state, player);
-    let m = &zone.metrics;
-    loop {
-        let read = tokio::select! {
-            r = stream.next() => r,
-            _ = cancel.cancelled() => return false,
-        };
-        let body = match classify(read, Some(zone)) {
+/// A connection whose player is in a zone.
+pub(crate) struct Playing {
+    pub player: u64,
+    pub zone: Arc<ZoneHandle>,
+    /// The frames the zone queued for this client.
+    pub out: mpsc::Receiver<Bytes>,
+    limit: RateLimit,
+}
+
+/// What a playing connection does after a message.
+pub(crate) enum Next {
+    Continue,
+    /// Close with this code and reason; `left` when the player left on purpose.
+    Close {
+        code: CloseCode,
+        reason: String,
+        left: bool,
+    },
+}
+
+impl Playing {
+    /// Acts on one message from the client; answers go through `reply`.
+    pub(crate) fn on_message(&mut self, state: &ServerState, incoming: Incoming, reply: &mut dyn FnMut(Bytes)) -> Next {
+        let m = &self.zone.metrics;
+        let body = match incoming {
             Incoming::Body(body) => body,
             Incoming::Pong(payload) => {
                 if let Ok(sent) = <[u8; 8]>::try_from(payload.as_ref()) {
@@ -402,122 +357,62 @@ async fn read_loop(
                         m.rtt.observe(rtt.as_secs_f64());
                     }
                 }
-                continue;
+                return Next::Continue;
             }
-            Incoming::Nothing => continue,
+            Incoming::Nothing => return Next::Continue,
             Incoming::Closed => {
-                conn.close(CloseCode::Normal, "client closed");
-                return false;
+                return Next::Close { code: CloseCode::Normal, reason: "client closed".into(), left: false }
             }
             Incoming::Violation(code, reason) => {
                 state.metrics.client_error(code.as_str());
-                conn.close(code, reason);
-                return false;
+                return Next::Close { code, reason, left: false };
             }
         };
-        match limit.check(Instant::now()) {
+        match self.limit.check(Instant::now()) {
             Verdict::Allow => {}
             Verdict::Refuse => {
                 m.rejected("rate_limited");
                 if let Some((seq, _)) = command_of(&body) {
-                    let _ = out.try_send(wire::rejected(seq, "rate_limited"));
+                    reply(wire::rejected(seq, "rate_limited"));
                 }
-                continue;
+                return Next::Continue;
             }
             Verdict::Flood => {
                 state.metrics.client_error(CloseCode::PolicyViolation.as_str());
-                conn.close(CloseCode::PolicyViolation, "command flood");
-                return false;
+                return Next::Close { code: CloseCode::PolicyViolation, reason: "command flood".into(), left: false };
             }
         }
         match body {
-            Body::Ping(p) => {
-                let _ = out.try_send(wire::pong(p.client_time, zone.status.tick.load(Ordering::Relaxed)));
-            }
-            Body::Join(_) => {
-                let _ = out.try_send(wire::error(ErrorCode::AlreadyJoined, "already joined; join is sent once"));
-            }
-            Body::Leave(_) => {
-                conn.close(CloseCode::Normal, "player left");
-                return true;
-            }
+            Body::Ping(p) => reply(wire::pong(p.client_time, self.zone.status.tick.load(Ordering::Relaxed))),
+            Body::Join(_) => reply(wire::error(ErrorCode::AlreadyJoined, "already joined; join is sent once")),
+            Body::Leave(_) => return Next::Close { code: CloseCode::Normal, reason: "player left".into(), left: true },
             other => {
-                let Some((seq, kind)) = command_of(&other) else { continue };
-                if zone.status.parked.load(Ordering::Relaxed) {
+                let Some((seq, kind)) = command_of(&other) else { return Next::Continue };
+                if self.zone.status.parked.load(Ordering::Relaxed) {
                     // Handed over at a tick boundary: a command now would be lost, so it is refused.
                     m.rejected("zone_moving");
-                    let _ = out.try_send(wire::rejected(seq, "zone_moving"));
-                    continue;
+                    reply(wire::rejected(seq, "zone_moving"));
+                    return Next::Continue;
                 }
-                match zone.commands.try_send(Command { player, seq, kind }) {
+                match self.zone.commands.try_send(Command { player: self.player, seq, kind }) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         m.rejected("queue_full");
-                        let _ = out.try_send(wire::rejected(seq, "queue_full"));
+                        reply(wire::rejected(seq, "queue_full"));
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
-                        conn.close(CloseCode::GoingAway, "zone stopped");
-                        return false;
+                        return Next::Close { code: CloseCode::GoingAway, reason: "zone stopped".into(), left: false };
                     }
                 }
             }
         }
+        Next::Continue
     }
-}
 
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    state: &ServerState,
-    zone: &ZoneHandle,
-    conn: &ConnState,
-    mut out: mpsc::Receiver<Bytes>,
-) {
-    let cancel = conn.cancel_token();
-    let limits = &state.config.limits;
-    let mut ping = tokio::time::interval(limits.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let msg = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            frame = out.recv() => match frame {
-                Some(frame) => Message::Binary(frame),
-                None => {
-                    conn.close(CloseCode::GoingAway, "zone stopped");
-                    break;
-                }
-            },
-            _ = ping.tick() => {
-                let micros = state.epoch.elapsed().as_micros() as u64;
-                Message::Ping(Bytes::copy_from_slice(&micros.to_le_bytes()))
-            }
-        };
-        match tokio::time::timeout(limits.write_timeout, sink.send(msg)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                conn.close(CloseCode::Normal, "connection lost");
-                break;
-            }
-            Err(_) => {
-                conn.close(CloseCode::TooSlow, "write timed out");
-                zone.metrics.disconnected(CloseCode::TooSlow.as_str());
-                break;
-            }
-        }
+    /// Leaves the zone: the character waits for its player to resume unless `left`.
+    pub(crate) fn detach(self, state: &ServerState, conn_id: u64, left: bool) {
+        let _ = self.zone.control.send(Control::Detach { player: self.player, conn_id, left });
+        tracing::debug!(player = self.player, zone = %self.zone.name, conn = conn_id, "player left");
+        self.limit.give_back(state);
     }
-    // Deliver what was already queued (a kick or shutdown notice) before closing.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Ok(frame) = out.try_recv() {
-            if sink.send(Message::Binary(frame)).await.is_err() {
-                break;
-            }
-        }
-    })
-    .await;
-    let (code, reason) = conn.close_reason().unwrap_or((CloseCode::GoingAway, "server shutting down".to_owned()));
-    if code == CloseCode::GoingAway {
-        zone.metrics.disconnected(code.as_str());
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close_frame(code, &reason))).await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
 }

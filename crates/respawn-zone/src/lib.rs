@@ -19,6 +19,7 @@ pub mod publish;
 pub mod replay;
 pub mod rollback;
 pub mod server;
+pub mod sockets;
 pub mod wire;
 pub mod zone_loop;
 

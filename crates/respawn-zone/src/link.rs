@@ -1,41 +1,45 @@
 //! The tick thread's handle on one client connection: a bounded outbound
 //! queue it never waits on, and a way to close the connection with a reason.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use mio::{Poll, Token, Waker};
 use respawn_proto::CloseCode;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{mpsc, oneshot};
 
-/// Shared by a connection's reader, writer and the tick thread.
+/// Shared by a connection's socket (on the I/O thread), its join and the tick thread.
 #[derive(Debug)]
 pub struct ConnState {
     pub id: u64,
     close: Mutex<Option<(CloseCode, String)>>,
-    cancel: CancellationToken,
+    /// Set with the reason: the I/O thread looks at it without the lock.
+    closing: AtomicBool,
 }
 
 impl ConnState {
-    pub fn new(id: u64, cancel: CancellationToken) -> Arc<Self> {
-        Arc::new(Self { id, close: Mutex::new(None), cancel })
+    pub fn new(id: u64) -> Arc<Self> {
+        Arc::new(Self { id, close: Mutex::new(None), closing: AtomicBool::new(false) })
     }
 
     /// Asks the connection to close; the first reason given wins. Never blocks
-    /// for longer than an uncontended lock.
+    /// for longer than an uncontended lock. The I/O thread closes it within
+    /// one of its sweeps (or at once, for a close in a tick's deliveries).
     pub fn close(&self, code: CloseCode, reason: impl Into<String>) {
         if let Ok(mut slot) = self.close.lock() {
             slot.get_or_insert_with(|| (code, reason.into()));
         }
-        self.cancel.cancel();
+        self.closing.store(true, Ordering::Release);
     }
 
     pub fn close_reason(&self) -> Option<(CloseCode, String)> {
         self.close.lock().ok().and_then(|slot| slot.clone())
     }
 
-    pub fn cancel_token(&self) -> &CancellationToken {
-        &self.cancel
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 }
 
@@ -51,7 +55,7 @@ pub struct ClientLink {
 /// Result of asking for a slot in a client's outbound queue.
 #[derive(Debug)]
 pub enum Reserve {
-    Ready(mpsc::OwnedPermit<Bytes>),
+    Ready(Permit),
     /// The client's buffer is full: nothing can be sent to it this tick.
     Full,
     /// The connection is gone.
@@ -62,39 +66,102 @@ impl ClientLink {
     /// Reserves one slot without waiting (a lock-free semaphore step).
     pub fn reserve(&self) -> Reserve {
         match self.out.clone().try_reserve_owned() {
-            Ok(permit) => Reserve::Ready(permit),
+            Ok(permit) => Reserve::Ready(Permit { conn: self.conn.id, permit }),
             Err(mpsc::error::TrySendError::Full(_)) => Reserve::Full,
             Err(mpsc::error::TrySendError::Closed(_)) => Reserve::Closed,
         }
     }
 }
 
-/// Work the tick thread hands to its zone's fan-out task, in order. Sending
-/// through a reserved slot cannot fail; waking the connection tasks happens
-/// on the runtime, not on the tick thread.
+/// A reserved place in one connection's outbound queue.
+#[derive(Debug)]
+pub struct Permit {
+    conn: u64,
+    permit: mpsc::OwnedPermit<Bytes>,
+}
+
+impl Permit {
+    pub fn fill(self, frame: Bytes) -> Delivery {
+        Delivery::Frame(self, frame)
+    }
+}
+
+/// Work the tick thread hands to the I/O thread after each tick, in order.
+/// Sending through a reserved slot cannot fail.
 #[derive(Debug)]
 pub enum Delivery {
-    Frame(mpsc::OwnedPermit<Bytes>, Bytes),
+    Frame(Permit, Bytes),
     /// Close after the frames before it were handed over (a kick notice first).
     Close(Arc<ConnState>, CloseCode, String),
 }
 
 impl Delivery {
-    pub fn deliver(self) {
+    /// Puts the frame in its connection's queue (or marks the connection
+    /// closing); returns the connection to write to.
+    pub fn deliver(self) -> u64 {
         match self {
-            Delivery::Frame(permit, frame) => {
+            Delivery::Frame(Permit { conn, permit }, frame) => {
                 permit.send(frame);
+                conn
             }
-            Delivery::Close(conn, code, reason) => conn.close(code, reason),
+            Delivery::Close(conn, code, reason) => {
+                conn.close(code, reason);
+                conn.id
+            }
         }
     }
 }
 
-/// A zone's fan-out task: delivers each tick's batch.
-pub async fn fan_out(mut batches: mpsc::UnboundedReceiver<Vec<Delivery>>) {
-    while let Some(batch) = batches.recv().await {
-        for delivery in batch {
-            delivery.deliver();
+pub(crate) const WAKER: Token = Token(usize::MAX);
+
+/// What other threads ask of the I/O thread ([`crate::sockets`]).
+pub(crate) enum Request {
+    Open(respawn_net::Handoff, oneshot::Sender<()>),
+    Deliver(Vec<Delivery>),
+    ShutDown,
+}
+
+/// The way to the I/O thread, which owns the players' sockets; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Sockets {
+    requests: Sender<Request>,
+    waker: Arc<Waker>,
+}
+
+/// The I/O thread's side, until it starts.
+pub(crate) struct IoQueue {
+    pub poll: Poll,
+    pub waker: Arc<Waker>,
+    pub requests: Receiver<Request>,
+}
+
+impl Sockets {
+    pub(crate) fn new() -> std::io::Result<(Self, IoQueue)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (requests, queue) = std::sync::mpsc::channel();
+        Ok((Self { requests, waker: waker.clone() }, IoQueue { poll, waker, requests: queue }))
+    }
+
+    fn ask(&self, request: Request) {
+        if self.requests.send(request).is_ok() {
+            let _ = self.waker.wake();
         }
+    }
+
+    /// A new upgraded connection; `done` is dropped when it has closed.
+    pub(crate) fn open(&self, handoff: respawn_net::Handoff, done: oneshot::Sender<()>) {
+        self.ask(Request::Open(handoff, done));
+    }
+
+    /// A tick's frames and closes, in order.
+    pub fn hand_over(&self, batch: Vec<Delivery>) {
+        self.ask(Request::Deliver(batch));
+    }
+
+    /// Closes every connection (its own reason, or the server shutting
+    /// down), then the I/O thread ends.
+    pub(crate) fn shut_down(&self) {
+        self.ask(Request::ShutDown);
     }
 }

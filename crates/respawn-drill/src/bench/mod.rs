@@ -19,7 +19,6 @@ use respawn_zone::persist::PersistState;
 use respawn_zone::zone_loop::{Control, Entry, LoopSettings, PersistLink, ZoneRunner};
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug)]
 pub struct TickArgs {
@@ -123,7 +122,7 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
     let mut receivers: Vec<mpsc::Receiver<Bytes>> = Vec::with_capacity(args.players as usize);
     for i in 0..args.players {
         let (out, rx) = mpsc::channel(8);
-        let conn = ConnState::new(u64::from(i), CancellationToken::new());
+        let conn = ConnState::new(u64::from(i));
         let link = ClientLink { conn, out, protocol_version: args.protocol_version };
         let player = u64::from(i) + 1;
         let (name, resume_token) = (format!("bot{i}"), String::new());
@@ -162,7 +161,7 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
         let started = Instant::now();
         runner.tick();
         let took = started.elapsed();
-        // The server hands these to its fan-out task on another thread.
+        // The server hands these to its I/O thread.
         for delivery in runner.take_deliveries() {
             delivery.deliver();
         }

@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{State, WebSocketUpgrade};
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -31,6 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::lease::Taken;
+use crate::link::Sockets;
 use crate::metrics::Metrics;
 use crate::persist::{self, PersistState, Stores};
 use crate::zone_loop::Control;
@@ -109,8 +111,8 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("zone {zone}: {message}")]
     Zone { zone: String, message: String },
-    #[error("http server failed: {0}")]
-    Http(std::io::Error),
+    #[error("cannot start the players' I/O thread: {0}")]
+    Sockets(std::io::Error),
 }
 
 /// How a drain went, for the log and for tests.
@@ -236,7 +238,9 @@ impl ZoneServer {
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
         let server_id = server_id.unwrap_or_else(|| default_server_id(listener.local_addr().unwrap_or(config.listen)));
         let (lost_zones, mut lost) = tokio::sync::mpsc::unbounded_channel();
+        let (sockets, io_queue) = Sockets::new().map_err(ServerError::Sockets)?;
         let state = Arc::new(ServerState {
+            sockets,
             metrics: Metrics::new(&version),
             server_id,
             lost_zones,
@@ -268,6 +272,7 @@ impl ZoneServer {
             next_conn: AtomicU64::new(1),
             connections: TaskTracker::new(),
         });
+        crate::sockets::start(io_queue, &state).map_err(ServerError::Sockets)?;
         let supervisor = state.clone();
         tokio::spawn(async move {
             // Each at once: one zone's stop waits for its persister, which may be in a store call.
@@ -370,17 +375,13 @@ impl ZoneServer {
     pub async fn run(self) -> Result<DrainReport, ServerError> {
         let state = self.state;
         let separate_admin = self.admin_listener.is_some();
-        let app = router(state.clone(), !separate_admin).into_make_service_with_connect_info::<SocketAddr>();
+        let app = router(state.clone(), !separate_admin);
         let http_shutdown = state.shutdown.clone();
         let per_ip = state.config.limits.connections_per_ip;
         let listener = respawn_net::GuardedListener::new(self.listener, per_ip, state.metrics.guard().clone())
             .trusting(state.trusted_proxies.clone())
             .serving_tls(self.tls.clone());
-        // axum provides the peer address (ConnectInfo) for a tapped listener of any kind.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned()).await
-        });
+        let http = tokio::spawn(respawn_net::serve(listener, app, http_shutdown.cancelled_owned()));
         if let Some(admin_listener) = self.admin_listener {
             // Operators and the platform only: no cap per address, the same deadlines and TLS.
             let admin_listener = respawn_net::GuardedListener::new(admin_listener, 0, state.metrics.guard().clone())
@@ -406,6 +407,7 @@ impl ZoneServer {
 
         tracing::info!(step = "5/5", "closing remaining connections and stopping zones");
         state.shutdown.cancel();
+        state.sockets.shut_down();
         state.connections.close();
         if tokio::time::timeout(Duration::from_secs(5), state.connections.wait()).await.is_err() {
             tracing::warn!("some connections did not close within 5 s");
@@ -421,10 +423,8 @@ impl ZoneServer {
         for publisher in publishers {
             let _ = tokio::time::timeout(Duration::from_secs(5), publisher).await;
         }
-        match http.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(ServerError::Http(e)),
-            Err(e) => tracing::error!(error = %e, "http task failed"),
+        if let Err(e) = http.await {
+            tracing::error!(error = %e, "http task failed");
         }
         tracing::info!(
             players_at_start = report.players_at_start,
@@ -466,17 +466,29 @@ fn router(state: Arc<ServerState>, with_admin: bool) -> Router {
     app.with_state(state)
 }
 
-async fn ws_upgrade(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade) -> Response {
-    let max = respawn_proto::MAX_CLIENT_FRAME_BYTES;
-    let tracker = state.connections.clone();
-    // tungstenite zero-fills the free part of its read buffer before every
-    // read, even one that finds nothing: at the 128 KiB default that was a
-    // quarter of the server's CPU with 1,000 clients. A client frame fits in
-    // `max` (and a larger one would still be read, then refused).
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(max)
-        .on_upgrade(move |socket| tracker.track_future(crate::conn::serve(socket, state)))
+/// The WebSocket upgrade: the handshake answered here, then the socket
+/// handed to the I/O thread ([`crate::sockets`]).
+async fn ws_upgrade(State(state): State<Arc<ServerState>>, mut request: Request) -> Response {
+    let response = match tungstenite::handshake::server::create_response_with_body(&request, Body::empty) {
+        Ok(response) => response,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("not a WebSocket upgrade: {e}\n")).into_response(),
+    };
+    let Some(upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded\n").into_response();
+    };
+    tokio::spawn(async move {
+        let handoff = match upgrade.await.map_err(std::io::Error::other).and_then(respawn_net::take_upgraded) {
+            Ok(handoff) => handoff,
+            Err(e) => return tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        };
+        // Tracked until the I/O thread drops `done`: a shutdown waits for every connection to close.
+        let (done, closed) = tokio::sync::oneshot::channel::<()>();
+        state.connections.spawn(async move {
+            let _ = closed.await;
+        });
+        state.sockets.open(handoff, done);
+    });
+    response.into_response()
 }
 
 /// Liveness: every zone thread has ticked within the last few seconds (a

@@ -119,6 +119,8 @@ pub struct ServerState {
     pub epoch: Instant,
     pub(crate) next_conn: AtomicU64,
     pub(crate) connections: TaskTracker,
+    /// The players' sockets (the I/O thread).
+    pub(crate) sockets: crate::link::Sockets,
 }
 
 impl ServerState {
@@ -315,15 +317,13 @@ impl ServerState {
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue_capacity);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-        let (fan_tx, fan_rx) = mpsc::unbounded_channel();
-        tokio::spawn(crate::link::fan_out(fan_rx));
         let status = Arc::new(ZoneStatus::default());
         status.last_tick_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         let runner = ZoneRunner::new(zone, settings, zone_metrics.clone(), Some(persist_link));
-        let (thread_status, epoch) = (status.clone(), self.epoch);
+        let (thread_status, epoch, sockets) = (status.clone(), self.epoch, self.sockets.clone());
         let thread = std::thread::Builder::new()
             .name(format!("zone-{name}"))
-            .spawn(move || zone_loop::run(runner, cmd_rx, ctl_rx, fan_tx, thread_status, epoch))
+            .spawn(move || zone_loop::run(runner, cmd_rx, ctl_rx, sockets, thread_status, epoch))
             .map_err(|e| format!("cannot start the zone thread: {e}"))?;
         tracing::info!(zone = %name, id = zone_config.zone_id, tick_hz = config.tick_hz, "zone started");
         Ok(Arc::new(ZoneHandle {
