@@ -103,8 +103,7 @@ async fn attach(
     let who = authenticate(state, join).await.map_err(|reason| (CloseCode::InvalidToken, reason))?;
     let (zone, entry) = admit(state, join, &who).inspect_err(|_| give_back(state, who.taken.clone()))?;
     let Who { player, name, session_ends_ms, taken } = who;
-    let (out_tx, out_rx) = mpsc::channel(state.config.limits.client_send_buffer);
-    let link = ClientLink { conn: conn.clone(), out: out_tx, protocol_version: join.protocol_version };
+    let link = ClientLink { conn: conn.clone(), protocol_version: join.protocol_version };
     let resume_token = issue_resume_token(state, player, &name, &zone.name, session_ends_ms);
     if zone.control.send(Control::Attach { player, name: name.clone(), link, resume_token, entry }).is_err() {
         give_back(state, taken);
@@ -112,7 +111,7 @@ async fn attach(
     }
     tracing::debug!(player, name = %name, zone = %zone.name, conn = conn.id, "player joined");
     let limit = RateLimit::take(state, player);
-    Ok(Playing { player, zone, out: out_rx, limit })
+    Ok(Playing { player, zone, limit })
 }
 
 /// Who is joining.
@@ -328,8 +327,6 @@ fn command_of(body: &Body) -> Option<(u32, CommandKind)> {
 pub(crate) struct Playing {
     pub player: u64,
     pub zone: Arc<ZoneHandle>,
-    /// The frames the zone queued for this client.
-    pub out: mpsc::Receiver<Bytes>,
     limit: RateLimit,
 }
 

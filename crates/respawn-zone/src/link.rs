@@ -1,14 +1,14 @@
 //! The tick thread's handle on one client connection: a bounded outbound
 //! queue it never waits on, and a way to close the connection with a reason.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use mio::{Poll, Token, Waker};
 use respawn_proto::CloseCode;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Shared by a connection's socket (on the I/O thread), its join and the tick thread.
 #[derive(Debug)]
@@ -17,11 +17,24 @@ pub struct ConnState {
     close: Mutex<Option<(CloseCode, String)>>,
     /// Set with the reason: the I/O thread looks at it without the lock.
     closing: AtomicBool,
+    /// Frames handed to the I/O thread that its socket has not taken yet.
+    queued: AtomicUsize,
+    /// The most frames that may wait so: past it, the client's updates are dropped.
+    capacity: usize,
+    /// The socket is closed: nothing more reaches the client.
+    gone: AtomicBool,
 }
 
 impl ConnState {
-    pub fn new(id: u64) -> Arc<Self> {
-        Arc::new(Self { id, close: Mutex::new(None), closing: AtomicBool::new(false) })
+    pub fn new(id: u64, capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            close: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            capacity,
+            gone: AtomicBool::new(false),
+        })
     }
 
     /// Asks the connection to close; the first reason given wins. Never blocks
@@ -41,21 +54,30 @@ impl ConnState {
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
+
+    /// The socket took `frames` more: their places in the queue are free.
+    pub fn sent(&self, frames: usize) {
+        self.queued.fetch_sub(frames, Ordering::AcqRel);
+    }
+
+    /// The socket is closed (frames for it are dropped).
+    pub fn gone(&self) {
+        self.gone.store(true, Ordering::Release);
+    }
 }
 
 /// What the tick thread holds per connected client.
 #[derive(Debug, Clone)]
 pub struct ClientLink {
     pub conn: Arc<ConnState>,
-    pub out: mpsc::Sender<Bytes>,
     /// The protocol version the client joined with (its update format).
     pub protocol_version: u32,
 }
 
-/// Result of asking for a slot in a client's outbound queue.
-#[derive(Debug)]
-pub enum Reserve {
-    Ready(Permit),
+/// Whether a client's outbound queue has room for a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    Ready,
     /// The client's buffer is full: nothing can be sent to it this tick.
     Full,
     /// The connection is gone.
@@ -63,53 +85,32 @@ pub enum Reserve {
 }
 
 impl ClientLink {
-    /// Reserves one slot without waiting (a lock-free semaphore step).
-    pub fn reserve(&self) -> Reserve {
-        match self.out.clone().try_reserve_owned() {
-            Ok(permit) => Reserve::Ready(Permit { conn: self.conn.id, permit }),
-            Err(mpsc::error::TrySendError::Full(_)) => Reserve::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => Reserve::Closed,
+    /// Looks without waiting (two atomic loads).
+    pub fn room(&self) -> Room {
+        let conn = &self.conn;
+        if conn.gone.load(Ordering::Acquire) {
+            Room::Closed
+        } else if conn.queued.load(Ordering::Acquire) >= conn.capacity {
+            Room::Full
+        } else {
+            Room::Ready
         }
     }
-}
 
-/// A reserved place in one connection's outbound queue.
-#[derive(Debug)]
-pub struct Permit {
-    conn: u64,
-    permit: mpsc::OwnedPermit<Bytes>,
-}
-
-impl Permit {
-    pub fn fill(self, frame: Bytes) -> Delivery {
-        Delivery::Frame(self, frame)
+    /// `frame` for this client, taking a place in its queue (after [`Self::room`] said `Ready`).
+    pub fn frame(&self, frame: Bytes) -> Delivery {
+        self.conn.queued.fetch_add(1, Ordering::AcqRel);
+        Delivery::Frame(self.conn.id, frame)
     }
 }
 
 /// Work the tick thread hands to the I/O thread after each tick, in order.
-/// Sending through a reserved slot cannot fail.
 #[derive(Debug)]
 pub enum Delivery {
-    Frame(Permit, Bytes),
+    /// A frame for the connection with this id.
+    Frame(u64, Bytes),
     /// Close after the frames before it were handed over (a kick notice first).
     Close(Arc<ConnState>, CloseCode, String),
-}
-
-impl Delivery {
-    /// Puts the frame in its connection's queue (or marks the connection
-    /// closing); returns the connection to write to.
-    pub fn deliver(self) -> u64 {
-        match self {
-            Delivery::Frame(Permit { conn, permit }, frame) => {
-                permit.send(frame);
-                conn
-            }
-            Delivery::Close(conn, code, reason) => {
-                conn.close(code, reason);
-                conn.id
-            }
-        }
-    }
 }
 
 pub(crate) const WAKER: Token = Token(usize::MAX);

@@ -8,7 +8,7 @@
 //! 1,000 clients. What needs the async world (a join's tokens and stores)
 //! runs as a task and answers by message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{Receiver, Sender};
@@ -24,12 +24,14 @@ use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use tungstenite::Message;
 
 use crate::conn::{self, Incoming, Next, Playing};
-use crate::link::{ConnState, IoQueue, Request, WAKER};
+use crate::link::{ConnState, Delivery, IoQueue, Request, WAKER};
 use crate::server::state::ServerState;
 
-/// How often every socket is looked at for pings, deadlines and closes
-/// asked for by other threads.
-const SWEEP_EVERY: Duration = Duration::from_millis(20);
+/// How often every socket is looked at for deadlines and closes asked for
+/// by other threads (a tick's closes are acted on at once).
+const SWEEP_EVERY: Duration = Duration::from_millis(50);
+/// A ping goes out with the client's next update; alone only if none came this long after it was due.
+const PING_ALONE_AFTER: Duration = Duration::from_millis(200);
 /// Messages read from one socket before the others get a turn.
 const READS_PER_TURN: usize = 32;
 /// How long a closing connection waits for the client's close frame.
@@ -73,11 +75,16 @@ enum Phase {
 }
 
 struct Conn {
-    ws: WebSocket<respawn_net::Socket>,
+    ws: WebSocket<Drained>,
     state: Arc<ConnState>,
     phase: Phase,
     heard: Instant,
     next_ping: Instant,
+    /// Frames from the zone not yet given to the socket (while it is
+    /// blocked, or before the join is answered).
+    pending: VecDeque<Bytes>,
+    /// Frames given to the socket since it last took everything.
+    unflushed: usize,
     /// Since when written bytes wait for the socket to take them.
     blocked_since: Option<Instant>,
     /// A read failed: what follows in the stream cannot be framed, so nothing more is read.
@@ -85,6 +92,48 @@ struct Conn {
     _slot: respawn_net::Slot,
     /// Dropped with the connection: the server's tracker sees it end.
     _done: oneshot::Sender<()>,
+}
+
+/// A socket that knows when it was read empty: a plain TCP read that
+/// returns less than asked for took everything there was, and readiness is
+/// edge-triggered (new bytes bring a new event), so the read that would only
+/// say `WouldBlock` is skipped (it was half of all reads).
+struct Drained {
+    socket: respawn_net::Socket,
+    empty: bool,
+}
+
+impl io::Read for Drained {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.empty {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let read = self.socket.read(buf)?;
+        // Through TLS, a short read of plaintext says nothing of what the socket holds.
+        if read < buf.len() && matches!(self.socket, respawn_net::Socket::Plain(_)) {
+            self.empty = true;
+        }
+        Ok(read)
+    }
+}
+
+impl io::Write for Drained {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.socket.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.socket.flush()
+    }
+}
+
+impl Conn {
+    /// A WebSocket ping carrying its send time, for the RTT the pong measures.
+    fn ping(&mut self, state: &ServerState, now: Instant) {
+        self.next_ping = now + state.config.limits.ping_interval;
+        let micros = state.epoch.elapsed().as_micros() as u64;
+        let _ = self.ws.write(Message::Ping(Bytes::copy_from_slice(&micros.to_le_bytes())));
+    }
 }
 
 struct IoThread {
@@ -126,6 +175,9 @@ impl IoThread {
                     self.write_out(&state, id as u64, now);
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    if let Some(conn) = self.conns.get_mut(&(id as u64)) {
+                        conn.ws.get_mut().empty = false;
+                    }
                     self.unread.push(id as u64);
                 }
             }
@@ -162,13 +214,28 @@ impl IoThread {
         match request {
             Request::Open(handoff, done) => self.open(state, handoff, done, now),
             Request::Deliver(batch) => {
+                // A connection's frames are written once those next to each other in the batch are in.
                 let mut last = None;
                 for delivery in batch {
-                    let id = delivery.deliver();
-                    if last != Some(id) {
-                        last = Some(id);
-                        self.write_out(state, id, now);
+                    let id = match delivery {
+                        Delivery::Frame(id, frame) => {
+                            if let Some(conn) = self.conns.get_mut(&id) {
+                                conn.pending.push_back(frame);
+                            }
+                            id
+                        }
+                        Delivery::Close(conn, code, reason) => {
+                            conn.close(code, reason);
+                            conn.id
+                        }
+                    };
+                    if let Some(before) = last.filter(|before| *before != id) {
+                        self.write_out(state, before, now);
                     }
+                    last = Some(id);
+                }
+                if let Some(id) = last {
+                    self.write_out(state, id, now);
                 }
             }
             Request::ShutDown => {
@@ -212,14 +279,17 @@ impl IoThread {
             .max_frame_size(Some(MAX_CLIENT_FRAME_BYTES))
             .read_buffer_size(MAX_CLIENT_FRAME_BYTES)
             .max_write_buffer_size(MAX_WRITE_BUFFER);
-        let ws = WebSocket::from_partially_read(handoff.socket, handoff.read_ahead, Role::Server, Some(config));
+        let socket = Drained { socket: handoff.socket, empty: false };
+        let ws = WebSocket::from_partially_read(socket, handoff.read_ahead, Role::Server, Some(config));
         state.metrics.connections().inc();
         let conn = Conn {
             ws,
-            state: ConnState::new(id),
+            state: ConnState::new(id, state.config.limits.client_send_buffer),
             phase: Phase::Joining(now + state.config.limits.join_timeout),
             heard: now,
             next_ping: now + state.config.limits.ping_interval,
+            pending: VecDeque::new(),
+            unflushed: 0,
             blocked_since: None,
             unreadable: false,
             _slot: handoff.slot,
@@ -326,13 +396,15 @@ impl IoThread {
             let (code, reason) = conn.state.close_reason().unwrap_or((CloseCode::GoingAway, String::new()));
             return self.close(state, id, code, reason, false, now);
         }
-        if conn.blocked_since.is_none() {
-            if let Phase::Playing(playing) = &mut conn.phase {
-                while let Ok(frame) = playing.out.try_recv() {
-                    if conn.ws.write(Message::Binary(frame)).is_err() {
-                        break;
-                    }
-                }
+        if conn.blocked_since.is_none() && matches!(conn.phase, Phase::Playing(_)) {
+            while let Some(frame) = conn.pending.pop_front() {
+                // Refused only past the write buffer's cap, which one turn's frames never reach.
+                let _ = conn.ws.write(Message::Binary(frame));
+                conn.unflushed += 1;
+            }
+            if now >= conn.next_ping {
+                // Rides with the update: one write, not two.
+                conn.ping(state, now);
             }
         }
         self.flush(state, id, now);
@@ -344,6 +416,7 @@ impl IoThread {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         match conn.ws.flush() {
             Ok(()) => {
+                conn.state.sent(std::mem::take(&mut conn.unflushed));
                 let was_blocked = conn.blocked_since.take().is_some();
                 if was_blocked && matches!(conn.phase, Phase::Playing(_)) {
                     // Frames queued while it was blocked.
@@ -368,10 +441,10 @@ impl IoThread {
             return;
         }
         conn.state.close(code, reason);
+        conn.state.gone();
         let (code, reason) = conn.state.close_reason().unwrap_or((code, String::new()));
         if let Phase::Playing(playing) = std::mem::replace(&mut conn.phase, Phase::Closing(now + CLOSE_LINGER)) {
-            let mut playing = *playing;
-            while let Ok(frame) = playing.out.try_recv() {
+            for frame in conn.pending.drain(..) {
                 let _ = conn.ws.write(Message::Binary(frame));
             }
             if code == CloseCode::GoingAway {
@@ -387,7 +460,8 @@ impl IoThread {
     /// it, its character waiting for a resume.
     fn end(&mut self, state: &ServerState, id: u64) {
         let Some(mut conn) = self.conns.remove(&id) else { return };
-        let _ = self.poll.registry().deregister(&mut SourceFd(&conn.ws.get_ref().as_raw_fd()));
+        conn.state.gone();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&conn.ws.get_ref().socket.as_raw_fd()));
         if let Phase::Playing(playing) = std::mem::replace(&mut conn.phase, Phase::Checking) {
             playing.detach(state, id, false);
         }
@@ -409,7 +483,8 @@ impl IoThread {
                     Some(Sweep::TooSlow)
                 }
                 _ if now.duration_since(conn.heard) >= respawn_net::IDLE_TIMEOUT => Some(Sweep::End),
-                Phase::Playing(_) if now >= conn.next_ping => Some(Sweep::Ping),
+                // No update took it along.
+                Phase::Playing(_) if now >= conn.next_ping + PING_ALONE_AFTER => Some(Sweep::Ping),
                 _ => None,
             };
             if let Some(action) = action {
@@ -434,9 +509,7 @@ impl IoThread {
                 }
                 Sweep::Ping => {
                     let Some(conn) = self.conns.get_mut(&id) else { continue };
-                    conn.next_ping = now + limits.ping_interval;
-                    let micros = state.epoch.elapsed().as_micros() as u64;
-                    let _ = conn.ws.write(Message::Ping(Bytes::copy_from_slice(&micros.to_le_bytes())));
+                    conn.ping(state, now);
                     self.flush(state, id, now);
                 }
             }

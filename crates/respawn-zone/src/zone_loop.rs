@@ -17,7 +17,7 @@ use respawn_sim::view::{ClientView, Delta, FieldIndex};
 use respawn_sim::{Character, Command, CommandKind, EventKind, PlayerId, RejectReason, Rejection, Zone};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::link::{ClientLink, Delivery, Reserve, Sockets};
+use crate::link::{ClientLink, Delivery, Room, Sockets};
 use crate::metrics::ZoneMetrics;
 use crate::persist::{PersistMsg, PersistState};
 use crate::wire::{self, UpdateEncoder, UpdateFormat};
@@ -172,14 +172,14 @@ pub struct ZoneRunner {
 
 /// Queues `frame` for `link` if its buffer has room; returns whether it did.
 fn offer(deliveries: &mut Vec<Delivery>, metrics: &ZoneMetrics, link: &ClientLink, frame: Bytes) -> bool {
-    match link.reserve() {
-        Reserve::Ready(permit) => {
+    match link.room() {
+        Room::Ready => {
             metrics.packets_out.inc();
             metrics.bytes_out.inc_by(frame.len() as u64);
-            deliveries.push(permit.fill(frame));
+            deliveries.push(link.frame(frame));
             true
         }
-        Reserve::Full | Reserve::Closed => false,
+        Room::Full | Room::Closed => false,
     }
 }
 
@@ -646,8 +646,8 @@ impl Replication<'_> {
             while client.unacked.front().is_some_and(|(t, _)| *t <= self.durable) {
                 client.ack_due = client.unacked.pop_front().map(|(_, seq)| seq);
             }
-            let slot = client.link.reserve();
-            if let Reserve::Closed = slot {
+            let room = client.link.room();
+            if room == Room::Closed {
                 out.cut_off.push(*player_id);
                 continue;
             }
@@ -655,18 +655,18 @@ impl Replication<'_> {
             if delta.is_empty() && client.ack_due.is_none() {
                 continue;
             }
-            match slot {
-                Reserve::Ready(permit) => {
+            match room {
+                Room::Ready => {
                     let ack = client.ack_due.take().map(|seq| wire::Ack { seq, durable_tick: self.durable });
                     let format = UpdateFormat::for_protocol(client.link.protocol_version);
                     let frame = encoder.encode(self.zone, delta, ack, format);
                     out.frames += 1;
                     out.bytes += frame.len() as u64;
-                    out.deliveries.push(permit.fill(frame));
+                    out.deliveries.push(client.link.frame(frame));
                     client.view.commit(delta);
                     client.dropped_in_row = 0;
                 }
-                Reserve::Full => {
+                Room::Full => {
                     out.dropped += 1;
                     client.dropped_in_row += 1;
                     if client.dropped_in_row >= self.settings.max_dropped_updates {
@@ -675,7 +675,7 @@ impl Replication<'_> {
                         out.cut_off.push(*player_id);
                     }
                 }
-                Reserve::Closed => {}
+                Room::Closed => {}
             }
         }
         out
@@ -863,9 +863,21 @@ mod tests {
         ZoneRunner::new(Zone::new(config).expect("zone"), settings, metrics.zone("t"), None)
     }
 
-    fn link(id: u64, capacity: usize) -> (ClientLink, mpsc::Receiver<Bytes>) {
-        let (out, rx) = mpsc::channel(capacity);
-        (ClientLink { conn: ConnState::new(id), out, protocol_version: 2 }, rx)
+    fn link(id: u64, capacity: usize) -> ClientLink {
+        ClientLink { conn: ConnState::new(id, capacity), protocol_version: 2 }
+    }
+
+    /// The frames handed over, per connection, as the I/O thread gets them.
+    #[derive(Default)]
+    struct Wire(BTreeMap<u64, Vec<Bytes>>);
+
+    impl Wire {
+        /// What `link`'s client got since last time; its socket took them all.
+        fn drain(&mut self, link: &ClientLink) -> Vec<Body> {
+            let frames = self.0.remove(&link.conn.id).unwrap_or_default();
+            link.conn.sent(frames.len());
+            frames.iter().map(|f| respawn_proto::decode_server(f).expect("server frames decode")).collect()
+        }
     }
 
     fn attach(r: &mut ZoneRunner, player: u64, link: &ClientLink) {
@@ -878,29 +890,24 @@ mod tests {
         });
     }
 
-    /// Runs a tick and hands its frames over, as the I/O thread would.
-    fn tick(r: &mut ZoneRunner) {
+    /// Runs a tick and hands its frames over, as to the I/O thread.
+    fn tick(r: &mut ZoneRunner, wire: &mut Wire) {
         r.tick();
         for d in r.take_deliveries() {
-            d.deliver();
+            match d {
+                Delivery::Frame(id, frame) => wire.0.entry(id).or_default().push(frame),
+                Delivery::Close(conn, code, reason) => conn.close(code, reason),
+            }
         }
     }
 
-    /// Player 7 joined on connection 1 and ticked in: its link, its frames and its entity.
-    fn player_7_in(r: &mut ZoneRunner) -> (ClientLink, mpsc::Receiver<Bytes>, respawn_sim::EntityId) {
-        let (first, rx) = link(1, 16);
+    /// Player 7 joined on connection 1 and ticked in: its link and its entity.
+    fn player_7_in(r: &mut ZoneRunner, wire: &mut Wire) -> (ClientLink, respawn_sim::EntityId) {
+        let first = link(1, 16);
         attach(r, 7, &first);
-        tick(r);
+        tick(r, wire);
         let entity = r.zone().player(7).expect("joined").entity;
-        (first, rx, entity)
-    }
-
-    fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Body> {
-        let mut out = Vec::new();
-        while let Ok(frame) = rx.try_recv() {
-            out.push(respawn_proto::decode_server(&frame).expect("server frames decode"));
-        }
-        out
+        (first, entity)
     }
 
     #[test]
@@ -928,14 +935,15 @@ mod tests {
     fn a_kick_makes_a_character_waiting_for_its_player_leave() {
         let metrics = Metrics::new("test");
         let mut r = runner(&metrics);
-        let (l, _rx) = link(1, 16);
+        let mut wire = Wire::default();
+        let l = link(1, 16);
         attach(&mut r, 1, &l);
-        tick(&mut r);
+        tick(&mut r, &mut wire);
         r.control(Control::Detach { player: 1, conn_id: l.conn.id, left: false });
-        tick(&mut r);
+        tick(&mut r, &mut wire);
         assert!(r.zone().player(1).is_some(), "the character waits for its player");
         r.control(Control::Kick { player: 1, reason: "signed in elsewhere".into() });
-        tick(&mut r);
+        tick(&mut r, &mut wire);
         assert!(r.zone().player(1).is_none(), "and leaves when kicked (its state goes to the platform)");
     }
 
@@ -943,10 +951,11 @@ mod tests {
     fn join_gets_welcome_then_updates() {
         let metrics = Metrics::new("test");
         let mut r = runner(&metrics);
-        let (l, mut rx) = link(1, 16);
+        let mut wire = Wire::default();
+        let l = link(1, 16);
         attach(&mut r, 1, &l);
-        tick(&mut r);
-        let got = drain(&mut rx);
+        tick(&mut r, &mut wire);
+        let got = wire.drain(&l);
         assert!(matches!(got[0], Body::Welcome(_)), "{got:?}");
         assert!(matches!(got[1], Body::Update(ref u) if !u.entered.is_empty() && u.you.is_some()));
         assert_eq!(r.clients(), 1);
@@ -956,8 +965,10 @@ mod tests {
     fn slow_client_loses_updates_then_is_cut_off_without_affecting_others() {
         let metrics = Metrics::new("test");
         let mut r = runner(&metrics);
-        let (fast, mut fast_rx) = link(1, 4);
-        let (slow, _slow_rx_never_read) = link(2, 2);
+        let mut wire = Wire::default();
+        let fast = link(1, 4);
+        // Its socket never takes a frame.
+        let slow = link(2, 2);
         attach(&mut r, 1, &fast);
         attach(&mut r, 2, &slow);
         let mut fast_updates = 0;
@@ -967,8 +978,8 @@ mod tests {
                 seq: 1,
                 kind: CommandKind::Move { velocity: respawn_sim::Point::new(5, 5) },
             });
-            tick(&mut r);
-            fast_updates += drain(&mut fast_rx).iter().filter(|b| matches!(b, Body::Update(_))).count();
+            tick(&mut r, &mut wire);
+            fast_updates += wire.drain(&fast).iter().filter(|b| matches!(b, Body::Update(_))).count();
         }
         assert_eq!(fast_updates, 40, "the fast client got every tick's update");
         let (code, _) = slow.conn.close_reason().expect("slow client was closed");
@@ -984,28 +995,31 @@ mod tests {
     fn reattach_replaces_the_old_connection_and_keeps_the_character() {
         let metrics = Metrics::new("test");
         let mut r = runner(&metrics);
-        let (first, _rx1, entity) = player_7_in(&mut r);
-        let (second, mut rx2) = link(2, 16);
+        let mut wire = Wire::default();
+        let (first, entity) = player_7_in(&mut r, &mut wire);
+        let second = link(2, 16);
         attach(&mut r, 7, &second);
         // A late detach of the old connection must not remove the player.
         r.control(Control::Detach { player: 7, conn_id: 1, left: true });
-        tick(&mut r);
+        tick(&mut r, &mut wire);
         assert_eq!(first.conn.close_reason().map(|c| c.0), Some(CloseCode::Replaced));
         assert_eq!(r.zone().player(7).map(|p| p.entity), Some(entity));
-        assert!(matches!(drain(&mut rx2)[0], Body::Welcome(ref w) if w.entity_id == entity));
+        assert!(matches!(wire.drain(&second)[0], Body::Welcome(ref w) if w.entity_id == entity));
     }
 
     #[test]
     fn a_join_behind_the_same_players_leave_in_one_tick_starts_after_it() {
         let metrics = Metrics::new("test");
         let mut r = runner(&metrics);
-        let (_first, _rx1, entity) = player_7_in(&mut r);
+        let mut wire = Wire::default();
+        let (_first, entity) = player_7_in(&mut r, &mut wire);
         // The player leaves, and joins again before the tick that applies the leave.
         r.control(Control::Detach { player: 7, conn_id: 1, left: true });
-        let (second, mut rx2) = link(2, 16);
+        let second = link(2, 16);
         attach(&mut r, 7, &second);
-        tick(&mut r);
-        let welcome = drain(&mut rx2).into_iter().find_map(|b| if let Body::Welcome(w) = b { Some(w) } else { None });
+        tick(&mut r, &mut wire);
+        let welcome =
+            wire.drain(&second).into_iter().find_map(|b| if let Body::Welcome(w) = b { Some(w) } else { None });
         let welcome = welcome.expect("the second join is welcomed, not refused");
         assert!(!welcome.resumed, "the character it had left is not resumed");
         assert_ne!(r.zone().player(7).map(|p| p.entity), Some(entity), "a new stay, after the leave");
@@ -1016,35 +1030,30 @@ mod tests {
         let metrics = Metrics::new("test");
         let mut r = runner(&metrics);
         let links: Vec<_> = (1..=4).map(|i| link(i, 16)).collect();
-        for (i, (l, _)) in links.iter().enumerate() {
+        for (i, l) in links.iter().enumerate() {
             attach(&mut r, i as u64 + 1, l);
         }
-        tick(&mut r);
+        tick(&mut r, &mut Wire::default());
         assert_eq!(r.clients(), 3);
-        assert_eq!(links[3].0.conn.close_reason().map(|c| c.0), Some(CloseCode::ZoneFull));
+        assert_eq!(links[3].conn.close_reason().map(|c| c.0), Some(CloseCode::ZoneFull));
     }
 
     /// A crowd of `players` moving about, each on its own link of `protocol_version`,
     /// replicated on `threads` threads; the same seed gives the same world.
-    fn crowd(
-        metrics: &Metrics,
-        players: u64,
-        threads: usize,
-        protocol_version: u32,
-    ) -> (ZoneRunner, Vec<mpsc::Receiver<Bytes>>) {
+    fn crowd(metrics: &Metrics, players: u64, threads: usize, protocol_version: u32) -> (ZoneRunner, Vec<ClientLink>) {
         let mut r = runner(metrics);
         r.settings.max_players = players as usize;
         r.settings.view_radius = 800;
         r.settings.max_visible = 32;
         r.settings.replication_threads = threads;
-        let mut receivers = Vec::new();
+        let mut links = Vec::new();
         for player in 1..=players {
-            let (mut l, rx) = link(player, 64);
+            let mut l = link(player, 64);
             l.protocol_version = protocol_version;
             attach(&mut r, player, &l);
-            receivers.push(rx);
+            links.push(l);
         }
-        (r, receivers)
+        (r, links)
     }
 
     /// Every player walks its own way, turning with the tick.
@@ -1060,17 +1069,18 @@ mod tests {
     fn replication_split_over_threads_sends_every_client_the_same_frames() {
         let metrics = Metrics::new("test");
         let players = 2 * MIN_CLIENTS_PER_THREAD as u64 + 50;
-        let (mut one, mut one_rx) = crowd(&metrics, players, 1, 2);
-        let (mut three, mut three_rx) = crowd(&metrics, players, 3, 2);
+        let (mut one, one_links) = crowd(&metrics, players, 1, 2);
+        let (mut three, three_links) = crowd(&metrics, players, 3, 2);
+        let (mut one_wire, mut three_wire) = (Wire::default(), Wire::default());
         for _ in 0..5 {
-            for r in [&mut one, &mut three] {
+            for (r, wire) in [(&mut one, &mut one_wire), (&mut three, &mut three_wire)] {
                 walk(r, players);
-                tick(r);
+                tick(r, wire);
             }
         }
         let mut moved = 0;
-        for (a, b) in one_rx.iter_mut().zip(&mut three_rx) {
-            let (a, b) = (drain(a), drain(b));
+        for (a, b) in one_links.iter().zip(&three_links) {
+            let (a, b) = (one_wire.drain(a), three_wire.drain(b));
             assert_eq!(a, b, "a client's frames differ with the replication on three threads");
             moved += b.iter().filter(|m| matches!(m, Body::Update(u) if !u.moved_ids.is_empty())).count();
         }
@@ -1099,18 +1109,19 @@ mod tests {
     fn packed_moves_add_up_to_the_positions_protocol_1_sends_whole() {
         let metrics = Metrics::new("test");
         let players = 40;
-        let (mut whole, mut whole_rx) = crowd(&metrics, players, 1, 1);
-        let (mut packed, mut packed_rx) = crowd(&metrics, players, 1, 2);
+        let (mut whole, whole_links) = crowd(&metrics, players, 1, 1);
+        let (mut packed, packed_links) = crowd(&metrics, players, 1, 2);
+        let (mut whole_wire, mut packed_wire) = (Wire::default(), Wire::default());
         let mut whole_seen = vec![BTreeMap::new(); players as usize];
         let mut packed_seen = vec![BTreeMap::new(); players as usize];
         let (mut whole_bytes, mut packed_bytes) = (0, 0);
         for _ in 0..30 {
-            for r in [&mut whole, &mut packed] {
+            for (r, wire) in [(&mut whole, &mut whole_wire), (&mut packed, &mut packed_wire)] {
                 walk(r, players);
-                tick(r);
+                tick(r, wire);
             }
             for i in 0..players as usize {
-                let (w, p) = (drain(&mut whole_rx[i]), drain(&mut packed_rx[i]));
+                let (w, p) = (whole_wire.drain(&whole_links[i]), packed_wire.drain(&packed_links[i]));
                 whole_bytes += w.iter().map(|m| respawn_proto::encode_server(m.clone()).len()).sum::<usize>();
                 packed_bytes += p.iter().map(|m| respawn_proto::encode_server(m.clone()).len()).sum::<usize>();
                 assert!(

@@ -8,17 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use bytes::Bytes;
 use clap::Args;
 use respawn_sim::geom::isqrt;
 use respawn_sim::rng::Rng;
 use respawn_sim::{Command, CommandKind, Point, Zone, ZoneConfig};
-use respawn_zone::link::{ClientLink, ConnState};
+use respawn_zone::link::{ClientLink, ConnState, Delivery};
 use respawn_zone::metrics::Metrics;
 use respawn_zone::persist::PersistState;
 use respawn_zone::zone_loop::{Control, Entry, LoopSettings, PersistLink, ZoneRunner};
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 #[derive(Args, Debug)]
 pub struct TickArgs {
@@ -119,15 +117,15 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
     let (persist_tx, mut persist_rx) = respawn_zone::persist::queue();
     let persist = PersistLink::new(persist_tx, Arc::new(PersistState::default()), Duration::from_secs(5));
     let mut runner = ZoneRunner::new(zone, settings, metrics.zone("bench"), Some(persist));
-    let mut receivers: Vec<mpsc::Receiver<Bytes>> = Vec::with_capacity(args.players as usize);
+    // Connection i has id i: its socket takes every frame at once.
+    let mut conns = Vec::with_capacity(args.players as usize);
     for i in 0..args.players {
-        let (out, rx) = mpsc::channel(8);
-        let conn = ConnState::new(u64::from(i));
-        let link = ClientLink { conn, out, protocol_version: args.protocol_version };
+        let conn = ConnState::new(u64::from(i), 8);
+        let link = ClientLink { conn: conn.clone(), protocol_version: args.protocol_version };
         let player = u64::from(i) + 1;
         let (name, resume_token) = (format!("bot{i}"), String::new());
         runner.control(Control::Attach { player, name, link, resume_token, entry: Entry::Fresh });
-        receivers.push(rx);
+        conns.push(conn);
     }
     let mut rng = Rng::new(42);
     let mut velocities: Vec<Point> = vec![Point::default(); args.players as usize];
@@ -161,17 +159,17 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
         let started = Instant::now();
         runner.tick();
         let took = started.elapsed();
-        // The server hands these to its I/O thread.
-        for delivery in runner.take_deliveries() {
-            delivery.deliver();
-        }
         while persist_rx.try_recv().is_ok() {}
         let mut tick_bytes = 0u64;
         let mut tick_updates = 0u64;
-        for rx in &mut receivers {
-            while let Ok(frame) = rx.try_recv() {
+        // The server hands these to its I/O thread.
+        for delivery in runner.take_deliveries() {
+            if let Delivery::Frame(conn, frame) = delivery {
                 tick_bytes += frame.len() as u64;
                 tick_updates += 1;
+                if let Some(conn) = conns.get(conn as usize) {
+                    conn.sent(1);
+                }
             }
         }
         let tick = runner.zone().tick_number() as usize;
