@@ -2,11 +2,11 @@
 //! thread of the zone server's own (the I/O thread) with `mio`, rather than
 //! by two tasks per connection on the async runtime. Each tick's frames
 //! arrive in one batch and leave with one write per client (its queued
-//! frames together); messages are read as they come and go straight to the
-//! zone's command queue. With a task per connection, every frame cost a
-//! task wake-up, a channel hop and a timer, a third of the server's CPU at
-//! 1,000 clients. What needs the async world (a join's tokens and stores)
-//! runs as a task and answers by message.
+//! frames, and a ping when one is due, together); messages are read as they
+//! come and go straight to the zone's command queue. With tasks, every frame
+//! cost a channel hop, a task wake-up and a timer (BENCHMARKS.md has the
+//! before and after). What needs the async world (a join's tokens and
+//! stores) runs as a task and answers by message.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -40,7 +40,7 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// only while it keeps up, so this is one turn's frames at most).
 const MAX_WRITE_BUFFER: usize = 1 << 20;
 
-/// Starts the I/O thread; it ends after [`Sockets::shut_down`] once every
+/// Starts the I/O thread; it ends after [`crate::link::Sockets::shut_down`] once every
 /// connection closed, or when the server state is gone.
 pub(crate) fn start(queue: IoQueue, state: &Arc<ServerState>) -> io::Result<()> {
     let (answers, answered) = std::sync::mpsc::channel();
