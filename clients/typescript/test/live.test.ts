@@ -1,7 +1,7 @@
 // Against a live platform and zone server: `respawn up` (the binary in
 // $RESPAWN_BIN, else this repository's target/debug/respawn) with two
 // small zones joined by exits, and no bots.
-import { after, before, test } from "node:test";
+import { after, before, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
@@ -118,7 +118,8 @@ test("a guest signs up, refreshes, and signs in again with its device secret", a
   await assert.rejects(new Platform(platformUrl).sessionToken(), (e: unknown) => e instanceof PlatformError && e.status === 401);
 });
 
-test("a session joins, sees the world, moves, and comes back as the same character after a reconnect", async (t) => {
+/** A new guest's session in meadow (not started), closed after the test, with the world its updates build. */
+async function guestInMeadow(t: TestContext): Promise<{ session: GameSession; world: World }> {
   const platform = new Platform(platformUrl);
   await platform.guest();
   const session = new GameSession(platform, "meadow");
@@ -126,6 +127,11 @@ test("a session joins, sees the world, moves, and comes back as the same charact
   const world = new World();
   session.on("welcome", (w) => world.reset(w));
   session.on("update", (u) => world.apply(u));
+  return { session, world };
+}
+
+test("a session joins, sees the world, moves, and comes back as the same character after a reconnect", async (t) => {
+  const { session, world } = await guestInMeadow(t);
   const welcome = await session.start();
   assert.equal(welcome.zone, "meadow");
   assert.equal(session.status, "playing");
@@ -150,13 +156,7 @@ test("a session joins, sees the world, moves, and comes back as the same charact
 });
 
 test("walking through an exit joins the zone it leads to", async (t) => {
-  const platform = new Platform(platformUrl);
-  await platform.guest();
-  const session = new GameSession(platform, "meadow");
-  t.after(() => session.close());
-  const world = new World();
-  session.on("welcome", (w) => world.reset(w));
-  session.on("update", (u) => world.apply(u));
+  const { session, world } = await guestInMeadow(t);
   session.on("rejected", (r) => assert.fail(`a move was refused: ${r.reason}`));
   const welcome = await session.start();
   const exit = welcome.exits.find((x) => x.to === "caverns");

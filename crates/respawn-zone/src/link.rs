@@ -1,5 +1,6 @@
-//! The tick thread's handle on one client connection: a bounded outbound
-//! queue it never waits on, and a way to close the connection with a reason.
+//! The tick thread's handle on one client connection (its frames in flight,
+//! counted against a bound it never waits on, and a way to close it with a
+//! reason) and the way to the I/O thread that owns the sockets.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};

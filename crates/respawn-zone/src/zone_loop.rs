@@ -735,7 +735,7 @@ pub fn run(
         if !runner.settings.extra_tick.is_zero() {
             std::thread::sleep(runner.settings.extra_tick);
         }
-        // The tick's work ends here. The hand-off below wakes an I/O worker,
+        // The tick's work ends here. The hand-off below wakes the I/O thread,
         // which the kernel often runs at once on this thread's core while
         // it sends the frames: timing that too measured the connections'
         // burst (up to 9 ms at 1,000 clients on 2 cores), not the tick.
