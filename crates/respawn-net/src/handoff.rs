@@ -2,8 +2,8 @@
 //! zone server's players' sockets are served by a thread of its own, not by
 //! a task each. [`serve`] is HTTP/1.1 with upgrades like `axum::serve`, but
 //! an upgraded connection's `hyper::upgrade::Upgraded` downcasts to
-//! `TokioIo<GuardedStream>`, which [`GuardedStream::into_socket`] turns into
-//! a plain non-blocking [`Socket`] (TLS included) and its place in the cap.
+//! `TokioIo<GuardedStream>`, which [`take_upgraded`] turns into a plain
+//! non-blocking [`Socket`] (TLS included) and its place in the cap.
 
 use std::future::Future;
 use std::io::{self, Read, Write};
@@ -67,19 +67,21 @@ impl Write for Socket {
 }
 
 /// An upgraded connection handed over: its socket, the bytes the HTTP
-/// stack had read past the upgrade request, and its place in the
-/// per-address cap (given back when this is dropped).
+/// stack had read past the upgrade request, its place in the per-address
+/// cap (given back when this is dropped), and the counter of connections
+/// closed for being idle ([`crate::IDLE_TIMEOUT`]), which its new owner now enforces.
 #[derive(Debug)]
 pub struct Handoff {
     pub socket: Socket,
     pub read_ahead: Vec<u8>,
     pub slot: Slot,
+    pub idle_timed_out: prometheus::IntCounter,
 }
 
 impl GuardedStream {
     /// The socket under this stream, out of the async runtime (its deadline
     /// goes: the new owner keeps its own).
-    pub fn into_socket(self) -> io::Result<(Socket, Slot)> {
+    fn into_socket(self) -> io::Result<(Socket, Slot)> {
         let socket = match self.inner {
             Transport::Plain(tcp) => Socket::Plain(tcp.into_std()?),
             Transport::Tls(tls) => {
@@ -97,8 +99,10 @@ pub fn take_upgraded(upgraded: hyper::upgrade::Upgraded) -> io::Result<Handoff> 
     let parts = upgraded
         .downcast::<TokioIo<GuardedStream>>()
         .map_err(|_| io::Error::other("the upgraded connection is not a guarded stream"))?;
-    let (socket, slot) = parts.io.into_inner().into_socket()?;
-    Ok(Handoff { socket, read_ahead: parts.read_buf.to_vec(), slot })
+    let stream = parts.io.into_inner();
+    let idle_timed_out = stream.timed_out.with_label_values(&["idle"]);
+    let (socket, slot) = stream.into_socket()?;
+    Ok(Handoff { socket, read_ahead: parts.read_buf.to_vec(), slot, idle_timed_out })
 }
 
 /// Serves `app` on `listener` over HTTP/1.1 with upgrades, each request

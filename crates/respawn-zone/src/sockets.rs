@@ -90,6 +90,7 @@ struct Conn {
     /// A read failed: what follows in the stream cannot be framed, so nothing more is read.
     unreadable: bool,
     _slot: respawn_net::Slot,
+    idle_timed_out: prometheus::IntCounter,
     /// Dropped with the connection: the server's tracker sees it end.
     _done: oneshot::Sender<()>,
 }
@@ -293,6 +294,7 @@ impl IoThread {
             blocked_since: None,
             unreadable: false,
             _slot: handoff.slot,
+            idle_timed_out: handoff.idle_timed_out,
             _done: done,
         };
         self.conns.insert(id, conn);
@@ -482,7 +484,7 @@ impl IoThread {
                 _ if conn.blocked_since.is_some_and(|since| now.duration_since(since) >= limits.write_timeout) => {
                     Some(Sweep::TooSlow)
                 }
-                _ if now.duration_since(conn.heard) >= respawn_net::IDLE_TIMEOUT => Some(Sweep::End),
+                _ if now.duration_since(conn.heard) >= respawn_net::IDLE_TIMEOUT => Some(Sweep::Idle),
                 // No update took it along.
                 Phase::Playing(_) if now >= conn.next_ping + PING_ALONE_AFTER => Some(Sweep::Ping),
                 _ => None,
@@ -494,6 +496,12 @@ impl IoThread {
         for (id, action) in due {
             match action {
                 Sweep::End => self.end(state, id),
+                Sweep::Idle => {
+                    if let Some(conn) = self.conns.get(&id) {
+                        conn.idle_timed_out.inc();
+                    }
+                    self.end(state, id);
+                }
                 Sweep::Close => self.write_out(state, id, now),
                 Sweep::JoinTimeout => {
                     state.metrics.client_error(CloseCode::JoinTimeout.as_str());
@@ -525,6 +533,8 @@ enum Ended {
 
 enum Sweep {
     End,
+    /// Nothing read for the idle timeout.
+    Idle,
     Close,
     JoinTimeout,
     TooSlow,
