@@ -6,7 +6,11 @@
 //!
 //! Layout: segment files `<first seq>.seg` of records `len u32 | crc32 u32 |
 //! bytes` (little-endian), and `acked`, the next unacknowledged sequence
-//! number (8 bytes, written atomically). An append is all or nothing: a
+//! number (8 bytes, written atomically). `acked` is written at most once
+//! per [`ACK_WRITTEN_EVERY`] (and by [`Outbox::write_ack`]): after a crash,
+//! up to that much of what was published is published again, which the
+//! event log's consumers take once (events carry their ids), instead of two
+//! fsyncs for every batch published. An append is all or nothing: a
 //! write that fails (a full disk) is cut back off before the error returns,
 //! so a retried append follows whole records. A torn record at the end of
 //! the last segment (a crash mid-write) is cut off when the outbox is
@@ -18,9 +22,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 const HEADER: usize = 8;
+/// How often, at most, an acknowledgement is written to disk by [`Outbox::ack`].
+pub const ACK_WRITTEN_EVERY: Duration = Duration::from_secs(1);
 
 /// The record at `at` in a segment's bytes, its length and body, if it is
 /// whole and its CRC holds.
@@ -47,6 +53,11 @@ struct Inner {
     next_seq: u64,
     /// Next sequence number not yet acknowledged.
     acked: u64,
+    /// What the `acked` file holds, and when it was written (never: `None`).
+    ack_written: (u64, Option<Instant>),
+    /// Where the last read stopped: records there are read from that byte
+    /// on, not from the start of their segment again.
+    cursor: Option<Cursor>,
     writer: Option<File>,
     total_bytes: u64,
     dropped: u64,
@@ -63,11 +74,20 @@ pub struct OutboxStats {
     pub next_seq: u64,
 }
 
+/// Record `seq` starts at byte `offset` of the segment whose first record is `segment`.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    seq: u64,
+    segment: u64,
+    offset: u64,
+}
+
 #[derive(Debug)]
 pub struct Outbox {
     dir: PathBuf,
     quota_bytes: u64,
     segment_bytes: u64,
+    ack_written_every: Duration,
     inner: Mutex<Inner>,
 }
 
@@ -123,8 +143,30 @@ impl Outbox {
             std::fs::remove_file(dir.join(format!("{first:020}.seg")))?;
         }
         let total_bytes = segments.values().map(|s| s.bytes).sum();
-        let inner = Inner { segments, next_seq, acked, writer: None, total_bytes, dropped: 0 };
-        Ok(Self { dir: dir.to_owned(), quota_bytes, segment_bytes: segment_bytes.max(1), inner: Mutex::new(inner) })
+        let inner = Inner {
+            segments,
+            next_seq,
+            acked,
+            ack_written: (acked, None),
+            cursor: None,
+            writer: None,
+            total_bytes,
+            dropped: 0,
+        };
+        Ok(Self {
+            dir: dir.to_owned(),
+            quota_bytes,
+            segment_bytes: segment_bytes.max(1),
+            ack_written_every: ACK_WRITTEN_EVERY,
+            inner: Mutex::new(inner),
+        })
+    }
+
+    /// Writes acknowledgements to disk at most once per `every` instead of
+    /// [`ACK_WRITTEN_EVERY`].
+    pub fn ack_written_every(mut self, every: Duration) -> Self {
+        self.ack_written_every = every;
+        self
     }
 
     fn seg_path(&self, first: u64) -> PathBuf {
@@ -209,24 +251,30 @@ impl Outbox {
         Ok(dropped)
     }
 
-    /// Up to `max` records from sequence `from` on (or the oldest kept, if later), in order.
+    /// Up to `max` records from sequence `from` on (or the oldest kept, if
+    /// later), in order. A read that goes on from where the last one stopped
+    /// reads only the bytes after it.
     pub fn read(&self, from: u64, max: usize) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
-        let segments: Vec<(u64, Segment)> = {
+        let (segments, cursor): (Vec<(u64, Segment)>, _) = {
             let inner = self.inner.lock().map_err(|_| lock_err())?;
-            inner.segments.iter().map(|(f, s)| (*f, *s)).collect()
+            (inner.segments.iter().map(|(f, s)| (*f, *s)).collect(), inner.cursor)
         };
         let mut out = Vec::new();
+        let mut stopped = None;
         for (first, seg) in segments {
             if first + seg.records <= from || out.len() >= max {
                 continue;
             }
+            let (mut seq, start) = match cursor {
+                Some(c) if c.segment == first && c.seq <= from.max(first) => (c.seq, c.offset),
+                _ => (first, 0),
+            };
             let mut file = File::open(self.seg_path(first))?;
-            let mut bytes = vec![0u8; seg.bytes as usize];
-            file.seek(SeekFrom::Start(0))?;
+            let mut bytes = vec![0u8; seg.bytes.saturating_sub(start) as usize];
+            file.seek(SeekFrom::Start(start))?;
             file.read_exact(&mut bytes)?;
             let mut at = 0usize;
-            for i in 0..seg.records {
-                let seq = first + i;
+            while seq < first + seg.records && out.len() < max {
                 let (len, body) = record_at(&bytes, at).ok_or_else(|| {
                     std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
@@ -235,12 +283,14 @@ impl Outbox {
                 })?;
                 if seq >= from {
                     out.push((seq, body.to_vec()));
-                    if out.len() >= max {
-                        break;
-                    }
                 }
                 at += HEADER + len;
+                seq += 1;
             }
+            stopped = Some(Cursor { seq, segment: first, offset: start + at as u64 });
+        }
+        if let Some(stopped) = stopped {
+            self.inner.lock().map_err(|_| lock_err())?.cursor = Some(stopped);
         }
         Ok(out)
     }
@@ -250,15 +300,23 @@ impl Outbox {
         self.inner.lock().map_or(0, |i| i.acked)
     }
 
-    /// Everything up to and including `seq` reached its destination: it may go.
+    /// How many records are not acknowledged yet (without touching the disk).
+    pub fn pending(&self) -> u64 {
+        self.inner.lock().map_or(0, |i| i.next_seq.saturating_sub(i.acked))
+    }
+
+    /// Everything up to and including `seq` reached its destination: it may
+    /// go. Written to disk if the last write is [`ACK_WRITTEN_EVERY`] old.
     pub fn ack(&self, seq: u64) -> std::io::Result<()> {
         let mut inner = self.inner.lock().map_err(|_| lock_err())?;
         let next = (seq + 1).min(inner.next_seq);
         if next <= inner.acked {
             return Ok(());
         }
-        crate::file::write_atomic_io(&self.dir.join("acked"), &next.to_le_bytes())?;
         inner.acked = next;
+        if inner.ack_written.1.is_none_or(|at| at.elapsed() >= self.ack_written_every) {
+            self.write_ack_locked(&mut inner)?;
+        }
         let current = inner.segments.keys().next_back().copied();
         let done: Vec<u64> = inner
             .segments
@@ -272,6 +330,22 @@ impl Outbox {
             }
             std::fs::remove_file(self.seg_path(first))?;
         }
+        Ok(())
+    }
+
+    /// Writes the acknowledgements made since the last write to disk (when
+    /// the publisher stops).
+    pub fn write_ack(&self) -> std::io::Result<()> {
+        let mut inner = self.inner.lock().map_err(|_| lock_err())?;
+        self.write_ack_locked(&mut inner)
+    }
+
+    fn write_ack_locked(&self, inner: &mut Inner) -> std::io::Result<()> {
+        if inner.ack_written.0 == inner.acked {
+            return Ok(());
+        }
+        crate::file::write_atomic_io(&self.dir.join("acked"), &inner.acked.to_le_bytes())?;
+        inner.ack_written = (inner.acked, Some(Instant::now()));
         Ok(())
     }
 
@@ -326,6 +400,41 @@ mod tests {
         ob.append(&recs(10, 1)).expect("append");
         assert_eq!(ob.read(10, 10).expect("read"), vec![(10, vec![10; 10])]);
         assert_eq!(ob.stats().pending, 7);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn acknowledgements_reach_the_disk_at_most_once_per_interval_and_when_written() {
+        let d = dir("ack-written");
+        let ob = Outbox::open(&d, 1 << 30, 1 << 20).expect("open").ack_written_every(Duration::from_secs(3600));
+        ob.append(&recs(0, 6)).expect("append");
+        let on_disk = || Outbox::open(&d, 1 << 30, 1 << 20).expect("reopen").acked();
+        ob.ack(1).expect("ack");
+        assert_eq!(on_disk(), 2, "the first acknowledgement is written at once");
+        ob.ack(3).expect("ack");
+        assert_eq!((ob.acked(), ob.pending(), on_disk()), (4, 2, 2), "the next one waits for the interval");
+        ob.write_ack().expect("write");
+        assert_eq!(on_disk(), 4);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_read_goes_on_where_the_last_one_stopped_without_reading_the_segment_again() {
+        let d = dir("cursor");
+        let ob = Outbox::open(&d, 1 << 30, 1 << 20).expect("open");
+        ob.append(&recs(0, 4)).expect("append");
+        let seqs = |read: Vec<(u64, Vec<u8>)>| read.into_iter().map(|(seq, _)| seq).collect::<Vec<_>>();
+        assert_eq!(seqs(ob.read(0, 2).expect("read")), [0, 1]);
+        // Record 0 is spoiled on disk: reads from where the last one stopped never look at it again.
+        let seg = d.join(format!("{:020}.seg", 0));
+        let mut bytes = std::fs::read(&seg).expect("segment");
+        bytes[HEADER] ^= 0xff;
+        std::fs::write(&seg, &bytes).expect("write");
+        ob.append(&recs(4, 1)).expect("append");
+        assert_eq!(seqs(ob.read(2, 2).expect("read")), [2, 3]);
+        assert_eq!(seqs(ob.read(4, 10).expect("read")), [4]);
+        // A read from before that (a publish that failed) starts at the segment's beginning.
+        assert!(ob.read(0, 10).is_err(), "record 0 is read again, and found spoiled");
         let _ = std::fs::remove_dir_all(d);
     }
 

@@ -22,7 +22,8 @@ pub struct ConfigFile {
     pub view_radius: Option<i32>,
     pub max_visible: Option<usize>,
     pub max_players_per_zone: Option<usize>,
-    /// Threads one zone's replication may use; default: the machine's cores.
+    /// Threads one zone's replication may use (once one thread would take
+    /// over `zone_loop::REPLICATE_ALONE_WITHIN`); default: the machine's cores.
     pub replication_threads: Option<usize>,
     pub drain_deadline_secs: Option<u64>,
     #[serde(default)]

@@ -122,6 +122,8 @@ pub async fn run_publisher(
     let mut down_since: Option<Instant> = None;
     let mut flush_deadline: Option<Instant> = None;
     let mut unreadable = false;
+    // Published and not yet acknowledged to the outbox: that goes with the next read.
+    let mut published_through: Option<u64> = None;
     loop {
         if stop.is_cancelled() {
             let deadline = *flush_deadline.get_or_insert_with(|| Instant::now() + final_flush);
@@ -129,25 +131,39 @@ pub async fn run_publisher(
                 break;
             }
         }
-        let (reader, from) = (outbox.clone(), outbox.acked());
-        let batch = match tokio::task::spawn_blocking(move || reader.read(from, BATCH)).await {
-            Ok(Ok(batch)) => {
-                unreadable = false;
-                batch
+        let batch = if published_through.is_none() && outbox.pending() == 0 {
+            // Nothing new, known without a trip to the disk.
+            Vec::new()
+        } else {
+            // The acknowledgement and the next read take one trip to a blocking thread.
+            let (outbox, to_ack) = (outbox.clone(), published_through.take());
+            let trip = tokio::task::spawn_blocking(move || {
+                let acked = to_ack.map(|seq| outbox.ack(seq));
+                (acked, outbox.read(outbox.acked(), BATCH))
+            })
+            .await;
+            let (acked, read) = trip.unwrap_or_else(|_| (None, Ok(Vec::new())));
+            if let Some(Err(e)) = acked {
+                tracing::error!(zone = %zone, error = %e, "cannot record the outbox acknowledgement");
             }
-            Ok(Err(e)) => {
-                // A bad record stays bad: said once, tried again each second.
-                if !unreadable {
-                    tracing::error!(zone = %zone, error = %e, "cannot read the outbox; publishing waits");
+            match read {
+                Ok(batch) => {
+                    unreadable = false;
+                    batch
                 }
-                unreadable = true;
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.cancelled() => {}
+                Err(e) => {
+                    // A bad record stays bad: said once, tried again each second.
+                    if !unreadable {
+                        tracing::error!(zone = %zone, error = %e, "cannot read the outbox; publishing waits");
+                    }
+                    unreadable = true;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                    continue;
                 }
-                continue;
             }
-            Err(_) => Vec::new(),
         };
         // What may go: the records up to the first of a tick not durable yet.
         let (mut records, mut last, mut withdrawn) = (Vec::new(), None, 0u64);
@@ -187,10 +203,7 @@ pub async fn run_publisher(
         let published = if records.is_empty() { Ok(()) } else { log.publish(records).await };
         match published {
             Ok(()) => {
-                let acker = outbox.clone();
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || acker.ack(last)).await {
-                    tracing::error!(zone = %zone, error = %e, "cannot record the outbox acknowledgement");
-                }
+                published_through = Some(last);
                 metrics.published(count);
                 backoff = Duration::from_millis(100);
                 if let Some(since) = down_since.take() {
@@ -212,6 +225,19 @@ pub async fn run_publisher(
         }
         metrics.outbox(outbox.stats());
     }
+    // What was acknowledged in memory only is written before the process goes.
+    let (writer, to_ack) = (outbox.clone(), published_through.take());
+    let written = tokio::task::spawn_blocking(move || {
+        if let Some(seq) = to_ack {
+            writer.ack(seq)?;
+        }
+        writer.write_ack()
+    })
+    .await;
+    if let Ok(Err(e)) = written {
+        tracing::error!(zone = %zone, error = %e, "cannot record the outbox acknowledgement");
+    }
+    metrics.outbox(outbox.stats());
 }
 
 #[cfg(test)]

@@ -111,6 +111,7 @@ pub fn run_tick(args: TickArgs) -> Result<()> {
         resume_grace: Duration::from_secs(30),
         extra_tick: Duration::ZERO,
         replication_threads,
+        replicate_alone_within: respawn_zone::zone_loop::REPLICATE_ALONE_WITHIN,
     };
     // The tick thread's share of persistence (batch encoding, a snapshot
     // every 5 s) is timed; the writes themselves happen elsewhere.

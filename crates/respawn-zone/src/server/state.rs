@@ -314,6 +314,7 @@ impl ServerState {
             resume_grace: config.resume_grace,
             extra_tick: config.extra_tick,
             replication_threads: config.replication_threads,
+            replicate_alone_within: crate::zone_loop::REPLICATE_ALONE_WITHIN,
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue_capacity);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
