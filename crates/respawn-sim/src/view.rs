@@ -242,9 +242,11 @@ impl ClientView {
         d.stats = (!unchanged).then(|| SelfStats::of(player));
     }
 
-    /// Records that `delta`, the last computed for this client, reached it.
+    /// Records that `delta`, the last computed for this client, reached it
+    /// (its visible list becomes this baseline, and the old one the
+    /// delta's to refill: a swap, not a copy of every visible entity).
     pub fn commit(&mut self, delta: &mut Delta) {
-        self.known.clone_from(&delta.visible);
+        std::mem::swap(&mut self.known, &mut delta.visible);
         if let Some(stats) = delta.stats.take() {
             self.known_stats = Some(stats);
         }
