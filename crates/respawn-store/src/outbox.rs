@@ -381,6 +381,13 @@ mod tests {
         (from..from + n).map(|i| vec![i; 10]).collect()
     }
 
+    /// The first segment's path and bytes, for a test to spoil them.
+    fn first_segment(d: &Path) -> (PathBuf, Vec<u8>) {
+        let seg = d.join(format!("{:020}.seg", 0));
+        let bytes = std::fs::read(&seg).expect("segment");
+        (seg, bytes)
+    }
+
     #[test]
     fn records_come_back_in_order_across_segments_and_restarts() {
         let d = dir("order");
@@ -426,8 +433,7 @@ mod tests {
         let seqs = |read: Vec<(u64, Vec<u8>)>| read.into_iter().map(|(seq, _)| seq).collect::<Vec<_>>();
         assert_eq!(seqs(ob.read(0, 2).expect("read")), [0, 1]);
         // Record 0 is spoiled on disk: reads from where the last one stopped never look at it again.
-        let seg = d.join(format!("{:020}.seg", 0));
-        let mut bytes = std::fs::read(&seg).expect("segment");
+        let (seg, mut bytes) = first_segment(&d);
         bytes[HEADER] ^= 0xff;
         std::fs::write(&seg, &bytes).expect("write");
         ob.append(&recs(4, 1)).expect("append");
@@ -475,8 +481,7 @@ mod tests {
         let d = dir("corrupt");
         let ob = Outbox::open(&d, 1 << 30, 1 << 20).expect("open");
         ob.append(&recs(0, 3)).expect("append");
-        let seg = d.join(format!("{:020}.seg", 0));
-        let mut bytes = std::fs::read(&seg).expect("segment");
+        let (seg, mut bytes) = first_segment(&d);
         // The second record's length now points past the end of the file.
         let second = HEADER + 10;
         bytes[second..second + 4].copy_from_slice(&u32::MAX.to_le_bytes());
