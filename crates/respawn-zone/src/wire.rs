@@ -127,6 +127,18 @@ fn put_packed(tag: u32, values: &[u8], buf: &mut BytesMut) {
     buf.put_slice(values);
 }
 
+/// Appends `value` as a protobuf varint. prost's `encode_varint` is the
+/// same loop behind a call (it is not inlined); an update packs three
+/// varints an entity that moved, and they were a sixth of the tick.
+#[inline]
+fn push_varint(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
 /// Protobuf's zigzag encoding of an sint32.
 fn zigzag(n: i32) -> u64 {
     u64::from(((n << 1) ^ (n >> 31)) as u32)
@@ -144,17 +156,17 @@ impl UpdateEncoder {
         let mut last_id = 0;
         for c in &delta.changed {
             if format == UpdateFormat::PackedMoves && c.only_moved() {
-                encoding::encode_varint(u64::from(c.state.id - last_id), &mut self.moved_ids);
+                push_varint(u64::from(c.state.id - last_id), &mut self.moved_ids);
                 last_id = c.state.id;
-                encoding::encode_varint(zigzag(c.state.pos.x - c.before.pos.x), &mut self.moved_steps);
-                encoding::encode_varint(zigzag(c.state.pos.y - c.before.pos.y), &mut self.moved_steps);
+                push_varint(zigzag(c.state.pos.x - c.before.pos.x), &mut self.moved_steps);
+                push_varint(zigzag(c.state.pos.y - c.before.pos.y), &mut self.moved_steps);
             } else {
                 self.changed.push(changed(c));
             }
         }
         self.left.clear();
         for id in &delta.left {
-            encoding::encode_varint(u64::from(*id), &mut self.left);
+            push_varint(u64::from(*id), &mut self.left);
         }
         let you = delta.stats.as_ref().map(stats);
         let tick = zone.tick_number();
