@@ -445,4 +445,39 @@ mod tests {
         }
         assert!(bitset > 100 && sorted > 100, "both ways of ordering ranks ran ({bitset} and {sorted})");
     }
+
+    #[test]
+    fn a_crowd_moving_among_npcs_and_items_sees_what_brute_force_sees_tick_after_tick() {
+        let mut z = Zone::new(ZoneConfig::standard(1, "v", 11)).expect("zone");
+        let joins: Vec<Command> = (1..=400)
+            .map(|id| Command { player: id, seq: 0, kind: CommandKind::join_fresh(format!("p{id}")) })
+            .collect();
+        z.tick(&joins);
+        let mut rng = crate::rng::Rng::new(3);
+        for p in z.players.values_mut() {
+            // A 60 m square: far more than 128 within 20 m of most players.
+            p.pos = Point::new(5_000 + rng.below(6_000) as i32, 5_000 + rng.below(6_000) as i32);
+        }
+        let (radius, cap) = (2_000, 128);
+        let mut views: std::collections::BTreeMap<u64, ClientView> =
+            z.players().keys().map(|id| (*id, ClientView::new(cap))).collect();
+        let (mut index, mut d) = (FieldIndex::default(), Delta::default());
+        for tick in 0..10u32 {
+            let moves: Vec<Command> = (1..=400)
+                .map(|id| {
+                    let velocity = Point::new(rng.below(600) as i32 - 300, rng.below(600) as i32 - 300);
+                    Command { player: id, seq: tick + 1, kind: CommandKind::Move { velocity } }
+                })
+                .collect();
+            z.tick(&moves);
+            index.rebuild(&z, radius / 2);
+            for (id, view) in views.iter_mut() {
+                let me = z.player(*id).expect("still here");
+                view.diff(&index, me, radius, &mut d);
+                let seen: Vec<EntityId> = d.visible.iter().map(|e| e.id).collect();
+                assert_eq!(seen, seen_by_brute_force(&z, me.pos, radius, cap), "player {id} at tick {tick}");
+                view.commit(&mut d);
+            }
+        }
+    }
 }
