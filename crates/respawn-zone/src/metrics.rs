@@ -513,6 +513,12 @@ impl Metrics {
             f.failures_in_row.with_label_values(&[zone, store]).set(0);
         }
         f.publish_failures.with_label_values(&[zone]);
+        // Exported from the start, not from the first segment (30 s on).
+        for result in ["ok", "failed"] {
+            f.history_segments.with_label_values(&[zone, result]);
+        }
+        f.history_retained_bytes.with_label_values(&[zone]);
+        f.history_retained_seconds.with_label_values(&[zone]);
         f.history_ticks_dropped.with_label_values(&[zone]);
         f.leases_lost.with_label_values(&[zone]);
         f.taken_over.with_label_values(&[zone]);
