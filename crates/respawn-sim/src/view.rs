@@ -47,6 +47,8 @@ impl EntityState {
 /// Low bits of a nearest-first key hold the entity's rank, the bits above
 /// its squared distance: a distance within the largest view radius
 /// (100,000 cm, under 2^34 cm²) and a rank under 2^30 fit in 64 bits.
+/// Farther distances (a radius past what a zone's config allows) saturate
+/// and tie, broken by the lower id.
 const RANK_BITS: u32 = 30;
 const RANK_MASK: u64 = (1 << RANK_BITS) - 1;
 /// Past this many words of bitset per entity a client keeps, its visible
@@ -108,7 +110,7 @@ impl FieldIndex {
     /// Appends the nearest-first key of every entity within `radius` of `center` to `out`.
     fn near(&self, center: Point, radius: i32, out: &mut Vec<u64>) {
         self.grid.for_each_within(center, radius, |p, rank| {
-            let dist2 = p.dist2(center).unsigned_abs();
+            let dist2 = p.dist2(center).unsigned_abs().min(u64::MAX >> RANK_BITS);
             out.push(dist2 << RANK_BITS | u64::from(*rank));
         });
     }

@@ -29,8 +29,8 @@ pub struct TickArgs {
     /// Square metres of field per player; sets the zone's size.
     #[arg(long, default_value_t = 100)]
     area_per_player: u32,
-    /// Area-of-interest radius in centimetres.
-    #[arg(long, default_value_t = 2_000)]
+    /// Area-of-interest radius in centimetres (as a zone's `view_radius`: 100 to 100,000).
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(i32).range(100..=100_000))]
     view_radius: i32,
     /// Nearest entities sent to one client.
     #[arg(long, default_value_t = 128)]
