@@ -255,6 +255,7 @@ impl ServerConfig {
                 cold_every: p.cold_snapshot_secs.map_or(pd.cold_every, secs),
                 keep_cold: p.keep_cold.unwrap_or(pd.keep_cold),
                 max_pending_ticks: pd.max_pending_ticks,
+                unattended_journal_every: pd.unattended_journal_every,
                 lease_ttl: p.lease_ttl_ms.map_or(pd.lease_ttl, ms),
                 history: {
                     // By default as far back as a replay can start: the oldest cold snapshot kept.

@@ -98,6 +98,8 @@ pub struct PersistSettings {
     /// Journal batches held in memory while the journal store is down; past
     /// this the backlog is dropped and a snapshot is asked for instead.
     pub max_pending_ticks: usize,
+    /// How long unattended ticks may wait for the journal (see [`PersistMsg::Tick`]).
+    pub unattended_journal_every: Duration,
     /// Each zone's lease (see [`crate::lease`]): how long another server
     /// waits for a lost owner before it may take the zone.
     pub lease_ttl: Duration,
@@ -111,6 +113,7 @@ impl Default for PersistSettings {
             cold_every: Duration::from_secs(300),
             keep_cold: 3,
             max_pending_ticks: 20 * 600,
+            unattended_journal_every: Duration::from_secs(1),
             lease_ttl: Duration::from_secs(2),
             history: HistorySettings::default(),
         }
@@ -121,8 +124,13 @@ impl Default for PersistSettings {
 #[derive(Debug)]
 pub enum PersistMsg {
     /// The command batch accepted in `tick` (sent for every tick) and the
-    /// tick's domain events, encoded for the outbox.
-    Tick { tick: u64, batch: Vec<u8>, events: Vec<Vec<u8>> },
+    /// tick's domain events, encoded for the outbox. `attended`: the tick had
+    /// commands, events or players in the zone. Ticks that are none of these
+    /// (an empty zone's NPCs going on) are journaled at most
+    /// [`PersistSettings::unattended_journal_every`] (a second) late: losing them to a crash loses
+    /// nobody anything, and an empty zone then costs one disk sync a second
+    /// instead of one a tick.
+    Tick { tick: u64, batch: Vec<u8>, events: Vec<Vec<u8>>, attended: bool },
     /// The whole zone after `tick`.
     Snapshot { tick: u64, bytes: Vec<u8> },
     /// Answered with the durable tick once everything sent before it was written (or tried).
@@ -199,6 +207,8 @@ pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::Receiver<PersistMs
         state,
         metrics,
         pending: VecDeque::new(),
+        attended_through: 0,
+        pending_since: None,
         latest: None,
         snapshot_due: false,
         last_cold: Instant::now(),
@@ -219,7 +229,7 @@ pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::Receiver<PersistMs
         if p.events.len() >= MAX_UNRECORDED_EVENTS {
             // Backpressure: the ticks wait in the queue, not in memory here.
             tokio::time::sleep(OUTBOX_RETRY).await;
-            p.write().await;
+            p.write(false).await;
             continue;
         }
         match rx.recv().await {
@@ -233,12 +243,13 @@ pub async fn run_persister(zp: ZonePersistence, mut rx: mpsc::Receiver<PersistMs
                 msg => p.take(msg),
             }
         }
-        p.write().await;
+        // A flush is answered with everything sent before it journaled.
+        p.write(!flushes.is_empty()).await;
         for reply in flushes.drain(..) {
             let _ = reply.send(p.state.durable_tick.load(Ordering::Relaxed));
         }
     }
-    p.write().await;
+    p.write(true).await;
     p.finish_cold(true).await;
     // What it ran to the end goes into the history too.
     p.archive_history(true).await;
@@ -271,6 +282,11 @@ struct Persister {
     state: Arc<PersistState>,
     metrics: PersistMetrics,
     pending: VecDeque<JournalEntry>,
+    /// The newest attended tick taken: a pending tick at or before it is
+    /// journaled at once.
+    attended_through: u64,
+    /// When the oldest pending tick was taken.
+    pending_since: Option<Instant>,
     latest: Option<StoredSnapshot>,
     snapshot_due: bool,
     last_cold: Instant,
@@ -304,8 +320,11 @@ struct Persister {
 impl Persister {
     fn take(&mut self, msg: PersistMsg) {
         match msg {
-            PersistMsg::Tick { tick, batch, events } => {
+            PersistMsg::Tick { tick, batch, events, attended } => {
                 self.last_tick = tick;
+                if attended {
+                    self.attended_through = tick;
+                }
                 self.events.extend(events);
                 let entry = JournalEntry { tick, batch };
                 if let Some(history) = self.history.as_mut() {
@@ -318,6 +337,7 @@ impl Persister {
                     return;
                 }
                 self.pending.push_back(entry);
+                self.pending_since.get_or_insert_with(Instant::now);
                 if self.pending.len() > self.settings.max_pending_ticks {
                     tracing::error!(
                         zone = %self.name,
@@ -358,11 +378,25 @@ impl Persister {
         self.dropping_until_snapshot = false;
     }
 
-    async fn write(&mut self) {
+    /// Whether the pending ticks go to the journal now: at once when one of
+    /// them is attended (or `force`), else once the oldest has waited
+    /// [`PersistSettings::unattended_journal_every`]; never before a failed
+    /// append's retry time.
+    fn journal_due(&self, force: bool) -> bool {
+        let Some(oldest) = self.pending.front() else { return false };
+        let every = self.settings.unattended_journal_every;
+        let waited = self.pending_since.is_some_and(|since| since.elapsed() >= every);
+        Instant::now() >= self.journal_retry_at && (force || oldest.tick <= self.attended_through || waited)
+    }
+
+    /// Stores what was taken. `force`: the journal too, attended or not (a
+    /// flush, the end).
+    async fn write(&mut self, force: bool) {
         if self.lease.is_lost() {
             // Another server owns the zone: nothing more is stored from here
             // (the events too are of ticks never durable, so never published).
             self.pending.clear();
+            self.pending_since = None;
             self.events.clear();
             self.latest = None;
             return;
@@ -382,8 +416,11 @@ impl Persister {
                 self.start_cold(snapshot);
             }
         }
-        if !self.pending.is_empty() && Instant::now() >= self.journal_retry_at {
+        if self.journal_due(force) {
             self.append_journal().await;
+        }
+        if self.pending.is_empty() {
+            self.pending_since = None;
         }
         self.archive_history(false).await;
         self.metrics.journal_pending.set(self.pending.len() as i64);

@@ -180,7 +180,10 @@ pub async fn run_publisher(
             if stop.is_cancelled() {
                 break;
             }
-            // Woken as soon as a tick is durable; the sleep covers an empty outbox.
+            // Woken as soon as a tick is durable: events go to the outbox
+            // before their tick is. The sleep covers what does not move the
+            // running timeline (a restore's records, a timeline begun since),
+            // at a fraction of the wake-ups.
             let durable = gate.current();
             let advanced = async {
                 match &durable {
@@ -189,7 +192,7 @@ pub async fn run_publisher(
                 }
             };
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = advanced => {}
                 _ = stop.cancelled() => {}
             }

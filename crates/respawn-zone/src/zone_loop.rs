@@ -492,8 +492,9 @@ impl ZoneRunner {
         let tick = out.tick;
         if let Some(p) = self.persist.as_mut() {
             let events = crate::events::encode_all(&out.events);
+            let attended = !batch.is_empty() || !events.is_empty() || !self.zone.players().is_empty();
             // Room was checked above, and this thread is the only sender.
-            let _ = p.tx.try_send(PersistMsg::Tick { tick, batch: encode_batch(&batch), events });
+            let _ = p.tx.try_send(PersistMsg::Tick { tick, batch: encode_batch(&batch), events, attended });
             if p.last_snapshot.elapsed() >= p.snapshot_every || p.state.snapshot_wanted.swap(false, Ordering::Relaxed) {
                 self.snapshot_now();
             }
@@ -963,6 +964,27 @@ mod tests {
         assert_eq!(queued, (1..=ran).collect::<Vec<_>>(), "every tick that ran is queued, in order");
         r.tick();
         assert_eq!(r.zone().tick_number(), ran + 1, "the world moves on once the persister catches up");
+    }
+
+    #[test]
+    fn an_empty_zones_ticks_go_to_the_persister_unattended() {
+        let metrics = Metrics::new("test");
+        let mut r = runner(&metrics);
+        let (tx, mut rx) = crate::persist::queue();
+        r.persist = Some(PersistLink::new(tx, Arc::new(PersistState::default()), Duration::from_secs(3_600)));
+        let mut wire = Wire::default();
+        r.tick();
+        r.tick();
+        player_7_in(&mut r, &mut wire);
+        tick(&mut r, &mut wire);
+        let mut attended = Vec::new();
+        while let Ok(msg) = rx.try_recv() {
+            if let PersistMsg::Tick { tick, attended: a, .. } = msg {
+                attended.push((tick, a));
+            }
+        }
+        let told = "the zone's start (an event), empty, the join, a player in the zone";
+        assert_eq!(attended, [(1, true), (2, false), (3, true), (4, true)], "{told}");
     }
 
     #[test]

@@ -84,6 +84,10 @@ struct Persisting {
 }
 
 fn persist_with(stores: &Stores, lease: Arc<HeldLease>) -> Persisting {
+    persist_with_settings(stores, lease, PersistSettings::default())
+}
+
+fn persist_with_settings(stores: &Stores, lease: Arc<HeldLease>, settings: PersistSettings) -> Persisting {
     let state = Arc::new(PersistState::default());
     let (tx, rx) = persist::queue();
     let outbox_dir = std::env::temp_dir().join(format!("respawn-recovery-outbox-{}", respawn_harness::unique_suffix()));
@@ -94,7 +98,7 @@ fn persist_with(stores: &Stores, lease: Arc<HeldLease>) -> Persisting {
             name: "recovery".into(),
             stores: stores.clone(),
             outbox: outbox.clone(),
-            settings: PersistSettings::default(),
+            settings,
             state: state.clone(),
             metrics: Metrics::new("test").persist("recovery"),
             lease,
@@ -130,7 +134,12 @@ async fn play(stores: &Stores, ticks: u64, snapshot_every: u64) -> Played {
         let out = zone.tick(&batch);
         events.extend(out.events.iter().map(|e| (tick, e.id.to_string())));
         let encoded = respawn_zone::events::encode_all(&out.events);
-        let msg = PersistMsg::Tick { tick, batch: respawn_sim::command::encode_batch(&batch), events: encoded };
+        let msg = PersistMsg::Tick {
+            tick,
+            batch: respawn_sim::command::encode_batch(&batch),
+            events: encoded,
+            attended: true,
+        };
         tx.send(msg).await.expect("persister");
         if tick % snapshot_every == 0 {
             tx.send(PersistMsg::Snapshot { tick, bytes: zone.encode_snapshot() }).await.expect("persister");
@@ -230,7 +239,8 @@ async fn the_next_owner_keeps_the_history_archived_before_it() {
     let Persisting { tx, task: persister, .. } = persist_with(&stores, lease.clone());
     for tick in 251..=260 {
         zone.tick(&[]);
-        let msg = PersistMsg::Tick { tick, batch: respawn_sim::command::encode_batch(&[]), events: Vec::new() };
+        let batch = respawn_sim::command::encode_batch(&[]);
+        let msg = PersistMsg::Tick { tick, batch, events: Vec::new(), attended: !zone.players().is_empty() };
         tx.send(msg).await.expect("persister");
     }
     drop(tx);
@@ -238,6 +248,65 @@ async fn the_next_owner_keeps_the_history_archived_before_it() {
     let after = stores.history.list(11).await.expect("history");
     assert!(before.iter().all(|m| after.contains(m)), "the earlier history is kept: {before:?} then {after:?}");
     assert_eq!(after.len(), before.len() + 1, "and the next owner's segment after it: {after:?}");
+}
+
+/// An empty zone's ticks (no players, commands or events) wait for the
+/// journal; the first attended tick takes them there with it at once, and
+/// otherwise they go once the oldest has waited the setting's time.
+#[tokio::test]
+async fn an_empty_zones_ticks_wait_for_the_journal_and_go_with_the_first_attended_one() {
+    let (stores, _dir) = file_stores();
+    let (lease, _told) = take_lease(&stores, "idle").await;
+    let hour =
+        PersistSettings { unattended_journal_every: std::time::Duration::from_secs(3_600), ..Default::default() };
+    let Persisting { tx, state, task: persister, .. } = persist_with_settings(&stores, lease.clone(), hour);
+    let mut zone = Zone::new(config()).expect("zone");
+    let durable = || state.durable_tick.load(Ordering::Relaxed);
+    let empty = |zone: &mut Zone, tick: u64| {
+        zone.tick(&[]);
+        PersistMsg::Tick { tick, batch: respawn_sim::command::encode_batch(&[]), events: Vec::new(), attended: false }
+    };
+    for tick in 1..=5 {
+        tx.send(empty(&mut zone, tick)).await.expect("persister");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(durable(), 0, "the empty zone's ticks wait");
+    assert!(stores.journal.read_after(11, 0).await.expect("journal").is_empty(), "nothing journaled yet");
+
+    let join = vec![Command { player: 1, seq: 0, kind: CommandKind::join_fresh("p1".to_string()) }];
+    zone.tick(&join);
+    let batch = respawn_sim::command::encode_batch(&join);
+    tx.send(PersistMsg::Tick { tick: 6, batch, events: Vec::new(), attended: true }).await.expect("persister");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while durable() < 6 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(durable(), 6, "an attended tick is journaled at once, with the ticks before it");
+    let ticks: Vec<u64> = stores.journal.read_after(11, 0).await.expect("journal").iter().map(|e| e.tick).collect();
+    assert_eq!(ticks, (1..=6).collect::<Vec<_>>());
+    drop(tx);
+    persister.await.expect("persister ends");
+    lease.release().await;
+
+    // With a short wait, empty ticks reach the journal on their own.
+    let (stores, _dir) = file_stores();
+    let (lease, _told) = take_lease(&stores, "idle").await;
+    let short =
+        PersistSettings { unattended_journal_every: std::time::Duration::from_millis(200), ..Default::default() };
+    let Persisting { tx, state, task: persister, .. } = persist_with_settings(&stores, lease.clone(), short);
+    let mut zone = Zone::new(config()).expect("zone");
+    let mut tick = 0;
+    while state.durable_tick.load(Ordering::Relaxed) == 0 && tick < 200 {
+        tick += 1;
+        tx.send(empty(&mut zone, tick)).await.expect("persister");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let journaled = state.durable_tick.load(Ordering::Relaxed);
+    assert!(journaled >= 2, "the ticks of the wait went together (journaled through {journaled} of {tick})");
+    drop(tx);
+    persister.await.expect("persister ends");
+    assert_eq!(state.durable_tick.load(Ordering::Relaxed), tick, "the rest is journaled at the end");
+    lease.release().await;
 }
 
 /// A zone server that crashes archived its history only up to its last
@@ -260,7 +329,12 @@ async fn a_crashed_zones_unarchived_ticks_reach_the_history_through_the_next_own
             }],
         };
         zone.tick(&batch);
-        let msg = PersistMsg::Tick { tick, batch: respawn_sim::command::encode_batch(&batch), events: Vec::new() };
+        let msg = PersistMsg::Tick {
+            tick,
+            batch: respawn_sim::command::encode_batch(&batch),
+            events: Vec::new(),
+            attended: true,
+        };
         tx.send(msg).await.expect("persister");
         if tick == 100 {
             tx.send(PersistMsg::Snapshot { tick, bytes: zone.encode_snapshot() }).await.expect("persister");
@@ -310,7 +384,7 @@ async fn a_superseded_persister_stores_nothing_more(stores: Stores) {
             .map(|tick| {
                 let batch = respawn_sim::command::encode_batch(&[]);
                 zone.tick(&[]);
-                PersistMsg::Tick { tick, batch, events: Vec::new() }
+                PersistMsg::Tick { tick, batch, events: Vec::new(), attended: false }
             })
             .collect::<Vec<_>>()
     };
