@@ -23,12 +23,6 @@ use crate::persist::PersistState;
 /// Records per publish call.
 const BATCH: usize = 5_000;
 
-/// How long a publisher that caught up waits before it reads again, for
-/// the next ticks' events to go in the same call (a busy zone has events
-/// in most ticks: one call, one broker or ledger transaction, per tick
-/// otherwise). A backlog is read on at once.
-const LINGER: Duration = Duration::from_millis(100);
-
 /// Which of a zone's recorded events may be published: those of durable
 /// ticks of the timeline running now, and those of earlier timelines up to
 /// the tick the next one started from. One per outbox, told of every
@@ -173,7 +167,6 @@ pub async fn run_publisher(
         };
         // What may go: the records up to the first of a tick not durable yet.
         let (mut records, mut last, mut withdrawn) = (Vec::new(), None, 0u64);
-        let read = batch.len();
         for (seq, payload) in batch {
             let (record, epoch, tick) = keyed(payload);
             match gate.release(epoch, tick) {
@@ -210,7 +203,6 @@ pub async fn run_publisher(
             tracing::warn!(zone = %zone, events = withdrawn, "withdrew events of ticks a restore took back");
         }
         let count = records.len() as u64;
-        let caught_up = read < BATCH;
         let published = if records.is_empty() { Ok(()) } else { log.publish(records).await };
         match published {
             Ok(()) => {
@@ -219,12 +211,6 @@ pub async fn run_publisher(
                 backoff = Duration::from_millis(100);
                 if let Some(since) = down_since.take() {
                     tracing::info!(zone = %zone, down_ms = since.elapsed().as_millis() as u64, "event publishing resumed");
-                }
-                if caught_up && !stop.is_cancelled() {
-                    tokio::select! {
-                        _ = tokio::time::sleep(LINGER) => {}
-                        _ = stop.cancelled() => {}
-                    }
                 }
             }
             Err(e) => {
@@ -260,54 +246,6 @@ pub async fn run_publisher(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::future::BoxFuture;
-    use futures_util::FutureExt;
-    use prost::Message;
-    use respawn_store::StoreResult;
-
-    /// An event log that keeps what each call published.
-    #[derive(Debug, Default)]
-    struct Calls(std::sync::Mutex<Vec<usize>>);
-
-    impl EventLog for Calls {
-        fn publish(&self, records: Vec<KeyedRecord>) -> BoxFuture<'_, StoreResult<()>> {
-            self.0.lock().expect("calls").push(records.len());
-            async { Ok(()) }.boxed()
-        }
-    }
-
-    #[tokio::test]
-    async fn a_caught_up_publisher_sends_the_next_ticks_events_together() {
-        let dir = respawn_harness::TempDir::new("linger").expect("temp dir");
-        let outbox = Arc::new(Outbox::open(dir.path(), 1 << 30, 1 << 20).expect("outbox"));
-        let (gate, state) = (Arc::new(PublishGate::default()), durable_through(0));
-        gate.begin(3, 0, state.clone());
-        let (log, stop) = (Arc::new(Calls::default()), CancellationToken::new());
-        let metrics = crate::metrics::Metrics::new("test").persist("linger");
-        let publisher = tokio::spawn(run_publisher(
-            "linger".into(),
-            outbox.clone(),
-            gate,
-            log.clone(),
-            metrics,
-            stop.clone(),
-            Duration::from_secs(5),
-        ));
-        // A tick every 5 ms, each with one event, durable at once (as the persister does it).
-        for tick in 1..=20u64 {
-            let event = Event { epoch: 3, tick, player: tick, ..Default::default() };
-            outbox.append(&[event.encode_to_vec()]).expect("append");
-            state.durable_tick.store(tick, std::sync::atomic::Ordering::Relaxed);
-            state.advanced.notify_one();
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        stop.cancel();
-        publisher.await.expect("publisher ends");
-        let calls = log.0.lock().expect("calls").clone();
-        assert_eq!(calls.iter().sum::<usize>(), 20, "every event went: {calls:?}");
-        assert!(calls.len() < 10, "the ticks of each linger went in one call: {calls:?}");
-        assert_eq!(outbox.acked(), 20, "and the outbox was acknowledged through the last");
-    }
 
     fn durable_through(tick: u64) -> Arc<PersistState> {
         let state = Arc::new(PersistState::default());
