@@ -167,9 +167,14 @@ impl Cluster {
     ) -> Result<HostFaultReport> {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let players_before = self.fleet.len() as u64;
+        // A flaky network stays flaky: a player reset just now is resuming,
+        // with the RTO target's time to be back like any other.
+        let connected = &self.fleet.stats.connected;
+        let rto = Duration::from_secs_f64(FAILOVER_RTO_TARGET_MS / 1e3);
+        wait_for(Instant::now(), rto, async || connected.load(Ordering::Relaxed) >= players_before).await;
         let takeovers = self.takeovers().await;
         let sessions_lost = self.fleet.stats.silences.load(Ordering::Relaxed);
-        let playing = self.fleet.stats.connected.load(Ordering::Relaxed);
+        let playing = connected.load(Ordering::Relaxed);
         let events = self.tally_events().await?;
         problems.extend(events.problems());
         let owners = OwnersCheck::of(&self.fleet.stats.ack_spans());
