@@ -945,12 +945,18 @@ mod tests {
         (first, entity)
     }
 
+    /// Gives the runner a persister queue (no snapshot due for an hour); its far end.
+    fn persisted(r: &mut ZoneRunner) -> mpsc::Receiver<PersistMsg> {
+        let (tx, rx) = crate::persist::queue();
+        r.persist = Some(PersistLink::new(tx, Arc::new(PersistState::default()), Duration::from_secs(3_600)));
+        rx
+    }
+
     #[test]
     fn a_stalled_persister_pauses_the_world_without_losing_a_tick() {
         let metrics = Metrics::new("test");
         let mut r = runner(&metrics);
-        let (tx, mut rx) = crate::persist::queue();
-        r.persist = Some(PersistLink::new(tx, Arc::new(PersistState::default()), Duration::from_secs(3_600)));
+        let mut rx = persisted(&mut r);
         let ran = crate::persist::QUEUE_CAPACITY as u64 - 1;
         for _ in 0..ran + 100 {
             r.tick();
@@ -970,8 +976,7 @@ mod tests {
     fn an_empty_zones_ticks_go_to_the_persister_unattended() {
         let metrics = Metrics::new("test");
         let mut r = runner(&metrics);
-        let (tx, mut rx) = crate::persist::queue();
-        r.persist = Some(PersistLink::new(tx, Arc::new(PersistState::default()), Duration::from_secs(3_600)));
+        let mut rx = persisted(&mut r);
         let mut wire = Wire::default();
         r.tick();
         r.tick();

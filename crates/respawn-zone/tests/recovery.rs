@@ -250,16 +250,24 @@ async fn the_next_owner_keeps_the_history_archived_before_it() {
     assert_eq!(after.len(), before.len() + 1, "and the next owner's segment after it: {after:?}");
 }
 
+/// A persister on files of its own whose unattended ticks wait `wait`,
+/// with its lease and stores.
+async fn empty_zone_persister(
+    wait: std::time::Duration,
+) -> (Persisting, Arc<HeldLease>, Stores, respawn_harness::TempDir) {
+    let (stores, dir) = file_stores();
+    let (lease, _told) = take_lease(&stores, "idle").await;
+    let settings = PersistSettings { unattended_journal_every: wait, ..Default::default() };
+    (persist_with_settings(&stores, lease.clone(), settings), lease, stores, dir)
+}
+
 /// An empty zone's ticks (no players, commands or events) wait for the
 /// journal; the first attended tick takes them there with it at once, and
 /// otherwise they go once the oldest has waited the setting's time.
 #[tokio::test]
 async fn an_empty_zones_ticks_wait_for_the_journal_and_go_with_the_first_attended_one() {
-    let (stores, _dir) = file_stores();
-    let (lease, _told) = take_lease(&stores, "idle").await;
-    let hour =
-        PersistSettings { unattended_journal_every: std::time::Duration::from_secs(3_600), ..Default::default() };
-    let Persisting { tx, state, task: persister, .. } = persist_with_settings(&stores, lease.clone(), hour);
+    let (Persisting { tx, state, task: persister, .. }, lease, stores, _dir) =
+        empty_zone_persister(std::time::Duration::from_secs(3_600)).await;
     let mut zone = Zone::new(config()).expect("zone");
     let durable = || state.durable_tick.load(Ordering::Relaxed);
     let empty = |zone: &mut Zone, tick: u64| {
@@ -289,11 +297,8 @@ async fn an_empty_zones_ticks_wait_for_the_journal_and_go_with_the_first_attende
     lease.release().await;
 
     // With a short wait, empty ticks reach the journal on their own.
-    let (stores, _dir) = file_stores();
-    let (lease, _told) = take_lease(&stores, "idle").await;
-    let short =
-        PersistSettings { unattended_journal_every: std::time::Duration::from_millis(200), ..Default::default() };
-    let Persisting { tx, state, task: persister, .. } = persist_with_settings(&stores, lease.clone(), short);
+    let (Persisting { tx, state, task: persister, .. }, lease, _, _dir) =
+        empty_zone_persister(std::time::Duration::from_millis(200)).await;
     let mut zone = Zone::new(config()).expect("zone");
     let mut tick = 0;
     while state.durable_tick.load(Ordering::Relaxed) == 0 && tick < 200 {
